@@ -1,0 +1,200 @@
+"""Every environment variable Understudy reads, converted and defaulted in one place.
+
+No other module reads ``os.environ``. Tests pass overrides as a mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_WEBHOOK_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from exc
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from exc
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _keys(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _floats(name: str, raw: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be comma-separated seconds, not {raw!r}") from exc
+    if not values or any(v < 0 for v in values):
+        raise SettingsError(f"{name} must list at least one non-negative delay")
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process configuration. Build it with :func:`load_settings`."""
+
+    # Services. None means "run the embedded server under run_dir".
+    database_url: str | None = None
+    redis_url: str | None = None
+    run_dir: Path = Path(".run")
+    embedded_redis_port: int = 6390
+
+    # Secrets. Comma-separated Fernet keys, newest first; empty means a key kept in run_dir.
+    encryption_keys: tuple[str, ...] = ()
+
+    # HTTP.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 2
+    max_request_bytes: int = 25 * 1024 * 1024
+    max_file_bytes: int = 10 * 1024 * 1024
+    page_size_default: int = 50
+    page_size_max: int = 200
+
+    # Sandbox portal.
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8100
+    sandbox_url: str = "http://127.0.0.1:8100"
+
+    # Agent worker.
+    chromium_path: str = "/usr/bin/chromium"
+    chromedriver_path: str = "/usr/bin/chromedriver"
+    selenium_remote_url: str | None = None
+    headless: bool = True
+    browser_max_tasks: int = 50
+    screenshots: str = "failures"  # "failures" or "every_step"
+    task_lease_s: float = 60.0
+    task_heartbeat_s: float = 10.0
+    task_time_limit_s: float = 600.0
+    task_max_attempts: int = 3
+    portal_retry_attempts: int = 3
+    portal_retry_base_s: float = 2.0
+    input_timeout_s: float = 900.0
+    worker_concurrency: int = 2
+
+    # Scheduler.
+    scheduler_interval_s: float = 1.0
+    pending_requeue_after_s: float = 30.0
+
+    # Webhooks.
+    webhook_schedule_s: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE_S
+    webhook_jitter: float = 0.2
+    webhook_timeout_s: float = 15.0
+    webhook_retry_after_cap_s: float = 3600.0
+    webhook_allow_private: bool = False
+    webhook_secret_overlap_s: float = 24 * 3600.0
+    webhook_disable_after_s: float = 5 * 24 * 3600.0
+    webhook_endpoint_concurrency: int = 4
+    webhook_breaker_failures: int = 5
+    webhook_breaker_cooldown_s: float = 60.0
+    dispatcher_concurrency: int = 16
+
+    log_level: str = "INFO"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+# Environment variable -> (field, converter).
+_ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "DATABASE_URL": ("database_url", _str),
+    "REDIS_URL": ("redis_url", _str),
+    "UNDERSTUDY_RUN_DIR": ("run_dir", _path),
+    "EMBEDDED_REDIS_PORT": ("embedded_redis_port", _int),
+    "ENCRYPTION_KEYS": ("encryption_keys", _keys),
+    "API_HOST": ("api_host", _str),
+    "PORT": ("api_port", _int),
+    "API_WORKERS": ("api_workers", _int),
+    "MAX_REQUEST_BYTES": ("max_request_bytes", _int),
+    "MAX_FILE_BYTES": ("max_file_bytes", _int),
+    "SANDBOX_HOST": ("sandbox_host", _str),
+    "SANDBOX_PORT": ("sandbox_port", _int),
+    "SANDBOX_URL": ("sandbox_url", _str),
+    "CHROMIUM_PATH": ("chromium_path", _str),
+    "CHROMEDRIVER_PATH": ("chromedriver_path", _str),
+    "SELENIUM_REMOTE_URL": ("selenium_remote_url", _str),
+    "HEADLESS": ("headless", _bool),
+    "BROWSER_MAX_TASKS": ("browser_max_tasks", _int),
+    "SCREENSHOTS": ("screenshots", _str),
+    "TASK_LEASE_S": ("task_lease_s", _float),
+    "TASK_HEARTBEAT_S": ("task_heartbeat_s", _float),
+    "TASK_TIME_LIMIT_S": ("task_time_limit_s", _float),
+    "TASK_MAX_ATTEMPTS": ("task_max_attempts", _int),
+    "PORTAL_RETRY_ATTEMPTS": ("portal_retry_attempts", _int),
+    "PORTAL_RETRY_BASE_S": ("portal_retry_base_s", _float),
+    "INPUT_TIMEOUT_S": ("input_timeout_s", _float),
+    "WORKER_CONCURRENCY": ("worker_concurrency", _int),
+    "SCHEDULER_INTERVAL_S": ("scheduler_interval_s", _float),
+    "PENDING_REQUEUE_AFTER_S": ("pending_requeue_after_s", _float),
+    "WEBHOOK_SCHEDULE_S": ("webhook_schedule_s", _floats),
+    "WEBHOOK_JITTER": ("webhook_jitter", _float),
+    "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _float),
+    "WEBHOOK_RETRY_AFTER_CAP_S": ("webhook_retry_after_cap_s", _float),
+    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool),
+    "WEBHOOK_SECRET_OVERLAP_S": ("webhook_secret_overlap_s", _float),
+    "WEBHOOK_DISABLE_AFTER_S": ("webhook_disable_after_s", _float),
+    "WEBHOOK_ENDPOINT_CONCURRENCY": ("webhook_endpoint_concurrency", _int),
+    "WEBHOOK_BREAKER_FAILURES": ("webhook_breaker_failures", _int),
+    "WEBHOOK_BREAKER_COOLDOWN_S": ("webhook_breaker_cooldown_s", _float),
+    "DISPATCHER_CONCURRENCY": ("dispatcher_concurrency", _int),
+    "LOG_LEVEL": ("log_level", _str),
+}
+
+
+# An empty DATABASE_URL or REDIS_URL means "use the embedded server", as if it were unset.
+_BLANK_MEANS_UNSET = {"database_url", "redis_url", "selenium_remote_url"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``environ`` (default: the process environment), then apply overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (field, converter) in _ENV.items():
+        raw = env.get(name)
+        if raw is None or (raw == "" and field in _BLANK_MEANS_UNSET):
+            continue
+        values[field] = converter(name, raw)
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.screenshots not in {"failures", "every_step"}:
+        raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
+    return settings
