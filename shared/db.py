@@ -26,7 +26,9 @@ def _alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("shared") / "migrations"))
     # SQLAlchemy is used only by alembic, through the same psycopg 3 driver as everything else.
-    config.set_main_option("sqlalchemy.url", url.replace("postgresql://", "postgresql+psycopg://", 1))
+    config.set_main_option(
+        "sqlalchemy.url", url.replace("postgresql://", "postgresql+psycopg://", 1)
+    )
     return config
 
 
@@ -40,7 +42,9 @@ def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
 
-    engine = create_engine(_alembic_config(url).get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    engine = create_engine(
+        _alembic_config(url).get_main_option("sqlalchemy.url"), poolclass=pool.NullPool
+    )
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

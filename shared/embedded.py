@@ -27,7 +27,9 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be started."""
 
 
-def start_postgres(data_dir: Path, *, database: str = DATABASE_NAME, stop_on_exit: bool) -> tuple[str, Any]:
+def start_postgres(
+    data_dir: Path, *, database: str = DATABASE_NAME, stop_on_exit: bool
+) -> tuple[str, Any]:
     """Start (or join) the embedded PostgreSQL in ``data_dir``; return its URL and server handle.
 
     pgserver counts the processes holding a handle: with ``stop_on_exit`` the server stops when
@@ -40,7 +42,9 @@ def start_postgres(data_dir: Path, *, database: str = DATABASE_NAME, stop_on_exi
     server = pgserver.get_server(data_dir, cleanup_mode="stop" if stop_on_exit else None)
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
     return server.get_uri(database), server
@@ -76,14 +80,22 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 redis_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir),
-                "--appendonly", "yes",
-                "--save", "",
-                "--daemonize", "no",
-                "--loglevel", "warning",
-                "--logfile", str(self.data_dir / "redis.log"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
             ],
             stdin=subprocess.DEVNULL,
         )
@@ -94,7 +106,9 @@ class RedisServer:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        raise EmbeddedError(f"redis-server did not start on port {self.port}; see {self.data_dir}/redis.log")
+        raise EmbeddedError(
+            f"redis-server did not start on port {self.port}; see {self.data_dir}/redis.log"
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -1,0 +1,32 @@
+"""The HTTP API: a thin Flask app that validates, writes to Postgres and enqueues after commit."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+
+from api.errors import register_error_handlers
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
+    """The app factory. Tests pass settings (or a ready runtime); production reads the env."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # the task object keeps the reference API's field order
+    app.extensions["understudy"] = runtime or build_runtime(settings)
+    logging.basicConfig(level=settings.log_level)
+
+    register_error_handlers(app)
+    from api import tasks
+
+    app.register_blueprint(tasks.bp)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    return app

@@ -1,0 +1,72 @@
+"""The API's error type and the handlers that turn every failure into the JSON error shape.
+
+Every error is ``{"error": {"code", "message", "details"}}``. Nothing a client can send yields a
+500: bad input is caught here as 400, 413, 415 or 422.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A failure reported to the client with a status, a code, a message and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class NotFound(ApiError):
+    """The resource does not exist for this account (another account's looks the same)."""
+
+    def __init__(self, what: str = "resource") -> None:
+        super().__init__(404, "not_found", f"No such {what}.")
+
+
+class ValidationFailed(ApiError):
+    """The request was well formed but its content is not acceptable."""
+
+    def __init__(self, message: str, details: Any) -> None:
+        super().__init__(422, "validation_failed", message, details)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None):
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return jsonify(body), status
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError):
+        return error_response(err.status, err.code, err.message, err.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        status = err.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        return error_response(status, code, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "Something went wrong on our side.")

@@ -1,0 +1,47 @@
+"""Opaque keyset cursors shared by every list endpoint."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import request
+
+from api.errors import ApiError
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "id":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_cursor", "The cursor is not one this API gave out.") from exc
+
+
+def page_limit(default: int, maximum: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= maximum:
+        raise ApiError(400, "bad_limit", f"limit must be a whole number from 1 to {maximum}.")
+    return limit
+
+
+def page(items: list[dict], rows: list[dict], limit: int) -> dict:
+    """The list envelope: ``data`` plus the cursor of the next page, if there is one."""
+    has_more = len(rows) > limit
+    next_cursor = encode_cursor(rows[limit - 1]["id"]) if has_more else None
+    return {"data": items[:limit], "has_more": has_more, "next_cursor": next_cursor}

@@ -1,0 +1,128 @@
+"""Accounts, API keys and portal credentials: the named queries of the account aggregate."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from cryptography.fernet import MultiFernet
+from psycopg import Connection
+
+from shared.crypto import decrypt_json, encrypt_json
+
+KEY_PREFIX = "us_"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A portal login. ``repr`` hides the secrets so they never reach a log by accident."""
+
+    username: str
+    password: str
+    totp_secret: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=***, totp_secret=***)"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_account(conn: Connection, name: str) -> int:
+    row = conn.execute("INSERT INTO accounts (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+    return int(row["id"])
+
+
+def account_exists(conn: Connection, account_id: int) -> bool:
+    row = conn.execute("SELECT 1 FROM accounts WHERE id = %s", (account_id,)).fetchone()
+    return row is not None
+
+
+def create_api_key(conn: Connection, account_id: int, name: str | None = None) -> str:
+    """Make a key and store only its digest. The key itself is returned once, never again.
+
+    Keys look like ``us_<12 visible chars>_<secret>``; the visible part identifies the key in
+    listings and logs and is what we look it up by.
+    """
+    visible = KEY_PREFIX + secrets.token_hex(6)
+    key = f"{visible}_{secrets.token_urlsafe(32)}"
+    conn.execute(
+        "INSERT INTO api_keys (account_id, prefix, digest, name) VALUES (%s, %s, %s, %s)",
+        (account_id, visible, _digest(key), name),
+    )
+    return key
+
+
+def revoke_api_key(conn: Connection, prefix: str) -> bool:
+    """Revoke by the visible prefix (or the whole key). True if a live key was revoked."""
+    visible = prefix if prefix.count("_") == 1 else prefix.rsplit("_", 1)[0]
+    row = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL"
+        " RETURNING id",
+        (visible,),
+    ).fetchone()
+    return row is not None
+
+
+def account_for_key(conn: Connection, presented: str) -> int | None:
+    """The account a live key belongs to, comparing digests in constant time."""
+    visible, sep, _secret = presented.rpartition("_")
+    if not sep or not visible.startswith(KEY_PREFIX):
+        return None
+    row = conn.execute(
+        "SELECT account_id, digest FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
+        (visible,),
+    ).fetchone()
+    if row is None or not hmac.compare_digest(row["digest"], _digest(presented)):
+        return None
+    return int(row["account_id"])
+
+
+def put_credentials(
+    conn: Connection, fernet: MultiFernet, account_id: int, portal: str, creds: Credentials
+) -> None:
+    token = encrypt_json(fernet, {"password": creds.password, "totp_secret": creds.totp_secret})
+    conn.execute(
+        """
+        INSERT INTO portal_credentials (account_id, portal, username, secret_token)
+        VALUES (%s, %s, %s, %s)
+        ON CONFLICT (account_id, portal)
+        DO UPDATE SET username = EXCLUDED.username, secret_token = EXCLUDED.secret_token,
+                      updated_at = now()
+        """,
+        (account_id, portal, creds.username, token),
+    )
+
+
+def load_credentials(
+    conn: Connection, fernet: MultiFernet, account_id: int, portal: str
+) -> Credentials | None:
+    row = conn.execute(
+        "SELECT username, secret_token FROM portal_credentials"
+        " WHERE account_id = %s AND portal = %s",
+        (account_id, portal),
+    ).fetchone()
+    if row is None:
+        return None
+    secret = decrypt_json(fernet, row["secret_token"])
+    return Credentials(row["username"], secret["password"], secret.get("totp_secret"))
+
+
+def list_credentials(conn: Connection, account_id: int) -> list[dict]:
+    """Portals and usernames only: secrets are write-only."""
+    return conn.execute(
+        "SELECT portal, username, created_at, updated_at FROM portal_credentials"
+        " WHERE account_id = %s ORDER BY portal",
+        (account_id,),
+    ).fetchall()
+
+
+def delete_credentials(conn: Connection, account_id: int, portal: str) -> bool:
+    row = conn.execute(
+        "DELETE FROM portal_credentials WHERE account_id = %s AND portal = %s RETURNING portal",
+        (account_id, portal),
+    ).fetchone()
+    return row is not None
