@@ -171,3 +171,162 @@ def mark_dispatched(conn: Connection, task_id: int) -> None:
         " WHERE id = %s AND status IN ('pending', 'dispatching')",
         (task_id,),
     )
+
+
+def claim_task(conn: Connection, task_id: int, worker: str, lease_s: float) -> dict | None:
+    """Take a pending task for this worker with a lease. None if someone else has it or it ended.
+
+    A second delivery of the same Celery message finds the task running (or final) and gets
+    None: that is what makes a duplicate message a no-op.
+    """
+    return conn.execute(
+        """
+        UPDATE tasks
+           SET status = 'running', attempts = attempts + 1, claimed_by = %s,
+               lease_expires_at = now() + make_interval(secs => %s),
+               started_at = COALESCE(started_at, now()), updated_at = now()
+         WHERE id = %s AND status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
+        RETURNING id, account_id, type, sop_id, inputs, attempts, irreversible_step,
+                  irreversible_at, trajectory_id
+        """,
+        (worker, lease_s, task_id),
+    ).fetchone()
+
+
+def extend_lease(conn: Connection, task_id: int, worker: str, lease_s: float) -> dict | None:
+    """Heartbeat. None when this worker no longer holds the task (it expired and moved on)."""
+    return conn.execute(
+        """
+        UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %s)
+         WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
+        RETURNING cancel_requested_at
+        """,
+        (lease_s, task_id, worker),
+    ).fetchone()
+
+
+def set_waiting(conn: Connection, task_id: int, worker: str, waiting: bool) -> None:
+    conn.execute(
+        """
+        UPDATE tasks
+           SET status = CASE WHEN %s THEN 'waiting_for_input' ELSE 'running' END,
+               input_requested_at = CASE WHEN %s THEN now() ELSE input_requested_at END,
+               updated_at = now()
+         WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
+        """,
+        (waiting, waiting, task_id, worker),
+    )
+
+
+def record_irreversible(conn: Connection, task_id: int, step: str) -> None:
+    """Remember, before acting, that a step changing the payer's records is about to run."""
+    conn.execute(
+        "UPDATE tasks SET irreversible_step = %s, irreversible_at = now(), updated_at = now()"
+        " WHERE id = %s",
+        (step, task_id),
+    )
+
+
+def finish_task(
+    conn: Connection,
+    task_id: int,
+    status: TaskStatus,
+    notes: str,
+    *,
+    result: dict[str, Any] | None = None,
+    worker: str | None = None,
+) -> bool:
+    """Set a final status and write the ``task_finished`` webhook in the same transaction.
+
+    With ``worker``, only the worker holding the task may finish it, so a worker whose lease
+    expired cannot overwrite what its successor did. False when nothing was changed.
+    """
+    from shared.webhooks import enqueue_task_finished
+
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"{status} is not a final status")
+    guard = "claimed_by = %(worker)s AND status IN ('running', 'waiting_for_input')"
+    if worker is None:
+        guard = "status NOT IN ('completed', 'completed_with_issues', 'failed', 'canceled')"
+    row = conn.execute(
+        f"""
+        UPDATE tasks
+           SET status = %(status)s, notes = %(notes)s, result = %(result)s,
+               lease_expires_at = NULL, updated_at = now(),
+               completed_at = CASE WHEN %(status)s IN ('completed', 'completed_with_issues')
+                                   THEN now() END,
+               failed_at = CASE WHEN %(status)s = 'failed' THEN now() END,
+               canceled_at = CASE WHEN %(status)s = 'canceled' THEN now() END
+         WHERE id = %(id)s AND {guard}
+        RETURNING id, account_id
+        """,
+        {
+            "status": str(status),
+            "notes": notes,
+            "result": Jsonb(result) if result is not None else None,
+            "id": task_id,
+            "worker": worker,
+        },
+    ).fetchone()
+    if row is None:
+        return False
+    payload = task_json(get_task(conn, task_id))
+    enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
+    return True
+
+
+def due_for_requeue(conn: Connection, older_than_s: float, limit: int = 100) -> list[int]:
+    """Tasks whose message may be lost: not claimed within ``older_than_s`` of being sent."""
+    rows = conn.execute(
+        """
+        UPDATE tasks SET status = 'dispatching', enqueued_at = now(), updated_at = now()
+         WHERE id IN (
+            SELECT id FROM tasks
+             WHERE status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
+               AND (enqueued_at IS NULL
+                    OR enqueued_at < now() - make_interval(secs => %s))
+             ORDER BY id LIMIT %s
+             FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        (older_than_s, limit),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def expired_leases(conn: Connection, limit: int = 100) -> list[dict]:
+    """Running tasks whose worker stopped heartbeating (killed, hung or partitioned)."""
+    return conn.execute(
+        """
+        SELECT id, attempts, irreversible_at FROM tasks
+         WHERE status IN ('running', 'waiting_for_input') AND lease_expires_at < now()
+         ORDER BY id LIMIT %s
+         FOR UPDATE SKIP LOCKED
+        """,
+        (limit,),
+    ).fetchall()
+
+
+def release_for_retry(conn: Connection, task_id: int) -> None:
+    """Put a task whose lease expired back in line; the next claim counts a new attempt."""
+    conn.execute(
+        "UPDATE tasks SET status = 'pending', claimed_by = NULL, lease_expires_at = NULL,"
+        " enqueued_at = NULL, updated_at = now() WHERE id = %s",
+        (task_id,),
+    )
+
+
+def take_input(conn: Connection, task_id: int) -> bytes | None:
+    """The encrypted input a person posted for a waiting task, removed as it is read."""
+    row = conn.execute(
+        """
+        WITH posted AS (
+            SELECT id, input_token FROM tasks
+             WHERE id = %s AND input_token IS NOT NULL FOR UPDATE)
+        UPDATE tasks SET input_token = NULL FROM posted
+         WHERE tasks.id = posted.id
+        RETURNING posted.input_token
+        """,
+        (task_id,),
+    ).fetchone()
+    return None if row is None else bytes(row["input_token"])

@@ -1,0 +1,42 @@
+# Understudy. `make help` lists the targets; CI runs `make test` from .ci/run.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.DEFAULT_GOAL := help
+.PHONY: help install browsers run test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/understudy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/understudy ## create .venv and install the project with its dev tools
+
+browsers: ## install Debian's chromium and chromium-driver if missing
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+run: install browsers ## start the whole stack in the foreground (Ctrl-C stops it)
+	$(BIN)/understudy run
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared
+
+test: install browsers ## run the test suite against real Postgres, Redis and Chromium
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: install browsers ## run the benchmarks (not part of the tests)
+	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/agent.py
+
+clean: ## remove the virtualenv and the embedded servers' data
+	rm -rf $(VENV) .run

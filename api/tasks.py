@@ -1,0 +1,234 @@
+"""/tasks: create, read and list tasks.
+
+Creation is one transaction (task row, files, idempotency record); the Celery message is sent
+only after it commits. If Redis is unreachable the task is still stored as ``pending`` and the
+scheduler sends it later, so the client's 200 is never a lie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import kombu.exceptions
+import psycopg
+import redis
+from flask import Blueprint, jsonify, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from psycopg.types.json import Jsonb
+from werkzeug.datastructures import FileStorage
+from werkzeug.utils import secure_filename
+
+from api.auth import account_id, require_account
+from api.errors import ApiError, NotFound, ValidationFailed
+from api.pagination import decode_cursor, page, page_limit
+from api.runtime import runtime
+from shared import sop_store
+from shared import tasks as task_queries
+from shared.celery import RUN_TASK
+from shared.inputs import parse_task_data
+from shared.sops import TASK_TYPES
+from shared.tasks import TaskStatus, task_json
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("tasks", __name__)
+bp.before_request(require_account)
+
+IDEMPOTENCY_TTL = "24 hours"
+
+
+class TaskCreateSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # clients of the reference API may send fields of their own
+
+    type = fields.String(
+        required=True,
+        validate=validate.OneOf(TASK_TYPES, error="Unknown task type; use one of: {choices}."),
+    )
+    data = fields.Raw(load_default=None, allow_none=True)
+
+    @validates("data")
+    def _data_is_text_or_object(self, value: Any, **_: Any) -> None:
+        if value is not None and not isinstance(value, str | dict):
+            raise ValidationError("data must be text of 'key: value' lines or a JSON object.")
+
+
+def _read_body() -> tuple[dict[str, Any], list[FileStorage]]:
+    """The request as a mapping plus its files; 400 for malformed input, 415 for other media."""
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if body is None:
+            raise ApiError(400, "malformed_json", "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+        return body, []
+    if mimetype == "multipart/form-data":
+        form = {key: request.form[key] for key in request.form}
+        return form, [f for f in request.files.getlist("files") if f.filename]
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "Send application/json, or multipart/form-data with type, data and files.",
+        {"content_type": request.content_type},
+    )
+
+
+def _read_files(uploads: list[FileStorage]) -> list[tuple[str, str, bytes]]:
+    limit = runtime().settings.max_file_bytes
+    files = []
+    for upload in uploads:
+        content = upload.read(limit + 1)
+        if len(content) > limit:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"Each file must be at most {limit} bytes.",
+                {"file": upload.filename},
+            )
+        name = secure_filename(upload.filename or "") or "upload"
+        files.append((name, upload.mimetype or "application/octet-stream", content))
+    return files
+
+
+def _request_digest(body: dict[str, Any], files: list[tuple[str, str, bytes]]) -> str:
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode())
+    for name, content_type, content in files:
+        digest.update(f"\0{name}\0{content_type}\0".encode())
+        digest.update(hashlib.sha256(content).digest())
+    return digest.hexdigest()
+
+
+def _idempotent_replay(conn: psycopg.Connection, key: str, digest: str):
+    """The stored answer for this key, 409 if the key was used for another body, else None."""
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
+        f" AND created_at < now() - interval '{IDEMPOTENCY_TTL}'",
+        (account_id(), key),
+    )
+    row = conn.execute(
+        "SELECT request_digest, response_status, response_body FROM idempotency_keys"
+        " WHERE account_id = %s AND key = %s",
+        (account_id(), key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["request_digest"] != digest:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used with a different request body.",
+            {"idempotency_key": key},
+        )
+    return jsonify(row["response_body"]), row["response_status"]
+
+
+def _create(conn: psycopg.Connection, body: dict, files: list[tuple[str, str, bytes]]) -> int:
+    stored = sop_store.active_sop(conn, account_id(), body["type"])
+    raw = body.get("data")
+    inputs, problems = stored.sop.validate_inputs(parse_task_data(raw))
+    if problems:
+        raise ValidationFailed(
+            f"The data is missing or has malformed fields for {body['type']}.", problems
+        )
+    task_id = task_queries.insert_task(
+        conn,
+        account_id=account_id(),
+        task_type=body["type"],
+        title=stored.sop.title,
+        instructions=stored.sop.summary(),
+        sop_id=stored.id,
+        data=raw if isinstance(raw, str) or raw is None else json.dumps(raw),
+        inputs=inputs,
+    )
+    for name, content_type, content in files:
+        task_queries.insert_file(conn, task_id, name, content_type, content)
+    return task_id
+
+
+def enqueue(task_id: int) -> None:
+    """Send the task to the agent queue; on failure the scheduler re-sends it later."""
+    rt = runtime()
+    try:
+        rt.celery.send_task(
+            RUN_TASK,
+            args=[task_id],
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        )
+    except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
+        log.warning("task %s stays pending: the queue is unreachable", task_id)
+        return
+    with rt.pool.connection() as conn:
+        task_queries.mark_dispatched(conn, task_id)
+
+
+@bp.post("/tasks")
+def create_task():
+    body, uploads = _read_body()
+    try:
+        body = {**body, **TaskCreateSchema().load(body)}
+    except ValidationError as err:
+        raise ValidationFailed("The request is not a valid task.", err.messages) from err
+    files = _read_files(uploads)
+    key = request.headers.get("Idempotency-Key", "").strip() or None
+    digest = _request_digest(body, files)
+    try:
+        with runtime().pool.connection() as conn:
+            if key and (replay := _idempotent_replay(conn, key, digest)):
+                return replay
+            task_id = _create(conn, body, files)
+            created = task_json(task_queries.get_task(conn, task_id))
+            if key:
+                conn.execute(
+                    "INSERT INTO idempotency_keys"
+                    " (account_id, key, request_digest, response_status, response_body)"
+                    " VALUES (%s, %s, %s, 200, %s)",
+                    (account_id(), key, digest, Jsonb(created)),
+                )
+    except psycopg.errors.UniqueViolation:
+        if not key:
+            raise
+        # A concurrent request with the same Idempotency-Key committed first; answer as it did.
+        with runtime().pool.connection() as conn:
+            return _idempotent_replay(conn, key or "", digest)
+    enqueue(task_id)
+    return jsonify(created), 200
+
+
+@bp.get("/tasks/<int:task_id>")
+def read_task(task_id: int):
+    with runtime().pool.connection() as conn:
+        row = task_queries.get_task(conn, task_id, account_id())
+    if row is None:
+        raise NotFound("task")
+    return jsonify(task_json(row))
+
+
+def _filter(name: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
+    values = [v for raw in request.args.getlist(name) for v in raw.split(",") if v]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown {name} filter value.", {name: unknown, "allowed": list(allowed)}
+        )
+    return values
+
+
+@bp.get("/tasks")
+def list_tasks():
+    settings = runtime().settings
+    limit = page_limit(settings.page_size_default, settings.page_size_max)
+    with runtime().pool.connection() as conn:
+        rows = task_queries.list_tasks(
+            conn,
+            account_id(),
+            before_id=decode_cursor(request.args.get("cursor")),
+            limit=limit + 1,
+            statuses=_filter("status", [s.value for s in TaskStatus]),
+            types=_filter("type", TASK_TYPES),
+        )
+    return jsonify(page([task_json(r) for r in rows], rows, limit))

@@ -1,0 +1,117 @@
+"""Every second or so: send due webhooks, re-send lost task messages, recover expired leases.
+
+Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
+turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
+scheduler started by mistake duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+import kombu.exceptions
+import psycopg
+import redis
+
+from shared import tasks as task_queries
+from shared import webhooks
+from shared.celery import DELIVER_WEBHOOK, RUN_TASK
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+from shared.tasks import TaskStatus
+
+log = logging.getLogger(__name__)
+
+# Errors of the services around us: logged and retried on the next tick, never a crash loop.
+TRANSIENT_ERRORS = (psycopg.OperationalError, kombu.exceptions.OperationalError, redis.RedisError)
+
+
+@dataclass
+class TickReport:
+    webhooks_sent: int = 0
+    tasks_requeued: int = 0
+    leases_recovered: int = 0
+    tasks_failed: int = 0
+
+
+def _send_webhooks(rt: Runtime, report: TickReport) -> None:
+    with rt.pool.connection() as conn:
+        webhooks.disable_failing_endpoints(conn, rt.settings)
+        ids = webhooks.claim_due_messages(
+            conn, limit=200, lock_s=rt.settings.webhook_timeout_s + 30
+        )
+    for message_id in ids:
+        rt.celery.send_task(DELIVER_WEBHOOK, args=[message_id])
+    report.webhooks_sent += len(ids)
+
+
+def _lease_expired_note(attempts: int, irreversible: bool) -> tuple[TaskStatus, str]:
+    if irreversible:
+        return (
+            TaskStatus.COMPLETED_WITH_ISSUES,
+            f"The agent stopped responding after a submit step ({attempts} attempts). The "
+            "submission may have reached the payer: check the portal before resubmitting.",
+        )
+    return (
+        TaskStatus.FAILED,
+        f"The agent stopped responding {attempts} times (worker lost or hung); giving up.",
+    )
+
+
+def _recover_leases(rt: Runtime, report: TickReport) -> list[int]:
+    retry: list[int] = []
+    with rt.pool.connection() as conn:
+        for row in task_queries.expired_leases(conn):
+            if row["attempts"] < rt.settings.task_max_attempts:
+                task_queries.release_for_retry(conn, row["id"])
+                retry.append(row["id"])
+                continue
+            status, notes = _lease_expired_note(row["attempts"], row["irreversible_at"] is not None)
+            task_queries.finish_task(conn, row["id"], status, notes)
+            report.tasks_failed += 1
+    report.leases_recovered += len(retry)
+    return retry
+
+
+def _send_tasks(rt: Runtime, task_ids: list[int]) -> None:
+    for task_id in task_ids:
+        rt.celery.send_task(RUN_TASK, args=[task_id])
+    if task_ids:
+        with rt.pool.connection() as conn:
+            for task_id in task_ids:
+                task_queries.mark_dispatched(conn, task_id)
+
+
+def tick(rt: Runtime) -> TickReport:
+    """One pass of every duty. Safe to run concurrently with another scheduler."""
+    report = TickReport()
+    _send_webhooks(rt, report)
+    _send_tasks(rt, _recover_leases(rt, report))
+    with rt.pool.connection() as conn:
+        lost = task_queries.due_for_requeue(conn, rt.settings.pending_requeue_after_s)
+    _send_tasks(rt, lost)
+    report.tasks_requeued += len(lost)
+    return report
+
+
+def run_forever(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    rt = build_runtime(settings, pool_size=2)
+    log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
+    try:
+        while not stop.is_set():
+            try:
+                report = tick(rt)
+                if report != TickReport():
+                    log.info("tick: %s", report)
+            except TRANSIENT_ERRORS:
+                log.warning("scheduler tick failed; retrying next tick", exc_info=True)
+            stop.wait(settings.scheduler_interval_s)
+    finally:
+        rt.close()

@@ -1,0 +1,67 @@
+"""SOP versions in Postgres: the named queries of the SOP aggregate.
+
+An account's own versions are numbered 1, 2, 3 per task type and the newest is active. Built-in
+SOPs are stored on first use, keyed by the digest of their text, so a task always points at the
+exact document it ran even after the built-in one changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from psycopg import Connection
+
+from shared.sops import Sop, builtin_sop_text, load_sop
+
+
+@dataclass(frozen=True)
+class StoredSop:
+    id: int
+    version: int
+    builtin: bool
+    sop: Sop
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _builtin_version(conn: Connection, task_type: str) -> StoredSop:
+    text = builtin_sop_text(task_type)
+    digest = _digest(text)
+    conn.execute(
+        """
+        INSERT INTO sops (account_id, task_type, version, body, digest)
+        SELECT NULL, %(type)s,
+               COALESCE(MAX(version), 0) + 1, %(body)s, %(digest)s
+          FROM sops WHERE account_id IS NULL AND task_type = %(type)s
+        ON CONFLICT (task_type, digest) WHERE account_id IS NULL DO NOTHING
+        """,
+        {"type": task_type, "body": text, "digest": digest},
+    )
+    row = conn.execute(
+        "SELECT id, version FROM sops WHERE account_id IS NULL AND task_type = %s AND digest = %s",
+        (task_type, digest),
+    ).fetchone()
+    return StoredSop(row["id"], row["version"], True, load_sop(text))
+
+
+def active_sop(conn: Connection, account_id: int, task_type: str) -> StoredSop:
+    """The account's newest version of the SOP for this type, or the built-in one."""
+    row = conn.execute(
+        "SELECT id, version, body FROM sops WHERE account_id = %s AND task_type = %s"
+        " ORDER BY version DESC LIMIT 1",
+        (account_id, task_type),
+    ).fetchone()
+    if row is None:
+        return _builtin_version(conn, task_type)
+    return StoredSop(row["id"], row["version"], False, load_sop(row["body"]))
+
+
+def sop_by_id(conn: Connection, sop_id: int) -> StoredSop:
+    row = conn.execute(
+        "SELECT id, version, body, account_id IS NULL AS builtin FROM sops WHERE id = %s",
+        (sop_id,),
+    ).fetchone()
+    return StoredSop(row["id"], row["version"], row["builtin"], load_sop(row["body"]))

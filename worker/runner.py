@@ -1,0 +1,328 @@
+"""Running one task: claim it, drive the portal by its SOP, record the trajectory, finish it.
+
+The claim (a lease in Postgres, extended by a heartbeat) makes a second delivery of the same
+message a no-op, and lets the scheduler retry the task if this process dies. The final status
+and the webhook message are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from selenium.common.exceptions import WebDriverException
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from shared import tasks as task_queries
+from shared.accounts import Credentials, load_credentials
+from shared.crypto import decrypt_json
+from shared.runtime import Runtime
+from shared.sop_store import sop_by_id
+from shared.sops import Sop
+from shared.tasks import TaskStatus
+from worker.browser import BrowserPool
+from worker.engine import Outcome, run_sop
+from worker.errors import (
+    TRANSIENT_ERRORS,
+    CredentialsRejected,
+    InputTimeout,
+    PortalUnavailable,
+    StepFailed,
+    TaskCanceled,
+)
+
+log = logging.getLogger(__name__)
+
+SANDBOX_PORTAL = "sandbox"
+
+# What is retried inside one attempt: a portal that is down or slow, and a crashed browser
+# (the pool starts a fresh one). Everything else ends the task at once with a note.
+RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
+
+
+@dataclass
+class TaskFile:
+    name: str
+    path: Path
+
+
+@dataclass
+class DbRecorder:
+    """Writes each step (and its screenshot) as the engine reports it, in its own transaction."""
+
+    rt: Runtime
+    task_id: int
+    account_id: int
+    attempt: int
+    seq: int = 0
+    irreversible_passed: bool = False
+
+    def step(
+        self,
+        name: str,
+        *,
+        started_at: datetime,
+        duration_ms: int,
+        status: str,
+        message: str,
+        screenshot: bytes | None,
+    ) -> None:
+        self.seq += 1
+        with self.rt.pool.connection() as conn:
+            artifact_id = None
+            if screenshot:
+                artifact_id = conn.execute(
+                    "INSERT INTO artifacts (account_id, task_id, content_type, content)"
+                    " VALUES (%s, %s, 'image/png', %s) RETURNING id",
+                    (self.account_id, self.task_id, screenshot),
+                ).fetchone()["id"]
+            conn.execute(
+                "INSERT INTO trajectory_steps (task_id, attempt, seq, name, status, message,"
+                " started_at, duration_ms, artifact_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    self.task_id,
+                    self.attempt,
+                    self.seq,
+                    name,
+                    status,
+                    message,
+                    started_at,
+                    duration_ms,
+                    artifact_id,
+                ),
+            )
+
+    def checkpoint(self, step_name: str) -> None:
+        # Committed before the click: if we die during or after it, no retry submits again.
+        with self.rt.pool.connection() as conn:
+            task_queries.record_irreversible(conn, self.task_id, step_name)
+        self.irreversible_passed = True
+
+
+@dataclass
+class Lease:
+    """Extends the claim every heartbeat; notices cancellation and a lost claim."""
+
+    rt: Runtime
+    task_id: int
+    worker: str
+    canceled: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Lease:
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="lease")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        settings = self.rt.settings
+        while not self._stop.wait(settings.task_heartbeat_s):
+            try:
+                with self.rt.pool.connection() as conn:
+                    row = task_queries.extend_lease(
+                        conn, self.task_id, self.worker, settings.task_lease_s
+                    )
+            except Exception:  # a missed beat is survivable; the lease is several beats long
+                log.warning("lease heartbeat failed for task %s", self.task_id, exc_info=True)
+                continue
+            if row is None:
+                self.lost.set()
+            elif row["cancel_requested_at"] is not None:
+                self.canceled.set()
+
+    def should_stop(self) -> bool:
+        return self.canceled.is_set() or self.lost.is_set()
+
+
+def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
+    if sop.base_url:
+        return sop.base_url
+    if sop.portal == SANDBOX_PORTAL:
+        return rt.settings.sandbox_url
+    with rt.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT base_url FROM portals WHERE account_id = %s AND name = %s",
+            (account_id, sop.portal),
+        ).fetchone()
+    return row["base_url"] if row else None
+
+
+def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
+    with rt.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, filename, content FROM task_files WHERE task_id = %s ORDER BY id",
+            (task_id,),
+        ).fetchall()
+    files = []
+    for row in rows:
+        path = folder / f"{row['id']}-{row['filename']}"
+        path.write_bytes(row["content"])
+        files.append(TaskFile(row["filename"], path))
+    return files
+
+
+def _code_requester(rt: Runtime, task_id: int, worker: str, lease: Lease) -> Callable[[], str]:
+    """Blocks until a person posts the MFA code (POST /tasks/{id}/input) or time runs out."""
+
+    def request_code() -> str:
+        with rt.pool.connection() as conn:
+            task_queries.set_waiting(conn, task_id, worker, True)
+        deadline = time.monotonic() + rt.settings.input_timeout_s
+        while time.monotonic() < deadline:
+            if lease.should_stop():
+                raise TaskCanceled("The task was canceled while waiting for input.")
+            with rt.pool.connection() as conn:
+                token = task_queries.take_input(conn, task_id)
+                if token is not None:
+                    task_queries.set_waiting(conn, task_id, worker, False)
+                    return str(decrypt_json(rt.fernet, token)["code"])
+            time.sleep(0.5)
+        raise InputTimeout(
+            f"No one-time code was supplied within {rt.settings.input_timeout_s:.0f} s."
+        )
+
+    return request_code
+
+
+def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
+    if isinstance(exc, TaskCanceled):
+        return TaskStatus.CANCELED, "Canceled at the client's request."
+    if isinstance(exc, CredentialsRejected):
+        return TaskStatus.FAILED, (
+            f"The portal '{sop.portal}' rejected the stored credentials. Not retried, so the "
+            f"account is not locked out; update them with PUT /credentials/{sop.portal}."
+        )
+    if isinstance(exc, StepFailed):
+        where = f"step {exc.step_index} ({exc.step_name})" if exc.step_name else "a step"
+        looking = f" It was looking for {exc.looking_for}." if exc.looking_for else ""
+        return TaskStatus.FAILED, f"The SOP could not proceed at {where}: {exc}.{looking}"
+    if isinstance(exc, PortalUnavailable):
+        return TaskStatus.FAILED, f"Portal error, still failing after retries: {exc}"
+    if isinstance(exc, InputTimeout):
+        return TaskStatus.FAILED, str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return TaskStatus.FAILED, "The task ran past its time limit and was stopped."
+    if isinstance(exc, WebDriverException):
+        return TaskStatus.FAILED, f"The browser failed repeatedly: {exc.msg or type(exc).__name__}"
+    return TaskStatus.FAILED, f"The agent hit an internal error ({type(exc).__name__})."
+
+
+def _drive(
+    rt: Runtime,
+    browsers: BrowserPool,
+    claimed: dict,
+    sop: Sop,
+    credentials: Credentials,
+    base_url: str,
+    recorder: DbRecorder,
+    lease: Lease,
+    worker: str,
+) -> Outcome:
+    """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
+    with tempfile.TemporaryDirectory(prefix="understudy-") as tmp:
+        files = _write_files(rt, claimed["id"], Path(tmp))
+        retrying = Retrying(
+            retry=retry_if_exception_type(RETRIED),
+            stop=stop_after_attempt(max(1, rt.settings.portal_retry_attempts)),
+            wait=wait_exponential(multiplier=rt.settings.portal_retry_base_s, max=60),
+            reraise=True,
+        )
+
+        def attempt() -> Outcome:
+            with browsers.session(claimed["account_id"]) as driver:
+                return run_sop(
+                    driver,
+                    sop,
+                    claimed["inputs"],
+                    base_url=base_url,
+                    credentials=credentials,
+                    files=files,
+                    recorder=recorder,
+                    verify_only=recorder.irreversible_passed,
+                    should_stop=lease.should_stop,
+                    request_code=_code_requester(rt, claimed["id"], worker, lease),
+                )
+
+        return retrying(attempt)
+
+
+def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
+    """Claim the task and see it to a final status. A no-op if it is not claimable."""
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    with rt.pool.connection() as conn:
+        claimed = task_queries.claim_task(conn, task_id, worker, rt.settings.task_lease_s)
+    if claimed is None:
+        log.info("task %s is not claimable (taken, final or canceled); skipping", task_id)
+        return
+    with rt.pool.connection() as conn:
+        stored = sop_by_id(conn, claimed["sop_id"])
+        credentials = load_credentials(conn, rt.fernet, claimed["account_id"], stored.sop.portal)
+    recorder = DbRecorder(
+        rt,
+        task_id,
+        claimed["account_id"],
+        claimed["attempts"],
+        irreversible_passed=claimed["irreversible_at"] is not None,
+    )
+    base_url = _base_url(rt, claimed["account_id"], stored.sop)
+    with Lease(rt, task_id, worker) as lease:
+        status, notes, result = _run_claimed(
+            rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
+        )
+    with rt.pool.connection() as conn:
+        if not task_queries.finish_task(conn, task_id, status, notes, result=result, worker=worker):
+            log.warning("task %s was taken over before it finished here", task_id)
+
+
+def _run_claimed(
+    rt: Runtime,
+    browsers: BrowserPool,
+    claimed: dict,
+    sop: Sop,
+    credentials: Credentials | None,
+    base_url: str | None,
+    recorder: DbRecorder,
+    lease: Lease,
+    worker: str,
+) -> tuple[TaskStatus, str, dict | None]:
+    if credentials is None:
+        return (
+            TaskStatus.FAILED,
+            (
+                f"No credentials are stored for the portal '{sop.portal}'. "
+                f"Add them with PUT /credentials/{sop.portal}."
+            ),
+            None,
+        )
+    if base_url is None:
+        return (
+            TaskStatus.FAILED,
+            (
+                f"The portal '{sop.portal}' is not registered; "
+                f"add it with PUT /portals/{sop.portal}."
+            ),
+            None,
+        )
+    try:
+        outcome = _drive(rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker)
+    except Exception as exc:  # every failure becomes a final status with a note, never a hang
+        status, notes = _failure_note(exc, sop)
+        if status == TaskStatus.FAILED and not isinstance(exc, RETRIED + (StepFailed,)):
+            log.exception("task %s failed", claimed["id"])
+        return status, notes, None
+    return TaskStatus(outcome.status), outcome.notes, outcome.result
