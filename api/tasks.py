@@ -28,7 +28,7 @@ from api.runtime import runtime
 from shared import sop_store
 from shared import tasks as task_queries
 from shared.celery import RUN_TASK
-from shared.inputs import parse_task_data
+from shared.inputs import InputError, parse_task_data
 from shared.sops import TASK_TYPES
 from shared.tasks import TaskStatus, task_json
 
@@ -129,7 +129,11 @@ def _idempotent_replay(conn: psycopg.Connection, key: str, digest: str):
 def _create(conn: psycopg.Connection, body: dict, files: list[tuple[str, str, bytes]]) -> int:
     stored = sop_store.active_sop(conn, account_id(), body["type"])
     raw = body.get("data")
-    inputs, problems = stored.sop.validate_inputs(parse_task_data(raw))
+    try:
+        parsed = parse_task_data(raw)
+    except InputError as err:
+        raise ValidationFailed("The data could not be read.", {"data": str(err)}) from err
+    inputs, problems = stored.sop.validate_inputs(parsed)
     if problems:
         raise ValidationFailed(
             f"The data is missing or has malformed fields for {body['type']}.", problems

@@ -58,9 +58,9 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float 
         if process.poll() is not None:
             raise RuntimeError(f"the stack exited early:\n{log.read_text()[-4000:]}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=3)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-4000:]}")
 
