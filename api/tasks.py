@@ -28,9 +28,10 @@ from api.runtime import runtime
 from shared import sop_store
 from shared import tasks as task_queries
 from shared.celery import RUN_TASK
+from shared.crypto import encrypt_json
 from shared.inputs import InputError, parse_task_data
 from shared.sops import TASK_TYPES
-from shared.tasks import TaskStatus, task_json
+from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +237,66 @@ def list_tasks():
             types=_filter("type", TASK_TYPES),
         )
     return jsonify(page([task_json(r) for r in rows], rows, limit))
+
+
+def _owned_task(conn: psycopg.Connection, task_id: int) -> dict:
+    row = conn.execute(
+        "SELECT id, status FROM tasks WHERE id = %s AND account_id = %s FOR UPDATE",
+        (task_id, account_id()),
+    ).fetchone()
+    if row is None:
+        raise NotFound("task")
+    return row
+
+
+@bp.post("/tasks/<int:task_id>/cancel")
+def cancel_task(task_id: int):
+    """Cancel a task. A queued one ends at once; a running one stops at its next step."""
+    with runtime().pool.connection() as conn:
+        row = _owned_task(conn, task_id)
+        if row["status"] in FINAL_STATUSES:
+            raise ApiError(
+                409,
+                "task_finished",
+                f"The task already ended as {row['status']}.",
+                {"status": row["status"]},
+            )
+        conn.execute(
+            "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = %s",
+            (task_id,),
+        )
+        if row["status"] in (TaskStatus.PENDING, TaskStatus.DISPATCHING):
+            task_queries.finish_task(
+                conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request."
+            )
+        task = task_json(task_queries.get_task(conn, task_id))
+    return jsonify(task), 202 if task["status"] not in FINAL_STATUSES else 200
+
+
+class InputSchema(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+@bp.post("/tasks/<int:task_id>/input")
+def give_input(task_id: int):
+    """Supply what a waiting task asked for (a one-time code); the agent resumes with it."""
+    body, _files = _read_body()
+    try:
+        value = InputSchema().load(body, unknown=EXCLUDE)
+    except ValidationError as err:
+        raise ValidationFailed("The input is not valid.", err.messages) from err
+    with runtime().pool.connection() as conn:
+        row = _owned_task(conn, task_id)
+        if row["status"] != TaskStatus.WAITING_FOR_INPUT:
+            raise ApiError(
+                409,
+                "not_waiting",
+                f"The task is {row['status']}, not waiting for input.",
+                {"status": row["status"]},
+            )
+        conn.execute(
+            "UPDATE tasks SET input_token = %s, updated_at = now() WHERE id = %s",
+            (encrypt_json(runtime().fernet, {"code": value["code"]}), task_id),
+        )
+        task = task_json(task_queries.get_task(conn, task_id))
+    return jsonify(task), 202

@@ -67,6 +67,11 @@ def _recover_leases(rt: Runtime, report: TickReport) -> list[int]:
     retry: list[int] = []
     with rt.pool.connection() as conn:
         for row in task_queries.expired_leases(conn):
+            if row["cancel_requested_at"] is not None:
+                task_queries.finish_task(
+                    conn, row["id"], TaskStatus.CANCELED, "Canceled at the client's request."
+                )
+                continue
             if row["attempts"] < rt.settings.task_max_attempts:
                 task_queries.release_for_retry(conn, row["id"])
                 retry.append(row["id"])

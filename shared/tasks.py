@@ -298,7 +298,7 @@ def expired_leases(conn: Connection, limit: int = 100) -> list[dict]:
     """Running tasks whose worker stopped heartbeating (killed, hung or partitioned)."""
     return conn.execute(
         """
-        SELECT id, attempts, irreversible_at FROM tasks
+        SELECT id, attempts, irreversible_at, cancel_requested_at FROM tasks
          WHERE status IN ('running', 'waiting_for_input') AND lease_expires_at < now()
          ORDER BY id LIMIT %s
          FOR UPDATE SKIP LOCKED

@@ -1,0 +1,178 @@
+"""The task lifecycle around the engine: claims, leases, credentials, cancel and input."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pyotp
+import pytest
+import requests
+
+from shared.accounts import Credentials, put_credentials
+from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+from worker import runner
+from worker.browser import BrowserPool, new_driver
+
+class _SandboxTotp(pyotp.TOTP):
+    # The sandbox's documented secret is 80 bits, as many authenticator secrets are.
+    min_secret_length_bits = 80
+
+
+JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+
+
+@pytest.fixture(scope="module")
+def browsers(settings):
+    pool = BrowserPool(
+        lambda: new_driver(
+            chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
+        )
+    )
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def rt(runtime, sandbox_url):
+    """The test runtime pointed at this test's sandbox portal, with quick hurdles."""
+    requests.post(
+        f"{sandbox_url}/__sandbox/faults",
+        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
+        timeout=5,
+    ).raise_for_status()
+    return dataclasses.replace(
+        runtime, settings=runtime.settings.replace(sandbox_url=sandbox_url, input_timeout_s=30.0)
+    )
+
+
+def _task(client, account, data=JANE) -> int:
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
+    )
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["id"]
+
+
+def _row(rt, task_id: int) -> dict:
+    with rt.pool.connection() as conn:
+        return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+
+
+def _messages(rt, task_id: int) -> list[dict]:
+    with rt.pool.connection() as conn:
+        return conn.execute(
+            "SELECT event, payload FROM webhook_messages WHERE task_id = %s", (task_id,)
+        ).fetchall()
+
+
+def test_a_second_delivery_of_the_same_message_is_a_no_op(rt, client, account, browsers):
+    task_id = _task(client, account)
+    runner.run_task(rt, task_id, browsers=browsers)
+    runner.run_task(rt, task_id, browsers=browsers)
+    row = _row(rt, task_id)
+    assert row["status"] == "completed" and row["attempts"] == 1
+    [message] = _messages(rt, task_id)
+    assert message["event"] == "task_finished"
+    assert message["payload"]["status"] == "completed"
+
+
+def test_the_trajectory_records_every_step(rt, client, account, browsers):
+    task_id = _task(client, account)
+    runner.run_task(rt, task_id, browsers=browsers)
+    with rt.pool.connection() as conn:
+        steps = conn.execute(
+            "SELECT name, status FROM trajectory_steps WHERE task_id = %s ORDER BY seq",
+            (task_id,),
+        ).fetchall()
+    assert len(steps) >= 3
+    assert all(step["status"] in {"ok", "skipped"} for step in steps)
+
+
+def test_no_credentials_fails_with_a_note_that_says_what_to_do(rt, client, make_account, browsers):
+    account = make_account(sandbox=False)
+    task_id = _task(client, account)
+    runner.run_task(rt, task_id, browsers=browsers)
+    row = _row(rt, task_id)
+    assert row["status"] == "failed" and row["failed_at"] is not None
+    assert "PUT /credentials/sandbox" in row["notes"]
+
+
+def test_wrong_password_fails_at_once_with_one_login_attempt(
+    rt, client, make_account, browsers, sandbox_url
+):
+    account = make_account(sandbox=False)
+    with rt.pool.connection() as conn:
+        creds = Credentials(SANDBOX_USERNAME, "not-the-password", SANDBOX_TOTP_SECRET)
+        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    task_id = _task(client, account)
+    runner.run_task(rt, task_id, browsers=browsers)
+    row = _row(rt, task_id)
+    assert row["status"] == "failed" and "rejected the stored credentials" in row["notes"]
+    stats = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
+    assert stats["login_attempts"][SANDBOX_USERNAME] == 1
+    assert "not-the-password" not in row["notes"]
+
+
+def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browsers, sandbox_url):
+    requests.post(f"{sandbox_url}/__sandbox/faults", json={"slow_s": 1.0}, timeout=5)
+    task_id = _task(client, account)
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while _row(rt, task_id)["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 202
+    canceled_at = time.monotonic()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert time.monotonic() - canceled_at < 30
+    assert _row(rt, task_id)["status"] == "canceled"
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "canceled"
+
+
+def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, client, account):
+    task_id = _task(client, account)
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 200 and response.get_json()["status"] == "canceled"
+    assert _messages(rt, task_id)[0]["payload"]["status"] == "canceled"
+    again = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "task_finished"
+
+
+def test_mfa_without_a_totp_secret_waits_for_input_then_resumes(rt, client, make_account, browsers):
+    account = make_account(sandbox=False)
+    with rt.pool.connection() as conn:
+        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, None)
+        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    task_id = _task(client, account)
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while _row(rt, task_id)["status"] != "waiting_for_input" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.get(f"/tasks/{task_id}", headers=account.headers).get_json()["status"] == (
+        "waiting_for_input"
+    )
+    code = _SandboxTotp(SANDBOX_TOTP_SECRET).now()
+    response = client.post(f"/tasks/{task_id}/input", json={"code": code}, headers=account.headers)
+    assert response.status_code == 202
+    worker.join(timeout=60)
+    assert _row(rt, task_id)["status"] == "completed"
+
+
+def test_input_for_a_task_that_is_not_waiting_is_409(client, account):
+    task_id = _task(client, account)
+    response = client.post(
+        f"/tasks/{task_id}/input", json={"code": "123456"}, headers=account.headers
+    )
+    assert response.status_code == 409
+    missing = client.post(f"/tasks/{task_id}/input", json={}, headers=account.headers)
+    assert missing.status_code == 422
