@@ -1,0 +1,107 @@
+"""The scheduler turns Postgres timestamps into messages: lost sends, expired leases, webhooks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import redis
+
+from scheduler.loop import tick
+from shared import tasks as task_queries
+
+JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+
+
+@pytest.fixture
+def rt(runtime):
+    return dataclasses.replace(
+        runtime, settings=runtime.settings.replace(pending_requeue_after_s=0, task_max_attempts=2)
+    )
+
+
+def _queued_task_ids(rt) -> list[str]:
+    return [m.decode() for m in redis.Redis.from_url(rt.settings.redis_url).lrange("agent", 0, -1)]
+
+
+def _create(client, account) -> int:
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": JANE}, headers=account.headers
+    )
+    return response.get_json()["id"]
+
+
+def _status(rt, task_id: int) -> dict:
+    with rt.pool.connection() as conn:
+        return conn.execute(
+            "SELECT status, notes, attempts FROM tasks WHERE id = %s", (task_id,)
+        ).fetchone()
+
+
+def test_a_task_whose_message_redis_lost_is_sent_again(rt, client, account):
+    # given a task whose message was lost (Redis flushed after the API sent it)
+    task_id = _create(client, account)
+    redis.Redis.from_url(rt.settings.redis_url).flushdb()
+    # when the scheduler ticks
+    report = tick(rt)
+    # then the task is back on the agent queue, still waiting for a worker
+    assert report.tasks_requeued == 1
+    assert any(f"[{task_id}]" in message for message in _queued_task_ids(rt))
+    assert _status(rt, task_id)["status"] == "dispatching"
+
+
+def _expire_lease(rt, task_id: int, attempts: int) -> None:
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'running', claimed_by = 'dead-worker', attempts = %s,"
+            " lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (attempts, task_id),
+        )
+
+
+def test_an_expired_lease_is_retried_while_attempts_remain(rt, client, account):
+    task_id = _create(client, account)
+    _expire_lease(rt, task_id, attempts=1)
+    redis.Redis.from_url(rt.settings.redis_url).flushdb()
+    report = tick(rt)
+    assert report.leases_recovered == 1
+    assert _status(rt, task_id)["status"] == "dispatching"
+    assert any(f"[{task_id}]" in message for message in _queued_task_ids(rt))
+
+
+def test_an_expired_lease_with_no_attempts_left_fails_with_a_note_and_a_webhook(
+    rt, client, account
+):
+    task_id = _create(client, account)
+    _expire_lease(rt, task_id, attempts=2)
+    tick(rt)
+    row = _status(rt, task_id)
+    assert row["status"] == "failed"
+    assert "stopped responding" in row["notes"]
+    with rt.pool.connection() as conn:
+        payload = conn.execute(
+            "SELECT payload FROM webhook_messages WHERE task_id = %s", (task_id,)
+        ).fetchone()["payload"]
+    assert payload["status"] == "failed"
+
+
+def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client, account):
+    task_id = _create(client, account)
+    _expire_lease(rt, task_id, attempts=2)
+    with rt.pool.connection() as conn:
+        task_queries.record_irreversible(conn, task_id, "Submit claim")
+    tick(rt)
+    row = _status(rt, task_id)
+    assert row["status"] == "completed_with_issues"
+    assert "may have reached the payer" in row["notes"]
+
+
+def test_two_ticks_at_once_send_one_webhook_each(rt, client, make_account):
+    # given one finished task with its outbox message due to an endpoint with a URL
+    account = make_account(webhook_url="http://127.0.0.1:9/hook")
+    task_id = _create(client, account)
+    with rt.pool.connection() as conn:
+        task_queries.finish_task(conn, task_id, task_queries.TaskStatus.COMPLETED, "done")
+    # when two scheduler ticks run back to back, then the message is sent once
+    first, second = tick(rt), tick(rt)
+    assert first.webhooks_sent + second.webhooks_sent == 1

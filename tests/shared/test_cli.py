@@ -1,0 +1,108 @@
+"""The `understudy` command: accounts and keys, against the real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from shared import embedded
+
+CLI = str(Path(sys.executable).parent / "understudy")
+
+
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _env(settings) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": settings.database_url,
+        "UNDERSTUDY_RUN_DIR": str(settings.run_dir),
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+    }
+
+
+def test_accounts_create_prints_a_working_key_and_stores_secrets_encrypted(
+    runtime, settings, client
+):
+    result = _run(
+        [
+            "accounts",
+            "create",
+            "--name",
+            "Clinic",
+            "--webhook-url",
+            "http://127.0.0.1:9/h",
+            "--sandbox",
+            "--json",
+        ],
+        _env(settings),
+    )
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert set(created) == {"account_id", "api_key", "webhook_secret"}
+    assert created["webhook_secret"].startswith("whsec_")
+    # the key works against the API
+    response = client.get("/tasks", headers={"Authorization": f"Bearer {created['api_key']}"})
+    assert response.status_code == 200
+    # and neither the key nor the sandbox password is stored in clear
+    with runtime.pool.connection() as conn:
+        key_row = conn.execute("SELECT prefix, digest FROM api_keys").fetchone()
+        cred_row = conn.execute("SELECT username, secret_token FROM portal_credentials").fetchone()
+    assert created["api_key"].startswith(key_row["prefix"])
+    assert key_row["digest"] != created["api_key"] and len(key_row["digest"]) == 64
+    assert cred_row["username"] == "provider@sandbox"
+    assert b"sandbox-pass-1" not in bytes(cred_row["secret_token"])
+
+
+def test_keys_create_and_revoke(runtime, settings, client, account):
+    created = _run(["keys", "create", "--account", str(account.id), "--json"], _env(settings))
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["api_key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/tasks", headers=headers).status_code == 200
+    revoked = _run(["keys", "revoke", key[:15]], _env(settings))
+    assert revoked.returncode == 0, revoked.stderr
+    assert client.get("/tasks", headers=headers).status_code == 401
+    assert _run(["keys", "revoke", key[:15]], _env(settings)).returncode == 2
+    assert _run(["keys", "create", "--account", "999999"], _env(settings)).returncode == 2
+
+
+def test_a_refused_webhook_url_is_rejected_with_the_reason(settings):
+    env = {**_env(settings), "WEBHOOK_ALLOW_PRIVATE": "false"}
+    result = _run(["accounts", "create", "--name", "X", "--webhook-url", "http://10.0.0.1/h"], env)
+    assert result.returncode == 2
+    assert "refused" in result.stderr
+
+
+def test_with_no_environment_the_cli_joins_the_running_embedded_database(tmp_path):
+    # given `make run` holding the embedded Postgres under ./.run of a checkout
+    url, server = embedded.start_postgres(tmp_path / ".run" / "pg", stop_on_exit=False)
+    try:
+        from shared.db import migrate
+
+        migrate(url)
+        # when the CLI runs in that checkout with no environment variables at all
+        result = _run(
+            ["accounts", "create", "--name", "Same DB", "--json"],
+            {"PATH": os.environ["PATH"]},
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        account_id = json.loads(result.stdout)["account_id"]
+        # then the account is in the database the stack uses, and the stack's server still runs
+        with psycopg.connect(url) as conn:
+            name = conn.execute("SELECT name FROM accounts WHERE id = %s", (account_id,)).fetchone()
+        assert name == ("Same DB",)
+    finally:
+        server.cleanup()
