@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from shared.portals import SANDBOX_PORTAL
 from shared.settings import Settings, load_settings
 
-SANDBOX_PORTAL = "sandbox"
 # The sandbox portal's documented user (docs/sandbox.md); --sandbox stores these, encrypted.
 SANDBOX_USERNAME = "provider@sandbox"
 SANDBOX_PASSWORD = "sandbox-pass-1"  # noqa: S105 - a public test credential of the sandbox
@@ -128,8 +128,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     env = dict(os.environ)
     pg = redis_server = None
     if not settings.database_url:
+        # The server stops when the last process holding it exits: this one, unless a CLI
+        # call is still using it.
         env["DATABASE_URL"], pg = embedded.start_postgres(
-            settings.run_dir / "pg", stop_on_exit=False
+            settings.run_dir / "pg", stop_on_exit=True
         )
     if not settings.redis_url:
         redis_server = embedded.RedisServer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ def start_postgres(
     pgserver counts the processes holding a handle: with ``stop_on_exit`` the server stops when
     the last of them exits, so a CLI call while ``make run`` is up leaves the server running.
     """
-    import pgserver  # imported here: production never needs the wheel's binaries loaded
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); its fallback is fine.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported here: production never needs the wheel's binaries loaded
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)

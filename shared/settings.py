@@ -193,6 +193,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if raw is None or (raw == "" and field in _BLANK_MEANS_UNSET):
             continue
         values[field] = converter(name, raw)
+    if "webhook_allow_private" not in values:
+        # Local receivers are the point of the embedded development stack; anywhere with a
+        # real DATABASE_URL, private addresses must be allowed explicitly.
+        values["webhook_allow_private"] = "database_url" not in values
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.screenshots not in {"failures", "every_step"}:

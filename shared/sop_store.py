@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg import Connection
 
@@ -65,3 +66,50 @@ def sop_by_id(conn: Connection, sop_id: int) -> StoredSop:
         (sop_id,),
     ).fetchone()
     return StoredSop(row["id"], row["version"], row["builtin"], load_sop(row["body"]))
+
+
+def put_sop_version(
+    conn: Connection, account_id: int, task_type: str, body: str
+) -> tuple[int, bool]:
+    """Store ``body`` as the account's next version; return (version, created).
+
+    The body must already be validated. A body identical to the newest version stores nothing
+    (PUT is idempotent). The number is max + 1 under the unique index: a concurrent writer who
+    took the same number makes ``ON CONFLICT`` skip, and the next try sees its commit.
+    """
+    digest = _digest(body)
+    for _ in range(5):
+        newest = conn.execute(
+            "SELECT version, digest FROM sops WHERE account_id = %s AND task_type = %s"
+            " ORDER BY version DESC LIMIT 1",
+            (account_id, task_type),
+        ).fetchone()
+        if newest is not None and newest["digest"] == digest:
+            return newest["version"], False
+        version = (newest["version"] if newest else 0) + 1
+        row = conn.execute(
+            """
+            INSERT INTO sops (account_id, task_type, version, body, digest)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (account_id, task_type, version) WHERE account_id IS NOT NULL DO NOTHING
+            RETURNING version
+            """,
+            (account_id, task_type, version, body, digest),
+        ).fetchone()
+        if row is not None:
+            return row["version"], True
+    raise RuntimeError(f"could not number a new {task_type} SOP version for account {account_id}")
+
+
+def sop_history(conn: Connection, account_id: int, task_type: str) -> list[dict]:
+    """The account's own versions of one SOP, newest first, without their bodies."""
+    return conn.execute(
+        "SELECT id, version, digest, created_at FROM sops"
+        " WHERE account_id = %s AND task_type = %s ORDER BY version DESC",
+        (account_id, task_type),
+    ).fetchall()
+
+
+def sop_created_at(conn: Connection, sop_id: int) -> datetime:
+    row = conn.execute("SELECT created_at FROM sops WHERE id = %s", (sop_id,)).fetchone()
+    return row["created_at"]

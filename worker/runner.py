@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from shared import tasks as task_queries
 from shared.accounts import Credentials, load_credentials
 from shared.crypto import decrypt_json
+from shared.portals import SANDBOX_PORTAL, portal_base_url
 from shared.runtime import Runtime
 from shared.sop_store import sop_by_id
 from shared.sops import Sop
@@ -42,8 +43,6 @@ from worker.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-SANDBOX_PORTAL = "sandbox"
 
 # What is retried inside one attempt: a portal that is down or slow, and a crashed browser
 # (the pool starts a fresh one). Everything else ends the task at once with a note.
@@ -155,11 +154,7 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     if sop.portal == SANDBOX_PORTAL:
         return rt.settings.sandbox_url
     with rt.pool.connection() as conn:
-        row = conn.execute(
-            "SELECT base_url FROM portals WHERE account_id = %s AND name = %s",
-            (account_id, sop.portal),
-        ).fetchone()
-    return row["base_url"] if row else None
+        return portal_base_url(conn, account_id, sop.portal)
 
 
 def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:

@@ -87,7 +87,7 @@ def test_a_refused_webhook_url_is_rejected_with_the_reason(settings):
 
 def test_with_no_environment_the_cli_joins_the_running_embedded_database(tmp_path):
     # given `make run` holding the embedded Postgres under ./.run of a checkout
-    url, server = embedded.start_postgres(tmp_path / ".run" / "pg", stop_on_exit=False)
+    url, server = embedded.start_postgres(tmp_path / ".run" / "pg", stop_on_exit=True)
     try:
         from shared.db import migrate
 

@@ -1,0 +1,213 @@
+"""/credentials and /portals: where each portal is and how the agent signs in to it.
+
+Credentials are write-only: a password or TOTP secret goes in encrypted and never comes back out
+of any endpoint. Listings say only which portals have a login, its username and whether it has
+a TOTP secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, jsonify, request
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from api.auth import account_id, require_account
+from api.errors import ApiError, NotFound, ValidationFailed
+from api.runtime import runtime
+from shared import portals as portal_queries
+from shared.accounts import Credentials, delete_credentials, list_credentials, put_credentials
+from shared.portals import SANDBOX_PORTAL
+from shared.tasks import iso
+
+bp = Blueprint("credentials", __name__)
+bp.before_request(require_account)
+
+PORTAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PORTAL_NAME_RULE = "1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit."
+# pyotp (and so the agent's login macro) refuses TOTP secrets shorter than 80 bits.
+MIN_TOTP_BITS = 80
+
+
+def normalise_totp_secret(value: str) -> str:
+    """Base32 as authenticator apps show it (spaced, lower case, unpadded) -> canonical form."""
+    return re.sub(r"[\s-]+", "", value).upper().rstrip("=")
+
+
+class CredentialsSchema(Schema):
+    # Unknown fields are refused (marshmallow's default): a misspelt "totp" must not be dropped
+    # silently and leave a login that fails at MFA.
+    username = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    totp_secret = fields.String(load_default=None, allow_none=True)
+
+    @validates("totp_secret")
+    def _base32(self, value: str | None, **_: Any) -> None:
+        if value is None:
+            return
+        secret = normalise_totp_secret(value)
+        try:
+            raw = base64.b32decode(secret + "=" * (-len(secret) % 8))
+        except (binascii.Error, ValueError) as err:
+            raise ValidationError(
+                "totp_secret must be base32 (letters A-Z and digits 2-7)."
+            ) from err
+        if len(raw) * 8 < MIN_TOTP_BITS:
+            raise ValidationError(f"totp_secret must be at least {MIN_TOTP_BITS} bits long.")
+
+
+def _valid_base_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("base_url must be an http or https URL with a host.")
+    if parts.username or parts.password:
+        # Logins belong in /credentials, encrypted; a URL is stored and shown in clear.
+        raise ValidationError("base_url must not contain a username or password.")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as err:
+        raise ValidationError("base_url has an invalid port.") from err
+
+
+class PortalSchema(Schema):
+    base_url = fields.String(
+        required=True, validate=[validate.Length(min=1, max=2048), _valid_base_url]
+    )
+
+
+def _json_body() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send application/json.",
+            {"content_type": request.content_type},
+        )
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+    return body
+
+
+def _load(schema: Schema, what: str) -> dict[str, Any]:
+    try:
+        return schema.load(_json_body())
+    except ValidationError as err:
+        raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
+
+
+def _portal_name(name: str) -> str:
+    if not PORTAL_NAME.match(name):
+        raise ValidationFailed("Invalid portal name.", {"portal": [PORTAL_NAME_RULE]})
+    return name
+
+
+def _not_builtin(name: str) -> None:
+    if name == SANDBOX_PORTAL:
+        raise ApiError(
+            422,
+            "builtin_portal",
+            f"'{SANDBOX_PORTAL}' is built in; its address is set by the operator.",
+            {"portal": name},
+        )
+
+
+def _credentials_json(row: dict) -> dict[str, Any]:
+    return {
+        "portal": row["portal"],
+        "username": row["username"],
+        "has_totp": row["has_totp"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+
+@bp.put("/credentials/<portal>")
+def put_portal_credentials(portal: str):
+    _portal_name(portal)
+    body = _load(CredentialsSchema(), "portal login")
+    secret = body["totp_secret"]
+    creds = Credentials(
+        body["username"], body["password"], normalise_totp_secret(secret) if secret else None
+    )
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        put_credentials(conn, rt.fernet, account_id(), portal, creds)
+        (row,) = portal_queries.credentials_overview(conn, rt.fernet, account_id(), portal)
+    return jsonify(_credentials_json(row))
+
+
+@bp.get("/credentials")
+def list_portal_credentials():
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        rows = portal_queries.credentials_overview(conn, rt.fernet, account_id())
+    return jsonify({"data": [_credentials_json(r) for r in rows]})
+
+
+@bp.delete("/credentials/<portal>")
+def delete_portal_credentials(portal: str):
+    _portal_name(portal)
+    with runtime().pool.connection() as conn:
+        if not delete_credentials(conn, account_id(), portal):
+            raise NotFound("credentials")
+    return "", 204
+
+
+# --- portals -----------------------------------------------------------------------------------
+
+
+def _portal_json(row: dict, has_credentials: bool, *, builtin: bool = False) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "base_url": row["base_url"],
+        "builtin": builtin,
+        "has_credentials": has_credentials,
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+@bp.put("/portals/<name>")
+def put_portal(name: str):
+    _portal_name(name)
+    _not_builtin(name)
+    body = _load(PortalSchema(), "portal")
+    with runtime().pool.connection() as conn:
+        row = portal_queries.put_portal(conn, account_id(), name, body["base_url"])
+        setup = portal_queries.portal_setup(conn, account_id(), name)
+    return jsonify(_portal_json(row, setup["has_credentials"]))
+
+
+@bp.get("/portals")
+def list_portals():
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        rows = portal_queries.list_portals(conn, account_id())
+        with_logins = {r["portal"] for r in list_credentials(conn, account_id())}
+    sandbox = {
+        "name": SANDBOX_PORTAL,
+        "base_url": rt.settings.sandbox_url,
+        "created_at": None,
+        "updated_at": None,
+    }
+    portals = [_portal_json(sandbox, SANDBOX_PORTAL in with_logins, builtin=True)]
+    portals += [_portal_json(r, r["name"] in with_logins) for r in rows]
+    return jsonify({"data": portals})
+
+
+@bp.delete("/portals/<name>")
+def delete_portal(name: str):
+    _portal_name(name)
+    _not_builtin(name)
+    with runtime().pool.connection() as conn:
+        if not portal_queries.delete_portal(conn, account_id(), name):
+            raise NotFound("portal")
+    return "", 204

@@ -1,0 +1,206 @@
+"""/sops: read, replace, validate and revert the account's SOP for each task type.
+
+An account's SOP versions are append-only: a task points at the exact version it ran, so a new
+document is always a new version and nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from flask import Blueprint, jsonify, request
+from marshmallow import Schema, ValidationError, fields
+
+from api.auth import account_id, require_account
+from api.errors import ApiError, NotFound, ValidationFailed
+from api.runtime import runtime
+from shared import sop_store
+from shared.portals import SANDBOX_PORTAL, portal_setup
+from shared.sops import TASK_TYPES, Sop, SopInvalid, builtin_sop_text, load_sop
+from shared.tasks import iso
+
+bp = Blueprint("sops", __name__)
+bp.before_request(require_account)
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+# Far above any real SOP (the built-in ones are a few KiB), far below the request limit.
+MAX_SOP_BYTES = 256 * 1024
+
+
+class SopBodySchema(Schema):
+    sop = fields.String(required=True)
+
+
+def _read_sop_text() -> str:
+    """The YAML text, sent as YAML/plain text or as JSON ``{"sop": "<yaml>"}``."""
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+        try:
+            text = SopBodySchema().load(body)["sop"]
+        except ValidationError as err:
+            raise ValidationFailed('Send the SOP as {"sop": "<yaml text>"}.', err.messages) from err
+    elif request.mimetype in YAML_TYPES:
+        try:
+            text = request.get_data(cache=False).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ApiError(400, "malformed_body", "The SOP text must be UTF-8.") from err
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.',
+            {"content_type": request.content_type},
+        )
+    if len(text.encode()) > MAX_SOP_BYTES:
+        raise ApiError(413, "payload_too_large", f"An SOP must be at most {MAX_SOP_BYTES} bytes.")
+    return text
+
+
+def _parse(text: str, task_type: str | None = None) -> Sop:
+    """The validated SOP, or 422 listing every problem with its line."""
+    try:
+        sop = load_sop(text)
+    except SopInvalid as err:
+        raise ValidationFailed("The SOP is not valid.", err.errors) from err
+    expected = (task_type,) if task_type else TASK_TYPES
+    if sop.task_type not in expected:
+        raise ValidationFailed(
+            "The SOP is not valid.",
+            [
+                {
+                    "line": _line_of_key(text, "task_type"),
+                    "path": "task_type",
+                    "message": f"must be {' or '.join(expected)}, not {sop.task_type!r}",
+                }
+            ],
+        )
+    return sop
+
+
+def _line_of_key(text: str, key: str) -> int | None:
+    match = re.search(rf"^{re.escape(key)}\s*:", text, re.M)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _known_type(task_type: str) -> str:
+    if task_type not in TASK_TYPES:
+        raise NotFound("task type")
+    return task_type
+
+
+def _warnings(conn: psycopg.Connection, sop: Sop) -> list[str]:
+    """What would stop this SOP at run time although the document itself is valid."""
+    if sop.portal == SANDBOX_PORTAL:
+        return []
+    setup = portal_setup(conn, account_id(), sop.portal)
+    warnings = []
+    if not setup["registered"] and not sop.base_url:
+        warnings.append(
+            f"portal '{sop.portal}' has no address: add it with PUT /portals/{sop.portal}"
+            " or set portal.base_url in the SOP."
+        )
+    if not setup["has_credentials"]:
+        warnings.append(
+            f"no credentials are stored for portal '{sop.portal}':"
+            f" add them with PUT /credentials/{sop.portal}."
+        )
+    return warnings
+
+
+def _entry(
+    stored: sop_store.StoredSop, created_at: datetime, *, body: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "task_type": stored.sop.task_type,
+        "version": stored.version,
+        "builtin": stored.builtin,
+        "portal": stored.sop.portal,
+        "title": stored.sop.title,
+        "summary": stored.sop.summary(),
+        "created_at": iso(created_at),
+    }
+    if body:
+        out["body"] = stored.sop.source
+    return out
+
+
+def _history_entry(row: dict) -> dict[str, Any]:
+    return {
+        "version": row["version"],
+        "digest": row["digest"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def _active(conn: psycopg.Connection, task_type: str) -> dict[str, Any]:
+    stored = sop_store.active_sop(conn, account_id(), task_type)
+    out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
+    out["history"] = [
+        _history_entry(r) for r in sop_store.sop_history(conn, account_id(), task_type)
+    ]
+    return out
+
+
+@bp.get("/sops")
+def list_sops():
+    with runtime().pool.connection() as conn:
+        entries = []
+        for task_type in TASK_TYPES:
+            stored = sop_store.active_sop(conn, account_id(), task_type)
+            entries.append(_entry(stored, sop_store.sop_created_at(conn, stored.id)))
+    return jsonify({"data": entries})
+
+
+@bp.get("/sops/<task_type>")
+def read_sop(task_type: str):
+    with runtime().pool.connection() as conn:
+        return jsonify(_active(conn, _known_type(task_type)))
+
+
+@bp.put("/sops/<task_type>")
+def put_sop(task_type: str):
+    """A new version: 201. The same text as the active version: 200 and nothing stored."""
+    _known_type(task_type)
+    text = _read_sop_text()
+    sop = _parse(text, task_type)
+    with runtime().pool.connection() as conn:
+        _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
+        out = _active(conn, task_type)
+        out["warnings"] = _warnings(conn, sop)
+    return jsonify(out), 201 if created else 200
+
+
+@bp.delete("/sops/<task_type>")
+def revert_sop(task_type: str):
+    """Go back to the built-in SOP by storing its current text as the account's next version.
+
+    History is append-only (tasks point at their version), so a revert is a new version too.
+    An account that never overrode the SOP is already on the built-in one: nothing changes.
+    """
+    _known_type(task_type)
+    with runtime().pool.connection() as conn:
+        if sop_store.sop_history(conn, account_id(), task_type):
+            sop_store.put_sop_version(conn, account_id(), task_type, builtin_sop_text(task_type))
+        return jsonify(_active(conn, task_type))
+
+
+@bp.post("/sops/validate")
+def validate_sop():
+    """Check a document without storing it: the summary it would give, or every error."""
+    sop = _parse(_read_sop_text())
+    with runtime().pool.connection() as conn:
+        warnings = _warnings(conn, sop)
+    return jsonify(
+        {
+            "valid": True,
+            "task_type": sop.task_type,
+            "title": sop.title,
+            "summary": sop.summary(),
+            "warnings": warnings,
+        }
+    )

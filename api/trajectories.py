@@ -1,0 +1,86 @@
+"""A task's trajectory (every step the agent took, per attempt) and its screenshots.
+
+The queries live here rather than in ``shared/``: only the API reads trajectories, and the
+worker's writer (``worker.runner.DbRecorder``) is the only other code that touches these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from psycopg import Connection
+
+from api.auth import account_id, require_account
+from api.errors import NotFound
+from api.runtime import runtime
+from shared.tasks import iso
+
+bp = Blueprint("trajectories", __name__)
+bp.before_request(require_account)
+
+
+def task_trajectory_id(conn: Connection, task_id: int, account: int) -> str | None:
+    row = conn.execute(
+        "SELECT trajectory_id FROM tasks WHERE id = %s AND account_id = %s", (task_id, account)
+    ).fetchone()
+    return str(row["trajectory_id"]) if row else None
+
+
+def trajectory_steps(conn: Connection, task_id: int) -> list[dict]:
+    """Every recorded step of every attempt, in the order they ran."""
+    return conn.execute(
+        "SELECT attempt, seq, name, status, message, started_at, duration_ms, artifact_id"
+        " FROM trajectory_steps WHERE task_id = %s ORDER BY attempt, seq, id",
+        (task_id,),
+    ).fetchall()
+
+
+def account_artifact(conn: Connection, artifact_id: int, account: int) -> dict | None:
+    return conn.execute(
+        "SELECT content_type, content FROM artifacts WHERE id = %s AND account_id = %s",
+        (artifact_id, account),
+    ).fetchone()
+
+
+def _step_json(row: dict) -> dict[str, Any]:
+    artifact = row["artifact_id"]
+    return {
+        "seq": row["seq"],
+        "attempt": row["attempt"],
+        "name": row["name"],
+        "status": row["status"],
+        "message": row["message"],
+        "started_at": iso(row["started_at"]),
+        "duration_ms": row["duration_ms"],
+        "screenshot": {"id": artifact, "url": f"/artifacts/{artifact}"} if artifact else None,
+    }
+
+
+@bp.get("/tasks/<int:task_id>/trajectory")
+def read_trajectory(task_id: int):
+    with runtime().pool.connection() as conn:
+        trajectory_id = task_trajectory_id(conn, task_id, account_id())
+        if trajectory_id is None:
+            raise NotFound("task")
+        steps = trajectory_steps(conn, task_id)
+    return jsonify(
+        {
+            "task_id": task_id,
+            "trajectory_id": trajectory_id,
+            "steps": [_step_json(s) for s in steps],
+        }
+    )
+
+
+@bp.get("/artifacts/<int:artifact_id>")
+def read_artifact(artifact_id: int):
+    with runtime().pool.connection() as conn:
+        row = account_artifact(conn, artifact_id, account_id())
+    if row is None:
+        raise NotFound("artifact")
+    response = Response(bytes(row["content"]), mimetype=row["content_type"])
+    # Artifacts never change once written, but they show patient data: private caches only.
+    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

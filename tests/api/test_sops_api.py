@@ -1,0 +1,272 @@
+"""/sops: the active SOP per type, new versions, validation with line numbers, revert."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.sops import TASK_TYPES, builtin_sop_text
+
+ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+BUILTIN = builtin_sop_text("check_eligibility")
+YAML = {"Content-Type": "application/yaml"}
+
+
+def _custom(title: str = "Our eligibility check", text: str = BUILTIN) -> str:
+    return text.replace("title: Check eligibility and benefits", f"title: {title}")
+
+
+def _put(client, account, text: str, task_type: str = "check_eligibility", **headers):
+    return client.put(
+        f"/sops/{task_type}",
+        data=text.encode(),
+        headers={**account.headers, **YAML, **headers},
+    )
+
+
+def _sop_rows(runtime) -> int:
+    with runtime.pool.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM sops").fetchone()["n"]
+
+
+def _error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_json()
+    body = response.get_json()
+    assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_list_shows_the_builtin_sop_of_every_type(client, account):
+    # given a new account / when it lists its SOPs
+    response = client.get("/sops", headers=account.headers)
+    # then there is one built-in entry per task type, with a title and a summary
+    assert response.status_code == 200
+    entries = response.get_json()["data"]
+    assert [e["task_type"] for e in entries] == list(TASK_TYPES)
+    for entry in entries:
+        assert entry["builtin"] is True and entry["version"] >= 1
+        assert entry["title"] and entry["task_type"] in entry["summary"]
+        assert entry["created_at"].endswith("Z")
+        assert "body" not in entry
+
+
+def test_read_one_sop_gives_its_text_summary_and_empty_history(client, account):
+    response = client.get("/sops/check_eligibility", headers=account.headers)
+    assert response.status_code == 200
+    sop = response.get_json()
+    assert sop["builtin"] is True
+    assert sop["body"] == BUILTIN
+    assert sop["summary"].startswith("Check eligibility and benefits (check_eligibility)")
+    assert sop["history"] == []
+
+
+def test_unknown_task_type_is_404(client, account):
+    _error(client.get("/sops/check_horoscope", headers=account.headers), 404, "not_found")
+    _error(_put(client, account, BUILTIN, task_type="check_horoscope"), 404, "not_found")
+    _error(client.delete("/sops/check_horoscope", headers=account.headers), 404, "not_found")
+
+
+def test_put_creates_numbered_versions_newest_active(client, account):
+    # given two successive custom SOPs
+    first = _put(client, account, _custom("Version one"))
+    second = _put(client, account, _custom("Version two"))
+    # then each is a new version, 201, and the newest is active with the older in the history
+    assert first.status_code == 201 and first.get_json()["version"] == 1
+    assert second.status_code == 201 and second.get_json()["version"] == 2
+    active = client.get("/sops/check_eligibility", headers=account.headers).get_json()
+    assert active["version"] == 2 and active["builtin"] is False
+    assert active["title"] == "Version two" and active["body"] == _custom("Version two")
+    assert [h["version"] for h in active["history"]] == [2, 1]
+    listed = client.get("/sops", headers=account.headers).get_json()["data"]
+    eligibility = next(e for e in listed if e["task_type"] == "check_eligibility")
+    assert (eligibility["version"], eligibility["builtin"]) == (2, False)
+
+
+def test_putting_the_active_text_again_stores_nothing(client, account, runtime):
+    _put(client, account, _custom())
+    rows = _sop_rows(runtime)
+    again = _put(client, account, _custom())
+    assert again.status_code == 200 and again.get_json()["version"] == 1
+    assert _sop_rows(runtime) == rows
+
+
+@pytest.mark.parametrize("content_type", ["text/yaml", "text/plain", "application/x-yaml"])
+def test_put_accepts_yaml_as_any_text_type(client, account, content_type):
+    response = _put(client, account, _custom(), **{"Content-Type": content_type})
+    assert response.status_code == 201, response.get_json()
+
+
+def test_put_accepts_json_with_the_yaml_in_sop(client, account):
+    response = client.put(
+        "/sops/check_eligibility", json={"sop": _custom("From JSON")}, headers=account.headers
+    )
+    assert response.status_code == 201
+    assert response.get_json()["title"] == "From JSON"
+
+
+def test_broken_yaml_is_422_naming_the_line(client, account, runtime):
+    # given YAML that does not parse (a mapping value on line 3)
+    text = "task_type: check_eligibility\ntitle: Broken\n  steps: [\n"
+    # when it is PUT / then 422 with the line and the problem, and nothing is stored
+    error = _error(_put(client, account, text), 422, "validation_failed")
+    assert error["details"][0]["line"] == 3
+    assert "YAML" in error["details"][0]["message"]
+    assert _sop_rows(runtime) == 0
+
+
+def test_unknown_step_kind_is_422_naming_the_line_and_step(client, account, runtime):
+    text = BUILTIN.replace("- click: {button: Search}", "- teleport: {button: Search}")
+    line = BUILTIN.splitlines().index("  - click: {button: Search}") + 1
+    error = _error(_put(client, account, text), 422, "validation_failed")
+    problem = next(d for d in error["details"] if d["path"].startswith("steps["))
+    assert problem["line"] == line
+    assert "action" in problem["message"]
+    assert client.get("/sops/check_eligibility", headers=account.headers).get_json()["builtin"]
+
+
+def test_sop_for_another_type_than_the_url_is_422(client, account):
+    error = _error(
+        _put(client, account, BUILTIN, task_type="submit_claim"), 422, "validation_failed"
+    )
+    assert error["details"] == [
+        {
+            "line": BUILTIN.splitlines().index("task_type: check_eligibility") + 1,
+            "path": "task_type",
+            "message": "must be submit_claim, not 'check_eligibility'",
+        }
+    ]
+
+
+def test_wrong_media_type_is_415_and_malformed_json_400(client, account):
+    response = client.put(
+        "/sops/check_eligibility",
+        data="<sop/>",
+        headers={**account.headers, "Content-Type": "application/xml"},
+    )
+    _error(response, 415, "unsupported_media_type")
+    response = client.put(
+        "/sops/check_eligibility",
+        data="{not json",
+        headers={**account.headers, "Content-Type": "application/json"},
+    )
+    _error(response, 400, "malformed_json")
+    response = client.put("/sops/check_eligibility", json={"yaml": "x"}, headers=account.headers)
+    assert _error(response, 422, "validation_failed")["details"]["sop"]
+    response = client.put(
+        "/sops/check_eligibility", data=b"title: \xff", headers={**account.headers, **YAML}
+    )
+    _error(response, 400, "malformed_body")
+
+
+def test_validate_returns_the_summary_and_writes_nothing(client, account, runtime):
+    # given a valid custom SOP / when it is validated
+    response = client.post(
+        "/sops/validate", data=_custom("Dry run"), headers={**account.headers, **YAML}
+    )
+    # then 200 with the summary it would give, and no SOP row is written
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["valid"] is True and body["task_type"] == "check_eligibility"
+    assert body["summary"].startswith("Dry run (check_eligibility)")
+    assert body["warnings"] == []
+    assert _sop_rows(runtime) == 0
+
+
+def test_validate_reports_every_error_with_lines(client, account):
+    text = BUILTIN.replace("- click: {button: Search}", "- teleport: {button: Search}")
+    response = client.post("/sops/validate", json={"sop": text}, headers=account.headers)
+    error = _error(response, 422, "validation_failed")
+    assert all({"line", "path", "message"} <= set(d) for d in error["details"])
+    assert any(d["line"] for d in error["details"])
+    unknown = _custom().replace("task_type: check_eligibility", "task_type: check_horoscope")
+    response = client.post("/sops/validate", json={"sop": unknown}, headers=account.headers)
+    assert _error(response, 422, "validation_failed")["details"][0]["path"] == "task_type"
+
+
+def test_sop_on_an_unset_portal_warns_what_is_missing(client, account):
+    text = _custom().replace("portal:\n  name: sandbox", "portal:\n  name: acme")
+    response = client.post("/sops/validate", json={"sop": text}, headers=account.headers)
+    warnings = response.get_json()["warnings"]
+    assert any("PUT /portals/acme" in w for w in warnings)
+    assert any("PUT /credentials/acme" in w for w in warnings)
+    client.put("/portals/acme", json={"base_url": "https://acme.test"}, headers=account.headers)
+    client.put(
+        "/credentials/acme", json={"username": "u", "password": "p"}, headers=account.headers
+    )
+    response = _put(client, account, text)
+    assert response.status_code == 201 and response.get_json()["warnings"] == []
+
+
+def test_a_task_created_after_put_runs_the_new_version(client, account):
+    # given a second custom version
+    _put(client, account, _custom("First"))
+    new = _put(client, account, _custom("Second")).get_json()
+    # when a task is created
+    task = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": ELIGIBILITY}, headers=account.headers
+    ).get_json()
+    # then it records that version and its summary as the instructions
+    assert task["sop"]["version"] == 2 and task["sop"]["builtin"] is False
+    assert task["instructions"] == new["summary"]
+    assert task["title"] == "Second"
+
+
+def test_one_accounts_sop_is_invisible_to_another(client, make_account):
+    owner, other = make_account("Owner"), make_account("Other")
+    _put(client, owner, _custom("Owner only"))
+    seen = client.get("/sops/check_eligibility", headers=other.headers).get_json()
+    assert seen["builtin"] is True and seen["history"] == []
+    assert seen["title"] == "Check eligibility and benefits"
+    # and the other account's own first version is its version 1
+    assert _put(client, other, _custom("Other's")).get_json()["version"] == 1
+    task = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": ELIGIBILITY}, headers=other.headers
+    ).get_json()
+    assert task["title"] == "Other's"
+
+
+def test_delete_reverts_to_the_builtin_text_as_a_new_version(client, account):
+    # given an override
+    _put(client, account, _custom())
+    # when it is deleted
+    response = client.delete("/sops/check_eligibility", headers=account.headers)
+    # then the built-in text is active again, as version 2, and the override stays in history
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["body"] == BUILTIN and body["version"] == 2
+    assert [h["version"] for h in body["history"]] == [2, 1]
+    task = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": ELIGIBILITY}, headers=account.headers
+    ).get_json()
+    assert task["title"] == "Check eligibility and benefits"
+    # and deleting again changes nothing
+    again = client.delete("/sops/check_eligibility", headers=account.headers).get_json()
+    assert again["version"] == 2
+
+
+def test_delete_without_an_override_stays_builtin(client, account, runtime):
+    response = client.delete("/sops/submit_claim", headers=account.headers)
+    assert response.status_code == 200
+    assert response.get_json()["builtin"] is True and response.get_json()["history"] == []
+    with runtime.pool.connection() as conn:
+        own = conn.execute("SELECT count(*) AS n FROM sops WHERE account_id IS NOT NULL").fetchone()
+    assert own["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/sops"),
+        ("get", "/sops/check_eligibility"),
+        ("put", "/sops/check_eligibility"),
+        ("delete", "/sops/check_eligibility"),
+        ("post", "/sops/validate"),
+    ],
+)
+def test_sop_endpoints_need_a_key(client, method, path):
+    response = getattr(client, method)(path, data=BUILTIN, headers=YAML)
+    _error(response, 401, "unauthorized")
+
+
+def test_an_oversized_sop_is_413(client, account):
+    text = _custom() + "\n# padding\n" * 30_000
+    _error(_put(client, account, text), 413, "payload_too_large")
