@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "down": False,
     "slow_s": 0.0,
     "slow_page_s": 1.5,
+    "slow_submit_s": 0.0,
     "spinner_s": 1.0,
     "session_ttl_s": 900.0,
     "expire_after_requests": None,
@@ -26,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "layout": "default",
 }
 
-_SECONDS = ("slow_s", "slow_page_s", "spinner_s", "session_ttl_s")
+_SECONDS = ("slow_s", "slow_page_s", "slow_submit_s", "spinner_s", "session_ttl_s")
 _CHOICES = {"modal": ("random", "always", "never"), "layout": ("default", "alt")}
 
 

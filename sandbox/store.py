@@ -191,6 +191,11 @@ class Store:
         record = {**record, "submitted_at": datetime.now().isoformat(timespec="seconds")}
         with self._lock:
             bucket.append(record)
+            delay = self._faults["slow_submit_s"]
+        # A payer that records a submission and is slow to confirm it: the window in which a
+        # client may die without knowing whether it submitted.
+        if delay:
+            time.sleep(delay)
         return copy.deepcopy(record)
 
     def add_claim(self, record: dict[str, Any]) -> dict[str, Any]:

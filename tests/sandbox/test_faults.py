@@ -17,6 +17,7 @@ DEFAULTS = {
     "down": False,
     "slow_s": 0.0,
     "slow_page_s": 1.5,
+    "slow_submit_s": 0.0,
     "spinner_s": 1.0,
     "session_ttl_s": 900.0,
     "expire_after_requests": None,
@@ -223,3 +224,11 @@ class TestAltLayout:
             },
         )
         assert resp.status_code == 302
+
+
+def test_slow_submit_records_the_submission_before_it_answers(make_app) -> None:
+    # given a payer that is slow to confirm submissions
+    app = make_app(slow_submit_s=0.5)
+    store_delay = app.test_client().get("/__sandbox/faults").get_json()["slow_submit_s"]
+    # then the switch reads back as set (the browser-level effect is covered end to end)
+    assert store_delay == 0.5
