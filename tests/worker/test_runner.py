@@ -15,6 +15,7 @@ from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from worker import runner
 from worker.browser import BrowserPool, new_driver
 
+
 class _SandboxTotp(pyotp.TOTP):
     # The sandbox's documented secret is 80 bits, as many authenticator secrets are.
     min_secret_length_bits = 80
@@ -176,3 +177,18 @@ def test_input_for_a_task_that_is_not_waiting_is_409(client, account):
     assert response.status_code == 409
     missing = client.post(f"/tasks/{task_id}/input", json={}, headers=account.headers)
     assert missing.status_code == 422
+
+
+def test_no_code_in_time_fails_with_a_note(rt, client, make_account, browsers):
+    # given credentials without a TOTP secret and nobody to type the code
+    account = make_account(sandbox=False)
+    with rt.pool.connection() as conn:
+        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, None)
+        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    task_id = _task(client, account)
+    quick = dataclasses.replace(rt, settings=rt.settings.replace(input_timeout_s=1.0))
+    # when the task runs, then it fails saying no code arrived
+    runner.run_task(quick, task_id, browsers=browsers)
+    row = _row(rt, task_id)
+    assert row["status"] == "failed"
+    assert "No one-time code was supplied" in row["notes"]
