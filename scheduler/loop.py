@@ -18,7 +18,7 @@ import redis
 
 from shared import tasks as task_queries
 from shared import webhooks
-from shared.celery import DELIVER_WEBHOOK, RUN_TASK
+from shared.celery import RUN_TASK
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from shared.tasks import TaskStatus
@@ -35,19 +35,6 @@ class TickReport:
     tasks_requeued: int = 0
     leases_recovered: int = 0
     tasks_failed: int = 0
-
-
-def _send_webhooks(rt: Runtime, report: TickReport) -> None:
-    with rt.pool.connection() as conn:
-        webhooks.disable_failing_endpoints(
-            conn, disable_after_s=rt.settings.webhook_disable_after_s
-        )
-        ids = webhooks.claim_due_messages(
-            conn, limit=200, lock_s=rt.settings.webhook_timeout_s + 30
-        )
-    for message_id in ids:
-        rt.celery.send_task(DELIVER_WEBHOOK, args=[message_id])
-    report.webhooks_sent += len(ids)
 
 
 def _lease_expired_note(attempts: int, irreversible: bool) -> tuple[TaskStatus, str]:
@@ -95,7 +82,9 @@ def _send_tasks(rt: Runtime, task_ids: list[int]) -> None:
 def tick(rt: Runtime) -> TickReport:
     """One pass of every duty. Safe to run concurrently with another scheduler."""
     report = TickReport()
-    _send_webhooks(rt, report)
+    report.webhooks_sent += webhooks.dispatch_due_messages(
+        rt, lock_s=rt.settings.webhook_timeout_s + 30
+    )
     _send_tasks(rt, _recover_leases(rt, report))
     with rt.pool.connection() as conn:
         lost = task_queries.due_for_requeue(conn, rt.settings.pending_requeue_after_s)
