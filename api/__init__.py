@@ -21,9 +21,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.basicConfig(level=settings.log_level)
 
     register_error_handlers(app)
-    from api import tasks
+    from api import credentials, sops, tasks, trajectories, webhooks
 
     app.register_blueprint(tasks.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(sops.bp)
+    app.register_blueprint(credentials.bp)
+    app.register_blueprint(trajectories.bp)
 
     @app.get("/healthz")
     def healthz():

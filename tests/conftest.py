@@ -68,7 +68,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     database_url, pg = embedded.start_postgres(root / "pg", stop_on_exit=True)
     migrate(database_url)
     redis_server = embedded.RedisServer(root / "redis", free_port()).start()
-    yield {"database_url": database_url, "redis_url": redis_server.url, "run_dir": str(root)}
+    yield {
+        "database_url": database_url,
+        "redis_url": redis_server.url,
+        "run_dir": str(root),
+        "pg_dir": str(root / "pg"),
+    }
     redis_server.stop()
     pg.cleanup()
 
@@ -100,11 +105,15 @@ def session_runtime(settings: Settings) -> Iterator[Runtime]:
     rt.close()
 
 
+def empty_tables(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+
+
 @pytest.fixture
 def runtime(session_runtime: Runtime) -> Runtime:
     """The shared runtime, with every table emptied and Redis flushed before the test."""
-    with psycopg.connect(session_runtime.database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+    empty_tables(session_runtime.database_url)
     redis_lib.Redis.from_url(session_runtime.settings.redis_url).flushdb()
     return session_runtime
 
@@ -136,10 +145,9 @@ class Account:
 @pytest.fixture
 def make_account(runtime: Runtime):
     """Create accounts the way `understudy accounts create` does."""
-    from shared.webhooks import create_endpoint
-
     from shared.accounts import Credentials, create_account, create_api_key, put_credentials
     from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+    from shared.webhooks import create_endpoint
 
     def make(name: str = "Acme Health", *, webhook_url: str | None = None, sandbox: bool = True):
         with runtime.pool.connection() as conn:

@@ -20,7 +20,11 @@ import pytest
 import requests
 from flask import Flask, request
 
-from tests.conftest import ServedApp, free_port
+from shared import embedded
+from shared.db import migrate
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+from tests.conftest import ServedApp, empty_tables, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,15 +69,49 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float 
     raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="package")
+def e2e_services(services: dict[str, str]) -> dict[str, str]:
+    """A database and a Redis db of the stack's own, so its scheduler and workers never see
+    another test's rows or messages."""
+    database_url, _server = embedded.start_postgres(
+        Path(services["pg_dir"]), database="understudy_e2e", stop_on_exit=True
+    )
+    migrate(database_url)
+    redis_url = services["redis_url"].rsplit("/", 1)[0] + "/1"
+    return {**services, "database_url": database_url, "redis_url": redis_url}
+
+
+@pytest.fixture(scope="package")
+def e2e_runtime(settings: Settings, e2e_services: dict[str, str]) -> Iterator[Runtime]:
+    rt = build_runtime(
+        settings.replace(
+            database_url=e2e_services["database_url"], redis_url=e2e_services["redis_url"]
+        ),
+        pool_size=4,
+    )
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def runtime(e2e_runtime: Runtime) -> Runtime:
+    """The stack's database, emptied for the test. Its Redis is left alone: the stack's
+    workers are listening on it."""
+    empty_tables(e2e_runtime.database_url)
+    return e2e_runtime
+
+
+@pytest.fixture(scope="package")
+def stack(
+    e2e_services: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     api_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = {
         **os.environ,
-        "DATABASE_URL": services["database_url"],
-        "REDIS_URL": services["redis_url"],
-        "UNDERSTUDY_RUN_DIR": services["run_dir"],
+        "DATABASE_URL": e2e_services["database_url"],
+        "REDIS_URL": e2e_services["redis_url"],
+        "UNDERSTUDY_RUN_DIR": e2e_services["run_dir"],
         "PORT": str(api_port),
         "API_WORKERS": "1",
         "SANDBOX_PORT": str(sandbox_port),
@@ -118,7 +156,7 @@ def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def e2e(stack: Stack, runtime) -> Stack:
+def e2e(stack: Stack, runtime: Runtime) -> Stack:
     """The stack, with empty tables and the sandbox reset to its defaults (hurdles on)."""
     requests.post(f"{stack.sandbox_url}/__sandbox/reset", timeout=5).raise_for_status()
     return stack

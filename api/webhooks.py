@@ -1,0 +1,206 @@
+"""/webhook-endpoint and /webhooks/messages: the account's endpoint, its secret, the message log.
+
+The signing secret is shown only when it is made (account creation, the first PUT of an account
+without an endpoint, rotation); it is stored encrypted and never returned otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from psycopg import Connection
+
+from api.auth import account_id, require_account
+from api.errors import ApiError, NotFound, ValidationFailed
+from api.pagination import decode_cursor, page, page_limit
+from api.runtime import runtime
+from shared import webhooks as hooks
+from shared.webhooks import MessageStatus, UrlRefused
+
+bp = Blueprint("webhooks", __name__)
+bp.before_request(require_account)
+
+MAX_URL_CHARS = 2048
+
+
+class EndpointSchema(Schema):
+    # Unknown fields are refused (marshmallow's default): a misspelt "enable" must not be dropped.
+    url = fields.String(allow_none=True, validate=validate.Length(min=1, max=MAX_URL_CHARS))
+    enabled = fields.Boolean(truthy={True}, falsy={False})
+
+    @validates_schema
+    def _something_to_change(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("Send url, enabled, or both.")
+
+
+class RecoverSchema(Schema):
+    since = fields.AwareDateTime(required=True)
+    until = fields.AwareDateTime(load_default=None)
+
+
+class MessageFilterSchema(Schema):
+    status = fields.String(validate=validate.OneOf([s.value for s in MessageStatus]))
+    task_id = fields.Integer(strict=False)
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    cursor = fields.String()
+    limit = fields.String()  # checked by page_limit
+
+
+def _json_body() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type", "Send application/json.",
+            {"content_type": request.content_type},
+        )  # fmt: skip
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+    return body
+
+
+def _load(schema: Schema, data: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as err:
+        raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
+
+
+def _checked_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        hooks.check_url(url, runtime().settings.webhook_allow_private)
+    except UrlRefused as err:
+        raise ValidationFailed(
+            f"The webhook URL is not allowed: {err}", {"url": [str(err)]}
+        ) from err
+    return url
+
+
+# --- the endpoint ------------------------------------------------------------------------------
+
+
+@bp.get("/webhook-endpoint")
+def get_endpoint():
+    with runtime().pool.connection() as conn:
+        row = hooks.get_endpoint(conn, account_id())
+    if row is None:
+        raise NotFound("webhook endpoint")
+    return jsonify(hooks.endpoint_json(row))
+
+
+@bp.put("/webhook-endpoint")
+def put_endpoint():
+    """Set the URL and/or enable or disable. Enabling delivers the messages held meanwhile."""
+    body = _load(EndpointSchema(), _json_body(), "webhook endpoint")
+    url = _checked_url(body["url"]) if "url" in body else ...
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        if hooks.get_endpoint(conn, account_id()) is None:
+            secret = hooks.create_endpoint(conn, rt.fernet, account_id(), None)
+            row = hooks.update_endpoint(conn, account_id(), url=url, enabled=body.get("enabled"))
+            return jsonify({**hooks.endpoint_json(row), "secret": secret}), 201
+        row = hooks.update_endpoint(conn, account_id(), url=url, enabled=body.get("enabled"))
+    return jsonify(hooks.endpoint_json(row))
+
+
+@bp.post("/webhook-endpoint/test")
+def test_endpoint():
+    """Queue a ``ping`` message to the endpoint."""
+    with runtime().pool.connection() as conn:
+        endpoint = hooks.get_endpoint(conn, account_id())
+        if endpoint is None or endpoint["url"] is None:
+            raise ApiError(409, "no_webhook_url", "Set a webhook URL first.")
+        if not endpoint["enabled"]:
+            raise ApiError(
+                409, "endpoint_disabled", "The endpoint is disabled; enable it to send.",
+                {"disabled_reason": endpoint["disabled_reason"]},
+            )  # fmt: skip
+        row = hooks.enqueue_ping(conn, account_id())
+    return jsonify(hooks.message_json(row)), 202
+
+
+@bp.post("/webhook-endpoint/rotate-secret")
+def rotate_secret():
+    """A new secret, shown once. The old one stays valid for the overlap, and both sign."""
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        secret = hooks.rotate_secret(
+            conn, rt.fernet, account_id(), rt.settings.webhook_secret_overlap_s
+        )
+        if secret is None:
+            raise NotFound("webhook endpoint")
+        row = hooks.get_endpoint(conn, account_id())
+    return jsonify(
+        {
+            "secret": secret,
+            "previous_secret_expires_at": hooks.endpoint_json(row)["previous_secret_expires_at"],
+        }
+    )
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+@bp.get("/webhooks/messages")
+def list_messages():
+    args = _load(MessageFilterSchema(), request.args.to_dict(), "message filter")
+    settings = runtime().settings
+    limit = page_limit(settings.page_size_default, settings.page_size_max)
+    with runtime().pool.connection() as conn:
+        rows = hooks.list_messages(
+            conn,
+            account_id(),
+            before_id=decode_cursor(args.get("cursor")),
+            limit=limit + 1,
+            status=args.get("status"),
+            task_id=args.get("task_id"),
+            since=args.get("since"),
+            until=args.get("until"),
+        )
+    return jsonify(page([hooks.message_json(r) for r in rows], rows, limit))
+
+
+def _owned_message(conn: Connection[Any], ref: str) -> dict:
+    row = hooks.find_message(conn, account_id(), ref)
+    if row is None:
+        raise NotFound("webhook message")
+    return row
+
+
+@bp.get("/webhooks/messages/<ref>")
+def get_message(ref: str):
+    """One message (by id or msg_id) with every attempt made to deliver it."""
+    with runtime().pool.connection() as conn:
+        row = _owned_message(conn, ref)
+        tried = hooks.list_attempts(conn, row["id"])
+    return jsonify({**hooks.message_json(row), "attempts": [hooks.attempt_json(a) for a in tried]})
+
+
+@bp.post("/webhooks/messages/<ref>/redeliver")
+def redeliver(ref: str):
+    """Send a message again, with the same webhook-id and a fresh retry budget."""
+    with runtime().pool.connection() as conn:
+        row = _owned_message(conn, ref)
+        queued = hooks.redeliver_message(conn, account_id(), row["id"])
+    if queued is None:
+        raise ApiError(
+            409, "message_pending", "The message is still being delivered.",
+            {"status": row["status"]},
+        )  # fmt: skip
+    return jsonify(hooks.message_json(queued)), 202
+
+
+@bp.post("/webhooks/recover")
+def recover():
+    """Queue again every failed message created since ``since`` (and before ``until``)."""
+    body = _load(RecoverSchema(), _json_body(), "recovery request")
+    with runtime().pool.connection() as conn:
+        count = hooks.recover_failed_messages(
+            conn, account_id(), since=body["since"], until=body["until"]
+        )
+    return jsonify({"count": count}), 202

@@ -1,0 +1,1 @@
+"""The webhook dispatcher: a Celery worker on queue ``webhooks`` that delivers signed messages."""

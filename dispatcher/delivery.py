@@ -1,0 +1,331 @@
+"""Delivering one webhook message: claim, sign, POST, record the attempt, decide what comes next.
+
+Every step is safe to repeat. A message is claimed twice over: the scheduler sets
+``locked_until`` (it has been handed to the queue), then a dispatcher thread sets a random
+``lease_token`` (it is being sent now). A duplicate queue message finds the token already set, or
+the claim already cleared, and does nothing. No transaction is open while the request is in
+flight, and a retry is a ``next_attempt_at`` in Postgres, never a Celery countdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import MultiFernet
+from psycopg import Connection
+
+from dispatcher.backoff import compute_backoff, parse_retry_after
+from dispatcher.errors import DeliveryError
+from dispatcher.transport import Transport
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.tasks import iso
+from shared.webhooks import MessageStatus, envelope_body, header_signature, signing_secrets
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "Understudy-Webhooks/1.0"
+# A thread that has just delivered goes on with the same endpoint's next due message, so a
+# healthy endpoint is not held to (concurrency limit) messages per scheduler tick. Bounded, so
+# one busy endpoint cannot keep a thread from the others for long.
+CHAIN_MAX_MESSAGES = 100
+CHAIN_MAX_S = 10.0
+# How long past the HTTP timeout a thread's lease lasts before the scheduler may hand the
+# message to another thread (the first one is presumed dead).
+LEASE_MARGIN_S = 30.0
+
+_transport: Transport | None = None
+_transport_lock = threading.Lock()
+
+
+def default_transport(settings: Settings) -> Transport:
+    """The process's transport, built on first use."""
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            _transport = Transport(pool_size=max(1, settings.webhook_endpoint_concurrency))
+        return _transport
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to."""
+
+    started_at: datetime
+    latency_ms: int
+    status_code: int | None = None
+    error_class: str | None = None
+    error_detail: str | None = None
+    response_body: str | None = None
+    retry_after_s: float | None = None
+    aborted: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == 410
+
+
+def deliver_message(
+    runtime: Runtime, message_id: int, *, transport: Transport | None = None
+) -> None:
+    """Deliver a claimed message (the Celery task's body); a no-op if it is not ours to send."""
+    transport = transport or default_transport(runtime.settings)
+    settings = runtime.settings
+    token = secrets.token_hex(8)
+    hold_s = settings.webhook_timeout_s + LEASE_MARGIN_S
+    started = time.monotonic()
+    with runtime.pool.connection() as conn:
+        job = _claim_delivery(conn, message_id, token, hold_s)
+    sent = 0
+    while job is not None:
+        outcome = _attempt(job, transport, runtime)
+        sent += 1
+        with runtime.pool.connection() as conn:
+            _record(conn, job, outcome, token, settings)
+            # Only claim a next message this thread will certainly send: a claimed message
+            # left behind would hold an endpoint slot until its lease ran out.
+            keep_going = (
+                outcome.delivered
+                and sent < CHAIN_MAX_MESSAGES
+                and time.monotonic() - started < CHAIN_MAX_S
+            )
+            job = _claim_next(conn, job["account_id"], token, hold_s) if keep_going else None
+
+
+# --- Claims ----------------------------------------------------------------------------------
+
+
+def _claim_delivery(
+    conn: Connection[Any], message_id: int, token: str, hold_s: float
+) -> dict | None:
+    """Take the lease on a message the scheduler claimed, with its endpoint; None if another
+    thread has it, it is no longer pending, or nobody claimed it (a stray duplicate).
+
+    If its endpoint cannot take it now (disabled, no URL, circuit open) the claim is released
+    without an attempt: the message waits with its retry budget untouched."""
+    job = conn.execute(
+        """
+        WITH leased AS (
+            UPDATE webhook_messages
+            SET lease_token = %s, locked_until = now() + make_interval(secs => %s)
+            WHERE id = %s AND status = 'pending' AND locked_until IS NOT NULL
+              AND lease_token IS NULL
+            RETURNING id, msg_id, account_id, event, payload, attempts, created_at
+        )
+        SELECT l.*, e.url, e.enabled, e.secret_token, e.previous_secret_token,
+               e.previous_secret_expires_at, now() AS db_now,
+               COALESCE(e.circuit_open_until > now(), false) AS circuit_open
+        FROM leased l LEFT JOIN webhook_endpoints e ON e.account_id = l.account_id
+        """,
+        (token, hold_s, message_id),
+    ).fetchone()
+    if job is None:
+        return None
+    if job["url"] is None or not job["enabled"] or job["circuit_open"]:
+        conn.execute(
+            "UPDATE webhook_messages SET locked_until = NULL, lease_token = NULL"
+            " WHERE id = %s AND lease_token = %s",
+            (message_id, token),
+        )
+        return None
+    return job
+
+
+def _claim_next(conn: Connection[Any], account_id: int, token: str, hold_s: float) -> dict | None:
+    """Claim the endpoint's next due message for this thread, if any is waiting."""
+    row = conn.execute(
+        """
+        UPDATE webhook_messages SET locked_until = now(), updated_at = now()
+        WHERE id = (
+            SELECT id FROM webhook_messages
+            WHERE account_id = %s AND status = 'pending' AND next_attempt_at <= now()
+              AND (locked_until IS NULL OR locked_until < now())
+            ORDER BY next_attempt_at, id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id
+        """,
+        (account_id,),
+    ).fetchone()
+    return _claim_delivery(conn, row["id"], token, hold_s) if row else None
+
+
+# --- One attempt -----------------------------------------------------------------------------
+
+
+def build_request(job: dict, fernet: MultiFernet, timestamp: int) -> tuple[bytes, dict[str, str]]:
+    """The signed body and headers for one attempt of a message."""
+    valid = signing_secrets(fernet, job, job["db_now"])
+    body = envelope_body(
+        valid[0], event=job["event"], created_at=iso(job["created_at"]) or "", data=job["payload"]
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": job["msg_id"],
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": header_signature(valid, job["msg_id"], timestamp, body),
+    }
+    return body, headers
+
+
+def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
+    settings = runtime.settings
+    body, headers = build_request(job, runtime.fernet, int(time.time()))
+    started_at, started = datetime.now(UTC), time.monotonic()
+    try:
+        response = transport.post(
+            job["url"],
+            body,
+            headers,
+            timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
+        )
+    except DeliveryError as exc:
+        return Outcome(
+            started_at, _ms_since(started), error_class=exc.error_class, error_detail=str(exc)
+        )
+    status = response.status
+    failed_class = None
+    if status >= 300:
+        failed_class = "redirect" if status < 400 else "http_status"
+    lowered = {key.lower(): value for key, value in response.headers.items()}
+    return Outcome(
+        started_at,
+        _ms_since(started),
+        status_code=status,
+        error_class=failed_class,
+        response_body=response.body_prefix,
+        retry_after_s=parse_retry_after(lowered.get("retry-after")) if failed_class else None,
+        aborted=bool(failed_class)
+        and lowered.get("webhook-delivery", "").strip().lower() == "abort-message",
+    )
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+# --- Recording -------------------------------------------------------------------------------
+
+
+def _record(
+    conn: Connection[Any], job: dict, outcome: Outcome, token: str, settings: Settings
+) -> None:
+    """Log the attempt, move the message on, and update the endpoint's health."""
+    conn.execute(
+        """
+        INSERT INTO webhook_attempts (message_id, attempted_at, url, status_code, latency_ms,
+                                      error_class, error_detail, response_body)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            job["id"],
+            outcome.started_at,
+            job["url"],
+            outcome.status_code,
+            outcome.latency_ms,
+            outcome.error_class,
+            outcome.error_detail,
+            outcome.response_body,
+        ),
+    )
+    status, delay_s = _next_step(job["attempts"] + 1, outcome, settings)
+    moved = conn.execute(
+        """
+        UPDATE webhook_messages
+        SET status = %(status)s, attempts = attempts + 1, last_attempt_at = now(),
+            next_attempt_at = CASE WHEN %(status)s = 'pending'
+                THEN now() + make_interval(secs => %(delay)s) END,
+            delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END,
+            failed_at = CASE WHEN %(status)s IN ('failed', 'aborted') THEN now() END,
+            locked_until = NULL, lease_token = NULL, updated_at = now()
+        WHERE id = %(id)s AND lease_token = %(token)s
+        """,
+        {"status": status, "delay": delay_s or 0.0, "id": job["id"], "token": token},
+    ).rowcount
+    if not moved:
+        # Our lease ran out and another thread owns the message now; it decides what is next.
+        log.warning("lost the lease on webhook message %s during an attempt", job["id"])
+    _record_health(conn, job["account_id"], outcome, settings)
+
+
+def _next_step(
+    attempts_made: int, outcome: Outcome, settings: Settings
+) -> tuple[MessageStatus, float | None]:
+    """The message's status after this attempt, and the delay to the next one if pending."""
+    if outcome.delivered:
+        return MessageStatus.DELIVERED, None
+    if outcome.gone:
+        # The endpoint is disabled now; the message waits (held) for it to be enabled again.
+        return MessageStatus.PENDING, 0.0
+    if outcome.aborted:
+        return MessageStatus.ABORTED, None
+    delay = compute_backoff(
+        attempts_made,
+        schedule_s=settings.webhook_schedule_s,
+        jitter=settings.webhook_jitter,
+        retry_after_s=outcome.retry_after_s,
+        retry_after_cap_s=settings.webhook_retry_after_cap_s,
+    )
+    return (MessageStatus.FAILED, None) if delay is None else (MessageStatus.PENDING, delay)
+
+
+def _record_health(
+    conn: Connection[Any], account_id: int, outcome: Outcome, settings: Settings
+) -> None:
+    if outcome.delivered:
+        # Skip the write when nothing changes, so busy healthy endpoints do not contend on it.
+        conn.execute(
+            """
+            UPDATE webhook_endpoints
+            SET consecutive_failures = 0, failing_since = NULL, circuit_open_until = NULL,
+                last_success_at = now()
+            WHERE account_id = %s AND (consecutive_failures > 0 OR failing_since IS NOT NULL
+                OR last_success_at IS NULL OR last_success_at < now() - interval '1 second')
+            """,
+            (account_id,),
+        )
+    elif outcome.gone:
+        conn.execute(
+            "UPDATE webhook_endpoints SET enabled = false, updated_at = now(),"
+            " disabled_reason = 'the endpoint answered 410 Gone' WHERE account_id = %s",
+            (account_id,),
+        )
+    elif not outcome.aborted:
+        # An abort is the receiver refusing one message; the endpoint itself is answering.
+        conn.execute(
+            """
+            UPDATE webhook_endpoints
+            SET consecutive_failures = consecutive_failures + 1,
+                failing_since = COALESCE(failing_since, now()),
+                circuit_open_until = CASE WHEN consecutive_failures + 1 >= %(trip)s
+                    THEN now() + make_interval(secs => %(cooldown)s)
+                    ELSE circuit_open_until END,
+                enabled = enabled AND NOT COALESCE(
+                    failing_since <= now() - make_interval(secs => %(disable)s), false),
+                disabled_reason = CASE
+                    WHEN failing_since <= now() - make_interval(secs => %(disable)s)
+                    THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' with no successful delivery'
+                    ELSE disabled_reason END
+            WHERE account_id = %(account)s
+            """,
+            {
+                "trip": settings.webhook_breaker_failures,
+                "cooldown": settings.webhook_breaker_cooldown_s,
+                "disable": settings.webhook_disable_after_s,
+                "account": account_id,
+            },
+        )

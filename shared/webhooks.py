@@ -1,0 +1,572 @@
+"""The webhook aggregate: endpoints, the outbox of messages, signing, and the SSRF address policy.
+
+Used by the API (endpoint config, message log, redelivery), the worker (the outbox insert, in the
+transaction that finishes a task), the scheduler (claiming due messages) and the dispatcher
+(signing; its delivery queries live in ``dispatcher.delivery``).
+
+Signing follows Standard Webhooks: ``webhook-signature: v1,<base64 HMAC-SHA256>`` over
+``"{webhook-id}.{webhook-timestamp}.{body}"``, keyed with the bytes base64-encoded after ``whsec_``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography.fernet import MultiFernet
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+
+from shared.celery import DELIVER_WEBHOOK
+from shared.settings import Settings
+from shared.tasks import TASK_FINISHED, iso
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
+SECRET_BYTES = 32
+PING = "ping"
+EVENTS = (TASK_FINISHED, PING)
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Retries exhausted: dead-lettered, redeliverable one by one or with "recover since T".
+    FAILED = "failed"
+    # The receiver answered ``webhook-delivery: abort-message``: never retried on our own, and
+    # left out of "recover", but a person may still redeliver it.
+    ABORTED = "aborted"
+
+
+FINAL_MESSAGE_STATUSES = frozenset(
+    {MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.ABORTED}
+)
+
+
+# --- Secrets and signatures ------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and the base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key a ``whsec_`` secret stands for."""
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def _hmac_b64(secret: str, data: bytes) -> str:
+    return base64.b64encode(hmac.new(secret_key(secret), data, hashlib.sha256).digest()).decode()
+
+
+def header_signature(
+    signing_secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> str:
+    """The ``webhook-signature`` value: one ``v1,<sig>`` per valid secret, space-separated."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join(f"v1,{_hmac_b64(secret, signed)}" for secret in signing_secrets)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes the body's ``signature`` field covers."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def body_signature(secret: str, *, event: str, created_at: str, data: Any) -> str:
+    """The envelope's own ``signature``: base64 HMAC-SHA256 of the canonical JSON of the rest."""
+    return _hmac_b64(
+        secret, canonical_json({"event": event, "created_at": created_at, "data": data})
+    )
+
+
+def envelope_body(secret: str, *, event: str, created_at: str, data: Any) -> bytes:
+    """The request body: the reference envelope, signed with the current secret."""
+    signature = body_signature(secret, event=event, created_at=created_at, data=data)
+    envelope = {"signature": signature, "event": event, "created_at": created_at, "data": data}
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def new_msg_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+# --- SSRF policy -----------------------------------------------------------------------------
+
+
+class UrlRefused(ValueError):
+    """A webhook URL that the SSRF rules do not allow; the message says why."""
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+# NAT64 (RFC 6052) carries an IPv4 address in its last 32 bits; judge that address.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: IpAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def address_refusal(ip: IpAddress) -> str | None:
+    """Why a webhook may not be sent to ``ip``, or None if it may (a public unicast address)."""
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        reason = address_refusal(embedded)
+        return f"{ip} embeds {embedded}: {reason}" if reason else None
+    checks = (
+        ("is_unspecified", "unspecified"),
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_reserved", "reserved"),
+        ("is_private", "private"),
+    )
+    for attribute, label in checks:
+        if getattr(ip, attribute):
+            return f"{ip} is a {label} address"
+    if not ip.is_global:
+        return f"{ip} is not a public address"
+    return None
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address the host resolves to, in the resolver's order."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlRefused(f"the host {host!r} does not resolve") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of a webhook URL, or :class:`UrlRefused` if it is not usable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlRefused(f"the URL is malformed: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise UrlRefused("the URL must start with http:// or https://")
+    if not parts.hostname:
+        raise UrlRefused("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UrlRefused("credentials in the URL are not supported")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve_checked(
+    host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolver
+) -> str:
+    """The address to connect to. Every address the host resolves to must pass the policy, so a
+    name that resolves to a public and a private address is refused as a whole."""
+    try:
+        literal: IpAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    addresses = [str(literal)] if literal is not None else resolver(host, port)
+    if not addresses:
+        raise UrlRefused(f"the host {host!r} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            # A scoped IPv6 address ("fe80::1%eth0") is link-local whatever its scope.
+            reason = address_refusal(ipaddress.ip_address(address.split("%", 1)[0]))
+            if reason:
+                raise UrlRefused(f"{host} resolves to a forbidden address: {reason}")
+    return addresses[0]
+
+
+def check_url(url: str, allow_private: bool, *, resolver: Resolver = system_resolver) -> None:
+    """Raise :class:`UrlRefused` unless webhooks may be sent to ``url`` now."""
+    _scheme, host, port = split_url(url)
+    resolve_checked(host, port, allow_private=allow_private, resolver=resolver)
+
+
+# --- Endpoints -------------------------------------------------------------------------------
+
+
+def create_endpoint(
+    conn: Connection[Any], fernet: MultiFernet, account_id: int, url: str | None
+) -> str:
+    """Give the account its endpoint with a fresh secret; return the secret (shown once).
+
+    The caller checks ``url`` with :func:`check_url` first."""
+    secret = new_secret()
+    conn.execute(
+        "INSERT INTO webhook_endpoints (account_id, url, secret_token) VALUES (%s, %s, %s)",
+        (account_id, url, fernet.encrypt(secret.encode())),
+    )
+    return secret
+
+
+def get_endpoint(conn: Connection[Any], account_id: int) -> dict | None:
+    return conn.execute(
+        "SELECT * FROM webhook_endpoints WHERE account_id = %s", (account_id,)
+    ).fetchone()
+
+
+def update_endpoint(
+    conn: Connection[Any],
+    account_id: int,
+    *,
+    url: str | None | object = ...,
+    enabled: bool | None = None,
+) -> dict | None:
+    """Change the URL and/or the enabled flag. Enabling a disabled endpoint clears its failure
+    record and makes the held messages due now. ``url=...`` (the default) keeps the URL."""
+    fresh_start = ["consecutive_failures = 0", "failing_since = NULL", "circuit_open_until = NULL"]
+    sets = ["updated_at = now()"]
+    params: list[Any] = []
+    if url is not ...:
+        # A new URL is a new receiver: its predecessor's failures say nothing about it.
+        sets += ["url = %s", *fresh_start]
+        params.append(url)
+    if enabled is True:
+        sets += ["enabled = true", "disabled_reason = NULL"]
+        if url is ...:
+            sets += fresh_start
+    elif enabled is False:
+        sets += ["enabled = false", "disabled_reason = 'disabled by the account'"]
+    before = conn.execute(
+        "SELECT enabled FROM webhook_endpoints WHERE account_id = %s FOR UPDATE", (account_id,)
+    ).fetchone()
+    row = conn.execute(
+        f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE account_id = %s RETURNING *",
+        [*params, account_id],
+    ).fetchone()
+    if before is not None and not before["enabled"] and enabled is True:
+        # Held messages go now; an endpoint that was enabled keeps its retries' timing.
+        release_held_messages(conn, account_id)
+    return row
+
+
+def release_held_messages(conn: Connection[Any], account_id: int) -> int:
+    """Make every pending message of the account due now (after re-enabling its endpoint)."""
+    cur = conn.execute(
+        "UPDATE webhook_messages SET next_attempt_at = now(), updated_at = now()"
+        " WHERE account_id = %s AND status = 'pending' AND next_attempt_at > now()",
+        (account_id,),
+    )
+    return cur.rowcount
+
+
+def rotate_secret(
+    conn: Connection[Any], fernet: MultiFernet, account_id: int, overlap_s: float
+) -> str | None:
+    """Make a new secret; the current one stays valid for ``overlap_s``. None without endpoint.
+
+    Rotating again within the overlap drops the oldest secret: only two are ever valid."""
+    secret = new_secret()
+    row = conn.execute(
+        """
+        UPDATE webhook_endpoints
+        SET previous_secret_token = secret_token,
+            previous_secret_expires_at = now() + make_interval(secs => %s),
+            secret_token = %s, updated_at = now()
+        WHERE account_id = %s
+        RETURNING account_id
+        """,
+        (overlap_s, fernet.encrypt(secret.encode()), account_id),
+    ).fetchone()
+    return secret if row else None
+
+
+def signing_secrets(fernet: MultiFernet, endpoint: dict, now: datetime) -> list[str]:
+    """The secrets to sign with: the current one first, then the previous one while it lasts."""
+    found = [fernet.decrypt(bytes(endpoint["secret_token"])).decode()]
+    expires = endpoint["previous_secret_expires_at"]
+    if endpoint["previous_secret_token"] is not None and expires is not None and expires > now:
+        found.append(fernet.decrypt(bytes(endpoint["previous_secret_token"])).decode())
+    return found
+
+
+def endpoint_json(row: dict) -> dict[str, Any]:
+    """The endpoint as the API shows it. The secret is never part of it."""
+    return {
+        "url": row["url"],
+        "enabled": row["enabled"],
+        "disabled_reason": row["disabled_reason"],
+        "previous_secret_expires_at": iso(row["previous_secret_expires_at"]),
+        "health": {
+            "consecutive_failures": row["consecutive_failures"],
+            "failing_since": iso(row["failing_since"]),
+            "last_success_at": iso(row["last_success_at"]),
+            "circuit_open_until": iso(row["circuit_open_until"]),
+        },
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def disable_failing_endpoints(conn: Connection[Any], *, disable_after_s: float) -> list[int]:
+    """Disable endpoints that have failed for ``disable_after_s`` with no success since.
+
+    The dispatcher does this when it records a failure; the scheduler calls this too, so an
+    endpoint whose circuit keeps it from being tried is still disabled on time."""
+    rows = conn.execute(
+        """
+        UPDATE webhook_endpoints
+        SET enabled = false, updated_at = now(),
+            disabled_reason = 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' with no successful delivery'
+        WHERE enabled AND failing_since IS NOT NULL
+          AND failing_since <= now() - make_interval(secs => %s)
+        RETURNING account_id
+        """,
+        (disable_after_s,),
+    ).fetchall()
+    return [int(row["account_id"]) for row in rows]
+
+
+# --- Messages (the outbox) -------------------------------------------------------------------
+
+
+def _insert_message(
+    conn: Connection[Any], *, account_id: int, task_id: int | None, event: str, payload: dict
+) -> dict | None:
+    # No conflict target: the one-finish-per-task index and msg_id's uniqueness both mean
+    # "this message already exists", and either way the insert must be a no-op.
+    return conn.execute(
+        """
+        INSERT INTO webhook_messages (msg_id, account_id, task_id, event, payload, status,
+                                      next_attempt_at)
+        VALUES (%s, %s, %s, %s, %s, 'pending', now())
+        ON CONFLICT DO NOTHING
+        RETURNING *
+        """,
+        (new_msg_id(), account_id, task_id, event, Jsonb(payload)),
+    ).fetchone()
+
+
+def enqueue_task_finished(
+    conn: Connection[Any], *, account_id: int, task_id: int, payload: dict
+) -> None:
+    """Write the task's ``task_finished`` message, in the caller's transaction. Idempotent."""
+    _insert_message(
+        conn, account_id=account_id, task_id=task_id, event=TASK_FINISHED, payload=payload
+    )
+
+
+def enqueue_ping(conn: Connection[Any], account_id: int) -> dict:
+    """A ``ping`` test message for the account's endpoint."""
+    payload = {"message": "Test event from Understudy.", "accountId": account_id}
+    row = _insert_message(conn, account_id=account_id, task_id=None, event=PING, payload=payload)
+    assert row is not None  # a fresh random msg_id cannot conflict
+    return row
+
+
+def claim_due_messages(
+    conn: Connection[Any], *, limit: int, lock_s: float, settings: Settings | None = None
+) -> list[int]:
+    """Claim up to ``limit`` due messages for dispatch and return their ids.
+
+    Endpoints that are disabled, have no URL or an open circuit are skipped, and each endpoint
+    gets at most its free concurrency slots (one probe while its breaker is half-open), so a slow
+    endpoint holds back only its own messages. Deferred messages keep their retry budget: only
+    an attempt counts. Pass the process's settings; the defaults stand in without them.
+    """
+    settings = settings or Settings()
+    endpoints = conn.execute(
+        """
+        SELECT e.account_id, e.consecutive_failures,
+               (SELECT count(*) FROM webhook_messages f
+                WHERE f.account_id = e.account_id AND f.status = 'pending'
+                  AND f.locked_until > now()) AS in_flight
+        FROM webhook_endpoints e
+        JOIN LATERAL (
+            SELECT min(m.next_attempt_at) AS oldest FROM webhook_messages m
+            WHERE m.account_id = e.account_id AND m.status = 'pending'
+              AND m.next_attempt_at <= now()
+              AND (m.locked_until IS NULL OR m.locked_until < now())
+        ) due ON due.oldest IS NOT NULL
+        WHERE e.enabled AND e.url IS NOT NULL
+          AND (e.circuit_open_until IS NULL OR e.circuit_open_until <= now())
+        ORDER BY due.oldest
+        LIMIT %s
+        FOR UPDATE OF e SKIP LOCKED
+        """,
+        (limit,),
+    ).fetchall()
+    claimed: list[int] = []
+    for endpoint in endpoints:
+        half_open = endpoint["consecutive_failures"] >= settings.webhook_breaker_failures
+        capacity = 1 if half_open else settings.webhook_endpoint_concurrency
+        slots = min(capacity - endpoint["in_flight"], limit - len(claimed))
+        if slots > 0:
+            claimed += _claim_for_endpoint(conn, endpoint["account_id"], slots, lock_s)
+    return claimed
+
+
+def dispatch_due_messages(runtime: Runtime, *, limit: int = 500, lock_s: float = 60.0) -> int:
+    """One scheduler tick for webhooks: disable long-failing endpoints, claim due messages,
+    commit, then hand them to the ``webhooks`` queue. Returns how many were sent."""
+    settings = runtime.settings
+    with runtime.pool.connection() as conn:
+        disable_failing_endpoints(conn, disable_after_s=settings.webhook_disable_after_s)
+        ids = claim_due_messages(conn, limit=limit, lock_s=lock_s, settings=settings)
+    for message_id in ids:
+        runtime.celery.send_task(DELIVER_WEBHOOK, args=[message_id])
+    return len(ids)
+
+
+def _claim_for_endpoint(
+    conn: Connection[Any], account_id: int, slots: int, lock_s: float
+) -> list[int]:
+    rows = conn.execute(
+        """
+        UPDATE webhook_messages
+        SET locked_until = now() + make_interval(secs => %s), lease_token = NULL,
+            updated_at = now()
+        WHERE id IN (
+            SELECT id FROM webhook_messages
+            WHERE account_id = %s AND status = 'pending' AND next_attempt_at <= now()
+              AND (locked_until IS NULL OR locked_until < now())
+            ORDER BY next_attempt_at, id
+            LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id
+        """,
+        (lock_s, account_id, slots),
+    ).fetchall()
+    return [int(row["id"]) for row in rows]
+
+
+_MESSAGE_COLUMNS = """
+    id, msg_id, account_id, task_id, event, payload, status, attempts, next_attempt_at,
+    last_attempt_at, delivered_at, failed_at, created_at, updated_at
+"""
+
+
+def list_messages(
+    conn: Connection[Any],
+    account_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    status: str | None = None,
+    task_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict]:
+    """The account's messages, newest first, keyset-paginated on id."""
+    where = ["account_id = %s"]
+    params: list[Any] = [account_id]
+    for clause, value in (
+        ("id < %s", before_id),
+        ("status = %s", status),
+        ("task_id = %s", task_id),
+        ("created_at >= %s", since),
+        ("created_at < %s", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    params.append(limit)
+    return conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {' AND '.join(where)}"
+        " ORDER BY id DESC LIMIT %s",
+        params,
+    ).fetchall()
+
+
+def find_message(conn: Connection[Any], account_id: int, ref: str) -> dict | None:
+    """A message of the account by its numeric id or its ``msg_`` id."""
+    sql, value = ("id = %s", int(ref)) if ref.isdigit() else ("msg_id = %s", ref)
+    return conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {sql} AND account_id = %s",
+        (value, account_id),
+    ).fetchone()
+
+
+def list_attempts(conn: Connection[Any], message_id: int) -> list[dict]:
+    return conn.execute(
+        "SELECT * FROM webhook_attempts WHERE message_id = %s ORDER BY id", (message_id,)
+    ).fetchall()
+
+
+def redeliver_message(conn: Connection[Any], account_id: int, message_id: int) -> dict | None:
+    """Queue a finished message again with a fresh retry budget and the same msg_id.
+
+    None if it is still pending (it is being delivered already)."""
+    return conn.execute(
+        f"""
+        UPDATE webhook_messages
+        SET status = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL,
+            lease_token = NULL, delivered_at = NULL, failed_at = NULL, updated_at = now()
+        WHERE id = %s AND account_id = %s AND status <> 'pending'
+        RETURNING {_MESSAGE_COLUMNS}
+        """,
+        (message_id, account_id),
+    ).fetchone()
+
+
+def recover_failed_messages(
+    conn: Connection[Any], account_id: int, *, since: datetime, until: datetime | None = None
+) -> int:
+    """Queue again every failed (dead-lettered) message created since ``since``; the count."""
+    cur = conn.execute(
+        """
+        UPDATE webhook_messages
+        SET status = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL,
+            lease_token = NULL, failed_at = NULL, updated_at = now()
+        WHERE account_id = %s AND status = 'failed' AND created_at >= %s
+          AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz)
+        """,
+        (account_id, since, until, until),
+    )
+    return cur.rowcount
+
+
+def message_json(row: dict) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "msg_id": row["msg_id"],
+        "event": row["event"],
+        "task_id": row["task_id"],
+        "status": row["status"],
+        "attempt_count": row["attempts"],
+        "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "last_attempt_at": iso(row["last_attempt_at"]),
+        "delivered_at": iso(row["delivered_at"]),
+        "failed_at": iso(row["failed_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "data": row["payload"],
+    }
+
+
+def attempt_json(row: dict) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "attempted_at": iso(row["attempted_at"]),
+        "url": row["url"],
+        "status_code": row["status_code"],
+        "latency_ms": row["latency_ms"],
+        "error_class": row["error_class"],
+        "error_detail": row["error_detail"],
+        "response_body": row["response_body"],
+    }
