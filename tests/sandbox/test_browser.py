@@ -74,7 +74,7 @@ def button(d: WebDriver, text: str) -> WebElement:
 
 
 def test_sign_in_with_mfa_and_search_eligibility(served: str, driver: WebDriver) -> None:
-    wait = WebDriverWait(driver, 10)
+    wait = WebDriverWait(driver, 20)  # generous: CI machines are shared and noisy
     driver.get(served + "/login")
     by_label(driver, "Username").send_keys(MFA_USER[0])
     by_label(driver, "Password").send_keys(MFA_USER[1])
