@@ -46,10 +46,15 @@ _LINE_KEY = re.compile(r"^(?:service_)?line_?(\d+)$")
 _INDEXED_KEY = re.compile(r"^(cpt|icd10|charge|service_date)_?(\d+)$")
 
 
-def normalise_key(key: str) -> str:
+def snake_key(text: str) -> str:
     """'Member ID', 'member-id' and 'MEMBER_ID' all become 'member_id'."""
-    snake = re.sub(r"[^0-9a-z]+", "_", key.strip().lower()).strip("_")
-    snake = re.sub(r"^icd_?10", "icd10", snake)
+    return re.sub(r"[^0-9a-z]+", "_", text.strip().lower()).strip("_")
+
+
+def normalise_key(key: str) -> str:
+    """A task data key in snake_case, with common synonyms mapped ('DOB' -> 'dob', 'NPI' ->
+    'provider_npi')."""
+    snake = re.sub(r"^icd_?10", "icd10", snake_key(key))
     return KEY_ALIASES.get(snake, snake)
 
 
@@ -65,7 +70,8 @@ def parse_task_data(raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
         data = _from_mapping(raw)
     else:
         text = raw.strip()
-        data = _from_mapping(_json_object(text)) if text.startswith("{") else _from_text(text)
+        is_json = text.startswith(("{", "["))
+        data = _from_mapping(_json_object(text)) if is_json else _from_text(text)
     return _gather_service_lines(data)
 
 
@@ -153,9 +159,18 @@ def _split_line(value: str) -> dict[str, str]:
 # --- normalisers -------------------------------------------------------------------------
 
 _DATE_FORMATS = (
-    "%Y-%m-%d", "%m/%d/%Y", "%m-%d-%Y", "%Y/%m/%d", "%Y%m%d", "%d %b %Y", "%d %B %Y",
-    "%b %d %Y", "%B %d %Y", "%d-%b-%Y", "%m.%d.%Y",
-)  # fmt: skip
+    "%Y-%m-%d",
+    "%m/%d/%Y",
+    "%m-%d-%Y",
+    "%Y/%m/%d",
+    "%Y%m%d",
+    "%d %b %Y",
+    "%d %B %Y",
+    "%b %d %Y",
+    "%B %d %Y",
+    "%d-%b-%Y",
+    "%m.%d.%Y",
+)
 
 
 def norm_date(value: str) -> str:

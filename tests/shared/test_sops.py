@@ -1,0 +1,228 @@
+"""The SOP language: strict validation with line numbers, inputs, summaries, built-ins."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from shared.inputs import parse_task_data
+from shared.sops import (
+    TASK_TYPES,
+    OutcomeStatus,
+    SopInvalid,
+    builtin_sop,
+    builtin_sop_text,
+    evaluate,
+    load_sop,
+    render,
+)
+
+MINIMAL = """\
+task_type: check_eligibility
+title: Minimal
+portal: sandbox
+inputs:
+  - {name: member_id, format: member_id, required: true}
+steps:
+  - login: {}
+  - goto: /eligibility
+outcomes:
+  - status: completed
+    notes: done
+"""
+
+
+def errors_of(text: str) -> list[dict]:
+    with pytest.raises(SopInvalid) as exc:
+        load_sop(textwrap.dedent(text))
+    return exc.value.errors
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_every_builtin_sop_validates(task_type: str) -> None:
+    sop = builtin_sop(task_type)
+    assert sop.task_type == task_type
+    assert sop.portal == "sandbox"
+    assert sop.outcomes[-1].when is None
+    assert load_sop(builtin_sop_text(task_type)).summary() == sop.summary()
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_builtin_sops_locate_by_label_button_role_text_only(task_type: str) -> None:
+    # The sandbox's alt layout renames ids and names; only human-visible locators survive it.
+    for step in builtin_sop(task_type).all_steps():
+        loc = step.args.get("locator")
+        while loc is not None:
+            assert loc.kind in ("label", "button", "link", "role", "text"), step.path
+            loc = loc.within
+
+
+@pytest.mark.parametrize(
+    "task_type", ["submit_claim", "submit_prior_authorization", "submit_appeal"]
+)
+def test_submissions_are_irreversible_with_a_verify_section(task_type: str) -> None:
+    sop = builtin_sop(task_type)
+    irreversible = [s for s in sop.all_steps() if s.irreversible]
+    assert len(irreversible) == 1 and irreversible[0].kind == "click"
+    assert sop.verify
+
+
+def test_minimal_sop_loads() -> None:
+    sop = load_sop(MINIMAL)
+    assert [s.kind for s in sop.steps] == ["login", "goto"]
+    assert sop.outcomes[0].status is OutcomeStatus.COMPLETED
+    assert sop.steps[1].line == 8
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    errors = errors_of("task_type: x\nsteps:\n  - goto: [unclosed\n")
+    assert errors[0]["line"] == 4 or errors[0]["line"] == 3
+    assert errors[0]["message"].startswith("YAML")
+
+
+def test_every_problem_is_reported_with_line_and_path() -> None:
+    # given an SOP with several mistakes
+    errors = errors_of(
+        """\
+        task_type: check_eligibility
+        title: Broken
+        portal: sandbox
+        inputs:
+          - {name: dob, format: birthday}
+        steps:
+          - login: {}
+          - fill: {label: Member ID}
+          - click: {bogus: Search}
+          - frobnicate: {}
+          - wait_for: {text: "{{ unclosed"}
+          - if: "a ==="
+            then: []
+        outcomes:
+          - status: done
+            notes: x
+        """
+    )
+    # then each one names its place
+    where = {(e["path"], e["line"]) for e in errors}
+    assert ("inputs[0].format", 5) in where
+    assert ("steps[1].fill", 8) in where  # 'value' is required
+    assert ("steps[2].click.bogus", 9) in where
+    assert ("steps[3]", 10) in where
+    assert ("steps[4].wait_for.text", 11) in where
+    assert ("steps[5].if", 12) in where
+    assert any(e["path"] == "outcomes[0].status" and e["line"] == 15 for e in errors)
+
+
+def test_default_outcome_must_be_last() -> None:
+    errors = errors_of(MINIMAL + "  - when: x\n    status: failed\n    notes: y\n")
+    messages = " ".join(e["message"] for e in errors)
+    assert "must be the last" in messages and "default outcome" in messages
+
+
+def test_missing_top_level_keys() -> None:
+    errors = errors_of("task_type: x\n")
+    assert {e["path"] for e in errors} >= {"title", "portal", "steps", "outcomes"}
+
+
+def test_unknown_top_level_key_and_duplicate_key() -> None:
+    assert errors_of(MINIMAL + "colour: blue\n")[0]["path"] == "colour"
+    dup = errors_of(MINIMAL.replace("title: Minimal\n", "title: Minimal\ntitle: Again\n"))
+    assert dup[0]["line"] == 3 and "duplicate" in dup[0]["message"]
+
+
+def test_irreversible_step_needs_verify() -> None:
+    text = MINIMAL.replace(
+        "  - goto: /eligibility\n", "  - click: {button: Submit}\n    irreversible: true\n"
+    )
+    errors = errors_of(text)
+    assert errors[0]["path"] == "steps[1].click" and "verify" in errors[0]["message"]
+
+
+def test_locator_options_are_checked() -> None:
+    errors = errors_of(
+        MINIMAL.replace(
+            "  - goto: /eligibility\n",
+            "  - click: {label: A, button: B}\n"
+            "  - click: {button: B, name: x, nth: 0}\n"
+            "  - click: {role: dialog, within: {}}\n",
+        )
+    )
+    messages = {e["path"]: e["message"] for e in errors}
+    assert "exactly one locator" in messages["steps[1].click"]
+    assert "role" in messages["steps[2].click.name"]
+    assert "1 or more" in messages["steps[2].click.nth"]
+    assert "steps[3].click.within" in messages
+
+
+def test_yes_no_are_not_silently_booleans() -> None:
+    errors = errors_of(MINIMAL.replace("goto: /eligibility", "fill: {label: Smoker, value: no}"))
+    assert errors[0]["path"] == "steps[1].fill.value" and "quote" in errors[0]["message"]
+
+
+def test_yaml_anchors_and_merge_keys_work() -> None:
+    text = MINIMAL.replace(
+        "  - goto: /eligibility\n",
+        "  - &w\n    wait_for: {text: A}\n    timeout_s: 3\n  - <<: *w\n    wait_for: {text: B}\n",
+    )
+    sop = load_sop(text)
+    assert sop.steps[2].args["text"] == "B" and sop.steps[2].timeout_s == 3
+
+
+def test_validate_inputs_normalises_and_reports_every_field() -> None:
+    sop = builtin_sop("submit_claim")
+    good, errors = sop.validate_inputs(
+        parse_task_data(
+            "Member ID: w100000001\nPatient: DOE, JANE\nDOB: January 15, 1990\n"
+            "NPI: 1234567893\nline 1: 99213, j069, $125, 3/20/2025"
+        )
+    )
+    assert errors == []
+    assert good["member_id"] == "W100000001" and good["dob"] == "1990-01-15"
+    assert (good["patient"].first, good["patient"].last) == ("Jane", "Doe")
+    assert good["service_lines"] == [
+        {"cpt": "99213", "icd10": "J06.9", "charge": "125.00", "service_date": "2025-03-20"}
+    ]
+
+    _, errors = sop.validate_inputs(parse_task_data("patient: Jane\nnpi: 1234567890"))
+    fields = {e["field"]: e["message"] for e in errors}
+    assert set(fields) == {"member_id", "patient", "dob", "provider_npi", "service_lines"}
+    assert "required" in fields["member_id"] and "check digit" in fields["provider_npi"]
+
+
+def test_flat_fields_make_one_service_line() -> None:
+    good, errors = builtin_sop("submit_claim").validate_inputs(
+        parse_task_data(
+            "member_id: W1\npatient: Jane Doe\ndob: 1990-01-15\nnpi: 1234567893\n"
+            "cpt: 99213\nicd10: J06.9\ncharge: 125\nservice_date: 2025-03-20"
+        )
+    )
+    assert errors == [] and len(good["service_lines"]) == 1
+
+
+def test_require_one_of() -> None:
+    sop = builtin_sop("check_claim_status")
+    assert sop.validate_inputs({"member_id": "W1"})[1] == []
+    assert sop.validate_inputs({"claim_number": "CLM-1"})[1] == []
+    errors = sop.validate_inputs({})[1]
+    assert errors == [
+        {
+            "field": "claim_number or member_id",
+            "message": "give at least one of: claim_number or member_id",
+        }
+    ]
+
+
+def test_summary_is_numbered_and_mentions_irreversible_and_verify() -> None:
+    summary = builtin_sop("submit_claim").summary()
+    assert "1. Sign in to the portal" in summary
+    assert '18.2. Fill field "Service Date {{ loop.index }}"' in summary
+    assert "[irreversible]" in summary and "V1." in summary
+    assert "Outcome:" in summary and "- otherwise: completed_with_issues" in summary
+
+
+def test_templates_are_sandboxed() -> None:
+    assert render("{{ dob | us_date }}", {"dob": "1990-01-15"}) == "01/15/1990"
+    assert evaluate("x | money == '1200.50'", {"x": "$1,200.5"}) is True
+    with pytest.raises(Exception, match="unsafe|not safely"):
+        render("{{ ''.__class__.__mro__ }}", {})

@@ -1,0 +1,94 @@
+"""Helpers for the engine tests: recorders, task files, sandbox admin calls, test data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from shared.inputs import parse_task_data
+from shared.sops import builtin_sop
+from worker.engine import Credentials, Outcome, run_sop
+
+MFA_USER = Credentials("provider@sandbox", "sandbox-pass-1", "JBSWY3DPEHPK3PXP")
+PLAIN_USER = Credentials("nomfa@sandbox", "sandbox-pass-2", None)
+SECRETS = ("sandbox-pass-1", "sandbox-pass-2", "JBSWY3DPEHPK3PXP")
+
+# Quick, deterministic portal: short spinner and slow page, no random modal.
+FAST_FAULTS: dict[str, Any] = {"spinner_s": 0.2, "slow_page_s": 0.2, "modal": "never"}
+
+JANE = "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"
+
+
+@dataclass
+class RecordedStep:
+    name: str
+    status: str
+    message: str
+    screenshot: bytes | None
+    duration_ms: int
+
+
+@dataclass
+class ListRecorder:
+    """A recorder that keeps everything, for assertions."""
+
+    steps: list[RecordedStep] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    # Test hooks, to flip portal faults at a precise moment of the run.
+    on_step: Callable[[str], None] | None = None
+    on_checkpoint: Callable[[str], None] | None = None
+
+    def step(
+        self,
+        name: str,
+        *,
+        started_at: datetime,
+        duration_ms: int,
+        status: str,
+        message: str,
+        screenshot: bytes | None,
+    ) -> None:
+        self.steps.append(RecordedStep(name, status, message, screenshot, duration_ms))
+        if self.on_step:
+            self.on_step(name)
+
+    def checkpoint(self, step_name: str) -> None:
+        self.checkpoints.append(step_name)
+        if self.on_checkpoint:
+            self.on_checkpoint(step_name)
+
+    def named(self, fragment: str) -> list[RecordedStep]:
+        return [s for s in self.steps if fragment in s.name]
+
+    def text(self) -> str:
+        return "\n".join(f"{s.status} {s.name}: {s.message}" for s in self.steps)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    name: str
+    path: str
+
+
+def stats(base_url: str) -> dict[str, Any]:
+    return requests.get(f"{base_url}/__sandbox/stats", timeout=5).json()
+
+
+def submissions(base_url: str) -> dict[str, Any]:
+    return requests.get(f"{base_url}/__sandbox/submissions", timeout=5).json()
+
+
+def set_faults(base_url: str, **faults: Any) -> None:
+    requests.post(f"{base_url}/__sandbox/faults", json=faults, timeout=5).raise_for_status()
+
+
+def run_builtin(driver, task_type: str, data: str, base_url: str, **kwargs: Any) -> Outcome:
+    """Run a built-in SOP on text task data, as the worker does."""
+    kwargs.setdefault("credentials", MFA_USER)
+    return run_sop(
+        driver, builtin_sop(task_type), parse_task_data(data), base_url=base_url, **kwargs
+    )

@@ -1,0 +1,94 @@
+"""new_driver and BrowserPool: real Chromium, one browser per account at a time."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from selenium.common.exceptions import WebDriverException
+
+from tests.worker.conftest import CHROMEDRIVER, CHROMIUM, _require_browser
+from tests.worker.support import JANE, PLAIN_USER, run_builtin
+from worker.browser import BrowserPool, is_alive, new_driver
+from worker.errors import StepFailed
+
+
+@pytest.fixture
+def pool():
+    _require_browser()
+    factory = functools.partial(new_driver, chromium_path=CHROMIUM, chromedriver_path=CHROMEDRIVER)
+    pool = BrowserPool(factory, max_tasks=3)
+    yield pool
+    pool.close()
+
+
+def test_headless_driver_has_the_window_size(pool) -> None:
+    with pool.session("acct-1") as driver:
+        assert driver.execute_script("return [window.outerWidth, navigator.webdriver]") == [
+            1280,
+            True,
+        ]
+
+
+def test_same_account_reuses_browser_and_session(pool, portal, recorder) -> None:
+    # given a first task that signed in
+    base_url = portal()
+    with pool.session("acct-1") as first:
+        run_builtin(first, "check_eligibility", JANE, base_url, credentials=PLAIN_USER)
+
+    # when the next task of the same account runs
+    with pool.session("acct-1") as second:
+        outcome = run_builtin(
+            second, "check_eligibility", JANE, base_url, credentials=PLAIN_USER, recorder=recorder
+        )
+
+    # then it gets the same browser, still signed in
+    assert second is first and pool.started == 1
+    assert outcome.status == "completed" and recorder.steps[0].message == "already signed in"
+
+
+def test_other_account_gets_a_fresh_browser(pool, portal, recorder) -> None:
+    base_url = portal()
+    with pool.session("acct-1") as first:
+        run_builtin(first, "check_eligibility", JANE, base_url, credentials=PLAIN_USER)
+    with pool.session("acct-2") as second:
+        outcome = run_builtin(
+            second, "check_eligibility", JANE, base_url, credentials=PLAIN_USER, recorder=recorder
+        )
+    assert second is not first and pool.started == 2
+    assert outcome.status == "completed"
+    assert not is_alive(first)  # the other account's browser was quit
+    assert recorder.steps[0].message == "signed in"  # no cookies carried over
+
+
+def test_restart_after_max_tasks(pool) -> None:
+    drivers = []
+    for _ in range(4):
+        with pool.session("acct-1") as driver:
+            drivers.append(driver)
+    assert drivers[0] is drivers[1] is drivers[2]
+    assert drivers[3] is not drivers[0] and pool.started == 2
+
+
+def test_restart_after_a_crash(pool) -> None:
+    with pool.session("acct-1") as first:
+        first.quit()  # the browser dies under the task
+    with pool.session("acct-1") as second:
+        assert second is not first and is_alive(second)
+
+
+def test_browser_error_discards_the_browser_but_agent_errors_keep_it(pool) -> None:
+    with pytest.raises(StepFailed), pool.session("acct-1") as first:
+        raise StepFailed("portal said no")
+    with pytest.raises(WebDriverException), pool.session("acct-1") as second:
+        assert second is first
+        raise WebDriverException("renderer gone")
+    with pool.session("acct-1") as third:
+        assert third is not first and pool.started == 2
+
+
+def test_close_quits_the_browser(pool) -> None:
+    with pool.session("acct-1") as driver:
+        pass
+    pool.close()
+    assert not is_alive(driver)

@@ -1,0 +1,153 @@
+"""The step kinds the built-in SOPs do not exercise, run on a small local page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.sops import load_sop
+from tests.worker.support import PLAIN_USER
+from worker.engine import run_sop
+from worker.errors import StepFailed
+
+PAGE = """<!doctype html><html><head><title>Playground</title></head><body>
+<h1>Playground</h1>
+<label for="c">Email me</label><input type="checkbox" id="c">
+<label for="s">Colour</label><select id="s"><option value="r">Red</option>
+  <option value="g">Green</option></select>
+<label for="t">Note</label><input id="t" value="preset">
+<label for="f">Document</label><input type="file" id="f" multiple>
+<div id="busy" role="status">Working...</div>
+<a href="#done" id="more" data-id="42">More results</a>
+<table><caption>Rows</caption><thead><tr><th>Code</th><th>Amount</th></tr></thead>
+<tbody><tr><td>A1</td><td>$10.00</td></tr><tr><td>B2</td><td>$1,250.00</td></tr></tbody></table>
+<p>Reference: REF-12345 issued</p>
+<script>setTimeout(() => document.getElementById('busy').remove(), 300);</script>
+</body></html>"""
+
+
+@pytest.fixture
+def page_url(tmp_path: Path) -> str:
+    # A file: URL rather than data:, so the page can change its own #fragment.
+    path = tmp_path / "playground.html"
+    path.write_text(PAGE)
+    return path.as_uri()
+
+
+def run(driver, url, steps: str, recorder=None, files=(), outcomes: str | None = None):
+    sop = load_sop(
+        f"""
+task_type: playground
+title: Playground
+portal: local
+inputs: [{{name: who, format: name}}]
+settings: {{screenshots: every_step, step_timeout_s: 3}}
+steps:
+  - goto: "{url}"
+{steps}
+outcomes:
+{outcomes or '  - {status: completed, notes: "done"}'}
+"""
+    )
+    return run_sop(driver, sop, {"who": "Jane Doe"}, base_url="http://unused.invalid",
+                   credentials=PLAIN_USER, recorder=recorder, files=list(files))  # fmt: skip
+
+
+def test_form_controls_waits_and_extracts(driver, page_url, recorder, task_files) -> None:
+    outcome = run(
+        driver,
+        page_url,
+        """
+  - wait_for: {gone: {role: status}}
+  - check: {label: Email me}
+  - select: {label: Colour, option: green}
+  - fill: {label: Note, value: " for {{ who.first }}", clear: false}
+  - upload: {label: Document, files: "*.pdf"}
+  - extract: {into: ticked, attribute: checked, from: {label: Email me}}
+  - extract: {into: colour, text: {label: Colour}}
+  - extract: {into: note, text: {label: Note}}
+  - extract: {into: link_id, attribute: data-id, from: {link: More results}}
+  - extract: {into: rows, table: {role: table, name: Rows}}
+  - extract: {into: n_links, count: {role: link}}
+  - extract: {into: ref, text: {text: "Reference:"}, pattern: "(REF-\\\\d+)"}
+  - extract: {into: missing, text: {label: Nope}, default: null}
+  - set: {total: "rows | map(attribute='amount') | map('money') | map('float') | sum"}
+  - click: {link: More results}
+  - wait_for: {url_contains: "#done"}
+  - extract: {into: url, url: true}
+  - screenshot: the end
+""",
+        recorder=recorder,
+        files=task_files("a.pdf", "b.txt"),
+    )
+    r = outcome.result
+    assert (r["ticked"], r["colour"], r["note"], r["link_id"]) == ("true", "g", "preset for Jane",
+                                                                   "42")  # fmt: skip
+    assert r["rows"] == [{"code": "A1", "amount": "$10.00"}, {"code": "B2", "amount": "$1,250.00"}]
+    assert (r["n_links"], r["ref"], r["missing"], r["total"]) == (1, "REF-12345", None, 1260.0)
+    assert r["url"].endswith("#done")
+    assert recorder.named("Upload")[0].message == "uploaded a.pdf"
+    # screenshots: every_step
+    assert all(s.screenshot for s in recorder.steps if s.status == "ok")
+
+
+def test_loops_branches_and_finish(driver, page_url, recorder) -> None:
+    outcome = run(
+        driver,
+        page_url,
+        """
+  - set: {seen: "[]", n: "0"}
+  - for_each: "[1, 2, 3, 4]"
+    as: x
+    until: x > 3
+    do:
+      - set: {seen: "seen + [x * 10]"}
+  - while: n < 5
+    max: 10
+    do:
+      - set: {n: n + 2}
+  - if: n == 6
+    then:
+      - set: {branch: "'then'"}
+    else:
+      - set: {branch: "'else'"}
+  - click: {button: Not There}
+    optional: true
+    timeout_s: 0.2
+  - set: {skipped: "true"}
+    when: "false"
+  - finish: enough
+  - fail: never reached
+""",
+        recorder=recorder,
+        outcomes="""  - when: branch == 'then'
+    status: completed_with_issues
+    notes: "seen {{ seen | join(',') }}, n={{ n }}"
+  - {status: failed, notes: "wrong"}""",
+    )
+    assert outcome.status == "completed_with_issues" and outcome.notes == "seen 10,20,30, n=6"
+    assert "x" not in outcome.result and "loop" not in outcome.result
+    assert "skipped" not in outcome.result
+    statuses = {s.name.split(". ", 1)[1]: s.status for s in recorder.steps}
+    assert statuses['Click button "Not There"'] == "skipped"
+
+
+def test_while_that_never_ends_fails(driver, page_url) -> None:
+    with pytest.raises(StepFailed, match="still going after 3 rounds"):
+        run(driver, page_url, "  - while: 'true'\n    max: 3\n    do:\n      - set: {x: 1}\n")
+
+
+def test_required_upload_without_files_fails(driver, page_url) -> None:
+    with pytest.raises(StepFailed, match="no task file"):
+        run(driver, page_url, "  - upload: {label: Document, files: '*.pdf', required: true}\n")
+
+
+def test_undefined_variable_in_a_value_fails_the_step(driver, page_url) -> None:
+    with pytest.raises(StepFailed, match="template error.*membr_id"):
+        run(driver, page_url, "  - fill: {label: Note, value: '{{ membr_id }}'}\n")
+
+
+def test_unknown_option_lists_the_choices(driver, page_url) -> None:
+    with pytest.raises(StepFailed, match="Red, Green"):
+        run(driver, page_url, "  - select: {label: Colour, option: Blue}\n")

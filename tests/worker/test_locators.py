@@ -1,0 +1,78 @@
+"""Locators find elements the way a person does (label, button, link, role, text)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.sops import Locator
+from worker.locators import find_all
+
+PAGE = """<!doctype html><html><head><title>Locators</title></head><body>
+<h1>Claim Form</h1>
+<form>
+  <label for="a1">Member ID *</label><input id="a1" name="m">
+  <label>Notes: <textarea id="n1"></textarea></label>
+  <input id="p1" placeholder="Search members">
+  <input id="l1" aria-label="Group Number">
+  <span id="lbl">Plan Code</span><input id="l2" aria-labelledby="lbl">
+  <select id="s1"><option>One</option></select><label for="s1">Plan</label>
+  <input id="hidden" type="text" style="display:none" aria-label="Secret Box">
+  <label for="f1">Upload</label><input id="f1" type="file" style="display:none">
+  <input type="submit" value="Send">
+  <div role="button" id="divbtn">Fancy Go</div>
+  <button id="b1">Next</button>
+</form>
+<table id="t1"><caption>Eligibility Result</caption><tr><th>Plan</th><td>Gold</td></tr></table>
+<section aria-label="Results"><button id="b2">Next</button><p>Page 2 of 3 <b>total</b></p></section>
+<div role="dialog" aria-labelledby="dh"><h2 id="dh">Announcement</h2>
+  <button id="d1">Dismiss</button></div>
+<div role="alert">No claims found.</div>
+<a href="#x" id="k1">Next page</a>
+</body></html>"""
+
+
+@pytest.fixture
+def page(driver):
+    driver.get("data:text/html;base64," + base64.b64encode(PAGE.encode()).decode())
+    return driver
+
+
+def ids(driver, locator: Locator) -> list[str]:
+    return [el.get_attribute("id") or el.tag_name for el in find_all(driver, locator)]
+
+
+@pytest.mark.parametrize(
+    ("locator", "expected"),
+    [
+        (Locator("label", "Member ID"), ["a1"]),  # trailing "*" ignored
+        (Locator("label", "notes"), ["n1"]),  # nested control, colon, case
+        (Locator("label", "Search members"), ["p1"]),  # placeholder
+        (Locator("label", "Group Number"), ["l1"]),  # aria-label
+        (Locator("label", "Plan Code"), ["l2"]),  # aria-labelledby
+        (Locator("label", "Plan"), ["s1"]),
+        (Locator("label", "Secret Box"), []),  # hidden
+        (Locator("label", "Upload"), ["f1"]),  # hidden file inputs still count
+        (Locator("button", "Send"), ["input"]),
+        (Locator("button", "Fancy Go"), ["divbtn"]),
+        (Locator("button", "Next"), ["b1", "b2"]),
+        (Locator("button", "Next", nth=2), ["b2"]),
+        (Locator("button", "Next", within=Locator("role", "region", name="Results")), ["b2"]),
+        (Locator("link", "Next page"), ["k1"]),
+        (Locator("role", "table", name="Eligibility Result"), ["t1"]),
+        (Locator("role", "heading", name="Claim Form"), ["h1"]),
+        (Locator("role", "dialog", name="Announcement"), ["div"]),
+        (Locator("button", "Dismiss", within=Locator("role", "dialog")), ["d1"]),
+        (Locator("role", "alert"), ["div"]),
+        (Locator("role", "textbox", name="Member ID"), ["a1"]),
+        (Locator("role", "combobox", name="Plan"), ["s1"]),
+        (Locator("role", "link", name="next", match="contains"), ["k1"]),
+        (Locator("text", "Page 2 of"), ["p"]),  # innermost element containing the text
+        (Locator("text", "No claims found.", match="exact"), ["div"]),
+        (Locator("css", "section button"), ["b2"]),
+        (Locator("xpath", "//table//td"), ["td"]),
+    ],
+)
+def test_locators(page, locator: Locator, expected: list[str]) -> None:
+    assert ids(page, locator) == expected

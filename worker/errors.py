@@ -1,0 +1,56 @@
+"""The agent's exception hierarchy: what went wrong while driving a portal, and whether to retry."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises while running an SOP."""
+
+    transient = False
+
+
+class PortalUnavailable(AgentError):
+    """The portal is down or erroring (5xx page, known error text, page load timeout)."""
+
+    transient = True
+
+
+class CredentialsRejected(AgentError):
+    """The portal refused the username/password or the one-time code."""
+
+
+class StepFailed(AgentError):
+    """An SOP step could not be carried out (element not found, explicit `fail`, ...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_index: str = "",
+        step_name: str = "",
+        looking_for: str | None = None,
+    ) -> None:
+        self.step_index = step_index
+        self.step_name = step_name
+        self.looking_for = looking_for
+        super().__init__(message)
+
+
+class InputsInvalid(AgentError):
+    """The task's inputs do not satisfy the SOP (missing or malformed fields)."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+class InputTimeout(AgentError):
+    """Nobody supplied the input the agent asked for (e.g. an MFA code) in time."""
+
+
+class TaskCanceled(AgentError):
+    """The task was canceled while the agent was running it."""
+
+
+# Retried with a bound by the caller; everything else fails the task at once.
+TRANSIENT_ERRORS: tuple[type[AgentError], ...] = (PortalUnavailable,)
