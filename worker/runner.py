@@ -165,7 +165,9 @@ def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
         ).fetchall()
     files = []
     for row in rows:
-        path = folder / f"{row['id']}-{row['filename']}"
+        # A folder per file: the portal sees the client's file name, and equal names can't clash.
+        path = folder / str(row["id"]) / row["filename"]
+        path.parent.mkdir()
         path.write_bytes(row["content"])
         files.append(TaskFile(row["filename"], path))
     return files
