@@ -11,7 +11,6 @@ import base64
 import binascii
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates
@@ -22,6 +21,7 @@ from api.runtime import runtime
 from shared import portals as portal_queries
 from shared.accounts import Credentials, delete_credentials, list_credentials, put_credentials
 from shared.portals import SANDBOX_PORTAL
+from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import iso
 
 bp = Blueprint("credentials", __name__)
@@ -61,16 +61,10 @@ class CredentialsSchema(Schema):
 
 
 def _valid_base_url(value: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError("base_url must be an http or https URL with a host.")
-    if parts.username or parts.password:
-        # Logins belong in /credentials, encrypted; a URL is stored and shown in clear.
-        raise ValidationError("base_url must not contain a username or password.")
     try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError as err:
-        raise ValidationError("base_url has an invalid port.") from err
+        check_portal_url(value, allow_private=runtime().settings.portal_allow_private)
+    except UrlRefused as err:
+        raise ValidationError(f"base_url is refused: {err}.") from err
 
 
 class PortalSchema(Schema):

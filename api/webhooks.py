@@ -17,7 +17,8 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import webhooks as hooks
-from shared.webhooks import MessageStatus, UrlRefused
+from shared.ssrf import UrlRefused, check_url
+from shared.webhooks import MessageStatus
 
 bp = Blueprint("webhooks", __name__)
 bp.before_request(require_account)
@@ -73,7 +74,7 @@ def _checked_url(url: str | None) -> str | None:
     if url is None:
         return None
     try:
-        hooks.check_url(url, runtime().settings.webhook_allow_private)
+        check_url(url, runtime().settings.webhook_allow_private)
     except UrlRefused as err:
         raise ValidationFailed(
             f"The webhook URL is not allowed: {err}", {"url": [str(err)]}

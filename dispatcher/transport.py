@@ -34,7 +34,7 @@ from dispatcher.errors import (
     DeliveryTimeout,
     TlsFailed,
 )
-from shared.webhooks import Resolver, UrlRefused, resolve_checked, split_url, system_resolver
+from shared.ssrf import Resolver, UrlRefused, resolve_checked, split_url, system_resolver
 
 RESPONSE_PREFIX_BYTES = 2048
 # Read at most this much of a response body; a longer one is cut off and its connection closed.

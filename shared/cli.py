@@ -25,7 +25,8 @@ def _runtime(settings: Settings):
 
 def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
     from shared.accounts import Credentials, create_account, create_api_key, put_credentials
-    from shared.webhooks import check_url, create_endpoint
+    from shared.ssrf import check_url
+    from shared.webhooks import create_endpoint
 
     if args.webhook_url:
         try:

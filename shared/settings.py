@@ -93,6 +93,9 @@ class Settings:
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8100
     sandbox_url: str = "http://127.0.0.1:8100"
+    # Whether accounts may register portals on private addresses (the agent would browse them
+    # and screenshot what it saw). The sandbox portal is the operator's own and always allowed.
+    portal_allow_private: bool = False
 
     # Agent worker.
     chromium_path: str = "/usr/bin/chromium"
@@ -149,6 +152,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "SANDBOX_HOST": ("sandbox_host", _str),
     "SANDBOX_PORT": ("sandbox_port", _int),
     "SANDBOX_URL": ("sandbox_url", _str),
+    "PORTAL_ALLOW_PRIVATE": ("portal_allow_private", _bool),
     "CHROMIUM_PATH": ("chromium_path", _str),
     "CHROMEDRIVER_PATH": ("chromedriver_path", _str),
     "SELENIUM_REMOTE_URL": ("selenium_remote_url", _str),
@@ -193,10 +197,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if raw is None or (raw == "" and field in _BLANK_MEANS_UNSET):
             continue
         values[field] = converter(name, raw)
-    if "webhook_allow_private" not in values:
-        # Local receivers are the point of the embedded development stack; anywhere with a
-        # real DATABASE_URL, private addresses must be allowed explicitly.
-        values["webhook_allow_private"] = "database_url" not in values
+    for private in ("webhook_allow_private", "portal_allow_private"):
+        if private not in values:
+            # Local receivers and portals are the point of the embedded development stack;
+            # anywhere with a real DATABASE_URL, private addresses must be allowed explicitly.
+            values[private] = "database_url" not in values
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.screenshots not in {"failures", "every_step"}:

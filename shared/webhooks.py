@@ -13,15 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from cryptography.fernet import MultiFernet
 from psycopg import Connection
@@ -101,108 +98,6 @@ def envelope_body(secret: str, *, event: str, created_at: str, data: Any) -> byt
 
 def new_msg_id() -> str:
     return "msg_" + secrets.token_hex(12)
-
-
-# --- SSRF policy -----------------------------------------------------------------------------
-
-
-class UrlRefused(ValueError):
-    """A webhook URL that the SSRF rules do not allow; the message says why."""
-
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
-
-# NAT64 (RFC 6052) carries an IPv4 address in its last 32 bits; judge that address.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def _embedded_ipv4(ip: IpAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(ip, ipaddress.IPv4Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def address_refusal(ip: IpAddress) -> str | None:
-    """Why a webhook may not be sent to ``ip``, or None if it may (a public unicast address)."""
-    embedded = _embedded_ipv4(ip)
-    if embedded is not None:
-        reason = address_refusal(embedded)
-        return f"{ip} embeds {embedded}: {reason}" if reason else None
-    checks = (
-        ("is_unspecified", "unspecified"),
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_reserved", "reserved"),
-        ("is_private", "private"),
-    )
-    for attribute, label in checks:
-        if getattr(ip, attribute):
-            return f"{ip} is a {label} address"
-    if not ip.is_global:
-        return f"{ip} is not a public address"
-    return None
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    """Every address the host resolves to, in the resolver's order."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UrlRefused(f"the host {host!r} does not resolve") from exc
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def split_url(url: str) -> tuple[str, str, int]:
-    """Scheme, host and port of a webhook URL, or :class:`UrlRefused` if it is not usable."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UrlRefused(f"the URL is malformed: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
-        raise UrlRefused("the URL must start with http:// or https://")
-    if not parts.hostname:
-        raise UrlRefused("the URL has no host")
-    if parts.username is not None or parts.password is not None:
-        raise UrlRefused("credentials in the URL are not supported")
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
-
-
-def resolve_checked(
-    host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolver
-) -> str:
-    """The address to connect to. Every address the host resolves to must pass the policy, so a
-    name that resolves to a public and a private address is refused as a whole."""
-    try:
-        literal: IpAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    addresses = [str(literal)] if literal is not None else resolver(host, port)
-    if not addresses:
-        raise UrlRefused(f"the host {host!r} does not resolve")
-    if not allow_private:
-        for address in addresses:
-            # A scoped IPv6 address ("fe80::1%eth0") is link-local whatever its scope.
-            reason = address_refusal(ipaddress.ip_address(address.split("%", 1)[0]))
-            if reason:
-                raise UrlRefused(f"{host} resolves to a forbidden address: {reason}")
-    return addresses[0]
-
-
-def check_url(url: str, allow_private: bool, *, resolver: Resolver = system_resolver) -> None:
-    """Raise :class:`UrlRefused` unless webhooks may be sent to ``url`` now."""
-    _scheme, host, port = split_url(url)
-    resolve_checked(host, port, allow_private=allow_private, resolver=resolver)
 
 
 # --- Endpoints -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from shared.portals import SANDBOX_PORTAL, portal_base_url
 from shared.runtime import Runtime
 from shared.sop_store import sop_by_id
 from shared.sops import Sop
+from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from worker.browser import BrowserPool
 from worker.engine import Outcome, run_sop
@@ -306,6 +307,11 @@ def _run_claimed(
             ),
             None,
         )
+    if base_url is not None and base_url != rt.settings.sandbox_url:
+        try:
+            check_portal_url(base_url, allow_private=rt.settings.portal_allow_private)
+        except UrlRefused as exc:
+            return TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.", None
     if base_url is None:
         return (
             TaskStatus.FAILED,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shared.accounts import load_credentials
@@ -230,3 +232,21 @@ def test_no_response_contains_a_stored_secret(client, account):
 def test_credential_and_portal_endpoints_need_a_key(client, method, path):
     response = getattr(client, method)(path, json={"username": "u", "password": "p"})
     _error(response, 401, "unauthorized")
+
+
+def test_a_portal_on_a_private_address_is_refused_unless_allowed(runtime, account):
+    # given an operator who does not allow private portal addresses
+    from api import create_app
+
+    strict = runtime.settings.replace(portal_allow_private=False)
+    client = create_app(runtime=dataclasses.replace(runtime, settings=strict)).test_client()
+    # when an account registers a portal on the cloud metadata address, then it is refused
+    response = client.put(
+        "/portals/internal", json={"base_url": "http://169.254.169.254/"}, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert "link-local" in str(response.get_json()["error"]["details"])
+    loopback = client.put(
+        "/portals/internal", json={"base_url": "http://127.0.0.1:8080/"}, headers=account.headers
+    )
+    assert loopback.status_code == 422

@@ -19,7 +19,8 @@ from werkzeug.serving import make_server
 from dispatcher.delivery import deliver_message
 from dispatcher.errors import AddressRefused, TlsFailed
 from dispatcher.transport import Transport
-from shared.webhooks import check_url, claim_due_messages
+from shared.ssrf import check_url
+from shared.webhooks import claim_due_messages
 from tests.dispatcher.support import Receiver, attempts, finish_task, message, with_settings
 
 

@@ -11,11 +11,9 @@ import pytest
 import standardwebhooks
 
 from shared.accounts import create_account
+from shared.ssrf import UrlRefused, address_refusal, check_url
 from shared.webhooks import (
-    UrlRefused,
-    address_refusal,
     body_signature,
-    check_url,
     claim_due_messages,
     create_endpoint,
     endpoint_json,

@@ -12,6 +12,7 @@ import requests
 
 from shared.accounts import Credentials, put_credentials
 from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+from shared.sops import builtin_sop_text
 from worker import runner
 from worker.browser import BrowserPool, new_driver
 
@@ -192,3 +193,23 @@ def test_no_code_in_time_fails_with_a_note(rt, client, make_account, browsers):
     row = _row(rt, task_id)
     assert row["status"] == "failed"
     assert "No one-time code was supplied" in row["notes"]
+
+
+def test_an_sop_pointing_at_a_private_address_fails_when_not_allowed(rt, client, account, browsers):
+    # given an account SOP whose portal is the cloud metadata address
+    sop = builtin_sop_text("check_eligibility").replace(
+        "  name: sandbox", "  name: metadata\n  base_url: http://169.254.169.254"
+    )
+    assert client.put(
+        "/sops/check_eligibility", data=sop, headers=account.headers, content_type="text/yaml"
+    ).status_code in (200, 201)
+    with rt.pool.connection() as conn:
+        creds = Credentials("someone", "something", None)
+        put_credentials(conn, rt.fernet, account.id, "metadata", creds)
+    task_id = _task(client, account)
+    strict = dataclasses.replace(rt, settings=rt.settings.replace(portal_allow_private=False))
+    # when it runs, then it fails without browsing there
+    runner.run_task(strict, task_id, browsers=browsers)
+    row = _row(rt, task_id)
+    assert row["status"] == "failed"
+    assert "is refused" in row["notes"] and "link-local" in row["notes"]
