@@ -38,7 +38,6 @@ KEY_ALIASES = {
     "diagnosis": "icd10",
     "procedure": "cpt",
     "cpt_code": "cpt",
-    "notes": "clinical_notes",
 }
 
 SERVICE_LINE_FIELDS = ("cpt", "icd10", "charge", "service_date")

@@ -217,11 +217,22 @@ def _compiled(expression: str) -> Any:
 
 def _condition(expression: str, context: Mapping[str, Any]) -> bool:
     """A condition is true or false; a variable never set counts as empty (false)."""
-    return bool(_compiled(expression)(**context))
+    return bool(_expression_value(expression, context))
+
+
+def _rule_matches(expression: str, context: Mapping[str, Any]) -> bool:
+    # An outcome rule whose condition cannot be evaluated (say, None > 3) simply does not match.
+    try:
+        return _condition(expression, context)
+    except StepFailed:
+        return False
 
 
 def _expression_value(expression: str, context: Mapping[str, Any]) -> Any:
-    value = _compiled(expression)(**context)
+    try:
+        value = _compiled(expression)(**context)
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        raise StepFailed(f"could not evaluate {expression.strip()!r}: {exc}") from None
     return None if isinstance(value, jinja2.Undefined) else value
 
 
@@ -320,8 +331,12 @@ class _Run:
         context = self.ctx.as_dict()
         result = _jsonable(self.ctx.extracted)
         for rule in self.sop.outcomes:
-            if rule.when is None or _condition(rule.when, context):
-                notes = _lenient().from_string(rule.notes).render(context).strip()
+            if rule.when is None or _rule_matches(rule.when, context):
+                try:
+                    notes = _lenient().from_string(rule.notes).render(context).strip()
+                except jinja2.TemplateError as exc:
+                    # The work is done by now; a broken notes template must not undo that.
+                    notes = f"(the SOP's notes could not be written: {exc})"
                 return Outcome(status=str(rule.status), notes=self._redact(notes), result=result)
         # Unreachable for a validated SOP (its last rule has no `when`); kept for safety.
         return Outcome("completed_with_issues", "No outcome rule matched.", result)
@@ -337,7 +352,11 @@ class _Run:
     def _run_step(self, step: Step, index: str) -> None:
         started, t0 = datetime.now(UTC), time.monotonic()
         name = f"{index}. {self._title(step)}"
-        if step.when and not _condition(step.when, self.ctx.as_dict()):
+        try:
+            skip = step.when is not None and not _condition(step.when, self.ctx.as_dict())
+        except StepFailed as exc:
+            self._fail(name, started, t0, exc)
+        if skip:
             self._record(name, started, t0, StepStatus.SKIPPED, "condition is false")
             return
         if step.irreversible:
@@ -509,20 +528,19 @@ class _Run:
                 if self._condition_met(sub):
                     return sub.get("as") or str(i)
             return False
-        label = cond.get("as") or "1"
+        return (cond.get("as") or "1") if self._holds(cond) else False
+
+    def _holds(self, cond: Mapping[str, Any]) -> bool:
         if "visible" in cond:
-            return (
-                label if locators.find_first(self.driver, self._locator(cond["visible"])) else False
-            )
+            return self._shown(cond["visible"])
         if "gone" in cond:
-            return False if locators.find_first(self.driver, self._locator(cond["gone"])) else label
+            return not self._shown(cond["gone"])
         if "text" in cond:
-            return (
-                label
-                if locators.find_first(self.driver, Locator("text", self._render(cond["text"])))
-                else False
-            )
-        return label if self._render(cond["url_contains"]) in self.driver.current_url else False
+            return self._shown(Locator("text", cond["text"]))
+        return self._render(cond["url_contains"]) in self.driver.current_url
+
+    def _shown(self, locator: Locator) -> bool:
+        return locators.find_first(self.driver, self._locator(locator)) is not None
 
     def _wait_condition(self, cond: Mapping[str, Any], timeout: float) -> str:
         return self._wait(lambda: self._condition_met(cond), timeout, _describe(cond, self))

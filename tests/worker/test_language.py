@@ -50,8 +50,15 @@ outcomes:
 {outcomes or '  - {status: completed, notes: "done"}'}
 """
     )
-    return run_sop(driver, sop, {"who": "Jane Doe"}, base_url="http://unused.invalid",
-                   credentials=PLAIN_USER, recorder=recorder, files=list(files))  # fmt: skip
+    return run_sop(
+        driver,
+        sop,
+        {"who": "Jane Doe"},
+        base_url="http://unused.invalid",
+        credentials=PLAIN_USER,
+        recorder=recorder,
+        files=list(files),
+    )
 
 
 def test_form_controls_waits_and_extracts(driver, page_url, recorder, task_files) -> None:
@@ -82,8 +89,12 @@ def test_form_controls_waits_and_extracts(driver, page_url, recorder, task_files
         files=task_files("a.pdf", "b.txt"),
     )
     r = outcome.result
-    assert (r["ticked"], r["colour"], r["note"], r["link_id"]) == ("true", "g", "preset for Jane",
-                                                                   "42")  # fmt: skip
+    assert (r["ticked"], r["colour"], r["note"], r["link_id"]) == (
+        "true",
+        "g",
+        "preset for Jane",
+        "42",
+    )
     assert r["rows"] == [{"code": "A1", "amount": "$10.00"}, {"code": "B2", "amount": "$1,250.00"}]
     assert (r["n_links"], r["ref"], r["missing"], r["total"]) == (1, "REF-12345", None, 1260.0)
     assert r["url"].endswith("#done")
@@ -151,3 +162,16 @@ def test_undefined_variable_in_a_value_fails_the_step(driver, page_url) -> None:
 def test_unknown_option_lists_the_choices(driver, page_url) -> None:
     with pytest.raises(StepFailed, match="Red, Green"):
         run(driver, page_url, "  - select: {label: Colour, option: Blue}\n")
+
+
+def test_bad_condition_fails_the_step_but_not_the_outcome(driver, page_url) -> None:
+    with pytest.raises(StepFailed, match="could not evaluate"):
+        run(driver, page_url, '  - set: {x: 1}\n    when: "none > 3"\n')
+    outcome = run(
+        driver,
+        page_url,
+        "  - set: {x: 1}\n",
+        outcomes="  - when: none > 3\n    status: failed\n    notes: nope\n"
+        "  - {status: completed, notes: 'x={{ x }}'}",
+    )
+    assert (outcome.status, outcome.notes) == ("completed", "x=1")
