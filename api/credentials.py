@@ -7,8 +7,6 @@ a TOTP secret.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
@@ -19,6 +17,7 @@ from api.auth import account_id, require_account
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.runtime import runtime
 from shared import portals as portal_queries
+from shared import totp
 from shared.accounts import Credentials, delete_credentials, list_credentials, put_credentials
 from shared.portals import SANDBOX_PORTAL
 from shared.ssrf import UrlRefused, check_portal_url
@@ -29,13 +28,6 @@ bp.before_request(require_account)
 
 PORTAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PORTAL_NAME_RULE = "1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit."
-# pyotp (and so the agent's login macro) refuses TOTP secrets shorter than 80 bits.
-MIN_TOTP_BITS = 80
-
-
-def normalise_totp_secret(value: str) -> str:
-    """Base32 as authenticator apps show it (spaced, lower case, unpadded) -> canonical form."""
-    return re.sub(r"[\s-]+", "", value).upper().rstrip("=")
 
 
 class CredentialsSchema(Schema):
@@ -47,17 +39,11 @@ class CredentialsSchema(Schema):
 
     @validates("totp_secret")
     def _base32(self, value: str | None, **_: Any) -> None:
-        if value is None:
-            return
-        secret = normalise_totp_secret(value)
-        try:
-            raw = base64.b32decode(secret + "=" * (-len(secret) % 8))
-        except (binascii.Error, ValueError) as err:
-            raise ValidationError(
-                "totp_secret must be base32 (letters A-Z and digits 2-7)."
-            ) from err
-        if len(raw) * 8 < MIN_TOTP_BITS:
-            raise ValidationError(f"totp_secret must be at least {MIN_TOTP_BITS} bits long.")
+        if value is not None:
+            try:
+                totp.check_secret(value)
+            except totp.InvalidSecret as err:
+                raise ValidationError(f"totp_secret is not usable: {err}.") from err
 
 
 def _valid_base_url(value: str) -> None:
@@ -129,7 +115,7 @@ def put_portal_credentials(portal: str):
     body = _load(CredentialsSchema(), "portal login")
     secret = body["totp_secret"]
     creds = Credentials(
-        body["username"], body["password"], normalise_totp_secret(secret) if secret else None
+        body["username"], body["password"], totp.normalise_secret(secret) if secret else None
     )
     rt = runtime()
     with rt.pool.connection() as conn:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyotp
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -27,6 +26,7 @@ from werkzeug.serving import make_server
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sandbox  # noqa: E402
+from shared import totp  # noqa: E402
 from shared.accounts import Credentials  # noqa: E402
 from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
@@ -36,10 +36,6 @@ from worker.engine import run_sop  # noqa: E402
 
 INPUTS = {"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15"}
 CREDENTIALS = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
-
-
-class _Totp(pyotp.TOTP):
-    min_secret_length_bits = 80  # the sandbox's documented secret is 80 bits
 
 
 def serve_sandbox() -> str:
@@ -70,7 +66,7 @@ def hand_written(driver: WebDriver, base_url: str) -> str:
     wait.until(
         ec.presence_of_element_located((By.XPATH, "//label[normalize-space()='One-time code']"))
     )
-    _field(driver, "One-time code").send_keys(_Totp(SANDBOX_TOTP_SECRET).now())
+    _field(driver, "One-time code").send_keys(totp.code(SANDBOX_TOTP_SECRET))
     _button(driver, "Verify").click()
     wait.until(ec.presence_of_element_located((By.XPATH, "//h1[normalize-space()='Dashboard']")))
     Select(_field(driver, "Payer")).select_by_visible_text("Sandbox Health")

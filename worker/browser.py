@@ -16,7 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.file_detector import LocalFileDetector
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from worker.errors import AgentError
+from worker.errors import AgentError, TaskCanceled
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ class BrowserPool:
         driver = self._acquire(account_key)
         try:
             yield driver
+        except TaskCanceled:
+            # A canceled task may have left a form half filled: close the browser, start clean.
+            self._discard()
+            raise
         except AgentError:
             # The portal misbehaved, not the browser; still, never reuse one that died.
             if not is_alive(driver):
@@ -122,6 +126,11 @@ class BrowserPool:
             raise
         finally:
             self._served += 1
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a browser is running and kept for the next task."""
+        return self._driver is not None
 
     def _acquire(self, account_key: Hashable) -> WebDriver:
         if self._driver is not None and not self._reusable(account_key):

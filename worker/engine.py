@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import jinja2
-import pyotp
 from jinja2.sandbox import SandboxedEnvironment
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
@@ -36,7 +35,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from shared import sops
+from shared import sops, totp
+from shared.accounts import Credentials
 from shared.inputs import PersonName, snake_key
 from shared.sops import Locator, Screenshots, Sop, Step
 from worker import locators
@@ -69,17 +69,8 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Portal sign-in details; `totp_secret` is None when codes come from a person."""
-
-    username: str
-    password: str
-    totp_secret: str | None = None
-
-
 class PortalCredentials(Protocol):
-    """Anything with the sign-in fields (shared.accounts.Credentials, Credentials, ...)."""
+    """Anything with the sign-in fields, such as shared.accounts.Credentials."""
 
     @property
     def username(self) -> str: ...
@@ -149,11 +140,13 @@ def run_sop(
     verify_only: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     request_code: Callable[[], str] | None = None,
+    screenshot_every_step: bool = False,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
     `verify_only` runs the SOP's `verify` steps instead of its steps: use it when an earlier
-    attempt passed a checkpoint (it may already have submitted).
+    attempt passed a checkpoint (it may already have submitted). `screenshot_every_step` is the
+    operator's override of the SOP's `screenshots` setting (failures always get one).
     """
     values, errors = sop.validate_inputs(inputs)
     if errors:
@@ -171,6 +164,9 @@ def run_sop(
         recorder=recorder or NullRecorder(),
         should_stop=should_stop,
         request_code=request_code,
+        screenshot_every_step=(
+            screenshot_every_step or sop.settings.screenshots == Screenshots.EVERY_STEP
+        ),
     )
     return run.execute(verify_only=verify_only)
 
@@ -266,9 +262,11 @@ class _Run:
         recorder: Recorder,
         should_stop: Callable[[], bool],
         request_code: Callable[[], str] | None,
+        screenshot_every_step: bool,
     ) -> None:
         self.driver = driver
         self.sop = sop
+        self.screenshot_every_step = screenshot_every_step
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.files = files
@@ -387,8 +385,7 @@ class _Run:
             )
             raise
         if message is not None:  # control-flow steps record themselves before their children
-            shot = self.sop.settings.screenshots == Screenshots.EVERY_STEP
-            self._record(name, started, t0, StepStatus.OK, message, self._png() if shot else None)
+            self._record(name, started, t0, StepStatus.OK, message)
 
     def _call(self, step: Step, index: str, name: str, started: datetime, t0: float) -> Any:
         """Run the step's handler; redo an element step whose element a navigation replaced."""
@@ -417,6 +414,8 @@ class _Run:
         message: str,
         screenshot: bytes | None = None,
     ) -> None:
+        if screenshot is None and self.screenshot_every_step and status == StepStatus.OK:
+            screenshot = self._png()
         self.recorder.step(
             self._redact(name),
             started_at=started,
@@ -882,8 +881,7 @@ class _Run:
         secret = self.credentials.totp_secret
         if secret:
             # A second try uses the next 30 s window's code, in case our clock is behind.
-            totp = _Totp(re.sub(r"[\s-]", "", secret).upper())
-            return totp.at(time.time() + 30 * attempt), " with a TOTP code"
+            return totp.code(secret, at=time.time() + 30 * attempt), " with a TOTP code"
         if self.request_code is None:
             raise CredentialsRejected(
                 "the portal asks for a one-time code, but there is no TOTP secret "
@@ -893,12 +891,6 @@ class _Run:
 
 
 # --- helpers without state ---------------------------------------------------------------------
-
-
-class _Totp(pyotp.TOTP):
-    """RFC 6238 TOTP that accepts 80-bit secrets, which many portals still issue."""
-
-    min_secret_length_bits = 80
 
 
 _TABLE_JS = r"""

@@ -254,6 +254,7 @@ def _drive(
                     verify_only=recorder.irreversible_passed,
                     should_stop=lease.should_stop,
                     request_code=_code_requester(rt, claimed["id"], worker, lease),
+                    screenshot_every_step=rt.settings.screenshots == "every_step",
                 )
 
         return retrying(attempt)

@@ -6,21 +6,15 @@ import dataclasses
 import threading
 import time
 
-import pyotp
 import pytest
 import requests
 
+from shared import totp
 from shared.accounts import Credentials, put_credentials
 from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared.sops import builtin_sop_text
 from worker import runner
 from worker.browser import BrowserPool, new_driver
-
-
-class _SandboxTotp(pyotp.TOTP):
-    # The sandbox's documented secret is 80 bits, as many authenticator secrets are.
-    min_secret_length_bits = 80
-
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
@@ -134,6 +128,7 @@ def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browser
     assert not worker.is_alive()
     assert time.monotonic() - canceled_at < 30
     assert _row(rt, task_id)["status"] == "canceled"
+    assert not browsers.is_open  # the browser was closed, not kept for the next task
     [message] = _messages(rt, task_id)
     assert message["payload"]["status"] == "canceled"
 
@@ -163,7 +158,7 @@ def test_mfa_without_a_totp_secret_waits_for_input_then_resumes(rt, client, make
     assert client.get(f"/tasks/{task_id}", headers=account.headers).get_json()["status"] == (
         "waiting_for_input"
     )
-    code = _SandboxTotp(SANDBOX_TOTP_SECRET).now()
+    code = totp.code(SANDBOX_TOTP_SECRET)
     response = client.post(f"/tasks/{task_id}/input", json={"code": code}, headers=account.headers)
     assert response.status_code == 202
     worker.join(timeout=60)
@@ -213,3 +208,20 @@ def test_an_sop_pointing_at_a_private_address_fails_when_not_allowed(rt, client,
     row = _row(rt, task_id)
     assert row["status"] == "failed"
     assert "is refused" in row["notes"] and "link-local" in row["notes"]
+
+
+def test_every_step_gets_a_screenshot_when_the_operator_asks(rt, client, account, browsers):
+    # given SCREENSHOTS=every_step, where the built-in SOP itself asks for failures only
+    task_id = _task(client, account)
+    every = dataclasses.replace(rt, settings=rt.settings.replace(screenshots="every_step"))
+    # when the task runs
+    runner.run_task(every, task_id, browsers=browsers)
+    # then every recorded step has a PNG, and the API serves it
+    with rt.pool.connection() as conn:
+        steps = conn.execute(
+            "SELECT status, artifact_id FROM trajectory_steps WHERE task_id = %s AND status = 'ok'",
+            (task_id,),
+        ).fetchall()
+    assert steps and all(step["artifact_id"] for step in steps)
+    png = client.get(f"/artifacts/{steps[0]['artifact_id']}", headers=account.headers)
+    assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
