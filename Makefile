@@ -30,8 +30,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared
 
-test: install browsers ## run the test suite against real Postgres, Redis and Chromium
-	$(BIN)/ruff check .
+test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
 	$(BIN)/pytest
 
 bench: install browsers ## run the benchmarks (not part of the tests)

@@ -8,9 +8,9 @@ import secrets
 from dataclasses import dataclass
 
 from cryptography.fernet import MultiFernet
-from psycopg import Connection
 
 from shared.crypto import decrypt_json, encrypt_json
+from shared.db import Conn, fetch_one
 
 KEY_PREFIX = "us_"
 # The visible part: "us_" and 12 hex characters. The secret after it may contain "_".
@@ -33,17 +33,17 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_account(conn: Connection, name: str) -> int:
-    row = conn.execute("INSERT INTO accounts (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+def create_account(conn: Conn, name: str) -> int:
+    row = fetch_one(conn, "INSERT INTO accounts (name) VALUES (%s) RETURNING id", (name,))
     return int(row["id"])
 
 
-def account_exists(conn: Connection, account_id: int) -> bool:
+def account_exists(conn: Conn, account_id: int) -> bool:
     row = conn.execute("SELECT 1 FROM accounts WHERE id = %s", (account_id,)).fetchone()
     return row is not None
 
 
-def create_api_key(conn: Connection, account_id: int, name: str | None = None) -> str:
+def create_api_key(conn: Conn, account_id: int, name: str | None = None) -> str:
     """Make a key and store only its digest. The key itself is returned once, never again.
 
     Keys look like ``us_<12 visible chars>_<secret>``; the visible part identifies the key in
@@ -58,7 +58,7 @@ def create_api_key(conn: Connection, account_id: int, name: str | None = None) -
     return key
 
 
-def revoke_api_key(conn: Connection, prefix: str) -> bool:
+def revoke_api_key(conn: Conn, prefix: str) -> bool:
     """Revoke by the visible prefix (or the whole key). True if a live key was revoked."""
     visible = prefix[:VISIBLE_LEN]
     row = conn.execute(
@@ -69,7 +69,7 @@ def revoke_api_key(conn: Connection, prefix: str) -> bool:
     return row is not None
 
 
-def account_for_key(conn: Connection, presented: str) -> int | None:
+def account_for_key(conn: Conn, presented: str) -> int | None:
     """The account a live key belongs to, comparing digests in constant time."""
     visible = presented[:VISIBLE_LEN]
     if not visible.startswith(KEY_PREFIX) or presented[VISIBLE_LEN : VISIBLE_LEN + 1] != "_":
@@ -84,7 +84,7 @@ def account_for_key(conn: Connection, presented: str) -> int | None:
 
 
 def put_credentials(
-    conn: Connection, fernet: MultiFernet, account_id: int, portal: str, creds: Credentials
+    conn: Conn, fernet: MultiFernet, account_id: int, portal: str, creds: Credentials
 ) -> None:
     token = encrypt_json(fernet, {"password": creds.password, "totp_secret": creds.totp_secret})
     conn.execute(
@@ -100,7 +100,7 @@ def put_credentials(
 
 
 def load_credentials(
-    conn: Connection, fernet: MultiFernet, account_id: int, portal: str
+    conn: Conn, fernet: MultiFernet, account_id: int, portal: str
 ) -> Credentials | None:
     row = conn.execute(
         "SELECT username, secret_token FROM portal_credentials"
@@ -113,7 +113,7 @@ def load_credentials(
     return Credentials(row["username"], secret["password"], secret.get("totp_secret"))
 
 
-def list_credentials(conn: Connection, account_id: int) -> list[dict]:
+def list_credentials(conn: Conn, account_id: int) -> list[dict]:
     """Portals and usernames only: secrets are write-only."""
     return conn.execute(
         "SELECT portal, username, created_at, updated_at FROM portal_credentials"
@@ -122,7 +122,7 @@ def list_credentials(conn: Connection, account_id: int) -> list[dict]:
     ).fetchall()
 
 
-def delete_credentials(conn: Connection, account_id: int, portal: str) -> bool:
+def delete_credentials(conn: Conn, account_id: int, portal: str) -> bool:
     row = conn.execute(
         "DELETE FROM portal_credentials WHERE account_id = %s AND portal = %s RETURNING portal",
         (account_id, portal),

@@ -8,15 +8,16 @@ without revealing anything secret, which portals have them.
 from __future__ import annotations
 
 from cryptography.fernet import MultiFernet
-from psycopg import Connection
 
 from shared.crypto import InvalidToken, decrypt_json
+from shared.db import Conn, fetch_one
 
 SANDBOX_PORTAL = "sandbox"
 
 
-def put_portal(conn: Connection, account_id: int, name: str, base_url: str) -> dict:
-    return conn.execute(
+def put_portal(conn: Conn, account_id: int, name: str, base_url: str) -> dict:
+    return fetch_one(
+        conn,
         """
         INSERT INTO portals (account_id, name, base_url) VALUES (%s, %s, %s)
         ON CONFLICT (account_id, name)
@@ -24,10 +25,10 @@ def put_portal(conn: Connection, account_id: int, name: str, base_url: str) -> d
         RETURNING name, base_url, created_at, updated_at
         """,
         (account_id, name, base_url),
-    ).fetchone()
+    )
 
 
-def list_portals(conn: Connection, account_id: int) -> list[dict]:
+def list_portals(conn: Conn, account_id: int) -> list[dict]:
     return conn.execute(
         "SELECT name, base_url, created_at, updated_at FROM portals"
         " WHERE account_id = %s ORDER BY name",
@@ -35,7 +36,7 @@ def list_portals(conn: Connection, account_id: int) -> list[dict]:
     ).fetchall()
 
 
-def delete_portal(conn: Connection, account_id: int, name: str) -> bool:
+def delete_portal(conn: Conn, account_id: int, name: str) -> bool:
     row = conn.execute(
         "DELETE FROM portals WHERE account_id = %s AND name = %s RETURNING name",
         (account_id, name),
@@ -44,7 +45,7 @@ def delete_portal(conn: Connection, account_id: int, name: str) -> bool:
 
 
 def credentials_overview(
-    conn: Connection, fernet: MultiFernet, account_id: int, portal: str | None = None
+    conn: Conn, fernet: MultiFernet, account_id: int, portal: str | None = None
 ) -> list[dict]:
     """Portal, username, has_totp and times for each stored login; never a secret.
 
@@ -76,18 +77,19 @@ def _has_totp(fernet: MultiFernet, token: bytes) -> bool | None:
         return None
 
 
-def portal_setup(conn: Connection, account_id: int, portal: str) -> dict:
+def portal_setup(conn: Conn, account_id: int, portal: str) -> dict:
     """Whether the account registered ``portal``'s address and stored credentials for it."""
-    return conn.execute(
+    return fetch_one(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM portals WHERE account_id = %(a)s AND name = %(p)s)"
         "   AS registered,"
         " EXISTS (SELECT 1 FROM portal_credentials WHERE account_id = %(a)s AND portal = %(p)s)"
         "   AS has_credentials",
         {"a": account_id, "p": portal},
-    ).fetchone()
+    )
 
 
-def portal_base_url(conn: Connection, account_id: int, name: str) -> str | None:
+def portal_base_url(conn: Conn, account_id: int, name: str) -> str | None:
     """The base URL an account registered for a portal, if any."""
     row = conn.execute(
         "SELECT base_url FROM portals WHERE account_id = %s AND name = %s", (account_id, name)

@@ -11,8 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import Connection
-
+from shared.db import Conn, fetch_one
 from shared.sops import Sop, builtin_sop_text, load_sop
 
 
@@ -28,7 +27,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _builtin_version(conn: Connection, task_type: str) -> StoredSop:
+def _builtin_version(conn: Conn, task_type: str) -> StoredSop:
     text = builtin_sop_text(task_type)
     digest = _digest(text)
     conn.execute(
@@ -41,14 +40,15 @@ def _builtin_version(conn: Connection, task_type: str) -> StoredSop:
         """,
         {"type": task_type, "body": text, "digest": digest},
     )
-    row = conn.execute(
+    row = fetch_one(
+        conn,
         "SELECT id, version FROM sops WHERE account_id IS NULL AND task_type = %s AND digest = %s",
         (task_type, digest),
-    ).fetchone()
+    )
     return StoredSop(row["id"], row["version"], True, load_sop(text))
 
 
-def active_sop(conn: Connection, account_id: int, task_type: str) -> StoredSop:
+def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
     """The account's newest version of the SOP for this type, or the built-in one."""
     row = conn.execute(
         "SELECT id, version, body FROM sops WHERE account_id = %s AND task_type = %s"
@@ -60,17 +60,16 @@ def active_sop(conn: Connection, account_id: int, task_type: str) -> StoredSop:
     return StoredSop(row["id"], row["version"], False, load_sop(row["body"]))
 
 
-def sop_by_id(conn: Connection, sop_id: int) -> StoredSop:
-    row = conn.execute(
+def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
+    row = fetch_one(
+        conn,
         "SELECT id, version, body, account_id IS NULL AS builtin FROM sops WHERE id = %s",
         (sop_id,),
-    ).fetchone()
+    )
     return StoredSop(row["id"], row["version"], row["builtin"], load_sop(row["body"]))
 
 
-def put_sop_version(
-    conn: Connection, account_id: int, task_type: str, body: str
-) -> tuple[int, bool]:
+def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> tuple[int, bool]:
     """Store ``body`` as the account's next version; return (version, created).
 
     The body must already be validated. A body identical to the newest version stores nothing
@@ -101,7 +100,7 @@ def put_sop_version(
     raise RuntimeError(f"could not number a new {task_type} SOP version for account {account_id}")
 
 
-def sop_history(conn: Connection, account_id: int, task_type: str) -> list[dict]:
+def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
     """The account's own versions of one SOP, newest first, without their bodies."""
     return conn.execute(
         "SELECT id, version, digest, created_at FROM sops"
@@ -110,6 +109,6 @@ def sop_history(conn: Connection, account_id: int, task_type: str) -> list[dict]
     ).fetchall()
 
 
-def sop_created_at(conn: Connection, sop_id: int) -> datetime:
-    row = conn.execute("SELECT created_at FROM sops WHERE id = %s", (sop_id,)).fetchone()
+def sop_created_at(conn: Conn, sop_id: int) -> datetime:
+    row = fetch_one(conn, "SELECT created_at FROM sops WHERE id = %s", (sop_id,))
     return row["created_at"]

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from psycopg import Connection
 from psycopg.types.json import Jsonb
+
+from shared.db import Conn, fetch_one
 
 
 class TaskStatus(StrEnum):
@@ -53,6 +54,9 @@ _TASK_COLUMNS = """
 """
 
 
+_SELECT_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN sops s ON s.id = t.sop_id"
+
+
 def task_json(row: dict[str, Any]) -> dict[str, Any]:
     """The task object of the API and the webhook: the reference fields, then ours."""
     return {
@@ -89,7 +93,7 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def insert_task(
-    conn: Connection,
+    conn: Conn,
     *,
     account_id: int,
     task_type: str,
@@ -100,24 +104,24 @@ def insert_task(
     inputs: dict[str, Any],
 ) -> int:
     """Insert a pending task with the account's next task number, in the caller's transaction."""
-    seq = conn.execute(
+    seq = fetch_one(
+        conn,
         "UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %s RETURNING task_seq",
         (account_id,),
-    ).fetchone()
-    row = conn.execute(
+    )
+    row = fetch_one(
+        conn,
         """
         INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING id
         """,
         (account_id, seq["task_seq"], task_type, title, instructions, sop_id, data, Jsonb(inputs)),
-    ).fetchone()
+    )
     return int(row["id"])
 
 
-def insert_file(
-    conn: Connection, task_id: int, filename: str, content_type: str, content: bytes
-) -> None:
+def insert_file(conn: Conn, task_id: int, filename: str, content_type: str, content: bytes) -> None:
     conn.execute(
         "INSERT INTO task_files (task_id, filename, content_type, size_bytes, content)"
         " VALUES (%s, %s, %s, %s, %s)",
@@ -125,9 +129,9 @@ def insert_file(
     )
 
 
-def get_task(conn: Connection, task_id: int, account_id: int | None = None) -> dict | None:
+def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | None:
     """One task; with ``account_id``, only if it belongs to that account."""
-    sql = f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN sops s ON s.id = t.sop_id WHERE t.id = %s"
+    sql = f"{_SELECT_TASKS} WHERE t.id = %s"
     params: list[Any] = [task_id]
     if account_id is not None:
         sql += " AND t.account_id = %s"
@@ -136,7 +140,7 @@ def get_task(conn: Connection, task_id: int, account_id: int | None = None) -> d
 
 
 def list_tasks(
-    conn: Connection,
+    conn: Conn,
     account_id: int,
     *,
     before_id: int | None,
@@ -158,13 +162,12 @@ def list_tasks(
         params.append(types)
     params.append(limit)
     return conn.execute(
-        f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN sops s ON s.id = t.sop_id"
-        f" WHERE {' AND '.join(where)} ORDER BY t.id DESC LIMIT %s",
+        f"{_SELECT_TASKS} WHERE {' AND '.join(where)} ORDER BY t.id DESC LIMIT %s",
         params,
     ).fetchall()
 
 
-def mark_dispatched(conn: Connection, task_id: int) -> None:
+def mark_dispatched(conn: Conn, task_id: int) -> None:
     """Record that a message was sent; a task already claimed is left alone."""
     conn.execute(
         "UPDATE tasks SET status = 'dispatching', enqueued_at = now(), updated_at = now()"
@@ -173,7 +176,7 @@ def mark_dispatched(conn: Connection, task_id: int) -> None:
     )
 
 
-def claim_task(conn: Connection, task_id: int, worker: str, lease_s: float) -> dict | None:
+def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | None:
     """Take a pending task for this worker with a lease. None if someone else has it or it ended.
 
     A second delivery of the same Celery message finds the task running (or final) and gets
@@ -193,7 +196,7 @@ def claim_task(conn: Connection, task_id: int, worker: str, lease_s: float) -> d
     ).fetchone()
 
 
-def extend_lease(conn: Connection, task_id: int, worker: str, lease_s: float) -> dict | None:
+def extend_lease(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | None:
     """Heartbeat. None when this worker no longer holds the task (it expired and moved on)."""
     return conn.execute(
         """
@@ -205,7 +208,7 @@ def extend_lease(conn: Connection, task_id: int, worker: str, lease_s: float) ->
     ).fetchone()
 
 
-def set_waiting(conn: Connection, task_id: int, worker: str, waiting: bool) -> None:
+def set_waiting(conn: Conn, task_id: int, worker: str, waiting: bool) -> None:
     conn.execute(
         """
         UPDATE tasks
@@ -218,7 +221,7 @@ def set_waiting(conn: Connection, task_id: int, worker: str, waiting: bool) -> N
     )
 
 
-def record_irreversible(conn: Connection, task_id: int, step: str) -> None:
+def record_irreversible(conn: Conn, task_id: int, step: str) -> None:
     """Remember, before acting, that a step changing the payer's records is about to run."""
     conn.execute(
         "UPDATE tasks SET irreversible_step = %s, irreversible_at = now(), updated_at = now()"
@@ -228,7 +231,7 @@ def record_irreversible(conn: Connection, task_id: int, step: str) -> None:
 
 
 def finish_task(
-    conn: Connection,
+    conn: Conn,
     task_id: int,
     status: TaskStatus,
     notes: str,
@@ -270,12 +273,12 @@ def finish_task(
     ).fetchone()
     if row is None:
         return False
-    payload = task_json(get_task(conn, task_id))
+    payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
     return True
 
 
-def due_for_requeue(conn: Connection, older_than_s: float, limit: int = 100) -> list[int]:
+def due_for_requeue(conn: Conn, older_than_s: float, limit: int = 100) -> list[int]:
     """Tasks whose message may be lost: not claimed within ``older_than_s`` of being sent."""
     rows = conn.execute(
         """
@@ -294,7 +297,7 @@ def due_for_requeue(conn: Connection, older_than_s: float, limit: int = 100) -> 
     return [r["id"] for r in rows]
 
 
-def expired_leases(conn: Connection, limit: int = 100) -> list[dict]:
+def expired_leases(conn: Conn, limit: int = 100) -> list[dict]:
     """Running tasks whose worker stopped heartbeating (killed, hung or partitioned)."""
     return conn.execute(
         """
@@ -307,7 +310,7 @@ def expired_leases(conn: Connection, limit: int = 100) -> list[dict]:
     ).fetchall()
 
 
-def release_for_retry(conn: Connection, task_id: int) -> None:
+def release_for_retry(conn: Conn, task_id: int) -> None:
     """Put a task whose lease expired back in line; the next claim counts a new attempt."""
     conn.execute(
         "UPDATE tasks SET status = 'pending', claimed_by = NULL, lease_expires_at = NULL,"
@@ -316,7 +319,7 @@ def release_for_retry(conn: Connection, task_id: int) -> None:
     )
 
 
-def take_input(conn: Connection, task_id: int) -> bytes | None:
+def take_input(conn: Conn, task_id: int) -> bytes | None:
     """The encrypted input a person posted for a waiting task, removed as it is read."""
     row = conn.execute(
         """

@@ -21,10 +21,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import MultiFernet
-from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from shared.celery import DELIVER_WEBHOOK
+from shared.db import Conn
 from shared.settings import Settings
 from shared.tasks import TASK_FINISHED, iso
 
@@ -103,9 +103,7 @@ def new_msg_id() -> str:
 # --- Endpoints -------------------------------------------------------------------------------
 
 
-def create_endpoint(
-    conn: Connection[Any], fernet: MultiFernet, account_id: int, url: str | None
-) -> str:
+def create_endpoint(conn: Conn, fernet: MultiFernet, account_id: int, url: str | None) -> str:
     """Give the account its endpoint with a fresh secret; return the secret (shown once).
 
     The caller checks ``url`` with :func:`check_url` first."""
@@ -117,14 +115,14 @@ def create_endpoint(
     return secret
 
 
-def get_endpoint(conn: Connection[Any], account_id: int) -> dict | None:
+def get_endpoint(conn: Conn, account_id: int) -> dict | None:
     return conn.execute(
         "SELECT * FROM webhook_endpoints WHERE account_id = %s", (account_id,)
     ).fetchone()
 
 
 def update_endpoint(
-    conn: Connection[Any],
+    conn: Conn,
     account_id: int,
     *,
     url: str | None | object = ...,
@@ -158,7 +156,7 @@ def update_endpoint(
     return row
 
 
-def release_held_messages(conn: Connection[Any], account_id: int) -> int:
+def release_held_messages(conn: Conn, account_id: int) -> int:
     """Make every pending message of the account due now (after re-enabling its endpoint)."""
     cur = conn.execute(
         "UPDATE webhook_messages SET next_attempt_at = now(), updated_at = now()"
@@ -168,9 +166,7 @@ def release_held_messages(conn: Connection[Any], account_id: int) -> int:
     return cur.rowcount
 
 
-def rotate_secret(
-    conn: Connection[Any], fernet: MultiFernet, account_id: int, overlap_s: float
-) -> str | None:
+def rotate_secret(conn: Conn, fernet: MultiFernet, account_id: int, overlap_s: float) -> str | None:
     """Make a new secret; the current one stays valid for ``overlap_s``. None without endpoint.
 
     Rotating again within the overlap drops the oldest secret: only two are ever valid."""
@@ -216,7 +212,7 @@ def endpoint_json(row: dict) -> dict[str, Any]:
     }
 
 
-def disable_failing_endpoints(conn: Connection[Any], *, disable_after_s: float) -> list[int]:
+def disable_failing_endpoints(conn: Conn, *, disable_after_s: float) -> list[int]:
     """Disable endpoints that have failed for ``disable_after_s`` with no success since.
 
     The dispatcher does this when it records a failure; the scheduler calls this too, so an
@@ -240,7 +236,7 @@ def disable_failing_endpoints(conn: Connection[Any], *, disable_after_s: float) 
 
 
 def _insert_message(
-    conn: Connection[Any], *, account_id: int, task_id: int | None, event: str, payload: dict
+    conn: Conn, *, account_id: int, task_id: int | None, event: str, payload: dict
 ) -> dict | None:
     # No conflict target: the one-finish-per-task index and msg_id's uniqueness both mean
     # "this message already exists", and either way the insert must be a no-op.
@@ -256,16 +252,14 @@ def _insert_message(
     ).fetchone()
 
 
-def enqueue_task_finished(
-    conn: Connection[Any], *, account_id: int, task_id: int, payload: dict
-) -> None:
+def enqueue_task_finished(conn: Conn, *, account_id: int, task_id: int, payload: dict) -> None:
     """Write the task's ``task_finished`` message, in the caller's transaction. Idempotent."""
     _insert_message(
         conn, account_id=account_id, task_id=task_id, event=TASK_FINISHED, payload=payload
     )
 
 
-def enqueue_ping(conn: Connection[Any], account_id: int) -> dict:
+def enqueue_ping(conn: Conn, account_id: int) -> dict:
     """A ``ping`` test message for the account's endpoint."""
     payload = {"message": "Test event from Understudy.", "accountId": account_id}
     row = _insert_message(conn, account_id=account_id, task_id=None, event=PING, payload=payload)
@@ -274,7 +268,7 @@ def enqueue_ping(conn: Connection[Any], account_id: int) -> dict:
 
 
 def claim_due_messages(
-    conn: Connection[Any], *, limit: int, lock_s: float, settings: Settings | None = None
+    conn: Conn, *, limit: int, lock_s: float, settings: Settings | None = None
 ) -> list[int]:
     """Claim up to ``limit`` due messages for dispatch and return their ids.
 
@@ -327,9 +321,7 @@ def dispatch_due_messages(runtime: Runtime, *, limit: int = 500, lock_s: float =
     return len(ids)
 
 
-def _claim_for_endpoint(
-    conn: Connection[Any], account_id: int, slots: int, lock_s: float
-) -> list[int]:
+def _claim_for_endpoint(conn: Conn, account_id: int, slots: int, lock_s: float) -> list[int]:
     rows = conn.execute(
         """
         UPDATE webhook_messages
@@ -357,7 +349,7 @@ _MESSAGE_COLUMNS = """
 
 
 def list_messages(
-    conn: Connection[Any],
+    conn: Conn,
     account_id: int,
     *,
     before_id: int | None,
@@ -388,7 +380,7 @@ def list_messages(
     ).fetchall()
 
 
-def find_message(conn: Connection[Any], account_id: int, ref: str) -> dict | None:
+def find_message(conn: Conn, account_id: int, ref: str) -> dict | None:
     """A message of the account by its numeric id or its ``msg_`` id."""
     sql, value = ("id = %s", int(ref)) if ref.isdigit() else ("msg_id = %s", ref)
     return conn.execute(
@@ -397,13 +389,13 @@ def find_message(conn: Connection[Any], account_id: int, ref: str) -> dict | Non
     ).fetchone()
 
 
-def list_attempts(conn: Connection[Any], message_id: int) -> list[dict]:
+def list_attempts(conn: Conn, message_id: int) -> list[dict]:
     return conn.execute(
         "SELECT * FROM webhook_attempts WHERE message_id = %s ORDER BY id", (message_id,)
     ).fetchall()
 
 
-def redeliver_message(conn: Connection[Any], account_id: int, message_id: int) -> dict | None:
+def redeliver_message(conn: Conn, account_id: int, message_id: int) -> dict | None:
     """Queue a finished message again with a fresh retry budget and the same msg_id.
 
     None if it is still pending (it is being delivered already)."""
@@ -420,7 +412,7 @@ def redeliver_message(conn: Connection[Any], account_id: int, message_id: int) -
 
 
 def recover_failed_messages(
-    conn: Connection[Any], account_id: int, *, since: datetime, until: datetime | None = None
+    conn: Conn, account_id: int, *, since: datetime, until: datetime | None = None
 ) -> int:
     """Queue again every failed (dead-lettered) message created since ``since``; the count."""
     cur = conn.execute(
