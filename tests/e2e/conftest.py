@@ -41,6 +41,32 @@ class Stack:
             f"{self.sandbox_url}/__sandbox/faults", json=faults, timeout=5
         ).raise_for_status()
 
+    def post_task(self, account, task_type: str, data: str) -> dict:
+        """POST /tasks as a client would; the created task."""
+        response = requests.post(
+            f"{self.api_url}/tasks",
+            json={"type": task_type, "data": data},
+            headers=account.headers,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def kill_worker_running(self, runtime: Runtime, task_id: int, timeout_s: float = 60) -> None:
+        """SIGKILL the agent process that claimed the task, as a crash or an OOM kill would."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with runtime.pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT status, claimed_by FROM tasks WHERE id = %s", (task_id,)
+                ).fetchone()
+            if row["status"] == "running" and row["claimed_by"]:
+                # claimed_by is "host:pid:nonce"
+                os.kill(int(row["claimed_by"].split(":")[1]), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"task {task_id} was never claimed")
+
     def wait_for_task(
         self, account, task_id: int, statuses: set[str], timeout_s: float = 90
     ) -> dict:

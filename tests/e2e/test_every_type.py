@@ -95,17 +95,11 @@ def test_every_outcome_of_every_type(e2e, make_account, receiver, task_type, dat
     e2e.sandbox_faults(spinner_s=0.2, slow_page_s=0.3)
     account = make_account(webhook_url=receiver.url)
     # when a task of this type is posted
-    response = requests.post(
-        f"{e2e.api_url}/tasks",
-        json={"type": task_type, "data": data},
-        headers=account.headers,
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
+    created = e2e.post_task(account, task_type, data)
     # then the webhook reports the documented outcome
     [delivery] = receiver.wait_for(1, timeout_s=150)
     task = Webhook(account.webhook_secret).verify(delivery["body"], delivery["headers"])["data"]
-    assert task["id"] == response.json()["id"]
+    assert task["id"] == created["id"]
     assert task["status"] == status, task["notes"]
     for phrase in phrases:
         assert phrase.lower() in task["notes"].lower(), task["notes"]

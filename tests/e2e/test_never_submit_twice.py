@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import requests
@@ -18,31 +16,19 @@ def _submitted_claims(stack) -> list[dict]:
     return requests.get(f"{stack.sandbox_url}/__sandbox/submissions", timeout=5).json()["claims"]
 
 
-def _claimed_by(runtime, task_id: int) -> str:
-    with runtime.pool.connection() as conn:
-        return conn.execute("SELECT claimed_by FROM tasks WHERE id = %s", (task_id,)).fetchone()[
-            "claimed_by"
-        ]
-
-
 def test_worker_killed_after_the_submit_click_leaves_exactly_one_submission(
     e2e, runtime, make_account, receiver
 ):
     # given a payer that records a claim at once but confirms it slowly
     e2e.sandbox_faults(modal="never", spinner_s=0.2, slow_page_s=0.2, slow_submit_s=8)
     account = make_account(webhook_url=receiver.url)
-    task = requests.post(
-        f"{e2e.api_url}/tasks",
-        json={"type": "submit_claim", "data": CLAIM},
-        headers=account.headers,
-        timeout=10,
-    ).json()
+    task = e2e.post_task(account, "submit_claim", CLAIM)
     # when the worker is killed once the portal holds the claim, before it saw the confirmation
     deadline = time.monotonic() + 90
     while not _submitted_claims(e2e) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _submitted_claims(e2e), "the claim was never submitted"
-    os.kill(int(_claimed_by(runtime, task["id"]).split(":")[1]), signal.SIGKILL)
+    e2e.kill_worker_running(runtime, task["id"])
     e2e.sandbox_faults(slow_submit_s=0)
     # then the retry verifies instead of submitting again, and the task ends
     final = e2e.wait_for_task(

@@ -13,12 +13,7 @@ def test_no_secret_in_logs_responses_or_trajectory(e2e, make_account, receiver):
     # given a task run with the sandbox credentials, MFA by TOTP, a screenshot of every failure
     account = make_account(webhook_url=receiver.url)
     headers = account.headers
-    task = requests.post(
-        f"{e2e.api_url}/tasks",
-        json={"type": "check_eligibility", "data": JANE},
-        headers=headers,
-        timeout=10,
-    ).json()
+    task = e2e.post_task(account, "check_eligibility", JANE)
     e2e.wait_for_task(account, task["id"], {"completed"})
     receiver.wait_for(1)
     # when we read everything a client or an operator can see

@@ -6,28 +6,16 @@ import json
 import time
 
 import pytest
-import requests
 from standardwebhooks.webhooks import Webhook
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
-
-
-def _post_task(stack, account, data: str, task_type: str = "check_eligibility") -> dict:
-    response = requests.post(
-        f"{stack.api_url}/tasks",
-        json={"type": task_type, "data": data},
-        headers=account.headers,
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def test_eligibility_task_ends_in_a_verified_completed_webhook(e2e, make_account, receiver):
     # given an account whose webhook points at a local receiver
     account = make_account(webhook_url=receiver.url)
     # when it posts an eligibility check for the active test member
-    task = _post_task(e2e, account, JANE)
+    task = e2e.post_task(account, "check_eligibility", JANE)
     # then the receiver gets one webhook that verifies with the standardwebhooks library
     [delivery] = receiver.wait_for(1, timeout_s=90)
     payload = Webhook(account.webhook_secret).verify(delivery["body"], delivery["headers"])
@@ -75,7 +63,7 @@ def test_every_test_member_reaches_its_documented_outcome(
     e2e, make_account, receiver, data, status, phrases
 ):
     account = make_account(webhook_url=receiver.url)
-    task = _post_task(e2e, account, data)
+    task = e2e.post_task(account, "check_eligibility", data)
     [delivery] = receiver.wait_for(1, timeout_s=120)
     finished = Webhook(account.webhook_secret).verify(delivery["body"], delivery["headers"])["data"]
     assert finished["id"] == task["id"]
@@ -92,7 +80,7 @@ def test_a_receiver_failing_twice_gets_the_same_message_three_times_then_no_more
     # given a receiver that answers 500, 500, then 200
     receiver.script = [500, 500, 200]
     account = make_account(webhook_url=receiver.url)
-    _post_task(e2e, account, JANE)
+    e2e.post_task(account, "check_eligibility", JANE)
     # then it sees three deliveries of one message, each verifiable
     deliveries = receiver.wait_for(3, timeout_s=120)
     ids = {d["headers"]["Webhook-Id"] for d in deliveries}

@@ -2,65 +2,40 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import ElementClickInterceptedException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from werkzeug.serving import make_server
 
 import sandbox
+from tests.conftest import ServedApp
+from worker.browser import new_driver, quit_quietly
 
 from .helpers import MFA_USER, totp_now
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="needs Debian chromium and chromedriver",
-)
 
 
 @pytest.fixture
 def served() -> Iterator[str]:
-    app = sandbox.create_app({"modal": "always", "spinner_s": 0.5, "SECRET_KEY": "browser"})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    app = ServedApp(
+        sandbox.create_app({"modal": "always", "spinner_s": 0.5, "SECRET_KEY": "browser"})
+    )
+    yield app.url
+    app.close()
 
 
 @pytest.fixture
-def driver() -> Iterator[WebDriver]:
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    d = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+def driver(settings) -> Iterator[WebDriver]:
+    # The agent's own browser setup: explicit Chromium and chromedriver paths, headless flags.
+    d = new_driver(
+        chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
+    )
     yield d
-    d.quit()
+    quit_quietly(d)
 
 
 def by_label(d: WebDriver, text: str) -> WebElement:

@@ -43,6 +43,15 @@ def rt(runtime, sandbox_url):
     )
 
 
+def _account_with(rt, make_account, password: str, totp_secret: str | None):
+    """An account whose sandbox credentials are these (a wrong password, no TOTP secret...)."""
+    account = make_account(sandbox=False)
+    with rt.pool.connection() as conn:
+        creds = Credentials(SANDBOX_USERNAME, password, totp_secret)
+        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    return account
+
+
 def _task(client, account, data=JANE) -> int:
     response = client.post(
         "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
@@ -98,10 +107,7 @@ def test_no_credentials_fails_with_a_note_that_says_what_to_do(rt, client, make_
 def test_wrong_password_fails_at_once_with_one_login_attempt(
     rt, client, make_account, browsers, sandbox_url
 ):
-    account = make_account(sandbox=False)
-    with rt.pool.connection() as conn:
-        creds = Credentials(SANDBOX_USERNAME, "not-the-password", SANDBOX_TOTP_SECRET)
-        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    account = _account_with(rt, make_account, "not-the-password", SANDBOX_TOTP_SECRET)
     task_id = _task(client, account)
     runner.run_task(rt, task_id, browsers=browsers)
     row = _row(rt, task_id)
@@ -143,10 +149,7 @@ def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, c
 
 
 def test_mfa_without_a_totp_secret_waits_for_input_then_resumes(rt, client, make_account, browsers):
-    account = make_account(sandbox=False)
-    with rt.pool.connection() as conn:
-        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, None)
-        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    account = _account_with(rt, make_account, SANDBOX_PASSWORD, None)
     task_id = _task(client, account)
     worker = threading.Thread(
         target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
@@ -177,10 +180,7 @@ def test_input_for_a_task_that_is_not_waiting_is_409(client, account):
 
 def test_no_code_in_time_fails_with_a_note(rt, client, make_account, browsers):
     # given credentials without a TOTP secret and nobody to type the code
-    account = make_account(sandbox=False)
-    with rt.pool.connection() as conn:
-        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, None)
-        put_credentials(conn, rt.fernet, account.id, "sandbox", creds)
+    account = _account_with(rt, make_account, SANDBOX_PASSWORD, None)
     task_id = _task(client, account)
     quick = dataclasses.replace(rt, settings=rt.settings.replace(input_timeout_s=1.0))
     # when the task runs, then it fails saying no code arrived
