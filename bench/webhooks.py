@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--hanging", type=int, default=200, help="messages to the hanging one")
     parser.add_argument("--tick-s", type=float, default=0.25, help="scheduler interval")
     parser.add_argument("--threads", type=int, default=16, help="dispatcher threads")
+    parser.add_argument("--worker-log", type=Path, help="keep the dispatcher's log here")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
 
@@ -220,10 +221,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
             ok.close()
-            if os.environ.get("BENCH_WORKER_LOG"):
-                Path(os.environ["BENCH_WORKER_LOG"]).write_bytes(
-                    (tmp / "dispatcher.log").read_bytes()
-                )
+            if args.worker_log:
+                args.worker_log.write_bytes((tmp / "dispatcher.log").read_bytes())
             runtime.close()
             for stop in cleanup:
                 stop()
