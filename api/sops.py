@@ -10,7 +10,6 @@ import re
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 
@@ -18,6 +17,7 @@ from api.auth import account_id, require_account
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.runtime import runtime
 from shared import sop_store
+from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL, portal_setup
 from shared.sops import TASK_TYPES, Sop, SopInvalid, builtin_sop_text, load_sop
 from shared.tasks import iso
@@ -93,7 +93,7 @@ def _known_type(task_type: str) -> str:
     return task_type
 
 
-def _warnings(conn: psycopg.Connection, sop: Sop) -> list[str]:
+def _warnings(conn: Conn, sop: Sop) -> list[str]:
     """What would stop this SOP at run time although the document itself is valid."""
     if sop.portal == SANDBOX_PORTAL:
         return []
@@ -137,7 +137,7 @@ def _history_entry(row: dict) -> dict[str, Any]:
     }
 
 
-def _active(conn: psycopg.Connection, task_type: str) -> dict[str, Any]:
+def _active(conn: Conn, task_type: str) -> dict[str, Any]:
     stored = sop_store.active_sop(conn, account_id(), task_type)
     out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
     out["history"] = [

@@ -29,6 +29,7 @@ from shared import sop_store
 from shared import tasks as task_queries
 from shared.celery import RUN_TASK
 from shared.crypto import encrypt_json
+from shared.db import Conn
 from shared.inputs import InputError, parse_task_data
 from shared.sops import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
@@ -103,7 +104,7 @@ def _request_digest(body: dict[str, Any], files: list[tuple[str, str, bytes]]) -
     return digest.hexdigest()
 
 
-def _idempotent_replay(conn: psycopg.Connection, key: str, digest: str):
+def _idempotent_replay(conn: Conn, key: str, digest: str):
     """The stored answer for this key, 409 if the key was used for another body, else None."""
     conn.execute(
         "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
@@ -127,7 +128,7 @@ def _idempotent_replay(conn: psycopg.Connection, key: str, digest: str):
     return jsonify(row["response_body"]), row["response_status"]
 
 
-def _create(conn: psycopg.Connection, body: dict, files: list[tuple[str, str, bytes]]) -> int:
+def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
     stored = sop_store.active_sop(conn, account_id(), body["type"])
     raw = body.get("data")
     try:
@@ -239,7 +240,7 @@ def list_tasks():
     return jsonify(page([task_json(r) for r in rows], rows, limit))
 
 
-def _owned_task(conn: psycopg.Connection, task_id: int) -> dict:
+def _owned_task(conn: Conn, task_id: int) -> dict:
     row = conn.execute(
         "SELECT id, status FROM tasks WHERE id = %s AND account_id = %s FOR UPDATE",
         (task_id, account_id()),

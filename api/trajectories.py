@@ -9,25 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from psycopg import Connection
 
 from api.auth import account_id, require_account
 from api.errors import NotFound
 from api.runtime import runtime
+from shared.db import Conn
 from shared.tasks import iso
 
 bp = Blueprint("trajectories", __name__)
 bp.before_request(require_account)
 
 
-def task_trajectory_id(conn: Connection, task_id: int, account: int) -> str | None:
+def task_trajectory_id(conn: Conn, task_id: int, account: int) -> str | None:
     row = conn.execute(
         "SELECT trajectory_id FROM tasks WHERE id = %s AND account_id = %s", (task_id, account)
     ).fetchone()
     return str(row["trajectory_id"]) if row else None
 
 
-def trajectory_steps(conn: Connection, task_id: int) -> list[dict]:
+def trajectory_steps(conn: Conn, task_id: int) -> list[dict]:
     """Every recorded step of every attempt, in the order they ran."""
     return conn.execute(
         "SELECT attempt, seq, name, status, message, started_at, duration_ms, artifact_id"
@@ -36,7 +36,7 @@ def trajectory_steps(conn: Connection, task_id: int) -> list[dict]:
     ).fetchall()
 
 
-def account_artifact(conn: Connection, artifact_id: int, account: int) -> dict | None:
+def account_artifact(conn: Conn, artifact_id: int, account: int) -> dict | None:
     return conn.execute(
         "SELECT content_type, content FROM artifacts WHERE id = %s AND account_id = %s",
         (artifact_id, account),

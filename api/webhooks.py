@@ -10,13 +10,13 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from psycopg import Connection
 
 from api.auth import account_id, require_account
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import webhooks as hooks
+from shared.db import Conn
 from shared.ssrf import UrlRefused, check_url
 from shared.webhooks import MessageStatus
 
@@ -166,7 +166,7 @@ def list_messages():
     return jsonify(page([hooks.message_json(r) for r in rows], rows, limit))
 
 
-def _owned_message(conn: Connection[Any], ref: str) -> dict:
+def _owned_message(conn: Conn, ref: str) -> dict:
     row = hooks.find_message(conn, account_id(), ref)
     if row is None:
         raise NotFound("webhook message")

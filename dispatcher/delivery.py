@@ -15,14 +15,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from cryptography.fernet import MultiFernet
-from psycopg import Connection
 
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
 from dispatcher.transport import Transport
+from shared.db import Conn
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.tasks import iso
@@ -105,9 +104,7 @@ def deliver_message(
 # --- Claims ----------------------------------------------------------------------------------
 
 
-def _claim_delivery(
-    conn: Connection[Any], message_id: int, token: str, hold_s: float
-) -> dict | None:
+def _claim_delivery(conn: Conn, message_id: int, token: str, hold_s: float) -> dict | None:
     """Take the lease on a message the scheduler claimed, with its endpoint; None if another
     thread has it, it is no longer pending, or nobody claimed it (a stray duplicate).
 
@@ -141,7 +138,7 @@ def _claim_delivery(
     return job
 
 
-def _claim_next(conn: Connection[Any], account_id: int, token: str, hold_s: float) -> dict | None:
+def _claim_next(conn: Conn, account_id: int, token: str, hold_s: float) -> dict | None:
     """Claim the endpoint's next due message for this thread, if any is waiting."""
     row = conn.execute(
         """
@@ -220,9 +217,7 @@ def _ms_since(started: float) -> int:
 # --- Recording -------------------------------------------------------------------------------
 
 
-def _record(
-    conn: Connection[Any], job: dict, outcome: Outcome, token: str, settings: Settings
-) -> None:
+def _record(conn: Conn, job: dict, outcome: Outcome, token: str, settings: Settings) -> None:
     """Log the attempt, move the message on, and update the endpoint's health."""
     conn.execute(
         """
@@ -282,9 +277,7 @@ def _next_step(
     return (MessageStatus.FAILED, None) if delay is None else (MessageStatus.PENDING, delay)
 
 
-def _record_health(
-    conn: Connection[Any], account_id: int, outcome: Outcome, settings: Settings
-) -> None:
+def _record_health(conn: Conn, account_id: int, outcome: Outcome, settings: Settings) -> None:
     if outcome.delivered:
         # Skip the write when nothing changes, so busy healthy endpoints do not contend on it.
         conn.execute(
