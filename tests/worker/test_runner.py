@@ -65,6 +65,18 @@ def _row(rt, task_id: int) -> dict:
         return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
 
 
+def _run_in_background(rt, task_id: int, browsers, *, until: str) -> threading.Thread:
+    """Run the task as a worker would, in a thread; return once it reaches ``until``."""
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while _row(rt, task_id)["status"] != until and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return worker
+
+
 def _messages(rt, task_id: int) -> list[dict]:
     with rt.pool.connection() as conn:
         return conn.execute(
@@ -120,13 +132,7 @@ def test_wrong_password_fails_at_once_with_one_login_attempt(
 def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browsers, sandbox_url):
     requests.post(f"{sandbox_url}/__sandbox/faults", json={"slow_s": 1.0}, timeout=5)
     task_id = _task(client, account)
-    worker = threading.Thread(
-        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
-    )
-    worker.start()
-    deadline = time.monotonic() + 30
-    while _row(rt, task_id)["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    worker = _run_in_background(rt, task_id, browsers, until="running")
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
     assert response.status_code == 202
     canceled_at = time.monotonic()
@@ -151,13 +157,7 @@ def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, c
 def test_mfa_without_a_totp_secret_waits_for_input_then_resumes(rt, client, make_account, browsers):
     account = _account_with(rt, make_account, SANDBOX_PASSWORD, None)
     task_id = _task(client, account)
-    worker = threading.Thread(
-        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
-    )
-    worker.start()
-    deadline = time.monotonic() + 60
-    while _row(rt, task_id)["status"] != "waiting_for_input" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    worker = _run_in_background(rt, task_id, browsers, until="waiting_for_input")
     assert client.get(f"/tasks/{task_id}", headers=account.headers).get_json()["status"] == (
         "waiting_for_input"
     )
