@@ -1,8 +1,4 @@
-"""A task's trajectory (every step the agent took, per attempt) and its screenshots.
-
-The queries live here rather than in ``shared/``: only the API reads trajectories, and the
-worker's writer (``worker.runner.DbRecorder``) is the only other code that touches these tables.
-"""
+"""GET a task's trajectory (every step the agent took, per attempt) and its screenshots."""
 
 from __future__ import annotations
 
@@ -13,34 +9,11 @@ from flask import Blueprint, Response, jsonify
 from api.auth import account_id, require_account
 from api.errors import NotFound
 from api.runtime import runtime
-from shared.db import Conn
 from shared.tasks import iso
+from shared.trajectories import account_artifact, task_trajectory_id, trajectory_steps
 
 bp = Blueprint("trajectories", __name__)
 bp.before_request(require_account)
-
-
-def task_trajectory_id(conn: Conn, task_id: int, account: int) -> str | None:
-    row = conn.execute(
-        "SELECT trajectory_id FROM tasks WHERE id = %s AND account_id = %s", (task_id, account)
-    ).fetchone()
-    return str(row["trajectory_id"]) if row else None
-
-
-def trajectory_steps(conn: Conn, task_id: int) -> list[dict]:
-    """Every recorded step of every attempt, in the order they ran."""
-    return conn.execute(
-        "SELECT attempt, seq, name, status, message, started_at, duration_ms, artifact_id"
-        " FROM trajectory_steps WHERE task_id = %s ORDER BY attempt, seq, id",
-        (task_id,),
-    ).fetchall()
-
-
-def account_artifact(conn: Conn, artifact_id: int, account: int) -> dict | None:
-    return conn.execute(
-        "SELECT content_type, content FROM artifacts WHERE id = %s AND account_id = %s",
-        (artifact_id, account),
-    ).fetchone()
 
 
 def _step_json(row: dict) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from shared.sop_store import sop_by_id
 from shared.sops import Sop
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
+from shared.trajectories import record_step
 from worker.browser import BrowserPool
 from worker.engine import Outcome, run_sop
 from worker.errors import (
@@ -79,27 +80,18 @@ class DbRecorder:
     ) -> None:
         self.seq += 1
         with self.rt.pool.connection() as conn:
-            artifact_id = None
-            if screenshot:
-                artifact_id = conn.execute(
-                    "INSERT INTO artifacts (account_id, task_id, content_type, content)"
-                    " VALUES (%s, %s, 'image/png', %s) RETURNING id",
-                    (self.account_id, self.task_id, screenshot),
-                ).fetchone()["id"]
-            conn.execute(
-                "INSERT INTO trajectory_steps (task_id, attempt, seq, name, status, message,"
-                " started_at, duration_ms, artifact_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (
-                    self.task_id,
-                    self.attempt,
-                    self.seq,
-                    name,
-                    status,
-                    message,
-                    started_at,
-                    duration_ms,
-                    artifact_id,
-                ),
+            record_step(
+                conn,
+                task_id=self.task_id,
+                account_id=self.account_id,
+                attempt=self.attempt,
+                seq=self.seq,
+                name=name,
+                status=status,
+                message=message,
+                started_at=started_at,
+                duration_ms=duration_ms,
+                screenshot=screenshot,
             )
 
     def checkpoint(self, step_name: str) -> None:
