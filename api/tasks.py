@@ -241,10 +241,7 @@ def list_tasks():
 
 
 def _owned_task(conn: Conn, task_id: int) -> dict:
-    row = conn.execute(
-        "SELECT id, status FROM tasks WHERE id = %s AND account_id = %s FOR UPDATE",
-        (task_id, account_id()),
-    ).fetchone()
+    row = task_queries.lock_task(conn, task_id, account_id())
     if row is None:
         raise NotFound("task")
     return row
@@ -262,10 +259,7 @@ def cancel_task(task_id: int):
                 f"The task already ended as {row['status']}.",
                 {"status": row["status"]},
             )
-        conn.execute(
-            "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = %s",
-            (task_id,),
-        )
+        task_queries.request_cancel(conn, task_id)
         if row["status"] in (TaskStatus.PENDING, TaskStatus.DISPATCHING):
             task_queries.finish_task(
                 conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request."
@@ -295,9 +289,8 @@ def give_input(task_id: int):
                 f"The task is {row['status']}, not waiting for input.",
                 {"status": row["status"]},
             )
-        conn.execute(
-            "UPDATE tasks SET input_token = %s, updated_at = now() WHERE id = %s",
-            (encrypt_json(runtime().fernet, {"code": value["code"]}), task_id),
+        task_queries.post_input(
+            conn, task_id, encrypt_json(runtime().fernet, {"code": value["code"]})
         )
         task = task_json(task_queries.get_task(conn, task_id))
     return jsonify(task), 202

@@ -319,6 +319,29 @@ def release_for_retry(conn: Conn, task_id: int) -> None:
     )
 
 
+def lock_task(conn: Conn, task_id: int, account_id: int) -> dict | None:
+    """The account's task (id, status), locked for the rest of the transaction."""
+    return conn.execute(
+        "SELECT id, status FROM tasks WHERE id = %s AND account_id = %s FOR UPDATE",
+        (task_id, account_id),
+    ).fetchone()
+
+
+def request_cancel(conn: Conn, task_id: int) -> None:
+    """Ask the worker running the task to stop; its lease heartbeat sees this."""
+    conn.execute(
+        "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = %s",
+        (task_id,),
+    )
+
+
+def post_input(conn: Conn, task_id: int, token: bytes) -> None:
+    """Leave an encrypted input (an MFA code) for the waiting worker to take."""
+    conn.execute(
+        "UPDATE tasks SET input_token = %s, updated_at = now() WHERE id = %s", (token, task_id)
+    )
+
+
 def take_input(conn: Conn, task_id: int) -> bytes | None:
     """The encrypted input a person posted for a waiting task, removed as it is read."""
     row = conn.execute(
