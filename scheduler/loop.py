@@ -79,6 +79,12 @@ def _send_tasks(rt: Runtime, task_ids: list[int]) -> None:
                 task_queries.mark_dispatched(conn, task_id)
 
 
+def _agent_queue_depth(rt: Runtime) -> int:
+    """Messages waiting in the agent queue (Celery's Redis list of that name)."""
+    with rt.celery.connection_for_read() as conn:
+        return int(conn.default_channel.client.llen("agent"))
+
+
 def tick(rt: Runtime) -> TickReport:
     """One pass of every duty. Safe to run concurrently with another scheduler."""
     report = TickReport()
@@ -86,10 +92,13 @@ def tick(rt: Runtime) -> TickReport:
         rt, lock_s=rt.settings.webhook_timeout_s + 30
     )
     _send_tasks(rt, _recover_leases(rt, report))
-    with rt.pool.connection() as conn:
-        lost = task_queries.due_for_requeue(conn, rt.settings.pending_requeue_after_s)
-    _send_tasks(rt, lost)
-    report.tasks_requeued += len(lost)
+    # A task still waiting while messages wait too is queued behind busy workers, not lost:
+    # re-sending it would pile duplicates into the queue that KEDA scales workers on.
+    if _agent_queue_depth(rt) == 0:
+        with rt.pool.connection() as conn:
+            lost = task_queries.due_for_requeue(conn, rt.settings.pending_requeue_after_s)
+        _send_tasks(rt, lost)
+        report.tasks_requeued += len(lost)
     return report
 
 

@@ -50,6 +50,19 @@ def test_a_task_whose_message_redis_lost_is_sent_again(rt, client, account):
     assert _status(rt, task_id)["status"] == "dispatching"
 
 
+def test_tasks_queued_behind_busy_workers_are_not_sent_twice(rt, client, account):
+    # given two tasks whose messages still wait in the agent queue (no worker is running)
+    first, second = _create(client, account), _create(client, account)
+    # when the scheduler ticks past the requeue delay
+    report = tick(rt)
+    # then nothing is re-sent: the queue holds exactly the two original messages
+    assert report.tasks_requeued == 0
+    queued = _queued_task_ids(rt)
+    assert len(queued) == 2
+    assert sum(f"[{first}]" in m for m in queued) == 1
+    assert sum(f"[{second}]" in m for m in queued) == 1
+
+
 def _expire_lease(rt, task_id: int, attempts: int) -> None:
     with rt.pool.connection() as conn:
         conn.execute(
