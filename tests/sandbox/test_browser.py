@@ -22,7 +22,7 @@ from .helpers import MFA_USER, totp_now
 @pytest.fixture
 def served() -> Iterator[str]:
     app = ServedApp(
-        sandbox.create_app({"modal": "always", "spinner_s": 0.5, "SECRET_KEY": "browser"})
+        sandbox.create_app({"modal": "always", "spinner_s": 3.0, "SECRET_KEY": "browser"})
     )
     yield app.url
     app.close()
@@ -81,7 +81,7 @@ def test_sign_in_with_mfa_and_search_eligibility(served: str, driver: WebDriver)
         by_label(driver, label).send_keys(value)
     button(driver, "Search").click()
 
-    # Spinner first, then the table fetched behind it.
+    # Spinner first (long enough to be seen between polls on a loaded machine), then the table.
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[role=status]")))
     table = wait.until(
         ec.presence_of_element_located(
