@@ -146,22 +146,22 @@ def test_redirect_is_a_failure_and_not_followed(runtime, account, receiver):
 
 
 def test_slow_receiver_times_out(runtime, account, receiver):
-    # given a 0.5 s timeout and a receiver that takes 2 s
+    # given a 0.5 s timeout and a receiver that takes 6 s (margins wide for a loaded machine)
     quick = with_settings(runtime, webhook_timeout_s=0.5)
-    receiver.replies = [lambda: (time.sleep(2), (200, {}, "late"))[1]]
+    receiver.replies = [lambda: (time.sleep(6), (200, {}, "late"))[1]]
     task_id, _ = finish_task(runtime, account.id)
 
     # when one attempt is made
     started = time.monotonic()
     tick(quick)
 
-    # then it gave up after about the timeout and logged a timeout
-    assert time.monotonic() - started < 1.5
+    # then it gave up long before the receiver answered, and logged a timeout
+    assert time.monotonic() - started < 5
     row = message(runtime, task_id=task_id)
     [attempt] = attempts(runtime, row["id"])
     assert attempt["error_class"] == "timeout"
     assert attempt["status_code"] is None
-    assert 400 <= attempt["latency_ms"] < 1500
+    assert 400 <= attempt["latency_ms"] < 5000
     assert row["status"] == "pending"
 
 
