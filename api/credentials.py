@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from api.auth import account_id, require_account
+from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.runtime import runtime
 from shared import portals as portal_queries
@@ -59,27 +60,6 @@ class PortalSchema(Schema):
     )
 
 
-def _json_body() -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send application/json.",
-            {"content_type": request.content_type},
-        )
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
-    return body
-
-
-def _load(schema: Schema, what: str) -> dict[str, Any]:
-    try:
-        return schema.load(_json_body())
-    except ValidationError as err:
-        raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
-
-
 def _portal_name(name: str) -> str:
     if not PORTAL_NAME.match(name):
         raise ValidationFailed("Invalid portal name.", {"portal": [PORTAL_NAME_RULE]})
@@ -112,7 +92,7 @@ def _credentials_json(row: dict) -> dict[str, Any]:
 @bp.put("/credentials/<portal>")
 def put_portal_credentials(portal: str):
     _portal_name(portal)
-    body = _load(CredentialsSchema(), "portal login")
+    body = validated(CredentialsSchema(), json_body(), "portal login")
     secret = body["totp_secret"]
     creds = Credentials(
         body["username"], body["password"], totp.normalise_secret(secret) if secret else None
@@ -159,7 +139,7 @@ def _portal_json(row: dict, has_credentials: bool, *, builtin: bool = False) -> 
 def put_portal(name: str):
     _portal_name(name)
     _not_builtin(name)
-    body = _load(PortalSchema(), "portal")
+    body = validated(PortalSchema(), json_body(), "portal")
     with runtime().pool.connection() as conn:
         row = portal_queries.put_portal(conn, account_id(), name, body["base_url"])
         setup = portal_queries.portal_setup(conn, account_id(), name)

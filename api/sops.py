@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, fields
 
 from api.auth import account_id, require_account
+from api.bodies import json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.runtime import runtime
 from shared import sop_store
@@ -37,24 +38,17 @@ class SopBodySchema(Schema):
 def _read_sop_text() -> str:
     """The YAML text, sent as YAML/plain text or as JSON ``{"sop": "<yaml>"}``."""
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
-        try:
-            text = SopBodySchema().load(body)["sop"]
-        except ValidationError as err:
-            raise ValidationFailed('Send the SOP as {"sop": "<yaml text>"}.', err.messages) from err
+        text = validated(SopBodySchema(), json_object(), 'SOP body: send {"sop": "<yaml text>"}')[
+            "sop"
+        ]
     elif request.mimetype in YAML_TYPES:
         try:
             text = request.get_data(cache=False).decode("utf-8")
         except UnicodeDecodeError as err:
             raise ApiError(400, "malformed_body", "The SOP text must be UTF-8.") from err
     else:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.',
-            {"content_type": request.content_type},
+        raise unsupported_media(
+            'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.'
         )
     if len(text.encode()) > MAX_SOP_BYTES:
         raise ApiError(413, "payload_too_large", f"An SOP must be at most {MAX_SOP_BYTES} bytes.")

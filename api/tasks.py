@@ -22,6 +22,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
 from api.auth import account_id, require_account
+from api.bodies import json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
@@ -62,20 +63,12 @@ def _read_body() -> tuple[dict[str, Any], list[FileStorage]]:
     """The request as a mapping plus its files; 400 for malformed input, 415 for other media."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if body is None:
-            raise ApiError(400, "malformed_json", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
-        return body, []
+        return json_object(), []
     if mimetype == "multipart/form-data":
         form = {key: request.form[key] for key in request.form}
         return form, [f for f in request.files.getlist("files") if f.filename]
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        "Send application/json, or multipart/form-data with type, data and files.",
-        {"content_type": request.content_type},
+    raise unsupported_media(
+        "Send application/json, or multipart/form-data with type, data and files."
     )
 
 
@@ -175,10 +168,7 @@ def enqueue(task_id: int) -> None:
 @bp.post("/tasks")
 def create_task():
     body, uploads = _read_body()
-    try:
-        body = {**body, **TaskCreateSchema().load(body)}
-    except ValidationError as err:
-        raise ValidationFailed("The request is not a valid task.", err.messages) from err
+    body = {**body, **validated(TaskCreateSchema(), body, "task")}
     files = _read_files(uploads)
     key = request.headers.get("Idempotency-Key", "").strip() or None
     digest = _request_digest(body, files)
@@ -269,6 +259,9 @@ def cancel_task(task_id: int):
 
 
 class InputSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
     code = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
@@ -276,10 +269,7 @@ class InputSchema(Schema):
 def give_input(task_id: int):
     """Supply what a waiting task asked for (a one-time code); the agent resumes with it."""
     body, _files = _read_body()
-    try:
-        value = InputSchema().load(body, unknown=EXCLUDE)
-    except ValidationError as err:
-        raise ValidationFailed("The input is not valid.", err.messages) from err
+    value = validated(InputSchema(), body, "input")
     with runtime().pool.connection() as conn:
         row = _owned_task(conn, task_id)
         if row["status"] != TaskStatus.WAITING_FOR_INPUT:

@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import account_id, require_account
+from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
@@ -51,25 +52,6 @@ class MessageFilterSchema(Schema):
     limit = fields.String()  # checked by page_limit
 
 
-def _json_body() -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        raise ApiError(
-            415, "unsupported_media_type", "Send application/json.",
-            {"content_type": request.content_type},
-        )  # fmt: skip
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
-    return body
-
-
-def _load(schema: Schema, data: dict[str, Any], what: str) -> dict[str, Any]:
-    try:
-        return schema.load(data)
-    except ValidationError as err:
-        raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
-
-
 def _checked_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -97,7 +79,7 @@ def get_endpoint():
 @bp.put("/webhook-endpoint")
 def put_endpoint():
     """Set the URL and/or enable or disable. Enabling delivers the messages held meanwhile."""
-    body = _load(EndpointSchema(), _json_body(), "webhook endpoint")
+    body = validated(EndpointSchema(), json_body(), "webhook endpoint")
     url = _checked_url(body["url"]) if "url" in body else ...
     rt = runtime()
     with rt.pool.connection() as conn:
@@ -149,7 +131,7 @@ def rotate_secret():
 
 @bp.get("/webhooks/messages")
 def list_messages():
-    args = _load(MessageFilterSchema(), request.args.to_dict(), "message filter")
+    args = validated(MessageFilterSchema(), request.args.to_dict(), "message filter")
     settings = runtime().settings
     limit = page_limit(settings.page_size_default, settings.page_size_max)
     with runtime().pool.connection() as conn:
@@ -199,7 +181,7 @@ def redeliver(ref: str):
 @bp.post("/webhooks/recover")
 def recover():
     """Queue again every failed message created since ``since`` (and before ``until``)."""
-    body = _load(RecoverSchema(), _json_body(), "recovery request")
+    body = validated(RecoverSchema(), json_body(), "recovery request")
     with runtime().pool.connection() as conn:
         count = hooks.recover_failed_messages(
             conn, account_id(), since=body["since"], until=body["until"]

@@ -1,0 +1,40 @@
+"""Reading request bodies the same way everywhere: 415 for other media, 400 for bad JSON,
+422 for content that fails its schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, ValidationError
+
+from api.errors import ApiError, ValidationFailed
+
+
+def unsupported_media(message: str) -> ApiError:
+    return ApiError(415, "unsupported_media_type", message, {"content_type": request.content_type})
+
+
+def json_object() -> dict[str, Any]:
+    """The body of an application/json request, which must be a JSON object."""
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+    return body
+
+
+def json_body() -> dict[str, Any]:
+    """A JSON object body; any other media type is a 415."""
+    if request.mimetype != "application/json":
+        raise unsupported_media("Send application/json.")
+    return json_object()
+
+
+def validated(schema: Schema, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """``data`` loaded through ``schema``; a 422 listing every problem otherwise."""
+    try:
+        return schema.load(data)
+    except ValidationError as err:
+        raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
