@@ -19,7 +19,12 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.runtime import runtime
 from shared import portals as portal_queries
 from shared import totp
-from shared.accounts import Credentials, delete_credentials, list_credentials, put_credentials
+from shared.accounts import (
+    Credentials,
+    credentials_overview,
+    delete_credentials,
+    put_credentials,
+)
 from shared.portals import SANDBOX_PORTAL
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import iso
@@ -100,7 +105,7 @@ def put_portal_credentials(portal: str):
     rt = runtime()
     with rt.pool.connection() as conn:
         put_credentials(conn, rt.fernet, account_id(), portal, creds)
-        (row,) = portal_queries.credentials_overview(conn, rt.fernet, account_id(), portal)
+        (row,) = credentials_overview(conn, rt.fernet, account_id(), portal)
     return jsonify(_credentials_json(row))
 
 
@@ -108,7 +113,7 @@ def put_portal_credentials(portal: str):
 def list_portal_credentials():
     rt = runtime()
     with rt.pool.connection() as conn:
-        rows = portal_queries.credentials_overview(conn, rt.fernet, account_id())
+        rows = credentials_overview(conn, rt.fernet, account_id())
     return jsonify({"data": [_credentials_json(r) for r in rows]})
 
 
@@ -151,7 +156,7 @@ def list_portals():
     rt = runtime()
     with rt.pool.connection() as conn:
         rows = portal_queries.list_portals(conn, account_id())
-        with_logins = {r["portal"] for r in list_credentials(conn, account_id())}
+        with_logins = {r["portal"] for r in credentials_overview(conn, rt.fernet, account_id())}
     sandbox = {
         "name": SANDBOX_PORTAL,
         "base_url": rt.settings.sandbox_url,

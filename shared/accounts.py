@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cryptography.fernet import MultiFernet
 
-from shared.crypto import decrypt_json, encrypt_json
+from shared.crypto import InvalidToken, decrypt_json, encrypt_json
 from shared.db import Conn, fetch_one
 
 KEY_PREFIX = "us_"
@@ -113,13 +113,37 @@ def load_credentials(
     return Credentials(row["username"], secret["password"], secret.get("totp_secret"))
 
 
-def list_credentials(conn: Conn, account_id: int) -> list[dict]:
-    """Portals and usernames only: secrets are write-only."""
-    return conn.execute(
-        "SELECT portal, username, created_at, updated_at FROM portal_credentials"
-        " WHERE account_id = %s ORDER BY portal",
-        (account_id,),
-    ).fetchall()
+def credentials_overview(
+    conn: Conn, fernet: MultiFernet, account_id: int, portal: str | None = None
+) -> list[dict]:
+    """Portal, username, has_totp and times for each stored login; never a secret.
+
+    ``has_totp`` lives inside the encrypted token, so it is decrypted here and only the flag
+    leaves. A token no configured key can read (a key retired too early) gives ``None``.
+    """
+    sql = (
+        "SELECT portal, username, secret_token, created_at, updated_at FROM portal_credentials"
+        " WHERE account_id = %s"
+    )
+    params: list[object] = [account_id]
+    if portal is not None:
+        sql += " AND portal = %s"
+        params.append(portal)
+    rows = conn.execute(sql + " ORDER BY portal", params).fetchall()
+    return [
+        {**_without_token(row), "has_totp": _has_totp(fernet, row["secret_token"])} for row in rows
+    ]
+
+
+def _without_token(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key != "secret_token"}
+
+
+def _has_totp(fernet: MultiFernet, token: bytes) -> bool | None:
+    try:
+        return bool(decrypt_json(fernet, bytes(token)).get("totp_secret"))
+    except InvalidToken:
+        return None
 
 
 def delete_credentials(conn: Conn, account_id: int, portal: str) -> bool:

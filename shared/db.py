@@ -56,16 +56,3 @@ def _alembic_config(url: str) -> Config:
 def migrate(url: str) -> None:
     """Bring the database schema up to the newest revision."""
     command.upgrade(_alembic_config(url), "head")
-
-
-def current_revision(url: str) -> str | None:
-    """The revision the database is at, or None before the first migration."""
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
-
-    engine = create_engine(_sqlalchemy_url(url), poolclass=pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()

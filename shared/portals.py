@@ -1,15 +1,11 @@
-"""Portals an account registered (name -> base URL) and what it stored to sign in to them.
+"""Portals an account registered (name -> base URL), and whether it can sign in to them.
 
 The sandbox portal is built in: its address comes from settings, not from the ``portals`` table.
-Credentials themselves are written and read by :mod:`shared.accounts`; this module only says,
-without revealing anything secret, which portals have them.
+Credentials are written, read and listed by :mod:`shared.accounts`.
 """
 
 from __future__ import annotations
 
-from cryptography.fernet import MultiFernet
-
-from shared.crypto import InvalidToken, decrypt_json
 from shared.db import Conn, fetch_one
 
 SANDBOX_PORTAL = "sandbox"
@@ -42,39 +38,6 @@ def delete_portal(conn: Conn, account_id: int, name: str) -> bool:
         (account_id, name),
     ).fetchone()
     return row is not None
-
-
-def credentials_overview(
-    conn: Conn, fernet: MultiFernet, account_id: int, portal: str | None = None
-) -> list[dict]:
-    """Portal, username, has_totp and times for each stored login; never a secret.
-
-    ``has_totp`` lives inside the encrypted token, so it is decrypted here and only the flag
-    leaves. A token no configured key can read (a key retired too early) gives ``None``.
-    """
-    sql = (
-        "SELECT portal, username, secret_token, created_at, updated_at FROM portal_credentials"
-        " WHERE account_id = %s"
-    )
-    params: list[object] = [account_id]
-    if portal is not None:
-        sql += " AND portal = %s"
-        params.append(portal)
-    rows = conn.execute(sql + " ORDER BY portal", params).fetchall()
-    return [
-        {**_without_token(row), "has_totp": _has_totp(fernet, row["secret_token"])} for row in rows
-    ]
-
-
-def _without_token(row: dict) -> dict:
-    return {key: value for key, value in row.items() if key != "secret_token"}
-
-
-def _has_totp(fernet: MultiFernet, token: bytes) -> bool | None:
-    try:
-        return bool(decrypt_json(fernet, bytes(token)).get("totp_secret"))
-    except InvalidToken:
-        return None
 
 
 def portal_setup(conn: Conn, account_id: int, portal: str) -> dict:
