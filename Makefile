@@ -5,7 +5,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browsers run test lint bench clean
+.PHONY: help install browsers run test test-fast lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: install ## ruff and mypy
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
 	$(BIN)/pytest
+
+test-fast: install browsers ## the quick tier for iterating: no e2e, faults or fuzz tests
+	$(BIN)/pytest -m "not e2e and not faults and not fuzz"
 
 bench: install browsers ## run the benchmarks (not part of the tests)
 	$(BIN)/python bench/webhooks.py

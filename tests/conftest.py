@@ -165,3 +165,10 @@ def make_account(runtime: Runtime):
 @pytest.fixture
 def account(make_account) -> Account:
     return make_account()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ is in the e2e tier, so `make test-fast` can leave it out."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
