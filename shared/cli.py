@@ -139,8 +139,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             settings.run_dir / "redis", settings.embedded_redis_port
         ).start()
         env["REDIS_URL"] = redis_server.url
-    # Local receivers are the point of a development stack.
+    # Local receivers and portals are the point of a development stack. The children see a
+    # DATABASE_URL, so they would otherwise take the defaults of a real deployment.
     env.setdefault("WEBHOOK_ALLOW_PRIVATE", "true")
+    if pg is not None:
+        env.setdefault("PORTAL_ALLOW_PRIVATE", "true")
     env.setdefault("UNDERSTUDY_RUN_DIR", str(settings.run_dir.resolve()))
     # The Procfile names console scripts of this environment (understudy, celery, gunicorn).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
