@@ -42,9 +42,29 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     faults.init_app(app)
 
-    from . import admin, appeals, auth, claim_status, claims, eligibility, portal, prior_auth
+    from . import (
+        admin,
+        appeals,
+        auth,
+        claim_status,
+        claims,
+        eligibility,
+        portal,
+        prior_auth,
+        users,
+    )
 
-    for module in (auth, portal, eligibility, claims, prior_auth, appeals, claim_status, admin):
+    for module in (
+        auth,
+        portal,
+        eligibility,
+        claims,
+        prior_auth,
+        appeals,
+        claim_status,
+        users,
+        admin,
+    ):
         app.register_blueprint(module.bp)
 
     @app.context_processor

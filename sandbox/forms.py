@@ -51,6 +51,9 @@ ALT_NAMES = {
     "claim_number": "clmNo",
     "reason": "apReason",
     "appeal_letter": "apLetter",
+    "new_username": "usrLogin",
+    "new_password": "usrSecret",
+    "confirm_password": "usrSecret2",
 }
 
 PAYERS = (("sandbox-health", "Sandbox Health"), ("acme-mutual", "Acme Mutual"))
@@ -86,6 +89,11 @@ APPEAL = (
     Field("appeal_letter", "Appeal Letter", "file", multiple=True),
 )
 CLAIM_STATUS = (CLAIM_NUMBER, MEMBER_ID)
+NEW_USER = (
+    Field("new_username", "New Username"),
+    Field("new_password", "New Password", "password"),
+    Field("confirm_password", "Confirm Password", "password"),
+)
 
 
 def service_line(n: int | str) -> tuple[Field, ...]:

@@ -65,6 +65,7 @@ class Store:
         self._claims: list[dict[str, Any]] = []
         self._prior_auths: list[dict[str, Any]] = []
         self._appeals: list[dict[str, Any]] = []
+        self._users: list[dict[str, Any]] = []
         self._eligibility: dict[str, dict[str, Any]] = {}
         self._login_attempts: Counter[str] = Counter()
         self._mfa_attempts: Counter[str] = Counter()
@@ -207,10 +208,18 @@ class Store:
     def add_appeal(self, record: dict[str, Any]) -> dict[str, Any]:
         return self._add(self._appeals, record)
 
+    def add_user(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._add(self._users, record)
+
     def submissions(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
             return copy.deepcopy(
-                {"claims": self._claims, "prior_auths": self._prior_auths, "appeals": self._appeals}
+                {
+                    "claims": self._claims,
+                    "prior_auths": self._prior_auths,
+                    "appeals": self._appeals,
+                    "users": self._users,
+                }
             )
 
     def find_submission(self, kind: str, reference: str) -> dict[str, Any] | None:
