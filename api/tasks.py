@@ -133,6 +133,8 @@ def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
         raise ValidationFailed(
             f"The data is missing or has malformed fields for {body['type']}.", problems
         )
+    # Sensitive inputs are kept only encrypted; `data` and `inputs` show them as ***.
+    plain, secret = stored.sop.split_inputs(inputs)
     task_id = task_queries.insert_task(
         conn,
         account_id=account_id(),
@@ -140,8 +142,9 @@ def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
         title=stored.sop.title,
         instructions=stored.sop.summary(),
         sop_id=stored.id,
-        data=raw if isinstance(raw, str) or raw is None else json.dumps(raw),
-        inputs=inputs,
+        data=task_queries.stored_data(raw, stored.sop.sensitive_keys(), list(secret.values())),
+        inputs=plain,
+        secret_inputs=encrypt_json(runtime().fernet, secret) if secret else None,
     )
     for name, content_type, content in files:
         task_queries.insert_file(conn, task_id, name, content_type, content)

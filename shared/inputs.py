@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -41,6 +41,7 @@ KEY_ALIASES = {
 }
 
 SERVICE_LINE_FIELDS = ("cpt", "icd10", "charge", "service_date")
+_TEXT_KEY = re.compile(r"[\w .\-/#]{1,40}")
 _LINE_KEY = re.compile(r"^(?:service_)?line_?(\d+)$")
 _INDEXED_KEY = re.compile(r"^(cpt|icd10|charge|service_date)_?(\d+)$")
 
@@ -111,7 +112,7 @@ def _from_text(text: str) -> dict[str, Any]:
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
-        if not sep or not re.fullmatch(r"[\w .\-/#]{1,40}", key.strip()):
+        if not sep or not _TEXT_KEY.fullmatch(key.strip()):
             # A line without a key continues the previous value (multi-line notes).
             if last_key is not None:
                 data[last_key] = f"{data[last_key]}\n{line.strip()}".strip()
@@ -119,6 +120,49 @@ def _from_text(text: str) -> dict[str, Any]:
         last_key = normalise_key(key)
         data[last_key] = value.strip()
     return data
+
+
+def mask_task_data(
+    raw: str | Mapping[str, Any] | None, keys: Collection[str], mask: str = "***"
+) -> str | None:
+    """Task data as it is stored and shown: the values of `keys` (normalised) replaced by mask.
+
+    The client's own wording is kept (its key spellings, its other lines); a JSON object is
+    stored as JSON text. Used for sensitive inputs, whose values are kept only encrypted.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, Mapping):
+        return json.dumps(_mask_mapping(raw, keys, mask))
+    if not keys:
+        return raw
+    if raw.strip().startswith(("{", "[")):
+        parsed = _json_object(raw.strip())
+        masked = _mask_mapping(parsed, keys, mask)
+        return raw if masked == parsed else json.dumps(masked)
+    return _mask_text(raw, keys, mask)
+
+
+def _mask_mapping(raw: Mapping[str, Any], keys: Collection[str], mask: str) -> dict[str, Any]:
+    return {
+        k: mask if v is not None and normalise_key(str(k)) in keys else v for k, v in raw.items()
+    }
+
+
+def _mask_text(raw: str, keys: Collection[str], mask: str) -> str:
+    out: list[str] = []
+    hiding = False  # inside a hidden value, whose continuation lines go too
+    for line in raw.splitlines(keepends=True):
+        key, sep, _value = line.partition(":")
+        if line.strip() and sep and _TEXT_KEY.fullmatch(key.strip()):
+            hiding = normalise_key(key) in keys
+            if hiding:
+                end = line[len(line.rstrip("\r\n")) :]
+                line = f"{key}: {mask}{end}"
+            out.append(line)
+        elif not (hiding and line.strip()):
+            out.append(line)
+    return "".join(out)
 
 
 def _gather_service_lines(data: dict[str, Any]) -> dict[str, Any]:

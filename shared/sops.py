@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -174,13 +175,23 @@ class Step:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A declared task input: the field name, its normaliser and whether it is required."""
+    """A declared task input: the field name, its normaliser and whether it is required.
+
+    A `sensitive` input (a password the task sets on the portal) is stored encrypted, shown as
+    *** everywhere, kept out of every template context, and only typed by `fill: {secret: name}`.
+    """
 
     name: str
     format: str = "text"
     required: bool = False
     aliases: tuple[str, ...] = ()
     description: str = ""
+    sensitive: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The data keys that give this input: its name, then its aliases."""
+        return (self.name, *self.aliases)
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,9 @@ class Sop:
         for spec in self.inputs:
             value, error = _input_value(spec, data)
             if error:
-                errors.append({"field": spec.name, "message": error})
+                # The value itself is never echoed for a sensitive input, even to its sender.
+                message = f"{spec.name} is not a valid {spec.format}" if spec.sensitive else error
+                errors.append({"field": spec.name, "message": message})
             out[spec.name] = value
         for group in self.require_one_of:
             if not any(out.get(name) for name in group) and not any(
@@ -247,9 +260,26 @@ class Sop:
             ):
                 names = " or ".join(group)
                 errors.append({"field": names, "message": f"give at least one of: {names}"})
+        hidden = self.sensitive_keys()
         for key, value in data.items():  # undeclared fields stay available to templates
-            out.setdefault(key, value)
+            if key not in hidden:
+                out.setdefault(key, value)
         return out, errors
+
+    def sensitive_keys(self) -> frozenset[str]:
+        """Every data key (names and aliases) that gives a sensitive input."""
+        return frozenset(k for spec in self.inputs if spec.sensitive for k in spec.keys)
+
+    def split_inputs(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Validated inputs -> (the plain ones, the sensitive ones that have a value)."""
+        hidden = self.sensitive_keys()
+        plain = {k: v for k, v in values.items() if k not in hidden}
+        secret = {
+            spec.name: str(values[spec.name])
+            for spec in self.inputs
+            if spec.sensitive and values.get(spec.name)
+        }
+        return plain, secret
 
     def summary(self) -> str:
         """A numbered, human-readable description of the procedure."""
@@ -309,7 +339,8 @@ def _present(value: Any) -> bool:
 
 
 def _describe_input(spec: InputSpec) -> str:
-    text = f"{spec.name} ({spec.format}{', required' if spec.required else ''})"
+    flags = (", required" if spec.required else "") + (", sensitive" if spec.sensitive else "")
+    text = f"{spec.name} ({spec.format}{flags})"
     return f"{text}: {spec.description}" if spec.description else text
 
 
@@ -343,6 +374,8 @@ def _describe_step(step: Step) -> str:
         case "goto":
             return f"Go to {a['url']}"
         case "fill":
+            if a.get("secret"):
+                return f"Type the sensitive input `{a['secret']}` into {where}"
             return f"Fill {where} with {_q(a['value'])}"
         case "select":
             return f"Choose {_q(a['option'])} in {where}"
@@ -530,6 +563,8 @@ class _Validator:
         self.lines = lines
         self.errors: list[dict[str, Any]] = []
         self.dismiss: list[Locator] = []
+        # Sensitive inputs' names and aliases: no template or condition may name them.
+        self.sensitive: dict[str, str] = {}
 
     def err(self, path: str, message: str) -> None:
         probe = path
@@ -550,18 +585,34 @@ class _Validator:
 
     def template(self, text: str, path: str) -> None:
         try:
-            template_env().parse(text)
+            tree = template_env().parse(text)
         except jinja2.TemplateSyntaxError as exc:
             self.err(path, f"template error: {exc.message}")
+            return
+        self.no_sensitive(tree, path)
 
     def expression(self, value: Any, path: str) -> str:
         text = self.string(value, path)
         if text:
             try:
                 _expression(text)
+                tree = template_env().parse("{{ " + _strip_braces(text) + " }}")
             except jinja2.TemplateSyntaxError as exc:
                 self.err(path, f"condition error: {exc.message}")
+            else:
+                self.no_sensitive(tree, path)
         return text
+
+    def no_sensitive(self, tree: jinja2.nodes.Template, path: str) -> None:
+        """A sensitive input is only ever typed: no template or condition may read it."""
+        for name in sorted(jinja2.meta.find_undeclared_variables(tree) & self.sensitive.keys()):
+            spec = self.sensitive[name]
+            what = "a sensitive input" if name == spec else f"an alias of sensitive input '{spec}'"
+            self.err(
+                path,
+                f"'{name}' is {what}: it cannot be used in a template or a condition; "
+                f"type it with fill: {{label: ..., secret: {spec}}}",
+            )
 
     def number(self, value: Any, path: str, *, minimum: float = 0) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
@@ -606,6 +657,7 @@ class _Validator:
         portal, base_url = self.portal(data.get("portal"), "portal")
         inputs = self.inputs(data.get("inputs", []), "inputs")
         names = {i.name for i in inputs}
+        self.sensitive = {key: i.name for i in inputs if i.sensitive for key in i.keys}
         require_one_of = self.require_one_of(data.get("require_one_of", []), names)
         steps = self.steps(data.get("steps", []), "steps")
         if "steps" in data and not steps:
@@ -647,7 +699,9 @@ class _Validator:
         specs: list[InputSpec] = []
         for i, item in enumerate(self.sequence(value, path)):
             p = f"{path}[{i}]"
-            m = self.mapping(item, p, ("name", "format", "required", "aliases", "description"))
+            m = self.mapping(
+                item, p, ("name", "format", "required", "aliases", "description", "sensitive")
+            )
             name = self.string(m.get("name", ""), f"{p}.name")
             if not _IDENT.fullmatch(name or "-"):
                 self.err(f"{p}.name", "an input needs a snake_case name")
@@ -669,6 +723,7 @@ class _Validator:
                         inputs_mod.normalise_key(self.string(a, f"{p}.aliases")) for a in aliases
                     ),
                     description=self.string(m.get("description", ""), f"{p}.description").strip(),
+                    sensitive=self.boolean(m.get("sensitive", False), f"{p}.sensitive"),
                 )
             )
         return tuple(specs)
@@ -866,8 +921,16 @@ class _Validator:
         return {"url": self.string(url, path, template=True)}, (), ()
 
     def step_fill(self, value: Any, path: str, item: dict, step_path: str):
-        args, m = self._located(value, path, ("value", "clear"), ("value",))
+        args, m = self._located(value, path, ("value", "secret", "clear"), ())
+        if isinstance(value, dict) and ("value" in m) == ("secret" in m):
+            self.err(path, "give 'value' (text) or 'secret' (a sensitive input's name)")
         args["value"] = self.string(m.get("value", ""), f"{path}.value", template=True)
+        args["secret"] = None
+        if "secret" in m:
+            secret = self.string(m["secret"], f"{path}.secret")
+            if secret not in self.sensitive.values():
+                self.err(f"{path}.secret", f"'{secret}' is not a declared sensitive input")
+            args["secret"] = secret
         args["clear"] = self.boolean(m.get("clear", True), f"{path}.clear")
         return args, (), ()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.db import Conn, fetch_one
+from shared.inputs import mask_task_data
+from shared.redaction import Redactor
 
 
 class TaskStatus(StrEnum):
@@ -92,6 +95,15 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stored_data(
+    raw: str | Mapping[str, Any] | None, hidden_keys: Collection[str], secrets: Collection[str]
+) -> str | None:
+    """The task's `data` as stored and shown: sensitive inputs as ***, wherever they appear."""
+    text = mask_task_data(raw, hidden_keys)
+    # The value may also be repeated under another key or inside a note.
+    return Redactor(secrets).text(text) if text and secrets else text
+
+
 def insert_task(
     conn: Conn,
     *,
@@ -102,6 +114,7 @@ def insert_task(
     sop_id: int,
     data: str | None,
     inputs: dict[str, Any],
+    secret_inputs: bytes | None = None,
 ) -> int:
     """Insert a pending task with the account's next task number, in the caller's transaction."""
     seq = fetch_one(
@@ -112,11 +125,22 @@ def insert_task(
     row = fetch_one(
         conn,
         """
-        INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs,
+                           secret_inputs)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING id
         """,
-        (account_id, seq["task_seq"], task_type, title, instructions, sop_id, data, Jsonb(inputs)),
+        (
+            account_id,
+            seq["task_seq"],
+            task_type,
+            title,
+            instructions,
+            sop_id,
+            data,
+            Jsonb(inputs),
+            secret_inputs,
+        ),
     )
     return int(row["id"])
 
@@ -189,8 +213,8 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
                lease_expires_at = now() + make_interval(secs => %s),
                started_at = COALESCE(started_at, now()), updated_at = now()
          WHERE id = %s AND status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
-        RETURNING id, account_id, type, sop_id, inputs, attempts, irreversible_step,
-                  irreversible_at, trajectory_id
+        RETURNING id, account_id, type, sop_id, inputs, secret_inputs, attempts,
+                  irreversible_step, irreversible_at, trajectory_id
         """,
         (worker, lease_s, task_id),
     ).fetchone()

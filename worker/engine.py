@@ -2,12 +2,19 @@
 
 `run_sop` signs in, walks the steps (waiting explicitly for every element, with a timeout per
 step), records each step with the recorder, and maps what it extracted to an `Outcome` through
-the SOP's outcome rules. Failures raise the errors of `worker.errors`; nothing secret (password,
-TOTP secret, one-time codes) ever reaches a step message or an exception.
+the SOP's outcome rules. Failures raise the errors of `worker.errors`.
+
+Secrets are typed, never read. The stored password and TOTP secret, and the task's sensitive
+inputs, are in no template context: only the sign-in step types the password (into a password
+field only) and only `fill: {secret: name}` types a sensitive input. Reading a password field, or
+a field a secret was typed into, is refused (`SecretRefused`, never skipped). Whatever is read
+from the page is scrubbed of every secret before a template sees it, and every message, note and
+result goes through the run's `Redactor` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -38,6 +45,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from shared import sops, totp
 from shared.accounts import Credentials
 from shared.inputs import PersonName, snake_key
+from shared.redaction import MASK, Redactor
 from shared.sops import Locator, Screenshots, Sop, Step
 from worker import locators
 from worker.errors import (
@@ -45,6 +53,7 @@ from worker.errors import (
     CredentialsRejected,
     InputsInvalid,
     PortalUnavailable,
+    SecretRefused,
     StepFailed,
     TaskCanceled,
 )
@@ -141,23 +150,31 @@ def run_sop(
     should_stop: Callable[[], bool] = lambda: False,
     request_code: Callable[[], str] | None = None,
     screenshot_every_step: bool = False,
+    sensitive: Mapping[str, str] | None = None,
+    redactor: Redactor | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
     `verify_only` runs the SOP's `verify` steps instead of its steps: use it when an earlier
     attempt passed a checkpoint (it may already have submitted). `screenshot_every_step` is the
     operator's override of the SOP's `screenshots` setting (failures always get one).
+    `sensitive` holds the task's sensitive inputs by name (they may also be in `inputs`); they
+    are kept apart from the template context. `redactor` receives every secret of the run
+    (passwords, codes, sensitive inputs), so the caller can scrub what it writes with it.
     """
-    values, errors = sop.validate_inputs(inputs)
+    values, errors = sop.validate_inputs({**inputs, **(sensitive or {})})
     if errors:
         raise InputsInvalid(errors)
+    plain, secret = sop.split_inputs(values)
     url = base_url or sop.base_url
     if not url:
         raise StepFailed("no portal base URL: give base_url or set portal.base_url in the SOP")
     run = _Run(
         driver=driver,
         sop=sop,
-        inputs=values,
+        inputs=plain,
+        sensitive=secret,
+        redactor=redactor or Redactor(),
         base_url=url,
         credentials=_credentials(credentials),
         files=list(files),
@@ -256,6 +273,8 @@ class _Run:
         driver: WebDriver,
         sop: Sop,
         inputs: dict[str, Any],
+        sensitive: dict[str, str],
+        redactor: Redactor,
         base_url: str,
         credentials: Credentials,
         files: list[TaskFile],
@@ -273,8 +292,14 @@ class _Run:
         self.recorder = recorder
         self.should_stop = should_stop
         self.request_code = request_code
+        # The template context: plain inputs, files, what was read. No secret is ever in it.
         self.ctx = _Context(inputs=inputs, files=[{"name": f.name} for f in files])
-        self.secrets = {s for s in (credentials.password, credentials.totp_secret) if s}
+        self.sensitive = sensitive
+        self.redactor = redactor
+        for secret in (credentials.password, credentials.totp_secret, *sensitive.values()):
+            self.redactor.add(secret)
+        # WebDriver ids of the fields a secret was typed into: never read back.
+        self.secret_fields: set[str] = set()
         self.passed_irreversible = False
         self.verifying = False
         self.in_login = False
@@ -335,7 +360,11 @@ class _Run:
                 except jinja2.TemplateError as exc:
                     # The work is done by now; a broken notes template must not undo that.
                     notes = f"(the SOP's notes could not be written: {exc})"
-                return Outcome(status=str(rule.status), notes=self._redact(notes), result=result)
+                return Outcome(
+                    status=str(rule.status),
+                    notes=self._redact(notes),
+                    result=self.redactor.value(result),
+                )
         # Unreachable for a validated SOP (its last rule has no `when`); kept for safety.
         return Outcome("completed_with_issues", "No outcome rule matched.", result)
 
@@ -370,7 +399,8 @@ class _Run:
         except StepFailed as exc:
             exc.step_index = exc.step_index or index
             exc.step_name = exc.step_name or self._redact(self._title(step))
-            if step.optional:
+            # An attempt to read a secret ends the task, optional or not.
+            if step.optional and not isinstance(exc, SecretRefused):
                 self._record(name, started, t0, StepStatus.SKIPPED, f"optional: {exc}")
                 return
             self._fail(name, started, t0, exc)
@@ -432,9 +462,7 @@ class _Run:
             return step.title()
 
     def _redact(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "[redacted]")
-        return text
+        return self.redactor.text(text)
 
     def _png(self) -> bytes | None:
         try:
@@ -597,6 +625,26 @@ class _Run:
             el.clear()
         el.send_keys(value)
 
+    def _type_secret(self, el: WebElement, value: str, *, clear: bool = True) -> None:
+        """Type a secret into a field that is from then on never read, nor shown in screenshots."""
+        self.secret_fields.add(el.id)
+        self.driver.execute_script(_MARK_TYPED_JS, el)
+        self._type(el, value, clear=clear)
+
+    def _refuse_secret_read(self, el: WebElement, loc: Locator) -> None:
+        """Raise SecretRefused if `el` is a password field or a field a secret was typed into."""
+        kind = self.driver.execute_script(_FIELD_KIND_JS, el)
+        if kind == "password":
+            reason = "it is a password field"
+        elif kind == "typed" or el.id in self.secret_fields:
+            reason = "a secret was typed into it"
+        else:
+            return
+        raise SecretRefused(
+            f"reading {loc.describe()} is refused: {reason}, and secrets are typed, never read",
+            looking_for=loc.describe(),
+        )
+
     # -- step kinds (each returns the step's message, or None if it recorded itself) --
 
     def _step_goto(self, step: Step, *_: Any) -> str:
@@ -619,6 +667,13 @@ class _Run:
 
     def _step_fill(self, step: Step, *_: Any) -> str:
         el = self._element(step.args["locator"], self._timeout(step))
+        where = self._locator(step.args["locator"]).describe()
+        if step.args.get("secret"):
+            if el.tag_name.lower() == "select":
+                raise SecretRefused(f"a sensitive input is only typed, and {where} is a list")
+            value = self.sensitive.get(step.args["secret"], "")
+            self._type_secret(el, value, clear=step.args["clear"])
+            return f"filled {where} with {MASK}"
         value = self._render(step.args["value"])
         if el.tag_name.lower() == "select":
             _choose(el, value)
@@ -676,7 +731,9 @@ class _Run:
 
     def _step_extract(self, step: Step, *_: Any) -> str:
         args = step.args
-        value = self._extract_value(args, self._timeout(step))
+        # Scrubbed as it leaves the page: a secret the portal shows back never reaches a
+        # template, where a filter could take it apart.
+        value = self.redactor.value(self._extract_value(args, self._timeout(step)))
         if isinstance(value, str) and args.get("pattern"):
             m = re.search(args["pattern"], value)
             if m is None and "default" not in args:
@@ -699,6 +756,7 @@ class _Run:
                 return args["default"]
         else:
             el = self._element(args["locator"], timeout, enabled=False)
+        self._refuse_secret_read(el, loc)
         if what == "attribute":
             return el.get_attribute(args["attribute"])
         if what == "text":
@@ -828,12 +886,23 @@ class _Run:
         user = locators.find_first(self.driver, Locator("label", args["username_label"]))
         if user is not None:
             self._type(user, self.credentials.username)
-        password = locators.find_first(self.driver, Locator("label", args["password_label"]))
+        label = Locator("label", args["password_label"])
+        password = locators.find_first(self.driver, label)
         if password is None:  # username first, password on the next screen
             self._submit_and_wait(Locator("button", args["button"]), timeout)
-            password = self._element(Locator("label", args["password_label"]), timeout)
-        self._type(password, self.credentials.password)
-        self._submit_and_wait(Locator("button", args["button"]), timeout)
+            password = self._element(label, timeout)
+        if self.driver.execute_script(_FIELD_KIND_JS, password) != "password":
+            # Typed anywhere else (a search box), the page could show it back.
+            raise SecretRefused(
+                f"the sign-in step types the password only into a password field, "
+                f"and {label.describe()} is not one"
+            )
+        self._type_secret(password, self.credentials.password)
+        try:
+            self._submit_and_wait(Locator("button", args["button"]), timeout)
+        except AgentError:
+            _clear_quietly(password)  # a sign-in left half-done leaves no password behind
+            raise
         if self._login_state(args) == "form":
             alert = locators.find_first(self.driver, Locator("role", "alert"))
             said = f": {alert.text.strip()}" if alert is not None else ""
@@ -869,7 +938,7 @@ class _Run:
     def _enter_code(self, args: Mapping[str, Any], timeout: float) -> str:
         for attempt in range(2):
             code, how = self._one_time_code(attempt)
-            self.secrets.add(code)
+            self.redactor.add(code)
             field_el = self._element(Locator("label", args["code_label"]), timeout)
             self._type(field_el, code)
             self._submit_and_wait(Locator("button", args["code_button"]), timeout)
@@ -906,6 +975,27 @@ return Array.from(dl.querySelectorAll('dt')).map(dt => {
   return [[true, norm(dt.innerText)], [false, norm(dd ? dd.innerText : '')]];
 });
 """
+
+
+# Marks a field a secret is typed into: the engine refuses to read it, and Chromium draws its
+# characters as discs, so no screenshot shows it either.
+_MARK_TYPED_JS = r"""
+arguments[0].setAttribute('data-understudy-secret', '');
+arguments[0].style.setProperty('-webkit-text-security', 'disc', 'important');
+"""
+
+# "password" for a password field, "typed" for a field a secret was typed into, else null.
+_FIELD_KIND_JS = r"""
+const el = arguments[0];
+if (el.tagName === 'INPUT' && (el.type || '').toLowerCase() === 'password') return 'password';
+if (el.hasAttribute('data-understudy-secret')) return 'typed';
+return null;
+"""
+
+
+def _clear_quietly(el: WebElement) -> None:
+    with contextlib.suppress(WebDriverException):  # the page moved on; the field went with it
+        el.clear()
 
 
 def _pairs(rows: list[list[list[Any]]]) -> dict[str, str]:

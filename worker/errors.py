@@ -36,6 +36,11 @@ class StepFailed(AgentError):
         super().__init__(message)
 
 
+class SecretRefused(StepFailed):
+    """An SOP tried to read a secret back (a password field, a field a secret was typed into),
+    or to type one where it could be read. Never skipped, even in an optional step."""
+
+
 class InputsInvalid(AgentError):
     """The task's inputs do not satisfy the SOP (missing or malformed fields)."""
 

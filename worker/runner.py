@@ -23,10 +23,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from selenium.common.exceptions import WebDriverException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from shared import redaction
 from shared import tasks as task_queries
 from shared.accounts import Credentials, load_credentials
 from shared.crypto import decrypt_json
 from shared.portals import SANDBOX_PORTAL, portal_base_url
+from shared.redaction import Redactor
 from shared.runtime import Runtime
 from shared.sop_store import sop_by_id
 from shared.sops import Sop
@@ -40,6 +42,7 @@ from worker.errors import (
     CredentialsRejected,
     InputTimeout,
     PortalUnavailable,
+    SecretRefused,
     StepFailed,
     TaskCanceled,
 )
@@ -59,7 +62,10 @@ class TaskFile:
 
 @dataclass
 class DbRecorder:
-    """Writes each step (and its screenshot) as the engine reports it, in its own transaction."""
+    """Writes each step (and its screenshot) as the engine reports it, in its own transaction.
+
+    Names and messages go through the task's redactor on the way in, whatever wrote them.
+    """
 
     rt: Runtime
     task_id: int
@@ -67,6 +73,7 @@ class DbRecorder:
     attempt: int
     seq: int = 0
     irreversible_passed: bool = False
+    redactor: Redactor = field(default_factory=Redactor)
 
     def step(
         self,
@@ -86,9 +93,9 @@ class DbRecorder:
                 account_id=self.account_id,
                 attempt=self.attempt,
                 seq=self.seq,
-                name=name,
+                name=self.redactor.text(name),
                 status=status,
-                message=message,
+                message=self.redactor.text(message),
                 started_at=started_at,
                 duration_ms=duration_ms,
                 screenshot=screenshot,
@@ -97,7 +104,7 @@ class DbRecorder:
     def checkpoint(self, step_name: str) -> None:
         # Committed before the click: if we die during or after it, no retry submits again.
         with self.rt.pool.connection() as conn:
-            task_queries.record_irreversible(conn, self.task_id, step_name)
+            task_queries.record_irreversible(conn, self.task_id, self.redactor.text(step_name))
         self.irreversible_passed = True
 
 
@@ -197,6 +204,9 @@ def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
             f"The portal '{sop.portal}' rejected the stored credentials. Not retried, so the "
             f"account is not locked out; update them with PUT /credentials/{sop.portal}."
         )
+    if isinstance(exc, SecretRefused):
+        where = f"step {exc.step_index} ({exc.step_name})" if exc.step_name else "a step"
+        return TaskStatus.FAILED, f"Refused at {where}: {exc}."
     if isinstance(exc, StepFailed):
         where = f"step {exc.step_index} ({exc.step_name})" if exc.step_name else "a step"
         looking = f" It was looking for {exc.looking_for}." if exc.looking_for else ""
@@ -224,6 +234,7 @@ def _drive(
     worker: str,
 ) -> Outcome:
     """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
+    sensitive = _sensitive_inputs(rt, claimed)
     with tempfile.TemporaryDirectory(prefix="understudy-") as tmp:
         files = _write_files(rt, claimed["id"], Path(tmp))
         retrying = Retrying(
@@ -247,6 +258,8 @@ def _drive(
                     should_stop=lease.should_stop,
                     request_code=_code_requester(rt, claimed["id"], worker, lease),
                     screenshot_every_step=rt.settings.screenshots == "every_step",
+                    sensitive=sensitive,
+                    redactor=recorder.redactor,
                 )
 
         return retrying(attempt)
@@ -263,21 +276,37 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
     with rt.pool.connection() as conn:
         stored = sop_by_id(conn, claimed["sop_id"])
         credentials = load_credentials(conn, rt.fernet, claimed["account_id"], stored.sop.portal)
+    # Every secret of the run, for every writer: trajectory, notes, result and logs.
+    redactor = _redactor(rt, claimed, credentials)
     recorder = DbRecorder(
         rt,
         task_id,
         claimed["account_id"],
         claimed["attempts"],
         irreversible_passed=claimed["irreversible_at"] is not None,
+        redactor=redactor,
     )
     base_url = _base_url(rt, claimed["account_id"], stored.sop)
-    with Lease(rt, task_id, worker) as lease:
+    with redaction.active(redactor), Lease(rt, task_id, worker) as lease:
         status, notes, result = _run_claimed(
             rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
         )
+        notes, result = redactor.text(notes), redactor.value(result)
     with rt.pool.connection() as conn:
         if not task_queries.finish_task(conn, task_id, status, notes, result=result, worker=worker):
             log.warning("task %s was taken over before it finished here", task_id)
+
+
+def _redactor(rt: Runtime, claimed: dict, credentials: Credentials | None) -> Redactor:
+    """A redactor that knows the stored secrets and the task's sensitive inputs."""
+    stored = (credentials.password, credentials.totp_secret) if credentials else ()
+    return Redactor([*stored, *_sensitive_inputs(rt, claimed).values()])
+
+
+def _sensitive_inputs(rt: Runtime, claimed: dict) -> dict[str, str]:
+    """The task's sensitive inputs by name, decrypted (kept nowhere else in clear)."""
+    token = claimed.get("secret_inputs")
+    return decrypt_json(rt.fernet, token) if token is not None else {}
 
 
 def _run_claimed(

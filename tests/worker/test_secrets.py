@@ -60,9 +60,7 @@ def _put_sop(client, account, text: str, task_type: str = "check_eligibility") -
 
 
 def _run(rt, client, account, browsers, data, task_type: str = "check_eligibility") -> dict:
-    created = client.post(
-        "/tasks", json={"type": task_type, "data": data}, headers=account.headers
-    )
+    created = client.post("/tasks", json={"type": task_type, "data": data}, headers=account.headers)
     assert created.status_code == 200, created.get_json()
     task_id = created.get_json()["id"]
     runner.run_task(rt, task_id, browsers=browsers)
@@ -247,9 +245,7 @@ def test_a_sensitive_input_is_typed_and_shown_as_stars_everywhere(
     _assert_nowhere(seen, NEW_PASSWORD, SANDBOX_PASSWORD)
     # and at rest it is only in an encrypted column
     with rt.pool.connection() as conn:
-        row = conn.execute(
-            "SELECT secret_inputs FROM tasks WHERE id = %s", (run["id"],)
-        ).fetchone()
+        row = conn.execute("SELECT secret_inputs FROM tasks WHERE id = %s", (run["id"],)).fetchone()
     assert row["secret_inputs"] and NEW_PASSWORD.encode() not in bytes(row["secret_inputs"])
 
 

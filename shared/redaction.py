@@ -1,0 +1,205 @@
+"""Scrubbing secrets out of text: the second line of defence behind "typed, never read".
+
+By construction no stored secret (a portal password, a TOTP secret) and no sensitive task input
+is ever in an SOP's template context, and the engine refuses to read a field one was typed into.
+This module is what catches the rest: a portal that shows a secret back, a library that logs a
+command it sent. One `Redactor` per task run holds that run's secrets; every writer (trajectory,
+notes, result, logs) passes its text through it, and `active()` makes the process's log records
+go through it too while the task runs.
+
+A secret is found in the forms a template filter or an encoder can give it: reversed, in any
+letter case, with separators between its characters (``-``, spaces, ``', '`` of a list), URL-,
+HTML- or JSON-escaped, in hex, or in base64 at any byte alignment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+
+# Below this length a secret is only matched as written (in any case): a pattern with
+# separators between three characters would match ordinary text.
+_FUZZY_MIN = 4
+# What may stand between the letters and digits of a secret: punctuation and spaces, also
+# escaped (`\u0026`, `&amp;`, `%26`), a few of them.
+_SEPARATOR = r"(?:[\W_]|\\u[0-9a-f]{4}|&#?[a-z0-9]{1,6};|%[0-9a-f]{2}){0,10}"
+# A base64 fragment shorter than this could turn up by chance in any encoded blob.
+_B64_MIN = 6
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """The literal strings a secret can become through filters and encoders."""
+    forms: set[str] = set()
+    for text in (secret, secret[::-1]):
+        forms |= {
+            text,
+            quote(text, safe=""),
+            quote(text, safe="/"),
+            quote_plus(text),
+            html.escape(text),
+            html.escape(text).replace("&#x27;", "&#39;").replace("&quot;", "&#34;"),
+            json.dumps(text)[1:-1],
+            json.dumps(text, ensure_ascii=False)[1:-1],
+            _html_safe_json(text),
+            "".join(f"\\u{ord(c):04x}" for c in text),
+            text.encode().hex(),
+            base64.b32encode(text.encode()).decode().rstrip("="),
+        }
+        forms |= _base64_forms(text.encode())
+    return {f for f in forms if f}
+
+
+def _html_safe_json(text: str) -> str:
+    """JSON as Jinja's `tojson` writes it, with <, >, & and ' escaped."""
+    escaped = json.dumps(text)[1:-1]
+    for char in "<>&'":
+        escaped = escaped.replace(char, f"\\u{ord(char):04x}")
+    return escaped
+
+
+def _base64_forms(data: bytes) -> set[str]:
+    """Base64 of `data`, and the parts of it that do not depend on bytes around it."""
+    out = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode()
+        start = -(-8 * offset // 6)  # the first character made only of `data`'s bits
+        end = (8 * (offset + len(data))) // 6
+        piece = encoded[start:end]
+        if offset == 0:
+            out.add(encoded.rstrip("="))
+        if len(piece) >= _B64_MIN or (offset == 0 and piece):
+            out |= {piece, piece.replace("+", "-").replace("/", "_")}
+    return out
+
+
+def _patterns(secret: str) -> list[str]:
+    """Regular expressions (case-insensitive) for one secret in all its forms."""
+    literal = sorted(encoded_forms(secret), key=len, reverse=True)
+    patterns = [re.escape(f) for f in literal]
+    if len(secret) >= _FUZZY_MIN:
+        for n, text in enumerate((secret, secret[::-1])):
+            chars = [re.escape(c) for c in text]
+            # Its letters and digits with any punctuation or spaces around them, whatever
+            # punctuation it had: `|list|join(' ')`, `|list`, `|replace('-', '_')`...
+            alnum = [re.escape(c) for c in text if c.isalnum()]
+            if len(alnum) >= _FUZZY_MIN:
+                patterns.append(_SEPARATOR.join(alnum))
+            # The same separator, whatever it is, between every two characters: `join('x')`.
+            sep = f"sep{n}"
+            patterns.append(chars[0] + f"(?P<{sep}>.{{1,8}}?)" + f"(?P={sep})".join(chars[1:]))
+    return patterns
+
+
+class Redactor:
+    """The secrets of one task run, and the scrubbing of them out of text and JSON values."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._regexes: list[re.Pattern[str]] = []
+        self._lock = threading.Lock()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Scrub `secret` from now on (empty and None are ignored)."""
+        if not secret or secret in self._secrets:
+            return
+        # One regex per secret: its `sep` group name must not clash with another secret's.
+        regex = re.compile("|".join(f"(?:{p})" for p in _patterns(secret)), re.I | re.S)
+        with self._lock:
+            self._secrets.add(secret)
+            self._regexes.append(regex)
+            # Longer secrets first, so one containing another is masked whole.
+            self._regexes.sort(key=lambda r: len(r.pattern), reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def contains(self, text: str) -> bool:
+        """Whether `text` holds one of the secrets in any of its forms."""
+        return any(regex.search(text) for regex in self._regexes)
+
+    def text(self, text: str) -> str:
+        """`text` with every form of every secret replaced by ***."""
+        for regex in self._regexes:
+            text = regex.sub(MASK, text)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """A JSON-like value with every string in it (keys too) scrubbed."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.value(k): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+_active: dict[int, Redactor] = {}
+_active_lock = threading.Lock()
+_installed = False
+
+
+@contextmanager
+def active(redactor: Redactor) -> Iterator[Redactor]:
+    """While inside, every log record this process makes is scrubbed of `redactor`'s secrets.
+
+    Done in the log record factory, not in a handler's filter, so it holds for every handler
+    (an operator's, a test's) and for libraries that log what they send, at any level.
+    """
+    _install()
+    with _active_lock:
+        _active[id(redactor)] = redactor
+    try:
+        yield redactor
+    finally:
+        with _active_lock:
+            _active.pop(id(redactor), None)
+
+
+def _install() -> None:
+    global _installed
+    with _active_lock:
+        if _installed:
+            return
+        base = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = base(*args, **kwargs)
+            if _active:
+                _scrub_record(record, list(_active.values()))
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
+
+
+def _scrub_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
+    def scrub(text: str) -> str:
+        for redactor in redactors:
+            text = redactor.text(text)
+        return text
+
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):  # a bad format string: keep what there is, scrubbed
+        message = f"{record.msg} {record.args}"
+    record.msg, record.args = scrub(message), ()
+    if record.exc_info and not record.exc_text:
+        # Formatters use exc_text when it is set, so the traceback is written scrubbed.
+        record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = scrub(record.stack_info)
