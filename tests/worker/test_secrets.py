@@ -332,3 +332,33 @@ def test_a_secret_the_portal_shows_back_is_scrubbed_as_it_is_read(
     assert task["notes"] == "kept *** / ***"
     seen = _everything_seen(rt, client, account, run["id"], logs)
     _assert_nowhere(seen, NEW_PASSWORD)
+
+
+# The sign-in step told that the password goes in a search box: the next page would show it.
+PASSWORD_IN_A_SEARCH_BOX_SOP = """
+task_type: check_eligibility
+title: Type the password where the portal shows it back
+portal: sandbox
+steps:
+  - login: {url: /dashboard}
+  - select: {label: Payer, option: Sandbox Health}
+  - click: {button: Continue}
+  - login: {url: /claim-status, password_label: Claim Number, button: Search}
+outcomes:
+  - status: completed
+    notes: done
+"""
+
+
+def test_the_sign_in_step_types_the_password_only_into_a_password_field(
+    rt, client, account, browsers, logs
+):
+    # given an SOP whose second sign-in step names a search field as the password field
+    _put_sop(client, account, PASSWORD_IN_A_SEARCH_BOX_SOP)
+    # when it runs
+    run = _run(rt, client, account, browsers, "member_id: W100000001")
+    # then nothing is typed there, and the task fails saying why
+    task = _task(rt, client, account, run["id"])
+    assert task["status"] == "failed"
+    assert 'field "Claim Number" is not one' in task["notes"] and "Refused" in task["notes"]
+    _assert_nowhere(_everything_seen(rt, client, account, run["id"], logs), SANDBOX_PASSWORD)
