@@ -18,6 +18,7 @@ def test_submissions_start_empty(client: FlaskClient) -> None:
         "claims": [],
         "prior_auths": [],
         "appeals": [],
+        "users": [],
     }
 
 
