@@ -556,6 +556,38 @@ def _parent(path: str) -> str:
     return m[1] if m else ""
 
 
+VALUE_TEST_REFUSED = (
+    "a css or xpath locator may not test what a field holds (its value attribute), so that a "
+    "typed secret cannot be guessed; find the field by label, role or text"
+)
+# Selectors that test an input's value attribute, which a portal may fill with what was typed:
+# `[value^=a]` in CSS; `@value`, `@*` or the attribute axis in XPath.
+_VALUE_TESTS = {
+    "css": re.compile(r"\[\s*(?:[\w*-]*\|)?value\b", re.I),
+    "xpath": re.compile(r"@\s*(?:value\b|\*|node\s*\()|attribute\s*::\s*(?:value\b|\*|node)", re.I),
+}
+
+
+def selector_tests_value(kind: str, selector: str) -> bool:
+    """Whether a css or xpath selector tests an input's value attribute (escapes resolved).
+
+    Checked when an SOP is loaded, and again by the engine once templates are filled in.
+    """
+    pattern = _VALUE_TESTS.get(kind)
+    return pattern is not None and pattern.search(_css_unescape(selector)) is not None
+
+
+def _css_unescape(text: str) -> str:
+    """CSS with its escapes (`\\76 alue`, `\\v`) resolved, so they cannot hide a name."""
+
+    def char(m: re.Match[str]) -> str:
+        code = int(m[1], 16)
+        return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
+
+    text = re.sub(r"\\([0-9a-fA-F]{1,6})\s?", char, text)
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 class _Validator:
     """Walks the loaded document, collecting every error, and builds the model."""
 
@@ -874,6 +906,8 @@ class _Validator:
         if match not in (None, "exact", "contains"):
             self.err(f"{path}.match", "must be exact or contains")
         within = self.locator(m["within"], f"{path}.within") if "within" in m else None
+        if selector_tests_value(kind, str(m[kind])):
+            self.err(f"{path}.{kind}", VALUE_TEST_REFUSED)
         return Locator(
             kind=kind,
             value=self.string(m[kind], f"{path}.{kind}", template=True),

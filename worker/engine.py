@@ -480,9 +480,12 @@ class _Run:
 
     def _locator(self, locator: Locator) -> Locator:
         """The locator with its templates filled in."""
+        value = self._render(locator.value)
+        if value != locator.value and sops.selector_tests_value(locator.kind, value):
+            raise SecretRefused(sops.VALUE_TEST_REFUSED)  # built by a template, so seen only now
         return replace(
             locator,
-            value=self._render(locator.value),
+            value=value,
             name=self._render(locator.name) if locator.name else None,
             within=self._locator(locator.within) if locator.within else None,
         )
@@ -567,7 +570,11 @@ class _Run:
         return self._render(cond["url_contains"]) in self.driver.current_url
 
     def _shown(self, locator: Locator) -> bool:
-        return locators.find_first(self.driver, self._locator(locator)) is not None
+        loc = self._locator(locator)
+        found = locators.find_first(self.driver, loc)
+        if found is not None:
+            self._refuse_secret_probe([found], loc)
+        return found is not None
 
     def _wait_condition(self, cond: Mapping[str, Any], timeout: float) -> str:
         return self._wait(lambda: self._condition_met(cond), timeout, _describe(cond, self))
@@ -631,19 +638,39 @@ class _Run:
         self.driver.execute_script(_MARK_TYPED_JS, el)
         self._type(el, value, clear=clear)
 
+    def _secret_kinds(self, found: Sequence[WebElement], *, filled_only: bool) -> list[str]:
+        """Per element: "password" (a password field, with something in it if `filled_only`),
+        "typed" (a field a secret was typed into) or ""."""
+        kinds = self.driver.execute_script(_FIELD_KIND_JS, list(found), filled_only) or []
+        return [
+            kind or ("typed" if el.id in self.secret_fields else "")
+            for el, kind in zip(found, kinds, strict=False)
+        ]
+
     def _refuse_secret_read(self, el: WebElement, loc: Locator) -> None:
         """Raise SecretRefused if `el` is a password field or a field a secret was typed into."""
-        kind = self.driver.execute_script(_FIELD_KIND_JS, el)
-        if kind == "password":
-            reason = "it is a password field"
-        elif kind == "typed" or el.id in self.secret_fields:
-            reason = "a secret was typed into it"
-        else:
+        [kind] = self._secret_kinds([el], filled_only=False)
+        if not kind:
             return
+        reason = "it is a password field" if kind == "password" else "a secret was typed into it"
         raise SecretRefused(
             f"reading {loc.describe()} is refused: {reason}, and secrets are typed, never read",
             looking_for=loc.describe(),
         )
+
+    def _refuse_secret_probe(self, found: Sequence[WebElement], loc: Locator) -> None:
+        """A css or xpath locator can test what a field holds (`[value^=a]`), so as not to be an
+        oracle it may not match a field holding a secret. Label, role and text locators can't."""
+        if not found or not _uses_selectors(loc):
+            return
+        kinds = [k for k in self._secret_kinds(found, filled_only=True) if k]
+        if kinds:
+            what = {"password": "a password field"}.get(kinds[0], "a field a secret was typed into")
+            raise SecretRefused(
+                f"{loc.describe()} matches {what}, and a css or xpath locator may not test a "
+                "field that holds a secret",
+                looking_for=loc.describe(),
+            )
 
     # -- step kinds (each returns the step's message, or None if it recorded itself) --
 
@@ -749,6 +776,7 @@ class _Run:
         loc = self._locator(args["locator"])
         if what in ("exists", "count"):
             found = locators.find_all(self.driver, loc)
+            self._refuse_secret_probe(found, loc)
             return bool(found) if what == "exists" else len(found)
         if "default" in args:
             el = locators.find_first(self.driver, loc)
@@ -891,7 +919,7 @@ class _Run:
         if password is None:  # username first, password on the next screen
             self._submit_and_wait(Locator("button", args["button"]), timeout)
             password = self._element(label, timeout)
-        if self.driver.execute_script(_FIELD_KIND_JS, password) != "password":
+        if self._secret_kinds([password], filled_only=False) != ["password"]:
             # Typed anywhere else (a search box), the page could show it back.
             raise SecretRefused(
                 f"the sign-in step types the password only into a password field, "
@@ -984,13 +1012,20 @@ arguments[0].setAttribute('data-understudy-secret', '');
 arguments[0].style.setProperty('-webkit-text-security', 'disc', 'important');
 """
 
-# "password" for a password field, "typed" for a field a secret was typed into, else null.
+# Per element: "password" for a password field (only a non-empty one if arguments[1]), "typed"
+# for a field a secret was typed into, else null.
 _FIELD_KIND_JS = r"""
-const el = arguments[0];
-if (el.tagName === 'INPUT' && (el.type || '').toLowerCase() === 'password') return 'password';
-if (el.hasAttribute('data-understudy-secret')) return 'typed';
-return null;
+const [els, filledOnly] = arguments;
+return els.map(el => {
+  if (el.tagName === 'INPUT' && (el.type || '').toLowerCase() === 'password'
+      && (!filledOnly || el.value !== '')) return 'password';
+  return el.hasAttribute('data-understudy-secret') ? 'typed' : null;
+});
 """
+
+
+def _uses_selectors(loc: Locator) -> bool:
+    return loc.kind in ("css", "xpath") or (loc.within is not None and _uses_selectors(loc.within))
 
 
 def _clear_quietly(el: WebElement) -> None:

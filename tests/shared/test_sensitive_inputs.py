@@ -117,3 +117,20 @@ def test_json_data_keeps_its_keys_with_the_value_masked():
     as_text = '{"initial_password": "pw-1"}'
     assert json.loads(mask_task_data(as_text, {"initial_password"})) == {"initial_password": "***"}
     assert mask_task_data("a: b", set()) == "a: b"
+
+
+@pytest.mark.parametrize(
+    ("locator", "kind"),
+    [
+        ("{css: \"input[value^='s']\"}", "css"),
+        ("{css: 'input[v\\\\61lue^=s]'}", "css"),
+        ("{xpath: \"//input[@*[starts-with(., 's')]]\"}", "xpath"),
+        ("{xpath: '//input[@VALUE]'}", "xpath"),
+    ],
+)
+def test_a_selector_that_tests_what_a_field_holds_is_refused_with_its_line(locator, kind):
+    text = SOP.replace("outcomes:", f"  - extract: {{into: hit, exists: {locator}}}\noutcomes:")
+    errors = _errors(text)
+    assert errors[0]["path"] == f"steps[2].extract.exists.{kind}"
+    assert errors[0]["line"] == 14
+    assert "may not test what a field holds" in errors[0]["message"]

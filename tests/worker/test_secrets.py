@@ -362,3 +362,49 @@ def test_the_sign_in_step_types_the_password_only_into_a_password_field(
     assert task["status"] == "failed"
     assert 'field "Claim Number" is not one' in task["notes"] and "Refused" in task["notes"]
     _assert_nowhere(_everything_seen(rt, client, account, run["id"], logs), SANDBOX_PASSWORD)
+
+
+# Selectors as an oracle: match/no-match on what a field holds tells a secret one guess at a time.
+ORACLE_SOP = """
+task_type: check_eligibility
+title: Guess the password with selectors
+portal: sandbox
+steps:
+  - if: "false"
+    then:
+      - login: {password_label: Not on this portal}
+  - login: {url: /login, button: No such button}
+    optional: true
+    timeout_s: 1
+  - PROBE
+    optional: true
+outcomes:
+  - status: completed
+    notes: "{{ hit }}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("probe", "said"),
+    [
+        (
+            'extract: {into: hit, exists: {css: "input[type=password]"}}',
+            "may not test a field that holds a secret",
+        ),
+        (
+            "wait_for: {visible: {css: \"input[{{ 'val' ~ 'ue' }}^='s']\"}, into: hit}",
+            "may not test what a field holds",
+        ),
+    ],
+)
+def test_a_selector_that_could_guess_a_secret_is_refused(
+    rt, client, account, browsers, logs, probe, said
+):
+    # given a password typed by a sign-in step left half-done, and a selector probing the field
+    _put_sop(client, account, ORACLE_SOP.replace("PROBE", probe))
+    # when it runs
+    run = _run(rt, client, account, browsers, "member_id: W100000001")
+    # then the probe is refused, optional or not, and the task fails
+    task = _task(rt, client, account, run["id"])
+    assert task["status"] == "failed" and said in task["notes"], task["notes"]
+    _assert_nowhere(_everything_seen(rt, client, account, run["id"], logs), SANDBOX_PASSWORD)
