@@ -880,7 +880,9 @@ class _Validator:
             args=args,
             path=p,
             line=self.lines.get(p),
-            name=self.string(item["name"], f"{path}.name") if "name" in item else None,
+            name=(
+                self.string(item["name"], f"{path}.name", template=True) if "name" in item else None
+            ),
             timeout_s=self.number(timeout, f"{path}.timeout_s") if timeout is not None else None,
             irreversible=self.boolean(item.get("irreversible", False), f"{path}.irreversible"),
             optional=self.boolean(item.get("optional", False), f"{path}.optional"),

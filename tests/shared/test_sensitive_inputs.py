@@ -134,3 +134,11 @@ def test_a_selector_that_tests_what_a_field_holds_is_refused_with_its_line(locat
     assert errors[0]["path"] == f"steps[2].extract.exists.{kind}"
     assert errors[0]["line"] == 14
     assert "may not test what a field holds" in errors[0]["message"]
+
+
+def test_a_step_name_naming_a_sensitive_input_is_refused():
+    text = SOP.replace(
+        "  - fill: {label", "  - name: 'Type {{ new_user_password }}'\n    fill: {label"
+    )
+    [error] = _errors(text)
+    assert error["path"] == "steps[1].name" and "sensitive input" in error["message"]
