@@ -118,16 +118,11 @@ class Redactor:
         regex = re.compile("|".join(f"(?:{p})" for p in _patterns(secret)), re.I | re.S)
         with self._lock:
             self._secrets.add(secret)
-            self._regexes.append(regex)
+            # A new list, swapped in whole: other threads (log records) may be reading the old.
             # Longer secrets first, so one containing another is masked whole.
-            self._regexes.sort(key=lambda r: len(r.pattern), reverse=True)
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
-
-    def contains(self, text: str) -> bool:
-        """Whether `text` holds one of the secrets in any of its forms."""
-        return any(regex.search(text) for regex in self._regexes)
+            self._regexes = sorted(
+                [*self._regexes, regex], key=lambda r: len(r.pattern), reverse=True
+            )
 
     def text(self, text: str) -> str:
         """`text` with every form of every secret replaced by ***."""
@@ -148,7 +143,8 @@ class Redactor:
 
 # --- logs ----------------------------------------------------------------------------------
 
-_active: dict[int, Redactor] = {}
+# Replaced whole under the lock, read without it (one reference read is atomic).
+_active: tuple[Redactor, ...] = ()
 _active_lock = threading.Lock()
 _installed = False
 
@@ -160,14 +156,15 @@ def active(redactor: Redactor) -> Iterator[Redactor]:
     Done in the log record factory, not in a handler's filter, so it holds for every handler
     (an operator's, a test's) and for libraries that log what they send, at any level.
     """
+    global _active
     _install()
     with _active_lock:
-        _active[id(redactor)] = redactor
+        _active = (*_active, redactor)
     try:
         yield redactor
     finally:
         with _active_lock:
-            _active.pop(id(redactor), None)
+            _active = tuple(r for r in _active if r is not redactor)
 
 
 def _install() -> None:
@@ -179,15 +176,16 @@ def _install() -> None:
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = base(*args, **kwargs)
-            if _active:
-                _scrub_record(record, list(_active.values()))
+            redactors = _active
+            if redactors:
+                _scrub_record(record, redactors)
             return record
 
         logging.setLogRecordFactory(factory)
         _installed = True
 
 
-def _scrub_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
+def _scrub_record(record: logging.LogRecord, redactors: tuple[Redactor, ...]) -> None:
     def scrub(text: str) -> str:
         for redactor in redactors:
             text = redactor.text(text)

@@ -174,7 +174,7 @@ def run_sop(
         sop=sop,
         inputs=plain,
         sensitive=secret,
-        redactor=redactor or Redactor(),
+        redactor=redactor if redactor is not None else Redactor(),
         base_url=url,
         credentials=_credentials(credentials),
         files=list(files),
