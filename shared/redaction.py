@@ -133,7 +133,8 @@ class Redactor:
     def value(self, value: Any) -> Any:
         """A JSON-like value with every string in it (keys too) scrubbed."""
         if isinstance(value, str):
-            return self.text(value)
+            scrubbed = self.text(value)
+            return value if scrubbed == value else scrubbed  # keeps str subclasses (names)
         if isinstance(value, dict):
             return {self.value(k): self.value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

@@ -22,6 +22,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from shared import inputs as inputs_mod
+from shared.redaction import Redactor
 
 TASK_TYPES = (
     "check_eligibility",
@@ -271,14 +272,18 @@ class Sop:
         return frozenset(k for spec in self.inputs if spec.sensitive for k in spec.keys)
 
     def split_inputs(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        """Validated inputs -> (the plain ones, the sensitive ones that have a value)."""
+        """Validated inputs -> (the plain ones, the sensitive ones that have a value).
+
+        A sensitive value the client also gave under another key is *** in the plain ones.
+        """
         hidden = self.sensitive_keys()
-        plain = {k: v for k, v in values.items() if k not in hidden}
         secret = {
             spec.name: str(values[spec.name])
             for spec in self.inputs
             if spec.sensitive and values.get(spec.name)
         }
+        redactor = Redactor(secret.values())
+        plain = {k: redactor.value(v) for k, v in values.items() if k not in hidden}
         return plain, secret
 
     def summary(self) -> str:

@@ -82,12 +82,12 @@ def test_fill_secret_must_name_a_declared_sensitive_input():
 
 def test_sensitive_inputs_are_split_from_the_template_inputs():
     sop = load_sop(SOP)
-    data = parse_task_data("new_username: jdoe\nInitial Password: s3cret-pw\nnote: hi")
+    data = parse_task_data("new_username: jdoe\nInitial Password: s3cret-pw\nnote: s3cret-pw!")
     values, errors = sop.validate_inputs(data)
     assert errors == []
     plain, secret = sop.split_inputs(values)
-    # the alias is not passed through to templates as an undeclared field either
-    assert plain == {"new_username": "jdoe", "note": "hi"}
+    # the alias is not passed through to templates as an undeclared field, nor the value elsewhere
+    assert plain == {"new_username": "jdoe", "note": "***!"}
     assert secret == {"new_user_password": "s3cret-pw"}
 
 
