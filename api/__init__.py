@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask
 
 from api.errors import register_error_handlers
 from shared.runtime import Runtime, build_runtime
@@ -21,16 +21,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.basicConfig(level=settings.log_level)
 
     register_error_handlers(app)
-    from api import credentials, sops, tasks, trajectories, webhooks
+    from api import credentials, health, sops, tasks, trajectories, webhooks
 
+    app.register_blueprint(health.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(sops.bp)
     app.register_blueprint(credentials.bp)
     app.register_blueprint(trajectories.bp)
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok"})
 
     return app

@@ -1,7 +1,8 @@
 """The API's error type and the handlers that turn every failure into the JSON error shape.
 
 Every error is ``{"error": {"code", "message", "details"}}``. Nothing a client can send yields a
-500: bad input is caught here as 400, 413, 415 or 422.
+500: bad input is caught here as 400, 413, 415 or 422. A database that is down or restarting
+is a 503 with ``Retry-After``, within the pool's bounded wait, never a hang.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from shared.db import DB_UNAVAILABLE
+
 log = logging.getLogger(__name__)
+
+# What a 503 asks a client to wait before trying again: about one database restart or failover.
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -65,6 +71,20 @@ def register_error_handlers(app: Flask) -> None:
         status = err.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         return error_response(status, code, err.description or err.name)
+
+    def _unavailable(err: Exception):
+        # Our outage, not the client's mistake: say so, say when to come back, change nothing.
+        log.warning("database unavailable: %s", err)
+        response, status = error_response(
+            503,
+            "service_unavailable",
+            "The service is briefly unavailable; retry after the delay in Retry-After.",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response, status
+
+    for unavailable in DB_UNAVAILABLE:
+        app.register_error_handler(unavailable, _unavailable)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

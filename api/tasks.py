@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kombu.exceptions
@@ -168,6 +169,19 @@ def enqueue(task_id: int) -> None:
         task_queries.mark_dispatched(conn, task_id)
 
 
+def after_commit(task_id: int, action: Callable[[int], None]) -> None:
+    """Run what follows a committed task, best effort: the task exists, so the client gets its
+    200 whatever fails here (the queue, the database); the scheduler re-sends a task nobody
+    claimed, so a failure costs a delay, never the task, and never a retry that duplicates it.
+    """
+    try:
+        action(task_id)
+    except Exception:  # any failure at all: answering 500 now would invite a duplicate
+        log.warning(
+            "task %s: after-commit work failed; the scheduler repairs it", task_id, exc_info=True
+        )
+
+
 @bp.post("/tasks")
 def create_task():
     body, uploads = _read_body()
@@ -194,7 +208,7 @@ def create_task():
         # A concurrent request with the same Idempotency-Key committed first; answer as it did.
         with runtime().pool.connection() as conn:
             return _idempotent_replay(conn, key or "", digest)
-    enqueue(task_id)
+    after_commit(task_id, enqueue)
     return jsonify(created), 200
 
 

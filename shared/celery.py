@@ -7,12 +7,36 @@ costs a delay, never a task: the scheduler re-enqueues what nobody claimed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from shared.settings import Settings
 
 RUN_TASK = "understudy.run_task"
 DELIVER_WEBHOOK = "understudy.deliver_webhook"
+
+
+def is_sentinel(url: str) -> bool:
+    """REDIS_URL names Redis Sentinel: ``sentinel://host:26379;sentinel://host2:26379/0``."""
+    return url.startswith("sentinel://")
+
+
+def broker_transport_options(settings: Settings, broker_url: str) -> dict[str, Any]:
+    # Nothing waits in Redis for long: "later" lives in Postgres. A short visibility timeout
+    # only bounds how long an unacknowledged message from a dead worker lingers.
+    options: dict[str, Any] = {
+        "visibility_timeout": max(300, int(settings.task_time_limit_s) + 60),
+        # A dead or failed-over Redis must not hang a request or a tick.
+        "socket_timeout": 5,
+        "socket_connect_timeout": 3,
+    }
+    if is_sentinel(broker_url):
+        # Every connection asks the sentinels who the master is, so a failover needs no
+        # restart: the next reconnect finds the promoted replica.
+        options["master_name"] = settings.redis_sentinel_master
+        options["sentinel_kwargs"] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+    return options
 
 
 def create_celery(settings: Settings, broker_url: str) -> Celery:
@@ -30,15 +54,17 @@ def create_celery(settings: Settings, broker_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        # Nothing waits in Redis for long: "later" lives in Postgres. A short visibility timeout
-        # only bounds how long an unacknowledged message from a dead worker lingers.
-        broker_transport_options={
-            "visibility_timeout": max(300, int(settings.task_time_limit_s) + 60)
-        },
+        broker_transport_options=broker_transport_options(settings, broker_url),
         task_time_limit=int(settings.task_time_limit_s) + 30,
         task_soft_time_limit=int(settings.task_time_limit_s),
     )
     return app
+
+
+def broker_ping(app: Celery) -> None:
+    """Raise unless the broker answers (through the sentinels when REDIS_URL names them)."""
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.ping()
 
 
 def celery_from_env(include: list[str]) -> Celery:

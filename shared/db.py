@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A pooled connection. Its rows are dicts (the pool's row factory); typed Any so that a row
 # read right after an INSERT ... RETURNING can be indexed without ceremony.
@@ -29,16 +36,60 @@ def fetch_one(conn: Conn, sql: str, params: Sequence[Any] | Mapping[str, Any] = 
     return row
 
 
-def create_pool(url: str, *, max_size: int = 10, name: str = "understudy") -> ConnectionPool:
-    """A pool of dict-row connections; each ``with pool.connection()`` block is one transaction."""
+# The database is unreachable, restarting, failing over, or the pool had no connection to give
+# in time (psycopg_pool's PoolTimeout is one of these). Worth retrying; never the client's fault.
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError,)
+
+
+def create_pool(
+    url: str,
+    *,
+    max_size: int = 10,
+    name: str = "understudy",
+    connect_timeout_s: float = 3.0,
+    timeout_s: float = 5.0,
+) -> ConnectionPool:
+    """A pool of dict-row connections; each ``with pool.connection()`` block is one transaction.
+
+    Built to ride out a database restart: every connection is checked as it leaves the pool, so
+    one broken by the restart is replaced instead of failing the statement; waiting for a
+    connection is bounded by ``timeout_s`` (then PoolTimeout, a 503 for the API); and the
+    background reconnection gives up quickly, so the next request starts a fresh attempt
+    instead of waiting out an exponential backoff grown long during the outage.
+    """
     return ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        # libpq counts whole seconds and treats anything under 2 as 2.
+        kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(connect_timeout_s))},
+        check=ConnectionPool.check_connection,
+        timeout=timeout_s,
+        reconnect_timeout=max(timeout_s, 2 * connect_timeout_s),
         name=name,
         open=True,
     )
+
+
+def in_transaction(pool: ConnectionPool, work: Callable[[Conn], T], *, retry_s: float) -> T:
+    """``work(conn)`` in one transaction, run again from the start while the database is
+    unavailable, with exponential backoff, for at most ``retry_s``; then the last error.
+
+    Only for work that is safe to repeat: a commit whose answer was lost may have happened.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception_type(DB_UNAVAILABLE),
+        stop=stop_after_delay(retry_s),
+        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        before_sleep=lambda state: log.warning(
+            "database unavailable (%s); retrying", state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt, pool.connection() as conn:
+            return work(conn)
+    raise AssertionError("unreachable")  # Retrying either returns or re-raises
 
 
 def _sqlalchemy_url(url: str) -> str:

@@ -41,7 +41,12 @@ def build_runtime(
     return Runtime(
         settings=settings,
         database_url=url,
-        pool=create_pool(url, max_size=pool_size),
+        pool=create_pool(
+            url,
+            max_size=pool_size,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            timeout_s=settings.db_pool_timeout_s,
+        ),
         fernet=load_fernet(settings),
         _celery=celery,
     )

@@ -76,6 +76,16 @@ class Settings:
     redis_url: str | None = None
     run_dir: Path = Path(".run")
     embedded_redis_port: int = 6390
+    # The Sentinel master name when REDIS_URL lists sentinels (sentinel://host:port;...).
+    redis_sentinel_master: str = "mymaster"
+
+    # Database faults. A request waits at most db_pool_timeout_s for a connection, then gets a
+    # 503; a worker retries a database write for db_retry_s, then gives its claim up.
+    db_connect_timeout_s: float = 3.0
+    db_pool_timeout_s: float = 5.0
+    db_retry_s: float = 60.0
+    # /readyz's bound on each check (Postgres, Redis).
+    ready_timeout_s: float = 2.0
 
     # Secrets. Comma-separated Fernet keys, newest first; empty means a key kept in run_dir.
     encryption_keys: tuple[str, ...] = ()
@@ -84,6 +94,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 2
+    api_threads: int = 8
     max_request_bytes: int = 25 * 1024 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
     page_size_default: int = 50
@@ -143,10 +154,16 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "REDIS_URL": ("redis_url", _str),
     "UNDERSTUDY_RUN_DIR": ("run_dir", _path),
     "EMBEDDED_REDIS_PORT": ("embedded_redis_port", _int),
+    "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", _str),
+    "DB_CONNECT_TIMEOUT_S": ("db_connect_timeout_s", _float),
+    "DB_POOL_TIMEOUT_S": ("db_pool_timeout_s", _float),
+    "DB_RETRY_S": ("db_retry_s", _float),
+    "READY_TIMEOUT_S": ("ready_timeout_s", _float),
     "ENCRYPTION_KEYS": ("encryption_keys", _keys),
     "API_HOST": ("api_host", _str),
     "PORT": ("api_port", _int),
     "API_WORKERS": ("api_workers", _int),
+    "API_THREADS": ("api_threads", _int),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int),
     "MAX_FILE_BYTES": ("max_file_bytes", _int),
     "SANDBOX_HOST": ("sandbox_host", _str),

@@ -245,13 +245,21 @@ def set_waiting(conn: Conn, task_id: int, worker: str, waiting: bool) -> None:
     )
 
 
-def record_irreversible(conn: Conn, task_id: int, step: str) -> None:
-    """Remember, before acting, that a step changing the payer's records is about to run."""
-    conn.execute(
-        "UPDATE tasks SET irreversible_step = %s, irreversible_at = now(), updated_at = now()"
-        " WHERE id = %s",
-        (step, task_id),
-    )
+def record_irreversible(conn: Conn, task_id: int, step: str, *, worker: str) -> bool:
+    """Remember, before acting, that a step changing the payer's records is about to run.
+
+    Only for the worker holding a live lease; False (act on nothing) when it no longer does.
+    """
+    row = conn.execute(
+        """
+        UPDATE tasks SET irreversible_step = %s, irreversible_at = now(), updated_at = now()
+         WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
+           AND lease_expires_at > now()
+        RETURNING id
+        """,
+        (step, task_id, worker),
+    ).fetchone()
+    return row is not None
 
 
 def finish_task(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import kombu.exceptions
+import redis
+
+from shared.db import DB_UNAVAILABLE
+
 
 class AgentError(Exception):
     """Base of every error the agent raises while running an SOP."""
@@ -59,3 +64,18 @@ class TaskCanceled(AgentError):
 
 # Retried with a bound by the caller; everything else fails the task at once.
 TRANSIENT_ERRORS: tuple[type[AgentError], ...] = (PortalUnavailable,)
+
+
+class ClaimLost(Exception):
+    """This worker no longer holds the task (its lease ran out, say during a database outage).
+
+    Not an AgentError: it is nobody's outcome. The worker stops without writing a status."""
+
+
+# Our own infrastructure failing: the database restarting or failing over, the broker
+# unreachable. Never a task's outcome: writes are retried, then the claim is given up.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    *DB_UNAVAILABLE,
+    kombu.exceptions.OperationalError,
+    redis.RedisError,
+)

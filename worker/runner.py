@@ -3,6 +3,10 @@
 The claim (a lease in Postgres, extended by a heartbeat) makes a second delivery of the same
 message a no-op, and lets the scheduler retry the task if this process dies. The final status
 and the webhook message are written in one transaction.
+
+Our own faults never end a task: every database write is retried through an outage for
+``DB_RETRY_S``; past that the worker gives its claim up without a status, and the scheduler
+hands the task out again when the lease expires (verifying, not redoing, a passed submit).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from shared import redaction
 from shared import tasks as task_queries
 from shared.accounts import Credentials, load_credentials
 from shared.crypto import decrypt_json
+from shared.db import Conn, T, in_transaction
 from shared.portals import SANDBOX_PORTAL, portal_base_url
 from shared.redaction import Redactor
 from shared.runtime import Runtime
-from shared.sop_store import sop_by_id
+from shared.sop_store import StoredSop, sop_by_id
 from shared.sops import Sop
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
@@ -38,7 +43,9 @@ from shared.trajectories import record_step
 from worker.browser import BrowserPool
 from worker.engine import Outcome, run_sop
 from worker.errors import (
+    INFRASTRUCTURE_ERRORS,
     TRANSIENT_ERRORS,
+    ClaimLost,
     CredentialsRejected,
     InputTimeout,
     PortalUnavailable,
@@ -52,6 +59,11 @@ log = logging.getLogger(__name__)
 # What is retried inside one attempt: a portal that is down or slow, and a crashed browser
 # (the pool starts a fresh one). Everything else ends the task at once with a note.
 RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
+
+
+def _db(rt: Runtime, work: Callable[[Conn], T]) -> T:
+    """One transaction, retried while the database is unavailable (for ``DB_RETRY_S``)."""
+    return in_transaction(rt.pool, work, retry_s=rt.settings.db_retry_s)
 
 
 @dataclass
@@ -71,6 +83,7 @@ class DbRecorder:
     task_id: int
     account_id: int
     attempt: int
+    worker: str
     seq: int = 0
     irreversible_passed: bool = False
     redactor: Redactor = field(default_factory=Redactor)
@@ -86,8 +99,9 @@ class DbRecorder:
         screenshot: bytes | None,
     ) -> None:
         self.seq += 1
-        with self.rt.pool.connection() as conn:
-            record_step(
+        _db(
+            self.rt,
+            lambda conn: record_step(
                 conn,
                 task_id=self.task_id,
                 account_id=self.account_id,
@@ -99,12 +113,22 @@ class DbRecorder:
                 started_at=started_at,
                 duration_ms=duration_ms,
                 screenshot=screenshot,
-            )
+            ),
+        )
 
     def checkpoint(self, step_name: str) -> None:
         # Committed before the click: if we die during or after it, no retry submits again.
-        with self.rt.pool.connection() as conn:
-            task_queries.record_irreversible(conn, self.task_id, self.redactor.text(step_name))
+        # Only while our claim is live: a worker whose lease ran out during a database outage
+        # may already have a successor, and must not click at all.
+        step_name = self.redactor.text(step_name)
+        held = _db(
+            self.rt,
+            lambda conn: task_queries.record_irreversible(
+                conn, self.task_id, step_name, worker=self.worker
+            ),
+        )
+        if not held:
+            raise ClaimLost(f"task {self.task_id}: the claim was lost before {step_name!r}")
         self.irreversible_passed = True
 
 
@@ -153,16 +177,17 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
         return sop.base_url
     if sop.portal == SANDBOX_PORTAL:
         return rt.settings.sandbox_url
-    with rt.pool.connection() as conn:
-        return portal_base_url(conn, account_id, sop.portal)
+    return _db(rt, lambda conn: portal_base_url(conn, account_id, sop.portal))
 
 
 def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
-    with rt.pool.connection() as conn:
-        rows = conn.execute(
+    rows = _db(
+        rt,
+        lambda conn: conn.execute(
             "SELECT id, filename, content FROM task_files WHERE task_id = %s ORDER BY id",
             (task_id,),
-        ).fetchall()
+        ).fetchall(),
+    )
     files = []
     for row in rows:
         # A folder per file: the portal sees the client's file name, and equal names can't clash.
@@ -177,23 +202,27 @@ def _code_requester(rt: Runtime, task_id: int, worker: str, lease: Lease) -> Cal
     """Blocks until a person posts the MFA code (POST /tasks/{id}/input) or time runs out."""
 
     def request_code() -> str:
-        with rt.pool.connection() as conn:
-            task_queries.set_waiting(conn, task_id, worker, True)
+        _db(rt, lambda conn: task_queries.set_waiting(conn, task_id, worker, True))
         deadline = time.monotonic() + rt.settings.input_timeout_s
         while time.monotonic() < deadline:
             if lease.should_stop():
                 raise TaskCanceled("The task was canceled while waiting for input.")
-            with rt.pool.connection() as conn:
-                token = task_queries.take_input(conn, task_id)
-                if token is not None:
-                    task_queries.set_waiting(conn, task_id, worker, False)
-                    return str(decrypt_json(rt.fernet, token)["code"])
+            token = _db(rt, lambda conn: _take_input(conn, task_id, worker))
+            if token is not None:
+                return str(decrypt_json(rt.fernet, token)["code"])
             time.sleep(0.5)
         raise InputTimeout(
             f"No one-time code was supplied within {rt.settings.input_timeout_s:.0f} s."
         )
 
     return request_code
+
+
+def _take_input(conn: Conn, task_id: int, worker: str) -> bytes | None:
+    token = task_queries.take_input(conn, task_id)
+    if token is not None:
+        task_queries.set_waiting(conn, task_id, worker, False)
+    return token
 
 
 def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
@@ -266,16 +295,33 @@ def _drive(
 
 
 def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
-    """Claim the task and see it to a final status. A no-op if it is not claimable."""
+    """Claim the task and see it to a final status. A no-op if it is not claimable.
+
+    When the database stays unavailable past ``DB_RETRY_S`` (or the claim was lost meanwhile),
+    this gives the task up without a status: the lease expires and the scheduler retries it.
+    """
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    with rt.pool.connection() as conn:
-        claimed = task_queries.claim_task(conn, task_id, worker, rt.settings.task_lease_s)
+    try:
+        _claim_and_run(rt, task_id, worker, browsers)
+    except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
+        log.warning(
+            "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
+            " expires",
+            task_id,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def _claim_and_run(rt: Runtime, task_id: int, worker: str, browsers: BrowserPool) -> None:
+    lease_s = rt.settings.task_lease_s
+    # A claim is safe to retry: if a lost answer hid its commit, the retry finds the task
+    # running, skips it, and the lease it holds expires into a retry.
+    claimed = _db(rt, lambda conn: task_queries.claim_task(conn, task_id, worker, lease_s))
     if claimed is None:
         log.info("task %s is not claimable (taken, final or canceled); skipping", task_id)
         return
-    with rt.pool.connection() as conn:
-        stored = sop_by_id(conn, claimed["sop_id"])
-        credentials = load_credentials(conn, rt.fernet, claimed["account_id"], stored.sop.portal)
+    stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
     # Every secret of the run, for every writer: trajectory, notes, result and logs.
     redactor = _redactor(rt, claimed, credentials)
     recorder = DbRecorder(
@@ -283,6 +329,7 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
         task_id,
         claimed["account_id"],
         claimed["attempts"],
+        worker,
         irreversible_passed=claimed["irreversible_at"] is not None,
         redactor=redactor,
     )
@@ -292,9 +339,22 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
             rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
         )
         notes, result = redactor.text(notes), redactor.value(result)
-    with rt.pool.connection() as conn:
-        if not task_queries.finish_task(conn, task_id, status, notes, result=result, worker=worker):
-            log.warning("task %s was taken over before it finished here", task_id)
+    # The status and its webhook message, in one transaction, retried as one.
+    finished = _db(
+        rt,
+        lambda conn: task_queries.finish_task(
+            conn, task_id, status, notes, result=result, worker=worker
+        ),
+    )
+    if not finished:
+        log.warning("task %s was taken over before it finished here", task_id)
+
+
+def _load_sop_and_credentials(
+    rt: Runtime, conn: Conn, claimed: dict
+) -> tuple[StoredSop, Credentials | None]:
+    stored = sop_by_id(conn, claimed["sop_id"])
+    return stored, load_credentials(conn, rt.fernet, claimed["account_id"], stored.sop.portal)
 
 
 def _redactor(rt: Runtime, claimed: dict, credentials: Credentials | None) -> Redactor:
@@ -345,6 +405,8 @@ def _run_claimed(
         )
     try:
         outcome = _drive(rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker)
+    except (*INFRASTRUCTURE_ERRORS, ClaimLost):
+        raise  # ours, not the task's: no status; the claim is given up (see run_task)
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
         status, notes = _failure_note(exc, sop)
         if status == TaskStatus.FAILED and not isinstance(exc, RETRIED + (StepFailed,)):

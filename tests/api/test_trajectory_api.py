@@ -21,7 +21,7 @@ def _task(client, account) -> dict:
 
 def _record(runtime, task: dict, attempt: int, steps: list[tuple[str, str, bytes | None]]) -> None:
     """Write steps the way the worker does, through its own recorder."""
-    recorder = DbRecorder(runtime, task["id"], task["accountId"], attempt)
+    recorder = DbRecorder(runtime, task["id"], task["accountId"], attempt, "test-worker")
     for name, status, screenshot in steps:
         recorder.step(
             name,

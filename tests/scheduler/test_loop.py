@@ -100,9 +100,15 @@ def test_an_expired_lease_with_no_attempts_left_fails_with_a_note_and_a_webhook(
 
 def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client, account):
     task_id = _create(client, account)
+    # the dead worker passed its submit checkpoint while its lease was live
     _expire_lease(rt, task_id, attempts=2)
     with rt.pool.connection() as conn:
-        task_queries.record_irreversible(conn, task_id, "Submit claim")
+        conn.execute(
+            "UPDATE tasks SET lease_expires_at = now() + interval '1 minute' WHERE id = %s",
+            (task_id,),
+        )
+        assert task_queries.record_irreversible(conn, task_id, "Submit claim", worker="dead-worker")
+    _expire_lease(rt, task_id, attempts=2)
     tick(rt)
     row = _status(rt, task_id)
     assert row["status"] == "completed_with_issues"
