@@ -1,0 +1,136 @@
+"""Fixtures of the fault tests: servers of their own, and the whole stack pointed at them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from shared import embedded
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+from tests.conftest import free_port
+from tests.e2e.conftest import ROOT, Receiver, Stack, _wait_http
+from tests.faults.services import PgCluster
+
+# Short schedules, so a fault and its recovery fit in seconds.
+FAST_ENV = {
+    "API_WORKERS": "1",
+    "API_THREADS": "4",
+    "WORKER_CONCURRENCY": "2",
+    "DISPATCHER_CONCURRENCY": "4",
+    "WEBHOOK_ALLOW_PRIVATE": "true",
+    "WEBHOOK_SCHEDULE_S": "0,0.5,1,1.5,2,2,2,2,2,2",
+    "WEBHOOK_JITTER": "0",
+    "WEBHOOK_TIMEOUT_S": "5",
+    "PORTAL_RETRY_ATTEMPTS": "2",
+    "PORTAL_RETRY_BASE_S": "0.2",
+    "TASK_LEASE_S": "30",
+    "TASK_HEARTBEAT_S": "1",
+    "TASK_MAX_ATTEMPTS": "3",
+    "PENDING_REQUEUE_AFTER_S": "4",
+    "SCHEDULER_INTERVAL_S": "0.3",
+    "DB_CONNECT_TIMEOUT_S": "2",
+    "DB_POOL_TIMEOUT_S": "2",
+    "DB_RETRY_S": "60",
+    "READY_TIMEOUT_S": "2",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture
+def pg_cluster(tmp_path: Path) -> Iterator[PgCluster]:
+    """A PostgreSQL of the test's own, migrated, that the test may stop and start."""
+    cluster = PgCluster(tmp_path / "pg").init().start()
+    cluster.create_database()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[embedded.RedisServer]:
+    server = embedded.RedisServer(tmp_path / "redis", free_port()).start()
+    yield server
+    server.stop()
+
+
+@contextmanager
+def runtime_for(settings: Settings, database_url: str, redis_url: str) -> Iterator[Runtime]:
+    """A runtime on the test's own servers, for setting up accounts and reading rows."""
+    rt = build_runtime(settings.replace(database_url=database_url, redis_url=redis_url))
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@contextmanager
+def launch_stack(
+    tmp_path: Path, settings: Settings, *, database_url: str, redis_url: str, **env: str
+) -> Iterator[Stack]:
+    """`understudy run` (every Procfile process) on the given servers, stopped on exit."""
+    api_port, sandbox_port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    full_env = {
+        **os.environ,
+        **FAST_ENV,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        # The tests' run dir holds the encryption key the test runtime encrypts credentials with.
+        "UNDERSTUDY_RUN_DIR": str(settings.run_dir),
+        "PORT": str(api_port),
+        "SANDBOX_PORT": str(sandbox_port),
+        "SANDBOX_URL": sandbox_url,
+        **env,
+    }
+    log = tmp_path / "stack.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "understudy"), "run"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack = Stack(f"http://127.0.0.1:{api_port}", sandbox_url, process, log)
+    try:
+        _wait_http(f"{stack.api_url}/healthz", process, log)
+        _wait_http(f"{sandbox_url}/__sandbox/faults", process, log)
+        yield stack
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def new_account(rt: Runtime, webhook_url: str | None = None):
+    """An account with the sandbox's credentials, made the way `understudy accounts create` does."""
+    from shared.accounts import Credentials, create_account, create_api_key, put_credentials
+    from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+    from shared.webhooks import create_endpoint
+    from tests.conftest import Account
+
+    with rt.pool.connection() as conn:
+        account_id = create_account(conn, "Fault Clinic")
+        key = create_api_key(conn, account_id)
+        secret = create_endpoint(conn, rt.fernet, account_id, webhook_url)
+        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
+        put_credentials(conn, rt.fernet, account_id, "sandbox", creds)
+    return Account(account_id, key, secret)
