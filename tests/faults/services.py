@@ -168,7 +168,7 @@ class RedisSentinelSet:
             [*self._server_args(self.replica_port), "--replicaof", "127.0.0.1",
              str(self.primary_port)],
         )  # fmt: skip
-        _wait(lambda: self._role(self.replica_port) == ("slave", "connected"))
+        _wait(lambda: self._role(self.replica_port) == ("slave", "up"))
         for n, port in enumerate(self.sentinel_ports):
             conf = self.root / f"sentinel{n}.conf"
             conf.write_text(
