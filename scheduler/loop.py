@@ -115,8 +115,13 @@ def run_forever(settings: Settings) -> None:
                 report = tick(rt)
                 if report != TickReport():
                     log.info("tick: %s", report)
-            except TRANSIENT_ERRORS:
-                log.warning("scheduler tick failed; retrying next tick", exc_info=True)
+            except TRANSIENT_ERRORS as exc:
+                # One line per tick: an outage of minutes must not bury the log in tracebacks.
+                log.warning(
+                    "scheduler tick failed (%s: %s); retrying next tick",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                )
             stop.wait(settings.scheduler_interval_s)
     finally:
         rt.close()

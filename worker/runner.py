@@ -160,8 +160,10 @@ class Lease:
                     row = task_queries.extend_lease(
                         conn, self.task_id, self.worker, settings.task_lease_s
                     )
-            except Exception:  # a missed beat is survivable; the lease is several beats long
-                log.warning("lease heartbeat failed for task %s", self.task_id, exc_info=True)
+            except Exception as exc:  # a missed beat is survivable; the lease is several long
+                log.warning(
+                    "lease heartbeat failed for task %s (%s)", self.task_id, type(exc).__name__
+                )
                 continue
             if row is None:
                 self.lost.set()
