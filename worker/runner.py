@@ -160,7 +160,7 @@ class Lease:
                     row = task_queries.extend_lease(
                         conn, self.task_id, self.worker, settings.task_lease_s
                     )
-            except Exception as exc:  # a missed beat is survivable; the lease is several long
+            except Exception as exc:  # survivable: a lease lasts several beats
                 log.warning(
                     "lease heartbeat failed for task %s (%s)", self.task_id, type(exc).__name__
                 )

@@ -113,7 +113,7 @@ def test_a_15_s_postgres_outage_answers_503_and_loses_no_task(
             threading.Thread(
                 target=client.create, args=(uuid.uuid4().hex, time.monotonic() + OUTAGE_S + 40)
             )
-            for _ in range(8)
+            for _ in range(6)
         ]
         for creator in creators:
             creator.start()
