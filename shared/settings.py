@@ -95,8 +95,26 @@ class Settings:
     api_port: int = 8000
     api_workers: int = 2
     api_threads: int = 8
+    api_request_timeout_s: float = 30.0  # the longest one request may hold a worker thread
     max_request_bytes: int = 25 * 1024 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
+    # Limits on what a tenant sends (README "Limits"): each over-limit is a 413 or 422 naming it.
+    max_files: int = 10
+    max_json_depth: int = 32
+    max_data_bytes: int = 64 * 1024
+    max_data_depth: int = 8
+    max_idempotency_key_chars: int = 255
+    max_url_bytes: int = 4094
+    max_header_bytes: int = 8190
+    max_headers: int = 100
+    max_sop_bytes: int = 256 * 1024
+    max_sop_nodes: int = 20_000
+    max_sop_depth: int = 32
+    max_sop_steps: int = 500
+    max_template_output_bytes: int = 64 * 1024
+    template_timeout_s: float = 2.0
+    # Per account, across every endpoint; the syntax of the `limits` library, ';' between limits.
+    rate_limit: str = "100/second;3000/minute"
     page_size_default: int = 50
     page_size_max: int = 200
 
@@ -164,8 +182,24 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORT": ("api_port", _int),
     "API_WORKERS": ("api_workers", _int),
     "API_THREADS": ("api_threads", _int),
+    "API_REQUEST_TIMEOUT_S": ("api_request_timeout_s", _float),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int),
     "MAX_FILE_BYTES": ("max_file_bytes", _int),
+    "MAX_FILES": ("max_files", _int),
+    "MAX_JSON_DEPTH": ("max_json_depth", _int),
+    "MAX_DATA_BYTES": ("max_data_bytes", _int),
+    "MAX_DATA_DEPTH": ("max_data_depth", _int),
+    "MAX_IDEMPOTENCY_KEY_CHARS": ("max_idempotency_key_chars", _int),
+    "MAX_URL_BYTES": ("max_url_bytes", _int),
+    "MAX_HEADER_BYTES": ("max_header_bytes", _int),
+    "MAX_HEADERS": ("max_headers", _int),
+    "MAX_SOP_BYTES": ("max_sop_bytes", _int),
+    "MAX_SOP_NODES": ("max_sop_nodes", _int),
+    "MAX_SOP_DEPTH": ("max_sop_depth", _int),
+    "MAX_SOP_STEPS": ("max_sop_steps", _int),
+    "MAX_TEMPLATE_OUTPUT_BYTES": ("max_template_output_bytes", _int),
+    "TEMPLATE_TIMEOUT_S": ("template_timeout_s", _float),
+    "RATE_LIMIT": ("rate_limit", _str),
     "SANDBOX_HOST": ("sandbox_host", _str),
     "SANDBOX_PORT": ("sandbox_port", _int),
     "SANDBOX_URL": ("sandbox_url", _str),
@@ -223,4 +257,19 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.screenshots not in {"failures", "every_step"}:
         raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
+    _check_rate_limit(settings.rate_limit)
     return settings
+
+
+def _check_rate_limit(value: str) -> None:
+    # Refuse a typo at start rather than on the first request.
+    from limits import parse_many
+
+    if value.strip().lower() in ("", "off"):
+        return
+    try:
+        parse_many(value)
+    except ValueError as exc:
+        raise SettingsError(
+            f"RATE_LIMIT must read like '100/second;3000/minute' (or 'off'), not {value!r}"
+        ) from exc

@@ -19,10 +19,11 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
 
 from shared import inputs as inputs_mod
 from shared.redaction import Redactor
+from shared.settings import load_settings
+from shared.template_sandbox import BoundedSandbox
 
 TASK_TYPES = (
     "check_eligibility",
@@ -77,9 +78,15 @@ def _safe_filter(fn):
 
 
 @lru_cache(maxsize=1)
-def template_env() -> SandboxedEnvironment:
+def template_env() -> BoundedSandbox:
     """The one sandboxed Jinja2 environment used for every SOP template and condition."""
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    settings = load_settings()
+    env = BoundedSandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        max_output_chars=settings.max_template_output_bytes,
+        timeout_s=settings.template_timeout_s,
+    )
     env.filters.update(
         us_date=_safe_filter(inputs_mod.us_date),
         iso_date=_safe_filter(inputs_mod.norm_date),
@@ -487,13 +494,40 @@ _TOP_KEYS = {
 }
 
 
-def load_sop(text: str) -> Sop:
+@dataclass(frozen=True)
+class SopLimits:
+    """How big an SOP document may be; each field is the setting named in its comment."""
+
+    nodes: int = 20_000  # MAX_SOP_NODES, counted after alias expansion
+    depth: int = 32  # MAX_SOP_DEPTH
+    steps: int = 500  # MAX_SOP_STEPS
+
+
+class SopLimitExceeded(SopInvalid):
+    """An SOP document over one of its limits; `limit` names the setting, `max` its value."""
+
+    def __init__(self, limit: str, maximum: int, message: str, line: int | None = None) -> None:
+        self.limit = limit
+        self.max = maximum
+        super().__init__([{"line": line, "path": "", "message": message, "limit": limit}])
+
+
+def load_sop(text: str, limits: SopLimits | None = None) -> Sop:
     """Parse and strictly validate an SOP document; raise SopInvalid listing every problem."""
-    data, lines = _load_yaml(text)
+    limits = limits or SopLimits()
+    data, lines = _load_yaml(text, limits)
     v = _Validator(lines)
-    sop = v.document(data, text)
+    try:
+        sop = v.document(data, text)
+    except RecursionError:  # a template nested past what jinja2 can walk
+        message = "a template or condition is nested too deeply"
+        raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
     if v.errors or sop is None:
         raise SopInvalid(v.errors or [{"line": None, "path": "", "message": "invalid"}])
+    if (n := len(sop.all_steps())) > limits.steps:
+        raise SopLimitExceeded(
+            "MAX_SOP_STEPS", limits.steps, f"the SOP has {n} steps; MAX_SOP_STEPS is {limits.steps}"
+        )
     return sop
 
 
@@ -510,21 +544,117 @@ def builtin_sop(task_type: str) -> Sop:
     return load_sop(builtin_sop_text(task_type))
 
 
-def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
+# C0 controls other than tab, newline and carriage return, DEL, and C1 controls. YAML's reader
+# refuses most of them in the text, but escapes ("\\0", "\\x01") put them in values, and a NUL
+# cannot be stored in PostgreSQL text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Far more digits than any real number; int() refuses past 4,300 anyway, with a ValueError.
+_MAX_NUMBER_CHARS = 100
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A safe loader that measures the document while composing it, before anything is built.
+
+    Each node's size counts what its aliases would expand to, so an alias bomb (a few hundred
+    bytes that expand to millions of nodes) is refused as soon as its size passes the limit,
+    in time proportional to its text. An alias to a node that is still being composed (a
+    self-reference) is refused too: nothing could expand it.
+    """
+
+    def __init__(self, text: str, limits: SopLimits) -> None:
+        super().__init__(text)
+        self.limits = limits
+        self._sizes: dict[int, int] = {}
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > self.limits.depth:
+            raise SopLimitExceeded(
+                "MAX_SOP_DEPTH",
+                self.limits.depth,
+                f"the document is nested more than {self.limits.depth} deep (MAX_SOP_DEPTH)",
+                mark.line + 1,
+            )
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:
+            if id(node) not in self._sizes:
+                raise SopInvalid(
+                    [
+                        {
+                            "line": mark.line + 1,
+                            "path": "",
+                            "message": "YAML: an alias refers to the node that contains it",
+                        }
+                    ]
+                )
+            return node
+        self._sizes[id(node)] = size = self._measure(node)
+        if size > self.limits.nodes:
+            raise SopLimitExceeded(
+                "MAX_SOP_NODES",
+                self.limits.nodes,
+                f"the document expands to more than {self.limits.nodes} nodes (MAX_SOP_NODES);"
+                " aliases count as often as they are used",
+                mark.line + 1,
+            )
+        return node
+
+    def _measure(self, node: yaml.Node) -> int:
+        if isinstance(node, yaml.SequenceNode):
+            return 1 + sum(self._sizes[id(item)] for item in node.value)
+        if isinstance(node, yaml.MappingNode):
+            return 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        self._check_scalar(node)
+        return 1
+
+    def _check_scalar(self, node: yaml.Node) -> None:
+        line = node.start_mark.line + 1
+        if _CONTROL.search(node.value):
+            raise SopInvalid(
+                [{"line": line, "path": "", "message": "a value contains a control character"}]
+            )
+        if node.tag.endswith((":int", ":float")) and len(node.value) > _MAX_NUMBER_CHARS:
+            raise SopInvalid(
+                [
+                    {
+                        "line": line,
+                        "path": "",
+                        "message": f"a number has more than {_MAX_NUMBER_CHARS} digits",
+                    }
+                ]
+            )
+
+
+def _load_yaml(text: str, limits: SopLimits) -> tuple[Any, dict[str, int]]:
     """YAML -> plain data plus a map of path -> 1-based line, for error messages."""
-    loader = yaml.SafeLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text, limits)  # its reader refuses control characters here
         node = loader.get_single_node()
         lines: dict[str, int] = {}
         data = _convert(loader, node, "", lines) if node is not None else None
+    except SopInvalid:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise SopInvalid([{"line": line, "path": "", "message": f"YAML: {exc.problem}"}]) from None
     except yaml.YAMLError as exc:
-        raise SopInvalid([{"line": None, "path": "", "message": f"YAML: {exc}"}]) from None
+        message = f"YAML: {exc}".replace("special characters", "control characters")
+        raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        # A value the constructors could not build; the checks above should have caught it.
+        message = f"YAML: a value could not be read ({type(exc).__name__})"
+        raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
@@ -626,6 +756,9 @@ class _Validator:
         except jinja2.TemplateSyntaxError as exc:
             self.err(path, f"template error: {exc.message}")
             return
+        except RecursionError:
+            self.err(path, "template error: nested too deeply")
+            return
         self.no_sensitive(tree, path)
 
     def expression(self, value: Any, path: str) -> str:
@@ -636,6 +769,8 @@ class _Validator:
                 tree = template_env().parse("{{ " + _strip_braces(text) + " }}")
             except jinja2.TemplateSyntaxError as exc:
                 self.err(path, f"condition error: {exc.message}")
+            except RecursionError:
+                self.err(path, "condition error: nested too deeply")
             else:
                 self.no_sensitive(tree, path)
         return text

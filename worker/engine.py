@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
     ElementNotInteractableException,
@@ -47,6 +46,7 @@ from shared.accounts import Credentials
 from shared.inputs import PersonName, snake_key
 from shared.redaction import MASK, Redactor
 from shared.sops import Locator, Screenshots, Sop, Step
+from shared.template_sandbox import BoundedSandbox
 from worker import locators
 from worker.errors import (
     AgentError,
@@ -212,10 +212,15 @@ class _Context:
 
 
 @lru_cache(maxsize=1)
-def _lenient() -> SandboxedEnvironment:
-    """Same sandbox and filters, but unknown names are empty/false instead of an error."""
-    env = SandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+def _lenient() -> BoundedSandbox:
+    """Same sandbox, bounds and filters, but unknown names are empty/false instead of an error."""
     base = sops.template_env()
+    env = BoundedSandbox(
+        undefined=jinja2.ChainableUndefined,
+        autoescape=False,
+        max_output_chars=base.max_output_chars,
+        timeout_s=base.timeout_s,
+    )
     env.filters.update(base.filters)
     env.tests.update(base.tests)
     env.globals.update(base.globals)

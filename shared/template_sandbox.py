@@ -1,0 +1,166 @@
+"""The sandbox every SOP template runs in: Jinja2's, plus bounds on what a template may cost.
+
+An account writes its own SOPs, so a template is hostile input. Jinja2's sandbox already stops
+attribute tricks and ranges over 100,000 items; on top of it a render here is stopped when
+
+- its output passes ``max_output_chars`` (MAX_TEMPLATE_OUTPUT_BYTES),
+- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included, or
+- one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
+  a width of a million in ``%`` or ``format``, ``center(10**9)``).
+
+Each of these raises :class:`TemplateLimitExceeded`, a ``jinja2.exceptions.SecurityError``, so callers that
+already handle template errors need nothing new.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+# Python errors a hostile template can provoke, turned into template errors so that a render
+# only ever raises jinja2.TemplateError.
+_RENDER_ERRORS = (ArithmeticError, RecursionError, MemoryError, ValueError, TypeError)
+_PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
+_FORMAT_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
+
+
+class TemplateLimitExceeded(SecurityError):
+    """A template went past one of the bounds of :class:`BoundedSandbox`."""
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """A ``SandboxedEnvironment`` whose renders have bounded output, time and value sizes."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(
+        self, *, max_output_chars: int = 64 * 1024, timeout_s: float = 2.0, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.max_output_chars = max_output_chars
+        self.timeout_s = timeout_s
+        self.filters = {name: self._bounded(fn) for name, fn in self.filters.items()}
+        self.globals["range"] = self._range
+
+    # -- output and time ----------------------------------------------------------------------
+
+    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+        """Template.render's join, counting characters and watching the clock as parts come."""
+        deadline = time.monotonic() + self.timeout_s
+        out: list[str] = []
+        size = 0
+        previous = sys.gettrace()
+        sys.settrace(_deadline_tracer(deadline, self.timeout_s))
+        try:
+            for part in parts:
+                size += len(part)
+                if size > self.max_output_chars:
+                    raise self._too_big("the rendered text")
+                out.append(part)
+        except _RENDER_ERRORS as exc:
+            raise jinja2.TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            sys.settrace(previous)
+        return "".join(out)
+
+    # -- values -------------------------------------------------------------------------------
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            self._check_repeat(left, right)
+            self._check_repeat(right, left)
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and left.bit_length() * right > 8 * self.max_output_chars:
+                raise self._too_big("a power")
+        elif operator == "%" and isinstance(left, str):
+            self._check_widths(_PERCENT_SPEC, left)
+            values = right if isinstance(right, tuple) else (right,)
+            self._check_numbers(values)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # `"{:>999999999}".format(1)`: the sandbox hands out str.format through here.
+        if isinstance(getattr(value, "__self__", None), str):
+            self._check_widths(_FORMAT_SPEC, value.__self__)
+        return super().wrap_str_format(value)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A value grown past the bound, by doubling a namespace attribute in a loop, is refused
+        # when next read, before the next doubling.
+        return self._sized(super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return self._sized(super().getitem(obj, argument))
+
+    def _sized(self, value: Any) -> Any:
+        if isinstance(value, str | list | tuple | dict) and len(value) > self.max_output_chars:
+            raise self._too_big("a value")
+        return value
+
+    def _range(self, *args: int) -> range:
+        rng = range(*args)
+        if len(rng) > min(self.max_output_chars, 100_000):
+            raise self._too_big("a range")
+        return rng
+
+    def _bounded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A filter that refuses a number argument past the output bound (`center(10**9)`)."""
+
+        @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            self._check_numbers((*args[1:], *kwargs.values()))
+            if fn.__name__ == "do_format" and args and isinstance(args[0], str):
+                self._check_widths(_PERCENT_SPEC, args[0])  # `"%9999999d" | format(1)`
+            return fn(*args, **kwargs)
+
+        return bounded
+
+    def _check_repeat(self, seq: Any, times: Any) -> None:
+        if isinstance(seq, str | list | tuple) and isinstance(times, int):
+            if len(seq) * times > self.max_output_chars:
+                raise self._too_big("a repeated value")
+
+    def _check_numbers(self, values: Iterable[Any]) -> None:
+        for value in values:
+            if isinstance(value, int) and abs(value) > self.max_output_chars:
+                raise self._too_big(f"the number {value}" if value < 10**12 else "a number")
+
+    def _check_widths(self, spec: re.Pattern[str], text: str) -> None:
+        for match in spec.finditer(text):
+            for digits in re.findall(r"\d+", "".join(g or "" for g in match.groups())):
+                if len(digits) > 9 or int(digits) > self.max_output_chars:
+                    raise self._too_big("a format width")
+
+    def _too_big(self, what: str) -> TemplateLimitExceeded:
+        return TemplateLimitExceeded(
+            f"{what} would pass {self.max_output_chars} characters (MAX_TEMPLATE_OUTPUT_BYTES)"
+        )
+
+
+def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:
+    """A trace function that stops compiled template code once ``deadline`` has passed.
+
+    Only frames of template code are traced line by line (their file name is "<template>"),
+    so the cost falls on templates alone; a loop's every turn is a line event.
+    """
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise TemplateLimitExceeded(
+                f"the template ran longer than {timeout_s:g} s (TEMPLATE_TIMEOUT_S)"
+            )
+        return local
+
+    def calls(frame: FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == "<template>" else None
+
+    return calls

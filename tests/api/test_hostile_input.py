@@ -1,0 +1,316 @@
+"""Hostile client input: every finding of the attack on a fresh stack answers a JSON 4xx, never a
+500, and over-limit input names the limit it broke."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.sops import builtin_sop_text
+
+ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+
+
+def _error(response, status: int) -> dict:
+    """The JSON error of ``response``, which must have ``status``."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert {"code", "message", "details"} <= set(body["error"])
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def _limit(response, status: int, setting: str) -> dict:
+    error = _error(response, status)
+    assert error["code"] == "limit_exceeded", error
+    assert error["details"]["limit"] == setting, error
+    assert setting in error["message"] or str(error["details"]["max"]) in error["message"]
+    return error
+
+
+def _nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+# --- JSON bodies and task data ---------------------------------------------------------------
+
+
+def test_deeply_nested_json_body_is_a_limit_not_a_500(client, account):
+    body = '{"type": "check_eligibility", "data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = client.post(
+        "/tasks", data=body, content_type="application/json", headers=account.headers
+    )
+    _limit(response, 422, "MAX_JSON_DEPTH")
+
+
+def test_json_body_nested_past_the_limit_names_it(client, account):
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": _nested(60)}, headers=account.headers
+    )
+    _limit(response, 422, "MAX_JSON_DEPTH")
+
+
+def test_deeply_nested_json_inside_text_data_is_refused(client, account):
+    data = "[" * 50_000 + "]" * 50_000
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
+    )
+    _limit(response, 422, "MAX_DATA_DEPTH")
+
+
+def test_data_nested_past_its_own_limit_is_refused(client, account):
+    data = {"member_id": "W100000001", "extra": _nested(12)}
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
+    )
+    _limit(response, 422, "MAX_DATA_DEPTH")
+
+
+def test_data_over_its_byte_limit_is_a_413(client, account):
+    data = ELIGIBILITY + "\nnotes: " + "x" * (70 * 1024)
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
+    )
+    _limit(response, 413, "MAX_DATA_BYTES")
+
+
+@pytest.mark.parametrize("where", ["body", "text"])
+def test_integer_of_5000_digits_in_data_is_refused(client, account, where):
+    digits = "9" * 5000
+    if where == "body":
+        body = '{"type": "check_eligibility", "data": {"member_id": ' + digits + "}}"
+    else:
+        body = '{"type": "check_eligibility", "data": "{\\"member_id\\": ' + digits + '}"}'
+    response = client.post(
+        "/tasks", data=body, content_type="application/json", headers=account.headers
+    )
+    error = _error(response, 422 if where == "text" else 400)
+    assert "digits" in error["message"] or "digits" in str(error["details"])
+
+
+# --- NUL bytes and invalid Unicode -------------------------------------------------------------
+
+
+def test_nul_byte_in_data_is_refused(client, account):
+    response = client.post(
+        "/tasks",
+        json={"type": "check_eligibility", "data": ELIGIBILITY + "\nnote: a\x00b"},
+        headers=account.headers,
+    )
+    error = _error(response, 400)
+    assert error["code"] == "invalid_text" and "NUL" in error["message"]
+
+
+def test_nul_byte_in_a_data_key_is_refused(client, account):
+    response = client.post(
+        "/tasks",
+        json={"type": "check_eligibility", "data": {"member\x00id": "W100000001"}},
+        headers=account.headers,
+    )
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+def test_nul_byte_in_a_file_content_type_is_refused(client, account):
+    import io
+
+    response = client.post(
+        "/tasks",
+        data={
+            "type": "check_eligibility",
+            "data": ELIGIBILITY,
+            "files": (io.BytesIO(b"%PDF-1.4"), "a.pdf", "application/pdf\x00x"),
+        },
+        content_type="multipart/form-data",
+        headers=account.headers,
+    )
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+def test_nul_byte_in_a_multipart_field_is_refused(client, account):
+    response = client.post(
+        "/tasks",
+        data={"type": "check_eligibility", "data": ELIGIBILITY + "\x00"},
+        content_type="multipart/form-data",
+        headers=account.headers,
+    )
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+def test_nul_byte_in_a_credential_username_is_refused(client, account):
+    response = client.put(
+        "/credentials/sandbox",
+        json={"username": "a\x00b", "password": "pw"},
+        headers=account.headers,
+    )
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+def test_nul_byte_in_a_webhook_url_is_refused(client, account):
+    response = client.put(
+        "/webhook-endpoint",
+        json={"url": "http://127.0.0.1:9/\x00"},
+        headers=account.headers,
+    )
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+@pytest.mark.parametrize("path", ["/webhooks/messages/%00", "/credentials/a%00b"])
+def test_nul_byte_in_a_path_is_refused(client, account, path):
+    method = client.delete if path.startswith("/credentials") else client.get
+    assert _error(method(path, headers=account.headers), 400)["code"] == "invalid_text"
+
+
+def test_nul_byte_in_a_query_is_refused(client, account):
+    response = client.get("/webhooks/messages?cursor=a%00", headers=account.headers)
+    assert _error(response, 400)["code"] == "invalid_text"
+
+
+def test_lone_surrogate_in_json_is_refused(client, account):
+    body = '{"username": "a\\ud800b", "password": "pw"}'
+    response = client.put(
+        "/credentials/sandbox",
+        data=body,
+        content_type="application/json",
+        headers=account.headers,
+    )
+    error = _error(response, 400)
+    assert error["code"] == "invalid_text" and "Unicode" in error["message"]
+
+
+def test_body_that_is_not_utf8_is_refused(client, account):
+    response = client.put(
+        "/credentials/sandbox",
+        data=b'{"username": "\xff\xfe", "password": "pw"}',
+        content_type="application/json",
+        headers=account.headers,
+    )
+    error = _error(response, 400)
+    assert "UTF-8" in error["message"]
+
+
+# --- ids, headers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tasks/%C2%B2",
+        "/tasks/%D9%A3",
+        "/tasks/99999999999999999999999",
+        "/tasks/%C2%B2/trajectory",
+        "/artifacts/%C2%B2",
+        "/tasks/%C2%B2/cancel",
+    ],
+)
+def test_an_id_that_is_not_ascii_digits_is_a_404(client, account, path):
+    method = client.post if path.endswith("cancel") else client.get
+    assert _error(method(path, headers=account.headers), 404)["code"] == "not_found"
+
+
+def test_long_idempotency_key_is_refused(client, account):
+    response = client.post(
+        "/tasks",
+        json={"type": "check_eligibility", "data": ELIGIBILITY},
+        headers={**account.headers, "Idempotency-Key": "k" * 3000},
+    )
+    _limit(response, 422, "MAX_IDEMPOTENCY_KEY_CHARS")
+
+
+def test_too_many_files_is_a_413(client, account, runtime):
+    import io
+
+    limit = runtime.settings.max_files
+    files = [(io.BytesIO(b"x"), f"f{i}.txt", "text/plain") for i in range(limit + 1)]
+    response = client.post(
+        "/tasks",
+        data={"type": "submit_appeal", "data": ELIGIBILITY, "files": files},
+        content_type="multipart/form-data",
+        headers=account.headers,
+    )
+    _limit(response, 413, "MAX_FILES")
+
+
+# --- SOP documents -----------------------------------------------------------------------------
+
+BOMB = """\
+a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+"""
+
+
+def _validate(client, account, text: str):
+    return client.post(
+        "/sops/validate", data=text, content_type="application/yaml", headers=account.headers
+    )
+
+
+def test_alias_bomb_is_refused_by_its_node_count(client, account):
+    _limit(_validate(client, account, BOMB), 422, "MAX_SOP_NODES")
+
+
+def test_self_referencing_alias_is_refused(client, account):
+    error = _error(_validate(client, account, "a: &a [*a]\n"), 422)
+    assert "alias" in str(error["details"])
+
+
+def test_deeply_nested_sop_is_refused(client, account):
+    _limit(_validate(client, account, "a: " + "[" * 5000 + "]" * 5000 + "\n"), 422, "MAX_SOP_DEPTH")
+
+
+def test_5000_digit_integer_in_an_sop_is_refused(client, account):
+    text = "x: " + "9" * 5000 + "\n" + builtin_sop_text("check_eligibility")
+    error = _error(_validate(client, account, text), 422)
+    assert "digits" in str(error["details"])
+
+
+@pytest.mark.parametrize("char", ["\\0", "\\x01", "\\e", "\\x7f"])
+def test_control_character_in_an_sop_is_refused(client, account, char):
+    text = builtin_sop_text("check_eligibility").replace(
+        "title:", f'title: "Eligibility{char}"\nold_title:', 1
+    )
+    response = client.put(
+        "/sops/check_eligibility",
+        data=text,
+        content_type="application/yaml",
+        headers=account.headers,
+    )
+    assert "control character" in str(_error(response, 422)["details"])
+
+
+def test_sop_with_too_many_steps_is_refused(client, account, runtime):
+    steps = "".join(
+        f"  - screenshot: s{i}\n" for i in range(runtime.settings.max_sop_steps + 1)
+    )
+    text = builtin_sop_text("check_eligibility").replace("steps:\n", "steps:\n" + steps, 1)
+    _limit(_validate(client, account, text), 422, "MAX_SOP_STEPS")
+
+
+def test_sop_over_its_byte_limit_is_a_413(client, account, runtime):
+    text = "# " + "x" * runtime.settings.max_sop_bytes + "\n"
+    _limit(_validate(client, account, text), 413, "MAX_SOP_BYTES")
+
+
+def test_deeply_nested_template_is_a_422(client, account):
+    text = builtin_sop_text("check_eligibility").replace(
+        "title:", 'title: "{{ ' + "(" * 3000 + "1" + ")" * 3000 + ' }}"\nold_title:', 1
+    )
+    assert _error(_validate(client, account, text), 422)["code"] == "validation_failed"
+
+
+# --- headers on every answer -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/tasks", "/tasks/1", "/nowhere"])
+def test_every_answer_is_no_store_and_nosniff(client, account, path):
+    response = client.get(path, headers=account.headers)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
