@@ -21,7 +21,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.basicConfig(level=settings.log_level)
 
     register_error_handlers(app)
-    from api import credentials, health, sops, tasks, trajectories, webhooks
+    from api import credentials, health, limits, sops, tasks, trajectories, webhooks
+
+    limits.init_app(app, settings)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(tasks.bp)

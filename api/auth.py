@@ -8,14 +8,35 @@ from api.errors import ApiError
 from api.runtime import runtime
 from shared.accounts import account_for_key
 
+_NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
+
+
+def _bearer_key() -> str | None:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def caller_account() -> int | None:
+    """The account of the request's API key, or None; looked up once per request.
+
+    The rate limiter asks first (to count the request against the account), then
+    :func:`require_account` reuses the answer.
+    """
+    if "caller_account" not in g:
+        key = _bearer_key()
+        if key is None:
+            g.caller_account = None
+        else:
+            with runtime().pool.connection() as conn:
+                g.caller_account = account_for_key(conn, key)
+    return g.caller_account
+
 
 def require_account() -> None:
     """Resolve the caller's account from ``Authorization: Bearer <key>`` into ``g.account_id``."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "Send your API key as 'Authorization: Bearer <key>'.")
-    with runtime().pool.connection() as conn:
-        account_id = account_for_key(conn, key.strip())
+    if _bearer_key() is None:
+        raise ApiError(401, "unauthorized", _NO_KEY)
+    account_id = caller_account()
     if account_id is None:
         raise ApiError(401, "unauthorized", "The API key is not valid or has been revoked.")
     g.account_id = account_id

@@ -9,6 +9,8 @@ from flask import request
 from marshmallow import Schema, ValidationError
 
 from api.errors import ApiError, ValidationFailed
+from api.limits import parse_json
+from api.runtime import runtime
 
 
 def unsupported_media(message: str) -> ApiError:
@@ -16,10 +18,11 @@ def unsupported_media(message: str) -> ApiError:
 
 
 def json_object() -> dict[str, Any]:
-    """The body of an application/json request, which must be a JSON object."""
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "The request body is not valid JSON.")
+    """The body of an application/json request, which must be a JSON object.
+
+    Parsed by :func:`api.limits.parse_json`: bounded depth, no NUL, valid Unicode.
+    """
+    body = parse_json(request.get_data(cache=True), runtime().settings.max_json_depth)
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
     return body

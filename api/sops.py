@@ -16,19 +16,26 @@ from marshmallow import Schema, fields
 from api.auth import account_id, require_account
 from api.bodies import json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
+from api.limits import LimitExceeded, check_text
 from api.runtime import runtime
 from shared import sop_store
 from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL, portal_setup
-from shared.sops import TASK_TYPES, Sop, SopInvalid, builtin_sop_text, load_sop
+from shared.sops import (
+    TASK_TYPES,
+    Sop,
+    SopInvalid,
+    SopLimitExceeded,
+    SopLimits,
+    builtin_sop_text,
+    load_sop,
+)
 from shared.tasks import iso
 
 bp = Blueprint("sops", __name__)
 bp.before_request(require_account)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-# Far above any real SOP (the built-in ones are a few KiB), far below the request limit.
-MAX_SOP_BYTES = 256 * 1024
 
 
 class SopBodySchema(Schema):
@@ -46,19 +53,33 @@ def _read_sop_text() -> str:
             text = request.get_data(cache=False).decode("utf-8")
         except UnicodeDecodeError as err:
             raise ApiError(400, "malformed_body", "The SOP text must be UTF-8.") from err
+        check_text(text, "The SOP text")
     else:
         raise unsupported_media(
             'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.'
         )
-    if len(text.encode()) > MAX_SOP_BYTES:
-        raise ApiError(413, "payload_too_large", f"An SOP must be at most {MAX_SOP_BYTES} bytes.")
+    limit = runtime().settings.max_sop_bytes
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise LimitExceeded(
+            413, "MAX_SOP_BYTES", limit, f"An SOP must be at most {limit} bytes (MAX_SOP_BYTES)."
+        )
     return text
+
+
+def _sop_limits() -> SopLimits:
+    settings = runtime().settings
+    return SopLimits(
+        nodes=settings.max_sop_nodes, depth=settings.max_sop_depth, steps=settings.max_sop_steps
+    )
 
 
 def _parse(text: str, task_type: str | None = None) -> Sop:
     """The validated SOP, or 422 listing every problem with its line."""
     try:
-        sop = load_sop(text)
+        sop = load_sop(text, _sop_limits())
+    except SopLimitExceeded as err:
+        message = f"The SOP is too big: {err.errors[0]['message']}."
+        raise LimitExceeded(422, err.limit, err.max, message, errors=err.errors) from err
     except SopInvalid as err:
         raise ValidationFailed("The SOP is not valid.", err.errors) from err
     expected = (task_type,) if task_type else TASK_TYPES

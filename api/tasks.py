@@ -25,6 +25,7 @@ from werkzeug.utils import secure_filename
 from api.auth import account_id, require_account
 from api.bodies import json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
+from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import sop_store
@@ -32,7 +33,7 @@ from shared import tasks as task_queries
 from shared.celery import RUN_TASK
 from shared.crypto import encrypt_json
 from shared.db import Conn
-from shared.inputs import InputError, parse_task_data
+from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.sops import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
 
@@ -125,8 +126,14 @@ def _idempotent_replay(conn: Conn, key: str, digest: str):
 def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
     stored = sop_store.active_sop(conn, account_id(), body["type"])
     raw = body.get("data")
+    settings = runtime().settings
     try:
-        parsed = parse_task_data(raw)
+        parsed = parse_task_data(
+            raw, max_bytes=settings.max_data_bytes, max_depth=settings.max_data_depth
+        )
+    except DataLimitExceeded as err:
+        raise LimitExceeded(413 if err.limit == "MAX_DATA_BYTES" else 422, err.limit, err.max,
+                            f"The task data is too big: {err}.") from err  # fmt: skip
     except InputError as err:
         raise ValidationFailed("The data could not be read.", {"data": str(err)}) from err
     inputs, problems = stored.sop.validate_inputs(parsed)

@@ -20,6 +20,20 @@ class InputError(ValueError):
     """A task input value that cannot be understood."""
 
 
+class DataLimitExceeded(InputError):
+    """Task data over MAX_DATA_BYTES or MAX_DATA_DEPTH; `limit` names the setting."""
+
+    def __init__(self, limit: str, maximum: int, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.max = maximum
+
+
+# The defaults of the MAX_DATA_BYTES and MAX_DATA_DEPTH settings.
+DEFAULT_MAX_DATA_BYTES = 64 * 1024
+DEFAULT_MAX_DATA_DEPTH = 8
+
+
 # Keys people commonly write for the same field; applied after snake_casing.
 KEY_ALIASES = {
     "date_of_birth": "dob",
@@ -58,31 +72,66 @@ def normalise_key(key: str) -> str:
     return KEY_ALIASES.get(snake, snake)
 
 
-def parse_task_data(raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_task_data(
+    raw: str | Mapping[str, Any] | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_DATA_BYTES,
+    max_depth: int = DEFAULT_MAX_DATA_DEPTH,
+) -> dict[str, Any]:
     """Parse task data (text lines or a JSON object) into a flat dict of strings.
 
     Values are strings except `service_lines`, a list of dicts, which is also assembled from
     `line N: cpt, icd10, charge, service_date` lines and from `cpt_N`/`charge_N`/... keys.
+    Data over `max_bytes` (as JSON or text) or nested deeper than `max_depth` raises
+    `DataLimitExceeded`.
     """
     if raw is None:
         return {}
+    size = len((raw if isinstance(raw, str) else json.dumps(raw)).encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise DataLimitExceeded(
+            "MAX_DATA_BYTES", max_bytes, f"data must be at most {max_bytes} bytes (MAX_DATA_BYTES)"
+        )
     if isinstance(raw, Mapping):
+        _check_depth(raw, max_depth)
         data = _from_mapping(raw)
     else:
         text = raw.strip()
         is_json = text.startswith(("{", "["))
-        data = _from_mapping(_json_object(text)) if is_json else _from_text(text)
+        data = _from_mapping(_json_object(text, max_depth)) if is_json else _from_text(text)
     return _gather_service_lines(data)
 
 
-def _json_object(text: str) -> Mapping[str, Any]:
+def _json_object(text: str, max_depth: int) -> Mapping[str, Any]:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"data looks like JSON but does not parse: {exc.msg}") from exc
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise InputError("data has a number with too many digits") from exc
+    _check_depth(value, max_depth)
     if not isinstance(value, dict):
         raise InputError("JSON data must be an object")
     return value
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth > max_depth:
+                raise _too_deep(max_depth)
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _too_deep(max_depth: int) -> DataLimitExceeded:
+    return DataLimitExceeded(
+        "MAX_DATA_DEPTH", max_depth, f"data is nested more than {max_depth} deep (MAX_DATA_DEPTH)"
+    )
 
 
 def _from_mapping(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""Limits on what a client sends, and the answers that go with them.
+
+Every limit has a name (its setting), a default and a documented error: a 413 for a size or a
+count, a 422 for a shape (depth, length), each ``limit_exceeded`` with the setting in
+``details.limit``. Text that PostgreSQL cannot store (a NUL, a lone surrogate) is a 400
+``invalid_text``. Ids in URLs are ASCII digits or a 404. Per-account rate limits (Flask-Limiter,
+counted in Redis) answer 429 with ``Retry-After``. Every answer is ``no-store`` and ``nosniff``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from gunicorn.http.errors import NoMoreData, ParseException
+from werkzeug.routing import BaseConverter
+
+from api.auth import caller_account
+from api.errors import ApiError, error_response
+from shared import embedded
+from shared.settings import Settings
+
+# Characters PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (JSON's "\ud800" decodes to
+# one, and it cannot be encoded as UTF-8).
+_UNSTORABLE = {0, *range(0xD800, 0xE000)}
+
+
+class LimitExceeded(ApiError):
+    """A request over one of the documented limits; details name the setting and its value."""
+
+    def __init__(self, status: int, setting: str, maximum: int, message: str, **more: Any) -> None:
+        super().__init__(
+            status, "limit_exceeded", message, {"limit": setting, "max": maximum, **more}
+        )
+
+
+class InvalidText(ApiError):
+    """Text that is not valid Unicode or holds a NUL byte."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(400, "invalid_text", f"{where} {problem}.", {"where": where})
+
+
+def check_text(value: str, where: str) -> None:
+    """Refuse ``value`` if it holds a character that PostgreSQL text cannot store."""
+    if "\x00" in value:
+        raise InvalidText(where, "contains a NUL byte (\\u0000), which is not allowed")
+    if not value.isascii() and any(ord(c) in _UNSTORABLE for c in value):
+        raise InvalidText(where, "is not valid Unicode (it holds a lone surrogate)")
+
+
+def check_json(value: Any, max_depth: int, setting: str = "MAX_JSON_DEPTH") -> None:
+    """Walk a decoded JSON value: its depth within ``max_depth``, every string storable."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > max_depth:
+            raise LimitExceeded(
+                422, setting, max_depth, f"JSON is nested more than {max_depth} deep ({setting})."
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                check_text(str(key), "A JSON key")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            check_text(item, "A JSON string")
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """Decode a JSON body strictly: UTF-8, bounded depth, numbers Python can read."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidText("The request body", "is not valid UTF-8") from err
+    try:
+        value = json.loads(text)
+    except RecursionError as err:
+        raise LimitExceeded(
+            422, "MAX_JSON_DEPTH", max_depth, f"JSON is nested more than {max_depth} deep."
+        ) from err
+    except json.JSONDecodeError as err:
+        raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from err
+    except ValueError as err:  # an integer past Python's 4,300-digit limit
+        raise ApiError(
+            400, "malformed_json", "The request body has a number with too many digits."
+        ) from err
+    check_json(value, max_depth)
+    return value
+
+
+class DigitsConverter(BaseConverter):
+    """`<int:...>` for ids: ASCII digits only, and small enough for a bigint; else a 404.
+
+    Werkzeug's own accepts any Unicode digit ('²'), which int() then refuses.
+    """
+
+    regex = r"[0-9]{1,18}"
+    weight = 50
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Install the converters, the request screen, the answer headers and the rate limiter.
+
+    Call before registering the blueprints: rules take their converters when they are added.
+    """
+    app.url_map.converters["int"] = DigitsConverter
+    # Werkzeug parses at most this many multipart parts; past it, a 413 (MAX_FILES is checked
+    # below with its own message).
+    app.config["MAX_FORM_PARTS"] = settings.max_files + 100
+    app.before_request(lambda: _screen(settings))
+    app.after_request(_secure_headers)
+    app.register_error_handler(ParseException, _unreadable_body)
+    app.register_error_handler(NoMoreData, _unreadable_body)
+    _init_rate_limits(app, settings)
+
+
+def _screen(settings: Settings) -> None:
+    """Refuse, before any handler runs, what no endpoint can use."""
+    check_text(request.path, "The URL path")
+    for name, value in request.args.items(multi=True):
+        check_text(name, "A query parameter name")
+        check_text(value, f"The query parameter {name!r}")
+    for name, value in request.headers.items():
+        check_text(value, f"The header {name!r}")
+    key = request.headers.get("Idempotency-Key")
+    limit = settings.max_idempotency_key_chars
+    if key is not None and len(key) > limit:
+        raise LimitExceeded(
+            422,
+            "MAX_IDEMPOTENCY_KEY_CHARS",
+            limit,
+            f"An Idempotency-Key must be at most {limit} characters.",
+        )
+    if request.mimetype == "multipart/form-data":
+        _screen_multipart(settings)
+
+
+def _screen_multipart(settings: Settings) -> None:
+    for name, value in request.form.items(multi=True):
+        check_text(name, "A form field name")
+        check_text(value, f"The form field {name!r}")
+    uploads = [f for _name, f in request.files.items(multi=True)]
+    if len(uploads) > settings.max_files:
+        raise LimitExceeded(
+            413,
+            "MAX_FILES",
+            settings.max_files,
+            f"At most {settings.max_files} files may be sent with one request (MAX_FILES).",
+        )
+    for upload in uploads:
+        check_text(upload.filename or "", "A file name")
+        check_text(upload.content_type or "", f"The content type of file {upload.filename!r}")
+
+
+def _secure_headers(response: Response) -> Response:
+    # Answers carry patient data: never cached, never sniffed into another type.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _unreadable_body(err: Exception):
+    # The server's parser gave up while the app read the body (a malformed chunk, say).
+    return error_response(400, "malformed_body", "The request body could not be read.")
+
+
+# --- rate limits --------------------------------------------------------------------------------
+
+
+def _rate_key() -> str:
+    """Whom a request counts against: its account, or its address if it has no valid key."""
+    account = caller_account()
+    return f"account:{account}" if account is not None else f"address:{request.remote_addr}"
+
+
+def _init_rate_limits(app: Flask, settings: Settings) -> None:
+    if settings.rate_limit.strip().lower() in ("", "off"):
+        return
+    limiter = Limiter(
+        key_func=_rate_key,
+        app=app,
+        application_limits=[settings.rate_limit],
+        storage_uri=embedded.redis_url(settings),
+        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2},
+        strategy="sliding-window-counter",
+        key_prefix="understudy-rate",
+        # Redis unreachable: serve rather than fail every request; the limit resumes with it.
+        swallow_errors=True,
+    )
+    limiter.request_filter(lambda: request.endpoint in ("healthz", "readyz"))
+    app.extensions["understudy_limiter"] = limiter
+    app.register_error_handler(RateLimitExceeded, lambda err: _rate_limited(limiter, err))
+
+
+def _rate_limited(limiter: Limiter, err: RateLimitExceeded):
+    current = limiter.current_limit
+    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
+    response, status = error_response(
+        429,
+        "rate_limited",
+        f"Too many requests: the limit is {err.limit.limit} (RATE_LIMIT). "
+        f"Retry after {retry_after} s.",
+        {"limit": "RATE_LIMIT", "max": str(err.limit.limit), "retry_after_s": retry_after},
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response, status
