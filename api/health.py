@@ -1,7 +1,7 @@
 """/healthz (liveness) and /readyz (readiness).
 
 ``/healthz`` reads nothing: it says the process answers. Under gunicorn it is answered before
-the request reaches a thread (see ``api.gunicorn_conf``), so busy threads never delay it.
+the request reaches a thread (see ``api.gunicorn_worker``), so busy threads never delay it.
 ``/readyz`` checks Postgres and Redis, each within ``READY_TIMEOUT_S``, and answers 503 naming
 what is down, so a load balancer stops sending traffic that would only get 503s.
 """

@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from gunicorn.http.errors import NoMoreData, ParseException
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from api.auth import caller_account
@@ -31,12 +32,15 @@ _UNSTORABLE = {0, *range(0xD800, 0xE000)}
 
 
 class LimitExceeded(ApiError):
-    """A request over one of the documented limits; details name the setting and its value."""
+    """A request over one of the documented limits; details name the setting and its value.
+
+    A size or a count is a 413 ``payload_too_large``; a shape (depth, length) a 422
+    ``limit_exceeded``.
+    """
 
     def __init__(self, status: int, setting: str, maximum: int, message: str, **more: Any) -> None:
-        super().__init__(
-            status, "limit_exceeded", message, {"limit": setting, "max": maximum, **more}
-        )
+        code = "payload_too_large" if status == 413 else "limit_exceeded"
+        super().__init__(status, code, message, {"limit": setting, "max": maximum, **more})
 
 
 class InvalidText(ApiError):
@@ -122,6 +126,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config["MAX_FORM_PARTS"] = settings.max_files + 100
     app.before_request(lambda: _screen(settings))
     app.after_request(_secure_headers)
+    app.register_error_handler(RequestEntityTooLarge, lambda err: _body_too_large(settings))
     app.register_error_handler(ParseException, _unreadable_body)
     app.register_error_handler(NoMoreData, _unreadable_body)
     _init_rate_limits(app, settings)
@@ -170,6 +175,15 @@ def _secure_headers(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _body_too_large(settings: Settings):
+    if request.content_length and request.content_length > settings.max_request_bytes:
+        limit, maximum = "MAX_REQUEST_BYTES", settings.max_request_bytes
+    else:  # werkzeug's cap on multipart parts
+        limit, maximum = "MAX_FILES", settings.max_files
+    err = LimitExceeded(413, limit, maximum, f"The request is over {limit} ({maximum}).")
+    return error_response(err.status, err.code, err.message, err.details)
 
 
 def _unreadable_body(err: Exception):

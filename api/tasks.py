@@ -83,8 +83,8 @@ def _read_files(uploads: list[FileStorage]) -> list[tuple[str, str, bytes]]:
             raise ApiError(
                 413,
                 "payload_too_large",
-                f"Each file must be at most {limit} bytes.",
-                {"file": upload.filename},
+                f"Each file must be at most {limit} bytes (MAX_FILE_BYTES).",
+                {"file": upload.filename, "limit": "MAX_FILE_BYTES", "max": limit},
             )
         name = secure_filename(upload.filename or "") or "upload"
         files.append((name, upload.mimetype or "application/octet-stream", content))

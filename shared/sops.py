@@ -567,7 +567,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._sizes: dict[int, int] = {}
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         alias = self.check_event(yaml.AliasEvent)
         mark = self.peek_event().start_mark
         self._depth += 1
@@ -582,17 +582,11 @@ class _BoundedLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        if node is None:
+            return None
         if alias:
             if id(node) not in self._sizes:
-                raise SopInvalid(
-                    [
-                        {
-                            "line": mark.line + 1,
-                            "path": "",
-                            "message": "YAML: an alias refers to the node that contains it",
-                        }
-                    ]
-                )
+                raise _invalid(mark.line + 1, "YAML: an alias refers to the node that contains it")
             return node
         self._sizes[id(node)] = size = self._measure(node)
         if size > self.limits.nodes:
@@ -616,19 +610,13 @@ class _BoundedLoader(yaml.SafeLoader):
     def _check_scalar(self, node: yaml.Node) -> None:
         line = node.start_mark.line + 1
         if _CONTROL.search(node.value):
-            raise SopInvalid(
-                [{"line": line, "path": "", "message": "a value contains a control character"}]
-            )
+            raise _invalid(line, "a value contains a control character")
         if node.tag.endswith((":int", ":float")) and len(node.value) > _MAX_NUMBER_CHARS:
-            raise SopInvalid(
-                [
-                    {
-                        "line": line,
-                        "path": "",
-                        "message": f"a number has more than {_MAX_NUMBER_CHARS} digits",
-                    }
-                ]
-            )
+            raise _invalid(line, f"a number has more than {_MAX_NUMBER_CHARS} digits")
+
+
+def _invalid(line: int, message: str) -> SopInvalid:
+    return SopInvalid([{"line": line, "path": "", "message": message}])
 
 
 def _load_yaml(text: str, limits: SopLimits) -> tuple[Any, dict[str, int]]:

@@ -8,7 +8,7 @@ attribute tricks and ranges over 100,000 items; on top of it a render here is st
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
   a width of a million in ``%`` or ``format``, ``center(10**9)``).
 
-Each of these raises :class:`TemplateLimitExceeded`, a ``jinja2.exceptions.SecurityError``, so callers that
+Each of these raises :class:`TemplateLimitExceeded`, a jinja2 ``SecurityError``, so callers that
 already handle template errors need nothing new.
 """
 
@@ -79,7 +79,8 @@ class BoundedSandbox(SandboxedEnvironment):
             self._check_repeat(left, right)
             self._check_repeat(right, left)
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-            if right > 0 and abs(left) > 1 and left.bit_length() * right > 8 * self.max_output_chars:
+            bits = left.bit_length() * right if abs(left) > 1 else 0
+            if bits > 8 * self.max_output_chars:
                 raise self._too_big("a power")
         elif operator == "%" and isinstance(left, str):
             self._check_widths(_PERCENT_SPEC, left)
@@ -125,9 +126,9 @@ class BoundedSandbox(SandboxedEnvironment):
         return bounded
 
     def _check_repeat(self, seq: Any, times: Any) -> None:
-        if isinstance(seq, str | list | tuple) and isinstance(times, int):
-            if len(seq) * times > self.max_output_chars:
-                raise self._too_big("a repeated value")
+        repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
+        if repeated and len(seq) * times > self.max_output_chars:
+            raise self._too_big("a repeated value")
 
     def _check_numbers(self, values: Iterable[Any]) -> None:
         for value in values:

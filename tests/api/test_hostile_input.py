@@ -22,7 +22,7 @@ def _error(response, status: int) -> dict:
 
 def _limit(response, status: int, setting: str) -> dict:
     error = _error(response, status)
-    assert error["code"] == "limit_exceeded", error
+    assert error["code"] == ("payload_too_large" if status == 413 else "limit_exceeded"), error
     assert error["details"]["limit"] == setting, error
     assert setting in error["message"] or str(error["details"]["max"]) in error["message"]
     return error
@@ -287,9 +287,7 @@ def test_control_character_in_an_sop_is_refused(client, account, char):
 
 
 def test_sop_with_too_many_steps_is_refused(client, account, runtime):
-    steps = "".join(
-        f"  - screenshot: s{i}\n" for i in range(runtime.settings.max_sop_steps + 1)
-    )
+    steps = "".join(f"  - screenshot: s{i}\n" for i in range(runtime.settings.max_sop_steps + 1))
     text = builtin_sop_text("check_eligibility").replace("steps:\n", "steps:\n" + steps, 1)
     _limit(_validate(client, account, text), 422, "MAX_SOP_STEPS")
 

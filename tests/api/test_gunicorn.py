@@ -1,0 +1,195 @@
+"""The API as production serves it: gunicorn with api/gunicorn_conf.py and our worker class.
+
+Hostile requests that gunicorn itself refuses answer in the API's JSON shape; alias bombs sent in
+parallel no longer hold the workers, so /healthz keeps answering; a request that never ends is
+stopped at API_REQUEST_TIMEOUT_S with a JSON 503 and the worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Two alias bombs like the ones that stalled the API: a few hundred bytes that expand to
+# 9**8 (43 million) nodes.
+BOMBS = [
+    "\n".join(
+        [f'a: &a ["{c}","{c}","{c}","{c}","{c}","{c}","{c}","{c}","{c}"]']
+        + [
+            f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]"
+            for p, n in zip("abcdefg", "bcdefgh", strict=True)
+        ]
+    )
+    for c in "xy"
+]
+
+
+class Gunicorn:
+    """gunicorn serving ``app`` on a free port with the API's config, stopped by :meth:`stop`."""
+
+    def __init__(self, app: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **env, "PORT": str(self.port), "API_HOST": "127.0.0.1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", app],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read().decode()[-3000:])
+        self.stop()
+        raise RuntimeError("gunicorn did not start")
+
+    def raw(self, data: bytes) -> tuple[int, dict[str, str], dict]:
+        """Send bytes as they are; the status, headers and JSON body of the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=20) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        return int(lines[0].split()[1]), headers, json.loads(body)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process.stderr.close()
+
+
+@pytest.fixture
+def api_server(runtime, services) -> Iterator[Gunicorn]:
+    env = {
+        "DATABASE_URL": services["database_url"],
+        "REDIS_URL": services["redis_url"],
+        "UNDERSTUDY_RUN_DIR": services["run_dir"],
+        "API_WORKERS": "2",
+        "API_THREADS": "4",
+    }
+    server = Gunicorn("api:create_app()", env)
+    yield server
+    server.stop()
+
+
+def _assert_json_error(status: int, headers: dict, body: dict, expected: int, code: str) -> None:
+    assert status == expected, (status, body)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_alias_bombs_in_parallel_leave_healthz_answering(api_server, account):
+    # given a real gunicorn serving the API with the production config
+    def validate(text: str) -> tuple[int, dict, float]:
+        t0 = time.monotonic()
+        response = requests.post(
+            f"{api_server.url}/sops/validate",
+            data=text,
+            headers={**account.headers, "Content-Type": "application/yaml"},
+            timeout=60,
+        )
+        return response.status_code, response.json(), time.monotonic() - t0
+
+    # when two alias bombs are sent in parallel, twice over, and /healthz is asked meanwhile
+    with ThreadPoolExecutor(4) as pool:
+        bombs = [pool.submit(validate, text) for text in BOMBS * 2]
+        t0 = time.monotonic()
+        health = requests.get(f"{api_server.url}/healthz", timeout=30)
+        health_s = time.monotonic() - t0
+        answers = [bomb.result() for bomb in bombs]
+
+    # then every bomb is refused by its node count, and /healthz answered quickly (it took
+    # 30 s, the gunicorn timeout, before)
+    for status, body, _seconds in answers:
+        assert status == 422, body
+        assert body["error"]["code"] == "limit_exceeded"
+        assert body["error"]["details"]["limit"] == "MAX_SOP_NODES"
+    assert health.status_code == 200
+    assert health_s < 5, health_s
+    assert max(seconds for _, _, seconds in answers) < 10
+    # and the server names no version
+    assert not any(ch.isdigit() for ch in health.headers.get("Server", ""))
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GET /tasks HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
+        (b"GET /" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431,
+         "headers_too_large"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+         + b"\r\n", 431, "headers_too_large"),
+    ],
+    ids=["request-line", "http-version", "uri-too-long", "header-too-large", "too-many-headers"],
+)  # fmt: skip
+def test_requests_gunicorn_refuses_answer_json(api_server, request_bytes, status, code):
+    _assert_json_error(*api_server.raw(request_bytes), status, code)
+
+
+def test_malformed_chunked_body_is_a_400(api_server, account):
+    body = b"ZZ\r\n{}\r\n0\r\n\r\n"
+    request = (
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: " + account.headers["Authorization"].encode() + b"\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    )
+    status, headers, answer = api_server.raw(request)
+    assert status == 400, answer
+    assert answer["error"]["code"] in ("malformed_body", "bad_request")
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_a_request_that_never_ends_is_stopped_with_a_json_503(runtime, services):
+    # given the worker class serving an app whose /spin never returns, with a 2 s bound
+    env = {"API_REQUEST_TIMEOUT_S": "2", "API_WORKERS": "1", "API_THREADS": "2"}
+    server = Gunicorn("tests.api.spin_app:app", env)
+    try:
+        # when a client asks for /spin, twice (more than once per thread would hang forever)
+        for _ in range(3):
+            t0 = time.monotonic()
+            response = requests.get(f"{server.url}/spin", timeout=30)
+            # then it gets a JSON 503 naming the limit, near the deadline
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "request_timeout"
+            assert response.json()["error"]["details"]["limit"] == "API_REQUEST_TIMEOUT_S"
+            assert time.monotonic() - t0 < 15
+        # and the same single worker still serves
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()

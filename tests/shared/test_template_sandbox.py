@@ -1,0 +1,81 @@
+"""SOP templates are sandboxed and bounded: output, time and the size of any one value."""
+
+from __future__ import annotations
+
+import time
+
+import jinja2
+import pytest
+
+from shared.sops import render, template_env
+from shared.template_sandbox import BoundedSandbox, TemplateLimitExceeded
+
+
+@pytest.mark.parametrize(
+    ("source", "limit"),
+    [
+        ("{% for i in range(60000) %}{{ 'x' * 20 }}{% endfor %}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{% for i in range(10**9) %}x{% endfor %}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ 'x' * 10**9 }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ 10 ** (10 ** 8) }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ '%999999999d' % 1 }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ '{:>999999999}'.format(1) }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ '%999999999d' | format(1) }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        ("{{ 'x' | center(10**9) }}", "MAX_TEMPLATE_OUTPUT_BYTES"),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(60) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "MAX_TEMPLATE_OUTPUT_BYTES",
+        ),
+        (
+            "{% for i in range(60000) %}{% for j in range(60000) %}{% endfor %}{% endfor %}",
+            "TEMPLATE_TIMEOUT_S",
+        ),
+    ],
+    ids=[
+        "megabytes",
+        "range-1e9",
+        "repeat",
+        "power",
+        "percent-width",
+        "format-width",
+        "format-filter",
+        "center",
+        "doubling",
+        "nested-loops",
+    ],
+)
+def test_a_hostile_template_is_stopped_quickly(source, limit):
+    # given the sandbox every SOP template runs in
+    env = template_env()
+    # when a template tries to render megabytes, loop for ever or build a huge value
+    t0 = time.monotonic()
+    with pytest.raises(TemplateLimitExceeded, match=limit):
+        env.from_string(source).render()
+    # then it is stopped, by its output, its time or its value size, within a bound
+    assert time.monotonic() - t0 < env.timeout_s + 5
+
+
+def test_the_limit_error_is_a_template_error():
+    # Callers (the agent) already turn template errors into a failed step with a note.
+    assert issubclass(TemplateLimitExceeded, jinja2.TemplateError)
+
+
+def test_python_errors_in_a_template_become_template_errors():
+    with pytest.raises(jinja2.TemplateError):
+        render("{{ 1 // 0 }}", {})
+
+
+def test_ordinary_templates_render_as_before():
+    out = render(
+        "{{ name }} {{ '%05d' % 3 }} {{ 'a' | center(5) }} {{ '{:>4}'.format(1) }} {{ [1] * 2 }}",
+        {"name": "Jane"},
+    )
+    assert out == "Jane 00003   a      1 [1, 1]"
+
+
+def test_the_bounds_come_from_settings():
+    env = BoundedSandbox(max_output_chars=10, timeout_s=1.0)
+    with pytest.raises(TemplateLimitExceeded, match="10 characters"):
+        env.from_string("{{ 'x' * 11 }}").render()
+    assert env.from_string("{{ 'x' * 10 }}").render() == "x" * 10
