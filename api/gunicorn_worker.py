@@ -217,8 +217,8 @@ class ApiWorker(ProbeFirstWorker):
 
     def handle_abort(self, sig: int, frame: Any) -> None:
         # The arbiter's timeout: this worker is being stopped. Tell each waiting client why.
-        with self._running_lock:
-            waiting = [conn for running, conn in self._running.values() if running.active]
+        # No lock: this runs in a signal handler, possibly while the main loop holds it.
+        waiting = [conn for running, conn in list(self._running.values()) if running.active]
         for conn in waiting:
             self._write(conn.sock, _timeout_answer(self.request_timeout_s))
         super().handle_abort(sig, frame)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.db import Conn, fetch_one
-from shared.sops import Sop, builtin_sop_text, load_sop
+from shared.sops import STORED_SOP_LIMITS, Sop, builtin_sop_text, load_sop
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _builtin_version(conn: Conn, task_type: str) -> StoredSop:
         "SELECT id, version FROM sops WHERE account_id IS NULL AND task_type = %s AND digest = %s",
         (task_type, digest),
     )
-    return StoredSop(row["id"], row["version"], True, load_sop(text))
+    return StoredSop(row["id"], row["version"], True, load_sop(text, STORED_SOP_LIMITS))
 
 
 def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
@@ -57,7 +57,7 @@ def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
     ).fetchone()
     if row is None:
         return _builtin_version(conn, task_type)
-    return StoredSop(row["id"], row["version"], False, load_sop(row["body"]))
+    return StoredSop(row["id"], row["version"], False, load_sop(row["body"], STORED_SOP_LIMITS))
 
 
 def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
@@ -66,7 +66,9 @@ def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
         "SELECT id, version, body, account_id IS NULL AS builtin FROM sops WHERE id = %s",
         (sop_id,),
     )
-    return StoredSop(row["id"], row["version"], row["builtin"], load_sop(row["body"]))
+    return StoredSop(
+        row["id"], row["version"], row["builtin"], load_sop(row["body"], STORED_SOP_LIMITS)
+    )
 
 
 def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> tuple[int, bool]:

@@ -503,6 +503,11 @@ class SopLimits:
     steps: int = 500  # MAX_SOP_STEPS
 
 
+# For documents already stored: they passed the limits in force when they were stored, and a
+# task must not fail because an operator lowered a limit since. Still finite (aliases).
+STORED_SOP_LIMITS = SopLimits(nodes=2_000_000, depth=100, steps=100_000)
+
+
 class SopLimitExceeded(SopInvalid):
     """An SOP document over one of its limits; `limit` names the setting, `max` its value."""
 
