@@ -78,19 +78,20 @@ class Gunicorn:
         headers = dict(line.split(": ", 1) for line in lines[1:])
         return int(lines[0].split()[1]), headers, json.loads(body)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 20) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process.stderr.close()
 
 
-@pytest.fixture
-def api_server(runtime, services) -> Iterator[Gunicorn]:
+@pytest.fixture(scope="module")
+def api_server(services) -> Iterator[Gunicorn]:
+    # One server for the module: it only reads what each test's own account wrote.
     env = {
         "DATABASE_URL": services["database_url"],
         "REDIS_URL": services["redis_url"],
@@ -175,13 +176,13 @@ def test_malformed_chunked_body_is_a_400(api_server, account):
     assert headers["Cache-Control"] == "no-store"
 
 
-def test_a_request_that_never_ends_is_stopped_with_a_json_503(runtime, services):
-    # given the worker class serving an app whose /spin never returns, with a 2 s bound
-    env = {"API_REQUEST_TIMEOUT_S": "2", "API_WORKERS": "1", "API_THREADS": "2"}
+def test_a_request_that_never_ends_is_stopped_with_a_json_503():
+    # given the worker class serving an app whose /spin never returns, with a 1 s bound
+    env = {"API_REQUEST_TIMEOUT_S": "1", "API_WORKERS": "1", "API_THREADS": "2"}
     server = Gunicorn("tests.api.spin_app:app", env)
     try:
-        # when a client asks for /spin, twice (more than once per thread would hang forever)
-        for _ in range(3):
+        # when a client asks for /spin, on each of the worker's two threads in turn
+        for _ in range(2):
             t0 = time.monotonic()
             response = requests.get(f"{server.url}/spin", timeout=30)
             # then it gets a JSON 503 naming the limit, near the deadline
@@ -192,4 +193,28 @@ def test_a_request_that_never_ends_is_stopped_with_a_json_503(runtime, services)
         # and the same single worker still serves
         assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
     finally:
-        server.stop()
+        server.stop(grace_s=2)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def test_a_worker_aborted_by_its_timeout_answers_json():
+    # given one worker busy with a request that never ends, far from its own deadline
+    env = {"API_REQUEST_TIMEOUT_S": "120", "API_WORKERS": "1", "API_THREADS": "2"}
+    server = Gunicorn("tests.api.spin_app:app", env)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(requests.get, f"{server.url}/spin", timeout=30)
+            time.sleep(1.0)
+            # when the arbiter aborts the worker, as its timeout does (SIGABRT)
+            (worker,) = _children(server.process.pid)
+            os.kill(worker, signal.SIGABRT)
+            response = pending.result()
+        # then the waiting client gets the JSON error, not a cut connection
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "request_timeout"
+    finally:
+        server.stop(grace_s=1)  # the aborted worker's spinning thread never ends by itself
