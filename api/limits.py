@@ -13,6 +13,7 @@ import json
 import math
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, request
 from flask_limiter import Limiter
@@ -121,9 +122,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     Call before registering the blueprints: rules take their converters when they are added.
     """
     app.url_map.converters["int"] = DigitsConverter
-    # Werkzeug parses at most this many multipart parts; past it, a 413 (MAX_FILES is checked
-    # below with its own message).
+    # What werkzeug's multipart parser holds back: the parts (files are counted against
+    # MAX_FILES below, with their own message) and the text fields (type, data) in memory.
     app.config["MAX_FORM_PARTS"] = settings.max_files + 100
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_data_bytes
     app.before_request(lambda: _screen(settings))
     app.after_request(_secure_headers)
     app.register_error_handler(RequestEntityTooLarge, lambda err: _body_too_large(settings))
@@ -134,6 +136,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _screen(settings: Settings) -> None:
     """Refuse, before any handler runs, what no endpoint can use."""
+    _check_utf8_url()
     check_text(request.path, "The URL path")
     for name, value in request.args.items(multi=True):
         check_text(name, "A query parameter name")
@@ -151,6 +154,17 @@ def _screen(settings: Settings) -> None:
         )
     if request.mimetype == "multipart/form-data":
         _screen_multipart(settings)
+
+
+def _check_utf8_url() -> None:
+    # Werkzeug decodes a URL leniently, replacing bytes that are not UTF-8; refuse them instead.
+    path = request.environ.get("PATH_INFO", "").encode("latin-1", "replace")
+    query = unquote_to_bytes(request.environ.get("QUERY_STRING", ""))
+    for where, raw in (("The URL path", path), ("The query string", query)):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidText(where, "is not valid UTF-8") from err
 
 
 def _screen_multipart(settings: Settings) -> None:
@@ -178,11 +192,19 @@ def _secure_headers(response: Response) -> Response:
 
 
 def _body_too_large(settings: Settings):
-    if request.content_length and request.content_length > settings.max_request_bytes:
+    if (
+        request.mimetype == "multipart/form-data"
+        and (request.content_length or 0) <= settings.max_request_bytes
+    ):
+        limit, maximum = "MAX_DATA_BYTES", settings.max_data_bytes
+        message = (
+            f"A form field is over {maximum} bytes (MAX_DATA_BYTES), or the request has far"
+            f" more parts than MAX_FILES ({settings.max_files}) allows."
+        )
+    else:
         limit, maximum = "MAX_REQUEST_BYTES", settings.max_request_bytes
-    else:  # werkzeug's cap on multipart parts
-        limit, maximum = "MAX_FILES", settings.max_files
-    err = LimitExceeded(413, limit, maximum, f"The request is over {limit} ({maximum}).")
+        message = f"The request body is over {maximum} bytes (MAX_REQUEST_BYTES)."
+    err = LimitExceeded(413, limit, maximum, message)
     return error_response(err.status, err.code, err.message, err.details)
 
 

@@ -312,3 +312,39 @@ def test_every_answer_is_no_store_and_nosniff(client, account, path):
     response = client.get(path, headers=account.headers)
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_multipart_data_over_its_limit_is_a_413(client, account):
+    response = client.post(
+        "/tasks",
+        data={"type": "check_eligibility", "data": ELIGIBILITY + "\nnotes: " + "x" * 70_000},
+        content_type="multipart/form-data",
+        headers=account.headers,
+    )
+    _limit(response, 413, "MAX_DATA_BYTES")
+
+
+def test_a_body_over_the_request_limit_names_it(runtime, account):
+    from api import create_app
+
+    app = create_app(runtime.settings.replace(max_request_bytes=1000), runtime=runtime)
+    response = app.test_client().post(
+        "/tasks",
+        json={"type": "check_eligibility", "data": "x" * 2000},
+        headers=account.headers,
+    )
+    _limit(response, 413, "MAX_REQUEST_BYTES")
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"PATH_INFO": "/tasks/\xff"},  # WSGI carries the raw bytes as latin-1
+        {"PATH_INFO": "/credentials/\xc3\x28"},
+        {"PATH_INFO": "/tasks", "QUERY_STRING": "status=%FF"},
+    ],
+)
+def test_a_url_that_is_not_utf8_is_refused(client, account, environ):
+    response = client.get("/", headers=account.headers, environ_overrides=environ)
+    error = _error(response, 400)
+    assert error["code"] == "invalid_text" and "UTF-8" in error["message"]
