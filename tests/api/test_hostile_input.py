@@ -286,6 +286,17 @@ def test_control_character_in_an_sop_is_refused(client, account, char):
     assert "control character" in str(_error(response, 422)["details"])
 
 
+@pytest.mark.parametrize("char", ["\x01", "\x1b", "\x7f"])
+def test_raw_control_character_in_an_sop_is_refused(client, account, char):
+    text = builtin_sop_text("check_eligibility").replace("title:", f"x: a{char}b\ntitle:", 1)
+    assert "control character" in str(_error(_validate(client, account, text), 422)["details"])
+
+
+def test_raw_nul_in_an_sop_is_refused(client, account):
+    text = builtin_sop_text("check_eligibility").replace("title:", "x: a\x00b\ntitle:", 1)
+    assert _error(_validate(client, account, text), 400)["code"] == "invalid_text"
+
+
 def test_sop_with_too_many_steps_is_refused(client, account, runtime):
     steps = "".join(f"  - screenshot: s{i}\n" for i in range(runtime.settings.max_sop_steps + 1))
     text = builtin_sop_text("check_eligibility").replace("steps:\n", "steps:\n" + steps, 1)
