@@ -150,7 +150,7 @@ def _screen(settings: Settings) -> None:
             422,
             "MAX_IDEMPOTENCY_KEY_CHARS",
             limit,
-            f"An Idempotency-Key must be at most {limit} characters.",
+            f"An Idempotency-Key must be at most {limit} characters (MAX_IDEMPOTENCY_KEY_CHARS).",
         )
     if request.mimetype == "multipart/form-data":
         _screen_multipart(settings)
