@@ -102,16 +102,18 @@ def parse_task_data(
     return _gather_service_lines(data)
 
 
-def _json_object(text: str, max_depth: int) -> Mapping[str, Any]:
+def _json_object(text: str, max_depth: int | None = None) -> Mapping[str, Any]:
+    """The JSON object in ``text``; nested at most ``max_depth`` (None: already checked)."""
     try:
         value = json.loads(text)
     except RecursionError:
-        raise _too_deep(max_depth) from None
+        raise _too_deep(max_depth or DEFAULT_MAX_DATA_DEPTH) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"data looks like JSON but does not parse: {exc.msg}") from exc
     except ValueError as exc:  # an integer past Python's 4,300 digits
         raise InputError("data has a number with too many digits") from exc
-    _check_depth(value, max_depth)
+    if max_depth is not None:
+        _check_depth(value, max_depth)
     if not isinstance(value, dict):
         raise InputError("JSON data must be an object")
     return value
