@@ -382,7 +382,9 @@ def list_messages(
 
 def find_message(conn: Conn, account_id: int, ref: str) -> dict | None:
     """A message of the account by its numeric id or its ``msg_`` id."""
-    sql, value = ("id = %s", int(ref)) if ref.isdigit() else ("msg_id = %s", ref)
+    # ASCII digits that fit a bigint ('²'.isdigit() is true, and int() refuses it).
+    is_id = ref.isascii() and ref.isdigit() and len(ref) <= 18
+    sql, value = ("id = %s", int(ref)) if is_id else ("msg_id = %s", ref)
     return conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {sql} AND account_id = %s",
         (value, account_id),

@@ -359,3 +359,10 @@ def test_a_url_that_is_not_utf8_is_refused(client, account, environ):
     response = client.get("/", headers=account.headers, environ_overrides=environ)
     error = _error(response, 400)
     assert error["code"] == "invalid_text" and "UTF-8" in error["message"]
+
+
+@pytest.mark.parametrize("ref", ["%C2%B2", "9" * 30, "msg_%C2%B2"])
+def test_a_message_ref_of_unicode_digits_or_too_many_is_a_404(client, account, ref):
+    # found by tests/api/test_fuzz.py: '²'.isdigit() is true, int('²') is not
+    response = client.get(f"/webhooks/messages/{ref}", headers=account.headers)
+    assert _error(response, 404)["code"] == "not_found"

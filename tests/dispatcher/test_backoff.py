@@ -63,3 +63,9 @@ def test_parse_retry_after_seconds_and_http_dates():
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-5") is None
     assert parse_retry_after(None) is None
+
+
+def test_retry_after_of_unicode_digits_is_ignored():
+    # A receiver's header is decoded as latin-1: '²' isdigit() but float() refuses it.
+    assert parse_retry_after("\u00b2") is None
+    assert parse_retry_after("120") == 120.0
