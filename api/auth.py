@@ -23,12 +23,17 @@ def caller_account() -> int | None:
     :func:`require_account` reuses the answer.
     """
     if "caller_account" not in g:
+        g.caller_account = None
         key = _bearer_key()
-        if key is None:
-            g.caller_account = None
-        else:
-            with runtime().pool.connection() as conn:
-                g.caller_account = account_for_key(conn, key)
+        if key is not None:
+            try:
+                with runtime().pool.connection() as conn:
+                    g.caller_account = account_for_key(conn, key)
+            except Exception as exc:
+                # The limiter swallows it and lets the request go on; require_account raises
+                # it again rather than wait a second time on a database that is down.
+                g.caller_error = exc
+                raise
     return g.caller_account
 
 
@@ -36,6 +41,8 @@ def require_account() -> None:
     """Resolve the caller's account from ``Authorization: Bearer <key>`` into ``g.account_id``."""
     if _bearer_key() is None:
         raise ApiError(401, "unauthorized", _NO_KEY)
+    if "caller_error" in g:
+        raise g.caller_error
     account_id = caller_account()
     if account_id is None:
         raise ApiError(401, "unauthorized", "The API key is not valid or has been revoked.")

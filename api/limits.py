@@ -25,6 +25,7 @@ from werkzeug.routing import BaseConverter
 from api.auth import caller_account
 from api.errors import ApiError, error_response
 from shared import embedded
+from shared.celery import is_sentinel
 from shared.settings import Settings
 
 # Characters PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (JSON's "\ud800" decodes to
@@ -229,16 +230,29 @@ def _init_rate_limits(app: Flask, settings: Settings) -> None:
         key_func=_rate_key,
         app=app,
         application_limits=[settings.rate_limit],
-        storage_uri=embedded.redis_url(settings),
+        storage_uri=storage_uri(settings),
         storage_options={"socket_timeout": 2, "socket_connect_timeout": 2},
         strategy="sliding-window-counter",
         key_prefix="understudy-rate",
         # Redis unreachable: serve rather than fail every request; the limit resumes with it.
         swallow_errors=True,
     )
-    limiter.request_filter(lambda: request.endpoint in ("healthz", "readyz"))
+    limiter.request_filter(lambda: request.blueprint == "health")  # probes are never limited
     app.extensions["understudy_limiter"] = limiter
     app.register_error_handler(RateLimitExceeded, lambda err: _rate_limited(limiter, err))
+
+
+def storage_uri(settings: Settings) -> str:
+    """Where the counts live: the runtime's Redis, through its sentinels if REDIS_URL names them.
+
+    Celery's form ``sentinel://h1:26379;sentinel://h2:26379/0`` becomes the limits library's
+    ``redis+sentinel://h1:26379,h2:26379/<master>``.
+    """
+    url = embedded.redis_url(settings)
+    if not is_sentinel(url):
+        return url
+    hosts = [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
+    return f"redis+sentinel://{','.join(hosts)}/{settings.redis_sentinel_master}"
 
 
 def _rate_limited(limiter: Limiter, err: RateLimitExceeded):

@@ -19,3 +19,8 @@ def spin():
 @app.get("/healthz")
 def healthz():
     return jsonify({"status": "ok"})
+
+
+@app.get("/ping")
+def ping():  # answered by a thread, unlike /healthz (the worker answers probes itself)
+    return jsonify({"status": "ok"})

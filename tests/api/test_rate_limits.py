@@ -51,3 +51,14 @@ def test_rate_limit_setting_is_checked_at_start():
     with pytest.raises(SettingsError, match="RATE_LIMIT"):
         load_settings({"RATE_LIMIT": "lots"})
     assert load_settings({"RATE_LIMIT": "off"}).rate_limit == "off"
+
+
+def test_counts_follow_redis_sentinel_when_redis_url_names_it(settings):
+    from api.limits import storage_uri
+
+    sentinel = settings.replace(
+        redis_url="sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379/0",
+        redis_sentinel_master="primary",
+    )
+    assert storage_uri(sentinel) == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/primary"
+    assert storage_uri(settings) == settings.redis_url
