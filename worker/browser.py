@@ -1,14 +1,30 @@
 """Starting headless Chromium, and keeping one browser per worker process between tasks.
 
 Binary and driver paths are always explicit so Selenium Manager never downloads anything.
-A browser (and its profile, cookies included) is only ever reused for the same account.
+A browser (and its profile, cookies included) is only ever reused for the same account and the
+same version of its portal credentials.
+
+Every browser is fenced in:
+- its network goes through its own egress proxy (:mod:`worker.egress`), loopback included;
+- its profile and temporary files live in a 0700 folder under the workspace root, deleted when
+  it quits (:mod:`worker.workspace`);
+- chromedriver and Chromium run in a process group of their own, watched by a tiny watchdog
+  process that holds one end of a pipe to the worker process: when the worker process dies, by
+  any signal, the kernel closes the pipe and the watchdog kills the whole group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -16,6 +32,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.file_detector import LocalFileDetector
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from worker import workspace
+from worker.egress import EgressProxy
 from worker.errors import AgentError, TaskCanceled
 
 log = logging.getLogger(__name__)
@@ -30,7 +48,50 @@ HEADLESS_FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--window-size=1280,1000",
+    "--disable-breakpad",
+    "--disable-client-side-phishing-detection",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--no-pings",
+    # WebRTC could send UDP around the proxy; only proxied traffic is allowed.
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
+
+# Used when no workspace root is given (tests, scripts); workers use WORKSPACE_DIR.
+DEFAULT_ROOT = Path(tempfile.gettempdir()) / f"understudy-{os.getuid()}"
+
+# Runs in its own process: blocks on the pipe until the worker process is gone (or quits the
+# browser), then kills chromedriver's process group and whatever still names the profile.
+_WATCHDOG = """
+import os, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+fd, group, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
+while os.read(fd, 1):
+    pass
+try:
+    os.killpg(group, signal.SIGKILL)
+except OSError:
+    pass
+for entry in Path("/proc").iterdir():
+    if entry.name.isdigit() and int(entry.name) != os.getpid():
+        try:
+            if folder in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+@dataclass
+class _Fence:
+    """What a browser owns besides its WebDriver session."""
+
+    proxy: EgressProxy
+    folder: Path
+    watchdog: subprocess.Popen | None = None
+    watchdog_pipe: int | None = None
 
 
 def chrome_options(*, chromium_path: str | None, headless: bool = True) -> Options:
@@ -44,10 +105,73 @@ def chrome_options(*, chromium_path: str | None, headless: bool = True) -> Optio
         options.add_argument(flag)
     # A password manager bubble or translate bar would cover the portal's own UI.
     options.add_experimental_option(
-        "prefs", {"credentials_enable_service": False, "profile.password_manager_enabled": False}
+        "prefs",
+        {
+            "credentials_enable_service": False,
+            "profile.password_manager_enabled": False,
+            # No preconnects or prefetches the page did not ask for.
+            "net.network_prediction_options": 2,
+            "download.prompt_for_download": False,
+        },
     )
-    options.add_argument("--disable-features=Translate,PasswordLeakDetection")
+    options.add_argument(
+        "--disable-features=Translate,PasswordLeakDetection,NetworkTimeServiceQuerying,"
+        "OptimizationHints,MediaRouter,AutofillServerCommunication"
+    )
     return options
+
+
+def _fence_options(options: Options, proxy: EgressProxy) -> None:
+    # "<-loopback>" removes Chromium's built-in bypass, so even loopback goes through the proxy.
+    options.add_argument(f"--proxy-server=http://{proxy.address}")
+    options.add_argument("--proxy-bypass-list=<-loopback>")
+
+
+def cdp(driver: WebDriver, command: str, params: dict) -> dict:
+    """A DevTools command, locally or through a W3C server that forwards chromedriver's
+    vendor endpoint (a Grid node does)."""
+    if hasattr(driver, "execute_cdp_cmd"):
+        return driver.execute_cdp_cmd(command, params)
+    driver.command_executor.add_command(  # type: ignore[union-attr]
+        "executeCdpCommand", "POST", "/session/$sessionId/goog/cdp/execute"
+    )
+    return driver.execute("executeCdpCommand", {"cmd": command, "params": params})["value"]
+
+
+def _block_local_files(driver: WebDriver) -> None:
+    """Pause (never serve) any file: request, should one get past the engine's goto guard."""
+    cdp(driver, "Fetch.enable", {"patterns": [{"urlPattern": "file:*"}]})
+
+
+def egress_of(driver: WebDriver) -> EgressProxy | None:
+    """The egress proxy a browser from :func:`new_driver` is fenced in by."""
+    fence: _Fence | None = getattr(driver, "_understudy_fence", None)
+    return fence.proxy if fence else None
+
+
+def set_downloads(driver: WebDriver, folder: Path | None) -> None:
+    """Send this browser's downloads to ``folder`` (a task's workspace), or refuse them."""
+    params = (
+        {"behavior": "allow", "downloadPath": str(folder)} if folder else {"behavior": "deny"}
+    )
+    try:
+        cdp(driver, "Browser.setDownloadBehavior", params)
+    except Exception as exc:  # a Grid that forwards no DevTools commands: downloads stay remote
+        log.debug("could not set the download folder: %s", exc)
+
+
+def _start_watchdog(fence: _Fence, group: int) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        fence.watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(read_end), str(group), str(fence.folder)],
+            pass_fds=(read_end,),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        os.close(read_end)
+    fence.watchdog_pipe = write_end
 
 
 def new_driver(
@@ -57,19 +181,90 @@ def new_driver(
     remote_url: str | None = None,
     headless: bool = True,
     page_load_timeout_s: float = 30.0,
+    workspace_dir: Path | None = None,
+    egress_bind_host: str = "127.0.0.1",
+    egress_host: str | None = None,
 ) -> WebDriver:
-    """A fresh browser with a fresh profile: local Chromium, or a W3C Remote on a Grid."""
+    """A fresh browser with a fresh profile: local Chromium, or a W3C Remote on a Grid.
+
+    The browser reaches nothing until a task names its origins (``egress_of(driver).allow``).
+    ``egress_host`` is the proxy's address as the browser sees it: a Grid node must be able to
+    reach it (bind it with ``egress_bind_host`` on an interface the node can reach)."""
+    fence = _Fence(
+        proxy=EgressProxy(bind_host=egress_bind_host, advertise_host=egress_host),
+        folder=workspace.make_folder(workspace_dir or DEFAULT_ROOT, "browser"),
+    )
+    try:
+        driver = _start(fence, chromium_path, chromedriver_path, remote_url, headless)
+    except BaseException:
+        _release(fence)
+        raise
+    driver._understudy_fence = fence  # type: ignore[attr-defined]
+    try:
+        driver.set_page_load_timeout(page_load_timeout_s)
+        _block_local_files(driver)
+    except BaseException:
+        quit_quietly(driver)
+        raise
+    return driver
+
+
+def _start(
+    fence: _Fence,
+    chromium_path: str,
+    chromedriver_path: str,
+    remote_url: str | None,
+    headless: bool,
+) -> WebDriver:
     if remote_url:
-        # The Grid node owns its binaries; only the options travel.
+        # The Grid node owns its binaries and its profile; only the options travel.
         options = chrome_options(chromium_path=None, headless=headless)
+        _fence_options(options, fence.proxy)
         driver: WebDriver = webdriver.Remote(command_executor=remote_url, options=options)
         driver.file_detector = LocalFileDetector()  # uploads travel to the Grid node
-    else:
-        options = chrome_options(chromium_path=chromium_path, headless=headless)
-        service = Service(executable_path=chromedriver_path)
-        driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(page_load_timeout_s)
-    return driver
+        return driver
+    options = chrome_options(chromium_path=chromium_path, headless=headless)
+    _fence_options(options, fence.proxy)
+    options.add_argument(f"--user-data-dir={fence.folder / 'profile'}")
+    scratch = fence.folder / "tmp"
+    scratch.mkdir(mode=0o700)
+    service = _FencedService(
+        fence,
+        executable_path=chromedriver_path,
+        # chromedriver's and Chromium's scratch files go in the browser's folder, not /tmp.
+        env={**os.environ, "TMPDIR": str(scratch)},
+        # A group of its own, so the watchdog can kill chromedriver and Chromium together.
+        popen_kw={"start_new_session": True},
+    )
+    return webdriver.Chrome(service=service, options=options)
+
+
+class _FencedService(Service):
+    """chromedriver's service, with the watchdog started the moment its process exists."""
+
+    def __init__(self, fence: _Fence, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._fence = fence
+
+    def _start_process(self, path: str) -> None:
+        super()._start_process(path)
+        group = self.process.pid
+        workspace.write_owner(
+            self._fence.folder, driver_pgid=group, driver_start=workspace.process_start(group)
+        )
+        _start_watchdog(self._fence, group)
+
+
+def _release(fence: _Fence) -> None:
+    """Stop the proxy, let the watchdog sweep the process group, delete the folder."""
+    fence.proxy.close()
+    if fence.watchdog_pipe is not None:
+        os.close(fence.watchdog_pipe)  # EOF: the watchdog kills what is left, then exits
+        fence.watchdog_pipe = None
+    if fence.watchdog is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            fence.watchdog.wait(timeout=10)
+    workspace.remove(fence.folder)
 
 
 def is_alive(driver: WebDriver) -> bool:
@@ -82,11 +277,15 @@ def is_alive(driver: WebDriver) -> bool:
 
 
 def quit_quietly(driver: WebDriver) -> None:
-    """Quit, ignoring a browser that is already gone."""
+    """Quit, ignoring a browser that is already gone; then release its proxy and folder."""
     try:
         driver.quit()
     except Exception as exc:  # a dead driver cannot be quit more; the process is reaped anyway
         log.debug("quitting browser failed: %s", exc)
+    fence: _Fence | None = getattr(driver, "_understudy_fence", None)
+    if fence is not None:
+        driver._understudy_fence = None  # type: ignore[attr-defined]
+        _release(fence)
 
 
 class BrowserPool:

@@ -46,6 +46,10 @@ class SecretRefused(StepFailed):
     or to type one where it could be read. Never skipped, even in an optional step."""
 
 
+class LeftPortal(AgentError):
+    """The SOP or a page tried to reach something outside the task's portal origins."""
+
+
 class InputsInvalid(AgentError):
     """The task's inputs do not satisfy the SOP (missing or malformed fields)."""
 
