@@ -49,6 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         claim_status,
         claims,
         eligibility,
+        hostile,
         portal,
         prior_auth,
         users,
@@ -64,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         claim_status,
         users,
         admin,
+        hostile,
     ):
         app.register_blueprint(module.bp)
 

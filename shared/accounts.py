@@ -113,6 +113,16 @@ def load_credentials(
     return Credentials(row["username"], secret["password"], secret.get("totp_secret"))
 
 
+def credentials_version(conn: Conn, account_id: int, portal: str) -> str | None:
+    """When the portal's credentials were last stored: a browser signed in with an older
+    version is not reused."""
+    row = conn.execute(
+        "SELECT updated_at FROM portal_credentials WHERE account_id = %s AND portal = %s",
+        (account_id, portal),
+    ).fetchone()
+    return row["updated_at"].isoformat() if row else None
+
+
 def credentials_overview(
     conn: Conn, fernet: MultiFernet, account_id: int, portal: str | None = None
 ) -> list[dict]:

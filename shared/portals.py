@@ -11,22 +11,25 @@ from shared.db import Conn, fetch_one
 SANDBOX_PORTAL = "sandbox"
 
 
-def put_portal(conn: Conn, account_id: int, name: str, base_url: str) -> dict:
+def put_portal(
+    conn: Conn, account_id: int, name: str, base_url: str, allowed_origins: list[str] | None = None
+) -> dict:
     return fetch_one(
         conn,
         """
-        INSERT INTO portals (account_id, name, base_url) VALUES (%s, %s, %s)
+        INSERT INTO portals (account_id, name, base_url, allowed_origins) VALUES (%s, %s, %s, %s)
         ON CONFLICT (account_id, name)
-        DO UPDATE SET base_url = EXCLUDED.base_url, updated_at = now()
-        RETURNING name, base_url, created_at, updated_at
+        DO UPDATE SET base_url = EXCLUDED.base_url, allowed_origins = EXCLUDED.allowed_origins,
+                      updated_at = now()
+        RETURNING name, base_url, allowed_origins, created_at, updated_at
         """,
-        (account_id, name, base_url),
+        (account_id, name, base_url, allowed_origins or []),
     )
 
 
 def list_portals(conn: Conn, account_id: int) -> list[dict]:
     return conn.execute(
-        "SELECT name, base_url, created_at, updated_at FROM portals"
+        "SELECT name, base_url, allowed_origins, created_at, updated_at FROM portals"
         " WHERE account_id = %s ORDER BY name",
         (account_id,),
     ).fetchall()
@@ -58,3 +61,12 @@ def portal_base_url(conn: Conn, account_id: int, name: str) -> str | None:
         "SELECT base_url FROM portals WHERE account_id = %s AND name = %s", (account_id, name)
     ).fetchone()
     return row["base_url"] if row else None
+
+
+def portal_allowed_origins(conn: Conn, account_id: int, name: str) -> list[str]:
+    """The extra origins an account declared for a portal (none for the built-in sandbox)."""
+    row = conn.execute(
+        "SELECT allowed_origins FROM portals WHERE account_id = %s AND name = %s",
+        (account_id, name),
+    ).fetchone()
+    return list(row["allowed_origins"]) if row else []

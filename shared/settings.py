@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,12 @@ class Settings:
     portal_retry_base_s: float = 2.0
     input_timeout_s: float = 900.0
     worker_concurrency: int = 2
+    # Private per-task and per-browser folders (task files, downloads, Chromium profiles).
+    workspace_dir: Path = Path(tempfile.gettempdir()) / "understudy-work"
+    # The browser's egress proxy: the address it listens on, and the host the browser is told
+    # to use (a Selenium Grid node must reach it there). Empty means the listening address.
+    egress_proxy_bind_host: str = "127.0.0.1"
+    egress_proxy_host: str | None = None
 
     # Scheduler.
     scheduler_interval_s: float = 1.0
@@ -218,6 +225,9 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORTAL_RETRY_BASE_S": ("portal_retry_base_s", _float),
     "INPUT_TIMEOUT_S": ("input_timeout_s", _float),
     "WORKER_CONCURRENCY": ("worker_concurrency", _int),
+    "WORKSPACE_DIR": ("workspace_dir", _path),
+    "EGRESS_PROXY_BIND_HOST": ("egress_proxy_bind_host", _str),
+    "EGRESS_PROXY_HOST": ("egress_proxy_host", _str),
     "SCHEDULER_INTERVAL_S": ("scheduler_interval_s", _float),
     "PENDING_REQUEUE_AFTER_S": ("pending_requeue_after_s", _float),
     "WEBHOOK_SCHEDULE_S": ("webhook_schedule_s", _floats),
@@ -236,7 +246,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
 
 
 # An empty DATABASE_URL or REDIS_URL means "use the embedded server", as if it were unset.
-_BLANK_MEANS_UNSET = {"database_url", "redis_url", "selenium_remote_url"}
+_BLANK_MEANS_UNSET = {"database_url", "redis_url", "selenium_remote_url", "egress_proxy_host"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -151,9 +151,7 @@ def egress_of(driver: WebDriver) -> EgressProxy | None:
 
 def set_downloads(driver: WebDriver, folder: Path | None) -> None:
     """Send this browser's downloads to ``folder`` (a task's workspace), or refuse them."""
-    params = (
-        {"behavior": "allow", "downloadPath": str(folder)} if folder else {"behavior": "deny"}
-    )
+    params = {"behavior": "allow", "downloadPath": str(folder)} if folder else {"behavior": "deny"}
     try:
         cdp(driver, "Browser.setDownloadBehavior", params)
     except Exception as exc:  # a Grid that forwards no DevTools commands: downloads stay remote
@@ -276,6 +274,18 @@ def is_alive(driver: WebDriver) -> bool:
         return False
 
 
+def _close_other_windows(driver: WebDriver) -> None:
+    """Start the next task with the one window, whatever the last task's pages opened."""
+    try:
+        first, *others = driver.window_handles
+        for handle in others:
+            driver.switch_to.window(handle)
+            driver.close()
+        driver.switch_to.window(first)
+    except Exception as exc:  # a browser that cannot do this is replaced on its next failure
+        log.debug("could not close extra windows: %s", exc)
+
+
 def quit_quietly(driver: WebDriver) -> None:
     """Quit, ignoring a browser that is already gone; then release its proxy and folder."""
     try:
@@ -292,8 +302,9 @@ class BrowserPool:
     """One browser per worker process, reused only for consecutive tasks of one account.
 
     `with pool.session(account_key) as driver:` hands out the current browser if it belongs to
-    the same account, is alive and has served fewer than `max_tasks` tasks; otherwise it quits
-    it and starts a fresh one (fresh profile, so no cookies cross accounts).
+    the same key (the runner's: account, portal and credentials version), is alive and has
+    served fewer than `max_tasks` tasks; otherwise it quits it and starts a fresh one (fresh
+    profile, so no cookies cross accounts, and new credentials sign in afresh).
     """
 
     def __init__(self, factory: Callable[[], WebDriver], *, max_tasks: int = 50) -> None:
@@ -334,6 +345,8 @@ class BrowserPool:
     def _acquire(self, account_key: Hashable) -> WebDriver:
         if self._driver is not None and not self._reusable(account_key):
             self._discard()
+        if self._driver is not None:
+            _close_other_windows(self._driver)
         if self._driver is None:
             self._driver = self._factory()
             self._key, self._served = account_key, 0

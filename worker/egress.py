@@ -12,21 +12,29 @@ runner can end the task as one that tried to leave its portal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import select
 import socket
 import socketserver
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.ssrf import Resolver, UrlRefused, resolve_checked, system_resolver
+from worker.errors import LeftPortal
 
 log = logging.getLogger(__name__)
 
 _MAX_HEAD_BYTES = 64 * 1024
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te"}
+# Headers that only a page's own requests carry (navigations, frames, fetch, subresources);
+# Chromium's background requests (update checks and the like) carry none of them. They are
+# refused all the same; only the page's are held against the task.
+_PAGE_HEADERS = {"referer", "origin", "upgrade-insecure-requests", "sec-fetch-mode"}
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -72,6 +80,7 @@ class Refusal:
 
     url: str
     reason: str
+    page: bool = False  # made by a page (not by the browser itself)
 
 
 class EgressProxy:
@@ -124,7 +133,9 @@ class EgressProxy:
 
     # -- used by the handler --
 
-    def _check(self, scheme: str | None, host: str, port: int, url: str) -> str:
+    def _check(
+        self, scheme: str | None, host: str, port: int, url: str, *, page: bool = False
+    ) -> str:
         """The checked address to connect to, or UrlRefused (recorded)."""
         with self._lock:
             allowed = self._allowed
@@ -143,19 +154,61 @@ class EgressProxy:
                 host.strip("[]"), port, allow_private=match.allow_private, resolver=self._resolver
             )
         except UrlRefused as exc:
-            self._refuse(url, str(exc))
+            self._refuse(url, str(exc), page=page)
             raise
         with self._lock:
             self.requests += 1
         return address
 
-    def _refuse(self, url: str, reason: str) -> None:
+    def _refuse(self, url: str, reason: str, *, page: bool = False) -> None:
         with self._lock:
-            self._refusals.append(Refusal(url, reason))
+            self._refusals.append(Refusal(url, reason, page))
         log.warning("egress refused %s: %s", url, reason)
 
     def _connect(self, address: str, port: int) -> socket.socket:
         return socket.create_connection((address, port), timeout=self._connect_timeout_s)
+
+
+class Boundary:
+    """The origins one task may reach, checked where the engine can see them: the URL a
+    ``goto`` opens, the browser's URL after every step, and the page's refused requests."""
+
+    def __init__(self, origins: Sequence[Origin], proxy: EgressProxy | None) -> None:
+        self.origins = tuple(origins)
+        self.proxy = proxy
+        if proxy is not None:
+            proxy.allow(self.origins)
+
+    def allows(self, url: str) -> bool:
+        try:
+            origin = Origin.of(url)
+        except ValueError:
+            return False
+        return any(o.same(origin.scheme, origin.host, origin.port) for o in self.origins)
+
+    def target(self, url: str, base_url: str) -> str:
+        """The absolute URL a ``goto`` opens, or LeftPortal if it is not on the portal."""
+        url = url.strip()
+        full = url if _SCHEME.match(url) else f"{base_url.rstrip('/')}/{url.lstrip('/')}"
+        if not full.lower().startswith(("http://", "https://")):
+            raise LeftPortal(f"goto may open only http(s) pages of the portal, not {url[:200]}")
+        if not self.allows(full):
+            raise LeftPortal(f"{url[:200]} is not on one of the portal's origins")
+        return full
+
+    def check(self, current_url: str | None) -> None:
+        """LeftPortal if the browser is off the portal or a page asked for another origin."""
+        if current_url and not self._fine(current_url):
+            raise LeftPortal(f"the browser was sent to {current_url[:200]}")
+        if self.proxy is not None:
+            for refusal in self.proxy.refusals():
+                if refusal.page:
+                    raise LeftPortal(f"a page asked for {refusal.url[:200]} ({refusal.reason})")
+
+    def _fine(self, url: str) -> bool:
+        if url == "about:blank" or url.startswith("chrome-error://"):
+            return True  # a start page, or a failed load the page checks report
+        return self.allows(url.removeprefix("blob:"))
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -209,10 +262,8 @@ class _Handler(socketserver.BaseRequestHandler):
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        try:
+        with contextlib.suppress(OSError):
             self.request.sendall(head.encode("latin-1") + body)
-        except OSError:
-            pass
 
     def _tunnel(self, proxy: EgressProxy, target: str) -> None:
         host, _, port_text = target.rpartition(":")
@@ -239,9 +290,11 @@ class _Handler(socketserver.BaseRequestHandler):
         self, proxy: EgressProxy, method: str, target: str, version: str, header_lines: list[str]
     ) -> None:
         parts = urlsplit(target)
+        names = {h.split(":", 1)[0].strip().lower() for h in header_lines}
+        page = bool(names & _PAGE_HEADERS)
         if parts.scheme != "http" or not parts.hostname:
             # Only plain http arrives in absolute form; https and wss come as CONNECT.
-            proxy._refuse(target[:2000], "only http(s) is allowed")
+            proxy._refuse(target[:2000], "only http(s) is allowed", page=page)
             self._answer(403, f"refused {target[:200]}: only http(s) is allowed")
             return
         try:
@@ -250,7 +303,7 @@ class _Handler(socketserver.BaseRequestHandler):
             self._answer(400, "bad port")
             return
         try:
-            address = proxy._check("http", parts.hostname, port, target)
+            address = proxy._check("http", parts.hostname, port, target, page=page)
         except UrlRefused as exc:
             self._answer(403, f"refused {target[:200]}: {exc}")
             return

@@ -48,10 +48,13 @@ from shared.redaction import MASK, Redactor
 from shared.sops import Locator, Screenshots, Sop, Step
 from shared.template_sandbox import BoundedSandbox
 from worker import locators
+from worker.browser import egress_of
+from worker.egress import Boundary, Origin
 from worker.errors import (
     AgentError,
     CredentialsRejected,
     InputsInvalid,
+    LeftPortal,
     PortalUnavailable,
     SecretRefused,
     StepFailed,
@@ -152,8 +155,12 @@ def run_sop(
     screenshot_every_step: bool = False,
     sensitive: Mapping[str, str] | None = None,
     redactor: Redactor | None = None,
+    allowed_origins: Sequence[Origin] | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
+
+    The browser may reach only `allowed_origins` (default: the base URL's origin); anything
+    else raises LeftPortal.
 
     `verify_only` runs the SOP's `verify` steps instead of its steps: use it when an earlier
     attempt passed a checkpoint (it may already have submitted). `screenshot_every_step` is the
@@ -169,6 +176,10 @@ def run_sop(
     url = base_url or sop.base_url
     if not url:
         raise StepFailed("no portal base URL: give base_url or set portal.base_url in the SOP")
+    try:
+        origins = allowed_origins or [Origin.of(url, allow_private=True)]
+    except ValueError:
+        raise LeftPortal(f"the portal's base URL {url} is not an http(s) URL") from None
     run = _Run(
         driver=driver,
         sop=sop,
@@ -184,6 +195,7 @@ def run_sop(
         screenshot_every_step=(
             screenshot_every_step or sop.settings.screenshots == Screenshots.EVERY_STEP
         ),
+        boundary=Boundary(origins, egress_of(driver)),
     )
     return run.execute(verify_only=verify_only)
 
@@ -287,8 +299,10 @@ class _Run:
         should_stop: Callable[[], bool],
         request_code: Callable[[], str] | None,
         screenshot_every_step: bool,
+        boundary: Boundary,
     ) -> None:
         self.driver = driver
+        self.boundary = boundary
         self.sop = sop
         self.screenshot_every_step = screenshot_every_step
         self.base_url = base_url.rstrip("/")
@@ -333,6 +347,7 @@ class _Run:
                         f"the portal ended the session {relogins} times during the task"
                     ) from None
                 steps = self._resume_after_expiry()
+        self._check_boundary()
         return self._outcome()
 
     def _resume_after_expiry(self) -> tuple[Step, ...]:
@@ -427,12 +442,26 @@ class _Run:
         handler = getattr(self, f"_step_{step.kind}")
         for attempt in range(3):
             try:
-                return handler(step, index, name, started, t0)
+                result = handler(step, index, name, started, t0)
             except WebDriverException as exc:
                 # Found on the page that was just being replaced: the action did not happen.
                 if not (_is_stale(exc) and step.kind in _RETRYABLE and attempt < 2):
+                    self._check_boundary()  # a page that left the portal explains the failure
                     raise
+            except (StepFailed, PortalUnavailable):
+                self._check_boundary()
+                raise
+            else:
+                self._check_boundary()
+                return result
         raise AssertionError("unreachable")
+
+    def _check_boundary(self) -> None:
+        try:
+            url: str | None = self.driver.current_url
+        except WebDriverException:
+            url = None
+        self.boundary.check(url)
 
     def _fail(self, name: str, started: datetime, t0: float, exc: AgentError) -> NoReturn:
         # Redact in place so the exception that propagates carries no secret either.
@@ -685,16 +714,18 @@ class _Run:
         return f"opened {url}"
 
     def _goto(self, url: str) -> None:
-        absolute = re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", url)  # http:, https:, data:, ...
-        full = url if absolute else f"{self.base_url}/{url.lstrip('/')}"
+        full = self.boundary.target(url, self.base_url)  # only http(s) on the portal's origins
         try:
             self.driver.get(full)
         except TimeoutException:
+            self._check_boundary()
             raise PortalUnavailable(f"the page {url} did not load in time") from None
         except WebDriverException as exc:
+            self._check_boundary()
             if "net::ERR" in (exc.msg or ""):
                 raise PortalUnavailable(f"the portal could not be reached ({url})") from None
             raise
+        self._check_boundary()
         self._check_page()
 
     def _step_fill(self, step: Step, *_: Any) -> str:

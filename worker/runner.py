@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -29,10 +28,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from shared import redaction
 from shared import tasks as task_queries
-from shared.accounts import Credentials, load_credentials
+from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
 from shared.db import Conn, T, in_transaction
-from shared.portals import SANDBOX_PORTAL, portal_base_url
+from shared.portals import SANDBOX_PORTAL, portal_allowed_origins, portal_base_url
 from shared.redaction import Redactor
 from shared.runtime import Runtime
 from shared.sop_store import StoredSop, sop_by_id
@@ -40,7 +39,8 @@ from shared.sops import Sop
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
-from worker.browser import BrowserPool
+from worker.browser import BrowserPool, set_downloads
+from worker.egress import Origin
 from worker.engine import Outcome, run_sop
 from worker.errors import (
     INFRASTRUCTURE_ERRORS,
@@ -48,11 +48,13 @@ from worker.errors import (
     ClaimLost,
     CredentialsRejected,
     InputTimeout,
+    LeftPortal,
     PortalUnavailable,
     SecretRefused,
     StepFailed,
     TaskCanceled,
 )
+from worker.workspace import task_workspace
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,25 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     return _db(rt, lambda conn: portal_base_url(conn, account_id, sop.portal))
 
 
+def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[Origin]:
+    """What the task's browser may reach: the base URL's origin and the declared ones."""
+    allow_private = rt.settings.portal_allow_private
+    # The sandbox portal is the operator's own: its (loopback) address is always allowed.
+    base_private = allow_private or base_url == rt.settings.sandbox_url
+    origins = [Origin.of(base_url, allow_private=base_private)]
+    with rt.pool.connection() as conn:
+        declared = portal_allowed_origins(conn, account_id, portal)
+    origins += [Origin.of(url, allow_private=allow_private) for url in declared]
+    return origins
+
+
+def _browser_key(rt: Runtime, account_id: int, portal: str) -> tuple[int, str, str | None]:
+    """A browser is reused only by one account, for one portal, signed in with the credentials
+    stored now: storing new credentials ends the old session."""
+    with rt.pool.connection() as conn:
+        return account_id, portal, credentials_version(conn, account_id, portal)
+
+
 def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
     rows = _db(
         rt,
@@ -230,6 +251,8 @@ def _take_input(conn: Conn, task_id: int, worker: str) -> bytes | None:
 def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
     if isinstance(exc, TaskCanceled):
         return TaskStatus.CANCELED, "Canceled at the client's request."
+    if isinstance(exc, LeftPortal):
+        return TaskStatus.FAILED, f"The SOP tried to leave its portal and was stopped: {exc}."
     if isinstance(exc, CredentialsRejected):
         return TaskStatus.FAILED, (
             f"The portal '{sop.portal}' rejected the stored credentials. Not retried, so the "
@@ -266,8 +289,12 @@ def _drive(
 ) -> Outcome:
     """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
     sensitive = _sensitive_inputs(rt, claimed)
-    with tempfile.TemporaryDirectory(prefix="understudy-") as tmp:
-        files = _write_files(rt, claimed["id"], Path(tmp))
+    origins = _origins(rt, claimed["account_id"], sop.portal, base_url)
+    key = _browser_key(rt, claimed["account_id"], sop.portal)
+    with task_workspace(rt.settings.workspace_dir, claimed["id"]) as folder:
+        (folder / "files").mkdir(mode=0o700)
+        (folder / "downloads").mkdir(mode=0o700)
+        files = _write_files(rt, claimed["id"], folder / "files")
         retrying = Retrying(
             retry=retry_if_exception_type(RETRIED),
             stop=stop_after_attempt(max(1, rt.settings.portal_retry_attempts)),
@@ -276,7 +303,8 @@ def _drive(
         )
 
         def attempt() -> Outcome:
-            with browsers.session(claimed["account_id"]) as driver:
+            with browsers.session(key) as driver:
+                set_downloads(driver, folder / "downloads")
                 return run_sop(
                     driver,
                     sop,
@@ -291,6 +319,7 @@ def _drive(
                     screenshot_every_step=rt.settings.screenshots == "every_step",
                     sensitive=sensitive,
                     redactor=recorder.redactor,
+                    allowed_origins=origins,
                 )
 
         return retrying(attempt)

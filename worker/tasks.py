@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from shared.celery import RUN_TASK
 from shared.runtime import process_runtime
-from worker import runner
+from worker import runner, workspace
 from worker.browser import BrowserPool, new_driver
 
 _browsers: BrowserPool | None = None
@@ -24,6 +24,9 @@ def browser_pool() -> BrowserPool:
                 chromedriver_path=settings.chromedriver_path,
                 remote_url=settings.selenium_remote_url,
                 headless=settings.headless,
+                workspace_dir=settings.workspace_dir,
+                egress_bind_host=settings.egress_proxy_bind_host,
+                egress_host=settings.egress_proxy_host,
             ),
             max_tasks=settings.browser_max_tasks,
         )
@@ -33,6 +36,14 @@ def browser_pool() -> BrowserPool:
 @shared_task(name=RUN_TASK)
 def run_task(task_id: int) -> None:
     runner.run_task(process_runtime(), task_id, browsers=browser_pool())
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _sweep_leftovers(**_: object) -> None:
+    """Kill the browsers and delete the folders that dead workers left behind (a crash, a
+    SIGKILL, a lost machine), before this process starts browsers of its own."""
+    workspace.sweep(process_runtime().settings.workspace_dir)
 
 
 @worker_process_shutdown.connect

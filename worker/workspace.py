@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _OWNER_FILE = ".owner"
 # Chromium's and chromedriver's own temporary profiles and scratch folders.
-_CHROMIUM_LEFTOVERS = re.compile(r"^(\.org\.chromium\.Chromium\.|\.com\.google\.Chrome\.|scoped_dir)")
+_CHROMIUM_LEFTOVERS = re.compile(r"^(\.org\.chromium\.Chromium\.|scoped_dir)")
 
 
 def process_start(pid: int) -> str | None:
