@@ -57,6 +57,9 @@ HEADLESS_FLAGS = (
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
 
+# Room for Chromium's ".org.chromium.Chromium.XXXXXX/SingletonSocket" within a socket path.
+_MAX_SCRATCH_PATH = 60
+
 # Used when no workspace root is given (tests, scripts); workers use WORKSPACE_DIR.
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / f"understudy-{os.getuid()}"
 
@@ -226,11 +229,21 @@ def _start(
     options.add_argument(f"--user-data-dir={fence.folder / 'profile'}")
     scratch = fence.folder / "tmp"
     scratch.mkdir(mode=0o700)
+    # Chromium makes Unix sockets in its temporary folder, and a socket path may hold only
+    # 107 bytes: under a deep workspace root its scratch files stay in the system's temporary
+    # folder (which the start-up sweep covers).
+    tmp_env = {"TMPDIR": str(scratch)} if len(str(scratch)) <= _MAX_SCRATCH_PATH else {}
     service = _FencedService(
         fence,
         executable_path=chromedriver_path,
         # chromedriver's and Chromium's scratch files go in the browser's folder, not /tmp.
-        env={**os.environ, "TMPDIR": str(scratch)},
+        # Crash reports and caches too: nothing of a browser outlives its folder.
+        env={
+            **os.environ,
+            **tmp_env,
+            "XDG_CONFIG_HOME": str(scratch),
+            "XDG_CACHE_HOME": str(scratch),
+        },
         # A group of its own, so the watchdog can kill chromedriver and Chromium together.
         popen_kw={"start_new_session": True},
     )

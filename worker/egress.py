@@ -163,7 +163,8 @@ class EgressProxy:
     def _refuse(self, url: str, reason: str, *, page: bool = False) -> None:
         with self._lock:
             self._refusals.append(Refusal(url, reason, page))
-        log.warning("egress refused %s: %s", url, reason)
+        # The browser's own background requests are refused too, but are not worth a warning.
+        log.log(logging.WARNING if page else logging.INFO, "egress refused %s: %s", url, reason)
 
     def _connect(self, address: str, port: int) -> socket.socket:
         return socket.create_connection((address, port), timeout=self._connect_timeout_s)

@@ -1,0 +1,211 @@
+"""A browser's lifecycle: keyed by the credentials' version, kept in private folders that are
+deleted, swept after a crash, and never outliving the process that owns it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from shared.cli import SANDBOX_USERNAME
+from worker import runner, workspace
+from worker.browser import BrowserPool, new_driver
+
+pytestmark = pytest.mark.browser
+
+JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workspace_dir(tmp_path):
+    return tmp_path / "work"
+
+
+@pytest.fixture
+def browsers(settings, workspace_dir):
+    pool = BrowserPool(
+        lambda: new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            workspace_dir=workspace_dir,
+        )
+    )
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def rt(runtime, sandbox_url, workspace_dir):
+    requests.post(
+        f"{sandbox_url}/__sandbox/faults",
+        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
+        timeout=5,
+    ).raise_for_status()
+    settings = runtime.settings.replace(sandbox_url=sandbox_url, workspace_dir=workspace_dir)
+    return dataclasses.replace(runtime, settings=settings)
+
+
+def _task(client, account) -> int:
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": JANE}, headers=account.headers
+    )
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["id"]
+
+
+def _row(rt, task_id: int) -> dict:
+    with rt.pool.connection() as conn:
+        return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+
+
+def test_storing_new_credentials_ends_the_signed_in_session(rt, client, account, browsers):
+    # Given a task that signed in and left its browser signed in for the next task
+    first = _task(client, account)
+    runner.run_task(rt, first, browsers=browsers)
+    assert _row(rt, first)["status"] == "completed", _row(rt, first)["notes"]
+
+    # When the account stores a wrong password
+    response = client.put(
+        "/credentials/sandbox",
+        json={"username": SANDBOX_USERNAME, "password": "not-the-password"},
+        headers=account.headers,
+    )
+    assert response.status_code == 200
+
+    # Then the next task starts a fresh browser, signs in with it, and is refused
+    second = _task(client, account)
+    runner.run_task(rt, second, browsers=browsers)
+    row = _row(rt, second)
+    assert row["status"] == "failed", row["notes"]
+    assert "rejected the stored credentials" in row["notes"]
+    assert browsers.started == 2
+
+
+def test_a_task_works_in_a_private_folder_that_is_deleted_when_it_ends(
+    rt, client, account, browsers, sandbox_url, workspace_dir
+):
+    requests.post(f"{sandbox_url}/__sandbox/faults", json={"slow_s": 0.5}, timeout=5)
+    task_id = _task(client, account)
+    seen: dict[str, object] = {}
+
+    def look() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "task" not in seen:
+            for folder in workspace_dir.glob(f"task-{task_id}-*"):
+                seen["task"] = folder
+                seen["task_mode"] = folder.stat().st_mode & 0o777
+                seen["task_parts"] = sorted(p.name for p in folder.iterdir())
+            time.sleep(0.05)
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    runner.run_task(rt, task_id, browsers=browsers)
+    looker.join()
+
+    assert _row(rt, task_id)["status"] == "completed"
+    assert seen["task_mode"] == 0o700
+    assert {"files", "downloads"} <= set(seen["task_parts"])
+    assert not Path(seen["task"]).exists()  # deleted when the task ended
+    # The browser's profile lives in its own 0700 folder under the same root...
+    [browser_folder] = workspace_dir.glob("browser-*")
+    assert browser_folder.stat().st_mode & 0o777 == 0o700
+    assert (browser_folder / "profile").is_dir()
+    # ...which goes when the browser quits.
+    browsers.close()
+    assert list(workspace_dir.glob("browser-*")) == []
+
+
+def test_a_starting_worker_sweeps_what_dead_processes_left(tmp_path):
+    root, temp = tmp_path / "work", tmp_path / "tmp"
+    temp.mkdir()
+    # A folder of a process that is gone, and one of this (live) process
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = workspace.make_folder(root, "task-1")
+    (dead / ".owner").write_text(json.dumps({"pid": int(gone.stdout), "start": "0"}))
+    live = workspace.make_folder(root, "task-2")
+    # Chromium's own leftovers: a profile nobody runs, and chromedriver scratch of a live pid
+    (temp / ".org.chromium.Chromium.abc123").mkdir()
+    (temp / f"scoped_dir{os.getpid()}_1").mkdir()
+
+    removed = workspace.sweep(root, temp_dir=temp)
+
+    assert not dead.exists() and live.exists()
+    assert not (temp / ".org.chromium.Chromium.abc123").exists()
+    assert (temp / f"scoped_dir{os.getpid()}_1").exists()
+    assert len(removed) == 2
+
+
+_OWNER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from worker.browser import new_driver
+    driver = new_driver(chromium_path=sys.argv[1], chromedriver_path=sys.argv[2],
+                        workspace_dir=Path(sys.argv[3]))
+    driver.get("about:blank")
+    print(driver.service.process.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    state = workspace.process_start(pid)
+    if state is None:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat[0] != "Z"  # a zombie has exited; only its parent's bookkeeping is left
+
+
+@pytest.mark.faults
+def test_killing_the_process_that_owns_a_browser_kills_the_browser(settings, tmp_path):
+    # Given a process (as a prefork child is) that started a browser and holds it
+    root = tmp_path / "work"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, settings.chromium_path, settings.chromedriver_path, root],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        chromedriver = int(owner.stdout.readline())
+        [folder] = root.glob("browser-*")
+        before = workspace.processes_mentioning(str(folder))
+        assert len(before) >= 3  # Chromium's browser, zygote, renderer... processes
+        assert _alive(chromedriver)
+
+        # When it is killed with SIGKILL (no chance to quit its browser)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+
+        # Then chromedriver and every Chromium process of that browser die with it
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            after = [p for p in workspace.processes_mentioning(str(folder)) if _alive(p)]
+            if not after and not _alive(chromedriver):
+                break
+            time.sleep(0.2)
+        assert after == [] and not _alive(chromedriver)
+        # And the next worker to start removes its folder
+        assert folder in workspace.sweep(root, temp_dir=tmp_path)
+        assert not folder.exists()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
