@@ -26,7 +26,7 @@ from shared.accounts import (
     put_credentials,
 )
 from shared.portals import SANDBOX_PORTAL
-from shared.ssrf import UrlRefused, check_portal_url
+from shared.ssrf import UrlRefused, check_portal_url, origin_of
 from shared.tasks import iso
 
 bp = Blueprint("credentials", __name__)
@@ -59,10 +59,32 @@ def _valid_base_url(value: str) -> None:
         raise ValidationError(f"base_url is refused: {err}.") from err
 
 
+MAX_ALLOWED_ORIGINS = 20
+
+
 class PortalSchema(Schema):
     base_url = fields.String(
         required=True, validate=[validate.Length(min=1, max=2048), _valid_base_url]
     )
+    # Other origins the portal's pages need (a sign-in host, a CDN): the agent's browser may
+    # reach these too, and nothing else.
+    allowed_origins = fields.List(
+        fields.String(validate=validate.Length(min=1, max=2048)),
+        load_default=list,
+        validate=validate.Length(max=MAX_ALLOWED_ORIGINS),
+    )
+
+    @validates("allowed_origins")
+    def _origins(self, value: list[str], **_: Any) -> None:
+        errors = {}
+        for index, url in enumerate(value):
+            try:
+                origin_of(url)
+                check_portal_url(url, allow_private=runtime().settings.portal_allow_private)
+            except UrlRefused as err:
+                errors[index] = [f"{url!r} is refused: {err}."]
+        if errors:
+            raise ValidationError(errors)
 
 
 def _portal_name(name: str) -> str:
@@ -133,6 +155,7 @@ def _portal_json(row: dict, has_credentials: bool, *, builtin: bool = False) -> 
     return {
         "name": row["name"],
         "base_url": row["base_url"],
+        "allowed_origins": list(row.get("allowed_origins") or []),
         "builtin": builtin,
         "has_credentials": has_credentials,
         "created_at": iso(row["created_at"]),
@@ -146,7 +169,8 @@ def put_portal(name: str):
     _not_builtin(name)
     body = validated(PortalSchema(), json_body(), "portal")
     with runtime().pool.connection() as conn:
-        row = portal_queries.put_portal(conn, account_id(), name, body["base_url"])
+        origins = sorted({origin_of(url) for url in body["allowed_origins"]})
+        row = portal_queries.put_portal(conn, account_id(), name, body["base_url"], origins)
         setup = portal_queries.portal_setup(conn, account_id(), name)
     return jsonify(_portal_json(row, setup["has_credentials"]))
 

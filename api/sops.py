@@ -20,7 +20,7 @@ from api.limits import LimitExceeded, check_text
 from api.runtime import runtime
 from shared import sop_store
 from shared.db import Conn
-from shared.portals import SANDBOX_PORTAL, portal_setup
+from shared.portals import SANDBOX_PORTAL, portal_origins, portal_setup
 from shared.sops import (
     TASK_TYPES,
     Sop,
@@ -29,6 +29,7 @@ from shared.sops import (
     SopLimits,
     builtin_sop_text,
     load_sop,
+    offsite_urls,
 )
 from shared.tasks import iso
 
@@ -108,6 +109,21 @@ def _known_type(task_type: str) -> str:
     return task_type
 
 
+def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
+    """422 for each literal URL a goto opens outside the portal's origins (templates are
+    checked when they run; so is everything when the portal's address is not known yet)."""
+    origins = portal_origins(
+        conn,
+        account_id(),
+        sop.portal,
+        sandbox_url=runtime().settings.sandbox_url,
+        sop_base_url=sop.base_url,
+    )
+    errors = offsite_urls(sop, origins) if origins else []
+    if errors:
+        raise ValidationFailed("The SOP is not valid.", errors)
+
+
 def _warnings(conn: Conn, sop: Sop) -> list[str]:
     """What would stop this SOP at run time although the document itself is valid."""
     if sop.portal == SANDBOX_PORTAL:
@@ -184,6 +200,7 @@ def put_sop(task_type: str):
     text = _read_sop_text()
     sop = _parse(text, task_type)
     with runtime().pool.connection() as conn:
+        _refuse_offsite_urls(conn, sop)
         _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
         out = _active(conn, task_type)
         out["warnings"] = _warnings(conn, sop)
@@ -209,6 +226,7 @@ def validate_sop():
     """Check a document without storing it: the summary it would give, or every error."""
     sop = _parse(_read_sop_text())
     with runtime().pool.connection() as conn:
+        _refuse_offsite_urls(conn, sop)
         warnings = _warnings(conn, sop)
     return jsonify(
         {

@@ -7,6 +7,7 @@ Credentials are written, read and listed by :mod:`shared.accounts`.
 from __future__ import annotations
 
 from shared.db import Conn, fetch_one
+from shared.ssrf import UrlRefused, url_origin
 
 SANDBOX_PORTAL = "sandbox"
 
@@ -70,3 +71,23 @@ def portal_allowed_origins(conn: Conn, account_id: int, name: str) -> list[str]:
         (account_id, name),
     ).fetchone()
     return list(row["allowed_origins"]) if row else []
+
+
+def portal_origins(
+    conn: Conn, account_id: int, portal: str, *, sandbox_url: str, sop_base_url: str | None
+) -> set[str]:
+    """Every origin an SOP on ``portal`` may open: its base URL's and the declared ones. Empty
+    when the portal's address is not known yet (not registered, no base URL in the SOP)."""
+    if sop_base_url:
+        base: str | None = sop_base_url
+    elif portal == SANDBOX_PORTAL:
+        base = sandbox_url
+    else:
+        base = portal_base_url(conn, account_id, portal)
+    if base is None:
+        return set()
+    try:
+        origins = {url_origin(base)}
+    except UrlRefused:
+        return set()
+    return origins | set(portal_allowed_origins(conn, account_id, portal))

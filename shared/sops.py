@@ -23,6 +23,7 @@ import yaml
 from shared import inputs as inputs_mod
 from shared.redaction import Redactor
 from shared.settings import load_settings
+from shared.ssrf import UrlRefused, url_origin
 from shared.template_sandbox import BoundedSandbox
 
 TASK_TYPES = (
@@ -515,6 +516,34 @@ class SopLimitExceeded(SopInvalid):
         self.limit = limit
         self.max = maximum
         super().__init__([{"line": line, "path": "", "message": message, "limit": limit}])
+
+
+# A URL's scheme ("file:", "javascript:"...); "{{ x }}" templates are checked when they run.
+_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):(?!\d)")
+
+
+def offsite_urls(sop: Sop, origins: set[str]) -> list[dict[str, Any]]:
+    """Errors ({line, path, message}) for each literal absolute URL a goto or login step opens
+    outside ``origins`` (normalised ``scheme://host[:port]``)."""
+    errors = []
+    for step in sop.all_steps():
+        url = str(step.args.get("url", "")).strip() if step.kind in ("goto", "login") else ""
+        if "{" in url or not re.match(r"(?i)https?://", url):
+            continue
+        try:
+            origin: str | None = url_origin(url)
+        except UrlRefused:
+            origin = None
+        if origin not in origins:
+            errors.append(
+                {
+                    "line": step.line,
+                    "path": step.path,
+                    "message": f"{url} is not on one of the portal's origins "
+                    f"({', '.join(sorted(origins)) or 'none known'})",
+                }
+            )
+    return errors
 
 
 def load_sop(text: str, limits: SopLimits | None = None) -> Sop:
@@ -1072,8 +1101,10 @@ class _Validator:
             "success",
         )
         m = self.mapping(value if value is not None else {}, path, keys)
+        login_url = self.string(m.get("url", "/login"), f"{path}.url", template=True)
+        self.page_url(login_url, f"{path}.url")
         args = {
-            "url": self.string(m.get("url", "/login"), f"{path}.url", template=True),
+            "url": login_url,
             "username_label": self.string(m.get("username_label", "Username"), path),
             "password_label": self.string(m.get("password_label", "Password"), path),
             "button": self.string(m.get("button", "Sign in"), path),
@@ -1087,7 +1118,16 @@ class _Validator:
         url = value.get("url") if isinstance(value, dict) else value
         if isinstance(value, dict):
             self.mapping(value, path, ("url",))
-        return {"url": self.string(url, path, template=True)}, (), ()
+        url = self.string(url, path, template=True)
+        self.page_url(url, path)
+        return {"url": url}, (), ()
+
+    def page_url(self, url: str, path: str) -> None:
+        """A page address the SOP gives literally may only be an http(s) one (the portal's
+        origins are checked by :func:`offsite_urls`, which knows them)."""
+        scheme = _URL_SCHEME.match(url.strip())
+        if scheme and scheme.group(1).lower() not in ("http", "https"):
+            self.err(path, f"goto may open only the portal's http(s) pages, not a {scheme[0]} URL")
 
     def step_fill(self, value: Any, path: str, item: dict, step_path: str):
         args, m = self._located(value, path, ("value", "secret", "clear"), ())

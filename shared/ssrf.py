@@ -122,3 +122,21 @@ def check_url(url: str, allow_private: bool, *, resolver: Resolver = system_reso
     """Raise :class:`UrlRefused` unless ``url`` may be reached now."""
     _scheme, host, port = split_url(url)
     resolve_checked(host, port, allow_private=allow_private, resolver=resolver)
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of an http(s) URL, the default port left out, the host
+    lower-cased; :class:`UrlRefused` if it is not a usable http(s) URL."""
+    scheme, host, port = split_url(url)
+    default = {"http": 80, "https": 443}[scheme]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown.lower()}" + ("" if port == default else f":{port}")
+
+
+def origin_of(url: str) -> str:
+    """The origin that ``url`` is, or :class:`UrlRefused` if it is more than an origin (a path,
+    a query, a fragment)."""
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UrlRefused("an origin is scheme://host[:port], with no path, query or fragment")
+    return url_origin(url)

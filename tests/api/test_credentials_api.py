@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
+from api import create_app
 from shared.accounts import load_credentials
 
 PASSWORD = "Zebra-Quokka-7731-pass"
@@ -250,3 +252,58 @@ def test_a_portal_on_a_private_address_is_refused_unless_allowed(runtime, accoun
         "/portals/internal", json={"base_url": "http://127.0.0.1:8080/"}, headers=account.headers
     )
     assert loopback.status_code == 422
+
+
+# --- origins a portal declares ------------------------------------------------------------------
+
+
+def test_a_portal_declares_the_other_origins_its_pages_need(client, account):
+    response = client.put(
+        "/portals/acme",
+        json={
+            "base_url": "https://portal.acme.test/app",
+            "allowed_origins": ["https://Login.Acme.test/", "https://cdn.acme.test:8443"],
+        },
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["allowed_origins"] == [
+        "https://cdn.acme.test:8443",
+        "https://login.acme.test",
+    ]
+    listed = client.get("/portals", headers=account.headers).get_json()["data"]
+    assert [p["allowed_origins"] for p in listed] == [[], response.get_json()["allowed_origins"]]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "file:///etc",
+        "javascript:alert(1)",
+        "https://acme.test/a/path",
+        "https://acme.test/?q=1",
+        "https://user:pw@acme.test",
+        "acme.test",
+        7,
+    ],
+)
+def test_a_declared_origin_that_is_not_an_http_origin_is_422(client, account, origin):
+    response = client.put(
+        "/portals/acme",
+        json={"base_url": "https://acme.test", "allowed_origins": [origin]},
+        headers=account.headers,
+    )
+    assert "allowed_origins" in _error(response, 422, "validation_failed")["details"]
+
+
+def test_declared_origins_follow_the_private_address_rule(account, runtime):
+    # With private portals refused, a declared loopback origin is refused like a base URL
+    strict = runtime.settings.replace(portal_allow_private=False)
+    strict_app = create_app(runtime=dataclasses.replace(runtime, settings=strict))
+    response = strict_app.test_client().put(
+        "/portals/acme",
+        json={"base_url": "https://93.184.215.14", "allowed_origins": ["http://127.0.0.1:6379"]},
+        headers=account.headers,
+    )
+    details = _error(response, 422, "validation_failed")["details"]
+    assert "loopback" in json.dumps(details["allowed_origins"])
