@@ -271,3 +271,29 @@ def test_the_proxy_checks_every_resolved_address_and_connects_to_the_checked_one
     assert pinned.status_code == 200 and pinned.text == "canary secret"
     assert other.status_code == 403
     assert canary.hits == ["/pinned"]
+
+
+def test_an_origin_the_account_declared_is_reachable(rt, client, account, browsers, canary):
+    # Given a portal (served by the sandbox) that declares the canary's origin as its own
+    headers = account.headers
+    client.put(
+        "/portals/acme",
+        json={"base_url": rt.settings.sandbox_url, "allowed_origins": [canary.url]},
+        headers=headers,
+    )
+    client.put("/credentials/acme", json={"username": "u", "password": "p"}, headers=headers)
+    sop = HOSTILE_SOP.replace("portal: sandbox", "portal: acme")
+    response = client.put(
+        "/sops/check_eligibility", data=sop, headers={**headers, "Content-Type": "application/yaml"}
+    )
+    assert response.status_code == 201, response.get_json()
+    canary.hits.clear()
+
+    # When a page frames it, the frame loads; a page that frames another port is still stopped
+    allowed = _run(rt, client, account, browsers, f"/__sandbox/hostile/frame?url={canary.url}/ok")
+    other = f"http://127.0.0.1:{canary.port + 1}/no"
+    refused = _run(rt, client, account, browsers, f"/__sandbox/hostile/frame?url={other}")
+
+    assert allowed["status"] == "completed", allowed["notes"]
+    assert canary.hits == ["/ok"]
+    assert refused["status"] == "failed" and LEFT in refused["notes"]
