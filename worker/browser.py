@@ -34,7 +34,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from worker import workspace
 from worker.egress import EgressProxy
-from worker.errors import AgentError, TaskCanceled
+from worker.errors import AgentError, LeftPortal, TaskCanceled
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,9 @@ class BrowserPool:
         driver = self._acquire(account_key)
         try:
             yield driver
-        except TaskCanceled:
-            # A canceled task may have left a form half filled: close the browser, start clean.
+        except (TaskCanceled, LeftPortal):
+            # A canceled task may have left a form half filled, and a page that tried to leave
+            # the portal may still be trying: close the browser, start clean.
             self._discard()
             raise
         except AgentError:

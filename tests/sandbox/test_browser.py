@@ -14,7 +14,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import sandbox
 from tests.conftest import ServedApp
-from worker.browser import new_driver, quit_quietly
+from worker.browser import egress_of, new_driver, quit_quietly
+from worker.egress import Origin
 
 from .helpers import MFA_USER, totp_now
 
@@ -29,11 +30,13 @@ def served() -> Iterator[str]:
 
 
 @pytest.fixture
-def driver(settings) -> Iterator[WebDriver]:
-    # The agent's own browser setup: explicit Chromium and chromedriver paths, headless flags.
+def driver(settings, served: str) -> Iterator[WebDriver]:
+    # The agent's own browser setup: explicit Chromium and chromedriver paths, headless flags,
+    # fenced in to the portal's origin as a task's browser is.
     d = new_driver(
         chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
     )
+    egress_of(d).allow([Origin.of(served, allow_private=True)])
     yield d
     quit_quietly(d)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -27,12 +30,22 @@ PAGE = """<!doctype html><html><head><title>Playground</title></head><body>
 </body></html>"""
 
 
-@pytest.fixture
-def page_url(tmp_path: Path) -> str:
-    # A file: URL rather than data:, so the page can change its own #fragment.
-    path = tmp_path / "playground.html"
-    path.write_text(PAGE)
-    return path.as_uri()
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # Served over http (the agent opens only http(s) pages), so it can change its #fragment.
+    folder = tmp_path_factory.mktemp("playground")
+    (folder / "playground.html").write_text(PAGE)
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/playground.html"
+    server.shutdown()
+    server.server_close()
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def run(driver, url, steps: str, recorder=None, files=(), outcomes: str | None = None):
@@ -54,7 +67,7 @@ outcomes:
         driver,
         sop,
         {"who": "Jane Doe"},
-        base_url="http://unused.invalid",
+        base_url=url.rsplit("/", 1)[0],
         credentials=PLAIN_USER,
         recorder=recorder,
         files=list(files),
