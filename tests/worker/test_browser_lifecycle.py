@@ -159,10 +159,29 @@ _OWNER = textwrap.dedent(
     driver = new_driver(chromium_path=sys.argv[1], chromedriver_path=sys.argv[2],
                         workspace_dir=Path(sys.argv[3]))
     driver.get("about:blank")
-    print(driver.service.process.pid, flush=True)
+    print(driver.service.process.pid, driver._understudy_fence.watchdog.pid, flush=True)
     time.sleep(600)
     """
 )
+
+
+def _browser_owner(settings, root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _OWNER, settings.chromium_path, settings.chromedriver_path, root],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 15) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in pids if _alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -177,15 +196,9 @@ def _alive(pid: int) -> bool:
 def test_killing_the_process_that_owns_a_browser_kills_the_browser(settings, tmp_path):
     # Given a process (as a prefork child is) that started a browser and holds it
     root = tmp_path / "work"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, settings.chromium_path, settings.chromedriver_path, root],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    owner = _browser_owner(settings, root)
     try:
-        chromedriver = int(owner.stdout.readline())
+        chromedriver, _watchdog = map(int, owner.stdout.readline().split())
         [folder] = root.glob("browser-*")
         before = workspace.processes_mentioning(str(folder))
         assert len(before) >= 3  # Chromium's browser, zygote, renderer... processes
@@ -205,6 +218,32 @@ def test_killing_the_process_that_owns_a_browser_kills_the_browser(settings, tmp
         assert after == [] and not _alive(chromedriver)
         # And the next worker to start removes its folder
         assert folder in workspace.sweep(root, temp_dir=tmp_path)
+        assert not folder.exists()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+@pytest.mark.faults
+def test_a_starting_worker_kills_browsers_whose_owner_and_watchdog_died(settings, tmp_path):
+    # Given a browser whose owner died and whose watchdog was killed first (nothing cleaned up)
+    root = tmp_path / "work"
+    owner = _browser_owner(settings, root)
+    try:
+        chromedriver, watchdog = map(int, owner.stdout.readline().split())
+        [folder] = root.glob("browser-*")
+        os.kill(watchdog, signal.SIGKILL)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        time.sleep(1)
+        orphans = [p for p in workspace.processes_mentioning(str(folder)) if _alive(p)]
+        assert orphans and _alive(chromedriver)  # the orphans this test is about
+
+        # When a worker starts and sweeps
+        workspace.sweep(root, temp_dir=tmp_path)
+
+        # Then the orphaned chromedriver and Chromium are gone, and so is their folder
+        assert _wait_gone([*orphans, chromedriver]) == []
         assert not folder.exists()
     finally:
         if owner.poll() is None:
