@@ -29,6 +29,7 @@ from worker.errors import LeftPortal
 log = logging.getLogger(__name__)
 
 _MAX_HEAD_BYTES = 64 * 1024
+_MAX_REFUSALS = 1000
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te"}
 # Headers that only a page's own requests carry (navigations, frames, fetch, subresources);
 # Chromium's background requests (update checks and the like) carry none of them. They are
@@ -136,18 +137,10 @@ class EgressProxy:
     def _check(
         self, scheme: str | None, host: str, port: int, url: str, *, page: bool = False
     ) -> str:
-        """The checked address to connect to, or UrlRefused (recorded)."""
-        with self._lock:
-            allowed = self._allowed
+        """The checked address to connect to, or UrlRefused (recorded). A ``None`` scheme is a
+        tunnel, which may carry either scheme of an allowed host and port."""
         try:
-            match = next(
-                (
-                    o
-                    for o in allowed
-                    if (o.same(scheme, host, port) if scheme else o.same(o.scheme, host, port))
-                ),
-                None,
-            )
+            match = self._match(scheme, host, port)
             if match is None:
                 raise UrlRefused("not one of the portal's origins")
             address = resolve_checked(
@@ -160,9 +153,15 @@ class EgressProxy:
             self.requests += 1
         return address
 
+    def _match(self, scheme: str | None, host: str, port: int) -> Origin | None:
+        with self._lock:
+            allowed = self._allowed
+        return next((o for o in allowed if o.same(scheme or o.scheme, host, port)), None)
+
     def _refuse(self, url: str, reason: str, *, page: bool = False) -> None:
         with self._lock:
-            self._refusals.append(Refusal(url, reason, page))
+            if len(self._refusals) < _MAX_REFUSALS:  # a page may retry forever; one is enough
+                self._refusals.append(Refusal(url, reason, page))
         # The browser's own background requests are refused too, but are not worth a warning.
         log.log(logging.WARNING if page else logging.INFO, "egress refused %s: %s", url, reason)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _OWNER_FILE = ".owner"
+_LEFTOVER_AGE_S = 600.0
 # Chromium's and chromedriver's own temporary profiles and scratch folders.
 _CHROMIUM_LEFTOVERS = re.compile(r"^(\.org\.chromium\.Chromium\.|scoped_dir)")
 
@@ -155,11 +156,20 @@ def _sweep_chromium_temp(temp_dir: Path) -> list[Path]:
                 continue
         except OSError:
             continue
-        if _in_use(entry):
+        if _in_use(entry) or _recent(entry):
             continue
         remove(entry)
         removed.append(entry)
     return removed
+
+
+def _recent(entry: Path) -> bool:
+    # Chromium also keeps a socket folder here that no command line names; a live browser
+    # touches it, so only folders left alone for a while are taken for leftovers.
+    try:
+        return time.time() - entry.stat().st_mtime < _LEFTOVER_AGE_S
+    except OSError:
+        return True
 
 
 def _in_use(entry: Path) -> bool:

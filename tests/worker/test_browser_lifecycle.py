@@ -140,14 +140,18 @@ def test_a_starting_worker_sweeps_what_dead_processes_left(tmp_path):
     (dead / ".owner").write_text(json.dumps({"pid": int(gone.stdout), "start": "0"}))
     live = workspace.make_folder(root, "task-2")
     # Chromium's own leftovers: a profile nobody runs, and chromedriver scratch of a live pid
-    (temp / ".org.chromium.Chromium.abc123").mkdir()
-    (temp / f"scoped_dir{os.getpid()}_1").mkdir()
+    hour_ago = time.time() - 3600
+    for name in (".org.chromium.Chromium.abc123", f"scoped_dir{os.getpid()}_1"):
+        (temp / name).mkdir()
+        os.utime(temp / name, (hour_ago, hour_ago))
+    (temp / ".org.chromium.Chromium.fresh1").mkdir()  # maybe a live browser's socket folder
 
     removed = workspace.sweep(root, temp_dir=temp)
 
     assert not dead.exists() and live.exists()
     assert not (temp / ".org.chromium.Chromium.abc123").exists()
     assert (temp / f"scoped_dir{os.getpid()}_1").exists()
+    assert (temp / ".org.chromium.Chromium.fresh1").exists()
     assert len(removed) == 2
 
 
