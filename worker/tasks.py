@@ -7,6 +7,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from shared.celery import RUN_TASK
 from shared.runtime import process_runtime
+from shared.settings import load_settings
 from worker import runner, workspace
 from worker.browser import BrowserPool, new_driver
 
@@ -43,7 +44,8 @@ def run_task(task_id: int) -> None:
 def _sweep_leftovers(**_: object) -> None:
     """Kill the browsers and delete the folders that dead workers left behind (a crash, a
     SIGKILL, a lost machine), before this process starts browsers of its own."""
-    workspace.sweep(process_runtime().settings.workspace_dir)
+    # Settings only: the sweep must not wait for the database or the broker.
+    workspace.sweep(load_settings().workspace_dir)
 
 
 @worker_process_shutdown.connect

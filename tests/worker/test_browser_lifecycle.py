@@ -295,3 +295,21 @@ def test_downloads_land_in_the_folder_the_task_gives(settings, tmp_path):
         server.shutdown()
         server.server_close()
     assert (downloads / "report.txt").read_bytes() == b"remittance advice"
+
+
+def test_the_sweep_runs_when_a_worker_process_starts(tmp_path, monkeypatch):
+    from celery.signals import worker_process_init
+
+    import worker.tasks  # noqa: F401 (connects the signal handlers)
+
+    # Given the folder of a worker process that died
+    root = tmp_path / "work"
+    dead = workspace.make_folder(root, "task-7")
+    (dead / ".owner").write_text(json.dumps({"pid": 2**22 + 1, "start": "0"}))
+    monkeypatch.setenv("WORKSPACE_DIR", str(root))
+
+    # When Celery starts a worker process
+    worker_process_init.send(sender=None)
+
+    # Then the leftover is gone
+    assert not dead.exists()
