@@ -30,11 +30,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Stack:
-    def __init__(self, api_url: str, sandbox_url: str, process: subprocess.Popen, log: Path):
+    def __init__(
+        self,
+        api_url: str,
+        sandbox_url: str,
+        process: subprocess.Popen,
+        log: Path,
+        workspace_dir: Path | None = None,
+    ):
         self.api_url = api_url
         self.sandbox_url = sandbox_url
         self.process = process
         self.log = log
+        self.workspace_dir = workspace_dir  # where the workers keep task and browser folders
 
     def sandbox_faults(self, **faults: object) -> None:
         requests.post(
@@ -138,6 +146,7 @@ def stack(
         "DATABASE_URL": e2e_services["database_url"],
         "REDIS_URL": e2e_services["redis_url"],
         "UNDERSTUDY_RUN_DIR": e2e_services["run_dir"],
+        "WORKSPACE_DIR": str(Path(e2e_services["run_dir"]) / "work"),
         "PORT": str(api_port),
         "API_WORKERS": "1",
         "SANDBOX_PORT": str(sandbox_port),
@@ -167,7 +176,9 @@ def stack(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack = Stack(f"http://127.0.0.1:{api_port}", sandbox_url, process, log)
+    stack = Stack(
+        f"http://127.0.0.1:{api_port}", sandbox_url, process, log, Path(env["WORKSPACE_DIR"])
+    )
     try:
         _wait_http(f"{stack.api_url}/healthz", process, log)
         _wait_http(f"{sandbox_url}/__sandbox/faults", process, log)
