@@ -204,6 +204,8 @@ def new_driver(
     try:
         driver.set_page_load_timeout(page_load_timeout_s)
         _block_local_files(driver)
+        # A fresh profile may open on the browser's own new-tab page; start where tasks expect.
+        driver.get("about:blank")
     except BaseException:
         quit_quietly(driver)
         raise

@@ -206,7 +206,7 @@ class Boundary:
                     raise LeftPortal(f"a page asked for {refusal.url[:200]} ({refusal.reason})")
 
     def _fine(self, url: str) -> bool:
-        if url == "about:blank" or url.startswith("chrome-error://"):
+        if url in ("about:blank", "data:,") or url.startswith("chrome-error://"):
             return True  # a start page, or a failed load the page checks report
         return self.allows(url.removeprefix("blob:"))
 

@@ -281,7 +281,11 @@ def test_an_origin_the_account_declared_is_reachable(rt, client, account, browse
         json={"base_url": rt.settings.sandbox_url, "allowed_origins": [canary.url]},
         headers=headers,
     )
-    client.put("/credentials/acme", json={"username": "u", "password": "p"}, headers=headers)
+    client.put(
+        "/credentials/acme",
+        json={"username": "acme-user", "password": "acme-pass-42"},
+        headers=headers,
+    )
     sop = HOSTILE_SOP.replace("portal: sandbox", "portal: acme")
     response = client.put(
         "/sops/check_eligibility", data=sop, headers={**headers, "Content-Type": "application/yaml"}
