@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.file_detector import LocalFileDetector
@@ -143,7 +144,11 @@ def cdp(driver: WebDriver, command: str, params: dict) -> dict:
 
 def _block_local_files(driver: WebDriver) -> None:
     """Pause (never serve) any file: request, should one get past the engine's goto guard."""
-    cdp(driver, "Fetch.enable", {"patterns": [{"urlPattern": "file:*"}]})
+    try:
+        cdp(driver, "Fetch.enable", {"patterns": [{"urlPattern": "file:*"}]})
+    except WebDriverException as exc:
+        # A Grid that forwards no DevTools commands: the engine's guards still refuse file:.
+        log.warning("could not block file: URLs in the browser: %s", exc.msg or exc)
 
 
 def egress_of(driver: WebDriver) -> EgressProxy | None:
