@@ -190,8 +190,7 @@ def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[O
     # The sandbox portal is the operator's own: its (loopback) address is always allowed.
     base_private = allow_private or base_url == rt.settings.sandbox_url
     origins = [Origin.of(base_url, allow_private=base_private)]
-    with rt.pool.connection() as conn:
-        declared = portal_allowed_origins(conn, account_id, portal)
+    declared = _db(rt, lambda conn: portal_allowed_origins(conn, account_id, portal))
     origins += [Origin.of(url, allow_private=allow_private) for url in declared]
     return origins
 
@@ -199,8 +198,8 @@ def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[O
 def _browser_key(rt: Runtime, account_id: int, portal: str) -> tuple[int, str, str | None]:
     """A browser is reused only by one account, for one portal, signed in with the credentials
     stored now: storing new credentials ends the old session."""
-    with rt.pool.connection() as conn:
-        return account_id, portal, credentials_version(conn, account_id, portal)
+    version = _db(rt, lambda conn: credentials_version(conn, account_id, portal))
+    return account_id, portal, version
 
 
 def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
@@ -440,7 +439,7 @@ def _run_claimed(
         raise  # ours, not the task's: no status; the claim is given up (see run_task)
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
         status, notes = _failure_note(exc, sop)
-        if status == TaskStatus.FAILED and not isinstance(exc, RETRIED + (StepFailed,)):
+        if status == TaskStatus.FAILED and not isinstance(exc, RETRIED + (StepFailed, LeftPortal)):
             log.exception("task %s failed", claimed["id"])
         return status, notes, None
     return TaskStatus(outcome.status), outcome.notes, outcome.result
