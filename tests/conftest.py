@@ -25,10 +25,22 @@ _TABLES = (
 )
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, never one this test session handed out before.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first socket is
+    closed, and a stack started with both (say the API and its Redis) would collide.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class ServedApp:
