@@ -15,7 +15,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     WORKSPACE_DIR=/workspace
 
 # fonts-liberation: pages render with real metrics in screenshots; tini reaps Chromium's children
-# and forwards SIGTERM, so Celery's warm shutdown sees it.
+# and forwards SIGTERM, so Celery's warm shutdown sees it. Versions are not pinned: the stable
+# release's security updates replace them, and an old pin would stop the image from building.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends chromium chromium-driver fonts-liberation tini \
     && rm -rf /var/lib/apt/lists/*
@@ -39,7 +41,8 @@ COPY Procfile ./
 RUN pip install --no-cache-dir . \
     && chown -R root:root /app
 
-USER understudy:understudy
+# Numeric, so Kubernetes' runAsNonRoot can check it.
+USER 10001:10001
 EXPOSE 8000
 
 # For `web`: /healthz is liveness (answered from memory, never delayed by busy threads). Workers,
