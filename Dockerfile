@@ -22,14 +22,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends chromium chromium-driver fonts-liberation tini \
     && rm -rf /var/lib/apt/lists/*
 
+# A writable home: Chromium keeps a few files under $HOME even with its profile elsewhere.
 RUN groupadd --system --gid 10001 understudy \
-    && useradd --system --uid 10001 --gid understudy --home-dir /app --shell /usr/sbin/nologin \
-       understudy \
+    && useradd --system --uid 10001 --gid understudy --create-home --home-dir /home/understudy \
+       --shell /usr/sbin/nologin understudy \
     && mkdir -p /app /workspace \
     && chown understudy:understudy /workspace
 
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall them.
+# Only the packages and what pip needs to install them (.dockerignore keeps the rest out).
 COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY worker/ worker/
@@ -38,8 +39,7 @@ COPY scheduler/ scheduler/
 COPY shared/ shared/
 COPY sandbox/ sandbox/
 COPY Procfile ./
-RUN pip install --no-cache-dir . \
-    && chown -R root:root /app
+RUN pip install --no-cache-dir .
 
 # Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
