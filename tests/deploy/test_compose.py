@@ -5,7 +5,11 @@ No container runtime runs here, so the file is read, not started.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +85,28 @@ def test_the_stack_uses_the_compose_postgres_and_redis() -> None:
     )
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert env["ENCRYPTION_KEYS"].startswith("${ENCRYPTION_KEYS:?")
+
+
+def test_worker_command_names_its_own_address_and_runs_the_procfile_worker(tmp_path: Path) -> None:
+    """The worker's `sh -c` line, as compose runs it (`$$` is compose's escape for `$`): the
+    celery it starts gets EGRESS_PROXY_HOST set to this host's address and the Procfile's argv."""
+    script = _services()["worker"]["command"][2].replace("$$", "$")
+    # A stand-in `celery` on PATH that reports what it was started with.
+    fake = tmp_path / "celery"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        "print(json.dumps([os.environ['EGRESS_PROXY_HOST'], sys.argv[1:]]))\n"
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "WORKER_CONCURRENCY": "2", "LOG_LEVEL": "INFO"}
+    out = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    proxy_host, argv = json.loads(out.stdout)
+    ipaddress.ip_address(proxy_host)  # an address, one of them
+    expected = shlex.split(_procfile()["worker"])[1:]
+    expected = [
+        word.replace("${WORKER_CONCURRENCY:-2}", "2").replace("${LOG_LEVEL:-INFO}", "INFO")
+        for word in expected
+    ]
+    assert argv == expected
