@@ -113,3 +113,27 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", ".run", ".env", "tests"):
         assert entry in ignored, entry
+
+
+def _healthcheck_argv() -> list[str]:
+    args = next(args for word, args in _instructions() if word == "HEALTHCHECK")
+    argv: list[str] = json.loads(args[args.index("CMD") + len("CMD") :].strip())
+    return argv
+
+
+def test_healthcheck_command_passes_against_the_api_and_fails_without_it(app) -> None:
+    """The HEALTHCHECK's own command, run against the real API, and against a closed port."""
+    from tests.conftest import ServedApp, free_port
+
+    argv = [sys.executable, *_healthcheck_argv()[1:]]  # the image's `python` is this one here
+    served = ServedApp(app)
+    try:
+        port = served.url.rsplit(":", 1)[1]
+        up = subprocess.run(argv, env={"PORT": port}, capture_output=True, timeout=30, check=False)
+        assert up.returncode == 0, up.stderr
+    finally:
+        served.close()
+    down = subprocess.run(
+        argv, env={"PORT": str(free_port())}, capture_output=True, timeout=30, check=False
+    )
+    assert down.returncode != 0
