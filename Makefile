@@ -37,6 +37,7 @@ test-fast: install browsers ## the quick tier for iterating: no e2e, faults or f
 	$(BIN)/pytest -m "not e2e and not faults and not fuzz"
 
 bench: install browsers ## run the benchmarks (not part of the tests)
+	$(BIN)/python bench/api.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/agent.py
 

@@ -7,6 +7,7 @@ from flask import g, request
 from api.errors import ApiError
 from api.runtime import runtime
 from shared.accounts import account_for_key
+from shared.db import outside_transaction
 
 _NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
 
@@ -27,7 +28,8 @@ def caller_account() -> int | None:
         key = _bearer_key()
         if key is not None:
             try:
-                with runtime().pool.connection() as conn:
+                # One statement, no BEGIN and COMMIT around it: one round trip.
+                with runtime().pool.connection() as conn, outside_transaction(conn):
                     g.caller_account = account_for_key(conn, key)
             except Exception as exc:
                 # The limiter swallows it and lets the request go on; require_account raises

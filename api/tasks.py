@@ -7,6 +7,7 @@ scheduler sends it later, so the client's 200 is never a lie.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,12 +31,12 @@ from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import sop_store
 from shared import tasks as task_queries
-from shared.celery import RUN_TASK
+from shared.celery import send_run_task
 from shared.crypto import encrypt_json
 from shared.db import Conn
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.sops import TASK_TYPES
-from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
+from shared.tasks import FINAL_STATUSES, NewTask, TaskStatus, task_json
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ def _idempotent_replay(conn: Conn, key: str, digest: str):
     return jsonify(row["response_body"]), row["response_status"]
 
 
-def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
+def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> NewTask:
+    """Validate the request against the active SOP and count the task's number (422 if bad)."""
     stored = sop_store.active_sop(conn, account_id(), body["type"])
     raw = body.get("data")
     settings = runtime().settings
@@ -143,37 +145,50 @@ def _create(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> int:
         )
     # Sensitive inputs are kept only encrypted; `data` and `inputs` show them as ***.
     plain, secret = stored.sop.split_inputs(inputs)
-    task_id = task_queries.insert_task(
-        conn,
+    return NewTask(
         account_id=account_id(),
+        task_number=task_queries.take_task_number(conn, account_id()),  # commits
         task_type=body["type"],
         title=stored.sop.title,
-        instructions=stored.sop.summary(),
+        instructions=stored.instructions,
         sop_id=stored.id,
+        sop_version=stored.version,
+        sop_builtin=stored.builtin,
         data=task_queries.stored_data(raw, stored.sop.sensitive_keys(), list(secret.values())),
         inputs=plain,
         secret_inputs=encrypt_json(runtime().fernet, secret) if secret else None,
+        files=files,
     )
-    for name, content_type, content in files:
-        task_queries.insert_file(conn, task_id, name, content_type, content)
-    return task_id
 
 
-def enqueue(task_id: int) -> None:
-    """Send the task to the agent queue; on failure the scheduler re-sends it later."""
-    rt = runtime()
+def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, Any]:
+    """The durable part of a creation: the task, its files and the idempotency record."""
+    with conn.pipeline():
+        created = task_json(task_queries.insert_task(conn, new))
+        if key:
+            conn.execute(
+                "INSERT INTO idempotency_keys"
+                " (account_id, key, request_digest, response_status, response_body)"
+                " VALUES (%s, %s, %s, 200, %s)",
+                (new.account_id, key, digest, Jsonb(created)),
+            )
+        conn.commit()
+    return created
+
+
+def enqueue(conn: Conn, task_id: int) -> None:
+    """Send the created task's message, best effort: the task is committed already.
+
+    Run through :func:`after_commit`. If the queue is unreachable the task goes back to
+    ``pending`` for the scheduler's next tick; if anything else fails (that write included), the
+    scheduler treats the message as lost and sends it after ``PENDING_REQUEUE_AFTER_S``.
+    """
     try:
-        rt.celery.send_task(
-            RUN_TASK,
-            args=[task_id],
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
-        )
+        send_run_task(runtime().celery, task_id)
     except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
         log.warning("task %s stays pending: the queue is unreachable", task_id)
-        return
-    with rt.pool.connection() as conn:
-        task_queries.mark_dispatched(conn, task_id)
+        with conn.transaction():
+            task_queries.undo_dispatch(conn, task_id)
 
 
 def after_commit(task_id: int, action: Callable[[int], None]) -> None:
@@ -191,6 +206,13 @@ def after_commit(task_id: int, action: Callable[[int], None]) -> None:
 
 @bp.post("/tasks")
 def create_task():
+    """Validate, store in one durable commit, then send the message.
+
+    Two short transactions on one connection, each one round trip where it can be: (1) the
+    idempotency check, the SOP and the task number, committed with the number, without waiting
+    for the disk (the durable commit of (2) covers it); (2) the task (stored as dispatching),
+    its files and the idempotency record: the one commit the client waits on.
+    """
     body, uploads = _read_body()
     body = {**body, **validated(TaskCreateSchema(), body, "task")}
     files = _read_files(uploads)
@@ -198,24 +220,18 @@ def create_task():
     digest = _request_digest(body, files)
     try:
         with runtime().pool.connection() as conn:
-            if key and (replay := _idempotent_replay(conn, key, digest)):
-                return replay
-            task_id = _create(conn, body, files)
-            created = task_json(task_queries.get_task(conn, task_id))
-            if key:
-                conn.execute(
-                    "INSERT INTO idempotency_keys"
-                    " (account_id, key, request_digest, response_status, response_body)"
-                    " VALUES (%s, %s, %s, 200, %s)",
-                    (account_id(), key, digest, Jsonb(created)),
-                )
+            with conn.pipeline():
+                if key and (replay := _idempotent_replay(conn, key, digest)):
+                    return replay
+                new = _new_task(conn, body, files)
+            created = _store(conn, new, key, digest)
+            after_commit(created["id"], functools.partial(enqueue, conn))
     except psycopg.errors.UniqueViolation:
         if not key:
             raise
         # A concurrent request with the same Idempotency-Key committed first; answer as it did.
         with runtime().pool.connection() as conn:
             return _idempotent_replay(conn, key or "", digest)
-    after_commit(task_id, enqueue)
     return jsonify(created), 200
 
 

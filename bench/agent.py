@@ -1,31 +1,48 @@
 """Benchmark the agent: the SOP engine against a hand-written Selenium script, and cold against
-warm browsers. Run apart from the tests: ``python bench/agent.py [--runs N]``.
+warm browsers, then the whole stack at scale against hand-driven browsers. Run apart from the
+tests: ``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 2]``.
 
 Both sides do the same clicks of a ``check_eligibility`` for the active test member against the
 sandbox portal (sign-in with TOTP, payer, search, wait behind the spinner, read the table), in
 one process on one machine, so the ratios are what matter; the absolute figures move with load.
+
+At scale, ``understudy run`` (API, worker at concurrency ``--browsers``, dispatcher, scheduler,
+sandbox) on embedded servers takes ``--tasks`` eligibility checks POSTed at once; the same number
+of checks goes to a hand-written script driving as many signed-in browsers through the same
+sandbox. Both are warmed first (browsers started and signed in), the two sides alternate, and
+the memory of each side's browsers is read half-way through a batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import sandbox  # noqa: E402
+from bench.services import free_port, services  # noqa: E402
 from shared import totp  # noqa: E402
 from shared.accounts import Credentials  # noqa: E402
 from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME  # noqa: E402
@@ -56,8 +73,8 @@ def _button(driver: WebDriver, text: str):
     return driver.find_element(By.XPATH, f"//button[normalize-space()='{text}']")
 
 
-def hand_written(driver: WebDriver, base_url: str) -> str:
-    """What a developer would write by hand for the sandbox, with explicit waits."""
+def sign_in(driver: WebDriver, base_url: str) -> None:
+    """Sign in with password and TOTP, as a developer would script it, with explicit waits."""
     wait = WebDriverWait(driver, 10)
     driver.get(f"{base_url}/login")
     _field(driver, "Username").send_keys(SANDBOX_USERNAME)
@@ -69,6 +86,16 @@ def hand_written(driver: WebDriver, base_url: str) -> str:
     _field(driver, "One-time code").send_keys(totp.code(SANDBOX_TOTP_SECRET))
     _button(driver, "Verify").click()
     wait.until(ec.presence_of_element_located((By.XPATH, "//h1[normalize-space()='Dashboard']")))
+
+
+def check(driver: WebDriver, base_url: str, *, on_dashboard: bool = False) -> str:
+    """The eligibility check itself, from the dashboard of a signed-in browser."""
+    wait = WebDriverWait(driver, 10)
+    if not on_dashboard:
+        driver.get(f"{base_url}/dashboard")
+        wait.until(
+            ec.presence_of_element_located((By.XPATH, "//h1[normalize-space()='Dashboard']"))
+        )
     Select(_field(driver, "Payer")).select_by_visible_text("Sandbox Health")
     continue_button = _button(driver, "Continue")
     continue_button.click()
@@ -84,6 +111,12 @@ def hand_written(driver: WebDriver, base_url: str) -> str:
         ec.visibility_of_element_located((By.XPATH, "//th[normalize-space()='Plan']/../td"))
     )
     return cell.text
+
+
+def hand_written(driver: WebDriver, base_url: str) -> str:
+    """What a developer would write by hand for the sandbox: sign in, then check."""
+    sign_in(driver, base_url)
+    return check(driver, base_url, on_dashboard=True)
 
 
 def by_engine(driver: WebDriver, base_url: str) -> str:
@@ -107,11 +140,273 @@ def timed(runs: int, once: Callable[[], object]) -> list[float]:
     return times
 
 
+# --- At scale: the whole stack against two hand-driven browsers ----------------------------
+
+ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+
+
+class Hooks:
+    """A webhook receiver on loopback that notes when each task's webhook arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[int, float] = {}
+        self.statuses: dict[int, str] = {}
+        self._changed = threading.Condition()
+
+        @Request.application
+        def app(request: Request) -> Response:
+            data = json.loads(request.get_data())["data"]
+            with self._changed:
+                self.arrived.setdefault(int(data["id"]), time.monotonic())
+                self.statuses[int(data["id"])] = data["status"]
+                self._changed.notify_all()
+            return Response("ok")
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, ids: list[int], timeout_s: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: set(ids) <= set(self.arrived), timeout_s):
+                missing = len(set(ids) - set(self.arrived))
+                raise SystemExit(f"{missing} webhooks did not arrive in {timeout_s:.0f} s")
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def browser_memory_mb(root_pid: int) -> float:
+    """Proportional set size (shared pages split between sharers) of the Chromium and
+    chromedriver processes under ``root_pid``, in MB."""
+    tree, todo, total_kb = _children(), [root_pid], 0
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        try:
+            if "chrom" not in Path(f"/proc/{pid}/comm").read_text():
+                continue
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+class StackRun:
+    """``understudy run`` (every Procfile process) on embedded servers in a temporary directory."""
+
+    def __init__(self, tmp: Path, concurrency: int) -> None:
+        database_url, redis_url, self.cleanup = services(tmp)
+        api_port, sandbox_port = free_port(), free_port()
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.sandbox = f"http://127.0.0.1:{sandbox_port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "UNDERSTUDY_RUN_DIR": str(tmp),
+            "PORT": str(api_port),
+            "API_WORKERS": "1",
+            "SANDBOX_PORT": str(sandbox_port),
+            "SANDBOX_URL": self.sandbox,
+            "WORKER_CONCURRENCY": str(concurrency),
+            "DISPATCHER_CONCURRENCY": "4",
+            "WEBHOOK_ALLOW_PRIVATE": "true",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.log = tmp / "stack.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "understudy"), "run"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for url in (f"{self.api}/healthz", f"{self.sandbox}/__sandbox/faults"):
+            self._wait_http(url)
+
+    def _wait_http(self, url: str) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the stack exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                requests.get(url, timeout=3)
+                return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise SystemExit(f"{url} did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def account(self, webhook_url: str) -> dict[str, str]:
+        """An account with the sandbox's credentials, made the way a user makes one."""
+        made = subprocess.run(
+            [str(Path(sys.executable).parent / "understudy"), "accounts", "create", "--name",
+             "bench", "--webhook-url", webhook_url, "--sandbox", "--json"],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return {"Authorization": f"Bearer {json.loads(made.stdout)['api_key']}"}
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for done in self.cleanup:
+            done()
+
+
+@dataclass
+class Batch:
+    seconds: float
+    latencies_s: list[float]
+    memory_mb_per_browser: float
+
+    def per_minute(self) -> float:
+        return len(self.latencies_s) * 60 / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int, browsers: int) -> Batch:
+    """``n`` tasks POSTed at once; each one's time from its POST to its webhook."""
+    posted: dict[int, float] = {}
+    started = time.monotonic()
+    with requests.Session() as session:
+        for _ in range(n):
+            at = time.monotonic()
+            task = session.post(
+                f"{stack.api}/tasks",
+                json={"type": "check_eligibility", "data": ELIGIBILITY},
+                headers=headers,
+                timeout=10,
+            ).json()
+            posted[task["id"]] = at
+    memory = 0.0
+    while len(set(posted) & set(hooks.arrived)) < n // 2:  # mid-batch: both browsers busy
+        time.sleep(0.2)
+    memory = browser_memory_mb(stack.process.pid) / browsers
+    hooks.wait_for(list(posted), timeout_s=60 + 30 * n)
+    done = max(hooks.arrived[i] for i in posted)
+    bad = [i for i in posted if hooks.statuses[i] != "completed"]
+    if bad:
+        raise SystemExit(f"tasks {bad} did not complete: the stack log is {stack.log}")
+    return Batch(done - started, [hooks.arrived[i] - posted[i] for i in posted], memory)
+
+
+def script_batch(drivers: list[WebDriver], base_url: str, n: int) -> Batch:
+    """``n`` checks handed at once to a thread per signed-in browser."""
+    todo = list(range(n))
+    lock = threading.Lock()
+    finished: list[float] = []
+    memory: list[float] = []
+    started = time.monotonic()
+
+    def work(driver: WebDriver) -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                todo.pop()
+            plan = check(driver, base_url)
+            assert plan, "no plan read"  # noqa: S101 - a bench sanity check
+            with lock:
+                finished.append(time.monotonic() - started)
+                if len(finished) == n // 2:
+                    memory.append(
+                        sum(browser_memory_mb(d.service.process.pid) for d in drivers)
+                        / len(drivers)
+                    )
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in drivers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Batch(time.monotonic() - started, finished, memory[0] if memory else 0.0)
+
+
+def at_scale(args: argparse.Namespace, settings) -> None:
+    """The stack at worker concurrency ``--browsers`` against as many hand-driven browsers."""
+    n, browsers = args.tasks, args.browsers
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per webhook
+    stack_runs: list[Batch] = []
+    script_runs: list[Batch] = []
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        stack = StackRun(Path(tmp), browsers)
+        drivers: list[WebDriver] = []
+        try:
+            # The same pages for both sides: no random modal, the default spinner.
+            requests.post(
+                f"{stack.sandbox}/__sandbox/faults", json={"modal": "never"}, timeout=5
+            ).raise_for_status()
+            hooks = Hooks()
+            headers = stack.account(hooks.url)
+            stack_batch(stack, hooks, headers, browsers * 2, browsers)  # browsers up, signed in
+            for _ in range(browsers):
+                driver = new_driver(
+                    chromium_path=settings.chromium_path,
+                    chromedriver_path=settings.chromedriver_path,
+                )
+                drivers.append(driver)
+                sign_in(driver, stack.sandbox)
+            for _ in range(args.rounds):
+                script_runs.append(script_batch(drivers, stack.sandbox, n))
+                stack_runs.append(stack_batch(stack, hooks, headers, n, browsers))
+        finally:
+            for driver in drivers:
+                driver.quit()
+            stack.stop()
+
+    print()
+    print(f"{n} check_eligibility tasks at once, {browsers} browsers each side, {args.rounds}"
+          " rounds (alternating)")  # fmt: skip
+    print("  (p50 and p95: from the batch's start for the script, from each task's POST to its")
+    print("  webhook for the stack)      tasks/min   p50 s   p95 s   MB per browser")
+    pairs = list(zip(script_runs, stack_runs, strict=True))
+    for i, (script, stack) in enumerate(pairs, 1):
+        for name, b in ((f"round {i}: hand-written", script), ("         stack", stack)):
+            print(f"  {name:<25} {b.per_minute():9.1f} {b.pct(0.5):7.2f} {b.pct(0.95):7.2f}"
+                  f" {b.memory_mb_per_browser:10.0f}")  # fmt: skip
+        ratio = stack.per_minute() / script.per_minute()
+        print(f"           ratio stack / hand-written {ratio:5.2f}")
+    ratios = sorted(st.per_minute() / sc.per_minute() for sc, st in pairs)
+    print(f"  throughput, stack / hand-written: worst {ratios[0]:.2f}, best {ratios[-1]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--tasks", type=int, default=20, help="tasks per batch at scale")
+    parser.add_argument("--browsers", type=int, default=2, help="worker concurrency at scale")
+    parser.add_argument("--rounds", type=int, default=2, help="batches per side at scale")
+    parser.add_argument("--only", choices=["single", "scale"], help="run one part only")
     args = parser.parse_args()
     settings = load_settings()
+    if args.only != "scale":
+        one_browser(args, settings)
+    if args.only != "single":
+        at_scale(args, settings)
+
+
+def one_browser(args: argparse.Namespace, settings) -> None:
+    """The SOP engine against the script in one browser, and cold against warm."""
     base_url = serve_sandbox()
 
     def driver() -> WebDriver:
@@ -157,7 +452,8 @@ def main() -> None:
     print()
     print(f"  {'cold: new browser, sign-in, MFA':<40}{med(cold):8.3f}")
     print(f"  {'warm: reused browser and session':<40}{med(warm):8.3f}")
-    print(f"  {'ratio cold / warm':<40}{med(cold) / med(warm):8.2f}x")
+    print(f"  {'ratio warm / cold':<40}{med(warm) / med(cold):8.2f}   (cold / warm"
+          f" {med(cold) / med(warm):.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

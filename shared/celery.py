@@ -76,3 +76,18 @@ def celery_from_env(include: list[str]) -> Celery:
     app = create_celery(settings, embedded.redis_url(settings))
     app.conf.include = include
     return app
+
+
+def send_run_task(app: Celery, task_id: int) -> None:
+    """Put a task's message on the agent queue: the one way every process sends it.
+
+    Celery keeps the broker connection and producer in its pool between calls. A short retry
+    covers a broker that blips; a broker that stays down raises, and the caller leaves the task
+    for the scheduler.
+    """
+    app.send_task(
+        RUN_TASK,
+        args=[task_id],
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+    )

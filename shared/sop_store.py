@@ -8,11 +8,19 @@ exact document it ran even after the built-in one changes.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from shared.db import Conn, fetch_one
 from shared.sops import STORED_SOP_LIMITS, Sop, builtin_sop_text, load_sop
+
+# Parsed versions kept per process. A version never changes once stored, so a parse is good for
+# the life of the process; the bound only caps memory when accounts have many versions.
+PARSED_SOPS_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -21,15 +29,68 @@ class StoredSop:
     version: int
     builtin: bool
     sop: Sop
+    instructions: str  # sop.summary(), the task's `instructions`, computed once per version
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _builtin_version(conn: Conn, task_type: str) -> StoredSop:
+class ParsedSops:
+    """Parsed SOP documents by the digest of their text: each version is parsed once.
+
+    Keyed by digest rather than by row id, so that a database whose ids restart (restored,
+    truncated) can never be answered with another document's parse, and identical texts share
+    one entry. Thread-safe; least recently used entries go first.
+    """
+
+    def __init__(self, max_entries: int = PARSED_SOPS_MAX) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[str, tuple[Sop, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, body: Callable[[], str]) -> tuple[Sop, str]:
+        """The parsed SOP and its summary; ``body()`` is read and parsed only on a miss."""
+        with self._lock:
+            hit = self._items.get(digest)
+            if hit is not None:
+                self._items.move_to_end(digest)
+                return hit
+        sop = load_sop(body(), STORED_SOP_LIMITS)
+        entry = (sop, sop.summary())
+        with self._lock:
+            self._items[digest] = entry
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+PARSED = ParsedSops()
+
+
+@cache
+def _builtin(task_type: str) -> tuple[str, str]:
+    """The built-in SOP's text and digest; the package's files do not change under a process."""
     text = builtin_sop_text(task_type)
-    digest = _digest(text)
+    return text, _digest(text)
+
+
+def _stored(row: dict, conn: Conn) -> StoredSop:
+    def body() -> str:
+        if row["builtin"] and row["digest"] == _builtin(row["task_type"])[1]:
+            return _builtin(row["task_type"])[0]  # the current built-in text: no need to read it
+        return str(fetch_one(conn, "SELECT body FROM sops WHERE id = %s", (row["id"],))["body"])
+
+    sop, instructions = PARSED.get(row["digest"], body)
+    return StoredSop(row["id"], row["version"], row["builtin"], sop, instructions)
+
+
+def _store_builtin(conn: Conn, task_type: str) -> dict:
+    """Store the built-in SOP's current text on first use; its row (id, version, digest)."""
+    text, digest = _builtin(task_type)
     conn.execute(
         """
         INSERT INTO sops (account_id, task_type, version, body, digest)
@@ -40,35 +101,45 @@ def _builtin_version(conn: Conn, task_type: str) -> StoredSop:
         """,
         {"type": task_type, "body": text, "digest": digest},
     )
-    row = fetch_one(
+    return fetch_one(
         conn,
-        "SELECT id, version FROM sops WHERE account_id IS NULL AND task_type = %s AND digest = %s",
+        "SELECT id, version, digest, task_type, true AS builtin FROM sops"
+        " WHERE account_id IS NULL AND task_type = %s AND digest = %s",
         (task_type, digest),
     )
-    return StoredSop(row["id"], row["version"], True, load_sop(text, STORED_SOP_LIMITS))
 
 
 def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
-    """The account's newest version of the SOP for this type, or the built-in one."""
+    """The account's newest version of the SOP for this type, or the built-in one.
+
+    One query answers both (the account's newest version sorts first), and neither body is read
+    unless this process has not parsed that version yet.
+    """
+    _text, builtin_digest = _builtin(task_type)
     row = conn.execute(
-        "SELECT id, version, body FROM sops WHERE account_id = %s AND task_type = %s"
-        " ORDER BY version DESC LIMIT 1",
-        (account_id, task_type),
+        """
+        SELECT * FROM (
+            (SELECT id, version, digest, task_type, false AS builtin FROM sops
+              WHERE account_id = %(account)s AND task_type = %(type)s
+              ORDER BY version DESC LIMIT 1)
+            UNION ALL
+            (SELECT id, version, digest, task_type, true FROM sops
+              WHERE account_id IS NULL AND task_type = %(type)s AND digest = %(digest)s)
+        ) AS candidates ORDER BY builtin LIMIT 1
+        """,
+        {"account": account_id, "type": task_type, "digest": builtin_digest},
     ).fetchone()
-    if row is None:
-        return _builtin_version(conn, task_type)
-    return StoredSop(row["id"], row["version"], False, load_sop(row["body"], STORED_SOP_LIMITS))
+    return _stored(row if row is not None else _store_builtin(conn, task_type), conn)
 
 
 def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
     row = fetch_one(
         conn,
-        "SELECT id, version, body, account_id IS NULL AS builtin FROM sops WHERE id = %s",
+        "SELECT id, version, digest, task_type, account_id IS NULL AS builtin FROM sops"
+        " WHERE id = %s",
         (sop_id,),
     )
-    return StoredSop(
-        row["id"], row["version"], row["builtin"], load_sop(row["body"], STORED_SOP_LIMITS)
-    )
+    return _stored(row, conn)
 
 
 def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> tuple[int, bool]:

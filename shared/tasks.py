@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.db import Conn, fetch_one
+from shared.db import Conn, MissingRow, fetch_one, relax_commit
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
 
@@ -104,53 +105,110 @@ def stored_data(
     return Redactor(secrets).text(text) if text and secrets else text
 
 
-def insert_task(
-    conn: Conn,
-    *,
-    account_id: int,
-    task_type: str,
-    title: str,
-    instructions: str,
-    sop_id: int,
-    data: str | None,
-    inputs: dict[str, Any],
-    secret_inputs: bytes | None = None,
-) -> int:
-    """Insert a pending task with the account's next task number, in the caller's transaction."""
-    seq = fetch_one(
-        conn,
-        "UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %s RETURNING task_seq",
-        (account_id,),
-    )
+def take_task_number(conn: Conn, account_id: int) -> int:
+    """Count the account's next task number, and commit the caller's transaction with it.
+
+    The UPDATE and the COMMIT go to the server together, and the commit does not wait for the
+    disk, so the account row stays locked for this one row update only: one account's
+    concurrent creates never queue behind each other's durable commits. That is safe because
+    PostgreSQL flushes the WAL in order: the task's own durable commit, which comes later, makes
+    this one durable too. A creation that fails after this point leaves a gap in the numbers.
+    """
+    with conn.pipeline():
+        relax_commit(conn)
+        taken = conn.execute(
+            "UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %s RETURNING task_seq",
+            (account_id,),
+        )
+        conn.commit()
+    row = taken.fetchone()
+    if row is None:
+        raise MissingRow(f"account {account_id}")
+    return int(row["task_seq"])
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a creation stores: the validated request and the SOP version it will run."""
+
+    account_id: int
+    task_number: int
+    task_type: str
+    title: str
+    instructions: str
+    sop_id: int
+    sop_version: int
+    sop_builtin: bool
+    data: str | None
+    inputs: dict[str, Any]
+    secret_inputs: bytes | None  # the sensitive inputs, encrypted
+    files: list[tuple[str, str, bytes]]  # (filename, content type, content)
+
+
+_INSERT_TASK = """
+WITH task AS (
+    INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs,
+                       secret_inputs, status, enqueued_at)
+    VALUES (%(account_id)s, %(task_number)s, %(type)s, %(title)s, %(instructions)s, %(sop_id)s,
+            %(data)s, %(inputs)s, %(secret_inputs)s, 'dispatching', now())
+    RETURNING id, handler, notes, result, trajectory_id, attempts, created_at,
+              updated_at, started_at, completed_at, failed_at, canceled_at
+), files AS (
+    INSERT INTO task_files (task_id, filename, content_type, size_bytes, content)
+    SELECT task.id, f.filename, f.content_type, length(f.content), f.content
+      FROM task, unnest(%(names)s::text[], %(types)s::text[], %(contents)s::bytea[])
+                 WITH ORDINALITY AS f(filename, content_type, content, n)
+     ORDER BY f.n
+    RETURNING id, filename, content_type, size_bytes
+)
+SELECT task.*,
+       COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
+                   'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
+                 FROM files f), '[]'::json) AS files
+  FROM task
+"""
+
+
+def insert_task(conn: Conn, new: NewTask) -> dict[str, Any]:
+    """Insert a task and its files in one statement; the row :func:`task_json` takes.
+
+    The task is stored as ``dispatching`` because its message is sent as soon as this commits:
+    that saves a second write per task. If the send fails, :func:`undo_dispatch` puts it back
+    to ``pending`` for the scheduler's next tick; if the process dies in between, the scheduler
+    treats it as a lost message (re-sent after ``PENDING_REQUEUE_AFTER_S``). The row returned
+    says ``pending``, the status every task is created in and the one the client is answered.
+    """
     row = fetch_one(
         conn,
-        """
-        INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs,
-                           secret_inputs)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-        RETURNING id
-        """,
-        (
-            account_id,
-            seq["task_seq"],
-            task_type,
-            title,
-            instructions,
-            sop_id,
-            data,
-            Jsonb(inputs),
-            secret_inputs,
-        ),
+        _INSERT_TASK,
+        {
+            "account_id": new.account_id,
+            "task_number": new.task_number,
+            "type": new.task_type,
+            "title": new.title,
+            "instructions": new.instructions,
+            "sop_id": new.sop_id,
+            "data": new.data,
+            "inputs": Jsonb(new.inputs),
+            "secret_inputs": new.secret_inputs,
+            "names": [name for name, _, _ in new.files],
+            "types": [content_type for _, content_type, _ in new.files],
+            "contents": [content for _, _, content in new.files],
+        },
     )
-    return int(row["id"])
-
-
-def insert_file(conn: Conn, task_id: int, filename: str, content_type: str, content: bytes) -> None:
-    conn.execute(
-        "INSERT INTO task_files (task_id, filename, content_type, size_bytes, content)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (task_id, filename, content_type, len(content), content),
-    )
+    return {
+        **row,
+        "status": TaskStatus.PENDING.value,
+        "account_id": new.account_id,
+        "task_number": new.task_number,
+        "type": new.task_type,
+        "title": new.title,
+        "instructions": new.instructions,
+        "data": new.data,
+        "sop_id": new.sop_id,
+        "sop_version": new.sop_version,
+        "sop_builtin": new.sop_builtin,
+    }
 
 
 def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | None:
@@ -163,6 +221,44 @@ def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | 
     return conn.execute(sql, params).fetchone()
 
 
+def list_tasks_query(
+    account_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    statuses: list[str],
+    types: list[str],
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of :func:`list_tasks` (``bench/api.py`` shows their plans).
+
+    With a status filter, each status is its own newest-first range of the index on
+    (account_id, status, id), read for at most ``limit`` rows, and the ranges are merged: the
+    cost stays that of one page however many tasks the account has, and however rare the
+    status. (One ``status = ANY(...)`` would leave the planner a sort or a walk through the
+    account's whole history.)
+    """
+    where = ["account_id = %s"]
+    params: list[Any] = [account_id]
+    if before_id is not None:
+        where.append("id < %s")
+        params.append(before_id)
+    if types:
+        where.append("type = ANY(%s)")
+        params.append(types)
+    conditions = " AND ".join(where)
+    if not statuses:
+        sql = f"{_SELECT_TASKS} WHERE t.{conditions.replace(' AND ', ' AND t.')}"
+        return f"{sql} ORDER BY t.id DESC LIMIT %s", [*params, limit]
+    ranges, range_params = [], []
+    for status in dict.fromkeys(statuses):
+        ranges.append(
+            f"(SELECT id FROM tasks WHERE {conditions} AND status = %s ORDER BY id DESC LIMIT %s)"
+        )
+        range_params += [*params, status, limit]
+    ids = f"SELECT id FROM ({' UNION ALL '.join(ranges)}) AS r ORDER BY id DESC LIMIT %s"
+    return f"{_SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
+
+
 def list_tasks(
     conn: Conn,
     account_id: int,
@@ -173,22 +269,19 @@ def list_tasks(
     types: list[str],
 ) -> list[dict]:
     """Newest first, keyset-paginated on id."""
-    where = ["t.account_id = %s"]
-    params: list[Any] = [account_id]
-    if before_id is not None:
-        where.append("t.id < %s")
-        params.append(before_id)
-    if statuses:
-        where.append("t.status = ANY(%s)")
-        params.append(statuses)
-    if types:
-        where.append("t.type = ANY(%s)")
-        params.append(types)
-    params.append(limit)
-    return conn.execute(
-        f"{_SELECT_TASKS} WHERE {' AND '.join(where)} ORDER BY t.id DESC LIMIT %s",
-        params,
-    ).fetchall()
+    sql, params = list_tasks_query(
+        account_id, before_id=before_id, limit=limit, statuses=statuses, types=types
+    )
+    return conn.execute(sql, params).fetchall()
+
+
+def undo_dispatch(conn: Conn, task_id: int) -> None:
+    """A created task's message could not be sent: leave it to the scheduler's next tick."""
+    conn.execute(
+        "UPDATE tasks SET status = 'pending', enqueued_at = NULL, updated_at = now()"
+        " WHERE id = %s AND status = 'dispatching'",
+        (task_id,),
+    )
 
 
 def mark_dispatched(conn: Conn, task_id: int) -> None:

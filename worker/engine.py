@@ -61,7 +61,9 @@ from worker.errors import (
     TaskCanceled,
 )
 
-POLL_S = 0.1
+# How often a wait looks again. Each look is one or two WebDriver round trips of a few ms; a
+# finer poll notices a page or a spinner's end sooner, which is most of a warm task's waiting.
+POLL_S = 0.05
 
 
 class StepStatus(StrEnum):
@@ -939,12 +941,10 @@ class _Run:
             self.in_login = False
 
     def _login_state(self, args: Mapping[str, Any]) -> str:
-        if locators.find_first(self.driver, Locator("label", args["code_label"])):
-            return "code"
-        for label in (args["password_label"], args["username_label"]):
-            if locators.find_first(self.driver, Locator("label", label)):
-                return "form"
-        return "in"
+        # One look for all three fields: a signed-in page (the common case) costs one round trip.
+        labels = (args["code_label"], args["password_label"], args["username_label"])
+        shown = locators.first_shown(self.driver, [Locator("label", label) for label in labels])
+        return "in" if shown is None else ("code" if shown == 0 else "form")
 
     def _submit_password(self, args: Mapping[str, Any], timeout: float) -> None:
         user = locators.find_first(self.driver, Locator("label", args["username_label"]))

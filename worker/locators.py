@@ -165,6 +165,9 @@ function search(spec, root) {
 """
 
 _FIND_JS = _LIB_JS + "return search(arguments[0], document);"
+_FIRST_SHOWN_JS = (
+    _LIB_JS + "return arguments[0].findIndex(spec => search(spec, document).length > 0);"
+)
 
 # Reads what a person glances at to tell an error page or the sign-in page.
 _PROBE_JS = (
@@ -206,6 +209,12 @@ def find_first(driver: WebDriver, locator: Locator) -> WebElement | None:
     """The first match, or None."""
     found = find_all(driver, locator)
     return found[0] if found else None
+
+
+def first_shown(driver: WebDriver, candidates: list[Locator]) -> int | None:
+    """The index of the first locator that matches anything on the page, in one round trip."""
+    index = driver.execute_script(_FIRST_SHOWN_JS, [spec_of(c) for c in candidates])
+    return None if index is None or index < 0 else int(index)
 
 
 def probe_page(

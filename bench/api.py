@@ -1,0 +1,364 @@
+"""API benchmark: POST /tasks against a floor endpoint, and reads with 100,000 tasks. Prints
+figures and ratios; it does not pass or fail.
+
+    python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000]
+
+Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
+temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
+(``api/gunicorn_conf.py``, API_WORKERS=2): the API, and the floor (``bench/floor.py``: one
+committed INSERT and one LPUSH per request). No worker runs, so messages stay queued.
+
+(a) POST /tasks and the floor at N concurrent clients, all on one account and on N accounts:
+    throughput, p50, p99, and the ratio to the floor.
+(b) the same after --tasks tasks exist in the one account (inserted with SQL), three rounds in a
+    row: creation should cost the same as the tables grow.
+(c) GET /tasks/{id} and GET /tasks?status=... at N clients with those tasks in the account, and
+    the query plans of the list queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.floor import CREATE_TABLE  # noqa: E402
+from bench.services import free_port, services  # noqa: E402
+from shared.accounts import create_account, create_api_key  # noqa: E402
+from shared.tasks import list_tasks_query  # noqa: E402
+
+BODY = {
+    "type": "check_eligibility",
+    "data": "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15",
+}
+# How the bulk-loaded tasks are spread over the final statuses (the rest are completed).
+STATUS_MIX = (
+    "CASE WHEN g %% 100 < 4 THEN 'failed' WHEN g %% 100 < 14 THEN 'completed_with_issues'"
+    " WHEN g %% 1000 = 999 THEN 'canceled' ELSE 'completed' END"
+)
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+    def line(self) -> str:
+        errors = f"   {self.errors} errors" if self.errors else ""
+        return (
+            f"{self.rate:9.1f} req/s  p50 {self.pct(0.5):6.1f} ms  p99 {self.pct(0.99):6.1f} ms"
+            f"{errors}"
+        )
+
+
+async def _load(
+    url: str,
+    method: str,
+    paths: Sequence[str],
+    headers: Sequence[dict[str, str]],
+    *,
+    clients: int,
+    seconds: float,
+    warmup_s: float,
+    body: dict | None,
+) -> Result:
+    """``clients`` loops, each sending one request after another for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    counting = False
+    stop = False
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        n = 0
+        while not stop:
+            path = paths[(i + n * clients) % len(paths)]
+            n += 1
+            started = time.perf_counter()
+            async with session.request(
+                method, url + path, json=body, headers=headers[i % len(headers)]
+            ) as response:
+                await response.read()
+                ok = response.status == 200
+            if counting:
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loops = [asyncio.create_task(client(i, session)) for i in range(clients)]
+        await asyncio.sleep(warmup_s)
+        counting = True
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        counting = False
+        elapsed = time.perf_counter() - started
+        stop = True
+        await asyncio.gather(*loops)
+    return Result(len(latencies), elapsed, latencies, errors)
+
+
+def load(url: str, method: str, paths: Sequence[str], headers, args, body=None) -> Result:
+    return asyncio.run(
+        _load(
+            url,
+            method,
+            paths,
+            headers,
+            clients=args.clients,
+            seconds=args.seconds,
+            warmup_s=args.warmup_s,
+            body=body,
+        )
+    )
+
+
+def serve(app: str, env: dict[str, str], log: Path, extra: Sequence[str] = ()) -> tuple:
+    """A gunicorn server with the API's settings file; (process, base URL)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", *extra, app],
+        cwd=ROOT,
+        env={**env, "PORT": str(port)},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/", timeout=1)
+            return process, url
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+    raise SystemExit(f"{app} did not start; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def accounts(database_url: str, n: int) -> list[tuple[int, dict[str, str]]]:
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        made = []
+        for i in range(n):
+            account = create_account(conn, f"bench {i}")
+            made.append((account, {"Authorization": f"Bearer {create_api_key(conn, account)}"}))
+    return made
+
+
+def bulk_load(database_url: str, account: int, count: int, *, floor_rows: bool = True) -> None:
+    """``count`` finished tasks in the account (and as many floor rows), inserted with SQL."""
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        sop_id = conn.execute("SELECT min(id) AS id FROM sops").fetchone()["id"]
+        conn.execute(
+            f"""
+            WITH seq AS (
+                UPDATE accounts SET task_seq = task_seq + %(n)s WHERE id = %(account)s
+                RETURNING task_seq - %(n)s AS base)
+            INSERT INTO tasks (account_id, task_number, type, status, title, instructions,
+                               sop_id, data, notes, attempts, started_at, completed_at,
+                               created_at, updated_at)
+            SELECT %(account)s, seq.base + g, 'check_eligibility', {STATUS_MIX},
+                   'Check eligibility', 'Sign in; search the member; read the plan.',
+                   %(sop)s, %(data)s, 'Coverage active.', 1, now(), now(), now(), now()
+              FROM seq, generate_series(1, %(n)s) AS g
+            """,
+            {"n": count, "account": account, "sop": sop_id, "data": BODY["data"]},
+        )
+        if floor_rows:
+            conn.execute(
+                "INSERT INTO bench_floor (body) SELECT %s FROM generate_series(1, %s)",
+                (psycopg.types.json.Jsonb(BODY), count),
+            )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+        conn.execute("VACUUM ANALYZE bench_floor")
+
+
+def newest(database_url: str, account: int) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT max(id) FROM tasks WHERE account_id = %s", (account,))
+        return row.fetchone()[0]
+
+
+def explain(database_url: str, account: int, statuses: list[str]) -> str:
+    sql, params = list_tasks_query(account, before_id=None, limit=51, statuses=statuses, types=[])
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", params).fetchall()
+    # The scan of tasks is what grows with the account; the per-row joins do not.
+    keep = ("Limit", "Scan", "Index Cond", "Filter", "Rows Removed", "Sort Key", "Execution")
+    lines = [r[0] for r in rows if any(k in r[0] for k in keep)]
+    return "\n".join("      " + line for line in lines if "task_files" not in line)
+
+
+def merged(parts: list[Result]) -> Result:
+    return Result(
+        sum(p.requests for p in parts),
+        sum(p.seconds for p in parts),
+        [ms for p in parts for ms in p.latencies_ms],
+        sum(p.errors for p in parts),
+    )
+
+
+def side_by_side(floor: Callable[[], Result], api: Callable[[], Result], slices: int):
+    """Floor and API in alternating slices, so a change in the machine's load (it is shared)
+    falls on both alike; each side's slices are then added up."""
+    floor_parts, api_parts = [], []
+    for _ in range(slices):
+        floor_parts.append(floor())
+        api_parts.append(api())
+    return merged(floor_parts), merged(api_parts)
+
+
+def creation_round(
+    api: str, floor: str, one: list[dict], many: list[dict], args, label: str
+) -> dict[str, tuple[Result, Result]]:
+    print(f"{label}")
+    out = {}
+    for case, headers in (("1 account", one), (f"{len(many)} accounts", many)):
+        floor_result, api_result = side_by_side(
+            lambda h=headers: load(floor, "POST", ["/tasks"], h, args, BODY),
+            lambda h=headers: load(api, "POST", ["/tasks"], h, args, BODY),
+            args.slices,
+        )
+        out[case] = (floor_result, api_result)
+        print(f"    {case:<12} floor       {floor_result.line()}")
+        print(f"    {'':<12} POST /tasks {api_result.line()}")
+        print(f"    {'':<12} ratio POST /tasks / floor {api_result.rate / floor_result.rate:6.2f}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per slice")
+    parser.add_argument("--slices", type=int, default=4, help="alternating slices per case")
+    parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured, per slice")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks bulk-loaded for (b)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
+        tmp = Path(tmp_name)
+        database_url, redis_url, cleanup = services(tmp)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(CREATE_TABLE)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "UNDERSTUDY_RUN_DIR": str(tmp),
+            "API_WORKERS": os.environ.get("API_WORKERS", "2"),
+        }
+        made = accounts(database_url, args.clients + 1)
+        small_account, small_headers = made.pop()
+        one = [made[0][1]]
+        many = [headers for _, headers in made]
+        servers: list[subprocess.Popen] = []
+        try:
+            api_process, api = serve("api:create_app()", env, tmp / "api.log")
+            servers.append(api_process)
+            floor_process, floor = serve(
+                "floor:create_app()", env, tmp / "floor.log", ["--pythonpath", "bench"]
+            )
+            servers.append(floor_process)
+            # The small account's tasks, for comparing reads; the SOP row they point at first.
+            requests.post(api + "/tasks", json=BODY, headers=small_headers, timeout=10)
+            bulk_load(database_url, small_account, SMALL_TASKS, floor_rows=False)
+            small = (small_headers, newest(database_url, small_account))
+            run(api, floor, one, many, small, made[0][0], database_url, args)
+        finally:
+            for process in servers:
+                stop(process)
+            for done in cleanup:
+                done()
+
+
+def run(api, floor, one, many, small, account, database_url, args) -> None:
+    print(
+        f"{args.clients} clients; floor and API alternate in {args.slices} slices of"
+        f" {args.seconds:g} s (after {args.warmup_s:g} s unmeasured) per case; gunicorn with"
+        f" API_WORKERS={os.environ.get('API_WORKERS', '2')} for both"
+    )
+    print()
+    first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables")
+    started = time.monotonic()
+    bulk_load(database_url, account, args.tasks)
+    print()
+    print(f"    ({args.tasks:,} tasks inserted with SQL in {time.monotonic() - started:.1f} s)")
+    rounds = [
+        creation_round(api, floor, one, many, args, f"(b) round {i}, {args.tasks:,} more tasks")
+        for i in (1, 2, 3)
+    ]
+    print()
+    print("    after / at first, per round (1.00 = no slower as the tables grow): the rate, and")
+    print("    in brackets the ratio to the floor (which the machine's load moves less)")
+    for case, (first_floor, first_api) in first.items():
+        after = "  ".join(
+            f"{r[case][1].rate / first_api.rate:5.2f}"
+            f" ({(r[case][1].rate / r[case][0].rate) / (first_api.rate / first_floor.rate):4.2f})"
+            for r in rounds
+        )
+        print(f"    {case:<12} POST /tasks {after}")
+    print()
+    big = (one[0], newest(database_url, account))
+    print(f"(c) reads at {args.clients} clients, an account with {SMALL_TASKS:,} tasks -> one with"
+          f" {args.tasks:,}, alternating")  # fmt: skip
+    for name, path in READS.items():
+        few, lots = side_by_side(
+            lambda p=path: load(api, "GET", [p.format(id=small[1])], [small[0]], args),
+            lambda p=path: load(api, "GET", [p.format(id=big[1])], [big[0]], args),
+            args.slices,
+        )
+        print(f"    {name:<38} p50 {few.pct(0.5):6.1f} -> {lots.pct(0.5):6.1f} ms"
+              f"   p99 {few.pct(0.99):6.1f} -> {lots.pct(0.99):6.1f} ms"
+              f"   {few.rate:6.1f} -> {lots.rate:6.1f} req/s")  # fmt: skip
+    print()
+    for statuses in (["failed"], ["completed"], ["pending", "dispatching"]):
+        print(f"    plan of GET /tasks?status={','.join(statuses)} with {args.tasks:,} tasks")
+        print(explain(database_url, account, statuses))
+
+
+SMALL_TASKS = 1_000
+READS = {
+    "GET /tasks/{id}": "/tasks/{id}",
+    "GET /tasks?status=failed (4 %)": "/tasks?status=failed",
+    "GET /tasks?status=completed (85 %)": "/tasks?status=completed",
+    "GET /tasks?status=running (none)": "/tasks?status=running",
+    "GET /tasks?status=pending,dispatching": "/tasks?status=pending,dispatching",
+}
+
+
+if __name__ == "__main__":
+    main()
