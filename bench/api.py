@@ -151,12 +151,13 @@ def serve(app: str, env: dict[str, str], log: Path, extra: Sequence[str] = ()) -
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(url + "/", timeout=1)
+            requests.get(url + "/", timeout=5)
             return process, url
-        except requests.ConnectionError:
+        except requests.RequestException:
             if process.poll() is not None:
                 break
             time.sleep(0.2)
+    stop(process)
     raise SystemExit(f"{app} did not start; see {log}")
 
 
