@@ -398,6 +398,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="batches per side at scale")
     parser.add_argument("--only", choices=["single", "scale"], help="run one part only")
     args = parser.parse_args()
+    # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = load_settings()
     if args.only != "scale":
         one_browser(args, settings)

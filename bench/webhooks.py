@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="dispatcher threads")
     parser.add_argument("--worker-log", type=Path, help="keep the dispatcher's log here")
     args = parser.parse_args()
+    # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
 
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp_name:
