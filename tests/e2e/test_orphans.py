@@ -29,16 +29,24 @@ def _claimed_by(runtime, task_id: int, timeout_s: float = 60) -> int:
     raise AssertionError(f"task {task_id} was never claimed")
 
 
-def _browser_of(root: Path, child: int, timeout_s: float = 30) -> tuple[Path, int]:
-    """The child's browser folder and chromedriver pid, once its browser has started."""
+def _live_browser(root: Path, child: int, timeout_s: float = 60) -> tuple[Path, int, list[int]]:
+    """The child's browser folder, chromedriver pid and running browser processes.
+
+    Looked up once the browser has loaded a page (renderers and all). A browser the child
+    replaced meanwhile (a first attempt that failed on a loaded machine) has no processes left,
+    so the lookup goes on until a folder with a live browser turns up.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for folder in root.glob(f"browser-{child}-*"):
             owner = workspace.read_owner(folder) or {}
-            if owner.get("driver_pgid") and workspace.processes_mentioning(str(folder)):
-                return folder, int(owner["driver_pgid"])
+            if owner.get("driver_pgid"):
+                chromedriver = int(owner["driver_pgid"])
+                processes = _browser_processes(folder, chromedriver)
+                if len(processes) >= 4:
+                    return folder, chromedriver, processes
         time.sleep(0.1)
-    raise AssertionError(f"no browser of process {child} under {root}")
+    raise AssertionError(f"no live browser of process {child} under {root}")
 
 
 def _wait_for_a_step(runtime, task_id: int, timeout_s: float = 60) -> None:
@@ -75,10 +83,8 @@ def test_killing_a_prefork_child_kills_its_chromedriver_and_chromium(
     account = make_account(webhook_url=receiver.url)
     task = e2e.post_task(account, "check_eligibility", JANE)
     child = _claimed_by(runtime, task["id"])
-    root = e2e.workspace_dir
-    folder, chromedriver = _browser_of(root, child)
-    _wait_for_a_step(runtime, task["id"])  # the browser has loaded a page: renderers and all
-    before = _browser_processes(folder, chromedriver)
+    _wait_for_a_step(runtime, task["id"])
+    folder, chromedriver, before = _live_browser(e2e.workspace_dir, child)
 
     # When the child is killed with SIGKILL
     os.kill(child, signal.SIGKILL)
@@ -90,7 +96,7 @@ def test_killing_a_prefork_child_kills_its_chromedriver_and_chromium(
         time.sleep(0.2)
         after = _browser_processes(folder, chromedriver)
     print(f"browser processes of the killed child: {len(before)} before, {len(after)} after")
-    assert len(before) >= 4 and after == []
+    assert after == []
 
     # And the task is retried by another child and completes
     e2e.sandbox_faults(slow_s=0)
