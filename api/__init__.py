@@ -32,4 +32,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(credentials.bp)
     app.register_blueprint(trajectories.bp)
 
+    from api import openapi
+
+    openapi.register(app)  # last: it documents every route registered above
     return app

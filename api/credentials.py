@@ -99,7 +99,7 @@ def _not_builtin(name: str) -> None:
             422,
             "builtin_portal",
             f"'{SANDBOX_PORTAL}' is built in; its address is set by the operator.",
-            {"portal": name},
+            [{"field": "portal", "message": "is built in; its address is set by the operator"}],
         )
 
 

@@ -40,10 +40,35 @@ class NotFound(ApiError):
 
 
 class ValidationFailed(ApiError):
-    """The request was well formed but its content is not acceptable."""
+    """The request was well formed but its content is not acceptable.
+
+    ``details`` is always a list of ``{"field", "message"}`` (plus ``line``/``path`` for an
+    SOP), whatever form the check gave: marshmallow's ``{field: [messages]}`` is flattened."""
 
     def __init__(self, message: str, details: Any) -> None:
-        super().__init__(422, "validation_failed", message, details)
+        super().__init__(422, "validation_failed", message, field_errors(details))
+
+
+def field_errors(details: Any, prefix: str | None = None) -> list[dict[str, Any]]:
+    """Any validation detail as the one list form: ``[{"field": "a.b", "message": "..."}]``."""
+    if isinstance(details, dict):
+        out: list[dict[str, Any]] = []
+        for key, value in details.items():
+            name = None if key == "_schema" else str(key)
+            path = ".".join(p for p in (prefix, name) if p) or None
+            out += field_errors(value, path)
+        return out
+    if isinstance(details, list | tuple):
+        out = []
+        for item in details:
+            if isinstance(item, dict) and "message" in item:
+                out.append({"field": item.get("field", item.get("path", prefix)), **item})
+            else:
+                out += field_errors(item, prefix)
+        return out
+    if details is None:
+        return []
+    return [{"field": prefix, "message": str(details)}]
 
 
 def error_response(status: int, code: str, message: str, details: Any = None):

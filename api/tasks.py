@@ -249,7 +249,11 @@ def _filter(name: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
     unknown = sorted(set(values) - set(allowed))
     if unknown:
         raise ValidationFailed(
-            f"Unknown {name} filter value.", {name: unknown, "allowed": list(allowed)}
+            f"Unknown {name} filter value.",
+            [
+                {"field": name, "message": f"unknown value {v!r}; use one of: {', '.join(allowed)}"}
+                for v in unknown
+            ],
         )
     return values
 

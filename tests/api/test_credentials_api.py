@@ -73,16 +73,19 @@ def test_totp_secret_as_an_app_shows_it_is_normalised(client, account, runtime):
 @pytest.mark.parametrize("secret", ["not base32!", "JBSWY3DP18", "JBSWY3DP", ""])
 def test_invalid_totp_secret_is_422_and_stores_nothing(client, account, secret):
     error = _error(_put_creds(client, account, totp_secret=secret), 422, "validation_failed")
-    assert "totp_secret" in error["details"]
+    assert "totp_secret" in [d["field"] for d in error["details"]]
     listed = client.get("/credentials", headers=account.headers).get_json()["data"]
     assert [c["portal"] for c in listed] == ["sandbox"]
 
 
 def test_missing_or_unknown_fields_are_422(client, account):
     response = client.put("/credentials/acme", json={"username": "u"}, headers=account.headers)
-    assert "password" in _error(response, 422, "validation_failed")["details"]
+    assert {"field": "password", "message": "Missing data for required field."} in _error(
+        response, 422, "validation_failed"
+    )["details"]
     response = _put_creds(client, account, totp=TOTP)  # misspelt: never silently dropped
-    assert "totp" in _error(response, 422, "validation_failed")["details"]
+    details = _error(response, 422, "validation_failed")["details"]
+    assert "totp" in [d["field"] for d in details]
 
 
 @pytest.mark.parametrize("portal", ["Acme", "-acme", "ac me", "a" * 64, "acme.com"])
@@ -170,7 +173,8 @@ def test_put_portal_updates_the_address(client, account):
 )
 def test_invalid_base_url_is_422(client, account, base_url):
     response = client.put("/portals/acme", json={"base_url": base_url}, headers=account.headers)
-    assert "base_url" in _error(response, 422, "validation_failed")["details"]
+    details = _error(response, 422, "validation_failed")["details"]
+    assert [d["field"] for d in details] == ["base_url"]
 
 
 def test_the_sandbox_portal_cannot_be_changed(client, account):

@@ -129,6 +129,7 @@ def test_sop_for_another_type_than_the_url_is_422(client, account):
     )
     assert error["details"] == [
         {
+            "field": "task_type",
             "line": BUILTIN.splitlines().index("task_type: check_eligibility") + 1,
             "path": "task_type",
             "message": "must be submit_claim, not 'check_eligibility'",
@@ -150,7 +151,8 @@ def test_wrong_media_type_is_415_and_malformed_json_400(client, account):
     )
     _error(response, 400, "malformed_json")
     response = client.put("/sops/check_eligibility", json={"yaml": "x"}, headers=account.headers)
-    assert _error(response, 422, "validation_failed")["details"]["sop"]
+    details = _error(response, 422, "validation_failed")["details"]
+    assert {d["field"] for d in details} == {"sop", "yaml"}
     response = client.put(
         "/sops/check_eligibility", data=b"title: \xff", headers={**account.headers, **YAML}
     )

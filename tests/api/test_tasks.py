@@ -183,7 +183,8 @@ def test_413_for_a_body_over_the_limit(client, account, runtime):
 
 def test_422_for_an_unknown_type(client, account, runtime):
     error = _error(_create(client, account, task_type="teleport"), 422, "validation_failed")
-    assert "type" in error["details"]
+    [problem] = error["details"]
+    assert problem["field"] == "type" and "check_eligibility" in problem["message"]
     assert _count(runtime, "tasks") == 0
 
 

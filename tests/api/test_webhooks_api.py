@@ -128,7 +128,8 @@ def test_put_refuses_urls_the_ssrf_rules_forbid(strict_client, runtime, caller, 
     assert response.status_code == 422
     error = response.get_json()["error"]
     assert error["code"] == "validation_failed"
-    assert reason in error["details"]["url"][0]
+    [problem] = error["details"]
+    assert problem["field"] == "url" and reason in problem["message"]
     assert strict_client.get("/webhook-endpoint", headers=caller.headers).get_json()["url"] != url
 
 

@@ -1,0 +1,293 @@
+"""The marshmallow schemas of what the API answers, for the OpenAPI document (api/openapi.py).
+
+The request schemas live beside their views (``TaskCreateSchema`` in api/tasks.py and so on);
+these describe the JSON the views build by hand, so the document can state every response.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from shared.sops import TASK_TYPES
+from shared.tasks import TaskStatus
+from shared.webhooks import MessageStatus
+
+_TIME = {"format": "date-time", "description": "ISO 8601 UTC with milliseconds and Z"}
+
+
+def _time(description: str = "", *, nullable: bool = True) -> fields.String:
+    meta = dict(_TIME)
+    if description:
+        meta["description"] = f"{description} ({_TIME['description']})"
+    return fields.String(required=True, allow_none=nullable, metadata=meta)
+
+
+class FieldErrorSchema(Schema):
+    field = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the field, dotted for nested ones; null for the whole body"},
+    )
+    message = fields.String(required=True)
+    line = fields.Integer(allow_none=True, metadata={"description": "an SOP's line, if known"})
+    path = fields.String(metadata={"description": "an SOP's key path"})
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(
+        required=True, metadata={"description": "stable, machine-readable: branch on it"}
+    )
+    message = fields.String(required=True, metadata={"description": "for a person to read"})
+    details = fields.Raw(
+        required=True,
+        metadata={
+            "description": "null; for 422 a list of {field, message}; otherwise an object"
+            " naming what the error is about (e.g. the task's status for a 409)",
+            "oneOf": [
+                {"type": "null"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+                {"type": "object"},
+            ],
+        },
+    )
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class TaskFileSchema(Schema):
+    id = fields.Integer(required=True)
+    filename = fields.String(required=True)
+    content_type = fields.String(required=True)
+    size = fields.Integer(required=True)
+
+
+class TaskSopSchema(Schema):
+    id = fields.Integer(required=True)
+    version = fields.Integer(required=True)
+    builtin = fields.Boolean(required=True)
+
+
+class TaskLinksSchema(Schema):
+    self = fields.String(required=True)
+    trajectory = fields.String(required=True)
+
+
+class TaskSchema(Schema):
+    """The task object: the reference API's fields first, with their exact names and types."""
+
+    id = fields.Integer(required=True)
+    accountId = fields.Integer(required=True)  # noqa: N815 - the reference API's name
+    task_number = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in TaskStatus]))
+    handler = fields.String(required=True, metadata={"examples": ["agent"]})
+    title = fields.String(required=True)
+    instructions = fields.String(required=True)
+    startedAt = _time()  # noqa: N815
+    completedAt = _time()  # noqa: N815
+    failedAt = _time()  # noqa: N815
+    notes = fields.String(required=True, allow_none=True)
+    createdAt = _time(nullable=False)  # noqa: N815
+    updatedAt = _time(nullable=False)  # noqa: N815
+    type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    data = fields.Raw(
+        required=True,
+        metadata={
+            "description": "as sent (text or object), sensitive inputs as ***",
+            "type": ["string", "object", "null"],
+        },
+    )
+    files = fields.List(fields.Nested(TaskFileSchema), required=True)
+    result = fields.Dict(
+        required=True, allow_none=True, metadata={"description": "what the agent extracted"}
+    )
+    trajectory_id = fields.String(required=True)
+    canceledAt = _time()  # noqa: N815
+    attempts = fields.Integer(required=True)
+    sop = fields.Nested(TaskSopSchema, required=True)
+    links = fields.Nested(TaskLinksSchema, required=True)
+
+
+class TaskPageSchema(Schema):
+    data = fields.List(fields.Nested(TaskSchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class ScreenshotSchema(Schema):
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+
+
+class StepSchema(Schema):
+    seq = fields.Integer(required=True)
+    attempt = fields.Integer(required=True)
+    name = fields.String(required=True)
+    status = fields.String(required=True)
+    message = fields.String(required=True, allow_none=True)
+    started_at = _time()
+    duration_ms = fields.Integer(required=True, allow_none=True)
+    screenshot = fields.Nested(ScreenshotSchema, required=True, allow_none=True)
+
+
+class TrajectorySchema(Schema):
+    task_id = fields.Integer(required=True)
+    trajectory_id = fields.String(required=True)
+    steps = fields.List(fields.Nested(StepSchema), required=True)
+
+
+class SopHistoryEntrySchema(Schema):
+    version = fields.Integer(required=True)
+    digest = fields.String(required=True)
+    created_at = _time()
+
+
+class SopEntrySchema(Schema):
+    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    version = fields.Integer(required=True)
+    builtin = fields.Boolean(required=True)
+    portal = fields.String(required=True)
+    title = fields.String(required=True)
+    summary = fields.String(required=True)
+    created_at = _time()
+
+
+class SopListSchema(Schema):
+    data = fields.List(fields.Nested(SopEntrySchema), required=True)
+
+
+class SopSchema(SopEntrySchema):
+    body = fields.String(required=True, metadata={"description": "the YAML document"})
+    history = fields.List(fields.Nested(SopHistoryEntrySchema), required=True)
+    warnings = fields.List(
+        fields.String(), metadata={"description": "PUT only: what would stop it at run time"}
+    )
+
+
+class SopValidationSchema(Schema):
+    valid = fields.Boolean(required=True)
+    task_type = fields.String(required=True)
+    title = fields.String(required=True)
+    summary = fields.String(required=True)
+    warnings = fields.List(fields.String(), required=True)
+
+
+class PortalOutSchema(Schema):
+    name = fields.String(required=True)
+    base_url = fields.String(required=True)
+    builtin = fields.Boolean(required=True)
+    has_credentials = fields.Boolean(required=True)
+    created_at = _time()
+    updated_at = _time()
+
+
+class PortalListSchema(Schema):
+    data = fields.List(fields.Nested(PortalOutSchema), required=True)
+
+
+class CredentialsOutSchema(Schema):
+    portal = fields.String(required=True)
+    username = fields.String(required=True)
+    has_totp = fields.Boolean(required=True)
+    created_at = _time()
+    updated_at = _time()
+
+
+class CredentialsListSchema(Schema):
+    data = fields.List(fields.Nested(CredentialsOutSchema), required=True)
+
+
+class EndpointHealthSchema(Schema):
+    consecutive_failures = fields.Integer(required=True)
+    failing_since = _time()
+    last_success_at = _time()
+    circuit_open_until = _time()
+
+
+class EndpointOutSchema(Schema):
+    url = fields.String(required=True, allow_none=True)
+    enabled = fields.Boolean(required=True)
+    disabled_reason = fields.String(required=True, allow_none=True)
+    previous_secret_expires_at = _time()
+    health = fields.Nested(EndpointHealthSchema, required=True)
+    created_at = _time()
+    updated_at = _time()
+    secret = fields.String(
+        metadata={"description": "only when the endpoint is first made (201): shown once"}
+    )
+
+
+class RotatedSecretSchema(Schema):
+    secret = fields.String(required=True, metadata={"description": "whsec_...; shown once"})
+    previous_secret_expires_at = _time()
+
+
+class AttemptSchema(Schema):
+    id = fields.Integer(required=True)
+    attempted_at = _time()
+    url = fields.String(required=True)
+    status_code = fields.Integer(required=True, allow_none=True)
+    latency_ms = fields.Integer(required=True, allow_none=True)
+    error_class = fields.String(required=True, allow_none=True)
+    error_detail = fields.String(required=True, allow_none=True)
+    response_body = fields.String(required=True, allow_none=True)
+
+
+class MessageSchema(Schema):
+    id = fields.Integer(required=True)
+    msg_id = fields.String(required=True, metadata={"description": "the webhook-id header"})
+    event = fields.String(required=True, validate=validate.OneOf(["task_finished", "ping"]))
+    task_id = fields.Integer(required=True, allow_none=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf([s.value for s in MessageStatus])
+    )
+    attempt_count = fields.Integer(required=True)
+    next_attempt_at = _time()
+    last_attempt_at = _time()
+    delivered_at = _time()
+    failed_at = _time()
+    created_at = _time()
+    updated_at = _time()
+    data = fields.Dict(required=True, metadata={"description": "the envelope's data"})
+
+
+class MessageDetailSchema(MessageSchema):
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+
+
+class MessagePageSchema(Schema):
+    data = fields.List(fields.Nested(MessageSchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class RecoveredSchema(Schema):
+    count = fields.Integer(required=True, metadata={"description": "messages queued again"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class PingDataSchema(Schema):
+    message = fields.String(required=True)
+    accountId = fields.Integer(required=True)  # noqa: N815
+
+
+def _envelope(name: str, data: type[Schema], event: str) -> type[Schema]:
+    return Schema.from_dict(
+        {
+            "signature": fields.String(
+                required=True, metadata={"description": "HMAC of event, created_at and data"}
+            ),
+            "event": fields.String(required=True, validate=validate.OneOf([event])),
+            "created_at": _time(nullable=False),
+            "data": fields.Nested(data, required=True),
+        },
+        name=name,
+    )
+
+
+TaskFinishedEnvelope = _envelope("TaskFinishedEnvelope", TaskSchema, "task_finished")
+PingEnvelope = _envelope("PingEnvelope", PingDataSchema, "ping")
