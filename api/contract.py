@@ -239,9 +239,7 @@ class MessageSchema(Schema):
     msg_id = fields.String(required=True, metadata={"description": "the webhook-id header"})
     event = fields.String(required=True, validate=validate.OneOf(["task_finished", "ping"]))
     task_id = fields.Integer(required=True, allow_none=True)
-    status = fields.String(
-        required=True, validate=validate.OneOf([s.value for s in MessageStatus])
-    )
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in MessageStatus]))
     attempt_count = fields.Integer(required=True)
     next_attempt_at = _time()
     last_attempt_at = _time()

@@ -81,8 +81,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
 
 # The error responses, each with the codes it can carry (the `code` field of the error shape).
 ERRORS: dict[int, tuple[str, str, list[str]]] = {
-    400: ("BadRequest", "The request could not be read", ["malformed_json", "malformed_body",
-                                                          "bad_cursor", "bad_limit", "bad_request"]),
+    400: ("BadRequest", "The request could not be read",
+          ["malformed_json", "malformed_body", "bad_cursor", "bad_limit", "bad_request"]),
     401: ("Unauthorized", "No API key, an unknown one, or a revoked one", ["unauthorized"]),
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
@@ -161,7 +161,10 @@ def _task_create_body() -> dict[str, Any]:
                         "data": {"type": "string"},
                         "files": {
                             "type": "array",
-                            "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                            "items": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            },
                         },
                     },
                 }
@@ -370,7 +373,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={
             "description": "Payer-portal work done by a computer agent; outcomes by signed"
-            " webhook. Every error is {\"error\": {\"code\", \"message\", \"details\"}}."
+            ' webhook. Every error is {"error": {"code", "message", "details"}}.'
         },
         servers=[{"url": "/"}],
         security=[{"bearerAuth": []}],
@@ -380,7 +383,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     )
     for name, schema in {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}.items():
         spec.components.schema(name, schema=schema)
-    for status, (name, description, codes) in ERRORS.items():
+    for name, description, codes in ERRORS.values():
         spec.components.response(
             name,
             {
