@@ -10,10 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(BIN)/understudy: pyproject.toml
+$(BIN)/understudy: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
 	touch $@
 
 install: $(BIN)/understudy ## create .venv and install the project with its dev tools
@@ -28,7 +28,7 @@ run: install browsers ## start the whole stack in the foreground (Ctrl-C stops i
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared clients/python/understudy_client
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
 	$(BIN)/pytest

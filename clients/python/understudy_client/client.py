@@ -1,0 +1,379 @@
+"""The client: one method per operation of the OpenAPI document, retries, pages and waiting."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TypedDict
+
+import requests
+
+from understudy_client.errors import ApiConnectionError, UnderstudyError, WaitTimeout, error_for
+
+FINAL_STATUSES = frozenset({"completed", "completed_with_issues", "failed", "canceled"})
+RETRY_STATUSES = frozenset({429, 503})
+
+# operationId -> (method, path) as in the OpenAPI document; a test fails when the two drift.
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "healthz": ("GET", "/healthz"),
+    "readyz": ("GET", "/readyz"),
+    "create_task": ("POST", "/tasks"),
+    "list_tasks": ("GET", "/tasks"),
+    "read_task": ("GET", "/tasks/{task_id}"),
+    "cancel_task": ("POST", "/tasks/{task_id}/cancel"),
+    "give_input": ("POST", "/tasks/{task_id}/input"),
+    "read_trajectory": ("GET", "/tasks/{task_id}/trajectory"),
+    "read_artifact": ("GET", "/artifacts/{artifact_id}"),
+    "list_sops": ("GET", "/sops"),
+    "read_sop": ("GET", "/sops/{task_type}"),
+    "put_sop": ("PUT", "/sops/{task_type}"),
+    "revert_sop": ("DELETE", "/sops/{task_type}"),
+    "validate_sop": ("POST", "/sops/validate"),
+    "list_portals": ("GET", "/portals"),
+    "put_portal": ("PUT", "/portals/{name}"),
+    "delete_portal": ("DELETE", "/portals/{name}"),
+    "list_portal_credentials": ("GET", "/credentials"),
+    "put_portal_credentials": ("PUT", "/credentials/{portal}"),
+    "delete_portal_credentials": ("DELETE", "/credentials/{portal}"),
+    "get_endpoint": ("GET", "/webhook-endpoint"),
+    "put_endpoint": ("PUT", "/webhook-endpoint"),
+    "test_endpoint": ("POST", "/webhook-endpoint/test"),
+    "rotate_secret": ("POST", "/webhook-endpoint/rotate-secret"),
+    "list_messages": ("GET", "/webhooks/messages"),
+    "get_message": ("GET", "/webhooks/messages/{ref}"),
+    "redeliver": ("POST", "/webhooks/messages/{ref}/redeliver"),
+    "recover": ("POST", "/webhooks/recover"),
+}
+
+
+class Task(TypedDict, total=False):
+    """The task object (GET /tasks/{id}); the reference API's fields first."""
+
+    id: int
+    accountId: int  # noqa: N815 - the API's name
+    task_number: int
+    status: str
+    handler: str
+    title: str
+    instructions: str
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+    failedAt: str | None  # noqa: N815
+    notes: str | None
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    type: str
+    data: str | dict[str, Any] | None
+    files: list[dict[str, Any]]
+    result: dict[str, Any] | None
+    trajectory_id: str
+    canceledAt: str | None  # noqa: N815
+    attempts: int
+    sop: dict[str, Any]
+    links: dict[str, str]
+
+
+class Page(TypedDict):
+    data: list[Task]
+    has_more: bool
+    next_cursor: str | None
+
+
+FileArg = str | Path | tuple[str, bytes | BinaryIO, str]
+
+
+class Understudy:
+    """A client for one account. Thread-safe as far as ``requests.Session`` is."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_retry_wait_s: float = 60.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_retry_wait_s = max_retry_wait_s
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session.headers["User-Agent"] = "understudy-client/1.0"
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Understudy:
+        """From ``UNDERSTUDY_URL`` (default http://127.0.0.1:8000) and ``UNDERSTUDY_API_KEY``."""
+        url = os.environ.get("UNDERSTUDY_URL", "http://127.0.0.1:8000")
+        return cls(url, os.environ.get("UNDERSTUDY_API_KEY", ""), **kwargs)
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _retry_wait(self, attempt: int, response: requests.Response | None) -> float:
+        header = response.headers.get("Retry-After") if response is not None else None
+        wait = self.backoff_s * 2**attempt * (0.5 + random.random() / 2)
+        if header:
+            try:
+                wait = float(header)
+            except ValueError:
+                parsed = email.utils.parsedate_to_datetime(header)
+                wait = parsed.timestamp() - time.time() if parsed else wait
+        return min(max(wait, 0.0), self.max_retry_wait_s)
+
+    def request(
+        self,
+        operation: str,
+        *,
+        path_params: Mapping[str, Any] | None = None,
+        expect_json: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call one operation of the document; retry 429, 503 and connection errors."""
+        method, template = OPERATIONS[operation]
+        url = self.base_url + template.format(**(path_params or {}))
+        kwargs.setdefault("timeout", self.timeout_s)
+        files = kwargs.get("files")
+        for attempt in range(self.max_retries + 1):
+            for _, (_name, handle, _type) in files or []:
+                if hasattr(handle, "seek"):
+                    handle.seek(0)  # a retry sends the files from their start again
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if attempt == self.max_retries:
+                    raise ApiConnectionError(f"{method} {url}: {err}") from err
+                time.sleep(self._retry_wait(attempt, None))
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                time.sleep(self._retry_wait(attempt, response))
+                continue
+            break
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise error_for(response.status_code, body)
+        if response.status_code == 204:
+            return None
+        return response.json() if expect_json else response.content
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def create_task(
+        self,
+        task_type: str,
+        data: str | Mapping[str, Any] | None = None,
+        *,
+        files: Sequence[FileArg] = (),
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Create a task. An Idempotency-Key is made unless given, so retries are safe."""
+        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        if not files:
+            body = {"type": task_type, "data": data}
+            return self.request("create_task", json=body, headers=headers)
+        if data is not None and not isinstance(data, str):
+            raise TypeError("with files, data must be text of 'key: value' lines")
+        parts = []
+        opened = []
+        for item in files:
+            if isinstance(item, tuple):
+                parts.append(("files", item))
+            else:
+                handle = open(item, "rb")  # noqa: SIM115 - closed below, after the retries
+                opened.append(handle)
+                parts.append(("files", (Path(item).name, handle, "application/octet-stream")))
+        form = {"type": task_type, **({"data": data} if data is not None else {})}
+        try:
+            return self.request("create_task", data=form, files=parts, headers=headers)
+        finally:
+            for handle in opened:
+                handle.close()
+
+    def get_task(self, task_id: int) -> Task:
+        return self.request("read_task", path_params={"task_id": task_id})
+
+    def list_tasks_page(
+        self,
+        *,
+        status: Sequence[str] = (),
+        type: Sequence[str] = (),  # noqa: A002 - the API's name
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        params = {
+            "status": ",".join(status) or None,
+            "type": ",".join(type) or None,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        return self.request("list_tasks", params=params)
+
+    def list_tasks(
+        self,
+        *,
+        status: Sequence[str] = (),
+        type: Sequence[str] = (),  # noqa: A002
+        page_size: int | None = None,
+    ) -> Iterator[Task]:
+        """Every matching task, newest first, fetching page after page as you iterate."""
+        cursor = None
+        while True:
+            page = self.list_tasks_page(status=status, type=type, limit=page_size, cursor=cursor)
+            yield from page["data"]
+            if not page["has_more"]:
+                return
+            cursor = page["next_cursor"]
+
+    def cancel_task(self, task_id: int) -> Task:
+        return self.request("cancel_task", path_params={"task_id": task_id})
+
+    def give_input(self, task_id: int, code: str) -> Task:
+        """The one-time code a task ``waiting_for_input`` asked for."""
+        return self.request("give_input", path_params={"task_id": task_id}, json={"code": code})
+
+    def wait(self, task: Task | int, timeout: float = 300.0, *, poll_s: float = 1.0) -> Task:
+        """Poll until the task reaches a final status; WaitTimeout after ``timeout`` seconds."""
+        task_id = task if isinstance(task, int) else task["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.get_task(task_id)
+            if current["status"] in FINAL_STATUSES:
+                return current
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(dict(current), timeout)
+            time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+
+    def get_trajectory(self, task_id: int) -> dict[str, Any]:
+        return self.request("read_trajectory", path_params={"task_id": task_id})
+
+    def download_artifact(self, artifact_id: int, to: str | Path | None = None) -> bytes:
+        """A step's screenshot (PNG bytes); also written to ``to`` if given."""
+        content: bytes = self.request(
+            "read_artifact", path_params={"artifact_id": artifact_id}, expect_json=False
+        )
+        if to is not None:
+            Path(to).write_bytes(content)
+        return content
+
+    # --- SOPs --------------------------------------------------------------------------------
+
+    def list_sops(self) -> list[dict[str, Any]]:
+        return self.request("list_sops")["data"]
+
+    def get_sop(self, task_type: str) -> dict[str, Any]:
+        return self.request("read_sop", path_params={"task_type": task_type})
+
+    def put_sop(self, task_type: str, text: str) -> dict[str, Any]:
+        """Store a new version (a 422 ValidationError lists each problem with its line)."""
+        return self.request("put_sop", path_params={"task_type": task_type}, json={"sop": text})
+
+    def validate_sop(self, text: str) -> dict[str, Any]:
+        return self.request("validate_sop", json={"sop": text})
+
+    def revert_sop(self, task_type: str) -> dict[str, Any]:
+        return self.request("revert_sop", path_params={"task_type": task_type})
+
+    # --- portals and credentials -------------------------------------------------------------
+
+    def list_portals(self) -> list[dict[str, Any]]:
+        return self.request("list_portals")["data"]
+
+    def put_portal(self, name: str, base_url: str) -> dict[str, Any]:
+        return self.request("put_portal", path_params={"name": name}, json={"base_url": base_url})
+
+    def delete_portal(self, name: str) -> None:
+        self.request("delete_portal", path_params={"name": name})
+
+    def list_credentials(self) -> list[dict[str, Any]]:
+        return self.request("list_portal_credentials")["data"]
+
+    def set_credentials(
+        self, portal: str, username: str, password: str, totp_secret: str | None = None
+    ) -> dict[str, Any]:
+        body = {"username": username, "password": password, "totp_secret": totp_secret}
+        return self.request("put_portal_credentials", path_params={"portal": portal}, json=body)
+
+    def delete_credentials(self, portal: str) -> None:
+        self.request("delete_portal_credentials", path_params={"portal": portal})
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def get_webhook_endpoint(self) -> dict[str, Any]:
+        return self.request("get_endpoint")
+
+    def update_webhook_endpoint(
+        self, *, url: str | None = None, enabled: bool | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if url is not None:
+            body["url"] = url
+        if enabled is not None:
+            body["enabled"] = enabled
+        return self.request("put_endpoint", json=body)
+
+    def test_webhook_endpoint(self) -> dict[str, Any]:
+        """Queue a ``ping`` message to the endpoint."""
+        return self.request("test_endpoint")
+
+    def rotate_webhook_secret(self) -> dict[str, Any]:
+        return self.request("rotate_secret")
+
+    def list_webhook_messages(
+        self,
+        *,
+        status: str | None = None,
+        task_id: int | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching message, newest first, page after page."""
+        params: dict[str, Any] = {
+            "status": status,
+            "task_id": task_id,
+            "since": since.isoformat() if isinstance(since, datetime) else since,
+            "until": until.isoformat() if isinstance(until, datetime) else until,
+            "limit": page_size,
+        }
+        while True:
+            page = self.request("list_messages", params=params)
+            yield from page["data"]
+            if not page["has_more"]:
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def get_webhook_message(self, ref: str | int) -> dict[str, Any]:
+        return self.request("get_message", path_params={"ref": ref})
+
+    def redeliver_webhook_message(self, ref: str | int) -> dict[str, Any]:
+        return self.request("redeliver", path_params={"ref": ref})
+
+    def recover_webhook_messages(
+        self, since: datetime | str, until: datetime | str | None = None
+    ) -> int:
+        """Queue again every failed message created in the window; how many were queued."""
+        body = {
+            "since": since.isoformat() if isinstance(since, datetime) else since,
+            "until": until.isoformat() if isinstance(until, datetime) else until,
+        }
+        return int(self.request("recover", json=body)["count"])
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self.request("healthz")
+
+
+__all__ = ["FINAL_STATUSES", "OPERATIONS", "Page", "Task", "Understudy", "UnderstudyError"]

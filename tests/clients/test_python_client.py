@@ -1,0 +1,242 @@
+"""The Python client (clients/python) against the real API served on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from flask import Flask, jsonify
+from standardwebhooks.webhooks import Webhook
+from understudy_client import (
+    OPERATIONS,
+    ApiConnectionError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    Understudy,
+    ValidationError,
+    WaitTimeout,
+    WebhookVerificationError,
+    verify_webhook,
+)
+
+from api.openapi import TASK_EXAMPLES
+from shared.trajectories import record_step
+from shared.webhooks import envelope_body, header_signature
+from tests.conftest import ServedApp, free_port
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+
+@pytest.fixture
+def served(app) -> Iterator[str]:
+    server = ServedApp(app)
+    yield server.url
+    server.close()
+
+
+@pytest.fixture
+def api(served, account) -> Understudy:
+    return Understudy(served, account.api_key, backoff_s=0.01)
+
+
+def test_the_client_and_the_openapi_document_name_the_same_operations(client):
+    document = client.get("/openapi.json").get_json()
+    documented = {
+        op["operationId"]: (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+    }
+    ours = dict(OPERATIONS)
+    if "readyz" not in documented:  # added by the operability work; the client already knows it
+        ours.pop("readyz")
+    assert ours == documented
+
+
+def test_create_get_list_cancel_and_typed_errors(api, account, runtime, tmp_path):
+    created = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+    assert created["status"] in ("pending", "dispatching")
+    with runtime.pool.connection() as conn:  # the client made an Idempotency-Key by itself
+        keys = [r["key"] for r in conn.execute("SELECT key FROM idempotency_keys").fetchall()]
+    assert len(keys) == 1 and keys[0].startswith("uc-")
+    again = api.create_task(
+        "check_eligibility", TASK_EXAMPLES["check_eligibility"], idempotency_key="mine"
+    )
+    assert (
+        api.create_task(
+            "check_eligibility", TASK_EXAMPLES["check_eligibility"], idempotency_key="mine"
+        )["id"]
+        == again["id"]
+    )
+
+    letter = tmp_path / "letter.pdf"
+    letter.write_bytes(b"%PDF-1.4 appeal")
+    with_files = api.create_task(
+        "submit_appeal",
+        TASK_EXAMPLES["submit_appeal"],
+        files=[letter, ("notes.txt", b"see attached", "text/plain")],
+    )
+    assert [(f["filename"], f["size"]) for f in with_files["files"]] == [
+        ("letter.pdf", 15),
+        ("notes.txt", 12),
+    ]
+
+    assert api.get_task(created["id"])["id"] == created["id"]
+    listed = [t["id"] for t in api.list_tasks(page_size=1)]  # one task per page: 3 pages
+    assert listed == [with_files["id"], again["id"], created["id"]]
+    assert [t["id"] for t in api.list_tasks(type=["submit_appeal"])] == [with_files["id"]]
+
+    assert api.cancel_task(created["id"])["status"] == "canceled"
+    with pytest.raises(ConflictError) as conflict:
+        api.cancel_task(created["id"])
+    assert conflict.value.code == "task_finished" and conflict.value.status == 409
+    with pytest.raises(ConflictError) as not_waiting:
+        api.give_input(again["id"], "123456")
+    assert not_waiting.value.code == "not_waiting"
+    with pytest.raises(ValidationError) as invalid:
+        api.create_task("check_eligibility", "member_id: W100000001")
+    assert {d["field"] for d in invalid.value.details} == {"patient", "dob"}
+    with pytest.raises(NotFoundError) as missing:
+        api.get_task(999999)
+    assert missing.value.code == "not_found"
+    with pytest.raises(AuthenticationError):
+        Understudy(api.base_url, "us_nope").get_task(created["id"])
+    with pytest.raises(WaitTimeout) as waited:
+        api.wait(again, timeout=0.3, poll_s=0.1)
+    assert waited.value.task["id"] == again["id"]
+    assert api.wait(created["id"], timeout=5)["status"] == "canceled"
+
+
+def test_trajectory_and_artifact_download(api, account, runtime, tmp_path):
+    task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+    with runtime.pool.connection() as conn:  # as the worker records a failed step
+        record_step(
+            conn, task_id=task["id"], account_id=account.id, attempt=1, seq=1, name="sign in",
+            status="failed", message="portal down", started_at=datetime.now(UTC),
+            duration_ms=12, screenshot=PNG,
+        )  # fmt: skip
+    [step] = api.get_trajectory(task["id"])["steps"]
+    assert step["name"] == "sign in"
+    saved = tmp_path / "shot.png"
+    assert api.download_artifact(step["screenshot"]["id"], to=saved) == PNG
+    assert saved.read_bytes() == PNG
+
+
+def test_sop_portal_credential_and_webhook_management(api, account):
+    sops = api.list_sops()
+    assert len(sops) == 5
+    body = api.get_sop("check_eligibility")["body"]
+    assert api.validate_sop(body)["valid"] is True
+    edited = body.replace("title:", "title: Custom -", 1)
+    assert api.put_sop("check_eligibility", edited)["builtin"] is False
+    assert [h["version"] for h in api.get_sop("check_eligibility")["history"]] == [1]
+    assert api.revert_sop("check_eligibility")["body"] == body
+    with pytest.raises(ValidationError) as bad:
+        api.validate_sop("task_type: nope\n")
+    assert bad.value.details and all("message" in d for d in bad.value.details)
+
+    assert api.put_portal("acme", "https://portal.acme.test/")["name"] == "acme"
+    assert "acme" in [p["name"] for p in api.list_portals()]
+    api.set_credentials("acme", "me", "secret-pass", totp_secret="JBSWY3DPEHPK3PXP")
+    assert {c["portal"]: c["has_totp"] for c in api.list_credentials()}["acme"] is True
+    api.delete_credentials("acme")
+    api.delete_portal("acme")
+    assert "acme" not in [p["name"] for p in api.list_portals()]
+
+    endpoint = api.update_webhook_endpoint(url="http://127.0.0.1:9/hook")
+    assert endpoint["url"] == "http://127.0.0.1:9/hook"
+    ping = api.test_webhook_endpoint()
+    assert ping["event"] == "ping"
+    assert [m["msg_id"] for m in api.list_webhook_messages()] == [ping["msg_id"]]
+    assert api.get_webhook_message(ping["msg_id"])["attempts"] == []
+    with pytest.raises(ConflictError) as pending:
+        api.redeliver_webhook_message(ping["msg_id"])
+    assert pending.value.code == "message_pending"
+    assert api.recover_webhook_messages(datetime(2020, 1, 1, tzinfo=UTC)) == 0
+    assert api.rotate_webhook_secret()["secret"].startswith("whsec_")
+    assert api.get_webhook_endpoint()["previous_secret_expires_at"] is not None
+    assert api.health() == {"status": "ok"}
+
+
+class _Flaky:
+    """A loopback server that answers 503/429 with Retry-After before it answers 200."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = answers
+        self.hits: list[float] = []
+        app = Flask("flaky")
+
+        @app.get("/tasks/<int:task_id>")
+        def task(task_id: int):
+            self.hits.append(time.monotonic())
+            status = self.answers.pop(0) if self.answers else 200
+            if status != 200:
+                body = {"error": {"code": "busy", "message": "try later", "details": None}}
+                return jsonify(body), status, {"Retry-After": "1"}
+            return jsonify({"id": task_id, "status": "completed"})
+
+        self.server = ServedApp(app)
+
+
+def test_retries_429_and_503_honouring_retry_after_then_gives_up():
+    flaky = _Flaky([503, 429])
+    try:
+        api = Understudy(flaky.server.url, "k", backoff_s=0.01, max_retries=3)
+        assert api.get_task(7) == {"id": 7, "status": "completed"}
+        assert len(flaky.hits) == 3
+        gaps = [b - a for a, b in zip(flaky.hits, flaky.hits[1:], strict=False)]
+        assert all(gap >= 0.9 for gap in gaps), gaps  # Retry-After: 1 was waited, not 0.01 s
+
+        flaky.answers[:] = [503] * 10
+        flaky.hits.clear()
+        with pytest.raises(ServiceUnavailableError) as err:
+            Understudy(flaky.server.url, "k", max_retries=1, max_retry_wait_s=0.05).get_task(7)
+        assert err.value.code == "busy" and len(flaky.hits) == 2  # bounded: 1 try + 1 retry
+    finally:
+        flaky.server.close()
+
+
+def test_connection_errors_are_retried_then_raised():
+    port = free_port()  # nothing listens there
+    calls = []
+    api = Understudy(f"http://127.0.0.1:{port}", "k", max_retries=2, backoff_s=0.01)
+    original = api.session.request
+    api.session.request = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[method-assign]
+    with pytest.raises(ApiConnectionError):
+        api.get_task(1)
+    assert len(calls) == 3
+
+
+def test_verify_webhook_accepts_the_servers_signature_and_refuses_tampering():
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = envelope_body(
+        secret, event="ping", created_at="2026-11-29T12:00:00.000Z",
+        data={"message": "Test event from Understudy.", "accountId": 1},
+    )  # fmt: skip
+    now = int(time.time())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": header_signature([secret], "msg_1", now, body),
+    }
+    envelope = verify_webhook(body, headers, secret)
+    assert envelope["event"] == "ping"
+    assert envelope == Webhook(secret).verify(body, headers)  # agrees with the reference library
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(body.replace(b"ping", b"pong"), headers, secret)
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(body, headers, secret, now=now + 3600)
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(body, {**headers, "webhook-id": "msg_2"}, secret)
+    assert json.loads(body)["data"]["accountId"] == 1
+
+
+def test_wait_returns_once_the_task_is_final(api):
+    task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+    threading.Timer(0.5, api.cancel_task, args=[task["id"]]).start()
+    assert api.wait(task, timeout=10, poll_s=0.1)["status"] == "canceled"
