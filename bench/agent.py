@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 import sandbox  # noqa: E402
 from bench.services import free_port, services  # noqa: E402
+from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME  # noqa: E402
 from shared import totp  # noqa: E402
 from shared.accounts import Credentials  # noqa: E402
-from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.sops import builtin_sop  # noqa: E402
 from worker.browser import new_driver  # noqa: E402

@@ -162,3 +162,21 @@ def delete_credentials(conn: Conn, account_id: int, portal: str) -> bool:
         (account_id, portal),
     ).fetchone()
     return row is not None
+
+
+def list_accounts(conn: Conn) -> list[dict]:
+    """Every account with its count of live API keys, oldest first."""
+    return conn.execute(
+        "SELECT a.id, a.name, a.created_at,"
+        " (SELECT count(*) FROM api_keys k WHERE k.account_id = a.id AND k.revoked_at IS NULL)"
+        " AS live_keys FROM accounts a ORDER BY a.id"
+    ).fetchall()
+
+
+def list_api_keys(conn: Conn, account_id: int | None = None) -> list[dict]:
+    """API keys by their visible prefix (never the key itself), optionally for one account."""
+    return conn.execute(
+        "SELECT account_id, prefix, name, created_at, revoked_at FROM api_keys"
+        " WHERE %(account)s::bigint IS NULL OR account_id = %(account)s ORDER BY id",
+        {"account": account_id},
+    ).fetchall()

@@ -157,8 +157,8 @@ class Account:
 @pytest.fixture
 def make_account(runtime: Runtime):
     """Create accounts the way `understudy accounts create` does."""
+    from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
     from shared.accounts import Credentials, create_account, create_api_key, put_credentials
-    from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
     from shared.webhooks import create_endpoint
 
     def make(name: str = "Acme Health", *, webhook_url: str | None = None, sandbox: bool = True):

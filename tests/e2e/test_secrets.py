@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
+from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
+from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp
 from shared.accounts import Credentials, put_credentials
-from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared.sops import builtin_sop_text
 from worker import runner
 from worker.browser import BrowserPool, new_driver

@@ -16,7 +16,7 @@ import logging
 import pytest
 import requests
 
-from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
+from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
 from worker import runner
 from worker.browser import BrowserPool, new_driver
 

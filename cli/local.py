@@ -1,4 +1,5 @@
-"""The ``understudy`` command: accounts and keys, migrations, and every process of the stack."""
+"""The commands that work on this host's database: accounts and keys, migrations, and every
+process of the stack."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from cli.output import show
 from shared.portals import SANDBOX_PORTAL
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 
 # The sandbox portal's documented user (docs/sandbox.md); --sandbox stores these, encrypted.
 SANDBOX_USERNAME = "provider@sandbox"
@@ -68,6 +70,32 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         rt.close()
     print(json.dumps({"account_id": args.account, "api_key": key}) if args.json else key)
+    return 0
+
+
+def cmd_accounts_list(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.accounts import list_accounts
+
+    rt = _runtime(settings)
+    try:
+        with rt.pool.connection() as conn:
+            rows = list_accounts(conn)
+    finally:
+        rt.close()
+    show(rows, ["id", "name", "live_keys", "created_at"], as_json=args.json)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.accounts import list_api_keys
+
+    rt = _runtime(settings)
+    try:
+        with rt.pool.connection() as conn:
+            rows = list_api_keys(conn, args.account)
+    finally:
+        rt.close()
+    show(rows, ["account_id", "prefix", "name", "created_at", "revoked_at"], as_json=args.json)
     return 0
 
 
@@ -161,49 +189,3 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             redis_server.stop()
         if pg:
             pg.cleanup()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="understudy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    accounts = sub.add_parser("accounts", help="manage accounts").add_subparsers(
-        dest="action", required=True
-    )
-    create = accounts.add_parser("create", help="create an account with an API key")
-    create.add_argument("--name", required=True)
-    create.add_argument("--webhook-url", default=None)
-    create.add_argument(
-        "--sandbox", action="store_true", help="store the sandbox portal's test credentials"
-    )
-    create.add_argument("--json", action="store_true")
-    create.set_defaults(func=cmd_accounts_create)
-
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
-    )
-    key_create = keys.add_parser("create", help="create another API key for an account")
-    key_create.add_argument("--account", type=int, required=True)
-    key_create.add_argument("--name", default=None)
-    key_create.add_argument("--json", action="store_true")
-    key_create.set_defaults(func=cmd_keys_create)
-    key_revoke = keys.add_parser("revoke", help="revoke a key by its visible prefix")
-    key_revoke.add_argument("key")
-    key_revoke.set_defaults(func=cmd_keys_revoke)
-
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    sub.add_parser("scheduler", help="run the scheduler loop").set_defaults(func=cmd_scheduler)
-    sub.add_parser("sandbox", help="serve the sandbox portal").set_defaults(func=cmd_sandbox)
-    run = sub.add_parser("run", help="run the whole stack in the foreground")
-    run.add_argument("--procfile", default="Procfile")
-    run.set_defaults(func=cmd_run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args, load_settings()))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

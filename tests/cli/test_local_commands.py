@@ -106,3 +106,18 @@ def test_with_no_environment_the_cli_joins_the_running_embedded_database(tmp_pat
         assert name == ("Same DB",)
     finally:
         server.cleanup()
+
+
+def test_accounts_list_and_keys_list_show_prefixes_never_keys(runtime, settings, account):
+    listed = _run(["accounts", "list", "--json"], _env(settings))
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["id"], row["name"], row["live_keys"]) == (account.id, "Acme Health", 1)
+    table = _run(["accounts", "list"], _env(settings)).stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "LIVE_KEYS", "CREATED_AT"]
+    assert table[1].split()[:3] == [str(account.id), "Acme", "Health"]
+
+    keys = _run(["keys", "list", "--account", str(account.id), "--json"], _env(settings))
+    [key] = json.loads(keys.stdout)
+    assert account.api_key.startswith(key["prefix"]) and key["prefix"] != account.api_key
+    assert account.api_key not in _run(["keys", "list"], _env(settings)).stdout

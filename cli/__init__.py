@@ -1,0 +1,1 @@
+"""The ``understudy`` command line: local administration and a client of the API."""

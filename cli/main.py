@@ -1,0 +1,111 @@
+"""The parser of the ``understudy`` command and its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cli import local, remote
+from shared.settings import load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DESCRIPTION = """\
+Understudy's command line.
+
+Local commands work on this host's database: accounts, keys, migrate, scheduler,
+sandbox, run. Remote commands call a running API: tasks, sops, portals, credentials,
+webhooks; they read the server from UNDERSTUDY_URL (default http://127.0.0.1:8000)
+and the key from UNDERSTUDY_API_KEY. Every listing prints a table, or JSON with --json.
+"""
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _local(sub: argparse._SubParsersAction) -> None:
+    accounts = sub.add_parser("accounts", help="manage accounts (local)").add_subparsers(
+        dest="action", required=True
+    )
+    create = accounts.add_parser("create", help="create an account with an API key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--webhook-url", default=None)
+    create.add_argument(
+        "--sandbox", action="store_true", help="store the sandbox portal's test credentials"
+    )
+    _json_flag(create)
+    create.set_defaults(func=local.cmd_accounts_create)
+    listing = accounts.add_parser("list", help="every account")
+    _json_flag(listing)
+    listing.set_defaults(func=local.cmd_accounts_list)
+
+    keys = sub.add_parser("keys", help="manage API keys (local)").add_subparsers(
+        dest="action", required=True
+    )
+    key_create = keys.add_parser("create", help="create another API key for an account")
+    key_create.add_argument("--account", type=int, required=True)
+    key_create.add_argument("--name", default=None)
+    _json_flag(key_create)
+    key_create.set_defaults(func=local.cmd_keys_create)
+    key_list = keys.add_parser("list", help="API keys by their visible prefix")
+    key_list.add_argument("--account", type=int, default=None)
+    _json_flag(key_list)
+    key_list.set_defaults(func=local.cmd_keys_list)
+    key_revoke = keys.add_parser("revoke", help="revoke a key by its visible prefix")
+    key_revoke.add_argument("key")
+    key_revoke.set_defaults(func=local.cmd_keys_revoke)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=local.cmd_migrate)
+    sub.add_parser("scheduler", help="run the scheduler loop").set_defaults(
+        func=local.cmd_scheduler
+    )
+    sub.add_parser("sandbox", help="serve the sandbox portal").set_defaults(func=local.cmd_sandbox)
+    run = sub.add_parser("run", help="run the whole stack in the foreground")
+    run.add_argument("--procfile", default="Procfile")
+    run.set_defaults(func=local.cmd_run)
+
+
+def _remote(sub: argparse._SubParsersAction) -> None:
+    groups: dict[str, argparse._SubParsersAction] = {}
+    helps = {
+        "tasks": "create, read, list, cancel and wait for tasks",
+        "sops": "validate, push and read SOPs",
+        "portals": "the portals the agent signs in to",
+        "credentials": "portal logins (write-only secrets)",
+        "webhooks": "the webhook endpoint and its message log",
+    }
+    for (group, command), (help_text, _func, _columns) in remote.COMMANDS.items():
+        if group not in groups:
+            parent = sub.add_parser(group, help=f"{helps[group]} (remote)")
+            groups[group] = parent.add_subparsers(dest="action", required=True)
+        parser = groups[group].add_parser(command, help=help_text)
+        remote.add_arguments(group, command, parser)
+        parser.add_argument("--url", default=os.environ.get("UNDERSTUDY_URL", DEFAULT_URL))
+        parser.add_argument(
+            "--api-key", default=os.environ.get("UNDERSTUDY_API_KEY"), help="default: env"
+        )
+        _json_flag(parser)
+        parser.set_defaults(remote=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="understudy", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    _local(sub)
+    _remote(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "remote", False):
+        return remote.run(args)
+    return int(args.func(args, load_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

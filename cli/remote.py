@@ -1,0 +1,222 @@
+"""The commands that call the API of a running server, local or remote, through the Python client.
+
+The server and key come from ``--url`` and ``--api-key``, or ``UNDERSTUDY_URL`` and
+``UNDERSTUDY_API_KEY``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from understudy_client import Understudy, UnderstudyError
+
+from cli.output import show
+
+TASK_COLUMNS = ["id", "task_number", "type", "status", "createdAt", "notes"]
+MESSAGE_COLUMNS = ["id", "msg_id", "event", "task_id", "status", "attempt_count", "created_at"]
+
+
+def client(args: argparse.Namespace) -> Understudy:
+    if not args.api_key:
+        raise SystemExit("error: set UNDERSTUDY_API_KEY or pass --api-key")
+    return Understudy(args.url, args.api_key)
+
+
+def _data(args: argparse.Namespace) -> str | None:
+    if args.data_file:
+        return Path(args.data_file).read_text()
+    return args.data
+
+
+def tasks_create(api: Understudy, args: argparse.Namespace) -> Any:
+    task = api.create_task(
+        args.type, _data(args), files=args.file or (), idempotency_key=args.idempotency_key
+    )
+    return api.wait(task, timeout=args.timeout) if args.wait else task
+
+
+def tasks_list(api: Understudy, args: argparse.Namespace) -> Any:
+    found = []
+    for task in api.list_tasks(status=args.status or (), type=args.type or ()):
+        found.append(task)
+        if len(found) >= args.limit:
+            break
+    return found
+
+
+def tasks_trajectory(api: Understudy, args: argparse.Namespace) -> Any:
+    trajectory = api.get_trajectory(args.id)
+    if args.download:
+        folder = Path(args.download)
+        folder.mkdir(parents=True, exist_ok=True)
+        for step in trajectory["steps"]:
+            if step["screenshot"]:
+                name = folder / f"step-{step['attempt']}-{step['seq']}.png"
+                api.download_artifact(step["screenshot"]["id"], to=name)
+    return trajectory["steps"] if not args.json else trajectory
+
+
+def _sop_text(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
+
+
+def credentials_set(api: Understudy, args: argparse.Namespace) -> Any:
+    password = args.password or os.environ.get("UNDERSTUDY_PORTAL_PASSWORD")
+    if password is None:
+        password = sys.stdin.readline().rstrip("\n")
+    return api.set_credentials(args.portal, args.username, password, args.totp_secret)
+
+
+# (group, command) -> (help, run, table columns or None for key: value lines)
+COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
+    ("tasks", "create"): ("create a task", tasks_create, None),
+    ("tasks", "get"): ("show a task", lambda api, a: api.get_task(a.id), None),
+    ("tasks", "list"): ("list tasks, newest first", tasks_list, TASK_COLUMNS),
+    ("tasks", "cancel"): ("cancel a task", lambda api, a: api.cancel_task(a.id), None),
+    ("tasks", "input"): (
+        "give a waiting task its one-time code", lambda api, a: api.give_input(a.id, a.code), None
+    ),
+    ("tasks", "wait"): (
+        "wait until a task is final", lambda api, a: api.wait(a.id, timeout=a.timeout), None
+    ),
+    ("tasks", "trajectory"): (
+        "every step the agent took", tasks_trajectory,
+        ["attempt", "seq", "name", "status", "duration_ms", "message"],
+    ),
+    ("sops", "list"): (
+        "the active SOP of each type", lambda api, a: api.list_sops(),
+        ["task_type", "version", "builtin", "portal", "title"],
+    ),
+    ("sops", "get"): ("print an SOP's YAML", lambda api, a: api.get_sop(a.type), None),
+    ("sops", "validate"): (
+        "check an SOP file (- for stdin) without storing it",
+        lambda api, a: api.validate_sop(_sop_text(a.path)), None,
+    ),
+    ("sops", "push"): (
+        "store an SOP file as the type's new version",
+        lambda api, a: api.put_sop(a.type, _sop_text(a.path)), None,
+    ),
+    ("sops", "history"): (
+        "the account's versions of a type's SOP",
+        lambda api, a: api.get_sop(a.type)["history"], ["version", "digest", "created_at"],
+    ),
+    ("sops", "revert"): ("go back to the built-in SOP", lambda api, a: api.revert_sop(a.type),
+                         None),
+    ("portals", "list"): (
+        "the portals", lambda api, a: api.list_portals(),
+        ["name", "base_url", "builtin", "has_credentials"],
+    ),
+    ("portals", "set"): (
+        "register a portal's base URL", lambda api, a: api.put_portal(a.name, a.base_url), None
+    ),
+    ("portals", "delete"): ("forget a portal", lambda api, a: api.delete_portal(a.name), None),
+    ("credentials", "list"): (
+        "portals with a login", lambda api, a: api.list_credentials(),
+        ["portal", "username", "has_totp", "updated_at"],
+    ),
+    ("credentials", "set"): (
+        "store a portal login (password from --password, UNDERSTUDY_PORTAL_PASSWORD or stdin)",
+        credentials_set, ["portal", "username", "has_totp", "updated_at"],
+    ),
+    ("credentials", "delete"): (
+        "delete a portal login", lambda api, a: api.delete_credentials(a.portal), None
+    ),
+    ("webhooks", "endpoint"): (
+        "show the endpoint", lambda api, a: api.get_webhook_endpoint(), None
+    ),
+    ("webhooks", "set-url"): (
+        "set the endpoint's URL", lambda api, a: api.update_webhook_endpoint(url=a.url_value),
+        None,
+    ),
+    ("webhooks", "messages"): (
+        "the message log, newest first",
+        lambda api, a: list(api.list_webhook_messages(status=a.status, task_id=a.task_id,
+                                                      since=a.since))[: a.limit],
+        MESSAGE_COLUMNS,
+    ),
+    ("webhooks", "message"): (
+        "one message with its attempts", lambda api, a: api.get_webhook_message(a.ref), None
+    ),
+    ("webhooks", "redeliver"): (
+        "send a message again", lambda api, a: api.redeliver_webhook_message(a.ref), None
+    ),
+    ("webhooks", "recover"): (
+        "queue again every failed message since a time",
+        lambda api, a: {"count": api.recover_webhook_messages(a.since, a.until)}, None,
+    ),
+    ("webhooks", "test"): ("queue a ping", lambda api, a: api.test_webhook_endpoint(), None),
+    ("webhooks", "rotate-secret"): (
+        "a new signing secret (shown once)", lambda api, a: api.rotate_webhook_secret(), None
+    ),
+}  # fmt: skip
+
+
+def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> None:
+    """The positional arguments and options of one remote command."""
+    if group == "tasks":
+        if command == "create":
+            parser.add_argument("type", help="check_eligibility, submit_claim, ...")
+            parser.add_argument("--data", help="'key: value' lines")
+            parser.add_argument("--data-file", help="a file of 'key: value' lines")
+            parser.add_argument("--file", action="append", help="an attachment (repeatable)")
+            parser.add_argument("--idempotency-key", default=None)
+            parser.add_argument("--wait", action="store_true", help="wait until it is final")
+        elif command == "list":
+            parser.add_argument("--status", action="append", help="repeatable")
+            parser.add_argument("--type", action="append", help="repeatable")
+            parser.add_argument("--limit", type=int, default=50, help="at most this many")
+        else:
+            parser.add_argument("id", type=int)
+        if command == "input":
+            parser.add_argument("code")
+        if command == "trajectory":
+            parser.add_argument("--download", metavar="DIR", help="save the screenshots here")
+        if command in ("create", "wait"):
+            parser.add_argument("--timeout", type=float, default=300.0, help="seconds")
+    elif group == "sops":
+        if command in ("get", "push", "history", "revert"):
+            parser.add_argument("type")
+        if command in ("validate", "push"):
+            parser.add_argument("path", help="the YAML file, or - for stdin")
+    elif group == "portals" and command in ("set", "delete"):
+        parser.add_argument("name")
+        if command == "set":
+            parser.add_argument("base_url")
+    elif group == "credentials" and command in ("set", "delete"):
+        parser.add_argument("portal")
+        if command == "set":
+            parser.add_argument("--username", required=True)
+            parser.add_argument("--password")
+            parser.add_argument("--totp-secret")
+    elif group == "webhooks":
+        if command == "set-url":
+            parser.add_argument("url_value", metavar="url")
+        if command in ("message", "redeliver"):
+            parser.add_argument("ref", help="the message's id or msg_id")
+        if command == "messages":
+            parser.add_argument("--status")
+            parser.add_argument("--task-id", type=int)
+            parser.add_argument("--since")
+            parser.add_argument("--limit", type=int, default=50)
+        if command == "recover":
+            parser.add_argument("--since", required=True, help="ISO 8601 with a time zone")
+            parser.add_argument("--until")
+
+
+def run(args: argparse.Namespace) -> int:
+    _help, func, columns = COMMANDS[(args.command, args.action)]
+    try:
+        result = func(client(args), args)
+    except UnderstudyError as err:
+        print(f"error: {err.code}: {err.message}", file=sys.stderr)
+        for detail in err.details if isinstance(err.details, list) else []:
+            print(f"  {detail.get('field') or '-'}: {detail.get('message')}", file=sys.stderr)
+        return 1
+    if (args.command, args.action) == ("sops", "get") and not args.json:
+        print(result["body"], end="")
+    elif result is not None:
+        show(result, columns, as_json=args.json)
+    return 0

@@ -1,0 +1,115 @@
+"""The `understudy` remote commands against the real API served on a loopback port."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.openapi import TASK_EXAMPLES
+from cli.main import main
+from tests.conftest import ServedApp
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "understudy")
+
+
+@pytest.fixture
+def remote(app, account, monkeypatch) -> Iterator[str]:
+    server = ServedApp(app)
+    monkeypatch.setenv("UNDERSTUDY_URL", server.url)
+    monkeypatch.setenv("UNDERSTUDY_API_KEY", account.api_key)
+    yield server.url
+    server.close()
+
+
+def _json(capsys, *argv: str):
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_tasks_create_get_list_cancel_wait_and_trajectory(remote, capsys):
+    created = _json(capsys, "tasks", "create", "check_eligibility",
+                    "--data", TASK_EXAMPLES["check_eligibility"])  # fmt: skip
+    assert created["type"] == "check_eligibility"
+    task_id = str(created["id"])
+    assert _json(capsys, "tasks", "get", task_id)["id"] == created["id"]
+    assert [t["id"] for t in _json(capsys, "tasks", "list", "--type", "check_eligibility")] == [
+        created["id"]
+    ]
+    assert _json(capsys, "tasks", "cancel", task_id)["status"] == "canceled"
+    assert _json(capsys, "tasks", "wait", task_id, "--timeout", "5")["status"] == "canceled"
+    assert _json(capsys, "tasks", "trajectory", task_id)["steps"] == []
+
+    assert main(["tasks", "list"]) == 0  # a table without --json
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["ID", "TASK_NUMBER", "TYPE", "STATUS", "CREATEDAT", "NOTES"]
+    assert out[1].split()[:4] == [task_id, "1", "check_eligibility", "canceled"]
+
+    # errors print the code and each field, and exit 1
+    assert main(["tasks", "create", "check_eligibility", "--data", "member_id: W1"]) == 1
+    err = capsys.readouterr().err
+    assert "validation_failed" in err and "dob:" in err
+
+
+def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
+    body = _json(capsys, "sops", "get", "check_eligibility")["body"]
+    sop = tmp_path / "sop.yaml"
+    sop.write_text(body.replace("title:", "title: Mine -", 1))
+    assert _json(capsys, "sops", "validate", str(sop))["valid"] is True
+    assert _json(capsys, "sops", "push", "check_eligibility", str(sop))["version"] == 1
+    assert [h["version"] for h in _json(capsys, "sops", "history", "check_eligibility")] == [1]
+    sop.write_text("task_type: check_eligibility\n")
+    assert main(["sops", "validate", str(sop)]) == 1
+    assert "validation_failed" in capsys.readouterr().err
+
+    assert _json(capsys, "portals", "set", "acme", "https://portal.acme.test/")["name"] == "acme"
+    assert "acme" in [p["name"] for p in _json(capsys, "portals", "list")]
+    made = _json(capsys, "credentials", "set", "acme", "--username", "me", "--password", "pw")
+    assert made == {**made, "portal": "acme", "username": "me", "has_totp": False}
+
+    assert _json(capsys, "webhooks", "set-url", "http://127.0.0.1:9/hook")["url"].endswith("/hook")
+    ping = _json(capsys, "webhooks", "test")
+    assert [m["msg_id"] for m in _json(capsys, "webhooks", "messages")] == [ping["msg_id"]]
+    assert _json(capsys, "webhooks", "message", ping["msg_id"])["event"] == "ping"
+    assert main(["webhooks", "redeliver", ping["msg_id"]]) == 1  # still pending: 409
+    assert "message_pending" in capsys.readouterr().err
+    recovered = _json(capsys, "webhooks", "recover", "--since", "2020-01-01T00:00:00Z")
+    assert recovered == {"count": 0}
+
+
+def test_help_is_plain_text_and_a_key_comes_from_the_environment(remote, account):
+    env = {"PATH": os.environ["PATH"], "UNDERSTUDY_URL": remote,
+           "UNDERSTUDY_API_KEY": account.api_key}  # fmt: skip
+    shown = subprocess.run([CLI, "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "`" not in shown.stdout and "tasks" in shown.stdout and "webhooks" in shown.stdout
+    listed = subprocess.run(
+        [CLI, "portals", "list", "--json"], capture_output=True, text=True, env=env, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["name"] == "sandbox"
+    refused = subprocess.run(
+        [CLI, "portals", "list"], capture_output=True, text=True, check=False,
+        env={**env, "UNDERSTUDY_API_KEY": "us_wrong"},
+    )  # fmt: skip
+    assert refused.returncode == 1 and "unauthorized" in refused.stderr
+
+
+def test_shared_imports_no_process_package_and_no_cli():
+    forbidden = {"api", "worker", "dispatcher", "scheduler", "sandbox", "cli"}
+    found = []
+    for path in (ROOT / "shared").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden]
+    assert found == []
