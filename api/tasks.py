@@ -35,6 +35,7 @@ from shared.celery import send_run_task
 from shared.crypto import encrypt_json
 from shared.db import Conn
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
+from shared.portals import has_credentials
 from shared.sops import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, NewTask, TaskStatus, task_json
 
@@ -143,6 +144,7 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> Ne
         raise ValidationFailed(
             f"The data is missing or has malformed fields for {body['type']}.", problems
         )
+    _require_credentials(conn, stored.sop.portal)
     # Sensitive inputs are kept only encrypted; `data` and `inputs` show them as ***.
     plain, secret = stored.sop.split_inputs(inputs)
     return NewTask(
@@ -159,6 +161,18 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> Ne
         secret_inputs=encrypt_json(runtime().fernet, secret) if secret else None,
         files=files,
     )
+
+
+def _require_credentials(conn: Conn, portal: str) -> None:
+    """Refuse now a task that could only fail later at sign-in: its portal has no login."""
+    if not has_credentials(conn, account_id(), portal):
+        how = f"add them with PUT /credentials/{portal} (or `understudy credentials set {portal}`)"
+        raise ApiError(
+            422,
+            "credentials_missing",
+            f"No credentials are stored for portal '{portal}': {how}.",
+            [{"field": "type", "message": f"portal '{portal}' has no credentials: {how}"}],
+        )
 
 
 def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, Any]:

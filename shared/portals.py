@@ -91,3 +91,12 @@ def portal_origins(
     except UrlRefused:
         return set()
     return origins | set(portal_allowed_origins(conn, account_id, portal))
+
+
+def has_credentials(conn: Conn, account_id: int, portal: str) -> bool:
+    """Whether the account stored a login for ``portal`` (one index lookup)."""
+    row = conn.execute(
+        "SELECT 1 FROM portal_credentials WHERE account_id = %s AND portal = %s",
+        (account_id, portal),
+    ).fetchone()
+    return row is not None

@@ -195,3 +195,22 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     }
     missed = declared - seen - needs_a_state
     assert {m for m in missed if m[2] != "413"} == set(), sorted(missed)
+
+
+def test_a_task_for_a_portal_without_credentials_is_refused_with_how_to_add_them(
+    client, make_account, runtime, document
+):
+    bare = make_account("No login", sandbox=False)
+    body = {"type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]}
+    response = client.post("/tasks", json=body, headers=bare.headers)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    _error_validator(document).validate(response.get_json())
+    assert error["code"] == "credentials_missing"
+    assert "PUT /credentials/sandbox" in error["message"]
+    assert "understudy credentials set sandbox" in error["message"]
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"] == 0
+    login = {"username": "provider@sandbox", "password": "sandbox-pass-1"}
+    assert client.put("/credentials/sandbox", json=login, headers=bare.headers).status_code == 200
+    assert client.post("/tasks", json=body, headers=bare.headers).status_code == 200
