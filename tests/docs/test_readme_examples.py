@@ -1,0 +1,102 @@
+"""The README's and docs' examples work as written: the receiver, JSON requests, the TOTP call."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from shared import totp
+from shared.webhooks import envelope_body, header_signature
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+SANDBOX_DOC = (ROOT / "docs" / "sandbox.md").read_text()
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)
+
+
+def _module(source: str, name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(source, name, "exec"), module.__dict__)  # noqa: S102 - our own docs
+    return module
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    monkeypatch.setenv("UNDERSTUDY_WEBHOOK_SECRET", SECRET)
+    [source] = [b for b in _blocks(README, "python") if '@app.post("/hook")' in b]
+    return _module(source, "receiver").app.test_client()
+
+
+def _delivery(event: str, data: dict, msg_id: str) -> tuple[bytes, dict[str, str]]:
+    body = envelope_body(SECRET, event=event, created_at="2026-11-29T12:00:00.000Z", data=data)
+    now = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": header_signature([SECRET], msg_id, now, body),
+    }
+    return body, headers
+
+
+def test_the_readme_receiver_handles_ping_dedupes_and_refuses_forgeries(receiver):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ping, headers = _delivery("ping", {"message": "Test event.", "accountId": 1}, "msg_p")
+        assert receiver.post("/hook", data=ping, headers=headers).status_code == 204
+        task = {"id": 7, "status": "completed", "notes": "Coverage active."}
+        body, headers = _delivery("task_finished", task, "msg_t")
+        assert receiver.post("/hook", data=body, headers=headers).status_code == 204
+        assert receiver.post("/hook", data=body, headers=headers).status_code == 204  # a retry
+        forged = body.replace(b"completed", b"failed")
+        assert receiver.post("/hook", data=forged, headers=headers).status_code == 401
+    assert out.getvalue().splitlines() == ["ping: Test event.", "7 completed Coverage active."]
+
+
+def _json_requests(text: str) -> list[tuple[str, dict]]:
+    """(path, body) of every curl with a JSON -d in the shell blocks."""
+    found = []
+    for block in _blocks(text, "sh"):
+        # one command per line that starts with curl, up to the next one; quotes may span lines
+        for command in re.split(r"^(?=curl )", block.replace("\\\n", " "), flags=re.M):
+            if not command.startswith("curl") or " -d " not in command:
+                continue
+            words = shlex.split(command, comments=True)
+            url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
+            body = json.loads(words[words.index("-d") + 1])
+            found.append((url.removeprefix("http://127.0.0.1:8000"), body))
+    return found
+
+
+def test_every_json_request_of_the_readme_succeeds(client, account):
+    requests_ = _json_requests(README)
+    assert {path for path, _ in requests_} >= {"/tasks", "/webhooks/recover"}
+    assert {b["type"] for p, b in requests_ if p == "/tasks"} >= {
+        "check_eligibility",
+        "submit_claim",
+    }
+    for path, body in requests_:
+        response = client.post(path, json=body, headers=account.headers)
+        assert response.status_code in (200, 202), (path, response.get_json())
+
+
+def test_the_documented_pyotp_call_gives_the_code_the_sandbox_accepts():
+    [source] = [b for b in _blocks(SANDBOX_DOC, "python") if "pyotp" in b]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        _module(source, "sandbox_totp")
+    # shared.totp is what the agent signs in with (tests/sandbox signs in with it too)
+    codes = {totp.code("JBSWY3DPEHPK3PXP", at=time.time() + d) for d in (-30, 0)}
+    assert out.getvalue().strip() in codes
