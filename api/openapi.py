@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect
 from marshmallow import Schema
 
 from api import contract
-from api.credentials import CredentialsSchema, PortalSchema
+from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
 from api.sops import SopBodySchema
 from api.tasks import InputSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
@@ -173,6 +173,20 @@ def _task_create_body() -> dict[str, Any]:
     }
 
 
+def _task_links() -> dict[str, Any]:
+    """What a client can do next with a task it was given (stateful testers follow these)."""
+    by_id = {"task_id": "$response.body#/id"}
+    return {
+        name: {"operationId": op, "parameters": dict(by_id)}
+        for name, op in (
+            ("ReadTask", "read_task"),
+            ("CancelTask", "cancel_task"),
+            ("GiveInput", "give_input"),
+            ("ReadTrajectory", "read_trajectory"),
+        )
+    }
+
+
 def _op(
     summary: str,
     tag: str,
@@ -207,7 +221,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                   public=True),
     "tasks.create_task": _op(
         "Create a task (JSON, or multipart with files); honours Idempotency-Key", "tasks",
-        {200: _ok("Task", "The created task (or the replayed answer of its Idempotency-Key)")},
+        {200: {**_ok("Task", "The created task (or the replayed answer of its Idempotency-Key)"),
+               "links": _task_links()}},
         (400, 409, 413, 415, 422), body=_task_create_body(),
         params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
                  "description": "for 24 hours, the same key and body replay the first answer"}],
@@ -333,14 +348,20 @@ def _webhook(summary: str, envelope: str) -> dict[str, Any]:
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+):)?(?P<name>\w+)>")
 
 
+# Path parameters whose form the views check (a portal's name is a 422 otherwise).
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "portal": {"type": "string", "pattern": PORTAL_NAME.pattern},
+    "name": {"type": "string", "pattern": PORTAL_NAME.pattern},
+}
+
+
 def _openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     """``/tasks/<int:task_id>`` as ``/tasks/{task_id}`` plus its path parameters."""
     params = []
     for match in _CONVERTER.finditer(rule):
         kind = "integer" if match["conv"] == "int" else "string"
-        params.append(
-            {"in": "path", "name": match["name"], "required": True, "schema": {"type": kind}}
-        )
+        schema = _PATH_SCHEMAS.get(match["name"], {"type": kind})
+        params.append({"in": "path", "name": match["name"], "required": True, "schema": schema})
     return _CONVERTER.sub(r"{\g<name>}", rule), params
 
 
@@ -404,7 +425,15 @@ def build_spec(app: Flask) -> dict[str, Any]:
             if path_params:
                 op["parameters"] = [*deepcopy(path_params), *op.get("parameters", [])]
             paths.setdefault(path, {})[method.lower()] = op
+    runtime = app.extensions.get("understudy")
     for path, operations in paths.items():
+        for op in operations.values():
+            for param in op.get("parameters", []):
+                if param.get("name") == "limit" and runtime is not None:
+                    param["schema"] = {
+                        "type": "integer", "minimum": 1,
+                        "maximum": runtime.settings.page_size_max,
+                    }  # fmt: skip
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     document["webhooks"] = {

@@ -272,3 +272,12 @@ def test_sop_endpoints_need_a_key(client, method, path):
 def test_an_oversized_sop_is_413(client, account):
     text = _custom() + "\n# padding\n" * 30_000
     _error(_put(client, account, text), 413, "payload_too_large")
+
+
+def test_an_sop_with_a_control_character_is_422_not_500(client, account):
+    # found by schemathesis (tests/api/test_contract_fuzz.py): the YAML reader refused it early
+    response = client.post(
+        "/sops/validate", data="b\u00d9\x14", headers={**account.headers, **YAML}
+    )
+    details = _error(response, 422, "validation_failed")["details"]
+    assert "special characters are not allowed" in details[0]["message"]
