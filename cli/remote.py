@@ -9,17 +9,20 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-from understudy_client import Understudy, UnderstudyError
+from typing import TYPE_CHECKING, Any
 
 from cli.output import show
+
+if TYPE_CHECKING:  # imported when a remote command runs: local commands work without the client
+    from understudy_client import Understudy
 
 TASK_COLUMNS = ["id", "task_number", "type", "status", "createdAt", "notes"]
 MESSAGE_COLUMNS = ["id", "msg_id", "event", "task_id", "status", "attempt_count", "created_at"]
 
 
 def client(args: argparse.Namespace) -> Understudy:
+    from understudy_client import Understudy
+
     if not args.api_key:
         raise SystemExit("error: set UNDERSTUDY_API_KEY or pass --api-key")
     return Understudy(args.url, args.api_key)
@@ -207,6 +210,8 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from understudy_client import UnderstudyError
+
     _help, func, columns = COMMANDS[(args.command, args.action)]
     try:
         result = func(client(args), args)

@@ -214,3 +214,40 @@ def test_a_task_for_a_portal_without_credentials_is_refused_with_how_to_add_them
     login = {"username": "provider@sandbox", "password": "sandbox-pass-1"}
     assert client.put("/credentials/sandbox", json=login, headers=bare.headers).status_code == 200
     assert client.post("/tasks", json=body, headers=bare.headers).status_code == 200
+
+
+# The reference API's task fields, in its order, with their JSON types: existing clients of it
+# parse these, so neither a name nor a type may change.
+REFERENCE_FIELDS = [
+    ("id", "integer"),
+    ("accountId", "integer"),
+    ("task_number", "integer"),
+    ("status", "string"),
+    ("handler", "string"),
+    ("title", "string"),
+    ("instructions", "string"),
+    ("startedAt", "string|null"),
+    ("completedAt", "string|null"),
+    ("failedAt", "string|null"),
+    ("notes", "string|null"),
+    ("createdAt", "string"),
+    ("updatedAt", "string"),
+]
+
+
+def _json_type(value: Any) -> str:
+    return {int: "integer", str: "string", type(None): "null"}[type(value)]
+
+
+def test_the_reference_task_fields_keep_their_names_types_and_order(client, account, document):
+    schema = document["components"]["schemas"]["Task"]
+    assert list(schema["properties"])[: len(REFERENCE_FIELDS)] == [n for n, _ in REFERENCE_FIELDS]
+    for name, kind in REFERENCE_FIELDS:
+        declared = schema["properties"][name]["type"]
+        assert ("|".join(declared) if isinstance(declared, list) else declared) == kind, name
+        assert name in schema["required"]
+    body = {"type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]}
+    task = client.post("/tasks", json=body, headers=account.headers).get_json()
+    assert list(task)[: len(REFERENCE_FIELDS)] == [n for n, _ in REFERENCE_FIELDS]
+    for name, kind in REFERENCE_FIELDS:
+        assert _json_type(task[name]) in kind.split("|"), name
