@@ -266,6 +266,10 @@ class RecoveredSchema(Schema):
 
 class HealthSchema(Schema):
     status = fields.String(required=True)
+    checks = fields.Dict(
+        keys=fields.String(), values=fields.String(),
+        metadata={"description": "/readyz only: each dependency, ok or why not"},
+    )  # fmt: skip
 
 
 class PingDataSchema(Schema):

@@ -90,6 +90,9 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
         "endpoint_disabled", "message_pending"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
+    503: ("ServiceUnavailable", "The database is down or failing over; nothing was changed:"
+          " retry after Retry-After seconds (with the same Idempotency-Key)",
+          ["service_unavailable"]),
     422: ("ValidationFailed", "Content that fails validation; details lists every problem",
           ["validation_failed", "builtin_portal", "credentials_missing"]),
 }  # fmt: skip
@@ -198,7 +201,7 @@ def _op(
     public: bool = False,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(ok)}
-    for status in (*errors, *(() if public else (401,))):
+    for status in (*errors, *(() if public else (401, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
         op["requestBody"] = body
@@ -216,8 +219,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "health.healthz": _op("Liveness: the API process answers", "health", {200: _ok("Health")},
                    public=True),
     "health.readyz": _op("Readiness: the API can reach its database and queue", "health",
-                  {200: _ok("Health"), 503: {"description": "not ready",
-                                             "content": {_JSON: {"schema": _ref("Error")}}}},
+                  {200: _ok("Health"), 503: {"$ref": "#/components/responses/ServiceUnavailable"}},
                   public=True),
     "tasks.create_task": _op(
         "Create a task (JSON, or multipart with files); honours Idempotency-Key", "tasks",

@@ -126,8 +126,8 @@ def receiver() -> Iterator[Receiver]:
 
 def new_account(rt: Runtime, webhook_url: str | None = None):
     """An account with the sandbox's credentials, made the way `understudy accounts create` does."""
+    from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
     from shared.accounts import Credentials, create_account, create_api_key, put_credentials
-    from shared.cli import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
     from shared.webhooks import create_endpoint
     from tests.conftest import Account
 
