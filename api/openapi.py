@@ -82,7 +82,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
 # The error responses, each with the codes it can carry (the `code` field of the error shape).
 ERRORS: dict[int, tuple[str, str, list[str]]] = {
     400: ("BadRequest", "The request could not be read",
-          ["malformed_json", "malformed_body", "bad_cursor", "bad_limit", "bad_request"]),
+          ["malformed_json", "malformed_body", "invalid_text", "bad_cursor", "bad_limit",
+           "bad_request"]),
     401: ("Unauthorized", "No API key, an unknown one, or a revoked one", ["unauthorized"]),
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
@@ -90,11 +91,12 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
         "endpoint_disabled", "message_pending"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
-    503: ("ServiceUnavailable", "The database is down or failing over; nothing was changed:"
-          " retry after Retry-After seconds (with the same Idempotency-Key)",
-          ["service_unavailable"]),
+    429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
+    503: ("ServiceUnavailable", "The database is down or failing over, or the request ran too"
+          " long; nothing was changed: retry after Retry-After seconds (with the same"
+          " Idempotency-Key)", ["service_unavailable", "request_timeout"]),
     422: ("ValidationFailed", "Content that fails validation; details lists every problem",
-          ["validation_failed", "builtin_portal", "credentials_missing"]),
+          ["validation_failed", "builtin_portal", "credentials_missing", "limit_exceeded"]),
 }  # fmt: skip
 
 _JSON = "application/json"
@@ -201,7 +203,7 @@ def _op(
     public: bool = False,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(ok)}
-    for status in (*errors, *(() if public else (401, 503))):
+    for status in (*errors, *(() if public else (401, 429, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
         op["requestBody"] = body

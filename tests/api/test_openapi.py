@@ -194,7 +194,8 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         ("/portals/{name}", "delete", "422"),
     }
     missed = declared - seen - needs_a_state
-    assert {m for m in missed if m[2] != "413"} == set(), sorted(missed)
+    # 413 and 429 need a body or a request rate over a limit: their own tests provoke them.
+    assert {m for m in missed if m[2] not in ("413", "429")} == set(), sorted(missed)
 
 
 def test_a_task_for_a_portal_without_credentials_is_refused_with_how_to_add_them(

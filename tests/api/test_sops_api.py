@@ -280,4 +280,4 @@ def test_an_sop_with_a_control_character_is_422_not_500(client, account):
         "/sops/validate", data="b\u00d9\x14", headers={**account.headers, **YAML}
     )
     details = _error(response, 422, "validation_failed")["details"]
-    assert "special characters are not allowed" in details[0]["message"]
+    assert "characters are not allowed" in details[0]["message"]
