@@ -176,6 +176,9 @@ class SopValidationSchema(Schema):
 class PortalOutSchema(Schema):
     name = fields.String(required=True)
     base_url = fields.String(required=True)
+    allowed_origins = fields.List(
+        fields.String(), required=True, metadata={"description": "other origins it may open"}
+    )
     builtin = fields.Boolean(required=True)
     has_credentials = fields.Boolean(required=True)
     created_at = _time()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.cli import SANDBOX_USERNAME
+from cli.local import SANDBOX_USERNAME
 from worker import runner, workspace
 from worker.browser import BrowserPool, egress_of, new_driver, quit_quietly, set_downloads
 from worker.egress import Origin
