@@ -38,8 +38,10 @@ COPY dispatcher/ dispatcher/
 COPY scheduler/ scheduler/
 COPY shared/ shared/
 COPY sandbox/ sandbox/
+COPY cli/ cli/
+COPY clients/python/ clients/python/
 COPY Procfile ./
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ./clients/python .
 
 # Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
