@@ -114,3 +114,43 @@ def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
 def sop_created_at(conn: Conn, sop_id: int) -> datetime:
     row = fetch_one(conn, "SELECT created_at FROM sops WHERE id = %s", (sop_id,))
     return row["created_at"]
+
+
+def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[str]:
+    """The account's own task types, by name (with ``removed``, also the ones it removed)."""
+    rows = conn.execute(
+        "SELECT task_type FROM custom_task_types WHERE account_id = %s"
+        " AND (%s OR removed_at IS NULL) ORDER BY task_type",
+        (account_id, removed),
+    ).fetchall()
+    return [row["task_type"] for row in rows]
+
+
+def is_custom_type(conn: Conn, account_id: int, task_type: str) -> bool:
+    """Whether the account has this task type of its own (defined and not removed)."""
+    row = conn.execute(
+        "SELECT 1 FROM custom_task_types"
+        " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
+        (account_id, task_type),
+    ).fetchone()
+    return row is not None
+
+
+def add_custom_type(conn: Conn, account_id: int, task_type: str) -> None:
+    """Define (or define again, after a removal) one of the account's own task types."""
+    conn.execute(
+        """
+        INSERT INTO custom_task_types (account_id, task_type) VALUES (%s, %s)
+        ON CONFLICT (account_id, task_type) DO UPDATE SET removed_at = NULL
+        """,
+        (account_id, task_type),
+    )
+
+
+def remove_custom_type(conn: Conn, account_id: int, task_type: str) -> None:
+    """Take the type off the account's list; its SOP versions and tasks stay."""
+    conn.execute(
+        "UPDATE custom_task_types SET removed_at = now()"
+        " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
+        (account_id, task_type),
+    )

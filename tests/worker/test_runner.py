@@ -145,6 +145,62 @@ def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browser
     assert message["payload"]["status"] == "canceled"
 
 
+# A step that takes a few seconds (waiting for text that never shows), then one that must not
+# run once the task is canceled during the wait.
+SLOW_THEN_NEXT = """
+task_type: check_eligibility
+title: Wait, then go on
+portal: {name: sandbox}
+inputs: [{name: member_id}]
+steps:
+  - login: {url: /dashboard}
+  - name: Wait for text that never shows
+    wait_for: {text: This text is never on the page}
+    timeout_s: 5
+    optional: true
+  - name: The step after the cancel
+    goto: /dashboard
+outcomes: [{status: completed, notes: ok}]
+"""
+
+
+def test_cancel_takes_effect_at_the_next_step_not_the_next_heartbeat(rt, client, account, browsers):
+    rt = dataclasses.replace(rt, settings=rt.settings.replace(task_heartbeat_s=30.0))
+    put = client.put(
+        "/sops/check_eligibility", json={"sop": SLOW_THEN_NEXT}, headers=account.headers
+    )
+    assert put.status_code == 201, put.get_json()
+    task_id = _task(client, account)
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not _step_names(rt, task_id) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the sign-in step is recorded: the wait is running now
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 202
+    canceled_at = time.monotonic()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    # Ended after the wait (5 s), well before the first heartbeat (30 s) could see the cancel.
+    assert time.monotonic() - canceled_at < 20
+    assert _row(rt, task_id)["status"] == "canceled"
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "canceled"
+    names = _step_names(rt, task_id)
+    assert any("Wait for text" in name for name in names)
+    assert not any("after the cancel" in name for name in names), names
+
+
+def _step_names(rt, task_id: int) -> list[str]:
+    with rt.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT name FROM trajectory_steps WHERE task_id = %s ORDER BY seq", (task_id,)
+        ).fetchall()
+    return [row["name"] for row in rows]
+
+
 def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, client, account):
     task_id = _task(client, account)
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
