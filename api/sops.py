@@ -91,7 +91,7 @@ def _parse(text: str, task_type: str | None = None) -> Sop:
         raise ValidationFailed("The SOP is not valid.", err.errors) from err
     problem = _type_problem(sop.task_type)
     if task_type and sop.task_type != task_type:
-        problem = f"must be {task_type} (the type in the URL), not {sop.task_type!r}"
+        problem = f"must be {task_type}, not {sop.task_type!r}"
     if problem:
         raise ValidationFailed(
             "The SOP is not valid.",
