@@ -201,6 +201,54 @@ def _step_names(rt, task_id: int) -> list[str]:
     return [row["name"] for row in rows]
 
 
+# A task type of the account's own, written only with the SOP language: sign in, open the
+# eligibility page, search the member and read the plan.
+CHECK_MEMBER_PLAN = """
+task_type: check_member_plan
+title: Read a member's plan
+portal: {name: sandbox}
+inputs:
+  - {name: member_id, format: member_id, required: true}
+  - {name: patient, format: name, required: true}
+  - {name: dob, format: date, required: true}
+steps:
+  - login: {url: /dashboard}
+  - dismiss_if_present: {button: Dismiss, within: {role: dialog}}
+  - select: {label: Payer, option: Sandbox Health}
+  - click: {button: Continue}
+  - click: {link: Eligibility & Benefits}
+  - fill: {label: Member ID, value: "{{ member_id }}"}
+  - fill: {label: Patient First Name, value: "{{ patient.first }}"}
+  - fill: {label: Patient Last Name, value: "{{ patient.last }}"}
+  - fill: {label: Date of Birth, value: "{{ dob | us_date }}"}
+  - click: {button: Search}
+  - extract: {into: coverage, pairs: {role: table, name: Eligibility Result}}
+outcomes:
+  - status: completed
+    notes: "{{ member_id }} is on plan {{ coverage.plan }}."
+"""
+
+
+def test_a_custom_type_task_runs_through_the_worker(rt, client, account, browsers):
+    put = client.put(
+        "/sops/check_member_plan", json={"sop": CHECK_MEMBER_PLAN}, headers=account.headers
+    )
+    assert put.status_code == 201, put.get_json()
+    created = client.post(
+        "/tasks", json={"type": "check_member_plan", "data": JANE}, headers=account.headers
+    )
+    assert created.status_code == 200, created.get_json()
+    task_id = created.get_json()["id"]
+    runner.run_task(rt, task_id, browsers=browsers)
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert task["status"] == "completed", task["notes"]
+    assert task["notes"] == "W100000001 is on plan Sandbox Gold PPO."
+    assert task["result"]["coverage"]["coverage_status"] == "Active"
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "completed"
+    assert message["payload"]["type"] == "check_member_plan"
+
+
 def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, client, account):
     task_id = _task(client, account)
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
