@@ -38,10 +38,6 @@ from shared.tasks import iso
 bp = Blueprint("sops", __name__)
 bp.before_request(require_account)
 
-# A custom task type's name: snake_case, bounded so it fits in a URL, a filter and a log line.
-CUSTOM_TYPE = re.compile(r"[a-z][a-z0-9_]*")
-MAX_TYPE_CHARS = 64
-
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 
@@ -104,14 +100,7 @@ def _type_problem(task_type: str) -> str | None:
     """Why this name cannot be a task type, or None: a built-in one, or a new snake_case name."""
     if task_type in TASK_TYPES:
         return None
-    if not CUSTOM_TYPE.fullmatch(task_type):
-        return (
-            f"must be a built-in type ({', '.join(TASK_TYPES)}) or a new snake_case name"
-            f" (lower-case letters, digits and _), not {task_type!r}"
-        )
-    if len(task_type) > MAX_TYPE_CHARS:
-        return f"must be at most {MAX_TYPE_CHARS} characters"
-    return None
+    return sop_store.custom_type_problem(task_type)
 
 
 def _line_of_key(text: str, key: str) -> int | None:
@@ -122,7 +111,7 @@ def _line_of_key(text: str, key: str) -> int | None:
 def _known_type(conn: Conn, task_type: str) -> str:
     """A type the account can use: a built-in one or one of its own; 404 otherwise."""
     if task_type not in TASK_TYPES and not sop_store.is_custom_type(conn, account_id(), task_type):
-        raise NotFound("task type")
+        raise NotFound("task type")  # is_custom_type is False for any name that cannot be one
     return task_type
 
 

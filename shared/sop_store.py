@@ -8,6 +8,7 @@ exact document it ran even after the built-in one changes.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -116,6 +117,23 @@ def sop_created_at(conn: Conn, sop_id: int) -> datetime:
     return row["created_at"]
 
 
+# A custom task type's name: snake_case, bounded so it fits in a URL, a filter and a log line.
+CUSTOM_TYPE = re.compile(r"[a-z][a-z0-9_]*")
+MAX_TYPE_CHARS = 64
+
+
+def custom_type_problem(task_type: str) -> str | None:
+    """Why this name cannot be a custom task type, or None."""
+    if not CUSTOM_TYPE.fullmatch(task_type):
+        return (
+            "must be a built-in type or a new snake_case name (lower-case letters, digits"
+            f" and _, starting with a letter), not {task_type!r}"
+        )
+    if len(task_type) > MAX_TYPE_CHARS:
+        return f"must be at most {MAX_TYPE_CHARS} characters"
+    return None
+
+
 def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[str]:
     """The account's own task types, by name (with ``removed``, also the ones it removed)."""
     rows = conn.execute(
@@ -128,6 +146,8 @@ def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[
 
 def is_custom_type(conn: Conn, account_id: int, task_type: str) -> bool:
     """Whether the account has this task type of its own (defined and not removed)."""
+    if custom_type_problem(task_type):
+        return False  # also keeps what no column can hold (a NUL) away from the database
     row = conn.execute(
         "SELECT 1 FROM custom_task_types"
         " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",

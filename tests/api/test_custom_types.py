@@ -134,5 +134,11 @@ def test_a_type_name_must_be_short_snake_case_and_match_the_document(client, acc
     assert mismatch.status_code == 422
     assert "check_other_plan" in mismatch.get_json()["error"]["details"][0]["message"]
     assert "check_other_plan" not in _types(client, account)
+    # Names no type can have are answered (a NUL is refused before any route), never a 500.
+    for path in ("/sops/%00", "/sops/a%00b", "/sops/%C2%B2", "/sops/" + "y" * 65):
+        assert client.get(path, headers=account.headers).status_code in (400, 404)
+        assert client.delete(path, headers=account.headers).status_code in (400, 404)
+        put = client.put(path, json={"sop": CHECK_MEMBER_PLAN}, headers=account.headers)
+        assert put.status_code in (400, 422)
     # A built-in type's SOP stays an override of the built-in type, not a new type.
     assert _put(client, account, task_type="check_eligibility").status_code == 422
