@@ -90,7 +90,8 @@ class TaskSchema(Schema):
     notes = fields.String(required=True, allow_none=True)
     createdAt = _time(nullable=False)  # noqa: N815
     updatedAt = _time(nullable=False)  # noqa: N815
-    type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    # A built-in type, or one the account defined with its own SOP (GET /task-types lists them).
+    type = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
     data = fields.Raw(
         required=True,
         metadata={
@@ -144,7 +145,7 @@ class SopHistoryEntrySchema(Schema):
 
 
 class SopEntrySchema(Schema):
-    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    task_type = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
     version = fields.Integer(required=True)
     builtin = fields.Boolean(required=True)
     portal = fields.String(required=True)
@@ -163,6 +164,33 @@ class SopSchema(SopEntrySchema):
     warnings = fields.List(
         fields.String(), metadata={"description": "PUT only: what would stop it at run time"}
     )
+
+
+class TaskTypeInputSchema(Schema):
+    name = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    format = fields.String(required=True, allow_none=True)
+    sensitive = fields.Boolean(required=True)
+    aliases = fields.List(fields.String(), required=True)
+    description = fields.String(required=True, allow_none=True)
+
+
+class TaskTypeSchema(Schema):
+    name = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
+    builtin = fields.Boolean(required=True, metadata={"description": "false: the account's own"})
+    title = fields.String(required=True)
+    portal = fields.String(required=True)
+    inputs = fields.List(fields.Nested(TaskTypeInputSchema), required=True)
+    require_one_of = fields.List(fields.List(fields.String()), required=True)
+
+
+class TaskTypeListSchema(Schema):
+    data = fields.List(fields.Nested(TaskTypeSchema), required=True)
+
+
+class TaskTypeRemovedSchema(Schema):
+    task_type = fields.String(required=True)
+    removed = fields.Boolean(required=True)
 
 
 class SopValidationSchema(Schema):

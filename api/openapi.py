@@ -64,6 +64,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "SopList": contract.SopListSchema,
     "Sop": contract.SopSchema,
     "SopValidation": contract.SopValidationSchema,
+    "TaskTypeList": contract.TaskTypeListSchema,
+    "TaskTypeRemoved": contract.TaskTypeRemovedSchema,
     "Portal": contract.PortalOutSchema,
     "PortalList": contract.PortalListSchema,
     "Credentials": contract.CredentialsOutSchema,
@@ -260,11 +262,21 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "sops.read_sop": _op("The active SOP of a type and its history", "sops", {200: _ok("Sop")},
                          (404,)),
     "sops.put_sop": _op(
-        "Store a new SOP version (201), or nothing if the text is the active one (200)", "sops",
-        {200: _ok("Sop", "Unchanged"), 201: _ok("Sop", "Stored")}, (*_BODY_ERRORS, 404),
+        "Store a new SOP version (201), or nothing if the text is the active one (200);"
+        " a new snake_case name defines a task type of the account's own", "sops",
+        {200: _ok("Sop", "Unchanged"), 201: _ok("Sop", "Stored")}, _BODY_ERRORS,
         body=_SOP_BODY,
     ),
-    "sops.revert_sop": _op("Go back to the built-in SOP", "sops", {200: _ok("Sop")}, (404,)),
+    "sops.revert_sop": _op(
+        "Go back to the built-in SOP; for a type of the account's own, remove the type", "sops",
+        {200: {"description": "The built-in SOP, or the removed type",
+               "content": {_JSON: {"schema": {"oneOf": [_ref("Sop"), _ref("TaskTypeRemoved")]}}}}},
+        (404,),
+    ),
+    "sops.list_task_types": _op(
+        "The task types the account can use, built-in then its own, with their inputs", "sops",
+        {200: _ok("TaskTypeList")},
+    ),
     "sops.validate_sop": _op(
         "Check an SOP without storing it", "sops", {200: _ok("SopValidation")}, _BODY_ERRORS,
         body=_SOP_BODY,

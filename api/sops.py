@@ -1,4 +1,5 @@
-"""/sops: read, replace, validate and revert the account's SOP for each task type.
+"""/sops and /task-types: read, replace, validate and revert the account's SOP for each task
+type, and define task types of the account's own by uploading an SOP for a new name.
 
 An account's SOP versions are append-only: a task points at the exact version it ran, so a new
 document is always a new version and nothing is ever deleted.
@@ -23,6 +24,7 @@ from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL, portal_origins, portal_setup
 from shared.sops import (
     TASK_TYPES,
+    InputSpec,
     Sop,
     SopInvalid,
     SopLimitExceeded,
@@ -83,19 +85,22 @@ def _parse(text: str, task_type: str | None = None) -> Sop:
         raise LimitExceeded(422, err.limit, err.max, message, errors=err.errors) from err
     except SopInvalid as err:
         raise ValidationFailed("The SOP is not valid.", err.errors) from err
-    expected = (task_type,) if task_type else TASK_TYPES
-    if sop.task_type not in expected:
+    problem = _type_problem(sop.task_type)
+    if task_type and sop.task_type != task_type:
+        problem = f"must be {task_type}, not {sop.task_type!r}"
+    if problem:
         raise ValidationFailed(
             "The SOP is not valid.",
-            [
-                {
-                    "line": _line_of_key(text, "task_type"),
-                    "path": "task_type",
-                    "message": f"must be {' or '.join(expected)}, not {sop.task_type!r}",
-                }
-            ],
+            [{"line": _line_of_key(text, "task_type"), "path": "task_type", "message": problem}],
         )
     return sop
+
+
+def _type_problem(task_type: str) -> str | None:
+    """Why this name cannot be a task type, or None: a built-in one, or a new snake_case name."""
+    if task_type in TASK_TYPES:
+        return None
+    return sop_store.custom_type_problem(task_type)
 
 
 def _line_of_key(text: str, key: str) -> int | None:
@@ -103,9 +108,10 @@ def _line_of_key(text: str, key: str) -> int | None:
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
-def _known_type(task_type: str) -> str:
-    if task_type not in TASK_TYPES:
-        raise NotFound("task type")
+def _known_type(conn: Conn, task_type: str) -> str:
+    """A type the account can use: a built-in one or one of its own; 404 otherwise."""
+    if task_type not in TASK_TYPES and not sop_store.is_custom_type(conn, account_id(), task_type):
+        raise NotFound("task type")  # is_custom_type is False for any name that cannot be one
     return task_type
 
 
@@ -181,7 +187,7 @@ def _active(conn: Conn, task_type: str) -> dict[str, Any]:
 def list_sops():
     with runtime().pool.connection() as conn:
         entries = []
-        for task_type in TASK_TYPES:
+        for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
             stored = sop_store.active_sop(conn, account_id(), task_type)
             entries.append(_entry(stored, sop_store.sop_created_at(conn, stored.id)))
     return jsonify({"data": entries})
@@ -190,17 +196,25 @@ def list_sops():
 @bp.get("/sops/<task_type>")
 def read_sop(task_type: str):
     with runtime().pool.connection() as conn:
-        return jsonify(_active(conn, _known_type(task_type)))
+        return jsonify(_active(conn, _known_type(conn, task_type)))
 
 
 @bp.put("/sops/<task_type>")
 def put_sop(task_type: str):
-    """A new version: 201. The same text as the active version: 200 and nothing stored."""
-    _known_type(task_type)
+    """A new version: 201. The same text as the active version: 200 and nothing stored.
+
+    A new snake_case name defines a task type of the account's own (or defines again one it
+    removed, its history continuing).
+    """
+    problem = _type_problem(task_type)
+    if problem:
+        raise ValidationFailed("The task type's name is not valid.", {"task_type": problem})
     text = _read_sop_text()
     sop = _parse(text, task_type)
     with runtime().pool.connection() as conn:
         _refuse_offsite_urls(conn, sop)
+        if task_type not in TASK_TYPES:
+            sop_store.add_custom_type(conn, account_id(), task_type)
         _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
         out = _active(conn, task_type)
         out["warnings"] = _warnings(conn, sop)
@@ -213,9 +227,14 @@ def revert_sop(task_type: str):
 
     History is append-only (tasks point at their version), so a revert is a new version too.
     An account that never overrode the SOP is already on the built-in one: nothing changes.
+    A custom type is removed from the account's types: no new task can use it, while its
+    versions stay for the tasks that ran them.
     """
-    _known_type(task_type)
     with runtime().pool.connection() as conn:
+        _known_type(conn, task_type)
+        if task_type not in TASK_TYPES:
+            sop_store.remove_custom_type(conn, account_id(), task_type)
+            return jsonify({"task_type": task_type, "removed": True})
         if sop_store.sop_history(conn, account_id(), task_type):
             sop_store.put_sop_version(conn, account_id(), task_type, builtin_sop_text(task_type))
         return jsonify(_active(conn, task_type))
@@ -237,3 +256,34 @@ def validate_sop():
             "warnings": warnings,
         }
     )
+
+
+def _input_entry(spec: InputSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "required": spec.required,
+        "format": spec.format,
+        "sensitive": spec.sensitive,
+        "aliases": list(spec.aliases),
+        "description": spec.description,
+    }
+
+
+@bp.get("/task-types")
+def list_task_types():
+    """The task types the account can use, built-in then its own, with the inputs each takes."""
+    with runtime().pool.connection() as conn:
+        entries = []
+        for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
+            sop = sop_store.active_sop(conn, account_id(), task_type).sop
+            entries.append(
+                {
+                    "name": task_type,
+                    "builtin": task_type in TASK_TYPES,
+                    "title": sop.title,
+                    "portal": sop.portal,
+                    "inputs": [_input_entry(spec) for spec in sop.inputs],
+                    "require_one_of": [list(group) for group in sop.require_one_of],
+                }
+            )
+    return jsonify({"data": entries})

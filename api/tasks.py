@@ -51,10 +51,8 @@ class TaskCreateSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # clients of the reference API may send fields of their own
 
-    type = fields.String(
-        required=True,
-        validate=validate.OneOf(TASK_TYPES, error="Unknown task type; use one of: {choices}."),
-    )
+    # A built-in type or one of the account's own: checked against the account in _new_task.
+    type = fields.String(required=True, validate=validate.Length(min=1, max=200))
     data = fields.Raw(load_default=None, allow_none=True)
 
     @validates("data")
@@ -125,8 +123,20 @@ def _idempotent_replay(conn: Conn, key: str, digest: str):
     return jsonify(row["response_body"]), row["response_status"]
 
 
+def _check_type(conn: Conn, task_type: str) -> None:
+    """422 unless the type is a built-in one or one of this account's own."""
+    if task_type in TASK_TYPES or sop_store.is_custom_type(conn, account_id(), task_type):
+        return
+    usable = ", ".join((*TASK_TYPES, *sop_store.custom_types(conn, account_id())))
+    raise ValidationFailed(
+        "The request is not a valid task.",
+        {"type": [f"Unknown task type; use one of: {usable}."]},
+    )
+
+
 def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> NewTask:
     """Validate the request against the active SOP and count the task's number (422 if bad)."""
+    _check_type(conn, body["type"])
     stored = sop_store.active_sop(conn, account_id(), body["type"])
     raw = body.get("data")
     settings = runtime().settings
@@ -283,7 +293,10 @@ def list_tasks():
             before_id=decode_cursor(request.args.get("cursor")),
             limit=limit + 1,
             statuses=_filter("status", [s.value for s in TaskStatus]),
-            types=_filter("type", TASK_TYPES),
+            # Also the account's removed types: their tasks stay listed.
+            types=_filter(
+                "type", [*TASK_TYPES, *sop_store.custom_types(conn, account_id(), removed=True)]
+            ),
         )
     return jsonify(page([task_json(r) for r in rows], rows, limit))
 

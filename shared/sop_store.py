@@ -8,6 +8,7 @@ exact document it ran even after the built-in one changes.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from datetime import datetime
 from functools import cache
 
 from shared.db import Conn, fetch_one
-from shared.sops import STORED_SOP_LIMITS, Sop, builtin_sop_text, load_sop
+from shared.sops import STORED_SOP_LIMITS, TASK_TYPES, Sop, builtin_sop_text, load_sop
 
 # Parsed versions kept per process. A version never changes once stored, so a parse is good for
 # the life of the process; the bound only caps memory when accounts have many versions.
@@ -115,7 +116,8 @@ def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
     One query answers both (the account's newest version sorts first), and neither body is read
     unless this process has not parsed that version yet.
     """
-    _text, builtin_digest = _builtin(task_type)
+    # An account's own task type has no built-in candidate.
+    builtin_digest = _builtin(task_type)[1] if task_type in TASK_TYPES else None
     row = conn.execute(
         """
         SELECT * FROM (
@@ -185,3 +187,62 @@ def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
 def sop_created_at(conn: Conn, sop_id: int) -> datetime:
     row = fetch_one(conn, "SELECT created_at FROM sops WHERE id = %s", (sop_id,))
     return row["created_at"]
+
+
+# A custom task type's name: snake_case, bounded so it fits in a URL, a filter and a log line.
+CUSTOM_TYPE = re.compile(r"[a-z][a-z0-9_]*")
+MAX_TYPE_CHARS = 64
+
+
+def custom_type_problem(task_type: str) -> str | None:
+    """Why this name cannot be a custom task type, or None."""
+    if not CUSTOM_TYPE.fullmatch(task_type):
+        return (
+            "must be a built-in type or a new snake_case name (lower-case letters, digits"
+            f" and _, starting with a letter), not {task_type!r}"
+        )
+    if len(task_type) > MAX_TYPE_CHARS:
+        return f"must be at most {MAX_TYPE_CHARS} characters"
+    return None
+
+
+def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[str]:
+    """The account's own task types, by name (with ``removed``, also the ones it removed)."""
+    rows = conn.execute(
+        "SELECT task_type FROM custom_task_types WHERE account_id = %s"
+        " AND (%s OR removed_at IS NULL) ORDER BY task_type",
+        (account_id, removed),
+    ).fetchall()
+    return [row["task_type"] for row in rows]
+
+
+def is_custom_type(conn: Conn, account_id: int, task_type: str) -> bool:
+    """Whether the account has this task type of its own (defined and not removed)."""
+    if custom_type_problem(task_type):
+        return False  # also keeps what no column can hold (a NUL) away from the database
+    row = conn.execute(
+        "SELECT 1 FROM custom_task_types"
+        " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
+        (account_id, task_type),
+    ).fetchone()
+    return row is not None
+
+
+def add_custom_type(conn: Conn, account_id: int, task_type: str) -> None:
+    """Define (or define again, after a removal) one of the account's own task types."""
+    conn.execute(
+        """
+        INSERT INTO custom_task_types (account_id, task_type) VALUES (%s, %s)
+        ON CONFLICT (account_id, task_type) DO UPDATE SET removed_at = NULL
+        """,
+        (account_id, task_type),
+    )
+
+
+def remove_custom_type(conn: Conn, account_id: int, task_type: str) -> None:
+    """Take the type off the account's list; its SOP versions and tasks stay."""
+    conn.execute(
+        "UPDATE custom_task_types SET removed_at = now()"
+        " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
+        (account_id, task_type),
+    )

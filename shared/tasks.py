@@ -325,6 +325,20 @@ def extend_lease(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict 
     ).fetchone()
 
 
+def cancel_state(conn: Conn, task_id: int, worker: str) -> dict | None:
+    """Whether a cancel was asked (``cancel_requested_at``) of a task this worker holds.
+
+    None when it no longer holds it. A read only: the engine asks before every step.
+    """
+    return conn.execute(
+        """
+        SELECT cancel_requested_at FROM tasks
+         WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
+        """,
+        (task_id, worker),
+    ).fetchone()
+
+
 def set_waiting(conn: Conn, task_id: int, worker: str, waiting: bool) -> None:
     conn.execute(
         """
@@ -453,7 +467,7 @@ def lock_task(conn: Conn, task_id: int, account_id: int) -> dict | None:
 
 
 def request_cancel(conn: Conn, task_id: int) -> None:
-    """Ask the worker running the task to stop; its lease heartbeat sees this."""
+    """Ask the worker running the task to stop; it sees this before its next step."""
     conn.execute(
         "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = %s",
         (task_id,),

@@ -173,6 +173,16 @@ class Lease:
                 self.canceled.set()
 
     def should_stop(self) -> bool:
+        """Asked before every step: one read, so a cancel takes effect at the next step, not
+        at the next heartbeat (retried through a database outage like every write here)."""
+        if not (self.canceled.is_set() or self.lost.is_set()):
+            row = _db(
+                self.rt, lambda conn: task_queries.cancel_state(conn, self.task_id, self.worker)
+            )
+            if row is None:
+                self.lost.set()
+            elif row["cancel_requested_at"] is not None:
+                self.canceled.set()
         return self.canceled.is_set() or self.lost.is_set()
 
 

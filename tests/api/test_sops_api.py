@@ -61,7 +61,8 @@ def test_read_one_sop_gives_its_text_summary_and_empty_history(client, account):
 
 def test_unknown_task_type_is_404(client, account):
     _error(client.get("/sops/check_horoscope", headers=account.headers), 404, "not_found")
-    _error(_put(client, account, BUILTIN, task_type="check_horoscope"), 404, "not_found")
+    # A new name with another type's document is refused (a new name defines a custom type).
+    _error(_put(client, account, BUILTIN, task_type="check_horoscope"), 422, "validation_failed")
     _error(client.delete("/sops/check_horoscope", headers=account.headers), 404, "not_found")
 
 
@@ -179,7 +180,7 @@ def test_validate_reports_every_error_with_lines(client, account):
     error = _error(response, 422, "validation_failed")
     assert all({"line", "path", "message"} <= set(d) for d in error["details"])
     assert any(d["line"] for d in error["details"])
-    unknown = _custom().replace("task_type: check_eligibility", "task_type: check_horoscope")
+    unknown = _custom().replace("task_type: check_eligibility", "task_type: Check-Horoscope")
     response = client.post("/sops/validate", json={"sop": unknown}, headers=account.headers)
     assert _error(response, 422, "validation_failed")["details"][0]["path"] == "task_type"
 

@@ -147,6 +147,110 @@ def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browser
     assert message["payload"]["status"] == "canceled"
 
 
+# A step that takes a few seconds (waiting for text that never shows), then one that must not
+# run once the task is canceled during the wait.
+SLOW_THEN_NEXT = """
+task_type: check_eligibility
+title: Wait, then go on
+portal: {name: sandbox}
+inputs: [{name: member_id}]
+steps:
+  - login: {url: /dashboard}
+  - name: Wait for text that never shows
+    wait_for: {text: This text is never on the page}
+    timeout_s: 5
+    optional: true
+  - name: The step after the cancel
+    goto: /dashboard
+outcomes: [{status: completed, notes: ok}]
+"""
+
+
+def test_cancel_takes_effect_at_the_next_step_not_the_next_heartbeat(rt, client, account, browsers):
+    rt = dataclasses.replace(rt, settings=rt.settings.replace(task_heartbeat_s=30.0))
+    put = client.put(
+        "/sops/check_eligibility", json={"sop": SLOW_THEN_NEXT}, headers=account.headers
+    )
+    assert put.status_code == 201, put.get_json()
+    task_id = _task(client, account)
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not _step_names(rt, task_id) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the sign-in step is recorded: the wait is running now
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 202
+    canceled_at = time.monotonic()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    # Ended after the wait (5 s), well before the first heartbeat (30 s) could see the cancel.
+    assert time.monotonic() - canceled_at < 20
+    assert _row(rt, task_id)["status"] == "canceled"
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "canceled"
+    names = _step_names(rt, task_id)
+    assert any("Wait for text" in name for name in names)
+    assert not any("after the cancel" in name for name in names), names
+
+
+def _step_names(rt, task_id: int) -> list[str]:
+    with rt.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT name FROM trajectory_steps WHERE task_id = %s ORDER BY seq", (task_id,)
+        ).fetchall()
+    return [row["name"] for row in rows]
+
+
+# A task type of the account's own, written only with the SOP language: sign in, open the
+# eligibility page, search the member and read the plan.
+CHECK_MEMBER_PLAN = """
+task_type: check_member_plan
+title: Read a member's plan
+portal: {name: sandbox}
+inputs:
+  - {name: member_id, format: member_id, required: true}
+  - {name: patient, format: name, required: true}
+  - {name: dob, format: date, required: true}
+steps:
+  - login: {url: /dashboard}
+  - dismiss_if_present: {button: Dismiss, within: {role: dialog}}
+  - select: {label: Payer, option: Sandbox Health}
+  - click: {button: Continue}
+  - click: {link: Eligibility & Benefits}
+  - fill: {label: Member ID, value: "{{ member_id }}"}
+  - fill: {label: Patient First Name, value: "{{ patient.first }}"}
+  - fill: {label: Patient Last Name, value: "{{ patient.last }}"}
+  - fill: {label: Date of Birth, value: "{{ dob | us_date }}"}
+  - click: {button: Search}
+  - extract: {into: coverage, pairs: {role: table, name: Eligibility Result}}
+outcomes:
+  - status: completed
+    notes: "{{ member_id }} is on plan {{ coverage.plan }}."
+"""
+
+
+def test_a_custom_type_task_runs_through_the_worker(rt, client, account, browsers):
+    put = client.put(
+        "/sops/check_member_plan", json={"sop": CHECK_MEMBER_PLAN}, headers=account.headers
+    )
+    assert put.status_code == 201, put.get_json()
+    created = client.post(
+        "/tasks", json={"type": "check_member_plan", "data": JANE}, headers=account.headers
+    )
+    assert created.status_code == 200, created.get_json()
+    task_id = created.get_json()["id"]
+    runner.run_task(rt, task_id, browsers=browsers)
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert task["status"] == "completed", task["notes"]
+    assert task["notes"] == "W100000001 is on plan Sandbox Gold PPO."
+    assert task["result"]["coverage"]["coverage_status"] == "Active"
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "completed"
+    assert message["payload"]["type"] == "check_member_plan"
+
+
 def test_cancel_of_a_queued_task_ends_it_at_once_and_a_finished_one_is_409(rt, client, account):
     task_id = _task(client, account)
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)

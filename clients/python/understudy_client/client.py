@@ -31,6 +31,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "read_trajectory": ("GET", "/tasks/{task_id}/trajectory"),
     "read_artifact": ("GET", "/artifacts/{artifact_id}"),
     "list_sops": ("GET", "/sops"),
+    "list_task_types": ("GET", "/task-types"),
     "read_sop": ("GET", "/sops/{task_type}"),
     "put_sop": ("PUT", "/sops/{task_type}"),
     "revert_sop": ("DELETE", "/sops/{task_type}"),
@@ -271,6 +272,10 @@ class Understudy:
 
     def list_sops(self) -> list[dict[str, Any]]:
         return self.request("list_sops")["data"]
+
+    def list_task_types(self) -> list[dict[str, Any]]:
+        """The built-in task types and the account's own, each with the inputs it takes."""
+        return self.request("list_task_types")["data"]
 
     def get_sop(self, task_type: str) -> dict[str, Any]:
         return self.request("read_sop", path_params={"task_type": task_type})
