@@ -32,7 +32,7 @@ from api.runtime import runtime
 from shared import sop_store
 from shared import tasks as task_queries
 from shared.celery import send_run_task
-from shared.crypto import encrypt_json
+from shared.crypto import encrypt_json, keyed_digest
 from shared.db import Conn
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import has_credentials
@@ -91,15 +91,19 @@ def _read_files(uploads: list[FileStorage]) -> list[tuple[str, str, bytes]]:
     return files
 
 
-def _request_digest(body: dict[str, Any], files: list[tuple[str, str, bytes]]) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode())
+def _request_digests(body: dict[str, Any], files: list[tuple[str, str, bytes]]) -> list[str]:
+    """The request's keyed digest under each key, newest first (the first is the one stored).
+
+    Keyed, because the body may hold a sensitive input: a plain hash of it in the database
+    could be checked against guesses.
+    """
+    parts = [json.dumps(body, sort_keys=True, default=str).encode()]
     for name, content_type, content in files:
-        digest.update(f"\0{name}\0{content_type}\0".encode())
-        digest.update(hashlib.sha256(content).digest())
-    return digest.hexdigest()
+        parts += [name.encode(), content_type.encode(), hashlib.sha256(content).digest()]
+    return [keyed_digest(key, parts) for key in runtime().digest_keys]
 
 
-def _idempotent_replay(conn: Conn, key: str, digest: str):
+def _idempotent_replay(conn: Conn, key: str, digests: list[str]):
     """The stored answer for this key, 409 if the key was used for another body, else None."""
     conn.execute(
         "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
@@ -113,7 +117,7 @@ def _idempotent_replay(conn: Conn, key: str, digest: str):
     ).fetchone()
     if row is None:
         return None
-    if row["request_digest"] != digest:
+    if row["request_digest"] not in digests:
         raise ApiError(
             409,
             "idempotency_conflict",
@@ -241,21 +245,21 @@ def create_task():
     body = {**body, **validated(TaskCreateSchema(), body, "task")}
     files = _read_files(uploads)
     key = request.headers.get("Idempotency-Key", "").strip() or None
-    digest = _request_digest(body, files)
+    digests = _request_digests(body, files)
     try:
         with runtime().pool.connection() as conn:
             with conn.pipeline():
-                if key and (replay := _idempotent_replay(conn, key, digest)):
+                if key and (replay := _idempotent_replay(conn, key, digests)):
                     return replay
                 new = _new_task(conn, body, files)
-            created = _store(conn, new, key, digest)
+            created = _store(conn, new, key, digests[0])
             after_commit(created["id"], functools.partial(enqueue, conn))
     except psycopg.errors.UniqueViolation:
         if not key:
             raise
         # A concurrent request with the same Idempotency-Key committed first; answer as it did.
         with runtime().pool.connection() as conn:
-            return _idempotent_replay(conn, key or "", digest)
+            return _idempotent_replay(conn, key or "", digests)
     return jsonify(created), 200
 
 

@@ -6,6 +6,8 @@ one to ``ENCRYPTION_KEYS`` and re-encrypting at leisure.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -15,7 +17,14 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from shared.settings import Settings
 
-__all__ = ["InvalidToken", "decrypt_json", "encrypt_json", "load_fernet"]
+__all__ = [
+    "InvalidToken",
+    "decrypt_json",
+    "digest_keys",
+    "encrypt_json",
+    "keyed_digest",
+    "load_fernet",
+]
 
 
 def _dev_key(run_dir: Path) -> str:
@@ -29,10 +38,35 @@ def _dev_key(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _keys(settings: Settings) -> tuple[str, ...]:
+    """The configured keys, newest first, or the development key kept under run_dir."""
+    return settings.encryption_keys or (_dev_key(settings.run_dir),)
+
+
 def load_fernet(settings: Settings) -> MultiFernet:
-    """The configured keys, or the development key kept under run_dir."""
-    keys = settings.encryption_keys or (_dev_key(settings.run_dir),)
-    return MultiFernet([Fernet(key.encode()) for key in keys])
+    return MultiFernet([Fernet(key.encode()) for key in _keys(settings)])
+
+
+def digest_keys(settings: Settings) -> tuple[bytes, ...]:
+    """HMAC keys derived from the encryption keys, newest first.
+
+    A digest of something that may hold a secret (a request body with a sensitive input) is
+    keyed, so a copy of the database is no dictionary against it. One key per encryption key,
+    so a digest stored before a key rotation still matches after it.
+    """
+    return tuple(
+        hashlib.sha256(b"understudy request digest\0" + key.encode()).digest()
+        for key in _keys(settings)
+    )
+
+
+def keyed_digest(key: bytes, parts: list[bytes]) -> str:
+    """The HMAC-SHA256 of the parts, each length-prefixed so no two lists give the same bytes."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(len(part).to_bytes(8, "big"))
+        mac.update(part)
+    return mac.hexdigest()
 
 
 def encrypt_json(fernet: MultiFernet, value: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from shared import embedded
 from shared.celery import create_celery
-from shared.crypto import load_fernet
+from shared.crypto import digest_keys, load_fernet
 from shared.db import create_pool
 from shared.settings import Settings, load_settings
 
@@ -29,6 +29,11 @@ class Runtime:
     def celery(self) -> Celery:
         """Built on first use, so processes that never enqueue never touch Redis."""
         return self._celery or create_celery(self.settings, embedded.redis_url(self.settings))
+
+    @cached_property
+    def digest_keys(self) -> tuple[bytes, ...]:
+        """Keys for digests of request bodies (see shared.crypto.digest_keys), newest first."""
+        return digest_keys(self.settings)
 
     def close(self) -> None:
         self.pool.close()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from cryptography.fernet import Fernet
+
+from api import create_app
 from shared.crypto import decrypt_json
+from shared.runtime import build_runtime
 
 SOP = """\
 task_type: submit_appeal
@@ -76,3 +83,32 @@ def test_a_malformed_sensitive_input_is_422_without_its_value(client, account):
     assert response.get_json()["error"]["details"] == [
         {"field": "new_user_password", "message": "new_user_password is not a valid npi"}
     ]
+
+
+def test_the_idempotency_record_keeps_no_guessable_hash_of_the_body(client, account, runtime):
+    # given a task with a sensitive input, created with an Idempotency-Key
+    assert _put(client, account, SOP).status_code == 201
+    body = {"type": "submit_appeal", "data": "new_username: jdoe\nnew_user_password: pw-Zx81!q"}
+    headers = {**account.headers, "Idempotency-Key": "create-jdoe"}
+    first = client.post("/tasks", json=body, headers=headers)
+    assert first.status_code == 200
+    # then the stored digest is keyed: not the plain SHA-256 a copy of the database could test
+    # guesses against
+    with runtime.pool.connection() as conn:
+        stored = conn.execute("SELECT request_digest FROM idempotency_keys").fetchone()
+    plain = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    assert stored["request_digest"] != plain and len(stored["request_digest"]) == 64
+
+    # when the encryption keys rotate (a new key first, the old one kept) and the client retries
+    old_key = (runtime.settings.run_dir / "encryption.key").read_text().strip()
+    rotated = runtime.settings.replace(encryption_keys=(Fernet.generate_key().decode(), old_key))
+    rotated_runtime = build_runtime(rotated, pool_size=2)
+    try:
+        retry = create_app(runtime=rotated_runtime).test_client()
+        replayed = retry.post("/tasks", json=body, headers=headers)
+        changed = retry.post("/tasks", json={**body, "data": "x: y"}, headers=headers)
+    finally:
+        rotated_runtime.close()
+    # then the same body still replays the first answer, and another body is still a 409
+    assert replayed.status_code == 200 and replayed.get_json()["id"] == first.get_json()["id"]
+    assert changed.status_code == 409
