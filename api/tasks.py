@@ -36,7 +36,7 @@ from shared.crypto import encrypt_json, keyed_digest
 from shared.db import Conn
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import has_credentials
-from shared.sops import TASK_TYPES
+from shared.sops import TASK_TYPES, fill_instructions
 from shared.tasks import FINAL_STATUSES, NewTask, TaskStatus, task_json
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> Ne
         task_number=task_queries.take_task_number(conn, account_id()),  # commits
         task_type=body["type"],
         title=stored.sop.title,
-        instructions=stored.instructions,
+        instructions=fill_instructions(stored.instructions, plain),
         sop_id=stored.id,
         sop_version=stored.version,
         sop_builtin=stored.builtin,

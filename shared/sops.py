@@ -106,6 +106,35 @@ def _template(source: str) -> jinja2.Template:
 
 
 @lru_cache(maxsize=2048)
+def _names(source: str) -> frozenset[str]:
+    """The variables a template refers to."""
+    return frozenset(jinja2.meta.find_undeclared_variables(template_env().parse(source)))
+
+
+_TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
+    """An SOP's summary with each ``{{ ... }}`` that names only the task's inputs filled in.
+
+    What the agent learns on the portal (an extracted plan, a confirmation number) and optional
+    inputs the task did not give stay as written. Sensitive inputs are *** in ``inputs``.
+    """
+
+    def fill(match: re.Match[str]) -> str:
+        source = match.group(0)
+        try:
+            names = _names(source)
+            if not names or not names <= inputs.keys():
+                return source
+            return _template(source).render(inputs)
+        except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError):
+            return source
+
+    return _TEMPLATE_EXPRESSION.sub(fill, instructions)
+
+
+@lru_cache(maxsize=2048)
 def _expression(source: str) -> Any:
     return template_env().compile_expression(_strip_braces(source), undefined_to_none=False)
 

@@ -50,6 +50,9 @@ def test_create_returns_the_reference_task_object(client, account):
     assert task["handler"] == "agent"
     assert "Eligibility" in task["title"] or "eligibility" in task["title"]
     assert "check_eligibility" in task["instructions"]
+    # with the task's own values filled in, and what the agent reads on the portal left as written
+    assert "W100000001" in task["instructions"] and "{{ member_id }}" not in task["instructions"]
+    assert "{{ coverage.plan }}" in task["instructions"]
     assert ISO_MS_Z.match(task["createdAt"]) and ISO_MS_Z.match(task["updatedAt"])
     assert task["startedAt"] is None and task["completedAt"] is None and task["failedAt"] is None
     assert task["type"] == "check_eligibility" and task["data"] == ELIGIBILITY
