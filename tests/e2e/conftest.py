@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,15 @@ def stack(
         "LOG_LEVEL": "INFO",
     }
     log = tmp_path_factory.mktemp("stack") / "stack.log"
+    with running_stack(env, log, api_port, sandbox_url) as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(
+    env: dict[str, str], log: Path, api_port: int, sandbox_url: str
+) -> Iterator[Stack]:
+    """`understudy run` with this environment, up and answering; Ctrl-C'd (then killed) on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "understudy"), "run"],
@@ -176,9 +186,8 @@ def stack(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack = Stack(
-        f"http://127.0.0.1:{api_port}", sandbox_url, process, log, Path(env["WORKSPACE_DIR"])
-    )
+    workspace = Path(env["WORKSPACE_DIR"]) if env.get("WORKSPACE_DIR") else None
+    stack = Stack(f"http://127.0.0.1:{api_port}", sandbox_url, process, log, workspace)
     try:
         _wait_http(f"{stack.api_url}/healthz", process, log)
         _wait_http(f"{sandbox_url}/__sandbox/faults", process, log)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +13,7 @@ from shared import embedded
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import free_port
-from tests.e2e.conftest import ROOT, Receiver, Stack, _wait_http
+from tests.e2e.conftest import Receiver, Stack, running_stack
 from tests.faults.services import PgCluster, server_dir
 
 # Short schedules, so a fault and its recovery fit in seconds.
@@ -93,28 +90,8 @@ def launch_stack(
         "SANDBOX_URL": sandbox_url,
         **env,
     }
-    log = tmp_path / "stack.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "understudy"), "run"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack = Stack(f"http://127.0.0.1:{api_port}", sandbox_url, process, log)
-    try:
-        _wait_http(f"{stack.api_url}/healthz", process, log)
-        _wait_http(f"{sandbox_url}/__sandbox/faults", process, log)
+    with running_stack(full_env, tmp_path / "stack.log", api_port, sandbox_url) as stack:
         yield stack
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture
