@@ -207,9 +207,12 @@ def test_a_task_created_after_put_runs_the_new_version(client, account):
     task = client.post(
         "/tasks", json={"type": "check_eligibility", "data": ELIGIBILITY}, headers=account.headers
     ).get_json()
-    # then it records that version and its summary as the instructions
+    # then it records that version and its summary, with the task's values, as the instructions
     assert task["sop"]["version"] == 2 and task["sop"]["builtin"] is False
-    assert task["instructions"] == new["summary"]
+    assert new["summary"].splitlines()[0] == task["instructions"].splitlines()[0]
+    assert task["instructions"].startswith("Second (") and "{{ member_id }}" in new["summary"]
+    assert "W100000001" in task["instructions"] and "{{ member_id }}" not in task["instructions"]
+    assert len(task["instructions"].splitlines()) == len(new["summary"].splitlines())
     assert task["title"] == "Second"
 
 
