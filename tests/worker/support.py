@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +11,10 @@ from typing import Any
 import requests
 
 from shared.inputs import parse_task_data
+from shared.runtime import Runtime
+from shared.settings import Settings
 from shared.sops import builtin_sop
+from worker.browser import BrowserPool, new_driver
 from worker.engine import Credentials, Outcome, run_sop
 
 MFA_USER = Credentials("provider@sandbox", "sandbox-pass-1", "JBSWY3DPEHPK3PXP")
@@ -21,6 +25,25 @@ SECRETS = ("sandbox-pass-1", "sandbox-pass-2", "JBSWY3DPEHPK3PXP")
 FAST_FAULTS: dict[str, Any] = {"spinner_s": 0.2, "slow_page_s": 0.2, "modal": "never"}
 
 JANE = "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"
+
+
+def sandbox_runtime(runtime: Runtime, sandbox_url: str, **settings: Any) -> Runtime:
+    """The test runtime pointed at this test's sandbox portal, with quick hurdles."""
+    requests.post(f"{sandbox_url}/__sandbox/faults", json=FAST_FAULTS, timeout=5).raise_for_status()
+    return dataclasses.replace(
+        runtime, settings=runtime.settings.replace(sandbox_url=sandbox_url, **settings)
+    )
+
+
+def browser_pool(settings: Settings, **driver_options: Any) -> BrowserPool:
+    """A worker's browser pool on the test machine's Chromium."""
+    return BrowserPool(
+        lambda: new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            **driver_options,
+        )
+    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ portal. A canary server on another loopback port counts the requests that reach 
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +14,9 @@ import pytest
 import requests
 from selenium.common.exceptions import WebDriverException
 
+from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
-from worker.browser import BrowserPool, egress_of, new_driver, quit_quietly
+from worker.browser import egress_of, new_driver, quit_quietly
 from worker.egress import EgressProxy, Origin
 from worker.workspace import task_workspace
 
@@ -85,29 +85,16 @@ def workspace_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browsers(settings, workspace_dir):
-    pool = BrowserPool(
-        lambda: new_driver(
-            chromium_path=settings.chromium_path,
-            chromedriver_path=settings.chromedriver_path,
-            workspace_dir=workspace_dir,
-            page_load_timeout_s=10,
-        )
-    )
+    pool = browser_pool(settings, workspace_dir=workspace_dir, page_load_timeout_s=10)
     yield pool
     pool.close()
 
 
 @pytest.fixture
 def rt(runtime, sandbox_url, workspace_dir):
-    requests.post(
-        f"{sandbox_url}/__sandbox/faults",
-        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
-        timeout=5,
-    ).raise_for_status()
-    settings = runtime.settings.replace(
-        sandbox_url=sandbox_url, workspace_dir=workspace_dir, portal_retry_attempts=1
+    return sandbox_runtime(
+        runtime, sandbox_url, workspace_dir=workspace_dir, portal_retry_attempts=1
     )
-    return dataclasses.replace(runtime, settings=settings)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ deleted, swept after a crash, and never outliving the process that owns it."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -19,8 +18,9 @@ import pytest
 import requests
 
 from cli.local import SANDBOX_USERNAME
+from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner, workspace
-from worker.browser import BrowserPool, egress_of, new_driver, quit_quietly, set_downloads
+from worker.browser import egress_of, new_driver, quit_quietly, set_downloads
 from worker.egress import Origin
 
 pytestmark = pytest.mark.browser
@@ -36,26 +36,14 @@ def workspace_dir(tmp_path):
 
 @pytest.fixture
 def browsers(settings, workspace_dir):
-    pool = BrowserPool(
-        lambda: new_driver(
-            chromium_path=settings.chromium_path,
-            chromedriver_path=settings.chromedriver_path,
-            workspace_dir=workspace_dir,
-        )
-    )
+    pool = browser_pool(settings, workspace_dir=workspace_dir)
     yield pool
     pool.close()
 
 
 @pytest.fixture
 def rt(runtime, sandbox_url, workspace_dir):
-    requests.post(
-        f"{sandbox_url}/__sandbox/faults",
-        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
-        timeout=5,
-    ).raise_for_status()
-    settings = runtime.settings.replace(sandbox_url=sandbox_url, workspace_dir=workspace_dir)
-    return dataclasses.replace(runtime, settings=settings)
+    return sandbox_runtime(runtime, sandbox_url, workspace_dir=workspace_dir)
 
 
 def _task(client, account) -> int:

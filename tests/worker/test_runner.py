@@ -13,34 +13,22 @@ from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp
 from shared.accounts import Credentials, put_credentials
 from shared.sops import builtin_sop_text
+from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
-from worker.browser import BrowserPool, new_driver
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
 
 @pytest.fixture(scope="module")
 def browsers(settings):
-    pool = BrowserPool(
-        lambda: new_driver(
-            chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
-        )
-    )
+    pool = browser_pool(settings)
     yield pool
     pool.close()
 
 
 @pytest.fixture
 def rt(runtime, sandbox_url):
-    """The test runtime pointed at this test's sandbox portal, with quick hurdles."""
-    requests.post(
-        f"{sandbox_url}/__sandbox/faults",
-        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
-        timeout=5,
-    ).raise_for_status()
-    return dataclasses.replace(
-        runtime, settings=runtime.settings.replace(sandbox_url=sandbox_url, input_timeout_s=30.0)
-    )
+    return sandbox_runtime(runtime, sandbox_url, input_timeout_s=30.0)
 
 
 def _account_with(rt, make_account, password: str, totp_secret: str | None):

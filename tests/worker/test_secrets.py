@@ -8,7 +8,6 @@ rows and the logs (at DEBUG, where Selenium logs every command it sends).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import logging
@@ -17,8 +16,8 @@ import pytest
 import requests
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
+from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
-from worker.browser import BrowserPool, new_driver
 
 pytestmark = pytest.mark.browser
 
@@ -27,23 +26,14 @@ NEW_PASSWORD = "Tr0ub4dor&3-horse"
 
 @pytest.fixture(scope="module")
 def browsers(settings):
-    pool = BrowserPool(
-        lambda: new_driver(
-            chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
-        )
-    )
+    pool = browser_pool(settings)
     yield pool
     pool.close()
 
 
 @pytest.fixture
 def rt(runtime, sandbox_url):
-    requests.post(
-        f"{sandbox_url}/__sandbox/faults",
-        json={"modal": "never", "spinner_s": 0.2, "slow_page_s": 0.2},
-        timeout=5,
-    ).raise_for_status()
-    return dataclasses.replace(runtime, settings=runtime.settings.replace(sandbox_url=sandbox_url))
+    return sandbox_runtime(runtime, sandbox_url)
 
 
 @pytest.fixture
