@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -70,6 +71,19 @@ def outside_transaction(conn: Conn) -> Iterator[Conn]:
 DB_UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError,)
 
 
+def check_idle_connection(conn: Conn) -> None:
+    """The pool's check as a connection leaves it: a round trip only when the socket says so.
+
+    A connection idle in the pool has nothing to read unless the server wrote to it unasked:
+    the FATAL it sends as it shuts down or terminates the backend, or the socket's close. So a
+    readable socket is checked with a full round trip (which raises if it is broken, and the
+    pool replaces it); a quiet one is used as it is, without the round trip that would
+    otherwise precede every checkout.
+    """
+    if conn.closed or select.select([conn.fileno()], [], [], 0)[0]:
+        ConnectionPool.check_connection(conn)
+
+
 def create_pool(
     url: str,
     *,
@@ -80,8 +94,9 @@ def create_pool(
 ) -> ConnectionPool:
     """A pool of dict-row connections; each ``with pool.connection()`` block is one transaction.
 
-    Built to ride out a database restart: every connection is checked as it leaves the pool, so
-    one broken by the restart is replaced instead of failing the statement; waiting for a
+    Built to ride out a database restart: every connection is checked as it leaves the pool
+    (:func:`check_idle_connection`), so one broken by the restart is replaced instead of failing
+    the statement; waiting for a
     connection is bounded by ``timeout_s`` (then PoolTimeout, a 503 for the API); and the
     background reconnection gives up quickly, so the next request starts a fresh attempt
     instead of waiting out an exponential backoff grown long during the outage.
@@ -92,7 +107,7 @@ def create_pool(
         max_size=max_size,
         # libpq counts whole seconds and treats anything under 2 as 2.
         kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(connect_timeout_s))},
-        check=ConnectionPool.check_connection,
+        check=check_idle_connection,
         timeout=timeout_s,
         reconnect_timeout=timeout_s,
         name=name,
