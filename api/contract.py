@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from shared.sops import TASK_TYPES
+from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
 from shared.webhooks import MessageStatus
 

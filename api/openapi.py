@@ -26,7 +26,7 @@ from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
 from api.sops import SopBodySchema
 from api.tasks import InputSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
-from shared.sops import TASK_TYPES
+from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
 
 # Routes that are not part of the API itself.

@@ -19,20 +19,15 @@ from api.bodies import json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, check_text
 from api.runtime import runtime
-from shared import sop_store
 from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL, portal_origins, portal_setup
-from shared.sops import (
-    TASK_TYPES,
-    InputSpec,
-    Sop,
-    SopInvalid,
-    SopLimitExceeded,
-    SopLimits,
-    builtin_sop_text,
-    load_sop,
-    offsite_urls,
-)
+from shared.sop import store as sop_store
+from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.sop.library import builtin_sop_text
+from shared.sop.loader import SopLimits, load_sop
+from shared.sop.model import InputSpec, Sop
+from shared.sop.task_types import TASK_TYPES
+from shared.sop.validate import offsite_urls
 from shared.tasks import iso
 
 bp = Blueprint("sops", __name__)

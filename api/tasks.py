@@ -29,14 +29,15 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import sop_store
 from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json, keyed_digest
 from shared.db import Conn
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import has_credentials
-from shared.sops import TASK_TYPES, fill_instructions
+from shared.sop import store as sop_store
+from shared.sop.expressions import fill_instructions
+from shared.sop.task_types import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, NewTask, TaskStatus, task_json
 
 log = logging.getLogger(__name__)

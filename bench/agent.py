@@ -47,9 +47,9 @@ from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME  #
 from shared import totp  # noqa: E402
 from shared.accounts import Credentials  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
-from shared.sops import builtin_sop  # noqa: E402
+from shared.sop.library import builtin_sop  # noqa: E402
+from worker.agent.interpreter import run_sop  # noqa: E402
 from worker.browser import new_driver  # noqa: E402
-from worker.engine import run_sop  # noqa: E402
 
 INPUTS = {"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15"}
 CREDENTIALS = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)

@@ -34,14 +34,14 @@ from shared.db import Conn, T, in_transaction
 from shared.portals import SANDBOX_PORTAL, portal_allowed_origins, portal_base_url
 from shared.redaction import Redactor
 from shared.runtime import Runtime
-from shared.sop_store import StoredSop, sop_by_id
-from shared.sops import Sop
+from shared.sop.model import Sop
+from shared.sop.store import StoredSop, sop_by_id
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
+from worker.agent.interpreter import Outcome, run_sop
 from worker.browser import BrowserPool, set_downloads
 from worker.egress import Origin
-from worker.engine import Outcome, run_sop
 from worker.errors import (
     INFRASTRUCTURE_ERRORS,
     TRANSIENT_ERRORS,

@@ -17,7 +17,10 @@ from datetime import datetime
 from functools import cache
 
 from shared.db import Conn, fetch_one
-from shared.sops import STORED_SOP_LIMITS, TASK_TYPES, Sop, builtin_sop_text, load_sop
+from shared.sop.library import builtin_sop_text
+from shared.sop.loader import STORED_SOP_LIMITS, load_sop
+from shared.sop.model import Sop
+from shared.sop.task_types import TASK_TYPES
 
 # Parsed versions kept per process. A version never changes once stored, so a parse is good for
 # the life of the process; the bound only caps memory when accounts have many versions.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.sops import TASK_TYPES
+from shared.sop.task_types import TASK_TYPES
 
 # A type of the account's own: sign in and read the member's plan on the eligibility page.
 CHECK_MEMBER_PLAN = """

@@ -17,7 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.sops import TASK_TYPES, builtin_sop_text
+from shared.sop.library import builtin_sop_text
+from shared.sop.task_types import TASK_TYPES
 
 pytestmark = pytest.mark.fuzz
 

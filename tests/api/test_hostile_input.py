@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from api.openapi import TASK_EXAMPLES, undocumented_routes
 from shared.accounts import create_account, create_api_key
-from shared.sops import TASK_TYPES
+from shared.sop.task_types import TASK_TYPES
 
 METHODS = ("get", "put", "post", "delete")
 

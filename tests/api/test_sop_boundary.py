@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 
 BUILTIN = builtin_sop_text("check_eligibility")
 YAML = {"Content-Type": "application/yaml"}

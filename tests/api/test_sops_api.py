@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sops import TASK_TYPES, builtin_sop_text
+from shared.sop.library import builtin_sop_text
+from shared.sop.task_types import TASK_TYPES
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BUILTIN = builtin_sop_text("check_eligibility")

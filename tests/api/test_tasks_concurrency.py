@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BODY = {"type": "check_eligibility", "data": ELIGIBILITY}

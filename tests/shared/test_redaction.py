@@ -9,7 +9,7 @@ import pytest
 
 from shared import redaction
 from shared.redaction import MASK, Redactor
-from shared.sops import render
+from shared.sop.expressions import render
 
 SECRET = "Tr0ub4dor&3-horse"
 

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from shared.inputs import mask_task_data, parse_task_data
-from shared.sops import SopInvalid, load_sop
+from shared.sop.errors import SopInvalid
+from shared.sop.loader import load_sop
 from shared.tasks import stored_data
 
 SOP = """\

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.sop_store import ParsedSops, active_sop, sop_by_id
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
+from shared.sop.store import ParsedSops, active_sop, sop_by_id
 
 TEXT = builtin_sop_text("check_eligibility")
 DIGEST = hashlib.sha256(TEXT.encode()).hexdigest()

@@ -7,16 +7,12 @@ import textwrap
 import pytest
 
 from shared.inputs import parse_task_data
-from shared.sops import (
-    TASK_TYPES,
-    OutcomeStatus,
-    SopInvalid,
-    builtin_sop,
-    builtin_sop_text,
-    evaluate,
-    load_sop,
-    render,
-)
+from shared.sop.errors import SopInvalid
+from shared.sop.expressions import evaluate, render
+from shared.sop.library import builtin_sop, builtin_sop_text
+from shared.sop.loader import load_sop
+from shared.sop.model import OutcomeStatus
+from shared.sop.task_types import TASK_TYPES
 
 MINIMAL = """\
 task_type: check_eligibility
@@ -52,7 +48,7 @@ def test_every_builtin_sop_validates(task_type: str) -> None:
 def test_builtin_sops_locate_by_label_button_role_text_only(task_type: str) -> None:
     # The sandbox's alt layout renames ids and names; only human-visible locators survive it.
     for step in builtin_sop(task_type).all_steps():
-        loc = step.args.get("locator")
+        loc = getattr(step, "locator", None)
         while loc is not None:
             assert loc.kind in ("label", "button", "link", "role", "text"), step.path
             loc = loc.within
@@ -166,7 +162,7 @@ def test_yaml_anchors_and_merge_keys_work() -> None:
         "  - &w\n    wait_for: {text: A}\n    timeout_s: 3\n  - <<: *w\n    wait_for: {text: B}\n",
     )
     sop = load_sop(text)
-    assert sop.steps[2].args["text"] == "B" and sop.steps[2].timeout_s == 3
+    assert sop.steps[2].condition["text"] == "B" and sop.steps[2].timeout_s == 3
 
 
 def test_validate_inputs_normalises_and_reports_every_field() -> None:

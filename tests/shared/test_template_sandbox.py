@@ -7,7 +7,7 @@ import time
 import jinja2
 import pytest
 
-from shared.sops import render, template_env
+from shared.sop.expressions import render, template_env
 from shared.template_sandbox import BoundedSandbox, TemplateLimitExceeded
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import requests
 
+from shared.accounts import Credentials
 from shared.inputs import parse_task_data
 from shared.runtime import Runtime
 from shared.settings import Settings
-from shared.sops import builtin_sop
+from shared.sop.library import builtin_sop
+from worker.agent.interpreter import Outcome, run_sop
 from worker.browser import BrowserPool, new_driver
-from worker.engine import Credentials, Outcome, run_sop
 
 MFA_USER = Credentials("provider@sandbox", "sandbox-pass-1", "JBSWY3DPEHPK3PXP")
 PLAIN_USER = Credentials("nomfa@sandbox", "sandbox-pass-2", None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from shared import totp
+from shared.accounts import Credentials
 from shared.inputs import parse_task_data
-from shared.sops import builtin_sop_text, load_sop
+from shared.sop.library import builtin_sop_text
+from shared.sop.loader import load_sop
 from tests.worker.support import (
     JANE,
     MFA_USER,
@@ -16,7 +18,7 @@ from tests.worker.support import (
     set_faults,
     stats,
 )
-from worker.engine import Credentials, run_sop
+from worker.agent.interpreter import run_sop
 from worker.errors import (
     TRANSIENT_ERRORS,
     CredentialsRejected,

@@ -9,9 +9,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.sops import load_sop
+from shared.sop.loader import load_sop
 from tests.worker.support import PLAIN_USER
-from worker.engine import run_sop
+from worker.agent.interpreter import run_sop
 from worker.errors import StepFailed
 
 PAGE = """<!doctype html><html><head><title>Playground</title></head><body>

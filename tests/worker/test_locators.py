@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from shared.sops import Locator
-from worker.locators import find_all
+from shared.sop.model import Locator
+from worker.agent.locators import find_all
 
 PAGE = """<!doctype html><html><head><title>Locators</title></head><body>
 <h1>Claim Form</h1>

@@ -12,11 +12,11 @@ import requests
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared.accounts import Credentials
-from shared.sops import builtin_sop
+from shared.sop.library import builtin_sop
 from tests.conftest import free_port
+from worker.agent.interpreter import run_sop
 from worker.browser import egress_of, new_driver, quit_quietly
 from worker.egress import Origin
-from worker.engine import run_sop
 
 
 @pytest.fixture

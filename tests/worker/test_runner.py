@@ -12,7 +12,7 @@ import requests
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp
 from shared.accounts import Credentials, put_credentials
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
 

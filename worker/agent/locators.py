@@ -13,7 +13,7 @@ from typing import Any
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from shared.sops import Locator
+from shared.sop.model import Locator
 
 # Function definitions shared by the finder and the page probe.
 _LIB_JS = r"""

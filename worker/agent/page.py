@@ -1,0 +1,373 @@
+"""The page the agent works on: navigation, waits, checks, overlays, typing, and the rules that
+keep secrets from being read back.
+
+Every wait looks for error pages and an expired session between polls; every navigation checks
+that the browser is still on the portal's origins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import jinja2
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    JavascriptException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from shared.sop.model import (
+    VALUE_TEST_REFUSED,
+    Locator,
+    PortalErrorPattern,
+    describe_condition,
+    selector_tests_value,
+)
+from worker.agent import locators
+from worker.egress import Boundary
+from worker.errors import PortalUnavailable, SecretRefused, StepFailed
+
+# How often a wait looks again. Each look is one or two WebDriver round trips of a few ms; a
+# finer poll notices a page or a spinner's end sooner, which is most of a warm task's waiting.
+POLL_S = 0.05
+
+_INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
+
+# Marks a field a secret is typed into: the agent refuses to read it, and Chromium draws its
+# characters as discs, so no screenshot shows it either.
+_MARK_TYPED_JS = r"""
+arguments[0].setAttribute('data-understudy-secret', '');
+arguments[0].style.setProperty('-webkit-text-security', 'disc', 'important');
+"""
+
+# Per element: "password" for a password field (only a non-empty one if arguments[1]), "typed"
+# for a field a secret was typed into, else null.
+_FIELD_KIND_JS = r"""
+const [els, filledOnly] = arguments;
+return els.map(el => {
+  if (el.tagName === 'INPUT' && (el.type || '').toLowerCase() === 'password'
+      && (!filledOnly || el.value !== '')) return 'password';
+  return el.hasAttribute('data-understudy-secret') ? 'typed' : null;
+});
+"""
+
+
+class SessionExpired(Exception):
+    """The sign-in page appeared in the middle of the steps."""
+
+
+def is_stale(exc: WebDriverException) -> bool:
+    """Whether the element belonged to a document that has since been replaced."""
+    if isinstance(exc, StaleElementReferenceException):
+        return True
+    text = (exc.msg or "").lower()
+    return "does not belong to the document" in text or "stale element" in text
+
+
+class Page:
+    """The browser's current page, as the steps see it."""
+
+    def __init__(
+        self,
+        *,
+        driver: WebDriver,
+        boundary: Boundary,
+        base_url: str,
+        portal_errors: Sequence[PortalErrorPattern],
+        dismiss: Sequence[Locator],
+        login_marker: Locator,
+        render: Callable[[str], str],
+    ) -> None:
+        self.driver = driver
+        self.boundary = boundary
+        self.base_url = base_url.rstrip("/")
+        self.portal_errors = tuple(portal_errors)
+        self.dismiss = tuple(dismiss)
+        # Seen in the middle of the steps, this field means the session expired.
+        self.login_marker = login_marker
+        self.need_text = any(p.where == "text" for p in self.portal_errors)
+        # Fills in the templates of a locator or a message with the run's variables.
+        self.render = render
+        self.in_login = False
+        # WebDriver ids of the fields a secret was typed into: never read back.
+        self.secret_fields: set[str] = set()
+
+    # -- navigation and checks --
+
+    def goto(self, url: str) -> None:
+        full = self.boundary.target(url, self.base_url)  # only http(s) on the portal's origins
+        try:
+            self.driver.get(full)
+        except TimeoutException:
+            self.check_boundary()
+            raise PortalUnavailable(f"the page {url} did not load in time") from None
+        except WebDriverException as exc:
+            self.check_boundary()
+            if "net::ERR" in (exc.msg or ""):
+                raise PortalUnavailable(f"the portal could not be reached ({url})") from None
+            raise
+        self.check_boundary()
+        self.check_page()
+
+    def check_boundary(self) -> None:
+        try:
+            url: str | None = self.driver.current_url
+        except WebDriverException:
+            url = None
+        self.boundary.check(url)
+
+    def check_page(self) -> None:
+        """Raise if the page is an error page, or the sign-in page in the middle of the steps."""
+        try:
+            marker = None if self.in_login else self.login_marker
+            info = locators.probe_page(self.driver, with_text=self.need_text, marker=marker)
+        except JavascriptException:
+            return  # page is between documents; the next poll looks again
+        if info.get("url", "").startswith("chrome-error://"):
+            raise PortalUnavailable("the portal could not be reached")
+        for pattern in self.portal_errors:
+            where = {"title": info.get("title", ""), "text": info.get("text", "")}.get(
+                pattern.where, f"{info.get('title', '')}\n{info.get('headings', '')}"
+            )
+            if pattern.matches(where):
+                shown = info.get("headings", "").split("\n")[0] or info.get("title", "")
+                raise PortalUnavailable(f"the portal shows an error page: {shown}")
+        if info.get("marker"):
+            raise SessionExpired()
+
+    def png(self) -> bytes | None:
+        try:
+            return self.driver.get_screenshot_as_png()
+        except WebDriverException:
+            return None
+
+    # -- waiting --
+
+    def wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll `probe` until truthy, checking for error pages and expiry in between."""
+
+        def condition(_driver: WebDriver) -> Any:
+            try:
+                found = probe()
+            except JavascriptException:  # document replaced mid-script; look again
+                return False
+            except WebDriverException as exc:
+                if is_stale(exc):  # an element of the previous page; look again
+                    return False
+                raise
+            # Checked even on success: an alert on the sign-in page is not the answer awaited.
+            self.check_page()
+            return found or False
+
+        waiter = WebDriverWait(
+            self.driver,
+            timeout,
+            poll_frequency=POLL_S,
+            ignored_exceptions=(StaleElementReferenceException, NoSuchElementException),
+        )
+        try:
+            return waiter.until(condition)
+        except TimeoutException:
+            self.check_page()
+            raise StepFailed(
+                f"could not find {what} within {timeout:g} s", looking_for=what
+            ) from None
+
+    def locator(self, locator: Locator) -> Locator:
+        """The locator with its templates filled in."""
+        value = self.render(locator.value)
+        if value != locator.value and selector_tests_value(locator.kind, value):
+            raise SecretRefused(VALUE_TEST_REFUSED)  # built by a template, so seen only now
+        return replace(
+            locator,
+            value=value,
+            name=self.render(locator.name) if locator.name else None,
+            within=self.locator(locator.within) if locator.within else None,
+        )
+
+    def element(self, locator: Locator, timeout: float, *, enabled: bool = True) -> WebElement:
+        """Wait for the first visible (and enabled) element the locator matches."""
+        loc = self.locator(locator)
+
+        def probe() -> WebElement | None:
+            found = locators.find_all(self.driver, loc, enabled=enabled)
+            return found[0] if found else None
+
+        return self.wait(probe, timeout, loc.describe())
+
+    def condition_met(self, cond: Mapping[str, Any]) -> str | bool:
+        """One look at a wait_for condition; the matched branch's name, or False."""
+        if "any_of" in cond:
+            for i, sub in enumerate(cond["any_of"], start=1):
+                if self.condition_met(sub):
+                    return sub.get("as") or str(i)
+            return False
+        return (cond.get("as") or "1") if self._holds(cond) else False
+
+    def _holds(self, cond: Mapping[str, Any]) -> bool:
+        if "visible" in cond:
+            return self.shown(cond["visible"])
+        if "gone" in cond:
+            return not self.shown(cond["gone"])
+        if "text" in cond:
+            return self.shown(Locator("text", cond["text"]))
+        return self.render(cond["url_contains"]) in self.driver.current_url
+
+    def shown(self, locator: Locator) -> bool:
+        loc = self.locator(locator)
+        found = locators.find_first(self.driver, loc)
+        if found is not None:
+            self.refuse_secret_probe([found], loc)
+        return found is not None
+
+    def wait_condition(self, cond: Mapping[str, Any], timeout: float) -> str:
+        return self.wait(lambda: self.condition_met(cond), timeout, self.describe(cond))
+
+    def describe(self, cond: Mapping[str, Any]) -> str:
+        """A wait condition in words, its templates filled in where they can be."""
+        try:
+            return self.render(describe_condition(cond))
+        except jinja2.TemplateError:
+            return describe_condition(cond)
+
+    def wait_gone(self, loc: Locator, timeout: float) -> None:
+        def gone() -> bool:
+            return locators.find_first(self.driver, loc) is None
+
+        self.wait(gone, timeout, f"{loc.describe()} to go away")
+
+    # -- interaction --
+
+    def click(self, locator: Locator, timeout: float) -> None:
+        """Click, dismissing a covering overlay and retrying once if the click is intercepted."""
+        retried = False
+        for _ in range(3):
+            el = self.element(locator, timeout)
+            if retried:  # WebDriver scrolls by itself; after an overlay, centre it to be sure
+                self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+            try:
+                el.click()
+                return
+            except _INTERCEPTED:
+                if retried:
+                    raise StepFailed(
+                        f"{locator.describe()} is covered by another element",
+                        looking_for=locator.describe(),
+                    ) from None
+                self.dismiss_overlays()
+                retried = True
+            except WebDriverException as exc:
+                if not is_stale(exc):
+                    raise
+                # re-rendered or replaced under us: find it again
+        raise StepFailed(f"could not click {locator.describe()}", looking_for=locator.describe())
+
+    def dismiss_overlays(self) -> bool:
+        """Click whatever `dismiss` locator is showing (announcement modals); True if any."""
+        dismissed = False
+        for locator in self.dismiss:
+            loc = self.locator(locator)
+            el = locators.find_first(self.driver, loc)
+            if el is None:
+                continue
+            try:
+                el.click()
+            except WebDriverException:
+                continue
+            dismissed = True
+            self.wait_gone(loc, 5)
+        return dismissed
+
+    def submit_and_wait(self, button: Locator, timeout: float) -> None:
+        """Click a form's button and wait for the next page (or an inline message)."""
+        page = self.driver.find_element("tag name", "html")
+        before = self.alert_text()
+        self.click(button, timeout)
+
+        def moved() -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException as exc:
+                if is_stale(exc):
+                    return True
+                raise
+            return self.alert_text() not in (before, "")
+
+        self.wait(moved, timeout, "the next page after sign-in")
+        self.check_page()
+
+    def alert_text(self) -> str:
+        alert = locators.find_first(self.driver, Locator("role", "alert"))
+        try:
+            return alert.text.strip() if alert is not None else ""
+        except WebDriverException as exc:
+            if is_stale(exc):
+                return ""
+            raise
+
+    def type(self, el: WebElement, value: str, *, clear: bool = True) -> None:
+        if clear:
+            el.clear()
+        el.send_keys(value)
+
+    # -- secrets: typed, never read --
+
+    def type_secret(self, el: WebElement, value: str, *, clear: bool = True) -> None:
+        """Type a secret into a field that is from then on never read, nor shown in screenshots."""
+        self.secret_fields.add(el.id)
+        self.driver.execute_script(_MARK_TYPED_JS, el)
+        self.type(el, value, clear=clear)
+
+    def secret_kinds(self, found: Sequence[WebElement], *, filled_only: bool) -> list[str]:
+        """Per element: "password" (a password field, with something in it if `filled_only`),
+        "typed" (a field a secret was typed into) or ""."""
+        kinds = self.driver.execute_script(_FIELD_KIND_JS, list(found), filled_only) or []
+        return [
+            kind or ("typed" if el.id in self.secret_fields else "")
+            for el, kind in zip(found, kinds, strict=False)
+        ]
+
+    def refuse_secret_read(self, el: WebElement, loc: Locator) -> None:
+        """Raise SecretRefused if `el` is a password field or a field a secret was typed into."""
+        [kind] = self.secret_kinds([el], filled_only=False)
+        if not kind:
+            return
+        reason = "it is a password field" if kind == "password" else "a secret was typed into it"
+        raise SecretRefused(
+            f"reading {loc.describe()} is refused: {reason}, and secrets are typed, never read",
+            looking_for=loc.describe(),
+        )
+
+    def refuse_secret_probe(self, found: Sequence[WebElement], loc: Locator) -> None:
+        """A css or xpath locator can test what a field holds (`[value^=a]`), so as not to be an
+        oracle it may not match a field holding a secret. Label, role and text locators can't."""
+        if not found or not _uses_selectors(loc):
+            return
+        kinds = [k for k in self.secret_kinds(found, filled_only=True) if k]
+        if kinds:
+            what = {"password": "a password field"}.get(kinds[0], "a field a secret was typed into")
+            raise SecretRefused(
+                f"{loc.describe()} matches {what}, and a css or xpath locator may not test a "
+                "field that holds a secret",
+                looking_for=loc.describe(),
+            )
+
+
+def _uses_selectors(loc: Locator) -> bool:
+    return loc.kind in ("css", "xpath") or (loc.within is not None and _uses_selectors(loc.within))
+
+
+def clear_quietly(el: WebElement) -> None:
+    """Empty a field, if it is still there."""
+    with contextlib.suppress(WebDriverException):  # the page moved on; the field went with it
+        el.clear()
