@@ -20,7 +20,13 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, check_text
 from api.runtime import runtime
 from shared.db import Conn
-from shared.portals import SANDBOX_PORTAL, portal_origins, portal_setup
+from shared.portals import (
+    SANDBOX_PORTAL,
+    has_credentials,
+    portal_address,
+    portal_origins,
+    portal_problems,
+)
 from shared.sop import store as sop_store
 from shared.sop.errors import SopInvalid, SopLimitExceeded
 from shared.sop.library import builtin_sop_text
@@ -129,19 +135,17 @@ def _warnings(conn: Conn, sop: Sop) -> list[str]:
     """What would stop this SOP at run time although the document itself is valid."""
     if sop.portal == SANDBOX_PORTAL:
         return []
-    setup = portal_setup(conn, account_id(), sop.portal)
-    warnings = []
-    if not setup["registered"] and not sop.base_url:
-        warnings.append(
-            f"portal '{sop.portal}' has no address: add it with PUT /portals/{sop.portal}"
-            " or set portal.base_url in the SOP."
-        )
-    if not setup["has_credentials"]:
-        warnings.append(
-            f"no credentials are stored for portal '{sop.portal}':"
-            f" add them with PUT /credentials/{sop.portal}."
-        )
-    return warnings
+    address = portal_address(
+        conn,
+        account_id(),
+        sop.portal,
+        sandbox_url=runtime().settings.sandbox_url,
+        sop_base_url=sop.base_url,
+    )
+    problems = portal_problems(
+        sop.portal, address=address, has_credentials=has_credentials(conn, account_id(), sop.portal)
+    )
+    return [f"{problem}." for problem in problems]
 
 
 def _entry(

@@ -73,17 +73,43 @@ def portal_allowed_origins(conn: Conn, account_id: int, name: str) -> list[str]:
     return list(row["allowed_origins"]) if row else []
 
 
+def portal_address(
+    conn: Conn, account_id: int, portal: str, *, sandbox_url: str, sop_base_url: str | None
+) -> str | None:
+    """Where an SOP on ``portal`` runs: the SOP's own base URL, else the sandbox's (from
+    settings), else the one the account registered; None when it is not known yet."""
+    if sop_base_url:
+        return sop_base_url
+    if portal == SANDBOX_PORTAL:
+        return sandbox_url
+    return portal_base_url(conn, account_id, portal)
+
+
+def portal_problems(portal: str, *, address: str | None, has_credentials: bool) -> list[str]:
+    """What stops a task on ``portal`` before it starts: the API warns of it when an SOP is
+    stored, and the worker fails a task with it."""
+    problems = []
+    if not has_credentials:
+        problems.append(
+            f"no credentials are stored for portal '{portal}':"
+            f" add them with PUT /credentials/{portal}"
+        )
+    if address is None:
+        problems.append(
+            f"portal '{portal}' has no address: add it with PUT /portals/{portal}"
+            " or set portal.base_url in the SOP"
+        )
+    return problems
+
+
 def portal_origins(
     conn: Conn, account_id: int, portal: str, *, sandbox_url: str, sop_base_url: str | None
 ) -> set[str]:
     """Every origin an SOP on ``portal`` may open: its base URL's and the declared ones. Empty
     when the portal's address is not known yet (not registered, no base URL in the SOP)."""
-    if sop_base_url:
-        base: str | None = sop_base_url
-    elif portal == SANDBOX_PORTAL:
-        base = sandbox_url
-    else:
-        base = portal_base_url(conn, account_id, portal)
+    base = portal_address(
+        conn, account_id, portal, sandbox_url=sandbox_url, sop_base_url=sop_base_url
+    )
     if base is None:
         return set()
     try:

@@ -31,7 +31,7 @@ from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
 from shared.db import Conn, T, in_transaction
-from shared.portals import SANDBOX_PORTAL, portal_allowed_origins, portal_base_url
+from shared.portals import portal_address, portal_allowed_origins, portal_problems
 from shared.redaction import Redactor
 from shared.runtime import Runtime
 from shared.sop.model import Sop
@@ -187,11 +187,16 @@ class Lease:
 
 
 def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
-    if sop.base_url:
-        return sop.base_url
-    if sop.portal == SANDBOX_PORTAL:
-        return rt.settings.sandbox_url
-    return _db(rt, lambda conn: portal_base_url(conn, account_id, sop.portal))
+    return _db(
+        rt,
+        lambda conn: portal_address(
+            conn,
+            account_id,
+            sop.portal,
+            sandbox_url=rt.settings.sandbox_url,
+            sop_base_url=sop.base_url,
+        ),
+    )
 
 
 def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[Origin]:
@@ -420,29 +425,17 @@ def _run_claimed(
     lease: Lease,
     worker: str,
 ) -> tuple[TaskStatus, str, dict | None]:
-    if credentials is None:
-        return (
-            TaskStatus.FAILED,
-            (
-                f"No credentials are stored for the portal '{sop.portal}'. "
-                f"Add them with PUT /credentials/{sop.portal}."
-            ),
-            None,
-        )
-    if base_url is not None and base_url != rt.settings.sandbox_url:
+    problems = portal_problems(
+        sop.portal, address=base_url, has_credentials=credentials is not None
+    )
+    if problems:
+        return TaskStatus.FAILED, f"{problems[0][0].upper()}{problems[0][1:]}.", None
+    assert base_url is not None and credentials is not None  # no problems: both are there
+    if base_url != rt.settings.sandbox_url:
         try:
             check_portal_url(base_url, allow_private=rt.settings.portal_allow_private)
         except UrlRefused as exc:
             return TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.", None
-    if base_url is None:
-        return (
-            TaskStatus.FAILED,
-            (
-                f"The portal '{sop.portal}' is not registered; "
-                f"add it with PUT /portals/{sop.portal}."
-            ),
-            None,
-        )
     try:
         outcome = _drive(rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker)
     except (*INFRASTRUCTURE_ERRORS, ClaimLost):

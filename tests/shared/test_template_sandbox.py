@@ -6,8 +6,9 @@ import time
 
 import jinja2
 import pytest
+from jinja2.exceptions import SecurityError
 
-from shared.sop.expressions import render, template_env
+from shared.sop.expressions import evaluate, render, render_leniently, template_env
 from shared.template_sandbox import BoundedSandbox, TemplateLimitExceeded
 
 
@@ -79,3 +80,24 @@ def test_the_bounds_come_from_settings():
     with pytest.raises(TemplateLimitExceeded, match="10 characters"):
         env.from_string("{{ 'x' * 11 }}").render()
     assert env.from_string("{{ 'x' * 10 }}").render() == "x" * 10
+
+
+ESCAPE = "''.__class__.__mro__[1].__subclasses__()"
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda: render("{{ " + ESCAPE + " }}", {}),
+        lambda: render_leniently("{{ " + ESCAPE + " }}", {}),
+        lambda: evaluate(ESCAPE, {}),
+        lambda: evaluate("{{ " + ESCAPE + " }}", {}),
+    ],
+    ids=["step-template", "outcome-notes", "condition", "condition-in-braces"],
+)
+def test_an_escape_is_refused_wherever_a_template_runs(run):
+    # given the one environment that validates and runs every template and condition
+    # when a template reaches for Python's classes, in each place the agent evaluates one
+    # then the sandbox refuses it
+    with pytest.raises(SecurityError, match="unsafe"):
+        run()
