@@ -18,7 +18,7 @@ import redis
 
 from shared import tasks as task_queries
 from shared import webhooks
-from shared.celery import RUN_TASK
+from shared.celery import send_run_task
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from shared.tasks import TaskStatus
@@ -72,7 +72,7 @@ def _recover_leases(rt: Runtime, report: TickReport) -> list[int]:
 
 def _send_tasks(rt: Runtime, task_ids: list[int]) -> None:
     for task_id in task_ids:
-        rt.celery.send_task(RUN_TASK, args=[task_id])
+        send_run_task(rt.celery, task_id)
     if task_ids:
         with rt.pool.connection() as conn:
             for task_id in task_ids:
