@@ -26,9 +26,8 @@ def _runtime(settings: Settings):
 
 
 def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.accounts import Credentials, create_account, create_api_key, put_credentials
+    from shared.accounts import Credentials, provision_account
     from shared.ssrf import check_url
-    from shared.webhooks import create_endpoint
 
     if args.webhook_url:
         try:
@@ -38,22 +37,28 @@ def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     rt = _runtime(settings)
     try:
+        sandbox = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
         with rt.pool.connection() as conn:
-            account_id = create_account(conn, args.name)
-            api_key = create_api_key(conn, account_id, name="default")
-            secret = create_endpoint(conn, rt.fernet, account_id, args.webhook_url)
-            if args.sandbox:
-                creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
-                put_credentials(conn, rt.fernet, account_id, SANDBOX_PORTAL, creds)
+            made = provision_account(
+                conn,
+                rt.fernet,
+                args.name,
+                webhook_url=args.webhook_url,
+                logins={SANDBOX_PORTAL: sandbox} if args.sandbox else None,
+            )
     finally:
         rt.close()
-    result = {"account_id": account_id, "api_key": api_key, "webhook_secret": secret}
+    result = {
+        "account_id": made.account_id,
+        "api_key": made.api_key,
+        "webhook_secret": made.webhook_secret,
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"account_id:     {account_id}")
-        print(f"api_key:        {api_key}   (shown once: store it now)")
-        print(f"webhook_secret: {secret}")
+        print(f"account_id:     {made.account_id}")
+        print(f"api_key:        {made.api_key}   (shown once: store it now)")
+        print(f"webhook_secret: {made.webhook_secret}")
     return 0
 
 

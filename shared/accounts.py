@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.fernet import MultiFernet
 
 from shared.crypto import InvalidToken, decrypt_json, encrypt_json
 from shared.db import Conn, fetch_one
+from shared.webhooks import create_endpoint
 
 KEY_PREFIX = "us_"
 # The visible part: "us_" and 12 hex characters. The secret after it may contain "_".
@@ -36,6 +38,35 @@ def _digest(key: str) -> str:
 def create_account(conn: Conn, name: str) -> int:
     row = fetch_one(conn, "INSERT INTO accounts (name) VALUES (%s) RETURNING id", (name,))
     return int(row["id"])
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """What :func:`provision_account` made. The key and the secret are shown this once."""
+
+    account_id: int
+    api_key: str
+    webhook_secret: str
+
+
+def provision_account(
+    conn: Conn,
+    fernet: MultiFernet,
+    name: str,
+    *,
+    webhook_url: str | None = None,
+    logins: Mapping[str, Credentials] | None = None,
+) -> NewAccount:
+    """An account with an API key, its webhook endpoint and secret, and a login per portal in
+    ``logins``: what `understudy accounts create` and the tests' fixtures make.
+
+    The caller checks ``webhook_url`` with :func:`shared.ssrf.check_url` first."""
+    account_id = create_account(conn, name)
+    api_key = create_api_key(conn, account_id, name="default")
+    secret = create_endpoint(conn, fernet, account_id, webhook_url)
+    for portal, credentials in (logins or {}).items():
+        put_credentials(conn, fernet, account_id, portal, credentials)
+    return NewAccount(account_id, api_key, secret)
 
 
 def account_exists(conn: Conn, account_id: int) -> bool:

@@ -154,22 +154,29 @@ class Account:
         self.headers = {"Authorization": f"Bearer {api_key}"}
 
 
+def sandbox_login():
+    """The sandbox portal's public test login, as `understudy accounts create --sandbox` stores."""
+    from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
+    from shared.accounts import Credentials
+
+    return Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
+
+
 @pytest.fixture
 def make_account(runtime: Runtime):
     """Create accounts the way `understudy accounts create` does."""
-    from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
-    from shared.accounts import Credentials, create_account, create_api_key, put_credentials
-    from shared.webhooks import create_endpoint
+    from shared.accounts import provision_account
 
     def make(name: str = "Acme Health", *, webhook_url: str | None = None, sandbox: bool = True):
         with runtime.pool.connection() as conn:
-            account_id = create_account(conn, name)
-            key = create_api_key(conn, account_id)
-            secret = create_endpoint(conn, runtime.fernet, account_id, webhook_url)
-            if sandbox:
-                creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
-                put_credentials(conn, runtime.fernet, account_id, "sandbox", creds)
-        return Account(account_id, key, secret)
+            made = provision_account(
+                conn,
+                runtime.fernet,
+                name,
+                webhook_url=webhook_url,
+                logins={"sandbox": sandbox_login()} if sandbox else None,
+            )
+        return Account(made.account_id, made.api_key, made.webhook_secret)
 
     return make
 

@@ -103,15 +103,15 @@ def receiver() -> Iterator[Receiver]:
 
 def new_account(rt: Runtime, webhook_url: str | None = None):
     """An account with the sandbox's credentials, made the way `understudy accounts create` does."""
-    from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
-    from shared.accounts import Credentials, create_account, create_api_key, put_credentials
-    from shared.webhooks import create_endpoint
-    from tests.conftest import Account
+    from shared.accounts import provision_account
+    from tests.conftest import Account, sandbox_login
 
     with rt.pool.connection() as conn:
-        account_id = create_account(conn, "Fault Clinic")
-        key = create_api_key(conn, account_id)
-        secret = create_endpoint(conn, rt.fernet, account_id, webhook_url)
-        creds = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
-        put_credentials(conn, rt.fernet, account_id, "sandbox", creds)
-    return Account(account_id, key, secret)
+        made = provision_account(
+            conn,
+            rt.fernet,
+            "Fault Clinic",
+            webhook_url=webhook_url,
+            logins={"sandbox": sandbox_login()},
+        )
+    return Account(made.account_id, made.api_key, made.webhook_secret)
