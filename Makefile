@@ -25,10 +25,11 @@ browsers: ## install Debian's chromium and chromium-driver if missing
 run: install browsers ## start the whole stack in the foreground (Ctrl-C stops it)
 	$(BIN)/understudy run
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, and the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared clients/python/understudy_client
+	$(BIN)/lint-imports
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
 	$(BIN)/pytest
