@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.basicConfig(level=settings.log_level)
 
     register_error_handlers(app)
-    from api import credentials, health, limits, sops, tasks, trajectories, webhooks
+    from api import audit, console, credentials, health, limits, sops, tasks, trajectories, webhooks
 
     limits.init_app(app, settings)
 
@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(sops.bp)
     app.register_blueprint(credentials.bp)
     app.register_blueprint(trajectories.bp)
+    audit.init_app(app)
+    console.init_app(app)
 
     from api import openapi
 

@@ -6,7 +6,7 @@ from flask import g, request
 
 from api.errors import ApiError
 from api.runtime import runtime
-from shared.accounts import account_for_key
+from shared.accounts import VISIBLE_LEN, account_for_key
 from shared.db import outside_transaction
 
 _NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
@@ -15,6 +15,12 @@ _NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
 def _bearer_key() -> str | None:
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def key_prefix() -> str | None:
+    """The visible prefix of the request's API key (how the audit log names the caller)."""
+    key = _bearer_key()
+    return key[:VISIBLE_LEN] if key else None
 
 
 def caller_account() -> int | None:

@@ -291,6 +291,23 @@ class MessagePageSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
+class AuditEntrySchema(Schema):
+    id = fields.Integer(required=True)
+    actor = fields.String(
+        required=True, metadata={"description": "a user's email, or api_key:<visible prefix>"}
+    )
+    action = fields.String(required=True, metadata={"description": "e.g. POST /tasks, sop.save"})
+    target = fields.String(required=True, metadata={"description": "what it was done to"})
+    detail = fields.Dict(required=True, allow_none=True)
+    created_at = fields.String(required=True)
+
+
+class AuditPageSchema(Schema):
+    data = fields.List(fields.Nested(AuditEntrySchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 class RecoveredSchema(Schema):
     count = fields.Integer(required=True, metadata={"description": "messages queued again"})
 

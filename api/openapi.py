@@ -31,6 +31,8 @@ from shared.tasks import TaskStatus
 
 # Routes that are not part of the API itself.
 UNDOCUMENTED = frozenset({"static", "openapi.spec", "openapi.docs_root", "openapi_docs.show"})
+# The operator console's pages (/console) are for people, not part of the API either.
+CONSOLE = "console."
 
 # One example of `data` per task type, each one a sandbox test member that completes.
 TASK_EXAMPLES: dict[str, str] = {
@@ -76,6 +78,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "WebhookMessageDetail": contract.MessageDetailSchema,
     "WebhookMessagePage": contract.MessagePageSchema,
     "Recovered": contract.RecoveredSchema,
+    "AuditPage": contract.AuditPageSchema,
     "Health": contract.HealthSchema,
     "TaskFinishedEnvelope": contract.TaskFinishedEnvelope,
     "PingEnvelope": contract.PingEnvelope,
@@ -318,6 +321,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "A new signing secret; the old one keeps signing for the overlap", "webhooks",
         {200: _ok("RotatedSecret")}, (404,),
     ),
+    "audit.list_audit_log": _op(
+        "The audit log, newest first: every console action and mutating API call", "audit",
+        {200: _ok("AuditPage")}, (400,), params=_LIST_PARAMS,
+    ),
     "webhooks.list_messages": _op(
         "The webhook message log, newest first", "webhooks", {200: _ok("WebhookMessagePage")},
         (400, 422), params=[{"in": "query", "schema": MessageFilterSchema}],
@@ -396,7 +403,7 @@ def undocumented_routes(app: Flask) -> list[str]:
     return [
         f"{method} {rule.rule}"
         for rule in app.url_map.iter_rules()
-        if rule.endpoint not in UNDOCUMENTED
+        if rule.endpoint not in UNDOCUMENTED and not rule.endpoint.startswith(CONSOLE)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
         if operation_for(app, rule.endpoint, method) is None
     ]
@@ -430,7 +437,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         )
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint in UNDOCUMENTED:
+        if rule.endpoint in UNDOCUMENTED or rule.endpoint.startswith(CONSOLE):
             continue
         path, path_params = _openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):

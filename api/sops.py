@@ -62,11 +62,6 @@ def _read_sop_text() -> str:
         raise unsupported_media(
             'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.'
         )
-    limit = runtime().settings.max_sop_bytes
-    if len(text.encode("utf-8", "surrogatepass")) > limit:
-        raise LimitExceeded(
-            413, "MAX_SOP_BYTES", limit, f"An SOP must be at most {limit} bytes (MAX_SOP_BYTES)."
-        )
     return text
 
 
@@ -78,7 +73,12 @@ def _sop_limits() -> SopLimits:
 
 
 def _parse(text: str, task_type: str | None = None) -> Sop:
-    """The validated SOP, or 422 listing every problem with its line."""
+    """The validated SOP, or 422 listing every problem with its line (413 if too big)."""
+    limit = runtime().settings.max_sop_bytes
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise LimitExceeded(
+            413, "MAX_SOP_BYTES", limit, f"An SOP must be at most {limit} bytes (MAX_SOP_BYTES)."
+        )
     try:
         sop = load_sop(text, _sop_limits())
     except SopLimitExceeded as err:
@@ -205,10 +205,20 @@ def put_sop(task_type: str):
     A new snake_case name defines a task type of the account's own (or defines again one it
     removed, its history continuing).
     """
+    out, created = store_sop(task_type, _read_sop_text())
+    return jsonify(out), 201 if created else 200
+
+
+def store_sop(task_type: str, text: str) -> tuple[dict[str, Any], bool]:
+    """Validate ``text`` and store it as the account's next version of ``task_type``'s SOP.
+
+    The active SOP (with ``warnings``) and whether a version was created; a 422 (or 413)
+    naming every problem and its line otherwise. ``PUT /sops/{type}`` and the console's
+    editor both save through here.
+    """
     problem = _type_problem(task_type)
     if problem:
         raise ValidationFailed("The task type's name is not valid.", {"task_type": problem})
-    text = _read_sop_text()
     sop = _parse(text, task_type)
     with runtime().pool.connection() as conn:
         _refuse_offsite_urls(conn, sop)
@@ -217,7 +227,7 @@ def put_sop(task_type: str):
         _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
         out = _active(conn, task_type)
         out["warnings"] = _warnings(conn, sop)
-    return jsonify(out), 201 if created else 200
+    return out, created
 
 
 @bp.delete("/sops/<task_type>")

@@ -347,16 +347,14 @@ def give_input(task_id: int):
     body, _files = _read_body()
     value = validated(InputSchema(), body, "input")
     with runtime().pool.connection() as conn:
-        row = _owned_task(conn, task_id)
-        if row["status"] != TaskStatus.WAITING_FOR_INPUT:
-            raise ApiError(
-                409,
-                "not_waiting",
-                f"The task is {row['status']}, not waiting for input.",
-                {"status": row["status"]},
-            )
-        task_queries.post_input(
-            conn, task_id, encrypt_json(runtime().fernet, {"code": value["code"]})
-        )
+        try:
+            found = task_queries.give_input(
+                conn, runtime().fernet, account_id=account_id(), task_id=task_id,
+                code=value["code"],
+            )  # fmt: skip
+        except task_queries.NotWaiting as err:
+            raise ApiError(409, "not_waiting", str(err), {"status": err.status}) from err
+        if not found:
+            raise NotFound("task")
         task = task_json(task_queries.get_task(conn, task_id))
     return jsonify(task), 202

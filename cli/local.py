@@ -120,6 +120,60 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def invite_link(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/console/invite/{token}"
+
+
+def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
+    """Invite a person to an account's console; prints the one-time link (shown once)."""
+    from shared import audit
+    from shared.accounts import account_exists
+    from shared.users import UserError, invite_user
+
+    rt = _runtime(settings)
+    try:
+        with rt.pool.connection() as conn:
+            if not account_exists(conn, args.account):
+                print(f"error: no account {args.account}", file=sys.stderr)
+                return 2
+            token = invite_user(
+                conn, account_id=args.account, email=args.email, role=args.role,
+                ttl_s=settings.console_invite_ttl_s,
+            )  # fmt: skip
+            audit.record(
+                conn, account_id=args.account, actor="cli", action="user.invite",
+                target=f"email:{args.email.strip().lower()}", detail={"role": args.role},
+            )  # fmt: skip
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        rt.close()
+    base_url = args.url or f"http://{settings.api_host}:{settings.api_port}"
+    link = invite_link(base_url, token)
+    hours = settings.console_invite_ttl_s / 3600
+    if args.json:
+        print(json.dumps({"account_id": args.account, "email": args.email, "role": args.role,
+                          "invite_url": link}))  # fmt: skip
+    else:
+        print(f"invite link for {args.email} ({args.role}), good for {hours:g} h, shown once:")
+        print(link)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.users import list_users
+
+    rt = _runtime(settings)
+    try:
+        with rt.pool.connection() as conn:
+            rows = list_users(conn, args.account)
+    finally:
+        rt.close()
+    show(rows, ["id", "email", "role", "active", "created_at", "disabled_at"], as_json=args.json)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from shared import embedded
     from shared.db import migrate

@@ -13,7 +13,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DESCRIPTION = """\
 Understudy's command line.
 
-Local commands work on this host's database: accounts, keys, migrate, scheduler,
+Local commands work on this host's database: accounts, keys, users, migrate, scheduler,
 sandbox, run. Remote commands call a running API: tasks, sops, portals, credentials,
 webhooks; they read the server from UNDERSTUDY_URL (default http://127.0.0.1:8000)
 and the key from UNDERSTUDY_API_KEY. Every listing prints a table, or JSON with --json.
@@ -55,6 +55,23 @@ def _local(sub: argparse._SubParsersAction) -> None:
     key_revoke = keys.add_parser("revoke", help="revoke a key by its visible prefix")
     key_revoke.add_argument("key")
     key_revoke.set_defaults(func=local.cmd_keys_revoke)
+
+    users = sub.add_parser("users", help="console users (local)").add_subparsers(
+        dest="action", required=True
+    )
+    invite = users.add_parser("invite", help="invite a person to the console; prints a link")
+    invite.add_argument("--account", type=int, required=True)
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
+    invite.add_argument(
+        "--url", default=None, help="the API's address in the link (default: API_HOST and PORT)"
+    )
+    _json_flag(invite)
+    invite.set_defaults(func=local.cmd_users_invite)
+    user_list = users.add_parser("list", help="an account's console users")
+    user_list.add_argument("--account", type=int, required=True)
+    _json_flag(user_list)
+    user_list.set_defaults(func=local.cmd_users_list)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=local.cmd_migrate)
     sub.add_parser("scheduler", help="run the scheduler loop").set_defaults(

@@ -166,6 +166,15 @@ class Settings:
     webhook_breaker_cooldown_s: float = 60.0
     dispatcher_concurrency: int = 16
 
+    # Operator console (/console).
+    console_session_ttl_s: float = 12 * 3600.0  # a sign-in lasts this long
+    console_invite_ttl_s: float = 7 * 24 * 3600.0  # an invite link is good for this long
+    # Mark the session cookie Secure (sent over https only). Set it when the console is behind
+    # https; a request that arrives over https gets a Secure cookie either way.
+    console_secure_cookie: bool = False
+    # Sign-in attempts, per client address and per email; the syntax of RATE_LIMIT.
+    console_login_rate_limit: str = "10/minute;50/hour"
+
     log_level: str = "INFO"
 
     def replace(self, **changes: object) -> Settings:
@@ -241,6 +250,10 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEBHOOK_BREAKER_FAILURES": ("webhook_breaker_failures", _int),
     "WEBHOOK_BREAKER_COOLDOWN_S": ("webhook_breaker_cooldown_s", _float),
     "DISPATCHER_CONCURRENCY": ("dispatcher_concurrency", _int),
+    "CONSOLE_SESSION_TTL_S": ("console_session_ttl_s", _float),
+    "CONSOLE_INVITE_TTL_S": ("console_invite_ttl_s", _float),
+    "CONSOLE_SECURE_COOKIE": ("console_secure_cookie", _bool),
+    "CONSOLE_LOGIN_RATE_LIMIT": ("console_login_rate_limit", _str),
     "LOG_LEVEL": ("log_level", _str),
 }
 
@@ -268,10 +281,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if settings.screenshots not in {"failures", "every_step"}:
         raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
     _check_rate_limit(settings.rate_limit)
+    _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings
 
 
-def _check_rate_limit(value: str) -> None:
+def _check_rate_limit(value: str, name: str = "RATE_LIMIT") -> None:
     # Refuse a typo at start rather than on the first request.
     from limits import parse_many
 
@@ -281,5 +295,5 @@ def _check_rate_limit(value: str) -> None:
         parse_many(value)
     except ValueError as exc:
         raise SettingsError(
-            f"RATE_LIMIT must read like '100/second;3000/minute' (or 'off'), not {value!r}"
+            f"{name} must read like '100/second;3000/minute' (or 'off'), not {value!r}"
         ) from exc

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
+from shared.crypto import encrypt_json
 from shared.db import Conn, MissingRow, fetch_one, relax_commit
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
@@ -228,6 +230,8 @@ def list_tasks_query(
     limit: int,
     statuses: list[str],
     types: list[str],
+    created_since: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of :func:`list_tasks` (``bench/api.py`` shows their plans).
 
@@ -245,6 +249,12 @@ def list_tasks_query(
     if types:
         where.append("type = ANY(%s)")
         params.append(types)
+    if created_since is not None:
+        where.append("created_at >= %s")
+        params.append(created_since)
+    if created_before is not None:
+        where.append("created_at < %s")
+        params.append(created_before)
     conditions = " AND ".join(where)
     if not statuses:
         sql = f"{_SELECT_TASKS} WHERE t.{conditions.replace(' AND ', ' AND t.')}"
@@ -267,10 +277,18 @@ def list_tasks(
     limit: int,
     statuses: list[str],
     types: list[str],
+    created_since: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> list[dict]:
     """Newest first, keyset-paginated on id."""
     sql, params = list_tasks_query(
-        account_id, before_id=before_id, limit=limit, statuses=statuses, types=types
+        account_id,
+        before_id=before_id,
+        limit=limit,
+        statuses=statuses,
+        types=types,
+        created_since=created_since,
+        created_before=created_before,
     )
     return conn.execute(sql, params).fetchall()
 
@@ -472,6 +490,31 @@ def request_cancel(conn: Conn, task_id: int) -> None:
         "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = %s",
         (task_id,),
     )
+
+
+class NotWaiting(Exception):
+    """The task is not waiting for input (``status`` says what it is)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The task is {status}, not waiting for input.")
+        self.status = status
+
+
+def give_input(
+    conn: Conn, fernet: MultiFernet, *, account_id: int, task_id: int, code: str
+) -> bool:
+    """Hand a waiting task the one-time code it asked for; the agent resumes with it.
+
+    False if the account has no such task; :class:`NotWaiting` if it is not waiting. Used by
+    ``POST /tasks/{id}/input`` and by the console.
+    """
+    row = lock_task(conn, task_id, account_id)
+    if row is None:
+        return False
+    if row["status"] != TaskStatus.WAITING_FOR_INPUT:
+        raise NotWaiting(row["status"])
+    post_input(conn, task_id, encrypt_json(fernet, {"code": code}))
+    return True
 
 
 def post_input(conn: Conn, task_id: int, token: bytes) -> None:

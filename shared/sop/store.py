@@ -187,6 +187,15 @@ def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
     ).fetchall()
 
 
+def sop_version_body(conn: Conn, account_id: int, task_type: str, version: int) -> str | None:
+    """The text of one of the account's own versions, or None."""
+    row = conn.execute(
+        "SELECT body FROM sops WHERE account_id = %s AND task_type = %s AND version = %s",
+        (account_id, task_type, version),
+    ).fetchone()
+    return str(row["body"]) if row else None
+
+
 def sop_created_at(conn: Conn, sop_id: int) -> datetime:
     row = fetch_one(conn, "SELECT created_at FROM sops WHERE id = %s", (sop_id,))
     return row["created_at"]

@@ -1,0 +1,69 @@
+"""GET /audit-log, and the hook that records every mutating API call in it.
+
+A call is recorded once it succeeded (a status under 400), after its own transaction: who (the
+key's visible prefix, ``api_key:us_...``), what (the method and route), the target (the path)
+and the answer's status. Never the body: it may hold a password or a patient's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+
+from api.auth import account_id, key_prefix, require_account
+from api.pagination import decode_cursor, page, page_limit
+from api.runtime import runtime
+from shared import audit
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("audit", __name__)
+bp.before_request(require_account)
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+
+
+@bp.get("/audit-log")
+def list_audit_log():
+    settings = runtime().settings
+    limit = page_limit(settings.page_size_default, settings.page_size_max)
+    with runtime().pool.connection() as conn:
+        rows = audit.list_entries(
+            conn, account_id(), before_id=decode_cursor(request.args.get("cursor")),
+            limit=limit + 1,
+        )  # fmt: skip
+    return jsonify(page([audit.entry_json(r) for r in rows], rows, limit))
+
+
+def _record_api_call(response: Response) -> Response:
+    if (
+        request.method not in MUTATING
+        or response.status_code >= 400
+        or "account_id" not in g
+        or request.blueprint == "console"  # the console records its own actions
+        or request.url_rule is None
+    ):
+        return response
+    prefix = key_prefix()
+    if prefix is None:
+        return response
+    route = _CONVERTER.sub(r"{\1}", request.url_rule.rule)  # /tasks/{task_id}/cancel
+    try:
+        with runtime().pool.connection() as conn:
+            audit.record(
+                conn, account_id=account_id(), actor=f"api_key:{prefix}",
+                action=f"{request.method} {route}",
+                target=request.path, detail={"status": response.status_code},
+            )  # fmt: skip
+    except Exception:  # the call succeeded and is committed: its answer must not become a 500
+        log.warning("could not record %s %s in the audit log", request.method, request.path,
+                    exc_info=True)  # fmt: skip
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.after_request(_record_api_call)

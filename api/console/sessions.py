@@ -1,0 +1,149 @@
+"""Signing in and out, and accepting an invite (choosing a password)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Response, abort, current_app, redirect, render_template, request, url_for
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from api.console import (
+    SESSION_COOKIE,
+    bp,
+    current,
+    presession_token,
+    record,
+    secure_cookie,
+)
+from api.limits import storage_uri
+from api.runtime import runtime
+from shared import audit, users
+from shared.users import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _throttle() -> SlidingWindowCounterRateLimiter:
+    """The sign-in throttle: the API's rate-limit storage (Redis), with its own limits."""
+    if "understudy_login_throttle" not in current_app.extensions:
+        settings = runtime().settings
+        storage = storage_from_string(
+            storage_uri(settings), socket_timeout=2, socket_connect_timeout=2
+        )
+        current_app.extensions["understudy_login_throttle"] = SlidingWindowCounterRateLimiter(
+            storage
+        )
+    return current_app.extensions["understudy_login_throttle"]
+
+
+def _allowed(email: str) -> bool:
+    """Count a sign-in attempt against the client's address and the email; False when over."""
+    limit_text = runtime().settings.console_login_rate_limit
+    if limit_text.strip().lower() in ("", "off"):
+        return True
+    try:
+        limiter = _throttle()
+        keys = (f"address:{request.remote_addr}", f"email:{email.strip().lower()}")
+        return all(
+            limiter.hit(limit, "understudy-console-login", key)
+            for limit in parse_many(limit_text)
+            for key in keys
+        )
+    except Exception:  # Redis unreachable: sign-in still works, as the API's limits do
+        log.warning("console sign-in throttle unavailable", exc_info=True)
+        return True
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a console path only, never another site."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and parts.path.startswith("/console/"):
+            return target
+    return url_for("console.tasks")
+
+
+def _signed_in(user: users.User, target: str) -> Response:
+    settings = runtime().settings
+    with runtime().pool.connection() as conn:
+        token = users.start_session(conn, user.id, settings.console_session_ttl_s)
+        audit.record(
+            conn, account_id=user.account_id, actor=user.email, action="user.sign_in",
+            target=f"user:{user.id}",
+        )  # fmt: skip
+    response = redirect(target, 303)
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=int(settings.console_session_ttl_s), path="/console",
+        httponly=True, samesite="Lax", secure=secure_cookie(),
+    )  # fmt: skip
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    email = ""
+    if request.method == "POST":
+        email = request.form.get("email", "")[: users.MAX_EMAIL_CHARS]
+        password = request.form.get("password", "")
+        if not _allowed(email):
+            abort(429, "Too many sign-in attempts: wait a minute and try again.")
+        with runtime().pool.connection() as conn:
+            user = users.authenticate(conn, email, password)
+            if user is None and (account_id := users.account_of_email(conn, email)):
+                audit.record(
+                    conn, account_id=account_id, actor=email.strip().lower(),
+                    action="user.sign_in_failed", target=f"email:{email.strip().lower()}",
+                )  # fmt: skip
+        if user is not None:
+            return _signed_in(user, _safe_next(request.args.get("next")))
+        error = "The email or the password is wrong."
+    page = render_template(
+        "console/login.html", error=error, email=email, form_token=presession_token()
+    )
+    return page, 401 if error else 200
+
+
+@bp.post("/logout")
+def logout():
+    token = request.cookies.get(SESSION_COOKIE, "")
+    with runtime().pool.connection() as conn:
+        record(conn, "user.sign_out", f"user:{current().user.id}")
+        users.end_session(conn, token)
+    response = redirect(url_for("console.login"), 303)
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+@bp.route("/invite/<token>", methods=["GET", "POST"])
+def invite(token: str):
+    """An invited person chooses a password, then is signed in."""
+    with runtime().pool.connection() as conn:
+        invited = users.invited_user(conn, token)
+    if invited is None:
+        abort(404, "This invite is not valid any more: ask an admin for a new one.")
+    error = None
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if password != request.form.get("confirm", ""):
+            error = "The two passwords differ."
+        else:
+            try:
+                with runtime().pool.connection() as conn:
+                    user = users.accept_invite(conn, token, password)
+                    audit.record(
+                        conn, account_id=user.account_id, actor=user.email,
+                        action="user.accept_invite", target=f"user:{user.id}",
+                    )  # fmt: skip
+            except UserError as err:
+                error = str(err)
+            else:
+                return _signed_in(user, url_for("console.tasks"))
+    page = render_template(
+        "console/invite.html", invited=invited, error=error, form_token=presession_token(),
+        min_chars=users.MIN_PASSWORD_CHARS,
+    )  # fmt: skip
+    return page, 422 if error else 200

@@ -1,0 +1,200 @@
+"""SOPs and portals: each type's active SOP and history, a diff between versions, an editor that
+validates as ``PUT /sops/{type}`` does (every problem with its line), and the portals."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from flask import abort, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from api.console import bp, current, record, requires
+from api.credentials import PORTAL_NAME, PORTAL_NAME_RULE, PortalSchema
+from api.errors import ApiError, field_errors
+from api.runtime import runtime
+from api.sops import store_sop
+from shared import portals as portal_queries
+from shared import sop_store
+from shared.db import Conn
+from shared.portals import SANDBOX_PORTAL
+from shared.sops import TASK_TYPES, builtin_sop_text
+from shared.users import Role
+
+BUILTIN = "builtin"
+
+
+def _types(conn: Conn) -> list[str]:
+    return [*TASK_TYPES, *sop_store.custom_types(conn, current().user.account_id)]
+
+
+def _known(conn: Conn, task_type: str) -> str:
+    if task_type not in _types(conn):
+        abort(404, "No such task type.")
+    return task_type
+
+
+@bp.get("/sops")
+def sops():
+    account = current().user.account_id
+    with runtime().pool.connection() as conn:
+        entries = []
+        for task_type in _types(conn):
+            stored = sop_store.active_sop(conn, account, task_type)
+            entries.append({"task_type": task_type, "version": stored.version,
+                            "builtin": stored.builtin, "title": stored.sop.title,
+                            "portal": stored.sop.portal})  # fmt: skip
+    return render_template("console/sops.html", sops=entries)
+
+
+@bp.get("/sops/<task_type>")
+def sop(task_type: str):
+    account = current().user.account_id
+    with runtime().pool.connection() as conn:
+        _known(conn, task_type)
+        stored = sop_store.active_sop(conn, account, task_type)
+        history = sop_store.sop_history(conn, account, task_type)
+    return render_template(
+        "console/sop.html", task_type=task_type, stored=stored, history=history,
+        has_builtin=task_type in TASK_TYPES,
+    )  # fmt: skip
+
+
+def _text_of(conn: Conn, task_type: str, version: str) -> str:
+    if version == BUILTIN and task_type in TASK_TYPES:
+        return builtin_sop_text(task_type)
+    if not (version.isascii() and version.isdigit() and len(version) <= 9):
+        abort(400, "A version is a number or 'builtin'.")
+    text = sop_store.sop_version_body(conn, current().user.account_id, task_type, int(version))
+    if text is None:
+        abort(404, f"No version {version} of {task_type}.")
+    return text
+
+
+@bp.get("/sops/<task_type>/diff")
+def sop_diff(task_type: str):
+    """A unified diff between two versions (or the built-in SOP), rendered here."""
+    old, new = request.args.get("from", ""), request.args.get("to", "")
+    with runtime().pool.connection() as conn:
+        _known(conn, task_type)
+        before, after = _text_of(conn, task_type, old), _text_of(conn, task_type, new)
+    lines = list(
+        difflib.unified_diff(
+            before.splitlines(), after.splitlines(), fromfile=f"{task_type} {old}",
+            tofile=f"{task_type} {new}", lineterm="",
+        )
+    )  # fmt: skip
+    return render_template(
+        "console/sop_diff.html", task_type=task_type, old=old, new=new,
+        lines=[(_line_kind(line), line) for line in lines],
+    )  # fmt: skip
+
+
+def _line_kind(line: str) -> str:
+    if line.startswith(("+++", "---")):
+        return "file"
+    return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+
+
+def _editor(task_type: str, text: str, errors: list[dict[str, Any]], status: int = 200):
+    lines = text.splitlines() or [""]
+    bad_lines = {e.get("line") for e in errors if e.get("line")}
+    page = render_template(
+        "console/sop_edit.html", task_type=task_type, text=text, errors=errors,
+        numbered=[(n, line, n in bad_lines) for n, line in enumerate(lines, 1)],
+        is_new=task_type not in TASK_TYPES,
+    )  # fmt: skip
+    return page, status
+
+
+@bp.get("/sops/<task_type>/edit")
+@requires(Role.ADMIN)
+def sop_edit(task_type: str):
+    with runtime().pool.connection() as conn:
+        _known(conn, task_type)
+        text = sop_store.active_sop(conn, current().user.account_id, task_type).sop.source
+    return _editor(task_type, text, [])
+
+
+@bp.get("/sops/new")
+@requires(Role.ADMIN)
+def sop_new():
+    """A custom task type: start from the eligibility check's SOP under a new name."""
+    name = request.args.get("name", "").strip()
+    if not name:
+        return render_template("console/sop_new.html")
+    problem = sop_store.custom_type_problem(name) if name not in TASK_TYPES else None
+    if problem:
+        return render_template("console/sop_new.html", error=f"{name!r} {problem}", name=name)
+    template = builtin_sop_text("check_eligibility").replace(
+        "task_type: check_eligibility", f"task_type: {name}", 1
+    )
+    return _editor(name, template, [])
+
+
+@bp.post("/sops/<task_type>/edit")
+@requires(Role.ADMIN)
+def sop_save(task_type: str):
+    """Validate and store a new version, through the same function as ``PUT /sops/{type}``."""
+    text = request.form.get("sop", "").replace("\r\n", "\n")
+    try:
+        _out, created = store_sop(task_type, text)
+    except ApiError as err:
+        errors = field_errors(err.details) if isinstance(err.details, list) else []
+        if not errors:
+            errors = [{"line": None, "path": None, "message": err.message}]
+        return _editor(task_type, text, errors, err.status)
+    with runtime().pool.connection() as conn:
+        active = sop_store.active_sop(conn, current().user.account_id, task_type)
+        if created:
+            record(conn, "sop.save", f"sop:{task_type}", {"version": active.version})
+    notice = "saved" if created else "unchanged"
+    return redirect(url_for("console.sop", task_type=task_type, notice=notice), 303)
+
+
+# --- portals ------------------------------------------------------------------------------------
+
+
+@bp.get("/portals")
+def portals():
+    with runtime().pool.connection() as conn:
+        rows = portal_queries.list_portals(conn, current().user.account_id)
+    return render_template(
+        "console/portals.html", portals=rows, sandbox_url=runtime().settings.sandbox_url
+    )
+
+
+@bp.route("/portals/edit", methods=["GET", "POST"])
+@requires(Role.ADMIN)
+def portal_edit():
+    """Register a portal or change one: validated as ``PUT /portals/{name}`` is."""
+    account = current().user.account_id
+    form = {"name": request.values.get("name", "").strip(), "base_url": "", "allowed_origins": ""}
+    errors: list[str] = []
+    if request.method == "GET" and form["name"]:
+        with runtime().pool.connection() as conn:
+            for row in portal_queries.list_portals(conn, account):
+                if row["name"] == form["name"]:
+                    form["base_url"] = row["base_url"]
+                    form["allowed_origins"] = "\n".join(row["allowed_origins"] or [])
+    if request.method == "POST":
+        form["base_url"] = request.form.get("base_url", "").strip()
+        form["allowed_origins"] = request.form.get("allowed_origins", "")
+        origins = [o.strip() for o in form["allowed_origins"].splitlines() if o.strip()]
+        if not PORTAL_NAME.match(form["name"]):
+            errors.append(f"name: {PORTAL_NAME_RULE}")
+        elif form["name"] == SANDBOX_PORTAL:
+            errors.append("name: 'sandbox' is built in; its address is set by the operator.")
+        try:
+            body = PortalSchema().load({"base_url": form["base_url"], "allowed_origins": origins})
+        except ValidationError as err:
+            errors += [f"{e['field']}: {e['message']}" for e in field_errors(err.messages)]
+        if not errors:
+            with runtime().pool.connection() as conn:
+                portal_queries.put_portal(
+                    conn, account, form["name"], body["base_url"], body["allowed_origins"]
+                )
+                record(conn, "portal.save", f"portal:{form['name']}", body)
+            return redirect(url_for("console.portals", notice="portal_saved"), 303)
+    page = render_template("console/portal_edit.html", form=form, errors=errors)
+    return page, 422 if errors else 200

@@ -1,0 +1,168 @@
+"""Tasks: the list with filters, a task's page with its live trajectory, the MFA code form and
+the human review form."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from flask import Response, abort, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from api.console import bp, current, record, requires
+from api.pagination import decode_cursor, encode_cursor
+from api.runtime import runtime
+from api.tasks import InputSchema
+from shared import sop_store
+from shared import tasks as task_queries
+from shared.sops import TASK_TYPES
+from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
+from shared.trajectories import account_artifact, trajectory_steps
+from shared.users import Role
+
+PAGE_SIZE = 50
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("console.tasks"), 303)
+
+
+def _day(name: str) -> date | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        abort(400, f"{name} must be a date such as 2026-12-01.")
+
+
+def _start_of(day: date | None) -> datetime | None:
+    return datetime.combine(day, time(), tzinfo=UTC) if day else None
+
+
+@bp.get("/tasks")
+def tasks():
+    account = current().user.account_id
+    status = request.args.get("status", "")
+    task_type = request.args.get("type", "")
+    since, until = _day("since"), _day("until")
+    if status and status not in {s.value for s in TaskStatus}:
+        abort(400, f"Unknown status {status!r}.")
+    with runtime().pool.connection() as conn:
+        types = [*TASK_TYPES, *sop_store.custom_types(conn, account, removed=True)]
+        if task_type and task_type not in types:
+            abort(400, f"Unknown task type {task_type!r}.")
+        rows = task_queries.list_tasks(
+            conn,
+            account,
+            before_id=decode_cursor(request.args.get("cursor")),
+            limit=PAGE_SIZE + 1,
+            statuses=[status] if status else [],
+            types=[task_type] if task_type else [],
+            created_since=_start_of(since),
+            # "until" is the last day shown, so the bound is the start of the day after it.
+            created_before=_start_of(until + timedelta(days=1)) if until else None,
+        )
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    filters = {"status": status, "type": task_type, "since": since or "", "until": until or ""}
+    older = None
+    if more:
+        older = url_for("console.tasks", **{k: v for k, v in filters.items() if v},
+                        cursor=encode_cursor(rows[-1]["id"]))  # fmt: skip
+    return render_template(
+        "console/tasks.html", tasks=[task_json(r) for r in rows], filters=filters,
+        statuses=[s.value for s in TaskStatus], types=types, older=older,
+    )  # fmt: skip
+
+
+def _task_or_404(task_id: int) -> tuple[dict[str, Any], list[dict]]:
+    with runtime().pool.connection() as conn:
+        row = task_queries.get_task(conn, task_id, current().user.account_id)
+        if row is None:
+            abort(404, "No such task.")
+        steps = trajectory_steps(conn, task_id)
+    return task_json(row), steps
+
+
+def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
+    task, steps = _task_or_404(task_id)
+    return {
+        "task": task, "steps": steps, "final": task["status"] in FINAL_STATUSES,
+        "input_error": None, "review_error": None, **extra,
+    }  # fmt: skip
+
+
+@bp.get("/tasks/<int:task_id>")
+def task(task_id: int):
+    return render_template("console/task.html", **_live_context(task_id))
+
+
+@bp.get("/tasks/<int:task_id>/live")
+def task_live(task_id: int):
+    """The part of the task's page that changes while it runs: polled by console.js."""
+    return render_template("console/_task_live.html", **_live_context(task_id))
+
+
+@bp.get("/artifacts/<int:artifact_id>")
+def artifact(artifact_id: int):
+    with runtime().pool.connection() as conn:
+        row = account_artifact(conn, artifact_id, current().user.account_id)
+    if row is None:
+        abort(404, "No such screenshot.")
+    response = Response(bytes(row["content"]), mimetype=row["content_type"])
+    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
+    return response
+
+
+def _again(task_id: int, status: int, **errors: str):
+    page = render_template("console/task.html", **_live_context(task_id, **errors))
+    return page, status
+
+
+@bp.post("/tasks/<int:task_id>/input")
+@requires(Role.OPERATOR)
+def task_input(task_id: int):
+    """The one-time code a waiting task asked for, through the same function as the API's."""
+    try:
+        code = InputSchema().load({"code": request.form.get("code", "").strip()})["code"]
+    except ValidationError:
+        return _again(task_id, 422, input_error="Enter the code (1 to 64 characters).")
+    with runtime().pool.connection() as conn:
+        try:
+            found = task_queries.give_input(
+                conn, runtime().fernet, account_id=current().user.account_id, task_id=task_id,
+                code=code,
+            )  # fmt: skip
+        except task_queries.NotWaiting as err:
+            conn.rollback()
+            return _again(task_id, 409, input_error=str(err))
+        if not found:
+            abort(404, "No such task.")
+        record(conn, "task.input", f"task:{task_id}")  # the code itself is never recorded
+    return redirect(url_for("console.task", task_id=task_id, notice="input"), 303)
+
+
+@bp.post("/tasks/<int:task_id>/review")
+@requires(Role.OPERATOR)
+def task_review(task_id: int):
+    """Approve or reject a task that is pending review (``shared.review``)."""
+    from shared import review  # the human review step's module
+
+    decision = request.form.get("decision")
+    if decision not in ("approve", "reject"):
+        return _again(task_id, 422, review_error="Choose approve or reject.")
+    note = request.form.get("note", "").strip() or None
+    with runtime().pool.connection() as conn:
+        try:
+            review.decide(
+                conn, account_id=current().user.account_id, task_id=task_id,
+                approved=decision == "approve", note=note, reviewer=current().user.email,
+            )  # fmt: skip
+        except review.NotReviewable as err:
+            conn.rollback()
+            return _again(task_id, 409, review_error=str(err))
+        record(conn, f"task.review.{decision}", f"task:{task_id}", {"note": note})
+    return redirect(url_for("console.task", task_id=task_id, notice="reviewed"), 303)

@@ -1,0 +1,224 @@
+"""Console users: members of an account, their roles, invites, passwords and sessions.
+
+Passwords are hashed with scrypt (werkzeug.security). An invite is a one-time token whose
+digest alone is stored; the person who opens it chooses the password. A session is a random
+token in an HttpOnly cookie; only its digest is stored, with the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from shared.db import Conn
+
+MIN_PASSWORD_CHARS = 12
+MAX_PASSWORD_CHARS = 256
+MAX_EMAIL_CHARS = 254
+# Compared against when the email is unknown, so a wrong email costs as much time as a wrong
+# password and the answer's timing does not tell which emails exist.
+_DUMMY_HASH = generate_password_hash("not a password of anyone", method="scrypt")
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # reads everything
+    OPERATOR = "operator"  # and acts on tasks and webhooks
+    ADMIN = "admin"  # and edits SOPs and portals, and invites users
+
+
+_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+def role_allows(role: str, needed: Role) -> bool:
+    """Whether ``role`` may do what ``needed`` may (roles are ordered viewer < operator < admin)."""
+    return _RANK.get(Role(role), -1) >= _RANK[needed]
+
+
+class UserError(ValueError):
+    """An invite or a password that cannot be accepted; the message says why."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    account_id: int
+    email: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Session:
+    user: User
+    csrf_token: str
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    value = email.strip().lower()
+    if not 3 <= len(value) <= MAX_EMAIL_CHARS or value.count("@") != 1 or " " in value:
+        raise UserError("That is not an email address.")
+    return value
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UserError(f"A password must be at least {MIN_PASSWORD_CHARS} characters.")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise UserError(f"A password must be at most {MAX_PASSWORD_CHARS} characters.")
+
+
+def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: float) -> str:
+    """Invite a person to the account with a role; the one-time invite token, shown once.
+
+    Inviting an email already in this account issues a new token and sets the role; its
+    password (if any) stays valid until the new invite is used. An email in another account is
+    refused.
+    """
+    address = normalize_email(email)
+    try:
+        role = Role(role)
+    except ValueError as err:
+        raise UserError(f"The role must be one of: {', '.join(Role)}.") from err
+    token = secrets.token_urlsafe(32)
+    row = conn.execute(
+        """
+        INSERT INTO users (account_id, email, role, invite_digest, invite_expires_at)
+        VALUES (%(account)s, %(email)s, %(role)s, %(digest)s,
+                now() + make_interval(secs => %(ttl)s))
+        ON CONFLICT (lower(email)) DO UPDATE
+           SET role = EXCLUDED.role, invite_digest = EXCLUDED.invite_digest,
+               invite_expires_at = EXCLUDED.invite_expires_at, disabled_at = NULL,
+               updated_at = now()
+         WHERE users.account_id = EXCLUDED.account_id
+        RETURNING id
+        """,
+        {"account": account_id, "email": address, "role": role, "digest": _digest(token),
+         "ttl": ttl_s},
+    ).fetchone()  # fmt: skip
+    if row is None:
+        raise UserError("That email belongs to a user of another account.")
+    return token
+
+
+def invited_user(conn: Conn, token: str) -> User | None:
+    """The user a live invite token is for, or None (unknown, used or expired)."""
+    row = conn.execute(
+        "SELECT id, account_id, email, role FROM users"
+        " WHERE invite_digest = %s AND invite_expires_at > now() AND disabled_at IS NULL",
+        (_digest(token),),
+    ).fetchone()
+    return User(**row) if row else None
+
+
+def accept_invite(conn: Conn, token: str, password: str) -> User:
+    """Set the password of the invited user; the token is used up."""
+    check_password(password)
+    row = conn.execute(
+        """
+        UPDATE users SET password_hash = %s, invite_digest = NULL, invite_expires_at = NULL,
+                         updated_at = now()
+         WHERE invite_digest = %s AND invite_expires_at > now() AND disabled_at IS NULL
+        RETURNING id, account_id, email, role
+        """,
+        (generate_password_hash(password, method="scrypt"), _digest(token)),
+    ).fetchone()
+    if row is None:
+        raise UserError("This invite is not valid any more: ask an admin for a new one.")
+    # A new password ends the sessions made with the old one.
+    conn.execute("DELETE FROM user_sessions WHERE user_id = %s", (row["id"],))
+    return User(**row)
+
+
+def authenticate(conn: Conn, email: str, password: str) -> User | None:
+    """The user these credentials sign in, or None; as slow for an unknown email as a known."""
+    row = conn.execute(
+        "SELECT id, account_id, email, role, password_hash FROM users"
+        " WHERE lower(email) = lower(%s) AND disabled_at IS NULL",
+        (email.strip(),),
+    ).fetchone()
+    stored = row["password_hash"] if row and row["password_hash"] else _DUMMY_HASH
+    matches = check_password_hash(stored, password[:MAX_PASSWORD_CHARS])
+    if row is None or not row["password_hash"] or not matches:
+        return None
+    return User(row["id"], row["account_id"], row["email"], row["role"])
+
+
+def account_of_email(conn: Conn, email: str) -> int | None:
+    """The account an email belongs to (for recording a failed sign-in in its audit log)."""
+    row = conn.execute(
+        "SELECT account_id FROM users WHERE lower(email) = lower(%s)", (email.strip(),)
+    ).fetchone()
+    return int(row["account_id"]) if row else None
+
+
+def start_session(conn: Conn, user_id: int, ttl_s: float) -> str:
+    """A new session for the user; the cookie's token, which is never stored."""
+    token = secrets.token_urlsafe(32)
+    conn.execute(
+        "INSERT INTO user_sessions (user_id, token_digest, csrf_token, expires_at)"
+        " VALUES (%s, %s, %s, now() + make_interval(secs => %s))",
+        (user_id, _digest(token), secrets.token_urlsafe(32), ttl_s),
+    )
+    conn.execute("DELETE FROM user_sessions WHERE user_id = %s AND expires_at < now()", (user_id,))
+    return token
+
+
+def session_for(conn: Conn, token: str) -> Session | None:
+    """The live session of a cookie's token, with its user as of now (role, disabled)."""
+    row = conn.execute(
+        """
+        SELECT u.id, u.account_id, u.email, u.role, s.csrf_token
+          FROM user_sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.token_digest = %s AND s.expires_at > now() AND u.disabled_at IS NULL
+        """,
+        (_digest(token),),
+    ).fetchone()
+    if row is None:
+        return None
+    user = User(row["id"], row["account_id"], row["email"], row["role"])
+    return Session(user, row["csrf_token"])
+
+
+def csrf_matches(session: Session, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(session.csrf_token, presented)
+
+
+def end_session(conn: Conn, token: str) -> None:
+    conn.execute("DELETE FROM user_sessions WHERE token_digest = %s", (_digest(token),))
+
+
+def list_users(conn: Conn, account_id: int) -> list[dict]:
+    """The account's users, oldest first: whether each has accepted the invite, never a hash."""
+    return conn.execute(
+        "SELECT id, email, role, password_hash IS NOT NULL AS active, invite_expires_at,"
+        " created_at, disabled_at FROM users WHERE account_id = %s ORDER BY id",
+        (account_id,),
+    ).fetchall()
+
+
+def get_user(conn: Conn, account_id: int, user_id: int) -> dict | None:
+    return conn.execute(
+        "SELECT id, email, role FROM users WHERE id = %s AND account_id = %s",
+        (user_id, account_id),
+    ).fetchone()
+
+
+def disable_user(conn: Conn, account_id: int, user_id: int) -> bool:
+    """Disable a user and end their sessions. False if there is no such user."""
+    row = conn.execute(
+        "UPDATE users SET disabled_at = now(), updated_at = now()"
+        " WHERE id = %s AND account_id = %s RETURNING id",
+        (user_id, account_id),
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute("DELETE FROM user_sessions WHERE user_id = %s", (user_id,))
+    return True
