@@ -20,7 +20,8 @@ from shared.settings import Settings, load_settings
 
 # Every table, in an order TRUNCATE ... CASCADE accepts; each test starts from empty tables.
 _TABLES = (
-    "audit_log, user_sessions, users, webhook_attempts, webhook_messages, webhook_endpoints, idempotency_keys, trajectory_steps,"
+    "audit_log, user_sessions, users,"
+    " webhook_attempts, webhook_messages, webhook_endpoints, idempotency_keys, trajectory_steps,"
     " artifacts, task_files, tasks, sops, portal_credentials, portals, api_keys, accounts"
 )
 

@@ -1,0 +1,353 @@
+"""The operator console over HTTP (Flask's test client, real Postgres and Redis): sign-in,
+sessions, CSRF, roles, the audit log, and the SOP editor's line numbers.
+
+What a browser shows is in tests/e2e/test_console.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api import create_app
+from shared import users
+from shared.sops import builtin_sop_text
+
+PASSWORD = "correct horse battery"
+CLI = str(Path(sys.executable).parent / "understudy")
+
+
+def make_user(runtime, account_id: int, email: str, role: str) -> None:
+    with runtime.pool.connection() as conn:
+        token = users.invite_user(conn, account_id=account_id, email=email, role=role, ttl_s=3600)
+        users.accept_invite(conn, token, PASSWORD)
+
+
+def form_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def sign_in(client, email: str, password: str = PASSWORD):
+    page = client.get("/console/login")
+    return client.post(
+        "/console/login",
+        data={"email": email, "password": password, "csrf_token": form_token(page.text)},
+    )
+
+
+def page_token(client, path: str = "/console/tasks") -> str:
+    return form_token(client.get(path).text)
+
+
+def audit_rows(runtime) -> list[dict]:
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            "SELECT account_id, actor, action, target FROM audit_log ORDER BY id"
+        ).fetchall()
+
+
+def test_an_invite_from_the_cli_lets_a_person_choose_a_password_and_sign_in(
+    runtime, settings, client, account
+):
+    # given the first admin invited from the command line
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": settings.database_url,
+        "UNDERSTUDY_RUN_DIR": str(settings.run_dir),
+    }
+    result = subprocess.run(
+        [CLI, "users", "invite", "--account", str(account.id), "--email", "Ada@Clinic.test",
+         "--role", "admin", "--url", "http://console.test"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.strip().splitlines()[-1]
+    assert link.startswith("http://console.test/console/invite/")
+    path = link.removeprefix("http://console.test")
+    # when they open it and choose a password
+    page = client.get(path)
+    assert page.status_code == 200 and "ada@clinic.test" in page.text
+    short = client.post(path, data={"password": "short", "confirm": "short",
+                                    "csrf_token": form_token(page.text)})  # fmt: skip
+    assert short.status_code == 422 and "at least 12 characters" in short.text
+    done = client.post(path, data={"password": PASSWORD, "confirm": PASSWORD,
+                                   "csrf_token": form_token(page.text)})  # fmt: skip
+    # then they are signed in, and the link is used up
+    assert done.status_code == 303
+    assert "ada@clinic.test (admin)" in client.get("/console/tasks").text
+    assert client.get(path).status_code == 404
+    # and the password works from the sign-in form
+    fresh = client.application.test_client()
+    assert sign_in(fresh, "ada@clinic.test").status_code == 303
+    assert [r["action"] for r in audit_rows(runtime)] == [
+        "user.invite", "user.accept_invite", "user.sign_in", "user.sign_in",
+    ]  # fmt: skip
+
+
+def test_the_session_cookie_is_httponly_and_samesite_lax_and_ends_at_sign_out(
+    runtime, client, account
+):
+    make_user(runtime, account.id, "op@clinic.test", "operator")
+    response = sign_in(client, "op@clinic.test")
+    assert response.status_code == 303
+    cookie = next(
+        v for k, v in response.headers.items() if k == "Set-Cookie" and "understudy_console=" in v
+    )
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http, CONSOLE_SECURE_COOKIE off
+    with runtime.pool.connection() as conn:
+        stored = conn.execute("SELECT token_digest FROM user_sessions").fetchone()
+    token = re.search(r"understudy_console=([^;]+)", cookie).group(1)
+    assert stored["token_digest"] != token  # only a digest is kept
+    # signing out ends the session on the server, not only in this browser
+    out = client.post("/console/logout", data={"csrf_token": page_token(client)})
+    assert out.status_code == 303
+    client.set_cookie("understudy_console", token, path="/console")
+    again = client.get("/console/tasks")
+    assert again.status_code == 303 and "/console/login" in again.headers["Location"]
+
+
+def test_secure_cookie_setting_marks_the_cookie_secure(runtime, account):
+    app = create_app(runtime=runtime)
+    runtime_settings = runtime.settings
+    try:
+        runtime.settings = runtime_settings.replace(console_secure_cookie=True)
+        make_user(runtime, account.id, "sec@clinic.test", "viewer")
+        response = sign_in(app.test_client(), "sec@clinic.test")
+    finally:
+        runtime.settings = runtime_settings
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_a_wrong_password_or_unknown_email_is_refused_alike(runtime, client, account):
+    make_user(runtime, account.id, "op@clinic.test", "operator")
+    wrong = sign_in(client, "op@clinic.test", "not the password!")
+    unknown = sign_in(client, "nobody@clinic.test", "not the password!")
+    for response in (wrong, unknown):
+        assert response.status_code == 401
+        assert "The email or the password is wrong." in response.text
+        assert "understudy_console=" not in response.headers.get("Set-Cookie", "")
+    assert client.get("/console/tasks").status_code == 303  # still signed out
+    # the failure against a known email is in that account's audit log
+    assert [(r["action"], r["target"]) for r in audit_rows(runtime)] == [
+        ("user.sign_in_failed", "email:op@clinic.test")
+    ]
+
+
+def test_sign_in_attempts_are_throttled(runtime, account):
+    saved = runtime.settings
+    runtime.settings = saved.replace(console_login_rate_limit="3/minute")
+    try:
+        client = create_app(runtime=runtime).test_client()
+        make_user(runtime, account.id, "op@clinic.test", "operator")
+        codes = [sign_in(client, "op@clinic.test", "wrong password!!").status_code
+                 for _ in range(4)]  # fmt: skip
+        # the right password does not help once the limit is reached
+        last = sign_in(client, "op@clinic.test")
+    finally:
+        runtime.settings = saved
+    assert codes == [401, 401, 401, 429]
+    assert last.status_code == 429 and "Too many sign-in attempts" in last.text
+
+
+def test_every_post_without_its_csrf_token_is_refused_with_400(runtime, client, account):
+    make_user(runtime, account.id, "admin@clinic.test", "admin")
+    # the sign-in form itself
+    no_token = client.post(
+        "/console/login", data={"email": "admin@clinic.test", "password": PASSWORD}
+    )
+    assert no_token.status_code == 400 and "CSRF" in no_token.text
+    assert sign_in(client, "admin@clinic.test").status_code == 303
+    for path, data in [
+        ("/console/users/invite", {"email": "x@clinic.test", "role": "viewer"}),
+        ("/console/sops/check_eligibility/edit", {"sop": "task_type: x"}),
+        ("/console/webhooks/recover", {"since": "2026-01-01T00:00"}),
+        ("/console/logout", {}),
+    ]:
+        missing = client.post(path, data=data)
+        wrong = client.post(path, data={**data, "csrf_token": "not-the-token"})
+        assert missing.status_code == 400, path
+        assert wrong.status_code == 400, path
+        assert "CSRF token is missing or wrong" in missing.text
+    # nothing happened: no invite, no SOP version, still signed in
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"] == 1
+        assert conn.execute("SELECT count(*) AS n FROM sops WHERE account_id IS NOT NULL")\
+            .fetchone()["n"] == 0  # fmt: skip
+    assert client.get("/console/tasks").status_code == 200
+
+
+def test_roles_a_viewer_reads_an_operator_acts_an_admin_edits(runtime, app, account):
+    for email, role in [("v@c.test", "viewer"), ("o@c.test", "operator"), ("a@c.test", "admin")]:
+        make_user(runtime, account.id, email, role)
+    with runtime.pool.connection() as conn:
+        from shared.webhooks import enqueue_ping
+
+        message_id = enqueue_ping(conn, account.id)["id"]
+        conn.execute("UPDATE webhook_messages SET status = 'failed' WHERE id = %s", (message_id,))
+    sop = builtin_sop_text("check_eligibility").replace("Check eligibility", "Eligibility", 1)
+    redeliver = f"/console/webhooks/messages/{message_id}/redeliver"
+    results = {}
+    for email in ("v@c.test", "o@c.test", "a@c.test"):
+        client = app.test_client()
+        sign_in(client, email)
+        token = page_token(client)
+        results[email] = (
+            client.get("/console/webhooks").status_code,
+            client.post(redeliver, data={"csrf_token": token}).status_code,
+            client.post(
+                "/console/sops/check_eligibility/edit", data={"sop": sop, "csrf_token": token}
+            ).status_code,  # fmt: skip
+            client.get("/console/users").status_code,
+        )
+    assert results == {
+        "v@c.test": (200, 403, 403, 403),
+        "o@c.test": (200, 303, 403, 403),
+        "a@c.test": (200, 303, 303, 200),
+    }
+    # a viewer's page has no buttons to act with
+    viewer = app.test_client()
+    sign_in(viewer, "v@c.test")
+    assert "redeliver-form" not in viewer.get(f"/console/webhooks/messages/{message_id}").text
+
+
+def test_another_accounts_task_is_not_found(runtime, app, make_account, client):
+    mine, theirs = make_account("Mine"), make_account("Theirs")
+    make_user(runtime, mine.id, "me@mine.test", "admin")
+    created = client.post(
+        "/tasks", headers=theirs.headers,
+        json={"type": "check_eligibility",
+              "data": "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"},
+    )  # fmt: skip
+    assert created.status_code == 200
+    browser = app.test_client()
+    sign_in(browser, "me@mine.test")
+    assert browser.get(f"/console/tasks/{created.json['id']}").status_code == 404
+    assert "data-task-id" not in browser.get("/console/tasks").text
+
+
+def test_the_task_list_filters_by_status_type_and_date(runtime, app, client, account):
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    data = "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"
+    ids = [
+        client.post("/tasks", headers=account.headers,
+                    json={"type": "check_eligibility", "data": data}).json["id"]
+        for _ in range(2)
+    ]  # fmt: skip
+    with runtime.pool.connection() as conn:
+        conn.execute("UPDATE tasks SET status = 'failed', created_at = '2026-01-05T10:00Z'"
+                     " WHERE id = %s", (ids[0],))  # fmt: skip
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+
+    def listed(query: str) -> list[int]:
+        page = browser.get(f"/console/tasks?{query}")
+        assert page.status_code == 200, page.text
+        return [int(i) for i in re.findall(r'data-task-id="(\d+)"', page.text)]
+
+    assert listed("") == [ids[1], ids[0]]
+    assert listed("status=failed") == [ids[0]]
+    assert listed("type=check_eligibility&since=2026-01-05&until=2026-01-05") == [ids[0]]
+    assert listed("until=2026-01-04") == []
+    assert browser.get("/console/tasks?status=bogus").status_code == 400
+    assert browser.get("/console/tasks?since=yesterday").status_code == 400
+
+
+def test_an_invalid_sop_is_shown_with_its_line_numbers_and_not_stored(runtime, app, account):
+    make_user(runtime, account.id, "a@c.test", "admin")
+    browser = app.test_client()
+    sign_in(browser, "a@c.test")
+    text = builtin_sop_text("check_eligibility")
+    lines = text.splitlines()
+    # break one step: an unknown step kind on a known line
+    index = next(i for i, line in enumerate(lines) if "- dismiss_if_present:" in line)
+    lines[index] = lines[index].replace("- dismiss_if_present:", "- teleport:", 1)
+    response = browser.post(
+        "/console/sops/check_eligibility/edit",
+        data={"sop": "\n".join(lines), "csrf_token": page_token(browser)},
+    )
+    assert response.status_code == 422
+    assert f"line {index + 1}</a>" in response.text
+    assert "teleport" in response.text  # the text is kept in the editor
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM sops WHERE account_id IS NOT NULL")\
+            .fetchone()["n"] == 0  # fmt: skip
+    # a valid change is stored as a new version, and the diff shows it
+    changed = text.replace("Check eligibility", "Check eligibility today", 1)
+    assert changed != text
+    saved = browser.post(
+        "/console/sops/check_eligibility/edit",
+        data={"sop": changed, "csrf_token": page_token(browser)},
+    )
+    assert saved.status_code == 303
+    diff = browser.get("/console/sops/check_eligibility/diff?from=builtin&to=1")
+    assert diff.status_code == 200
+    assert '<span class="d-add">+' in diff.text and "Check eligibility today" in diff.text
+    assert ("sop.save", "sop:check_eligibility") in {
+        (r["action"], r["target"]) for r in audit_rows(runtime)
+    }
+
+
+def test_the_audit_log_records_api_calls_and_console_actions_and_pages(
+    runtime, app, client, make_account
+):
+    account, other = make_account("Mine"), make_account("Other")
+    make_user(runtime, account.id, "op@c.test", "operator")
+    prefix = account.api_key[:15]
+    # a mutating API call and a read
+    assert client.post("/webhook-endpoint/test", headers=account.headers).status_code == 409
+    put = client.put("/webhook-endpoint", headers=account.headers,
+                     json={"url": "http://127.0.0.1:9/hook"})  # fmt: skip
+    assert put.status_code == 200
+    assert client.get("/tasks", headers=account.headers).status_code == 200
+    ping = client.post("/webhook-endpoint/test", headers=account.headers)
+    assert ping.status_code == 202
+    assert client.post("/webhook-endpoint/test", headers=other.headers).status_code == 409
+    with runtime.pool.connection() as conn:  # its delivery failed for good
+        conn.execute("UPDATE webhook_messages SET status = 'failed' WHERE id = %s",
+                     (ping.json["id"],))  # fmt: skip
+    # a console action
+    browser = app.test_client()
+    sign_in(browser, "op@c.test")
+    browser.post(f"/console/webhooks/messages/{ping.json['id']}/redeliver",
+                 data={"csrf_token": page_token(browser)})  # fmt: skip
+
+    first = client.get("/audit-log?limit=2", headers=account.headers)
+    assert first.status_code == 200
+    body = first.json
+    assert [(e["actor"], e["action"], e["target"]) for e in body["data"]] == [
+        ("op@c.test", "webhook.redeliver", f"webhook_message:{ping.json['id']}"),
+        ("op@c.test", "user.sign_in", body["data"][1]["target"]),
+    ]
+    assert body["has_more"] is True
+    rest = client.get(f"/audit-log?cursor={body['next_cursor']}", headers=account.headers).json
+    assert [(e["actor"], e["action"], e["target"]) for e in rest["data"]] == [
+        (f"api_key:{prefix}", "POST /webhook-endpoint/test", "/webhook-endpoint/test"),
+        (f"api_key:{prefix}", "PUT /webhook-endpoint", "/webhook-endpoint"),
+    ]  # the failed call (409) and the read are not recorded
+    assert rest["has_more"] is False and rest["data"][0]["created_at"].endswith("Z")
+    # the console shows the same log
+    page = browser.get("/console/audit").text
+    assert "webhook.redeliver" in page and f"api_key:{prefix}" in page
+    # another account sees none of it (its own failed call is not recorded either)
+    assert client.get("/audit-log", headers=other.headers).json["data"] == []
+    assert client.get("/audit-log").status_code == 401
+
+
+@pytest.mark.parametrize("target", ["https://elsewhere.test/x", "//elsewhere.test/x", "/tasks"])
+def test_after_sign_in_only_console_pages_are_followed(runtime, app, account, target):
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    browser = app.test_client()
+    page = browser.get("/console/login")
+    response = browser.post(
+        "/console/login", query_string={"next": target},
+        data={"email": "v@c.test", "password": PASSWORD, "csrf_token": form_token(page.text)},
+    )  # fmt: skip
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("/console/tasks")
