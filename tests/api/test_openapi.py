@@ -142,6 +142,7 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         "/webhooks/messages", "get",
         client.get("/webhooks/messages?limit=100000", headers=account.headers), 400,
     )  # fmt: skip
+    check("/audit-log", "get", client.get("/audit-log?limit=0", headers=account.headers), 400)
     response = client.post(
         "/tasks", json={"type": "check_eligibility", "data": "x: 1"},
         headers={**account.headers, "Idempotency-Key": "k1"},
