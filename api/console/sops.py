@@ -97,14 +97,25 @@ def _line_kind(line: str) -> str:
 
 
 def _editor(task_type: str, text: str, errors: list[dict[str, Any]], status: int = 200):
-    lines = text.splitlines() or [""]
-    bad_lines = {e.get("line") for e in errors if e.get("line")}
     page = render_template(
         "console/sop_edit.html", task_type=task_type, text=text, errors=errors,
-        numbered=[(n, line, n in bad_lines) for n, line in enumerate(lines, 1)],
+        excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}),
         is_new=task_type not in TASK_TYPES,
     )  # fmt: skip
     return page, status
+
+
+def _excerpt(text: str, bad: set[int], context: int = 3) -> list[tuple[int, str, bool] | None]:
+    """The numbered lines around each bad line (None marks a gap), for the error listing."""
+    lines = text.splitlines()
+    shown = sorted({n for b in bad for n in range(b - context, b + context + 1)
+                    if 1 <= n <= len(lines)})  # fmt: skip
+    out: list[tuple[int, str, bool] | None] = []
+    for n in shown:
+        if out and out[-1] is not None and out[-1][0] != n - 1:
+            out.append(None)
+        out.append((n, lines[n - 1], n in bad))
+    return out
 
 
 @bp.get("/sops/<task_type>/edit")

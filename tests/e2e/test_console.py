@@ -45,6 +45,8 @@ def browser(settings) -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture
 def console(e2e, browser) -> Iterator[Console]:
+    # Quick hurdles (short spinners, no random modal): the tests watch the console, not them.
+    e2e.sandbox_faults(spinner_s=0.2, slow_page_s=0.2, modal="never")
     browser.delete_all_cookies()
     yield Console(e2e.api_url, browser)
 
