@@ -240,3 +240,15 @@ def test_wait_returns_once_the_task_is_final(api):
     task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
     threading.Timer(0.5, api.cancel_task, args=[task["id"]]).start()
     assert api.wait(task, timeout=10, poll_s=0.1)["status"] == "canceled"
+
+
+def test_the_audit_log_pages_through_the_calls_that_changed_something(api, account):
+    api.update_webhook_endpoint(url="http://127.0.0.1:9/hook")
+    api.test_webhook_endpoint()
+    api.list_sops()  # a read: not recorded
+    entries = list(api.audit_log(page_size=1))
+    prefix = f"api_key:{account.api_key[:15]}"
+    assert [(e["actor"], e["action"]) for e in entries] == [
+        (prefix, "POST /webhook-endpoint/test"),
+        (prefix, "PUT /webhook-endpoint"),
+    ]

@@ -50,6 +50,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "get_message": ("GET", "/webhooks/messages/{ref}"),
     "redeliver": ("POST", "/webhooks/messages/{ref}/redeliver"),
     "recover": ("POST", "/webhooks/recover"),
+    "list_audit_log": ("GET", "/audit-log"),
 }
 
 
@@ -374,6 +375,18 @@ class Understudy:
             "until": until.isoformat() if isinstance(until, datetime) else until,
         }
         return int(self.request("recover", json=body)["count"])
+
+    # --- audit log ---------------------------------------------------------------------------
+
+    def audit_log(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Who did what and when, newest first, fetching page after page as you iterate."""
+        params: dict[str, Any] = {"limit": page_size}
+        while True:
+            page = self.request("list_audit_log", params=params)
+            yield from page["data"]
+            if not page["has_more"]:
+                return
+            params["cursor"] = page["next_cursor"]
 
     # --- health ------------------------------------------------------------------------------
 
