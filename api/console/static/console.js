@@ -9,7 +9,11 @@
     var last = box.innerHTML;
     function tick() {
       fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}})
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // Signed out meanwhile (the session ended): show the sign-in page, stop polling.
+          if (r.redirected) { window.location.reload(); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (html === null) { return; }
           var typing = box.contains(document.activeElement) &&
