@@ -7,29 +7,38 @@
   function poll(box) {
     var url = box.getAttribute("data-poll");
     var last = box.innerHTML;
+
+    function show(html) {
+      var typing = box.contains(document.activeElement) &&
+        /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+      if (html !== last && !typing) {
+        box.innerHTML = html;
+        last = html;
+      }
+      var state = box.querySelector("#task-state");
+      return !(state && state.getAttribute("data-final") === "true");
+    }
+
     function tick() {
       fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}})
         .then(function (r) {
-          // Signed out meanwhile (the session ended): show the sign-in page, stop polling.
-          if (r.redirected) { window.location.reload(); return null; }
-          return r.ok ? r.text() : null;
-        })
-        .then(function (html) {
-          if (html === null) { return; }
-          var typing = box.contains(document.activeElement) &&
-            /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
-          if (html !== last && !typing) {
-            box.innerHTML = html;
-            last = html;
-          }
-          var state = box.querySelector("#task-state");
-          if (state && state.getAttribute("data-final") === "true") {
-            box.removeAttribute("data-poll");
+          if (r.redirected) {  // the session ended meanwhile: show the sign-in page
+            window.location.reload();
             return;
           }
-          setTimeout(tick, POLL_MS);
+          if (!r.ok) {  // a passing outage: try again, more slowly
+            setTimeout(tick, POLL_MS * 4);
+            return;
+          }
+          return r.text().then(function (html) {
+            if (show(html)) {
+              setTimeout(tick, POLL_MS);
+            } else {
+              box.removeAttribute("data-poll");
+            }
+          });
         })
-        .catch(function () { setTimeout(tick, POLL_MS * 2); });
+        .catch(function () { setTimeout(tick, POLL_MS * 4); });
     }
     setTimeout(tick, POLL_MS);
   }
