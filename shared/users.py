@@ -79,8 +79,8 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
     """Invite a person to the account with a role; the one-time invite token, shown once.
 
     Inviting an email already in this account issues a new token and sets the role; its
-    password (if any) stays valid until the new invite is used. An email in another account is
-    refused.
+    password (if any) stays valid until the new invite is used, and a disabled user stays
+    disabled until then. An email in another account is refused.
     """
     address = normalize_email(email)
     try:
@@ -95,8 +95,7 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
                 now() + make_interval(secs => %(ttl)s))
         ON CONFLICT (lower(email)) DO UPDATE
            SET role = EXCLUDED.role, invite_digest = EXCLUDED.invite_digest,
-               invite_expires_at = EXCLUDED.invite_expires_at, disabled_at = NULL,
-               updated_at = now()
+               invite_expires_at = EXCLUDED.invite_expires_at, updated_at = now()
          WHERE users.account_id = EXCLUDED.account_id
         RETURNING id
         """,
@@ -112,20 +111,21 @@ def invited_user(conn: Conn, token: str) -> User | None:
     """The user a live invite token is for, or None (unknown, used or expired)."""
     row = conn.execute(
         "SELECT id, account_id, email, role FROM users"
-        " WHERE invite_digest = %s AND invite_expires_at > now() AND disabled_at IS NULL",
+        " WHERE invite_digest = %s AND invite_expires_at > now()",
         (_digest(token),),
     ).fetchone()
     return User(**row) if row else None
 
 
 def accept_invite(conn: Conn, token: str, password: str) -> User:
-    """Set the password of the invited user; the token is used up."""
+    """Set the password of the invited user (enabled again if it was disabled); the token is
+    used up."""
     check_password(password)
     row = conn.execute(
         """
         UPDATE users SET password_hash = %s, invite_digest = NULL, invite_expires_at = NULL,
-                         updated_at = now()
-         WHERE invite_digest = %s AND invite_expires_at > now() AND disabled_at IS NULL
+                         disabled_at = NULL, updated_at = now()
+         WHERE invite_digest = %s AND invite_expires_at > now()
         RETURNING id, account_id, email, role
         """,
         (generate_password_hash(password, method="scrypt"), _digest(token)),
@@ -212,9 +212,11 @@ def get_user(conn: Conn, account_id: int, user_id: int) -> dict | None:
 
 
 def disable_user(conn: Conn, account_id: int, user_id: int) -> bool:
-    """Disable a user and end their sessions. False if there is no such user."""
+    """Disable a user, end their sessions and void their invite. False if there is no such
+    user."""
     row = conn.execute(
-        "UPDATE users SET disabled_at = now(), updated_at = now()"
+        "UPDATE users SET disabled_at = now(), invite_digest = NULL, invite_expires_at = NULL,"
+        " updated_at = now()"
         " WHERE id = %s AND account_id = %s RETURNING id",
         (user_id, account_id),
     ).fetchone()

@@ -125,6 +125,36 @@ def test_secure_cookie_setting_marks_the_cookie_secure(runtime, account):
     assert "Secure" in response.headers["Set-Cookie"]
 
 
+def test_a_disabled_user_is_signed_out_and_stays_out_until_invited_again(runtime, app, account):
+    make_user(runtime, account.id, "admin@c.test", "admin")
+    make_user(runtime, account.id, "leaver@c.test", "operator")
+    admin, leaver = app.test_client(), app.test_client()
+    sign_in(admin, "admin@c.test")
+    assert sign_in(leaver, "leaver@c.test").status_code == 303
+    with runtime.pool.connection() as conn:
+        leaver_id = conn.execute("SELECT id FROM users WHERE email = 'leaver@c.test'")\
+            .fetchone()["id"]  # fmt: skip
+    # when an admin disables them
+    done = admin.post(f"/console/users/{leaver_id}/disable",
+                      data={"csrf_token": page_token(admin)})  # fmt: skip
+    assert done.status_code == 303
+    # then their open session ends and their password no longer signs in
+    assert leaver.get("/console/tasks").status_code == 303
+    assert sign_in(leaver, "leaver@c.test").status_code == 401
+    # an invite again does not let the old password in; accepting it does let them back
+    invited = admin.post("/console/users/invite", data={
+        "email": "leaver@c.test", "role": "viewer", "csrf_token": page_token(admin)})  # fmt: skip
+    link = re.search(r'id="invite-link">[^<]*(/console/invite/[^<]+)<', invited.text).group(1)
+    assert sign_in(leaver, "leaver@c.test").status_code == 401
+    page = leaver.get(link)
+    new_password = "another long password"
+    leaver.post(link, data={"password": new_password, "confirm": new_password,
+                            "csrf_token": form_token(page.text)})  # fmt: skip
+    assert "leaver@c.test (viewer)" in leaver.get("/console/tasks").text
+    assert admin.post(f"/console/users/{leaver_id}/disable", data={"csrf_token": "x"})\
+        .status_code == 400  # fmt: skip
+
+
 def test_a_wrong_password_or_unknown_email_is_refused_alike(runtime, client, account):
     make_user(runtime, account.id, "op@clinic.test", "operator")
     wrong = sign_in(client, "op@clinic.test", "not the password!")
