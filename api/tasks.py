@@ -306,30 +306,16 @@ def list_tasks():
     return jsonify(page([task_json(r) for r in rows], rows, limit))
 
 
-def _owned_task(conn: Conn, task_id: int) -> dict:
-    row = task_queries.lock_task(conn, task_id, account_id())
-    if row is None:
-        raise NotFound("task")
-    return row
-
-
 @bp.post("/tasks/<int:task_id>/cancel")
 def cancel_task(task_id: int):
     """Cancel a task. A queued one ends at once; a running one stops at its next step."""
     with runtime().pool.connection() as conn:
-        row = _owned_task(conn, task_id)
-        if row["status"] in FINAL_STATUSES:
-            raise ApiError(
-                409,
-                "task_finished",
-                f"The task already ended as {row['status']}.",
-                {"status": row["status"]},
-            )
-        task_queries.request_cancel(conn, task_id)
-        if row["status"] in (TaskStatus.PENDING, TaskStatus.DISPATCHING):
-            task_queries.finish_task(
-                conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request."
-            )
+        try:
+            found = task_queries.cancel_task(conn, account_id=account_id(), task_id=task_id)
+        except task_queries.AlreadyFinished as err:
+            raise ApiError(409, "task_finished", str(err), {"status": err.status}) from err
+        if not found:
+            raise NotFound("task")
         task = task_json(task_queries.get_task(conn, task_id))
     return jsonify(task), 202 if task["status"] not in FINAL_STATUSES else 200
 

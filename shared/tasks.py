@@ -492,6 +492,31 @@ def request_cancel(conn: Conn, task_id: int) -> None:
     )
 
 
+class AlreadyFinished(Exception):
+    """The task already has a final status (``status``)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The task already ended as {status}.")
+        self.status = status
+
+
+def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
+    """Cancel a task: a queued one ends at once; a running one stops before its next step.
+
+    False if the account has no such task; :class:`AlreadyFinished` if it ended already. Used
+    by ``POST /tasks/{id}/cancel`` and by the console.
+    """
+    row = lock_task(conn, task_id, account_id)
+    if row is None:
+        return False
+    if row["status"] in FINAL_STATUSES:
+        raise AlreadyFinished(row["status"])
+    request_cancel(conn, task_id)
+    if row["status"] in CLAIMABLE_STATUSES:
+        finish_task(conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.")
+    return True
+
+
 class NotWaiting(Exception):
     """The task is not waiting for input (``status`` says what it is)."""
 

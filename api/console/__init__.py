@@ -175,6 +175,7 @@ NOTICES = {
     "recovered": "Failed messages queued again: {count}.",
     "input": "Code sent: the task resumes with it.",
     "reviewed": "Decision recorded.",
+    "canceled": "Cancel requested: a queued task ends at once, a running one before its next step.",
     "saved": "Saved as a new version.",
     "unchanged": "Same text as the active version: nothing was stored.",
     "portal_saved": "Portal saved.",

@@ -91,7 +91,7 @@ def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
     task, steps = _task_or_404(task_id)
     return {
         "task": task, "steps": steps, "final": task["status"] in FINAL_STATUSES,
-        "input_error": None, "review_error": None, **extra,
+        "input_error": None, "review_error": None, "cancel_error": None, **extra,
     }  # fmt: skip
 
 
@@ -143,6 +143,24 @@ def task_input(task_id: int):
             abort(404, "No such task.")
         record(conn, "task.input", f"task:{task_id}")  # the code itself is never recorded
     return redirect(url_for("console.task", task_id=task_id, notice="input"), 303)
+
+
+@bp.post("/tasks/<int:task_id>/cancel")
+@requires(Role.OPERATOR)
+def task_cancel(task_id: int):
+    """Cancel, through the same function as ``POST /tasks/{id}/cancel``."""
+    with runtime().pool.connection() as conn:
+        try:
+            found = task_queries.cancel_task(
+                conn, account_id=current().user.account_id, task_id=task_id
+            )
+        except task_queries.AlreadyFinished as err:
+            conn.rollback()
+            return _again(task_id, 409, cancel_error=str(err))
+        if not found:
+            abort(404, "No such task.")
+        record(conn, "task.cancel", f"task:{task_id}")
+    return redirect(url_for("console.task", task_id=task_id, notice="canceled"), 303)
 
 
 @bp.post("/tasks/<int:task_id>/review")

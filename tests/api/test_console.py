@@ -381,3 +381,27 @@ def test_after_sign_in_only_console_pages_are_followed(runtime, app, account, ta
     )  # fmt: skip
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/console/tasks")
+
+
+def test_an_operator_cancels_a_queued_task_once(runtime, app, client, account):
+    make_user(runtime, account.id, "o@c.test", "operator")
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    task_id = client.post(
+        "/tasks", headers=account.headers,
+        json={"type": "check_eligibility",
+              "data": "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"},
+    ).json["id"]  # fmt: skip
+    viewer, operator = app.test_client(), app.test_client()
+    sign_in(viewer, "v@c.test")
+    sign_in(operator, "o@c.test")
+    assert "cancel-form" not in viewer.get(f"/console/tasks/{task_id}").text
+    path = f"/console/tasks/{task_id}/cancel"
+    assert viewer.post(path, data={"csrf_token": page_token(viewer)}).status_code == 403
+    done = operator.post(path, data={"csrf_token": page_token(operator)})
+    assert done.status_code == 303
+    assert client.get(f"/tasks/{task_id}", headers=account.headers).json["status"] == "canceled"
+    again = operator.post(path, data={"csrf_token": page_token(operator)})
+    assert again.status_code == 409 and "already ended as canceled" in again.text
+    assert ("task.cancel", f"task:{task_id}") in {
+        (r["action"], r["target"]) for r in audit_rows(runtime)
+    }
