@@ -15,10 +15,11 @@ from api.errors import ApiError, field_errors
 from api.runtime import runtime
 from api.sops import store_sop
 from shared import portals as portal_queries
-from shared import sop_store
 from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL
-from shared.sops import TASK_TYPES, builtin_sop_text
+from shared.sop import store as sop_store
+from shared.sop.library import builtin_sop_text
+from shared.sop.task_types import TASK_TYPES
 from shared.users import Role
 
 BUILTIN = "builtin"

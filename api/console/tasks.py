@@ -13,9 +13,9 @@ from api.console import bp, current, record, requires
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
 from api.tasks import InputSchema
-from shared import sop_store
 from shared import tasks as task_queries
-from shared.sops import TASK_TYPES
+from shared.sop import store as sop_store
+from shared.sop.task_types import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
 from shared.trajectories import account_artifact, trajectory_steps
 from shared.users import Role

@@ -15,7 +15,7 @@ import pytest
 
 from api import create_app
 from shared import users
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 
 PASSWORD = "correct horse battery"
 CLI = str(Path(sys.executable).parent / "understudy")

@@ -23,7 +23,7 @@ from api.openapi import TASK_EXAMPLES
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp, users
 from shared.accounts import Credentials, put_credentials
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 
 pytestmark = pytest.mark.browser
 
