@@ -18,7 +18,8 @@ def test_a_terminated_connection_is_replaced_as_it_leaves_the_pool(services):
     try:
         first = _backend_pid(pool)
         with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            # Waits (up to 5 s) until the backend has gone, as after a server restart.
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
         # The statement runs on a new connection: the checkout saw the server's goodbye.
         second = _backend_pid(pool)
         assert second != first
