@@ -50,6 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         claims,
         eligibility,
         hostile,
+        hub,
+        lab,
         portal,
         prior_auth,
         users,
@@ -66,6 +68,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         users,
         admin,
         hostile,
+        hub,
+        lab,
     ):
         app.register_blueprint(module.bp)
 

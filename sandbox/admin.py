@@ -47,3 +47,15 @@ def submissions() -> Any:
 @bp.get("/stats")
 def stats() -> Any:
     return jsonify(get_store().stats())
+
+
+@bp.get("/hub/outbox")
+def hub_outbox() -> Any:
+    """Care Hub's "sent email": the passcode last sent to each address."""
+    return jsonify(get_store().spa_outbox())
+
+
+@bp.post("/hub/expire")
+def hub_expire() -> Any:
+    """End every Care Hub session now (its next call sees an expired session)."""
+    return jsonify(ended=get_store().spa_expire_sessions())

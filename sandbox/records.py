@@ -62,6 +62,14 @@ USERS: dict[str, User] = {
     "nomfa@sandbox": User("nomfa@sandbox", "sandbox-pass-2", None),  # noqa: S106
 }
 
+# The single-page portal (Care Hub, /hub) signs in by email and a 6-digit passcode: the one it
+# last "emailed" (GET /__sandbox/hub/outbox), or, for a user with an authenticator secret, the
+# current TOTP code of that secret.
+HUB_USERS: dict[str, str | None] = {
+    "care@sandbox": "GEZDGNBVGY3TQOJQ",  # documented sandbox secret (base32 of "1234567890")
+    "mail@sandbox": None,
+}
+
 # Submitting this member id anywhere makes the portal answer HTTP 500.
 ERROR_MEMBER_ID = "W500000005"
 

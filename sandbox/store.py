@@ -70,6 +70,11 @@ class Store:
         self._login_attempts: Counter[str] = Counter()
         self._mfa_attempts: Counter[str] = Counter()
         self._refs: set[str] = set()
+        # The single-page portal (sandbox/spa.py): its sessions (sid -> [email, last_seen]),
+        # the last passcode "emailed" to each address, and its lookup results for the frame.
+        self._spa_sessions: dict[str, list[Any]] = {}
+        self._spa_outbox: dict[str, str] = {}
+        self._spa_results: dict[str, dict[str, Any]] = {}
 
     def reset(self) -> None:
         """Restore the start-up fault switches and forget sessions, submissions and counters."""
@@ -184,6 +189,70 @@ class Store:
     def eligibility(self, token: str) -> dict[str, Any] | None:
         with self._lock:
             result = self._eligibility.get(token)
+            return copy.deepcopy(result) if result is not None else None
+
+    # -- the single-page portal -------------------------------------------------------------
+
+    def spa_send_passcode(self, email: str) -> str:
+        """A fresh 6-digit passcode for ``email``, kept as the one its "email" holds."""
+        with self._lock:
+            code = f"{self._rng.randrange(1_000_000):06d}"
+            self._spa_outbox[email] = code
+            return code
+
+    def spa_take_passcode(self, email: str, code: str) -> bool:
+        """True (once) if ``code`` is the passcode last sent to ``email``."""
+        with self._lock:
+            if code and self._spa_outbox.get(email) == code:
+                del self._spa_outbox[email]
+                return True
+            return False
+
+    def spa_outbox(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._spa_outbox)
+
+    def spa_create_session(self, email: str) -> str:
+        with self._lock:
+            sid = secrets.token_urlsafe(16)
+            self._spa_sessions[sid] = [email, self._clock()]
+            return sid
+
+    def spa_session(self, sid: str) -> str | None:
+        """The email of a live session (touching it), or None; idle ones expire."""
+        with self._lock:
+            held = self._spa_sessions.get(sid)
+            if held is None:
+                return None
+            now = self._clock()
+            if now - held[1] > self._faults["session_ttl_s"]:
+                del self._spa_sessions[sid]
+                return None
+            held[1] = now
+            return str(held[0])
+
+    def spa_drop_session(self, sid: str) -> None:
+        with self._lock:
+            self._spa_sessions.pop(sid, None)
+
+    def spa_expire_sessions(self) -> int:
+        """End every session of the single-page portal (a test's expired session)."""
+        with self._lock:
+            count = len(self._spa_sessions)
+            self._spa_sessions.clear()
+            return count
+
+    def spa_save_result(self, result: dict[str, Any]) -> str:
+        with self._lock:
+            token = secrets.token_urlsafe(12)
+            self._spa_results[token] = result
+            while len(self._spa_results) > _MAX_RESULTS:
+                del self._spa_results[next(iter(self._spa_results))]
+            return token
+
+    def spa_result(self, token: str) -> dict[str, Any] | None:
+        with self._lock:
+            result = self._spa_results.get(token)
             return copy.deepcopy(result) if result is not None else None
 
     # -- submissions -----------------------------------------------------------------------
