@@ -1,0 +1,210 @@
+"""The SOP language for strangers: each case that tripped an SOP written only from the docs.
+
+Each test runs an SOP, written from docs/sops.md alone, on one of the sandbox's lab pages
+(docs/sandbox.md, "Lab pages"), and checks what the SOP's author would see: the values read,
+the outcome, the trajectory.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from shared.sops import SopInvalid, load_sop
+from tests.worker.support import PLAIN_USER, ListRecorder, set_faults
+from worker.engine import run_sop
+from worker.errors import PortalUnavailable
+
+pytestmark = pytest.mark.browser
+
+
+def run(driver, base_url: str, page: str, steps: str, outcomes: str = "", recorder=None):
+    sop = load_sop(
+        f"""
+task_type: lab_check
+title: A lab page
+portal: sandbox
+settings: {{step_timeout_s: 3}}
+steps:
+  - goto: /__sandbox/lab/{page}
+{steps}
+outcomes:
+{outcomes or '  - {status: completed, notes: "done"}'}
+"""
+    )
+    return run_sop(driver, sop, {}, base_url=base_url, credentials=PLAIN_USER, recorder=recorder)
+
+
+def test_nested_within_reaches_a_table_past_a_sidebar(driver, sandbox_url) -> None:
+    # Given a sidebar whose "Results" region comes before the main one
+    outcome = run(
+        driver,
+        sandbox_url,
+        "tables",
+        """
+  - extract: {into: first, table: {role: table}}
+  - extract: {into: named, table: {role: table, within: {role: region, name: Results}}}
+  - extract:
+      into: nested
+      table: {role: table, within: {role: region, name: Results, within: {role: main}}}
+""",
+    )
+    # then only the nested `within` reaches the main table
+    r = outcome.result
+    assert r["first"] == [{"member_id": "W999999999", "status": "Old search"}]
+    assert r["named"] == r["first"]
+    assert r["nested"] == [{"member_id": "W100000001", "status": "Current"}]
+
+
+def test_exists_and_count_wait_when_asked(driver, sandbox_url) -> None:
+    outcome = run(
+        driver,
+        sandbox_url,
+        "delayed?delay_s=1",
+        """
+  - extract: {into: at_once, exists: {role: list, name: Claims found}}
+  - extract: {into: waited, exists: {role: list, name: Claims found}, wait_s: 8}
+  - extract: {into: rows, count: {role: listitem}, wait_s: 8}
+  - extract: {into: never, exists: {text: Nothing like this}, wait_s: 0.5}
+""",
+    )
+    r = outcome.result
+    # Without a wait they look once, as documented; with one they wait for the list.
+    assert (r["at_once"], r["waited"], r["rows"], r["never"]) == (False, True, 3, False)
+
+
+def test_fields_named_by_image_alt_aria_placeholder_and_title(driver, sandbox_url) -> None:
+    labels = ["Search", "Member ID", "Group number", "Claim number", "Provider NPI"]
+    fills = "\n".join(f"  - fill: {{label: {name}, value: v{i}}}" for i, name in enumerate(labels))
+    reads = "\n".join(
+        f"  - extract: {{into: f{i}, text: {{label: {name}}}}}" for i, name in enumerate(labels)
+    )
+    outcome = run(driver, sandbox_url, "fields", fills + "\n" + reads)
+    assert [outcome.result[f"f{i}"] for i in range(len(labels))] == [
+        f"v{i}" for i in range(len(labels))
+    ]
+
+
+def test_case_sensitive_text(driver, sandbox_url) -> None:
+    outcome = run(
+        driver,
+        sandbox_url,
+        "case",
+        """
+  - extract: {into: loose, exists: {text: User OPSADMIN exists}}
+  - extract: {into: strict, exists: {text: User OPSADMIN exists, case: sensitive}}
+  - extract: {into: right, exists: {text: User opsadmin exists, case: sensitive}}
+  - wait_for: {text: "status: Active", case: sensitive}
+""",
+    )
+    r = outcome.result
+    # The default stays as it was (case is ignored); `case: sensitive` tells them apart.
+    assert (r["loose"], r["strict"], r["right"]) == (True, False, True)
+
+
+def test_case_option_is_checked(driver) -> None:
+    with pytest.raises(SopInvalid) as err:
+        load_sop(
+            """
+task_type: lab_check
+title: t
+portal: sandbox
+steps:
+  - extract: {into: x, exists: {text: a, case: upper}}
+outcomes: [{status: completed, notes: ok}]
+"""
+        )
+    assert "case" in str(err.value.errors)
+
+
+def test_end_if_ends_the_task_with_its_outcome(driver, sandbox_url) -> None:
+    recorder = ListRecorder()
+    outcome = run(
+        driver,
+        sandbox_url,
+        "delayed?delay_s=0.5&alert=No+member+found",
+        """
+  - end_if:
+      text: No member found
+      wait_s: 5
+      status: completed_with_issues
+      notes: "Member not found: {{ seen }}"
+  - fail: the SOP went on after end_if
+""",
+        recorder=recorder,
+    )
+    assert (outcome.status, outcome.notes) == (
+        "completed_with_issues",
+        "Member not found: No member found",
+    )
+    assert recorder.steps[-1].status == "ok"
+
+
+def test_end_if_goes_on_when_nothing_shows(driver, sandbox_url) -> None:
+    outcome = run(
+        driver,
+        sandbox_url,
+        "delayed?delay_s=0",
+        """
+  - wait_for: {text: Search finished}
+  - end_if: {visible: {role: alert}, status: failed, notes: "an alert showed"}
+  - extract: {into: rows, count: {role: listitem}}
+""",
+        outcomes="""  - {when: rows == 3, status: completed, notes: "three rows"}
+  - {status: failed, notes: "not three"}""",
+    )
+    assert (outcome.status, outcome.notes) == ("completed", "three rows")
+
+
+def test_native_and_custom_dropdowns_and_a_shadow_field(driver, sandbox_url) -> None:
+    outcome = run(
+        driver,
+        sandbox_url,
+        "dropdowns",
+        """
+  - select: {label: Payer, option: Acme Mutual}
+  - select: {label: Plan, option: Silver HMO}
+  - fill: {label: Note, value: inside}
+  - extract: {into: payer, text: {label: Payer}}
+  - extract: {into: plan, text: {label: Plan}}
+  - extract: {into: note, text: {label: Note}}
+  - extract: {into: shadow_text, exists: {text: Inside the shadow root}}
+""",
+    )
+    r = outcome.result
+    assert (r["payer"], r["plan"], r["note"], r["shadow_text"]) == (
+        "am",
+        "Silver HMO",
+        "inside",
+        True,
+    )
+
+
+def test_a_session_that_keeps_ending_leaves_a_failed_step_with_a_screenshot(
+    driver, sandbox_url
+) -> None:
+    # Given a portal that ends every session on the next page
+    from tests.worker.support import FAST_FAULTS, run_builtin
+
+    set_faults(sandbox_url, **FAST_FAULTS)
+    recorder = ListRecorder()
+
+    def expire_after_sign_in(name: str) -> None:
+        if "Choose the payer" in name or "Session expired" in name:
+            set_faults(sandbox_url, expire_after_requests=0)
+
+    recorder.on_step = expire_after_sign_in
+    with pytest.raises(PortalUnavailable):
+        run_builtin(
+            driver,
+            "check_eligibility",
+            "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15",
+            sandbox_url,
+            recorder=recorder,
+        )
+    # then the trajectory ends with a failed step that says why, with a screenshot
+    last = recorder.steps[-1]
+    assert last.status == "failed", recorder.text()
+    assert "session" in last.message
+    assert last.screenshot and last.screenshot.startswith(b"\x89PNG")
+    requests.post(f"{sandbox_url}/__sandbox/reset", timeout=5)
