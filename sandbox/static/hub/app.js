@@ -221,6 +221,8 @@ async function render() {
   const path = location.pathname;
   if (path === '/hub/signin') return signInScreen();
   if (path === '/hub/signin/passcode') return passcodeScreen();
+  // The old screen goes at once, as the new one loads.
+  view.replaceChildren(el('p', {role: 'status', text: 'Loading…'}));
   let me;
   try { me = (await api('GET', 'me')).data; } catch (e) { return; }
   sessionStorage.setItem('hub.signedIn', '1');
