@@ -41,7 +41,9 @@ class Screenshots(StrEnum):
 # --- locators ------------------------------------------------------------------------------
 
 LOCATOR_KINDS = ("css", "xpath", "label", "button", "link", "role", "text")
-LOCATOR_OPTIONS = ("name", "nth", "within", "match")
+LOCATOR_OPTIONS = ("name", "nth", "within", "match", "case")
+# How a locator compares text: by default letter case is ignored ("opsadmin" finds "OPSADMIN").
+LETTER_CASES = ("insensitive", "sensitive")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Locator:
     nth: int | None = None  # 1-based among the matches; default the first
     within: Locator | None = None
     match: str | None = None  # "exact" or "contains"; default exact, but contains for text
+    case: str | None = None  # "sensitive" compares letter case too; default insensitive
 
     def describe(self) -> str:
         """Human wording, e.g. 'field "Member ID"' or 'button "Dismiss" in dialog'."""
@@ -66,6 +69,8 @@ class Locator:
             text = f"{self.kind} `{self.value}`"
         if self.match == "contains" and self.kind != "text":
             text += " (partial match)"
+        if self.case == "sensitive":
+            text += " (same letter case)"
         if self.nth:
             text += f" #{self.nth}"
         if self.within:
@@ -114,7 +119,8 @@ def describe_condition(cond: Mapping[str, Any]) -> str:
     if "gone" in cond:
         return f"{cond['gone'].describe()} to disappear"
     if "text" in cond:
-        return f"the text {_q(cond['text'])}"
+        cased = " (same letter case)" if cond.get("case") == "sensitive" else ""
+        return f"the text {_q(cond['text'])}{cased}"
     return f"the address to contain {_q(cond['url_contains'])}"
 
 
@@ -376,10 +382,13 @@ class ExtractStep(Step):
     pattern: str | None = None
     has_default: bool = False
     default: Any = None
+    # exists/count: how long to wait for a first match (None: look once, at once).
+    wait_s: float | None = None
 
     @classmethod
     def parse(cls, v: Validator, value: Any, path: str, item: dict) -> dict[str, Any]:
-        m = v.mapping(value, path, ("into", *EXTRACT_KINDS, "from", "pattern", "default"))
+        allowed = ("into", *EXTRACT_KINDS, "from", "pattern", "default", "wait_s")
+        m = v.mapping(value, path, allowed)
         kinds = [k for k in EXTRACT_KINDS if k in m]
         if "into" not in m:
             v.err(path, "'into' (the variable name) is required")
@@ -407,10 +416,15 @@ class ExtractStep(Step):
                 v.err(f"{path}.pattern", f"bad regular expression: {exc}")
         if "default" in m:
             fields["has_default"], fields["default"] = True, m["default"]
+        if "wait_s" in m:
+            if what not in ("exists", "count"):
+                v.err(f"{path}.wait_s", "goes with exists or count (the others always wait)")
+            fields["wait_s"] = v.number(m["wait_s"], f"{path}.wait_s")
         return fields
 
     def describe(self) -> str:
-        return f"Read {self._what()} into `{self.into}`"
+        waiting = f" (waiting up to {self.wait_s:g} s)" if self.wait_s else ""
+        return f"Read {self._what()} into `{self.into}`{waiting}"
 
     def _what(self) -> str:
         if self.what == "url":
@@ -608,6 +622,42 @@ class FinishStep(Step):
 
     def describe(self) -> str:
         return "Stop here and decide the outcome" + (f" ({self.message})" if self.message else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndIfStep(Step):
+    """If an element or a text shows, end the task here with this status and notes."""
+
+    kind: ClassVar[str] = "end_if"
+
+    condition: dict[str, Any]  # {visible: <locator>} or {text: ..., case: ...}
+    status: OutcomeStatus
+    notes: str = ""
+    wait_s: float | None = None  # how long to look for it (None: one look, at once)
+
+    @classmethod
+    def parse(cls, v: Validator, value: Any, path: str, item: dict) -> dict[str, Any]:
+        m = v.mapping(value, path, ("visible", "text", "case", "wait_s", "status", "notes"))
+        shown = {k: m[k] for k in ("visible", "text", "case") if k in m}
+        if "visible" in shown and "case" in shown:
+            v.err(f"{path}.case", "put case inside the visible locator")
+        if "visible" not in m and "text" not in m:
+            v.err(path, "give visible (a locator) or text: what, when it shows, ends the task")
+            shown = {"text": ""}
+        condition = v.condition(shown, path)
+        status = v.string(m.get("status", ""), f"{path}.status")
+        if status not in set(OutcomeStatus):
+            v.err(f"{path}.status", f"must be one of {', '.join(OutcomeStatus)}")
+            status = "failed"
+        fields: dict[str, Any] = {"condition": condition, "status": OutcomeStatus(status)}
+        fields["notes"] = v.string(m.get("notes", ""), f"{path}.notes", template=True)
+        if "wait_s" in m:
+            fields["wait_s"] = v.number(m["wait_s"], f"{path}.wait_s")
+        return fields
+
+    def describe(self) -> str:
+        waiting = f" within {self.wait_s:g} s" if self.wait_s else ""
+        return f"If {describe_condition(self.condition)} shows{waiting}, end the task {self.status}"
 
 
 def _where(locator: Locator | None) -> str:

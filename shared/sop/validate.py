@@ -5,6 +5,7 @@ validator's help: see :mod:`shared.sop.model`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
@@ -13,6 +14,7 @@ import jinja2.meta
 from shared import inputs as inputs_mod
 from shared.sop import expressions
 from shared.sop.model import (
+    LETTER_CASES,
     LOCATOR_KINDS,
     LOCATOR_OPTIONS,
     STEP_KINDS,
@@ -404,6 +406,7 @@ class Validator:
         match = self.string(m["match"], f"{path}.match") if "match" in m else None
         if match not in (None, "exact", "contains"):
             self.err(f"{path}.match", "must be exact or contains")
+        case = self.letter_case(m, path)
         within = self.locator(m["within"], f"{path}.within") if "within" in m else None
         if selector_tests_value(kind, str(m[kind])):
             self.err(f"{path}.{kind}", VALUE_TEST_REFUSED)
@@ -414,7 +417,18 @@ class Validator:
             nth=nth,
             within=within,
             match=match,
+            case=case,
         )
+
+    def letter_case(self, m: Mapping[str, Any], path: str) -> str | None:
+        """A locator's or text condition's `case`: sensitive or insensitive (the default)."""
+        if "case" not in m:
+            return None
+        case = self.string(m["case"], f"{path}.case")
+        if case not in LETTER_CASES:
+            self.err(f"{path}.case", f"must be {' or '.join(LETTER_CASES)}")
+            return None
+        return case
 
     def located(
         self, value: Any, path: str, extra: tuple[str, ...], required: tuple[str, ...]
@@ -436,7 +450,8 @@ class Validator:
             self.err(path, f"goto may open only the portal's http(s) pages, not a {scheme[0]} URL")
 
     def condition(self, value: Any, path: str) -> dict[str, Any]:
-        m = self.mapping(value, path, ("visible", "gone", "text", "url_contains", "any_of", "as"))
+        allowed = ("visible", "gone", "text", "url_contains", "any_of", "as", "case")
+        m = self.mapping(value, path, allowed)
         keys = [k for k in ("visible", "gone", "text", "url_contains", "any_of") if k in m]
         if len(keys) != 1:
             self.err(path, "give exactly one of visible, gone, text, url_contains, any_of")
@@ -452,6 +467,10 @@ class Validator:
                 self.err(f"{path}.any_of", "needs at least one condition")
         else:
             out[key] = self.string(m[key], f"{path}.{key}", template=True)
+        if "case" in m:
+            if key != "text":
+                self.err(f"{path}.case", "goes with text (a locator takes its own case)")
+            out["case"] = self.letter_case(m, path)
         return out
 
     def identifier(self, value: Any, path: str) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from shared.sops import SopInvalid, load_sop
+from shared.sop.errors import SopInvalid
+from shared.sop.loader import load_sop
 from tests.worker.support import PLAIN_USER, ListRecorder, set_faults
-from worker.engine import run_sop
+from worker.agent.interpreter import run_sop
 from worker.errors import PortalUnavailable
 
 pytestmark = pytest.mark.browser

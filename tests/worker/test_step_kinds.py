@@ -34,6 +34,7 @@ EXAMPLES = {
     "dismiss_if_present": "dismiss_if_present: {button: Dismiss}",
     "fail": "fail: the portal refused",
     "finish": "finish: true",
+    "end_if": "end_if: {text: No member found, status: completed_with_issues, notes: not found}",
 }
 
 

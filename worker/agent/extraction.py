@@ -55,6 +55,12 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> Any:
     loc = page.locator(step.locator)
     if what in ("exists", "count"):
         found = locators.find_all(page.driver, loc)
+        if not found and step.wait_s:
+            # Asked to wait: for a first match, up to wait_s; none by then is an answer too.
+            try:
+                found = page.wait(lambda: locators.find_all(page.driver, loc), step.wait_s, "")
+            except StepFailed:
+                found = []
         page.refuse_secret_probe(found, loc)
         return bool(found) if what == "exists" else len(found)
     if step.has_default:

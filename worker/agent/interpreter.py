@@ -33,6 +33,7 @@ from shared.accounts import Credentials
 from shared.redaction import Redactor
 from shared.sop import expressions
 from shared.sop.model import (
+    EndIfStep,
     FailStep,
     FinishStep,
     ForEachStep,
@@ -47,7 +48,7 @@ from shared.sop.model import (
 )
 
 # Importing the handler modules registers their step kinds.
-from worker.agent import actions, extraction, login  # noqa: F401
+from worker.agent import actions, extraction, locators, login  # noqa: F401
 from worker.agent.handlers import HANDLERS, At, handles
 from worker.agent.page import Page, SessionExpired, is_stale
 from worker.agent.values import jsonable, short
@@ -136,6 +137,14 @@ class _Finish(Exception):
     """A `finish` step: skip the remaining steps and go to the outcome rules."""
 
 
+class _End(Exception):
+    """An `end_if` step saw its sign: the task ends with this outcome, past the rules."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
 def run_sop(
     driver: WebDriver,
     sop: Sop,
@@ -193,7 +202,13 @@ def run_sop(
         ),
         boundary=Boundary(origins, egress_of(driver)),
     )
-    return run.execute(verify_only=verify_only)
+    try:
+        return run.execute(verify_only=verify_only)
+    except AgentError as exc:
+        # Every failure shows in the trajectory as a failed step with the page it left.
+        if not run.failure_recorded and not isinstance(exc, TaskCanceled):
+            run.record_failure(exc)
+        raise
 
 
 def _credentials(value: PortalCredentials | Mapping[str, Any]) -> Credentials:
@@ -277,6 +292,7 @@ class Run:
             self.redactor.add(secret)
         self.passed_irreversible = False
         self.verifying = False
+        self.failure_recorded = False
         self.login_step = sop.login()
         self.page = Page(
             driver=driver,
@@ -284,7 +300,11 @@ class Run:
             base_url=base_url,
             portal_errors=sop.portal_errors,
             dismiss=sop.settings.dismiss,
-            login_marker=Locator(kind="label", value=self.login_step.password_label),
+            # A sign-in without a password shows its username field instead.
+            login_marker=Locator(
+                kind="label",
+                value=self.login_step.password_label or self.login_step.username_label,
+            ),
             render=self.render,
         )
 
@@ -302,12 +322,19 @@ class Run:
                 break
             except _Finish:
                 break
+            except _End as end:
+                self.page.check_boundary()
+                return end.outcome
             except SessionExpired:
                 relogins += 1
                 if relogins > self.sop.settings.max_relogins:
-                    raise PortalUnavailable(
-                        f"the portal ended the session {relogins} times during the task"
-                    ) from None
+                    at = At("", "Session expired again", datetime.now(UTC), time.monotonic())
+                    self._fail(
+                        at,
+                        PortalUnavailable(
+                            f"the portal ended the session {relogins} times during the task"
+                        ),
+                    )
                 steps = self._resume_after_expiry()
         self.page.check_boundary()
         return self._outcome()
@@ -368,7 +395,7 @@ class Run:
                 message = self._call(step, at)
             except jinja2.TemplateError as exc:
                 raise StepFailed(f"template error: {exc}") from None
-        except (SessionExpired, _Finish, TaskCanceled):
+        except (SessionExpired, _Finish, _End, TaskCanceled):
             raise
         except StepFailed as exc:
             exc.step_index = exc.step_index or index
@@ -385,6 +412,7 @@ class Run:
             # caller, which may retry with a fresh browser.
             detail = (exc.msg or type(exc).__name__).splitlines()[0]
             self.record(at, StepStatus.FAILED, f"browser error: {detail}", self.page.png())
+            self.failure_recorded = True
             raise
         if message is not None:  # control-flow steps record themselves before their children
             self.record(at, StepStatus.OK, message)
@@ -409,10 +437,16 @@ class Run:
         raise AssertionError("unreachable")
 
     def _fail(self, at: At, exc: AgentError) -> NoReturn:
-        # Redact in place so the exception that propagates carries no secret either.
-        exc.args = tuple(self._redact(str(a)) for a in exc.args) or (type(exc).__name__,)
-        self.record(at, StepStatus.FAILED, str(exc), self.page.png())
+        self.record_failure(exc, at)
         raise exc
+
+    def record_failure(self, exc: AgentError, at: At | None = None) -> None:
+        """Record `exc` as a failed step with a screenshot of the page (redacting it in place,
+        so the exception that propagates carries no secret either)."""
+        exc.args = tuple(self._redact(str(a)) for a in exc.args) or (type(exc).__name__,)
+        at = at or At("", "The task could not go on", datetime.now(UTC), time.monotonic())
+        self.record(at, StepStatus.FAILED, str(exc), self.page.png())
+        self.failure_recorded = True
 
     def record(
         self, at: At, status: StepStatus, message: str, screenshot: bytes | None = None
@@ -528,3 +562,33 @@ def _finish(run: Run, step: FinishStep, at: At) -> None:
 @handles(FailStep)
 def _fail_step(run: Run, step: FailStep, at: At) -> str:
     raise StepFailed(run.render(step.message))
+
+
+@handles(EndIfStep)
+def _end_if(run: Run, step: EndIfStep, at: At) -> str | None:
+    page, cond = run.page, step.condition
+    met = page.condition_met(cond)
+    if not met and step.wait_s:
+        try:
+            met = page.wait(lambda: page.condition_met(cond), step.wait_s, "")
+        except StepFailed:
+            met = False
+    if not met:
+        return "not shown; going on"
+    locator = cond.get("visible") or Locator("text", cond["text"], case=cond.get("case"))
+    el = locators.find_first(page.driver, page.locator(locator))
+    # What showed, for the notes: the element's text (scrubbed, as everything read is).
+    seen = run.redactor.text((el.text if el is not None else "").strip())
+    run.ctx.extracted["seen"] = seen
+    context = run.ctx.as_dict()
+    try:
+        notes = expressions.render_leniently(step.notes, context).strip()
+    except jinja2.TemplateError as exc:
+        notes = f"(the SOP's notes could not be written: {exc})"
+    run.record(at, StepStatus.OK, f"shown: {short(seen)}; ending the task {step.status}")
+    outcome = Outcome(
+        status=str(step.status),
+        notes=run.redactor.text(notes),
+        result=run.redactor.value(jsonable(run.ctx.extracted)),
+    )
+    raise _End(outcome)

@@ -17,26 +17,48 @@ from shared.sop.model import Locator
 
 # Function definitions shared by the finder and the page probe.
 _LIB_JS = r"""
-const norm = s => (s || '').replace(/\s+/g, ' ').trim().toLowerCase();
+const squash = s => (s || '').replace(/\s+/g, ' ').trim();
+const norm = s => squash(s).toLowerCase();
 // Labels often carry a trailing colon or a required-field star.
 const clean = s => norm(s).replace(/[\s:*]+$/, '').trim();
-const byId = id => document.getElementById(id);
+const cleanCased = s => squash(s).replace(/[\s:*]+$/, '').trim();
+const isDoc = n => n.nodeType === 9;
+const docOf = n => (isDoc(n) ? n : n.ownerDocument);
+// An id is looked up in the element's own tree: the document, or the shadow root it is in.
+function byId(el, id) {
+  const r = el.getRootNode();
+  return r.getElementById ? r.getElementById(id) : docOf(el).getElementById(id);
+}
 const txt = el => (el.innerText !== undefined ? el.innerText : el.textContent) || '';
+// Every match of a selector under root, open shadow roots included (light DOM first).
+function deepAll(root, sel) {
+  const out = Array.from(root.querySelectorAll(sel));
+  const hosts = Array.from(root.querySelectorAll('*')).filter(el => el.shadowRoot);
+  for (const host of hosts) out.push(...deepAll(host.shadowRoot, sel));
+  return out;
+}
+// Whether el is root or under it, crossing shadow boundaries.
+function inside(root, el) {
+  for (let n = el; n; n = n.parentNode || n.host) if (n === root) return true;
+  return false;
+}
 function visible(el) {
   if (!el.isConnected) return false;
-  const st = getComputedStyle(el);
+  const st = docOf(el).defaultView.getComputedStyle(el);
   if (st.visibility === 'hidden' || st.display === 'none') return false;
   return el.getClientRects().length > 0;
 }
+// A label's text as a person reads it: an image inside counts by its alt text.
 function labelText(lab) {
-  if (!lab.querySelector('select, textarea, input')) return txt(lab);
+  if (!lab.querySelector('select, textarea, input, img[alt]')) return txt(lab);
   const copy = lab.cloneNode(true);
   copy.querySelectorAll('select, textarea, input').forEach(c => c.remove());
+  copy.querySelectorAll('img[alt]').forEach(i => i.replaceWith(' ' + i.getAttribute('alt') + ' '));
   return copy.textContent;
 }
 function refText(el, attr) {
-  return (el.getAttribute(attr) || '').split(/\s+/).map(id => byId(id)).filter(Boolean)
-    .map(txt).join(' ');
+  return (el.getAttribute(attr) || '').split(/\s+/).filter(Boolean).map(id => byId(el, id))
+    .filter(Boolean).map(txt).join(' ');
 }
 const HEADINGS = {H1: 1, H2: 1, H3: 1, H4: 1, H5: 1, H6: 1};
 const INPUT_ROLES = {submit: 'button', button: 'button', reset: 'button', image: 'button',
@@ -84,32 +106,37 @@ function accName(el, role) {
   if (NAME_FROM_CONTENT.has(role)) return txt(el);
   return el.getAttribute('title') || '';
 }
-function matcher(want, mode) {
-  const w = clean(want);
-  return mode === 'contains' ? (s => clean(s).includes(w)) : (s => clean(s) === w);
+function matcher(want, mode, cased) {
+  const tidy = cased ? cleanCased : clean;
+  const w = tidy(want);
+  return mode === 'contains' ? (s => tidy(s).includes(w)) : (s => tidy(s) === w);
 }
 function within(root, els) {
-  return root === document ? els : els.filter(e => root.contains(e) && e !== root);
+  return isDoc(root) ? els : els.filter(e => e !== root && inside(root, e));
 }
 function byLabel(root, eq) {
+  const doc = docOf(root);
   const out = [];
-  for (const lab of document.querySelectorAll('label'))
+  for (const lab of deepAll(doc, 'label'))
     if (lab.control && eq(labelText(lab))) out.push(lab.control);
-  for (const el of document.querySelectorAll('[aria-label]'))
+  for (const el of deepAll(doc, '[aria-label]'))
     if (eq(el.getAttribute('aria-label'))) out.push(el);
-  for (const el of document.querySelectorAll('[aria-labelledby]'))
+  for (const el of deepAll(doc, '[aria-labelledby]'))
     if (eq(refText(el, 'aria-labelledby'))) out.push(el);
-  for (const el of document.querySelectorAll('[placeholder]'))
+  for (const el of deepAll(doc, '[placeholder]'))
     if (eq(el.getAttribute('placeholder'))) out.push(el);
+  // A form control named only by its tooltip.
+  for (const el of deepAll(doc, 'input[title], select[title], textarea[title]'))
+    if (eq(el.getAttribute('title'))) out.push(el);
   return within(root, out);
 }
 function byText(root, eq) {
-  const base = root === document ? document.body : root;
+  const base = isDoc(root) ? root.body : root;
   if (!base) return [];
-  const hits = Array.from(base.querySelectorAll('*')).filter(el =>
+  const hits = deepAll(base, '*').filter(el =>
     !/^(SCRIPT|STYLE|NOSCRIPT|TEMPLATE)$/.test(el.tagName) && eq(txt(el)));
   // Keep the innermost elements: a page's <body> also "contains" the text.
-  const innermost = hits.filter(el => !hits.some(o => o !== el && el.contains(o)));
+  const innermost = hits.filter(el => !hits.some(o => o !== el && inside(el, o)));
   return innermost;
 }
 function search(spec, root) {
@@ -119,13 +146,14 @@ function search(spec, root) {
     root = outer[0];
   }
   const mode = spec.match || (spec.kind === 'text' ? 'contains' : 'exact');
-  const eq = matcher(spec.kind === 'role' ? (spec.name || '') : spec.value, mode);
-  const q = sel => Array.from(root.querySelectorAll(sel));
+  const eq = matcher(spec.kind === 'role' ? (spec.name || '') : spec.value, mode,
+                     spec.case === 'sensitive');
+  const q = sel => deepAll(root, sel);
   let found;
   switch (spec.kind) {
     case 'css': found = q(spec.value); break;
     case 'xpath': {
-      const snap = document.evaluate(spec.value, root, null,
+      const snap = docOf(root).evaluate(spec.value, root, null,
         XPathResult.ORDERED_NODE_SNAPSHOT_TYPE, null);
       found = [];
       for (let i = 0; i < snap.snapshotLength; i++) {
@@ -162,29 +190,50 @@ function search(spec, root) {
   if (spec.nth) shown = shown.slice(spec.nth - 1, spec.nth);
   return shown;
 }
+// The matches in this document, or else {frame} naming the first same-origin frame that has
+// some (the caller switches into it and asks again), or none.
+function searchFrames(spec) {
+  const hits = search(spec, document);
+  if (hits.length) return hits;
+  for (const frame of deepAll(document, 'iframe, frame')) {
+    let doc = null;
+    try { doc = frame.contentDocument; } catch (e) { /* another origin: not ours to read */ }
+    if (doc && doc.body && visible(frame) && search(spec, doc).length) return {frame};
+  }
+  return [];
+}
 """
 
-_FIND_JS = _LIB_JS + "return search(arguments[0], document);"
+_FIND_JS = _LIB_JS + "return searchFrames(arguments[0]);"
+# The top page, even when the last look-up left the driver inside one of its frames.
+_TOP_JS = (
+    "const top = (() => { try { return window.top.document; } "
+    "catch (e) { return document; } })();\n"
+)
 _FIRST_SHOWN_JS = (
-    _LIB_JS + "return arguments[0].findIndex(spec => search(spec, document).length > 0);"
+    _LIB_JS + _TOP_JS + "return arguments[0].findIndex(spec => search(spec, top).length > 0);"
 )
 
 # Reads what a person glances at to tell an error page or the sign-in page.
 _PROBE_JS = (
     _LIB_JS
+    + _TOP_JS
     + r"""
 const flat = el => txt(el).replace(/\s+/g, ' ').trim();
-const heads = Array.from(document.querySelectorAll('h1, h2, h3, [role=alert], [role=heading]'))
-  .map(flat).filter(Boolean);
+const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat).filter(Boolean);
 return {
-  url: location.href,
-  title: document.title || '',
+  url: top.location.href,
+  title: top.title || '',
   headings: heads.join('\n'),
-  text: arguments[0] && document.body ? flat(document.body) : '',
-  marker: arguments[1] ? search(arguments[1], document).length > 0 : false,
+  text: arguments[0] && top.body ? flat(top.body) : '',
+  marker: arguments[1] ? search(arguments[1], top).length > 0 : false,
 };
 """
 )
+
+# A look-up that finds its element in a frame leaves the driver in that frame (its elements
+# can be used only from there); the next look-up starts from the top page again.
+_MAX_FRAME_DEPTH = 3
 
 
 def spec_of(locator: Locator, *, enabled: bool = False) -> dict[str, Any]:
@@ -196,13 +245,26 @@ def spec_of(locator: Locator, *, enabled: bool = False) -> dict[str, Any]:
         "name": locator.name,
         "nth": locator.nth,
         "match": locator.match,
+        "case": locator.case,
         "within": spec_of(locator.within) if locator.within else None,
     }
 
 
 def find_all(driver: WebDriver, locator: Locator, *, enabled: bool = False) -> list[WebElement]:
-    """Every visible (and, if asked, enabled) element the rendered locator matches, in order."""
-    return driver.execute_script(_FIND_JS, spec_of(locator, enabled=enabled)) or []
+    """Every visible (and, if asked, enabled) element the rendered locator matches, in order.
+
+    Open shadow roots are searched as part of the page. When the page itself has no match, the
+    first same-origin frame that has one is searched, and the driver is left in that frame.
+    """
+    spec = spec_of(locator, enabled=enabled)
+    driver.switch_to.default_content()
+    found = driver.execute_script(_FIND_JS, spec)
+    for _ in range(_MAX_FRAME_DEPTH):
+        if not isinstance(found, dict):
+            break
+        driver.switch_to.frame(found["frame"])
+        found = driver.execute_script(_FIND_JS, spec)
+    return found if isinstance(found, list) else []
 
 
 def find_first(driver: WebDriver, locator: Locator) -> WebElement | None:

@@ -32,7 +32,7 @@ def sign_in(run: Run, how: LoginStep, timeout: float) -> str:
         url = run.render(how.url) if how.url else ""
         if url:
             run.page.goto(url)
-        state = _state(run, how)
+        state = _first_state(run, how, timeout)
         if state == "in":
             return "already signed in"
         if state == "form":
@@ -48,10 +48,27 @@ def sign_in(run: Run, how: LoginStep, timeout: float) -> str:
         run.page.in_login = False
 
 
+def _first_state(run: Run, how: LoginStep, timeout: float) -> str:
+    """Where the sign-in starts. With a `success` sign, "in" means that sign shows: a page that
+    draws itself by script (a single-page app) shows neither a form nor the sign at first."""
+    if not how.success:
+        return _state(run, how)
+
+    def settled() -> str | None:
+        state = _state(run, how)
+        if state != "in":
+            return state
+        return "in" if run.page.condition_met(how.success) else None
+
+    return str(run.page.wait(settled, timeout, "the sign-in form or the signed-in page"))
+
+
 def _state(run: Run, how: LoginStep) -> str:
     # One look for all three fields: a signed-in page (the common case) costs one round trip.
-    labels = (how.code_label, how.password_label, how.username_label)
-    shown = locators.first_shown(run.page.driver, [Locator("label", label) for label in labels])
+    labels = [how.code_label, how.password_label, how.username_label]
+    shown = locators.first_shown(
+        run.page.driver, [Locator("label", label) for label in labels if label]
+    )
     return "in" if shown is None else ("code" if shown == 0 else "form")
 
 
@@ -60,6 +77,14 @@ def _submit_password(run: Run, how: LoginStep, timeout: float) -> None:
     user = locators.find_first(page.driver, Locator("label", how.username_label))
     if user is not None:
         page.type(user, run.credentials.username)
+    if not how.password_label:
+        # A sign-in without a password (an email, then a one-time code): send the username.
+        page.submit_and_wait(Locator("button", how.button), timeout)
+        if _state(run, how) == "form":
+            alert = locators.find_first(page.driver, Locator("role", "alert"))
+            said = f": {alert.text.strip()}" if alert is not None else ""
+            raise CredentialsRejected(f"the portal rejected the username{said}")
+        return
     label = Locator("label", how.password_label)
     password = locators.find_first(page.driver, label)
     if password is None:  # username first, password on the next screen

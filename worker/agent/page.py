@@ -220,7 +220,7 @@ class Page:
         if "gone" in cond:
             return not self.shown(cond["gone"])
         if "text" in cond:
-            return self.shown(Locator("text", cond["text"]))
+            return self.shown(Locator("text", cond["text"], case=cond.get("case")))
         return self.render(cond["url_contains"]) in self.driver.current_url
 
     def shown(self, locator: Locator) -> bool:
@@ -290,8 +290,9 @@ class Page:
 
     def submit_and_wait(self, button: Locator, timeout: float) -> None:
         """Click a form's button and wait for the next page (or an inline message)."""
+        self.driver.switch_to.default_content()
         page = self.driver.find_element("tag name", "html")
-        before = self.alert_text()
+        before, address = self.alert_text(), self.driver.current_url
         self.click(button, timeout)
 
         def moved() -> bool:
@@ -301,6 +302,9 @@ class Page:
                 if is_stale(exc):
                     return True
                 raise
+            # A single-page app changes its address without a new document.
+            if self.driver.current_url != address:
+                return True
             return self.alert_text() not in (before, "")
 
         self.wait(moved, timeout, "the next page after sign-in")
