@@ -8,6 +8,7 @@ often hide behind a styled button, is found even when hidden.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -234,6 +235,8 @@ return {
 # A look-up that finds its element in a frame leaves the driver in that frame (its elements
 # can be used only from there); the next look-up starts from the top page again.
 _MAX_FRAME_DEPTH = 3
+# The drivers a look-up left inside a frame.
+_IN_FRAME: weakref.WeakSet[WebDriver] = weakref.WeakSet()
 
 
 def spec_of(locator: Locator, *, enabled: bool = False) -> dict[str, Any]:
@@ -257,14 +260,22 @@ def find_all(driver: WebDriver, locator: Locator, *, enabled: bool = False) -> l
     first same-origin frame that has one is searched, and the driver is left in that frame.
     """
     spec = spec_of(locator, enabled=enabled)
-    driver.switch_to.default_content()
+    to_top_page(driver)
     found = driver.execute_script(_FIND_JS, spec)
     for _ in range(_MAX_FRAME_DEPTH):
         if not isinstance(found, dict):
             break
         driver.switch_to.frame(found["frame"])
+        _IN_FRAME.add(driver)
         found = driver.execute_script(_FIND_JS, spec)
     return found if isinstance(found, list) else []
+
+
+def to_top_page(driver: WebDriver) -> None:
+    """Point the driver at the top page again, if a look-up left it inside a frame."""
+    if driver in _IN_FRAME:  # only then is the round trip needed
+        driver.switch_to.default_content()
+        _IN_FRAME.discard(driver)
 
 
 def find_first(driver: WebDriver, locator: Locator) -> WebElement | None:

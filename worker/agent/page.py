@@ -290,7 +290,7 @@ class Page:
 
     def submit_and_wait(self, button: Locator, timeout: float) -> None:
         """Click a form's button and wait for the next page (or an inline message)."""
-        self.driver.switch_to.default_content()
+        locators.to_top_page(self.driver)
         page = self.driver.find_element("tag name", "html")
         before, address = self.alert_text(), self.driver.current_url
         self.click(button, timeout)
