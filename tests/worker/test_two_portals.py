@@ -76,9 +76,7 @@ def test_care_hub_messages_end_the_task_through_end_if(driver, portal) -> None:
         "Care Hub shows no coverage for W300000003 (Pat Nobody): "
         "No member found matching the criteria.",
     )
-    dental = care_hub(
-        driver, base_url, "check_eligibility.yaml", JANE + "\ncoverage_type: Dental"
-    )
+    dental = care_hub(driver, base_url, "check_eligibility.yaml", JANE + "\ncoverage_type: Dental")
     assert (dental.status, dental.notes) == (
         "completed_with_issues",
         "Dental coverage not covered for Jane Doe (W100000001).",
@@ -90,7 +88,7 @@ def test_care_hub_session_that_ends_mid_task_signs_in_again(driver, portal) -> N
     recorder = ListRecorder()
 
     def expire_once(name: str) -> None:
-        if "Fill field \"Claim number\"" in name and not recorder.named("Session expired"):
+        if 'Fill field "Claim number"' in name and not recorder.named("Session expired"):
             requests.post(f"{base_url}/__sandbox/hub/expire", timeout=5).raise_for_status()
 
     recorder.on_step = expire_once
