@@ -228,6 +228,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "health.readyz": _op("Readiness: the API can reach its database and queue", "health",
                   {200: _ok("Health"), 503: {"$ref": "#/components/responses/ServiceUnavailable"}},
                   public=True),
+    "metrics.scrape": _op(
+        "Prometheus metrics of every process of this host (text format; a bearer token only if"
+        " METRICS_TOKEN is set)", "health",
+        {200: {"description": "The Prometheus text exposition format",
+               "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        public=True,
+    ),
     "tasks.create_task": _op(
         "Create a task (JSON, or multipart with files); honours Idempotency-Key", "tasks",
         {200: {**_ok("Task", "The created task (or the replayed answer of its Idempotency-Key)"),
