@@ -14,7 +14,7 @@ import logging
 import logging.config
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -76,6 +76,10 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         record.service = self.service
+        if record.name == "celery.app.trace":
+            # Celery adds its message's parts as `data`, with a traceback even for a failure
+            # it logs as expected: the message says it all, and a real error has exc_info.
+            record.__dict__.pop("data", None)
         if record.exc_info:
             # Written from exc_text from here on, which the record factory scrubbed (the JSON
             # formatter would otherwise format the exception again, unscrubbed).
@@ -102,11 +106,11 @@ class _Json(JsonFormatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(service)s %(name)s: %(message)s%(context)s"
 
 
-def handler(service: str, format: str = "json") -> logging.Handler:  # noqa: A002
-    """A handler to stderr that writes each record as one line, in ``format``."""
-    out = logging.StreamHandler()
+def handler(service: str, fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+    """A handler that writes each record as one line, in ``fmt``, to stderr or ``stream``."""
+    out = logging.StreamHandler(stream)
     out.addFilter(ContextFilter(service))
-    if format == "json":
+    if fmt == "json":
         out.setFormatter(
             _Json(
                 "%(levelname)s %(name)s %(message)s",
@@ -130,7 +134,7 @@ def logging_config(settings: Settings, service: str) -> dict[str, Any]:
             "understudy": {
                 "()": "shared.logs.handler",
                 "service": service,
-                "format": settings.log_format,
+                "fmt": settings.log_format,
             }
         },
         "root": {"level": level, "handlers": ["understudy"]},
