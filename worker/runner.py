@@ -419,14 +419,33 @@ def _claim_and_run(
         return None
     metrics.TASK_DURATION.labels(type_label, str(status)).observe(time.monotonic() - started)
     # Every outcome of the portal or the SOP is expected: one INFO line with the reason.
+    reason = _without_task_data(claimed, notes)
     log.info(
         "task %s finished %s: %s",
         task_id,
         status,
-        notes,
-        extra={"status": str(status), "reason": notes, "task_type": claimed["type"]},
+        reason,
+        extra={"status": str(status), "reason": reason, "task_type": claimed["type"]},
     )
     return status
+
+
+def _without_task_data(claimed: dict, text: str) -> str:
+    """``text`` with the task's own values (member ids, names, dates) masked: a log line keeps
+    why a task ended, not whom it was about. The notes themselves are the client's to read."""
+    values = _leaves(claimed["inputs"])
+    # A name may come back in another order ("Doe, Jane"): its words too. Shorter ones would
+    # mask parts of ordinary words.
+    parts = [part for value in values for part in value.split() if len(part) >= 4]
+    return Redactor(value for value in [*values, *parts] if len(value) >= 4).text(text)
+
+
+def _leaves(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [] if value is None else [str(value)]
 
 
 def _load_sop_and_credentials(
