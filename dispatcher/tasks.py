@@ -23,7 +23,7 @@ def deliver_webhook(message_id: int) -> None:
 @worker_ready.connect
 def _ready(**_: object) -> None:
     metrics.WORKER_PROCESSES.labels("webhooks").set(1)
-    metrics.serve_celery_metrics(load_settings())
+    metrics.serve_metrics_port(load_settings())
 
 
 @worker_shutdown.connect

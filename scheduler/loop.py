@@ -16,8 +16,8 @@ import kombu.exceptions
 import psycopg
 import redis
 
+from shared import metrics, webhooks
 from shared import tasks as task_queries
-from shared import webhooks
 from shared.celery import queue_lengths, send_run_task
 from shared.logs import configure_logging
 from shared.runtime import Runtime, build_runtime
@@ -104,6 +104,7 @@ def tick(rt: Runtime) -> TickReport:
 
 def run_forever(settings: Settings) -> None:
     configure_logging(settings, "scheduler")
+    metrics.serve_metrics_port(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

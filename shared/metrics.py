@@ -40,6 +40,8 @@ from prometheus_client.registry import Collector
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -286,14 +288,21 @@ class ScrapeTimeCollector(Collector):
         return [depth]
 
 
-def serve_celery_metrics(settings: Settings) -> None:
-    """Serve this host's metric files on ``METRICS_PORT`` (from a Celery main process)."""
+def serve_metrics_port(settings: Settings) -> WSGIServer | None:
+    """Serve this host's metric files on ``METRICS_PORT`` at ``API_HOST`` (from a Celery main
+    process or the scheduler: processes whose host has no API to serve them). The server runs
+    in a daemon thread; None when no port is set."""
     if settings.metrics_port is None:
-        return
+        return None
     from prometheus_client import start_http_server
 
-    start_http_server(settings.metrics_port, registry=_LazyRegistry(settings))  # type: ignore[arg-type]
+    server, _thread = start_http_server(
+        settings.metrics_port,
+        addr=settings.api_host,
+        registry=_LazyRegistry(settings),  # type: ignore[arg-type]
+    )
     log.info("serving metrics on port %s", settings.metrics_port)
+    return server
 
 
 class _LazyRegistry:

@@ -71,7 +71,7 @@ def _count_process(**_: object) -> None:
 
 @worker_ready.connect
 def _serve_metrics(**_: object) -> None:
-    metrics.serve_celery_metrics(load_settings())
+    metrics.serve_metrics_port(load_settings())
 
 
 @worker_process_shutdown.connect

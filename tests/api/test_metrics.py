@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import requests
+
 from api import create_app
+from shared import metrics
 from shared.runtime import build_runtime
 from tests.conftest import free_port
 from tests.scrape import delta, parse, value
@@ -104,3 +107,18 @@ def test_metrics_token_requires_the_bearer(runtime):
         assert value(samples, "understudy_metrics_source_up", source="postgres") == 1
     finally:
         rt.close()
+
+
+def test_a_process_without_an_api_serves_its_hosts_metrics_on_metrics_port(settings):
+    # given METRICS_PORT (a worker, dispatcher or scheduler in a pod of its own)
+    server = metrics.serve_metrics_port(settings.replace(metrics_port=free_port()))
+    assert server is not None
+    try:
+        # when scraped there / then it answers the process's metrics in Prometheus text
+        response = requests.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5)
+        assert response.status_code == 200
+        assert ("understudy_browsers", frozenset()) in parse(response.text)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert metrics.serve_metrics_port(settings) is None  # no port, no server
