@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 
@@ -107,16 +108,23 @@ def test_no_credentials_fails_with_a_note_that_says_what_to_do(rt, client, make_
 
 
 def test_wrong_password_fails_at_once_with_one_login_attempt(
-    rt, client, make_account, browsers, sandbox_url
+    rt, client, make_account, browsers, sandbox_url, caplog
 ):
+    caplog.set_level(logging.INFO)
     account = _account_with(rt, make_account, "not-the-password", SANDBOX_TOTP_SECRET)
     task_id = _task(client, account)
-    runner.run_task(rt, task_id, browsers=browsers)
+    status = runner.run_task(rt, task_id, browsers=browsers)
     row = _row(rt, task_id)
-    assert row["status"] == "failed" and "rejected the stored credentials" in row["notes"]
+    assert status == row["status"] == "failed"
+    assert "rejected the stored credentials" in row["notes"]
     stats = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
     assert stats["login_attempts"][SANDBOX_USERNAME] == 1
     assert "not-the-password" not in row["notes"]
+    # an expected outcome: one INFO line with the reason, no ERROR, no traceback
+    [finished] = [r for r in caplog.records if getattr(r, "status", None) == "failed"]
+    assert finished.levelno == logging.INFO
+    assert "rejected the stored credentials" in finished.reason
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browsers, sandbox_url):
