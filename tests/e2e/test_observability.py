@@ -166,6 +166,9 @@ def test_metrics_after_a_run_match_the_rows(run, e2e_runtime):
     # every trajectory step observed once
     [steps] = _rows(rt, "SELECT count(*) AS n FROM trajectory_steps")
     assert delta(before, after, "understudy_step_duration_seconds_count") == steps["n"] > 0
+    # each by its kind: every task signed in, and no step went unnamed
+    assert delta(before, after, "understudy_step_duration_seconds_count", kind="login") >= 4
+    assert delta(before, after, "understudy_step_duration_seconds_count", kind="other") == 0
     # webhook attempts by outcome, as the attempt log has them: one refused, then all delivered
     attempts = _rows(rt, "SELECT status_code FROM webhook_attempts")
     delivered = sum(1 for a in attempts if 200 <= (a["status_code"] or 0) < 300)
