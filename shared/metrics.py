@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFIX = "understudy_"
-
 
 def _prepare_folder() -> None:
     # prometheus-client picks multiprocess mode from the environment when it is imported and
@@ -177,13 +175,15 @@ def authorized(settings: Settings, authorization: str | None) -> bool:
 
 def render(rt: Runtime) -> tuple[bytes, str]:
     """The text of /metrics: every process's metrics, then the scrape-time gauges."""
-    written = _written_registry(rt.settings)
+    written = written_registry(rt.settings)
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(ScrapeTimeCollector(rt))
     return generate_latest(written) + generate_latest(scraped), CONTENT_TYPE_LATEST
 
 
-def _written_registry(settings: Settings) -> CollectorRegistry:
+def written_registry(settings: Settings) -> CollectorRegistry:
+    """The metrics the processes wrote: those of every process of this host sharing
+    ``PROMETHEUS_MULTIPROC_DIR``, or, without one, this process's own."""
     folder = settings.prometheus_multiproc_dir
     if folder is None:
         return REGISTRY  # one process: its own memory
@@ -191,11 +191,6 @@ def _written_registry(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     multiprocess.MultiProcessCollector(registry, path=str(folder))
     return registry
-
-
-def multiprocess_registry(settings: Settings) -> CollectorRegistry:
-    """What a Celery process serves on ``METRICS_PORT``: the metrics of its host's folder."""
-    return _written_registry(settings)
 
 
 _PID = re.compile(r"_(\d+)\.db$")
@@ -312,7 +307,7 @@ class _LazyRegistry:
         self.settings = settings
 
     def collect(self) -> Iterable[Metric]:
-        return _written_registry(self.settings).collect()
+        return written_registry(self.settings).collect()
 
     def restricted_registry(self, names: Iterable[str]) -> Any:
-        return _written_registry(self.settings).restricted_registry(names)
+        return written_registry(self.settings).restricted_registry(names)

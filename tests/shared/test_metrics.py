@@ -53,7 +53,7 @@ def test_a_dead_process_keeps_its_counts_but_not_its_live_gauges(tmp_path):
     try:
         # when the folder is scraped
         settings = load_settings({}, prometheus_multiproc_dir=folder)
-        samples = parse(generate_latest(metrics.multiprocess_registry(settings)).decode())
+        samples = parse(generate_latest(metrics.written_registry(settings)).decode())
         # then counters add up over both, the dead one included
         created = "understudy_tasks_created_total"
         assert value(samples, created, type="check_eligibility") == 2
