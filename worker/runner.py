@@ -360,18 +360,18 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus 
     retries it.
     """
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    try:
-        with logs.bound(task_id=task_id):
+    with logs.bound(task_id=task_id):
+        try:
             return _claim_and_run(rt, task_id, worker, browsers)
-    except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
-        log.warning(
-            "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
-            " expires",
-            task_id,
-            type(exc).__name__,
-            exc,
-        )
-        return None
+        except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
+            log.warning(
+                "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
+                " expires",
+                task_id,
+                type(exc).__name__,
+                exc,
+            )
+            return None
 
 
 def _claim_and_run(
@@ -385,10 +385,10 @@ def _claim_and_run(
         log.info("task %s is not claimable (taken, final or canceled); skipping", task_id)
         return None
     started = time.monotonic()
-    type_label = metrics.type_label(claimed["type"])
     logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)
     if claimed["attempts"] == 1:
-        metrics.TASK_WAIT.labels(type_label).observe(max(0.0, claimed["waited_s"]))
+        wait_s = max(0.0, claimed["waited_s"])
+        metrics.TASK_WAIT.labels(metrics.type_label(claimed["type"])).observe(wait_s)
     stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
     # Every secret of the run, for every writer: trajectory, notes, result and logs.
     redactor = _redactor(rt, claimed, credentials)
@@ -417,17 +417,22 @@ def _claim_and_run(
     if not finished:
         log.warning("task %s was taken over before it finished here", task_id)
         return None
-    metrics.TASK_DURATION.labels(type_label, str(status)).observe(time.monotonic() - started)
-    # Every outcome of the portal or the SOP is expected: one INFO line with the reason.
+    _report_finish(claimed, status, notes, time.monotonic() - started)
+    return status
+
+
+def _report_finish(claimed: dict, status: TaskStatus, notes: str, run_s: float) -> None:
+    """The run's duration, and one INFO line with the reason: every outcome of the portal or
+    the SOP is expected (our own faults were logged as errors where they happened)."""
+    metrics.TASK_DURATION.labels(metrics.type_label(claimed["type"]), str(status)).observe(run_s)
     reason = _without_task_data(claimed, notes)
     log.info(
         "task %s finished %s: %s",
-        task_id,
+        claimed["id"],
         status,
         reason,
         extra={"status": str(status), "reason": reason, "task_type": claimed["type"]},
     )
-    return status
 
 
 def _without_task_data(claimed: dict, text: str) -> str:
