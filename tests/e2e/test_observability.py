@@ -43,6 +43,7 @@ class Run:
     tasks: dict[str, dict]  # by name: the final task
     accounts: list[Account]
     log: str
+    rows: dict[str, list[dict]]  # what the database holds after the run
 
 
 def _account(rt, name: str, webhook_url: str, password: str) -> Account:
@@ -122,7 +123,13 @@ def run(stack, e2e_runtime) -> Run:
         after = _quiet_scrape(stack)
     finally:
         receiver.close()
-    return Run(before, after, tasks, [clinic, locked], stack.log.read_text(errors="replace"))
+    rows = {
+        "tasks": _rows(rt, "SELECT type, status FROM tasks"),
+        "steps": _rows(rt, "SELECT id FROM trajectory_steps"),
+        "attempts": _rows(rt, "SELECT status_code FROM webhook_attempts"),
+    }
+    log = stack.log.read_text(errors="replace")
+    return Run(before, after, tasks, [clinic, locked], log, rows)
 
 
 def _wait_delivered(rt, count: int) -> None:
@@ -143,15 +150,15 @@ def _rows(rt, sql: str) -> list[dict]:
         return conn.execute(sql).fetchall()
 
 
-def test_metrics_after_a_run_match_the_rows(run, e2e_runtime):
-    rt, before, after = e2e_runtime, run.before, run.after
+def test_metrics_after_a_run_match_the_rows(run):
+    before, after = run.before, run.after
     assert {t["status"] for t in run.tasks.values()} == {
         "completed",
         "completed_with_issues",
         "failed",
     }, run.tasks
     # tasks created and finished, by type and status, exactly as the tasks table has them
-    tasks = _rows(rt, "SELECT type, status FROM tasks")
+    tasks = run.rows["tasks"]
     assert len(tasks) == 4
     for task_type, n in Counter(t["type"] for t in tasks).items():
         assert delta(before, after, "understudy_tasks_created_total", type=task_type) == n
@@ -164,13 +171,13 @@ def test_metrics_after_a_run_match_the_rows(run, e2e_runtime):
     assert delta(before, after, "understudy_task_duration_seconds_count") == 4
     assert delta(before, after, "understudy_task_wait_seconds_count") == 4
     # every trajectory step observed once
-    [steps] = _rows(rt, "SELECT count(*) AS n FROM trajectory_steps")
-    assert delta(before, after, "understudy_step_duration_seconds_count") == steps["n"] > 0
+    steps = len(run.rows["steps"])
+    assert delta(before, after, "understudy_step_duration_seconds_count") == steps > 0
     # each by its kind: every task signed in, and no step went unnamed
     assert delta(before, after, "understudy_step_duration_seconds_count", kind="login") >= 4
     assert delta(before, after, "understudy_step_duration_seconds_count", kind="other") == 0
     # webhook attempts by outcome, as the attempt log has them: one refused, then all delivered
-    attempts = _rows(rt, "SELECT status_code FROM webhook_attempts")
+    attempts = run.rows["attempts"]
     delivered = sum(1 for a in attempts if 200 <= (a["status_code"] or 0) < 300)
     assert delivered == 4 and len(attempts) == 5
     assert delta(before, after, "understudy_webhook_attempts_total", outcome="delivered") == 4
