@@ -30,7 +30,11 @@ from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
 
 # Routes that are not part of the API itself.
-UNDOCUMENTED = frozenset({"static", "openapi.spec", "openapi.docs_root", "openapi_docs.show"})
+# Not operations of the API: the document itself, its page, and /metrics (Prometheus text for a
+# scraper, described in the README's "Metrics").
+UNDOCUMENTED = frozenset(
+    {"static", "openapi.spec", "openapi.docs_root", "openapi_docs.show", "metrics.scrape"}
+)
 # The operator console's pages (/console) are for people, not part of the API either.
 CONSOLE = "console."
 
@@ -228,13 +232,6 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "health.readyz": _op("Readiness: the API can reach its database and queue", "health",
                   {200: _ok("Health"), 503: {"$ref": "#/components/responses/ServiceUnavailable"}},
                   public=True),
-    "metrics.scrape": _op(
-        "Prometheus metrics of every process of this host (text format; a bearer token only if"
-        " METRICS_TOKEN is set)", "health",
-        {200: {"description": "The Prometheus text exposition format",
-               "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        public=True,
-    ),
     "tasks.create_task": _op(
         "Create a task (JSON, or multipart with files); honours Idempotency-Key", "tasks",
         {200: {**_ok("Task", "The created task (or the replayed answer of its Idempotency-Key)"),
