@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CHROMEDRIVER_PATH=/usr/bin/chromedriver \
     API_HOST=0.0.0.0 \
     PORT=8000 \
-    WORKSPACE_DIR=/workspace
+    WORKSPACE_DIR=/workspace \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/understudy-metrics
 
 # fonts-liberation: pages render with real metrics in screenshots; tini reaps Chromium's children
 # and forwards SIGTERM, so Celery's warm shutdown sees it. Versions are not pinned: the stable

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 from api.errors import register_error_handlers
@@ -18,14 +16,29 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # the task object keeps the reference API's field order
     app.extensions["understudy"] = runtime or build_runtime(settings)
-    logging.basicConfig(level=settings.log_level)
+    # Logging is set up by the process (api.gunicorn_conf), not by the app: tests and other
+    # hosts keep their own.
 
     register_error_handlers(app)
-    from api import audit, console, credentials, health, limits, sops, tasks, trajectories, webhooks
+    from api import (
+        audit,
+        console,
+        credentials,
+        health,
+        limits,
+        metrics,
+        request_log,
+        sops,
+        tasks,
+        trajectories,
+        webhooks,
+    )
 
+    request_log.init_app(app)  # first: every later hook logs with the request id
     limits.init_app(app, settings)
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(tasks.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(sops.bp)

@@ -6,6 +6,7 @@ from flask import g, request
 
 from api.errors import ApiError
 from api.runtime import runtime
+from shared import logs
 from shared.accounts import VISIBLE_LEN, account_for_key
 from shared.db import outside_transaction
 
@@ -55,6 +56,7 @@ def require_account() -> None:
     if account_id is None:
         raise ApiError(401, "unauthorized", "The API key is not valid or has been revoked.")
     g.account_id = account_id
+    logs.bind(account_id=account_id)  # undone with the request (api.request_log)
 
 
 def account_id() -> int:

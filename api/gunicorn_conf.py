@@ -14,6 +14,8 @@ API_REQUEST_TIMEOUT_S.
 
 from __future__ import annotations
 
+from shared import metrics
+from shared.logs import logging_config
 from shared.settings import load_settings
 
 _settings = load_settings()
@@ -29,4 +31,12 @@ timeout = int(_settings.api_request_timeout_s) + 30
 limit_request_line = _settings.max_url_bytes
 limit_request_field_size = _settings.max_header_bytes
 limit_request_fields = _settings.max_headers
-accesslog = "-"
+# Our logging setup, in the arbiter and its workers; each request is logged by the app with its
+# request id (api.request_log), so gunicorn's own access log is off.
+logconfig_dict = logging_config(_settings, "api")
+accesslog = None
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: its live gauges must no longer count (prometheus-client multiprocess)."""
+    metrics.mark_process_dead(worker.pid, _settings.prometheus_multiproc_dir)

@@ -237,7 +237,7 @@ def _init_rate_limits(app: Flask, settings: Settings) -> None:
         # Redis unreachable: serve rather than fail every request; the limit resumes with it.
         swallow_errors=True,
     )
-    limiter.request_filter(lambda: request.blueprint == "health")  # probes are never limited
+    limiter.request_filter(lambda: request.blueprint in ("health", "metrics"))  # probes, scrapes
     app.extensions["understudy_limiter"] = limiter
     app.register_error_handler(RateLimitExceeded, lambda err: _rate_limited(limiter, err))
 

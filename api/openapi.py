@@ -30,7 +30,11 @@ from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
 
 # Routes that are not part of the API itself.
-UNDOCUMENTED = frozenset({"static", "openapi.spec", "openapi.docs_root", "openapi_docs.show"})
+# Not operations of the API: the document itself, its page, and /metrics (Prometheus text for a
+# scraper, described in the README's "Metrics").
+UNDOCUMENTED = frozenset(
+    {"static", "openapi.spec", "openapi.docs_root", "openapi_docs.show", "metrics.scrape"}
+)
 # The operator console's pages (/console) are for people, not part of the API either.
 CONSOLE = "console."
 

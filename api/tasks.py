@@ -29,6 +29,7 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
+from shared import metrics
 from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json, keyed_digest
@@ -202,6 +203,13 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, 
                 (new.account_id, key, digest, Jsonb(created)),
             )
         conn.commit()
+    metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
+    log.info(
+        "task %s created (%s)",
+        created["id"],
+        new.task_type,
+        extra={"task_id": created["id"], "task_type": new.task_type},
+    )
     return created
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -232,6 +233,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if pg is not None:
         env.setdefault("PORTAL_ALLOW_PRIVATE", "true")
     env.setdefault("UNDERSTUDY_RUN_DIR", str(settings.run_dir.resolve()))
+    # Lines a person reads in a terminal; production's default is JSON.
+    env.setdefault("LOG_FORMAT", "text")
+    # One metrics folder for every process of the stack, emptied: counts start at zero.
+    metrics_dir = settings.prometheus_multiproc_dir or settings.run_dir / "metrics"
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     # The Procfile names console scripts of this environment (understudy, celery, gunicorn).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     try:

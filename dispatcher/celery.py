@@ -1,3 +1,3 @@
 from shared.celery import celery_from_env
 
-app = celery_from_env(["dispatcher.tasks"])
+app = celery_from_env(["dispatcher.tasks"], service="dispatcher")

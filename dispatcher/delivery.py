@@ -22,6 +22,7 @@ from psycopg import Cursor
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
 from dispatcher.transport import Transport
+from shared import logs, metrics
 from shared.db import Conn, relax_commit
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -90,17 +91,21 @@ def deliver_message(
         job = _claim_delivery(conn, message_id, token, hold_s)
     sent = 0
     while job is not None:
-        outcome = _attempt(job, transport, runtime)
-        sent += 1
-        # Only claim a next message this thread will certainly send: a claimed message left
-        # behind would hold an endpoint slot until its lease ran out.
-        keep_going = (
-            outcome.delivered
-            and sent < CHAIN_MAX_MESSAGES
-            and time.monotonic() - started < CHAIN_MAX_S
-        )
-        with runtime.pool.connection() as conn:
-            job = _record_and_claim_next(conn, job, outcome, token, settings, keep_going, hold_s)
+        with logs.bound(message_id=job["id"], account_id=job["account_id"]):
+            outcome = _attempt(job, transport, runtime)
+            _observe(outcome)
+            sent += 1
+            # Only claim a next message this thread will certainly send: a claimed message
+            # left behind would hold an endpoint slot until its lease ran out.
+            keep_going = (
+                outcome.delivered
+                and sent < CHAIN_MAX_MESSAGES
+                and time.monotonic() - started < CHAIN_MAX_S
+            )
+            with runtime.pool.connection() as conn:
+                job = _record_and_claim_next(
+                    conn, job, outcome, token, settings, keep_going, hold_s
+                )
 
 
 def _record_and_claim_next(
@@ -252,6 +257,31 @@ def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
         aborted=bool(failed_class)
         and lowered.get("webhook-delivery", "").strip().lower() == "abort-message",
     )
+
+
+def outcome_label(outcome: Outcome) -> str:
+    """The attempt's outcome for metrics: delivered, gone, aborted, or the error's class."""
+    if outcome.delivered:
+        return "delivered"
+    if outcome.gone:
+        return "gone"
+    if outcome.aborted:
+        return "aborted"
+    return outcome.error_class or "error"
+
+
+def _observe(outcome: Outcome) -> None:
+    label = outcome_label(outcome)
+    metrics.WEBHOOK_ATTEMPTS.labels(label).inc()
+    metrics.WEBHOOK_LATENCY.labels(label).observe(outcome.latency_ms / 1000)
+    if not outcome.delivered:
+        # An endpoint that fails is the receiver's business, not an error of ours.
+        log.info(
+            "webhook attempt %s (%s)",
+            label,
+            outcome.status_code or outcome.error_detail,
+            extra={"outcome": label, "status_code": outcome.status_code},
+        )
 
 
 def _ms_since(started: float) -> int:

@@ -16,9 +16,10 @@ import kombu.exceptions
 import psycopg
 import redis
 
+from shared import metrics, webhooks
 from shared import tasks as task_queries
-from shared import webhooks
-from shared.celery import send_run_task
+from shared.celery import queue_lengths, send_run_task
+from shared.logs import configure_logging
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from shared.tasks import TaskStatus
@@ -81,8 +82,7 @@ def _send_tasks(rt: Runtime, task_ids: list[int]) -> None:
 
 def _agent_queue_depth(rt: Runtime) -> int:
     """Messages waiting in the agent queue (Celery's Redis list of that name)."""
-    with rt.celery.connection_for_read() as conn:
-        return int(conn.default_channel.client.llen("agent"))
+    return queue_lengths(rt.celery, ("agent",))["agent"]
 
 
 def tick(rt: Runtime) -> TickReport:
@@ -103,7 +103,8 @@ def tick(rt: Runtime) -> TickReport:
 
 
 def run_forever(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings, "scheduler")
+    metrics.serve_metrics_port(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

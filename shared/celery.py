@@ -53,6 +53,9 @@ def create_celery(settings: Settings, broker_url: str) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        # Task events (received, started, succeeded, failed) go out without `-E`, so a monitor
+        # such as Flower shows each task's true state: a task that ended `failed` is a FAILURE.
+        worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_transport_options(settings, broker_url),
         task_time_limit=int(settings.task_time_limit_s) + 30,
@@ -67,15 +70,34 @@ def broker_ping(app: Celery) -> None:
         conn.default_channel.client.ping()
 
 
-def celery_from_env(include: list[str]) -> Celery:
-    """The app for a ``celery -A`` entry point, configured from the environment."""
+def celery_from_env(include: list[str], *, service: str) -> Celery:
+    """The app for a ``celery -A`` entry point, configured from the environment.
+
+    ``service`` names the process in its log lines. Our logging setup replaces Celery's.
+    """
+    from celery.signals import setup_logging
+
     from shared import embedded
+    from shared.logs import configure_logging
     from shared.settings import load_settings
 
     settings = load_settings()
     app = create_celery(settings, embedded.redis_url(settings))
     app.conf.include = include
+
+    def _logging(**_: object) -> None:
+        configure_logging(settings, service)
+
+    # A receiver of setup_logging means Celery configures no logging of its own.
+    setup_logging.connect(_logging, weak=False)
     return app
+
+
+def queue_lengths(app: Celery, queues: tuple[str, ...]) -> dict[str, int]:
+    """Messages waiting in each queue: the length of Celery's Redis list of that name."""
+    with app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        return {queue: int(client.llen(queue)) for queue in queues}
 
 
 def send_run_task(app: Celery, task_id: int) -> None:

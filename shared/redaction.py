@@ -202,3 +202,17 @@ def _scrub_record(record: logging.LogRecord, redactors: tuple[Redactor, ...]) ->
         record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
     if record.stack_info:
         record.stack_info = scrub(record.stack_info)
+
+
+def scrub_fields(record: logging.LogRecord, names: Iterable[str]) -> None:
+    """Scrub the named attributes of a record (the fields passed with ``extra=``, which are set
+    after the record factory ran) of the active runs' secrets."""
+    redactors = _active
+    if not redactors:
+        return
+    for name in names:
+        value = record.__dict__.get(name)
+        if isinstance(value, str | dict | list | tuple):
+            for redactor in redactors:
+                value = redactor.value(value)
+            record.__dict__[name] = value

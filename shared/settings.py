@@ -176,6 +176,19 @@ class Settings:
     console_login_rate_limit: str = "10/minute;50/hour"
 
     log_level: str = "INFO"
+    # "json" (one object per line, the default) or "text"; `understudy run` picks text.
+    log_format: str = "json"
+
+    # Metrics. The folder every process of one host writes its metric files to (prometheus-client
+    # multiprocess mode; the library reads the same variable); None keeps them in memory.
+    prometheus_multiproc_dir: Path | None = None
+    # A bearer token /metrics requires; None serves it to anyone who can reach the API.
+    metrics_token: str | None = None
+    # A port the agent worker and the dispatcher serve their own /metrics on, for hosts whose
+    # API does not share their metrics folder (a pod per process); None serves none.
+    metrics_port: int | None = None
+    # The bound on each source /metrics reads when scraped (Redis queue lengths, Postgres).
+    metrics_source_timeout_s: float = 1.0
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed."""
@@ -255,11 +268,24 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CONSOLE_SECURE_COOKIE": ("console_secure_cookie", _bool),
     "CONSOLE_LOGIN_RATE_LIMIT": ("console_login_rate_limit", _str),
     "LOG_LEVEL": ("log_level", _str),
+    "LOG_FORMAT": ("log_format", _str),
+    "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", _path),
+    "METRICS_TOKEN": ("metrics_token", _str),
+    "METRICS_PORT": ("metrics_port", _int),
+    "METRICS_SOURCE_TIMEOUT_S": ("metrics_source_timeout_s", _float),
 }
 
 
 # An empty DATABASE_URL or REDIS_URL means "use the embedded server", as if it were unset.
-_BLANK_MEANS_UNSET = {"database_url", "redis_url", "selenium_remote_url", "egress_proxy_host"}
+_BLANK_MEANS_UNSET = {
+    "database_url",
+    "redis_url",
+    "selenium_remote_url",
+    "egress_proxy_host",
+    "prometheus_multiproc_dir",
+    "metrics_token",
+    "metrics_port",
+}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -280,6 +306,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.screenshots not in {"failures", "every_step"}:
         raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
+    if settings.log_format not in {"json", "text"}:
+        raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings

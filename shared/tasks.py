@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
+from shared import metrics
 from shared.crypto import encrypt_json
 from shared.db import Conn, MissingRow, fetch_one, relax_commit
 from shared.inputs import mask_task_data
@@ -38,6 +39,13 @@ FINAL_STATUSES = frozenset(
     }
 )
 CLAIMABLE_STATUSES = (TaskStatus.PENDING, TaskStatus.DISPATCHING)
+# The statuses of the `tasks_unfinished` index, which /metrics counts.
+UNFINISHED_STATUSES = (
+    TaskStatus.PENDING,
+    TaskStatus.DISPATCHING,
+    TaskStatus.RUNNING,
+    TaskStatus.WAITING_FOR_INPUT,
+)
 
 TASK_FINISHED = "task_finished"
 
@@ -325,7 +333,8 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
                started_at = COALESCE(started_at, now()), updated_at = now()
          WHERE id = %s AND status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
         RETURNING id, account_id, type, sop_id, inputs, secret_inputs, attempts,
-                  irreversible_step, irreversible_at, trajectory_id
+                  irreversible_step, irreversible_at, trajectory_id,
+                  EXTRACT(EPOCH FROM now() - created_at)::float AS waited_s
         """,
         (worker, lease_s, task_id),
     ).fetchone()
@@ -418,7 +427,7 @@ def finish_task(
                failed_at = CASE WHEN %(status)s = 'failed' THEN now() END,
                canceled_at = CASE WHEN %(status)s = 'canceled' THEN now() END
          WHERE id = %(id)s AND {guard}
-        RETURNING id, account_id
+        RETURNING id, account_id, type
         """,
         {
             "status": str(status),
@@ -432,6 +441,9 @@ def finish_task(
         return False
     payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
+    # Counted here, where every final status is set (worker, scheduler, API). A transaction
+    # that fails after this point and is retried could count one task twice: only in an outage.
+    metrics.TASKS_FINISHED.labels(metrics.type_label(row["type"]), str(status)).inc()
     return True
 
 
@@ -563,3 +575,22 @@ def take_input(conn: Conn, task_id: int) -> bytes | None:
         (task_id,),
     ).fetchone()
     return None if row is None else bytes(row["input_token"])
+
+
+def queue_state(conn: Conn) -> tuple[dict[str, int], float]:
+    """For /metrics: the unfinished tasks by status, and the age in seconds of the oldest one
+    waiting for a worker (0 when none is). Both read the ``tasks_unfinished`` index."""
+    rows = conn.execute(
+        """
+        SELECT status, count(*) AS n,
+               COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)
+                                FILTER (WHERE status IN ('pending', 'dispatching'))), 0)
+                   AS oldest_s
+          FROM tasks
+         WHERE status IN ('pending', 'dispatching', 'running', 'waiting_for_input')
+         GROUP BY status
+        """
+    ).fetchall()
+    counts = {str(status): 0 for status in UNFINISHED_STATUSES}
+    counts.update({row["status"]: int(row["n"]) for row in rows})
+    return counts, max((float(row["oldest_s"]) for row in rows), default=0.0)

@@ -459,3 +459,16 @@ def attempt_json(row: dict) -> dict[str, Any]:
         "error_detail": row["error_detail"],
         "response_body": row["response_body"],
     }
+
+
+def delivery_state(conn: Conn) -> tuple[int, int]:
+    """For /metrics: endpoints whose circuit breaker is open now, and messages still pending."""
+    row = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM webhook_endpoints WHERE circuit_open_until > now())
+                   AS open_breakers,
+               (SELECT count(*) FROM webhook_messages WHERE status = 'pending') AS pending
+        """
+    ).fetchone()
+    assert row is not None  # an aggregate always has its row
+    return int(row["open_breakers"]), int(row["pending"])

@@ -33,6 +33,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.file_detector import LocalFileDetector
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from shared import metrics
 from worker import workspace
 from worker.egress import EgressProxy
 from worker.errors import AgentError, LeftPortal, TaskCanceled
@@ -372,6 +373,7 @@ class BrowserPool:
             self._driver = self._factory()
             self._key, self._served = account_key, 0
             self.started += 1
+            metrics.BROWSERS.inc()
         return self._driver
 
     def _reusable(self, account_key: Hashable) -> bool:
@@ -383,6 +385,7 @@ class BrowserPool:
     def _discard(self) -> None:
         if self._driver is not None:
             quit_quietly(self._driver)
+            metrics.BROWSERS.dec()
         self._driver, self._key, self._served = None, None, 0
 
     def close(self) -> None:

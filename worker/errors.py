@@ -83,3 +83,9 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     kombu.exceptions.OperationalError,
     redis.RedisError,
 )
+
+
+class TaskEndedFailed(Exception):
+    """Raised by the Celery task when the task it ran ended ``failed``, so Celery records a
+    FAILURE (Flower shows it): an expected outcome, logged at INFO without a traceback, never
+    retried. The task's status and webhook are written before it is raised."""

@@ -11,6 +11,7 @@ hands the task out again when the lease expires (verifying, not redoing, a passe
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -26,7 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from selenium.common.exceptions import WebDriverException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared import redaction
+from shared import logs, metrics, redaction
 from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
@@ -45,6 +46,7 @@ from worker.egress import Origin
 from worker.errors import (
     INFRASTRUCTURE_ERRORS,
     TRANSIENT_ERRORS,
+    AgentError,
     ClaimLost,
     CredentialsRejected,
     InputTimeout,
@@ -61,6 +63,9 @@ log = logging.getLogger(__name__)
 # What is retried inside one attempt: a portal that is down or slow, and a crashed browser
 # (the pool starts a fresh one). Everything else ends the task at once with a note.
 RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
+# What a portal, an SOP or a person can make happen: an outcome with a note, logged at INFO with
+# its reason (see _claim_and_run), never a traceback.
+EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded)
 
 
 def _db(rt: Runtime, work: Callable[[Conn], T]) -> T:
@@ -99,8 +104,13 @@ class DbRecorder:
         status: str,
         message: str,
         screenshot: bytes | None,
+        kind: str = "other",
     ) -> None:
         self.seq += 1
+        # The one place every step of every run passes: its duration by kind.
+        metrics.STEP_DURATION.labels(metrics.step_kind_label(kind), status).observe(
+            duration_ms / 1000
+        )
         _db(
             self.rt,
             lambda conn: record_step(
@@ -146,7 +156,9 @@ class Lease:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> Lease:
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="lease")
+        # In the task's logging context, so its lines name the task.
+        beat = contextvars.copy_context().run
+        self._thread = threading.Thread(target=beat, args=(self._beat,), daemon=True, name="lease")
         self._thread.start()
         return self
 
@@ -339,33 +351,44 @@ def _drive(
         return retrying(attempt)
 
 
-def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:
-    """Claim the task and see it to a final status. A no-op if it is not claimable.
+def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus | None:
+    """Claim the task and see it to a final status, which it returns. A no-op (None) if it is
+    not claimable.
 
     When the database stays unavailable past ``DB_RETRY_S`` (or the claim was lost meanwhile),
-    this gives the task up without a status: the lease expires and the scheduler retries it.
+    this gives the task up without a status (None): the lease expires and the scheduler
+    retries it.
     """
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    try:
-        _claim_and_run(rt, task_id, worker, browsers)
-    except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
-        log.warning(
-            "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
-            " expires",
-            task_id,
-            type(exc).__name__,
-            exc,
-        )
+    with logs.bound(task_id=task_id):
+        try:
+            return _claim_and_run(rt, task_id, worker, browsers)
+        except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
+            log.warning(
+                "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
+                " expires",
+                task_id,
+                type(exc).__name__,
+                exc,
+            )
+            return None
 
 
-def _claim_and_run(rt: Runtime, task_id: int, worker: str, browsers: BrowserPool) -> None:
+def _claim_and_run(
+    rt: Runtime, task_id: int, worker: str, browsers: BrowserPool
+) -> TaskStatus | None:
     lease_s = rt.settings.task_lease_s
     # A claim is safe to retry: if a lost answer hid its commit, the retry finds the task
     # running, skips it, and the lease it holds expires into a retry.
     claimed = _db(rt, lambda conn: task_queries.claim_task(conn, task_id, worker, lease_s))
     if claimed is None:
         log.info("task %s is not claimable (taken, final or canceled); skipping", task_id)
-        return
+        return None
+    started = time.monotonic()
+    logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)
+    if claimed["attempts"] == 1:
+        wait_s = max(0.0, claimed["waited_s"])
+        metrics.TASK_WAIT.labels(metrics.type_label(claimed["type"])).observe(wait_s)
     stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
     # Every secret of the run, for every writer: trajectory, notes, result and logs.
     redactor = _redactor(rt, claimed, credentials)
@@ -393,6 +416,41 @@ def _claim_and_run(rt: Runtime, task_id: int, worker: str, browsers: BrowserPool
     )
     if not finished:
         log.warning("task %s was taken over before it finished here", task_id)
+        return None
+    _report_finish(claimed, status, notes, time.monotonic() - started)
+    return status
+
+
+def _report_finish(claimed: dict, status: TaskStatus, notes: str, run_s: float) -> None:
+    """The run's duration, and one INFO line with the reason: every outcome of the portal or
+    the SOP is expected (our own faults were logged as errors where they happened)."""
+    metrics.TASK_DURATION.labels(metrics.type_label(claimed["type"]), str(status)).observe(run_s)
+    reason = _without_task_data(claimed, notes)
+    log.info(
+        "task %s finished %s: %s",
+        claimed["id"],
+        status,
+        reason,
+        extra={"status": str(status), "reason": reason, "task_type": claimed["type"]},
+    )
+
+
+def _without_task_data(claimed: dict, text: str) -> str:
+    """``text`` with the task's own values (member ids, names, dates) masked: a log line keeps
+    why a task ended, not whom it was about. The notes themselves are the client's to read."""
+    values = _leaves(claimed["inputs"])
+    # A name may come back in another order ("Doe, Jane"): its words too. Shorter ones would
+    # mask parts of ordinary words.
+    parts = [part for value in values for part in value.split() if len(part) >= 4]
+    return Redactor(value for value in [*values, *parts] if len(value) >= 4).text(text)
+
+
+def _leaves(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [] if value is None else [str(value)]
 
 
 def _load_sop_and_credentials(
@@ -442,7 +500,8 @@ def _run_claimed(
         raise  # ours, not the task's: no status; the claim is given up (see run_task)
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
         status, notes = _failure_note(exc, sop)
-        if status == TaskStatus.FAILED and not isinstance(exc, RETRIED + (StepFailed, LeftPortal)):
-            log.exception("task %s failed", claimed["id"])
+        if not isinstance(exc, EXPECTED):
+            # A fault of ours, not an outcome: the traceback is what a developer needs.
+            log.exception("task %s: internal error", claimed["id"])
         return status, notes, None
     return TaskStatus(outcome.status), outcome.notes, outcome.result

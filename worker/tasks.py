@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+import os
 
+from celery import shared_task
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
+
+from shared import metrics
 from shared.celery import RUN_TASK
 from shared.runtime import process_runtime
 from shared.settings import load_settings
+from shared.tasks import TaskStatus
 from worker import runner, workspace
 from worker.browser import BrowserPool, new_driver
+from worker.errors import TaskEndedFailed
 
 _browsers: BrowserPool | None = None
 
@@ -34,9 +45,14 @@ def browser_pool() -> BrowserPool:
     return _browsers
 
 
-@shared_task(name=RUN_TASK)
-def run_task(task_id: int) -> None:
-    runner.run_task(process_runtime(), task_id, browsers=browser_pool())
+# `throws`: a task that ended `failed` is a FAILURE in Celery, logged at INFO without a
+# traceback; no autoretry is configured, and the message is acknowledged as for a success.
+@shared_task(name=RUN_TASK, throws=(TaskEndedFailed,))
+def run_task(task_id: int) -> str | None:
+    status = runner.run_task(process_runtime(), task_id, browsers=browser_pool())
+    if status == TaskStatus.FAILED:
+        raise TaskEndedFailed(f"task {task_id} ended failed")
+    return str(status) if status is not None else None
 
 
 @worker_init.connect
@@ -48,7 +64,23 @@ def _sweep_leftovers(**_: object) -> None:
     workspace.sweep(load_settings().workspace_dir)
 
 
+@worker_process_init.connect
+def _count_process(**_: object) -> None:
+    metrics.WORKER_PROCESSES.labels("agent").set(1)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    metrics.serve_metrics_port(load_settings())
+
+
 @worker_process_shutdown.connect
 def _close_browser(**_: object) -> None:
     if _browsers is not None:
         _browsers.close()
+    metrics.mark_process_dead(os.getpid(), load_settings().prometheus_multiproc_dir)
+
+
+@worker_shutdown.connect
+def _forget_main_process(**_: object) -> None:
+    metrics.mark_process_dead(os.getpid(), load_settings().prometheus_multiproc_dir)

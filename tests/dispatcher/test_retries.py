@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from itertools import pairwise
 
+from prometheus_client import REGISTRY, generate_latest
+
 from shared.webhooks import update_endpoint
 from tests.conftest import free_port
 from tests.dispatcher.support import (
@@ -17,6 +19,7 @@ from tests.dispatcher.support import (
     tick,
     with_settings,
 )
+from tests.scrape import delta, parse
 
 
 def settle(runtime, seconds: float) -> None:
@@ -31,6 +34,7 @@ def test_receiver_down_then_up_is_delivered_with_the_same_webhook_id(runtime, ac
     # given a receiver that fails twice, then recovers
     receiver.replies = [(503, {}, "maintenance"), (500, {}, "boom")]
     task_id, _ = finish_task(runtime, account.id)
+    before = parse(generate_latest(REGISTRY).decode())
 
     # when deliveries run until the message is delivered
     drive(runtime, lambda: message(runtime, task_id=task_id)["status"] == "delivered")
@@ -46,6 +50,12 @@ def test_receiver_down_then_up_is_delivered_with_the_same_webhook_id(runtime, ac
     assert [a["status_code"] for a in log] == [503, 500, 200]
     assert [a["error_class"] for a in log] == ["http_status", "http_status", None]
     assert log[0]["response_body"] == "maintenance"
+    # and the attempts were counted by outcome, each with its latency
+    after = parse(generate_latest(REGISTRY).decode())
+    attempts_total = "understudy_webhook_attempts_total"
+    assert delta(before, after, attempts_total, outcome="http_status") == 2
+    assert delta(before, after, attempts_total, outcome="delivered") == 1
+    assert delta(before, after, "understudy_webhook_attempt_duration_seconds_count") == 3
     # and each retry waited its turn in the schedule
     gaps = [(b["attempted_at"] - a["attempted_at"]).total_seconds() for a, b in pairwise(log)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4
@@ -57,6 +67,7 @@ def test_connection_refused_is_logged_and_retried(runtime, make_account):
     task_id, _ = finish_task(runtime, acct.id)
 
     # when one attempt is made
+    before = parse(generate_latest(REGISTRY).decode())
     tick(runtime)
 
     # then it is logged as a connection error and the message waits for its next attempt
@@ -64,6 +75,8 @@ def test_connection_refused_is_logged_and_retried(runtime, make_account):
     [attempt] = attempts(runtime, row["id"])
     assert attempt["error_class"] == "connection"
     assert attempt["status_code"] is None
+    after = parse(generate_latest(REGISTRY).decode())
+    assert delta(before, after, "understudy_webhook_attempts_total", outcome="connection") == 1
     assert row["status"] == "pending" and row["attempts"] == 1
     assert row["next_attempt_at"] > row["last_attempt_at"]
 

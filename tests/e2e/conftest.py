@@ -167,6 +167,7 @@ def stack(
         "SCHEDULER_INTERVAL_S": "0.3",
         "LOG_LEVEL": "INFO",
         "CONSOLE_LOGIN_RATE_LIMIT": "200/minute",  # tests/e2e/test_console.py signs in often
+        "LOG_FORMAT": "json",  # production's format, which the log tests read
     }
     log = tmp_path_factory.mktemp("stack") / "stack.log"
     with running_stack(env, log, api_port, sandbox_url) as stack:

@@ -75,6 +75,7 @@ class ListRecorder:
         status: str,
         message: str,
         screenshot: bytes | None,
+        kind: str = "other",
     ) -> None:
         self.steps.append(RecordedStep(name, status, message, screenshot, duration_ms))
         if self.on_step:

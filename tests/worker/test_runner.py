@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 
 import pytest
 import requests
+from prometheus_client import REGISTRY, generate_latest
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp
 from shared.accounts import Credentials, put_credentials
 from shared.sop.library import builtin_sop_text
+from tests.scrape import delta, parse
 from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
 
@@ -84,6 +87,7 @@ def test_a_second_delivery_of_the_same_message_is_a_no_op(rt, client, account, b
 
 
 def test_the_trajectory_records_every_step(rt, client, account, browsers):
+    before = parse(generate_latest(REGISTRY).decode())
     task_id = _task(client, account)
     runner.run_task(rt, task_id, browsers=browsers)
     with rt.pool.connection() as conn:
@@ -93,6 +97,15 @@ def test_the_trajectory_records_every_step(rt, client, account, browsers):
         ).fetchall()
     assert len(steps) >= 3
     assert all(step["status"] in {"ok", "skipped"} for step in steps)
+    # and each step was timed by its kind, the run and its wait once (this process's metrics)
+    after = parse(generate_latest(REGISTRY).decode())
+    step_count = "understudy_step_duration_seconds_count"
+    assert delta(before, after, step_count) == len(steps)
+    assert delta(before, after, step_count, kind="login", status="ok") == 1
+    assert delta(before, after, step_count, kind="other") == 0
+    run_count = "understudy_task_duration_seconds_count"
+    assert delta(before, after, run_count, type="check_eligibility", status="completed") == 1
+    assert delta(before, after, "understudy_task_wait_seconds_count") == 1
 
 
 def test_no_credentials_fails_with_a_note_that_says_what_to_do(rt, client, make_account, browsers):
@@ -107,16 +120,23 @@ def test_no_credentials_fails_with_a_note_that_says_what_to_do(rt, client, make_
 
 
 def test_wrong_password_fails_at_once_with_one_login_attempt(
-    rt, client, make_account, browsers, sandbox_url
+    rt, client, make_account, browsers, sandbox_url, caplog
 ):
+    caplog.set_level(logging.INFO)
     account = _account_with(rt, make_account, "not-the-password", SANDBOX_TOTP_SECRET)
     task_id = _task(client, account)
-    runner.run_task(rt, task_id, browsers=browsers)
+    status = runner.run_task(rt, task_id, browsers=browsers)
     row = _row(rt, task_id)
-    assert row["status"] == "failed" and "rejected the stored credentials" in row["notes"]
+    assert status == row["status"] == "failed"
+    assert "rejected the stored credentials" in row["notes"]
     stats = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
     assert stats["login_attempts"][SANDBOX_USERNAME] == 1
     assert "not-the-password" not in row["notes"]
+    # an expected outcome: one INFO line with the reason, no ERROR, no traceback
+    [finished] = [r for r in caplog.records if getattr(r, "status", None) == "failed"]
+    assert finished.levelno == logging.INFO
+    assert "rejected the stored credentials" in finished.reason
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browsers, sandbox_url):

@@ -27,6 +27,7 @@ class At:
     name: str
     started: datetime
     t0: float  # time.monotonic() at the start
+    kind: str = "other"  # the step's kind, for the recorder's metrics
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ class Recorder(Protocol):
         status: str,
         message: str,
         screenshot: bytes | None,
+        kind: str = "other",
     ) -> None: ...
 
     def checkpoint(self, step_name: str) -> None:
@@ -341,7 +342,7 @@ class Run:
 
     def _resume_after_expiry(self) -> tuple[Step, ...]:
         """Sign in again; restart from the top, or verify if a submit may have happened."""
-        at = At("", "Session expired: sign in again", datetime.now(UTC), time.monotonic())
+        at = At("", "Session expired: sign in again", datetime.now(UTC), time.monotonic(), "login")
         try:
             message = login.sign_in(self, self.login_step, self.timeout(None))
         except AgentError as exc:
@@ -379,7 +380,13 @@ class Run:
             self._run_step(step, f"{prefix}{n}")
 
     def _run_step(self, step: Step, index: str) -> None:
-        at = At(index, f"{index}. {self._title(step)}", datetime.now(UTC), time.monotonic())
+        at = At(
+            index,
+            f"{index}. {self._title(step)}",
+            datetime.now(UTC),
+            time.monotonic(),
+            kind=step.kind,
+        )
         try:
             skip = step.when is not None and not _condition(step.when, self.ctx.as_dict())
         except StepFailed as exc:
@@ -460,6 +467,7 @@ class Run:
             status=str(status),
             message=self._redact(message),
             screenshot=screenshot,
+            kind=at.kind,
         )
 
     def _title(self, step: Step) -> str:

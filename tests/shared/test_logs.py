@@ -1,0 +1,91 @@
+"""One JSON event per line, with the bound context, and no secret of a running task in it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from shared import logs, redaction
+from shared.settings import SettingsError, load_settings
+
+SECRET = "Hx7-quartz-Lantern"
+
+
+@pytest.fixture
+def captured() -> Iterator[tuple[io.StringIO, logging.Logger]]:
+    """What the process's handler writes (JSON), for a logger of the test's own."""
+    out = io.StringIO()
+    handler = logs.handler("worker", "json", out)
+    logger = logging.getLogger("tests.logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield out, logger
+    logger.removeHandler(handler)
+
+
+def _lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_each_line_is_one_json_event_with_the_bound_context(captured):
+    out, logger = captured
+    # given a task's context bound, then a message's inside it
+    with logs.bound(task_id=7, account_id=3):
+        logger.info("claimed %s", "it")
+        with logs.bound(message_id=11):
+            logger.warning("attempt failed", extra={"outcome": "timeout"})
+    # when a line is logged after both ended
+    logger.info("idle")
+    # then every line is JSON with the fields bound when it was written, and no more
+    first, second, third = _lines(out)
+    assert first["message"] == "claimed it" and first["level"] == "INFO"
+    assert (first["task_id"], first["account_id"], first["service"]) == (7, 3, "worker")
+    assert "message_id" not in first
+    assert (second["message_id"], second["task_id"], second["outcome"]) == (11, 7, "timeout")
+    assert "task_id" not in third and "account_id" not in third
+    assert all("timestamp" in line and line["logger"] == "tests.logs" for line in (first, third))
+
+
+def test_a_running_tasks_secrets_are_scrubbed_from_message_extras_and_traceback(captured):
+    out, logger = captured
+    # given a task run whose redactor knows a secret
+    with redaction.active(redaction.Redactor([SECRET])):
+        # when the secret reaches a message, an extra field and an exception
+        logger.info("typed %s", SECRET, extra={"reason": f"the portal said {SECRET}"})
+        try:
+            raise ValueError(f"boom {SECRET[::-1]}")
+        except ValueError:
+            logger.exception("internal error")
+    # then no line carries it, in any direction, and the traceback is still there
+    text = out.getvalue()
+    assert SECRET not in text and SECRET[::-1] not in text
+    info, error = _lines(out)
+    assert info["message"] == "typed ***" and info["reason"] == "the portal said ***"
+    assert "ValueError: boom ***" in error["traceback"]
+
+
+def test_text_format_is_one_line_with_the_context(captured):
+    out = io.StringIO()
+    logger = logging.getLogger("tests.logs.text")
+    handler = logs.handler("api", "text", out)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with logs.bound(request_id="abc"):
+            logger.warning("slow")
+    finally:
+        logger.removeHandler(handler)
+    [line] = out.getvalue().splitlines()
+    assert line.endswith("WARNING api tests.logs.text: slow [request_id=abc]")
+
+
+def test_log_format_is_json_or_text():
+    assert load_settings({}).log_format == "json"
+    assert load_settings({"LOG_FORMAT": "text"}).log_format == "text"
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        load_settings({"LOG_FORMAT": "xml"})
