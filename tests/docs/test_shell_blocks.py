@@ -225,13 +225,14 @@ def differences(expected: object, actual: object, path: str = "$") -> list[str]:
 
 
 def printed_json(stdout: str) -> object:
-    """The JSON a command printed: all of its output, or else its last line."""
-    text = stdout.strip()
-    for candidate in (text, text.splitlines()[-1] if text else ""):
-        try:
-            return json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
+    """The last JSON value a chunk printed: from the last line that starts one to the end."""
+    lines = stdout.rstrip().splitlines()
+    for i in reversed(range(len(lines))):
+        if lines[i].startswith(("{", "[")):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
     raise AssertionError(f"expected JSON output, got:\n{stdout}")
 
 
