@@ -9,16 +9,19 @@ continuations) are the commands and every other line is output.
 
 How they run: one bash session per document, ``set -euo pipefail``, each block in order in the
 same shell, so a variable one block sets (``KEY=...``) is there for the next, as for a reader who
-types them into one terminal. The working directory is a fresh folder holding what a reader of a
-clone has at hand: ``.venv`` (this test's environment), ``letter.pdf`` (a file of their own), and
-every block marked ``<!-- file: NAME -->``, written as NAME (the README's ``receiver.py``).
+types them into one terminal. The working directory holds what a reader of a clone has at hand:
+``.venv`` (this test's environment), ``letter.pdf`` (a file of their own), and every block marked
+``<!-- file: NAME -->``, written as NAME (the README's ``receiver.py``). The README runs from
+scratch; a page of docs/ starts where the README leaves its reader, as its reader comes to it: in
+a copy of the README reader's folder (``account.json``), with the variables the README's blocks
+set (``KEY``).
 The stack is started the way ``make run`` starts it (``understudy run`` on its embedded
 PostgreSQL and Redis, under a run dir of its own). Nothing else is substituted, except:
 
 - the ports: the docs' ``8000`` (API), ``8100`` (sandbox) and ``9000`` (the reader's receiver)
-  are rewritten to the stack's free ports (``PORTS``), and the session gets ``UNDERSTUDY_URL``,
-  ``UNDERSTUDY_RUN_DIR`` and ``EMBEDDED_REDIS_PORT`` so the CLI finds this stack as a second
-  terminal of the same checkout finds ``make run``'s;
+  are rewritten to the stack's free ports (``rewrite_ports``), and the session gets
+  ``UNDERSTUDY_URL``, ``UNDERSTUDY_RUN_DIR`` and ``EMBEDDED_REDIS_PORT`` so the CLI finds this
+  stack as a second terminal of the same checkout finds ``make run``'s;
 - Python writes unbuffered (``PYTHONUNBUFFERED``), as to a reader's terminal;
 - pip runs with ``PIP_NO_INDEX`` (a test downloads nothing: the packages the docs install are
   dev dependencies already in ``.venv``);
@@ -52,6 +55,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,8 +74,11 @@ DOCUMENT_TIMEOUT_S = 240
 PLACEHOLDERS = ("...", "…")
 
 
+README = ROOT / "README.md"
+
+
 def documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 @dataclass
@@ -309,8 +316,11 @@ class Step:
     background_prints: str | None = None  # after the step
 
 
-def session_script(steps: list[Step], scratch: Path) -> str:
+def session_script(steps: list[Step], scratch: Path, start_from: Path | None) -> str:
     lines = [PRELUDE]
+    if start_from is not None:
+        lines.append(f"source {shlex.quote(str(start_from / '.doc' / 'state.sh'))}")
+    lines.append("compgen -v | sort > .doc/vars.before")
     for n, step in enumerate(steps):
         (scratch / f"{n}.sh").write_text(step.chunk.script)
         expects_error = isinstance(step.chunk.expected, dict) and "error" in step.chunk.expected
@@ -323,6 +333,12 @@ def session_script(steps: list[Step], scratch: Path) -> str:
             lines.append(f"source .doc/{n}.sh > .doc/{n}.out 2> .doc/{n}.err")
         if step.background_prints:
             lines.append(f"wait_for_output {shlex.quote(step.background_prints)} 2>> .doc/{n}.err")
+    # what the session set, for a document that starts where this one leaves the reader
+    lines.append("compgen -v | sort > .doc/vars.after")
+    lines.append(
+        "comm -13 .doc/vars.before .doc/vars.after | grep -v '^DOC_' |"
+        ' while read -r name; do declare -p "$name"; done > .doc/state.sh'
+    )
     lines.append("echo done > .doc/current")
     return "\n".join(lines) + "\n"
 
@@ -332,10 +348,18 @@ def _output(scratch: Path, n: int, suffix: str) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def run_document(doc: Path, docs_stack: DocsStack, workdir: Path) -> list[str]:
-    """Run the document's shell blocks in one bash session; the problems found."""
-    workdir.mkdir()
-    (workdir / ".venv").symlink_to(Path(sys.prefix))
+def run_document(
+    doc: Path, docs_stack: DocsStack, workdir: Path, start_from: Path | None = None
+) -> list[str]:
+    """Run the document's shell blocks in one bash session; the problems found.
+
+    With ``start_from`` (the README reader's folder) the session starts with that reader's
+    files and shell variables."""
+    if start_from is not None:
+        shutil.copytree(start_from, workdir, symlinks=True, ignore=shutil.ignore_patterns(".doc"))
+    else:
+        workdir.mkdir()
+        (workdir / ".venv").symlink_to(Path(sys.prefix))
     (workdir / "letter.pdf").write_bytes(b"%PDF-1.4\n% an appeal letter\n%%EOF\n")
     for block in file_blocks(doc):
         (workdir / block.markers["file"]).write_text(rewrite_ports(block.text, docs_stack.ports))
@@ -351,7 +375,7 @@ def run_document(doc: Path, docs_stack: DocsStack, workdir: Path) -> list[str]:
             port = docs_stack.ports.get(background, int(background)) if background else None
             steps.append(Step(chunk, port))
         steps[-1].background_prints = block.markers.get("background prints")
-    script = session_script(steps, scratch)
+    script = session_script(steps, scratch, start_from)
     process = subprocess.Popen(
         ["bash", "-c", script],
         cwd=workdir,
@@ -415,10 +439,31 @@ RUNNABLE = [d for d in documents() if _runnable(d)]
 NOT_RUN = [b for d in documents() for b in shell_blocks(d) if "not run" in b.markers]
 
 
+@dataclass
+class Reader:
+    folder: Path
+    problems: list[str]
+
+
+@pytest.fixture(scope="module")
+def readme_reader(docs_stack, tmp_path_factory) -> Reader:
+    """A reader who has run the README's blocks: their folder and what went wrong."""
+    folder = tmp_path_factory.mktemp("readme") / "reader"
+    return Reader(folder, run_document(README, docs_stack, folder))
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("doc", RUNNABLE, ids=lambda d: str(d.relative_to(ROOT)))
-def test_every_shell_block_of_the_document_runs_as_written(doc, docs_stack, tmp_path):
-    problems = run_document(doc, docs_stack, tmp_path / "reader")
+def test_every_shell_block_of_the_document_runs_as_written(
+    doc, docs_stack, readme_reader, tmp_path
+):
+    """The README from scratch; a page of docs/ where the README leaves its reader (``KEY``,
+    ``account.json``), as its reader comes to it."""
+    if doc == README:
+        problems = readme_reader.problems
+    else:
+        reader = tmp_path / "reader"
+        problems = run_document(doc, docs_stack, reader, start_from=readme_reader.folder)
     assert not problems, "\n\n".join(problems)
 
 
