@@ -35,7 +35,7 @@ the same keys (a ``"…": "…"`` entry means "and more keys"), the same strings
 numbers where the doc shows numbers (ids and counts depend on what ran before). A string with
 ``...`` or ``…`` in it is a placeholder: only its type is checked.
 
-Markers, on the line(s) right above a block:
+Markers, on the line(s) right above a block (blank lines between are allowed):
 
 - ``<!-- not run: <reason> -->``: a block that cannot run here (it needs a Kubernetes cluster or
   a Docker engine, or it is ``make run`` / ``make test`` itself). Each is listed as a skipped
@@ -118,8 +118,9 @@ def parse_blocks(doc: Path) -> list[Block]:
         indent, fence = opening["indent"], opening["fence"]
         markers: dict[str, str] = {}
         j = i - 1
-        while j >= 0 and (found := MARKER.match(lines[j])):
-            markers[found[1]] = found[2]
+        while j >= 0 and (not lines[j].strip() or MARKER.match(lines[j])):
+            if found := MARKER.match(lines[j]):  # blank lines between markers and block are fine
+                markers[found[1]] = found[2]
             j -= 1
         body: list[str] = []
         k = i + 1
