@@ -104,3 +104,18 @@ def test_the_documented_pyotp_call_gives_the_code_the_sandbox_accepts():
     # shared.totp is what the agent signs in with (tests/sandbox signs in with it too)
     codes = {totp.code("JBSWY3DPEHPK3PXP", at=time.time() + d) for d in (-30, 0)}
     assert out.getvalue().strip() in codes
+
+
+def test_the_readme_links_the_spec_the_docs_the_client_and_the_cli_reference():
+    section = README.split("## API reference", 1)[1].split("\n## ", 1)[0]
+    for link in (
+        "(http://127.0.0.1:8000/openapi.json)",
+        "(http://127.0.0.1:8000/docs)",
+        "(clients/python/README.md)",
+        "(docs/api-docs.png)",
+    ):
+        assert link in section, link
+    assert (ROOT / "clients" / "python" / "README.md").is_file()
+    # the CLI reference: a row for every command group of `understudy --help`
+    for group in ("tasks", "sops", "portals", "credentials", "webhooks", "accounts", "keys"):
+        assert f"`understudy {group} " in section, group
