@@ -170,6 +170,10 @@ def _check_utf8_url() -> None:
 
 def _screen_multipart(settings: Settings) -> None:
     for name, value in request.form.items(multi=True):
+        if name is None:  # no name="..." that parses, e.g. one whose closing quote is escaped
+            raise ApiError(
+                400, "malformed_body", 'A form field has no name: give each part name="...".'
+            )
         check_text(name, "A form field name")
         check_text(value, f"The form field {name!r}")
     uploads = [f for _name, f in request.files.items(multi=True)]

@@ -3,11 +3,13 @@ create -> read/cancel/input/trajectory. No 5xx, and no answer outside the docume
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.stateful import run_state_machine_as_test
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -20,6 +22,37 @@ pytestmark = pytest.mark.fuzz
 # task data without a member): a 422 there is right, so schema-valid need not mean accepted.
 SEMANTIC = [positive_data_acceptance]
 
+# Invalid input may be refused for its size before its shape: more than MAX_FILES files is a 413,
+# which the document declares. schemathesis's default list of refusals lacks it.
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "negative_data_rejection": {
+                "expected-statuses": [
+                    400,
+                    401,
+                    403,
+                    404,
+                    405,
+                    406,
+                    409,
+                    413,
+                    415,
+                    422,
+                    428,
+                    429,
+                    "5xx",
+                ]
+            }
+        }
+    }
+)
+
+
+def load_schema(url: str):
+    """The served document, checked with CONFIG."""
+    return schemathesis.openapi.from_url(f"{url}/openapi.json", config=CONFIG)
+
 
 @pytest.fixture
 def served_url(app) -> Iterator[str]:
@@ -30,10 +63,10 @@ def served_url(app) -> Iterator[str]:
 
 @pytest.fixture
 def api_schema(served_url):
-    return schemathesis.openapi.from_url(f"{served_url}/openapi.json")
+    return load_schema(served_url)
 
 
-def test_every_operation_conforms(api_schema, account):
+def every_operation_conforms(api_schema, headers: dict[str, str], max_examples: int) -> None:
     """Each operation with generated valid and invalid input; every failure is listed."""
     failures = {}
     operations = [result.ok() for result in api_schema.get_all_operations()]
@@ -42,13 +75,13 @@ def test_every_operation_conforms(api_schema, account):
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=8,
+            max_examples=max_examples,
             deadline=None,
             derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
         def check(case):
-            case.call_and_validate(headers=account.headers, excluded_checks=SEMANTIC)
+            case.call_and_validate(headers=headers, excluded_checks=SEMANTIC)
 
         try:
             check()
@@ -57,8 +90,8 @@ def test_every_operation_conforms(api_schema, account):
     assert failures == {}
 
 
-def test_stateful_create_then_read_cancel_input_trajectory(api_schema, account):
-    # The task's life: create, then read, cancel, give input, read the trajectory (the links).
+def task_life_follows_the_links(api_schema, headers: dict[str, str], max_examples: int) -> None:
+    """The task's life: create, then read, cancel, give input, read the trajectory (the links)."""
     followed: set[tuple[str, int]] = set()
     workflow = api_schema.include(path_regex="^/tasks").as_state_machine()
 
@@ -70,13 +103,17 @@ def test_stateful_create_then_read_cancel_input_trajectory(api_schema, account):
             known = isinstance(body, dict) and body.get("type") in TASK_EXAMPLES
             if case.operation.label == "POST /tasks" and known:
                 body["data"] = TASK_EXAMPLES[body["type"]]
+            # hypothesis replays the start of a scenario to explore from it: a generated key would
+            # then replay an earlier task (already canceled, say), and the scenario would change
+            if case.headers and "Idempotency-Key" in case.headers:
+                case.headers["Idempotency-Key"] = uuid.uuid4().hex
 
         def after_call(self, response, case):
             super().after_call(response, case)
             followed.add((case.operation.label, response.status_code))
 
         def get_call_kwargs(self, case):
-            return {"headers": account.headers}
+            return {"headers": headers}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(
@@ -90,16 +127,23 @@ def test_stateful_create_then_read_cancel_input_trajectory(api_schema, account):
     run_state_machine_as_test(
         Workflow,
         settings=settings(
-            max_examples=15,
+            max_examples=max_examples,
             stateful_step_count=5,
             derandomize=True,  # the same scenarios on every run, so CI is repeatable
             deadline=None,
             suppress_health_check=list(HealthCheck),
         ),
     )
-    # the links were followed: a created task was read, then canceled, with its real id
-    assert {
-        ("POST /tasks", 200),
-        ("GET /tasks/{task_id}", 200),
-        ("POST /tasks/{task_id}/cancel", 200),
-    } <= followed, sorted(followed)
+    # the links were followed: a created task was read, then canceled, with its real id (at
+    # once while queued, 200; a task a worker has already claimed ends before its next step, 202)
+    assert {("POST /tasks", 200), ("GET /tasks/{task_id}", 200)} <= followed, sorted(followed)
+    canceled = {s for label, s in followed if label == "POST /tasks/{task_id}/cancel"}
+    assert canceled & {200, 202}, sorted(followed)
+
+
+def test_every_operation_conforms(api_schema, account):
+    every_operation_conforms(api_schema, account.headers, max_examples=8)
+
+
+def test_stateful_create_then_read_cancel_input_trajectory(api_schema, account):
+    task_life_follows_the_links(api_schema, account.headers, max_examples=15)

@@ -366,3 +366,22 @@ def test_a_message_ref_of_unicode_digits_or_too_many_is_a_404(client, account, r
     # found by tests/api/test_fuzz.py: '²'.isdigit() is true, int('²') is not
     response = client.get(f"/webhooks/messages/{ref}", headers=account.headers)
     assert _error(response, 404)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("disposition", ['form-data; name="a\\"', "form-data"])
+def test_a_form_field_without_a_readable_name_is_a_400(client, account, disposition):
+    # found by tests/e2e/test_contract_stack.py: a name whose closing quote is escaped parses as
+    # no name at all, and the screening of field names answered 500
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\nfalse\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ncheck_eligibility\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    response = client.post(
+        "/tasks",
+        data=body,
+        headers={**account.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    error = _error(response, 400)
+    assert error["code"] == "malformed_body" and "name" in error["message"]
