@@ -21,7 +21,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     logging.basicConfig(level=settings.log_level)
 
     register_error_handlers(app)
-    from api import audit, console, credentials, health, limits, sops, tasks, trajectories, webhooks
+    from api import (
+        account_settings,
+        audit,
+        console,
+        credentials,
+        health,
+        limits,
+        sops,
+        tasks,
+        trajectories,
+        webhooks,
+    )
 
     limits.init_app(app, settings)
 
@@ -31,6 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(sops.bp)
     app.register_blueprint(credentials.bp)
     app.register_blueprint(trajectories.bp)
+    app.register_blueprint(account_settings.bp)
     audit.init_app(app)
     console.init_app(app)
 
