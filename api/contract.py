@@ -387,4 +387,6 @@ PingEnvelope = _envelope("PingEnvelope", PingDataSchema, "ping")
 TaskWaitingForInputEnvelope = _envelope(
     "TaskWaitingForInputEnvelope", TaskSchema, "task.waiting_for_input"
 )
-TaskPendingReviewEnvelope = _envelope("TaskPendingReviewEnvelope", TaskSchema, "task.pending_review")
+TaskPendingReviewEnvelope = _envelope(
+    "TaskPendingReviewEnvelope", TaskSchema, "task.pending_review"
+)

@@ -22,9 +22,9 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect
 from marshmallow import Schema
 
 from api import contract
+from api.account_settings import SettingsSchema
 from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
 from api.sops import SopBodySchema
-from api.account_settings import SettingsSchema
 from api.tasks import InputSchema, ReviewSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
 from shared.sop.task_types import TASK_TYPES
@@ -487,10 +487,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "ping": _webhook("A test event (POST /webhook-endpoint/test)", "PingEnvelope"),
         "task.waiting_for_input": _webhook(
             "Opt-in (filter_types): a task waits for a one-time code; data.input_request says"
-            " until when", "TaskWaitingForInputEnvelope"),
+            " until when",
+            "TaskWaitingForInputEnvelope",
+        ),
         "task.pending_review": _webhook(
             "Opt-in (filter_types): a task paused for a person's review before an irreversible"
-            " step; approve or reject with POST /tasks/{id}/review", "TaskPendingReviewEnvelope"),
+            " step; approve or reject with POST /tasks/{id}/review",
+            "TaskPendingReviewEnvelope",
+        ),
     }
     return document
 
