@@ -51,7 +51,7 @@ TASK_EXAMPLES: dict[str, str] = {
 REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "TaskCreate": TaskCreateSchema,
     "TaskInput": InputSchema,
-    "TaskReview": ReviewSchema,
+    "ReviewDecision": ReviewSchema,
     "AccountSettingsIn": SettingsSchema,
     "CredentialsIn": CredentialsSchema,
     "PortalIn": PortalSchema,
@@ -261,7 +261,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "Approve or reject a task that is pending_review: approved, it resumes and submits;"
         " rejected, it ends completed_with_issues with the note", "tasks",
         {200: _ok("Task", "The decision is recorded")}, (*_BODY_ERRORS, 404, 409),
-        body=_json_body("TaskReview", approve={"decision": "approve"},
+        body=_json_body("ReviewDecision", approve={"decision": "approve"},
                         reject={"decision": "reject", "note": "Wrong CPT code on line 2"}),
     ),
     "account_settings.get_settings": _op("The account's settings", "settings",
