@@ -17,9 +17,9 @@ from api.bodies import json_body, validated
 from api.errors import ValidationFailed
 from api.runtime import runtime
 from shared import review
-from shared.sop import store as sop_store
 from shared.accounts import review_required_types, set_review_required_types
 from shared.db import Conn
+from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
 
 bp = Blueprint("account_settings", __name__)

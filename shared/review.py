@@ -16,7 +16,6 @@ their transaction commits, :func:`send_approved` sends an approved task to the w
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import kombu.exceptions
@@ -26,10 +25,11 @@ from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.db import Conn
 from shared.runtime import Runtime
+from shared.sop.model import ReviewStep, Step, flatten
 from shared.tasks import ReviewDecision, TaskStatus
 
 if TYPE_CHECKING:
-    from shared.sop.model import Sop, Step
+    from shared.sop.model import Sop
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,13 @@ class NotReviewable(ReviewError):
         super().__init__(f"task {task_id} is {status}, not pending review")
 
 
-def _walk(steps: tuple[Step, ...]) -> Iterator[Step]:
-    for step in steps:
-        yield step
-        yield from _walk(step.steps)
-        yield from _walk(step.else_steps)
-
-
 def review_point(sop: Sop) -> str | None:
     """Where a task of this SOP pauses when its type requires review: the title of its
     ``review`` step, else of its first irreversible step; None if it has neither."""
-    steps = list(_walk(sop.steps))
-    for wanted in (lambda s: s.kind == "review", lambda s: s.irreversible):
-        found = next((s for s in steps if wanted(s)), None)
-        if found is not None:
-            return found.title()
-    return None
+    steps = flatten(sop.steps)
+    found: Step | None = next((s for s in steps if isinstance(s, ReviewStep)), None)
+    found = found or next((s for s in steps if s.irreversible), None)
+    return found.title() if found is not None else None
 
 
 def rejection_note(reviewer: str, note: str | None) -> str:

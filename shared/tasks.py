@@ -365,6 +365,7 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
          WHERE id = %s AND status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
         RETURNING id, account_id, type, sop_id, inputs, secret_inputs, attempts,
                   irreversible_step, irreversible_at, trajectory_id, review_decision,
+                  reviewed_by, review_note,
                   (SELECT tasks.type = ANY(a.review_required_types)
                      FROM accounts a WHERE a.id = tasks.account_id) AS review_required
         """,

@@ -40,6 +40,7 @@ from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
 from worker.agent.interpreter import Outcome, run_sop
+from worker.agent.review import Review
 from worker.browser import BrowserPool, set_downloads
 from worker.egress import Origin
 from worker.errors import (
@@ -362,9 +363,20 @@ def _drive(
                     sensitive=sensitive,
                     redactor=recorder.redactor,
                     allowed_origins=origins,
+                    review=_review(claimed),
                 )
 
         return retrying(attempt)
+
+
+def _review(claimed: dict) -> Review:
+    """What the run needs of the task's review: required by the account, approved already."""
+    return Review(
+        required=bool(claimed.get("review_required")),
+        approved=claimed.get("review_decision") == "approved",
+        reviewer=claimed.get("reviewed_by"),
+        note=claimed.get("review_note"),
+    )
 
 
 def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shared.review import review_point
-from shared.sops import SopInvalid, builtin_sop, builtin_sop_text, load_sop
+from shared.sop.errors import SopInvalid
+from shared.sop.library import builtin_sop, builtin_sop_text
+from shared.sop.loader import load_sop
 
 CLAIM_SOP = builtin_sop_text("submit_claim")
 SUBMIT = "  - name: Submit the claim\n"

@@ -14,7 +14,7 @@ import pytest
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import totp
 from shared.accounts import Credentials, put_credentials
-from shared.sops import builtin_sop_text
+from shared.sop.library import builtin_sop_text
 from tests.dispatcher.support import drive, served_receiver
 from tests.worker.support import browser_pool, sandbox_runtime, submissions
 from tests.worker.test_runner import _run_in_background

@@ -34,6 +34,7 @@ EXAMPLES = {
     "dismiss_if_present": "dismiss_if_present: {button: Dismiss}",
     "fail": "fail: the portal refused",
     "finish": "finish: true",
+    "review": "review: '{{ member_id }} before submitting'",
 }
 
 
