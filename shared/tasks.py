@@ -435,7 +435,7 @@ def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str)
     """Pause the task at a review point: ``pending_review``, its claim and lease released.
 
     No worker holds it while it waits, so no lease expires and no browser stays open; the
-    person's decision puts it back in line (:func:`approve_review`) or ends it. Writes the
+    person's decision (:func:`record_review`) puts it back in line or ends it. Writes the
     opt-in ``task.pending_review`` event. False when this worker no longer holds the task.
     """
     row = conn.execute(
