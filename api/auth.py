@@ -60,8 +60,3 @@ def require_account() -> None:
 def account_id() -> int:
     """The authenticated caller's account."""
     return int(g.account_id)
-
-
-def key_prefix() -> str:
-    """The visible prefix of the caller's API key (``us_1a2b3c4d5e6f``): who acted, by key."""
-    return (_bearer_key() or "")[:VISIBLE_LEN]

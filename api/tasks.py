@@ -362,7 +362,7 @@ class ReviewSchema(Schema):
 
 def _reviewer(named: str | None) -> str:
     """Who decided: the API key's visible prefix, after the name the caller gives, if any."""
-    key = f"API key {key_prefix()}"
+    key = f"API key {key_prefix() or 'unknown'}"
     return f"{named.strip()} ({key})" if named and named.strip() else key
 
 
