@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import kombu.exceptions
+import psycopg
 import redis
 
 from shared import tasks as task_queries
@@ -113,5 +114,8 @@ def send_approved(runtime: Runtime, task_id: int) -> None:
     except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
         log.warning("task %s stays pending after its approval: the queue is unreachable", task_id)
         return
-    with runtime.pool.connection() as conn:
-        task_queries.mark_dispatched(conn, task_id)
+    try:
+        with runtime.pool.connection() as conn:
+            task_queries.mark_dispatched(conn, task_id)
+    except psycopg.Error:  # the message is sent; the worker's claim does not need this mark
+        log.warning("task %s: could not mark its message sent", task_id, exc_info=True)
