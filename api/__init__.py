@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     register_error_handlers(app)
     from api import (
+        account_settings,
         audit,
         console,
         credentials,
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(sops.bp)
     app.register_blueprint(credentials.bp)
     app.register_blueprint(trajectories.bp)
+    app.register_blueprint(account_settings.bp)
     audit.init_app(app)
     console.init_app(app)
 

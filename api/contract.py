@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
-from shared.webhooks import MessageStatus
+from shared.webhooks import EVENTS, FILTER_TYPES, MessageStatus
 
 _TIME = {"format": "date-time", "description": "ISO 8601 UTC with milliseconds and Z"}
 
@@ -74,6 +74,24 @@ class TaskLinksSchema(Schema):
     trajectory = fields.String(required=True)
 
 
+class TaskInputRequestSchema(Schema):
+    kind = fields.String(required=True, metadata={"examples": ["one_time_code"]})
+    requested_at = _time()
+    expires_at = _time("after this the task fails")
+    submit = fields.String(required=True, metadata={"description": "where to send it"})
+
+
+class TaskReviewSchema(Schema):
+    step = fields.String(required=True, allow_none=True, metadata={"description": "paused before"})
+    requested_at = _time()
+    decision = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(["approved", "rejected"])
+    )
+    reviewer = fields.String(required=True, allow_none=True)
+    decided_at = _time()
+    note = fields.String(required=True, allow_none=True)
+
+
 class TaskSchema(Schema):
     """The task object: the reference API's fields first, with their exact names and types."""
 
@@ -108,6 +126,18 @@ class TaskSchema(Schema):
     attempts = fields.Integer(required=True)
     sop = fields.Nested(TaskSopSchema, required=True)
     links = fields.Nested(TaskLinksSchema, required=True)
+    input_request = fields.Nested(
+        TaskInputRequestSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "while waiting_for_input: what it waits for, until when"},
+    )
+    review = fields.Nested(
+        TaskReviewSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "the review point and the decision; null if never paused"},
+    )
 
 
 class TaskPageSchema(Schema):
@@ -240,6 +270,11 @@ class EndpointOutSchema(Schema):
     url = fields.String(required=True, allow_none=True)
     enabled = fields.Boolean(required=True)
     disabled_reason = fields.String(required=True, allow_none=True)
+    filter_types = fields.List(
+        fields.String(validate=validate.OneOf(FILTER_TYPES)),
+        required=True,
+        metadata={"description": "the event types it receives (a ping always)"},
+    )
     previous_secret_expires_at = _time()
     health = fields.Nested(EndpointHealthSchema, required=True)
     created_at = _time()
@@ -268,7 +303,7 @@ class AttemptSchema(Schema):
 class MessageSchema(Schema):
     id = fields.Integer(required=True)
     msg_id = fields.String(required=True, metadata={"description": "the webhook-id header"})
-    event = fields.String(required=True, validate=validate.OneOf(["task_finished", "ping"]))
+    event = fields.String(required=True, validate=validate.OneOf(EVENTS))
     task_id = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in MessageStatus]))
     attempt_count = fields.Integer(required=True)
@@ -308,6 +343,14 @@ class AuditPageSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
+class AccountSettingsSchema(Schema):
+    review_required_types = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "task types whose tasks a person approves before submitting"},
+    )
+
+
 class RecoveredSchema(Schema):
     count = fields.Integer(required=True, metadata={"description": "messages queued again"})
 
@@ -341,3 +384,9 @@ def _envelope(name: str, data: type[Schema], event: str) -> type[Schema]:
 
 TaskFinishedEnvelope = _envelope("TaskFinishedEnvelope", TaskSchema, "task_finished")
 PingEnvelope = _envelope("PingEnvelope", PingDataSchema, "ping")
+TaskWaitingForInputEnvelope = _envelope(
+    "TaskWaitingForInputEnvelope", TaskSchema, "task.waiting_for_input"
+)
+TaskPendingReviewEnvelope = _envelope(
+    "TaskPendingReviewEnvelope", TaskSchema, "task.pending_review"
+)

@@ -22,9 +22,10 @@ from flask import Blueprint, Flask, current_app, jsonify, redirect
 from marshmallow import Schema
 
 from api import contract
+from api.account_settings import SettingsSchema
 from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
 from api.sops import SopBodySchema
-from api.tasks import InputSchema, TaskCreateSchema
+from api.tasks import InputSchema, ReviewSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
@@ -54,6 +55,8 @@ TASK_EXAMPLES: dict[str, str] = {
 REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "TaskCreate": TaskCreateSchema,
     "TaskInput": InputSchema,
+    "ReviewDecision": ReviewSchema,
+    "AccountSettingsIn": SettingsSchema,
     "CredentialsIn": CredentialsSchema,
     "PortalIn": PortalSchema,
     "WebhookEndpointIn": EndpointSchema,
@@ -86,6 +89,9 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Health": contract.HealthSchema,
     "TaskFinishedEnvelope": contract.TaskFinishedEnvelope,
     "PingEnvelope": contract.PingEnvelope,
+    "TaskWaitingForInputEnvelope": contract.TaskWaitingForInputEnvelope,
+    "TaskPendingReviewEnvelope": contract.TaskPendingReviewEnvelope,
+    "AccountSettings": contract.AccountSettingsSchema,
 }
 
 # The error responses, each with the codes it can carry (the `code` field of the error shape).
@@ -97,7 +103,7 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
         "idempotency_conflict", "task_finished", "not_waiting", "no_webhook_url",
-        "endpoint_disabled", "message_pending"]),
+        "endpoint_disabled", "message_pending", "not_pending_review"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
@@ -255,6 +261,21 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {202: _ok("Task", "The task resumes")}, (*_BODY_ERRORS, 404, 409),
         body=_json_body("TaskInput", code={"code": "123456"}),
     ),
+    "tasks.review_task": _op(
+        "Approve or reject a task that is pending_review: approved, it resumes and submits;"
+        " rejected, it ends completed_with_issues with the note", "tasks",
+        {200: _ok("Task", "The decision is recorded")}, (*_BODY_ERRORS, 404, 409),
+        body=_json_body("ReviewDecision", approve={"decision": "approve"},
+                        reject={"decision": "reject", "note": "Wrong CPT code on line 2"}),
+    ),
+    "account_settings.get_settings": _op("The account's settings", "settings",
+                                         {200: _ok("AccountSettings")}),
+    "account_settings.put_settings": _op(
+        "Replace the account's settings: the task types that require review", "settings",
+        {200: _ok("AccountSettings")}, _BODY_ERRORS,
+        body=_json_body("AccountSettingsIn",
+                        claims={"review_required_types": ["submit_claim"]}),
+    ),
     "trajectories.read_trajectory": _op(
         "Every step the agent took, per attempt", "tasks", {200: _ok("Trajectory")}, (404,)
     ),
@@ -317,7 +338,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: _ok("WebhookEndpoint"), 201: _ok("WebhookEndpoint", "Made, with its secret")},
         _BODY_ERRORS,
         body=_json_body("WebhookEndpointIn", url={"url": "https://example.com/hook"},
-                        enable={"enabled": True}),
+                        enable={"enabled": True},
+                        events={"filter_types": ["task_finished", "task.pending_review",
+                                                 "task.waiting_for_input"]}),
     ),
     "webhooks.test_endpoint": _op("Queue a ping message", "webhooks",
                                   {202: _ok("WebhookMessage", "Queued")}, (409,)),
@@ -466,6 +489,16 @@ def build_spec(app: Flask) -> dict[str, Any]:
     document["webhooks"] = {
         "task_finished": _webhook("A task reached a final state", "TaskFinishedEnvelope"),
         "ping": _webhook("A test event (POST /webhook-endpoint/test)", "PingEnvelope"),
+        "task.waiting_for_input": _webhook(
+            "Opt-in (filter_types): a task waits for a one-time code; data.input_request says"
+            " until when",
+            "TaskWaitingForInputEnvelope",
+        ),
+        "task.pending_review": _webhook(
+            "Opt-in (filter_types): a task paused for a person's review before an irreversible"
+            " step; approve or reject with POST /tasks/{id}/review",
+            "TaskPendingReviewEnvelope",
+        ),
     }
     return document
 

@@ -23,13 +23,13 @@ from psycopg.types.json import Jsonb
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
-from api.auth import account_id, require_account
-from api.bodies import json_object, unsupported_media, validated
+from api.auth import account_id, key_prefix, require_account
+from api.bodies import json_body, json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import metrics
+from shared import metrics, review
 from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json, keyed_digest
@@ -352,3 +352,53 @@ def give_input(task_id: int):
             raise NotFound("task")
         task = task_json(task_queries.get_task(conn, task_id))
     return jsonify(task), 202
+
+
+class ReviewSchema(Schema):
+    # Unknown fields are refused: a misspelt "decison" must not be read as a missing one.
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "reject"]))
+    note = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=review.MAX_NOTE_CHARS)
+    )
+    reviewer = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=review.MAX_REVIEWER_CHARS - 40),
+    )
+
+
+def _reviewer(named: str | None) -> str:
+    """Who decided: the API key's visible prefix, after the name the caller gives, if any."""
+    key = f"API key {key_prefix() or 'unknown'}"
+    return f"{named.strip()} ({key})" if named and named.strip() else key
+
+
+@bp.post("/tasks/<int:task_id>/review")
+def review_task(task_id: int):
+    """Approve or reject a task that is ``pending_review``. Approved, it resumes and submits."""
+    body = validated(ReviewSchema(), json_body(), "review")
+    approved = body["decision"] == "approve"
+    rt = runtime()
+    with rt.pool.connection() as conn:
+        try:
+            row = review.decide(
+                conn,
+                account_id=account_id(),
+                task_id=task_id,
+                approved=approved,
+                note=body["note"],
+                reviewer=_reviewer(body["reviewer"]),
+            )
+        except review.TaskNotFound:
+            raise NotFound("task") from None
+        except review.NotReviewable as err:
+            raise ApiError(
+                409,
+                "not_pending_review",
+                f"The task is {err.status}, not pending review.",
+                {"status": err.status},
+            ) from None
+        task = task_json(row)
+    if approved:
+        after_commit(task_id, functools.partial(review.send_approved, rt))
+    return jsonify(task), 200

@@ -31,11 +31,16 @@ class EndpointSchema(Schema):
     # Unknown fields are refused (marshmallow's default): a misspelt "enable" must not be dropped.
     url = fields.String(allow_none=True, validate=validate.Length(min=1, max=MAX_URL_CHARS))
     enabled = fields.Boolean(truthy={True}, falsy={False})
+    # The event types the endpoint receives, as Svix's filterTypes; a ping is always sent.
+    filter_types = fields.List(
+        fields.String(validate=validate.OneOf(hooks.FILTER_TYPES)),
+        validate=validate.Length(min=1, max=len(hooks.FILTER_TYPES)),
+    )
 
     @validates_schema
     def _something_to_change(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
-            raise ValidationError("Send url, enabled, or both.")
+            raise ValidationError("Send url, enabled, filter_types, or any of them.")
 
 
 class RecoverSchema(Schema):
@@ -78,16 +83,18 @@ def get_endpoint():
 
 @bp.put("/webhook-endpoint")
 def put_endpoint():
-    """Set the URL and/or enable or disable. Enabling delivers the messages held meanwhile."""
+    """Set the URL, enable or disable, choose the event types. Enabling delivers the messages
+    held meanwhile."""
     body = validated(EndpointSchema(), json_body(), "webhook endpoint")
     url = _checked_url(body["url"]) if "url" in body else ...
+    changes = {"enabled": body.get("enabled"), "filter_types": body.get("filter_types")}
     rt = runtime()
     with rt.pool.connection() as conn:
         if hooks.get_endpoint(conn, account_id()) is None:
             secret = hooks.create_endpoint(conn, rt.fernet, account_id(), None)
-            row = hooks.update_endpoint(conn, account_id(), url=url, enabled=body.get("enabled"))
+            row = hooks.update_endpoint(conn, account_id(), url=url, **changes)
             return jsonify({**hooks.endpoint_json(row), "secret": secret}), 201
-        row = hooks.update_endpoint(conn, account_id(), url=url, enabled=body.get("enabled"))
+        row = hooks.update_endpoint(conn, account_id(), url=url, **changes)
     return jsonify(hooks.endpoint_json(row))
 
 

@@ -82,6 +82,10 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
     ("tasks", "input"): (
         "give a waiting task its one-time code", lambda api, a: api.give_input(a.id, a.code), None
     ),
+    ("tasks", "review"): (
+        "approve or reject a task that is pending_review",
+        lambda api, a: api.review_task(a.id, a.decision, note=a.note, reviewer=a.reviewer), None,
+    ),
     ("tasks", "wait"): (
         "wait until a task is final", lambda api, a: api.wait(a.id, timeout=a.timeout), None
     ),
@@ -175,6 +179,10 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("id", type=int)
         if command == "input":
             parser.add_argument("code")
+        if command == "review":
+            parser.add_argument("decision", choices=["approve", "reject"])
+            parser.add_argument("--note", help="why; a rejection's note goes into the task's notes")
+            parser.add_argument("--reviewer", help="your name, recorded with the decision")
         if command == "trajectory":
             parser.add_argument("--download", metavar="DIR", help="save the screenshots here")
         if command in ("create", "wait"):

@@ -211,3 +211,21 @@ def list_api_keys(conn: Conn, account_id: int | None = None) -> list[dict]:
         " WHERE %(account)s::bigint IS NULL OR account_id = %(account)s ORDER BY id",
         {"account": account_id},
     ).fetchall()
+
+
+def review_required_types(conn: Conn, account_id: int) -> list[str]:
+    """The task types whose tasks a person must approve before their irreversible step."""
+    row = conn.execute(
+        "SELECT review_required_types FROM accounts WHERE id = %s", (account_id,)
+    ).fetchone()
+    return list(row["review_required_types"]) if row else []
+
+
+def set_review_required_types(conn: Conn, account_id: int, task_types: list[str]) -> list[str]:
+    """Replace the account's list of task types that require review; the list as stored."""
+    row = conn.execute(
+        "UPDATE accounts SET review_required_types = %s WHERE id = %s"
+        " RETURNING review_required_types",
+        (list(dict.fromkeys(task_types)), account_id),
+    ).fetchone()
+    return list(row["review_required_types"]) if row else []

@@ -48,6 +48,15 @@ UNFINISHED_STATUSES = (
 )
 
 TASK_FINISHED = "task_finished"
+# Opt-in events (an endpoint receives them only if its filter_types names them): a task that
+# waits for a person.
+TASK_WAITING_FOR_INPUT = "task.waiting_for_input"
+TASK_PENDING_REVIEW = "task.pending_review"
+
+
+class ReviewDecision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -61,7 +70,9 @@ _TASK_COLUMNS = """
     t.id, t.account_id, t.task_number, t.type, t.status, t.handler, t.title, t.instructions,
     t.data, t.notes, t.result, t.trajectory_id, t.attempts, t.sop_id, s.version AS sop_version,
     s.account_id IS NULL AS sop_builtin, t.created_at, t.updated_at, t.started_at,
-    t.completed_at, t.failed_at, t.canceled_at,
+    t.completed_at, t.failed_at, t.canceled_at, t.input_requested_at, t.input_expires_at,
+    t.review_step, t.review_requested_at, t.review_decision, t.reviewed_by, t.reviewed_at,
+    t.review_note,
     COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
                 'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
               FROM task_files f WHERE f.task_id = t.id), '[]'::json) AS files
@@ -103,6 +114,34 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
             "self": f"/tasks/{row['id']}",
             "trajectory": f"/tasks/{row['id']}/trajectory",
         },
+        "input_request": _input_request_json(row),
+        "review": _review_json(row),
+    }
+
+
+def _input_request_json(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What a task waiting for input waits for, and until when; null otherwise."""
+    if row["status"] != TaskStatus.WAITING_FOR_INPUT:
+        return None
+    return {
+        "kind": "one_time_code",
+        "requested_at": iso(row.get("input_requested_at")),
+        "expires_at": iso(row.get("input_expires_at")),
+        "submit": f"/tasks/{row['id']}/input",
+    }
+
+
+def _review_json(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's review point and the person's decision; null for a task never paused."""
+    if row.get("review_requested_at") is None and row.get("review_decision") is None:
+        return None
+    return {
+        "step": row.get("review_step"),
+        "requested_at": iso(row.get("review_requested_at")),
+        "decision": row.get("review_decision"),
+        "reviewer": row.get("reviewed_by"),
+        "decided_at": iso(row.get("reviewed_at")),
+        "note": row.get("review_note"),
     }
 
 
@@ -333,7 +372,10 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
                started_at = COALESCE(started_at, now()), updated_at = now()
          WHERE id = %s AND status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
         RETURNING id, account_id, type, sop_id, inputs, secret_inputs, attempts,
-                  irreversible_step, irreversible_at, trajectory_id,
+                  irreversible_step, irreversible_at, trajectory_id, review_decision,
+                  reviewed_by, review_note,
+                  (SELECT tasks.type = ANY(a.review_required_types)
+                     FROM accounts a WHERE a.id = tasks.account_id) AS review_required,
                   EXTRACT(EPOCH FROM now() - created_at)::float AS waited_s
         """,
         (worker, lease_s, task_id),
@@ -366,17 +408,101 @@ def cancel_state(conn: Conn, task_id: int, worker: str) -> dict | None:
     ).fetchone()
 
 
-def set_waiting(conn: Conn, task_id: int, worker: str, waiting: bool) -> None:
+def await_input(conn: Conn, task_id: int, worker: str, *, expires_at: datetime, note: str) -> bool:
+    """The task now waits for a person's input: say so in its notes, with the deadline, and
+    write the opt-in ``task.waiting_for_input`` event. False when this worker no longer holds it.
+    """
+    row = conn.execute(
+        """
+        UPDATE tasks
+           SET status = 'waiting_for_input', notes = %s, input_requested_at = now(),
+               input_expires_at = %s, updated_at = now()
+         WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
+        RETURNING account_id
+        """,
+        (note, expires_at, task_id, worker),
+    ).fetchone()
+    if row is None:
+        return False
+    _enqueue_event(conn, task_id, row["account_id"], TASK_WAITING_FOR_INPUT)
+    return True
+
+
+def input_received(conn: Conn, task_id: int, worker: str) -> None:
+    """Back to running once the input came; the wait's note and deadline are cleared."""
     conn.execute(
         """
         UPDATE tasks
-           SET status = CASE WHEN %s THEN 'waiting_for_input' ELSE 'running' END,
-               input_requested_at = CASE WHEN %s THEN now() ELSE input_requested_at END,
-               updated_at = now()
+           SET status = 'running', notes = NULL, input_expires_at = NULL, updated_at = now()
          WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
         """,
-        (waiting, waiting, task_id, worker),
+        (task_id, worker),
     )
+
+
+def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str) -> bool:
+    """Pause the task at a review point: ``pending_review``, its claim and lease released.
+
+    No worker holds it while it waits, so no lease expires and no browser stays open; the
+    person's decision (:func:`record_review`) puts it back in line or ends it. Writes the
+    opt-in ``task.pending_review`` event. False when this worker no longer holds the task.
+    """
+    row = conn.execute(
+        """
+        UPDATE tasks
+           SET status = 'pending_review', claimed_by = NULL, lease_expires_at = NULL,
+               enqueued_at = NULL, review_step = %s, review_requested_at = now(),
+               notes = %s, updated_at = now()
+         WHERE id = %s AND claimed_by = %s AND status = 'running'
+        RETURNING account_id
+        """,
+        (step, note, task_id, worker),
+    ).fetchone()
+    if row is None:
+        return False
+    _enqueue_event(conn, task_id, row["account_id"], TASK_PENDING_REVIEW)
+    return True
+
+
+def record_review(
+    conn: Conn,
+    task_id: int,
+    account_id: int,
+    decision: ReviewDecision,
+    *,
+    reviewer: str,
+    note: str | None,
+) -> bool:
+    """Record a person's decision on a ``pending_review`` task. Approved, the task is put back
+    to ``pending`` (sent again by the caller after commit, or by the scheduler's next tick); the
+    caller finishes a rejected one. False when the task is not pending review.
+    """
+    row = conn.execute(
+        """
+        UPDATE tasks
+           SET review_decision = %(decision)s, reviewed_by = %(reviewer)s, reviewed_at = now(),
+               review_note = %(note)s, updated_at = now(),
+               status = CASE WHEN %(decision)s = 'approved' THEN 'pending' ELSE status END,
+               notes = CASE WHEN %(decision)s = 'approved' THEN NULL ELSE notes END
+         WHERE id = %(id)s AND account_id = %(account_id)s AND status = 'pending_review'
+        RETURNING id
+        """,
+        {
+            "decision": str(decision),
+            "reviewer": reviewer,
+            "note": note,
+            "id": task_id,
+            "account_id": account_id,
+        },
+    ).fetchone()
+    return row is not None
+
+
+def _enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> None:
+    from shared.webhooks import enqueue_task_event
+
+    payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
+    enqueue_task_event(conn, account_id=account_id, task_id=task_id, event=event, payload=payload)
 
 
 def record_irreversible(conn: Conn, task_id: int, step: str, *, worker: str) -> bool:
@@ -524,7 +650,8 @@ def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
     if row["status"] in FINAL_STATUSES:
         raise AlreadyFinished(row["status"])
     request_cancel(conn, task_id)
-    if row["status"] in CLAIMABLE_STATUSES:
+    # No worker holds a task that is queued or paused for review: it ends now.
+    if row["status"] in (*CLAIMABLE_STATUSES, TaskStatus.PENDING_REVIEW):
         finish_task(conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.")
     return True
 

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from shared.celery import DELIVER_WEBHOOK
 from shared.db import Conn
 from shared.settings import Settings
-from shared.tasks import TASK_FINISHED, iso
+from shared.tasks import TASK_FINISHED, TASK_PENDING_REVIEW, TASK_WAITING_FOR_INPUT, iso
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -34,7 +34,11 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SECRET_BYTES = 32
 PING = "ping"
-EVENTS = (TASK_FINISHED, PING)
+EVENTS = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, PING)
+# What an endpoint's filter_types may name (a ping is always sent). The default, what every
+# endpoint received before the filter existed, is task_finished alone.
+FILTER_TYPES = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW)
+DEFAULT_FILTER_TYPES = (TASK_FINISHED,)
 
 
 class MessageStatus(StrEnum):
@@ -127,12 +131,17 @@ def update_endpoint(
     *,
     url: str | None | object = ...,
     enabled: bool | None = None,
+    filter_types: Sequence[str] | None = None,
 ) -> dict | None:
-    """Change the URL and/or the enabled flag. Enabling a disabled endpoint clears its failure
-    record and makes the held messages due now. ``url=...`` (the default) keeps the URL."""
+    """Change the URL, the enabled flag and/or the event types received. Enabling a disabled
+    endpoint clears its failure record and makes the held messages due now. ``url=...`` (the
+    default) keeps the URL. A new filter applies to the messages made from then on."""
     fresh_start = ["consecutive_failures = 0", "failing_since = NULL", "circuit_open_until = NULL"]
     sets = ["updated_at = now()"]
     params: list[Any] = []
+    if filter_types is not None:
+        sets.append("filter_types = %s")
+        params.append(list(dict.fromkeys(filter_types)))
     if url is not ...:
         # A new URL is a new receiver: its predecessor's failures say nothing about it.
         sets += ["url = %s", *fresh_start]
@@ -200,6 +209,7 @@ def endpoint_json(row: dict) -> dict[str, Any]:
         "url": row["url"],
         "enabled": row["enabled"],
         "disabled_reason": row["disabled_reason"],
+        "filter_types": list(row["filter_types"]),
         "previous_secret_expires_at": iso(row["previous_secret_expires_at"]),
         "health": {
             "consecutive_failures": row["consecutive_failures"],
@@ -254,8 +264,37 @@ def _insert_message(
 
 def enqueue_task_finished(conn: Conn, *, account_id: int, task_id: int, payload: dict) -> None:
     """Write the task's ``task_finished`` message, in the caller's transaction. Idempotent."""
-    _insert_message(
+    enqueue_task_event(
         conn, account_id=account_id, task_id=task_id, event=TASK_FINISHED, payload=payload
+    )
+
+
+def enqueue_task_event(
+    conn: Conn, *, account_id: int, task_id: int, event: str, payload: dict
+) -> None:
+    """Write a task event's message in the caller's transaction, if the endpoint receives it.
+
+    The endpoint's ``filter_types`` decide, as Svix filters. An account with no endpoint row
+    keeps its ``task_finished`` messages, as it always has (they go out once it has a URL);
+    an opt-in event needs an endpoint that asked for it.
+    """
+    conn.execute(
+        """
+        INSERT INTO webhook_messages (msg_id, account_id, task_id, event, payload, status,
+                                      next_attempt_at)
+        SELECT %(msg_id)s, %(account_id)s, %(task_id)s, %(event)s, %(payload)s, 'pending', now()
+         WHERE COALESCE((SELECT %(event)s = ANY(e.filter_types) FROM webhook_endpoints e
+                          WHERE e.account_id = %(account_id)s), %(by_default)s)
+        ON CONFLICT DO NOTHING
+        """,
+        {
+            "msg_id": new_msg_id(),
+            "account_id": account_id,
+            "task_id": task_id,
+            "event": event,
+            "payload": Jsonb(payload),
+            "by_default": event in DEFAULT_FILTER_TYPES,
+        },
     )
 
 

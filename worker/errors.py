@@ -76,6 +76,17 @@ class ClaimLost(Exception):
     Not an AgentError: it is nobody's outcome. The worker stops without writing a status."""
 
 
+class ReviewRequested(Exception):
+    """The SOP reached a review point: the task pauses for a person's decision.
+
+    Not an AgentError: it is nobody's outcome. The worker releases the task (``pending_review``)
+    and its browser; an approval runs the task again, past the review point."""
+
+    def __init__(self, step_name: str) -> None:
+        self.step_name = step_name
+        super().__init__(f"waiting for review before {step_name!r}")
+
+
 # Our own infrastructure failing: the database restarting or failing over, the broker
 # unreachable. Never a task's outcome: writes are retried, then the claim is given up.
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -41,6 +41,7 @@ from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
 from worker.agent.interpreter import Outcome, run_sop
+from worker.agent.review import Review
 from worker.browser import BrowserPool, set_downloads
 from worker.egress import Origin
 from worker.errors import (
@@ -52,6 +53,7 @@ from worker.errors import (
     InputTimeout,
     LeftPortal,
     PortalUnavailable,
+    ReviewRequested,
     SecretRefused,
     StepFailed,
     TaskCanceled,
@@ -247,12 +249,41 @@ def _write_files(rt: Runtime, task_id: int, folder: Path) -> list[TaskFile]:
     return files
 
 
-def _code_requester(rt: Runtime, task_id: int, worker: str, lease: Lease) -> Callable[[], str]:
-    """Blocks until a person posts the MFA code (POST /tasks/{id}/input) or time runs out."""
+def _code_requester(
+    rt: Runtime, task_id: int, worker: str, lease: Lease, recorder: DbRecorder
+) -> Callable[[], str]:
+    """Blocks until a person posts the MFA code (POST /tasks/{id}/input) or time runs out.
+
+    The wait is not silent: the task's notes say what it waits for and until when, a step in
+    its trajectory says so too, and the opt-in ``task.waiting_for_input`` event is written.
+    """
 
     def request_code() -> str:
-        _db(rt, lambda conn: task_queries.set_waiting(conn, task_id, worker, True))
-        deadline = time.monotonic() + rt.settings.input_timeout_s
+        timeout_s = rt.settings.input_timeout_s
+        started = datetime.now(UTC)
+        expires_at = started + timedelta(seconds=timeout_s)
+        note = (
+            f"Waiting for a one-time code for the portal sign-in: send it with POST "
+            f"/tasks/{task_id}/input before {task_queries.iso(expires_at)} (INPUT_TIMEOUT_S), "
+            "or the task fails."
+        )
+        held = _db(
+            rt,
+            lambda conn: task_queries.await_input(
+                conn, task_id, worker, expires_at=expires_at, note=note
+            ),
+        )
+        if not held:
+            raise ClaimLost(f"task {task_id}: the claim was lost before asking for input")
+        recorder.step(
+            "Waiting for a one-time code",
+            started_at=started,
+            duration_ms=0,
+            status="ok",
+            message=note,
+            screenshot=None,
+        )
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if lease.should_stop():
                 raise TaskCanceled("The task was canceled while waiting for input.")
@@ -260,9 +291,7 @@ def _code_requester(rt: Runtime, task_id: int, worker: str, lease: Lease) -> Cal
             if token is not None:
                 return str(decrypt_json(rt.fernet, token)["code"])
             time.sleep(0.5)
-        raise InputTimeout(
-            f"No one-time code was supplied within {rt.settings.input_timeout_s:.0f} s."
-        )
+        raise InputTimeout(f"No one-time code was supplied within {timeout_s:.0f} s.")
 
     return request_code
 
@@ -270,7 +299,7 @@ def _code_requester(rt: Runtime, task_id: int, worker: str, lease: Lease) -> Cal
 def _take_input(conn: Conn, task_id: int, worker: str) -> bytes | None:
     token = task_queries.take_input(conn, task_id)
     if token is not None:
-        task_queries.set_waiting(conn, task_id, worker, False)
+        task_queries.input_received(conn, task_id, worker)
     return token
 
 
@@ -341,14 +370,25 @@ def _drive(
                     recorder=recorder,
                     verify_only=recorder.irreversible_passed,
                     should_stop=lease.should_stop,
-                    request_code=_code_requester(rt, claimed["id"], worker, lease),
+                    request_code=_code_requester(rt, claimed["id"], worker, lease, recorder),
                     screenshot_every_step=rt.settings.screenshots == "every_step",
                     sensitive=sensitive,
                     redactor=recorder.redactor,
                     allowed_origins=origins,
+                    review=_review(claimed),
                 )
 
         return retrying(attempt)
+
+
+def _review(claimed: dict) -> Review:
+    """What the run needs of the task's review: required by the account, approved already."""
+    return Review(
+        required=bool(claimed.get("review_required")),
+        approved=claimed.get("review_decision") == "approved",
+        reviewer=claimed.get("reviewed_by"),
+        note=claimed.get("review_note"),
+    )
 
 
 def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus | None:
@@ -403,9 +443,13 @@ def _claim_and_run(
     )
     base_url = _base_url(rt, claimed["account_id"], stored.sop)
     with redaction.active(redactor), Lease(rt, task_id, worker) as lease:
-        status, notes, result = _run_claimed(
-            rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
-        )
+        try:
+            status, notes, result = _run_claimed(
+                rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
+            )
+        except ReviewRequested as pause:
+            _pause_for_review(rt, task_id, worker, redactor.text(pause.step_name))
+            return None
         notes, result = redactor.text(notes), redactor.value(result)
     # The status and its webhook message, in one transaction, retried as one.
     finished = _db(
@@ -453,6 +497,22 @@ def _leaves(value: object) -> list[str]:
     return [] if value is None else [str(value)]
 
 
+def _pause_for_review(rt: Runtime, task_id: int, worker: str, step_name: str) -> None:
+    """Release the task (and, by returning, its browser and this worker's slot) until a person
+    approves or rejects it with POST /tasks/{id}/review."""
+    note = (
+        f"Waiting for review before {step_name!r}: approve or reject it with POST "
+        f"/tasks/{task_id}/review. Approved, the agent signs in again, fills the form again and "
+        "goes on; rejected, the task ends completed_with_issues with the reviewer's note."
+    )
+    paused = _db(
+        rt,
+        lambda conn: task_queries.await_review(conn, task_id, worker, step=step_name, note=note),
+    )
+    if not paused:
+        log.warning("task %s was taken over before it paused for review here", task_id)
+
+
 def _load_sop_and_credentials(
     rt: Runtime, conn: Conn, claimed: dict
 ) -> tuple[StoredSop, Credentials | None]:
@@ -496,8 +556,10 @@ def _run_claimed(
             return TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.", None
     try:
         outcome = _drive(rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker)
-    except (*INFRASTRUCTURE_ERRORS, ClaimLost):
-        raise  # ours, not the task's: no status; the claim is given up (see run_task)
+    except (*INFRASTRUCTURE_ERRORS, ClaimLost, ReviewRequested):
+        # Ours, not the task's: no status; the claim is given up (see run_task), or the task
+        # pauses for review (see _claim_and_run).
+        raise
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
         status, notes = _failure_note(exc, sop)
         if not isinstance(exc, EXPECTED):

@@ -179,8 +179,12 @@ def task_review(task_id: int):
                 conn, account_id=current().user.account_id, task_id=task_id,
                 approved=decision == "approve", note=note, reviewer=current().user.email,
             )  # fmt: skip
+        except review.TaskNotFound:
+            abort(404, "No such task.")
         except review.NotReviewable as err:
             conn.rollback()
             return _again(task_id, 409, review_error=str(err))
         record(conn, f"task.review.{decision}", f"task:{task_id}", {"note": note})
+    if decision == "approve":  # committed: send it to the workers now, not at the next tick
+        review.send_approved(runtime(), task_id)
     return redirect(url_for("console.task", task_id=task_id, notice="reviewed"), 303)

@@ -660,6 +660,28 @@ class EndIfStep(Step):
         return f"If {describe_condition(self.condition)} shows{waiting}, end the task {self.status}"
 
 
+class ReviewStep(Step):
+    """Pause the task for a person's approval before going on (before an irreversible step).
+
+    The page is recorded with a screenshot and the task becomes ``pending_review``; an
+    approved task runs again from the top and passes this step without stopping.
+    """
+
+    kind: ClassVar[str] = "review"
+
+    message: str = ""  # what the reviewer should check (a template)
+
+    @classmethod
+    def parse(cls, v: Validator, value: Any, path: str, item: dict) -> dict[str, Any]:
+        if isinstance(value, dict | list) or isinstance(value, bool) and not value:
+            v.err(path, "give `review: true` or what the reviewer should check")
+        text = "" if value is None or value is True else v.string(value, path, template=True)
+        return {"message": text}
+
+    def describe(self) -> str:
+        return "Pause for a person's review" + (f": {self.message}" if self.message else "")
+
+
 def _where(locator: Locator | None) -> str:
     return locator.describe() if locator else ""
 

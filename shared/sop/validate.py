@@ -20,6 +20,7 @@ from shared.sop.model import (
     STEP_KINDS,
     STEP_TYPES,
     VALUE_TEST_REFUSED,
+    ForEachStep,
     GotoStep,
     InputSpec,
     Locator,
@@ -27,10 +28,12 @@ from shared.sop.model import (
     OutcomeRule,
     OutcomeStatus,
     PortalErrorPattern,
+    ReviewStep,
     Screenshots,
     Sop,
     SopSettings,
     Step,
+    WhileStep,
     flatten,
     selector_tests_value,
 )
@@ -197,6 +200,7 @@ class Validator:
             self.err("steps", "needs at least one step")
         verify = self.steps(data.get("verify", []), "verify")
         self.check_irreversible(steps, verify)
+        self.check_review(steps, verify)
         settings = self.settings(data.get("settings", {}), "settings")
         return Sop(
             task_type=task_type,
@@ -349,6 +353,27 @@ class Validator:
         for step in flatten(verify):
             if step.irreversible:
                 self.err(step.path, "verify steps must not be irreversible")
+
+    def check_review(self, steps: tuple[Step, ...], verify: tuple[Step, ...]) -> None:
+        """One review point, on the way to the irreversible step: it pauses the task once, and
+        an approval lets every later step run (a review in a loop, after the submit or in
+        verify could not mean that)."""
+        order = flatten(steps)
+        reviews = [s for s in order if isinstance(s, ReviewStep)]
+        for extra in reviews[1:]:
+            self.err(extra.path, "an SOP has at most one review step")
+        for step in flatten(verify):
+            if isinstance(step, ReviewStep):
+                self.err(step.path, "verify steps cannot pause for review")
+        for loop in (s for s in order if isinstance(s, ForEachStep | WhileStep)):
+            for step in flatten(loop.steps):
+                if isinstance(step, ReviewStep):
+                    self.err(step.path, "a review step cannot be inside a loop")
+        for review in reviews[:1]:
+            if review.irreversible or review.optional:
+                self.err(review.path, "a review step cannot be irreversible or optional")
+            if any(s.irreversible for s in order[: order.index(review)]):
+                self.err(review.path, "a review step must come before the irreversible step")
 
     # -- steps --
 

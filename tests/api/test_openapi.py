@@ -41,7 +41,12 @@ def test_the_document_is_valid_openapi_3_1_and_covers_every_route(app, document)
     assert undocumented_routes(app) == []
     ids = [op["operationId"] for _, _, op in _operations(document)]
     assert len(ids) == len(set(ids)) >= 27
-    assert set(document["webhooks"]) == {"task_finished", "ping"}
+    assert set(document["webhooks"]) == {
+        "task_finished",
+        "ping",
+        "task.waiting_for_input",
+        "task.pending_review",
+    }
 
 
 def test_every_task_type_has_an_example_that_the_api_accepts(client, account, document):
@@ -102,6 +107,7 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
             if method in ("put", "post") and "requestBody" in op and "404" in declared:
                 # a body route's 404 is its unknown path value, checked before the body
                 body = {"code": "123456"} if path.endswith("/input") else {}
+                body = {"decision": "approve"} if path.endswith("/review") else body
                 response = _send(client, method, missing, headers=account.headers, json=body)
             else:
                 response = _send(client, method, missing, headers=account.headers)
@@ -162,6 +168,8 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     check("/tasks/{task_id}/input", "post", response, 409)
     response = client.post(f"{task}/input", json={"code": ""}, headers=account.headers)
     check("/tasks/{task_id}/input", "post", response, 422)
+    response = client.post(f"{task}/review", json={"decision": "approve"}, headers=account.headers)
+    check("/tasks/{task_id}/review", "post", response, 409)
     assert client.post(f"{task}/cancel", headers=account.headers).status_code == 200
     check("/tasks/{task_id}/cancel", "post",
           client.post(f"{task}/cancel", headers=account.headers), 409)  # fmt: skip

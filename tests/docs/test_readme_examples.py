@@ -69,8 +69,8 @@ def test_the_readme_receiver_handles_ping_dedupes_and_refuses_forgeries(receiver
     assert out.getvalue().splitlines() == ["ping: Test event.", "7 completed Coverage active."]
 
 
-def _json_requests(text: str) -> list[tuple[str, dict]]:
-    """(path, body) of every curl with a JSON -d in the shell blocks."""
+def _json_requests(text: str) -> list[tuple[str, str, dict]]:
+    """(method, path, body) of every curl with a JSON -d in the shell blocks."""
     found = []
     for block in _blocks(text, "sh"):
         # one command per line that starts with curl, up to the next one; quotes may span lines
@@ -80,19 +80,20 @@ def _json_requests(text: str) -> list[tuple[str, dict]]:
             words = shlex.split(command, comments=True)
             url = next(w for w in words if w.startswith("http://127.0.0.1:8000/"))
             body = json.loads(words[words.index("-d") + 1])
-            found.append((url.removeprefix("http://127.0.0.1:8000"), body))
+            method = words[words.index("-X") + 1] if "-X" in words else "POST"
+            found.append((method, url.removeprefix("http://127.0.0.1:8000"), body))
     return found
 
 
 def test_every_json_request_of_the_readme_succeeds(client, account):
     requests_ = _json_requests(README)
-    assert {path for path, _ in requests_} >= {"/tasks", "/webhooks/recover"}
-    assert {b["type"] for p, b in requests_ if p == "/tasks"} >= {
+    assert {path for _, path, _ in requests_} >= {"/tasks", "/webhooks/recover"}
+    assert {b["type"] for _, p, b in requests_ if p == "/tasks"} >= {
         "check_eligibility",
         "submit_claim",
     }
-    for path, body in requests_:
-        response = client.post(path, json=body, headers=account.headers)
+    for method, path, body in requests_:
+        response = client.open(path, method=method, json=body, headers=account.headers)
         assert response.status_code in (200, 202), (path, response.get_json())
 
 

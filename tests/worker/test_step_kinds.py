@@ -35,6 +35,7 @@ EXAMPLES = {
     "fail": "fail: the portal refused",
     "finish": "finish: true",
     "end_if": "end_if: {text: No member found, status: completed_with_issues, notes: not found}",
+    "review": "review: '{{ member_id }} before submitting'",
 }
 
 

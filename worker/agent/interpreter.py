@@ -48,9 +48,10 @@ from shared.sop.model import (
 )
 
 # Importing the handler modules registers their step kinds.
-from worker.agent import actions, extraction, locators, login  # noqa: F401
+from worker.agent import actions, extraction, locators, login, review  # noqa: F401
 from worker.agent.handlers import HANDLERS, At, handles
 from worker.agent.page import Page, SessionExpired, is_stale
+from worker.agent.review import Review
 from worker.agent.values import jsonable, short
 from worker.browser import egress_of
 from worker.egress import Boundary, Origin
@@ -162,6 +163,7 @@ def run_sop(
     sensitive: Mapping[str, str] | None = None,
     redactor: Redactor | None = None,
     allowed_origins: Sequence[Origin] | None = None,
+    review: Review | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
@@ -174,6 +176,8 @@ def run_sop(
     `sensitive` holds the task's sensitive inputs by name (they may also be in `inputs`); they
     are kept apart from the template context. `redactor` receives every secret of the run
     (passwords, codes, sensitive inputs), so the caller can scrub what it writes with it.
+    `review` is the task's review state: a run that reaches a review point unapproved raises
+    ReviewRequested (see ``worker.agent.review``).
     """
     values, errors = sop.validate_inputs({**inputs, **(sensitive or {})})
     if errors:
@@ -202,6 +206,7 @@ def run_sop(
             screenshot_every_step or sop.settings.screenshots == Screenshots.EVERY_STEP
         ),
         boundary=Boundary(origins, egress_of(driver)),
+        review=review or Review(),
     )
     try:
         return run.execute(verify_only=verify_only)
@@ -277,8 +282,11 @@ class Run:
         request_code: Callable[[], str] | None,
         screenshot_every_step: bool,
         boundary: Boundary,
+        review: Review,
     ) -> None:
         self.sop = sop
+        self.review = review
+        self.review_passed = False  # an approved task passed a review point in this run
         self.screenshot_every_step = screenshot_every_step
         self.credentials = credentials
         self.files = files
@@ -395,6 +403,7 @@ class Run:
             self.record(at, StepStatus.SKIPPED, "condition is false")
             return
         if step.irreversible:
+            review.before_irreversible(self, step, at)
             self.recorder.checkpoint(self._redact(self._title(step)))
             self.passed_irreversible = True
         try:
@@ -469,6 +478,10 @@ class Run:
             screenshot=screenshot,
             kind=at.kind,
         )
+
+    def title(self, step: Step) -> str:
+        """The step's title with the run's variables filled in."""
+        return self._title(step)
 
     def _title(self, step: Step) -> str:
         try:

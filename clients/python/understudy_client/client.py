@@ -28,6 +28,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "read_task": ("GET", "/tasks/{task_id}"),
     "cancel_task": ("POST", "/tasks/{task_id}/cancel"),
     "give_input": ("POST", "/tasks/{task_id}/input"),
+    "review_task": ("POST", "/tasks/{task_id}/review"),
+    "get_settings": ("GET", "/settings"),
+    "put_settings": ("PUT", "/settings"),
     "read_trajectory": ("GET", "/tasks/{task_id}/trajectory"),
     "read_artifact": ("GET", "/artifacts/{artifact_id}"),
     "list_sops": ("GET", "/sops"),
@@ -79,6 +82,8 @@ class Task(TypedDict, total=False):
     attempts: int
     sop: dict[str, Any]
     links: dict[str, str]
+    input_request: dict[str, Any] | None
+    review: dict[str, Any] | None
 
 
 class Page(TypedDict):
@@ -245,6 +250,30 @@ class Understudy:
         """The one-time code a task ``waiting_for_input`` asked for."""
         return self.request("give_input", path_params={"task_id": task_id}, json={"code": code})
 
+    def review_task(
+        self,
+        task_id: int,
+        decision: str,
+        *,
+        note: str | None = None,
+        reviewer: str | None = None,
+    ) -> Task:
+        """Approve (``"approve"``) or reject (``"reject"``) a task that is ``pending_review``."""
+        body: dict[str, Any] = {"decision": decision}
+        if note is not None:
+            body["note"] = note
+        if reviewer is not None:
+            body["reviewer"] = reviewer
+        return self.request("review_task", path_params={"task_id": task_id}, json=body)
+
+    def get_settings(self) -> dict[str, Any]:
+        """The account's settings: ``review_required_types``."""
+        return self.request("get_settings")
+
+    def update_settings(self, *, review_required_types: list[str]) -> dict[str, Any]:
+        """Replace the task types whose tasks a person must approve before submitting."""
+        return self.request("put_settings", json={"review_required_types": review_required_types})
+
     def wait(self, task: Task | int, timeout: float = 300.0, *, poll_s: float = 1.0) -> Task:
         """Poll until the task reaches a final status; WaitTimeout after ``timeout`` seconds."""
         task_id = task if isinstance(task, int) else task["id"]
@@ -320,13 +349,19 @@ class Understudy:
         return self.request("get_endpoint")
 
     def update_webhook_endpoint(
-        self, *, url: str | None = None, enabled: bool | None = None
+        self,
+        *,
+        url: str | None = None,
+        enabled: bool | None = None,
+        filter_types: list[str] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if url is not None:
             body["url"] = url
         if enabled is not None:
             body["enabled"] = enabled
+        if filter_types is not None:
+            body["filter_types"] = filter_types
         return self.request("put_endpoint", json=body)
 
     def test_webhook_endpoint(self) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""The console's review form calls shared.review.decide: approve, reject, 404 and 409."""
+
+from __future__ import annotations
+
+from tests.api.test_console import audit_rows, make_user, page_token, sign_in
+from tests.api.test_review_api import _paused_task
+
+
+def test_an_operator_approves_one_task_and_rejects_another(runtime, app, client, account):
+    # given two tasks paused for review, and an operator signed in to the console
+    make_user(runtime, account.id, "o@c.test", "operator")
+    operator = app.test_client()
+    sign_in(operator, "o@c.test")
+    approved, rejected = (_paused_task(runtime, client, account) for _ in range(2))
+
+    # when the operator approves one and rejects the other with a note
+    for task_id, form in (
+        (approved, {"decision": "approve"}),
+        (rejected, {"decision": "reject", "note": "Wrong payer"}),
+    ):
+        form["csrf_token"] = page_token(operator)
+        answer = operator.post(f"/console/tasks/{task_id}/review", data=form)
+        assert answer.status_code == 303
+
+    # then the approved one is queued again, recorded as the operator's decision
+    task = client.get(f"/tasks/{approved}", headers=account.headers).json
+    assert task["status"] == "dispatching"
+    assert task["review"]["decision"] == "approved" and task["review"]["reviewer"] == "o@c.test"
+    # and the rejected one ended with the note
+    task = client.get(f"/tasks/{rejected}", headers=account.headers).json
+    assert task["status"] == "completed_with_issues" and "Wrong payer" in task["notes"]
+    decided = {
+        ("task.review.approve", f"task:{approved}"),
+        ("task.review.reject", f"task:{rejected}"),
+    }
+    assert decided <= {(r["action"], r["target"]) for r in audit_rows(runtime)}
+
+    # and deciding again is a 409, a missing task a 404
+    again = operator.post(
+        f"/console/tasks/{rejected}/review",
+        data={"decision": "approve", "csrf_token": page_token(operator)},
+    )
+    assert again.status_code == 409
+    missing = operator.post(
+        "/console/tasks/999999/review",
+        data={"decision": "approve", "csrf_token": page_token(operator)},
+    )
+    assert missing.status_code == 404

@@ -1,0 +1,23 @@
+"""`understudy tasks review` (through the Python client) against the real API on a loopback port."""
+
+from __future__ import annotations
+
+from cli.main import main
+from tests.api.test_review_api import _paused_task
+from tests.cli.test_remote_commands import _json, remote  # noqa: F401 - a fixture
+
+
+def test_review_reject_and_a_409_for_a_decided_task(remote, runtime, client, account, capsys):  # noqa: F811
+    # given a task paused for review
+    task_id = str(_paused_task(runtime, client, account))
+
+    # when it is rejected from the command line
+    task = _json(capsys, "tasks", "review", task_id, "reject", "--note", "Duplicate of 41",
+                 "--reviewer", "Dana")  # fmt: skip
+
+    # then it ended with the note, and the reviewer is recorded
+    assert task["status"] == "completed_with_issues" and "Duplicate of 41" in task["notes"]
+    assert task["review"]["reviewer"].startswith("Dana (API key us_")
+    # and deciding again prints the 409's code and exits 1
+    assert main(["tasks", "review", task_id, "approve"]) == 1
+    assert "not_pending_review" in capsys.readouterr().err
