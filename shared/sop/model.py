@@ -660,6 +660,7 @@ class EndIfStep(Step):
         return f"If {describe_condition(self.condition)} shows{waiting}, end the task {self.status}"
 
 
+@dataclass(frozen=True, kw_only=True)
 class ReviewStep(Step):
     """Pause the task for a person's approval before going on (before an irreversible step).
 
