@@ -93,7 +93,10 @@ def every_operation_conforms(api_schema, headers: dict[str, str], max_examples: 
 def task_life_follows_the_links(api_schema, headers: dict[str, str], max_examples: int) -> None:
     """The task's life: create, then read, cancel, give input, read the trajectory (the links)."""
     followed: set[tuple[str, int]] = set()
-    workflow = api_schema.include(path_regex="^/tasks").as_state_machine()
+    # Review has its own tests: a fuzzed run never reaches pending_review, and its 409s would
+    # take the turns that the read and cancel links need.
+    life = api_schema.include(path_regex="^/tasks").exclude(path_regex="/review$")
+    workflow = life.as_state_machine()
 
     class Workflow(workflow):  # type: ignore[misc, valid-type]
         def before_call(self, case):
