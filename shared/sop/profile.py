@@ -78,7 +78,7 @@ class SignIn:
     url: str
     page: PageRule
     username: Locator
-    password: Locator
+    password: Locator | None  # None: a sign-in without a password (a one-time code instead)
     button: Locator
     code: Locator | None = None
     code_button: Locator | None = None
@@ -278,7 +278,7 @@ class _ProfileValidator(_Validator):
             url=url,
             page=page,
             username=self.required_locator(m, "username", path),
-            password=self.required_locator(m, "password", path),
+            password=self.locator(m["password"], f"{path}.password") if "password" in m else None,
             button=self.required_locator(m, "button", path),
             code=code,
             code_button=code_button,
