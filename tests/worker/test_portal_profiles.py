@@ -15,11 +15,14 @@ from shared.portal_profiles import builtin_profile, builtin_profile_text, load_p
 from shared.sops import load_sop
 from tests.worker.support import (
     MFA_USER,
+    browser_pool,
     run_builtin,
+    sandbox_runtime,
     set_faults,
     stats,
     submissions,
 )
+from worker import runner
 from worker.engine import run_sop
 from worker.errors import TRANSIENT_ERRORS, PortalUnavailable
 
@@ -190,3 +193,88 @@ def test_the_profile_prelude_reads_the_tasks_payer(driver, portal) -> None:
     assert outcome.status == "completed"
     [appeal] = submissions(base_url)["appeals"]
     assert appeal["payer"] == "acme-mutual"
+
+
+# -- through the worker: the profile in force, and a portal error's retries ---------------------
+
+
+@pytest.fixture(scope="module")
+def browsers(settings):
+    pool = browser_pool(settings)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def rt(runtime, sandbox_url):
+    return sandbox_runtime(runtime, sandbox_url)
+
+
+def _task(client, account, task_type: str, data: str) -> int:
+    response = client.post(
+        "/tasks", json={"type": task_type, "data": data}, headers=account.headers
+    )
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["id"]
+
+
+def _row(rt, task_id: int) -> dict:
+    with rt.pool.connection() as conn:
+        return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+
+
+def _steps(rt, task_id: int) -> list[dict]:
+    with rt.pool.connection() as conn:
+        return conn.execute(
+            "SELECT name, status, message FROM trajectory_steps WHERE task_id = %s ORDER BY seq",
+            (task_id,),
+        ).fetchall()
+
+
+def test_a_500_page_fails_the_task_as_a_portal_error_after_our_retries(
+    rt, client, account, browsers
+):
+    # given an account's own task type that opens a page answering 500 in its own words
+    stored = client.put(
+        "/sops/staff_report",
+        data=REPORT.encode(),
+        headers={**account.headers, "Content-Type": "application/yaml"},
+    )
+    assert stored.status_code == 201, stored.get_json()
+    task_id = _task(client, account, "staff_report", "note: monthly")
+    # when the worker runs it
+    runner.run_task(rt, task_id, browsers=browsers)
+    # then it was retried as a portal error (PORTAL_RETRY_ATTEMPTS runs), then failed saying so
+    row = _row(rt, task_id)
+    assert row["status"] == "failed"
+    assert row["notes"] == (
+        "Portal error, still failing after retries: the portal answered HTTP 500: Oops!"
+    )
+    failed = [s for s in _steps(rt, task_id) if s["status"] == "failed"]
+    assert len(failed) == rt.settings.portal_retry_attempts
+    assert {s["name"] for s in failed} == {"1. Go to /staff/report"}
+
+
+def test_an_accounts_own_profile_is_used_by_its_next_task(
+    rt, client, account, browsers, sandbox_url
+):
+    # given an account whose sandbox profile chooses another payer in its prelude
+    text = builtin_profile_text("sandbox").replace(
+        "option: \"{{ payer or 'Sandbox Health' }}\"", "option: Acme Mutual"
+    )
+    stored = client.put(
+        "/portals/sandbox/profile",
+        data=text.encode(),
+        headers={**account.headers, "Content-Type": "application/yaml"},
+    )
+    assert stored.status_code == 201 and stored.get_json()["version"] == 1
+    # when one of its appeal tasks runs
+    data = "claim_number: CLM-DENY-0003\nmember_id: W100000001\nreason: necessary"
+    task_id = _task(client, account, "submit_appeal", data)
+    runner.run_task(rt, task_id, browsers=browsers)
+    # then it ran the account's prelude, not the built-in one
+    assert _row(rt, task_id)["status"] == "completed"
+    [appeal] = submissions(sandbox_url)["appeals"]
+    assert appeal["payer"] == "acme-mutual"
+    names = [s["name"] for s in _steps(rt, task_id)]
+    assert names[0] == "Sign in to Sandbox Payer Portal" and "p2. Choose the payer" in names
