@@ -24,8 +24,8 @@ from shared.accounts import (
     delete_credentials,
     put_credentials,
 )
-from shared.portal_profiles import PORTAL_NAME, PORTAL_NAME_RULE
 from shared.portals import SANDBOX_PORTAL
+from shared.sop.profile import PORTAL_NAME, PORTAL_NAME_RULE
 from shared.ssrf import UrlRefused, check_portal_url, origin_of
 from shared.tasks import iso
 

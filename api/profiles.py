@@ -21,13 +21,15 @@ from api.limits import LimitExceeded
 from api.runtime import runtime
 from shared import portals as portal_queries
 from shared.db import Conn
-from shared.portal_profiles import (
+from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.sop.loader import SopLimits
+from shared.sop.profile import (
     BUILTIN_PORTALS,
     Profile,
     builtin_profile_text,
     load_profile,
 )
-from shared.sops import SopInvalid, SopLimitExceeded, SopLimits, offsite_urls
+from shared.sop.validate import offsite_urls
 from shared.ssrf import UrlRefused, check_portal_url, url_origin
 from shared.tasks import iso
 
@@ -135,18 +137,10 @@ def _warnings(conn: Conn, name: str, profile: Profile) -> list[str]:
     """What would stop a task on this portal although the document itself is valid."""
     if name in BUILTIN_PORTALS:
         return []
-    setup = portal_queries.portal_setup(conn, account_id(), name)
-    warnings = []
-    if not profile.base_url and not setup["registered"]:
-        warnings.append(
-            f"portal '{name}' has no address: set base_url in the profile"
-            f" or register it with PUT /portals/{name}."
-        )
-    if not setup["has_credentials"]:
-        warnings.append(
-            f"no credentials are stored for portal '{name}': add them with PUT /credentials/{name}."
-        )
-    return warnings
+    address = profile.base_url or portal_queries.portal_base_url(conn, account_id(), name)
+    credentials = portal_queries.has_credentials(conn, account_id(), name)
+    problems = portal_queries.portal_problems(name, address=address, has_credentials=credentials)
+    return [f"{problem}." for problem in problems]
 
 
 def _profile_json(conn: Conn, name: str) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.db import Conn, fetch_one
-from shared.portal_profiles import (
+from shared.sop.loader import STORED_SOP_LIMITS
+from shared.sop.profile import (
     BUILTIN_PORTALS,
     SANDBOX_PORTAL,
     Profile,
     builtin_profile,
     load_profile,
 )
-from shared.sops import STORED_SOP_LIMITS
 from shared.ssrf import UrlRefused, url_origin
 
 

@@ -13,23 +13,22 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
-from shared.sops import (
+from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.sop.loader import SopLimits, _load_yaml
+from shared.sop.model import (
     InputSpec,
     Locator,
+    LoginStep,
     PortalErrorPattern,
-    SopInvalid,
-    SopLimitExceeded,
-    SopLimits,
     Step,
-    _describe_input,
-    _flatten,
-    _load_yaml,
-    _summarise_steps,
-    _Validator,
     describe_condition,
+    flatten,
+    summarise_steps,
 )
+from shared.sop.validate import Validator
 from shared.ssrf import UrlRefused, origin_of
 
 SANDBOX_PORTAL = "sandbox"
@@ -106,7 +105,7 @@ class Profile:
 
     def all_steps(self) -> list[Step]:
         """Every prelude step, nested ones included."""
-        return _flatten(self.prelude)
+        return flatten(self.prelude)
 
     def summary(self) -> str:
         """A human-readable description of what every task on the portal does first."""
@@ -127,11 +126,11 @@ class Profile:
             closed = ", ".join(d.describe() for d in self.dismiss)
             lines.append(f"Close if shown: {closed}.")
         if self.inputs:
-            lines.append("Inputs: " + "; ".join(_describe_input(i) for i in self.inputs) + ".")
+            lines.append("Inputs: " + "; ".join(i.describe() for i in self.inputs) + ".")
         if self.prelude:
             lines.append("First, on every task:")
             # Numbered p1, p2... as the trajectory names them.
-            steps = _summarise_steps(self.prelude, prefix="")
+            steps = summarise_steps(self.prelude, prefix="")
             lines += [re.sub(r"^(\s*)(\d)", r"\1p\2", line) for line in steps]
         return "\n".join(lines)
 
@@ -148,7 +147,7 @@ def load_profile(text: str, limits: SopLimits | None = None) -> Profile:
         raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
     if v.errors or profile is None:
         raise SopInvalid(v.errors or [{"line": None, "path": "", "message": "invalid"}])
-    if (n := len(_flatten(profile.prelude))) > limits.steps:
+    if (n := len(flatten(profile.prelude))) > limits.steps:
         raise SopLimitExceeded(
             "MAX_SOP_STEPS",
             limits.steps,
@@ -157,23 +156,32 @@ def load_profile(text: str, limits: SopLimits | None = None) -> Profile:
     return profile
 
 
+def _library() -> Traversable:
+    return resources.files("shared.sop.library").joinpath("portals")
+
+
+def builtin_portals() -> tuple[str, ...]:
+    """The portals with a built-in profile: one ``<portal>.yaml`` each in the library."""
+    return tuple(sorted(f.name[:-5] for f in _library().iterdir() if f.name.endswith(".yaml")))
+
+
+BUILTIN_PORTALS = builtin_portals()
+
+
 def builtin_profile_text(portal: str) -> str:
     """The YAML text of a built-in profile (KeyError if there is none)."""
     if portal not in BUILTIN_PORTALS:
         raise KeyError(f"no built-in profile for portal {portal!r}")
-    folder = resources.files("shared.sop_library").joinpath("portals")
-    return folder.joinpath(f"{portal}.yaml").read_text("utf-8")
+    return _library().joinpath(f"{portal}.yaml").read_text("utf-8")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def builtin_profile(portal: str) -> Profile:
+    """A built-in profile, validated (KeyError if there is none)."""
     return load_profile(builtin_profile_text(portal))
 
 
-BUILTIN_PORTALS = (SANDBOX_PORTAL,)
-
-
-class _ProfileValidator(_Validator):
+class _ProfileValidator(Validator):
     """The SOP validator (steps, locators, conditions, inputs) plus a profile's own keys."""
 
     def profile(self, data: Any, text: str) -> Profile | None:
@@ -303,8 +311,8 @@ class _ProfileValidator(_Validator):
         return tuple(out)
 
     def check_prelude(self, prelude: tuple[Step, ...]) -> None:
-        for step in _flatten(prelude):
+        for step in flatten(prelude):
             if step.irreversible:
                 self.err(step.path, "a prelude step cannot be irreversible")
-            if step.kind == "login":
+            if isinstance(step, LoginStep):
                 self.err(step.path, "the prelude runs after sign_in: it cannot sign in itself")

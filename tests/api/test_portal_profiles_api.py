@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.portal_profiles import builtin_profile_text
+from shared.sop.profile import builtin_profile_text
 
 YAML = {"Content-Type": "application/yaml"}
 

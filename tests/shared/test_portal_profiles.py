@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.portal_profiles import builtin_profile, load_profile
-from shared.sops import SopInvalid, load_sop
+from shared.sop.errors import SopInvalid
+from shared.sop.loader import load_sop
+from shared.sop.profile import builtin_profile, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ import hashlib
 import pytest
 
 from shared.inputs import parse_task_data
-from shared.portal_profiles import builtin_profile, builtin_profile_text, load_profile
-from shared.sops import load_sop
+from shared.sop.loader import load_sop
+from shared.sop.profile import builtin_profile, builtin_profile_text, load_profile
 from tests.worker.support import (
     MFA_USER,
     browser_pool,
@@ -23,7 +23,7 @@ from tests.worker.support import (
     submissions,
 )
 from worker import runner
-from worker.engine import run_sop
+from worker.agent.interpreter import run_sop
 from worker.errors import TRANSIENT_ERRORS, PortalUnavailable
 
 pytestmark = pytest.mark.browser
