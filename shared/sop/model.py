@@ -204,7 +204,8 @@ class LoginStep(Step):
         return "Sign in to the portal (enter a one-time code if asked)"
 
 
-# The sign-in an SOP without a login step gets when its session expires.
+# The sign-in an SOP without a login step gets when its session expires and its portal has no
+# profile (as before profiles).
 DEFAULT_LOGIN = LoginStep(path="")
 
 
@@ -836,9 +837,9 @@ class Sop:
         """Every step, nested ones included, main steps and verify steps."""
         return flatten(self.steps) + flatten(self.verify)
 
-    def login(self) -> LoginStep:
-        """The first login step, used to sign in again after a session expires."""
-        return next((s for s in self.all_steps() if isinstance(s, LoginStep)), DEFAULT_LOGIN)
+    def login(self) -> LoginStep | None:
+        """The first login step, if the SOP signs in itself (docs/portals.md)."""
+        return next((s for s in self.all_steps() if isinstance(s, LoginStep)), None)
 
 
 def flatten(steps: tuple[Step, ...]) -> list[Step]:

@@ -39,7 +39,6 @@ from shared.sop.model import (
     ForEachStep,
     IfStep,
     Locator,
-    LoginStep,
     Screenshots,
     ScreenshotStep,
     SetStep,
@@ -342,7 +341,7 @@ class Run:
         self.passed_irreversible = False
         self.verifying = False
         self.failure_recorded = False
-        own_login = next((s for s in sop.all_steps() if isinstance(s, LoginStep)), None)
+        own_login = sop.login()
         # An SOP with its own login step signs in itself (docs/portals.md, precedence): the
         # profile's sign-in and prelude are then not run for it.
         self.signs_in_itself = own_login is not None
