@@ -160,7 +160,7 @@ def test_an_expiry_sign_named_in_the_profile_ends_the_session_too(driver, portal
     with pytest.raises(PortalUnavailable, match="ended the session 3 times"):
         _run(driver, ADD_STAFF, STAFF, portal(), recorder=recorder, profile=profile)
     # then each time the agent signed in again (the sandbox kept its session: "already signed in")
-    assert len(recorder.named("Session expired")) == 2
+    assert [s.status for s in recorder.named("Session expired")][:2] == ["ok", "ok"]
 
 
 @pytest.mark.parametrize(
