@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         health,
         limits,
         metrics,
+        profiles,
         request_log,
         sops,
         tasks,
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(sops.bp)
     app.register_blueprint(credentials.bp)
+    app.register_blueprint(profiles.bp)
     app.register_blueprint(trajectories.bp)
     app.register_blueprint(account_settings.bp)
     audit.init_app(app)

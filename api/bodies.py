@@ -9,8 +9,10 @@ from flask import request
 from marshmallow import Schema, ValidationError
 
 from api.errors import ApiError, ValidationFailed
-from api.limits import parse_json
+from api.limits import check_text, parse_json
 from api.runtime import runtime
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 
 def unsupported_media(message: str) -> ApiError:
@@ -41,3 +43,24 @@ def validated(schema: Schema, data: dict[str, Any], what: str) -> dict[str, Any]
         return schema.load(data)
     except ValidationError as err:
         raise ValidationFailed(f"The request is not a valid {what}.", err.messages) from err
+
+
+def yaml_document(what: str, schema: Schema, json_key: str) -> str:
+    """A YAML document (an SOP, a portal profile) sent as YAML/plain text or as JSON
+    ``{json_key: "<yaml>"}`` (checked by ``schema``): UTF-8 and storable. Its size is checked
+    where it is parsed, which other senders (the console) reach too."""
+    if request.mimetype == "application/json":
+        body = f'{what} body: send {{"{json_key}": "<yaml text>"}}'
+        text = validated(schema, json_object(), body)[json_key]
+    elif request.mimetype in YAML_TYPES:
+        try:
+            text = request.get_data(cache=False).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ApiError(400, "malformed_body", f"The {what} text must be UTF-8.") from err
+        check_text(text, f"The {what} text")
+    else:
+        raise unsupported_media(
+            f"Send the {what} as application/yaml (or text/yaml, text/plain),"
+            f' or as JSON {{"{json_key}": ...}}.'
+        )
+    return text

@@ -239,8 +239,45 @@ class PortalOutSchema(Schema):
     )
     builtin = fields.Boolean(required=True)
     has_credentials = fields.Boolean(required=True)
+    has_profile = fields.Boolean(
+        required=True, metadata={"description": "whether a profile (docs/portals.md) is in force"}
+    )
     created_at = _time()
     updated_at = _time()
+
+
+class ProfileHistoryEntrySchema(Schema):
+    version = fields.Integer(required=True)
+    digest = fields.String(required=True)
+    created_at = _time()
+
+
+class ProfileSchema(Schema):
+    portal = fields.String(required=True)
+    version = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null for a built-in profile"}
+    )
+    builtin = fields.Boolean(required=True)
+    title = fields.String(required=True)
+    base_url = fields.String(
+        required=True, allow_none=True, metadata={"description": "the address in force"}
+    )
+    allowed_origins = fields.List(fields.String(), required=True)
+    summary = fields.String(required=True)
+    body = fields.String(required=True, metadata={"description": "the YAML document"})
+    created_at = _time()
+    history = fields.List(fields.Nested(ProfileHistoryEntrySchema), required=True)
+    warnings = fields.List(
+        fields.String(), metadata={"description": "PUT only: what would stop a task on it"}
+    )
+
+
+class ProfileValidationSchema(Schema):
+    valid = fields.Boolean(required=True)
+    portal = fields.String(required=True)
+    title = fields.String(required=True)
+    summary = fields.String(required=True)
+    warnings = fields.List(fields.String(), required=True)
 
 
 class PortalListSchema(Schema):

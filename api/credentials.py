@@ -7,7 +7,6 @@ a TOTP secret.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -26,14 +25,12 @@ from shared.accounts import (
     put_credentials,
 )
 from shared.portals import SANDBOX_PORTAL
+from shared.sop.profile import PORTAL_NAME, PORTAL_NAME_RULE
 from shared.ssrf import UrlRefused, check_portal_url, origin_of
 from shared.tasks import iso
 
 bp = Blueprint("credentials", __name__)
 bp.before_request(require_account)
-
-PORTAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-PORTAL_NAME_RULE = "1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit."
 
 
 class CredentialsSchema(Schema):
@@ -87,9 +84,10 @@ class PortalSchema(Schema):
             raise ValidationError(errors)
 
 
-def _portal_name(name: str) -> str:
-    if not PORTAL_NAME.match(name):
-        raise ValidationFailed("Invalid portal name.", {"portal": [PORTAL_NAME_RULE]})
+def portal_name(name: str) -> str:
+    """``name`` if it can name a portal; a 422 otherwise."""
+    if not PORTAL_NAME.fullmatch(name):
+        raise ValidationFailed("Invalid portal name.", {"portal": [PORTAL_NAME_RULE + "."]})
     return name
 
 
@@ -118,7 +116,7 @@ def _credentials_json(row: dict) -> dict[str, Any]:
 
 @bp.put("/credentials/<portal>")
 def put_portal_credentials(portal: str):
-    _portal_name(portal)
+    portal_name(portal)
     body = validated(CredentialsSchema(), json_body(), "portal login")
     secret = body["totp_secret"]
     creds = Credentials(
@@ -141,7 +139,7 @@ def list_portal_credentials():
 
 @bp.delete("/credentials/<portal>")
 def delete_portal_credentials(portal: str):
-    _portal_name(portal)
+    portal_name(portal)
     with runtime().pool.connection() as conn:
         if not delete_credentials(conn, account_id(), portal):
             raise NotFound("credentials")
@@ -151,13 +149,16 @@ def delete_portal_credentials(portal: str):
 # --- portals -----------------------------------------------------------------------------------
 
 
-def _portal_json(row: dict, has_credentials: bool, *, builtin: bool = False) -> dict[str, Any]:
+def _portal_json(
+    row: dict, has_credentials: bool, has_profile: bool, *, builtin: bool = False
+) -> dict[str, Any]:
     return {
         "name": row["name"],
         "base_url": row["base_url"],
         "allowed_origins": list(row.get("allowed_origins") or []),
         "builtin": builtin,
         "has_credentials": has_credentials,
+        "has_profile": has_profile,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
@@ -165,14 +166,15 @@ def _portal_json(row: dict, has_credentials: bool, *, builtin: bool = False) -> 
 
 @bp.put("/portals/<name>")
 def put_portal(name: str):
-    _portal_name(name)
+    portal_name(name)
     _not_builtin(name)
     body = validated(PortalSchema(), json_body(), "portal")
     with runtime().pool.connection() as conn:
         origins = sorted({origin_of(url) for url in body["allowed_origins"]})
         row = portal_queries.put_portal(conn, account_id(), name, body["base_url"], origins)
         setup = portal_queries.portal_setup(conn, account_id(), name)
-    return jsonify(_portal_json(row, setup["has_credentials"]))
+        profiled = name in portal_queries.profiled_portals(conn, account_id())
+    return jsonify(_portal_json(row, setup["has_credentials"], profiled))
 
 
 @bp.get("/portals")
@@ -181,20 +183,21 @@ def list_portals():
     with rt.pool.connection() as conn:
         rows = portal_queries.list_portals(conn, account_id())
         with_logins = {r["portal"] for r in credentials_overview(conn, rt.fernet, account_id())}
+        profiled = portal_queries.profiled_portals(conn, account_id())
     sandbox = {
         "name": SANDBOX_PORTAL,
         "base_url": rt.settings.sandbox_url,
         "created_at": None,
         "updated_at": None,
     }
-    portals = [_portal_json(sandbox, SANDBOX_PORTAL in with_logins, builtin=True)]
-    portals += [_portal_json(r, r["name"] in with_logins) for r in rows]
+    portals = [_portal_json(sandbox, SANDBOX_PORTAL in with_logins, True, builtin=True)]
+    portals += [_portal_json(r, r["name"] in with_logins, r["name"] in profiled) for r in rows]
     return jsonify({"data": portals})
 
 
 @bp.delete("/portals/<name>")
 def delete_portal(name: str):
-    _portal_name(name)
+    portal_name(name)
     _not_builtin(name)
     with runtime().pool.connection() as conn:
         if not portal_queries.delete_portal(conn, account_id(), name):

@@ -24,6 +24,7 @@ from marshmallow import Schema
 from api import contract
 from api.account_settings import SettingsSchema
 from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
+from api.profiles import ProfileBodySchema
 from api.sops import SopBodySchema
 from api.tasks import InputSchema, ReviewSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
@@ -62,6 +63,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "WebhookEndpointIn": EndpointSchema,
     "Recover": RecoverSchema,
     "SopBody": SopBodySchema,
+    "ProfileBody": ProfileBodySchema,
 }
 
 RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
@@ -76,6 +78,8 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "TaskTypeList": contract.TaskTypeListSchema,
     "TaskTypeRemoved": contract.TaskTypeRemovedSchema,
     "Portal": contract.PortalOutSchema,
+    "PortalProfile": contract.ProfileSchema,
+    "PortalProfileValidation": contract.ProfileValidationSchema,
     "PortalList": contract.PortalListSchema,
     "Credentials": contract.CredentialsOutSchema,
     "CredentialsList": contract.CredentialsListSchema,
@@ -111,7 +115,8 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
           " long; nothing was changed: retry after Retry-After seconds (with the same"
           " Idempotency-Key)", ["service_unavailable", "request_timeout"]),
     422: ("ValidationFailed", "Content that fails validation; details lists every problem",
-          ["validation_failed", "builtin_portal", "credentials_missing", "limit_exceeded"]),
+          ["validation_failed", "builtin_portal", "not_builtin", "credentials_missing",
+           "limit_exceeded"]),
 }  # fmt: skip
 
 _JSON = "application/json"
@@ -139,6 +144,14 @@ _SOP_BODY = {
         _YAML: {"schema": {"type": "string"}},
         "text/plain": {"schema": {"type": "string"}},
         _JSON: {"schema": _ref("SopBody")},
+    },
+}
+_PROFILE_BODY = {
+    "required": True,
+    "content": {
+        _YAML: {"schema": {"type": "string"}},
+        "text/plain": {"schema": {"type": "string"}},
+        _JSON: {"schema": _ref("ProfileBody")},
     },
 }
 _LIST_PARAMS = [
@@ -331,6 +344,24 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                     {200: _ok("PortalList")}),
     "credentials.delete_portal": _op("Forget a portal", "portals",
                                      {204: {"description": "Deleted"}}, (404, 422)),
+    "profiles.read_profile": _op(
+        "The portal's profile in force (yours or the built-in one) and your versions", "portals",
+        {200: _ok("PortalProfile")}, (404, 422),
+    ),
+    "profiles.put_profile": _op(
+        "Store a new profile version (201), or nothing if the text is the active one (200);"
+        " a base_url in it sets the portal's address", "portals",
+        {200: _ok("PortalProfile", "Unchanged"), 201: _ok("PortalProfile", "Stored")},
+        _BODY_ERRORS, body=_PROFILE_BODY,
+    ),
+    "profiles.revert_profile": _op(
+        "Go back to a built-in portal's built-in profile", "portals",
+        {200: _ok("PortalProfile")}, (422,),
+    ),
+    "profiles.validate_profile": _op(
+        "Check a portal profile without storing it", "portals",
+        {200: _ok("PortalProfileValidation")}, _BODY_ERRORS, body=_PROFILE_BODY,
+    ),
     "webhooks.get_endpoint": _op("The webhook endpoint", "webhooks",
                                  {200: _ok("WebhookEndpoint")}, (404,)),
     "webhooks.put_endpoint": _op(

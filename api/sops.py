@@ -11,13 +11,13 @@ import re
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from marshmallow import Schema, fields
 
 from api.auth import account_id, require_account
-from api.bodies import json_object, unsupported_media, validated
-from api.errors import ApiError, NotFound, ValidationFailed
-from api.limits import LimitExceeded, check_text
+from api.bodies import yaml_document
+from api.errors import NotFound, ValidationFailed
+from api.limits import LimitExceeded
 from api.runtime import runtime
 from shared.db import Conn
 from shared.portals import (
@@ -39,8 +39,6 @@ from shared.tasks import iso
 bp = Blueprint("sops", __name__)
 bp.before_request(require_account)
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-
 
 class SopBodySchema(Schema):
     sop = fields.String(required=True)
@@ -48,21 +46,7 @@ class SopBodySchema(Schema):
 
 def _read_sop_text() -> str:
     """The YAML text, sent as YAML/plain text or as JSON ``{"sop": "<yaml>"}``."""
-    if request.mimetype == "application/json":
-        text = validated(SopBodySchema(), json_object(), 'SOP body: send {"sop": "<yaml text>"}')[
-            "sop"
-        ]
-    elif request.mimetype in YAML_TYPES:
-        try:
-            text = request.get_data(cache=False).decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ApiError(400, "malformed_body", "The SOP text must be UTF-8.") from err
-        check_text(text, "The SOP text")
-    else:
-        raise unsupported_media(
-            'Send the SOP as application/yaml (or text/yaml, text/plain), or as JSON {"sop": ...}.'
-        )
-    return text
+    return yaml_document("SOP", SopBodySchema(), "sop")
 
 
 def _sop_limits() -> SopLimits:

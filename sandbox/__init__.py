@@ -54,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         lab,
         portal,
         prior_auth,
+        staff,
         users,
     )
 
@@ -66,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         appeals,
         claim_status,
         users,
+        staff,
         admin,
         hostile,
         hub,

@@ -89,6 +89,13 @@ APPEAL = (
     Field("appeal_letter", "Appeal Letter", "file", multiple=True),
 )
 CLAIM_STATUS = (CLAIM_NUMBER, MEMBER_ID)
+# Labelled like the sign-in form ("Username:", "Password:"), as many portals' add forms are: a
+# page an agent must not take for the sign-in page.
+NEW_STAFF = (
+    Field("full_name", "Full Name:"),
+    Field("username", "Username:"),
+    Field("password", "Password:", "password"),
+)
 NEW_USER = (
     Field("new_username", "New Username"),
     Field("new_password", "New Password", "password"),

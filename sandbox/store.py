@@ -66,6 +66,7 @@ class Store:
         self._prior_auths: list[dict[str, Any]] = []
         self._appeals: list[dict[str, Any]] = []
         self._users: list[dict[str, Any]] = []
+        self._staff: list[dict[str, Any]] = []
         self._eligibility: dict[str, dict[str, Any]] = {}
         self._login_attempts: Counter[str] = Counter()
         self._mfa_attempts: Counter[str] = Counter()
@@ -280,6 +281,9 @@ class Store:
     def add_user(self, record: dict[str, Any]) -> dict[str, Any]:
         return self._add(self._users, record)
 
+    def add_staff(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._add(self._staff, record)
+
     def submissions(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
             return copy.deepcopy(
@@ -288,6 +292,7 @@ class Store:
                     "prior_auths": self._prior_auths,
                     "appeals": self._appeals,
                     "users": self._users,
+                    "staff": self._staff,
                 }
             )
 

@@ -1,15 +1,30 @@
-"""Portals an account registered (name -> base URL), and whether it can sign in to them.
+"""Portals an account registered (name -> base URL), their profiles' versions, and whether the
+account can sign in to them: the named queries of the portal aggregate.
 
-The sandbox portal is built in: its address comes from settings, not from the ``portals`` table.
-Credentials are written, read and listed by :mod:`shared.accounts`.
+The sandbox portal is built in: its address comes from settings, not from the ``portals`` table,
+and its built-in profile from the library. Credentials are written, read and listed by
+:mod:`shared.accounts`.
 """
 
 from __future__ import annotations
 
-from shared.db import Conn, fetch_one
-from shared.ssrf import UrlRefused, url_origin
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-SANDBOX_PORTAL = "sandbox"
+from shared.db import Conn, fetch_one
+from shared.sop.loader import STORED_SOP_LIMITS
+from shared.sop.profile import (
+    BUILTIN_PORTALS,
+    SANDBOX_PORTAL,
+    Profile,
+    builtin_profile,
+    load_profile,
+)
+from shared.ssrf import UrlRefused, url_origin
 
 
 def put_portal(
@@ -126,3 +141,106 @@ def has_credentials(conn: Conn, account_id: int, portal: str) -> bool:
         (account_id, portal),
     ).fetchone()
     return row is not None
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    """The profile in force for a portal: the account's newest version, or the built-in one."""
+
+    profile: Profile
+    version: int | None  # None for the built-in profile
+    builtin: bool
+    created_at: datetime | None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_PARSED: OrderedDict[str, Profile] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+PARSED_PROFILES_MAX = 64
+
+
+def _parsed(digest: str, body: Callable[[], str]) -> Profile:
+    """Each stored version is parsed once per process (it never changes); ``body`` on a miss."""
+    with _PARSED_LOCK:
+        if (hit := _PARSED.get(digest)) is not None:
+            _PARSED.move_to_end(digest)
+            return hit
+    profile = load_profile(body(), STORED_SOP_LIMITS)
+    with _PARSED_LOCK:
+        _PARSED[digest] = profile
+        while len(_PARSED) > PARSED_PROFILES_MAX:
+            _PARSED.popitem(last=False)
+    return profile
+
+
+def active_profile(conn: Conn, account_id: int, portal: str) -> StoredProfile | None:
+    """The account's newest profile version for ``portal``, else the built-in one, else None."""
+    row = conn.execute(
+        "SELECT id, version, digest, created_at FROM portal_profiles"
+        " WHERE account_id = %s AND portal = %s ORDER BY version DESC LIMIT 1",
+        (account_id, portal),
+    ).fetchone()
+    if row is not None:
+
+        def body() -> str:
+            sql = "SELECT body FROM portal_profiles WHERE id = %s"
+            return str(fetch_one(conn, sql, (row["id"],))["body"])
+
+        profile = _parsed(row["digest"], body)
+        return StoredProfile(profile, row["version"], False, row["created_at"])
+    if portal in BUILTIN_PORTALS:
+        return StoredProfile(builtin_profile(portal), None, True, None)
+    return None
+
+
+def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> tuple[int, bool]:
+    """Store ``body`` (already validated) as the account's next version: (version, created).
+
+    A body identical to the newest version stores nothing. A concurrent writer that took the
+    same number makes ``ON CONFLICT`` skip, and the next round sees its commit.
+    """
+    digest = _digest(body)
+    for _ in range(5):
+        newest = conn.execute(
+            "SELECT version, digest FROM portal_profiles WHERE account_id = %s AND portal = %s"
+            " ORDER BY version DESC LIMIT 1",
+            (account_id, portal),
+        ).fetchone()
+        if newest is not None and newest["digest"] == digest:
+            return newest["version"], False
+        version = (newest["version"] if newest else 0) + 1
+        row = conn.execute(
+            """
+            INSERT INTO portal_profiles (account_id, portal, version, body, digest)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (account_id, portal, version) DO NOTHING
+            RETURNING version
+            """,
+            (account_id, portal, version, body, digest),
+        ).fetchone()
+        if row is not None:
+            return row["version"], True
+    raise RuntimeError(f"could not number a new profile version of {portal} for {account_id}")
+
+
+def profile_history(conn: Conn, account_id: int, portal: str) -> list[dict]:
+    """The account's versions of one portal's profile, newest first, without their bodies."""
+    return conn.execute(
+        "SELECT version, digest, created_at FROM portal_profiles"
+        " WHERE account_id = %s AND portal = %s ORDER BY version DESC",
+        (account_id, portal),
+    ).fetchall()
+
+
+def profiled_portals(conn: Conn, account_id: int) -> set[str]:
+    """The portals the account stored a profile for."""
+    rows = conn.execute(
+        "SELECT DISTINCT portal FROM portal_profiles WHERE account_id = %s", (account_id,)
+    ).fetchall()
+    return {row["portal"] for row in rows}

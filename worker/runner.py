@@ -32,10 +32,11 @@ from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
 from shared.db import Conn, T, in_transaction
-from shared.portals import portal_address, portal_allowed_origins, portal_problems
+from shared.portals import active_profile, portal_address, portal_allowed_origins, portal_problems
 from shared.redaction import Redactor
 from shared.runtime import Runtime
 from shared.sop.model import Sop
+from shared.sop.profile import Profile
 from shared.sop.store import StoredSop, sop_by_id
 from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
@@ -213,6 +214,13 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     )
 
 
+def _profile(rt: Runtime, account_id: int, portal: str) -> Profile | None:
+    """The portal's profile in force when the task starts: the account's newest version, or
+    the built-in one (None for a portal registered without a profile)."""
+    stored = _db(rt, lambda conn: active_profile(conn, account_id, portal))
+    return stored.profile if stored is not None else None
+
+
 def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[Origin]:
     """What the task's browser may reach: the base URL's origin and the declared ones."""
     allow_private = rt.settings.portal_allow_private
@@ -344,6 +352,7 @@ def _drive(
 ) -> Outcome:
     """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
     sensitive = _sensitive_inputs(rt, claimed)
+    profile = _profile(rt, claimed["account_id"], sop.portal)
     origins = _origins(rt, claimed["account_id"], sop.portal, base_url)
     key = _browser_key(rt, claimed["account_id"], sop.portal)
     with task_workspace(rt.settings.workspace_dir, claimed["id"]) as folder:
@@ -376,6 +385,7 @@ def _drive(
                     redactor=recorder.redactor,
                     allowed_origins=origins,
                     review=_review(claimed),
+                    profile=profile,
                 )
 
         return retrying(attempt)

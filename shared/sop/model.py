@@ -204,7 +204,8 @@ class LoginStep(Step):
         return "Sign in to the portal (enter a one-time code if asked)"
 
 
-# The sign-in an SOP without a login step gets when its session expires.
+# The sign-in an SOP without a login step gets when its session expires and its portal has no
+# profile (as before profiles).
 DEFAULT_LOGIN = LoginStep(path="")
 
 
@@ -773,7 +774,7 @@ class Sop:
         out: dict[str, Any] = {}
         errors: list[dict[str, str]] = []
         for spec in self.inputs:
-            value, error = _input_value(spec, data)
+            value, error = input_value(spec, data)
             if error:
                 # The value itself is never echoed for a sensitive input, even to its sender.
                 message = f"{spec.name} is not a valid {spec.format}" if spec.sensitive else error
@@ -820,12 +821,12 @@ class Sop:
         for group in self.require_one_of:
             lines.append(f"At least one of: {', '.join(group)}.")
         lines.append("Steps:")
-        lines += _summarise_steps(self.steps, prefix="")
+        lines += summarise_steps(self.steps, prefix="")
         if self.verify:
             lines.append(
                 "If an earlier attempt may already have submitted, instead of the steps above:"
             )
-            lines += _summarise_steps(self.verify, prefix="V")
+            lines += summarise_steps(self.verify, prefix="V")
         lines.append("Outcome:")
         for rule in self.outcomes:
             cond = f"if {strip_braces(rule.when).strip()}" if rule.when else "otherwise"
@@ -836,9 +837,9 @@ class Sop:
         """Every step, nested ones included, main steps and verify steps."""
         return flatten(self.steps) + flatten(self.verify)
 
-    def login(self) -> LoginStep:
-        """The first login step, used to sign in again after a session expires."""
-        return next((s for s in self.all_steps() if isinstance(s, LoginStep)), DEFAULT_LOGIN)
+    def login(self) -> LoginStep | None:
+        """The first login step, if the SOP signs in itself (docs/portals.md)."""
+        return next((s for s in self.all_steps() if isinstance(s, LoginStep)), None)
 
 
 def flatten(steps: tuple[Step, ...]) -> list[Step]:
@@ -850,7 +851,7 @@ def flatten(steps: tuple[Step, ...]) -> list[Step]:
     return out
 
 
-def _input_value(spec: InputSpec, data: Mapping[str, Any]) -> tuple[Any, str | None]:
+def input_value(spec: InputSpec, data: Mapping[str, Any]) -> tuple[Any, str | None]:
     is_list = spec.format == "service_lines"
     raw = next(
         (data[k] for k in (spec.name, *spec.aliases) if _present(data.get(k))),
@@ -872,7 +873,7 @@ def _present(value: Any) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def _summarise_steps(
+def summarise_steps(
     steps: tuple[Step, ...], prefix: str, depth: int = 0, start: int = 0
 ) -> list[str]:
     lines = []
@@ -881,8 +882,8 @@ def _summarise_steps(
         guard = f" (only if {strip_braces(step.when).strip()})" if step.when else ""
         flag = " [irreversible]" if step.irreversible else ""
         lines.append(f"{'   ' * depth}{number}. {step.title()}{guard}{flag}")
-        lines += _summarise_steps(step.steps, number, depth + 1)
+        lines += summarise_steps(step.steps, number, depth + 1)
         if step.else_steps:
             lines.append(f"{'   ' * (depth + 1)}Otherwise:")
-            lines += _summarise_steps(step.else_steps, number, depth + 1, len(step.steps))
+            lines += summarise_steps(step.else_steps, number, depth + 1, len(step.steps))
     return lines

@@ -296,8 +296,8 @@ def test_an_invalid_sop_is_shown_with_its_line_numbers_and_not_stored(runtime, a
     text = builtin_sop_text("check_eligibility")
     lines = text.splitlines()
     # break one step: an unknown step kind on a known line
-    index = next(i for i, line in enumerate(lines) if "- dismiss_if_present:" in line)
-    lines[index] = lines[index].replace("- dismiss_if_present:", "- teleport:", 1)
+    index = next(i for i, line in enumerate(lines) if "- click:" in line)
+    lines[index] = lines[index].replace("- click:", "- teleport:", 1)
     response = browser.post(
         "/console/sops/check_eligibility/edit",
         data={"sop": "\n".join(lines), "csrf_token": page_token(browser)},

@@ -178,6 +178,10 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     response = client.put("/portals/sandbox", json={"base_url": "https://a.example"},
                           headers=account.headers)  # fmt: skip
     check("/portals/{name}", "put", response, 422)
+    response = client.get("/portals/Not%20a%20name/profile", headers=account.headers)
+    check("/portals/{name}/profile", "get", response, 422)
+    response = client.delete("/portals/acme/profile", headers=account.headers)
+    check("/portals/{name}/profile", "delete", response, 422)
     response = client.put("/webhook-endpoint", json={"url": "ftp://example.com/hook"},
                           headers=account.headers)  # fmt: skip
     check("/webhook-endpoint", "put", response, 422)

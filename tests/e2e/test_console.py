@@ -238,9 +238,9 @@ def test_the_sop_editor_names_the_line_of_an_error_then_saves_and_diffs(
     console.open("/sops/check_eligibility/edit")
     text = console.find("#sop-text").get_attribute("value")
     lines = text.splitlines()
-    index = next(i for i, line in enumerate(lines) if "- dismiss_if_present:" in line)
+    index = next(i for i, line in enumerate(lines) if "- click:" in line)
     broken = list(lines)
-    broken[index] = broken[index].replace("- dismiss_if_present:", "- teleport:", 1)
+    broken[index] = broken[index].replace("- click:", "- teleport:", 1)
     console.driver.execute_script(
         "document.getElementById('sop-text').value = arguments[0];", "\n".join(broken)
     )

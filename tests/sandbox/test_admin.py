@@ -19,6 +19,7 @@ def test_submissions_start_empty(client: FlaskClient) -> None:
         "prior_auths": [],
         "appeals": [],
         "users": [],
+        "staff": [],
     }
 
 

@@ -172,9 +172,14 @@ def test_session_that_keeps_expiring_is_transient(driver, portal) -> None:
 
 
 def test_click_intercepted_by_modal_is_dismissed_and_retried(driver, portal, recorder) -> None:
-    # given an SOP without the explicit dismiss step, but with the modal declared in settings
+    # given an SOP that signs in itself (so the profile's sign-in, which closes the modal, does
+    # not run), without a dismiss step, with the modal declared in its settings only
     text = builtin_sop_text("check_eligibility")
-    text = text.replace("  - dismiss_if_present: {button: Dismiss, within: {role: dialog}}\n", "")
+    text = text.replace(
+        "steps:\n",
+        "steps:\n  - login: {url: /dashboard}\n"
+        "  - select: {label: Payer, option: Sandbox Health}\n  - click: {button: Continue}\n",
+    )
     text = text.replace(
         "  screenshots: failures\n",
         "  screenshots: failures\n  dismiss:\n    - {button: Dismiss, within: {role: dialog}}\n",
@@ -189,10 +194,12 @@ def test_click_intercepted_by_modal_is_dismissed_and_retried(driver, portal, rec
         base_url=portal(modal="always"),
         credentials=MFA_USER,
         recorder=recorder,
+        profile=None,
     )
 
     # then the covered click was retried after dismissing it
-    assert outcome.status == "completed"
+    assert outcome.status == "completed", recorder.text()
+    assert recorder.steps[0].message == "signed in with a TOTP code"  # nothing closed there
 
 
 def test_missing_element_fails_the_step_with_locator_and_screenshot(

@@ -49,6 +49,17 @@ def _put_sop(client, account, text: str, task_type: str = "check_eligibility") -
     assert response.status_code in (200, 201), response.get_json()
 
 
+def _without_sign_in_rule(client, account) -> None:
+    """Store a sandbox profile that says nothing about signing in, as portals had no profile
+    before: the SOPs here sign in themselves, and only the old sign tells the sign-in page."""
+    response = client.put(
+        "/portals/sandbox/profile",
+        data=b"portal: sandbox\ntitle: Sandbox without a sign-in rule\n",
+        headers={**account.headers, "Content-Type": "application/yaml"},
+    )
+    assert response.status_code == 201, response.get_json()
+
+
 def _run(rt, client, account, browsers, data, task_type: str = "check_eligibility") -> dict:
     created = client.post("/tasks", json={"type": task_type, "data": data}, headers=account.headers)
     assert created.status_code == 200, created.get_json()
@@ -136,7 +147,9 @@ outcomes:
 def test_reading_the_password_field_is_refused_and_the_task_fails(
     rt, client, account, browsers, logs
 ):
-    # given an SOP that tries to read the password the sign-in step typed
+    # given an SOP that tries to read the password the sign-in step typed, on the sign-in page
+    # (which a profile's sign-in rule would recognise, and sign in again instead of reading)
+    _without_sign_in_rule(client, account)
     _put_sop(client, account, READ_PASSWORD_SOP)
     # when it runs as a task
     run = _run(rt, client, account, browsers, "member_id: W100000001")
@@ -343,7 +356,9 @@ outcomes:
 def test_the_sign_in_step_types_the_password_only_into_a_password_field(
     rt, client, account, browsers, logs
 ):
-    # given an SOP whose second sign-in step names a search field as the password field
+    # given an SOP whose second sign-in step names a search field as the password field (with
+    # the sandbox's profile, that page is not its sign-in page: nothing would be typed at all)
+    _without_sign_in_rule(client, account)
     _put_sop(client, account, PASSWORD_IN_A_SEARCH_BOX_SOP)
     # when it runs
     run = _run(rt, client, account, browsers, "member_id: W100000001")

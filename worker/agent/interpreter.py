@@ -45,12 +45,14 @@ from shared.sop.model import (
     Sop,
     Step,
     WhileStep,
+    input_value,
 )
+from shared.sop.profile import Profile, builtin_profile
 
 # Importing the handler modules registers their step kinds.
 from worker.agent import actions, extraction, locators, login, review  # noqa: F401
 from worker.agent.handlers import HANDLERS, At, handles
-from worker.agent.page import Page, SessionExpired, is_stale
+from worker.agent.page import Page, SessionExpired, SessionSigns, is_stale
 from worker.agent.review import Review
 from worker.agent.values import jsonable, short
 from worker.browser import egress_of
@@ -147,6 +149,13 @@ class _End(Exception):
         self.outcome = outcome
 
 
+class _Builtin:
+    """The default of run_sop's `profile`: the built-in profile of the SOP's portal, if any."""
+
+
+BUILTIN_PROFILE = _Builtin()
+
+
 def run_sop(
     driver: WebDriver,
     sop: Sop,
@@ -164,8 +173,13 @@ def run_sop(
     redactor: Redactor | None = None,
     allowed_origins: Sequence[Origin] | None = None,
     review: Review | None = None,
+    profile: Profile | None | _Builtin = BUILTIN_PROFILE,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
+
+    `profile` is the portal's profile (docs/portals.md): its sign-in, prelude, error pages,
+    pop-ups and the explicit rule that tells its sign-in page. By default, the built-in profile
+    of the SOP's portal if it has one; None runs the SOP without a profile.
 
     The browser may reach only `allowed_origins` (default: the base URL's origin); anything
     else raises LeftPortal.
@@ -179,7 +193,14 @@ def run_sop(
     `review` is the task's review state: a run that reaches a review point unapproved raises
     ReviewRequested (see ``worker.agent.review``).
     """
+    if isinstance(profile, _Builtin):
+        try:
+            profile = builtin_profile(sop.portal)
+        except KeyError:
+            profile = None
     values, errors = sop.validate_inputs({**inputs, **(sensitive or {})})
+    if profile is not None:
+        errors += _profile_inputs(sop, profile, values)
     if errors:
         raise InputsInvalid(errors)
     plain, secret = sop.split_inputs(values)
@@ -207,6 +228,7 @@ def run_sop(
         ),
         boundary=Boundary(origins, egress_of(driver)),
         review=review or Review(),
+        profile=profile,
     )
     try:
         return run.execute(verify_only=verify_only)
@@ -215,6 +237,21 @@ def run_sop(
         if not run.failure_recorded and not isinstance(exc, TaskCanceled):
             run.record_failure(exc)
         raise
+
+
+def _profile_inputs(sop: Sop, profile: Profile, values: dict[str, Any]) -> list[dict[str, str]]:
+    """Normalise into ``values`` the inputs the profile's prelude reads (unless the SOP
+    declares them itself); absent ones are empty. The problems of malformed ones."""
+    declared = {spec.name for spec in sop.inputs}
+    errors = []
+    for spec in profile.inputs:
+        if spec.name in declared:
+            continue
+        value, error = input_value(spec, values)
+        if error:
+            errors.append({"field": spec.name, "message": error})
+        values[spec.name] = value
+    return errors
 
 
 def _credentials(value: PortalCredentials | Mapping[str, Any]) -> Credentials:
@@ -283,8 +320,10 @@ class Run:
         screenshot_every_step: bool,
         boundary: Boundary,
         review: Review,
+        profile: Profile | None = None,
     ) -> None:
         self.sop = sop
+        self.profile = profile
         self.review = review
         self.review_passed = False  # an approved task passed a review point in this run
         self.screenshot_every_step = screenshot_every_step
@@ -302,18 +341,18 @@ class Run:
         self.passed_irreversible = False
         self.verifying = False
         self.failure_recorded = False
-        self.login_step = sop.login()
+        own_login = sop.login()
+        # An SOP with its own login step signs in itself (docs/portals.md, precedence): the
+        # profile's sign-in and prelude are then not run for it.
+        self.signs_in_itself = own_login is not None
+        self.sign_in = login.sign_in_again(own_login, profile)
         self.page = Page(
             driver=driver,
             boundary=boundary,
             base_url=base_url,
-            portal_errors=sop.portal_errors,
-            dismiss=sop.settings.dismiss,
-            # A sign-in without a password shows its username field instead.
-            login_marker=Locator(
-                kind="label",
-                value=self.login_step.password_label or self.login_step.username_label,
-            ),
+            portal_errors=(*(profile.errors if profile else ()), *sop.portal_errors),
+            dismiss=(*(profile.dismiss if profile else ()), *sop.settings.dismiss),
+            session=SessionSigns(self.sign_in, profile.session_expired if profile else ()),
             render=self.render,
         )
 
@@ -325,8 +364,13 @@ class Run:
         if verify_only and not steps:
             raise StepFailed("this SOP has no verify section")
         relogins = 0
+        # Sign in from the profile (the first time only) and run its prelude, unless the SOP
+        # signs in itself: then its own steps do both.
+        prepare, signed_in = not self.signs_in_itself, False
         while True:
             try:
+                if prepare:
+                    self._prepare(sign_in=not signed_in)
                 self.run_steps(steps, prefix="")
                 break
             except _Finish:
@@ -345,14 +389,37 @@ class Run:
                         ),
                     )
                 steps = self._resume_after_expiry()
+                signed_in = True
         self.page.check_boundary()
         return self._outcome()
+
+    def _prepare(self, *, sign_in: bool) -> None:
+        """What every task on the portal does first: the profile's sign-in, then its prelude."""
+        profile = self.profile
+        if profile is None:
+            return
+        if profile.sign_in is not None and sign_in:
+            at = At("", f"Sign in to {profile.title}", datetime.now(UTC), time.monotonic(), "login")
+            try:
+                message = login.sign_in(self, profile.sign_in, profile.sign_in.timeout_s)
+                message += self._close_popups()
+            except AgentError as exc:
+                self._fail(at, exc)
+            self.record(at, StepStatus.OK, message)
+        self.run_steps(profile.prelude, prefix="p")
+
+    def _close_popups(self) -> str:
+        closed = self.page.dismiss_overlays()
+        return f"; closed {', '.join(closed)}" if closed else ""
 
     def _resume_after_expiry(self) -> tuple[Step, ...]:
         """Sign in again; restart from the top, or verify if a submit may have happened."""
         at = At("", "Session expired: sign in again", datetime.now(UTC), time.monotonic(), "login")
+        if self.sign_in is None:  # unreachable: without a sign-in, no sign-in page is known
+            raise PortalUnavailable("the portal ended the session, and it has no sign-in")
         try:
-            message = login.sign_in(self, self.login_step, self.timeout(None))
+            timeout = self.sign_in.timeout_s if self.profile else self.timeout(None)
+            message = login.sign_in(self, self.sign_in, timeout) + self._close_popups()
         except AgentError as exc:
             self._fail(at, exc)
         self.verifying = self.verifying or self.passed_irreversible

@@ -9,6 +9,7 @@ often hide behind a styled button, is found even when hidden.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -222,12 +223,15 @@ _PROBE_JS = (
     + r"""
 const flat = el => txt(el).replace(/\s+/g, ' ').trim();
 const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat).filter(Boolean);
+// The HTTP status the page's document was answered with (0 when the browser does not say).
+const nav = performance.getEntriesByType('navigation')[0];
 return {
   url: top.location.href,
   title: top.title || '',
   headings: heads.join('\n'),
   text: arguments[0] && top.body ? flat(top.body) : '',
-  marker: arguments[1] ? search(arguments[1], top).length > 0 : false,
+  markers: arguments[1].map(spec => search(spec, top).length > 0),
+  status: nav && nav.responseStatus ? nav.responseStatus : 0,
 };
 """
 )
@@ -291,9 +295,10 @@ def first_shown(driver: WebDriver, candidates: list[Locator]) -> int | None:
 
 
 def probe_page(
-    driver: WebDriver, *, with_text: bool = False, marker: Locator | None = None
+    driver: WebDriver, *, with_text: bool = False, markers: Sequence[Locator] = ()
 ) -> dict[str, Any]:
-    """The page's url, title, headings and alerts, its whole text if asked, and whether the
-    `marker` locator (e.g. the sign-in form's password field) matches anything."""
-    spec = spec_of(marker) if marker else None
-    return driver.execute_script(_PROBE_JS, with_text, spec) or {}
+    """The page's url, title, headings and alerts, its whole text if asked, the HTTP status of
+    its document (``status``, 0 if unknown), and for each of ``markers`` whether it matches
+    anything (``markers``, e.g. the sign-in page's heading), in one round trip."""
+    specs = [spec_of(marker) for marker in markers]
+    return driver.execute_script(_PROBE_JS, with_text, specs) or {}

@@ -1,6 +1,9 @@
-"""Signing in: the `login` step, also used to sign in again when a session expires.
+"""Signing in: the portal profile's sign-in, and the `login` step of SOPs that sign in
+themselves; also used to sign in again when a session expires.
 
-Only this module types the stored password, and only into a password field.
+Which page is the sign-in page is stated by the profile (docs/portals.md); only without a
+profile is it told by the old sign, the sign-in form's fields. Only this module types the stored
+password, and only into a password field.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from shared import totp
-from shared.sop.model import Locator, LoginStep
+from shared.sop.model import DEFAULT_LOGIN, Locator, LoginStep
+from shared.sop.profile import PageRule, Profile, SignIn
 from worker.agent import locators
 from worker.agent.handlers import At, handles
-from worker.agent.page import clear_quietly
+from worker.agent.page import clear_quietly, code_page_rule, on_page, sign_in_page_locators
 from worker.errors import AgentError, CredentialsRejected, SecretRefused
 
 if TYPE_CHECKING:
@@ -22,10 +26,35 @@ if TYPE_CHECKING:
 
 @handles(LoginStep)
 def login(run: Run, step: LoginStep, at: At) -> str:
-    return sign_in(run, step, run.timeout(step))
+    return sign_in(run, sign_in_of_step(step, run.profile), run.timeout(step))
 
 
-def sign_in(run: Run, how: LoginStep, timeout: float) -> str:
+def sign_in_of_step(step: LoginStep, profile: Profile | None) -> SignIn:
+    """A `login` step's sign-in. The sign-in page is told by the profile's explicit rule when
+    there is one; without, by the old sign (an empty PageRule: the step's fields showing)."""
+    page = profile.sign_in.page if profile and profile.sign_in else PageRule()
+    return SignIn(
+        url=step.url,
+        page=page,
+        username=Locator("label", step.username_label),
+        password=Locator("label", step.password_label) if step.password_label else None,
+        button=Locator("button", step.button),
+        code=Locator("label", step.code_label),
+        code_button=Locator("button", step.code_button),
+        success=step.success,
+    )
+
+
+def sign_in_again(sop_login: LoginStep | None, profile: Profile | None) -> SignIn | None:
+    """How a run signs in again after an expiry: the SOP's first login step if it signs in
+    itself, else the profile's sign-in (none: the portal needs no sign-in); with neither, the
+    default login step, as before profiles."""
+    if sop_login is not None or profile is None:
+        return sign_in_of_step(sop_login or DEFAULT_LOGIN, profile)
+    return profile.sign_in
+
+
+def sign_in(run: Run, how: SignIn, timeout: float) -> str:
     """Sign in as `how` says (or find the browser already signed in); the step's message."""
     run.page.in_login = True
     try:
@@ -48,7 +77,7 @@ def sign_in(run: Run, how: LoginStep, timeout: float) -> str:
         run.page.in_login = False
 
 
-def _first_state(run: Run, how: LoginStep, timeout: float) -> str:
+def _first_state(run: Run, how: SignIn, timeout: float) -> str:
     """Where the sign-in starts. With a `success` sign, "in" means that sign shows: a page that
     draws itself by script (a single-page app) shows neither a form nor the sign at first."""
     if not how.success:
@@ -63,32 +92,40 @@ def _first_state(run: Run, how: LoginStep, timeout: float) -> str:
     return str(run.page.wait(settled, timeout, "the sign-in form or the signed-in page"))
 
 
-def _state(run: Run, how: LoginStep) -> str:
-    # One look for all three fields: a signed-in page (the common case) costs one round trip.
-    labels = [how.code_label, how.password_label, how.username_label]
-    shown = locators.first_shown(
-        run.page.driver, [Locator("label", label) for label in labels if label]
-    )
-    return "in" if shown is None else ("code" if shown == 0 else "form")
+def _state(run: Run, how: SignIn) -> str:
+    """ "form" on the sign-in page, "code" on the one-time code page, else "in".
+
+    One look for everything: a signed-in page (the common case) costs one round trip.
+    """
+    page_locators = sign_in_page_locators(how)
+    code_rule = code_page_rule(how)
+    code_locators = [code_rule.shows] if code_rule and code_rule.shows else []
+    probe = [run.page.locator(loc) for loc in (*page_locators, *code_locators)]
+    info = locators.probe_page(run.page.driver, markers=probe)
+    url, found = info.get("url", ""), info.get("markers") or []
+    if code_rule is not None and on_page(code_rule, url, found[len(page_locators) :]):
+        return "code"
+    on_sign_in = on_page(how.page, url, found[: len(page_locators)], signing_in=True)
+    return "form" if on_sign_in else "in"
 
 
-def _submit_password(run: Run, how: LoginStep, timeout: float) -> None:
+def _submit_password(run: Run, how: SignIn, timeout: float) -> None:
     page = run.page
-    user = locators.find_first(page.driver, Locator("label", how.username_label))
+    user = locators.find_first(page.driver, page.locator(how.username))
     if user is not None:
         page.type(user, run.credentials.username)
-    if not how.password_label:
+    if how.password is None:
         # A sign-in without a password (an email, then a one-time code): send the username.
-        page.submit_and_wait(Locator("button", how.button), timeout)
+        page.submit_and_wait(page.locator(how.button), timeout)
         if _state(run, how) == "form":
             alert = locators.find_first(page.driver, Locator("role", "alert"))
             said = f": {alert.text.strip()}" if alert is not None else ""
             raise CredentialsRejected(f"the portal rejected the username{said}")
         return
-    label = Locator("label", how.password_label)
+    label, button = page.locator(how.password), page.locator(how.button)
     password = locators.find_first(page.driver, label)
     if password is None:  # username first, password on the next screen
-        page.submit_and_wait(Locator("button", how.button), timeout)
+        page.submit_and_wait(button, timeout)
         password = page.element(label, timeout)
     if page.secret_kinds([password], filled_only=False) != ["password"]:
         # Typed anywhere else (a search box), the page could show it back.
@@ -98,7 +135,7 @@ def _submit_password(run: Run, how: LoginStep, timeout: float) -> None:
         )
     page.type_secret(password, run.credentials.password)
     try:
-        page.submit_and_wait(Locator("button", how.button), timeout)
+        page.submit_and_wait(button, timeout)
     except AgentError:
         clear_quietly(password)  # a sign-in left half-done leaves no password behind
         raise
@@ -108,13 +145,14 @@ def _submit_password(run: Run, how: LoginStep, timeout: float) -> None:
         raise CredentialsRejected(f"the portal rejected the username or password{said}")
 
 
-def _enter_code(run: Run, how: LoginStep, timeout: float) -> str:
+def _enter_code(run: Run, how: SignIn, timeout: float) -> str:
+    assert how.code is not None and how.code_button is not None  # only then is the state "code"
     for attempt in range(2):
         code, said = _one_time_code(run, attempt)
         run.redactor.add(code)
-        field_el = run.page.element(Locator("label", how.code_label), timeout)
+        field_el = run.page.element(how.code, timeout)
         run.page.type(field_el, code)
-        run.page.submit_and_wait(Locator("button", how.code_button), timeout)
+        run.page.submit_and_wait(run.page.locator(how.code_button), timeout)
         if _state(run, how) != "code":
             return said
     raise CredentialsRejected("the portal rejected the one-time code")

@@ -8,8 +8,9 @@ that the browser is still on the portal's origins.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -33,6 +34,7 @@ from shared.sop.model import (
     describe_condition,
     selector_tests_value,
 )
+from shared.sop.profile import PageRule, SignIn
 from worker.agent import locators
 from worker.egress import Boundary
 from worker.errors import PortalUnavailable, SecretRefused, StepFailed
@@ -63,7 +65,45 @@ return els.map(el => {
 
 
 class SessionExpired(Exception):
-    """The sign-in page appeared in the middle of the steps."""
+    """The sign-in page (or another sign of an ended session) appeared in the middle of the
+    steps."""
+
+
+@dataclass(frozen=True)
+class SessionSigns:
+    """How a page shows that the session ended (docs/portals.md): the sign-in page, told by
+    ``sign_in.page`` (an empty rule is the old sign: the sign-in form's fields all showing), or
+    one of the profile's ``expired`` conditions. No sign-in: no sign-in page to see."""
+
+    sign_in: SignIn | None
+    expired: tuple[dict[str, Any], ...] = ()
+
+
+def sign_in_page_locators(sign_in: SignIn) -> list[Locator]:
+    """What to look for to tell the sign-in page: the rule's `shows`, or (no rule) the form."""
+    if sign_in.page.url is None and sign_in.page.shows is None:
+        # (a sign-in without a password shows its username field in its place)
+        return [sign_in.username, sign_in.password or sign_in.username, sign_in.button]
+    return [sign_in.page.shows] if sign_in.page.shows else []
+
+
+def code_page_rule(sign_in: SignIn) -> PageRule | None:
+    """How to tell the one-time code page: its rule, or the code field showing."""
+    if sign_in.code is None:
+        return None
+    return sign_in.code_page or PageRule(shows=sign_in.code)
+
+
+def on_page(rule: PageRule, url: str, found: Sequence[bool], *, signing_in: bool = False) -> bool:
+    """Whether the page is the one ``rule`` describes, given its address and whether each of
+    its locators (``sign_in_page_locators``, or the rule's `shows`) showed. An empty rule is the
+    old sign: every field of the sign-in form showing; while signing in (``signing_in``), the
+    username or the password field showing, as before profiles."""
+    if rule.url is None and rule.shows is None:
+        return any(found[:2]) if signing_in else bool(found) and all(found)
+    if rule.url is not None and re.search(rule.url, url) is None:
+        return False
+    return all(found)
 
 
 def is_stale(exc: WebDriverException) -> bool:
@@ -85,7 +125,7 @@ class Page:
         base_url: str,
         portal_errors: Sequence[PortalErrorPattern],
         dismiss: Sequence[Locator],
-        login_marker: Locator,
+        session: SessionSigns,
         render: Callable[[str], str],
     ) -> None:
         self.driver = driver
@@ -93,8 +133,8 @@ class Page:
         self.base_url = base_url.rstrip("/")
         self.portal_errors = tuple(portal_errors)
         self.dismiss = tuple(dismiss)
-        # Seen in the middle of the steps, this field means the session expired.
-        self.login_marker = login_marker
+        # Seen in the middle of the steps, these mean the session ended.
+        self.session = session
         self.need_text = any(p.where == "text" for p in self.portal_errors)
         # Fills in the templates of a locator or a message with the run's variables.
         self.render = render
@@ -127,23 +167,59 @@ class Page:
         self.boundary.check(url)
 
     def check_page(self) -> None:
-        """Raise if the page is an error page, or the sign-in page in the middle of the steps."""
+        """Raise if the page is an error page (a 5xx answer always is one), or shows that the
+        session ended (the sign-in page, or a sign the profile names) in the middle of the
+        steps."""
+        markers = [] if self.in_login else self._session_markers()
         try:
-            marker = None if self.in_login else self.login_marker
-            info = locators.probe_page(self.driver, with_text=self.need_text, marker=marker)
+            info = locators.probe_page(
+                self.driver, with_text=self.need_text, markers=[m for _kind, m in markers]
+            )
         except JavascriptException:
             return  # page is between documents; the next poll looks again
-        if info.get("url", "").startswith("chrome-error://"):
+        url = info.get("url", "")
+        if url.startswith("chrome-error://"):
             raise PortalUnavailable("the portal could not be reached")
+        shown = info.get("headings", "").split("\n")[0] or info.get("title", "")
+        status = int(info.get("status") or 0)
+        if status >= 500:  # whatever the page says: the portal is failing, not the task
+            raise PortalUnavailable(
+                f"the portal answered HTTP {status}" + (f": {shown}" if shown else "")
+            )
         for pattern in self.portal_errors:
             where = {"title": info.get("title", ""), "text": info.get("text", "")}.get(
                 pattern.where, f"{info.get('title', '')}\n{info.get('headings', '')}"
             )
             if pattern.matches(where):
-                shown = info.get("headings", "").split("\n")[0] or info.get("title", "")
                 raise PortalUnavailable(f"the portal shows an error page: {shown}")
-        if info.get("marker"):
+        if markers and self._session_ended(url, markers, info.get("markers") or []):
             raise SessionExpired()
+
+    def _session_markers(self) -> list[tuple[str, Locator]]:
+        """The locators to look for on every page, each tagged "page" (the sign-in page's: all
+        must show) or "sign" (the profile's other signs: any one will do)."""
+        out: list[tuple[str, Locator]] = []
+        if self.session.sign_in is not None:
+            page = sign_in_page_locators(self.session.sign_in)
+            out += [("page", self.locator(loc)) for loc in page]
+        for cond in self.session.expired:
+            if "visible" in cond:
+                out.append(("sign", self.locator(cond["visible"])))
+            elif "text" in cond:
+                out.append(("sign", Locator("text", self.render(cond["text"]))))
+        return out
+
+    def _session_ended(self, url: str, markers: list[tuple[str, Locator]], found: list[bool]):
+        tagged = list(zip((kind for kind, _ in markers), found, strict=False))
+        if any(kind == "sign" and hit for kind, hit in tagged):
+            return True
+        for cond in self.session.expired:
+            if "url_contains" in cond and self.render(cond["url_contains"]) in url:
+                return True
+        if self.session.sign_in is None:
+            return False
+        page = [hit for kind, hit in tagged if kind == "page"]
+        return on_page(self.session.sign_in.page, url, page)
 
     def png(self) -> bytes | None:
         try:
@@ -272,9 +348,9 @@ class Page:
                 # re-rendered or replaced under us: find it again
         raise StepFailed(f"could not click {locator.describe()}", looking_for=locator.describe())
 
-    def dismiss_overlays(self) -> bool:
-        """Click whatever `dismiss` locator is showing (announcement modals); True if any."""
-        dismissed = False
+    def dismiss_overlays(self) -> list[str]:
+        """Click whatever `dismiss` locator is showing (announcement modals); what it closed."""
+        dismissed: list[str] = []
         for locator in self.dismiss:
             loc = self.locator(locator)
             el = locators.find_first(self.driver, loc)
@@ -284,7 +360,7 @@ class Page:
                 el.click()
             except WebDriverException:
                 continue
-            dismissed = True
+            dismissed.append(loc.describe())
             self.wait_gone(loc, 5)
         return dismissed
 

@@ -42,6 +42,10 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_portals": ("GET", "/portals"),
     "put_portal": ("PUT", "/portals/{name}"),
     "delete_portal": ("DELETE", "/portals/{name}"),
+    "read_profile": ("GET", "/portals/{name}/profile"),
+    "put_profile": ("PUT", "/portals/{name}/profile"),
+    "revert_profile": ("DELETE", "/portals/{name}/profile"),
+    "validate_profile": ("POST", "/portals/profiles/validate"),
     "list_portal_credentials": ("GET", "/credentials"),
     "put_portal_credentials": ("PUT", "/credentials/{portal}"),
     "delete_portal_credentials": ("DELETE", "/credentials/{portal}"),
@@ -330,6 +334,20 @@ class Understudy:
 
     def delete_portal(self, name: str) -> None:
         self.request("delete_portal", path_params={"name": name})
+
+    def get_profile(self, name: str) -> dict[str, Any]:
+        """The portal's profile in force (docs/portals.md) and your version history."""
+        return self.request("read_profile", path_params={"name": name})
+
+    def put_profile(self, name: str, text: str) -> dict[str, Any]:
+        """Store a new profile version (a 422 ValidationError lists each problem with its line)."""
+        return self.request("put_profile", path_params={"name": name}, json={"profile": text})
+
+    def validate_profile(self, text: str) -> dict[str, Any]:
+        return self.request("validate_profile", json={"profile": text})
+
+    def revert_profile(self, name: str) -> dict[str, Any]:
+        return self.request("revert_profile", path_params={"name": name})
 
     def list_credentials(self) -> list[dict[str, Any]]:
         return self.request("list_portal_credentials")["data"]

@@ -1,0 +1,237 @@
+"""/portals/{name}/profile: read, store and validate a portal's profile (docs/portals.md).
+
+Versions are append-only like SOP versions: the newest is active and the next task on the portal
+uses it. Storing a profile with a ``base_url`` also sets the portal's address (the registration
+that ``PUT /portals/{name}`` writes), which the agent's egress boundary reads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, jsonify
+from marshmallow import Schema, fields
+
+from api.auth import account_id, require_account
+from api.bodies import yaml_document
+from api.credentials import portal_name
+from api.errors import ApiError, NotFound, ValidationFailed
+from api.limits import LimitExceeded
+from api.runtime import runtime
+from shared import portals as portal_queries
+from shared.db import Conn
+from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.sop.loader import SopLimits
+from shared.sop.profile import (
+    BUILTIN_PORTALS,
+    Profile,
+    builtin_profile_text,
+    load_profile,
+)
+from shared.sop.validate import offsite_urls
+from shared.ssrf import UrlRefused, check_portal_url, url_origin
+from shared.tasks import iso
+
+bp = Blueprint("profiles", __name__)
+bp.before_request(require_account)
+
+
+class ProfileBodySchema(Schema):
+    profile = fields.String(required=True)
+
+
+def _line_of_key(text: str, key: str) -> int | None:
+    match = re.search(rf"^{re.escape(key)}\s*:", text, re.M)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _invalid(text: str, problems: list[tuple[str, str]]) -> ValidationFailed:
+    """A 422 for problems found outside the document's own rules, each on its key's line."""
+    return ValidationFailed(
+        "The portal profile is not valid.",
+        [
+            {"line": _line_of_key(text, path.split("[")[0].split(".")[0]), "path": path,
+             "message": message}
+            for path, message in problems
+        ],
+    )  # fmt: skip
+
+
+def _parse(text: str) -> Profile:
+    """The validated profile, or 422 listing every problem with its line."""
+    settings = runtime().settings
+    limit = settings.max_sop_bytes
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        message = f"A portal profile must be at most {limit} bytes (MAX_SOP_BYTES)."
+        raise LimitExceeded(413, "MAX_SOP_BYTES", limit, message)
+    limits = SopLimits(
+        nodes=settings.max_sop_nodes, depth=settings.max_sop_depth, steps=settings.max_sop_steps
+    )
+    try:
+        profile = load_profile(text, limits)
+    except SopLimitExceeded as err:
+        message = f"The portal profile is too big: {err.errors[0]['message']}."
+        raise LimitExceeded(422, err.limit, err.max, message, errors=err.errors) from err
+    except SopInvalid as err:
+        raise ValidationFailed("The portal profile is not valid.", err.errors) from err
+    problems = []
+    allow_private = settings.portal_allow_private
+    for path, url in (
+        ("base_url", profile.base_url),
+        *((f"allowed_origins[{i}]", o) for i, o in enumerate(profile.allowed_origins)),
+    ):
+        if url is None:
+            continue
+        try:
+            check_portal_url(url, allow_private=allow_private)
+        except UrlRefused as err:
+            problems.append((path, f"{url} is refused: {err}"))
+    if profile.portal in BUILTIN_PORTALS:
+        builtin = f"'{profile.portal}' is built in: its address is set by the operator"
+        if profile.base_url:
+            problems.append(("base_url", builtin))
+        if profile.allowed_origins:
+            problems.append(("allowed_origins", builtin))
+    if problems:
+        raise _invalid(text, problems)
+    return profile
+
+
+def _origins(conn: Conn, name: str, profile: Profile) -> set[str]:
+    """The origins the profile's pages may be on: its own address, else the registered one."""
+    if profile.base_url:
+        try:
+            return {url_origin(profile.base_url), *profile.allowed_origins}
+        except UrlRefused:
+            return set()
+    return portal_queries.portal_origins(
+        conn, account_id(), name, sandbox_url=runtime().settings.sandbox_url, sop_base_url=None
+    )
+
+
+def _refuse_offsite_urls(conn: Conn, name: str, profile: Profile) -> None:
+    origins = _origins(conn, name, profile)
+    if origins:
+        errors = offsite_urls(profile, origins)  # type: ignore[arg-type]  # needs all_steps()
+        sign_in = profile.sign_in
+        if sign_in and re.match(r"(?i)https?://", sign_in.url) and "{" not in sign_in.url:
+            try:
+                offsite = url_origin(sign_in.url) not in origins
+            except UrlRefused:
+                offsite = True
+            if offsite:
+                errors.append(
+                    {
+                        "line": _line_of_key(profile.source, "sign_in"),
+                        "path": "sign_in.url",
+                        "message": f"{sign_in.url} is not on one of the portal's origins"
+                        f" ({', '.join(sorted(origins))})",
+                    }
+                )
+        if errors:
+            raise ValidationFailed("The portal profile is not valid.", errors)
+
+
+def _warnings(conn: Conn, name: str, profile: Profile) -> list[str]:
+    """What would stop a task on this portal although the document itself is valid."""
+    if name in BUILTIN_PORTALS:
+        return []
+    address = profile.base_url or portal_queries.portal_base_url(conn, account_id(), name)
+    credentials = portal_queries.has_credentials(conn, account_id(), name)
+    problems = portal_queries.portal_problems(name, address=address, has_credentials=credentials)
+    return [f"{problem}." for problem in problems]
+
+
+def _profile_json(conn: Conn, name: str) -> dict[str, Any]:
+    stored = portal_queries.active_profile(conn, account_id(), name)
+    if stored is None:
+        raise NotFound("portal profile")
+    profile = stored.profile
+    if name in BUILTIN_PORTALS:
+        base_url, origins = runtime().settings.sandbox_url, []
+    else:  # the registration, which a profile with a base_url or PUT /portals/{name} sets
+        base_url = portal_queries.portal_base_url(conn, account_id(), name)
+        origins = portal_queries.portal_allowed_origins(conn, account_id(), name)
+        if base_url is None:
+            base_url, origins = profile.base_url, list(profile.allowed_origins)
+    history = portal_queries.profile_history(conn, account_id(), name)
+    return {
+        "portal": name,
+        "version": stored.version,
+        "builtin": stored.builtin,
+        "title": profile.title,
+        "base_url": base_url,
+        "allowed_origins": origins,
+        "summary": profile.summary(),
+        "body": profile.source,
+        "created_at": iso(stored.created_at),
+        "history": [
+            {"version": r["version"], "digest": r["digest"], "created_at": iso(r["created_at"])}
+            for r in history
+        ],
+    }
+
+
+@bp.get("/portals/<name>/profile")
+def read_profile(name: str):
+    portal_name(name)
+    with runtime().pool.connection() as conn:
+        return jsonify(_profile_json(conn, name))
+
+
+@bp.put("/portals/<name>/profile")
+def put_profile(name: str):
+    """A new version: 201. The same text as the active version: 200 and nothing stored."""
+    portal_name(name)
+    text = yaml_document("portal profile", ProfileBodySchema(), "profile")
+    profile = _parse(text)
+    if profile.portal != name:
+        raise _invalid(text, [("portal", f"must be {name}, not {profile.portal!r}")])
+    with runtime().pool.connection() as conn:
+        _refuse_offsite_urls(conn, name, profile)
+        _version, created = portal_queries.put_profile_version(conn, account_id(), name, text)
+        if profile.base_url:
+            portal_queries.put_portal(
+                conn, account_id(), name, profile.base_url, list(profile.allowed_origins)
+            )
+        out = _profile_json(conn, name)
+        out["warnings"] = _warnings(conn, name, profile)
+    return jsonify(out), 201 if created else 200
+
+
+@bp.delete("/portals/<name>/profile")
+def revert_profile(name: str):
+    """A built-in portal: go back to its built-in profile, stored as the next version (the
+    history is append-only). Another portal's profile is changed by storing a new version."""
+    portal_name(name)
+    if name not in BUILTIN_PORTALS:
+        raise ApiError(
+            422,
+            "not_builtin",
+            f"'{name}' has no built-in profile to go back to: store a new version with"
+            f" PUT /portals/{name}/profile.",
+            [{"field": "portal", "message": "has no built-in profile"}],
+        )
+    with runtime().pool.connection() as conn:
+        if portal_queries.profile_history(conn, account_id(), name):
+            portal_queries.put_profile_version(conn, account_id(), name, builtin_profile_text(name))
+        return jsonify(_profile_json(conn, name))
+
+
+@bp.post("/portals/profiles/validate")
+def validate_profile():
+    """Check a profile without storing it: the summary it would give, or every error."""
+    profile = _parse(yaml_document("portal profile", ProfileBodySchema(), "profile"))
+    with runtime().pool.connection() as conn:
+        _refuse_offsite_urls(conn, profile.portal, profile)
+        warnings = _warnings(conn, profile.portal, profile)
+    return jsonify(
+        {
+            "valid": True,
+            "portal": profile.portal,
+            "title": profile.title,
+            "summary": profile.summary(),
+            "warnings": warnings,
+        }
+    )
