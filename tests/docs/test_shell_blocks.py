@@ -337,7 +337,8 @@ def session_script(steps: list[Step], scratch: Path, start_from: Path | None) ->
     # what the session set, for a document that starts where this one leaves the reader
     lines.append("compgen -v | sort > .doc/vars.after")
     lines.append(
-        "comm -13 .doc/vars.before .doc/vars.after | grep -v '^DOC_' |"
+        # (grep finds nothing in a page that sets no variable: not a failure)
+        "comm -13 .doc/vars.before .doc/vars.after | { grep -v '^DOC_' || true; } |"
         ' while read -r name; do declare -p "$name"; done > .doc/state.sh'
     )
     lines.append("echo done > .doc/current")
@@ -361,6 +362,7 @@ def run_document(
     else:
         workdir.mkdir()
         (workdir / ".venv").symlink_to(Path(sys.prefix))
+        (workdir / "docs").symlink_to(ROOT / "docs")  # a reader is in the clone: docs/examples
     (workdir / "letter.pdf").write_bytes(b"%PDF-1.4\n% an appeal letter\n%%EOF\n")
     for block in file_blocks(doc):
         (workdir / block.markers["file"]).write_text(rewrite_ports(block.text, docs_stack.ports))
