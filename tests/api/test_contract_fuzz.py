@@ -90,12 +90,21 @@ def every_operation_conforms(api_schema, headers: dict[str, str], max_examples: 
     assert failures == {}
 
 
-def task_life_follows_the_links(api_schema, headers: dict[str, str], max_examples: int) -> None:
-    """The task's life: create, then read, cancel, give input, read the trajectory (the links)."""
+def task_life_follows_the_links(
+    api_schema, headers: dict[str, str], max_examples: int, *, through_cancel: bool = True
+) -> None:
+    """The task's life: create, then read and cancel it (the links).
+
+    ``through_cancel=False`` where agent workers run: which steps a scenario takes then depends
+    on how far a worker got with its task, so that the cancel link is taken is left to the run
+    without workers, where the scenarios repeat exactly."""
     followed: set[tuple[str, int]] = set()
-    # Review has its own tests: a fuzzed run never reaches pending_review, and its 409s would
-    # take the turns that the read and cancel links need.
-    life = api_schema.include(path_regex="^/tasks").exclude(path_regex="/review$")
+    # Input, trajectory and review have their own tests (a fuzzed run never reaches
+    # waiting_for_input or pending_review): left in, their 404s and 409s take the turns that
+    # the read and cancel links need, and whether those are followed becomes luck.
+    life = api_schema.include(path_regex="^/tasks").exclude(
+        path_regex="/(input|trajectory|review)$"
+    )
     workflow = life.as_state_machine()
 
     class Workflow(workflow):  # type: ignore[misc, valid-type]
@@ -141,7 +150,7 @@ def task_life_follows_the_links(api_schema, headers: dict[str, str], max_example
     # once while queued, 200; a task a worker has already claimed ends before its next step, 202)
     assert {("POST /tasks", 200), ("GET /tasks/{task_id}", 200)} <= followed, sorted(followed)
     canceled = {s for label, s in followed if label == "POST /tasks/{task_id}/cancel"}
-    assert canceled & {200, 202}, sorted(followed)
+    assert canceled & {200, 202} or not through_cancel, sorted(followed)
 
 
 def test_every_operation_conforms(api_schema, account):
