@@ -1,6 +1,7 @@
 """The operator console in real headless Chromium, against the whole stack (`understudy run`):
 sign in, the live trajectory of a running task, an MFA code, a webhook redelivered, the SOP
-editor's line numbers, CSRF and roles. Each page is saved to docs/console/ for docs/console.md.
+editor's line numbers, a claim approved or rejected on review, CSRF and roles. Each page is
+saved to docs/console/ for docs/console.md.
 
 One browser for the module; each test signs in afresh (the tables are emptied between tests).
 """
@@ -294,3 +295,47 @@ def test_csrf_and_roles_hold_in_the_browser(console, e2e, make_account, runtime)
     assert status == 403
     console.open("/sops/check_eligibility/edit")
     assert console.find("h1").text == "403"
+
+
+def test_a_reviewed_claim_reaches_the_payer_once_when_approved_and_never_when_rejected(
+    console, e2e, make_account, runtime
+):
+    # given an account that requires review before a claim is submitted, and two claims
+    account = make_account()
+    make_user(runtime, account.id, "op@clinic.test", "operator")
+    put = requests.put(f"{e2e.api_url}/settings", json={"review_required_types": ["submit_claim"]},
+                       headers=account.headers, timeout=10)  # fmt: skip
+    assert put.status_code == 200, put.text
+    rejected, approved = (post_task(e2e, account, "submit_claim") for _ in range(2))
+    for task_id in (rejected, approved):
+        e2e.wait_for_task(account, task_id, {"pending_review"}, timeout_s=120)
+
+    def claims() -> list[dict]:
+        return requests.get(f"{e2e.sandbox_url}/__sandbox/submissions", timeout=5).json()["claims"]
+
+    assert claims() == []
+    console.sign_in("op@clinic.test")
+    # when an operator rejects the first with a note
+    console.open(f"/tasks/{rejected}")
+    console.wait(lambda: console.all("#review-form textarea[name=note]"))
+    console.find("#review-form textarea[name=note]").send_keys("Wrong diagnosis code")
+    console.find('#review-form button[value="reject"]').click()
+    assert "Decision recorded" in console.wait(lambda: console.all("#notice"))[0].text
+    console.wait(lambda: console.find("#task-status").text == "completed_with_issues", 30)
+    # then nothing reached the payer
+    assert claims() == []
+    # when they approve the second
+    console.open(f"/tasks/{approved}")
+    console.wait(lambda: console.all("#review-form"))
+    assert console.find("#task-status").text == "pending_review"
+    console.shot("review")
+    console.find('#review-form button[value="approve"]').click()
+    assert "Decision recorded" in console.wait(lambda: console.all("#notice"))[0].text
+    # then the agent submits it, exactly once
+    console.wait(lambda: console.find("#task-status").text == "completed", timeout_s=120)
+    [claim] = claims()
+    assert claim["reference"] in console.find("#task-notes").text
+    console.open("/audit")
+    entries = [row.text for row in console.all("#audit-list tr.audit-entry")]
+    assert any(f"task.review.approve task:{approved}" in e for e in entries), entries
+    assert any(f"task.review.reject task:{rejected}" in e for e in entries), entries
