@@ -1,7 +1,7 @@
 """The operator console in real headless Chromium, against the whole stack (`understudy run`):
 sign in, the live trajectory of a running task, an MFA code, a webhook redelivered, the SOP
-editor's line numbers, a claim approved or rejected on review, CSRF and roles. Each page is
-saved to docs/console/ for docs/console.md.
+editor's line numbers, a claim approved or rejected on review, the portal profile editor, CSRF
+and roles. Each page is saved to docs/console/ for docs/console.md.
 
 One browser for the module; each test signs in afresh (the tables are emptied between tests).
 """
@@ -339,3 +339,36 @@ def test_a_reviewed_claim_reaches_the_payer_once_when_approved_and_never_when_re
     entries = [row.text for row in console.all("#audit-list tr.audit-entry")]
     assert any(f"task.review.approve task:{approved}" in e for e in entries), entries
     assert any(f"task.review.reject task:{rejected}" in e for e in entries), entries
+
+
+def test_the_portal_profile_editor_names_the_line_of_an_error_then_saves(
+    console, make_account, runtime
+):
+    account = make_account()
+    make_user(runtime, account.id, "ada@clinic.test", "admin")
+    console.sign_in("ada@clinic.test")
+    console.open("/portals")
+    console.find('#portal-list a[href$="/portals/sandbox/profile"]').click()
+    console.find("#edit-profile").click()
+    text = console.find("#profile-text").get_attribute("value")
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("title:"))
+    broken = [*lines[: index + 1], "colour: blue", *lines[index + 1 :]]
+    console.driver.execute_script(
+        "document.getElementById('profile-text').value = arguments[0];", "\n".join(broken)
+    )
+    console.find("#profile-form button").click()
+    errors = console.wait(lambda: console.all("#sop-errors li.sop-error"))
+    assert any(e.text.startswith(f"line {index + 2}:") for e in errors), [e.text for e in errors]
+    assert console.find(f"#L{index + 2}").get_attribute("class") == "bad"
+    console.shot("profile_edit")
+    fixed = text.replace("title: Sandbox Payer Portal", "title: Our sandbox", 1)
+    console.driver.execute_script(
+        "document.getElementById('profile-text').value = arguments[0];", fixed
+    )
+    console.find("#profile-form button").click()
+    assert "Saved as a new version" in console.wait(lambda: console.all("#notice"))[0].text
+    assert [r.text.split()[0] for r in console.all("#profile-history tbody tr")] == ["1"]
+    console.find("#diff-form button").click()
+    added = console.wait(lambda: console.all("#diff .d-add"))
+    assert any("title: Our sandbox" in line.text for line in added)
