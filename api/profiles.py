@@ -184,7 +184,15 @@ def read_profile(name: str):
 def put_profile(name: str):
     """A new version: 201. The same text as the active version: 200 and nothing stored."""
     portal_name(name)
-    text = yaml_document("portal profile", ProfileBodySchema(), "profile")
+    out, created = store_profile(
+        name, yaml_document("portal profile", ProfileBodySchema(), "profile")
+    )
+    return jsonify(out), 201 if created else 200
+
+
+def store_profile(name: str, text: str) -> tuple[dict[str, Any], bool]:
+    """Validate and store a new version (the API's and the console's one path): the profile's
+    JSON with its warnings, and whether a version was created. Raises ApiError if invalid."""
     profile = _parse(text)
     if profile.portal != name:
         raise _invalid(text, [("portal", f"must be {name}, not {profile.portal!r}")])
@@ -197,7 +205,7 @@ def put_profile(name: str):
             )
         out = _profile_json(conn, name)
         out["warnings"] = _warnings(conn, name, profile)
-    return jsonify(out), 201 if created else 200
+    return out, created
 
 
 @bp.delete("/portals/<name>/profile")

@@ -229,6 +229,15 @@ def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> 
     raise RuntimeError(f"could not number a new profile version of {portal} for {account_id}")
 
 
+def profile_version_body(conn: Conn, account_id: int, portal: str, version: int) -> str | None:
+    """The text of one stored version of a portal's profile, or None."""
+    row = conn.execute(
+        "SELECT body FROM portal_profiles WHERE account_id = %s AND portal = %s AND version = %s",
+        (account_id, portal, version),
+    ).fetchone()
+    return None if row is None else str(row["body"])
+
+
 def profile_history(conn: Conn, account_id: int, portal: str) -> list[dict]:
     """The account's versions of one portal's profile, newest first, without their bodies."""
     return conn.execute(

@@ -1,5 +1,6 @@
 """SOPs and portals: each type's active SOP and history, a diff between versions, an editor that
-validates as ``PUT /sops/{type}`` does (every problem with its line), and the portals."""
+validates as ``PUT /sops/{type}`` does (every problem with its line), and the portals with their
+profiles' history, diffs and editor (validated and stored as ``PUT /portals/{name}/profile``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from marshmallow import ValidationError
 from api.console import bp, current, record, requires
 from api.credentials import PORTAL_NAME, PORTAL_NAME_RULE, PortalSchema
 from api.errors import ApiError, field_errors
+from api.profiles import store_profile
 from api.runtime import runtime
 from api.sops import store_sop
 from shared import portals as portal_queries
@@ -19,6 +21,7 @@ from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL
 from shared.sop import store as sop_store
 from shared.sop.library import builtin_sop_text
+from shared.sop.profile import BUILTIN_PORTALS, builtin_profile_text
 from shared.sop.task_types import TASK_TYPES
 from shared.users import Role
 
@@ -79,16 +82,18 @@ def sop_diff(task_type: str):
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
         before, after = _text_of(conn, task_type, old), _text_of(conn, task_type, new)
-    lines = list(
-        difflib.unified_diff(
-            before.splitlines(), after.splitlines(), fromfile=f"{task_type} {old}",
-            tofile=f"{task_type} {new}", lineterm="",
-        )
-    )  # fmt: skip
     return render_template(
         "console/sop_diff.html", task_type=task_type, old=old, new=new,
-        lines=[(_line_kind(line), line) for line in lines],
+        lines=_diff_lines(before, after, f"{task_type} {old}", f"{task_type} {new}"),
     )  # fmt: skip
+
+
+def _diff_lines(before: str, after: str, old: str, new: str) -> list[tuple[str, str]]:
+    """A unified diff of two documents (SOPs, portal profiles), each line with its kind."""
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), fromfile=old, tofile=new, lineterm=""
+    )
+    return [(_line_kind(line), line) for line in lines]
 
 
 def _line_kind(line: str) -> str:
@@ -210,3 +215,88 @@ def portal_edit():
             return redirect(url_for("console.portals", notice="portal_saved"), 303)
     page = render_template("console/portal_edit.html", form=form, errors=errors)
     return page, 422 if errors else 200
+
+
+def _known_portal(conn: Conn, name: str) -> str:
+    account = current().user.account_id
+    registered = {row["name"] for row in portal_queries.list_portals(conn, account)}
+    if not (name in BUILTIN_PORTALS or name in registered
+            or name in portal_queries.profiled_portals(conn, account)):  # fmt: skip
+        abort(404, "No such portal.")
+    return name
+
+
+def _profile_text_of(conn: Conn, name: str, version: str) -> str:
+    if version == BUILTIN and name in BUILTIN_PORTALS:
+        return builtin_profile_text(name)
+    if not (version.isascii() and version.isdigit() and len(version) <= 9):
+        abort(400, "A version is a number or 'builtin'.")
+    text = portal_queries.profile_version_body(conn, current().user.account_id, name, int(version))
+    if text is None:
+        abort(404, f"No version {version} of {name}'s profile.")
+    return text
+
+
+@bp.get("/portals/<name>/profile")
+def portal_profile(name: str):
+    account = current().user.account_id
+    with runtime().pool.connection() as conn:
+        _known_portal(conn, name)
+        stored = portal_queries.active_profile(conn, account, name)
+        history = portal_queries.profile_history(conn, account, name)
+    return render_template(
+        "console/portal_profile.html", name=name, stored=stored, history=history,
+        has_builtin=name in BUILTIN_PORTALS,
+    )  # fmt: skip
+
+
+@bp.get("/portals/<name>/profile/diff")
+def portal_profile_diff(name: str):
+    old, new = request.args.get("from", ""), request.args.get("to", "")
+    with runtime().pool.connection() as conn:
+        _known_portal(conn, name)
+        before, after = _profile_text_of(conn, name, old), _profile_text_of(conn, name, new)
+    return render_template(
+        "console/sop_diff.html", task_type=f"{name} profile", old=old, new=new,
+        back=url_for("console.portal_profile", name=name),
+        lines=_diff_lines(before, after, f"{name} {old}", f"{name} {new}"),
+    )  # fmt: skip
+
+
+def _profile_editor(name: str, text: str, errors: list[dict[str, Any]], status: int = 200):
+    page = render_template(
+        "console/portal_profile_edit.html", name=name, text=text, errors=errors,
+        excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}),
+    )  # fmt: skip
+    return page, status
+
+
+@bp.get("/portals/<name>/profile/edit")
+@requires(Role.ADMIN)
+def portal_profile_edit(name: str):
+    with runtime().pool.connection() as conn:
+        _known_portal(conn, name)
+        stored = portal_queries.active_profile(conn, current().user.account_id, name)
+    text = stored.profile.source if stored else f"portal: {name}\n"
+    return _profile_editor(name, text, [])
+
+
+@bp.post("/portals/<name>/profile/edit")
+@requires(Role.ADMIN)
+def portal_profile_save(name: str):
+    """Validate and store a new version, through the same function as the API's PUT."""
+    text = request.form.get("profile", "").replace("\r\n", "\n")
+    with runtime().pool.connection() as conn:
+        _known_portal(conn, name)
+    try:
+        out, created = store_profile(name, text)
+    except ApiError as err:
+        errors = field_errors(err.details) if isinstance(err.details, list) else []
+        if not errors:
+            errors = [{"line": None, "path": None, "message": err.message}]
+        return _profile_editor(name, text, errors, err.status)
+    if created:
+        with runtime().pool.connection() as conn:
+            record(conn, "portal.profile.save", f"portal:{name}", {"version": out["version"]})
+    notice = "saved" if created else "unchanged"
+    return redirect(url_for("console.portal_profile", name=name, notice=notice), 303)

@@ -1,5 +1,5 @@
 """The operator console over HTTP (Flask's test client, real Postgres and Redis): sign-in,
-sessions, CSRF, roles, the audit log, and the SOP editor's line numbers.
+sessions, CSRF, roles, the audit log, and the SOP and portal profile editors' line numbers.
 
 What a browser shows is in tests/e2e/test_console.py.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from api import create_app
-from shared import users
+from shared import portals, users
 from shared.sop.library import builtin_sop_text
+from shared.sop.profile import builtin_profile_text
 
 PASSWORD = "correct horse battery"
 CLI = str(Path(sys.executable).parent / "understudy")
@@ -405,3 +406,67 @@ def test_an_operator_cancels_a_queued_task_once(runtime, app, client, account):
     assert ("task.cancel", f"task:{task_id}") in {
         (r["action"], r["target"]) for r in audit_rows(runtime)
     }
+
+
+def test_a_portal_profile_is_edited_with_line_numbers_then_saved_diffed_and_audited(
+    runtime, app, account
+):
+    make_user(runtime, account.id, "a@c.test", "admin")
+    make_user(runtime, account.id, "o@c.test", "operator")
+    browser = app.test_client()
+    sign_in(browser, "a@c.test")
+    # the sandbox starts on its built-in profile, with no history of the account's own
+    page = browser.get("/console/portals/sandbox/profile")
+    assert page.status_code == 200 and "the built-in profile" in page.text
+    assert 'id="profile-history"' not in page.text
+    text = builtin_profile_text("sandbox")
+    editor = browser.get("/console/portals/sandbox/profile/edit")
+    assert editor.status_code == 200 and "Sandbox Payer Portal" in editor.text
+    # an unknown key on a known line is refused with that line, and nothing is stored
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("title:"))
+    lines.insert(index + 1, "colour: blue")
+    response = browser.post(
+        "/console/portals/sandbox/profile/edit",
+        data={"profile": "\n".join(lines), "csrf_token": page_token(browser)},
+    )
+    assert response.status_code == 422
+    assert f"line {index + 2}</a>" in response.text and "colour: blue" in response.text
+    with runtime.pool.connection() as conn:
+        assert portals.profile_history(conn, account.id, "sandbox") == []
+    # without the CSRF token, or as an operator, nothing is stored either
+    changed = text.replace("title: Sandbox Payer Portal", "title: Sandbox Payer Portal (ours)", 1)
+    assert changed != text
+    assert (
+        browser.post("/console/portals/sandbox/profile/edit", data={"profile": changed}).status_code
+        == 400
+    )
+    operator = app.test_client()
+    sign_in(operator, "o@c.test")
+    assert operator.get("/console/portals/sandbox/profile/edit").status_code == 403
+    assert (
+        operator.post(
+            "/console/portals/sandbox/profile/edit",
+            data={"profile": changed, "csrf_token": page_token(operator)},
+        ).status_code
+        == 403
+    )
+    # a valid change is version 1, listed in the history, and the diff shows it
+    saved = browser.post(
+        "/console/portals/sandbox/profile/edit",
+        data={"profile": changed, "csrf_token": page_token(browser)},
+    )
+    assert saved.status_code == 303
+    page = browser.get(saved.headers["Location"])
+    assert "Saved as a new version" in page.text and "version 1" in page.text
+    assert 'id="profile-history"' in page.text
+    api = app.test_client().get("/portals/sandbox/profile", headers=account.headers).json
+    assert api["version"] == 1 and api["title"] == "Sandbox Payer Portal (ours)"
+    diff = browser.get("/console/portals/sandbox/profile/diff?from=builtin&to=1")
+    assert diff.status_code == 200
+    assert '<span class="d-add">+title: Sandbox Payer Portal (ours)' in diff.text
+    assert '<span class="d-del">-title: Sandbox Payer Portal' in diff.text
+    assert browser.get("/console/portals/sandbox/profile/diff?from=builtin&to=7").status_code == 404
+    assert browser.get("/console/portals/nowhere/profile").status_code == 404
+    audited = [(r["action"], r["target"]) for r in audit_rows(runtime)]
+    assert audited.count(("portal.profile.save", "portal:sandbox")) == 1

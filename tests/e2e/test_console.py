@@ -1,6 +1,7 @@
 """The operator console in real headless Chromium, against the whole stack (`understudy run`):
 sign in, the live trajectory of a running task, an MFA code, a webhook redelivered, the SOP
-editor's line numbers, CSRF and roles. Each page is saved to docs/console/ for docs/console.md.
+editor's line numbers, a claim approved or rejected on review, the portal profile editor, CSRF
+and roles. Each page is saved to docs/console/ for docs/console.md.
 
 One browser for the module; each test signs in afresh (the tables are emptied between tests).
 """
@@ -294,3 +295,80 @@ def test_csrf_and_roles_hold_in_the_browser(console, e2e, make_account, runtime)
     assert status == 403
     console.open("/sops/check_eligibility/edit")
     assert console.find("h1").text == "403"
+
+
+def test_a_reviewed_claim_reaches_the_payer_once_when_approved_and_never_when_rejected(
+    console, e2e, make_account, runtime
+):
+    # given an account that requires review before a claim is submitted, and two claims
+    account = make_account()
+    make_user(runtime, account.id, "op@clinic.test", "operator")
+    put = requests.put(f"{e2e.api_url}/settings", json={"review_required_types": ["submit_claim"]},
+                       headers=account.headers, timeout=10)  # fmt: skip
+    assert put.status_code == 200, put.text
+    rejected, approved = (post_task(e2e, account, "submit_claim") for _ in range(2))
+    for task_id in (rejected, approved):
+        e2e.wait_for_task(account, task_id, {"pending_review"}, timeout_s=120)
+
+    def claims() -> list[dict]:
+        return requests.get(f"{e2e.sandbox_url}/__sandbox/submissions", timeout=5).json()["claims"]
+
+    assert claims() == []
+    console.sign_in("op@clinic.test")
+    # when an operator rejects the first with a note
+    console.open(f"/tasks/{rejected}")
+    console.wait(lambda: console.all("#review-form textarea[name=note]"))
+    console.find("#review-form textarea[name=note]").send_keys("Wrong diagnosis code")
+    console.find('#review-form button[value="reject"]').click()
+    assert "Decision recorded" in console.wait(lambda: console.all("#notice"))[0].text
+    console.wait(lambda: console.find("#task-status").text == "completed_with_issues", 30)
+    # then nothing reached the payer
+    assert claims() == []
+    # when they approve the second
+    console.open(f"/tasks/{approved}")
+    console.wait(lambda: console.all("#review-form"))
+    assert console.find("#task-status").text == "pending_review"
+    console.shot("review")
+    console.find('#review-form button[value="approve"]').click()
+    assert "Decision recorded" in console.wait(lambda: console.all("#notice"))[0].text
+    # then the agent submits it, exactly once
+    console.wait(lambda: console.find("#task-status").text == "completed", timeout_s=120)
+    [claim] = claims()
+    assert claim["reference"] in console.find("#task-notes").text
+    console.open("/audit")
+    entries = [row.text for row in console.all("#audit-list tr.audit-entry")]
+    assert any(f"task.review.approve task:{approved}" in e for e in entries), entries
+    assert any(f"task.review.reject task:{rejected}" in e for e in entries), entries
+
+
+def test_the_portal_profile_editor_names_the_line_of_an_error_then_saves(
+    console, make_account, runtime
+):
+    account = make_account()
+    make_user(runtime, account.id, "ada@clinic.test", "admin")
+    console.sign_in("ada@clinic.test")
+    console.open("/portals")
+    console.find('#portal-list a[href$="/portals/sandbox/profile"]').click()
+    console.find("#edit-profile").click()
+    text = console.find("#profile-text").get_attribute("value")
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("title:"))
+    broken = [*lines[: index + 1], "colour: blue", *lines[index + 1 :]]
+    console.driver.execute_script(
+        "document.getElementById('profile-text').value = arguments[0];", "\n".join(broken)
+    )
+    console.find("#profile-form button").click()
+    errors = console.wait(lambda: console.all("#sop-errors li.sop-error"))
+    assert any(e.text.startswith(f"line {index + 2}:") for e in errors), [e.text for e in errors]
+    assert console.find(f"#L{index + 2}").get_attribute("class") == "bad"
+    console.shot("profile_edit")
+    fixed = text.replace("title: Sandbox Payer Portal", "title: Our sandbox", 1)
+    console.driver.execute_script(
+        "document.getElementById('profile-text').value = arguments[0];", fixed
+    )
+    console.find("#profile-form button").click()
+    assert "Saved as a new version" in console.wait(lambda: console.all("#notice"))[0].text
+    assert [r.text.split()[0] for r in console.all("#profile-history tbody tr")] == ["1"]
+    console.find("#diff-form button").click()
+    added = console.wait(lambda: console.all("#diff .d-add"))
+    assert any("title: Our sandbox" in line.text for line in added)
