@@ -5,6 +5,8 @@ profiles' history, diffs and editor (validated and stored as ``PUT /portals/{nam
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
@@ -64,15 +66,28 @@ def sop(task_type: str):
     )  # fmt: skip
 
 
-def _text_of(conn: Conn, task_type: str, version: str) -> str:
-    if version == BUILTIN and task_type in TASK_TYPES:
-        return builtin_sop_text(task_type)
+def _version_text(
+    version: str, builtin: Callable[[], str] | None, stored: Callable[[int], str | None], what: str
+) -> str:
+    """The text of one version of a document (an SOP, a profile), or its built-in text."""
+    if version == BUILTIN and builtin is not None:
+        return builtin()
     if not (version.isascii() and version.isdigit() and len(version) <= 9):
         abort(400, "A version is a number or 'builtin'.")
-    text = sop_store.sop_version_body(conn, current().user.account_id, task_type, int(version))
+    text = stored(int(version))
     if text is None:
-        abort(404, f"No version {version} of {task_type}.")
+        abort(404, f"No version {version} of {what}.")
     return text
+
+
+def _text_of(conn: Conn, task_type: str, version: str) -> str:
+    account = current().user.account_id
+    return _version_text(
+        version,
+        functools.partial(builtin_sop_text, task_type) if task_type in TASK_TYPES else None,
+        functools.partial(sop_store.sop_version_body, conn, account, task_type),
+        task_type,
+    )
 
 
 @bp.get("/sops/<task_type>/diff")
@@ -227,14 +242,13 @@ def _known_portal(conn: Conn, name: str) -> str:
 
 
 def _profile_text_of(conn: Conn, name: str, version: str) -> str:
-    if version == BUILTIN and name in BUILTIN_PORTALS:
-        return builtin_profile_text(name)
-    if not (version.isascii() and version.isdigit() and len(version) <= 9):
-        abort(400, "A version is a number or 'builtin'.")
-    text = portal_queries.profile_version_body(conn, current().user.account_id, name, int(version))
-    if text is None:
-        abort(404, f"No version {version} of {name}'s profile.")
-    return text
+    account = current().user.account_id
+    return _version_text(
+        version,
+        functools.partial(builtin_profile_text, name) if name in BUILTIN_PORTALS else None,
+        functools.partial(portal_queries.profile_version_body, conn, account, name),
+        f"{name}'s profile",
+    )
 
 
 @bp.get("/portals/<name>/profile")
