@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
@@ -90,22 +91,12 @@ def every_operation_conforms(api_schema, headers: dict[str, str], max_examples: 
     assert failures == {}
 
 
-def task_life_follows_the_links(
-    api_schema, headers: dict[str, str], max_examples: int, *, through_cancel: bool = True
-) -> None:
-    """The task's life: create, then read and cancel it (the links).
-
-    ``through_cancel=False`` where agent workers run: which steps a scenario takes then depends
-    on how far a worker got with its task, so that the cancel link is taken is left to the run
-    without workers, where the scenarios repeat exactly."""
-    followed: set[tuple[str, int]] = set()
-    # Input, trajectory and review have their own tests (a fuzzed run never reaches
-    # waiting_for_input or pending_review): left in, their 404s and 409s take the turns that
-    # the read and cancel links need, and whether those are followed becomes luck.
-    life = api_schema.include(path_regex="^/tasks").exclude(
-        path_regex="/(input|trajectory|review)$"
-    )
-    workflow = life.as_state_machine()
+def task_life_follows_the_links(api_schema, headers: dict[str, str], max_examples: int) -> None:
+    """The task's life as a client lives it: the links of a created task, walked one by one,
+    every answer checked against the document; then the stateful fuzzer, which follows the
+    links with generated requests (no 5xx, nothing off-schema)."""
+    walk_task_links(api_schema, headers)
+    workflow = api_schema.include(path_regex="^/tasks").as_state_machine()
 
     class Workflow(workflow):  # type: ignore[misc, valid-type]
         def before_call(self, case):
@@ -119,10 +110,6 @@ def task_life_follows_the_links(
             # then replay an earlier task (already canceled, say), and the scenario would change
             if case.headers and "Idempotency-Key" in case.headers:
                 case.headers["Idempotency-Key"] = uuid.uuid4().hex
-
-        def after_call(self, response, case):
-            super().after_call(response, case)
-            followed.add((case.operation.label, response.status_code))
 
         def get_call_kwargs(self, case):
             return {"headers": headers}
@@ -146,11 +133,37 @@ def task_life_follows_the_links(
             suppress_health_check=list(HealthCheck),
         ),
     )
-    # the links were followed: a created task was read, then canceled, with its real id (at
-    # once while queued, 200; a task a worker has already claimed ends before its next step, 202)
-    assert {("POST /tasks", 200), ("GET /tasks/{task_id}", 200)} <= followed, sorted(followed)
-    canceled = {s for label, s in followed if label == "POST /tasks/{task_id}/cancel"}
-    assert canceled & {200, 202} or not through_cancel, sorted(followed)
+
+
+def walk_task_links(api_schema, headers: dict[str, str]) -> None:
+    """Create a task, then take every link its 200 declares, with the id the link names."""
+    document = api_schema.raw_schema
+    by_id = {
+        op["operationId"]: (path, method.upper())
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    links = document["paths"]["/tasks"]["post"]["responses"]["200"]["links"]
+    assert {"ReadTask", "CancelTask"} <= set(links)
+    base = api_schema.get_base_url()
+    body = {"type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]}
+    created = requests.post(f"{base}/tasks", json=body, headers=headers, timeout=30)
+    api_schema["/tasks"]["POST"].validate_response(created)
+    assert created.status_code == 200, created.text
+    answers = {}
+    for name in ("ReadTask", "CancelTask", "ReadTrajectory", "ReadTask"):
+        path, method = by_id[links[name]["operationId"]]
+        assert links[name]["parameters"] == {"task_id": "$response.body#/id"}
+        url = base + path.replace("{task_id}", str(created.json()["id"]))
+        answer = requests.request(method, url, headers=headers, timeout=30)
+        api_schema[path][method].validate_response(answer)
+        answers[name] = answer
+    # read, canceled at once while queued (200) or before its next step if claimed (202),
+    # and read again: canceled, or still running towards its cancel
+    assert answers["CancelTask"].status_code in (200, 202), answers["CancelTask"].text
+    assert answers["ReadTask"].json()["id"] == created.json()["id"]
+    assert answers["ReadTrajectory"].status_code == 200
 
 
 def test_every_operation_conforms(api_schema, account):
