@@ -31,7 +31,7 @@ class EndpointSchema(Schema):
     # Unknown fields are refused (marshmallow's default): a misspelt "enable" must not be dropped.
     url = fields.String(allow_none=True, validate=validate.Length(min=1, max=MAX_URL_CHARS))
     enabled = fields.Boolean(truthy={True}, falsy={False})
-    # The event types the endpoint receives, as Svix's filterTypes; a ping is always sent.
+    # The event types the endpoint receives; a ping is always sent.
     filter_types = fields.List(
         fields.String(validate=validate.OneOf(hooks.FILTER_TYPES)),
         validate=validate.Length(min=1, max=len(hooks.FILTER_TYPES)),

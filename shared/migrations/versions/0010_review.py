@@ -37,7 +37,7 @@ def upgrade() -> None:
         ALTER TABLE accounts
             ADD COLUMN review_required_types text[] NOT NULL DEFAULT '{}';
 
-        -- The event types the endpoint receives (Svix's filterTypes). The default is what every
+        -- The event types the endpoint receives. The default is what every
         -- endpoint received before: task_finished only. A ping is always sent.
         ALTER TABLE webhook_endpoints
             ADD COLUMN filter_types text[] NOT NULL DEFAULT '{task_finished}';
