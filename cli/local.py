@@ -8,11 +8,18 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.output import show
 from shared.portals import SANDBOX_PORTAL
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.db import Conn
+    from shared.runtime import Runtime
 
 # The sandbox portal's documented user (docs/sandbox.md); --sandbox stores these, encrypted.
 SANDBOX_USERNAME = "provider@sandbox"
@@ -20,10 +27,30 @@ SANDBOX_PASSWORD = "sandbox-pass-1"  # noqa: S105 - a public test credential of 
 SANDBOX_TOTP_SECRET = "JBSWY3DPEHPK3PXP"  # noqa: S105 - likewise
 
 
-def _runtime(settings: Settings):
+class _NoAccount(Exception):
+    """The command names an account that does not exist."""
+
+
+@contextmanager
+def _database(settings: Settings, *, account: int | None = None) -> Iterator[tuple[Runtime, Conn]]:
+    """The runtime and one transaction on its database, for one command; with ``account``,
+    _NoAccount unless that account exists. The runtime is closed after."""
+    from shared.accounts import account_exists
     from shared.runtime import build_runtime
 
-    return build_runtime(settings, pool_size=2)
+    rt = build_runtime(settings, pool_size=2)
+    try:
+        with rt.pool.connection() as conn:
+            if account is not None and not account_exists(conn, account):
+                raise _NoAccount(account)
+            yield rt, conn
+    finally:
+        rt.close()
+
+
+def _no_account(account: int) -> int:
+    print(f"error: no account {account}", file=sys.stderr)
+    return 2
 
 
 def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,19 +63,15 @@ def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             print(f"error: webhook URL refused: {exc}", file=sys.stderr)
             return 2
-    rt = _runtime(settings)
-    try:
-        sandbox = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
-        with rt.pool.connection() as conn:
-            made = provision_account(
-                conn,
-                rt.fernet,
-                args.name,
-                webhook_url=args.webhook_url,
-                logins={SANDBOX_PORTAL: sandbox} if args.sandbox else None,
-            )
-    finally:
-        rt.close()
+    sandbox = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
+    with _database(settings) as (rt, conn):
+        made = provision_account(
+            conn,
+            rt.fernet,
+            args.name,
+            webhook_url=args.webhook_url,
+            logins={SANDBOX_PORTAL: sandbox} if args.sandbox else None,
+        )
     result = {
         "account_id": made.account_id,
         "api_key": made.api_key,
@@ -64,17 +87,13 @@ def cmd_accounts_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from shared.accounts import account_exists, create_api_key
+    from shared.accounts import create_api_key
 
-    rt = _runtime(settings)
     try:
-        with rt.pool.connection() as conn:
-            if not account_exists(conn, args.account):
-                print(f"error: no account {args.account}", file=sys.stderr)
-                return 2
+        with _database(settings, account=args.account) as (_, conn):
             key = create_api_key(conn, args.account, name=args.name)
-    finally:
-        rt.close()
+    except _NoAccount:
+        return _no_account(args.account)
     print(json.dumps({"account_id": args.account, "api_key": key}) if args.json else key)
     return 0
 
@@ -82,12 +101,8 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_accounts_list(args: argparse.Namespace, settings: Settings) -> int:
     from shared.accounts import list_accounts
 
-    rt = _runtime(settings)
-    try:
-        with rt.pool.connection() as conn:
-            rows = list_accounts(conn)
-    finally:
-        rt.close()
+    with _database(settings) as (_, conn):
+        rows = list_accounts(conn)
     show(rows, ["id", "name", "live_keys", "created_at"], as_json=args.json)
     return 0
 
@@ -95,12 +110,8 @@ def cmd_accounts_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from shared.accounts import list_api_keys
 
-    rt = _runtime(settings)
-    try:
-        with rt.pool.connection() as conn:
-            rows = list_api_keys(conn, args.account)
-    finally:
-        rt.close()
+    with _database(settings) as (_, conn):
+        rows = list_api_keys(conn, args.account)
     show(rows, ["account_id", "prefix", "name", "created_at", "revoked_at"], as_json=args.json)
     return 0
 
@@ -108,12 +119,8 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from shared.accounts import revoke_api_key
 
-    rt = _runtime(settings)
-    try:
-        with rt.pool.connection() as conn:
-            revoked = revoke_api_key(conn, args.key)
-    finally:
-        rt.close()
+    with _database(settings) as (_, conn):
+        revoked = revoke_api_key(conn, args.key)
     if not revoked:
         print("error: no live key with that prefix", file=sys.stderr)
         return 2
@@ -128,15 +135,10 @@ def invite_link(base_url: str, token: str) -> str:
 def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
     """Invite a person to an account's console; prints the one-time link (shown once)."""
     from shared import audit
-    from shared.accounts import account_exists
     from shared.users import UserError, invite_user
 
-    rt = _runtime(settings)
     try:
-        with rt.pool.connection() as conn:
-            if not account_exists(conn, args.account):
-                print(f"error: no account {args.account}", file=sys.stderr)
-                return 2
+        with _database(settings, account=args.account) as (_, conn):
             token = invite_user(
                 conn, account_id=args.account, email=args.email, role=args.role,
                 ttl_s=settings.console_invite_ttl_s,
@@ -145,11 +147,11 @@ def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
                 conn, account_id=args.account, actor="cli", action="user.invite",
                 target=f"email:{args.email.strip().lower()}", detail={"role": args.role},
             )  # fmt: skip
+    except _NoAccount:
+        return _no_account(args.account)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        rt.close()
     base_url = args.url or f"http://{settings.api_host}:{settings.api_port}"
     link = invite_link(base_url, token)
     hours = settings.console_invite_ttl_s / 3600
@@ -165,12 +167,8 @@ def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
     from shared.users import list_users
 
-    rt = _runtime(settings)
-    try:
-        with rt.pool.connection() as conn:
-            rows = list_users(conn, args.account)
-    finally:
-        rt.close()
+    with _database(settings) as (_, conn):
+        rows = list_users(conn, args.account)
     show(rows, ["id", "email", "role", "active", "created_at", "disabled_at"], as_json=args.json)
     return 0
 

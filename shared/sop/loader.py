@@ -8,14 +8,18 @@ once in `SopInvalid.errors` as `{"line", "path", "message"}`. The limits' values
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from shared.sop.errors import SopInvalid, SopLimitExceeded
 from shared.sop.model import Sop
 from shared.sop.validate import Validator
+
+T = TypeVar("T")
+V = TypeVar("V", bound=Validator)
 
 
 @dataclass(frozen=True)
@@ -32,18 +36,27 @@ class SopLimits:
 STORED_SOP_LIMITS = SopLimits(nodes=2_000_000, depth=100, steps=100_000)
 
 
-def load_sop(text: str, limits: SopLimits | None = None) -> Sop:
-    """Parse and strictly validate an SOP document; raise SopInvalid listing every problem."""
-    limits = limits or SopLimits()
+def load_document(
+    text: str, limits: SopLimits, validator: type[V], read: Callable[[V, Any, str], T | None]
+) -> T:
+    """A document (an SOP, a portal profile) read from bounded YAML by ``read(v, data, text)``,
+    ``v`` a ``validator`` on the text's line map; SopInvalid lists every problem."""
     data, lines = _load_yaml(text, limits)
-    v = Validator(lines)
+    v = validator(lines)
     try:
-        sop = v.document(data, text)
+        document = read(v, data, text)
     except RecursionError:  # a template nested past what jinja2 can walk
         message = "a template or condition is nested too deeply"
         raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
-    if v.errors or sop is None:
+    if v.errors or document is None:
         raise SopInvalid(v.errors or [{"line": None, "path": "", "message": "invalid"}])
+    return document
+
+
+def load_sop(text: str, limits: SopLimits | None = None) -> Sop:
+    """Parse and strictly validate an SOP document; raise SopInvalid listing every problem."""
+    limits = limits or SopLimits()
+    sop = load_document(text, limits, Validator, Validator.document)
     if (n := len(sop.all_steps())) > limits.steps:
         raise SopLimitExceeded(
             "MAX_SOP_STEPS", limits.steps, f"the SOP has {n} steps; MAX_SOP_STEPS is {limits.steps}"

@@ -16,8 +16,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from shared.sop.errors import SopInvalid, SopLimitExceeded
-from shared.sop.loader import SopLimits, _load_yaml
+from shared.sop.errors import SopLimitExceeded
+from shared.sop.loader import SopLimits, load_document
 from shared.sop.model import (
     InputSpec,
     Locator,
@@ -138,15 +138,7 @@ class Profile:
 def load_profile(text: str, limits: SopLimits | None = None) -> Profile:
     """Parse and strictly validate a profile; raise SopInvalid listing every problem."""
     limits = limits or SopLimits()
-    data, lines = _load_yaml(text, limits)
-    v = _ProfileValidator(lines)
-    try:
-        profile = v.profile(data, text)
-    except RecursionError:
-        message = "a template or condition is nested too deeply"
-        raise SopInvalid([{"line": None, "path": "", "message": message}]) from None
-    if v.errors or profile is None:
-        raise SopInvalid(v.errors or [{"line": None, "path": "", "message": "invalid"}])
+    profile = load_document(text, limits, _ProfileValidator, _ProfileValidator.profile)
     if (n := len(flatten(profile.prelude))) > limits.steps:
         raise SopLimitExceeded(
             "MAX_SOP_STEPS",
