@@ -45,6 +45,16 @@ def test_every_builtin_sop_validates(task_type: str) -> None:
 
 
 @pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_builtin_sops_hold_only_their_tasks_steps(task_type: str) -> None:
+    # The sandbox's sign-in, its modal, the payer choice and its error pages are its profile's
+    sop = builtin_sop(task_type)
+    assert sop.login() is None
+    assert sop.portal_errors == ()
+    text = builtin_sop_text(task_type)
+    assert "Dismiss" not in text and "label: Payer" not in text
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_builtin_sops_locate_by_label_button_role_text_only(task_type: str) -> None:
     # The sandbox's alt layout renames ids and names; only human-visible locators survive it.
     for step in builtin_sop(task_type).all_steps():

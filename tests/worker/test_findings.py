@@ -7,6 +7,10 @@ the outcome, the trajectory.
 
 from __future__ import annotations
 
+import re
+import textwrap
+from pathlib import Path
+
 import pytest
 import requests
 
@@ -55,6 +59,15 @@ def test_nested_within_reaches_a_table_past_a_sidebar(driver, sandbox_url) -> No
     assert r["first"] == [{"member_id": "W999999999", "status": "Old search"}]
     assert r["named"] == r["first"]
     assert r["nested"] == [{"member_id": "W100000001", "status": "Current"}]
+
+
+def test_the_documented_nested_within_reaches_the_main_table(driver, sandbox_url) -> None:
+    # The example docs/sops.md gives under "`within` nests", run as written
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "sops.md").read_text()
+    section = docs[docs.index("**`within` nests.**") :]
+    [example] = re.findall(r"^```yaml\n(.*?)^```", section, re.S | re.M)[:1]
+    outcome = run(driver, sandbox_url, "tables", textwrap.indent(example, "  "))
+    assert outcome.result["rows"] == [{"member_id": "W100000001", "status": "Current"}]
 
 
 def test_exists_and_count_wait_when_asked(driver, sandbox_url) -> None:
