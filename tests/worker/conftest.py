@@ -11,7 +11,13 @@ import pytest
 import requests
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.worker.support import FAST_FAULTS, ListRecorder, LocalFile
+from tests.worker.support import (
+    FAST_FAULTS,
+    ListRecorder,
+    LocalFile,
+    browser_pool,
+    sandbox_runtime,
+)
 from worker.browser import new_driver, quit_quietly
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -74,3 +80,17 @@ def task_files(tmp_path: Path) -> Callable[..., list[LocalFile]]:
         return out
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browsers(settings):
+    """The worker's pool of signed-in browsers, one per test module."""
+    pool = browser_pool(settings)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def rt(runtime, sandbox_url):
+    """The runtime a worker has, pointed at the sandbox (a module may override it)."""
+    return sandbox_runtime(runtime, sandbox_url)

@@ -15,9 +15,7 @@ from shared.sop.loader import load_sop
 from shared.sop.profile import builtin_profile, builtin_profile_text, load_profile
 from tests.worker.support import (
     MFA_USER,
-    browser_pool,
     run_builtin,
-    sandbox_runtime,
     set_faults,
     stats,
     submissions,
@@ -196,18 +194,6 @@ def test_the_profile_prelude_reads_the_tasks_payer(driver, portal) -> None:
 
 
 # -- through the worker: the profile in force, and a portal error's retries ---------------------
-
-
-@pytest.fixture(scope="module")
-def browsers(settings):
-    pool = browser_pool(settings)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def rt(runtime, sandbox_url):
-    return sandbox_runtime(runtime, sandbox_url)
 
 
 def _task(client, account, task_type: str, data: str) -> int:

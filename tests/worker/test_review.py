@@ -16,7 +16,7 @@ from shared import totp
 from shared.accounts import Credentials, put_credentials
 from shared.sop.library import builtin_sop_text
 from tests.dispatcher.support import drive, served_receiver
-from tests.worker.support import browser_pool, sandbox_runtime, submissions
+from tests.worker.support import sandbox_runtime, submissions
 from tests.worker.test_runner import _run_in_background
 from worker import runner
 
@@ -35,13 +35,6 @@ REVIEWED_CLAIM_SOP = builtin_sop_text("submit_claim").replace(
     "  - name: Submit the claim\n",
 )
 ALL_EVENTS = ["task_finished", "task.waiting_for_input", "task.pending_review"]
-
-
-@pytest.fixture(scope="module")
-def browsers(settings):
-    pool = browser_pool(settings)
-    yield pool
-    pool.close()
 
 
 @pytest.fixture

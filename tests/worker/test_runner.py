@@ -16,17 +16,10 @@ from shared import totp
 from shared.accounts import Credentials, put_credentials
 from shared.sop.library import builtin_sop_text
 from tests.scrape import delta, parse
-from tests.worker.support import browser_pool, sandbox_runtime
+from tests.worker.support import sandbox_runtime
 from worker import runner
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
-
-
-@pytest.fixture(scope="module")
-def browsers(settings):
-    pool = browser_pool(settings)
-    yield pool
-    pool.close()
 
 
 @pytest.fixture

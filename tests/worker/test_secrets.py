@@ -16,24 +16,11 @@ import pytest
 import requests
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET
-from tests.worker.support import browser_pool, sandbox_runtime
 from worker import runner
 
 pytestmark = pytest.mark.browser
 
 NEW_PASSWORD = "Tr0ub4dor&3-horse"
-
-
-@pytest.fixture(scope="module")
-def browsers(settings):
-    pool = browser_pool(settings)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def rt(runtime, sandbox_url):
-    return sandbox_runtime(runtime, sandbox_url)
 
 
 @pytest.fixture
