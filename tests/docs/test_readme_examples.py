@@ -120,3 +120,11 @@ def test_the_readme_links_the_spec_the_docs_the_client_and_the_cli_reference():
     # the CLI reference: a row for every command group of `understudy --help`
     for group in ("tasks", "sops", "portals", "credentials", "webhooks", "accounts", "keys"):
         assert f"`understudy {group} " in section, group
+
+
+def test_the_readme_tells_how_to_check_the_service_is_up(client):
+    # the README names both probes and what /healthz answers; the answer is that
+    assert '`GET /healthz` answers 200 `{"status": "ok"}`' in README
+    assert "`GET /readyz`" in README
+    answer = client.get("/healthz")
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ok"}
