@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         limits,
         metrics,
         profiles,
+        rate_limits,
         request_log,
         sops,
         tasks,
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     request_log.init_app(app)  # first: every later hook logs with the request id
     limits.init_app(app, settings)
+    rate_limits.init_app(app, settings)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

@@ -3,29 +3,22 @@
 Every limit has a name (its setting), a default and a documented error: a 413 for a size or a
 count, a 422 for a shape (depth, length), each ``limit_exceeded`` with the setting in
 ``details.limit``. Text that PostgreSQL cannot store (a NUL, a lone surrogate) is a 400
-``invalid_text``. Ids in URLs are ASCII digits or a 404. Per-account rate limits (Flask-Limiter,
-counted in Redis) answer 429 with ``Retry-After``. Every answer is ``no-store`` and ``nosniff``.
+``invalid_text``. Ids in URLs are ASCII digits or a 404. Every answer is ``no-store`` and
+``nosniff``. Per-account rate limits are in :mod:`api.rate_limits`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, request
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from api.auth import caller_account
 from api.errors import ApiError, error_response
-from shared import embedded
-from shared.celery import is_sentinel
 from shared.settings import Settings
 
 # Characters PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (JSON's "\ud800" decodes to
@@ -118,7 +111,7 @@ class DigitsConverter(BaseConverter):
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Install the converters, the request screen, the answer headers and the rate limiter.
+    """Install the converters, the request screen and the answer headers.
 
     Call before registering the blueprints: rules take their converters when they are added.
     """
@@ -132,7 +125,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.register_error_handler(RequestEntityTooLarge, lambda err: _body_too_large(settings))
     app.register_error_handler(ParseException, _unreadable_body)
     app.register_error_handler(NoMoreData, _unreadable_body)
-    _init_rate_limits(app, settings)
 
 
 def _screen(settings: Settings) -> None:
@@ -216,58 +208,3 @@ def _body_too_large(settings: Settings):
 def _unreadable_body(err: Exception):
     # The server's parser gave up while the app read the body (a malformed chunk, say).
     return error_response(400, "malformed_body", "The request body could not be read.")
-
-
-# --- rate limits --------------------------------------------------------------------------------
-
-
-def _rate_key() -> str:
-    """Whom a request counts against: its account, or its address if it has no valid key."""
-    account = caller_account()
-    return f"account:{account}" if account is not None else f"address:{request.remote_addr}"
-
-
-def _init_rate_limits(app: Flask, settings: Settings) -> None:
-    if settings.rate_limit.strip().lower() in ("", "off"):
-        return
-    limiter = Limiter(
-        key_func=_rate_key,
-        app=app,
-        application_limits=[settings.rate_limit],
-        storage_uri=storage_uri(settings),
-        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2},
-        strategy="sliding-window-counter",
-        key_prefix="understudy-rate",
-        # Redis unreachable: serve rather than fail every request; the limit resumes with it.
-        swallow_errors=True,
-    )
-    limiter.request_filter(lambda: request.blueprint in ("health", "metrics"))  # probes, scrapes
-    app.extensions["understudy_limiter"] = limiter
-    app.register_error_handler(RateLimitExceeded, lambda err: _rate_limited(limiter, err))
-
-
-def storage_uri(settings: Settings) -> str:
-    """Where the counts live: the runtime's Redis, through its sentinels if REDIS_URL names them.
-
-    Celery's form ``sentinel://h1:26379;sentinel://h2:26379/0`` becomes the limits library's
-    ``redis+sentinel://h1:26379,h2:26379/<master>``.
-    """
-    url = embedded.redis_url(settings)
-    if not is_sentinel(url):
-        return url
-    hosts = [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
-    return f"redis+sentinel://{','.join(hosts)}/{settings.redis_sentinel_master}"
-
-
-def _rate_limited(limiter: Limiter, err: RateLimitExceeded):
-    current = limiter.current_limit
-    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
-    response, status = error_response(
-        429,
-        "rate_limited",
-        f"Too many requests: the limit is {err.limit.limit} (RATE_LIMIT). "
-        f"Retry after {retry_after} s.",
-        {"limit": "RATE_LIMIT", "max": str(err.limit.limit), "retry_after_s": retry_after},
-    )
-    response.headers["Retry-After"] = str(retry_after)
-    return response, status

@@ -7,14 +7,24 @@ costs a delay, never a task: the scheduler re-enqueues what nobody claimed.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
+import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis
 from celery import Celery
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from shared.settings import Settings
 
 RUN_TASK = "understudy.run_task"
 DELIVER_WEBHOOK = "understudy.deliver_webhook"
+# The queue each task's messages go to (a Redis list of the same name).
+QUEUES = {RUN_TASK: "agent", DELIVER_WEBHOOK: "webhooks"}
 
 
 def is_sentinel(url: str) -> bool:
@@ -42,7 +52,7 @@ def broker_transport_options(settings: Settings, broker_url: str) -> dict[str, A
 def create_celery(settings: Settings, broker_url: str) -> Celery:
     app = Celery("understudy", broker=broker_url)
     app.conf.update(
-        task_routes={RUN_TASK: {"queue": "agent"}, DELIVER_WEBHOOK: {"queue": "webhooks"}},
+        task_routes={name: {"queue": queue} for name, queue in QUEUES.items()},
         task_default_queue="agent",
         task_serializer="json",
         accept_content=["json"],
@@ -101,15 +111,64 @@ def queue_lengths(app: Celery, queues: tuple[str, ...]) -> dict[str, int]:
 
 
 def send_run_task(app: Celery, task_id: int) -> None:
-    """Put a task's message on the agent queue: the one way every process sends it.
+    """Put a task's message on the agent queue: the one way every process sends it."""
+    send_message(app, RUN_TASK, task_id)
 
-    Celery keeps the broker connection and producer in its pool between calls. A short retry
-    covers a broker that blips; a broker that stays down raises, and the caller leaves the task
-    for the scheduler.
+
+_SEND_ERRORS = (kombu.exceptions.OperationalError, redis.RedisError, OSError)
+
+
+@retry(
+    retry=retry_if_exception_type(_SEND_ERRORS),
+    stop=stop_after_attempt(3),
+    wait=wait_incrementing(start=0, increment=0.2),
+    reraise=True,
+)
+def send_message(app: Celery, task_name: str, record_id: int) -> None:
+    """Send ``task_name(record_id)``: one LPUSH on a pooled broker connection.
+
+    The message is what ``app.send_task`` would send (Celery's message protocol 2, in kombu's
+    Redis envelope, on the default exchange), written here because Celery's own path costs
+    several times the LPUSH: this is on the path of every ``POST /tasks``. The broker connection
+    comes from Celery's pool, so it is reused, and it finds the master through the sentinels when
+    REDIS_URL names them. A short retry covers a broker that blips; one that stays down raises,
+    and the caller leaves the record for the scheduler.
     """
-    app.send_task(
-        RUN_TASK,
-        args=[task_id],
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
-    )
+    queue = QUEUES[task_name]
+    message = task_message(task_name, record_id, queue)
+    with app.pool.acquire(block=True) as conn:
+        conn.default_channel.client.lpush(queue, message)
+
+
+_HOST = socket.gethostname()
+# Celery's empty embedded options (no callbacks, chain or chord), the third part of the body.
+_NO_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def task_message(task_name: str, record_id: int, queue: str) -> bytes:
+    """The Redis list entry of one task message, as kombu's Redis transport stores it."""
+    message_id = str(uuid.uuid4())
+    body = json.dumps([[record_id], {}, _NO_EMBED]).encode()
+    headers: dict[str, Any] = {
+        "lang": "py", "task": task_name, "id": message_id, "shadow": None, "eta": None,
+        "expires": None, "group": None, "group_index": None, "retries": 0,
+        "timelimit": [None, None], "root_id": message_id, "parent_id": None,
+        "argsrepr": f"[{record_id}]", "kwargsrepr": "{}", "origin": f"{os.getpid()}@{_HOST}",
+        "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+    }  # fmt: skip
+    properties = {
+        "correlation_id": message_id,
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "priority": 0,
+        "body_encoding": "base64",
+        "delivery_tag": str(uuid.uuid4()),
+    }
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": properties,
+    }
+    return json.dumps(envelope).encode()

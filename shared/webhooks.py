@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
-from shared.celery import DELIVER_WEBHOOK
+from shared.celery import DELIVER_WEBHOOK, send_message
 from shared.db import Conn
 from shared.settings import Settings
 from shared.tasks import TASK_FINISHED, TASK_PENDING_REVIEW, TASK_WAITING_FOR_INPUT, iso
@@ -356,7 +356,7 @@ def dispatch_due_messages(runtime: Runtime, *, limit: int = 500, lock_s: float =
         disable_failing_endpoints(conn, disable_after_s=settings.webhook_disable_after_s)
         ids = claim_due_messages(conn, limit=limit, lock_s=lock_s, settings=settings)
     for message_id in ids:
-        runtime.celery.send_task(DELIVER_WEBHOOK, args=[message_id])
+        send_message(runtime.celery, DELIVER_WEBHOOK, message_id)
     return len(ids)
 
 

@@ -18,7 +18,7 @@ from api.console import (
     record,
     secure_cookie,
 )
-from api.limits import storage_uri
+from api.rate_limits import storage_uri
 from api.runtime import runtime
 from shared import audit, users
 from shared.users import UserError

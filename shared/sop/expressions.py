@@ -174,6 +174,8 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
 
 
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_BARE_NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja's, not names
 
 
 def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
@@ -185,6 +187,9 @@ def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
 
     def fill(match: re.Match[str]) -> str:
         source = match.group(0)
+        bare = _BARE_NAME.fullmatch(source)
+        if bare and bare[1] not in _LITERALS and isinstance(value := inputs.get(bare[1]), str):
+            return value  # what the sandbox renders for {{ name }} of a text, without a render
         try:
             used = names(source)
             if not used or not used <= inputs.keys():

@@ -54,7 +54,7 @@ def test_rate_limit_setting_is_checked_at_start():
 
 
 def test_counts_follow_redis_sentinel_when_redis_url_names_it(settings):
-    from api.limits import storage_uri
+    from api.rate_limits import storage_uri
 
     sentinel = settings.replace(
         redis_url="sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379/0",
@@ -62,3 +62,51 @@ def test_counts_follow_redis_sentinel_when_redis_url_names_it(settings):
     )
     assert storage_uri(sentinel) == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/primary"
     assert storage_uri(settings) == settings.redis_url
+
+
+def test_every_limit_is_checked_and_the_429_names_the_one_that_is_full(runtime, make_account):
+    app = create_app(runtime.settings.replace(rate_limit="1000/second;3/minute"), runtime=runtime)
+    client = app.test_client()
+    account = make_account()
+    answers = [client.get("/tasks", headers=account.headers) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[3].get_json()["error"]["details"]["max"] == "3 per 1 minute"
+
+
+def test_retry_after_is_when_the_sliding_window_has_room_again():
+    from api.rate_limits import Limit
+
+    limit = Limit(3, 60, "3 per 1 minute")
+    # this window is full: wait for the next one, until enough of this one has slid out
+    assert limit.retry_after_s(elapsed=10, previous=0, current=3) == 50 + 20
+    # the previous window's weight fills it: wait until enough of it has slid out
+    assert limit.retry_after_s(elapsed=30, previous=3, current=1) == 10
+    assert limit.retry_after_s(elapsed=59.9, previous=9, current=2) == 1  # never 0
+
+
+def test_requests_are_served_uncounted_while_redis_is_unreachable(runtime, account):
+    from tests.conftest import free_port
+
+    dead = runtime.settings.replace(
+        rate_limit="1/minute", redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    client = create_app(dead, runtime=runtime).test_client()
+    assert [client.get("/tasks", headers=account.headers).status_code for _ in range(3)] == [
+        200
+    ] * 3
+
+
+def test_the_limiter_finds_the_master_through_the_sentinels(settings):
+    from api.rate_limits import redis_client
+
+    sentinel = settings.replace(
+        redis_url="sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26380/3",
+        redis_sentinel_master="primary",
+    )
+    client = redis_client(sentinel)
+    pool = client.connection_pool
+    assert pool.service_name == "primary"
+    assert [
+        c.connection_pool.connection_kwargs["port"] for c in pool.sentinel_manager.sentinels
+    ] == [26379, 26380]
+    assert pool.connection_kwargs["db"] == 3

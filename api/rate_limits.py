@@ -1,0 +1,183 @@
+"""Per-account rate limits (RATE_LIMIT), counted in Redis: one round trip per request.
+
+Every request counts against its account, or against its client address when it carries no
+valid key; probes (``/healthz``, ``/readyz``) and metric scrapes are not counted. Each limit
+(``100/second;3000/minute``) is a sliding window counter, as in the ``limits`` library: the
+current fixed window's count plus the previous window's, weighted by how much of it the sliding
+window still covers. All of an account's limits are checked, and counted only if every one has
+room, by one Lua script: one EVALSHA whatever the number of limits. Over a limit, the answer is
+a JSON 429 with ``Retry-After``: the seconds until one more request fits.
+
+Redis unreachable: requests are served uncounted (the limit protects the service, it is not
+worth an outage), and the limiter tries Redis again a second later rather than on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, request
+from limits import parse_many
+from redis.sentinel import Sentinel
+
+from api.auth import caller_account
+from api.errors import ApiError, error_response
+from shared import embedded
+from shared.celery import is_sentinel
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "understudy-rate"
+# Seconds to serve uncounted after Redis failed to answer, before asking it again.
+RETRY_REDIS_AFTER_S = 1.0
+_UNCOUNTED_BLUEPRINTS = frozenset({"health", "metrics"})
+
+# KEYS: each limit's previous and current window counters, in pairs. ARGV: per limit, its
+# amount, its window in seconds, and the seconds elapsed in the current window. Returns 0 when
+# the request was counted, else the 1-based number of the first full limit and its two counts.
+_SLIDING_WINDOWS = """
+for i = 1, #ARGV / 3 do
+    local amount = tonumber(ARGV[3 * i - 2])
+    local window = tonumber(ARGV[3 * i - 1])
+    local elapsed = tonumber(ARGV[3 * i])
+    local previous = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    local current = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    if previous * (window - elapsed) / window + current + 1 > amount then
+        return {i, previous, current}
+    end
+end
+for i = 1, #ARGV / 3 do
+    redis.call('INCR', KEYS[2 * i])
+    redis.call('EXPIRE', KEYS[2 * i], 2 * tonumber(ARGV[3 * i - 1]))
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    amount: int
+    window_s: int
+    text: str  # "100 per 1 second", as the 429 names it
+
+    def retry_after_s(self, elapsed: float, previous: int, current: int) -> int:
+        """Seconds from now until the sliding window has room for one more request."""
+        left = self.window_s - elapsed
+        if current + 1 > self.amount:
+            # Only in a later window: there this window's count is the weighted previous one.
+            wait = left + self.window_s * (1 - (self.amount - 1) / current)
+        else:
+            # Later in this window, once enough of the previous one has slid out.
+            wait = left - (self.amount - 1 - current) * self.window_s / previous
+        return max(1, math.ceil(wait))
+
+
+class RateLimited(ApiError):
+    def __init__(self, limit: Limit, retry_after_s: int) -> None:
+        super().__init__(
+            429,
+            "rate_limited",
+            f"Too many requests: the limit is {limit.text} (RATE_LIMIT). "
+            f"Retry after {retry_after_s} s.",
+            {"limit": "RATE_LIMIT", "max": limit.text, "retry_after_s": retry_after_s},
+        )
+        self.retry_after_s = retry_after_s
+
+
+class RateLimiter:
+    def __init__(self, limits: list[Limit], client: redis.Redis) -> None:
+        self.limits = limits
+        self._script = client.register_script(_SLIDING_WINDOWS)
+        self._redis_failed_at = -math.inf
+
+    def count(self, who: str) -> None:
+        """Count one request against ``who``; raise :class:`RateLimited` if it has no room."""
+        if time.monotonic() - self._redis_failed_at < RETRY_REDIS_AFTER_S:
+            return
+        now = time.time()
+        keys: list[str] = []
+        args: list[float] = []
+        for limit in self.limits:
+            window, elapsed = divmod(now, limit.window_s)
+            base = f"{KEY_PREFIX}:{who}:{limit.amount}/{limit.window_s}"
+            keys += [f"{base}:{int(window) - 1}", f"{base}:{int(window)}"]
+            args += [limit.amount, limit.window_s, elapsed]
+        try:
+            full = self._script(keys=keys, args=args)
+        except (redis.RedisError, OSError):
+            self._redis_failed_at = time.monotonic()
+            log.warning("rate limits not counted: Redis does not answer", exc_info=True)
+            return
+        if full:
+            index, previous, current = (int(x) for x in full)
+            limit = self.limits[index - 1]
+            raise RateLimited(limit, limit.retry_after_s(args[3 * index - 1], previous, current))
+
+
+def parse_limits(text: str) -> list[Limit]:
+    """RATE_LIMIT's limits (``100/second;3000/minute``); empty when it is ``off``."""
+    if text.strip().lower() in ("", "off"):
+        return []
+    return [Limit(item.amount, item.get_expiry(), str(item)) for item in parse_many(text)]
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client of the runtime's Redis, or of the master its sentinels name."""
+    url = embedded.redis_url(settings)
+    timeouts = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **timeouts)
+    parts = [part.split("://", 1)[1] for part in url.split(";") if part]
+    hosts = []
+    for part in parts:
+        host, _, port = part.split("/", 1)[0].rpartition(":")
+        hosts.append((host, int(port)))
+    db = int(parts[-1].partition("/")[2] or 0)
+    sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)
+    return sentinel.master_for(settings.redis_sentinel_master, db=db)
+
+
+def storage_uri(settings: Settings) -> str:
+    """The same Redis as a ``limits`` storage URI (the console's sign-in throttle).
+
+    Celery's form ``sentinel://h1:26379;sentinel://h2:26379/0`` becomes the limits library's
+    ``redis+sentinel://h1:26379,h2:26379/<master>``.
+    """
+    url = embedded.redis_url(settings)
+    if not is_sentinel(url):
+        return url
+    hosts = [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
+    return f"redis+sentinel://{','.join(hosts)}/{settings.redis_sentinel_master}"
+
+
+def _who() -> str:
+    """Whom a request counts against: its account, or its address if it has no valid key."""
+    try:
+        account = caller_account()
+    except Exception:  # the database is down: require_account answers the request with a 503
+        account = None
+    return f"account:{account}" if account is not None else f"address:{request.remote_addr}"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    limits = parse_limits(settings.rate_limit)
+    if not limits:
+        return
+    limiter = RateLimiter(limits, redis_client(settings))
+
+    def count_request() -> None:
+        if request.blueprint not in _UNCOUNTED_BLUEPRINTS:
+            limiter.count(_who())
+
+    def too_many(err: RateLimited):
+        response, status = error_response(err.status, err.code, err.message, err.details)
+        response.headers["Retry-After"] = str(err.retry_after_s)
+        return response, status
+
+    app.before_request(count_request)
+    app.register_error_handler(RateLimited, too_many)
