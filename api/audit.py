@@ -2,13 +2,16 @@
 
 A call is recorded once it succeeded (a status under 400), after its own transaction: who (the
 key's visible prefix, ``api_key:us_...``), what (the method and route), the target (the path)
-and the answer's status. Never the body: it may hold a password or a patient's data.
+and the answer's status. Never the body: it may hold a password or a patient's data. A handler
+may commit the entry itself, in its own last transaction (``POST /tasks`` does, to save a
+round trip and a disk flush), and say so with :func:`recorded_by_handler`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
@@ -38,26 +41,42 @@ def list_audit_log():
     return jsonify(page([audit.entry_json(r) for r in rows], rows, limit))
 
 
-def _record_api_call(response: Response) -> Response:
+def api_call_entry(status: int) -> dict[str, Any] | None:
+    """The audit entry of this request's call if it answers ``status`` (the arguments of
+    :func:`shared.audit.record`), or None when such a call is not recorded."""
     if (
         request.method not in MUTATING
-        or response.status_code >= 400
+        or status >= 400
         or "account_id" not in g
         or request.blueprint == "console"  # the console records its own actions
         or request.url_rule is None
     ):
-        return response
+        return None
     prefix = key_prefix()
     if prefix is None:
-        return response
+        return None
     route = _CONVERTER.sub(r"{\1}", request.url_rule.rule)  # /tasks/{task_id}/cancel
+    return {
+        "account_id": account_id(),
+        "actor": f"api_key:{prefix}",
+        "action": f"{request.method} {route}",
+        "target": request.path,
+        "detail": {"status": status},
+    }
+
+
+def recorded_by_handler() -> None:
+    """The handler committed this call's entry in its own transaction: the hook adds none."""
+    g.api_call_recorded = True
+
+
+def _record_api_call(response: Response) -> Response:
+    entry = api_call_entry(response.status_code)
+    if entry is None or g.get("api_call_recorded"):
+        return response
     try:
         with runtime().pool.connection() as conn:
-            audit.record(
-                conn, account_id=account_id(), actor=f"api_key:{prefix}",
-                action=f"{request.method} {route}",
-                target=request.path, detail={"status": response.status_code},
-            )  # fmt: skip
+            audit.record(conn, **entry)
     except Exception:  # the call succeeded and is committed: its answer must not become a 500
         log.warning("could not record %s %s in the audit log", request.method, request.path,
                     exc_info=True)  # fmt: skip

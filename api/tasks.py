@@ -23,19 +23,20 @@ from psycopg.types.json import Jsonb
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
+from api.audit import api_call_entry, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import metrics, review
+from shared import audit, metrics, review
 from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json, keyed_digest
-from shared.db import Conn
+from shared.db import Conn, outside_transaction, relax_commit
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
-from shared.portals import has_credentials
+from shared.portals import send_credential_portals
 from shared.sop import store as sop_store
 from shared.sop.expressions import fill_instructions
 from shared.sop.task_types import TASK_TYPES
@@ -105,18 +106,24 @@ def _request_digests(body: dict[str, Any], files: list[tuple[str, str, bytes]]) 
     return [keyed_digest(key, parts) for key in runtime().digest_keys]
 
 
-def _idempotent_replay(conn: Conn, key: str, digests: list[str]):
-    """The stored answer for this key, 409 if the key was used for another body, else None."""
+def _send_replay(conn: Conn, key: str) -> Callable[[], dict[str, Any] | None]:
+    """Send the lookup of the answer stored for this key (once dropped past its TTL); the
+    returned callable reads it."""
     conn.execute(
         "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
         f" AND created_at < now() - interval '{IDEMPOTENCY_TTL}'",
         (account_id(), key),
     )
-    row = conn.execute(
+    cursor = conn.execute(
         "SELECT request_digest, response_status, response_body FROM idempotency_keys"
         " WHERE account_id = %s AND key = %s",
         (account_id(), key),
-    ).fetchone()
+    )
+    return cursor.fetchone
+
+
+def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
+    """The stored answer for this key, 409 if the key was used for another body, else None."""
     if row is None:
         return None
     if row["request_digest"] not in digests:
@@ -129,21 +136,38 @@ def _idempotent_replay(conn: Conn, key: str, digests: list[str]):
     return jsonify(row["response_body"]), row["response_status"]
 
 
-def _check_type(conn: Conn, task_type: str) -> None:
-    """422 unless the type is a built-in one or one of this account's own."""
-    if task_type in TASK_TYPES or sop_store.is_custom_type(conn, account_id(), task_type):
-        return
+def _unknown_type(conn: Conn) -> ValidationFailed:
     usable = ", ".join((*TASK_TYPES, *sop_store.custom_types(conn, account_id())))
-    raise ValidationFailed(
+    return ValidationFailed(
         "The request is not a valid task.",
         {"type": [f"Unknown task type; use one of: {usable}."]},
     )
 
 
-def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> NewTask:
-    """Validate the request against the active SOP and count the task's number (422 if bad)."""
-    _check_type(conn, body["type"])
-    stored = sop_store.active_sop(conn, account_id(), body["type"])
+def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]], key: str | None,
+              digests: list[str]):  # fmt: skip
+    """What to store, validated against the active SOP (422 if bad); or, for an
+    Idempotency-Key already used, the answer stored with it.
+
+    What it needs from the database (the stored answer, whether the type is the account's own,
+    the active SOP, the portals with logins) is asked for in one round trip.
+    """
+    account, task_type = account_id(), body["type"]
+    with conn.pipeline():
+        # Left open for _store to finish; a refusal is rolled back (the built-in SOP stored on
+        # its first use included).
+        conn.execute("BEGIN")
+        stored_answer = _send_replay(conn, key) if key else None
+        custom = None
+        if task_type not in TASK_TYPES:
+            custom = sop_store.send_is_custom_type(conn, account, task_type)
+        active_sop = sop_store.send_active_sop(conn, account, task_type)
+        logins = send_credential_portals(conn, account)
+    if key and stored_answer and (replay := _replay(stored_answer(), key, digests)):
+        return replay
+    if custom is not None and not custom():
+        raise _unknown_type(conn)
+    stored = active_sop()
     raw = body.get("data")
     settings = runtime().settings
     try:
@@ -158,15 +182,15 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> Ne
     inputs, problems = stored.sop.validate_inputs(parsed)
     if problems:
         raise ValidationFailed(
-            f"The data is missing or has malformed fields for {body['type']}.", problems
+            f"The data is missing or has malformed fields for {task_type}.", problems
         )
-    _require_credentials(conn, stored.sop.portal)
+    if stored.sop.portal not in logins():
+        raise _credentials_missing(stored.sop.portal)
     # Sensitive inputs are kept only encrypted; `data` and `inputs` show them as ***.
     plain, secret = stored.sop.split_inputs(inputs)
     return NewTask(
-        account_id=account_id(),
-        task_number=task_queries.take_task_number(conn, account_id()),  # commits
-        task_type=body["type"],
+        account_id=account,
+        task_type=task_type,
         title=stored.sop.title,
         instructions=fill_instructions(stored.instructions, plain),
         sop_id=stored.id,
@@ -179,30 +203,52 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]]) -> Ne
     )
 
 
-def _require_credentials(conn: Conn, portal: str) -> None:
-    """Refuse now a task that could only fail later at sign-in: its portal has no login."""
-    if not has_credentials(conn, account_id(), portal):
-        how = f"add them with PUT /credentials/{portal} (or `understudy credentials set {portal}`)"
-        raise ApiError(
-            422,
-            "credentials_missing",
-            f"No credentials are stored for portal '{portal}': {how}.",
-            [{"field": "type", "message": f"portal '{portal}' has no credentials: {how}"}],
-        )
+def _credentials_missing(portal: str) -> ApiError:
+    """A task that could only fail later at sign-in: its portal has no login."""
+    how = f"add them with PUT /credentials/{portal} (or `understudy credentials set {portal}`)"
+    return ApiError(
+        422,
+        "credentials_missing",
+        f"No credentials are stored for portal '{portal}': {how}.",
+        [{"field": "type", "message": f"portal '{portal}' has no credentials: {how}"}],
+    )
 
 
 def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, Any]:
-    """The durable part of a creation: the task, its files and the idempotency record."""
+    """The durable part of a creation, in one round trip (two with an Idempotency-Key).
+
+    Two transactions sent together on a connection outside psycopg's transaction handling:
+
+    1. (the one :func:`_new_task` began) the task and its files, with the account's next task number counted in the same
+       statement, and the idempotency record; committed without waiting for the disk, so the
+       account row is locked only while this transaction runs, never during a disk flush: one
+       account's concurrent creates do not queue behind each other's flushes;
+    2. the call's audit entry, committed durably. PostgreSQL flushes the WAL in order, so this
+       commit makes (1) durable too: the client's 200 follows a durable commit of both.
+
+    An error in (1) skips (2): the server ignores the rest of the pipeline.
+    """
     with conn.pipeline():
-        created = task_json(task_queries.insert_task(conn, new))
+        relax_commit(conn)
+        row = task_queries.insert_task(conn, new)
+        created = None
         if key:
+            created = task_json(row())  # the stored answer is the created task: a round trip
             conn.execute(
                 "INSERT INTO idempotency_keys"
                 " (account_id, key, request_digest, response_status, response_body)"
                 " VALUES (%s, %s, %s, 200, %s)",
                 (new.account_id, key, digest, Jsonb(created)),
             )
-        conn.commit()
+        conn.execute("COMMIT")
+        entry = api_call_entry(200)
+        if entry is not None:
+            conn.execute("BEGIN")
+            audit.record(conn, **entry)
+            conn.execute("COMMIT")
+    if entry is not None:
+        recorded_by_handler()
+    created = created or task_json(row())
     metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
     log.info(
         "task %s created (%s)",
@@ -243,12 +289,11 @@ def after_commit(task_id: int, action: Callable[[int], None]) -> None:
 
 @bp.post("/tasks")
 def create_task():
-    """Validate, store in one durable commit, then send the message.
+    """Validate, store durably, then send the message: two round trips to the database (three
+    with an Idempotency-Key) and one LPUSH, after the API key's lookup.
 
-    Two short transactions on one connection, each one round trip where it can be: (1) the
-    idempotency check, the SOP and the task number, committed with the number, without waiting
-    for the disk (the durable commit of (2) covers it); (2) the task (stored as dispatching),
-    its files and the idempotency record: the one commit the client waits on.
+    The connection runs outside psycopg's transaction handling (autocommit): the reads are one
+    pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements.
     """
     body, uploads = _read_body()
     body = {**body, **validated(TaskCreateSchema(), body, "task")}
@@ -256,11 +301,10 @@ def create_task():
     key = request.headers.get("Idempotency-Key", "").strip() or None
     digests = _request_digests(body, files)
     try:
-        with runtime().pool.connection() as conn:
-            with conn.pipeline():
-                if key and (replay := _idempotent_replay(conn, key, digests)):
-                    return replay
-                new = _new_task(conn, body, files)
+        with runtime().pool.connection() as conn, outside_transaction(conn):
+            new = _new_task(conn, body, files, key, digests)
+            if not isinstance(new, NewTask):
+                return new  # the answer stored with the Idempotency-Key
             created = _store(conn, new, key, digests[0])
             after_commit(created["id"], functools.partial(enqueue, conn))
     except psycopg.errors.UniqueViolation:
@@ -268,7 +312,7 @@ def create_task():
             raise
         # A concurrent request with the same Idempotency-Key committed first; answer as it did.
         with runtime().pool.connection() as conn:
-            return _idempotent_replay(conn, key or "", digests)
+            return _replay(_send_replay(conn, key)(), key, digests)
     return jsonify(created), 200
 
 

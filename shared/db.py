@@ -57,13 +57,19 @@ def relax_commit(conn: Conn) -> None:
 @contextmanager
 def outside_transaction(conn: Conn) -> Iterator[Conn]:
     """Run statements each on its own, with no BEGIN and COMMIT around them: one round trip per
-    statement instead of three. For reads that stand alone, such as an API key lookup."""
+    statement instead of three. For reads that stand alone, such as an API key lookup, and for
+    a caller that sends its own BEGIN and COMMIT statements in a pipeline; a transaction such a
+    caller left open is rolled back here."""
     conn.autocommit = True
     try:
         yield conn
     finally:
         if not conn.closed:  # a broken connection is the pool's to discard
-            conn.autocommit = False
+            try:
+                conn.rollback()  # nothing to do unless a transaction was left open
+                conn.autocommit = False
+            except psycopg.Error:
+                log.debug("connection left broken; the pool discards it", exc_info=True)
 
 
 # The database is unreachable, restarting, failing over, or the pool had no connection to give

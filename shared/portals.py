@@ -136,11 +136,19 @@ def portal_origins(
 
 def has_credentials(conn: Conn, account_id: int, portal: str) -> bool:
     """Whether the account stored a login for ``portal`` (one index lookup)."""
-    row = conn.execute(
-        "SELECT 1 FROM portal_credentials WHERE account_id = %s AND portal = %s",
-        (account_id, portal),
-    ).fetchone()
-    return row is not None
+    return portal in send_credential_portals(conn, account_id)()
+
+
+def send_credential_portals(conn: Conn, account_id: int) -> Callable[[], frozenset[str]]:
+    """Send the query for the portals the account stored logins for; the callable reads them.
+
+    One index range of the account's few logins, so it can be sent, in a pipeline, before the
+    portal in question is known.
+    """
+    cursor = conn.execute(
+        "SELECT portal FROM portal_credentials WHERE account_id = %s", (account_id,)
+    )
+    return lambda: frozenset(row["portal"] for row in cursor.fetchall())
 
 
 # --- profiles ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from shared import metrics
 from shared.crypto import encrypt_json
-from shared.db import Conn, MissingRow, fetch_one, relax_commit
+from shared.db import Conn, MissingRow, fetch_one
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
 
@@ -154,34 +154,11 @@ def stored_data(
     return Redactor(secrets).text(text) if text and secrets else text
 
 
-def take_task_number(conn: Conn, account_id: int) -> int:
-    """Count the account's next task number, and commit the caller's transaction with it.
-
-    The UPDATE and the COMMIT go to the server together, and the commit does not wait for the
-    disk, so the account row stays locked for this one row update only: one account's
-    concurrent creates never queue behind each other's durable commits. That is safe because
-    PostgreSQL flushes the WAL in order: the task's own durable commit, which comes later, makes
-    this one durable too. A creation that fails after this point leaves a gap in the numbers.
-    """
-    with conn.pipeline():
-        relax_commit(conn)
-        taken = conn.execute(
-            "UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %s RETURNING task_seq",
-            (account_id,),
-        )
-        conn.commit()
-    row = taken.fetchone()
-    if row is None:
-        raise MissingRow(f"account {account_id}")
-    return int(row["task_seq"])
-
-
 @dataclass(frozen=True)
 class NewTask:
     """What a creation stores: the validated request and the SOP version it will run."""
 
     account_id: int
-    task_number: int
     task_type: str
     title: str
     instructions: str
@@ -195,12 +172,15 @@ class NewTask:
 
 
 _INSERT_TASK = """
-WITH task AS (
+WITH number AS (
+    UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %(account_id)s RETURNING task_seq
+), task AS (
     INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs,
                        secret_inputs, status, enqueued_at)
-    VALUES (%(account_id)s, %(task_number)s, %(type)s, %(title)s, %(instructions)s, %(sop_id)s,
-            %(data)s, %(inputs)s, %(secret_inputs)s, 'dispatching', now())
-    RETURNING id, handler, notes, result, trajectory_id, attempts, created_at,
+    SELECT %(account_id)s, number.task_seq, %(type)s, %(title)s, %(instructions)s, %(sop_id)s,
+           %(data)s, %(inputs)s, %(secret_inputs)s, 'dispatching', now()
+      FROM number
+    RETURNING id, task_number, handler, notes, result, trajectory_id, attempts, created_at,
               updated_at, started_at, completed_at, failed_at, canceled_at
 ), files AS (
     INSERT INTO task_files (task_id, filename, content_type, size_bytes, content)
@@ -218,8 +198,13 @@ SELECT task.*,
 """
 
 
-def insert_task(conn: Conn, new: NewTask) -> dict[str, Any]:
-    """Insert a task and its files in one statement; the row :func:`task_json` takes.
+def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
+    """Send the INSERT of a task and its files, counting the account's next task number in the
+    same statement; the returned callable reads the row :func:`task_json` takes.
+
+    Call it in a pipeline inside the caller's transaction: the row is read after the round trip
+    that the caller's next read or sync makes. The account row stays locked until that
+    transaction ends: the caller commits it at once.
 
     The task is stored as ``dispatching`` because its message is sent as soon as this commits:
     that saves a second write per task. If the send fails, :func:`undo_dispatch` puts it back
@@ -227,12 +212,10 @@ def insert_task(conn: Conn, new: NewTask) -> dict[str, Any]:
     treats it as a lost message (re-sent after ``PENDING_REQUEUE_AFTER_S``). The row returned
     says ``pending``, the status every task is created in and the one the client is answered.
     """
-    row = fetch_one(
-        conn,
+    cursor = conn.execute(
         _INSERT_TASK,
         {
             "account_id": new.account_id,
-            "task_number": new.task_number,
             "type": new.task_type,
             "title": new.title,
             "instructions": new.instructions,
@@ -245,19 +228,25 @@ def insert_task(conn: Conn, new: NewTask) -> dict[str, Any]:
             "contents": [content for _, _, content in new.files],
         },
     )
-    return {
-        **row,
-        "status": TaskStatus.PENDING.value,
-        "account_id": new.account_id,
-        "task_number": new.task_number,
-        "type": new.task_type,
-        "title": new.title,
-        "instructions": new.instructions,
-        "data": new.data,
-        "sop_id": new.sop_id,
-        "sop_version": new.sop_version,
-        "sop_builtin": new.sop_builtin,
-    }
+
+    def row() -> dict[str, Any]:
+        inserted = cursor.fetchone()
+        if inserted is None:
+            raise MissingRow(f"account {new.account_id}")
+        return {
+            **inserted,
+            "status": TaskStatus.PENDING.value,
+            "account_id": new.account_id,
+            "type": new.task_type,
+            "title": new.title,
+            "instructions": new.instructions,
+            "data": new.data,
+            "sop_id": new.sop_id,
+            "sop_version": new.sop_version,
+            "sop_builtin": new.sop_builtin,
+        }
+
+    return row
 
 
 def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | None:

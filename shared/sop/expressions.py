@@ -174,8 +174,22 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
 
 
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
-_BARE_NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_BARE_NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
 _LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja's, not names
+
+
+def _bare_value(inputs: Mapping[str, Any], name: str, key: str | None) -> str | None:
+    """The text ``{{ name }}`` or ``{{ name.key }}`` renders to, when it is plainly an input's
+    text (or a text in an input's mapping, under a key that is no attribute of a dict); else
+    None, and the template is rendered."""
+    if name in _LITERALS:
+        return None
+    value = inputs.get(name)
+    if key is not None:
+        if not isinstance(value, dict) or hasattr(dict, key):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, str) else None
 
 
 def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
@@ -188,8 +202,8 @@ def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
     def fill(match: re.Match[str]) -> str:
         source = match.group(0)
         bare = _BARE_NAME.fullmatch(source)
-        if bare and bare[1] not in _LITERALS and isinstance(value := inputs.get(bare[1]), str):
-            return value  # what the sandbox renders for {{ name }} of a text, without a render
+        if bare and (value := _bare_value(inputs, bare[1], bare[2])) is not None:
+            return value  # what the sandbox renders for it, without a render
         try:
             used = names(source)
             if not used or not used <= inputs.keys():

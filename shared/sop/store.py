@@ -114,14 +114,20 @@ def _store_builtin(conn: Conn, task_type: str) -> dict:
 
 
 def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
-    """The account's newest version of the SOP for this type, or the built-in one.
+    """The account's newest version of the SOP for this type, or the built-in one."""
+    return send_active_sop(conn, account_id, task_type)()
+
+
+def send_active_sop(conn: Conn, account_id: int, task_type: str) -> Callable[[], StoredSop]:
+    """Send the query for the active SOP; the returned callable reads it.
 
     One query answers both (the account's newest version sorts first), and neither body is read
-    unless this process has not parsed that version yet.
+    unless this process has not parsed that version yet. In a pipeline, the answer arrives with
+    the other queries sent before the next sync, in one round trip.
     """
     # An account's own task type has no built-in candidate.
     builtin_digest = _builtin(task_type)[1] if task_type in TASK_TYPES else None
-    row = conn.execute(
+    cursor = conn.execute(
         """
         SELECT * FROM (
             (SELECT id, version, digest, task_type, false AS builtin FROM sops
@@ -133,8 +139,13 @@ def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
         ) AS candidates ORDER BY builtin LIMIT 1
         """,
         {"account": account_id, "type": task_type, "digest": builtin_digest},
-    ).fetchone()
-    return _stored(row if row is not None else _store_builtin(conn, task_type), conn)
+    )
+
+    def read() -> StoredSop:
+        row = cursor.fetchone()
+        return _stored(row if row is not None else _store_builtin(conn, task_type), conn)
+
+    return read
 
 
 def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
@@ -230,14 +241,19 @@ def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[
 
 def is_custom_type(conn: Conn, account_id: int, task_type: str) -> bool:
     """Whether the account has this task type of its own (defined and not removed)."""
+    return send_is_custom_type(conn, account_id, task_type)()
+
+
+def send_is_custom_type(conn: Conn, account_id: int, task_type: str) -> Callable[[], bool]:
+    """:func:`is_custom_type`, sent now and read by the returned callable (for a pipeline)."""
     if custom_type_problem(task_type):
-        return False  # also keeps what no column can hold (a NUL) away from the database
-    row = conn.execute(
+        return lambda: False  # also keeps what no column can hold (a NUL) away from the database
+    cursor = conn.execute(
         "SELECT 1 FROM custom_task_types"
         " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
         (account_id, task_type),
-    ).fetchone()
-    return row is not None
+    )
+    return lambda: cursor.fetchone() is not None
 
 
 def add_custom_type(conn: Conn, account_id: int, task_type: str) -> None:

@@ -221,3 +221,21 @@ def test_idempotency_key_replays_and_conflicts(client, account, runtime):
     )
     _error(other, 409, "idempotency_conflict")
     assert _count(runtime, "tasks") == 1
+
+
+def test_each_creation_is_in_the_audit_log_once_and_a_refusal_not_at_all(client, account, runtime):
+    # given a creation, its replay under the same Idempotency-Key, and a refused one
+    headers = {**account.headers, "Idempotency-Key": "batch-7"}
+    body = {"type": "check_eligibility", "data": ELIGIBILITY}
+    first = client.post("/tasks", json=body, headers=headers)
+    again = client.post("/tasks", json=body, headers=headers)
+    _error(_create(client, account, data="note: nothing useful"), 422, "validation_failed")
+    # then the two answered calls are recorded once each, naming the key, and the task exists
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json()
+    entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
+    prefix = account.api_key[:15]
+    assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in entries] == [
+        (f"api_key:{prefix}", "POST /tasks", "/tasks", {"status": 200})
+    ] * 2
+    assert _count(runtime, "tasks") == 1

@@ -106,11 +106,18 @@ def test_an_escape_is_refused_wherever_a_template_runs(run):
 def test_instructions_fill_in_the_task_inputs_as_the_sandbox_renders_them():
     from shared.sop.expressions import fill_instructions
 
-    inputs = {"member_id": "W1", "true": "an input named like a literal", "count": 3}
+    inputs = {
+        "member_id": "W1",
+        "true": "an input named like a literal",
+        "count": 3,
+        "patient": {"first": "Jane", "items": "a key named like a dict method"},
+    }
     text = (
         "Check {{ member_id }}, {{member_id|lower}}, {{ count }}, {{ true }}, {{ plan }},"
-        " {{ member_id ~ '!' }}"
+        " {{ member_id ~ '!' }}, {{ patient.first }}, {{ patient.last }}"
     )
-    assert fill_instructions(text, inputs) == "Check W1, w1, 3, {{ true }}, {{ plan }}, W1!"
-    source = "{{ member_id }} {{ count }}"
+    assert fill_instructions(text, inputs) == (
+        "Check W1, w1, 3, {{ true }}, {{ plan }}, W1!, Jane, {{ patient.last }}"
+    )
+    source = "{{ member_id }} {{ count }} {{ patient.first }} {{ patient.items }}"
     assert fill_instructions(source, inputs) == render(source, inputs)
