@@ -220,9 +220,10 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, 
     Two transactions sent together on a connection outside psycopg's transaction handling:
 
     1. (the one :func:`_new_task` began) the task and its files, with the account's next task
-       number counted in the same statement, and the idempotency record; committed without waiting for the disk, so the
-       account row is locked only while this transaction runs, never during a disk flush: one
-       account's concurrent creates do not queue behind each other's flushes;
+       number counted in the same statement, and the idempotency record; committed without
+       waiting for the disk, so the account row is locked only while this transaction runs,
+       never during a disk flush: one account's concurrent creates do not queue behind each
+       other's flushes;
     2. the call's audit entry, committed durably. PostgreSQL flushes the WAL in order, so this
        commit makes (1) durable too: the client's 200 follows a durable commit of both.
 
