@@ -9,6 +9,7 @@ round trip and a disk flush), and say so with :func:`recorded_by_handler`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -55,14 +56,18 @@ def api_call_entry(status: int) -> dict[str, Any] | None:
     prefix = key_prefix()
     if prefix is None:
         return None
-    route = _CONVERTER.sub(r"{\1}", request.url_rule.rule)  # /tasks/{task_id}/cancel
     return {
         "account_id": account_id(),
         "actor": f"api_key:{prefix}",
-        "action": f"{request.method} {route}",
+        "action": f"{request.method} {_route(request.url_rule.rule)}",
         "target": request.path,
         "detail": {"status": status},
     }
+
+
+@functools.cache
+def _route(rule: str) -> str:
+    return _CONVERTER.sub(r"{\1}", rule)  # /tasks/<int:task_id>/cancel -> /tasks/{task_id}/cancel
 
 
 def recorded_by_handler() -> None:
@@ -71,8 +76,10 @@ def recorded_by_handler() -> None:
 
 
 def _record_api_call(response: Response) -> Response:
+    if g.get("api_call_recorded"):
+        return response
     entry = api_call_entry(response.status_code)
-    if entry is None or g.get("api_call_recorded"):
+    if entry is None:
         return response
     try:
         with runtime().pool.connection() as conn:

@@ -64,6 +64,9 @@ class TaskCreateSchema(Schema):
             raise ValidationError("data must be text of 'key: value' lines or a JSON object.")
 
 
+_TASK_SCHEMA = TaskCreateSchema()  # loading is thread-safe: one instance serves every request
+
+
 def _read_body() -> tuple[dict[str, Any], list[FileStorage]]:
     """The request as a mapping plus its files; 400 for malformed input, 415 for other media."""
     mimetype = request.mimetype
@@ -225,12 +228,15 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, 
        never during a disk flush: one account's concurrent creates do not queue behind each
        other's flushes;
     2. the call's audit entry, committed durably. PostgreSQL flushes the WAL in order, so this
-       commit makes (1) durable too: the client's 200 follows a durable commit of both.
+       commit makes (1) durable too: the client's 200 follows a durable commit of both. (When
+       the call records none, (1) commits durably itself.)
 
     An error in (1) skips (2): the server ignores the rest of the pipeline.
     """
+    entry = api_call_entry(200)
     with conn.pipeline():
-        relax_commit(conn)
+        if entry is not None:
+            relax_commit(conn)
         row = task_queries.insert_task(conn, new)
         created = None
         if key:
@@ -242,11 +248,9 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, 
                 (new.account_id, key, digest, Jsonb(created)),
             )
         conn.execute("COMMIT")
-        entry = api_call_entry(200)
         if entry is not None:
-            conn.execute("BEGIN")
+            # Outside BEGIN and COMMIT: the server commits it at the pipeline's closing sync.
             audit.record(conn, **entry)
-            conn.execute("COMMIT")
     if entry is not None:
         recorded_by_handler()
     created = created or task_json(row())
@@ -297,7 +301,7 @@ def create_task():
     pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements.
     """
     body, uploads = _read_body()
-    body = {**body, **validated(TaskCreateSchema(), body, "task")}
+    body = {**body, **validated(_TASK_SCHEMA, body, "task")}
     files = _read_files(uploads)
     key = request.headers.get("Idempotency-Key", "").strip() or None
     digests = _request_digests(body, files)

@@ -118,12 +118,6 @@ def send_run_task(app: Celery, task_id: int) -> None:
 _SEND_ERRORS = (kombu.exceptions.OperationalError, redis.RedisError, OSError)
 
 
-@retry(
-    retry=retry_if_exception_type(_SEND_ERRORS),
-    stop=stop_after_attempt(3),
-    wait=wait_incrementing(start=0, increment=0.2),
-    reraise=True,
-)
 def send_message(app: Celery, task_name: str, record_id: int) -> None:
     """Send ``task_name(record_id)``: one LPUSH on a pooled broker connection.
 
@@ -136,8 +130,26 @@ def send_message(app: Celery, task_name: str, record_id: int) -> None:
     """
     queue = QUEUES[task_name]
     message = task_message(task_name, record_id, queue)
+    try:
+        _lpush(app, queue, message)
+    except _SEND_ERRORS:
+        _lpush_again(app, queue, message)
+
+
+def _lpush(app: Celery, queue: str, message: bytes) -> None:
     with app.pool.acquire(block=True) as conn:
         conn.default_channel.client.lpush(queue, message)
+
+
+@retry(
+    retry=retry_if_exception_type(_SEND_ERRORS),
+    stop=stop_after_attempt(2),
+    wait=wait_incrementing(start=0, increment=0.2),
+    reraise=True,
+)
+def _lpush_again(app: Celery, queue: str, message: bytes) -> None:
+    """The two more tries after a failed send (the retry wrapper costs more than a send)."""
+    _lpush(app, queue, message)
 
 
 _HOST = socket.gethostname()

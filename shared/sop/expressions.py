@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from typing import Any, NoReturn
@@ -20,6 +21,7 @@ import jinja2
 import jinja2.meta
 
 from shared import inputs as inputs_mod
+from shared.inputs import PersonName
 from shared.settings import load_settings
 from shared.template_sandbox import BoundedSandbox
 
@@ -174,22 +176,53 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
 
 
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
-_BARE_NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
+_PLAIN_REFERENCE = re.compile(
+    r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}"
+)
 _LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja's, not names
 
 
-def _bare_value(inputs: Mapping[str, Any], name: str, key: str | None) -> str | None:
-    """The text ``{{ name }}`` or ``{{ name.key }}`` renders to, when it is plainly an input's
-    text (or a text in an input's mapping, under a key that is no attribute of a dict); else
-    None, and the template is rendered."""
-    if name in _LITERALS:
-        return None
+@dataclass(frozen=True)
+class _Expression:
+    source: str
+    names: frozenset[str]
+    # {{ name }} or {{ name.key }}: filled without a render when it names plain text.
+    reference: tuple[str, str | None] | None
+
+
+def _plain_text(inputs: Mapping[str, Any], name: str, key: str | None) -> str | None:
+    """The text ``{{ name }}`` or ``{{ name.key }}`` renders to, when that is plainly a text
+    input, a text under a key of a mapping input (one that is no attribute of a dict), or the
+    first or last part of a PersonName; else None, and the expression is rendered."""
     value = inputs.get(name)
     if key is not None:
-        if not isinstance(value, dict) or hasattr(dict, key):
+        if isinstance(value, PersonName) and key in ("first", "last"):
+            value = getattr(value, key)
+        elif isinstance(value, dict) and not hasattr(dict, key):
+            value = value.get(key)
+        else:
             return None
-        value = value.get(key)
     return value if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=512)
+def _instruction_parts(instructions: str) -> tuple[str | _Expression, ...]:
+    """An SOP's summary split once into its text and its ``{{ ... }}`` expressions."""
+    parts: list[str | _Expression] = []
+    at = 0
+    for match in _TEMPLATE_EXPRESSION.finditer(instructions):
+        parts.append(instructions[at : match.start()])
+        source = match.group(0)
+        try:
+            used = names(source)
+        except jinja2.TemplateError:
+            used = frozenset()  # never filled: stays as written
+        plain = _PLAIN_REFERENCE.fullmatch(source)
+        reference = (plain[1], plain[2]) if plain and plain[1] not in _LITERALS else None
+        parts.append(_Expression(source, used, reference))
+        at = match.end()
+    parts.append(instructions[at:])
+    return tuple(parts)
 
 
 def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
@@ -198,18 +231,17 @@ def fill_instructions(instructions: str, inputs: Mapping[str, Any]) -> str:
     What the agent learns on the portal (an extracted plan, a confirmation number) and optional
     inputs the task did not give stay as written. Sensitive inputs are *** in ``inputs``.
     """
-
-    def fill(match: re.Match[str]) -> str:
-        source = match.group(0)
-        bare = _BARE_NAME.fullmatch(source)
-        if bare and (value := _bare_value(inputs, bare[1], bare[2])) is not None:
-            return value  # what the sandbox renders for it, without a render
-        try:
-            used = names(source)
-            if not used or not used <= inputs.keys():
-                return source
-            return render(source, inputs)
-        except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError):
-            return source
-
-    return _TEMPLATE_EXPRESSION.sub(fill, instructions)
+    out = []
+    for part in _instruction_parts(instructions):
+        if isinstance(part, str):
+            out.append(part)
+        elif not part.names or not part.names <= inputs.keys():
+            out.append(part.source)
+        elif part.reference and (text := _plain_text(inputs, *part.reference)) is not None:
+            out.append(text)  # what the sandbox renders for it, without a render
+        else:
+            try:
+                out.append(render(part.source, inputs))
+            except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError):
+                out.append(part.source)
+    return "".join(out)

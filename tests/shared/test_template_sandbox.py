@@ -104,6 +104,7 @@ def test_an_escape_is_refused_wherever_a_template_runs(run):
 
 
 def test_instructions_fill_in_the_task_inputs_as_the_sandbox_renders_them():
+    from shared.inputs import norm_name
     from shared.sop.expressions import fill_instructions
 
     inputs = {
@@ -119,5 +120,7 @@ def test_instructions_fill_in_the_task_inputs_as_the_sandbox_renders_them():
     assert fill_instructions(text, inputs) == (
         "Check W1, w1, 3, {{ true }}, {{ plan }}, W1!, Jane, {{ patient.last }}"
     )
-    source = "{{ member_id }} {{ count }} {{ patient.first }} {{ patient.items }}"
-    assert fill_instructions(source, inputs) == render(source, inputs)
+    source = "{{ member_id }} {{ count }} {{ patient.first }} {{ patient.items }} {{ name.last }}"
+    named = {**inputs, "name": norm_name("DOE, JANE")}
+    assert fill_instructions(source, named) == render(source, named)
+    assert fill_instructions("{{ name }}: {{ name.last }}", named) == "Jane Doe: Doe"
