@@ -35,6 +35,7 @@ limit_request_fields = _settings.max_headers
 # request id (api.request_log), so gunicorn's own access log is off.
 logconfig_dict = logging_config(_settings, "api")
 accesslog = None
+logger_class = "api.gunicorn_worker.ApiLogger"
 
 
 def child_exit(server, worker) -> None:

@@ -30,11 +30,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from shared.settings import load_settings
+
+class ApiLogger(glogging.Logger):
+    """gunicorn's logger without its access log, which the app writes itself with the request
+    id (``api.request_log``); gunicorn would otherwise build every access line's fields even
+    with no handler to write them."""
+
+    access_log_enabled = False
+
 
 # exception class -> (status, reason, code); the first match wins, so subclasses come first.
 _CLIENT_ERRORS: list[tuple[type[BaseException], int, str, str]] = [
