@@ -36,6 +36,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from shared.settings import load_settings
 
+
 class ApiLogger(glogging.Logger):
     """gunicorn's logger without its access log, which the app writes itself with the request
     id (``api.request_log``); gunicorn would otherwise build every access line's fields even
