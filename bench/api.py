@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -60,6 +60,16 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     errors: int
+    # CPU seconds each process role used over the whole load (warm-up included), and the
+    # requests answered in that time.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    answered: int = 0
+
+    def cpu_line(self) -> str:
+        """CPU milliseconds per request by process role: where the time goes."""
+        per = {role: used / self.answered * 1000 for role, used in self.cpu_s.items()}
+        parts = "  ".join(f"{role} {ms:.2f}" for role, ms in per.items())
+        return f"CPU ms per request: {parts}  (all {sum(per.values()):.2f})"
 
     @property
     def rate(self) -> float:
@@ -91,11 +101,12 @@ async def _load(
     """``clients`` loops, each sending one request after another for ``seconds``."""
     latencies: list[float] = []
     errors = 0
+    answered = 0
     counting = False
     stop = False
 
     async def client(i: int, session: aiohttp.ClientSession) -> None:
-        nonlocal errors
+        nonlocal errors, answered
         n = 0
         while not stop:
             path = paths[(i + n * clients) % len(paths)]
@@ -106,10 +117,12 @@ async def _load(
             ) as response:
                 await response.read()
                 ok = response.status == 200
+            answered += 1
             if counting:
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += not ok
 
+    cpu_before = cpu_by_role()
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
         loops = [asyncio.create_task(client(i, session)) for i in range(clients)]
@@ -121,7 +134,37 @@ async def _load(
         elapsed = time.perf_counter() - started
         stop = True
         await asyncio.gather(*loops)
-    return Result(len(latencies), elapsed, latencies, errors)
+    cpu_after = cpu_by_role()
+    cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
+    return Result(len(latencies), elapsed, latencies, errors, cpu, answered)
+
+
+ROLES = (("API", "api:create_app"), ("floor", "floor:create_app"), ("PostgreSQL", "postgres"),
+         ("Redis", "redis"))  # fmt: skip
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the servers' processes (Linux /proc), by role; the load
+    generator is this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys([role for role, _ in ROLES] + ["load generator"], 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if int(entry.name) == os.getpid():
+            used["load generator"] += cpu
+            continue
+        for role, mark in ROLES:
+            if mark in command:
+                used[role] += cpu
+                break
+    return used
 
 
 def load(url: str, method: str, paths: Sequence[str], headers, args, body=None) -> Result:
@@ -232,6 +275,8 @@ def merged(parts: list[Result]) -> Result:
         sum(p.seconds for p in parts),
         [ms for p in parts for ms in p.latencies_ms],
         sum(p.errors for p in parts),
+        {role: sum(p.cpu_s.get(role, 0.0) for p in parts) for role in parts[0].cpu_s},
+        sum(p.answered for p in parts),
     )
 
 
@@ -246,8 +291,9 @@ def side_by_side(floor: Callable[[], Result], api: Callable[[], Result], slices:
 
 
 def creation_round(
-    api: str, floor: str, one: list[dict], many: list[dict], args, label: str
-) -> dict[str, tuple[Result, Result]]:
+    api: str, floor: str, one: list[dict], many: list[dict], args, label: str,
+    show_cpu: bool = False,
+) -> dict[str, tuple[Result, Result]]:  # fmt: skip
     print(f"{label}")
     out = {}
     for case, headers in (("1 account", one), (f"{len(many)} accounts", many)):
@@ -260,6 +306,11 @@ def creation_round(
         print(f"    {case:<12} floor       {floor_result.line()}")
         print(f"    {'':<12} POST /tasks {api_result.line()}")
         print(f"    {'':<12} ratio POST /tasks / floor {api_result.rate / floor_result.rate:6.2f}")
+        if show_cpu:
+            for name, result, skip in (("floor", floor_result, "API"),
+                                       ("POST /tasks", api_result, "floor")):  # fmt: skip
+                result.cpu_s.pop(skip, None)
+                print(f"    {'':<12} {name:<11} {result.cpu_line()}")
     return out
 
 
@@ -324,7 +375,8 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
         f" API_WORKERS={os.environ.get('API_WORKERS', '2')} for both"
     )
     print()
-    first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables")
+    first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
+                           show_cpu=True)  # fmt: skip
     started = time.monotonic()
     bulk_load(database_url, account, args.tasks)
     print()
