@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.fernet import MultiFernet
-from psycopg import Cursor
 
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
 from dispatcher.transport import Transport
 from shared import logs, metrics
-from shared.db import Conn, relax_commit
+from shared.db import Conn, fetch_one, outside_transaction
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.tasks import iso
@@ -117,23 +116,20 @@ def _record_and_claim_next(
     keep_going: bool,
     hold_s: float,
 ) -> dict | None:
-    """Record the attempt and claim the endpoint's next message: one round trip, one commit.
+    """Record the attempt and claim the endpoint's next message: one statement, which is its
+    own transaction, so one round trip and one commit.
 
     The commit does not wait for the disk. A crash of PostgreSQL can then lose the last moments
     of bookkeeping, which at-least-once delivery already covers: a message whose "delivered"
     was lost is sent again with the same ``webhook-id`` (receivers deduplicate on it), a lost
     claim expires, and a lost failure count only delays the breaker.
     """
-    with conn.pipeline():
-        relax_commit(conn)
-        moved = _record(conn, job, outcome, token, settings)
-        claimed = _claim_next(conn, job["account_id"], token, hold_s) if keep_going else None
-        conn.commit()
-    if moved.fetchone() is None:
+    with outside_transaction(conn):
+        row = fetch_one(conn, *_record_statement(job, outcome, token, settings, keep_going, hold_s))
+    if not row["moved"]:
         # Our lease ran out and another thread owns the message now; it decides what is next.
         log.warning("lost the lease on webhook message %s during an attempt", job["id"])
-    nxt = claimed.fetchone() if claimed is not None else None
-    return _usable(conn, nxt, token)
+    return _usable(conn, row if row["id"] is not None else None, token)
 
 
 # --- Claims ----------------------------------------------------------------------------------
@@ -182,29 +178,24 @@ def _usable(conn: Conn, job: dict | None, token: str) -> dict | None:
     return job
 
 
-def _claim_next(conn: Conn, account_id: int, token: str, hold_s: float) -> Cursor:
-    """Lease the endpoint's next due message for this thread, if one is waiting (a cursor whose
-    row is the job, as :func:`_claim_delivery` gives it)."""
-    return conn.execute(
-        f"""
-        WITH next AS (
-            SELECT id FROM webhook_messages
-            WHERE account_id = %s AND status = 'pending' AND next_attempt_at <= now()
-              AND (locked_until IS NULL OR locked_until < now())
-            ORDER BY next_attempt_at, id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
-        ), leased AS (
-            UPDATE webhook_messages m
-            SET lease_token = %s, locked_until = now() + make_interval(secs => %s),
-                updated_at = now()
-            FROM next WHERE m.id = next.id
-            RETURNING m.{_LEASED_COLUMNS.replace(", ", ", m.")}
-        )
-        {_ENDPOINT_OF_LEASED}
-        """,
-        (account_id, token, hold_s),
-    )
+# The endpoint's next due message, leased for this thread if %(claim)s (CTEs of the statement
+# that records an attempt; the message just attempted is still leased in its snapshot).
+_CLAIM_NEXT = f"""
+next AS (
+    SELECT id FROM webhook_messages
+    WHERE %(claim)s AND account_id = %(account)s AND status = 'pending'
+      AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())
+    ORDER BY next_attempt_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE webhook_messages m
+    SET lease_token = %(token)s, locked_until = now() + make_interval(secs => %(hold)s),
+        updated_at = now()
+    FROM next WHERE m.id = next.id
+    RETURNING m.{_LEASED_COLUMNS.replace(", ", ", m.")}
+)
+"""
 
 
 # --- One attempt -----------------------------------------------------------------------------
@@ -291,44 +282,60 @@ def _ms_since(started: float) -> int:
 # --- Recording -------------------------------------------------------------------------------
 
 
-def _record(conn: Conn, job: dict, outcome: Outcome, token: str, settings: Settings) -> Cursor:
-    """Log the attempt, move the message on, and update the endpoint's health. The cursor's
-    row is the message if this thread still held it (its lease had not run out)."""
+def _record_statement(
+    job: dict, outcome: Outcome, token: str, settings: Settings, keep_going: bool, hold_s: float
+) -> tuple[str, dict]:
+    """The statement that logs the attempt, moves the message on, updates the endpoint's
+    health and, if ``keep_going``, leases the endpoint's next message. Its one row says whether
+    this thread still held the message (``moved``: its lease had not run out) and holds the
+    next job's columns (all NULL when there is none)."""
     status, delay_s = _next_step(job["attempts"] + 1, outcome, settings)
-    moved = conn.execute(
-        """
-        WITH attempt AS (
+    health = _HEALTH.get(_health_change(outcome))
+    sql = f"""
+        WITH relaxed AS (
+            -- This statement is its own transaction: its commit does not wait for the disk.
+            SELECT set_config('synchronous_commit', 'off', true)
+        ), attempt AS (
             INSERT INTO webhook_attempts (message_id, attempted_at, url, status_code, latency_ms,
                                           error_class, error_detail, response_body)
-            VALUES (%(id)s, %(started_at)s, %(url)s, %(code)s, %(latency)s, %(error_class)s,
-                    %(error_detail)s, %(response)s)
-        )
-        UPDATE webhook_messages
-        SET status = %(status)s, attempts = attempts + 1, last_attempt_at = now(),
-            next_attempt_at = CASE WHEN %(status)s = 'pending'
-                THEN now() + make_interval(secs => %(delay)s) END,
-            delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END,
-            failed_at = CASE WHEN %(status)s IN ('failed', 'aborted') THEN now() END,
-            locked_until = NULL, lease_token = NULL, updated_at = now()
-        WHERE id = %(id)s AND lease_token = %(token)s
-        RETURNING id
-        """,
-        {
-            "id": job["id"],
-            "started_at": outcome.started_at,
-            "url": job["url"],
-            "code": outcome.status_code,
-            "latency": outcome.latency_ms,
-            "error_class": outcome.error_class,
-            "error_detail": outcome.error_detail,
-            "response": outcome.response_body,
-            "status": status,
-            "delay": delay_s or 0.0,
-            "token": token,
-        },
-    )
-    _record_health(conn, job["account_id"], outcome, settings)
-    return moved
+            SELECT %(id)s, %(started_at)s, %(url)s, %(code)s, %(latency)s, %(error_class)s,
+                   %(error_detail)s, %(response)s
+              FROM relaxed
+        ), moved AS (
+            UPDATE webhook_messages
+            SET status = %(status)s, attempts = attempts + 1, last_attempt_at = now(),
+                next_attempt_at = CASE WHEN %(status)s = 'pending'
+                    THEN now() + make_interval(secs => %(delay)s) END,
+                delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END,
+                failed_at = CASE WHEN %(status)s IN ('failed', 'aborted') THEN now() END,
+                locked_until = NULL, lease_token = NULL, updated_at = now()
+            WHERE id = %(id)s AND lease_token = %(token)s
+            RETURNING id
+        ){f", health AS ({health})" if health else ""},
+        {_CLAIM_NEXT}
+        SELECT EXISTS (SELECT 1 FROM moved) AS moved, j.*
+          FROM (SELECT 1) AS one LEFT JOIN ({_ENDPOINT_OF_LEASED}) AS j ON true
+    """
+    params = {
+        "id": job["id"],
+        "started_at": outcome.started_at,
+        "url": job["url"],
+        "code": outcome.status_code,
+        "latency": outcome.latency_ms,
+        "error_class": outcome.error_class,
+        "error_detail": outcome.error_detail,
+        "response": outcome.response_body,
+        "status": status,
+        "delay": delay_s or 0.0,
+        "token": token,
+        "claim": keep_going,
+        "account": job["account_id"],
+        "hold": hold_s,
+        "trip": settings.webhook_breaker_failures,
+        "cooldown": settings.webhook_breaker_cooldown_s,
+        "disable": settings.webhook_disable_after_s,
+    }
+    return sql, params
 
 
 def _next_step(
@@ -352,48 +359,45 @@ def _next_step(
     return (MessageStatus.FAILED, None) if delay is None else (MessageStatus.PENDING, delay)
 
 
-def _record_health(conn: Conn, account_id: int, outcome: Outcome, settings: Settings) -> None:
+def _health_change(outcome: Outcome) -> str | None:
     if outcome.delivered:
-        # Skip the write when nothing changes, so busy healthy endpoints do not contend on it.
-        conn.execute(
-            """
-            UPDATE webhook_endpoints
-            SET consecutive_failures = 0, failing_since = NULL, circuit_open_until = NULL,
-                last_success_at = now()
-            WHERE account_id = %s AND (consecutive_failures > 0 OR failing_since IS NOT NULL
-                OR last_success_at IS NULL OR last_success_at < now() - interval '1 second')
-            """,
-            (account_id,),
-        )
-    elif outcome.gone:
-        conn.execute(
-            "UPDATE webhook_endpoints SET enabled = false, updated_at = now(),"
-            " disabled_reason = 'the endpoint answered 410 Gone' WHERE account_id = %s",
-            (account_id,),
-        )
-    elif not outcome.aborted:
-        # An abort is the receiver refusing one message; the endpoint itself is answering.
-        conn.execute(
-            """
-            UPDATE webhook_endpoints
-            SET consecutive_failures = consecutive_failures + 1,
-                failing_since = COALESCE(failing_since, now()),
-                circuit_open_until = CASE WHEN consecutive_failures + 1 >= %(trip)s
-                    THEN now() + make_interval(secs => %(cooldown)s)
-                    ELSE circuit_open_until END,
-                enabled = enabled AND NOT COALESCE(
-                    failing_since <= now() - make_interval(secs => %(disable)s), false),
-                disabled_reason = CASE
-                    WHEN failing_since <= now() - make_interval(secs => %(disable)s)
-                    THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' with no successful delivery'
-                    ELSE disabled_reason END
-            WHERE account_id = %(account)s
-            """,
-            {
-                "trip": settings.webhook_breaker_failures,
-                "cooldown": settings.webhook_breaker_cooldown_s,
-                "disable": settings.webhook_disable_after_s,
-                "account": account_id,
-            },
-        )
+        return "healthy"
+    if outcome.gone:
+        return "gone"
+    # An abort is the receiver refusing one message; the endpoint itself is answering.
+    return None if outcome.aborted else "failing"
+
+
+# How an attempt changes its endpoint's health (a CTE of the recording statement).
+_HEALTH = {
+    # Skip the write when nothing changes, so busy healthy endpoints do not contend on it.
+    "healthy": """
+        UPDATE webhook_endpoints
+        SET consecutive_failures = 0, failing_since = NULL, circuit_open_until = NULL,
+            last_success_at = now()
+        WHERE account_id = %(account)s AND (consecutive_failures > 0
+            OR failing_since IS NOT NULL OR last_success_at IS NULL
+            OR last_success_at < now() - interval '1 second')
+    """,
+    "gone": """
+        UPDATE webhook_endpoints SET enabled = false, updated_at = now(),
+            disabled_reason = 'the endpoint answered 410 Gone'
+        WHERE account_id = %(account)s
+    """,
+    "failing": """
+        UPDATE webhook_endpoints
+        SET consecutive_failures = consecutive_failures + 1,
+            failing_since = COALESCE(failing_since, now()),
+            circuit_open_until = CASE WHEN consecutive_failures + 1 >= %(trip)s
+                THEN now() + make_interval(secs => %(cooldown)s)
+                ELSE circuit_open_until END,
+            enabled = enabled AND NOT COALESCE(
+                failing_since <= now() - make_interval(secs => %(disable)s), false),
+            disabled_reason = CASE
+                WHEN failing_since <= now() - make_interval(secs => %(disable)s)
+                THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC',
+                    'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' with no successful delivery'
+                ELSE disabled_reason END
+        WHERE account_id = %(account)s
+    """,
+}
