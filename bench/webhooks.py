@@ -1,6 +1,6 @@
 """Webhook dispatcher benchmark. Prints figures and ratios; it does not pass or fail.
 
-    python bench/webhooks.py [--messages 3000] [--rounds 3] [--tick-s 0.25] [--threads 16]
+    python bench/webhooks.py [--messages 3000] [--rounds 3] [--slices 3] [--tick-s 0.25]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Everything runs on loopback: local receivers, a real ``celery worker -Q
@@ -12,8 +12,8 @@ webhooks --pool threads`` subprocess, and a scheduler loop in this process.
     timeout: the per-endpoint concurrency limit and the circuit breaker should keep the hanging
     one from slowing the healthy one (target: less than 10%).
 
-Each round measures the three one after another, so a change in the machine's load touches all
-three alike; the spread over the rounds (worst, median, best) is printed with each ratio. The
+Each round measures the three in alternating slices, so a change in the machine's load touches
+all three alike; the spread over the rounds (worst, median, best) is printed with each ratio. The
 receiver counts what it is sent, so the measurement adds no queries to the database.
 """
 
@@ -183,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=3, help="alternations per round")
     parser.add_argument("--hanging", type=int, default=200, help="messages to the hanging one")
     parser.add_argument("--tick-s", type=float, default=0.25, help="scheduler interval")
     parser.add_argument("--threads", type=int, default=16, help="dispatcher threads")
@@ -224,14 +225,20 @@ def main() -> None:
             # Warm up: the worker connects, pools fill, first-use costs are paid.
             add_messages(runtime, healthy, 50)
             run_until_delivered(50)
+            part = n // args.slices
             for _ in range(args.rounds):
-                bare_s = bare_loop(ok.url, n)
-                add_messages(runtime, healthy, n)
-                alone_s = run_until_delivered(n)
-                add_messages(runtime, slow, args.hanging)
-                add_messages(runtime, healthy, n)
-                shared_s = run_until_delivered(n)
-                rounds.append((n / bare_s, n / alone_s, n / shared_s))
+                bare_s = alone_s = shared_s = 0.0
+                # The three in alternating slices, so that a change in the machine's load (it
+                # is shared) falls on all three alike.
+                for _ in range(args.slices):
+                    bare_s += bare_loop(ok.url, part)
+                    add_messages(runtime, healthy, part)
+                    alone_s += run_until_delivered(part)
+                    add_messages(runtime, slow, args.hanging // args.slices)
+                    add_messages(runtime, healthy, part)
+                    shared_s += run_until_delivered(part)
+                done = part * args.slices
+                rounds.append((done / bare_s, done / alone_s, done / shared_s))
             with runtime.pool.connection() as conn:
                 hang = conn.execute(
                     "SELECT count(*) AS n FROM webhook_attempts a JOIN webhook_messages m"
@@ -254,8 +261,9 @@ def main() -> None:
                 stop()
         # The hanging receiver's threads sleep on; they are daemons and end with the process.
 
-    print(f"messages per measurement: {n}; {args.rounds} rounds; dispatcher: celery --pool"
-          f" threads -c {args.threads}; tick {args.tick_s} s; timeout {TIMEOUT_S} s")  # fmt: skip
+    print(f"messages per measurement: {n} in {args.slices} alternating slices;"
+          f" {args.rounds} rounds; dispatcher: celery --pool threads -c {args.threads};"
+          f" tick {args.tick_s} s; timeout {TIMEOUT_S} s")  # fmt: skip
     print()
     print("round   bare loop   dispatcher   beside hanging   dispatcher/bare   beside/alone")
     for i, (bare, alone, beside) in enumerate(rounds, 1):
