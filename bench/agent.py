@@ -49,7 +49,8 @@ from shared.accounts import Credentials  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.sop.library import builtin_sop  # noqa: E402
 from worker.agent.interpreter import run_sop  # noqa: E402
-from worker.browser import new_driver  # noqa: E402
+from worker.browser import egress_of, new_driver  # noqa: E402
+from worker.egress import Origin  # noqa: E402
 
 INPUTS = {"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15"}
 CREDENTIALS = Credentials(SANDBOX_USERNAME, SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET)
@@ -360,10 +361,7 @@ def at_scale(args: argparse.Namespace, settings) -> None:
             headers = stack.account(hooks.url)
             stack_batch(stack, hooks, headers, browsers * 2, browsers)  # browsers up, signed in
             for _ in range(browsers):
-                driver = new_driver(
-                    chromium_path=settings.chromium_path,
-                    chromedriver_path=settings.chromedriver_path,
-                )
+                driver = portal_driver(settings, stack.sandbox)
                 drivers.append(driver)
                 sign_in(driver, stack.sandbox)
             for _ in range(args.rounds):
@@ -407,14 +405,24 @@ def main() -> None:
         at_scale(args, settings)
 
 
+def portal_driver(settings, base_url: str) -> WebDriver:
+    """A browser as the worker starts one, let out to the sandbox's origin only, as the worker
+    lets it out to a task's portal."""
+    driver = new_driver(
+        chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
+    )
+    proxy = egress_of(driver)
+    if proxy is not None:
+        proxy.allow([Origin.of(base_url, allow_private=True)])
+    return driver
+
+
 def one_browser(args: argparse.Namespace, settings) -> None:
     """The SOP engine against the script in one browser, and cold against warm."""
     base_url = serve_sandbox()
 
     def driver() -> WebDriver:
-        return new_driver(
-            chromium_path=settings.chromium_path, chromedriver_path=settings.chromedriver_path
-        )
+        return portal_driver(settings, base_url)
 
     browser = driver()
     try:
