@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import kombu.exceptions
 import psycopg
@@ -109,14 +109,19 @@ def _request_digests(body: dict[str, Any], files: list[tuple[str, str, bytes]]) 
     return [keyed_digest(key, parts) for key in runtime().digest_keys]
 
 
-def _send_replay(conn: Conn, key: str) -> Callable[[], dict[str, Any] | None]:
-    """Send the lookup of the answer stored for this key (once dropped past its TTL); the
-    returned callable reads it."""
+def _drop_expired_key(conn: Conn, key: str) -> None:
+    """Send the removal of this key's stored answer if it is past its TTL: the key is free."""
     conn.execute(
         "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
         f" AND created_at < now() - interval '{IDEMPOTENCY_TTL}'",
         (account_id(), key),
     )
+
+
+def _send_replay(conn: Conn, key: str) -> Callable[[], dict[str, Any] | None]:
+    """Send the lookup of the answer stored for this key (once dropped past its TTL); the
+    returned callable reads it."""
+    _drop_expired_key(conn, key)
     cursor = conn.execute(
         "SELECT request_digest, response_status, response_body FROM idempotency_keys"
         " WHERE account_id = %s AND key = %s",
@@ -147,18 +152,31 @@ def _unknown_type(conn: Conn) -> ValidationFailed:
     )
 
 
-def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]], key: str | None,
-              digests: list[str]):  # fmt: skip
-    """What to store, validated against the active SOP (422 if bad); or, for an
-    Idempotency-Key already used, the answer stored with it.
+class Checked(NamedTuple):
+    """What a creation is validated against, as read for one account and type."""
 
-    What it needs from the database (the stored answer, whether the type is the account's own,
-    the active SOP, the portals with logins) is asked for in one round trip.
+    sop: sop_store.StoredSop  # the active SOP
+    custom_type: bool  # the type is one of the account's own
+
+
+# The last Checked read for each (account, type), in this process. The next creation of the
+# type is validated against it without reading anything, and its INSERT checks in the same
+# statement that it still holds (shared.tasks.insert_task): a creation then costs one round trip.
+_LAST_CHECKED: dict[tuple[int, str], Checked] = {}
+_LAST_CHECKED_MAX = 10_000  # (account, type) pairs; past that it starts again empty
+
+
+def _read_checks(conn: Conn, task_type: str, key: str | None, digests: list[str]):
+    """What to validate against, read in one round trip (the stored answer for an
+    Idempotency-Key, whether the type is the account's own, the active SOP, the portals with
+    logins); or, for a key already used, the answer stored with it. 422 for an unknown type or
+    a portal without a login.
+
+    The transaction begun here is left open for :func:`_store` to finish; a refusal is rolled
+    back (the built-in SOP stored on its first use included).
     """
-    account, task_type = account_id(), body["type"]
+    account = account_id()
     with conn.pipeline():
-        # Left open for _store to finish; a refusal is rolled back (the built-in SOP stored on
-        # its first use included).
         conn.execute("BEGIN")
         stored_answer = _send_replay(conn, key) if key else None
         custom = None
@@ -171,7 +189,18 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]], key: 
     if custom is not None and not custom():
         raise _unknown_type(conn)
     stored = active_sop()
-    raw = body.get("data")
+    if stored.sop.portal not in logins():
+        raise _credentials_missing(stored.sop.portal)
+    checked = Checked(stored, custom is not None)
+    if len(_LAST_CHECKED) >= _LAST_CHECKED_MAX:
+        _LAST_CHECKED.clear()
+    _LAST_CHECKED[account, task_type] = checked
+    return checked
+
+
+def _validated(checked: Checked, body: dict, files: list[tuple[str, str, bytes]]) -> NewTask:
+    """What to store: the request validated against the SOP (422 if bad, 413 if too big)."""
+    stored, task_type, raw = checked.sop, body["type"], body.get("data")
     settings = runtime().settings
     try:
         parsed = parse_task_data(
@@ -187,23 +216,37 @@ def _new_task(conn: Conn, body: dict, files: list[tuple[str, str, bytes]], key: 
         raise ValidationFailed(
             f"The data is missing or has malformed fields for {task_type}.", problems
         )
-    if stored.sop.portal not in logins():
-        raise _credentials_missing(stored.sop.portal)
     # Sensitive inputs are kept only encrypted; `data` and `inputs` show them as ***.
     plain, secret = stored.sop.split_inputs(inputs)
     return NewTask(
-        account_id=account,
+        account_id=account_id(),
         task_type=task_type,
         title=stored.sop.title,
         instructions=fill_instructions(stored.instructions, plain),
         sop_id=stored.id,
         sop_version=stored.version,
         sop_builtin=stored.builtin,
+        sop_digest=stored.digest,
+        custom_type=checked.custom_type,
+        portal=stored.sop.portal,
         data=task_queries.stored_data(raw, stored.sop.sensitive_keys(), list(secret.values())),
         inputs=plain,
         secret_inputs=encrypt_json(runtime().fernet, secret) if secret else None,
         files=files,
     )
+
+
+def _from_last_checks(body: dict, files: list[tuple[str, str, bytes]]) -> NewTask | None:
+    """The task validated against what the type's last creation read, or None: nothing was
+    read yet, or the request fails against it (the SOP may have changed since: the refusal
+    must come from what the database holds now)."""
+    checked = _LAST_CHECKED.get((account_id(), body["type"]))
+    if checked is None:
+        return None
+    try:
+        return _validated(checked, body, files)
+    except ApiError:
+        return None
 
 
 def _credentials_missing(portal: str) -> ApiError:
@@ -217,24 +260,29 @@ def _credentials_missing(portal: str) -> ApiError:
     )
 
 
-def _store(conn: Conn, new: NewTask, key: str | None, digest: str) -> dict[str, Any]:
+def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: bool) -> dict:
     """The durable part of a creation, in one round trip (two with an Idempotency-Key).
 
     Two transactions sent together on a connection outside psycopg's transaction handling:
 
-    1. (the one :func:`_new_task` began) the task and its files, with the account's next task
-       number counted in the same statement, and the idempotency record; committed without
-       waiting for the disk, so the account row is locked only while this transaction runs,
-       never during a disk flush: one account's concurrent creates do not queue behind each
-       other's flushes;
+    1. the task and its files, with the account's next task number counted in the same
+       statement, and the idempotency record; begun here unless :func:`_read_checks` began it
+       (``began``); committed without waiting for the disk, so the account row is locked only
+       while this transaction runs, never during a disk flush: one account's concurrent creates
+       do not queue behind each other's flushes;
     2. the call's audit entry, committed durably. PostgreSQL flushes the WAL in order, so this
        commit makes (1) durable too: the client's 200 follows a durable commit of both. (When
        the call records none, (1) commits durably itself.)
 
-    An error in (1) skips (2): the server ignores the rest of the pipeline.
+    An error in (1) skips (2): the server ignores the rest of the pipeline. That includes the
+    INSERT's own checks failing (:data:`shared.tasks.CHECKS_CHANGED`).
     """
     entry = api_call_entry(200)
     with conn.pipeline():
+        if not began:
+            conn.execute("BEGIN")
+            if key:
+                _drop_expired_key(conn, key)  # a key past its TTL is free again
         if entry is not None:
             relax_commit(conn)
         row = task_queries.insert_task(conn, new)
@@ -294,8 +342,12 @@ def after_commit(task_id: int, action: Callable[[int], None]) -> None:
 
 @bp.post("/tasks")
 def create_task():
-    """Validate, store durably, then send the message: two round trips to the database (three
-    with an Idempotency-Key) and one LPUSH, after the API key's lookup.
+    """Validate, store durably, then send the message.
+
+    Validated against what the type's last creation in this process read, the task is stored in
+    one round trip to the database (two with an Idempotency-Key) and one LPUSH, after the API
+    key's lookup; the INSERT checks that what it was validated against still holds. Else, or
+    when that check fails, what to validate against is read first: one round trip more.
 
     The connection runs outside psycopg's transaction handling (autocommit): the reads are one
     pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements.
@@ -305,20 +357,39 @@ def create_task():
     files = _read_files(uploads)
     key = request.headers.get("Idempotency-Key", "").strip() or None
     digests = _request_digests(body, files)
-    try:
-        with runtime().pool.connection() as conn, outside_transaction(conn):
-            new = _new_task(conn, body, files, key, digests)
-            if not isinstance(new, NewTask):
-                return new  # the answer stored with the Idempotency-Key
-            created = _store(conn, new, key, digests[0])
-            after_commit(created["id"], functools.partial(enqueue, conn))
-    except psycopg.errors.UniqueViolation:
-        if not key:
-            raise
-        # A concurrent request with the same Idempotency-Key committed first; answer as it did.
-        with runtime().pool.connection() as conn:
-            return _replay(_send_replay(conn, key)(), key, digests)
-    return jsonify(created), 200
+    new = _from_last_checks(body, files)
+    for _ in range(_CREATE_ATTEMPTS):
+        try:
+            with runtime().pool.connection() as conn, outside_transaction(conn):
+                began = new is None
+                if new is None:
+                    checked = _read_checks(conn, body["type"], key, digests)
+                    if not isinstance(checked, Checked):
+                        return checked  # the answer stored with the Idempotency-Key
+                    new = _validated(checked, body, files)
+                created = _store(conn, new, key, digests[0], began=began)
+                after_commit(created["id"], functools.partial(enqueue, conn))
+            return jsonify(created), 200
+        except psycopg.errors.UniqueViolation:
+            if not key:
+                raise
+            # A request with the same Idempotency-Key committed first; answer as it did.
+            with runtime().pool.connection() as conn:
+                return _replay(_send_replay(conn, key)(), key, digests)
+        except psycopg.Error as err:
+            if not task_queries.checks_changed(err):
+                raise
+            # The SOP, the type or the portal's login changed since it was read: read again.
+            _LAST_CHECKED.pop((account_id(), body["type"]), None)
+            new = None
+    raise ApiError(
+        409,
+        "changed_meanwhile",
+        "The task's SOP, type or portal login kept changing while it was created; send it again.",
+    )
+
+
+_CREATE_ATTEMPTS = 3  # a change between a creation's reads and its INSERT is already rare
 
 
 @bp.get("/tasks/<int:task_id>")

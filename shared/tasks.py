@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
@@ -165,10 +166,23 @@ class NewTask:
     sop_id: int
     sop_version: int
     sop_builtin: bool
+    sop_digest: str
+    custom_type: bool  # one of the account's own task types
+    portal: str  # the SOP's portal, which must have a login
     data: str | None
     inputs: dict[str, Any]
     secret_inputs: bytes | None  # the sensitive inputs, encrypted
     files: list[tuple[str, str, bytes]]  # (filename, content type, content)
+
+
+# The SQLSTATE of the INSERT's checks (migration 0012): what the task was validated against
+# changed before it was stored.
+CHECKS_CHANGED = "UQ001"
+
+
+def checks_changed(err: psycopg.Error) -> bool:
+    """Whether a creation failed because what it was validated against changed meanwhile."""
+    return err.sqlstate == CHECKS_CHANGED
 
 
 _INSERT_TASK = """
@@ -180,6 +194,19 @@ WITH number AS (
     SELECT %(account_id)s, number.task_seq, %(type)s, %(title)s, %(instructions)s, %(sop_id)s,
            %(data)s, %(inputs)s, %(secret_inputs)s, 'dispatching', now()
       FROM number
+     -- What the task was validated against still holds, else an error (CHECKS_CHANGED): the
+     -- SOP's text, the account's newest own version of it (none for the built-in one), the
+     -- type, a login.
+     WHERE creation_checks_hold(
+               EXISTS (SELECT FROM sops WHERE id = %(sop_id)s AND digest = %(sop_digest)s)
+           AND (SELECT id FROM sops WHERE account_id = %(account_id)s AND task_type = %(type)s
+                 ORDER BY version DESC LIMIT 1) IS NOT DISTINCT FROM %(own_sop_id)s
+           AND (NOT %(custom_type)s
+                OR EXISTS (SELECT FROM custom_task_types
+                            WHERE account_id = %(account_id)s AND task_type = %(type)s
+                              AND removed_at IS NULL))
+           AND EXISTS (SELECT FROM portal_credentials
+                        WHERE account_id = %(account_id)s AND portal = %(portal)s))
     RETURNING id, task_number, handler, notes, result, trajectory_id, attempts, created_at,
               updated_at, started_at, completed_at, failed_at, canceled_at
 ), files AS (
@@ -211,6 +238,11 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
     to ``pending`` for the scheduler's next tick; if the process dies in between, the scheduler
     treats it as a lost message (re-sent after ``PENDING_REQUEUE_AFTER_S``). The row returned
     says ``pending``, the status every task is created in and the one the client is answered.
+
+    The statement checks again what the task was validated against (``new.sop_id`` is the
+    account's active SOP for the type, the type is defined, the portal has a login) and fails
+    with :data:`CHECKS_CHANGED` when any of it changed: the API may validate against what it
+    read for an earlier task, and the database has the last word.
     """
     cursor = conn.execute(
         _INSERT_TASK,
@@ -220,6 +252,10 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
             "title": new.title,
             "instructions": new.instructions,
             "sop_id": new.sop_id,
+            "sop_digest": new.sop_digest,
+            "own_sop_id": None if new.sop_builtin else new.sop_id,
+            "custom_type": new.custom_type,
+            "portal": new.portal,
             "data": new.data,
             "inputs": Jsonb(new.inputs),
             "secret_inputs": new.secret_inputs,

@@ -32,6 +32,7 @@ class StoredSop:
     id: int
     version: int
     builtin: bool
+    digest: str  # of the text: the version's identity across databases
     sop: Sop
     instructions: str  # sop.summary(), the task's `instructions`, computed once per version
 
@@ -89,7 +90,7 @@ def _stored(row: dict, conn: Conn) -> StoredSop:
         return str(fetch_one(conn, "SELECT body FROM sops WHERE id = %s", (row["id"],))["body"])
 
     sop, instructions = PARSED.get(row["digest"], body)
-    return StoredSop(row["id"], row["version"], row["builtin"], sop, instructions)
+    return StoredSop(row["id"], row["version"], row["builtin"], row["digest"], sop, instructions)
 
 
 def _store_builtin(conn: Conn, task_type: str) -> dict:
