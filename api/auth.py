@@ -7,7 +7,7 @@ from flask import g, request
 from api.errors import ApiError
 from api.runtime import runtime
 from shared import logs
-from shared.accounts import VISIBLE_LEN, account_for_key
+from shared.accounts import VISIBLE_LEN, account_for_key, key_digest
 from shared.db import outside_transaction
 
 _NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
@@ -25,7 +25,9 @@ def key_prefix() -> str | None:
 
 
 def caller_account() -> int | None:
-    """The account of the request's API key, or None; looked up once per request.
+    """The account of the request's API key, or None; looked up once per request, and
+    answered from the process's memory for a key it has seen since the last change to any key
+    (:attr:`shared.runtime.Runtime.api_keys`).
 
     The rate limiter asks first (to count the request against the account), then
     :func:`require_account` reuses the answer.
@@ -34,10 +36,14 @@ def caller_account() -> int | None:
         g.caller_account = None
         key = _bearer_key()
         if key is not None:
-            try:
+
+            def lookup() -> int | None:
                 # One statement, no BEGIN and COMMIT around it: one round trip.
                 with runtime().pool.connection() as conn, outside_transaction(conn):
-                    g.caller_account = account_for_key(conn, key)
+                    return account_for_key(conn, key)
+
+            try:
+                g.caller_account = runtime().api_keys.get(key_digest(key), lookup)
             except Exception as exc:
                 # The limiter swallows it and lets the request go on; require_account raises
                 # it again rather than wait a second time on a database that is down.

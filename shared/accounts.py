@@ -17,6 +17,8 @@ from shared.webhooks import create_endpoint
 KEY_PREFIX = "us_"
 # The visible part: "us_" and 12 hex characters. The secret after it may contain "_".
 VISIBLE_LEN = len(KEY_PREFIX) + 12
+# Migration 0013's triggers NOTIFY it when a key is revoked or deleted (shared.memo).
+API_KEYS_CHANNEL = "api_keys"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password=***, totp_secret=***)"
 
 
-def _digest(key: str) -> str:
+def key_digest(key: str) -> str:
+    """What is stored of an API key (and what the API remembers it by): its SHA-256."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -84,7 +87,7 @@ def create_api_key(conn: Conn, account_id: int, name: str | None = None) -> str:
     key = f"{visible}_{secrets.token_urlsafe(32)}"
     conn.execute(
         "INSERT INTO api_keys (account_id, prefix, digest, name) VALUES (%s, %s, %s, %s)",
-        (account_id, visible, _digest(key), name),
+        (account_id, visible, key_digest(key), name),
     )
     return key
 
@@ -109,7 +112,7 @@ def account_for_key(conn: Conn, presented: str) -> int | None:
         "SELECT account_id, digest FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
         (visible,),
     ).fetchone()
-    if row is None or not hmac.compare_digest(row["digest"], _digest(presented)):
+    if row is None or not hmac.compare_digest(row["digest"], key_digest(presented)):
         return None
     return int(row["account_id"])
 

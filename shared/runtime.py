@@ -11,9 +11,11 @@ from cryptography.fernet import MultiFernet
 from psycopg_pool import ConnectionPool
 
 from shared import embedded
+from shared.accounts import API_KEYS_CHANNEL
 from shared.celery import create_celery
 from shared.crypto import digest_keys, load_fernet
 from shared.db import create_pool
+from shared.memo import NotifiedMemo
 from shared.settings import Settings, load_settings
 
 
@@ -35,7 +37,15 @@ class Runtime:
         """Keys for digests of request bodies (see shared.crypto.digest_keys), newest first."""
         return digest_keys(self.settings)
 
+    @cached_property
+    def api_keys(self) -> NotifiedMemo[int]:
+        """The accounts of the API keys seen lately, by key digest; any key change forgets
+        them (the API's, which looks up the key of every request)."""
+        return NotifiedMemo(self.database_url, API_KEYS_CHANNEL)
+
     def close(self) -> None:
+        if "api_keys" in self.__dict__:
+            self.api_keys.close()
         self.pool.close()
 
 

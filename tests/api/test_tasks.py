@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
+import psycopg
 import redis
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
@@ -155,6 +157,39 @@ def test_401_without_key_with_bad_key_and_with_revoked_key(client, account, runt
     with runtime.pool.connection() as conn:
         assert revoke_api_key(conn, account.api_key)
     _error(client.get("/tasks", headers=account.headers), 401, "unauthorized")
+
+
+def test_a_key_the_api_remembers_stops_working_once_revoked(client, make_account, runtime):
+    from shared.accounts import revoke_api_key
+
+    client.get("/tasks", headers=make_account("Warm-up").headers)  # starts the key listener
+    _wait_for_listener(runtime, "understudy listen api_keys")
+    for i in range(5):
+        # given a key used twice, so the API answers it from memory
+        account = make_account(f"Clinic {i}")
+        for _ in range(2):
+            assert client.get("/tasks", headers=account.headers).status_code == 200
+        # when it is revoked, then it is refused as soon as the API hears of it (milliseconds)
+        with runtime.pool.connection() as conn:
+            assert revoke_api_key(conn, account.api_key)
+        deadline = time.monotonic() + 5
+        while client.get("/tasks", headers=account.headers).status_code == 200:
+            assert time.monotonic() < deadline, "a revoked key kept working"
+            time.sleep(0.001)
+        _error(client.get("/tasks", headers=account.headers), 401, "unauthorized")
+
+
+def _wait_for_listener(runtime, name: str) -> None:
+    deadline = time.monotonic() + 20
+    with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            found = conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+            if found:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{name!r} never connected")
 
 
 def test_400_for_malformed_json(client, account, runtime):
