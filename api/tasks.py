@@ -30,7 +30,7 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import audit, metrics, review
+from shared import audit, logs, metrics, review
 from shared import tasks as task_queries
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json, keyed_digest
@@ -303,12 +303,8 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: boo
         recorded_by_handler()
     created = created or task_json(row())
     metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
-    log.info(
-        "task %s created (%s)",
-        created["id"],
-        new.task_type,
-        extra={"task_id": created["id"], "task_type": new.task_type},
-    )
+    # The request's own line (api.request_log) says it: POST /tasks 200 with these fields.
+    logs.bind(task_id=created["id"], task_type=new.task_type)
     return created
 
 

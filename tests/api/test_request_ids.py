@@ -40,11 +40,11 @@ def test_a_sane_request_id_is_echoed_and_on_every_line_of_the_request(client, ac
     assert response.headers["X-Request-Id"] == "req-2026.12:abc_1"
     task_id = response.get_json()["id"]
     ours = [line for line in lines() if line.get("request_id") == "req-2026.12:abc_1"]
-    created = [line for line in ours if line.get("task_id") == task_id]
-    assert created and created[0]["account_id"] == account.id
     [access] = [line for line in ours if line["logger"] == "api.requests"]
     assert (access["method"], access["path"], access["status"]) == ("POST", "/tasks", 200)
     assert access["account_id"] == account.id and access["level"] == "INFO"
+    # and the request's line names the task it created
+    assert (access["task_id"], access["task_type"]) == (task_id, "check_eligibility")
 
 
 @pytest.mark.parametrize(
