@@ -45,6 +45,10 @@ def test_same_account_reuses_browser_and_session(pool, portal, recorder) -> None
     # then it gets the same browser, still signed in
     assert second is first and pool.started == 1
     assert outcome.status == "completed" and recorder.steps[0].message == "already signed in"
+    # and the prelude's page, which the sign-in found it signed in on, is not loaded again
+    prelude_goto = recorder.steps[1]
+    assert prelude_goto.name == "p1. Go to /dashboard"
+    assert prelude_goto.message == "already open: the sign-in found it signed in"
 
 
 def test_other_account_gets_a_fresh_browser(pool, portal, recorder) -> None:

@@ -37,6 +37,7 @@ from shared.sop.model import (
     FailStep,
     FinishStep,
     ForEachStep,
+    GotoStep,
     IfStep,
     Locator,
     Screenshots,
@@ -398,15 +399,37 @@ class Run:
         profile = self.profile
         if profile is None:
             return
+        opened = None  # the page the sign-in opened and found the browser signed in on
         if profile.sign_in is not None and sign_in:
             at = At("", f"Sign in to {profile.title}", datetime.now(UTC), time.monotonic(), "login")
             try:
                 message = login.sign_in(self, profile.sign_in, profile.sign_in.timeout_s)
+                if message == login.ALREADY_SIGNED_IN:
+                    opened = self.page.driver.current_url
                 message += self._close_popups()
             except AgentError as exc:
                 self._fail(at, exc)
             self.record(at, StepStatus.OK, message)
-        self.run_steps(profile.prelude, prefix="p")
+        prelude = profile.prelude
+        if opened is not None and self._opens(prelude[0] if prelude else None, opened):
+            # A browser still signed in from the account's last task is on that page already,
+            # just loaded: loading it a second time would only cost the time.
+            first = prelude[0]
+            at = At("p1", f"p1. {self._title(first)}", datetime.now(UTC), time.monotonic(),
+                    first.kind)  # fmt: skip
+            self.record(at, StepStatus.OK, "already open: the sign-in found it signed in")
+            self.run_steps(prelude[1:], prefix="p", start=2)
+        else:
+            self.run_steps(prelude, prefix="p")
+
+    def _opens(self, step: Step | None, url: str) -> bool:
+        """Whether ``step`` is an unconditional goto of ``url``."""
+        if not isinstance(step, GotoStep) or step.when is not None:
+            return False
+        try:
+            return self.page.boundary.target(self.render(step.url), self.page.base_url) == url
+        except AgentError:
+            return False  # the step itself will say what is wrong with it
 
     def _close_popups(self) -> str:
         closed = self.page.dismiss_overlays()
@@ -448,8 +471,8 @@ class Run:
 
     # -- steps --
 
-    def run_steps(self, steps: Sequence[Step], prefix: str) -> None:
-        for n, step in enumerate(steps, start=1):
+    def run_steps(self, steps: Sequence[Step], prefix: str, start: int = 1) -> None:
+        for n, step in enumerate(steps, start=start):
             if self.should_stop():
                 raise TaskCanceled("the task was canceled")
             self._run_step(step, f"{prefix}{n}")

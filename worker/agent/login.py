@@ -54,6 +54,9 @@ def sign_in_again(sop_login: LoginStep | None, profile: Profile | None) -> SignI
     return profile.sign_in
 
 
+ALREADY_SIGNED_IN = "already signed in"  # the message when the browser kept its session
+
+
 def sign_in(run: Run, how: SignIn, timeout: float) -> str:
     """Sign in as `how` says (or find the browser already signed in); the step's message."""
     run.page.in_login = True
@@ -63,7 +66,7 @@ def sign_in(run: Run, how: SignIn, timeout: float) -> str:
             run.page.goto(url)
         state = _first_state(run, how, timeout)
         if state == "in":
-            return "already signed in"
+            return ALREADY_SIGNED_IN
         if state == "form":
             _submit_password(run, how, timeout)
             state = _state(run, how)

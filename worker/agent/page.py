@@ -45,6 +45,12 @@ POLL_S = 0.05
 
 _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
 
+# Whether a field holds text to clear before typing (anything it cannot tell: yes).
+_HOLDS_TEXT_JS = """
+const e = arguments[0];
+if (e.isContentEditable) return e.textContent !== '';
+return typeof e.value === 'string' ? e.value !== '' : true;
+"""
 # Marks a field a secret is typed into: the agent refuses to read it, and Chromium draws its
 # characters as discs, so no screenshot shows it either.
 _MARK_TYPED_JS = r"""
@@ -396,7 +402,8 @@ class Page:
             raise
 
     def type(self, el: WebElement, value: str, *, clear: bool = True) -> None:
-        if clear:
+        # Clearing is a round trip that focuses and blurs the field: only one with text needs it.
+        if clear and self.driver.execute_script(_HOLDS_TEXT_JS, el):
             el.clear()
         el.send_keys(value)
 
