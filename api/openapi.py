@@ -107,7 +107,7 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
         "idempotency_conflict", "task_finished", "not_waiting", "no_webhook_url",
-        "endpoint_disabled", "message_pending", "not_pending_review"]),
+        "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
