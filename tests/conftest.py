@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,14 +18,6 @@ from shared import embedded
 from shared.db import migrate
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, load_settings
-
-# Every table, in an order TRUNCATE ... CASCADE accepts; each test starts from empty tables.
-_TABLES = (
-    "audit_log, user_sessions, users,"
-    " webhook_attempts, webhook_messages, webhook_endpoints, idempotency_keys, trajectory_steps,"
-    " artifacts, task_files, tasks, sops, portal_credentials, portals, api_keys, accounts"
-)
-
 
 _handed_out: set[int] = set()
 
@@ -119,8 +112,44 @@ def session_runtime(settings: Settings) -> Iterator[Runtime]:
 
 
 def empty_tables(database_url: str) -> None:
+    """Every table emptied and every id sequence back at 1, in one round trip.
+
+    DELETE in foreign-key order rather than TRUNCATE, which costs several times as much on
+    tables this small (it makes new files for each), and ran before every test.
+    """
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+        statements = _emptying(conn)
+        with conn.transaction(), conn.pipeline():
+            for statement in statements:
+                conn.execute(statement)
+
+
+_EMPTYING: dict[str, list[str]] = {}  # by database: the schema does not change in a session
+
+
+def _emptying(conn: psycopg.Connection) -> list[str]:
+    key = conn.info.dsn
+    if key not in _EMPTYING:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).fetchall()
+        references = conn.execute(
+            "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint"
+            " WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
+        ).fetchall()
+        sequences = conn.execute(
+            "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+        ).fetchall()
+        # A table's rows go before the rows they reference.
+        order = graphlib.TopologicalSorter({table: set() for (table,) in tables})
+        for child, parent in references:
+            if child != parent:
+                order.add(parent, child)
+        _EMPTYING[key] = [f"DELETE FROM {table}" for table in order.static_order()] + [
+            f"ALTER SEQUENCE {name} RESTART" for (name,) in sequences
+        ]
+    return _EMPTYING[key]
 
 
 @pytest.fixture
