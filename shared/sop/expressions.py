@@ -177,23 +177,30 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
 
 _TEMPLATE_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _PLAIN_REFERENCE = re.compile(
-    r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}"
+    r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?"
+    r"(?:\s*\|\s*([a-z_]+))?\s*\}\}"
 )
 _LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})  # Jinja's, not names
+# Understudy's own filters, which take one value and give text or None: applied without a render.
+_PLAIN_FILTERS = frozenset({"us_date", "iso_date", "money", "digits", "squash"})
 
 
 @dataclass(frozen=True)
 class _Expression:
     source: str
     names: frozenset[str]
-    # {{ name }} or {{ name.key }}: filled without a render when it names plain text.
-    reference: tuple[str, str | None] | None
+    # {{ name }}, {{ name.key }}, each maybe with one of _PLAIN_FILTERS: (name, key, filter),
+    # filled without a render when it names plain text.
+    reference: tuple[str, str | None, str | None] | None
 
 
-def _plain_text(inputs: Mapping[str, Any], name: str, key: str | None) -> str | None:
-    """The text ``{{ name }}`` or ``{{ name.key }}`` renders to, when that is plainly a text
-    input, a text under a key of a mapping input (one that is no attribute of a dict), or the
-    first or last part of a PersonName; else None, and the expression is rendered."""
+def _plain_text(
+    inputs: Mapping[str, Any], name: str, key: str | None, filter_name: str | None
+) -> str | None:
+    """The text ``{{ name }}`` or ``{{ name.key }}`` (maybe ``| filter``) renders to, when that
+    is plainly a text input, a text under a key of a mapping input (one that is no attribute of
+    a dict), or the first or last part of a PersonName, through a filter that gives text; else
+    None, and the expression is rendered."""
     value = inputs.get(name)
     if key is not None:
         if isinstance(value, PersonName) and key in ("first", "last"):
@@ -202,6 +209,8 @@ def _plain_text(inputs: Mapping[str, Any], name: str, key: str | None) -> str | 
             value = value.get(key)
         else:
             return None
+    if isinstance(value, str) and filter_name is not None:
+        value = template_env().filters[filter_name](value)
     return value if isinstance(value, str) else None
 
 
@@ -218,7 +227,9 @@ def _instruction_parts(instructions: str) -> tuple[str | _Expression, ...]:
         except jinja2.TemplateError:
             used = frozenset()  # never filled: stays as written
         plain = _PLAIN_REFERENCE.fullmatch(source)
-        reference = (plain[1], plain[2]) if plain and plain[1] not in _LITERALS else None
+        reference = None
+        if plain and plain[1] not in _LITERALS and plain[3] in (None, *_PLAIN_FILTERS):
+            reference = (plain[1], plain[2], plain[3])
         parts.append(_Expression(source, used, reference))
         at = match.end()
     parts.append(instructions[at:])

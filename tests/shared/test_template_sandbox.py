@@ -124,3 +124,11 @@ def test_instructions_fill_in_the_task_inputs_as_the_sandbox_renders_them():
     named = {**inputs, "name": norm_name("DOE, JANE")}
     assert fill_instructions(source, named) == render(source, named)
     assert fill_instructions("{{ name }}: {{ name.last }}", named) == "Jane Doe: Doe"
+    # and through Understudy's own filters, as the sandbox renders them (None when unreadable)
+    dated = {**named, "dob": "1990-01-15", "odd": "not a date", "fee": "$1,234.5"}
+    source = (
+        "{{ dob | us_date }} {{dob|iso_date}} {{ odd | us_date }} {{ fee | money }}"
+        " {{ member_id | digits }} {{ patient.first | squash }} {{ dob | upper }}"
+    )
+    assert fill_instructions(source, dated) == render(source, dated)
+    assert fill_instructions("{{ dob | us_date }}", dated) == "01/15/1990"
