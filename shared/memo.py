@@ -4,9 +4,9 @@ A :class:`NotifiedMemo` keeps the answers of one kind of lookup (an API key's ac
 thread of its own LISTENs on the channel that the table's triggers NOTIFY on every change. Any
 notification forgets every answer; so does the listener losing its connection, and while it is
 down nothing is remembered, so a lookup is never answered from memory that a change could have
-passed by unheard. A change is heard within a round trip of its commit; a hit with a
-notification already waiting on the listener's socket is not trusted, which covers a change
-committed just before the lookup.
+passed by unheard. A change is heard as soon as PostgreSQL delivers its notification, usually
+within a millisecond of the commit; a hit while a notification waits unread on the listener's
+socket is not trusted.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ RECONNECT_AFTER_S = 1.0
 
 
 class NotifiedMemo(Generic[V]):
+    """Lookups remembered by key, in one process, while its listener hears ``channel``."""
+
     def __init__(self, database_url: str, channel: str, *, max_entries: int = 10_000) -> None:
         self._url = database_url
         self._channel = channel

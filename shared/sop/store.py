@@ -32,7 +32,7 @@ class StoredSop:
     id: int
     version: int
     builtin: bool
-    digest: str  # of the text: the version's identity across databases
+    digest: str  # of the text: what a creation's INSERT checks it was validated against
     sop: Sop
     instructions: str  # sop.summary(), the task's `instructions`, computed once per version
 
