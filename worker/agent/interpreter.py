@@ -410,17 +410,15 @@ class Run:
             except AgentError as exc:
                 self._fail(at, exc)
             self.record(at, StepStatus.OK, message)
-        prelude = profile.prelude
+        prelude, start = profile.prelude, 1
         if opened is not None and self._opens(prelude[0] if prelude else None, opened):
             # A browser still signed in from the account's last task is on that page already,
             # just loaded: loading it a second time would only cost the time.
-            first = prelude[0]
-            at = At("p1", f"p1. {self._title(first)}", datetime.now(UTC), time.monotonic(),
-                    first.kind)  # fmt: skip
+            at = At("p1", f"p1. {self._title(prelude[0])}", datetime.now(UTC), time.monotonic(),
+                    prelude[0].kind)  # fmt: skip
             self.record(at, StepStatus.OK, "already open: the sign-in found it signed in")
-            self.run_steps(prelude[1:], prefix="p", start=2)
-        else:
-            self.run_steps(prelude, prefix="p")
+            prelude, start = prelude[1:], 2
+        self.run_steps(prelude, prefix="p", start=start)
 
     def _opens(self, step: Step | None, url: str) -> bool:
         """Whether ``step`` is an unconditional goto of ``url``."""
