@@ -179,9 +179,10 @@ def _usable(conn: Conn, job: dict | None, token: str) -> dict | None:
 
 
 # The endpoint's next due message, leased for this thread if %(claim)s (CTEs of the statement
-# that records an attempt; the message just attempted is still leased in its snapshot).
+# that records an attempt; the message just attempted is still leased in its snapshot). Picked
+# once, MATERIALIZED, for the reason shared.webhooks gives where it claims messages.
 _CLAIM_NEXT = f"""
-next AS (
+next AS MATERIALIZED (
     SELECT id FROM webhook_messages
     WHERE %(claim)s AND account_id = %(account)s AND status = 'pending'
       AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until < now())

@@ -600,17 +600,23 @@ def finish_task(
 
 def due_for_requeue(conn: Conn, older_than_s: float, limit: int = 100) -> list[int]:
     """Tasks whose message may be lost: not claimed within ``older_than_s`` of being sent."""
+    # MATERIALIZED, so the pick runs once and the limit holds whatever plan the statistics lead
+    # to (shared.webhooks claims messages the same way, and says why).
     rows = conn.execute(
         """
-        UPDATE tasks SET status = 'dispatching', enqueued_at = now(), updated_at = now()
-         WHERE id IN (
+        WITH picked AS MATERIALIZED (
             SELECT id FROM tasks
              WHERE status IN ('pending', 'dispatching') AND cancel_requested_at IS NULL
                AND (enqueued_at IS NULL
                     OR enqueued_at < now() - make_interval(secs => %s))
              ORDER BY id LIMIT %s
-             FOR UPDATE SKIP LOCKED)
-        RETURNING id
+             FOR UPDATE SKIP LOCKED
+        ), sent AS (
+            UPDATE tasks t SET status = 'dispatching', enqueued_at = now(), updated_at = now()
+              FROM picked WHERE t.id = picked.id
+            RETURNING t.id
+        )
+        SELECT id FROM sent ORDER BY id
         """,
         (older_than_s, limit),
     ).fetchall()

@@ -361,22 +361,28 @@ def dispatch_due_messages(runtime: Runtime, *, limit: int = 500, lock_s: float =
 
 
 def _claim_for_endpoint(conn: Conn, account_id: int, slots: int, lock_s: float) -> list[int]:
+    # MATERIALIZED: the pick runs once. As a subquery the planner may run it again for each row
+    # it joins (it takes a table it last analyzed empty for empty), and each run skips the rows
+    # this statement already updated and locks the next ones, claiming past the limit.
     rows = conn.execute(
         """
-        UPDATE webhook_messages
-        SET locked_until = now() + make_interval(secs => %s), lease_token = NULL,
-            updated_at = now()
-        WHERE id IN (
+        WITH picked AS MATERIALIZED (
             SELECT id FROM webhook_messages
             WHERE account_id = %s AND status = 'pending' AND next_attempt_at <= now()
               AND (locked_until IS NULL OR locked_until < now())
             ORDER BY next_attempt_at, id
             LIMIT %s
             FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE webhook_messages m
+            SET locked_until = now() + make_interval(secs => %s), lease_token = NULL,
+                updated_at = now()
+            FROM picked WHERE m.id = picked.id
+            RETURNING m.id, m.next_attempt_at
         )
-        RETURNING id
+        SELECT id FROM claimed ORDER BY next_attempt_at, id
         """,
-        (lock_s, account_id, slots),
+        (account_id, slots, lock_s),
     ).fetchall()
     return [int(row["id"]) for row in rows]
 

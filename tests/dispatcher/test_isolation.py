@@ -8,6 +8,7 @@ import time
 
 from dispatcher.delivery import deliver_message
 from shared.webhooks import claim_due_messages, disable_failing_endpoints, update_endpoint
+from tests.conftest import analyzed_while_empty
 from tests.dispatcher.support import (
     attempts,
     drive,
@@ -78,6 +79,27 @@ def test_open_circuit_defers_without_spending_retry_budget(runtime, account, rec
         deliver_message(breaker, message_id)
     drive(breaker, lambda: all(message(runtime, task_id=t)["status"] == "delivered" for t in tasks))
     assert endpoint(runtime, account.id)["consecutive_failures"] == 0
+
+
+def test_claims_keep_their_limits_when_the_statistics_say_the_table_is_empty(
+    runtime, account, settings
+):
+    # given statistics from a quiet spell, then a burst of 5 due messages for one endpoint
+    analyzed_while_empty(settings.database_url, "webhook_messages")
+    tasks = [finish_task(runtime, account.id)[0] for _ in range(5)]
+
+    # when the scheduler claims with 3 slots per endpoint
+    first = claim(with_settings(runtime, webhook_endpoint_concurrency=3))
+    # then it claims 3, not every due message
+    assert first == [message(runtime, task_id=t)["id"] for t in tasks[:3]]
+
+    # when the endpoint's breaker is half-open once those leases run out
+    set_endpoint(runtime, account.id, consecutive_failures=2)
+    with runtime.pool.connection() as conn:
+        conn.execute("UPDATE webhook_messages SET locked_until = now() - interval '1 second'")
+    probe = claim(with_settings(runtime, webhook_breaker_failures=2))
+    # then a single probe is let through
+    assert probe == [message(runtime, task_id=tasks[0])["id"]]
 
 
 def test_endpoint_failing_too_long_is_disabled_and_holds_messages(runtime, account, receiver):
@@ -211,3 +233,4 @@ def test_a_thread_at_its_chain_limit_leaves_no_message_claimed(
     assert len(receiver.received) == 3
     assert len(claim(single)) == 1
     assert sum(message(runtime, task_id=t)["status"] == "delivered" for t in tasks) == 3
+

@@ -9,6 +9,7 @@ import redis
 
 from scheduler.loop import tick
 from shared import tasks as task_queries
+from tests.conftest import analyzed_while_empty
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
@@ -124,3 +125,15 @@ def test_two_ticks_at_once_send_one_webhook_each(rt, client, make_account):
     # when two scheduler ticks run back to back, then the message is sent once
     first, second = tick(rt), tick(rt)
     assert first.webhooks_sent + second.webhooks_sent == 1
+
+
+def test_a_requeue_pass_sends_at_most_its_limit_whatever_the_statistics(rt, client, account):
+    # given statistics from a quiet spell, then 5 tasks whose messages Redis lost
+    analyzed_while_empty(rt.settings.database_url, "tasks")
+    created = [_create(client, account) for _ in range(5)]
+    redis.Redis.from_url(rt.settings.redis_url).flushdb()
+    # when one pass may send 2
+    with rt.pool.connection() as conn:
+        sent = task_queries.due_for_requeue(conn, older_than_s=0, limit=2)
+    # then it sends the 2 oldest and leaves the rest for the next pass
+    assert sent == created[:2]
