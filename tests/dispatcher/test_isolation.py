@@ -233,4 +233,3 @@ def test_a_thread_at_its_chain_limit_leaves_no_message_claimed(
     assert len(receiver.received) == 3
     assert len(claim(single)) == 1
     assert sum(message(runtime, task_id=t)["status"] == "delivered" for t in tasks) == 3
-
