@@ -85,6 +85,7 @@ class NotifiedMemo(Generic[V]):
         threading.Thread(target=self._listen, name=name, daemon=True).start()
 
     def _listen(self) -> None:
+        cut_off = False  # one warning when the listener loses PostgreSQL, not one per retry
         while not self._stopping.is_set():
             try:
                 conn = psycopg.connect(
@@ -97,19 +98,26 @@ class NotifiedMemo(Generic[V]):
                     keepalives_interval=2,
                     keepalives_count=2,
                 )
-            except psycopg.Error:
-                log.warning("cannot listen for %s changes yet", self._channel, exc_info=True)
+            except psycopg.Error as exc:
+                if not cut_off:
+                    log.warning("cannot listen for %s changes yet: %s", self._channel, exc)
+                cut_off = True
                 self._stopping.wait(RECONNECT_AFTER_S)
                 continue
             try:
                 conn.execute(f"LISTEN {self._channel}")
                 self._forget(listening_on=conn.pgconn.socket)
+                if cut_off:
+                    log.info("listening for %s changes again", self._channel)
+                cut_off = False
                 while not self._stopping.is_set():
                     for _ in conn.notifies(timeout=CHECK_EVERY_S):
                         self._forget(listening_on=conn.pgconn.socket)
                     conn.execute("SELECT 1")  # still answering
-            except Exception:
-                log.warning("stopped hearing of %s changes", self._channel, exc_info=True)
+            except Exception as exc:
+                if not cut_off:
+                    log.warning("stopped hearing of %s changes: %s", self._channel, exc)
+                cut_off = True
             finally:
                 # Before the socket closes: its number may be reused by another connection.
                 self._forget(listening_on=None)

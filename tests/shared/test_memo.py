@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from shared.memo import NotifiedMemo
+from shared.memo import RECONNECT_AFTER_S, NotifiedMemo
 
 CHANNEL = "memo_test"
 
@@ -91,3 +93,38 @@ def test_while_the_listener_is_cut_off_nothing_is_remembered(memo, runtime):
     assert memo.get("k", lookup) == 9
     # and once it listens again, answers are remembered again
     _remembering(memo, lookup)
+
+
+
+def test_a_listener_cut_off_for_a_while_warns_once_and_says_when_it_hears_again(runtime, caplog):
+    # given a listener that signs in as a role of its own, and is up
+    _admin(runtime, "DROP ROLE IF EXISTS memo_listener", "CREATE ROLE memo_listener LOGIN")
+    memo = NotifiedMemo(make_conninfo(runtime.database_url, user="memo_listener"), CHANNEL)
+    try:
+        lookup = Lookups()
+        _remembering(memo, lookup)
+        caplog.set_level(logging.INFO, logger="shared.memo")
+        # when its connection is cut and PostgreSQL refuses it for a few of its retries
+        _admin(
+            runtime,
+            "ALTER ROLE memo_listener NOLOGIN",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE usename = 'memo_listener'",
+        )
+        time.sleep(4 * RECONNECT_AFTER_S)
+        _admin(runtime, "ALTER ROLE memo_listener LOGIN")
+        _remembering(memo, lookup)
+    finally:
+        memo.close()
+        _admin(runtime, "ALTER ROLE memo_listener NOLOGIN")
+    # then the outage was one warning, not one per retry, and its end was logged
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "shared.memo"]
+    [warning] = [m for level, m in logged if level == logging.WARNING]
+    assert warning.startswith("stopped hearing of memo_test changes: ")
+    assert (logging.INFO, "listening for memo_test changes again") in logged
+
+
+def _admin(runtime, *statements: str) -> None:
+    with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
