@@ -95,7 +95,6 @@ def test_while_the_listener_is_cut_off_nothing_is_remembered(memo, runtime):
     _remembering(memo, lookup)
 
 
-
 def test_a_listener_cut_off_for_a_while_warns_once_and_says_when_it_hears_again(runtime, caplog):
     # given a listener that signs in as a role of its own, and is up
     _admin(runtime, "DROP ROLE IF EXISTS memo_listener", "CREATE ROLE memo_listener LOGIN")
