@@ -69,6 +69,14 @@ class TaskSopSchema(Schema):
     builtin = fields.Boolean(required=True)
 
 
+class TaskProfileSchema(Schema):
+    portal = fields.String(required=True)
+    version = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "the account's; null if built-in"}
+    )
+    builtin = fields.Boolean(required=True)
+
+
 class TaskLinksSchema(Schema):
     self = fields.String(required=True)
     trajectory = fields.String(required=True)
@@ -125,6 +133,12 @@ class TaskSchema(Schema):
     canceledAt = _time()  # noqa: N815
     attempts = fields.Integer(required=True)
     sop = fields.Nested(TaskSopSchema, required=True)
+    profile = fields.Nested(
+        TaskProfileSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "the portal profile the latest run signed in with"},
+    )
     links = fields.Nested(TaskLinksSchema, required=True)
     input_request = fields.Nested(
         TaskInputRequestSchema,

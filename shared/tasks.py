@@ -73,7 +73,7 @@ _TASK_COLUMNS = """
     s.account_id IS NULL AS sop_builtin, t.created_at, t.updated_at, t.started_at,
     t.completed_at, t.failed_at, t.canceled_at, t.input_requested_at, t.input_expires_at,
     t.review_step, t.review_requested_at, t.review_decision, t.reviewed_by, t.reviewed_at,
-    t.review_note,
+    t.review_note, t.profile_portal, t.profile_version,
     COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
                 'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
               FROM task_files f WHERE f.task_id = t.id), '[]'::json) AS files
@@ -111,6 +111,7 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
             "version": row["sop_version"],
             "builtin": row["sop_builtin"],
         },
+        "profile": _profile_json(row),
         "links": {
             "self": f"/tasks/{row['id']}",
             "trajectory": f"/tasks/{row['id']}/trajectory",
@@ -118,6 +119,15 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
         "input_request": _input_request_json(row),
         "review": _review_json(row),
     }
+
+
+def _profile_json(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The portal profile the latest run signed in with; null before a run, or for a portal
+    without one."""
+    if row.get("profile_portal") is None:
+        return None
+    version = row["profile_version"]
+    return {"portal": row["profile_portal"], "version": version, "builtin": version is None}
 
 
 def _input_request_json(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -528,6 +538,18 @@ def _enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> Non
 
     payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_event(conn, account_id=account_id, task_id=task_id, event=event, payload=payload)
+
+
+def record_profile(
+    conn: Conn, task_id: int, portal: str, version: int | None, *, worker: str
+) -> None:
+    """Note the portal profile this run signs in with (``version`` None: the built-in one), for
+    the worker holding the task."""
+    conn.execute(
+        "UPDATE tasks SET profile_portal = %s, profile_version = %s"
+        " WHERE id = %s AND claimed_by = %s",
+        (portal, version, task_id, worker),
+    )
 
 
 def record_irreversible(conn: Conn, task_id: int, step: str, *, worker: str) -> bool:

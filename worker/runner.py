@@ -214,11 +214,19 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     )
 
 
-def _profile(rt: Runtime, account_id: int, portal: str) -> Profile | None:
+def _profile(rt: Runtime, claimed: dict, portal: str, worker: str) -> Profile | None:
     """The portal's profile in force when the task starts: the account's newest version, or
-    the built-in one (None for a portal registered without a profile)."""
-    stored = _db(rt, lambda conn: active_profile(conn, account_id, portal))
-    return stored.profile if stored is not None else None
+    the built-in one (None for a portal registered without a profile). The task records which.
+    """
+
+    def read_and_record(conn: Conn) -> Profile | None:
+        stored = active_profile(conn, claimed["account_id"], portal)
+        if stored is None:
+            return None
+        task_queries.record_profile(conn, claimed["id"], portal, stored.version, worker=worker)
+        return stored.profile
+
+    return _db(rt, read_and_record)
 
 
 def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[Origin]:
@@ -352,7 +360,7 @@ def _drive(
 ) -> Outcome:
     """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
     sensitive = _sensitive_inputs(rt, claimed)
-    profile = _profile(rt, claimed["account_id"], sop.portal)
+    profile = _profile(rt, claimed, sop.portal, worker)
     origins = _origins(rt, claimed["account_id"], sop.portal, base_url)
     key = _browser_key(rt, claimed["account_id"], sop.portal)
     with task_workspace(rt.settings.workspace_dir, claimed["id"]) as folder:

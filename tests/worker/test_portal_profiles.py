@@ -13,6 +13,7 @@ import pytest
 from shared.inputs import parse_task_data
 from shared.sop.loader import load_sop
 from shared.sop.profile import builtin_profile, builtin_profile_text, load_profile
+from tests.api.test_console import make_user, sign_in
 from tests.worker.support import (
     MFA_USER,
     run_builtin,
@@ -204,6 +205,12 @@ def _task(client, account, task_type: str, data: str) -> int:
     return response.get_json()["id"]
 
 
+def _task_json(client, account, task_id: int) -> dict:
+    response = client.get(f"/tasks/{task_id}", headers=account.headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
 def _row(rt, task_id: int) -> dict:
     with rt.pool.connection() as conn:
         return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
@@ -239,10 +246,16 @@ def test_a_500_page_fails_the_task_as_a_portal_error_after_our_retries(
     failed = [s for s in _steps(rt, task_id) if s["status"] == "failed"]
     assert len(failed) == rt.settings.portal_retry_attempts
     assert {s["name"] for s in failed} == {"1. Go to /staff/report"}
+    # and the task says it signed in with the built-in profile
+    assert _task_json(client, account, task_id)["profile"] == {
+        "portal": "sandbox",
+        "version": None,
+        "builtin": True,
+    }
 
 
 def test_an_accounts_own_profile_is_used_by_its_next_task(
-    rt, client, account, browsers, sandbox_url
+    rt, app, client, account, browsers, sandbox_url
 ):
     # given an account whose sandbox profile chooses another payer in its prelude
     text = builtin_profile_text("sandbox").replace(
@@ -257,9 +270,19 @@ def test_an_accounts_own_profile_is_used_by_its_next_task(
     # when one of its appeal tasks runs
     data = "claim_number: CLM-DENY-0003\nmember_id: W100000001\nreason: necessary"
     task_id = _task(client, account, "submit_appeal", data)
+    assert _task_json(client, account, task_id)["profile"] is None  # no run yet
     runner.run_task(rt, task_id, browsers=browsers)
-    # then it ran the account's prelude, not the built-in one
+    # then it ran the account's prelude, not the built-in one, and the task says which version
     assert _row(rt, task_id)["status"] == "completed"
+    assert _task_json(client, account, task_id)["profile"] == {
+        "portal": "sandbox",
+        "version": 1,
+        "builtin": False,
+    }
+    make_user(rt, account.id, "ops@clinic.test", "viewer")
+    console = app.test_client()
+    sign_in(console, "ops@clinic.test")
+    assert "sandbox (version 1)" in console.get(f"/console/tasks/{task_id}").text
     [appeal] = submissions(sandbox_url)["appeals"]
     assert appeal["payer"] == "acme-mutual"
     names = [s["name"] for s in _steps(rt, task_id)]

@@ -85,6 +85,7 @@ class Task(TypedDict, total=False):
     canceledAt: str | None  # noqa: N815
     attempts: int
     sop: dict[str, Any]
+    profile: dict[str, Any] | None
     links: dict[str, str]
     input_request: dict[str, Any] | None
     review: dict[str, Any] | None
