@@ -80,6 +80,7 @@ class TaskProfileSchema(Schema):
 class TaskLinksSchema(Schema):
     self = fields.String(required=True)
     trajectory = fields.String(required=True)
+    sop = fields.String(required=True, metadata={"description": "the SOP version it runs"})
 
 
 class TaskInputRequestSchema(Schema):
@@ -210,6 +211,10 @@ class SopSchema(SopEntrySchema):
     )
 
 
+class SopVersionSchema(SopEntrySchema):
+    body = fields.String(required=True, metadata={"description": "the YAML document"})
+
+
 class TaskTypeInputSchema(Schema):
     name = fields.String(required=True)
     required = fields.Boolean(required=True)
@@ -263,6 +268,16 @@ class PortalOutSchema(Schema):
 class ProfileHistoryEntrySchema(Schema):
     version = fields.Integer(required=True)
     digest = fields.String(required=True)
+    created_at = _time()
+
+
+class ProfileVersionSchema(Schema):
+    portal = fields.String(required=True)
+    version = fields.Integer(required=True)
+    builtin = fields.Boolean(required=True)
+    title = fields.String(required=True)
+    summary = fields.String(required=True)
+    body = fields.String(required=True, metadata={"description": "the YAML document"})
     created_at = _time()
 
 

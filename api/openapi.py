@@ -74,11 +74,13 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Trajectory": contract.TrajectorySchema,
     "SopList": contract.SopListSchema,
     "Sop": contract.SopSchema,
+    "SopVersion": contract.SopVersionSchema,
     "SopValidation": contract.SopValidationSchema,
     "TaskTypeList": contract.TaskTypeListSchema,
     "TaskTypeRemoved": contract.TaskTypeRemovedSchema,
     "Portal": contract.PortalOutSchema,
     "PortalProfile": contract.ProfileSchema,
+    "PortalProfileVersion": contract.ProfileVersionSchema,
     "PortalProfileValidation": contract.ProfileValidationSchema,
     "PortalList": contract.PortalListSchema,
     "Credentials": contract.CredentialsOutSchema,
@@ -216,6 +218,7 @@ def _task_links() -> dict[str, Any]:
             ("CancelTask", "cancel_task"),
             ("GiveInput", "give_input"),
             ("ReadTrajectory", "read_trajectory"),
+            ("ReadTaskSop", "read_task_sop"),
         )
     }
 
@@ -302,6 +305,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "sops.list_sops": _op("The active SOP of each task type", "sops", {200: _ok("SopList")}),
     "sops.read_sop": _op("The active SOP of a type and its history", "sops", {200: _ok("Sop")},
                          (404,)),
+    "sops.read_sop_version": _op("One stored version of a type's SOP, with its text", "sops",
+                                 {200: _ok("SopVersion")}, (404,)),
+    "sops.read_task_sop": _op(
+        "The SOP version a task runs or ran (the account's or the built-in one), with its text",
+        "tasks", {200: _ok("SopVersion")}, (404,),
+    ),
     "sops.put_sop": _op(
         "Store a new SOP version (201), or nothing if the text is the active one (200);"
         " a new snake_case name defines a task type of the account's own", "sops",
@@ -347,6 +356,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "profiles.read_profile": _op(
         "The portal's profile in force (yours or the built-in one) and your versions", "portals",
         {200: _ok("PortalProfile")}, (404, 422),
+    ),
+    "profiles.read_profile_version": _op(
+        "One stored version of the portal's profile, with its text", "portals",
+        {200: _ok("PortalProfileVersion")}, (404, 422),
     ),
     "profiles.put_profile": _op(
         "Store a new profile version (201), or nothing if the text is the active one (200);"

@@ -180,6 +180,28 @@ def read_profile(name: str):
         return jsonify(_profile_json(conn, name))
 
 
+@bp.get("/portals/<name>/profile/versions/<int:version>")
+def read_profile_version(name: str, version: int):
+    """One of the account's stored versions of the portal's profile, with its text (a task's
+    ``profile`` names the version its run signed in with)."""
+    portal_name(name)
+    with runtime().pool.connection() as conn:
+        stored = portal_queries.profile_version(conn, account_id(), name, version)
+    if stored is None:
+        raise NotFound("profile version")
+    return jsonify(
+        {
+            "portal": name,
+            "version": stored.version,
+            "builtin": False,
+            "title": stored.profile.title,
+            "summary": stored.profile.summary(),
+            "body": stored.profile.source,
+            "created_at": iso(stored.created_at),
+        }
+    )
+
+
 @bp.put("/portals/<name>/profile")
 def put_profile(name: str):
     """A new version: 201. The same text as the active version: 200 and nothing stored."""

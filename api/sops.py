@@ -19,6 +19,7 @@ from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
 from api.limits import LimitExceeded
 from api.runtime import runtime
+from shared import tasks as task_queries
 from shared.db import Conn
 from shared.portals import (
     SANDBOX_PORTAL,
@@ -180,6 +181,31 @@ def list_sops():
 def read_sop(task_type: str):
     with runtime().pool.connection() as conn:
         return jsonify(_active(conn, _known_type(conn, task_type)))
+
+
+@bp.get("/sops/<task_type>/versions/<int:version>")
+def read_sop_version(task_type: str, version: int):
+    """One of the account's stored versions of a type's SOP, with its text. A removed type's
+    versions stay readable: its tasks name them."""
+    with runtime().pool.connection() as conn:
+        stored = None
+        if task_type in TASK_TYPES or not sop_store.custom_type_problem(task_type):
+            stored = sop_store.sop_version(conn, account_id(), task_type, version)
+        if stored is None:
+            raise NotFound("SOP version")
+        return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
+
+
+@bp.get("/tasks/<int:task_id>/sop")
+def read_task_sop(task_id: int):
+    """The SOP version a task runs, or ran, with its text: the account's or the built-in one,
+    as it was when the task was created (a later edit makes a new version)."""
+    with runtime().pool.connection() as conn:
+        task = task_queries.get_task(conn, task_id, account_id())
+        if task is None:
+            raise NotFound("task")
+        stored = sop_store.sop_by_id(conn, task["sop_id"])
+        return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
 
 
 @bp.put("/sops/<task_type>")

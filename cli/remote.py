@@ -93,11 +93,17 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         "every step the agent took", tasks_trajectory,
         ["attempt", "seq", "name", "status", "duration_ms", "message"],
     ),
+    ("tasks", "sop"): (
+        "print the SOP version a task runs or ran", lambda api, a: api.get_task_sop(a.id), None
+    ),
     ("sops", "list"): (
         "the active SOP of each type", lambda api, a: api.list_sops(),
         ["task_type", "version", "builtin", "portal", "title"],
     ),
-    ("sops", "get"): ("print an SOP's YAML", lambda api, a: api.get_sop(a.type), None),
+    ("sops", "get"): (
+        "print an SOP's YAML (the active one, or --version N)",
+        lambda api, a: api.get_sop(a.type, a.version), None,
+    ),
     ("sops", "validate"): (
         "check an SOP file (- for stdin) without storing it",
         lambda api, a: api.validate_sop(_sop_text(a.path)), None,
@@ -192,6 +198,8 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("type")
         if command in ("validate", "push"):
             parser.add_argument("path", help="the YAML file, or - for stdin")
+        if command == "get":
+            parser.add_argument("--version", type=int, help="a stored version (see history)")
     elif group == "portals" and command in ("set", "delete"):
         parser.add_argument("name")
         if command == "set":
@@ -217,6 +225,10 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("--until")
 
 
+# Commands whose answer is a document: printed as its YAML text unless --json is given.
+_PRINTS_YAML = frozenset({("sops", "get"), ("tasks", "sop")})
+
+
 def run(args: argparse.Namespace) -> int:
     from understudy_client import UnderstudyError
 
@@ -228,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         for detail in err.details if isinstance(err.details, list) else []:
             print(f"  {detail.get('field') or '-'}: {detail.get('message')}", file=sys.stderr)
         return 1
-    if (args.command, args.action) == ("sops", "get") and not args.json:
+    if (args.command, args.action) in _PRINTS_YAML and not args.json:
         print(result["body"], end="")
     elif result is not None:
         show(result, columns, as_json=args.json)

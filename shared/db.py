@@ -31,6 +31,9 @@ T = TypeVar("T")
 # read right after an INSERT ... RETURNING can be indexed without ceremony.
 Conn = Connection[Any]
 
+# The largest value of an ``integer`` column (a version number): a larger one matches no row.
+MAX_INTEGER = 2**31 - 1
+
 
 class MissingRow(LookupError):
     """A statement that must return a row returned none."""

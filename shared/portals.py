@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.db import Conn, fetch_one
+from shared.db import MAX_INTEGER, Conn, fetch_one
 from shared.sop.loader import STORED_SOP_LIMITS
 from shared.sop.profile import (
     BUILTIN_PORTALS,
@@ -195,16 +195,30 @@ def active_profile(conn: Conn, account_id: int, portal: str) -> StoredProfile | 
         (account_id, portal),
     ).fetchone()
     if row is not None:
-
-        def body() -> str:
-            sql = "SELECT body FROM portal_profiles WHERE id = %s"
-            return str(fetch_one(conn, sql, (row["id"],))["body"])
-
-        profile = _parsed(row["digest"], body)
-        return StoredProfile(profile, row["version"], False, row["created_at"])
+        return _stored_profile(conn, row)
     if portal in BUILTIN_PORTALS:
         return StoredProfile(builtin_profile(portal), None, True, None)
     return None
+
+
+def profile_version(conn: Conn, account_id: int, portal: str, version: int) -> StoredProfile | None:
+    """One of the account's stored versions of ``portal``'s profile, or None."""
+    if version > MAX_INTEGER:
+        return None
+    row = conn.execute(
+        "SELECT id, version, digest, created_at FROM portal_profiles"
+        " WHERE account_id = %s AND portal = %s AND version = %s",
+        (account_id, portal, version),
+    ).fetchone()
+    return None if row is None else _stored_profile(conn, row)
+
+
+def _stored_profile(conn: Conn, row: dict) -> StoredProfile:
+    def body() -> str:
+        sql = "SELECT body FROM portal_profiles WHERE id = %s"
+        return str(fetch_one(conn, sql, (row["id"],))["body"])
+
+    return StoredProfile(_parsed(row["digest"], body), row["version"], False, row["created_at"])
 
 
 def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> tuple[int, bool]:

@@ -115,6 +115,7 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
         "links": {
             "self": f"/tasks/{row['id']}",
             "trajectory": f"/tasks/{row['id']}/trajectory",
+            "sop": f"/tasks/{row['id']}/sop",
         },
         "input_request": _input_request_json(row),
         "review": _review_json(row),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from shared.db import Conn, fetch_one
+from shared.db import MAX_INTEGER, Conn, fetch_one
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
 from shared.sop.model import Sop
@@ -197,6 +197,18 @@ def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
         " WHERE account_id = %s AND task_type = %s ORDER BY version DESC",
         (account_id, task_type),
     ).fetchall()
+
+
+def sop_version(conn: Conn, account_id: int, task_type: str, version: int) -> StoredSop | None:
+    """One of the account's own versions of a type's SOP, or None."""
+    if version > MAX_INTEGER:
+        return None
+    row = conn.execute(
+        "SELECT id, version, digest, task_type, false AS builtin FROM sops"
+        " WHERE account_id = %s AND task_type = %s AND version = %s",
+        (account_id, task_type, version),
+    ).fetchone()
+    return None if row is None else _stored(row, conn)
 
 
 def sop_version_body(conn: Conn, account_id: int, task_type: str, version: int) -> str | None:

@@ -93,17 +93,15 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
 
     for path, method, op in _operations(document):
         declared = set(op["responses"])
-        real = (
-            _fill(path, "1")
-            if "{task_type}" not in path
-            else path.replace("{task_type}", "check_eligibility")
-        )
+        real = _fill(path.replace("{task_type}", "check_eligibility"), "1")
         if "401" in declared:
             check(path, method, _send(client, method, real), 401)
         if "404" in declared:
             missing = _fill(path, "999999") if "{task_type}" not in path else _fill(path, "nope")
             if "{name}" in path or "{portal}" in path:
                 missing = _fill(path, "no-such-portal")
+            if "{version}" in path:  # a version of a type or portal that has none
+                missing = _fill(path.replace("{version}", "1"), "no-such-portal")
             if method in ("put", "post") and "requestBody" in op and "404" in declared:
                 # a body route's 404 is its unknown path value, checked before the body
                 body = {"code": "123456"} if path.endswith("/input") else {}
@@ -180,6 +178,8 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     check("/portals/{name}", "put", response, 422)
     response = client.get("/portals/Not%20a%20name/profile", headers=account.headers)
     check("/portals/{name}/profile", "get", response, 422)
+    response = client.get("/portals/Not%20a%20name/profile/versions/1", headers=account.headers)
+    check("/portals/{name}/profile/versions/{version}", "get", response, 422)
     response = client.delete("/portals/acme/profile", headers=account.headers)
     check("/portals/{name}/profile", "delete", response, 422)
     response = client.put("/webhook-endpoint", json={"url": "ftp://example.com/hook"},

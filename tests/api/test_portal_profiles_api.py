@@ -91,6 +91,30 @@ def test_put_stores_versions_and_sets_the_portals_address(client, account):
     assert next(p for p in listed if p["name"] == "sandbox")["has_profile"] is True
 
 
+def test_every_stored_profile_version_stays_readable_with_its_text(client, account, make_account):
+    # given two versions of a portal's profile
+    _put(client, account, ACME)
+    _put(client, account, ACME.replace("Acme Health", "Acme"))
+    # when the first is read by its number
+    response = client.get("/portals/acme/profile/versions/1", headers=account.headers)
+    # then it is that version's document, though the second is in force
+    assert response.status_code == 200
+    first = response.get_json()
+    assert first["portal"] == "acme" and first["version"] == 1 and first["builtin"] is False
+    assert first["body"] == ACME and first["title"] == "Acme Health provider portal"
+    assert "Provider sign-in" in first["summary"] and first["created_at"].endswith("Z")
+    # and a version never stored, another account's, or a bad name is a 404 or 422, never a 500
+    for missing in ("3", "0", "2147483648", "999999999999999999"):
+        url = f"/portals/acme/profile/versions/{missing}"
+        _error(client.get(url, headers=account.headers), 404, "not_found")
+    other = make_account()
+    url = "/portals/acme/profile/versions/1"
+    _error(client.get(url, headers=other.headers), 404, "not_found")
+    url = "/portals/BAD!/profile/versions/1"
+    _error(client.get(url, headers=account.headers), 422, "validation_failed")
+    assert client.get("/portals/acme/profile/versions/1").status_code == 401
+
+
 def test_put_portals_json_still_sets_the_address_alone(client, account):
     # given a portal with a profile / when a client of today's API moves it with PUT /portals
     _put(client, account, ACME)

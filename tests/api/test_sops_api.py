@@ -217,6 +217,59 @@ def test_a_task_created_after_put_runs_the_new_version(client, account):
     assert task["title"] == "Second"
 
 
+def test_every_stored_version_stays_readable_with_its_text(client, account):
+    # given two versions of the account's SOP
+    _put(client, account, _custom("First"))
+    _put(client, account, _custom("Second"))
+    # when the first is read by its number
+    response = client.get("/sops/check_eligibility/versions/1", headers=account.headers)
+    # then it is that version's document and summary, though the second is active
+    assert response.status_code == 200
+    first = response.get_json()
+    assert first["version"] == 1 and first["builtin"] is False and first["title"] == "First"
+    assert first["body"] == _custom("First") and first["summary"].startswith("First (")
+    assert first["created_at"].endswith("Z") and "history" not in first
+    # and a version that was never stored, or cannot be one, is a 404, never a 500
+    for missing in ("3", "0", "2147483648", "999999999999999999", "x"):
+        url = f"/sops/check_eligibility/versions/{missing}"
+        _error(client.get(url, headers=account.headers), 404, "not_found")
+    for task_type in ("check_horoscope", "Not-A-Type", "x" * 65):
+        url = f"/sops/{task_type}/versions/1"
+        _error(client.get(url, headers=account.headers), 404, "not_found")
+
+
+def test_a_task_shows_the_exact_sop_it_runs_after_the_type_moves_on(client, account):
+    # given a task created on the built-in SOP, and one on the account's first version
+    def create() -> dict:
+        body = {"type": "check_eligibility", "data": ELIGIBILITY}
+        return client.post("/tasks", json=body, headers=account.headers).get_json()
+
+    on_builtin = create()
+    _put(client, account, _custom("First"))
+    on_first = create()
+    # when the account stores a second version
+    _put(client, account, _custom("Second"))
+    # then each task's link still gives the document it was created with
+    builtin = client.get(on_builtin["links"]["sop"], headers=account.headers).get_json()
+    assert on_builtin["links"]["sop"] == f"/tasks/{on_builtin['id']}/sop"
+    assert builtin["builtin"] is True and builtin["body"] == BUILTIN
+    assert builtin["version"] == on_builtin["sop"]["version"]
+    first = client.get(on_first["links"]["sop"], headers=account.headers).get_json()
+    assert first["builtin"] is False and first["version"] == 1
+    assert first["body"] == _custom("First") and first["title"] == on_first["title"] == "First"
+
+
+def test_another_accounts_versions_and_task_sops_are_404(client, make_account):
+    owner, other = make_account("Owner"), make_account("Other")
+    _put(client, owner, _custom("Owner only"))
+    task = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": ELIGIBILITY}, headers=owner.headers
+    ).get_json()
+    for url in ("/sops/check_eligibility/versions/1", f"/tasks/{task['id']}/sop"):
+        assert client.get(url, headers=owner.headers).status_code == 200
+        _error(client.get(url, headers=other.headers), 404, "not_found")
+
+
 def test_one_accounts_sop_is_invisible_to_another(client, make_account):
     owner, other = make_account("Owner"), make_account("Other")
     _put(client, owner, _custom("Owner only"))
@@ -264,6 +317,8 @@ def test_delete_without_an_override_stays_builtin(client, account, runtime):
     [
         ("get", "/sops"),
         ("get", "/sops/check_eligibility"),
+        ("get", "/sops/check_eligibility/versions/1"),
+        ("get", "/tasks/1/sop"),
         ("put", "/sops/check_eligibility"),
         ("delete", "/sops/check_eligibility"),
         ("post", "/sops/validate"),

@@ -65,6 +65,16 @@ def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
     assert _json(capsys, "sops", "validate", str(sop))["valid"] is True
     assert _json(capsys, "sops", "push", "check_eligibility", str(sop))["version"] == 1
     assert [h["version"] for h in _json(capsys, "sops", "history", "check_eligibility")] == [1]
+    created = _json(capsys, "tasks", "create", "check_eligibility",
+                    "--data", TASK_EXAMPLES["check_eligibility"])  # fmt: skip
+    sop.write_text(body.replace("title:", "title: Mine again -", 1))
+    assert _json(capsys, "sops", "push", "check_eligibility", str(sop))["version"] == 2
+    # an older version, and the one a task runs, print as the YAML they were stored as
+    assert main(["sops", "get", "check_eligibility", "--version", "1"]) == 0
+    first = capsys.readouterr().out
+    assert first == body.replace("title:", "title: Mine -", 1)
+    assert main(["tasks", "sop", str(created["id"])]) == 0
+    assert capsys.readouterr().out == first
     sop.write_text("task_type: check_eligibility\n")
     assert main(["sops", "validate", str(sop)]) == 1
     assert "validation_failed" in capsys.readouterr().err

@@ -36,6 +36,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_sops": ("GET", "/sops"),
     "list_task_types": ("GET", "/task-types"),
     "read_sop": ("GET", "/sops/{task_type}"),
+    "read_sop_version": ("GET", "/sops/{task_type}/versions/{version}"),
+    "read_task_sop": ("GET", "/tasks/{task_id}/sop"),
     "put_sop": ("PUT", "/sops/{task_type}"),
     "revert_sop": ("DELETE", "/sops/{task_type}"),
     "validate_sop": ("POST", "/sops/validate"),
@@ -43,6 +45,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "put_portal": ("PUT", "/portals/{name}"),
     "delete_portal": ("DELETE", "/portals/{name}"),
     "read_profile": ("GET", "/portals/{name}/profile"),
+    "read_profile_version": ("GET", "/portals/{name}/profile/versions/{version}"),
     "put_profile": ("PUT", "/portals/{name}/profile"),
     "revert_profile": ("DELETE", "/portals/{name}/profile"),
     "validate_profile": ("POST", "/portals/profiles/validate"),
@@ -312,8 +315,16 @@ class Understudy:
         """The built-in task types and the account's own, each with the inputs it takes."""
         return self.request("list_task_types")["data"]
 
-    def get_sop(self, task_type: str) -> dict[str, Any]:
-        return self.request("read_sop", path_params={"task_type": task_type})
+    def get_sop(self, task_type: str, version: int | None = None) -> dict[str, Any]:
+        """The active SOP and its history; with ``version``, that stored version's text."""
+        if version is None:
+            return self.request("read_sop", path_params={"task_type": task_type})
+        params = {"task_type": task_type, "version": version}
+        return self.request("read_sop_version", path_params=params)
+
+    def get_task_sop(self, task_id: int) -> dict[str, Any]:
+        """The SOP version a task runs or ran, the built-in one included, with its text."""
+        return self.request("read_task_sop", path_params={"task_id": task_id})
 
     def put_sop(self, task_type: str, text: str) -> dict[str, Any]:
         """Store a new version (a 422 ValidationError lists each problem with its line)."""
@@ -336,9 +347,13 @@ class Understudy:
     def delete_portal(self, name: str) -> None:
         self.request("delete_portal", path_params={"name": name})
 
-    def get_profile(self, name: str) -> dict[str, Any]:
-        """The portal's profile in force (docs/portals.md) and your version history."""
-        return self.request("read_profile", path_params={"name": name})
+    def get_profile(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The portal's profile in force (docs/portals.md) and your version history; with
+        ``version``, that stored version's text (a task's ``profile`` names one)."""
+        if version is None:
+            return self.request("read_profile", path_params={"name": name})
+        params = {"name": name, "version": version}
+        return self.request("read_profile_version", path_params=params)
 
     def put_profile(self, name: str, text: str) -> dict[str, Any]:
         """Store a new profile version (a 422 ValidationError lists each problem with its line)."""
