@@ -1,4 +1,5 @@
-"""Per-account rate limits (RATE_LIMIT), counted in Redis: one round trip per request.
+"""Per-account rate limits (RATE_LIMIT), counted in Redis: one round trip per request, sent on
+the thread's own connection (:class:`shared.redis_link.ThreadConnection`).
 
 Every request counts against its account, or against its client address when it carries no
 valid key; probes (``/healthz``, ``/readyz``) and metric scrapes are not counted. Each limit
@@ -22,12 +23,11 @@ from dataclasses import dataclass
 import redis
 from flask import Flask, request
 from limits import parse_many
-from redis.sentinel import Sentinel
 
 from api.auth import caller_account
 from api.errors import ApiError, error_response
 from shared import embedded
-from shared.celery import is_sentinel
+from shared.redis_link import ThreadConnection, is_sentinel, redis_client
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class RateLimiter:
     def __init__(self, limits: list[Limit], client: redis.Redis) -> None:
         self.limits = limits
         self._script = client.register_script(_SLIDING_WINDOWS)
+        self._redis = ThreadConnection(client)
         self._redis_failed_at = -math.inf
 
     def count(self, who: str) -> None:
@@ -108,7 +109,10 @@ class RateLimiter:
             keys += [f"{base}:{int(window) - 1}", f"{base}:{int(window)}"]
             args += [limit.amount, limit.window_s, elapsed]
         try:
-            full = self._script(keys=keys, args=args)
+            try:
+                full = self._redis.call("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:  # a Redis that restarted: load it again
+                full = self._script(keys=keys, args=args)
         except (redis.RedisError, OSError):
             self._redis_failed_at = time.monotonic()
             log.warning("rate limits not counted: Redis does not answer", exc_info=True)
@@ -124,22 +128,6 @@ def parse_limits(text: str) -> list[Limit]:
     if text.strip().lower() in ("", "off"):
         return []
     return [Limit(item.amount, item.get_expiry(), str(item)) for item in parse_many(text)]
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client of the runtime's Redis, or of the master its sentinels name."""
-    url = embedded.redis_url(settings)
-    timeouts = {"socket_timeout": 2, "socket_connect_timeout": 2}
-    if not is_sentinel(url):
-        return redis.Redis.from_url(url, **timeouts)
-    parts = [part.split("://", 1)[1] for part in url.split(";") if part]
-    hosts = []
-    for part in parts:
-        host, _, port = part.split("/", 1)[0].rpartition(":")
-        hosts.append((host, int(port)))
-    db = int(parts[-1].partition("/")[2] or 0)
-    sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)
-    return sentinel.master_for(settings.redis_sentinel_master, db=db)
 
 
 def storage_uri(settings: Settings) -> str:
@@ -168,7 +156,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     limits = parse_limits(settings.rate_limit)
     if not limits:
         return
-    limiter = RateLimiter(limits, redis_client(settings))
+    client = redis_client(embedded.redis_url(settings), settings.redis_sentinel_master)
+    limiter = RateLimiter(limits, client)
 
     def count_request() -> None:
         if request.blueprint not in _UNCOUNTED_BLUEPRINTS:

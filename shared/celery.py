@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import uuid
+import weakref
 from typing import Any
 
 import kombu.exceptions
@@ -19,17 +20,13 @@ import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
+from shared.redis_link import ThreadConnection, is_sentinel, redis_client
 from shared.settings import Settings
 
 RUN_TASK = "understudy.run_task"
 DELIVER_WEBHOOK = "understudy.deliver_webhook"
 # The queue each task's messages go to (a Redis list of the same name).
 QUEUES = {RUN_TASK: "agent", DELIVER_WEBHOOK: "webhooks"}
-
-
-def is_sentinel(url: str) -> bool:
-    """REDIS_URL names Redis Sentinel: ``sentinel://host:26379;sentinel://host2:26379/0``."""
-    return url.startswith("sentinel://")
 
 
 def broker_transport_options(settings: Settings, broker_url: str) -> dict[str, Any]:
@@ -119,21 +116,40 @@ _SEND_ERRORS = (kombu.exceptions.OperationalError, redis.RedisError, OSError)
 
 
 def send_message(app: Celery, task_name: str, record_id: int) -> None:
-    """Send ``task_name(record_id)``: one LPUSH on a pooled broker connection.
+    """Send ``task_name(record_id)``: one LPUSH on the thread's own broker connection.
 
     The message is what ``app.send_task`` would send (Celery's message protocol 2, in kombu's
     Redis envelope, on the default exchange), written here because Celery's own path costs
-    several times the LPUSH: this is on the path of every ``POST /tasks``. The broker connection
-    comes from Celery's pool, so it is reused, and it finds the master through the sentinels when
-    REDIS_URL names them. A short retry covers a broker that blips; one that stays down raises,
-    and the caller leaves the record for the scheduler.
+    several times the LPUSH: this is on the path of every ``POST /tasks``. The connection is
+    kept by the calling thread (:func:`_broker`), and it finds the master through the sentinels
+    when REDIS_URL names them. A short retry through Celery's own connection pool covers a
+    broker that blips; one that stays down raises, and the caller leaves the record for the
+    scheduler.
     """
     queue = QUEUES[task_name]
     message = task_message(task_name, record_id, queue)
     try:
-        _lpush(app, queue, message)
+        _broker(app).call("LPUSH", queue, message)
     except _SEND_ERRORS:
         _lpush_again(app, queue, message)
+
+
+_BROKERS: weakref.WeakKeyDictionary[Celery, ThreadConnection] = weakref.WeakKeyDictionary()
+
+
+def _broker(app: Celery) -> ThreadConnection:
+    """The broker that ``app`` sends to, with the same timeouts and sentinels as its pool."""
+    broker = _BROKERS.get(app)
+    if broker is None:
+        options = app.conf.broker_transport_options
+        client = redis_client(
+            app.conf.broker_url,
+            options.get("master_name", ""),
+            timeout_s=options["socket_timeout"],
+            connect_timeout_s=options["socket_connect_timeout"],
+        )
+        broker = _BROKERS.setdefault(app, ThreadConnection(client))
+    return broker
 
 
 def _lpush(app: Celery, queue: str, message: bytes) -> None:

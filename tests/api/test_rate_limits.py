@@ -97,16 +97,29 @@ def test_requests_are_served_uncounted_while_redis_is_unreachable(runtime, accou
 
 
 def test_the_limiter_finds_the_master_through_the_sentinels(settings):
-    from api.rate_limits import redis_client
+    from shared.redis_link import redis_client
 
-    sentinel = settings.replace(
-        redis_url="sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26380/3",
-        redis_sentinel_master="primary",
-    )
-    client = redis_client(sentinel)
+    client = redis_client("sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26380/3", "primary")
     pool = client.connection_pool
     assert pool.service_name == "primary"
     assert [
         c.connection_pool.connection_kwargs["port"] for c in pool.sentinel_manager.sentinels
     ] == [26379, 26380]
     assert pool.connection_kwargs["db"] == 3
+
+
+def test_the_count_goes_on_after_redis_drops_its_connections_and_its_scripts(
+    limited_client, account, settings
+):
+    import redis
+
+    # given an account that used 2 of its 3 requests a minute
+    assert [limited_client.get("/tasks", headers=account.headers).status_code
+            for _ in range(2)] == [200, 200]  # fmt: skip
+    # when Redis forgets its scripts and closes every connection, as a restart does
+    admin = redis.Redis.from_url(settings.redis_url)
+    admin.script_flush()
+    admin.client_kill_filter(_type="normal", skipme=True)
+    # then the third request is counted, and the fourth is over the limit
+    answers = [limited_client.get("/tasks", headers=account.headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 429]

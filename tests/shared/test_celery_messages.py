@@ -41,3 +41,16 @@ def test_a_written_message_decodes_as_celerys_own(celery, task_name):
     assert ours[2]["delivery_info"]["routing_key"] == queue
     assert ours[2]["delivery_mode"] == theirs[2]["delivery_mode"] == 2
     assert ours[2]["correlation_id"] == ours[0]["id"]
+
+
+def test_a_message_sent_after_redis_dropped_every_connection_still_lands(celery):
+    # given a thread that has sent a message, so it holds a broker connection
+    send_message(celery, RUN_TASK, 1)
+    # when Redis closes every client connection (a restart, a failover)
+    with celery.connection_for_write() as conn:
+        admin = conn.default_channel.client
+        admin.client_kill_filter(_type="normal", skipme=True)
+    # then the next message is sent all the same, and both are on the queue in order
+    send_message(celery, RUN_TASK, 2)
+    assert _receive(celery, QUEUES[RUN_TASK])[1][0] == [1]
+    assert _receive(celery, QUEUES[RUN_TASK])[1][0] == [2]
