@@ -1,5 +1,6 @@
-"""Redis clients: the one place that turns REDIS_URL into one, and the per-thread connection for
-the commands on the path of every request.
+"""The Redis clients Understudy sends its own commands on (the rate limits and the task messages;
+Celery and the console's sign-in throttle make theirs from the same REDIS_URL), and the
+per-thread connection for the commands on the path of every request.
 
 redis-py's command path (a pool checkout that first polls the socket, a retry wrapper, response
 callbacks, observability hooks) costs about three times the command's own send and read. Two
