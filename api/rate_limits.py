@@ -27,7 +27,7 @@ from limits import parse_many
 from api.auth import caller_account
 from api.errors import ApiError, error_response
 from shared import embedded
-from shared.redis_link import ThreadConnection, is_sentinel, redis_client
+from shared.redis_link import ThreadConnection, is_sentinel, redis_client, sentinels
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def storage_uri(settings: Settings) -> str:
     url = embedded.redis_url(settings)
     if not is_sentinel(url):
         return url
-    hosts = [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
-    return f"redis+sentinel://{','.join(hosts)}/{settings.redis_sentinel_master}"
+    return f"redis+sentinel://{','.join(sentinels(url))}/{settings.redis_sentinel_master}"
 
 
 def _who() -> str:

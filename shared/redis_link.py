@@ -31,14 +31,19 @@ def redis_client(
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": connect_timeout_s}
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **timeouts)
-    parts = [part.split("://", 1)[1] for part in url.split(";") if part]
     hosts = []
-    for part in parts:
-        host, _, port = part.split("/", 1)[0].rpartition(":")
+    for address in sentinels(url):
+        host, _, port = address.rpartition(":")
         hosts.append((host, int(port)))
-    db = int(parts[-1].partition("/")[2] or 0)
+    last = [part for part in url.split(";") if part][-1]
+    db = int(last.split("://", 1)[1].partition("/")[2] or 0)  # the last sentinel's path
     sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)
     return sentinel.master_for(master, db=db)
+
+
+def sentinels(url: str) -> list[str]:
+    """The ``host:port`` of each sentinel a Sentinel REDIS_URL names."""
+    return [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
 
 
 class ThreadConnection:
@@ -51,7 +56,7 @@ class ThreadConnection:
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self.client = client
+        self._client = client
         self._local = threading.local()
 
     def call(self, *args: Any) -> Any:
@@ -64,7 +69,7 @@ class ThreadConnection:
     def _call(self, args: tuple[Any, ...]) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.pid != os.getpid():
-            conn = self._local.conn = self.client.connection_pool.make_connection()
+            conn = self._local.conn = self._client.connection_pool.make_connection()
         try:
             conn.send_packed_command(conn.pack_command(*args), check_health=False)
             return conn.read_response()
