@@ -41,3 +41,45 @@ def test_several_statuses_merge_newest_first_across_pages(client, make_account, 
         "/tasks?status=pending&type=check_eligibility,submit_claim", headers=account.headers
     ).get_json()
     assert [t["id"] for t in typed["data"]] == [ids[5]]
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def test_a_status_list_reads_one_index_range_however_many_tasks_the_account_has(
+    client, account, runtime
+):
+    from shared.tasks import list_tasks_query
+
+    # given an account with 20,000 tasks, 4 % of them failed, and fresh planner statistics
+    client.post("/tasks", json=BODY, headers=account.headers)  # the SOP row the rest point at
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            """
+            INSERT INTO tasks (account_id, task_number, type, status, title, instructions,
+                               sop_id, data)
+            SELECT %(account)s, 1 + g, 'check_eligibility',
+                   CASE WHEN g %% 100 < 4 THEN 'failed' ELSE 'completed' END,
+                   'Check eligibility', 'Read the plan.', (SELECT min(id) FROM sops), %(data)s
+              FROM generate_series(1, 20000) AS g
+            """,
+            {"account": account.id, "data": ELIGIBILITY},
+        )
+    with runtime.pool.connection() as conn:
+        conn.autocommit = True
+        conn.execute("ANALYZE tasks")
+        # when the first page of its failed tasks is planned and run
+        sql, params = list_tasks_query(
+            account.id, before_id=None, limit=51, statuses=["failed"], types=[]
+        )
+        plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
+    nodes = list(_nodes(next(iter(plan.values()))[0]["Plan"]))
+    on_tasks = [n for n in nodes if n.get("Relation Name") == "tasks"]
+    # then tasks is never scanned whole: the page is one range of the (account, status, id) index,
+    # read no further than the page, and each row is then fetched by its key
+    assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
+    ranges = [n for n in on_tasks if n.get("Index Name") == "tasks_account_status_id"]
+    assert ranges and all(n["Actual Rows"] * n["Actual Loops"] <= 51 for n in ranges)
