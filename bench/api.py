@@ -1,7 +1,7 @@
 """API benchmark: POST /tasks against a floor endpoint, and reads with 100,000 tasks. Prints
 figures and ratios; it does not pass or fail.
 
-    python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000]
+    python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000] [--rates 50,100,200]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
@@ -10,6 +10,9 @@ committed INSERT and one LPUSH per request). No worker runs, so messages stay qu
 
 (a) POST /tasks and the floor at N concurrent clients, all on one account and on N accounts:
     throughput, p50, p99, and the ratio to the floor.
+(a2) POST /tasks and the floor at steady offered rates (--rates), on N accounts: an open loop
+    that sends on a schedule whatever the answers, with each latency counted from the scheduled
+    time; what a client sees when the API is not saturated.
 (b) the same after --tasks tasks exist in the one account (inserted with SQL), three rounds in a
     row: creation should cost the same as the tables grow.
 (c) GET /tasks/{id} and GET /tasks?status=... at N clients with those tasks in the account, and
@@ -137,6 +140,57 @@ async def _load(
     cpu_after = cpu_by_role()
     cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
     return Result(len(latencies), elapsed, latencies, errors, cpu, answered)
+
+
+async def _paced(
+    url: str,
+    paths: Sequence[str],
+    headers: Sequence[dict[str, str]],
+    *,
+    rate: float,
+    seconds: float,
+    warmup_s: float,
+    body: dict,
+    connections: int,
+) -> Result:
+    """POSTs sent on a fixed schedule, ``rate`` a second, whether or not the earlier ones were
+    answered (an open loop, as a batch from many clients arrives). Each latency is counted from
+    the request's scheduled time, so a server that falls behind is charged for the requests
+    that queued behind it (the client's pool holds up to ``connections``)."""
+    latencies: list[float] = []
+    errors = 0
+    sends: set[asyncio.Task] = set()
+
+    async def send(n: int, due: float, counted: bool, session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        async with session.post(
+            url + paths[n % len(paths)], json=body, headers=headers[n % len(headers)]
+        ) as response:
+            await response.read()
+            ok = response.status == 200
+        if counted:
+            latencies.append((time.perf_counter() - due) * 1000)
+            errors += not ok
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        begun = time.perf_counter()
+        total = int((warmup_s + seconds) * rate)
+        for n in range(total):
+            due = begun + n / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            task = asyncio.create_task(send(n, due, n >= warmup_s * rate, session))
+            sends.add(task)
+            task.add_done_callback(sends.discard)
+        await asyncio.gather(*sends)
+    return Result(len(latencies), seconds, latencies, errors)
+
+
+def paced(url: str, headers, rate: float, args) -> Result:
+    return asyncio.run(
+        _paced(url, ["/tasks"], headers, rate=rate, seconds=args.seconds,
+               warmup_s=args.warmup_s, body=BODY, connections=4 * args.clients)
+    )  # fmt: skip
 
 
 ROLES = (("API", "api:create_app"), ("floor", "floor:create_app"), ("PostgreSQL", "postgres"),
@@ -321,7 +375,10 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=0.5, help="unmeasured, per slice")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks bulk-loaded for (b)")
+    parser.add_argument("--rates", default="50,100,200",
+                        help="steady offered rates for (a2), requests a second")  # fmt: skip
     args = parser.parse_args()
+    args.rates = [float(rate) for rate in args.rates.split(",")]
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -377,6 +434,7 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     print()
     first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
                            show_cpu=True)  # fmt: skip
+    steady_rates(api, floor, many, first[f"{len(many)} accounts"][1].rate, args)
     started = time.monotonic()
     bulk_load(database_url, account, args.tasks)
     print()
@@ -412,6 +470,23 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     for statuses in (["failed"], ["completed"], ["pending", "dispatching"]):
         print(f"    plan of GET /tasks?status={','.join(statuses)} with {args.tasks:,} tasks")
         print(explain(database_url, account, statuses))
+
+
+def steady_rates(api: str, floor: str, many: list[dict], saturated: float, args) -> None:
+    """(a2) Latency at steady offered rates below saturation: what a client sees when the API
+    is not its own bottleneck (under the saturating load of (a), latency is mostly queueing)."""
+    print()
+    print(f"(a2) POST /tasks at a steady offered rate, {len(many)} accounts (an open loop: sent on"
+          " a schedule, latency counted from the scheduled time)")  # fmt: skip
+    for rate in args.rates:
+        floor_result, api_result = side_by_side(
+            lambda r=rate: paced(floor, many, r, args),
+            lambda r=rate: paced(api, many, r, args),
+            args.slices,
+        )
+        print(f"    {rate:5.0f} req/s ({rate / saturated:4.0%} of POST /tasks' saturated rate)")
+        print(f"    {'':<12} floor       {floor_result.line()}")
+        print(f"    {'':<12} POST /tasks {api_result.line()}")
 
 
 SMALL_TASKS = 1_000
