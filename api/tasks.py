@@ -161,7 +161,7 @@ class Checked(NamedTuple):
 
 # The last Checked read for each (account, type), in this process. The next creation of the
 # type is validated against it without reading anything, and its INSERT checks in the same
-# statement that it still holds (shared.tasks.insert_task): a creation then costs one round trip.
+# statement that it still holds (shared.tasks.create_task): a creation then costs one round trip.
 _LAST_CHECKED: dict[tuple[int, str], Checked] = {}
 _LAST_CHECKED_MAX = 10_000  # (account, type) pairs; past that it starts again empty
 
@@ -263,21 +263,45 @@ def _credentials_missing(portal: str) -> ApiError:
 def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: bool) -> dict:
     """The durable part of a creation, in one round trip (two with an Idempotency-Key).
 
-    Two transactions sent together on a connection outside psycopg's transaction handling:
+    Usually one statement, :func:`shared.tasks.create_task`: the task and its files, with the
+    account's next task number, committed without waiting for the disk (the account row is
+    locked only while the INSERT runs, never during a disk flush, so one account's concurrent
+    creates do not queue behind each other's flushes), then the call's audit entry, committed
+    durably: PostgreSQL flushes the WAL in order, so that commit makes the task durable too, and
+    the client's 200 follows a durable commit of both.
 
-    1. the task and its files, with the account's next task number counted in the same
-       statement, and the idempotency record; begun here unless :func:`_read_checks` began it
-       (``began``); committed without waiting for the disk, so the account row is locked only
-       while this transaction runs, never during a disk flush: one account's concurrent creates
-       do not queue behind each other's flushes;
-    2. the call's audit entry, committed durably. PostgreSQL flushes the WAL in order, so this
-       commit makes (1) durable too: the client's 200 follows a durable commit of both. (When
-       the call records none, (1) commits durably itself.)
+    With an Idempotency-Key, or when :func:`_read_checks` began a transaction (``began``), the
+    same INSERT runs in a pipeline of our own: the idempotency record (the created task as
+    stored answer) commits with the task, then the audit entry commits durably. (A call the
+    audit log does not record goes this way too; its task's commit is the durable one.)
 
-    An error in (1) skips (2): the server ignores the rest of the pipeline. That includes the
-    INSERT's own checks failing (:data:`shared.tasks.CHECKS_CHANGED`).
+    An error in the task's transaction (the INSERT's own checks failing included,
+    :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
     """
     entry = api_call_entry(200)
+    if key is None and not began and entry is not None:
+        created = task_json(task_queries.create_task(conn, new, entry))
+    else:
+        created = _store_in_pipeline(conn, new, key, digest, began=began, entry=entry)
+    if entry is not None:
+        recorded_by_handler()
+    metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
+    # The request's own line (api.request_log) says it: POST /tasks 200 with these fields.
+    logs.bind(task_id=created["id"], task_type=new.task_type)
+    return created
+
+
+def _store_in_pipeline(
+    conn: Conn, new: NewTask, key: str | None, digest: str, *, began: bool, entry: dict | None
+) -> dict:
+    """:func:`_store` with an Idempotency-Key or inside the transaction the reads began.
+
+    Two transactions sent together on a connection outside psycopg's transaction handling: the
+    task with its files and idempotency record (begun here unless ``began``), committed without
+    waiting for the disk; then the audit entry, committed durably (when the call records none,
+    the task's commit is the durable one). The server ignores the rest of a pipeline after an
+    error, so a failed first transaction skips the second.
+    """
     with conn.pipeline():
         if not began:
             conn.execute("BEGIN")
@@ -299,13 +323,7 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: boo
         if entry is not None:
             # Outside BEGIN and COMMIT: the server commits it at the pipeline's closing sync.
             audit.record(conn, **entry)
-    if entry is not None:
-        recorded_by_handler()
-    created = created or task_json(row())
-    metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
-    # The request's own line (api.request_log) says it: POST /tasks 200 with these fields.
-    logs.bind(task_id=created["id"], task_type=new.task_type)
-    return created
+    return created or task_json(row())
 
 
 def enqueue(conn: Conn, task_id: int) -> None:

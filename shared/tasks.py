@@ -196,44 +196,50 @@ def checks_changed(err: psycopg.Error) -> bool:
     return err.sqlstate == CHECKS_CHANGED
 
 
-_INSERT_TASK = """
-WITH number AS (
-    UPDATE accounts SET task_seq = task_seq + 1 WHERE id = %(account_id)s RETURNING task_seq
-), task AS (
-    INSERT INTO tasks (account_id, task_number, type, title, instructions, sop_id, data, inputs,
-                       secret_inputs, status, enqueued_at)
-    SELECT %(account_id)s, number.task_seq, %(type)s, %(title)s, %(instructions)s, %(sop_id)s,
-           %(data)s, %(inputs)s, %(secret_inputs)s, 'dispatching', now()
-      FROM number
-     -- What the task was validated against still holds, else an error (CHECKS_CHANGED): the
-     -- SOP's text, the account's newest own version of it (none for the built-in one), the
-     -- type, a login.
-     WHERE creation_checks_hold(
-               EXISTS (SELECT FROM sops WHERE id = %(sop_id)s AND digest = %(sop_digest)s)
-           AND (SELECT id FROM sops WHERE account_id = %(account_id)s AND task_type = %(type)s
-                 ORDER BY version DESC LIMIT 1) IS NOT DISTINCT FROM %(own_sop_id)s
-           AND (NOT %(custom_type)s
-                OR EXISTS (SELECT FROM custom_task_types
-                            WHERE account_id = %(account_id)s AND task_type = %(type)s
-                              AND removed_at IS NULL))
-           AND EXISTS (SELECT FROM portal_credentials
-                        WHERE account_id = %(account_id)s AND portal = %(portal)s))
-    RETURNING id, task_number, handler, notes, result, trajectory_id, attempts, created_at,
-              updated_at, started_at, completed_at, failed_at, canceled_at
-), files AS (
-    INSERT INTO task_files (task_id, filename, content_type, size_bytes, content)
-    SELECT task.id, f.filename, f.content_type, length(f.content), f.content
-      FROM task, unnest(%(names)s::text[], %(types)s::text[], %(contents)s::bytea[])
-                 WITH ORDINALITY AS f(filename, content_type, content, n)
-     ORDER BY f.n
-    RETURNING id, filename, content_type, size_bytes
+_INSERT_PARAMETERS = (
+    "%(account_id)s, %(type)s, %(title)s, %(instructions)s, %(sop_id)s, %(sop_digest)s,"
+    " %(own_sop_id)s, %(custom_type)s, %(portal)s, %(data)s, %(inputs)s, %(secret_inputs)s,"
+    " %(names)s, %(types)s, %(contents)s"
 )
-SELECT task.*,
-       COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
-                   'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
-                 FROM files f), '[]'::json) AS files
-  FROM task
-"""
+
+
+def _insert_arguments(new: NewTask) -> dict[str, Any]:
+    """The arguments of the database's ``insert_task`` (migration 0015) for this task."""
+    return {
+        "account_id": new.account_id,
+        "type": new.task_type,
+        "title": new.title,
+        "instructions": new.instructions,
+        "sop_id": new.sop_id,
+        "sop_digest": new.sop_digest,
+        "own_sop_id": None if new.sop_builtin else new.sop_id,
+        "custom_type": new.custom_type,
+        "portal": new.portal,
+        "data": new.data,
+        "inputs": Jsonb(new.inputs),
+        "secret_inputs": new.secret_inputs,
+        "names": [name for name, _, _ in new.files],
+        "types": [content_type for _, content_type, _ in new.files],
+        "contents": [content for _, _, content in new.files],
+    }
+
+
+def _created_row(inserted: dict[str, Any] | None, new: NewTask) -> dict[str, Any]:
+    """The row :func:`task_json` takes, from what the INSERT returned and what was sent."""
+    if inserted is None or inserted["id"] is None:
+        raise MissingRow(f"account {new.account_id}")
+    return {
+        **inserted,
+        "status": TaskStatus.PENDING.value,
+        "account_id": new.account_id,
+        "type": new.task_type,
+        "title": new.title,
+        "instructions": new.instructions,
+        "data": new.data,
+        "sop_id": new.sop_id,
+        "sop_version": new.sop_version,
+        "sop_builtin": new.sop_builtin,
+    }
 
 
 def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
@@ -242,13 +248,14 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
 
     Call it in a pipeline inside the caller's transaction: the row is read after the round trip
     that the caller's next read or sync makes. The account row stays locked until that
-    transaction ends: the caller commits it at once.
+    transaction ends: the caller commits it at once. (:func:`create_task` commits it itself.)
 
-    The task is stored as ``dispatching`` because its message is sent as soon as this commits:
-    that saves a second write per task. If the send fails, :func:`undo_dispatch` puts it back
-    to ``pending`` for the scheduler's next tick; if the process dies in between, the scheduler
-    treats it as a lost message (re-sent after ``PENDING_REQUEUE_AFTER_S``). The row returned
-    says ``pending``, the status every task is created in and the one the client is answered.
+    The statement is the database's ``insert_task`` (migration 0015). The task is stored as
+    ``dispatching`` because its message is sent as soon as this commits: that saves a second
+    write per task. If the send fails, :func:`undo_dispatch` puts it back to ``pending`` for
+    the scheduler's next tick; if the process dies in between, the scheduler treats it as a lost
+    message (re-sent after ``PENDING_REQUEUE_AFTER_S``). The row returned says ``pending``, the
+    status every task is created in and the one the client is answered.
 
     The statement checks again what the task was validated against (``new.sop_id`` is the
     account's active SOP for the type, the type is defined, the portal has a login) and fails
@@ -256,44 +263,32 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
     read for an earlier task, and the database has the last word.
     """
     cursor = conn.execute(
-        _INSERT_TASK,
+        f"SELECT * FROM insert_task({_INSERT_PARAMETERS})", _insert_arguments(new)
+    )
+    return lambda: _created_row(cursor.fetchone(), new)
+
+
+def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str, Any]:
+    """Store a task as :func:`insert_task` does, then the call's audit entry (``audit``: the
+    arguments of :func:`shared.audit.record`), in one statement (``CALL create_task``, migration
+    0015): one round trip; the row :func:`task_json` takes.
+
+    Run it outside a transaction (autocommit): the procedure commits the task without waiting
+    for the disk, so the account row is never locked during a flush, then commits the audit
+    entry durably, which makes the task durable too. Fails, storing nothing, as
+    :func:`insert_task` does.
+    """
+    cursor = conn.execute(
+        f"CALL create_task({_INSERT_PARAMETERS}, %(actor)s, %(action)s, %(target)s, %(detail)s)",
         {
-            "account_id": new.account_id,
-            "type": new.task_type,
-            "title": new.title,
-            "instructions": new.instructions,
-            "sop_id": new.sop_id,
-            "sop_digest": new.sop_digest,
-            "own_sop_id": None if new.sop_builtin else new.sop_id,
-            "custom_type": new.custom_type,
-            "portal": new.portal,
-            "data": new.data,
-            "inputs": Jsonb(new.inputs),
-            "secret_inputs": new.secret_inputs,
-            "names": [name for name, _, _ in new.files],
-            "types": [content_type for _, content_type, _ in new.files],
-            "contents": [content for _, _, content in new.files],
+            **_insert_arguments(new),
+            "actor": audit["actor"],
+            "action": audit["action"],
+            "target": audit["target"],
+            "detail": Jsonb(audit["detail"]) if audit.get("detail") is not None else None,
         },
     )
-
-    def row() -> dict[str, Any]:
-        inserted = cursor.fetchone()
-        if inserted is None:
-            raise MissingRow(f"account {new.account_id}")
-        return {
-            **inserted,
-            "status": TaskStatus.PENDING.value,
-            "account_id": new.account_id,
-            "type": new.task_type,
-            "title": new.title,
-            "instructions": new.instructions,
-            "data": new.data,
-            "sop_id": new.sop_id,
-            "sop_version": new.sop_version,
-            "sop_builtin": new.sop_builtin,
-        }
-
-    return row
+    return _created_row(cursor.fetchone(), new)
 
 
 def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | None:
