@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 
+import psycopg
+
 from api import tasks as task_routes
 
 DATA = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
@@ -56,3 +58,22 @@ def test_every_way_of_storing_a_task_answers_numbers_and_audits_it_alike(
         assert {**stored, **moved} == {**answer, **moved}
     entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
     assert sorted(e["target"] for e in entries if e["action"] == "POST /tasks") == ["/tasks"] * 4
+
+
+def test_a_task_is_on_disk_when_its_200_is_sent(client, account, runtime):
+    # given a process that has made its first creation (the next ones are one statement)
+    assert client.post("/tasks", json=BODY, headers=account.headers).status_code == 200
+    unflushed = 0
+    with psycopg.connect(runtime.database_url, autocommit=True) as observer:
+        for _ in range(20):
+            # when a task is created
+            response = client.post("/tasks", json=BODY, headers=account.headers)
+            assert response.status_code == 200
+            # then PostgreSQL has flushed its log past it before the answer: nothing written
+            # since waits for the disk (a commit that did not wait leaves its record unflushed
+            # for up to wal_writer_delay, 200 ms)
+            unflushed += observer.execute(
+                "SELECT pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()"
+            ).fetchone()[0]
+    # (a background write between the answer and the reading may come along now and then)
+    assert unflushed <= 2, f"{unflushed} of 20 creations answered before the disk had them"
