@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 
 import psycopg
+import pytest
 
 from api import tasks as task_routes
 
@@ -60,14 +61,16 @@ def test_every_way_of_storing_a_task_answers_numbers_and_audits_it_alike(
     assert sorted(e["target"] for e in entries if e["action"] == "POST /tasks") == ["/tasks"] * 4
 
 
-def test_a_task_is_on_disk_when_its_200_is_sent(client, account, runtime):
+@pytest.mark.parametrize("keyed", [False, True], ids=["one statement", "idempotency key"])
+def test_a_task_is_on_disk_when_its_200_is_sent(client, account, runtime, keyed):
     # given a process that has made its first creation (the next ones are one statement)
     assert client.post("/tasks", json=BODY, headers=account.headers).status_code == 200
     unflushed = 0
     with psycopg.connect(runtime.database_url, autocommit=True) as observer:
-        for _ in range(20):
+        for n in range(20):
             # when a task is created
-            response = client.post("/tasks", json=BODY, headers=account.headers)
+            key = {"Idempotency-Key": f"batch-{n}"} if keyed else {}
+            response = client.post("/tasks", json=BODY, headers={**account.headers, **key})
             assert response.status_code == 200
             # then PostgreSQL has flushed its log past it before the answer: nothing written
             # since waits for the disk (a commit that did not wait leaves its record unflushed
