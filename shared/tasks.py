@@ -318,6 +318,12 @@ def list_tasks_query(
     cost stays that of one page however many tasks the account has, and however rare the
     status. (One ``status = ANY(...)`` would leave the planner a sort or a walk through the
     account's whole history.)
+
+    Each range is written so that only that index can serve it: ``status >= s AND status <= s``
+    ordered by ``status, id DESC``, the index's own order. With ``status = s ORDER BY id DESC``
+    the planner may walk the primary key backwards and drop the rows of other statuses, which
+    it expects to be few for a common status; but the newest tasks are the ones still running,
+    so listing ``completed`` behind a batch of 2,000 newer tasks read and dropped all 2,000.
     """
     where = ["account_id = %s"]
     params: list[Any] = [account_id]
@@ -340,9 +346,10 @@ def list_tasks_query(
     ranges, range_params = [], []
     for status in dict.fromkeys(statuses):
         ranges.append(
-            f"(SELECT id FROM tasks WHERE {conditions} AND status = %s ORDER BY id DESC LIMIT %s)"
+            f"(SELECT id FROM tasks WHERE {conditions} AND status >= %s AND status <= %s"
+            " ORDER BY status, id DESC LIMIT %s)"
         )
-        range_params += [*params, status, limit]
+        range_params += [*params, status, status, limit]
     ids = f"SELECT id FROM ({' UNION ALL '.join(ranges)}) AS r ORDER BY id DESC LIMIT %s"
     return f"{_SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BODY = {"type": "check_eligibility", "data": ELIGIBILITY}
 STATUSES = ["failed", "completed", "canceled", "failed", "completed", "pending", "failed"]
@@ -49,37 +51,65 @@ def _nodes(plan: dict):
         yield from _nodes(child)
 
 
-def test_a_status_list_reads_one_index_range_however_many_tasks_the_account_has(
-    client, account, runtime
-):
-    from shared.tasks import list_tasks_query
-
-    # given an account with 20,000 tasks, 4 % of them failed, and fresh planner statistics
-    client.post("/tasks", json=BODY, headers=account.headers)  # the SOP row the rest point at
+def _load(runtime, account, count: int, status_sql: str, first: int = 1) -> None:
+    """``count`` tasks numbered from ``first``, their status ``status_sql`` of g (1..count)."""
     with runtime.pool.connection() as conn:
         conn.execute(
-            """
+            f"""
             INSERT INTO tasks (account_id, task_number, type, status, title, instructions,
                                sop_id, data)
-            SELECT %(account)s, 1 + g, 'check_eligibility',
-                   CASE WHEN g %% 100 < 4 THEN 'failed' ELSE 'completed' END,
+            SELECT %(account)s, %(first)s + g, 'check_eligibility', {status_sql},
                    'Check eligibility', 'Read the plan.', (SELECT min(id) FROM sops), %(data)s
-              FROM generate_series(1, 20000) AS g
+              FROM generate_series(1, %(count)s) AS g
             """,
-            {"account": account.id, "data": ELIGIBILITY},
+            {"account": account.id, "first": first, "count": count, "data": ELIGIBILITY},
         )
+
+
+def _page_plan(runtime, account, statuses: list[str]) -> list[dict]:
+    """The nodes on tasks of the first page's plan, run, with fresh planner statistics."""
+    from shared.tasks import list_tasks_query
+
     with runtime.pool.connection() as conn:
         conn.autocommit = True
         conn.execute("ANALYZE tasks")
-        # when the first page of its failed tasks is planned and run
         sql, params = list_tasks_query(
-            account.id, before_id=None, limit=51, statuses=["failed"], types=[]
+            account.id, before_id=None, limit=51, statuses=statuses, types=[]
         )
         plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
     nodes = list(_nodes(next(iter(plan.values()))[0]["Plan"]))
-    on_tasks = [n for n in nodes if n.get("Relation Name") == "tasks"]
+    return [n for n in nodes if n.get("Relation Name") == "tasks"]
+
+
+def test_a_status_list_reads_one_index_range_however_many_tasks_the_account_has(
+    client, account, runtime
+):
+    # given an account with 20,000 tasks, 4 % of them failed
+    client.post("/tasks", json=BODY, headers=account.headers)  # the SOP row the rest point at
+    _load(runtime, account, 20_000, "CASE WHEN g %% 100 < 4 THEN 'failed' ELSE 'completed' END")
+    # when the first page of its failed tasks is planned and run
+    on_tasks = _page_plan(runtime, account, ["failed"])
     # then tasks is never scanned whole: the page is one range of the (account, status, id) index,
     # read no further than the page, and each row is then fetched by its key
     assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
+    ranges = [n for n in on_tasks if n.get("Index Name") == "tasks_account_status_id"]
+    assert ranges and all(n["Actual Rows"] * n["Actual Loops"] <= 51 for n in ranges)
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "dispatching"])
+def test_a_status_list_reads_one_page_even_behind_a_batch_of_newer_tasks_in_another_status(
+    client, account, runtime, status
+):
+    # given an account with 20,000 finished tasks (most of them completed), and a batch of
+    # 2,000 newer ones still dispatching: the newest tasks are not the common status
+    client.post("/tasks", json=BODY, headers=account.headers)
+    _load(runtime, account, 20_000, "CASE WHEN g %% 100 < 4 THEN 'failed' ELSE 'completed' END")
+    _load(runtime, account, 2_000, "CASE WHEN g %% 100 < 99 THEN 'dispatching' ELSE 'failed' END",
+          first=30_000)  # fmt: skip
+    # when the first page of one status is planned and run
+    on_tasks = _page_plan(runtime, account, [status])
+    # then no scan of tasks reads rows only to drop them: the page's range is read from the
+    # (account, status, id) index, no further than the page, whatever lies newer
+    assert [n.get("Rows Removed by Filter", 0) for n in on_tasks] == [0] * len(on_tasks)
     ranges = [n for n in on_tasks if n.get("Index Name") == "tasks_account_status_id"]
     assert ranges and all(n["Actual Rows"] * n["Actual Loops"] <= 51 for n in ranges)
