@@ -270,8 +270,8 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
 
 def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str, Any]:
     """Store a task as :func:`insert_task` does, then the call's audit entry (``audit``: the
-    arguments of :func:`shared.audit.record`), in one statement (``CALL create_task``, migration
-    0015): one round trip; the row :func:`task_json` takes.
+    arguments of :func:`shared.audit.record`, in the task's account), in one statement
+    (``CALL create_task``, migration 0015): one round trip; the row :func:`task_json` takes.
 
     Run it outside a transaction (autocommit): the procedure commits the task without waiting
     for the disk, so the account row is never locked during a flush, then commits the audit
