@@ -278,6 +278,7 @@ def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str,
     entry durably, which makes the task durable too. Fails, storing nothing, as
     :func:`insert_task` does.
     """
+    detail = audit.get("detail")
     cursor = conn.execute(
         f"CALL create_task({_INSERT_PARAMETERS}, %(actor)s, %(action)s, %(target)s, %(detail)s)",
         {
@@ -285,7 +286,7 @@ def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str,
             "actor": audit["actor"],
             "action": audit["action"],
             "target": audit["target"],
-            "detail": Jsonb(audit["detail"]) if audit.get("detail") is not None else None,
+            "detail": Jsonb(detail) if detail is not None else None,
         },
     )
     return _created_row(cursor.fetchone(), new)
