@@ -31,15 +31,30 @@ def record(
     )
 
 
+def list_entries_query(
+    account_id: int, *, before_id: int | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of :func:`list_entries`.
+
+    The cursor is a condition only when there is one: ``(%s IS NULL OR id < %s)`` would leave
+    a generic plan (a prepared statement's, after a few runs) walking every newer entry.
+    """
+    sql = (
+        "SELECT id, actor, action, target, detail, created_at FROM audit_log WHERE account_id = %s"
+    )
+    params: list[Any] = [account_id]
+    if before_id is not None:
+        sql += " AND id < %s"
+        params.append(before_id)
+    return f"{sql} ORDER BY id DESC LIMIT %s", [*params, limit]
+
+
 def list_entries(
     conn: Conn, account_id: int, *, before_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """The account's entries, newest first, keyset-paginated on id."""
     return conn.execute(
-        "SELECT id, actor, action, target, detail, created_at FROM audit_log"
-        " WHERE account_id = %s AND (%s::bigint IS NULL OR id < %s)"
-        " ORDER BY id DESC LIMIT %s",
-        (account_id, before_id, before_id, limit),
+        *list_entries_query(account_id, before_id=before_id, limit=limit)
     ).fetchall()
 
 

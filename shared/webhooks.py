@@ -393,6 +393,39 @@ _MESSAGE_COLUMNS = """
 """
 
 
+def list_messages_query(
+    account_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    status: str | None = None,
+    task_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of :func:`list_messages`.
+
+    A status is read as a range of the index on (account_id, status, id), written as
+    ``status >= s AND status <= s`` in that index's order so that no other plan can serve it
+    (``shared.tasks.list_tasks_query`` says why); a task's messages come from their own index.
+    """
+    where = ["account_id = %s"]
+    params: list[Any] = [account_id]
+    for clause, value in (
+        ("id < %s", before_id),
+        ("status >= %s AND status <= %s", status),
+        ("task_id = %s", task_id),
+        ("created_at >= %s", since),
+        ("created_at < %s", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params += [value] * clause.count("%s")
+    order = "status, id DESC" if status is not None else "id DESC"
+    sql = f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {' AND '.join(where)}"
+    return f"{sql} ORDER BY {order} LIMIT %s", [*params, limit]
+
+
 def list_messages(
     conn: Conn,
     account_id: int,
@@ -405,24 +438,11 @@ def list_messages(
     until: datetime | None = None,
 ) -> list[dict]:
     """The account's messages, newest first, keyset-paginated on id."""
-    where = ["account_id = %s"]
-    params: list[Any] = [account_id]
-    for clause, value in (
-        ("id < %s", before_id),
-        ("status = %s", status),
-        ("task_id = %s", task_id),
-        ("created_at >= %s", since),
-        ("created_at < %s", until),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    params.append(limit)
-    return conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {' AND '.join(where)}"
-        " ORDER BY id DESC LIMIT %s",
-        params,
-    ).fetchall()
+    sql, params = list_messages_query(
+        account_id, before_id=before_id, limit=limit, status=status, task_id=task_id,
+        since=since, until=until,
+    )  # fmt: skip
+    return conn.execute(sql, params).fetchall()
 
 
 def find_message(conn: Conn, account_id: int, ref: str) -> dict | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.plans import PLAN_MODES, nodes_on
+
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BODY = {"type": "check_eligibility", "data": ELIGIBILITY}
 STATUSES = ["failed", "completed", "canceled", "failed", "completed", "pending", "failed"]
@@ -45,12 +47,6 @@ def test_several_statuses_merge_newest_first_across_pages(client, make_account, 
     assert [t["id"] for t in typed["data"]] == [ids[5]]
 
 
-def _nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
 def _load(runtime, account, count: int, status_sql: str, first: int = 1) -> None:
     """``count`` tasks numbered from ``first``, their status ``status_sql`` of g (1..count)."""
     with runtime.pool.connection() as conn:
@@ -66,19 +62,15 @@ def _load(runtime, account, count: int, status_sql: str, first: int = 1) -> None
         )
 
 
-def _page_plan(runtime, account, statuses: list[str]) -> list[dict]:
+def _page_plan(runtime, account, statuses: list[str], mode: str = "custom") -> list[dict]:
     """The nodes on tasks of the first page's plan, run, with fresh planner statistics."""
     from shared.tasks import list_tasks_query
 
+    sql, params = list_tasks_query(
+        account.id, before_id=None, limit=51, statuses=statuses, types=[]
+    )
     with runtime.pool.connection() as conn:
-        conn.autocommit = True
-        conn.execute("ANALYZE tasks")
-        sql, params = list_tasks_query(
-            account.id, before_id=None, limit=51, statuses=statuses, types=[]
-        )
-        plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()
-    nodes = list(_nodes(next(iter(plan.values()))[0]["Plan"]))
-    return [n for n in nodes if n.get("Relation Name") == "tasks"]
+        return nodes_on(conn, "tasks", sql, params, mode)
 
 
 def test_a_status_list_reads_one_index_range_however_many_tasks_the_account_has(
@@ -96,9 +88,10 @@ def test_a_status_list_reads_one_index_range_however_many_tasks_the_account_has(
     assert ranges and all(n["Actual Rows"] * n["Actual Loops"] <= 51 for n in ranges)
 
 
+@pytest.mark.parametrize("mode", PLAN_MODES)
 @pytest.mark.parametrize("status", ["completed", "failed", "dispatching"])
 def test_a_status_list_reads_one_page_even_behind_a_batch_of_newer_tasks_in_another_status(
-    client, account, runtime, status
+    client, account, runtime, status, mode
 ):
     # given an account with 20,000 finished tasks (most of them completed), and a batch of
     # 2,000 newer ones still dispatching: the newest tasks are not the common status
@@ -106,8 +99,8 @@ def test_a_status_list_reads_one_page_even_behind_a_batch_of_newer_tasks_in_anot
     _load(runtime, account, 20_000, "CASE WHEN g %% 100 < 4 THEN 'failed' ELSE 'completed' END")
     _load(runtime, account, 2_000, "CASE WHEN g %% 100 < 99 THEN 'dispatching' ELSE 'failed' END",
           first=30_000)  # fmt: skip
-    # when the first page of one status is planned and run
-    on_tasks = _page_plan(runtime, account, [status])
+    # when the first page of one status is planned and run (as a custom or a generic plan)
+    on_tasks = _page_plan(runtime, account, [status], mode)
     # then no scan of tasks reads rows only to drop them: the page's range is read from the
     # (account, status, id) index, no further than the page, whatever lies newer
     assert [n.get("Rows Removed by Filter", 0) for n in on_tasks] == [0] * len(on_tasks)
