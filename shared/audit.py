@@ -53,9 +53,8 @@ def list_entries(
     conn: Conn, account_id: int, *, before_id: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """The account's entries, newest first, keyset-paginated on id."""
-    return conn.execute(
-        *list_entries_query(account_id, before_id=before_id, limit=limit)
-    ).fetchall()
+    sql, params = list_entries_query(account_id, before_id=before_id, limit=limit)
+    return conn.execute(sql, params).fetchall()
 
 
 def entry_json(row: dict[str, Any]) -> dict[str, Any]:
