@@ -19,15 +19,23 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import redis
 from flask import Flask, request
 from limits import parse_many
+from limits.storage import Storage, storage_from_string
 
 from api.auth import caller_account
 from api.errors import ApiError, error_response
 from shared import embedded
-from shared.redis_link import ThreadConnection, is_sentinel, redis_client, sentinels
+from shared.redis_link import (
+    SentinelUrl,
+    ThreadConnection,
+    is_sentinel,
+    redis_client,
+    sentinel_options,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,13 +141,32 @@ def parse_limits(text: str) -> list[Limit]:
 def storage_uri(settings: Settings) -> str:
     """The same Redis as a ``limits`` storage URI (the console's sign-in throttle).
 
-    Celery's form ``sentinel://h1:26379;sentinel://h2:26379/0`` becomes the limits library's
-    ``redis+sentinel://h1:26379,h2:26379/<master>``.
+    Celery's form ``sentinel://[:password@]h1:26379;sentinel://h2:26379/0`` becomes the limits
+    library's ``redis+sentinel://[:password@]h1:26379,h2:26379/<master>``.
     """
     url = embedded.redis_url(settings)
     if not is_sentinel(url):
         return url
-    return f"redis+sentinel://{','.join(sentinels(url))}/{settings.redis_sentinel_master}"
+    named = SentinelUrl.parse(url)
+    login = ""
+    if named.username or named.password:
+        login = f"{quote(named.username or '', safe='')}:{quote(named.password or '', safe='')}@"
+    hosts = ",".join(f"{host}:{port}" for host, port in named.hosts)
+    return f"redis+sentinel://{login}{hosts}/{settings.redis_sentinel_master}"
+
+
+def throttle_storage(settings: Settings) -> Storage:
+    """The ``limits`` storage of the console's sign-in throttle, on the API's Redis."""
+    timeouts = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    if not is_sentinel(embedded.redis_url(settings)):
+        return storage_from_string(storage_uri(settings), **timeouts)
+    # limits would send the servers' login to the sentinels too: theirs is their own.
+    to_sentinels = {
+        **timeouts,
+        "username": None,
+        **sentinel_options(settings.redis_sentinel_password),
+    }
+    return storage_from_string(storage_uri(settings), sentinel_kwargs=to_sentinels, **timeouts)
 
 
 def _who() -> str:
@@ -155,7 +182,11 @@ def init_app(app: Flask, settings: Settings) -> None:
     limits = parse_limits(settings.rate_limit)
     if not limits:
         return
-    client = redis_client(embedded.redis_url(settings), settings.redis_sentinel_master)
+    client = redis_client(
+        embedded.redis_url(settings),
+        settings.redis_sentinel_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
     limiter = RateLimiter(limits, client)
 
     def count_request() -> None:

@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
-from shared.redis_link import ThreadConnection, is_sentinel, redis_client
+from shared.redis_link import ThreadConnection, is_sentinel, redis_client, sentinel_options
 from shared.settings import Settings
 
 RUN_TASK = "understudy.run_task"
@@ -42,7 +42,12 @@ def broker_transport_options(settings: Settings, broker_url: str) -> dict[str, A
         # Every connection asks the sentinels who the master is, so a failover needs no
         # restart: the next reconnect finds the promoted replica.
         options["master_name"] = settings.redis_sentinel_master
-        options["sentinel_kwargs"] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+        # The servers' password comes with REDIS_URL; the sentinels' own is set apart.
+        options["sentinel_kwargs"] = {
+            "socket_timeout": 1,
+            "socket_connect_timeout": 1,
+            **sentinel_options(settings.redis_sentinel_password),
+        }
     return options
 
 
@@ -145,6 +150,7 @@ def _broker(app: Celery) -> ThreadConnection:
         client = redis_client(
             app.conf.broker_url,
             options.get("master_name", ""),
+            sentinel_password=options.get("sentinel_kwargs", {}).get("password"),
             timeout_s=options["socket_timeout"],
             connect_timeout_s=options["socket_connect_timeout"],
         )

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 
@@ -24,26 +28,64 @@ def is_sentinel(url: str) -> bool:
     return url.startswith("sentinel://")
 
 
+@dataclass(frozen=True)
+class SentinelUrl:
+    """What a Sentinel REDIS_URL names: ``sentinel://[[user]:password@]host:port;...[/db]``.
+
+    The user and password, written on the first sentinel as Celery reads them, are those of the
+    Redis servers the sentinels name (their ``requirepass`` or ACL user). The sentinels' own
+    password, when they require one, is REDIS_SENTINEL_PASSWORD: a sentinel that requires none
+    refuses a password.
+    """
+
+    hosts: list[tuple[str, int]]
+    db: int
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        parts = [urlsplit(part) for part in url.split(";") if part]
+        first = parts[0]
+        return cls(
+            hosts=[(part.hostname or "", part.port or 26379) for part in parts],
+            db=int(parts[-1].path.strip("/") or 0),  # the last sentinel's path
+            username=unquote(first.username) if first.username else None,
+            password=unquote(first.password) if first.password is not None else None,
+        )
+
+    def auth(self) -> dict[str, str | None]:
+        """The Redis servers' credentials, as redis-py's connection arguments."""
+        return {"username": self.username, "password": self.password}
+
+
+def sentinel_options(password: str | None) -> dict[str, Any]:
+    """How a client talks to the sentinels themselves: with their password, and without
+    redis-py's default of three tries with backoff per sentinel (asking sentinels that are all
+    unreachable would take 15 s before the caller heard of it)."""
+    return {"password": password, "retry": Retry(NoBackoff(), 0)}
+
+
 def redis_client(
-    url: str, master: str, *, timeout_s: float = 2.0, connect_timeout_s: float = 2.0
+    url: str,
+    master: str,
+    *,
+    sentinel_password: str | None = None,
+    timeout_s: float = 2.0,
+    connect_timeout_s: float = 2.0,
 ) -> redis.Redis:
     """A client of the Redis that ``url`` names, or of the master its sentinels name."""
     timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": connect_timeout_s}
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **timeouts)
-    hosts = []
-    for address in sentinels(url):
-        host, _, port = address.rpartition(":")
-        hosts.append((host, int(port)))
-    last = [part for part in url.split(";") if part][-1]
-    db = int(last.split("://", 1)[1].partition("/")[2] or 0)  # the last sentinel's path
-    sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts)
-    return sentinel.master_for(master, db=db)
-
-
-def sentinels(url: str) -> list[str]:
-    """The ``host:port`` of each sentinel a Sentinel REDIS_URL names."""
-    return [part.split("://", 1)[1].split("/", 1)[0] for part in url.split(";") if part]
+    named = SentinelUrl.parse(url)
+    sentinel = Sentinel(
+        named.hosts,
+        sentinel_kwargs={**timeouts, **sentinel_options(sentinel_password)},
+        **timeouts,
+        **named.auth(),
+    )
+    return sentinel.master_for(master, db=named.db)
 
 
 class ThreadConnection:
@@ -53,6 +95,12 @@ class ThreadConnection:
     A connection that Redis closed meanwhile (a restart, a failover, an idle timeout) is made
     again once, at once; any other failure is the caller's, and the connection is made again on
     the next call. A process that forks makes its own.
+
+    A connection is connected by its own ``connect()`` before its first command: a Sentinel
+    pool's connection asks the sentinels for the master there. (``send_packed_command`` alone
+    would connect it to its default address, ``localhost:6379``, whatever the sentinels say.)
+    A connection that failed is dropped, never connected again to the address it had: after a
+    failover the next one asks the sentinels again.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -69,7 +117,9 @@ class ThreadConnection:
     def _call(self, args: tuple[Any, ...]) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.pid != os.getpid():
-            conn = self._local.conn = self._client.connection_pool.make_connection()
+            conn = self._client.connection_pool.make_connection()
+            conn.connect()
+            self._local.conn = conn
         try:
             conn.send_packed_command(conn.pack_command(*args), check_health=False)
             return conn.read_response()
@@ -77,5 +127,6 @@ class ThreadConnection:
             raise  # an answer: the connection is in step
         except BaseException:
             # Anything else may leave a reply unread: never read it as the next command's.
+            self._local.conn = None
             conn.disconnect()
             raise

@@ -79,6 +79,8 @@ class Settings:
     embedded_redis_port: int = 6390
     # The Sentinel master name when REDIS_URL lists sentinels (sentinel://host:port;...).
     redis_sentinel_master: str = "mymaster"
+    # The sentinels' own password, when they require one (the servers' is in REDIS_URL).
+    redis_sentinel_password: str | None = dataclasses.field(default=None, repr=False)
 
     # Database faults. A request waits at most db_pool_timeout_s for a connection, then gets a
     # 503; a worker retries a database write for db_retry_s, then gives its claim up.
@@ -202,6 +204,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "UNDERSTUDY_RUN_DIR": ("run_dir", _path),
     "EMBEDDED_REDIS_PORT": ("embedded_redis_port", _int),
     "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", _str),
+    "REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", _str),
     "DB_CONNECT_TIMEOUT_S": ("db_connect_timeout_s", _float),
     "DB_POOL_TIMEOUT_S": ("db_pool_timeout_s", _float),
     "DB_RETRY_S": ("db_retry_s", _float),
@@ -280,6 +283,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
 _BLANK_MEANS_UNSET = {
     "database_url",
     "redis_url",
+    "redis_sentinel_password",
     "selenium_remote_url",
     "egress_proxy_host",
     "prometheus_multiproc_dir",

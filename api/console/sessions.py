@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, current_app, redirect, render_template, request, url_for
 from limits import parse_many
-from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from api.console import (
@@ -18,7 +17,7 @@ from api.console import (
     record,
     secure_cookie,
 )
-from api.rate_limits import storage_uri
+from api.rate_limits import throttle_storage
 from api.runtime import runtime
 from shared import audit, users
 from shared.users import UserError
@@ -29,12 +28,8 @@ log = logging.getLogger(__name__)
 def _throttle() -> SlidingWindowCounterRateLimiter:
     """The sign-in throttle: the API's rate-limit storage (Redis), with its own limits."""
     if "understudy_login_throttle" not in current_app.extensions:
-        settings = runtime().settings
-        storage = storage_from_string(
-            storage_uri(settings), socket_timeout=2, socket_connect_timeout=2
-        )
         current_app.extensions["understudy_login_throttle"] = SlidingWindowCounterRateLimiter(
-            storage
+            throttle_storage(runtime().settings)
         )
     return current_app.extensions["understudy_login_throttle"]
 

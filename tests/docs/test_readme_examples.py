@@ -128,3 +128,11 @@ def test_the_readme_tells_how_to_check_the_service_is_up(client):
     assert "`GET /readyz`" in README
     answer = client.get("/healthz")
     assert answer.status_code == 200 and answer.get_json() == {"status": "ok"}
+
+
+def test_every_setting_a_process_reads_is_in_the_readmes_table():
+    from shared.settings import _ENV
+
+    rows = {name for line in README.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}  # fmt: skip
+    assert sorted(set(_ENV) - rows) == []

@@ -173,20 +173,37 @@ class PgCluster:
 
 
 class RedisSentinelSet:
-    """A Redis primary, one replica and three sentinels, all on loopback free ports."""
+    """A Redis primary, one replica and three sentinels, all on loopback free ports.
+
+    With ``password`` the servers require it (``requirepass``, and the replica and the
+    sentinels sign in with it); with ``sentinel_password`` the sentinels require their own.
+    """
 
     MASTER = "understudy"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, password: str | None = None, sentinel_password: str | None = None
+    ) -> None:
         self.root = root
+        self.password, self.sentinel_password = password, sentinel_password
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.primary_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
 
     @property
     def url(self) -> str:
-        """REDIS_URL naming the sentinels (the master's name is REDIS_SENTINEL_MASTER)."""
-        return ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports) + "/0"
+        """REDIS_URL naming the sentinels (the master's name is REDIS_SENTINEL_MASTER), with
+        the servers' password on the first as Celery reads it."""
+        login = f":{self.password}@" if self.password else ""
+        first, *others = self.sentinel_ports
+        named = [f"sentinel://{login}127.0.0.1:{first}"]
+        return ";".join([*named, *(f"sentinel://127.0.0.1:{p}" for p in others)]) + "/0"
+
+    def server(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_timeout=0.5)
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.sentinel_password, socket_timeout=0.5)
 
     def _spawn(self, name: str, args: list[str]) -> None:
         folder = self.root / name
@@ -198,7 +215,10 @@ class RedisSentinelSet:
         )
 
     def _server_args(self, port: int) -> list[str]:
-        return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        return args
 
     def start(self) -> RedisSentinelSet:
         self._spawn("primary", self._server_args(self.primary_port))
@@ -217,20 +237,27 @@ class RedisSentinelSet:
                 f"sentinel failover-timeout {self.MASTER} 5000\n"
                 f"sentinel parallel-syncs {self.MASTER} 1\n"
             )
+            if self.password:
+                with conf.open("a") as out:
+                    out.write(f"sentinel auth-pass {self.MASTER} {self.password}\n")
+            if self.sentinel_password:
+                with conf.open("a") as out:
+                    out.write(f"requirepass {self.sentinel_password}\n"
+                              f"sentinel sentinel-pass {self.sentinel_password}\n")  # fmt: skip
             self._spawn(f"sentinel{n}", [str(conf), "--sentinel"])
         _wait(lambda: all(self._sentinel_sees_replica(p) for p in self.sentinel_ports))
         return self
 
     def _role(self, port: int) -> tuple[str, str] | None:
         try:
-            info = redis.Redis(port=port, socket_timeout=0.5).info("replication")
+            info = self.server(port).info("replication")
         except redis.RedisError:
             return None
         return info["role"], info.get("master_link_status", "")
 
     def _sentinel_sees_replica(self, port: int) -> bool:
         try:
-            client = redis.Redis(port=port, socket_timeout=0.5)
+            client = self.sentinel(port)
             return len(client.sentinel_slaves(self.MASTER)) >= 1 and bool(
                 client.sentinel_sentinels(self.MASTER)
             )
@@ -240,8 +267,10 @@ class RedisSentinelSet:
     def master_port(self) -> int | None:
         """The port the sentinels currently name as master."""
         try:
-            host_port = redis.Redis(port=self.sentinel_ports[0], socket_timeout=0.5)
-            _host, port = host_port.sentinel_get_master_addr_by_name(self.MASTER)
+            named = self.sentinel(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(
+                self.MASTER
+            )
+            _host, port = named
         except (redis.RedisError, TypeError):
             return None
         return int(port)

@@ -72,3 +72,28 @@ def test_an_unreachable_redis_raises_a_connection_error():
     link = ThreadConnection(redis_client(f"redis://127.0.0.1:{free_port()}/0", ""))
     with pytest.raises(redis.ConnectionError):
         link.call("PING")
+
+
+@pytest.mark.parametrize("passwords", [False, True], ids=["open", "with passwords"])
+def test_commands_reach_the_master_the_sentinels_name(tmp_path, passwords):
+    from tests.faults.services import RedisSentinelSet
+
+    # given a primary and a replica behind three sentinels (the servers and the sentinels each
+    # requiring a password of their own, in the second case)
+    secrets = {"password": "servers-pw", "sentinel_password": "sentinels-pw"} if passwords else {}
+    group = RedisSentinelSet(tmp_path, **secrets).start()
+    try:
+        client = redis_client(
+            group.url, group.MASTER, sentinel_password=secrets.get("sentinel_password")
+        )
+        link = ThreadConnection(client)
+        # when a thread sends commands on its connection, and through the client's pool
+        assert link.call("SET", "link-sentinel", "thread") == b"OK"
+        assert client.lpush("link-sentinel-list", "pool") == 1
+        # then both land on the primary the sentinels name
+        primary = group.server(group.primary_port)
+        assert primary.get("link-sentinel") == b"thread"
+        assert primary.lrange("link-sentinel-list", 0, -1) == [b"pool"]
+        assert group.master_port() == group.primary_port
+    finally:
+        group.close()
