@@ -426,22 +426,10 @@ def list_messages_query(
     return f"{sql} ORDER BY {order} LIMIT %s", [*params, limit]
 
 
-def list_messages(
-    conn: Conn,
-    account_id: int,
-    *,
-    before_id: int | None,
-    limit: int,
-    status: str | None = None,
-    task_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> list[dict]:
-    """The account's messages, newest first, keyset-paginated on id."""
-    sql, params = list_messages_query(
-        account_id, before_id=before_id, limit=limit, status=status, task_id=task_id,
-        since=since, until=until,
-    )  # fmt: skip
+def list_messages(conn: Conn, account_id: int, **query: Any) -> list[dict]:
+    """The account's messages, newest first, keyset-paginated on id (``query`` is what
+    :func:`list_messages_query` takes)."""
+    sql, params = list_messages_query(account_id, **query)
     return conn.execute(sql, params).fetchall()
 
 

@@ -62,20 +62,11 @@ def redis_server(tmp_path: Path) -> Iterator[embedded.RedisServer]:
 
 
 @contextmanager
-def runtime_for(settings: Settings, database_url: str, redis_url: str) -> Iterator[Runtime]:
-    """A runtime on the test's own servers, for setting up accounts and reading rows."""
-    rt = build_runtime(settings.replace(database_url=database_url, redis_url=redis_url))
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@contextmanager
 def launch_stack(
     tmp_path: Path, settings: Settings, *, database_url: str, redis_url: str, **env: str
-) -> Iterator[Stack]:
-    """`understudy run` (every Procfile process) on the given servers, stopped on exit."""
+) -> Iterator[tuple[Runtime, Stack]]:
+    """`understudy run` (every Procfile process) on the given servers, stopped on exit, and a
+    runtime on the same servers for setting up accounts and reading rows."""
     api_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     full_env = {
@@ -90,8 +81,12 @@ def launch_stack(
         "SANDBOX_URL": sandbox_url,
         **env,
     }
-    with running_stack(full_env, tmp_path / "stack.log", api_port, sandbox_url) as stack:
-        yield stack
+    rt = build_runtime(settings.replace(database_url=database_url, redis_url=redis_url))
+    try:
+        with running_stack(full_env, tmp_path / "stack.log", api_port, sandbox_url) as stack:
+            yield rt, stack
+    finally:
+        rt.close()
 
 
 @pytest.fixture

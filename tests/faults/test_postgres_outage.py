@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.faults.conftest import launch_stack, new_account, runtime_for
+from tests.faults.conftest import launch_stack, new_account
 
 pytestmark = pytest.mark.faults
 
@@ -79,12 +79,9 @@ def _rows(rt, sql: str, *params):
 def test_a_15_s_postgres_outage_answers_503_and_loses_no_task(
     tmp_path, settings, pg_cluster, redis_server, receiver
 ):
-    with (
-        runtime_for(settings, pg_cluster.url(), redis_server.url) as rt,
-        launch_stack(
-            tmp_path, settings, database_url=pg_cluster.url(), redis_url=redis_server.url
-        ) as stack,
-    ):
+    with launch_stack(
+        tmp_path, settings, database_url=pg_cluster.url(), redis_url=redis_server.url
+    ) as (rt, stack):
         # given a batch of tasks on a slow portal, two of them running on the two browsers
         account = new_account(rt, receiver.url)
         client = Client(stack.api_url, account.headers)

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import launch_stack, new_account, runtime_for
+from tests.faults.conftest import launch_stack, new_account
 from tests.faults.services import RedisSentinelSet
 
 pytestmark = pytest.mark.faults
@@ -44,12 +44,9 @@ def test_killing_the_redis_primary_loses_nothing_and_needs_no_restart(
     tmp_path, settings, pg_cluster, sentinels, receiver
 ):
     env = {"REDIS_SENTINEL_MASTER": sentinels.MASTER}
-    with (
-        runtime_for(settings, pg_cluster.url(), sentinels.url) as rt,
-        launch_stack(
-            tmp_path, settings, database_url=pg_cluster.url(), redis_url=sentinels.url, **env
-        ) as stack,
-    ):
+    with launch_stack(
+        tmp_path, settings, database_url=pg_cluster.url(), redis_url=sentinels.url, **env
+    ) as (rt, stack):
         # given a batch of tasks on a slow portal, some running, some queued in Redis
         account = new_account(rt, receiver.url)
         stack.sandbox_faults(slow_s=0.3, modal="never")

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import launch_stack, new_account, runtime_for
+from tests.faults.conftest import launch_stack, new_account
 from tests.faults.services import RedisSentinelSet
 
 pytestmark = pytest.mark.faults
@@ -55,12 +55,9 @@ def test_every_process_works_through_sentinels_and_servers_that_require_password
     own = settings.replace(
         redis_sentinel_master=guarded.MASTER, redis_sentinel_password=SENTINELS_PASSWORD
     )
-    with (
-        runtime_for(own, pg_cluster.url(), guarded.url) as rt,
-        launch_stack(
-            tmp_path, own, database_url=pg_cluster.url(), redis_url=guarded.url, **env
-        ) as stack,
-    ):
+    with launch_stack(
+        tmp_path, own, database_url=pg_cluster.url(), redis_url=guarded.url, **env
+    ) as (rt, stack):
         account = new_account(rt, receiver.url)
         # when a client creates a task, then reads its tasks until over its rate limit
         task = stack.post_task(account, "check_eligibility", JANE)
