@@ -50,7 +50,9 @@ class RecoverSchema(Schema):
 
 class MessageFilterSchema(Schema):
     status = fields.String(validate=validate.OneOf([s.value for s in MessageStatus]))
-    task_id = fields.Integer(strict=False)
+    # A task id fits a bigint: a bigger number would be compared as numeric, which no index
+    # serves (a scan of the account's messages on every such request).
+    task_id = fields.Integer(strict=False, validate=validate.Range(min=1, max=2**63 - 1))
     since = fields.AwareDateTime()
     until = fields.AwareDateTime()
     cursor = fields.String()

@@ -255,6 +255,10 @@ def test_message_list_filters_and_pages(client, runtime, caller, receiver):
     assert len(listed(f"until={future.replace('+', '%2B')}")) == 4
     assert client.get("/webhooks/messages?status=lost", headers=caller.headers).status_code == 422
     assert client.get("/webhooks/messages?since=soon", headers=caller.headers).status_code == 422
+    for task_id in ("0", "-3", str(2**63), "9" * 40):
+        answer = client.get(f"/webhooks/messages?task_id={task_id}", headers=caller.headers)
+        assert answer.status_code == 422, task_id
+        assert [d["field"] for d in answer.get_json()["error"]["details"]] == ["task_id"]
 
 
 def test_message_detail_shows_every_attempt(client, runtime, caller, receiver):
