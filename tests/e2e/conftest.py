@@ -167,6 +167,9 @@ def stack(
         "SCHEDULER_INTERVAL_S": "0.3",
         "LOG_LEVEL": "INFO",
         "CONSOLE_LOGIN_RATE_LIMIT": "200/minute",  # tests/e2e/test_console.py signs in often
+        # test_contract_stack.py's walk through every operation sends about a hundred requests
+        # a second from one account, the default's limit, when the machine is idle.
+        "RATE_LIMIT": "1000/second;30000/minute",
         "LOG_FORMAT": "json",  # production's format, which the log tests read
     }
     log = tmp_path_factory.mktemp("stack") / "stack.log"
