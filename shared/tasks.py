@@ -318,9 +318,10 @@ def list_tasks_query(
     (account_id, status, id), read for at most ``limit`` rows, and the ranges are merged: the
     cost stays that of one page however many tasks the account has, and however rare the
     status. (One ``status = ANY(...)`` would leave the planner a sort or a walk through the
-    account's whole history.)
+    account's whole history.) A type filter alone does the same with the index on
+    (account_id, type, id); with both, the types filter the status ranges.
 
-    Each range is written so that only that index can serve it: ``status >= s AND status <= s``
+    Each range is written so that only its index can serve it: ``status >= s AND status <= s``
     ordered by ``status, id DESC``, the index's own order. With ``status = s ORDER BY id DESC``
     the planner may walk the primary key backwards and drop the rows of other statuses, which
     it expects to be few for a common status; but the newest tasks are the ones still running,
@@ -331,7 +332,7 @@ def list_tasks_query(
     if before_id is not None:
         where.append("id < %s")
         params.append(before_id)
-    if types:
+    if types and statuses:
         where.append("type = ANY(%s)")
         params.append(types)
     if created_since is not None:
@@ -341,16 +342,17 @@ def list_tasks_query(
         where.append("created_at < %s")
         params.append(created_before)
     conditions = " AND ".join(where)
-    if not statuses:
+    column, values = ("status", statuses) if statuses else ("type", types)
+    if not values:
         sql = f"{_SELECT_TASKS} WHERE t.{conditions.replace(' AND ', ' AND t.')}"
         return f"{sql} ORDER BY t.id DESC LIMIT %s", [*params, limit]
     ranges, range_params = [], []
-    for status in dict.fromkeys(statuses):
+    for value in dict.fromkeys(values):
         ranges.append(
-            f"(SELECT id FROM tasks WHERE {conditions} AND status >= %s AND status <= %s"
-            " ORDER BY status, id DESC LIMIT %s)"
+            f"(SELECT id FROM tasks WHERE {conditions} AND {column} >= %s AND {column} <= %s"
+            f" ORDER BY {column}, id DESC LIMIT %s)"
         )
-        range_params += [*params, status, status, limit]
+        range_params += [*params, value, value, limit]
     ids = f"SELECT id FROM ({' UNION ALL '.join(ranges)}) AS r ORDER BY id DESC LIMIT %s"
     return f"{_SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
 

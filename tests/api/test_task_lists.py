@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plans import PLAN_MODES, nodes_on
+from tests.plans import PLAN_MODES, nodes_on, rows_read
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BODY = {"type": "check_eligibility", "data": ELIGIBILITY}
@@ -47,14 +47,17 @@ def test_several_statuses_merge_newest_first_across_pages(client, make_account, 
     assert [t["id"] for t in typed["data"]] == [ids[5]]
 
 
-def _load(runtime, account, count: int, status_sql: str, first: int = 1) -> None:
+def _load(
+    runtime, account, count: int, status_sql: str, first: int = 1,
+    type_sql: str = "'check_eligibility'",
+) -> None:  # fmt: skip
     """``count`` tasks numbered from ``first``, their status ``status_sql`` of g (1..count)."""
     with runtime.pool.connection() as conn:
         conn.execute(
             f"""
             INSERT INTO tasks (account_id, task_number, type, status, title, instructions,
                                sop_id, data)
-            SELECT %(account)s, %(first)s + g, 'check_eligibility', {status_sql},
+            SELECT %(account)s, %(first)s + g, {type_sql}, {status_sql},
                    'Check eligibility', 'Read the plan.', (SELECT min(id) FROM sops), %(data)s
               FROM generate_series(1, %(count)s) AS g
             """,
@@ -62,12 +65,14 @@ def _load(runtime, account, count: int, status_sql: str, first: int = 1) -> None
         )
 
 
-def _page_plan(runtime, account, statuses: list[str], mode: str = "custom") -> list[dict]:
+def _page_plan(
+    runtime, account, statuses: list[str], mode: str = "custom", types: list[str] | None = None
+) -> list[dict]:
     """The nodes on tasks of the first page's plan, run, with fresh planner statistics."""
     from shared.tasks import list_tasks_query
 
     sql, params = list_tasks_query(
-        account.id, before_id=None, limit=51, statuses=statuses, types=[]
+        account.id, before_id=None, limit=51, statuses=statuses, types=types or []
     )
     with runtime.pool.connection() as conn:
         return nodes_on(conn, "tasks", sql, params, mode)
@@ -106,3 +111,22 @@ def test_a_status_list_reads_one_page_even_behind_a_batch_of_newer_tasks_in_anot
     assert [n.get("Rows Removed by Filter", 0) for n in on_tasks] == [0] * len(on_tasks)
     ranges = [n for n in on_tasks if n.get("Index Name") == "tasks_account_status_id"]
     assert ranges and all(n["Actual Rows"] * n["Actual Loops"] <= 51 for n in ranges)
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+@pytest.mark.parametrize(
+    "types", [["submit_appeal"], ["check_eligibility"], ["submit_appeal", "submit_claim"]]
+)
+def test_a_type_list_reads_one_page_however_rare_the_type(client, account, runtime, types, mode):
+    # given an account whose 20,000 tasks are almost all eligibility checks, with an appeal
+    # every 500th task and claims only long ago
+    client.post("/tasks", json=BODY, headers=account.headers)
+    _load(runtime, account, 2_000, "'completed'", first=1, type_sql="'submit_claim'")
+    appeal_every_500th = "CASE WHEN g %% 500 = 0 THEN 'submit_appeal' ELSE 'check_eligibility' END"
+    _load(runtime, account, 20_000, "'completed'", first=10_000, type_sql=appeal_every_500th)
+    # when the first page of some types (no status) is planned and run
+    on_tasks = _page_plan(runtime, account, [], mode, types=types)
+    # then it reads a page from each type's range and the page's rows by their keys, and no
+    # more, whatever lies newer
+    assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
+    assert rows_read(on_tasks) <= 51 * (len(types) + 1)
