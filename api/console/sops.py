@@ -1,6 +1,7 @@
-"""SOPs and portals: each type's active SOP and history, a diff between versions, an editor that
-validates as ``PUT /sops/{type}`` does (every problem with its line), and the portals with their
-profiles' history, diffs and editor (validated and stored as ``PUT /portals/{name}/profile``)."""
+"""SOPs and portals: each type's active SOP and history, the text of any version and of the SOP
+a task ran with, a diff between versions, an editor that validates as ``PUT /sops/{type}`` does
+(every problem with its line), and the portals with their profiles' history, diffs and editor
+(validated and stored as ``PUT /portals/{name}/profile``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from api.profiles import store_profile
 from api.runtime import runtime
 from api.sops import store_sop
 from shared import portals as portal_queries
+from shared import tasks as task_queries
 from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL
 from shared.sop import store as sop_store
@@ -63,6 +65,44 @@ def sop(task_type: str):
     return render_template(
         "console/sop.html", task_type=task_type, stored=stored, history=history,
         has_builtin=task_type in TASK_TYPES,
+        version_url=functools.partial(_version_url, task_type),
+    )  # fmt: skip
+
+
+def _version_url(task_type: str, version: int | str) -> str:
+    return url_for("console.sop_version", task_type=task_type, version=version)
+
+
+def _active_ref(stored: sop_store.StoredSop) -> str:
+    """How the diff names a type's active SOP: its version, or ``builtin``."""
+    return BUILTIN if stored.builtin else str(stored.version)
+
+
+@bp.get("/sops/<task_type>/versions/<version>")
+def sop_version(task_type: str, version: str):
+    """One version's text (a number, or ``builtin``), and a diff of it against the active one."""
+    with runtime().pool.connection() as conn:
+        _known(conn, task_type)
+        text = _text_of(conn, task_type, version)
+        active = _active_ref(sop_store.active_sop(conn, current().user.account_id, task_type))
+    label = "the built-in SOP" if version == BUILTIN else f"version {version}"
+    return _sop_text_page(task_type, label, text, version, active)
+
+
+def _sop_text_page(
+    task_type: str, label: str, text: str, version: str | None, active: str | None,
+    back: str | None = None,
+) -> str:  # fmt: skip
+    """The page of one SOP text; with ``version`` and ``active`` (when they differ), a link to
+    the diff between them."""
+    compare = None
+    if version is not None and active is not None and version != active:
+        compare = url_for(
+            "console.sop_diff", task_type=task_type, **{"from": version, "to": active}
+        )
+    return render_template(
+        "console/sop_version.html", task_type=task_type, label=label, text=text,
+        compare=compare, back=back or url_for("console.sop", task_type=task_type),
     )  # fmt: skip
 
 
@@ -88,6 +128,27 @@ def _text_of(conn: Conn, task_type: str, version: str) -> str:
         functools.partial(sop_store.sop_version_body, conn, account, task_type),
         task_type,
     )
+
+
+@bp.get("/tasks/<int:task_id>/sop")
+def task_sop(task_id: int):
+    """The SOP a task ran with, as it was when the task was created (an edit since is a new
+    version), and a diff of it against the type's active version."""
+    account = current().user.account_id
+    with runtime().pool.connection() as conn:
+        row = task_queries.get_task(conn, task_id, account)
+        if row is None:
+            abort(404, "No such task.")
+        ran = sop_store.sop_by_id(conn, row["sop_id"])
+        active = None
+        if not ran.builtin and row["type"] in _types(conn):
+            active = _active_ref(sop_store.active_sop(conn, account, row["type"]))
+    label = "the built-in SOP" if ran.builtin else f"version {ran.version}"
+    return _sop_text_page(
+        row["type"], f"{label}, as task {task_id} ran it", ran.sop.source,
+        None if ran.builtin else str(ran.version), active,
+        back=url_for("console.task", task_id=task_id),
+    )  # fmt: skip
 
 
 @bp.get("/sops/<task_type>/diff")

@@ -325,6 +325,48 @@ def test_an_invalid_sop_is_shown_with_its_line_numbers_and_not_stored(runtime, a
     }
 
 
+def test_each_sop_version_and_the_sop_a_task_ran_with_have_pages(
+    runtime, app, client, account, make_account
+):
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    text = builtin_sop_text("check_eligibility")
+    first = text.replace("Check eligibility", "Check eligibility (first)", 1)
+    second = text.replace("Check eligibility", "Check eligibility (second)", 1)
+    yaml = {**account.headers, "Content-Type": "application/yaml"}
+    data = "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"
+    # given a task created under version 1 of the account's SOP, and a version 2 stored since
+    assert client.put("/sops/check_eligibility", data=first, headers=yaml).status_code == 201
+    task_id = client.post(
+        "/tasks", headers=account.headers, json={"type": "check_eligibility", "data": data}
+    ).json["id"]
+    assert client.put("/sops/check_eligibility", data=second, headers=yaml).status_code == 201
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+    # when a viewer follows the task's SOP from its page
+    task_page = browser.get(f"/console/tasks/{task_id}").text
+    assert f'href="/console/tasks/{task_id}/sop"' in task_page
+    ran = browser.get(f"/console/tasks/{task_id}/sop")
+    # then it reads the version the task ran with, not the newer one, and can diff the two
+    assert ran.status_code == 200
+    assert "Check eligibility (first)" in ran.text and "(second)" not in ran.text
+    assert "/console/sops/check_eligibility/diff?from=1&amp;to=2" in ran.text
+    # and each version of the history has a page of its own, the built-in SOP too
+    history = browser.get("/console/sops/check_eligibility").text
+    assert 'href="/console/sops/check_eligibility/versions/1"' in history
+    versions = {v: browser.get(f"/console/sops/check_eligibility/versions/{v}")
+                for v in ("1", "2", "builtin", "3", "x")}  # fmt: skip
+    assert "(first)" in versions["1"].text and "(second)" in versions["2"].text
+    assert "compare-active" not in versions["2"].text  # the active version itself
+    assert versions["builtin"].status_code == 200 and "(first)" not in versions["builtin"].text
+    assert [versions[v].status_code for v in ("3", "x")] == [404, 400]
+    # and another account's task shows nothing of its SOP
+    theirs = make_account("Theirs")
+    their_task = client.post(
+        "/tasks", headers=theirs.headers, json={"type": "check_eligibility", "data": data}
+    ).json["id"]
+    assert browser.get(f"/console/tasks/{their_task}/sop").status_code == 404
+
+
 def test_the_audit_log_records_api_calls_and_console_actions_and_pages(
     runtime, app, client, make_account
 ):
