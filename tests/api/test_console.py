@@ -359,6 +359,17 @@ def test_each_sop_version_and_the_sop_a_task_ran_with_have_pages(
     assert "compare-active" not in versions["2"].text  # the active version itself
     assert versions["builtin"].status_code == 200 and "(first)" not in versions["builtin"].text
     assert [versions[v].status_code for v in ("3", "x")] == [404, 400]
+    # and a task of a type of the account's own still shows its SOP once the type is removed
+    from tests.api.test_custom_types import CHECK_MEMBER_PLAN, DATA
+
+    client.put("/sops/check_member_plan", json={"sop": CHECK_MEMBER_PLAN}, headers=account.headers)
+    custom_task = client.post(
+        "/tasks", headers=account.headers, json={"type": "check_member_plan", "data": DATA}
+    ).json["id"]
+    assert client.delete("/sops/check_member_plan", headers=account.headers).status_code == 200
+    kept = browser.get(f"/console/tasks/{custom_task}/sop")
+    assert kept.status_code == 200 and "Read a member" in kept.text
+    assert "compare-active" not in kept.text
     # and another account's task shows nothing of its SOP
     theirs = make_account("Theirs")
     their_task = client.post(
