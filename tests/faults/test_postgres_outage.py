@@ -30,9 +30,17 @@ class Client:
     # status, seconds taken, body, when it came (monotonic)
     answers: list[tuple[int, float, dict, float]] = field(default_factory=list)
     created: dict[str, int] = field(default_factory=dict)  # key -> task id
+    errors: list[str] = field(default_factory=list)  # what ended a creating thread early
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, key: str, give_up_at: float) -> None:
+        try:
+            self._create(key, give_up_at)
+        except Exception as exc:  # a thread's exception would otherwise only reach stderr
+            with self.lock:
+                self.errors.append(repr(exc))
+
+    def _create(self, key: str, give_up_at: float) -> None:
         while time.monotonic() < give_up_at:
             t0 = time.monotonic()
             try:
@@ -47,7 +55,10 @@ class Client:
                     self.answers.append((0, time.monotonic() - t0, {"error": str(exc)}, t0))
                 continue
             elapsed = time.monotonic() - t0
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"not_json": response.text[:300]}
             with self.lock:
                 self.answers.append((response.status_code, elapsed, body, time.monotonic()))
             if response.status_code == 200:
@@ -56,7 +67,7 @@ class Client:
                 return
             if response.status_code != 503:
                 return
-            assert response.headers["Retry-After"].isdigit()
+            assert response.headers.get("Retry-After", "").isdigit(), response.headers
             time.sleep(0.5)  # shorter than Retry-After: more requests during the outage
 
 
@@ -120,7 +131,10 @@ def test_a_15_s_postgres_outage_answers_503_and_loses_no_task(
         back_at = time.monotonic()
         for creator in creators:
             creator.join()
-        first_200_after = min(at for s, _, _, at in client.answers if s == 200 and at > back_at)
+        assert client.errors == []
+        after = [at for s, _, _, at in client.answers if s == 200 and at > back_at]
+        assert after, [(s, round(at - back_at, 1), body) for s, _, body, at in client.answers]
+        first_200_after = min(after)
         stack.sandbox_faults(slow_s=0)
         time.sleep(3)
         stop_probes.set()
