@@ -73,8 +73,8 @@ def _version_url(task_type: str, version: int | str) -> str:
     return url_for("console.sop_version", task_type=task_type, version=version)
 
 
-def _active_ref(stored: sop_store.StoredSop) -> str:
-    """How the diff names a type's active SOP: its version, or ``builtin``."""
+def _version_ref(stored: sop_store.StoredSop) -> str:
+    """How a version page and the diff name a stored SOP: its version, or ``builtin``."""
     return BUILTIN if stored.builtin else str(stored.version)
 
 
@@ -84,19 +84,21 @@ def sop_version(task_type: str, version: str):
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
         text = _text_of(conn, task_type, version)
-        active = _active_ref(sop_store.active_sop(conn, current().user.account_id, task_type))
-    label = "the built-in SOP" if version == BUILTIN else f"version {version}"
-    return _sop_text_page(task_type, label, text, version, active)
+        active = _version_ref(sop_store.active_sop(conn, current().user.account_id, task_type))
+    return _sop_text_page(task_type, version, text, active)
 
 
 def _sop_text_page(
-    task_type: str, label: str, text: str, version: str | None, active: str | None,
+    task_type: str, version: str, text: str, active: str | None, *, ran_by: int | None = None,
     back: str | None = None,
 ) -> str:  # fmt: skip
-    """The page of one SOP text; with ``version`` and ``active`` (when they differ), a link to
-    the diff between them."""
+    """The page of one SOP text (``version``: a number, or ``builtin``); with ``active`` (when
+    it differs), a link to the diff between them; with ``ran_by``, as that task ran it."""
+    label = "the built-in SOP" if version == BUILTIN else f"version {version}"
+    if ran_by is not None:
+        label += f", as task {ran_by} ran it"
     compare = None
-    if version is not None and active is not None and version != active:
+    if active is not None and version != active:
         compare = url_for(
             "console.sop_diff", task_type=task_type, **{"from": version, "to": active}
         )
@@ -142,11 +144,9 @@ def task_sop(task_id: int):
         ran = sop_store.sop_by_id(conn, row["sop_id"])
         active = None
         if not ran.builtin and row["type"] in _types(conn):
-            active = _active_ref(sop_store.active_sop(conn, account, row["type"]))
-    label = "the built-in SOP" if ran.builtin else f"version {ran.version}"
+            active = _version_ref(sop_store.active_sop(conn, account, row["type"]))
     return _sop_text_page(
-        row["type"], f"{label}, as task {task_id} ran it", ran.sop.source,
-        None if ran.builtin else str(ran.version), active,
+        row["type"], _version_ref(ran), ran.sop.source, active, ran_by=task_id,
         back=url_for("console.task", task_id=task_id),
     )  # fmt: skip
 

@@ -229,21 +229,20 @@ class RedisSentinelSet:
         )  # fmt: skip
         _wait(lambda: self._role(self.replica_port) == ("slave", "up"))
         for n, port in enumerate(self.sentinel_ports):
-            conf = self.root / f"sentinel{n}.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\n"
-                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_port} 2\n"
-                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
-                f"sentinel failover-timeout {self.MASTER} 5000\n"
-                f"sentinel parallel-syncs {self.MASTER} 1\n"
-            )
+            lines = [
+                f"port {port}", "bind 127.0.0.1",
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_port} 2",
+                f"sentinel down-after-milliseconds {self.MASTER} 1000",
+                f"sentinel failover-timeout {self.MASTER} 5000",
+                f"sentinel parallel-syncs {self.MASTER} 1",
+            ]  # fmt: skip
             if self.password:
-                with conf.open("a") as out:
-                    out.write(f"sentinel auth-pass {self.MASTER} {self.password}\n")
+                lines.append(f"sentinel auth-pass {self.MASTER} {self.password}")
             if self.sentinel_password:
-                with conf.open("a") as out:
-                    out.write(f"requirepass {self.sentinel_password}\n"
-                              f"sentinel sentinel-pass {self.sentinel_password}\n")  # fmt: skip
+                lines += [f"requirepass {self.sentinel_password}",
+                          f"sentinel sentinel-pass {self.sentinel_password}"]  # fmt: skip
+            conf = self.root / f"sentinel{n}.conf"
+            conf.write_text("\n".join(lines) + "\n")
             self._spawn(f"sentinel{n}", [str(conf), "--sentinel"])
         _wait(lambda: all(self._sentinel_sees_replica(p) for p in self.sentinel_ports))
         return self
