@@ -2,16 +2,20 @@
 
 Each page shows one thing that tripped an SOP written by someone new to the language: a sidebar
 table met before the one wanted, content that appears late, fields named only by an image, an
-ARIA attribute, a placeholder or a title, text whose letter case matters, and dropdowns that are
-not a <select>. They need no sign-in and ignore ``down`` and ``slow_s`` (see docs/sandbox.md).
+ARIA attribute, a placeholder or a title, text whose letter case matters, dropdowns that are
+not a <select>, and a form the page sends by script a moment after its button is clicked. They
+need no sign-in and ignore ``down`` and ``slow_s``; each answers after ``?answer_after_s=`` (at
+most 5) seconds, as a slow portal page does (see docs/sandbox.md).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
-from flask import Blueprint, abort, request
+from flask import Blueprint, abort, redirect, request, url_for
 from markupsafe import escape
 
 bp = Blueprint("lab", __name__, url_prefix="/__sandbox/lab")
@@ -133,19 +137,46 @@ customElements.define('lab-note', class extends HTMLElement {
 </script>"""
 
 
+def _late_submit() -> str:
+    # A portal that checks a form by script before sending it: the click only starts a timer,
+    # and the page navigates on its own a moment later (?after_ms=, default 200).
+    after_ms = min(max(request.args.get("after_ms", 200, type=int) or 0, 0), 5000)
+    sent = '<p role="status">The form was sent.</p>' if request.args.get("sent") else ""
+    action = url_for("lab.late_submit_sent")
+    return f"""{sent}<form method="post" action="{action}">
+<button type="submit">Continue</button></form>
+<script>
+document.querySelector('form').addEventListener('submit', event => {{
+  if (!event.isTrusted) return;
+  event.preventDefault();
+  setTimeout(() => event.target.submit(), {after_ms});
+}});
+</script>"""
+
+
 _PAGES = {
     "tables": ("Two tables", _tables),
     "delayed": ("Late results", _delayed),
     "fields": ("Fields without label text", _fields),
     "case": ("Letter case", _case),
     "dropdowns": ("Dropdowns", _dropdowns),
+    "late-submit": ("Late submit", _late_submit),
 }
+# How long a lab page may be asked to take before it answers.
+_MAX_ANSWER_AFTER_S = 5.0
 
 
 @bp.get("/<name>")
 def page(name: str) -> Any:
     if name not in _PAGES:
         abort(404)
+    wait = request.args.get("answer_after_s", 0.0, type=float) or 0.0
+    time.sleep(min(max(wait, 0.0), _MAX_ANSWER_AFTER_S) if math.isfinite(wait) else 0.0)
     title, body = _PAGES[name]
     html = _PAGE.format(title=escape(title), body=body())
     return html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+@bp.post("/late-submit")
+def late_submit_sent() -> Any:
+    return redirect(url_for("lab.page", name="late-submit", sent=1))

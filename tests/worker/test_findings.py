@@ -222,3 +222,28 @@ def test_a_session_that_keeps_ending_leaves_a_failed_step_with_a_screenshot(
     assert "session" in last.message
     assert last.screenshot and last.screenshot.startswith(b"\x89PNG")
     requests.post(f"{sandbox_url}/__sandbox/reset", timeout=5)
+
+
+def test_a_goto_after_a_click_lands_where_it_asked_once_the_clicks_navigation_is_over(
+    driver, sandbox_url
+) -> None:
+    # Given a Continue button whose form the page sends by script a moment after the click,
+    # while the next `goto` is still waiting for its slow page
+    recorder = ListRecorder()
+    outcome = run(
+        driver,
+        sandbox_url,
+        "late-submit",
+        """
+  - click: {button: Continue}
+  - goto: /__sandbox/lab/tables?answer_after_s=1
+  - extract:
+      into: rows
+      table: {role: table, within: {role: region, name: Results, within: {role: main}}}
+""",
+        recorder=recorder,
+    )
+    # then the form is sent (its navigation is not cut short), and the goto still opens its page
+    assert outcome.result["rows"] == [{"member_id": "W100000001", "status": "Current"}]
+    goto = next(s for s in recorder.steps if "tables" in s.message)
+    assert "late-submit?sent=1" in goto.message, goto.message

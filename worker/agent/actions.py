@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 @handles(GotoStep)
 def goto(run: Run, step: GotoStep, at: At) -> str:
     url = run.render(step.url)
-    run.page.goto(url)
-    return f"opened {url}"
+    note = run.page.goto(url)
+    return f"opened {url}{note}"
 
 
 @handles(FillStep, redo_when_stale=True)

@@ -227,6 +227,7 @@ const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat)
 const nav = performance.getEntriesByType('navigation')[0];
 return {
   url: top.location.href,
+  referrer: top.referrer || '',
   title: top.title || '',
   headings: heads.join('\n'),
   text: arguments[0] && top.body ? flat(top.body) : '',
@@ -297,8 +298,8 @@ def first_shown(driver: WebDriver, candidates: list[Locator]) -> int | None:
 def probe_page(
     driver: WebDriver, *, with_text: bool = False, markers: Sequence[Locator] = ()
 ) -> dict[str, Any]:
-    """The page's url, title, headings and alerts, its whole text if asked, the HTTP status of
-    its document (``status``, 0 if unknown), and for each of ``markers`` whether it matches
-    anything (``markers``, e.g. the sign-in page's heading), in one round trip."""
+    """The page's url, referrer, title, headings and alerts, its whole text if asked, the HTTP
+    status of its document (``status``, 0 if unknown), and for each of ``markers`` whether it
+    matches anything (``markers``, e.g. the sign-in page's heading), in one round trip."""
     specs = [spec_of(marker) for marker in markers]
     return driver.execute_script(_PROBE_JS, with_text, specs) or {}

@@ -42,6 +42,8 @@ from worker.errors import PortalUnavailable, SecretRefused, StepFailed
 # How often a wait looks again. Each look is one or two WebDriver round trips of a few ms; a
 # finer poll notices a page or a spinner's end sooner, which is most of a warm task's waiting.
 POLL_S = 0.05
+# How many times a goto opens its page when a navigation the page started comes first.
+_GOTO_TRIES = 3
 
 _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
 
@@ -150,8 +152,34 @@ class Page:
 
     # -- navigation and checks --
 
-    def goto(self, url: str) -> None:
+    def goto(self, url: str) -> str:
+        """Open ``url``. A navigation the page had started just before (a form that a click
+        sent a moment late) can take the browser elsewhere while ours loads; that navigation
+        is let finish and ``url`` opened again. Returns a note for the step when it happened."""
         full = self.boundary.target(url, self.base_url)  # only http(s) on the portal's origins
+        note, tries = "", 1
+        while True:
+            left = self._address()
+            self._load(full, url)
+            self.check_boundary()
+            info, markers = self._probe()
+            # Our own navigation sends no referrer; one the page we were on started sends that
+            # page's address (a page we open that moves on by script sends its own).
+            came_from = info.get("referrer", "") if info is not None else ""
+            if tries == _GOTO_TRIES or not left or left == full or came_from != left:
+                self._judge(info, markers)
+                return note
+            tries += 1
+            landed = info.get("url", "") if info is not None else ""
+            note = f" (the page's own navigation to {landed} came first)"
+
+    def _address(self) -> str:
+        try:
+            return self.driver.current_url
+        except WebDriverException:
+            return ""
+
+    def _load(self, full: str, url: str) -> None:
         try:
             self.driver.get(full)
         except TimeoutException:
@@ -162,8 +190,6 @@ class Page:
             if "net::ERR" in (exc.msg or ""):
                 raise PortalUnavailable(f"the portal could not be reached ({url})") from None
             raise
-        self.check_boundary()
-        self.check_page()
 
     def check_boundary(self) -> None:
         try:
@@ -176,12 +202,22 @@ class Page:
         """Raise if the page is an error page (a 5xx answer always is one), or shows that the
         session ended (the sign-in page, or a sign the profile names) in the middle of the
         steps."""
+        self._judge(*self._probe())
+
+    def _probe(self) -> tuple[dict[str, Any] | None, list[tuple[str, Locator]]]:
+        """What :meth:`check_page` looks at, in one round trip (None between documents), and
+        the session markers it looked for."""
         markers = [] if self.in_login else self._session_markers()
         try:
             info = locators.probe_page(
                 self.driver, with_text=self.need_text, markers=[m for _kind, m in markers]
             )
         except JavascriptException:
+            return None, markers
+        return info, markers
+
+    def _judge(self, info: dict[str, Any] | None, markers: list[tuple[str, Locator]]) -> None:
+        if info is None:
             return  # page is between documents; the next poll looks again
         url = info.get("url", "")
         if url.startswith("chrome-error://"):
