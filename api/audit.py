@@ -61,13 +61,18 @@ def api_call_entry(status: int) -> dict[str, Any] | None:
         "actor": f"api_key:{prefix}",
         "action": f"{request.method} {_route(request.url_rule.rule)}",
         "target": request.path,
-        "detail": {"status": status},
+        "detail": {"status": status, **g.get("api_call_detail", {})},
     }
 
 
 @functools.cache
 def _route(rule: str) -> str:
     return _CONVERTER.sub(r"{\1}", rule)  # /tasks/<int:task_id>/cancel -> /tasks/{task_id}/cancel
+
+
+def describe_call(**detail: Any) -> None:
+    """Add ``detail`` to this call's audit entry (a replayed creation names its task)."""
+    g.api_call_detail = {**g.get("api_call_detail", {}), **detail}
 
 
 def recorded_by_handler() -> None:

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
-from api.audit import api_call_entry, recorded_by_handler
+from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, ValidationFailed
@@ -141,6 +141,7 @@ def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
             "This Idempotency-Key was already used with a different request body.",
             {"idempotency_key": key},
         )
+    describe_call(task_id=row["response_body"]["id"], replayed=True)
     return jsonify(row["response_body"]), row["response_status"]
 
 
@@ -273,7 +274,8 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: boo
     With an Idempotency-Key, or when :func:`_read_checks` began a transaction (``began``), the
     same INSERT runs in a pipeline of our own: the idempotency record (the created task as
     stored answer) commits with the task, then the audit entry commits durably. (A call the
-    audit log does not record goes this way too; its task's commit is the durable one.)
+    audit log does not record goes this way too; its task's commit is the durable one.) Either
+    way the audit entry's detail names the created task (``task_id``).
 
     An error in the task's transaction (the INSERT's own checks failing included,
     :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
@@ -296,11 +298,11 @@ def _store_in_pipeline(
 ) -> dict:
     """:func:`_store` with an Idempotency-Key or inside the transaction the reads began.
 
-    Two transactions sent together on a connection outside psycopg's transaction handling: the
-    task with its files and idempotency record (begun here unless ``began``), committed without
-    waiting for the disk; then the audit entry, committed durably (when the call records none,
-    the task's commit is the durable one). The server ignores the rest of a pipeline after an
-    error, so a failed first transaction skips the second.
+    Two transactions sent on a connection outside psycopg's transaction handling: the task with
+    its files and idempotency record (begun here unless ``began``), committed without waiting
+    for the disk; then the audit entry, naming the task, committed durably (when the call
+    records none, the task's commit is the durable one). The server ignores the rest of a
+    pipeline after an error, so a failed first transaction skips the second.
     """
     with conn.pipeline():
         if not began:
@@ -310,9 +312,10 @@ def _store_in_pipeline(
         if entry is not None:
             relax_commit(conn)
         row = task_queries.insert_task(conn, new)
-        created = None
+        # The created task, read here (a round trip) when its key's stored answer or its audit
+        # entry needs it.
+        created = task_json(row()) if key or entry is not None else None
         if key:
-            created = task_json(row())  # the stored answer is the created task: a round trip
             conn.execute(
                 "INSERT INTO idempotency_keys"
                 " (account_id, key, request_digest, response_status, response_body)"
@@ -322,7 +325,9 @@ def _store_in_pipeline(
         conn.execute("COMMIT")
         if entry is not None:
             # Outside BEGIN and COMMIT: the server commits it at the pipeline's closing sync.
-            audit.record(conn, **entry)
+            assert created is not None
+            detail = {**(entry.get("detail") or {}), "task_id": created["id"]}
+            audit.record(conn, **{**entry, "detail": detail})
     return created or task_json(row())
 
 

@@ -51,14 +51,17 @@ def test_every_way_of_storing_a_task_answers_numbers_and_audits_it_alike(
         "content_type": "application/pdf",
         "size": len(b"%PDF-1.4 card"),
     }
-    # and each is stored as it was answered, with one audit entry per creation
+    # and each is stored as it was answered, with one audit entry per creation naming it
     for answer in answers:
         stored = client.get(f"/tasks/{answer['id']}", headers=account.headers).get_json()
         assert stored["status"] in ("pending", "dispatching")  # its message sent, or not yet
         moved = {"status": None, "updatedAt": None}
         assert {**stored, **moved} == {**answer, **moved}
     entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
-    assert sorted(e["target"] for e in entries if e["action"] == "POST /tasks") == ["/tasks"] * 4
+    created = [e for e in entries if e["action"] == "POST /tasks"]
+    assert [(e["target"], e["detail"]) for e in reversed(created)] == [
+        ("/tasks", {"status": 200, "task_id": answer["id"]}) for answer in answers
+    ]
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["one statement", "idempotency key"])

@@ -265,12 +265,20 @@ def test_each_creation_is_in_the_audit_log_once_and_a_refusal_not_at_all(client,
     first = client.post("/tasks", json=body, headers=headers)
     again = client.post("/tasks", json=body, headers=headers)
     _error(_create(client, account, data="note: nothing useful"), 422, "validation_failed")
-    # then the two answered calls are recorded once each, naming the key, and the task exists
+    # then the two answered calls are recorded once each, naming the key and the task, the
+    # replay told apart, and the task exists
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
     entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
     prefix = account.api_key[:15]
+    task_id = first.get_json()["id"]
     assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in entries] == [
-        (f"api_key:{prefix}", "POST /tasks", "/tasks", {"status": 200})
-    ] * 2
+        (
+            f"api_key:{prefix}",
+            "POST /tasks",
+            "/tasks",
+            {"status": 200, "task_id": task_id, "replayed": True},
+        ),
+        (f"api_key:{prefix}", "POST /tasks", "/tasks", {"status": 200, "task_id": task_id}),
+    ]
     assert _count(runtime, "tasks") == 1

@@ -96,10 +96,15 @@ def upgrade() -> None:
         $$
         """
     )
+    op.execute(create_task_procedure("p_detail"))
+
+
+def create_task_procedure(detail: str) -> str:
+    """The ``CREATE OR REPLACE`` of ``create_task``, whose audit entry's detail is the SQL
+    expression ``detail`` (migration 0018 adds the created task's id to it)."""
     inout = ", ".join(f"INOUT {column.strip()} DEFAULT NULL" for column in _CREATED.split(","))
-    op.execute(
-        f"""
-        CREATE PROCEDURE create_task(
+    return f"""
+        CREATE OR REPLACE PROCEDURE create_task(
             {_TASK_PARAMETERS}, p_actor text, p_action text, p_target text, p_detail jsonb,
             {inout})
         LANGUAGE plpgsql AS $$
@@ -114,11 +119,10 @@ def upgrade() -> None:
                                p_inputs, p_secret_inputs, p_names, p_types, p_contents);
             COMMIT;
             INSERT INTO audit_log (account_id, actor, action, target, detail)
-            VALUES (p_account_id, p_actor, p_action, p_target, p_detail);
+            VALUES (p_account_id, p_actor, p_action, p_target, {detail});
         END
         $$
         """
-    )
 
 
 def downgrade() -> None:
