@@ -416,9 +416,15 @@ def test_the_audit_log_records_api_calls_and_console_actions_and_pages(
         (f"api_key:{prefix}", "PUT /webhook-endpoint", "/webhook-endpoint"),
     ]  # the failed call (409) and the read are not recorded
     assert rest["has_more"] is False and rest["data"][0]["created_at"].endswith("Z")
-    # the console shows the same log
+    # the console shows the same log, a creation's entry linking to its task
+    created = client.post("/tasks", headers=account.headers, json={
+        "type": "check_eligibility",
+        "data": "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"})  # fmt: skip
+    assert created.status_code == 200, created.json
     page = browser.get("/console/audit").text
     assert "webhook.redeliver" in page and f"api_key:{prefix}" in page
+    task_id = created.json["id"]
+    assert f'<a href="/console/tasks/{task_id}">task {task_id}</a>' in page
     # another account sees none of it (its own failed call is not recorded either)
     assert client.get("/audit-log", headers=other.headers).json["data"] == []
     assert client.get("/audit-log").status_code == 401
