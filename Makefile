@@ -2,6 +2,8 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# Test processes (pytest-xdist): each starts its own Postgres, Redis, sandbox and browsers.
+TEST_WORKERS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -32,10 +34,10 @@ lint: install ## ruff, mypy, and the import layers (lint-imports)
 	$(BIN)/lint-imports
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: install browsers ## the quick tier for iterating: no e2e, faults or fuzz tests
-	$(BIN)/pytest -m "not e2e and not faults and not fuzz"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not faults and not fuzz"
 
 bench: install browsers ## run the benchmarks (not part of the tests)
 	$(BIN)/python bench/api.py

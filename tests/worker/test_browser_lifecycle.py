@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -303,24 +304,24 @@ def test_the_sweep_runs_when_a_worker_process_starts(tmp_path, monkeypatch):
     assert not dead.exists()
 
 
-def test_a_browser_keeps_its_profile_and_temporary_files_in_its_own_folder(
-    settings, tmp_path_factory
-):
+def test_a_browser_keeps_its_profile_and_temporary_files_in_its_own_folder(settings):
     # (Chromium's profile folders used to be left in /tmp, about 8 MB each.)
-    root = tmp_path_factory.mktemp("w")  # short: Chromium's sockets must fit in a socket path
-    driver = new_driver(
-        chromium_path=settings.chromium_path,
-        chromedriver_path=settings.chromedriver_path,
-        workspace_dir=root,
-    )
-    try:
-        [folder] = root.glob("browser-*")
-        chromium = workspace.processes_mentioning(f"--user-data-dir={folder / 'profile'}")
-        environ = Path(f"/proc/{driver.service.process.pid}/environ").read_bytes().split(b"\0")
-        profile_files = list((folder / "profile").iterdir())
-    finally:
-        quit_quietly(driver)
-    assert chromium  # Chromium runs on the profile in the browser's folder
-    assert f"TMPDIR={folder / 'tmp'}".encode() in environ  # and its scratch files go there too
-    assert profile_files
-    assert not folder.exists()  # all of it deleted when the browser quits
+    # Short, outside pytest's per-worker folders: Chromium's sockets must fit in a socket path.
+    with tempfile.TemporaryDirectory(prefix="w") as short:
+        root = Path(short)
+        driver = new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            workspace_dir=root,
+        )
+        try:
+            [folder] = root.glob("browser-*")
+            chromium = workspace.processes_mentioning(f"--user-data-dir={folder / 'profile'}")
+            environ = Path(f"/proc/{driver.service.process.pid}/environ").read_bytes().split(b"\0")
+            profile_files = list((folder / "profile").iterdir())
+        finally:
+            quit_quietly(driver)
+        assert chromium  # Chromium runs on the profile in the browser's folder
+        assert f"TMPDIR={folder / 'tmp'}".encode() in environ  # and its scratch files go there too
+        assert profile_files
+        assert not folder.exists()  # all of it deleted when the browser quits
