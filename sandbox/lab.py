@@ -139,18 +139,23 @@ customElements.define('lab-note', class extends HTMLElement {
 
 def _late_submit() -> str:
     # A portal that checks a form by script before sending it: the click only starts a timer,
-    # and the page navigates on its own a moment later (?after_ms=, default 200).
+    # and the page navigates on its own a moment later (?after_ms=, default 200). With ?auto=1
+    # the page sends the form by itself once loaded, as a single sign-on page that posts itself
+    # on to the next site does.
     after_ms = min(max(request.args.get("after_ms", 200, type=int) or 0, 0), 5000)
     sent = '<p role="status">The form was sent.</p>' if request.args.get("sent") else ""
+    auto = "form.submit();" if request.args.get("auto") and not sent else ""
     action = url_for("lab.late_submit_sent")
     return f"""{sent}<form method="post" action="{action}">
 <button type="submit">Continue</button></form>
 <script>
-document.querySelector('form').addEventListener('submit', event => {{
+const form = document.querySelector('form');
+form.addEventListener('submit', event => {{
   if (!event.isTrusted) return;
   event.preventDefault();
   setTimeout(() => event.target.submit(), {after_ms});
 }});
+{auto}
 </script>"""
 
 

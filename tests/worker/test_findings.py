@@ -247,3 +247,22 @@ def test_a_goto_after_a_click_lands_where_it_asked_once_the_clicks_navigation_is
     assert outcome.result["rows"] == [{"member_id": "W100000001", "status": "Current"}]
     goto = next(s for s in recorder.steps if "tables" in s.message)
     assert "late-submit?sent=1" in goto.message, goto.message
+
+
+def test_a_page_that_sends_itself_on_is_followed_not_opened_again(driver, sandbox_url) -> None:
+    # Given a goto of a page that posts its own form once loaded (a single sign-on hand-off)
+    recorder = ListRecorder()
+    outcome = run(
+        driver,
+        sandbox_url,
+        "tables",
+        """
+  - goto: /__sandbox/lab/late-submit?auto=1
+  - wait_for: {text: The form was sent.}
+""",
+        recorder=recorder,
+    )
+    # then the goto follows it where it leads, once, with nothing to note
+    goto = next(s for s in recorder.steps if "auto=1" in s.message)
+    assert goto.message == "opened /__sandbox/lab/late-submit?auto=1", goto.message
+    assert outcome.status == "completed"

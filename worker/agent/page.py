@@ -159,7 +159,7 @@ class Page:
         full = self.boundary.target(url, self.base_url)  # only http(s) on the portal's origins
         note, tries = "", 1
         while True:
-            left = self._address()
+            left = self._address().split("#")[0]  # a referrer never holds the fragment
             self._load(full, url)
             self.check_boundary()
             info, markers = self._probe()
