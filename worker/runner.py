@@ -440,7 +440,15 @@ def _claim_and_run(
     # running, skips it, and the lease it holds expires into a retry.
     claimed = _db(rt, lambda conn: task_queries.claim_task(conn, task_id, worker, lease_s))
     if claimed is None:
-        log.info("task %s is not claimable (taken, final or canceled); skipping", task_id)
+        # A second delivery (the scheduler re-sent a message that waited long in the queue), or
+        # a task canceled or removed meanwhile: its line still names the task's account.
+        seen = _db(rt, lambda conn: task_queries.get_task(conn, task_id))
+        with logs.bound(account_id=seen["account_id"] if seen else None):
+            log.info(
+                "task %s is not claimable (%s); skipping",
+                task_id,
+                seen["status"] if seen else "gone",
+            )
         return None
     started = time.monotonic()
     logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)

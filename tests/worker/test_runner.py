@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import logging
 import threading
 import time
@@ -12,7 +14,7 @@ import requests
 from prometheus_client import REGISTRY, generate_latest
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
-from shared import totp
+from shared import logs, totp
 from shared.accounts import Credentials, put_credentials
 from shared.sop.library import builtin_sop_text
 from tests.scrape import delta, parse
@@ -68,10 +70,21 @@ def _messages(rt, task_id: int) -> list[dict]:
         ).fetchall()
 
 
-def test_a_second_delivery_of_the_same_message_is_a_no_op(rt, client, account, browsers):
+def test_a_second_delivery_of_the_same_message_is_a_no_op(rt, client, account, browsers, caplog):
     task_id = _task(client, account)
     runner.run_task(rt, task_id, browsers=browsers)
-    runner.run_task(rt, task_id, browsers=browsers)
+    caplog.set_level(logging.INFO)
+    out = io.StringIO()
+    handler = logs.handler("worker", "json", stream=out)
+    runner.log.addHandler(handler)
+    try:
+        runner.run_task(rt, task_id, browsers=browsers)
+    finally:
+        runner.log.removeHandler(handler)
+    # its log line names the task, its account and why it was skipped
+    [skipped] = [json.loads(line) for line in out.getvalue().splitlines() if "skipping" in line]
+    assert (skipped["task_id"], skipped["account_id"]) == (task_id, account.id), skipped
+    assert "not claimable (completed)" in skipped["message"], skipped
     row = _row(rt, task_id)
     assert row["status"] == "completed" and row["attempts"] == 1
     [message] = _messages(rt, task_id)
