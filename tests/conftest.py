@@ -5,6 +5,7 @@ from __future__ import annotations
 import graphlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,12 +117,23 @@ def empty_tables(database_url: str) -> None:
 
     DELETE in foreign-key order rather than TRUNCATE, which costs several times as much on
     tables this small (it makes new files for each), and ran before every test.
+
+    A running stack (the e2e tests') may still be finishing the previous test's work: a row it
+    adds between two DELETEs (a delivery attempt of a message about to go) fails a foreign key,
+    or its locks meet ours. Then the whole emptying runs again.
     """
     with psycopg.connect(database_url, autocommit=True) as conn:
         statements = _emptying(conn)
-        with conn.transaction(), conn.pipeline():
-            for statement in statements:
-                conn.execute(statement)
+        for attempt in range(5):
+            try:
+                with conn.transaction(), conn.pipeline():
+                    for statement in statements:
+                        conn.execute(statement)
+                return
+            except (psycopg.errors.ForeignKeyViolation, psycopg.errors.DeadlockDetected):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 _EMPTYING: dict[str, list[str]] = {}  # by database: the schema does not change in a session
