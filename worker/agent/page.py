@@ -326,8 +326,15 @@ class Page:
     def condition_met(self, cond: Mapping[str, Any]) -> str | bool:
         """One look at a wait_for condition; the matched branch's name, or False."""
         if "any_of" in cond:
-            for i, sub in enumerate(cond["any_of"], start=1):
+            branches = list(enumerate(cond["any_of"], start=1))
+            for i, sub in branches:
                 if self.condition_met(sub):
+                    # Each branch is its own look: a page that changed between the looks (the
+                    # next page arrived, a script filled the results in) can show an earlier
+                    # branch now too, and the earliest that holds is the one named.
+                    for j, earlier in branches[: i - 1]:
+                        if self.condition_met(earlier):
+                            return earlier.get("as") or str(j)
                     return sub.get("as") or str(i)
             return False
         return (cond.get("as") or "1") if self._holds(cond) else False
