@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.sop.library import builtin_sop
 from worker.agent.interpreter import Outcome, run_sop
+from worker.agent.page import Page, SessionSigns
 from worker.browser import BrowserPool, new_driver
+from worker.egress import Boundary, Origin
 
 MFA_USER = Credentials("provider@sandbox", "sandbox-pass-1", "JBSWY3DPEHPK3PXP")
 PLAIN_USER = Credentials("nomfa@sandbox", "sandbox-pass-2", None)
@@ -116,4 +119,19 @@ def run_builtin(driver, task_type: str, data: str, base_url: str, **kwargs: Any)
     kwargs.setdefault("credentials", MFA_USER)
     return run_sop(
         driver, builtin_sop(task_type), parse_task_data(data), base_url=base_url, **kwargs
+    )
+
+
+def page_on_html(driver, html: str, render: Callable[[str], str] = str) -> Page:
+    """A bare :class:`Page` (no profile, no error patterns) on ``html``, opened as a data: URL;
+    ``render`` fills in the locators' templates."""
+    driver.get("data:text/html;base64," + base64.b64encode(html.encode()).decode())
+    return Page(
+        driver=driver,
+        boundary=Boundary([Origin.of("http://portal.test", allow_private=True)], None),
+        base_url="http://portal.test",
+        portal_errors=(),
+        dismiss=(),
+        session=SessionSigns(None),
+        render=render,
     )

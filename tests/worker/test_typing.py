@@ -3,12 +3,10 @@ field holding text is cleared first, which saves an empty one the round trip."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
-from worker.agent.page import Page, SessionSigns
-from worker.egress import Boundary, Origin
+from tests.worker.support import page_on_html
+from worker.agent.page import Page
 
 FORM = """<!doctype html><html><body>
 <input id="empty"><input id="full" value="old text"><textarea id="area">old lines</textarea>
@@ -19,16 +17,7 @@ FORM = """<!doctype html><html><body>
 
 @pytest.fixture
 def page(driver) -> Page:
-    driver.get("data:text/html;base64," + base64.b64encode(FORM.encode()).decode())
-    return Page(
-        driver=driver,
-        boundary=Boundary([Origin.of("http://portal.test", allow_private=True)], None),
-        base_url="http://portal.test",
-        portal_errors=(),
-        dismiss=(),
-        session=SessionSigns(None),
-        render=str,
-    )
+    return page_on_html(driver, FORM)
 
 
 def _typed(page: Page, element_id: str, value: str, *, clear: bool = True) -> str:

@@ -3,13 +3,10 @@ changes while its branches are looked at one by one."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from shared.sop.loader import load_sop
-from worker.agent.page import Page, SessionSigns
-from worker.egress import Boundary, Origin
+from tests.worker.support import page_on_html
 
 pytestmark = pytest.mark.browser
 
@@ -32,8 +29,6 @@ outcomes: [{status: completed, notes: done}]
 
 
 def test_the_earliest_branch_that_holds_is_named_when_the_answer_arrives_mid_look(driver):
-    driver.get("data:text/html;base64," + base64.b64encode(SENDING.encode()).decode())
-
     def render(text: str) -> str:
         # The answer arrives just as the last branch is about to be looked at: the first two
         # were looked at on the page before it.
@@ -41,14 +36,6 @@ def test_the_earliest_branch_that_holds_is_named_when_the_answer_arrives_mid_loo
             driver.execute_script("document.body.innerHTML = arguments[0]", ANSWER)
         return text
 
-    page = Page(
-        driver=driver,
-        boundary=Boundary([Origin.of("http://portal.test", allow_private=True)], None),
-        base_url="http://portal.test",
-        portal_errors=(),
-        dismiss=(),
-        session=SessionSigns(None),
-        render=render,
-    )
+    page = page_on_html(driver, SENDING, render)
     [wait_for] = load_sop(SOP).steps
     assert page.condition_met(wait_for.condition) == "not_accepted"
