@@ -5,7 +5,6 @@ from __future__ import annotations
 import graphlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 import redis as redis_lib
 import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 from werkzeug.serving import make_server
 
 from shared import embedded
@@ -124,16 +124,17 @@ def empty_tables(database_url: str) -> None:
     """
     with psycopg.connect(database_url, autocommit=True) as conn:
         statements = _emptying(conn)
-        for attempt in range(5):
-            try:
-                with conn.transaction(), conn.pipeline():
-                    for statement in statements:
-                        conn.execute(statement)
-                return
-            except (psycopg.errors.ForeignKeyViolation, psycopg.errors.DeadlockDetected):
-                if attempt == 4:
-                    raise
-                time.sleep(0.2)
+        for attempt in Retrying(
+            retry=retry_if_exception_type(
+                (psycopg.errors.ForeignKeyViolation, psycopg.errors.DeadlockDetected)
+            ),
+            stop=stop_after_attempt(5),
+            wait=wait_fixed(0.2),
+            reraise=True,
+        ):
+            with attempt, conn.transaction(), conn.pipeline():
+                for statement in statements:
+                    conn.execute(statement)
 
 
 _EMPTYING: dict[str, list[str]] = {}  # by database: the schema does not change in a session
