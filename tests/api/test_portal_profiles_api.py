@@ -65,7 +65,7 @@ def test_the_sandbox_has_a_builtin_profile(client, account, runtime):
     assert profile["body"] == builtin_profile_text("sandbox")
     assert profile["base_url"] == runtime.settings.sandbox_url
     assert "the sign-in page is the one where its address matches" in profile["summary"]
-    assert "p2. Choose the payer" in profile["summary"]
+    assert "p3.1. Choose the payer" in profile["summary"]
     assert profile["history"] == []
 
 

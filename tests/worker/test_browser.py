@@ -6,6 +6,7 @@ import functools
 
 import pytest
 from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
 
 from tests.worker.conftest import CHROMEDRIVER, CHROMIUM, _require_browser
 from tests.worker.support import JANE, PLAIN_USER, run_builtin
@@ -49,6 +50,58 @@ def test_same_account_reuses_browser_and_session(pool, portal, recorder) -> None
     prelude_goto = recorder.steps[1]
     assert prelude_goto.name == "p1. Go to /dashboard"
     assert prelude_goto.message == "already open: the sign-in found it signed in"
+
+
+def test_a_session_that_has_the_tasks_payer_does_not_choose_it_again(
+    pool, portal, recorder
+) -> None:
+    # given a first task that signed in and chose the default payer
+    base_url = portal()
+    with pool.session("acct-1") as first:
+        run_builtin(first, "check_eligibility", JANE, base_url, credentials=PLAIN_USER)
+
+    # when the next task of the same account runs in that session
+    with pool.session("acct-1") as second:
+        outcome = run_builtin(
+            second, "check_eligibility", JANE, base_url, credentials=PLAIN_USER, recorder=recorder
+        )
+
+    # then the prelude reads the payer the dashboard names, and does not choose it again
+    assert outcome.status == "completed", recorder.text()
+    assert [(step.name, step.message) for step in recorder.steps[2:4]] == [
+        ("p2. See which payer the session has", "payer_chosen = True"),
+        ("p3. Choose the payer unless it is chosen already", "false"),
+    ]
+    assert recorder.named("p3.1.") == []
+    # and what the prelude read is the portal's business, not the task's result
+    assert "payer_chosen" not in outcome.result
+
+
+def test_a_session_that_has_another_payer_chooses_the_tasks(pool, portal, recorder) -> None:
+    # given a first task that chose another payer than the default
+    base_url = portal()
+    with pool.session("acct-1") as first:
+        run_builtin(
+            first,
+            "check_eligibility",
+            JANE + "\npayer: Acme Mutual",
+            base_url,
+            credentials=PLAIN_USER,
+        )
+
+    # when the next task, which names no payer, runs in that session
+    with pool.session("acct-1") as second:
+        outcome = run_builtin(
+            second, "check_eligibility", JANE, base_url, credentials=PLAIN_USER, recorder=recorder
+        )
+        second.get(f"{base_url}/dashboard")
+        current = second.find_element(By.CSS_SELECTOR, "p.current").text
+
+    # then its prelude chose the default payer again, and the session has it
+    assert outcome.status == "completed", recorder.text()
+    [chose] = recorder.named("p3.1. Choose the payer")
+    assert chose.message == "chose Sandbox Health"
+    assert current == "Current payer: Sandbox Health"
 
 
 def test_other_account_gets_a_fresh_browser(pool, portal, recorder) -> None:

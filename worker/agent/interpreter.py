@@ -418,7 +418,14 @@ class Run:
                     prelude[0].kind)  # fmt: skip
             self.record(at, StepStatus.OK, "already open: the sign-in found it signed in")
             prelude, start = prelude[1:], 2
-        self.run_steps(prelude, prefix="p", start=start)
+        # What the prelude reads is the portal's business: it is not the task's result, and the
+        # SOP's steps see the values as they were before it.
+        kept = dict(self.ctx.extracted)
+        try:
+            self.run_steps(prelude, prefix="p", start=start)
+        finally:
+            self.ctx.extracted.clear()
+            self.ctx.extracted.update(kept)
 
     def _opens(self, step: Step | None, url: str) -> bool:
         """Whether ``step`` is an unconditional goto of ``url``."""
