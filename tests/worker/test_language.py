@@ -19,6 +19,10 @@ PAGE = """<!doctype html><html><head><title>Playground</title></head><body>
 <label for="c">Email me</label><input type="checkbox" id="c">
 <label for="s">Colour</label><select id="s"><option value="r">Red</option>
   <option value="g">Green</option></select>
+<label for="p">Plan</label><select id="p"
+  onchange="document.getElementById('said').textContent = 'Plan sent: ' + this.value">
+  <option value="">Choose</option><option value="b" disabled>Bronze</option>
+  <option value="s">Silver</option></select><p id="said"></p>
 <label for="t">Note</label><input id="t" value="preset">
 <label for="f">Document</label><input type="file" id="f" multiple>
 <div id="busy" role="status">Working...</div>
@@ -175,6 +179,22 @@ def test_undefined_variable_in_a_value_fails_the_step(driver, page_url) -> None:
 def test_unknown_option_lists_the_choices(driver, page_url) -> None:
     with pytest.raises(StepFailed, match="Red, Green"):
         run(driver, page_url, "  - select: {label: Colour, option: Blue}\n")
+
+
+def test_a_chosen_option_reaches_the_pages_script_and_a_disabled_one_is_refused(
+    driver, page_url
+) -> None:
+    # the page hears the choice as it hears a person's (its change handler runs)
+    outcome = run(
+        driver,
+        page_url,
+        "  - select: {label: Plan, option: silver}\n"
+        "  - extract: {into: said, text: {text: 'Plan sent:'}}\n",
+    )
+    assert outcome.result["said"] == "Plan sent: s"
+    # an option a person cannot pick fails the step and says why
+    with pytest.raises(StepFailed, match="'Bronze' cannot be chosen: it is disabled"):
+        run(driver, page_url, "  - select: {label: Plan, option: Bronze}\n")
 
 
 def test_bad_condition_fails_the_step_but_not_the_outcome(driver, page_url) -> None:

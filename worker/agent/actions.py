@@ -10,9 +10,8 @@ import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selenium.common.exceptions import NoSuchElementException, TimeoutException
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.redaction import MASK
 from shared.sop.model import (
@@ -55,7 +54,7 @@ def fill(run: Run, step: FillStep, at: At) -> str:
         return f"filled {where} with {MASK}"
     value = run.render(step.value)
     if el.tag_name.lower() == "select":
-        _choose(el, value)
+        run.page.choose(el, value)
     else:
         run.page.type(el, value, clear=step.clear)
     return f"filled {run.page.locator(step.locator).describe()} with {short(value)}"
@@ -66,7 +65,7 @@ def select(run: Run, step: SelectStep, at: At) -> str:
     el = run.page.element(step.locator, run.timeout(step))
     option = run.render(step.option)
     if el.tag_name.lower() == "select":
-        _choose(el, option)
+        run.page.choose(el, option)
     else:  # a custom combobox: open it, then pick the option by its text
         el.click()
         run.page.click(Locator("role", "option", name=option), run.timeout(step))
@@ -136,18 +135,3 @@ def dismiss_if_present(run: Run, step: DismissIfPresentStep, at: At) -> str:
     el.click()
     run.page.wait_gone(loc, run.timeout(step))
     return "dismissed"
-
-
-def _choose(el: WebElement, option: str) -> None:
-    """Select an <option> by visible text, case-insensitively, or by value."""
-    select = Select(el)
-    want = option.strip().lower()
-    for opt in select.options:
-        if opt.text.strip().lower() == want:
-            select.select_by_visible_text(opt.text)
-            return
-    try:
-        select.select_by_value(option)
-    except NoSuchElementException:
-        choices = ", ".join(o.text.strip() for o in select.options)
-        raise StepFailed(f"no option {option!r} (options: {choices})") from None

@@ -53,6 +53,32 @@ const e = arguments[0];
 if (e.isContentEditable) return e.textContent !== '';
 return typeof e.value === 'string' ? e.value !== '' : true;
 """
+# Chooses an <option> of a <select> as a person's pick does (the select focused, the option
+# selected, `input` and `change` sent), in one round trip: the first whose text is the wanted
+# one (case-insensitive, spaces collapsed), else the first whose value is. Returns {chosen: text},
+# or why none was: {missing: [texts]}, {hidden: text}, {disabled: text}.
+_CHOOSE_JS = r"""
+const [select, want] = arguments;
+const squash = s => (s || '').replace(/\s+/g, ' ').trim();
+const options = Array.from(select.options);
+const wanted = squash(want).toLowerCase();
+const opt = options.find(o => squash(o.text).toLowerCase() === wanted)
+  || options.find(o => o.value === want);
+if (!opt) return {missing: options.map(o => squash(o.text))};
+const st = getComputedStyle(opt);
+if (st.visibility === 'hidden' || st.display === 'none' || st.opacity === '0')
+  return {hidden: squash(opt.text)};
+const group = opt.parentElement;
+if (opt.disabled || (group && group.tagName === 'OPTGROUP' && group.disabled))
+  return {disabled: squash(opt.text)};
+if (!opt.selected) {
+  select.focus();
+  opt.selected = true;
+  select.dispatchEvent(new Event('input', {bubbles: true}));
+  select.dispatchEvent(new Event('change', {bubbles: true}));
+}
+return {chosen: squash(opt.text)};
+"""
 # Marks a field a secret is typed into: the agent refuses to read it, and Chromium draws its
 # characters as discs, so no screenshot shows it either.
 _MARK_TYPED_JS = r"""
@@ -449,6 +475,18 @@ class Page:
         if clear and self.driver.execute_script(_HOLDS_TEXT_JS, el):
             el.clear()
         el.send_keys(value)
+
+    def choose(self, select: WebElement, option: str) -> str:
+        """Choose the <option> of ``select`` whose text (case-insensitive) or else value is
+        ``option``; the chosen option's text."""
+        got = self.driver.execute_script(_CHOOSE_JS, select, option) or {}
+        if "chosen" in got:
+            return str(got["chosen"])
+        if "missing" in got:
+            choices = ", ".join(got["missing"])
+            raise StepFailed(f"no option {option!r} (options: {choices})")
+        why = "hidden" if "hidden" in got else "disabled"
+        raise StepFailed(f"the option {got[why]!r} cannot be chosen: it is {why}")
 
     # -- secrets: typed, never read --
 
