@@ -46,17 +46,18 @@ def goto(run: Run, step: GotoStep, at: At) -> str:
 def fill(run: Run, step: FillStep, at: At) -> str:
     el = run.page.element(step.locator, run.timeout(step))
     where = run.page.locator(step.locator).describe()
+    tag, holds_text = run.page.field(el)
     if step.secret:
-        if el.tag_name.lower() == "select":
+        if tag == "select":
             raise SecretRefused(f"a sensitive input is only typed, and {where} is a list")
         value = run.sensitive.get(step.secret, "")
-        run.page.type_secret(el, value, clear=step.clear)
+        run.page.type_secret(el, value, clear=step.clear, holds_text=holds_text)
         return f"filled {where} with {MASK}"
     value = run.render(step.value)
-    if el.tag_name.lower() == "select":
+    if tag == "select":
         run.page.choose(el, value)
     else:
-        run.page.type(el, value, clear=step.clear)
+        run.page.type(el, value, clear=step.clear, holds_text=holds_text)
     return f"filled {run.page.locator(step.locator).describe()} with {short(value)}"
 
 

@@ -217,24 +217,31 @@ _FIRST_SHOWN_JS = (
 )
 
 # Reads what a person glances at to tell an error page or the sign-in page.
-_PROBE_JS = (
+_PROBE_FN_JS = r"""
+function probe(withText, markers) {
+  const flat = el => txt(el).replace(/\s+/g, ' ').trim();
+  const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat)
+    .filter(Boolean);
+  // The HTTP status the page's document was answered with (0 when the browser does not say).
+  const nav = performance.getEntriesByType('navigation')[0];
+  return {
+    url: top.location.href,
+    referrer: top.referrer || '',
+    title: top.title || '',
+    headings: heads.join('\n'),
+    text: withText && top.body ? flat(top.body) : '',
+    markers: markers.map(spec => search(spec, top).length > 0),
+    status: nav && nav.responseStatus ? nav.responseStatus : 0,
+  };
+}
+"""
+_PROBE_JS = _LIB_JS + _TOP_JS + _PROBE_FN_JS + "return probe(arguments[0], arguments[1]);"
+# A look-up and the page probe in one round trip.
+_FIND_AND_PROBE_JS = (
     _LIB_JS
     + _TOP_JS
-    + r"""
-const flat = el => txt(el).replace(/\s+/g, ' ').trim();
-const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat).filter(Boolean);
-// The HTTP status the page's document was answered with (0 when the browser does not say).
-const nav = performance.getEntriesByType('navigation')[0];
-return {
-  url: top.location.href,
-  referrer: top.referrer || '',
-  title: top.title || '',
-  headings: heads.join('\n'),
-  text: arguments[0] && top.body ? flat(top.body) : '',
-  markers: arguments[1].map(spec => search(spec, top).length > 0),
-  status: nav && nav.responseStatus ? nav.responseStatus : 0,
-};
-"""
+    + _PROBE_FN_JS
+    + "return [searchFrames(arguments[0]), probe(arguments[1], arguments[2])];"
 )
 
 # A look-up that finds its element in a frame leaves the driver in that frame (its elements
@@ -266,7 +273,12 @@ def find_all(driver: WebDriver, locator: Locator, *, enabled: bool = False) -> l
     """
     spec = spec_of(locator, enabled=enabled)
     to_top_page(driver)
-    found = driver.execute_script(_FIND_JS, spec)
+    return _into_frames(driver, spec, driver.execute_script(_FIND_JS, spec))
+
+
+def _into_frames(driver: WebDriver, spec: dict[str, Any], found: Any) -> list[WebElement]:
+    """The matches a look-up returned, or, when it named a frame that has some, the matches
+    in that frame (the driver is left in it)."""
     for _ in range(_MAX_FRAME_DEPTH):
         if not isinstance(found, dict):
             break
@@ -274,6 +286,23 @@ def find_all(driver: WebDriver, locator: Locator, *, enabled: bool = False) -> l
         _IN_FRAME.add(driver)
         found = driver.execute_script(_FIND_JS, spec)
     return found if isinstance(found, list) else []
+
+
+def find_all_and_probe(
+    driver: WebDriver,
+    locator: Locator,
+    *,
+    enabled: bool = False,
+    with_text: bool = False,
+    markers: Sequence[Locator] = (),
+) -> tuple[list[WebElement], dict[str, Any] | None]:
+    """:func:`find_all` and :func:`probe_page` in one round trip (one more per frame entered)."""
+    spec = spec_of(locator, enabled=enabled)
+    to_top_page(driver)
+    found, info = driver.execute_script(
+        _FIND_AND_PROBE_JS, spec, with_text, [spec_of(marker) for marker in markers]
+    )
+    return _into_frames(driver, spec, found), info
 
 
 def to_top_page(driver: WebDriver) -> None:

@@ -48,11 +48,15 @@ _GOTO_TRIES = 3
 _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
 
 # Whether a field holds text to clear before typing (anything it cannot tell: yes).
-_HOLDS_TEXT_JS = """
-const e = arguments[0];
-if (e.isContentEditable) return e.textContent !== '';
-return typeof e.value === 'string' ? e.value !== '' : true;
+_HOLDS_TEXT_FN_JS = """
+const holdsText = e => (e.isContentEditable ? e.textContent !== ''
+  : typeof e.value === 'string' ? e.value !== '' : true);
 """
+_HOLDS_TEXT_JS = _HOLDS_TEXT_FN_JS + "return holdsText(arguments[0]);"
+# A field's tag name and whether it holds text: what a fill needs to know before it types.
+_FIELD_JS = (
+    _HOLDS_TEXT_FN_JS + "return [arguments[0].tagName.toLowerCase(), holdsText(arguments[0])];"
+)
 # Chooses an <option> of a <select> as a person's pick does (the select focused, the option
 # selected, `input` and `change` sent), in one round trip: the first whose text is the wanted
 # one (case-insensitive, spaces collapsed), else the first whose value is. Returns {chosen: text},
@@ -233,7 +237,7 @@ class Page:
     def _probe(self) -> tuple[dict[str, Any] | None, list[tuple[str, Locator]]]:
         """What :meth:`check_page` looks at, in one round trip (None between documents), and
         the session markers it looked for."""
-        markers = [] if self.in_login else self._session_markers()
+        markers = self._markers()
         try:
             info = locators.probe_page(
                 self.driver, with_text=self.need_text, markers=[m for _kind, m in markers]
@@ -262,6 +266,10 @@ class Page:
                 raise PortalUnavailable(f"the portal shows an error page: {shown}")
         if markers and self._session_ended(url, markers, info.get("markers") or []):
             raise SessionExpired()
+
+    def _markers(self) -> list[tuple[str, Locator]]:
+        """The session markers a page check looks for (none while signing in)."""
+        return [] if self.in_login else self._session_markers()
 
     def _session_markers(self) -> list[tuple[str, Locator]]:
         """The locators to look for on every page, each tagged "page" (the sign-in page's: all
@@ -297,8 +305,11 @@ class Page:
 
     # -- waiting --
 
-    def wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
-        """Poll `probe` until truthy, checking for error pages and expiry in between."""
+    def wait(
+        self, probe: Callable[[], Any], timeout: float, what: str, *, checks_page: bool = False
+    ) -> Any:
+        """Poll `probe` until truthy, checking for error pages and expiry in between (the
+        probe's own job when it ``checks_page``)."""
 
         def condition(_driver: WebDriver) -> Any:
             try:
@@ -310,7 +321,8 @@ class Page:
                     return False
                 raise
             # Checked even on success: an alert on the sign-in page is not the answer awaited.
-            self.check_page()
+            if not checks_page:
+                self.check_page()
             return found or False
 
         waiter = WebDriverWait(
@@ -344,10 +356,19 @@ class Page:
         loc = self.locator(locator)
 
         def probe() -> WebElement | None:
-            found = locators.find_all(self.driver, loc, enabled=enabled)
+            # The look-up and the page's check in one round trip.
+            markers = self._markers()
+            found, info = locators.find_all_and_probe(
+                self.driver,
+                loc,
+                enabled=enabled,
+                with_text=self.need_text,
+                markers=[m for _kind, m in markers],
+            )
+            self._judge(info, markers)
             return found[0] if found else None
 
-        return self.wait(probe, timeout, loc.describe())
+        return self.wait(probe, timeout, loc.describe(), checks_page=True)
 
     def condition_met(self, cond: Mapping[str, Any]) -> str | bool:
         """One look at a wait_for condition; the matched branch's name, or False."""
@@ -470,9 +491,20 @@ class Page:
                 return ""
             raise
 
-    def type(self, el: WebElement, value: str, *, clear: bool = True) -> None:
+    def field(self, el: WebElement) -> tuple[str, bool]:
+        """A field's tag name (lower case) and whether it holds text, in one round trip."""
+        tag, holds_text = self.driver.execute_script(_FIELD_JS, el)
+        return str(tag), bool(holds_text)
+
+    def type(
+        self, el: WebElement, value: str, *, clear: bool = True, holds_text: bool | None = None
+    ) -> None:
+        """Type into a field, emptying it first if ``clear``. ``holds_text``: whether it holds
+        any (from :meth:`field`), else the page is asked."""
         # Clearing is a round trip that focuses and blurs the field: only one with text needs it.
-        if clear and self.driver.execute_script(_HOLDS_TEXT_JS, el):
+        if clear and holds_text is None:
+            holds_text = self.driver.execute_script(_HOLDS_TEXT_JS, el)
+        if clear and holds_text:
             el.clear()
         el.send_keys(value)
 
@@ -490,11 +522,13 @@ class Page:
 
     # -- secrets: typed, never read --
 
-    def type_secret(self, el: WebElement, value: str, *, clear: bool = True) -> None:
+    def type_secret(
+        self, el: WebElement, value: str, *, clear: bool = True, holds_text: bool | None = None
+    ) -> None:
         """Type a secret into a field that is from then on never read, nor shown in screenshots."""
         self.secret_fields.add(el.id)
         self.driver.execute_script(_MARK_TYPED_JS, el)
-        self.type(el, value, clear=clear)
+        self.type(el, value, clear=clear, holds_text=holds_text)
 
     def secret_kinds(self, found: Sequence[WebElement], *, filled_only: bool) -> list[str]:
         """Per element: "password" (a password field, with something in it if `filled_only`),
