@@ -299,9 +299,8 @@ def find_all_and_probe(
     """:func:`find_all` and :func:`probe_page` in one round trip (one more per frame entered)."""
     spec = spec_of(locator, enabled=enabled)
     to_top_page(driver)
-    found, info = driver.execute_script(
-        _FIND_AND_PROBE_JS, spec, with_text, [spec_of(marker) for marker in markers]
-    )
+    specs = [spec_of(marker) for marker in markers]
+    found, info = driver.execute_script(_FIND_AND_PROBE_JS, spec, with_text, specs) or ([], None)
     return _into_frames(driver, spec, found), info
 
 
