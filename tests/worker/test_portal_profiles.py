@@ -126,6 +126,8 @@ def test_a_task_signs_in_then_runs_the_prelude_then_its_steps(driver, portal, re
     assert recorder.steps[0].message == (
         'signed in with a TOTP code; closed button "Dismiss" in dialog'
     )
+    # and the dashboard the sign-in ended on was not loaded a second time
+    assert recorder.steps[1].message == "already open: the sign-in ended on it"
 
 
 def test_a_real_session_expiry_is_still_recognised_and_recovered(driver, portal, recorder):

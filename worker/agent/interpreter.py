@@ -399,24 +399,28 @@ class Run:
         profile = self.profile
         if profile is None:
             return
-        opened = None  # the page the sign-in opened and found the browser signed in on
+        opened, how = None, ""  # the page the sign-in left the browser on, just loaded
         if profile.sign_in is not None and sign_in:
             at = At("", f"Sign in to {profile.title}", datetime.now(UTC), time.monotonic(), "login")
             try:
                 message = login.sign_in(self, profile.sign_in, profile.sign_in.timeout_s)
-                if message == login.ALREADY_SIGNED_IN:
-                    opened = self.page.driver.current_url
                 message += self._close_popups()
+                opened = self.page.driver.current_url
             except AgentError as exc:
                 self._fail(at, exc)
             self.record(at, StepStatus.OK, message)
+            how = (
+                "the sign-in found it signed in"
+                if message.startswith(login.ALREADY_SIGNED_IN)
+                else "the sign-in ended on it"
+            )
         prelude, start = profile.prelude, 1
         if opened is not None and self._opens(prelude[0] if prelude else None, opened):
-            # A browser still signed in from the account's last task is on that page already,
-            # just loaded: loading it a second time would only cost the time.
+            # The page the sign-in opened (a browser still signed in from the account's last
+            # task) or ended on is just loaded: loading it a second time would only cost time.
             at = At("p1", f"p1. {self._title(prelude[0])}", datetime.now(UTC), time.monotonic(),
                     prelude[0].kind)  # fmt: skip
-            self.record(at, StepStatus.OK, "already open: the sign-in found it signed in")
+            self.record(at, StepStatus.OK, f"already open: {how}")
             prelude, start = prelude[1:], 2
         # What the prelude reads is the portal's business: it is not the task's result, and the
         # SOP's steps see the values as they were before it.
