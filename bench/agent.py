@@ -3,8 +3,8 @@ warm browsers, then the whole stack at scale against hand-driven browsers. Run a
 tests: ``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 2]``.
 
 Both sides do the same clicks of a ``check_eligibility`` for the active test member against the
-sandbox portal (sign-in with TOTP, payer, search, wait behind the spinner, read the table), in
-one process on one machine, so the ratios are what matter; the absolute figures move with load.
+sandbox portal (sign-in with TOTP, payer unless the session has it, search, wait behind the
+spinner, read the table), in one process on one machine, so the ratios are what matter; the absolute figures move with load.
 
 At scale, ``understudy run`` (API, worker at concurrency ``--browsers``, dispatcher, scheduler,
 sandbox) on embedded servers takes ``--tasks`` eligibility checks POSTed at once; the same number
@@ -97,10 +97,13 @@ def check(driver: WebDriver, base_url: str, *, on_dashboard: bool = False) -> st
         wait.until(
             ec.presence_of_element_located((By.XPATH, "//h1[normalize-space()='Dashboard']"))
         )
-    Select(_field(driver, "Payer")).select_by_visible_text("Sandbox Health")
-    continue_button = _button(driver, "Continue")
-    continue_button.click()
-    wait.until(ec.staleness_of(continue_button))
+    # A session kept from the last check may have the payer chosen already, as the agent's
+    # prelude also sees: choose it only when the dashboard does not name it.
+    if not driver.find_elements(By.XPATH, "//p[normalize-space()='Current payer: Sandbox Health']"):
+        Select(_field(driver, "Payer")).select_by_visible_text("Sandbox Health")
+        continue_button = _button(driver, "Continue")
+        continue_button.click()
+        wait.until(ec.staleness_of(continue_button))
     wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "Eligibility & Benefits"))).click()
     wait.until(ec.presence_of_element_located((By.XPATH, "//label[normalize-space()='Member ID']")))
     _field(driver, "Member ID").send_keys(INPUTS["member_id"])
