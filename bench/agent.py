@@ -4,7 +4,8 @@ tests: ``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 
 
 Both sides do the same clicks of a ``check_eligibility`` for the active test member against the
 sandbox portal (sign-in with TOTP, payer unless the session has it, search, wait behind the
-spinner, read the table), in one process on one machine, so the ratios are what matter; the absolute figures move with load.
+spinner, read the table), in one process on one machine, so the ratios are what matter; the
+absolute figures move with load.
 
 At scale, ``understudy run`` (API, worker at concurrency ``--browsers``, dispatcher, scheduler,
 sandbox) on embedded servers takes ``--tasks`` eligibility checks POSTed at once; the same number
