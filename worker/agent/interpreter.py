@@ -404,16 +404,15 @@ class Run:
             at = At("", f"Sign in to {profile.title}", datetime.now(UTC), time.monotonic(), "login")
             try:
                 message = login.sign_in(self, profile.sign_in, profile.sign_in.timeout_s)
+                if message == login.ALREADY_SIGNED_IN:
+                    how = "the sign-in found it signed in"
+                else:
+                    how = "the sign-in ended on it"
                 message += self._close_popups()
                 opened = self.page.driver.current_url
             except AgentError as exc:
                 self._fail(at, exc)
             self.record(at, StepStatus.OK, message)
-            how = (
-                "the sign-in found it signed in"
-                if message.startswith(login.ALREADY_SIGNED_IN)
-                else "the sign-in ended on it"
-            )
         prelude, start = profile.prelude, 1
         if opened is not None and self._opens(prelude[0] if prelude else None, opened):
             # The page the sign-in opened (a browser still signed in from the account's last
