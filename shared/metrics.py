@@ -104,6 +104,12 @@ BROWSERS = Gauge(
     "Browsers open in the agent workers' pools.",
     multiprocess_mode="livesum",
 )
+TASK_BROWSERS = Counter(
+    "understudy_task_browsers_total",
+    "The browser each task run got: reused (the account's own, still signed in), spare (a"
+    " fresh one started ahead) or started (a fresh one it waited for).",
+    ["browser"],
+)
 WORKER_PROCESSES = Gauge(
     "understudy_worker_processes",
     "Celery processes ready to take work, by queue.",
@@ -135,7 +141,7 @@ QUEUES = ("agent", "webhooks")
 def names() -> set[str]:
     """Every metric name /metrics can show (histograms and counters with their suffixes)."""
     found = set(SCRAPE_TIME)
-    for counter in (TASKS_CREATED, TASKS_FINISHED, WEBHOOK_ATTEMPTS):
+    for counter in (TASKS_CREATED, TASKS_FINISHED, WEBHOOK_ATTEMPTS, TASK_BROWSERS):
         found.add(counter._name + "_total")
     for histogram in (TASK_DURATION, TASK_WAIT, STEP_DURATION, WEBHOOK_LATENCY):
         found |= {histogram._name + suffix for suffix in ("_bucket", "_sum", "_count")}

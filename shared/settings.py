@@ -135,6 +135,9 @@ class Settings:
     selenium_remote_url: str | None = None
     headless: bool = True
     browser_max_tasks: int = 50
+    # Keep a fresh browser started ahead for the next account's task (worker.browser.BrowserPool);
+    # unset: on, except on a Selenium Grid, where a spare would hold a node's slot.
+    browser_spare: bool = True
     screenshots: str = "failures"  # "failures" or "every_step"
     task_lease_s: float = 60.0
     task_heartbeat_s: float = 10.0
@@ -241,6 +244,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "SELENIUM_REMOTE_URL": ("selenium_remote_url", _str),
     "HEADLESS": ("headless", _bool),
     "BROWSER_MAX_TASKS": ("browser_max_tasks", _int),
+    "BROWSER_SPARE": ("browser_spare", _bool),
     "SCREENSHOTS": ("screenshots", _str),
     "TASK_LEASE_S": ("task_lease_s", _float),
     "TASK_HEARTBEAT_S": ("task_heartbeat_s", _float),
@@ -306,6 +310,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             # Local receivers and portals are the point of the embedded development stack;
             # anywhere with a real DATABASE_URL, private addresses must be allowed explicitly.
             values[private] = "database_url" not in values
+    if "browser_spare" not in values:
+        values["browser_spare"] = "selenium_remote_url" not in values
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     if settings.screenshots not in {"failures", "every_step"}:

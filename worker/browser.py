@@ -22,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -324,17 +326,31 @@ class BrowserPool:
 
     `with pool.session(account_key) as driver:` hands out the current browser if it belongs to
     the same key (the runner's: account, portal and credentials version), is alive and has
-    served fewer than `max_tasks` tasks; otherwise it quits it and starts a fresh one (fresh
+    served fewer than `max_tasks` tasks; otherwise it replaces it with a fresh one (fresh
     profile, so no cookies cross accounts, and new credentials sign in afresh).
+
+    With ``spare`` (BROWSER_SPARE), the fresh browser is started ahead: after each task, on a
+    thread of the pool's own, a spare browser is started if there is none, and the next task
+    that needs a fresh browser takes it instead of waiting for a start. The browser it replaces
+    quits on that thread too. A spare has never been handed out and reaches nothing until a
+    task names its origins, so it belongs to no account until it is taken. Without ``spare``, a
+    task that needs a fresh browser waits for the old one to quit and the new one to start, and
+    the process never holds more than one browser.
     """
 
-    def __init__(self, factory: Callable[[], WebDriver], *, max_tasks: int = 50) -> None:
+    def __init__(
+        self, factory: Callable[[], WebDriver], *, max_tasks: int = 50, spare: bool = False
+    ) -> None:
         self._factory = factory
         self._max_tasks = max_tasks
+        self._spare_wanted = spare
         self._driver: WebDriver | None = None
         self._key: Hashable | None = None
         self._served = 0
-        self.started = 0  # browsers started so far, for tests and metrics
+        self._spare: Future[WebDriver] | None = None
+        # Starts spares and quits replaced browsers, one at a time, off the tasks' path.
+        self._background: ThreadPoolExecutor | None = None
+        self.started = 0  # browsers started so far, spares included, for tests and metrics
 
     @contextmanager
     def session(self, account_key: Hashable) -> Iterator[WebDriver]:
@@ -358,23 +374,56 @@ class BrowserPool:
             raise
         finally:
             self._served += 1
+            self.prepare()
 
     @property
     def is_open(self) -> bool:
         """Whether a browser is running and kept for the next task."""
         return self._driver is not None
 
+    def prepare(self) -> None:
+        """Start a spare browser in the background, if the pool keeps one and has none."""
+        if self._spare_wanted and self._spare is None:
+            self._spare = self._in_background(self._start)
+
     def _acquire(self, account_key: Hashable) -> WebDriver:
         if self._driver is not None and not self._reusable(account_key):
             self._discard()
         if self._driver is not None:
             _close_other_windows(self._driver)
-        if self._driver is None:
-            self._driver = self._factory()
-            self._key, self._served = account_key, 0
-            self.started += 1
-            metrics.BROWSERS.inc()
+            metrics.TASK_BROWSERS.labels("reused").inc()
+            return self._driver
+        driver = self._take_spare()
+        metrics.TASK_BROWSERS.labels("spare" if driver is not None else "started").inc()
+        self._driver = driver or self._start()
+        self._key, self._served = account_key, 0
         return self._driver
+
+    def _start(self) -> WebDriver:
+        driver = self._factory()
+        self.started += 1
+        metrics.BROWSERS.inc()
+        return driver
+
+    def _take_spare(self) -> WebDriver | None:
+        """The spare browser (waiting for it if it is still starting), or None if there is
+        none or it did not start or died while it waited."""
+        if self._spare is None:
+            return None
+        try:
+            # Kept until it is known: a time limit striking while this waits leaves the spare to
+            # the next task, or to close().
+            driver = self._spare.result()
+        except Exception as exc:  # the task starts one itself, and fails there if it must
+            log.warning("the spare browser did not start: %s", exc)
+            return None
+        finally:
+            if self._spare is not None and self._spare.done():
+                self._spare = None
+        if is_alive(driver):
+            return driver
+        self._quit(driver)
+        return None
 
     def _reusable(self, account_key: Hashable) -> bool:
         if self._key != account_key or self._served >= self._max_tasks:
@@ -383,11 +432,33 @@ class BrowserPool:
         return is_alive(self._driver)
 
     def _discard(self) -> None:
-        if self._driver is not None:
-            quit_quietly(self._driver)
-            metrics.BROWSERS.dec()
-        self._driver, self._key, self._served = None, None, 0
+        """Drop the current browser: quit in the background when the pool keeps a spare."""
+        driver, self._driver, self._key, self._served = self._driver, None, None, 0
+        if driver is None:
+            return
+        if self._spare_wanted:
+            self._in_background(self._quit, driver)
+        else:
+            self._quit(driver)
+
+    @staticmethod
+    def _quit(driver: WebDriver) -> None:
+        quit_quietly(driver)
+        metrics.BROWSERS.dec()
+
+    def _in_background(self, work: Callable[..., Any], *args: Any) -> Future:
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="browser-pool")
+        return self._background.submit(work, *args)
 
     def close(self) -> None:
-        """Quit the browser; call on worker shutdown."""
+        """Quit every browser, the spare included, and wait for them; call on worker shutdown."""
+        spare, self._spare = self._spare, None
+        self._spare_wanted = False  # what closes now closes at once
         self._discard()
+        if spare is not None and not spare.cancel():
+            with contextlib.suppress(Exception):  # a spare that failed to start left nothing
+                self._quit(spare.result())
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None

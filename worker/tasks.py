@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import shared_task
@@ -22,6 +23,8 @@ from worker import runner, workspace
 from worker.browser import BrowserPool, new_driver
 from worker.errors import TaskEndedFailed
 
+log = logging.getLogger(__name__)
+
 _browsers: BrowserPool | None = None
 
 
@@ -41,6 +44,7 @@ def browser_pool() -> BrowserPool:
                 egress_host=settings.egress_proxy_host,
             ),
             max_tasks=settings.browser_max_tasks,
+            spare=settings.browser_spare,
         )
     return _browsers
 
@@ -67,6 +71,18 @@ def _sweep_leftovers(**_: object) -> None:
 @worker_process_init.connect
 def _count_process(**_: object) -> None:
     metrics.WORKER_PROCESSES.labels("agent").set(1)
+
+
+@worker_process_init.connect
+def _start_spare_browser(**_: object) -> None:
+    """A new process starts its first browser ahead of its first task (BROWSER_SPARE), after
+    the sweep above: connected later, it runs later."""
+    if not load_settings().browser_spare:
+        return
+    try:
+        browser_pool().prepare()
+    except Exception as exc:  # the first task then starts its browser itself
+        log.warning("could not start a spare browser: %s", exc)
 
 
 @worker_ready.connect

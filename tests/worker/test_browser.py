@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 
+from shared.settings import load_settings
+from tests.scrape import delta, parse
 from tests.worker.conftest import CHROMEDRIVER, CHROMIUM, _require_browser
 from tests.worker.support import JANE, PLAIN_USER, run_builtin
 from worker.browser import BrowserPool, is_alive, new_driver
@@ -99,6 +103,87 @@ def test_other_account_gets_a_fresh_browser(pool, portal, recorder) -> None:
     assert outcome.status == "completed"
     assert not is_alive(first)  # the other account's browser was quit
     assert recorder.steps[0].message == "signed in"  # no cookies carried over
+
+
+@pytest.fixture
+def spare_pool():
+    """A pool that keeps a spare browser, and every browser its factory started, in order."""
+    _require_browser()
+    started = []
+
+    def factory():
+        driver = new_driver(chromium_path=CHROMIUM, chromedriver_path=CHROMEDRIVER)
+        started.append(driver)
+        return driver
+
+    pool = BrowserPool(factory, max_tasks=3, spare=True)
+    yield pool, started
+    pool.close()
+
+
+def _eventually(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.05)
+
+
+def test_another_accounts_task_takes_the_browser_started_ahead(spare_pool, portal, recorder):
+    pool, started = spare_pool
+    before = parse(generate_latest(REGISTRY).decode())
+    # given a first task, in the one browser the pool had to start for it
+    base_url = portal()
+    with pool.session("acct-1") as first:
+        run_builtin(first, "check_eligibility", JANE, base_url, credentials=PLAIN_USER)
+    assert started == [first]
+    # and the spare the pool starts after a task, in the background
+    _eventually(lambda: len(started) == 2, "started a spare browser")
+
+    # when another account's task runs
+    with pool.session("acct-2") as second:
+        browsers_during_the_task = list(started)
+        outcome = run_builtin(
+            second, "check_eligibility", JANE, base_url, credentials=PLAIN_USER, recorder=recorder
+        )
+
+    # then it ran in the spare, started before it: it waited for no browser
+    assert second is started[1] and browsers_during_the_task == started[:2]
+    # and the spare carried nothing over: the task signed in afresh
+    assert outcome.status == "completed", recorder.text()
+    assert recorder.steps[0].message == "signed in"
+    # and the first account's browser quits, off the task's path
+    _eventually(lambda: not is_alive(first), "quit the first account's browser")
+    # and the next spare is started for the account after
+    _eventually(lambda: len(started) == 3, "started the next spare")
+    # and operators see which browser each task got
+    with pool.session("acct-2") as third:
+        assert third is second
+    after = parse(generate_latest(REGISTRY).decode())
+    browsers = "understudy_task_browsers_total"
+    assert [
+        delta(before, after, browsers, browser=how) for how in ("started", "spare", "reused")
+    ] == [
+        1,
+        1,
+        1,
+    ]
+
+
+def test_close_quits_the_spare_too(spare_pool) -> None:
+    pool, started = spare_pool
+    with pool.session("acct-1"):
+        pass
+    _eventually(lambda: len(started) == 2, "started a spare browser")
+    pool.close()
+    assert not any(is_alive(driver) for driver in started)
+
+
+def test_a_spare_is_kept_by_default_but_not_on_a_selenium_grid() -> None:
+    assert load_settings({}).browser_spare is True
+    assert load_settings({"SELENIUM_REMOTE_URL": "http://grid:4444"}).browser_spare is False
+    both = {"SELENIUM_REMOTE_URL": "http://grid:4444", "BROWSER_SPARE": "true"}
+    assert load_settings(both).browser_spare is True
+    assert load_settings({"BROWSER_SPARE": "false"}).browser_spare is False
 
 
 def test_restart_after_max_tasks(pool) -> None:

@@ -296,6 +296,7 @@ def test_the_sweep_runs_when_a_worker_process_starts(tmp_path, monkeypatch):
     dead = workspace.make_folder(root, "task-7")
     (dead / ".owner").write_text(json.dumps({"pid": 2**22 + 1, "start": "0"}))
     monkeypatch.setenv("WORKSPACE_DIR", str(root))
+    monkeypatch.setenv("BROWSER_SPARE", "false")  # this process is no worker: no browser
 
     # When Celery starts a worker process
     worker_process_init.send(sender=None)
