@@ -1,6 +1,7 @@
 """Benchmark the agent: the SOP engine against a hand-written Selenium script, and cold against
-warm browsers, then the whole stack at scale against hand-driven browsers. Run apart from the
-tests: ``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 2]``.
+warm browsers; account switches with and without a spare browser started ahead; then the whole
+stack at scale against hand-driven browsers. Run apart from the tests:
+``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 2] [--only PART]``.
 
 Both sides do the same clicks of a ``check_eligibility`` for the active test member against the
 sandbox portal (sign-in with TOTP, payer unless the session has it, search, wait behind the
@@ -50,7 +51,7 @@ from shared.accounts import Credentials  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.sop.library import builtin_sop  # noqa: E402
 from worker.agent.interpreter import run_sop  # noqa: E402
-from worker.browser import egress_of, new_driver  # noqa: E402
+from worker.browser import BrowserPool, egress_of, new_driver  # noqa: E402
 from worker.egress import Origin  # noqa: E402
 
 INPUTS = {"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15"}
@@ -190,22 +191,24 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def browser_memory_mb(root_pid: int) -> float:
+def browser_memory_mb(root_pid: int, *, per_browser: bool = False) -> float:
     """Proportional set size (shared pages split between sharers) of the Chromium and
-    chromedriver processes under ``root_pid``, in MB."""
-    tree, todo, total_kb = _children(), [root_pid], 0
+    chromedriver processes under ``root_pid``, in MB; or per browser (per chromedriver)."""
+    tree, todo, total_kb, browsers = _children(), [root_pid], 0, 0
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
         try:
-            if "chrom" not in Path(f"/proc/{pid}/comm").read_text():
+            name = Path(f"/proc/{pid}/comm").read_text()
+            if "chrom" not in name:
                 continue
+            browsers += name.strip() == "chromedriver"
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total_kb += int(line.split()[1])
         except OSError:
             continue
-    return total_kb / 1024
+    return total_kb / 1024 / (max(1, browsers) if per_browser else 1)
 
 
 class StackRun:
@@ -289,7 +292,7 @@ class Batch:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int, browsers: int) -> Batch:
+def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int) -> Batch:
     """``n`` tasks POSTed at once; each one's time from its POST to its webhook."""
     posted: dict[int, float] = {}
     started = time.monotonic()
@@ -303,10 +306,10 @@ def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int, browsers: 
                 timeout=10,
             ).json()
             posted[task["id"]] = at
-    memory = 0.0
     while len(set(posted) & set(hooks.arrived)) < n // 2:  # mid-batch: both browsers busy
         time.sleep(0.2)
-    memory = browser_memory_mb(stack.process.pid) / browsers
+    # Per browser: the workers' spares (BROWSER_SPARE) idle beside the browsers at work.
+    memory = browser_memory_mb(stack.process.pid, per_browser=True)
     hooks.wait_for(list(posted), timeout_s=60 + 30 * n)
     done = max(hooks.arrived[i] for i in posted)
     bad = [i for i in posted if hooks.statuses[i] != "completed"]
@@ -363,14 +366,14 @@ def at_scale(args: argparse.Namespace, settings) -> None:
             ).raise_for_status()
             hooks = Hooks()
             headers = stack.account(hooks.url)
-            stack_batch(stack, hooks, headers, browsers * 2, browsers)  # browsers up, signed in
+            stack_batch(stack, hooks, headers, browsers * 2)  # browsers up, signed in
             for _ in range(browsers):
                 driver = portal_driver(settings, stack.sandbox)
                 drivers.append(driver)
                 sign_in(driver, stack.sandbox)
             for _ in range(args.rounds):
                 script_runs.append(script_batch(drivers, stack.sandbox, n))
-                stack_runs.append(stack_batch(stack, hooks, headers, n, browsers))
+                stack_runs.append(stack_batch(stack, hooks, headers, n))
         finally:
             for driver in drivers:
                 driver.quit()
@@ -398,14 +401,16 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20, help="tasks per batch at scale")
     parser.add_argument("--browsers", type=int, default=2, help="worker concurrency at scale")
     parser.add_argument("--rounds", type=int, default=2, help="batches per side at scale")
-    parser.add_argument("--only", choices=["single", "scale"], help="run one part only")
+    parser.add_argument("--only", choices=["single", "switch", "scale"], help="run one part only")
     args = parser.parse_args()
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = load_settings()
-    if args.only != "scale":
+    if args.only in (None, "single"):
         one_browser(args, settings)
-    if args.only != "single":
+    if args.only in (None, "switch"):
+        account_switches(args, settings)
+    if args.only in (None, "scale"):
         at_scale(args, settings)
 
 
@@ -468,6 +473,50 @@ def one_browser(args: argparse.Namespace, settings) -> None:
     print(f"  {'warm: reused browser and session':<40}{med(warm):8.3f}")
     print(f"  {'ratio warm / cold':<40}{med(warm) / med(cold):8.2f}   (cold / warm"
           f" {med(cold) / med(warm):.2f}x)")  # fmt: skip
+
+
+def account_switches(args: argparse.Namespace, settings) -> None:
+    """Tasks of two accounts in turn through one worker's browser pool, so that every task
+    needs a fresh browser: without a spare (BROWSER_SPARE=false) each waits for the last
+    account's browser to quit and its own to start; with one it takes the browser the pool
+    started ahead. Back to back, the next spare starts beside the running task; with a pause
+    between tasks, as a clinic's tasks come, it starts in the pause."""
+    base_url = serve_sandbox()
+
+    def batch(spare: bool, pause_s: float, runs: int) -> tuple[list[float], float]:
+        pool = BrowserPool(lambda: portal_driver(settings, base_url), spare=spare)
+        times, spare_mb = [], 0.0
+        try:
+            with pool.session("warm-up") as driver:  # the pool's first browser, and its spare
+                by_engine(driver, base_url)
+            for i in range(runs):
+                time.sleep(pause_s)
+                if spare and i == 0:  # the idle spare's memory: what BROWSER_SPARE costs
+                    waiting = pool._spare.result()  # type: ignore[union-attr]
+                    spare_mb = browser_memory_mb(waiting.service.process.pid)
+                started = time.perf_counter()
+                with pool.session(f"account-{i % 2}") as driver:
+                    by_engine(driver, base_url)
+                times.append(time.perf_counter() - started)
+        finally:
+            pool.close()
+        return times, spare_mb
+
+    print()
+    print("account switches: tasks of two accounts in turn, one worker process (seconds)")
+    print(f"  {'':<34}{'no spare':>10}{'spare':>10}{'ratio':>8}")
+    for pause_s in (0.0, 2.0):
+        times: dict[bool, list[float]] = {False: [], True: []}
+        spare_mb = 0.0
+        for _ in range(2):  # the sides alternate
+            for spare in (False, True):
+                got, mb = batch(spare, pause_s, max(2, args.runs // 2))
+                times[spare] += got
+                spare_mb = max(spare_mb, mb)
+        off, on = statistics.median(times[False]), statistics.median(times[True])
+        what = "back to back" if not pause_s else f"{pause_s:g} s apart"
+        print(f"  {'median task, ' + what:<34}{off:10.3f}{on:10.3f}{on / off:8.2f}")
+    print(f"  {'an idle spare browser (PSS, MB)':<34}{spare_mb:20.0f}")
 
 
 if __name__ == "__main__":
