@@ -191,24 +191,22 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def browser_memory_mb(root_pid: int, *, per_browser: bool = False) -> float:
+def browser_memory_mb(root_pid: int) -> float:
     """Proportional set size (shared pages split between sharers) of the Chromium and
-    chromedriver processes under ``root_pid``, in MB; or per browser (per chromedriver)."""
-    tree, todo, total_kb, browsers = _children(), [root_pid], 0, 0
+    chromedriver processes under ``root_pid``, in MB."""
+    tree, todo, total_kb = _children(), [root_pid], 0
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
         try:
-            name = Path(f"/proc/{pid}/comm").read_text()
-            if "chrom" not in name:
+            if "chrom" not in Path(f"/proc/{pid}/comm").read_text():
                 continue
-            browsers += name.strip() == "chromedriver"
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total_kb += int(line.split()[1])
         except OSError:
             continue
-    return total_kb / 1024 / (max(1, browsers) if per_browser else 1)
+    return total_kb / 1024
 
 
 class StackRun:
@@ -282,7 +280,7 @@ class StackRun:
 class Batch:
     seconds: float
     latencies_s: list[float]
-    memory_mb_per_browser: float
+    memory_mb_per_slot: float
 
     def per_minute(self) -> float:
         return len(self.latencies_s) * 60 / self.seconds
@@ -292,7 +290,7 @@ class Batch:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int) -> Batch:
+def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int, browsers: int) -> Batch:
     """``n`` tasks POSTed at once; each one's time from its POST to its webhook."""
     posted: dict[int, float] = {}
     started = time.monotonic()
@@ -308,8 +306,8 @@ def stack_batch(stack: StackRun, hooks: Hooks, headers: dict, n: int) -> Batch:
             posted[task["id"]] = at
     while len(set(posted) & set(hooks.arrived)) < n // 2:  # mid-batch: both browsers busy
         time.sleep(0.2)
-    # Per browser: the workers' spares (BROWSER_SPARE) idle beside the browsers at work.
-    memory = browser_memory_mb(stack.process.pid, per_browser=True)
+    # Per slot: each worker process's spare (BROWSER_SPARE) idles beside its browser at work.
+    memory = browser_memory_mb(stack.process.pid) / browsers
     hooks.wait_for(list(posted), timeout_s=60 + 30 * n)
     done = max(hooks.arrived[i] for i in posted)
     bad = [i for i in posted if hooks.statuses[i] != "completed"]
@@ -366,14 +364,14 @@ def at_scale(args: argparse.Namespace, settings) -> None:
             ).raise_for_status()
             hooks = Hooks()
             headers = stack.account(hooks.url)
-            stack_batch(stack, hooks, headers, browsers * 2)  # browsers up, signed in
+            stack_batch(stack, hooks, headers, browsers * 2, browsers)  # browsers up, signed in
             for _ in range(browsers):
                 driver = portal_driver(settings, stack.sandbox)
                 drivers.append(driver)
                 sign_in(driver, stack.sandbox)
             for _ in range(args.rounds):
                 script_runs.append(script_batch(drivers, stack.sandbox, n))
-                stack_runs.append(stack_batch(stack, hooks, headers, n))
+                stack_runs.append(stack_batch(stack, hooks, headers, n, browsers))
         finally:
             for driver in drivers:
                 driver.quit()
@@ -383,12 +381,13 @@ def at_scale(args: argparse.Namespace, settings) -> None:
     print(f"{n} check_eligibility tasks at once, {browsers} browsers each side, {args.rounds}"
           " rounds (alternating)")  # fmt: skip
     print("  (p50 and p95: from the batch's start for the script, from each task's POST to its")
-    print("  webhook for the stack)      tasks/min   p50 s   p95 s   MB per browser")
+    print("  webhook for the stack; MB: the browsers' memory per browser at work, the stack's")
+    print("  spares included)            tasks/min   p50 s   p95 s   MB per slot")
     pairs = list(zip(script_runs, stack_runs, strict=True))
     for i, (script, stack) in enumerate(pairs, 1):
         for name, b in ((f"round {i}: hand-written", script), ("         stack", stack)):
             print(f"  {name:<25} {b.per_minute():9.1f} {b.pct(0.5):7.2f} {b.pct(0.95):7.2f}"
-                  f" {b.memory_mb_per_browser:10.0f}")  # fmt: skip
+                  f" {b.memory_mb_per_slot:10.0f}")  # fmt: skip
         ratio = stack.per_minute() / script.per_minute()
         print(f"           ratio stack / hand-written {ratio:5.2f}")
     ratios = sorted(st.per_minute() / sc.per_minute() for sc, st in pairs)
