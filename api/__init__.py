@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.errors import register_error_handlers
 from shared.runtime import Runtime, build_runtime
@@ -18,6 +19,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.extensions["understudy"] = runtime or build_runtime(settings)
     # Logging is set up by the process (api.gunicorn_conf), not by the app: tests and other
     # hosts keep their own.
+
+    if settings.trusted_proxies:
+        # The client's address and scheme as the nearest proxies saw them; what a client writes
+        # in those headers itself lies beyond them and is never read.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     register_error_handlers(app)
     from api import (

@@ -99,6 +99,10 @@ class Settings:
     api_workers: int = 2
     api_threads: int = 8
     api_request_timeout_s: float = 30.0  # the longest one request may hold a worker thread
+    # How many proxies (load balancers, ingresses) in front of the API append to X-Forwarded-For
+    # and set X-Forwarded-Proto: the client's address (rate limits, the console's sign-in
+    # throttle) and scheme are read from them. 0: the peer is the client, those headers ignored.
+    trusted_proxies: int = 0
     max_request_bytes: int = 25 * 1024 * 1024
     max_file_bytes: int = 10 * 1024 * 1024
     # Limits on what a tenant sends (README "Limits"): each over-limit is a 413 or 422 naming it.
@@ -217,6 +221,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PORT": ("api_port", _int),
     "API_WORKERS": ("api_workers", _int),
     "API_THREADS": ("api_threads", _int),
+    "TRUSTED_PROXIES": ("trusted_proxies", _int),
     "API_REQUEST_TIMEOUT_S": ("api_request_timeout_s", _float),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int),
     "MAX_FILE_BYTES": ("max_file_bytes", _int),
@@ -318,6 +323,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
     if settings.log_format not in {"json", "text"}:
         raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
+    if not 0 <= settings.trusted_proxies <= 10:
+        raise SettingsError("TRUSTED_PROXIES must be a number of proxies from 0 to 10")
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings

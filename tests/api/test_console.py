@@ -187,6 +187,78 @@ def test_sign_in_attempts_are_throttled(runtime, account):
     assert last.status_code == 429 and "Too many sign-in attempts" in last.text
 
 
+def _sign_in_through_a_proxy(client, client_address: str, email: str, password: str, **headers):
+    """A sign-in that a load balancer passes on, naming the address it got it from."""
+    forwarded = {"X-Forwarded-For": client_address, **headers}
+    page = client.get("/console/login", headers=forwarded)
+    return client.post(
+        "/console/login",
+        data={"email": email, "password": password, "csrf_token": form_token(page.text)},
+        headers=forwarded,
+    )
+
+
+def test_behind_a_trusted_proxy_each_client_is_throttled_by_its_own_address(runtime, account):
+    # given the console behind one load balancer, so every request comes from its address
+    saved = runtime.settings
+    runtime.settings = saved.replace(console_login_rate_limit="3/minute", trusted_proxies=1)
+    try:
+        app = create_app(runtime=runtime)
+        make_user(runtime, account.id, "op@clinic.test", "operator")
+        # when one client guesses passwords for other emails until it is throttled
+        guesser = app.test_client()
+        codes = [
+            _sign_in_through_a_proxy(guesser, "203.0.113.9", f"guess{i}@clinic.test",
+                                     "wrong password!!").status_code
+            for i in range(4)
+        ]  # fmt: skip
+        # then another client, at another address, still signs in
+        colleague = _sign_in_through_a_proxy(
+            app.test_client(), "198.51.100.7", "op@clinic.test", PASSWORD
+        )
+    finally:
+        runtime.settings = saved
+    assert codes == [401, 401, 401, 429]
+    assert colleague.status_code == 303, colleague.text
+
+
+def test_without_trusted_proxies_a_forwarded_address_is_not_believed(runtime, account):
+    # given the console reached directly (TRUSTED_PROXIES=0, the default)
+    saved = runtime.settings
+    runtime.settings = saved.replace(console_login_rate_limit="3/minute")
+    try:
+        client = create_app(runtime=runtime).test_client()
+        # when a client names a new made-up address on each guess
+        codes = [
+            _sign_in_through_a_proxy(client, f"192.0.2.{i}", f"guess{i}@clinic.test",
+                                     "wrong password!!").status_code
+            for i in range(4)
+        ]  # fmt: skip
+    finally:
+        runtime.settings = saved
+    # then it is throttled by the address it really comes from
+    assert codes == [401, 401, 401, 429]
+
+
+def test_behind_a_trusted_https_proxy_the_session_cookie_is_secure(runtime, account):
+    # given the console behind a proxy that ends TLS and passes plain http on
+    saved = runtime.settings
+    runtime.settings = saved.replace(trusted_proxies=1)
+    try:
+        app = create_app(runtime=runtime)
+        make_user(runtime, account.id, "tls@clinic.test", "viewer")
+        # when a person signs in over https
+        response = _sign_in_through_a_proxy(
+            app.test_client(), "198.51.100.8", "tls@clinic.test", PASSWORD,
+            **{"X-Forwarded-Proto": "https"},
+        )  # fmt: skip
+    finally:
+        runtime.settings = saved
+    # then the session cookie is sent over https only
+    assert response.status_code == 303
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
 def test_every_post_without_its_csrf_token_is_refused_with_400(runtime, client, account):
     make_user(runtime, account.id, "admin@clinic.test", "admin")
     # the sign-in form itself

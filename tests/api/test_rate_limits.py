@@ -45,6 +45,34 @@ def test_requests_without_a_valid_key_are_limited_by_address(limited_client, acc
     assert limited_client.get("/tasks", headers=account.headers).status_code == 200
 
 
+def test_behind_a_trusted_proxy_requests_without_a_key_are_limited_by_the_clients_address(
+    runtime, account
+):
+    # given the API behind one load balancer: every request comes from its address
+    app = create_app(
+        runtime.settings.replace(rate_limit="3/minute", trusted_proxies=1), runtime=runtime
+    )
+    client = app.test_client()
+    bad = {"Authorization": "Bearer us_nope_nope"}
+
+    def from_(address: str) -> int:
+        return client.get("/tasks", headers={**bad, "X-Forwarded-For": address}).status_code
+
+    # when one client guesses keys until it is limited
+    statuses = [from_("203.0.113.20") for _ in range(4)]
+    # then it is, and another client at another address is not
+    assert statuses == [401, 401, 401, 429]
+    assert from_("198.51.100.20") == 401
+
+
+def test_trusted_proxies_setting_is_checked_at_start():
+    from shared.settings import SettingsError, load_settings
+
+    assert load_settings({"TRUSTED_PROXIES": "2"}).trusted_proxies == 2
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        load_settings({"TRUSTED_PROXIES": "-1"})
+
+
 def test_rate_limit_setting_is_checked_at_start():
     from shared.settings import SettingsError, load_settings
 
