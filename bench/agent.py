@@ -1,6 +1,7 @@
 """Benchmark the agent: the SOP engine against a hand-written Selenium script, and cold against
 warm browsers; account switches with and without a spare browser started ahead; then the whole
-stack at scale against hand-driven browsers. Run apart from the tests:
+stack at scale against hand-driven browsers, and one clinic's check behind another clinic's
+batch (fair share). Run apart from the tests:
 ``python bench/agent.py [--runs N] [--tasks 20] [--browsers 2] [--rounds 2] [--only PART]``.
 
 Both sides do the same clicks of a ``check_eligibility`` for the active test member against the
@@ -400,7 +401,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20, help="tasks per batch at scale")
     parser.add_argument("--browsers", type=int, default=2, help="worker concurrency at scale")
     parser.add_argument("--rounds", type=int, default=2, help="batches per side at scale")
-    parser.add_argument("--only", choices=["single", "switch", "scale"], help="run one part only")
+    parser.add_argument(
+        "--only", choices=["single", "switch", "scale", "fair"], help="run one part only"
+    )
     args = parser.parse_args()
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -411,6 +414,8 @@ def main() -> None:
         account_switches(args, settings)
     if args.only in (None, "scale"):
         at_scale(args, settings)
+    if args.only in (None, "fair"):
+        behind_a_batch(args)
 
 
 def portal_driver(settings, base_url: str) -> WebDriver:
@@ -516,6 +521,55 @@ def account_switches(args: argparse.Namespace, settings) -> None:
         what = "back to back" if not pause_s else f"{pause_s:g} s apart"
         print(f"  {'median task, ' + what:<34}{off:10.3f}{on:10.3f}{on / off:8.2f}")
     print(f"  {'an idle spare browser (PSS, MB)':<34}{spare_mb:20.0f}")
+
+
+def behind_a_batch(args: argparse.Namespace) -> None:
+    """One clinic's check sent just after another clinic's batch of ``--tasks``, on the whole
+    stack at worker concurrency ``--browsers``: its time from POST to webhook, against the same
+    check sent alone; and the batch's own time, against the batch alone."""
+    n, browsers = args.tasks, args.browsers
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    def post(headers: dict) -> int:
+        return requests.post(
+            f"{stack.api}/tasks",
+            json={"type": "check_eligibility", "data": ELIGIBILITY},
+            headers=headers,
+            timeout=10,
+        ).json()["id"]
+
+    def run(batch: int, single: bool) -> tuple[float, float]:
+        """(the batch's time to its last webhook, the single check's POST to webhook)."""
+        started = time.monotonic()
+        ids = [post(batch_clinic) for _ in range(batch)]
+        single_id, single_at = (post(other_clinic), time.monotonic()) if single else (0, 0.0)
+        hooks.wait_for([*ids, *([single_id] if single else [])], timeout_s=60 + 30 * batch)
+        batch_s = max((hooks.arrived[i] for i in ids), default=started) - started
+        return batch_s, (hooks.arrived[single_id] - single_at) if single else 0.0
+
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        stack = StackRun(Path(tmp), browsers)
+        try:
+            requests.post(
+                f"{stack.sandbox}/__sandbox/faults", json={"modal": "never"}, timeout=5
+            ).raise_for_status()
+            hooks = Hooks()
+            batch_clinic, other_clinic = stack.account(hooks.url), stack.account(hooks.url)
+            run(browsers * 2, single=True)  # browsers and spares up, both clinics seen once
+            # Alone, as behind the batch, the check finds the workers' browsers the batch's.
+            run(browsers * 2, single=False)
+            _, alone = run(0, single=True)
+            batch_alone, _ = run(n, single=False)
+            batch_s, behind = run(n, single=True)
+        finally:
+            stack.stop()
+    print()
+    print(f"one clinic's check sent just after another clinic's batch of {n}, worker concurrency"
+          f" {browsers} (seconds)")  # fmt: skip
+    print(f"  {'the check, POST to webhook, alone':<48}{alone:8.2f}")
+    print(f"  {'the same, behind the batch':<48}{behind:8.2f}   ({behind / alone:.2f}x)")
+    print(f"  {'the batch, to its last webhook, alone':<48}{batch_alone:8.2f}")
+    print(f"  {'the same, with the check':<48}{batch_s:8.2f}   ({batch_s / batch_alone:.2f}x)")
 
 
 if __name__ == "__main__":
