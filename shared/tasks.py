@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -677,10 +678,28 @@ def finish_task(
         return False
     payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
-    # Counted here, where every final status is set (worker, scheduler, API). A transaction
-    # that fails after this point and is retried could count one task twice: only in an outage.
-    metrics.TASKS_FINISHED.labels(metrics.type_label(row["type"]), str(status)).inc()
+    # Counted here, where every final status is set (worker, scheduler, API), once per task in
+    # this process: a transaction whose commit failed after this point is run again from the
+    # start (shared.db.in_transaction), and finishes the same task again.
+    if _first_finish_here(task_id):
+        metrics.TASKS_FINISHED.labels(metrics.type_label(row["type"]), str(status)).inc()
     return True
+
+
+_FINISHED_HERE: dict[int, None] = {}  # the tasks this process finished lately, oldest first
+_FINISHED_HERE_MAX = 10_000
+_FINISHED_HERE_LOCK = threading.Lock()
+
+
+def _first_finish_here(task_id: int) -> bool:
+    """Whether this process finishes ``task_id`` for the first time (a task ends only once)."""
+    with _FINISHED_HERE_LOCK:
+        if task_id in _FINISHED_HERE:
+            return False
+        if len(_FINISHED_HERE) >= _FINISHED_HERE_MAX:
+            del _FINISHED_HERE[next(iter(_FINISHED_HERE))]
+        _FINISHED_HERE[task_id] = None
+        return True
 
 
 def due_for_requeue(conn: Conn, older_than_s: float, limit: int = 100) -> list[int]:
