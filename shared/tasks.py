@@ -664,7 +664,7 @@ def finish_task(
                failed_at = CASE WHEN %(status)s = 'failed' THEN now() END,
                canceled_at = CASE WHEN %(status)s = 'canceled' THEN now() END
          WHERE id = %(id)s AND {guard}
-        RETURNING id, account_id, type
+        RETURNING id, account_id, type, created_at
         """,
         {
             "status": str(status),
@@ -681,24 +681,26 @@ def finish_task(
     # Counted here, where every final status is set (worker, scheduler, API), once per task in
     # this process: a transaction whose commit failed after this point is run again from the
     # start (shared.db.in_transaction), and finishes the same task again.
-    if _first_finish_here(task_id):
+    if _first_finish_here((task_id, row["created_at"])):
         metrics.TASKS_FINISHED.labels(metrics.type_label(row["type"]), str(status)).inc()
     return True
 
 
-_FINISHED_HERE: dict[int, None] = {}  # the tasks this process finished lately, oldest first
+# The tasks this process finished lately, oldest first, by id and creation time (an id alone
+# comes back in a database emptied and started again, as the tests do).
+_FINISHED_HERE: dict[tuple[int, datetime], None] = {}
 _FINISHED_HERE_MAX = 10_000
 _FINISHED_HERE_LOCK = threading.Lock()
 
 
-def _first_finish_here(task_id: int) -> bool:
-    """Whether this process finishes ``task_id`` for the first time (a task ends only once)."""
+def _first_finish_here(task: tuple[int, datetime]) -> bool:
+    """Whether this process finishes the task for the first time (a task ends only once)."""
     with _FINISHED_HERE_LOCK:
-        if task_id in _FINISHED_HERE:
+        if task in _FINISHED_HERE:
             return False
         if len(_FINISHED_HERE) >= _FINISHED_HERE_MAX:
             del _FINISHED_HERE[next(iter(_FINISHED_HERE))]
-        _FINISHED_HERE[task_id] = None
+        _FINISHED_HERE[task] = None
         return True
 
 
