@@ -539,5 +539,5 @@ def review_task(task_id: int):
             ) from None
         task = task_json(row)
     if approved:
-        after_commit(task_id, functools.partial(review.send_approved, rt))
+        after_commit(task_id, functools.partial(task_queries.send_now, rt))
     return jsonify(task), 200

@@ -9,30 +9,21 @@ submitted), passes the review point without stopping, and goes on to submit. Rej
 ``completed_with_issues`` with the reviewer's note, and ``task_finished`` is sent as usual.
 
 The API (``POST /tasks/{id}/review``) and the operator console both call :func:`decide`; after
-their transaction commits, :func:`send_approved` sends an approved task to the workers at once
-(without it, the scheduler's next tick does).
+their transaction commits, :func:`shared.tasks.send_now` sends an approved task to the workers
+at once (without it, the scheduler's next tick does).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
-import kombu.exceptions
-import psycopg
-import redis
-
 from shared import tasks as task_queries
-from shared.celery import send_run_task
 from shared.db import Conn
-from shared.runtime import Runtime
 from shared.sop.model import ReviewStep, Step, flatten
 from shared.tasks import ReviewDecision, TaskStatus
 
 if TYPE_CHECKING:
     from shared.sop.model import Sop
-
-log = logging.getLogger(__name__)
 
 MAX_NOTE_CHARS = 2000
 MAX_REVIEWER_CHARS = 200
@@ -83,7 +74,8 @@ def decide(
 
     In the caller's transaction (the task row stays locked until it ends). Raises
     :class:`TaskNotFound` for another account's task and :class:`NotReviewable` unless it is
-    ``pending_review``. An approved task is ``pending``: call :func:`send_approved` after commit.
+    ``pending_review``. An approved task is ``pending``: call :func:`shared.tasks.send_now` after
+    commit.
     """
     note = (note or "").strip()[:MAX_NOTE_CHARS] or None
     reviewer = reviewer.strip()[:MAX_REVIEWER_CHARS] or "unknown"
@@ -101,21 +93,3 @@ def decide(
     row = task_queries.get_task(conn, task_id, account_id)
     assert row is not None  # locked above
     return row
-
-
-def send_approved(runtime: Runtime, task_id: int) -> None:
-    """Send an approved task's message now, best effort (after the decision committed).
-
-    If the queue is unreachable the task stays ``pending`` and the scheduler sends it on its
-    next tick, so a failure here costs a delay, never the task.
-    """
-    try:
-        send_run_task(runtime.celery, task_id)
-    except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
-        log.warning("task %s stays pending after its approval: the queue is unreachable", task_id)
-        return
-    try:
-        with runtime.pool.connection() as conn:
-            task_queries.mark_dispatched(conn, task_id)
-    except psycopg.Error:  # the message is sent; the worker's claim does not need this mark
-        log.warning("task %s: could not mark its message sent", task_id, exc_info=True)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import kombu.exceptions
 import psycopg
+import redis
 from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
 from shared import metrics
+from shared.celery import send_run_task
 from shared.crypto import encrypt_json
 from shared.db import Conn, MissingRow, fetch_one
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class TaskStatus(StrEnum):
@@ -380,6 +389,25 @@ def list_tasks(
         created_before=created_before,
     )
     return conn.execute(sql, params).fetchall()
+
+
+def send_now(runtime: Runtime, task_id: int) -> None:
+    """Send a ``pending`` task's message now, best effort, after the transaction that made it
+    pending committed (an approval, a turn given to another account's task).
+
+    If the queue is unreachable the task stays ``pending`` and the scheduler sends it on its
+    next tick, so a failure here costs a delay, never the task.
+    """
+    try:
+        send_run_task(runtime.celery, task_id)
+    except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
+        log.warning("task %s stays pending: the queue is unreachable", task_id)
+        return
+    try:
+        with runtime.pool.connection() as conn:
+            mark_dispatched(conn, task_id)
+    except psycopg.Error:  # the message is sent; the worker's claim does not need this mark
+        log.warning("task %s: could not mark its message sent", task_id, exc_info=True)
 
 
 def undo_dispatch(conn: Conn, task_id: int) -> None:

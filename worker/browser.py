@@ -422,7 +422,7 @@ class BrowserPool:
                 self._spare = None
         if is_alive(driver):
             return driver
-        self._quit(driver)
+        self._retire(driver)
         return None
 
     def _reusable(self, account_key: Hashable) -> bool:
@@ -432,10 +432,13 @@ class BrowserPool:
         return is_alive(self._driver)
 
     def _discard(self) -> None:
-        """Drop the current browser: quit in the background when the pool keeps a spare."""
+        """Drop the current browser."""
         driver, self._driver, self._key, self._served = self._driver, None, None, 0
-        if driver is None:
-            return
+        if driver is not None:
+            self._retire(driver)
+
+    def _retire(self, driver: WebDriver) -> None:
+        """Quit a browser: in the background when the pool keeps a spare, else at once."""
         if self._spare_wanted:
             self._in_background(self._quit, driver)
         else:

@@ -30,7 +30,6 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from shared import logs, metrics, redaction
 from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
-from shared.celery import send_run_task
 from shared.crypto import decrypt_json
 from shared.db import Conn, T, in_transaction
 from shared.portals import active_profile, portal_address, portal_allowed_origins, portal_problems
@@ -498,8 +497,7 @@ def _claim_and_run(
 
 def _yielded(rt: Runtime, claimed: dict, named: int) -> None:
     """The named task gave its turn to another account's (fair share, :func:`claim_task`):
-    send its message again, to the back of the queue. Best effort: unsent, it waits as
-    ``pending`` for the scheduler, which sends it once the queue is empty."""
+    send its message again, to the back of the queue."""
     log.info(
         "task %s yields to task %s of account %s, which had fewer tasks running; it is queued"
         " again",
@@ -507,11 +505,7 @@ def _yielded(rt: Runtime, claimed: dict, named: int) -> None:
         claimed["id"],
         claimed["account_id"],
     )
-    try:
-        send_run_task(rt.celery, named)
-        _db(rt, lambda conn: task_queries.mark_dispatched(conn, named))
-    except Exception:  # the task is pending either way; the scheduler sends it
-        log.warning("task %s: could not queue it again; the scheduler will", named, exc_info=True)
+    task_queries.send_now(rt, named)
 
 
 def _report_finish(claimed: dict, status: TaskStatus, notes: str, run_s: float) -> None:

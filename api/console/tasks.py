@@ -186,5 +186,5 @@ def task_review(task_id: int):
             return _again(task_id, 409, review_error=str(err))
         record(conn, f"task.review.{decision}", f"task:{task_id}", {"note": note})
     if decision == "approve":  # committed: send it to the workers now, not at the next tick
-        review.send_approved(runtime(), task_id)
+        task_queries.send_now(runtime(), task_id)
     return redirect(url_for("console.task", task_id=task_id, notice="reviewed"), 303)
