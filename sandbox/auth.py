@@ -29,6 +29,10 @@ from .store import PortalSession, get_store
 bp = Blueprint("auth", __name__)
 
 MSG_EXPIRED = "Your session has expired. Please sign in again."
+MSG_ENDED_ELSEWHERE = (
+    "You were signed out because your user name signed in from another browser. Only one"
+    " session at a time is allowed."
+)
 MSG_BAD_LOGIN = "Invalid username or password."
 MSG_BAD_CODE = "Invalid code."
 MSG_CHOOSE_PAYER = "Choose a payer first."
@@ -73,7 +77,7 @@ def _expired(old: PortalSession | None) -> None:
     session.pop("sid", None)
     if old is not None and old.mfa_ok and old.payer:
         session["resume"] = {"username": old.username, "payer": old.payer}
-    flash(MSG_EXPIRED)
+    flash(MSG_ENDED_ELSEWHERE if old is not None and old.ended_elsewhere else MSG_EXPIRED)
 
 
 def _load(count: bool) -> PortalSession | str:

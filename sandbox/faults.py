@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "expire_after_requests": None,
     "modal": "random",
     "layout": "default",
+    "single_session": False,
 }
 
 _SECONDS = ("slow_s", "slow_page_s", "slow_submit_s", "spinner_s", "session_ttl_s")
@@ -41,9 +42,9 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key not in DEFAULTS:
             raise FaultError(f"unknown fault switch {key!r}")
-        if key == "down":
+        if key in ("down", "single_session"):
             if not isinstance(value, bool):
-                raise FaultError("down must be true or false")
+                raise FaultError(f"{key} must be true or false")
         elif key in _SECONDS:
             # bool is an int subclass; refuse it so `true` is not read as 1 second.
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -40,6 +40,7 @@ class PortalSession:
     payer: str | None = None
     show_modal: bool = False
     claim_draft: dict[str, Any] = field(default_factory=dict)
+    ended_elsewhere: bool = False  # another sign-in of the same user ended it (single_session)
 
 
 class Store:
@@ -106,7 +107,12 @@ class Store:
     def create_session(
         self, username: str, *, mfa_ok: bool, next_url: str, payer: str | None = None
     ) -> PortalSession:
+        """A new session; with ``single_session`` on, the user's other sessions end with it."""
         with self._lock:
+            if self._faults["single_session"]:
+                for other in self._sessions.values():
+                    if other.username == username:
+                        other.ended_elsewhere = True
             sid = secrets.token_urlsafe(16)
             s = PortalSession(sid, username, mfa_ok, next_url, last_seen=self._clock(), payer=payer)
             self._sessions[sid] = s
@@ -117,9 +123,10 @@ class Store:
     ) -> tuple[PortalSession | None, PortalSession | None]:
         """Mark a session used; returns ``(live, None)``, ``(None, expired)`` or ``(None, None)``.
 
-        Expiry is decided here, server side: idle longer than ``session_ttl_s``, or (for counted
-        page requests) ``expire_after_requests`` requests served since the switch was set.
-        An expired session is removed and handed back so its payer can be carried over.
+        Expiry is decided here, server side: idle longer than ``session_ttl_s``, (for counted
+        page requests) ``expire_after_requests`` requests served since the switch was set, or
+        ended by the same user signing in elsewhere. An expired session is removed and handed
+        back so its payer can be carried over.
         """
         with self._lock:
             s = self._sessions.get(sid)
@@ -127,8 +134,10 @@ class Store:
                 return None, None
             limit = self._faults["expire_after_requests"]
             now = self._clock()
-            if now - s.last_seen > self._faults["session_ttl_s"] or (
-                count and s.mfa_ok and limit is not None and s.requests_since_arm >= limit
+            if (
+                s.ended_elsewhere
+                or now - s.last_seen > self._faults["session_ttl_s"]
+                or (count and s.mfa_ok and limit is not None and s.requests_since_arm >= limit)
             ):
                 del self._sessions[sid]
                 return None, s

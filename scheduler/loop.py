@@ -1,4 +1,5 @@
-"""Every second or so: send due webhooks, re-send lost task messages, recover expired leases.
+"""Every second or so: send due webhooks, re-send lost task messages, recover expired leases,
+and send tasks waiting for a portal session that nobody is left to wake.
 
 Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
 turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
@@ -92,6 +93,10 @@ def tick(rt: Runtime) -> TickReport:
         rt, lock_s=rt.settings.webhook_timeout_s + 30
     )
     _send_tasks(rt, _recover_leases(rt, report))
+    with rt.pool.connection() as conn:
+        stranded = task_queries.stranded_sessions(conn)
+    _send_tasks(rt, stranded)
+    report.tasks_requeued += len(stranded)
     # A task still waiting while messages wait too is queued behind busy workers, not lost:
     # re-sending it would pile duplicates into the queue that KEDA scales workers on.
     if _agent_queue_depth(rt) == 0:

@@ -34,6 +34,7 @@ class TaskStatus(StrEnum):
     DISPATCHING = "dispatching"
     RUNNING = "running"
     WAITING_FOR_INPUT = "waiting_for_input"
+    WAITING_FOR_SESSION = "waiting_for_session"
     PENDING_REVIEW = "pending_review"
     COMPLETED = "completed"
     COMPLETED_WITH_ISSUES = "completed_with_issues"
@@ -56,6 +57,7 @@ UNFINISHED_STATUSES = (
     TaskStatus.DISPATCHING,
     TaskStatus.RUNNING,
     TaskStatus.WAITING_FOR_INPUT,
+    TaskStatus.WAITING_FOR_SESSION,
 )
 
 TASK_FINISHED = "task_finished"
@@ -644,6 +646,93 @@ def record_profile(
     )
 
 
+def _lock_sessions(conn: Conn, account_id: int, portal: str) -> None:
+    """Serialize the session count of one account on one portal until the transaction ends."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('sessions:' || %s || ':' || %s, 0))",
+        (account_id, portal),
+    )
+
+
+def hold_session(
+    conn: Conn, claimed: dict, portal: str, max_sessions: int | None, *, worker: str
+) -> int | None:
+    """Take one of the account's sessions on the portal for the claimed task.
+
+    With ``max_sessions`` None there is no limit. Otherwise the account's tasks on the portal
+    that hold a session are counted under a lock (``_lock_sessions``), so two workers never
+    both take the last one. Returns None when the task may run (it counts from now on, by its
+    ``profile_portal``), or how many are running when the limit is reached. The task is then put
+    back to wait, as it was before the claim (its attempt and start undone), with no message:
+    :func:`wake_parked` sends it when a session frees, and the scheduler when none of the
+    account's tasks on the portal runs any more (a waker that died).
+    """
+    if max_sessions is None:
+        return None
+    _lock_sessions(conn, claimed["account_id"], portal)
+    running = conn.execute(
+        """
+        SELECT count(*) AS n FROM tasks
+         WHERE account_id = %s AND profile_portal = %s AND id <> %s
+           AND status IN ('running', 'waiting_for_input')
+        """,
+        (claimed["account_id"], portal, claimed["id"]),
+    ).fetchone()["n"]
+    if running < max_sessions:
+        return None
+    note = (
+        f"Waiting for a session on portal '{portal}': its profile allows {max_sessions} per user"
+        f" at once (max_sessions), and this account's tasks there hold {running}. It starts when"
+        " one of them ends."
+    )
+    parked = conn.execute(
+        """
+        UPDATE tasks
+           SET status = 'waiting_for_session', claimed_by = NULL, lease_expires_at = NULL,
+               enqueued_at = NULL, attempts = attempts - 1,
+               started_at = CASE WHEN attempts > 1 THEN started_at END,
+               notes = %s, updated_at = now()
+         WHERE id = %s AND claimed_by = %s AND status = 'running'
+           AND cancel_requested_at IS NULL
+        RETURNING id
+        """,
+        (note, claimed["id"], worker),
+    ).fetchone()
+    # Canceled since the claim: it runs, and the run ends it before its first step.
+    return running if parked else None
+
+
+def wake_parked(conn: Conn, account_id: int, portal: str, max_sessions: int | None) -> list[int]:
+    """The account's tasks waiting for a session on the portal that may have one now, oldest
+    first, taken off the wait; the caller sends them (:func:`send_now`) after the commit.
+
+    Called when a task that held a session lets it go. With no limit (a profile that dropped
+    ``max_sessions``), every waiting task goes.
+    """
+    _lock_sessions(conn, account_id, portal)
+    rows = conn.execute(
+        """
+        WITH free AS (
+            SELECT CASE WHEN %(max)s::int IS NOT NULL
+                        THEN greatest(%(max)s::int - count(*), 0) END AS n FROM tasks
+             WHERE account_id = %(account)s AND profile_portal = %(portal)s
+               AND status IN ('running', 'waiting_for_input')
+        ), woken AS (
+            SELECT id FROM tasks
+             WHERE account_id = %(account)s AND profile_portal = %(portal)s
+               AND status = 'waiting_for_session'
+             ORDER BY id
+             LIMIT (SELECT n FROM free)  -- NULL: no limit
+        )
+        UPDATE tasks t SET status = 'pending', notes = NULL, updated_at = now()
+          FROM woken WHERE t.id = woken.id
+        RETURNING t.id
+        """,
+        {"max": max_sessions, "account": account_id, "portal": portal},
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
 def record_irreversible(conn: Conn, task_id: int, step: str, *, worker: str) -> bool:
     """Remember, before acting, that a step changing the payer's records is about to run.
 
@@ -757,6 +846,39 @@ def due_for_requeue(conn: Conn, older_than_s: float, limit: int = 100) -> list[i
     return [r["id"] for r in rows]
 
 
+def stranded_sessions(conn: Conn, limit: int = 100) -> list[int]:
+    """Tasks waiting for a session that nobody will send: none of their account's tasks on the
+    portal runs or is queued any more (the worker that should have woken them died, or the
+    scheduler ended the last one). The oldest of each such account and portal goes back in
+    line; when it ends, it wakes as many more as the portal allows (:func:`wake_parked`)."""
+    rows = conn.execute(
+        """
+        WITH oldest AS (
+            SELECT DISTINCT ON (account_id, profile_portal) id, account_id, profile_portal
+              FROM tasks WHERE status = 'waiting_for_session'
+             ORDER BY account_id, profile_portal, id
+        ), stranded AS (
+            SELECT o.id FROM oldest o
+             WHERE NOT EXISTS (
+                   SELECT FROM tasks r
+                    WHERE r.status IN ('running', 'waiting_for_input')
+                      AND r.account_id = o.account_id AND r.profile_portal = o.profile_portal)
+               -- nor one woken already and still queued
+               AND NOT EXISTS (
+                   SELECT FROM tasks q
+                    WHERE q.status IN ('pending', 'dispatching')
+                      AND q.account_id = o.account_id AND q.profile_portal = o.profile_portal)
+             ORDER BY o.id LIMIT %s
+        )
+        UPDATE tasks t SET status = 'pending', notes = NULL, updated_at = now()
+          FROM stranded WHERE t.id = stranded.id AND t.status = 'waiting_for_session'
+        RETURNING t.id
+        """,
+        (limit,),
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
 def expired_leases(conn: Conn, limit: int = 100) -> list[dict]:
     """Running tasks whose worker stopped heartbeating (killed, hung or partitioned)."""
     return conn.execute(
@@ -815,8 +937,13 @@ def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
     if row["status"] in FINAL_STATUSES:
         raise AlreadyFinished(row["status"])
     request_cancel(conn, task_id)
-    # No worker holds a task that is queued or paused for review: it ends now.
-    if row["status"] in (*CLAIMABLE_STATUSES, TaskStatus.PENDING_REVIEW):
+    # No worker holds a task that is queued, waiting for a session or paused for review: it
+    # ends now.
+    if row["status"] in (
+        *CLAIMABLE_STATUSES,
+        TaskStatus.WAITING_FOR_SESSION,
+        TaskStatus.PENDING_REVIEW,
+    ):
         finish_task(conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.")
     return True
 
@@ -879,7 +1006,8 @@ def queue_state(conn: Conn) -> tuple[dict[str, int], float]:
                                 FILTER (WHERE status IN ('pending', 'dispatching'))), 0)
                    AS oldest_s
           FROM tasks
-         WHERE status IN ('pending', 'dispatching', 'running', 'waiting_for_input')
+         WHERE status IN ('pending', 'dispatching', 'running', 'waiting_for_input',
+                          'waiting_for_session')
          GROUP BY status
         """
     ).fetchall()

@@ -214,19 +214,46 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     )
 
 
-def _profile(rt: Runtime, claimed: dict, portal: str, worker: str) -> Profile | None:
+def _profile(
+    rt: Runtime, claimed: dict, portal: str, worker: str
+) -> tuple[Profile | None, int | None]:
     """The portal's profile in force when the task starts: the account's newest version, or
-    the built-in one (None for a portal registered without a profile). The task records which.
+    the built-in one (None for a portal registered without a profile). The task records which,
+    and takes one of the account's sessions on the portal (``max_sessions``). The second value
+    is None, or how many of the account's tasks hold the sessions when there is none left: the
+    task then waits (:func:`shared.tasks.hold_session`).
     """
 
-    def read_and_record(conn: Conn) -> Profile | None:
+    def read_and_record(conn: Conn) -> tuple[Profile | None, int | None]:
         stored = active_profile(conn, claimed["account_id"], portal)
         if stored is None:
-            return None
+            return None, None
         task_queries.record_profile(conn, claimed["id"], portal, stored.version, worker=worker)
-        return stored.profile
+        limit = stored.profile.max_sessions
+        held = task_queries.hold_session(conn, claimed, portal, limit, worker=worker)
+        return stored.profile, held
 
     return _db(rt, read_and_record)
+
+
+def _free_session(rt: Runtime, account_id: int, profile: Profile | None) -> None:
+    """A task let its session on the portal go (it ended, or paused for review): send the
+    account's next task waiting for one. Best effort: if this fails, the scheduler sends it
+    once none of the account's tasks on the portal runs."""
+    if profile is None:
+        return
+    try:
+        woken = _db(
+            rt,
+            lambda conn: task_queries.wake_parked(
+                conn, account_id, profile.portal, profile.max_sessions
+            ),
+        )
+    except INFRASTRUCTURE_ERRORS:
+        log.warning("could not send the tasks waiting for a session on %s", profile.portal)
+        return
+    for task_id in woken:
+        task_queries.send_now(rt, task_id)
 
 
 def _origins(rt: Runtime, account_id: int, portal: str, base_url: str) -> list[Origin]:
@@ -357,10 +384,10 @@ def _drive(
     recorder: DbRecorder,
     lease: Lease,
     worker: str,
+    profile: Profile | None,
 ) -> Outcome:
     """Run the SOP, retrying transient failures with backoff; after a submit, only verify."""
     sensitive = _sensitive_inputs(rt, claimed)
-    profile = _profile(rt, claimed, sop.portal, worker)
     origins = _origins(rt, claimed["account_id"], sop.portal, base_url)
     key = _browser_key(rt, claimed["account_id"], sop.portal)
     with task_workspace(rt.settings.workspace_dir, claimed["id"]) as folder:
@@ -456,10 +483,21 @@ def _claim_and_run(
         logs.bind(task_id=task_id)  # undone with the named task's id (run_task)
     started = time.monotonic()
     logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)
+    stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
+    profile, sessions_held = _profile(rt, claimed, stored.sop.portal, worker)
+    if sessions_held is not None:
+        log.info(
+            "task %s waits for a session on portal %s: %s of the account's tasks hold the %s"
+            " its profile allows",
+            task_id,
+            stored.sop.portal,
+            sessions_held,
+            profile.max_sessions if profile else None,
+        )
+        return None
     if claimed["attempts"] == 1:
         wait_s = max(0.0, claimed["waited_s"])
         metrics.TASK_WAIT.labels(metrics.type_label(claimed["type"])).observe(wait_s)
-    stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
     # Every secret of the run, for every writer: trajectory, notes, result and logs.
     redactor = _redactor(rt, claimed, credentials)
     recorder = DbRecorder(
@@ -475,10 +513,20 @@ def _claim_and_run(
     with redaction.active(redactor), Lease(rt, task_id, worker) as lease:
         try:
             status, notes, result = _run_claimed(
-                rt, browsers, claimed, stored.sop, credentials, base_url, recorder, lease, worker
+                rt,
+                browsers,
+                claimed,
+                stored.sop,
+                credentials,
+                base_url,
+                recorder,
+                lease,
+                worker,
+                profile,
             )
         except ReviewRequested as pause:
             _pause_for_review(rt, task_id, worker, redactor.text(pause.step_name))
+            _free_session(rt, claimed["account_id"], profile)
             return None
         notes, result = redactor.text(notes), redactor.value(result)
     # The status and its webhook message, in one transaction, retried as one.
@@ -492,6 +540,7 @@ def _claim_and_run(
         log.warning("task %s was taken over before it finished here", task_id)
         return None
     _report_finish(claimed, status, notes, time.monotonic() - started)
+    _free_session(rt, claimed["account_id"], profile)
     return status
 
 
@@ -585,6 +634,7 @@ def _run_claimed(
     recorder: DbRecorder,
     lease: Lease,
     worker: str,
+    profile: Profile | None,
 ) -> tuple[TaskStatus, str, dict | None]:
     problems = portal_problems(
         sop.portal, address=base_url, has_credentials=credentials is not None
@@ -598,7 +648,9 @@ def _run_claimed(
         except UrlRefused as exc:
             return TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.", None
     try:
-        outcome = _drive(rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker)
+        outcome = _drive(
+            rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker, profile
+        )
     except (*INFRASTRUCTURE_ERRORS, ClaimLost, ReviewRequested):
         # Ours, not the task's: no status; the claim is given up (see run_task), or the task
         # pauses for review (see _claim_and_run).

@@ -35,6 +35,7 @@ SANDBOX_PORTAL = "sandbox"
 PORTAL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PORTAL_NAME_RULE = "1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit"
 MAX_ALLOWED_ORIGINS = 20
+MAX_SESSIONS_LIMIT = 100
 DEFAULT_SIGN_IN_TIMEOUT_S = 10.0
 
 _TOP_KEYS = (
@@ -44,6 +45,7 @@ _TOP_KEYS = (
     "base_url",
     "allowed_origins",
     "sign_in",
+    "max_sessions",
     "session_expired",
     "errors",
     "dismiss",
@@ -96,6 +98,9 @@ class Profile:
     base_url: str | None
     allowed_origins: tuple[str, ...]
     sign_in: SignIn | None
+    # How many sessions one user may hold at once (None: no limit). The worker runs at most this
+    # many of one account's tasks on the portal at once; the others wait (shared.tasks).
+    max_sessions: int | None
     session_expired: tuple[dict[str, Any], ...]
     errors: tuple[PortalErrorPattern, ...]
     dismiss: tuple[Locator, ...]
@@ -119,6 +124,12 @@ class Profile:
                 f"Sign in at {self.sign_in.url}"
                 + (" (with a one-time code if asked)" if self.sign_in.code else "")
                 + f"; the sign-in page is the one where {self.sign_in.page.describe()}."
+            )
+        if self.max_sessions:
+            sessions = f"{self.max_sessions} session" + ("s" if self.max_sessions > 1 else "")
+            lines.append(
+                f"One user may hold {sessions} at once: at most that many of an account's tasks"
+                " run on it at the same time."
             )
         for cond in self.session_expired:
             lines.append(f"The session has also ended when {describe_condition(cond)} shows.")
@@ -205,6 +216,7 @@ class _ProfileValidator(Validator):
             base_url=self.base_url(data.get("base_url")),
             allowed_origins=self.allowed_origins(data.get("allowed_origins", [])),
             sign_in=self.sign_in(data["sign_in"], "sign_in") if "sign_in" in data else None,
+            max_sessions=self.max_sessions(data.get("max_sessions")),
             session_expired=self.session_expired(data.get("session_expired", [])),
             errors=self.portal_errors(data.get("errors", []), "errors"),
             dismiss=tuple(d for d in dismiss if d) + tuple(self.dismiss),
@@ -290,6 +302,17 @@ class _ProfileValidator(Validator):
                 else DEFAULT_SIGN_IN_TIMEOUT_S
             ),
         )
+
+    def max_sessions(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.err("max_sessions", "must be a whole number of sessions")
+            return None
+        if not 1 <= value <= MAX_SESSIONS_LIMIT:
+            self.err("max_sessions", f"must be from 1 to {MAX_SESSIONS_LIMIT}")
+            return None
+        return value
 
     def session_expired(self, value: Any) -> tuple[dict[str, Any], ...]:
         out = []

@@ -306,3 +306,16 @@ def test_wrong_media_type_is_415(client, account):
         headers={**account.headers, "Content-Type": "application/x-www-form-urlencoded"},
     )
     _error(response, 415, "unsupported_media_type")
+
+
+def test_max_sessions_is_a_whole_number_from_1_to_100(client, account, runtime):
+    # given a portal that allows one session per user
+    stored = _put(client, account, ACME + "max_sessions: 1\n")
+    assert stored.status_code == 201, stored.get_json()
+    assert "One user may hold 1 session at once" in stored.get_json()["summary"]
+    # when the limit is anything but a whole number from 1 to 100, then it is a 422 at its line
+    for bad in ("0", "101", "1.5", "true", "two"):
+        refused = _put(client, account, ACME + f"max_sessions: {bad}\n")
+        error = _error(refused, 422, "validation_failed")
+        assert [(d["path"], d["line"]) for d in error["details"]] == [("max_sessions", 17)], bad
+    assert _profile_rows(runtime) == 1

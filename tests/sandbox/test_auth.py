@@ -137,6 +137,33 @@ def test_expire_after_requests_from_config(make_app: Callable[..., Flask]) -> No
     assert page.alerts == [EXPIRED]
 
 
+def test_single_session_a_sign_in_elsewhere_ends_the_users_other_session(app: Flask) -> None:
+    # given a portal that allows one session per user, and a person signed in
+    first, elsewhere, colleague = app.test_client(), app.test_client(), app.test_client()
+    first.post("/__sandbox/faults", json={"single_session": True})
+    sign_in(first)
+    sign_in(colleague, MFA_USER)
+    # when the same user signs in from another browser
+    sign_in(elsewhere)
+    # then the first browser's next page is the sign-in page, saying why
+    resp = first.get("/eligibility")
+    assert resp.location == "/login?next=%2Feligibility"
+    assert read(first.get(resp.location)).alerts == [
+        "You were signed out because your user name signed in from another browser. Only one"
+        " session at a time is allowed."
+    ]
+    # and the new session, and another user's, go on
+    assert read(elsewhere.get("/eligibility")).heading == "Eligibility & Benefits"
+    assert read(colleague.get("/dashboard")).path == "/dashboard"
+
+
+def test_without_single_session_a_user_may_sign_in_twice(app: Flask) -> None:
+    first, elsewhere = app.test_client(), app.test_client()
+    sign_in(first)
+    sign_in(elsewhere)
+    assert read(first.get("/eligibility")).heading == "Eligibility & Benefits"
+
+
 def test_reset_ends_sessions(client: FlaskClient) -> None:
     sign_in(client)
     client.post("/__sandbox/reset")

@@ -23,6 +23,7 @@ DEFAULTS = {
     "expire_after_requests": None,
     "modal": "random",
     "layout": "default",
+    "single_session": False,
 }
 
 
@@ -65,6 +66,7 @@ def test_slow_s_delays_every_page(client: FlaskClient) -> None:
     [
         {"nope": 1},
         {"down": "yes"},
+        {"single_session": 1},
         {"slow_s": -1},
         {"slow_s": True},
         {"modal": "sometimes"},
