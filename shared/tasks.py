@@ -670,14 +670,15 @@ def hold_session(
     if max_sessions is None:
         return None
     _lock_sessions(conn, claimed["account_id"], portal)
-    running = conn.execute(
+    running = fetch_one(
+        conn,
         """
         SELECT count(*) AS n FROM tasks
          WHERE account_id = %s AND profile_portal = %s AND id <> %s
            AND status IN ('running', 'waiting_for_input')
         """,
         (claimed["account_id"], portal, claimed["id"]),
-    ).fetchone()["n"]
+    )["n"]
     if running < max_sessions:
         return None
     note = (
