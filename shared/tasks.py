@@ -636,14 +636,16 @@ def _enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> Non
 
 def record_profile(
     conn: Conn, task_id: int, portal: str, version: int | None, *, worker: str
-) -> None:
+) -> bool:
     """Note the portal profile this run signs in with (``version`` None: the built-in one), for
-    the worker holding the task."""
-    conn.execute(
+    the worker holding the task; False when it no longer does. The row stays locked until the
+    transaction ends (:func:`hold_session` relies on it)."""
+    row = conn.execute(
         "UPDATE tasks SET profile_portal = %s, profile_version = %s"
-        " WHERE id = %s AND claimed_by = %s",
+        " WHERE id = %s AND claimed_by = %s RETURNING id",
         (portal, version, task_id, worker),
-    )
+    ).fetchone()
+    return row is not None
 
 
 def _lock_sessions(conn: Conn, account_id: int, portal: str) -> None:
@@ -657,7 +659,8 @@ def _lock_sessions(conn: Conn, account_id: int, portal: str) -> None:
 def hold_session(
     conn: Conn, claimed: dict, portal: str, max_sessions: int | None, *, worker: str
 ) -> int | None:
-    """Take one of the account's sessions on the portal for the claimed task.
+    """Take one of the account's sessions on the portal for the claimed task, recorded (and
+    locked) by :func:`record_profile` in the same transaction.
 
     With ``max_sessions`` None there is no limit. Otherwise the account's tasks on the portal
     that hold a session are counted under a lock (``_lock_sessions``), so two workers never
@@ -699,7 +702,8 @@ def hold_session(
         """,
         (note, claimed["id"], worker),
     ).fetchone()
-    # Canceled since the claim: it runs, and the run ends it before its first step.
+    # Canceled since the claim (the row is ours and locked, so nothing else can have changed):
+    # it runs, and the run ends it before its first step.
     return running if parked else None
 
 

@@ -228,7 +228,12 @@ def _profile(
         stored = active_profile(conn, claimed["account_id"], portal)
         if stored is None:
             return None, None
-        task_queries.record_profile(conn, claimed["id"], portal, stored.version, worker=worker)
+        if not task_queries.record_profile(
+            conn, claimed["id"], portal, stored.version, worker=worker
+        ):
+            # Taken over, or put back to wait by this very transaction before a lost answer
+            # made it run again: this worker must not sign in.
+            raise ClaimLost(f"task {claimed['id']}: the claim was lost before it started")
         limit = stored.profile.max_sessions
         held = task_queries.hold_session(conn, claimed, portal, limit, worker=worker)
         return stored.profile, held

@@ -81,6 +81,9 @@ def test_a_task_past_the_limit_waits_for_a_session_and_says_so(rt, client, accou
     assert (task["attempts"], task["startedAt"]) == (0, None)
     listed = client.get("/tasks?status=waiting_for_session", headers=account.headers).get_json()
     assert [t["id"] for t in listed["data"]] == [second]
+    # and the worker, were its transaction run again after a lost answer, finds it not its own
+    with rt.pool.connection() as conn:
+        assert not task_queries.record_profile(conn, second, "sandbox", None, worker="worker-b")
 
 
 def test_the_session_freed_goes_to_the_oldest_waiting_task(rt, client, account):
