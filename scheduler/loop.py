@@ -1,5 +1,6 @@
 """Every second or so: send due webhooks, re-send lost task messages, recover expired leases,
-and send tasks waiting for a portal session that nobody is left to wake.
+send tasks waiting for a portal session that nobody is left to wake, probe failing portals,
+and fail the tasks that waited too long for one.
 
 Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
 turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
@@ -17,7 +18,7 @@ import kombu.exceptions
 import psycopg
 import redis
 
-from shared import metrics, webhooks
+from shared import metrics, outages, webhooks
 from shared import tasks as task_queries
 from shared.celery import queue_lengths, send_run_task
 from shared.logs import configure_logging
@@ -95,8 +96,10 @@ def tick(rt: Runtime) -> TickReport:
     _send_tasks(rt, _recover_leases(rt, report))
     with rt.pool.connection() as conn:
         stranded = task_queries.stranded_sessions(conn)
-    _send_tasks(rt, stranded)
-    report.tasks_requeued += len(stranded)
+        probes = outages.due_probes(conn)
+        report.tasks_failed += outages.give_up_waiting(conn, rt.settings.portal_outage_wait_s)
+    _send_tasks(rt, stranded + probes)
+    report.tasks_requeued += len(stranded) + len(probes)
     # A task still waiting while messages wait too is queued behind busy workers, not lost:
     # re-sending it would pile duplicates into the queue that KEDA scales workers on.
     if _agent_queue_depth(rt) == 0:

@@ -149,6 +149,10 @@ class Settings:
     task_max_attempts: int = 3
     portal_retry_attempts: int = 3
     portal_retry_base_s: float = 2.0
+    # A portal failing before the task's steps: how long a task waits for it to come back (0:
+    # it fails at once, after the retries above), and when the first probe goes (shared.outages).
+    portal_outage_wait_s: float = 4 * 3600.0
+    portal_probe_after_s: float = 30.0
     input_timeout_s: float = 900.0
     worker_concurrency: int = 2
     # Private per-task and per-browser folders (task files, downloads, Chromium profiles).
@@ -257,6 +261,8 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "TASK_MAX_ATTEMPTS": ("task_max_attempts", _int),
     "PORTAL_RETRY_ATTEMPTS": ("portal_retry_attempts", _int),
     "PORTAL_RETRY_BASE_S": ("portal_retry_base_s", _float),
+    "PORTAL_OUTAGE_WAIT_S": ("portal_outage_wait_s", _float),
+    "PORTAL_PROBE_AFTER_S": ("portal_probe_after_s", _float),
     "INPUT_TIMEOUT_S": ("input_timeout_s", _float),
     "WORKER_CONCURRENCY": ("worker_concurrency", _int),
     "WORKSPACE_DIR": ("workspace_dir", _path),
@@ -325,6 +331,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
     if not 0 <= settings.trusted_proxies <= 10:
         raise SettingsError("TRUSTED_PROXIES must be a number of proxies from 0 to 10")
+    if not settings.portal_outage_wait_s >= 0:
+        raise SettingsError("PORTAL_OUTAGE_WAIT_S must be seconds >= 0 (0: never wait)")
+    if not settings.portal_probe_after_s > 0:
+        raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings

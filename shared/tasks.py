@@ -35,6 +35,7 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     WAITING_FOR_INPUT = "waiting_for_input"
     WAITING_FOR_SESSION = "waiting_for_session"
+    WAITING_FOR_PORTAL = "waiting_for_portal"
     PENDING_REVIEW = "pending_review"
     COMPLETED = "completed"
     COMPLETED_WITH_ISSUES = "completed_with_issues"
@@ -58,6 +59,7 @@ UNFINISHED_STATUSES = (
     TaskStatus.RUNNING,
     TaskStatus.WAITING_FOR_INPUT,
     TaskStatus.WAITING_FOR_SESSION,
+    TaskStatus.WAITING_FOR_PORTAL,
 )
 
 TASK_FINISHED = "task_finished"
@@ -648,31 +650,32 @@ def record_profile(
     return row is not None
 
 
-def _lock_sessions(conn: Conn, account_id: int, portal: str) -> None:
-    """Serialize the session count of one account on one portal until the transaction ends."""
+def lock_portal(conn: Conn, account_id: int, portal: str) -> None:
+    """Serialize what decides whether an account's tasks may run on one portal (its sessions,
+    its outage: shared.outages) until the transaction ends."""
     conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('sessions:' || %s || ':' || %s, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('portal:' || %s || ':' || %s, 0))",
         (account_id, portal),
     )
 
 
 def hold_session(
     conn: Conn, claimed: dict, portal: str, max_sessions: int | None, *, worker: str
-) -> int | None:
+) -> str | None:
     """Take one of the account's sessions on the portal for the claimed task, recorded (and
     locked) by :func:`record_profile` in the same transaction.
 
     With ``max_sessions`` None there is no limit. Otherwise the account's tasks on the portal
-    that hold a session are counted under a lock (``_lock_sessions``), so two workers never
-    both take the last one. Returns None when the task may run (it counts from now on, by its
-    ``profile_portal``), or how many are running when the limit is reached. The task is then put
-    back to wait, as it was before the claim (its attempt and start undone), with no message:
-    :func:`wake_parked` sends it when a session frees, and the scheduler when none of the
-    account's tasks on the portal runs any more (a waker that died).
+    that hold a session are counted under :func:`lock_portal`, so two workers never both take
+    the last one. Returns None when the task may run (it counts from now on, by its
+    ``profile_portal``). When none is left, the task waits (``waiting_for_session``) as it was
+    before the claim (its attempt and start undone), with no message, and this returns its
+    note: :func:`wake_parked` sends it when a session frees, and the scheduler when none of the
+    account's tasks on the portal runs any more (:func:`stranded_sessions`).
     """
     if max_sessions is None:
         return None
-    _lock_sessions(conn, claimed["account_id"], portal)
+    lock_portal(conn, claimed["account_id"], portal)
     running = fetch_one(
         conn,
         """
@@ -689,22 +692,26 @@ def hold_session(
         f" at once (max_sessions), and this account's tasks there hold {running}. It starts when"
         " one of them ends."
     )
-    parked = conn.execute(
+    return note if park(conn, claimed["id"], TaskStatus.WAITING_FOR_SESSION, note, worker) else None
+
+
+def park(conn: Conn, task_id: int, status: TaskStatus, note: str, worker: str) -> bool:
+    """Put a task this worker just claimed back to wait in ``status``, with no message, as it
+    was before the claim: its attempt and its start undone, the note saying why. False when it
+    was canceled since the claim: it runs then, and the run ends it before its first step."""
+    row = conn.execute(
         """
         UPDATE tasks
-           SET status = 'waiting_for_session', claimed_by = NULL, lease_expires_at = NULL,
-               enqueued_at = NULL, attempts = attempts - 1,
-               started_at = CASE WHEN attempts > 1 THEN started_at END,
+           SET status = %s, claimed_by = NULL, lease_expires_at = NULL, enqueued_at = NULL,
+               attempts = attempts - 1, started_at = CASE WHEN attempts > 1 THEN started_at END,
                notes = %s, updated_at = now()
          WHERE id = %s AND claimed_by = %s AND status = 'running'
            AND cancel_requested_at IS NULL
         RETURNING id
         """,
-        (note, claimed["id"], worker),
+        (str(status), note, task_id, worker),
     ).fetchone()
-    # Canceled since the claim (the row is ours and locked, so nothing else can have changed):
-    # it runs, and the run ends it before its first step.
-    return running if parked else None
+    return row is not None
 
 
 def wake_parked(conn: Conn, account_id: int, portal: str, max_sessions: int | None) -> list[int]:
@@ -714,7 +721,7 @@ def wake_parked(conn: Conn, account_id: int, portal: str, max_sessions: int | No
     Called when a task that held a session lets it go. With no limit (a profile that dropped
     ``max_sessions``), every waiting task goes.
     """
-    _lock_sessions(conn, account_id, portal)
+    lock_portal(conn, account_id, portal)
     rows = conn.execute(
         """
         WITH free AS (
@@ -942,11 +949,12 @@ def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
     if row["status"] in FINAL_STATUSES:
         raise AlreadyFinished(row["status"])
     request_cancel(conn, task_id)
-    # No worker holds a task that is queued, waiting for a session or paused for review: it
+    # No worker holds a task that is queued, waiting for its portal or paused for review: it
     # ends now.
     if row["status"] in (
         *CLAIMABLE_STATUSES,
         TaskStatus.WAITING_FOR_SESSION,
+        TaskStatus.WAITING_FOR_PORTAL,
         TaskStatus.PENDING_REVIEW,
     ):
         finish_task(conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.")
@@ -1012,7 +1020,7 @@ def queue_state(conn: Conn) -> tuple[dict[str, int], float]:
                    AS oldest_s
           FROM tasks
          WHERE status IN ('pending', 'dispatching', 'running', 'waiting_for_input',
-                          'waiting_for_session')
+                          'waiting_for_session', 'waiting_for_portal')
          GROUP BY status
         """
     ).fetchall()

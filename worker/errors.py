@@ -15,9 +15,15 @@ class AgentError(Exception):
 
 
 class PortalUnavailable(AgentError):
-    """The portal is down or erroring (5xx page, known error text, page load timeout)."""
+    """The portal is down or erroring (5xx page, known error text, page load timeout).
+
+    ``at_entry``: it failed before the task's own steps, signing in or in the profile's prelude,
+    which every task on the portal needs: the portal is down, not one of its pages
+    (shared.outages).
+    """
 
     transient = True
+    at_entry = False
 
 
 class CredentialsRejected(AgentError):

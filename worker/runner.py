@@ -27,7 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from selenium.common.exceptions import WebDriverException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared import logs, metrics, redaction
+from shared import logs, metrics, outages, redaction
 from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
@@ -214,17 +214,19 @@ def _base_url(rt: Runtime, account_id: int, sop: Sop) -> str | None:
     )
 
 
-def _profile(
+def _admit(
     rt: Runtime, claimed: dict, portal: str, worker: str
-) -> tuple[Profile | None, int | None]:
+) -> tuple[Profile | None, str | None]:
     """The portal's profile in force when the task starts: the account's newest version, or
-    the built-in one (None for a portal registered without a profile). The task records which,
-    and takes one of the account's sessions on the portal (``max_sessions``). The second value
-    is None, or how many of the account's tasks hold the sessions when there is none left: the
-    task then waits (:func:`shared.tasks.hold_session`).
+    the built-in one (None for a portal registered without a profile). The task records which.
+
+    Then whether it may run now: not while the account's portal is failing (unless it is the
+    probe, shared.outages), and not past the profile's ``max_sessions``
+    (:func:`shared.tasks.hold_session`). The second value is None, or the note of the wait the
+    task was put in instead.
     """
 
-    def read_and_record(conn: Conn) -> tuple[Profile | None, int | None]:
+    def read_and_admit(conn: Conn) -> tuple[Profile | None, str | None]:
         stored = active_profile(conn, claimed["account_id"], portal)
         if stored is None:
             return None, None
@@ -235,27 +237,35 @@ def _profile(
             # made it run again: this worker must not sign in.
             raise ClaimLost(f"task {claimed['id']}: the claim was lost before it started")
         limit = stored.profile.max_sessions
-        held = task_queries.hold_session(conn, claimed, portal, limit, worker=worker)
-        return stored.profile, held
+        waiting = outages.hold_for_outage(conn, claimed, portal, worker=worker)
+        if waiting is None:
+            waiting = task_queries.hold_session(conn, claimed, portal, limit, worker=worker)
+        return stored.profile, waiting
 
-    return _db(rt, read_and_record)
+    return _db(rt, read_and_admit)
 
 
-def _free_session(rt: Runtime, account_id: int, profile: Profile | None) -> None:
-    """A task let its session on the portal go (it ended, or paused for review): send the
-    account's next task waiting for one. Best effort: if this fails, the scheduler sends it
-    once none of the account's tasks on the portal runs."""
+def _release_portal(
+    rt: Runtime, account_id: int, profile: Profile | None, *, answered: bool
+) -> None:
+    """A task let its portal go (it ended, paused for review, or waits for the portal): end
+    the account's outage on it if the run got past the sign-in (``answered``), and send the
+    tasks that may run now. Best effort: if this fails, the scheduler sends them (a session's
+    waiters once none of the account's tasks on the portal runs, an outage's at its next
+    probe)."""
     if profile is None:
         return
-    try:
-        woken = _db(
-            rt,
-            lambda conn: task_queries.wake_parked(
-                conn, account_id, profile.portal, profile.max_sessions
-            ),
+
+    def release(conn: Conn) -> list[int]:
+        woken = outages.portal_answered(conn, account_id, profile.portal) if answered else []
+        return woken + task_queries.wake_parked(
+            conn, account_id, profile.portal, profile.max_sessions
         )
+
+    try:
+        woken = _db(rt, release)
     except INFRASTRUCTURE_ERRORS:
-        log.warning("could not send the tasks waiting for a session on %s", profile.portal)
+        log.warning("could not send the tasks waiting for portal %s", profile.portal)
         return
     for task_id in woken:
         task_queries.send_now(rt, task_id)
@@ -489,16 +499,9 @@ def _claim_and_run(
     started = time.monotonic()
     logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)
     stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
-    profile, sessions_held = _profile(rt, claimed, stored.sop.portal, worker)
-    if sessions_held is not None:
-        log.info(
-            "task %s waits for a session on portal %s: %s of the account's tasks hold the %s"
-            " its profile allows",
-            task_id,
-            stored.sop.portal,
-            sessions_held,
-            profile.max_sessions if profile else None,
-        )
+    profile, waiting = _admit(rt, claimed, stored.sop.portal, worker)
+    if waiting is not None:
+        log.info("task %s does not start: %s", task_id, waiting)
         return None
     if claimed["attempts"] == 1:
         wait_s = max(0.0, claimed["waited_s"])
@@ -517,7 +520,7 @@ def _claim_and_run(
     base_url = _base_url(rt, claimed["account_id"], stored.sop)
     with redaction.active(redactor), Lease(rt, task_id, worker) as lease:
         try:
-            status, notes, result = _run_claimed(
+            ending = _run_claimed(
                 rt,
                 browsers,
                 claimed,
@@ -531,9 +534,18 @@ def _claim_and_run(
             )
         except ReviewRequested as pause:
             _pause_for_review(rt, task_id, worker, redactor.text(pause.step_name))
-            _free_session(rt, claimed["account_id"], profile)
+            _release_portal(rt, claimed["account_id"], profile, answered=True)
             return None
-        notes, result = redactor.text(notes), redactor.value(result)
+    if ending.portal_down is not None and _wait_for_portal(
+        rt, claimed, stored.sop.portal, redactor.text(str(ending.portal_down)), worker
+    ):
+        _release_portal(rt, claimed["account_id"], profile, answered=False)
+        return None
+    status, notes, result = (
+        ending.status,
+        redactor.text(ending.notes),
+        redactor.value(ending.result),
+    )
     # The status and its webhook message, in one transaction, retried as one.
     finished = _db(
         rt,
@@ -545,8 +557,33 @@ def _claim_and_run(
         log.warning("task %s was taken over before it finished here", task_id)
         return None
     _report_finish(claimed, status, notes, time.monotonic() - started)
-    _free_session(rt, claimed["account_id"], profile)
+    _release_portal(rt, claimed["account_id"], profile, answered=ending.portal_answered)
     return status
+
+
+def _wait_for_portal(rt: Runtime, claimed: dict, portal: str, error: str, worker: str) -> bool:
+    """The portal failed before the task's own steps, after our retries: the task waits for
+    it to come back (shared.outages), unless it has waited ``PORTAL_OUTAGE_WAIT_S`` already
+    (False: it fails as a portal error)."""
+    wait_s = rt.settings.portal_outage_wait_s
+    if wait_s <= 0:
+        return False
+    note = _db(
+        rt,
+        lambda conn: outages.portal_failed(
+            conn,
+            claimed["id"],
+            claimed["account_id"],
+            portal,
+            error,
+            worker=worker,
+            wait_s=wait_s,
+            probe_after_s=rt.settings.portal_probe_after_s,
+        ),
+    )
+    if note is not None:
+        log.info("task %s waits for its portal: %s", claimed["id"], note)
+    return note is not None
 
 
 def _yielded(rt: Runtime, claimed: dict, named: int) -> None:
@@ -640,18 +677,18 @@ def _run_claimed(
     lease: Lease,
     worker: str,
     profile: Profile | None,
-) -> tuple[TaskStatus, str, dict | None]:
+) -> Ending:
     problems = portal_problems(
         sop.portal, address=base_url, has_credentials=credentials is not None
     )
     if problems:
-        return TaskStatus.FAILED, f"{problems[0][0].upper()}{problems[0][1:]}.", None
+        return Ending(TaskStatus.FAILED, f"{problems[0][0].upper()}{problems[0][1:]}.")
     assert base_url is not None and credentials is not None  # no problems: both are there
     if base_url != rt.settings.sandbox_url:
         try:
             check_portal_url(base_url, allow_private=rt.settings.portal_allow_private)
         except UrlRefused as exc:
-            return TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.", None
+            return Ending(TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.")
     try:
         outcome = _drive(
             rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker, profile
@@ -665,5 +702,27 @@ def _run_claimed(
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])
-        return status, notes, None
-    return TaskStatus(outcome.status), outcome.notes, outcome.result
+        down = isinstance(exc, PortalUnavailable) and exc.at_entry
+        return Ending(
+            status,
+            notes,
+            # Past the sign-in: whatever the portal or the SOP did then, the portal answered.
+            portal_answered=isinstance(exc, AgentError)
+            and not isinstance(exc, TaskCanceled)
+            and not down,
+            portal_down=exc if down else None,
+        )
+    return Ending(TaskStatus(outcome.status), outcome.notes, outcome.result, portal_answered=True)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended: the final status it gives the task, with notes and result."""
+
+    status: TaskStatus
+    notes: str
+    result: dict | None = None
+    # The run got past the portal's sign-in (which ends the account's outage on it).
+    portal_answered: bool = False
+    # The portal failed before the task's own steps: the task may wait for it instead.
+    portal_down: PortalUnavailable | None = None

@@ -160,6 +160,7 @@ def stack(
         "WEBHOOK_TIMEOUT_S": "5",
         "PORTAL_RETRY_ATTEMPTS": "2",
         "PORTAL_RETRY_BASE_S": "0.2",
+        "PORTAL_PROBE_AFTER_S": "0.5",
         "TASK_LEASE_S": "6",
         "TASK_HEARTBEAT_S": "1",
         "TASK_MAX_ATTEMPTS": "2",

@@ -255,6 +255,9 @@ def test_a_500_page_fails_the_task_as_a_portal_error_after_our_retries(
     failed = [s for s in _steps(rt, task_id) if s["status"] == "failed"]
     assert len(failed) == rt.settings.portal_retry_attempts
     assert {s["name"] for s in failed} == {"1. Go to /staff/report"}
+    # and one broken page after the sign-in is not an outage: the account's portal is not held
+    with rt.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM portal_outages").fetchone()["n"] == 0
     # and the task says it signed in with the built-in profile
     assert _task_json(client, account, task_id)["profile"] == {
         "portal": "sandbox",

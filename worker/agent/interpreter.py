@@ -371,7 +371,7 @@ class Run:
         while True:
             try:
                 if prepare:
-                    self._prepare(sign_in=not signed_in)
+                    self._enter(sign_in=not signed_in)
                 self.run_steps(steps, prefix="")
                 break
             except _Finish:
@@ -393,6 +393,14 @@ class Run:
                 signed_in = True
         self.page.check_boundary()
         return self._outcome()
+
+    def _enter(self, *, sign_in: bool) -> None:
+        """:meth:`_prepare`, saying of a portal failure that it came before the task's steps."""
+        try:
+            self._prepare(sign_in=sign_in)
+        except PortalUnavailable as exc:
+            exc.at_entry = True
+            raise
 
     def _prepare(self, *, sign_in: bool) -> None:
         """What every task on the portal does first: the profile's sign-in, then its prelude."""
@@ -452,6 +460,8 @@ class Run:
             timeout = self.sign_in.timeout_s if self.profile else self.timeout(None)
             message = login.sign_in(self, self.sign_in, timeout) + self._close_popups()
         except AgentError as exc:
+            if isinstance(exc, PortalUnavailable):
+                exc.at_entry = True
             self._fail(at, exc)
         self.verifying = self.verifying or self.passed_irreversible
         resume = "verifying the submission" if self.verifying else "restarting"
