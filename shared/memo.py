@@ -126,5 +126,13 @@ class NotifiedMemo(Generic[V]):
 
 
 def _readable(socket: int) -> bool:
-    """Whether something (a notification) waits on the socket, unread."""
-    return bool(select.select([socket], [], [], 0)[0])
+    """Whether something (a notification) waits on the socket, unread.
+
+    A socket already closed counts as readable: when PostgreSQL goes away, the driver closes
+    the listener's socket before the listener thread hears of it (it was an OSError, so a 500,
+    during a failover).
+    """
+    try:
+        return bool(select.select([socket], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True

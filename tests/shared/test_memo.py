@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import psycopg
@@ -93,6 +94,22 @@ def test_while_the_listener_is_cut_off_nothing_is_remembered(memo, runtime):
     assert memo.get("k", lookup) == 9
     # and once it listens again, answers are remembered again
     _remembering(memo, lookup)
+
+
+def test_a_listener_socket_closed_before_the_listener_knows_means_look_it_up(memo):
+    # given a remembered answer
+    lookup = Lookups()
+    _remembering(memo, lookup)
+    # when the listener's socket is closed under it, as the driver does when PostgreSQL goes
+    # away, before the listener thread has heard of it
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    os.close(write_end)
+    with memo._lock:
+        memo._socket = read_end
+    # then the answer is looked up again, not an error (a 500 during a failover)
+    lookup.answer = 9
+    assert memo.get("k", lookup) == 9
 
 
 def test_a_listener_cut_off_for_a_while_warns_once_and_says_when_it_hears_again(runtime, caplog):
