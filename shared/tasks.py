@@ -670,8 +670,8 @@ def hold_session(
     the last one. Returns None when the task may run (it counts from now on, by its
     ``profile_portal``). When none is left, the task waits (``waiting_for_session``) as it was
     before the claim (its attempt and start undone), with no message, and this returns its
-    note: :func:`wake_parked` sends it when a session frees, and the scheduler when none of the
-    account's tasks on the portal runs any more (:func:`stranded_sessions`).
+    note: :func:`wake_session_waiters` sends it when a session frees, and the scheduler when
+    none of the account's tasks on the portal runs any more (:func:`stranded_sessions`).
     """
     if max_sessions is None:
         return None
@@ -714,7 +714,9 @@ def park(conn: Conn, task_id: int, status: TaskStatus, note: str, worker: str) -
     return row is not None
 
 
-def wake_parked(conn: Conn, account_id: int, portal: str, max_sessions: int | None) -> list[int]:
+def wake_session_waiters(
+    conn: Conn, account_id: int, portal: str, max_sessions: int | None
+) -> list[int]:
     """The account's tasks waiting for a session on the portal that may have one now, oldest
     first, taken off the wait; the caller sends them (:func:`send_now`) after the commit.
 
@@ -862,7 +864,8 @@ def stranded_sessions(conn: Conn, limit: int = 100) -> list[int]:
     """Tasks waiting for a session that nobody will send: none of their account's tasks on the
     portal runs or is queued any more (the worker that should have woken them died, or the
     scheduler ended the last one). The oldest of each such account and portal goes back in
-    line; when it ends, it wakes as many more as the portal allows (:func:`wake_parked`)."""
+    line; when it ends, it wakes as many more as the portal allows
+    (:func:`wake_session_waiters`)."""
     rows = conn.execute(
         """
         WITH oldest AS (

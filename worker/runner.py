@@ -258,7 +258,7 @@ def _release_portal(
 
     def release(conn: Conn) -> list[int]:
         woken = outages.portal_answered(conn, account_id, profile.portal) if answered else []
-        return woken + task_queries.wake_parked(
+        return woken + task_queries.wake_session_waiters(
             conn, account_id, profile.portal, profile.max_sessions
         )
 
@@ -666,6 +666,19 @@ def _sensitive_inputs(rt: Runtime, claimed: dict) -> dict[str, str]:
     return decrypt_json(rt.fernet, token) if token is not None else {}
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended: the final status it gives the task, with notes and result."""
+
+    status: TaskStatus
+    notes: str
+    result: dict | None = None
+    # The run got past the portal's sign-in (which ends the account's outage on it).
+    portal_answered: bool = False
+    # The portal failed before the task's own steps: the task may wait for it instead.
+    portal_down: PortalUnavailable | None = None
+
+
 def _run_claimed(
     rt: Runtime,
     browsers: BrowserPool,
@@ -713,16 +726,3 @@ def _run_claimed(
             portal_down=exc if down else None,
         )
     return Ending(TaskStatus(outcome.status), outcome.notes, outcome.result, portal_answered=True)
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How a run ended: the final status it gives the task, with notes and result."""
-
-    status: TaskStatus
-    notes: str
-    result: dict | None = None
-    # The run got past the portal's sign-in (which ends the account's outage on it).
-    portal_answered: bool = False
-    # The portal failed before the task's own steps: the task may wait for it instead.
-    portal_down: PortalUnavailable | None = None

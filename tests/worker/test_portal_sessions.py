@@ -48,7 +48,7 @@ def _finish(rt, task_id: int, worker: str) -> None:
 
 def _wake(rt, account, limit: int | None = 1) -> list[int]:
     with rt.pool.connection() as conn:
-        return task_queries.wake_parked(conn, account.id, "sandbox", limit)
+        return task_queries.wake_session_waiters(conn, account.id, "sandbox", limit)
 
 
 def _row(rt, task_id: int) -> dict:

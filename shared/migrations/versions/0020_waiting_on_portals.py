@@ -19,8 +19,8 @@ depends_on = None
 def upgrade() -> None:
     op.execute(
         """
-        -- shared.tasks.wake_parked, shared.outages: an account's tasks waiting on one portal,
-        -- for a session (max_sessions in the portal's profile) or for an outage to end.
+        -- shared.tasks.wake_session_waiters, shared.outages: an account's tasks waiting on one
+        -- portal, for a session (max_sessions in its profile) or for an outage to end.
         CREATE INDEX tasks_held ON tasks (account_id, profile_portal, id)
             WHERE status IN ('waiting_for_session', 'waiting_for_portal');
         -- /metrics counts the unfinished tasks from this index: the new statuses are some.
