@@ -106,6 +106,14 @@ def portal_failed(
         """,
         (note, task_id, worker, wait_s),
     ).fetchone()
+    # Every task waiting for the outage says when the next try is.
+    conn.execute(
+        """
+        UPDATE tasks SET notes = %s
+         WHERE account_id = %s AND profile_portal = %s AND status = 'waiting_for_portal'
+        """,
+        (note, account_id, portal),
+    )
     return note if waiting else None
 
 

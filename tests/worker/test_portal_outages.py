@@ -14,6 +14,7 @@ from scheduler.loop import tick
 from shared import outages
 from shared import tasks as task_queries
 from shared.settings import SettingsError, load_settings
+from shared.tasks import iso
 from tests.worker.support import sandbox_runtime
 from worker import runner
 
@@ -134,10 +135,13 @@ def test_a_probe_that_finds_the_portal_still_down_puts_the_next_one_further_off(
     assert runner.run_task(rt, task_id, browsers=browsers) is None
     # then the task waits again, and the next probe is twice as far off
     again = _outage(rt, account)
-    assert _get(client, account, task_id)["status"] == "waiting_for_portal"
+    waiting = _get(client, account, task_id)
+    assert waiting["status"] == "waiting_for_portal"
     assert (again["since"], again["probes"], again["probe_task_id"]) == (opened["since"], 1, None)
     first_gap = opened["next_probe_at"] - opened["since"]
     assert again["next_probe_at"] - _now(rt) > first_gap
+    # and the notes of every task waiting for it say when that is
+    assert waiting["notes"].endswith(f"the next try is at {iso(again['next_probe_at'])}.")
 
 
 def test_a_task_that_waited_too_long_fails_with_its_webhook(
