@@ -456,3 +456,6 @@ TaskWaitingForInputEnvelope = _envelope(
 TaskPendingReviewEnvelope = _envelope(
     "TaskPendingReviewEnvelope", TaskSchema, "task.pending_review"
 )
+TaskWaitingForPortalEnvelope = _envelope(
+    "TaskWaitingForPortalEnvelope", TaskSchema, "task.waiting_for_portal"
+)

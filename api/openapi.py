@@ -97,6 +97,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "PingEnvelope": contract.PingEnvelope,
     "TaskWaitingForInputEnvelope": contract.TaskWaitingForInputEnvelope,
     "TaskPendingReviewEnvelope": contract.TaskPendingReviewEnvelope,
+    "TaskWaitingForPortalEnvelope": contract.TaskWaitingForPortalEnvelope,
     "AccountSettings": contract.AccountSettingsSchema,
 }
 
@@ -542,6 +543,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "Opt-in (filter_types): a task paused for a person's review before an irreversible"
             " step; approve or reject with POST /tasks/{id}/review",
             "TaskPendingReviewEnvelope",
+        ),
+        "task.waiting_for_portal": _webhook(
+            "Opt-in (filter_types): a task waits for its portal, found down at the sign-in; the"
+            " task's notes say since when and when the next try is. Once per wait",
+            "TaskWaitingForPortalEnvelope",
         ),
     }
     return document

@@ -20,7 +20,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.db import Conn, fetch_one
-from shared.tasks import TaskStatus, finish_task, iso, lock_portal, park
+from shared.tasks import (
+    TASK_WAITING_FOR_PORTAL,
+    TaskStatus,
+    enqueue_event,
+    finish_task,
+    iso,
+    lock_portal,
+    park,
+)
 
 MAX_PROBE_INTERVAL_S = 600.0
 
@@ -40,10 +48,14 @@ def hold_for_outage(conn: Conn, claimed: dict, portal: str, *, worker: str) -> s
     note = _waiting_note(portal, outage["since"], outage["error"], outage["next_probe_at"])
     if not park(conn, claimed["id"], TaskStatus.WAITING_FOR_PORTAL, note, worker):
         return None
-    conn.execute(
-        "UPDATE tasks SET portal_down_since = coalesce(portal_down_since, now()) WHERE id = %s",
+    first = fetch_one(
+        conn,
+        "UPDATE tasks SET portal_down_since = coalesce(portal_down_since, now()) WHERE id = %s"
+        " RETURNING portal_down_since = now() AS first",
         (claimed["id"],),
-    )
+    )["first"]
+    if first:
+        enqueue_event(conn, claimed["id"], claimed["account_id"], TASK_WAITING_FOR_PORTAL)
     return note
 
 
@@ -102,10 +114,13 @@ def portal_failed(
          WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
            AND cancel_requested_at IS NULL
            AND coalesce(portal_down_since, now()) > now() - make_interval(secs => %s)
-        RETURNING id
+        RETURNING portal_down_since = now() AS first
         """,
         (note, task_id, worker, wait_s),
     ).fetchone()
+    if waiting and waiting["first"]:
+        # The opt-in event, once per wait: not again when a probe finds the portal still down.
+        enqueue_event(conn, task_id, account_id, TASK_WAITING_FOR_PORTAL)
     # Every task waiting for the outage says when the next try is.
     conn.execute(
         """

@@ -67,6 +67,7 @@ TASK_FINISHED = "task_finished"
 # waits for a person.
 TASK_WAITING_FOR_INPUT = "task.waiting_for_input"
 TASK_PENDING_REVIEW = "task.pending_review"
+TASK_WAITING_FOR_PORTAL = "task.waiting_for_portal"
 
 
 class ReviewDecision(StrEnum):
@@ -555,7 +556,7 @@ def await_input(conn: Conn, task_id: int, worker: str, *, expires_at: datetime, 
     ).fetchone()
     if row is None:
         return False
-    _enqueue_event(conn, task_id, row["account_id"], TASK_WAITING_FOR_INPUT)
+    enqueue_event(conn, task_id, row["account_id"], TASK_WAITING_FOR_INPUT)
     return True
 
 
@@ -591,7 +592,7 @@ def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str)
     ).fetchone()
     if row is None:
         return False
-    _enqueue_event(conn, task_id, row["account_id"], TASK_PENDING_REVIEW)
+    enqueue_event(conn, task_id, row["account_id"], TASK_PENDING_REVIEW)
     return True
 
 
@@ -629,7 +630,9 @@ def record_review(
     return row is not None
 
 
-def _enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> None:
+def enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> None:
+    """Write an opt-in event about the task (shared.webhooks: only endpoints whose
+    ``filter_types`` name it receive it), carrying the task as it is now."""
     from shared.webhooks import enqueue_task_event
 
     payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))

@@ -26,7 +26,13 @@ from psycopg.types.json import Jsonb
 from shared.celery import DELIVER_WEBHOOK, send_message
 from shared.db import Conn
 from shared.settings import Settings
-from shared.tasks import TASK_FINISHED, TASK_PENDING_REVIEW, TASK_WAITING_FOR_INPUT, iso
+from shared.tasks import (
+    TASK_FINISHED,
+    TASK_PENDING_REVIEW,
+    TASK_WAITING_FOR_INPUT,
+    TASK_WAITING_FOR_PORTAL,
+    iso,
+)
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -34,10 +40,10 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SECRET_BYTES = 32
 PING = "ping"
-EVENTS = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, PING)
+EVENTS = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL, PING)
 # What an endpoint's filter_types may name (a ping is always sent). The default, what every
 # endpoint received before the filter existed, is task_finished alone.
-FILTER_TYPES = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW)
+FILTER_TYPES = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL)
 DEFAULT_FILTER_TYPES = (TASK_FINISHED,)
 
 

@@ -46,6 +46,7 @@ def test_the_document_is_valid_openapi_3_1_and_covers_every_route(app, document)
         "ping",
         "task.waiting_for_input",
         "task.pending_review",
+        "task.waiting_for_portal",
     }
 
 

@@ -123,12 +123,30 @@ def test_when_the_portal_is_back_one_probe_runs_then_every_waiting_task(
     assert str(runner.run_task(rt, second, browsers=browsers)) == "completed"
 
 
+def _events(rt, task_id: int) -> list[str]:
+    with rt.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT event FROM webhook_messages WHERE task_id = %s ORDER BY id", (task_id,)
+        ).fetchall()
+    return [r["event"] for r in rows]
+
+
 def test_a_probe_that_finds_the_portal_still_down_puts_the_next_one_further_off(
     rt, client, account, browsers, sandbox_url
 ):
+    # given an endpoint that opted in to hear of tasks waiting for their portal
+    opted = client.put(
+        "/webhook-endpoint",
+        json={"filter_types": ["task_finished", "task.waiting_for_portal"]},
+        headers=account.headers,
+    )
+    assert opted.status_code == 200, opted.get_json()
     _down(sandbox_url, True)
-    task_id = _task(client, account)
+    task_id, sibling = _task(client, account), _task(client, account)
     runner.run_task(rt, task_id, browsers=browsers)
+    runner.run_task(rt, sibling, browsers=browsers)
+    # each task that started waiting is one event, carrying the task as it waits
+    assert _events(rt, task_id) == _events(rt, sibling) == ["task.waiting_for_portal"]
     opened = _outage(rt, account)
     _tick_after_probe_due(rt, account)
     # when the probe runs and the portal is still down
@@ -142,6 +160,9 @@ def test_a_probe_that_finds_the_portal_still_down_puts_the_next_one_further_off(
     assert again["next_probe_at"] - _now(rt) > first_gap
     # and the notes of every task waiting for it say when that is
     assert waiting["notes"].endswith(f"the next try is at {iso(again['next_probe_at'])}.")
+    assert _get(client, account, sibling)["notes"] == waiting["notes"]
+    # and a probe that waits again is no new event
+    assert _events(rt, task_id) == ["task.waiting_for_portal"]
 
 
 def test_a_task_that_waited_too_long_fails_with_its_webhook(
