@@ -28,6 +28,7 @@ from shared.tasks import (
     iso,
     lock_portal,
     park,
+    unpark,
 )
 
 MAX_PROBE_INTERVAL_S = 600.0
@@ -142,16 +143,10 @@ def portal_answered(conn: Conn, account_id: int, portal: str) -> list[int]:
     ).fetchone()
     if ended is None:
         return []
-    rows = conn.execute(
-        """
-        UPDATE tasks SET status = 'pending', notes = NULL, portal_down_since = NULL,
-                         updated_at = now()
-         WHERE account_id = %s AND profile_portal = %s AND status = 'waiting_for_portal'
-        RETURNING id
-        """,
-        (account_id, portal),
-    ).fetchall()
-    return sorted(r["id"] for r in rows)
+    woken = unpark(conn, account_id, portal, TaskStatus.WAITING_FOR_PORTAL, None)
+    # Their wait is over: a later outage gives them PORTAL_OUTAGE_WAIT_S afresh.
+    conn.execute("UPDATE tasks SET portal_down_since = NULL WHERE id = ANY(%s)", (woken,))
+    return woken
 
 
 # An outage (``o``) whose next probe is due, and whose last probe is not on its way any more.
@@ -182,18 +177,9 @@ def due_probes(conn: Conn, limit: int = 100) -> list[int]:
             (account_id, portal),
         ).fetchone():
             continue  # another scheduler sent its probe meanwhile
-        probe = conn.execute(
-            """
-            UPDATE tasks SET status = 'pending', updated_at = now()
-             WHERE id = (SELECT id FROM tasks
-                          WHERE account_id = %s AND profile_portal = %s
-                            AND status = 'waiting_for_portal'
-                          ORDER BY id LIMIT 1)
-            RETURNING id
-            """,
-            (account_id, portal),
-        ).fetchone()
-        if probe is None:
+        # The probe keeps portal_down_since: its own wait goes on until the outage ends.
+        probe = unpark(conn, account_id, portal, TaskStatus.WAITING_FOR_PORTAL, 1)
+        if not probe:
             conn.execute(
                 "DELETE FROM portal_outages WHERE account_id = %s AND portal = %s",
                 (account_id, portal),
@@ -201,9 +187,9 @@ def due_probes(conn: Conn, limit: int = 100) -> list[int]:
             continue
         conn.execute(
             "UPDATE portal_outages SET probe_task_id = %s WHERE account_id = %s AND portal = %s",
-            (probe["id"], account_id, portal),
+            (probe[0], account_id, portal),
         )
-        probes.append(probe["id"])
+        probes += probe
     return probes
 
 

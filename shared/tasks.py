@@ -717,37 +717,49 @@ def park(conn: Conn, task_id: int, status: TaskStatus, note: str, worker: str) -
     return row is not None
 
 
+def unpark(
+    conn: Conn, account_id: int, portal: str, status: TaskStatus, limit: int | None
+) -> list[int]:
+    """The account's oldest tasks waiting in ``status`` on the portal (at most ``limit``; None:
+    all) back in line as ``pending``, their wait's note cleared: :func:`park` undone. The caller
+    sends them (:func:`send_now`) after the commit."""
+    rows = conn.execute(
+        """
+        UPDATE tasks t SET status = 'pending', notes = NULL, updated_at = now()
+          FROM (SELECT id FROM tasks
+                 WHERE account_id = %s AND profile_portal = %s AND status = %s
+                 ORDER BY id LIMIT %s) AS waiting
+         WHERE t.id = waiting.id
+        RETURNING t.id
+        """,
+        (account_id, portal, str(status), limit),
+    ).fetchall()
+    return sorted(r["id"] for r in rows)
+
+
 def wake_session_waiters(
     conn: Conn, account_id: int, portal: str, max_sessions: int | None
 ) -> list[int]:
     """The account's tasks waiting for a session on the portal that may have one now, oldest
-    first, taken off the wait; the caller sends them (:func:`send_now`) after the commit.
+    first, back in line (:func:`unpark`).
 
     Called when a task that held a session lets it go. With no limit (a profile that dropped
     ``max_sessions``), every waiting task goes.
     """
     lock_portal(conn, account_id, portal)
-    rows = conn.execute(
-        """
-        WITH free AS (
-            SELECT CASE WHEN %(max)s::int IS NOT NULL
-                        THEN greatest(%(max)s::int - count(*), 0) END AS n FROM tasks
-             WHERE account_id = %(account)s AND profile_portal = %(portal)s
+    free = None
+    if max_sessions is not None:
+        held = fetch_one(
+            conn,
+            """
+            SELECT count(*) AS n FROM tasks
+             WHERE account_id = %s AND profile_portal = %s
                AND status IN ('running', 'waiting_for_input')
-        ), woken AS (
-            SELECT id FROM tasks
-             WHERE account_id = %(account)s AND profile_portal = %(portal)s
-               AND status = 'waiting_for_session'
-             ORDER BY id
-             LIMIT (SELECT n FROM free)  -- NULL: no limit
-        )
-        UPDATE tasks t SET status = 'pending', notes = NULL, updated_at = now()
-          FROM woken WHERE t.id = woken.id
-        RETURNING t.id
-        """,
-        {"max": max_sessions, "account": account_id, "portal": portal},
-    ).fetchall()
-    return sorted(r["id"] for r in rows)
+            """,
+            (account_id, portal),
+        )["n"]
+        free = max(max_sessions - held, 0)
+    return unpark(conn, account_id, portal, TaskStatus.WAITING_FOR_SESSION, free)
 
 
 def record_irreversible(conn: Conn, task_id: int, step: str, *, worker: str) -> bool:
