@@ -31,6 +31,12 @@ class FieldErrorSchema(Schema):
     message = fields.String(required=True)
     line = fields.Integer(allow_none=True, metadata={"description": "an SOP's line, if known"})
     path = fields.String(metadata={"description": "an SOP's key path"})
+    task = fields.Integer(
+        metadata={"description": "in a batch, the index of the task (from 0) the problem is in"}
+    )
+    code = fields.String(
+        metadata={"description": "in a batch, the error code the task alone would get"}
+    )
 
 
 class ErrorBodySchema(Schema):
@@ -159,6 +165,14 @@ class TaskPageSchema(Schema):
     data = fields.List(fields.Nested(TaskSchema), required=True)
     has_more = fields.Boolean(required=True)
     next_cursor = fields.String(required=True, allow_none=True)
+
+
+class TaskBatchSchema(Schema):
+    data = fields.List(
+        fields.Nested(TaskSchema),
+        required=True,
+        metadata={"description": "the created tasks, in the order sent"},
+    )
 
 
 class ScreenshotSchema(Schema):

@@ -26,7 +26,7 @@ from api.account_settings import SettingsSchema
 from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
 from api.profiles import ProfileBodySchema
 from api.sops import SopBodySchema
-from api.tasks import InputSchema, ReviewSchema, TaskCreateSchema
+from api.tasks import InputSchema, ReviewSchema, TaskBatchSchema, TaskCreateSchema
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
@@ -55,6 +55,7 @@ TASK_EXAMPLES: dict[str, str] = {
 
 REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "TaskCreate": TaskCreateSchema,
+    "TaskBatchCreate": TaskBatchSchema,
     "TaskInput": InputSchema,
     "ReviewDecision": ReviewSchema,
     "AccountSettingsIn": SettingsSchema,
@@ -71,6 +72,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Error": contract.ErrorSchema,
     "Task": contract.TaskSchema,
     "TaskPage": contract.TaskPageSchema,
+    "TaskBatch": contract.TaskBatchSchema,
     "Trajectory": contract.TrajectorySchema,
     "SopList": contract.SopListSchema,
     "Sop": contract.SopSchema,
@@ -260,6 +262,21 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: {**_ok("Task", "The created task (or the replayed answer of its Idempotency-Key)"),
                "links": _task_links()}},
         (400, 409, 413, 415, 422), body=_task_create_body(),
+        params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
+                 "description": "for 24 hours, the same key and body replay the first answer"}],
+    ),
+    "tasks.create_tasks": _op(
+        "Create up to MAX_BATCH_TASKS tasks (JSON) in one call, all or none: a 422 lists every"
+        " problem of every task (field tasks.N...., task N) and stores nothing; honours"
+        " Idempotency-Key", "tasks",
+        {200: _ok("TaskBatch", "The created tasks in the order sent (or the replayed answer of"
+                  " its Idempotency-Key)")},
+        (400, 409, 413, 415, 422), body=_json_body("TaskBatchCreate", checks={"tasks": [
+            {"type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]},
+            {"type": "check_eligibility", "data": {
+                "member_id": "W200000002", "patient": "John Roe", "dob": "1985-06-30"}},
+            {"type": "check_claim_status", "data": TASK_EXAMPLES["check_claim_status"]},
+        ]}),
         params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
                  "description": "for 24 hours, the same key and body replay the first answer"}],
     ),

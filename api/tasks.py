@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 import kombu.exceptions
@@ -26,13 +26,13 @@ from werkzeug.utils import secure_filename
 from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
-from api.errors import ApiError, NotFound, ValidationFailed
+from api.errors import ApiError, NotFound, ValidationFailed, field_errors
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import audit, logs, metrics, review
 from shared import tasks as task_queries
-from shared.celery import send_run_task
+from shared.celery import send_run_tasks
 from shared.crypto import encrypt_json, keyed_digest
 from shared.db import Conn, outside_transaction, relax_commit
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
@@ -141,8 +141,20 @@ def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
             "This Idempotency-Key was already used with a different request body.",
             {"idempotency_key": key},
         )
-    describe_call(task_id=row["response_body"]["id"], replayed=True)
+    describe_call(**_created_ids(row["response_body"]), replayed=True)
     return jsonify(row["response_body"]), row["response_status"]
+
+
+def _created_ids(answer: dict[str, Any]) -> dict[str, Any]:
+    """What the audit entry and the log line name: the created task, or a batch's tasks."""
+    if "id" in answer:
+        return {"task_id": answer["id"]}
+    return {"task_ids": _task_ids(answer)}
+
+
+def _task_ids(answer: dict[str, Any]) -> list[int]:
+    """The tasks a creation's answer holds: one task, or a batch's ``{"data": [tasks]}``."""
+    return [answer["id"]] if "id" in answer else [task["id"] for task in answer["data"]]
 
 
 def _unknown_type(conn: Conn) -> ValidationFailed:
@@ -167,36 +179,45 @@ _LAST_CHECKED: dict[tuple[int, str], Checked] = {}
 _LAST_CHECKED_MAX = 10_000  # (account, type) pairs; past that it starts again empty
 
 
-def _read_checks(conn: Conn, task_type: str, key: str | None, digests: list[str]):
-    """What to validate against, read in one round trip (the stored answer for an
-    Idempotency-Key, whether the type is the account's own, the active SOP, the portals with
-    logins); or, for a key already used, the answer stored with it. 422 for an unknown type or
-    a portal without a login.
+def _read_checks(conn: Conn, task_types: Collection[str], key: str | None, digests: list[str]):
+    """What to validate each type against, read in one round trip (the stored answer for an
+    Idempotency-Key, whether each type is the account's own, its active SOP, the portals with
+    logins): a :class:`Checked` per type, or the 422 that any task of the type gets (an unknown
+    type, a portal without a login). For a key already used, the answer stored with it instead.
 
     The transaction begun here is left open for :func:`_store` to finish; a refusal is rolled
-    back (the built-in SOP stored on its first use included).
+    back (a built-in SOP stored on its first use included).
     """
     account = account_id()
     with conn.pipeline():
         conn.execute("BEGIN")
         stored_answer = _send_replay(conn, key) if key else None
-        custom = None
-        if task_type not in TASK_TYPES:
-            custom = sop_store.send_is_custom_type(conn, account, task_type)
-        active_sop = sop_store.send_active_sop(conn, account, task_type)
+        sent = {
+            task_type: (
+                None if task_type in TASK_TYPES
+                else sop_store.send_is_custom_type(conn, account, task_type),
+                sop_store.send_active_sop(conn, account, task_type),
+            )
+            for task_type in task_types
+        }  # fmt: skip
         logins = send_credential_portals(conn, account)
     if key and stored_answer and (replay := _replay(stored_answer(), key, digests)):
         return replay
-    if custom is not None and not custom():
-        raise _unknown_type(conn)
-    stored = active_sop()
-    if stored.sop.portal not in logins():
-        raise _credentials_missing(stored.sop.portal)
-    checked = Checked(stored, custom is not None)
-    if len(_LAST_CHECKED) >= _LAST_CHECKED_MAX:
-        _LAST_CHECKED.clear()
-    _LAST_CHECKED[account, task_type] = checked
-    return checked
+    portals = logins()
+    checks: dict[str, Checked | ApiError] = {}
+    for task_type, (custom, active_sop) in sent.items():
+        if custom is not None and not custom():
+            checks[task_type] = _unknown_type(conn)
+            continue
+        stored = active_sop()
+        if stored.sop.portal not in portals:
+            checks[task_type] = _credentials_missing(stored.sop.portal)
+            continue
+        checked = checks[task_type] = Checked(stored, custom is not None)
+        if len(_LAST_CHECKED) >= _LAST_CHECKED_MAX:
+            _LAST_CHECKED.clear()
+        _LAST_CHECKED[account, task_type] = checked
+    return checks
 
 
 def _validated(checked: Checked, body: dict, files: list[tuple[str, str, bytes]]) -> NewTask:
@@ -261,8 +282,17 @@ def _credentials_missing(portal: str) -> ApiError:
     )
 
 
-def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: bool) -> dict:
-    """The durable part of a creation, in one round trip (two with an Idempotency-Key).
+def _store(
+    conn: Conn,
+    news: list[NewTask],
+    key: str | None,
+    digest: str,
+    *,
+    began: bool,
+    batch: bool = False,
+) -> dict[str, Any]:
+    """The durable part of a creation, in one round trip (two with an Idempotency-Key); the
+    answer: the created task, or for a ``batch`` ``{"data": [the created tasks]}``.
 
     Usually one statement, :func:`shared.tasks.create_task`: the task and its files, with the
     account's next task number, committed without waiting for the disk (the account row is
@@ -271,37 +301,46 @@ def _store(conn: Conn, new: NewTask, key: str | None, digest: str, *, began: boo
     durably: PostgreSQL flushes the WAL in order, so that commit makes the task durable too, and
     the client's 200 follows a durable commit of both.
 
-    With an Idempotency-Key, or when :func:`_read_checks` began a transaction (``began``), the
-    same INSERT runs in a pipeline of our own: the idempotency record (the created task as
-    stored answer) commits with the task, then the audit entry commits durably. (A call the
-    audit log does not record goes this way too; its task's commit is the durable one.) Either
-    way the audit entry's detail names the created task (``task_id``).
+    A batch, a creation with an Idempotency-Key, or one for which :func:`_read_checks` began a
+    transaction (``began``) runs the same INSERTs in a pipeline of our own: the idempotency
+    record (the answer) commits with the tasks, then the audit entry commits durably. (A call
+    the audit log does not record goes this way too; its tasks' commit is the durable one.)
+    Either way the audit entry's detail names the created tasks (``task_id`` or ``task_ids``).
 
-    An error in the task's transaction (the INSERT's own checks failing included,
+    An error in the tasks' transaction (an INSERT's own checks failing included,
     :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
     """
     entry = api_call_entry(200)
-    if key is None and not began and entry is not None:
-        created = task_json(task_queries.create_task(conn, new, entry))
+    if not batch and key is None and not began and entry is not None:
+        answer = task_json(task_queries.create_task(conn, news[0], entry))
     else:
-        created = _store_in_pipeline(conn, new, key, digest, began=began, entry=entry)
+        answer = _store_in_pipeline(conn, news, key, digest, began=began, entry=entry, batch=batch)
     if entry is not None:
         recorded_by_handler()
-    metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
+    for new in news:
+        metrics.TASKS_CREATED.labels(metrics.type_label(new.task_type)).inc()
     # The request's own line (api.request_log) says it: POST /tasks 200 with these fields.
-    logs.bind(task_id=created["id"], task_type=new.task_type)
-    return created
+    logs.bind(**_created_ids(answer), task_type=None if batch else news[0].task_type)
+    return answer
 
 
 def _store_in_pipeline(
-    conn: Conn, new: NewTask, key: str | None, digest: str, *, began: bool, entry: dict | None
-) -> dict:
-    """:func:`_store` with an Idempotency-Key or inside the transaction the reads began.
+    conn: Conn,
+    news: list[NewTask],
+    key: str | None,
+    digest: str,
+    *,
+    began: bool,
+    entry: dict | None,
+    batch: bool,
+) -> dict[str, Any]:
+    """:func:`_store` for a batch, with an Idempotency-Key or inside the transaction the reads
+    began.
 
-    Two transactions sent on a connection outside psycopg's transaction handling: the task with
-    its files and idempotency record (begun here unless ``began``), committed without waiting
-    for the disk; then the audit entry, naming the task, committed durably (when the call
-    records none, the task's commit is the durable one). The server ignores the rest of a
+    Two transactions sent on a connection outside psycopg's transaction handling: the tasks with
+    their files and idempotency record (begun here unless ``began``), committed without waiting
+    for the disk; then the audit entry, naming the tasks, committed durably (when the call
+    records none, the tasks' commit is the durable one). The server ignores the rest of a
     pipeline after an error, so a failed first transaction skips the second.
     """
     with conn.pipeline():
@@ -311,51 +350,56 @@ def _store_in_pipeline(
                 _drop_expired_key(conn, key)  # a key past its TTL is free again
         if entry is not None:
             relax_commit(conn)
-        row = task_queries.insert_task(conn, new)
-        # The created task, read here (a round trip) when its key's stored answer or its audit
-        # entry needs it.
-        created = task_json(row()) if key or entry is not None else None
+        rows = [task_queries.insert_task(conn, new) for new in news]
+        # The created tasks, read here (a round trip) when the key's stored answer or the audit
+        # entry needs them.
+        answer = _answer(rows, batch) if key or entry is not None else None
         if key:
             conn.execute(
                 "INSERT INTO idempotency_keys"
                 " (account_id, key, request_digest, response_status, response_body)"
                 " VALUES (%s, %s, %s, 200, %s)",
-                (new.account_id, key, digest, Jsonb(created)),
+                (news[0].account_id, key, digest, Jsonb(answer)),
             )
         conn.execute("COMMIT")
         if entry is not None:
             # Outside BEGIN and COMMIT: the server commits it at the pipeline's closing sync.
-            assert created is not None
-            detail = {**(entry.get("detail") or {}), "task_id": created["id"]}
+            assert answer is not None
+            detail = {**(entry.get("detail") or {}), **_created_ids(answer)}
             audit.record(conn, **{**entry, "detail": detail})
-    return created or task_json(row())
+    return answer or _answer(rows, batch)
 
 
-def enqueue(conn: Conn, task_id: int) -> None:
-    """Send the created task's message, best effort: the task is committed already.
+def _answer(rows: list[Callable[[], dict[str, Any]]], batch: bool) -> dict[str, Any]:
+    tasks = [task_json(row()) for row in rows]
+    return {"data": tasks} if batch else tasks[0]
 
-    Run through :func:`after_commit`. If the queue is unreachable the task goes back to
+
+def enqueue(conn: Conn, task_ids: list[int]) -> None:
+    """Send the created tasks' messages, best effort: the tasks are committed already.
+
+    Run through :func:`after_commit`. If the queue is unreachable the tasks go back to
     ``pending`` for the scheduler's next tick; if anything else fails (that write included), the
-    scheduler treats the message as lost and sends it after ``PENDING_REQUEUE_AFTER_S``.
+    scheduler treats the messages as lost and sends them after ``PENDING_REQUEUE_AFTER_S``.
     """
     try:
-        send_run_task(runtime().celery, task_id)
+        send_run_tasks(runtime().celery, task_ids)
     except (kombu.exceptions.OperationalError, redis.RedisError, OSError):
-        log.warning("task %s stays pending: the queue is unreachable", task_id)
+        log.warning("tasks %s stay pending: the queue is unreachable", task_ids)
         with conn.transaction():
-            task_queries.undo_dispatch(conn, task_id)
+            task_queries.undo_dispatch(conn, task_ids)
 
 
-def after_commit(task_id: int, action: Callable[[int], None]) -> None:
-    """Run what follows a committed task, best effort: the task exists, so the client gets its
+def after_commit(task_ids: list[int], action: Callable[[], None]) -> None:
+    """Run what follows committed tasks, best effort: the tasks exist, so the client gets its
     200 whatever fails here (the queue, the database); the scheduler re-sends a task nobody
-    claimed, so a failure costs a delay, never the task, and never a retry that duplicates it.
+    claimed, so a failure costs a delay, never a task, and never a retry that duplicates one.
     """
     try:
-        action(task_id)
+        action()
     except Exception:  # any failure at all: answering 500 now would invite a duplicate
         log.warning(
-            "task %s: after-commit work failed; the scheduler repairs it", task_id, exc_info=True
+            "tasks %s: after-commit work failed; the scheduler repairs it", task_ids, exc_info=True
         )
 
 
@@ -367,28 +411,123 @@ def create_task():
     one round trip to the database (two with an Idempotency-Key) and one LPUSH, after the API
     key's lookup; the INSERT checks that what it was validated against still holds. Else, or
     when that check fails, what to validate against is read first: one round trip more.
-
-    The connection runs outside psycopg's transaction handling (autocommit): the reads are one
-    pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements.
     """
     body, uploads = _read_body()
     body = {**body, **validated(_TASK_SCHEMA, body, "task")}
     files = _read_files(uploads)
-    key = request.headers.get("Idempotency-Key", "").strip() or None
+    key = _idempotency_key()
     digests = _request_digests(body, files)
-    new = _from_last_checks(body, files)
-    for _ in range(_CREATE_ATTEMPTS):
+    last_checked = _from_last_checks(body, files)
+
+    def create(conn: Conn, attempt: int):
+        new = last_checked if attempt == 0 else None
+        if new is not None:
+            return _store(conn, [new], key, digests[0], began=False)
+        checks = _read_checks(conn, [body["type"]], key, digests)
+        if not isinstance(checks, dict):
+            return checks  # the answer stored with the Idempotency-Key
+        new = _validated(_usable(checks[body["type"]]), body, files)
+        return _store(conn, [new], key, digests[0], began=True)
+
+    return _create(create, [body["type"]], key, digests)
+
+
+class TaskBatchSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    tasks = fields.List(
+        fields.Nested(TaskCreateSchema), required=True, validate=validate.Length(min=1)
+    )
+
+
+_BATCH_SCHEMA = TaskBatchSchema()
+
+
+@bp.post("/tasks/batch")
+def create_tasks():
+    """Create up to ``MAX_BATCH_TASKS`` tasks in one call, all or none.
+
+    Every task is validated as ``POST /tasks`` validates one; if any fails, the 422 lists every
+    problem of every task (``tasks.3.member_id``) and nothing is stored. Else the tasks are
+    stored in one transaction, in the order sent (their task numbers follow it), with one audit
+    entry naming them all, and their messages go out in one LPUSH. One round trip to the
+    database reads what every type is validated against, one stores them all.
+    """
+    body = json_body()
+    limit = runtime().settings.max_batch_tasks
+    if isinstance(body.get("tasks"), list) and len(body["tasks"]) > limit:
+        raise LimitExceeded(
+            413, "MAX_BATCH_TASKS", limit,
+            f"At most {limit} tasks may be created in one batch (MAX_BATCH_TASKS).",
+        )  # fmt: skip
+    items = validated(_BATCH_SCHEMA, body, "batch of tasks")["tasks"]
+    key = _idempotency_key()
+    digests = _request_digests({"tasks": items}, [])
+    types = list(dict.fromkeys(item["type"] for item in items))
+
+    def create(conn: Conn, _attempt: int):
+        checks = _read_checks(conn, types, key, digests)
+        if not isinstance(checks, dict):
+            return checks  # the answer stored with the Idempotency-Key
+        news, problems = [], []
+        for index, item in enumerate(items):
+            try:
+                news.append(_validated(_usable(checks[item["type"]]), item, []))
+            except LimitExceeded as err:  # the status POST /tasks gives it, naming the task
+                err.details = {**err.details, "task": index}
+                raise
+            except ApiError as err:  # a 422: listed with every other task's
+                problems += [_in_batch(index, err.code, p) for p in field_errors(err.details)]
+        if problems:
+            bad = len({problem["task"] for problem in problems})
+            raise ValidationFailed(
+                f"{bad} of the {len(items)} tasks are not valid; none was created.", problems
+            )
+        return _store(conn, news, key, digests[0], began=True, batch=True)
+
+    return _create(create, types, key, digests)
+
+
+def _in_batch(index: int, code: str, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem of the batch's task ``index``: its field as ``tasks.3.member_id``, and the
+    error code the task alone would get (``validation_failed``, ``credentials_missing``)."""
+    inner = problem.get("field")
+    field = f"tasks.{index}.{inner}" if inner else f"tasks.{index}"
+    return {**problem, "field": field, "task": index, "code": code}
+
+
+def _idempotency_key() -> str | None:
+    return request.headers.get("Idempotency-Key", "").strip() or None
+
+
+def _usable(checked: Checked | ApiError) -> Checked:
+    """What :func:`_read_checks` gave a type, or the refusal that every task of it gets."""
+    if isinstance(checked, ApiError):
+        raise checked
+    return checked
+
+
+def _create(
+    create: Callable[[Conn, int], Any], types: list[str], key: str | None, digests: list[str]
+):
+    """Run ``create`` (given a connection and the attempt's number), answer what it stored and
+    send the messages.
+
+    The connection runs outside psycopg's transaction handling (autocommit): the reads are one
+    pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements. A request with the
+    same Idempotency-Key that committed first is answered as it was; a change to what the tasks
+    were validated against, between the reads and the INSERT, sends them round again.
+    """
+    for attempt in range(_CREATE_ATTEMPTS):
         try:
             with runtime().pool.connection() as conn, outside_transaction(conn):
-                began = new is None
-                if new is None:
-                    checked = _read_checks(conn, body["type"], key, digests)
-                    if not isinstance(checked, Checked):
-                        return checked  # the answer stored with the Idempotency-Key
-                    new = _validated(checked, body, files)
-                created = _store(conn, new, key, digests[0], began=began)
-                after_commit(created["id"], functools.partial(enqueue, conn))
-            return jsonify(created), 200
+                answer = create(conn, attempt)
+                if not isinstance(answer, dict):
+                    return answer  # the answer stored with the Idempotency-Key
+                ids = _task_ids(answer)
+                after_commit(ids, functools.partial(enqueue, conn, ids))
+            return jsonify(answer), 200
         except psycopg.errors.UniqueViolation:
             if not key:
                 raise
@@ -398,9 +537,9 @@ def create_task():
         except psycopg.Error as err:
             if not task_queries.checks_changed(err):
                 raise
-            # The SOP, the type or the portal's login changed since it was read: read again.
-            _LAST_CHECKED.pop((account_id(), body["type"]), None)
-            new = None
+            # An SOP, a type or a portal's login changed since it was read: read again.
+            for task_type in types:
+                _LAST_CHECKED.pop((account_id(), task_type), None)
     raise ApiError(
         409,
         "changed_meanwhile",
@@ -539,5 +678,5 @@ def review_task(task_id: int):
             ) from None
         task = task_json(row)
     if approved:
-        after_commit(task_id, functools.partial(task_queries.send_now, rt))
+        after_commit([task_id], functools.partial(task_queries.send_now, rt, task_id))
     return jsonify(task), 200

@@ -114,29 +114,40 @@ def queue_lengths(app: Celery, queues: tuple[str, ...]) -> dict[str, int]:
 
 def send_run_task(app: Celery, task_id: int) -> None:
     """Put a task's message on the agent queue: the one way every process sends it."""
-    send_message(app, RUN_TASK, task_id)
+    send_run_tasks(app, [task_id])
+
+
+def send_run_tasks(app: Celery, task_ids: list[int]) -> None:
+    """Put the tasks' messages on the agent queue in one LPUSH, the first to be taken first."""
+    send_messages(app, RUN_TASK, task_ids)
 
 
 _SEND_ERRORS = (kombu.exceptions.OperationalError, redis.RedisError, OSError)
 
 
 def send_message(app: Celery, task_name: str, record_id: int) -> None:
-    """Send ``task_name(record_id)``: one LPUSH on the thread's own broker connection.
+    """Send ``task_name(record_id)``: :func:`send_messages` of one."""
+    send_messages(app, task_name, [record_id])
 
-    The message is what ``app.send_task`` would send (Celery's message protocol 2, in kombu's
+
+def send_messages(app: Celery, task_name: str, record_ids: list[int]) -> None:
+    """Send ``task_name(record_id)`` for each id: one LPUSH on the thread's own broker
+    connection, in order (workers take a list's entries from the end LPUSH filled first).
+
+    Each message is what ``app.send_task`` would send (Celery's message protocol 2, in kombu's
     Redis envelope, on the default exchange), written here because Celery's own path costs
     several times the LPUSH: this is on the path of every ``POST /tasks``. The connection is
     kept by the calling thread (:func:`_broker`), and it finds the master through the sentinels
     when REDIS_URL names them. A short retry through Celery's own connection pool covers a
-    broker that blips; one that stays down raises, and the caller leaves the record for the
+    broker that blips; one that stays down raises, and the caller leaves the records for the
     scheduler.
     """
     queue = QUEUES[task_name]
-    message = task_message(task_name, record_id, queue)
+    messages = [task_message(task_name, record_id, queue) for record_id in record_ids]
     try:
-        _broker(app).call("LPUSH", queue, message)
+        _broker(app).call("LPUSH", queue, *messages)
     except _SEND_ERRORS:
-        _lpush_again(app, queue, message)
+        _lpush_again(app, queue, messages)
 
 
 _BROKERS: weakref.WeakKeyDictionary[Celery, ThreadConnection] = weakref.WeakKeyDictionary()
@@ -158,12 +169,12 @@ def _broker(app: Celery) -> ThreadConnection:
     return broker
 
 
-def _lpush(app: Celery, queue: str, message: bytes) -> None:
+def _lpush(app: Celery, queue: str, messages: list[bytes]) -> None:
     with app.pool.acquire(block=True) as conn:
         # One try to connect when not connected (kombu's own default is three over six seconds,
         # which a client waiting on POST /tasks would sit through three times over).
         conn.ensure_connection(max_retries=0)
-        conn.default_channel.client.lpush(queue, message)
+        conn.default_channel.client.lpush(queue, *messages)
 
 
 @retry(
@@ -172,11 +183,11 @@ def _lpush(app: Celery, queue: str, message: bytes) -> None:
     wait=wait_incrementing(start=0.1, increment=0.4),
     reraise=True,
 )
-def _lpush_again(app: Celery, queue: str, message: bytes) -> None:
+def _lpush_again(app: Celery, queue: str, messages: list[bytes]) -> None:
     """The three more tries after a failed send, 0.1 and 0.5 s apart: a broker that restarts
     or fails over within about a second loses no time (the retry wrapper costs more than a
     send, so the first try is outside it)."""
-    _lpush(app, queue, message)
+    _lpush(app, queue, messages)
 
 
 _HOST = socket.gethostname()

@@ -110,6 +110,7 @@ class Settings:
     max_json_depth: int = 32
     max_data_bytes: int = 64 * 1024
     max_data_depth: int = 8
+    max_batch_tasks: int = 100
     max_idempotency_key_chars: int = 255
     max_url_bytes: int = 4094
     max_header_bytes: int = 8190
@@ -233,6 +234,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_JSON_DEPTH": ("max_json_depth", _int),
     "MAX_DATA_BYTES": ("max_data_bytes", _int),
     "MAX_DATA_DEPTH": ("max_data_depth", _int),
+    "MAX_BATCH_TASKS": ("max_batch_tasks", _int),
     "MAX_IDEMPOTENCY_KEY_CHARS": ("max_idempotency_key_chars", _int),
     "MAX_URL_BYTES": ("max_url_bytes", _int),
     "MAX_HEADER_BYTES": ("max_header_bytes", _int),
@@ -335,6 +337,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_OUTAGE_WAIT_S must be seconds >= 0 (0: never wait)")
     if not settings.portal_probe_after_s > 0:
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
+    if not 1 <= settings.max_batch_tasks <= 1000:
+        raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings

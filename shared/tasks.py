@@ -415,12 +415,12 @@ def send_now(runtime: Runtime, task_id: int) -> None:
         log.warning("task %s: could not mark its message sent", task_id, exc_info=True)
 
 
-def undo_dispatch(conn: Conn, task_id: int) -> None:
-    """A created task's message could not be sent: leave it to the scheduler's next tick."""
+def undo_dispatch(conn: Conn, task_ids: list[int]) -> None:
+    """Created tasks' messages could not be sent: leave them to the scheduler's next tick."""
     conn.execute(
         "UPDATE tasks SET status = 'pending', enqueued_at = NULL, updated_at = now()"
-        " WHERE id = %s AND status = 'dispatching'",
-        (task_id,),
+        " WHERE id = ANY(%s) AND status = 'dispatching'",
+        (task_ids,),
     )
 
 

@@ -162,6 +162,10 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         headers={**account.headers, "Idempotency-Key": "k2"},
     )  # fmt: skip
     check("/tasks", "post", response, 409)
+    batch = {"tasks": [{"type": "check_claim_status", "data": "claim_number: CLM-PAID-0001"}]}
+    response = client.post("/tasks/batch", json=batch,
+                           headers={**account.headers, "Idempotency-Key": "k2"})  # fmt: skip
+    check("/tasks/batch", "post", response, 409)
     task = f"/tasks/{created['id']}"
     response = client.post(f"{task}/input", json={"code": "123456"}, headers=account.headers)
     check("/tasks/{task_id}/input", "post", response, 409)

@@ -1,0 +1,177 @@
+"""POST /tasks/batch: many tasks in one call, all stored or none, each sent to the workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import redis
+
+from shared.celery import QUEUES, RUN_TASK
+
+JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+JOHN = {"member_id": "W200000002", "patient": "John Roe", "dob": "1985-06-30"}
+PAID = "claim_number: CLM-PAID-0001"
+
+
+def _batch(client, account, tasks, **headers):
+    return client.post(
+        "/tasks/batch", json={"tasks": tasks}, headers={**account.headers, **headers}
+    )
+
+
+def _stored(runtime) -> list[dict]:
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            "SELECT id, task_number, type, status FROM tasks ORDER BY id"
+        ).fetchall()
+
+
+def _queued_ids(runtime) -> list[int]:
+    """The task ids on the agent queue, in the order workers take them (from the list's end)."""
+    entries = redis.Redis.from_url(runtime.settings.redis_url).lrange(QUEUES[RUN_TASK], 0, -1)
+    return [json.loads(json.loads(e)["headers"]["argsrepr"])[0] for e in reversed(entries)]
+
+
+def test_a_batch_stores_every_task_in_order_and_queues_each(client, account, runtime):
+    # given three tasks of two types, with data as text and as an object
+    tasks = [
+        {"type": "check_eligibility", "data": JANE},
+        {"type": "check_eligibility", "data": JOHN},
+        {"type": "check_claim_status", "data": PAID},
+    ]
+    # when they are sent as one batch
+    response = _batch(client, account, tasks)
+    # then each comes back as POST /tasks would answer it, in the order sent
+    assert response.status_code == 200, response.get_json()
+    created = response.get_json()["data"]
+    assert [t["type"] for t in created] == [t["type"] for t in tasks]
+    assert [t["task_number"] for t in created] == [1, 2, 3]
+    assert {t["status"] for t in created} == {"pending"}
+    assert "W200000002" in created[1]["instructions"]
+    read = client.get(f"/tasks/{created[2]['id']}", headers=account.headers).get_json()
+    assert {**read, "status": "pending"} == created[2]  # read after its message was sent
+    # and every one is stored and on the agent queue, to be taken in that order
+    assert [(r["id"], r["status"]) for r in _stored(runtime)] == [
+        (t["id"], "dispatching") for t in created
+    ]
+    assert _queued_ids(runtime) == [t["id"] for t in created]
+    # and the call is one audit entry naming them all
+    [entry] = client.get("/audit-log", headers=account.headers).get_json()["data"]
+    assert entry["action"] == "POST /tasks/batch"
+    assert entry["detail"]["task_ids"] == [t["id"] for t in created]
+
+
+def test_one_bad_task_stores_none_and_every_problem_is_listed(client, account, runtime):
+    # given a batch whose second task lacks its member and whose third has an unknown type
+    tasks = [
+        {"type": "check_eligibility", "data": JANE},
+        {"type": "check_eligibility", "data": "patient: Jane Doe\nDOB: 1990-01-15"},
+        {"type": "check_everything", "data": JANE},
+        {"type": "check_eligibility", "data": "member_id: W1\nDOB: not a date"},
+    ]
+    response = _batch(client, account, tasks)
+    # then it is refused with a 422 naming each bad task and field
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_failed"
+    assert error["message"] == "3 of the 4 tasks are not valid; none was created."
+    fields = {(p["task"], p["field"]) for p in error["details"]}
+    assert (1, "tasks.1.member_id") in fields
+    assert (2, "tasks.2.type") in fields
+    assert (3, "tasks.3.dob") in fields and (3, "tasks.3.patient") in fields
+    assert all(p["message"] and p["code"] == "validation_failed" for p in error["details"])
+    # and nothing was stored, queued or audited, the valid first task included
+    assert _stored(runtime) == []
+    assert _queued_ids(runtime) == []
+    assert client.get("/audit-log", headers=account.headers).get_json()["data"] == []
+
+
+def test_a_batch_is_refused_whole_for_its_shape_and_size(client, account, runtime, app):
+    def error(response, status):
+        assert response.status_code == status, response.get_json()
+        return response.get_json()["error"]
+
+    # an empty batch, a missing list, an entry that is not a task, a task without its type
+    assert error(_batch(client, account, []), 422)["details"][0]["field"] == "tasks"
+    missing = client.post("/tasks/batch", json={"task": []}, headers=account.headers)
+    assert error(missing, 422)["details"][0]["field"] == "tasks"
+    assert error(_batch(client, account, ["check_eligibility"]), 422)["details"][0][
+        "field"
+    ].startswith("tasks.0")
+    assert error(_batch(client, account, [{"data": JANE}]), 422)["details"] == [
+        {"field": "tasks.0.type", "message": "Missing data for required field."}
+    ]
+    # other media, and JSON that is not an object
+    form = client.post("/tasks/batch", data={"tasks": "x"}, headers=account.headers)
+    assert error(form, 415)["code"] == "unsupported_media_type"
+    listed = client.post("/tasks/batch", json=[], headers=account.headers)
+    assert error(listed, 400)["code"] == "malformed_json"
+    # more tasks than MAX_BATCH_TASKS
+    over = [{"type": "check_claim_status", "data": PAID}] * (runtime.settings.max_batch_tasks + 1)
+    too_many = error(_batch(client, account, over), 413)
+    assert too_many["details"] == {"limit": "MAX_BATCH_TASKS", "max": 100}
+    # one task's data over MAX_DATA_BYTES names that task
+    big = {"type": "check_claim_status", "data": PAID + "\nnote: " + "x" * 70_000}
+    too_big = error(
+        _batch(client, account, [{"type": "check_claim_status", "data": PAID}, big]), 413
+    )
+    assert too_big["details"]["limit"] == "MAX_DATA_BYTES" and too_big["details"]["task"] == 1
+    assert _stored(runtime) == []
+
+
+def test_max_batch_tasks_is_a_setting(runtime, account):
+    from api import create_app
+
+    small = dataclasses.replace(
+        runtime, settings=dataclasses.replace(runtime.settings, max_batch_tasks=2)
+    )
+    client = create_app(runtime=small).test_client()
+    three = [{"type": "check_claim_status", "data": PAID}] * 3
+    response = _batch(client, account, three)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["details"] == {"limit": "MAX_BATCH_TASKS", "max": 2}
+    assert _batch(client, account, three[:2]).status_code == 200
+
+
+def test_an_idempotency_key_replays_the_whole_batch(client, account, runtime):
+    tasks = [
+        {"type": "check_eligibility", "data": JANE},
+        {"type": "check_claim_status", "data": PAID},
+    ]
+    first = _batch(client, account, tasks, **{"Idempotency-Key": "morning-1"})
+    again = _batch(client, account, tasks, **{"Idempotency-Key": "morning-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.get_json() == first.get_json()
+    assert len(_stored(runtime)) == 2 and len(_queued_ids(runtime)) == 2
+    # the same key with other tasks, or on POST /tasks, is a conflict
+    other = _batch(client, account, tasks[:1], **{"Idempotency-Key": "morning-1"})
+    assert other.status_code == 409
+    single = client.post("/tasks", json=tasks[0],
+                         headers={**account.headers, "Idempotency-Key": "morning-1"})  # fmt: skip
+    assert single.status_code == 409
+    assert len(_stored(runtime)) == 2
+    entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
+    assert [e["detail"].get("replayed") for e in entries] == [True, None]
+    assert entries[0]["detail"]["task_ids"] == [t["id"] for t in first.get_json()["data"]]
+
+
+def test_a_type_whose_portal_has_no_login_refuses_the_batch(client, make_account, runtime):
+    # given an account with no sandbox login
+    account = make_account(sandbox=False)
+    response = _batch(client, account, [{"type": "check_claim_status", "data": PAID}] * 2)
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]
+    assert [(p["task"], p["field"]) for p in details] == [(0, "tasks.0.type"), (1, "tasks.1.type")]
+    assert "no credentials" in details[0]["message"]
+    assert {p["code"] for p in details} == {"credentials_missing"}
+    assert _stored(runtime) == []
+
+
+def test_another_accounts_batch_numbers_its_own_tasks(client, make_account, runtime):
+    first, second = make_account("One"), make_account("Two")
+    _batch(client, first, [{"type": "check_claim_status", "data": PAID}] * 2)
+    response = _batch(client, second, [{"type": "check_claim_status", "data": PAID}] * 3)
+    created = response.get_json()["data"]
+    assert [t["task_number"] for t in created] == [1, 2, 3]
+    assert {t["accountId"] for t in created} == {second.id}
