@@ -6,6 +6,10 @@ The server and key come from ``--url`` and ``--api-key``, or ``UNDERSTUDY_URL`` 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +43,68 @@ def tasks_create(api: Understudy, args: argparse.Namespace) -> Any:
         args.type, _data(args), files=args.file or (), idempotency_key=args.idempotency_key
     )
     return api.wait(task, timeout=args.timeout) if args.wait else task
+
+
+def batch_rows(text: str, path: str, task_type: str | None) -> list[tuple[int, dict[str, Any]]]:
+    """The tasks of a batch file, each with its line number in the file: a CSV file (by its
+    ``.csv`` name) has a header row, a ``type`` column unless ``task_type`` is given, and its
+    other non-empty cells as the task's data; any other file holds JSON lines, each
+    ``{"type": ..., "data": ...}`` (``type`` may come from ``task_type``)."""
+    rows = []
+    if path.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        for row in reader:
+            cells = {k.strip(): v.strip() for k, v in row.items() if k and v and v.strip()}
+            kind = cells.pop("type", None) or task_type
+            rows.append((reader.line_num, {"type": kind, "data": cells}))
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    item = json.loads(line)
+                except ValueError as err:
+                    raise SystemExit(f"error: line {number} is not JSON: {err}") from err
+                if not isinstance(item, dict):
+                    raise SystemExit(f"error: line {number} is not a JSON object")
+                rows.append((number, {"type": item.get("type") or task_type,
+                                      "data": item.get("data")}))  # fmt: skip
+    if not rows:
+        raise SystemExit("error: the file holds no tasks")
+    missing = [str(number) for number, task in rows if not task["type"]]
+    if missing:
+        raise SystemExit(f"error: no task type on line {', '.join(missing)}: add it or pass --type")
+    return rows
+
+
+def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
+    """Create a file's tasks, ``--size`` to a call, each call all or none with an
+    Idempotency-Key made from its tasks: the same file sent again within a day, whole or after
+    fixing a refused row in place, creates nothing that was already created."""
+    from understudy_client import UnderstudyError
+
+    text = sys.stdin.read() if args.path == "-" else Path(args.path).read_text()
+    rows = batch_rows(text, args.path, args.type)
+    created: list[Any] = []
+    for start in range(0, len(rows), args.size):
+        chunk = rows[start : start + args.size]
+        tasks = [task for _number, task in chunk]
+        digest = hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:40]
+        try:
+            created += api.create_tasks(tasks, idempotency_key=f"{args.key_prefix}-{digest}")
+        except UnderstudyError as err:
+            if created:
+                done = rows[:start]
+                print(f"created {len(created)} tasks (lines {done[0][0]} to {done[-1][0]});"
+                      " sending the file again will not create them twice",
+                      file=sys.stderr)  # fmt: skip
+            for detail in err.details if isinstance(err.details, list) else []:
+                if isinstance(detail.get("task"), int):  # tasks.3.member_id -> line 5 member_id
+                    field = (detail.get("field") or "").split(".", 2)[2:]
+                    detail["field"] = " ".join([f"line {chunk[detail['task']][0]}", *field])
+            raise
+    if args.wait:
+        return [api.wait(task, timeout=args.timeout) for task in created]
+    return created
 
 
 def tasks_list(api: Understudy, args: argparse.Namespace) -> Any:
@@ -76,6 +142,10 @@ def credentials_set(api: Understudy, args: argparse.Namespace) -> Any:
 # (group, command) -> (help, run, table columns or None for key: value lines)
 COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
     ("tasks", "create"): ("create a task", tasks_create, None),
+    ("tasks", "batch"): (
+        "create the tasks of a CSV or JSON-lines file (- for stdin), all of each call or none",
+        tasks_batch, TASK_COLUMNS,
+    ),
     ("tasks", "get"): ("show a task", lambda api, a: api.get_task(a.id), None),
     ("tasks", "list"): ("list tasks, newest first", tasks_list, TASK_COLUMNS),
     ("tasks", "cancel"): ("cancel a task", lambda api, a: api.cancel_task(a.id), None),
@@ -177,6 +247,21 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("--file", action="append", help="an attachment (repeatable)")
             parser.add_argument("--idempotency-key", default=None)
             parser.add_argument("--wait", action="store_true", help="wait until it is final")
+        elif command == "batch":
+            parser.add_argument("path", help="a .csv file, a JSON-lines file, or - for stdin")
+            parser.add_argument("--type", help="the task type of rows that name none")
+            parser.add_argument(
+                "--size",
+                type=int,
+                default=100,
+                help="tasks per call (at most the server's MAX_BATCH_TASKS)",
+            )
+            parser.add_argument(
+                "--key-prefix",
+                default="cli-batch",
+                help="another prefix sends tasks already sent today again",
+            )
+            parser.add_argument("--wait", action="store_true", help="wait until all are final")
         elif command == "list":
             parser.add_argument("--status", action="append", help="repeatable")
             parser.add_argument("--type", action="append", help="repeatable")
@@ -191,7 +276,7 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("--reviewer", help="your name, recorded with the decision")
         if command == "trajectory":
             parser.add_argument("--download", metavar="DIR", help="save the screenshots here")
-        if command in ("create", "wait"):
+        if command in ("create", "wait", "batch"):
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds")
     elif group == "sops":
         if command in ("get", "push", "history", "revert"):

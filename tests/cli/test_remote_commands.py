@@ -58,6 +58,53 @@ def test_tasks_create_get_list_cancel_wait_and_trajectory(remote, capsys):
     assert "validation_failed" in err and "dob:" in err
 
 
+def test_tasks_batch_sends_a_csv_once_and_names_bad_rows_by_line(remote, capsys, tmp_path):
+    # given a clinic's CSV export: a header row, one row per check, the type given by --type
+    sheet = tmp_path / "monday.csv"
+    sheet.write_text(
+        "Member ID,Patient,DOB\n"
+        "W100000001,Jane Doe,1990-01-15\n"
+        "W200000002,John Roe,1985-06-30\n"
+        "W300000003,Ann Smith,1970-02-02\n"
+    )
+    base = ["tasks", "batch", str(sheet), "--type", "check_eligibility", "--size", "2"]
+    created = _json(capsys, *base)
+    # then each row is a task, in order, with the row's cells as its data
+    assert [t["task_number"] for t in created] == [1, 2, 3]
+    assert [json.loads(t["data"])["Member ID"] for t in created] == [
+        "W100000001",
+        "W200000002",
+        "W300000003",
+    ]
+    assert "John Roe" in created[1]["instructions"]
+    # and sending the same file again creates nothing twice
+    assert _json(capsys, *base) == created
+    assert len(_json(capsys, "tasks", "list")) == 3
+
+    # a file with a bad row: refused whole, the row named by its line in the file
+    sheet.write_text(
+        "type,member_id,patient,dob\n"
+        "check_eligibility,W100000001,Jane Doe,1990-01-15\n"
+        "check_eligibility,W100000001,,1990-01-15\n"
+        "check_claim_status,,,\n"
+    )
+    assert main(["tasks", "batch", str(sheet)]) == 1
+    err = capsys.readouterr().err
+    assert "2 of the 3 tasks are not valid" in err
+    assert "line 3 patient:" in err and "line 4 claim_number or member_id:" in err
+    assert len(_json(capsys, "tasks", "list")) == 3
+
+    # JSON lines from stdin, each naming its type
+    lines = "\n".join(json.dumps({"type": t, "data": TASK_EXAMPLES[t]})
+                      for t in ("check_claim_status", "submit_appeal"))  # fmt: skip
+    piped = subprocess.run(
+        [CLI, "tasks", "batch", "-", "--json"], input=lines, capture_output=True, text=True,
+        timeout=60, check=False, env={**os.environ},
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert [t["type"] for t in json.loads(piped.stdout)] == ["check_claim_status", "submit_appeal"]
+
+
 def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
     body = _json(capsys, "sops", "get", "check_eligibility")["body"]
     sop = tmp_path / "sop.yaml"

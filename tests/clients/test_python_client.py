@@ -252,3 +252,16 @@ def test_the_audit_log_pages_through_the_calls_that_changed_something(api, accou
         (prefix, "POST /webhook-endpoint/test"),
         (prefix, "PUT /webhook-endpoint"),
     ]
+
+
+def test_create_tasks_sends_a_batch_once_and_refuses_it_whole(api, account):
+    tasks = [{"type": t, "data": TASK_EXAMPLES[t]} for t in ("check_claim_status", "submit_appeal")]
+    created = api.create_tasks(tasks, idempotency_key="batch-1")
+    assert [t["type"] for t in created] == ["check_claim_status", "submit_appeal"]
+    # a retry under the same key answers the same tasks and creates none
+    assert api.create_tasks(tasks, idempotency_key="batch-1") == created
+    assert [t["id"] for t in api.list_tasks()] == [t["id"] for t in reversed(created)]
+    with pytest.raises(ValidationError) as refused:
+        api.create_tasks([*tasks, {"type": "check_claim_status", "data": "note: none"}])
+    assert [(d["task"], d["code"]) for d in refused.value.details] == [(2, "validation_failed")]
+    assert len(list(api.list_tasks())) == 2

@@ -42,3 +42,36 @@ def test_client_waits_until_completed_and_verifies_the_webhook(e2e, make_account
     assert created.returncode == 0, created.stderr
     final = json.loads(created.stdout)
     assert final["status"] == "completed" and "paid" in final["notes"].lower()
+
+
+def test_a_batch_from_the_cli_runs_every_task_and_signs_a_webhook_for_each(
+    e2e, make_account, receiver, tmp_path
+):
+    # given a CSV of three eligibility checks with three different outcomes
+    account = make_account(webhook_url=receiver.url)
+    sheet = tmp_path / "checks.csv"
+    sheet.write_text(
+        "member_id,patient,dob\n"
+        "W100000001,Jane Doe,1990-01-15\n"
+        "W200000002,John Roe,1985-06-30\n"
+        "W300000003,Ann Smith,1970-02-02\n"
+    )
+    env = {**os.environ, "UNDERSTUDY_URL": e2e.api_url, "UNDERSTUDY_API_KEY": account.api_key}
+    # when the CLI sends it as one batch and waits
+    sent = subprocess.run(
+        [CLI, "tasks", "batch", str(sheet), "--type", "check_eligibility", "--wait",
+         "--timeout", "180", "--json"],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )  # fmt: skip
+    # then every check ran on the portal and ended as its member does
+    assert sent.returncode == 0, sent.stderr
+    finals = json.loads(sent.stdout)
+    assert [t["status"] for t in finals] == [
+        "completed", "completed_with_issues", "completed_with_issues"
+    ], [t["notes"] for t in finals]  # fmt: skip
+    assert "Sandbox Gold PPO" in finals[0]["notes"]
+    # and each has its own signed webhook
+    deliveries = receiver.wait_for(3, timeout_s=60)
+    ids = {verify_webhook(d["body"], d["headers"], account.webhook_secret)["data"]["id"]
+           for d in deliveries}  # fmt: skip
+    assert ids == {t["id"] for t in finals}

@@ -24,6 +24,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "healthz": ("GET", "/healthz"),
     "readyz": ("GET", "/readyz"),
     "create_task": ("POST", "/tasks"),
+    "create_tasks": ("POST", "/tasks/batch"),
     "list_tasks": ("GET", "/tasks"),
     "read_task": ("GET", "/tasks/{task_id}"),
     "cancel_task": ("POST", "/tasks/{task_id}/cancel"),
@@ -215,6 +216,19 @@ class Understudy:
         finally:
             for handle in opened:
                 handle.close()
+
+    def create_tasks(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[Task]:
+        """Create up to the server's ``MAX_BATCH_TASKS`` tasks in one call, all or none: each
+        ``{"type": ..., "data": ...}``. The created tasks come back in the order given. An
+        Idempotency-Key is made unless given, so retries are safe."""
+        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        body = {"tasks": [{"type": t["type"], "data": t.get("data")} for t in tasks]}
+        return self.request("create_tasks", json=body, headers=headers)["data"]
 
     def get_task(self, task_id: int) -> Task:
         return self.request("read_task", path_params={"task_id": task_id})
