@@ -350,7 +350,7 @@ def _store_in_pipeline(
                 _drop_expired_key(conn, key)  # a key past its TTL is free again
         if entry is not None:
             relax_commit(conn)
-        rows = [task_queries.insert_task(conn, new) for new in news]
+        rows = task_queries.insert_tasks(conn, news)
         # The created tasks, read here (a round trip) when the key's stored answer or the audit
         # entry needs them.
         answer = _answer(rows, batch) if key or entry is not None else None
@@ -370,8 +370,8 @@ def _store_in_pipeline(
     return answer or _answer(rows, batch)
 
 
-def _answer(rows: list[Callable[[], dict[str, Any]]], batch: bool) -> dict[str, Any]:
-    tasks = [task_json(row()) for row in rows]
+def _answer(rows: Callable[[], list[dict[str, Any]]], batch: bool) -> dict[str, Any]:
+    tasks = [task_json(row) for row in rows()]
     return {"data": tasks} if batch else tasks[0]
 
 

@@ -2,6 +2,7 @@
 figures and ratios; it does not pass or fail.
 
     python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000] [--rates 50,100,200]
+                        [--batch 100]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
@@ -13,6 +14,8 @@ committed INSERT and one LPUSH per request). No worker runs, so messages stay qu
 (a2) POST /tasks and the floor at steady offered rates (--rates), on N accounts: an open loop
     that sends on a schedule whatever the answers, with each latency counted from the scheduled
     time; what a client sees when the API is not saturated.
+(a3) POST /tasks/batch with --batch tasks a call, at N clients on N accounts: tasks created a
+    second against the floor's requests a second (the floor creates one row a request).
 (b) the same after --tasks tasks exist in the one account (inserted with SQL), three rounds in a
     row: creation should cost the same as the tables grow.
 (c) GET /tasks/{id} and GET /tasks?status=... at N clients with those tasks in the account, and
@@ -377,6 +380,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks bulk-loaded for (b)")
     parser.add_argument("--rates", default="50,100,200",
                         help="steady offered rates for (a2), requests a second")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=100, help="tasks per call in (a3)")
     args = parser.parse_args()
     args.rates = [float(rate) for rate in args.rates.split(",")]
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
@@ -435,6 +439,7 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
                            show_cpu=True)  # fmt: skip
     steady_rates(api, floor, many, first[f"{len(many)} accounts"][1].rate, args)
+    batches(api, floor, many, args)
     started = time.monotonic()
     bulk_load(database_url, account, args.tasks)
     print()
@@ -487,6 +492,33 @@ def steady_rates(api: str, floor: str, many: list[dict], saturated: float, args)
         print(f"    {rate:5.0f} req/s ({rate / saturated:4.0%} of POST /tasks' saturated rate)")
         print(f"    {'':<12} floor       {floor_result.line()}")
         print(f"    {'':<12} POST /tasks {api_result.line()}")
+
+
+def batches(api: str, floor: str, many: list[dict], args) -> None:
+    """(a3) Tasks created a second through POST /tasks/batch, against the floor's rows a
+    second: what a client sending a clinic's day of checks can count on."""
+    print()
+    print(f"(a3) POST /tasks/batch, {args.batch} tasks a call, {len(many)} accounts")
+    batch = {"tasks": [BODY] * args.batch}
+    floor_result, api_result = side_by_side(
+        lambda: load(floor, "POST", ["/tasks"], many, args, BODY),
+        lambda: load(api, "POST", ["/tasks/batch"], many, args, batch),
+        args.slices,
+    )
+    tasks_rate = api_result.rate * args.batch
+    print(f"    {'':<12} floor       {floor_result.line()}")
+    print(f"    {'':<12} batches     {api_result.line()}")
+    print(f"    {'':<12} tasks a second {tasks_rate:9.1f}; ratio to the floor's rows a second"
+          f" {tasks_rate / floor_result.rate:6.2f}")  # fmt: skip
+    floor_result.cpu_s.pop("API", None)
+    api_result.cpu_s.pop("floor", None)
+    api_result.answered *= args.batch  # per task, not per call
+    print(f"    {'':<12} floor       {floor_result.cpu_line()}")
+    print(f"    {'':<12} per task    {api_result.cpu_line()}")
+    alone = argparse.Namespace(**{**vars(args), "clients": 1})
+    one = merged([load(api, "POST", ["/tasks/batch"], many[:1], alone, batch)
+                  for _ in range(args.slices)])  # fmt: skip
+    print(f"    {'':<12} one client  {one.line()}   ({one.rate * args.batch:.1f} tasks a second)")
 
 
 SMALL_TASKS = 1_000

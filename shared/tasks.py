@@ -283,6 +283,26 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
     return lambda: _created_row(cursor.fetchone(), new)
 
 
+def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str, Any]]]:
+    """:func:`insert_task` for many tasks, in order, as one ``executemany``: the statement is
+    prepared once and each task only sends its arguments. The callable reads the rows."""
+    cursor = conn.cursor()
+    cursor.executemany(
+        f"SELECT * FROM insert_task({_INSERT_PARAMETERS})",
+        [_insert_arguments(new) for new in news],
+        returning=True,
+    )
+
+    def rows() -> list[dict[str, Any]]:
+        found = []
+        for new in news:
+            found.append(_created_row(cursor.fetchone(), new))
+            cursor.nextset()
+        return found
+
+    return rows
+
+
 def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str, Any]:
     """Store a task as :func:`insert_task` does, then the call's audit entry (``audit``: the
     arguments of :func:`shared.audit.record`, in the task's account), in one statement

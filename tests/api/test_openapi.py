@@ -61,6 +61,14 @@ def test_every_task_type_has_an_example_that_the_api_accepts(client, account, do
         response = client.post("/tasks", json=examples[task_type]["value"], headers=account.headers)
         assert response.status_code == 200, response.get_json()
         jsonschema.validate(response.get_json(), task_schema)
+    # and the batch's example is accepted too, its answer as documented
+    batch = document["paths"]["/tasks/batch"]["post"]["requestBody"]["content"]["application/json"]
+    response = client.post("/tasks/batch", json=batch["examples"]["checks"]["value"],
+                           headers=account.headers)  # fmt: skip
+    assert response.status_code == 200, response.get_json()
+    batch_schema = {"$ref": "#/components/schemas/TaskBatch", "components": document["components"]}
+    jsonschema.validate(response.get_json(), batch_schema)
+    assert len(response.get_json()["data"]) == 3
 
 
 def _send(client, method: str, path: str, **kwargs):
