@@ -168,11 +168,31 @@ class TaskPageSchema(Schema):
 
 
 class TaskBatchSchema(Schema):
+    batch_id = fields.Integer(required=True, metadata={"description": "GET /batches/{id}"})
     data = fields.List(
         fields.Nested(TaskSchema),
         required=True,
         metadata={"description": "the created tasks, in the order sent"},
     )
+
+
+class BatchSchema(Schema):
+    id = fields.Integer(required=True)
+    accountId = fields.Integer(required=True)  # noqa: N815 - the API's name
+    size = fields.Integer(required=True, metadata={"description": "tasks in the batch"})
+    unfinished = fields.Integer(required=True, metadata={"description": "tasks yet to end"})
+    finished = fields.Boolean(required=True, metadata={"description": "every task has ended"})
+    createdAt = _time(nullable=False)  # noqa: N815
+    finishedAt = _time()  # noqa: N815
+    counts = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), required=True,
+        metadata={"description": "tasks by their status now, e.g. {\"completed\": 98,"
+                                 " \"failed\": 2}"},
+    )  # fmt: skip
+    task_ids = fields.List(
+        fields.Integer(), required=True, metadata={"description": "in the order sent"}
+    )
+    links = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 
 class ScreenshotSchema(Schema):
@@ -473,3 +493,4 @@ TaskPendingReviewEnvelope = _envelope(
 TaskWaitingForPortalEnvelope = _envelope(
     "TaskWaitingForPortalEnvelope", TaskSchema, "task.waiting_for_portal"
 )
+BatchFinishedEnvelope = _envelope("BatchFinishedEnvelope", BatchSchema, "batch.finished")

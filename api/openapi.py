@@ -73,6 +73,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "Task": contract.TaskSchema,
     "TaskPage": contract.TaskPageSchema,
     "TaskBatch": contract.TaskBatchSchema,
+    "Batch": contract.BatchSchema,
     "Trajectory": contract.TrajectorySchema,
     "SopList": contract.SopListSchema,
     "Sop": contract.SopSchema,
@@ -100,6 +101,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "TaskWaitingForInputEnvelope": contract.TaskWaitingForInputEnvelope,
     "TaskPendingReviewEnvelope": contract.TaskPendingReviewEnvelope,
     "TaskWaitingForPortalEnvelope": contract.TaskWaitingForPortalEnvelope,
+    "BatchFinishedEnvelope": contract.BatchFinishedEnvelope,
     "AccountSettings": contract.AccountSettingsSchema,
 }
 
@@ -281,6 +283,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                  "description": "for 24 hours, the same key and body replay the first answer"}],
     ),
     "tasks.read_task": _op("Read a task", "tasks", {200: _ok("Task")}, (404,)),
+    "tasks.read_batch": _op(
+        "Read a batch: its tasks in order, how many are in each status, whether all ended",
+        "tasks", {200: _ok("Batch")}, (404,),
+    ),
     "tasks.list_tasks": _op(
         "List tasks, newest first", "tasks", {200: _ok("TaskPage")}, (400, 422),
         params=[_csv_param("status", [s.value for s in TaskStatus]),
@@ -565,6 +571,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "Opt-in (filter_types): a task waits for its portal, found down at the sign-in; the"
             " task's notes say since when and when the next try is. Once per wait",
             "TaskWaitingForPortalEnvelope",
+        ),
+        "batch.finished": _webhook(
+            "Opt-in (filter_types): every task of a batch (POST /tasks/batch) has ended; data is"
+            " the batch, with its tasks by status. Each task's own events are sent as well",
+            "BatchFinishedEnvelope",
         ),
     }
     return document

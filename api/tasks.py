@@ -30,7 +30,7 @@ from api.errors import ApiError, NotFound, ValidationFailed, field_errors
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import audit, logs, metrics, review
+from shared import audit, batches, logs, metrics, review
 from shared import tasks as task_queries
 from shared.celery import send_run_tasks
 from shared.crypto import encrypt_json, keyed_digest
@@ -146,10 +146,10 @@ def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
 
 
 def _created_ids(answer: dict[str, Any]) -> dict[str, Any]:
-    """What the audit entry and the log line name: the created task, or a batch's tasks."""
+    """What the audit entry and the log line name: the created task, or a batch and its tasks."""
     if "id" in answer:
         return {"task_id": answer["id"]}
-    return {"task_ids": _task_ids(answer)}
+    return {"batch_id": answer["batch_id"], "task_ids": _task_ids(answer)}
 
 
 def _task_ids(answer: dict[str, Any]) -> list[int]:
@@ -350,10 +350,14 @@ def _store_in_pipeline(
                 _drop_expired_key(conn, key)  # a key past its TTL is free again
         if entry is not None:
             relax_commit(conn)
+        group = batches.send_new_batch(conn, news[0].account_id, len(news)) if batch else None
         rows = task_queries.insert_tasks(conn, news)
-        # The created tasks, read here (a round trip) when the key's stored answer or the audit
-        # entry needs them.
-        answer = _answer(rows, batch) if key or entry is not None else None
+        # The created tasks, read here (a round trip) when the batch's members, the key's stored
+        # answer or the audit entry need them.
+        answer = _answer(rows, group) if key or entry is not None or group else None
+        if group is not None:
+            assert answer is not None
+            batches.send_members(conn, answer["batch_id"], _task_ids(answer))
         if key:
             conn.execute(
                 "INSERT INTO idempotency_keys"
@@ -367,12 +371,15 @@ def _store_in_pipeline(
             assert answer is not None
             detail = {**(entry.get("detail") or {}), **_created_ids(answer)}
             audit.record(conn, **{**entry, "detail": detail})
-    return answer or _answer(rows, batch)
+    return answer or _answer(rows, group)
 
 
-def _answer(rows: Callable[[], list[dict[str, Any]]], batch: bool) -> dict[str, Any]:
+def _answer(
+    rows: Callable[[], list[dict[str, Any]]], group: Callable[[], dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The created task, or for a batch ``{"batch_id": ..., "data": [the created tasks]}``."""
     tasks = [task_json(row) for row in rows()]
-    return {"data": tasks} if batch else tasks[0]
+    return tasks[0] if group is None else {"batch_id": group()["id"], "data": tasks}
 
 
 def enqueue(conn: Conn, task_ids: list[int]) -> None:
@@ -495,6 +502,16 @@ def _in_batch(index: int, code: str, problem: dict[str, Any]) -> dict[str, Any]:
     inner = problem.get("field")
     field = f"tasks.{index}.{inner}" if inner else f"tasks.{index}"
     return {**problem, "field": field, "task": index, "code": code}
+
+
+@bp.get("/batches/<int:batch_id>")
+def read_batch(batch_id: int):
+    """A batch: its tasks in order, how many are in each status, and whether all have ended."""
+    with runtime().pool.connection() as conn:
+        found = batches.get_batch(conn, account_id(), batch_id)
+    if found is None:
+        raise NotFound("batch")
+    return jsonify(found)
 
 
 def _idempotency_key() -> str | None:

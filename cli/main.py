@@ -14,7 +14,7 @@ DESCRIPTION = """\
 Understudy's command line.
 
 Local commands work on this host's database: accounts, keys, users, migrate, scheduler,
-sandbox, run. Remote commands call a running API: tasks, sops, portals, credentials,
+sandbox, run. Remote commands call a running API: tasks, batches, sops, portals, credentials,
 webhooks; they read the server from UNDERSTUDY_URL (default http://127.0.0.1:8000)
 and the key from UNDERSTUDY_API_KEY. Every listing prints a table, or JSON with --json.
 """
@@ -87,6 +87,7 @@ def _remote(sub: argparse._SubParsersAction) -> None:
     groups: dict[str, argparse._SubParsersAction] = {}
     helps = {
         "tasks": "create, read, list, cancel and wait for tasks",
+        "batches": "follow the tasks one `tasks batch` call created",
         "sops": "validate, push and read SOPs",
         "portals": "the portals the agent signs in to",
         "credentials": "portal logins (write-only secrets)",

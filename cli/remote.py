@@ -90,7 +90,7 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
         tasks = [task for _number, task in chunk]
         digest = hashlib.sha256(json.dumps(tasks, sort_keys=True).encode()).hexdigest()[:40]
         try:
-            created += api.create_tasks(tasks, idempotency_key=f"{args.key_prefix}-{digest}")
+            batch = api.create_batch(tasks, idempotency_key=f"{args.key_prefix}-{digest}")
         except UnderstudyError as err:
             if created:
                 done = rows[:start]
@@ -102,6 +102,9 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
                     field = (detail.get("field") or "").split(".", 2)[2:]
                     detail["field"] = " ".join([f"line {chunk[detail['task']][0]}", *field])
             raise
+        created += batch["data"]
+        print(f"batch {batch['batch_id']}: lines {chunk[0][0]} to {chunk[-1][0]}"
+              f" (understudy batches get {batch['batch_id']})", file=sys.stderr)  # fmt: skip
     if args.wait:
         return [api.wait(task, timeout=args.timeout) for task in created]
     return created
@@ -165,6 +168,14 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
     ),
     ("tasks", "sop"): (
         "print the SOP version a task runs or ran", lambda api, a: api.get_task_sop(a.id), None
+    ),
+    ("batches", "get"): (
+        "a batch: its tasks by status, and whether all have ended",
+        lambda api, a: api.get_batch(a.id), None,
+    ),
+    ("batches", "wait"): (
+        "wait until every task of a batch has ended",
+        lambda api, a: api.wait_batch(a.id, timeout=a.timeout), None,
     ),
     ("sops", "list"): (
         "the active SOP of each type", lambda api, a: api.list_sops(),
@@ -278,6 +289,10 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("--download", metavar="DIR", help="save the screenshots here")
         if command in ("create", "wait", "batch"):
             parser.add_argument("--timeout", type=float, default=300.0, help="seconds")
+    elif group == "batches":
+        parser.add_argument("id", type=int)
+        if command == "wait":
+            parser.add_argument("--timeout", type=float, default=600.0, help="seconds")
     elif group == "sops":
         if command in ("get", "push", "history", "revert"):
             parser.add_argument("type")

@@ -68,6 +68,7 @@ TASK_FINISHED = "task_finished"
 TASK_WAITING_FOR_INPUT = "task.waiting_for_input"
 TASK_PENDING_REVIEW = "task.pending_review"
 TASK_WAITING_FOR_PORTAL = "task.waiting_for_portal"
+BATCH_FINISHED = "batch.finished"
 
 
 class ReviewDecision(StrEnum):
@@ -813,6 +814,7 @@ def finish_task(
     With ``worker``, only the worker holding the task may finish it, so a worker whose lease
     expired cannot overwrite what its successor did. False when nothing was changed.
     """
+    from shared.batches import task_ended
     from shared.webhooks import enqueue_task_finished
 
     if status not in FINAL_STATUSES:
@@ -844,6 +846,7 @@ def finish_task(
         return False
     payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
+    task_ended(conn, task_id)
     # Counted here, where every final status is set (worker, scheduler, API), once per task in
     # this process: a transaction whose commit failed after this point is run again from the
     # start (shared.db.in_transaction), and finishes the same task again.

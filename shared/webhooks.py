@@ -27,6 +27,7 @@ from shared.celery import DELIVER_WEBHOOK, send_message
 from shared.db import Conn
 from shared.settings import Settings
 from shared.tasks import (
+    BATCH_FINISHED,
     TASK_FINISHED,
     TASK_PENDING_REVIEW,
     TASK_WAITING_FOR_INPUT,
@@ -40,10 +41,16 @@ if TYPE_CHECKING:
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SECRET_BYTES = 32
 PING = "ping"
-EVENTS = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL, PING)
+EVENTS = (
+    TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL,
+    BATCH_FINISHED, PING,
+)  # fmt: skip
 # What an endpoint's filter_types may name (a ping is always sent). The default, what every
 # endpoint received before the filter existed, is task_finished alone.
-FILTER_TYPES = (TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL)
+FILTER_TYPES = (
+    TASK_FINISHED, TASK_WAITING_FOR_INPUT, TASK_PENDING_REVIEW, TASK_WAITING_FOR_PORTAL,
+    BATCH_FINISHED,
+)  # fmt: skip
 DEFAULT_FILTER_TYPES = (TASK_FINISHED,)
 
 
@@ -276,9 +283,10 @@ def enqueue_task_finished(conn: Conn, *, account_id: int, task_id: int, payload:
 
 
 def enqueue_task_event(
-    conn: Conn, *, account_id: int, task_id: int, event: str, payload: dict
+    conn: Conn, *, account_id: int, task_id: int | None, event: str, payload: dict
 ) -> None:
-    """Write a task event's message in the caller's transaction, if the endpoint receives it.
+    """Write an event's message in the caller's transaction, if the endpoint receives it: a
+    task's, or with no ``task_id`` an account's (a batch's).
 
     The endpoint's ``filter_types`` decide, as Svix filters. An account with no endpoint row
     keeps its ``task_finished`` messages, as it always has (they go out once it has a URL);

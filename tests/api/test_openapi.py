@@ -47,6 +47,7 @@ def test_the_document_is_valid_openapi_3_1_and_covers_every_route(app, document)
         "task.waiting_for_input",
         "task.pending_review",
         "task.waiting_for_portal",
+        "batch.finished",
     }
 
 

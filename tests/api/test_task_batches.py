@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import redis
 
 from shared.celery import QUEUES, RUN_TASK
+from shared.tasks import TaskStatus, finish_task
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 JOHN = {"member_id": "W200000002", "patient": "John Roe", "dob": "1985-06-30"}
@@ -60,6 +62,7 @@ def test_a_batch_stores_every_task_in_order_and_queues_each(client, account, run
     [entry] = client.get("/audit-log", headers=account.headers).get_json()["data"]
     assert entry["action"] == "POST /tasks/batch"
     assert entry["detail"]["task_ids"] == [t["id"] for t in created]
+    assert entry["detail"]["batch_id"] == response.get_json()["batch_id"]
 
 
 def test_one_bad_task_stores_none_and_every_problem_is_listed(client, account, runtime):
@@ -175,3 +178,84 @@ def test_another_accounts_batch_numbers_its_own_tasks(client, make_account, runt
     created = response.get_json()["data"]
     assert [t["task_number"] for t in created] == [1, 2, 3]
     assert {t["accountId"] for t in created} == {second.id}
+
+
+def _events(runtime, event: str) -> list[dict]:
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            "SELECT payload FROM webhook_messages WHERE event = %s ORDER BY id", (event,)
+        ).fetchall()
+
+
+def _opt_in(client, account) -> None:
+    opted = client.put(
+        "/webhook-endpoint",
+        json={"filter_types": ["task_finished", "batch.finished"]},
+        headers=account.headers,
+    )
+    assert opted.status_code == 200, opted.get_json()
+
+
+def test_a_batch_is_followed_until_its_last_task_ends(client, make_account, runtime):
+    # given an endpoint that opted in to batch.finished, and a batch of three
+    account = make_account(webhook_url="https://hooks.example.test/understudy")
+    _opt_in(client, account)
+    answer = _batch(client, account, [{"type": "check_claim_status", "data": PAID}] * 3).get_json()
+    ids = [t["id"] for t in answer["data"]]
+    batch = client.get(f"/batches/{answer['batch_id']}", headers=account.headers).get_json()
+    assert batch["size"] == batch["unfinished"] == 3 and batch["finished"] is False
+    assert batch["task_ids"] == ids and batch["finishedAt"] is None
+    assert batch["counts"] == {"dispatching": 3}
+    # when two of its tasks end, nothing is said of the batch yet
+    for task_id in ids[:2]:
+        assert client.post(f"/tasks/{task_id}/cancel", headers=account.headers).status_code == 200
+    batch = client.get(f"/batches/{answer['batch_id']}", headers=account.headers).get_json()
+    assert (batch["unfinished"], batch["finished"]) == (1, False)
+    assert batch["counts"] == {"canceled": 2, "dispatching": 1}
+    assert _events(runtime, "batch.finished") == []
+    # when the last one ends, the batch is finished and its one event is written
+    client.post(f"/tasks/{ids[2]}/cancel", headers=account.headers)
+    batch = client.get(f"/batches/{answer['batch_id']}", headers=account.headers).get_json()
+    assert (batch["unfinished"], batch["finished"]) == (0, True) and batch["finishedAt"]
+    assert batch["counts"] == {"canceled": 3}
+    [event] = _events(runtime, "batch.finished")
+    assert event["payload"] == batch
+    # beside each task's own task_finished
+    assert len(_events(runtime, "task_finished")) == 3
+
+
+def test_batch_finished_is_opt_in_and_a_batch_is_its_accounts_alone(client, make_account, runtime):
+    account, other = make_account("One"), make_account("Two")
+    answer = _batch(client, account, [{"type": "check_claim_status", "data": PAID}]).get_json()
+    client.post(f"/tasks/{answer['data'][0]['id']}/cancel", headers=account.headers)
+    assert client.get(f"/batches/{answer['batch_id']}", headers=account.headers).get_json()[
+        "finished"
+    ]
+    assert _events(runtime, "batch.finished") == []  # the default filter has only task_finished
+    for missing in (f"/batches/{answer['batch_id']}", "/batches/999999"):
+        response = client.get(missing, headers=other.headers)
+        assert response.status_code == 404
+        assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_two_last_tasks_ending_at_once_finish_the_batch_once(client, make_account, runtime):
+    # given a batch of two whose tasks end in two transactions at the same moment
+    account = make_account(webhook_url="https://hooks.example.test/understudy")
+    _opt_in(client, account)
+    answer = _batch(client, account, [{"type": "check_claim_status", "data": PAID}] * 2).get_json()
+    barrier = threading.Barrier(2)
+
+    def end(task_id: int) -> None:
+        with runtime.pool.connection() as conn:
+            barrier.wait()
+            assert finish_task(conn, task_id, TaskStatus.COMPLETED, "done")
+
+    threads = [threading.Thread(target=end, args=(t["id"],)) for t in answer["data"]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then exactly one of them finished the batch
+    [event] = _events(runtime, "batch.finished")
+    assert event["payload"]["counts"] == {"completed": 2}
+    assert event["payload"]["unfinished"] == 0

@@ -77,6 +77,13 @@ def test_tasks_batch_sends_a_csv_once_and_names_bad_rows_by_line(remote, capsys,
         "W300000003",
     ]
     assert "John Roe" in created[1]["instructions"]
+    # in two calls of at most two, each a batch named on stderr that can be read back
+    assert main([*base, "--json"]) == 0  # sent again: the same tasks, created once
+    out = capsys.readouterr()
+    assert json.loads(out.out) == created
+    assert "batch 1: lines 2 to 3" in out.err and "batch 2: lines 4 to 4" in out.err
+    batch = _json(capsys, "batches", "get", "2")
+    assert batch["task_ids"] == [created[2]["id"]] and batch["size"] == 1
     # and sending the same file again creates nothing twice
     assert _json(capsys, *base) == created
     assert len(_json(capsys, "tasks", "list")) == 3

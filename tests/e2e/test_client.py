@@ -47,8 +47,12 @@ def test_client_waits_until_completed_and_verifies_the_webhook(e2e, make_account
 def test_a_batch_from_the_cli_runs_every_task_and_signs_a_webhook_for_each(
     e2e, make_account, receiver, tmp_path
 ):
-    # given a CSV of three eligibility checks with three different outcomes
+    # given a CSV of three eligibility checks with three different outcomes, and an endpoint
+    # that also wants to hear when the whole batch has ended
     account = make_account(webhook_url=receiver.url)
+    Understudy(e2e.api_url, account.api_key).update_webhook_endpoint(
+        filter_types=["task_finished", "batch.finished"]
+    )
     sheet = tmp_path / "checks.csv"
     sheet.write_text(
         "member_id,patient,dob\n"
@@ -70,8 +74,11 @@ def test_a_batch_from_the_cli_runs_every_task_and_signs_a_webhook_for_each(
         "completed", "completed_with_issues", "completed_with_issues"
     ], [t["notes"] for t in finals]  # fmt: skip
     assert "Sandbox Gold PPO" in finals[0]["notes"]
-    # and each has its own signed webhook
-    deliveries = receiver.wait_for(3, timeout_s=60)
-    ids = {verify_webhook(d["body"], d["headers"], account.webhook_secret)["data"]["id"]
-           for d in deliveries}  # fmt: skip
-    assert ids == {t["id"] for t in finals}
+    # and each has its own signed webhook, and the batch one more once all three ended
+    deliveries = receiver.wait_for(4, timeout_s=60)
+    events = [verify_webhook(d["body"], d["headers"], account.webhook_secret) for d in deliveries]
+    finished = [e["data"]["id"] for e in events if e["event"] == "task_finished"]
+    assert sorted(finished) == sorted(t["id"] for t in finals)
+    [batch] = [e["data"] for e in events if e["event"] == "batch.finished"]
+    assert batch["task_ids"] == [t["id"] for t in finals] and batch["finished"] is True
+    assert batch["counts"] == {"completed": 1, "completed_with_issues": 2}

@@ -25,6 +25,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "readyz": ("GET", "/readyz"),
     "create_task": ("POST", "/tasks"),
     "create_tasks": ("POST", "/tasks/batch"),
+    "read_batch": ("GET", "/batches/{batch_id}"),
     "list_tasks": ("GET", "/tasks"),
     "read_task": ("GET", "/tasks/{task_id}"),
     "cancel_task": ("POST", "/tasks/{task_id}/cancel"),
@@ -226,9 +227,23 @@ class Understudy:
         """Create up to the server's ``MAX_BATCH_TASKS`` tasks in one call, all or none: each
         ``{"type": ..., "data": ...}``. The created tasks come back in the order given. An
         Idempotency-Key is made unless given, so retries are safe."""
+        return self.create_batch(tasks, idempotency_key=idempotency_key)["data"]
+
+    def create_batch(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`create_tasks`, answering ``{"batch_id": ..., "data": [the tasks]}``: the
+        batch can then be read (:meth:`get_batch`) or waited for (:meth:`wait_batch`)."""
         headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
         body = {"tasks": [{"type": t["type"], "data": t.get("data")} for t in tasks]}
-        return self.request("create_tasks", json=body, headers=headers)["data"]
+        return self.request("create_tasks", json=body, headers=headers)
+
+    def get_batch(self, batch_id: int) -> dict[str, Any]:
+        """A batch: ``task_ids`` in order, ``counts`` by status, ``finished`` once all ended."""
+        return self.request("read_batch", path_params={"batch_id": batch_id})
 
     def get_task(self, task_id: int) -> Task:
         return self.request("read_task", path_params={"task_id": task_id})
@@ -299,10 +314,26 @@ class Understudy:
     def wait(self, task: Task | int, timeout: float = 300.0, *, poll_s: float = 1.0) -> Task:
         """Poll until the task reaches a final status; WaitTimeout after ``timeout`` seconds."""
         task_id = task if isinstance(task, int) else task["id"]
+        return self._poll(
+            lambda: self.get_task(task_id), lambda t: t["status"] in FINAL_STATUSES, timeout, poll_s
+        )
+
+    def wait_batch(
+        self, batch: dict[str, Any] | int, timeout: float = 600.0, *, poll_s: float = 2.0
+    ) -> dict[str, Any]:
+        """Poll until every task of the batch has ended; WaitTimeout after ``timeout`` s."""
+        batch_id = batch if isinstance(batch, int) else batch.get("batch_id", batch.get("id"))
+        return self._poll(
+            lambda: self.get_batch(batch_id), lambda b: b["finished"], timeout, poll_s
+        )
+
+    @staticmethod
+    def _poll(read: Any, done: Any, timeout: float, poll_s: float) -> Any:
+        """``read()`` every ``poll_s`` until ``done`` of it; WaitTimeout after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            current = self.get_task(task_id)
-            if current["status"] in FINAL_STATUSES:
+            current = read()
+            if done(current):
                 return current
             if time.monotonic() >= deadline:
                 raise WaitTimeout(dict(current), timeout)

@@ -56,12 +56,15 @@ class ApiConnectionError(UnderstudyError):
 
 
 class WaitTimeout(UnderstudyError):
-    """``wait`` gave up before the task reached a final status."""
+    """``wait`` gave up before the task reached a final status (``wait_batch``: before every
+    task of the batch did; ``task`` is then the batch)."""
 
     def __init__(self, task: dict[str, Any], timeout: float) -> None:
-        super().__init__(
-            0, "wait_timeout", f"task {task['id']} still {task['status']} after {timeout} s"
-        )
+        if "status" in task:
+            where = f"task {task['id']} still {task['status']}"
+        else:
+            where = f"batch {task['id']} still has {task['unfinished']} unfinished tasks"
+        super().__init__(0, "wait_timeout", f"{where} after {timeout} s")
         self.task = task
 
 
