@@ -1,8 +1,8 @@
-"""/tasks: create, read and list tasks.
+"""/tasks: create (one, or a batch of many), read and list tasks; /batches: follow a batch.
 
-Creation is one transaction (task row, files, idempotency record); the Celery message is sent
-only after it commits. If Redis is unreachable the task is still stored as ``pending`` and the
-scheduler sends it later, so the client's 200 is never a lie.
+Creation is one transaction (task rows, files, a batch's row, idempotency record); the Celery
+messages are sent only after it commits. If Redis is unreachable the tasks are still stored as
+``pending`` and the scheduler sends them later, so the client's 200 is never a lie.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def _store(
     batch: bool = False,
 ) -> dict[str, Any]:
     """The durable part of a creation, in one round trip (two with an Idempotency-Key); the
-    answer: the created task, or for a ``batch`` ``{"data": [the created tasks]}``.
+    answer: the created task, or for a ``batch`` ``{"batch_id": ..., "data": [the tasks]}``.
 
     Usually one statement, :func:`shared.tasks.create_task`: the task and its files, with the
     account's next task number, committed without waiting for the disk (the account row is
@@ -305,7 +305,8 @@ def _store(
     transaction (``began``) runs the same INSERTs in a pipeline of our own: the idempotency
     record (the answer) commits with the tasks, then the audit entry commits durably. (A call
     the audit log does not record goes this way too; its tasks' commit is the durable one.)
-    Either way the audit entry's detail names the created tasks (``task_id`` or ``task_ids``).
+    Either way the audit entry's detail names what was created (``task_id``, or ``batch_id``
+    and ``task_ids``).
 
     An error in the tasks' transaction (an INSERT's own checks failing included,
     :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
@@ -338,10 +339,11 @@ def _store_in_pipeline(
     began.
 
     Two transactions sent on a connection outside psycopg's transaction handling: the tasks with
-    their files and idempotency record (begun here unless ``began``), committed without waiting
-    for the disk; then the audit entry, naming the tasks, committed durably (when the call
-    records none, the tasks' commit is the durable one). The server ignores the rest of a
-    pipeline after an error, so a failed first transaction skips the second.
+    their files, a batch's row and members (:mod:`shared.batches`) and the idempotency record
+    (begun here unless ``began``), committed without waiting for the disk; then the audit
+    entry, naming the tasks, committed durably (when the call records none, the tasks' commit
+    is the durable one). The server ignores the rest of a pipeline after an error, so a failed
+    first transaction skips the second.
     """
     with conn.pipeline():
         if not began:

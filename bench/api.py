@@ -2,7 +2,7 @@
 figures and ratios; it does not pass or fail.
 
     python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000] [--rates 50,100,200]
-                        [--batch 100]
+                        [--batch 100] [--only batch]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
@@ -381,6 +381,7 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,200",
                         help="steady offered rates for (a2), requests a second")  # fmt: skip
     parser.add_argument("--batch", type=int, default=100, help="tasks per call in (a3)")
+    parser.add_argument("--only", choices=["batch"], help="run (a3) alone")
     args = parser.parse_args()
     args.rates = [float(rate) for rate in args.rates.split(",")]
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
@@ -435,6 +436,9 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
         f" {args.seconds:g} s (after {args.warmup_s:g} s unmeasured) per case; gunicorn with"
         f" API_WORKERS={os.environ.get('API_WORKERS', '2')} for both"
     )
+    if args.only == "batch":
+        batches(api, floor, many, args)
+        return
     print()
     first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
                            show_cpu=True)  # fmt: skip

@@ -87,7 +87,7 @@ def _remote(sub: argparse._SubParsersAction) -> None:
     groups: dict[str, argparse._SubParsersAction] = {}
     helps = {
         "tasks": "create, read, list, cancel and wait for tasks",
-        "batches": "follow the tasks one `tasks batch` call created",
+        "batches": "follow the tasks that one batch call created",
         "sops": "validate, push and read SOPs",
         "portals": "the portals the agent signs in to",
         "credentials": "portal logins (write-only secrets)",

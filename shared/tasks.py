@@ -258,11 +258,12 @@ def _created_row(inserted: dict[str, Any] | None, new: NewTask) -> dict[str, Any
     }
 
 
-def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
-    """Send the INSERT of a task and its files, counting the account's next task number in the
-    same statement; the returned callable reads the row :func:`task_json` takes.
+def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str, Any]]]:
+    """Send the INSERTs of tasks and their files, in order, as one ``executemany`` (the
+    statement is prepared once, and each task only sends its arguments), each counting the
+    account's next task number; the returned callable reads the rows :func:`task_json` takes.
 
-    Call it in a pipeline inside the caller's transaction: the row is read after the round trip
+    Call it in a pipeline inside the caller's transaction: the rows are read after the round trip
     that the caller's next read or sync makes. The account row stays locked until that
     transaction ends: the caller commits it at once. (:func:`create_task` commits it itself.)
 
@@ -278,15 +279,6 @@ def insert_task(conn: Conn, new: NewTask) -> Callable[[], dict[str, Any]]:
     with :data:`CHECKS_CHANGED` when any of it changed: the API may validate against what it
     read for an earlier task, and the database has the last word.
     """
-    cursor = conn.execute(
-        f"SELECT * FROM insert_task({_INSERT_PARAMETERS})", _insert_arguments(new)
-    )
-    return lambda: _created_row(cursor.fetchone(), new)
-
-
-def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str, Any]]]:
-    """:func:`insert_task` for many tasks, in order, as one ``executemany``: the statement is
-    prepared once and each task only sends its arguments. The callable reads the rows."""
     cursor = conn.cursor()
     cursor.executemany(
         f"SELECT * FROM insert_task({_INSERT_PARAMETERS})",
@@ -305,14 +297,14 @@ def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str,
 
 
 def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str, Any]:
-    """Store a task as :func:`insert_task` does, then the call's audit entry (``audit``: the
+    """Store a task as :func:`insert_tasks` does, then the call's audit entry (``audit``: the
     arguments of :func:`shared.audit.record`, in the task's account), in one statement
     (``CALL create_task``, migration 0015): one round trip; the row :func:`task_json` takes.
 
     Run it outside a transaction (autocommit): the procedure commits the task without waiting
     for the disk, so the account row is never locked during a flush, then commits the audit
     entry durably, which makes the task durable too. Fails, storing nothing, as
-    :func:`insert_task` does.
+    :func:`insert_tasks` does.
     """
     detail = audit.get("detail")
     cursor = conn.execute(
@@ -812,7 +804,8 @@ def finish_task(
     """Set a final status and write the ``task_finished`` webhook in the same transaction.
 
     With ``worker``, only the worker holding the task may finish it, so a worker whose lease
-    expired cannot overwrite what its successor did. False when nothing was changed.
+    expired cannot overwrite what its successor did. False when nothing was changed. A task in
+    a batch is counted down in it here too (:func:`shared.batches.task_ended`).
     """
     from shared.batches import task_ended
     from shared.webhooks import enqueue_task_finished
