@@ -265,3 +265,18 @@ def test_create_tasks_sends_a_batch_once_and_refuses_it_whole(api, account):
         api.create_tasks([*tasks, {"type": "check_claim_status", "data": "note: none"}])
     assert [(d["task"], d["code"]) for d in refused.value.details] == [(2, "validation_failed")]
     assert len(list(api.list_tasks())) == 2
+
+
+def test_a_batch_is_read_and_waited_for(api, account):
+    tasks = [{"type": "check_claim_status", "data": TASK_EXAMPLES["check_claim_status"]}] * 2
+    made = api.create_batch(tasks)
+    batch = api.get_batch(made["batch_id"])
+    assert batch["task_ids"] == [t["id"] for t in made["data"]] and batch["finished"] is False
+    with pytest.raises(WaitTimeout, match="still has 2 unfinished tasks"):
+        api.wait_batch(made, timeout=0.2, poll_s=0.05)
+    for task in made["data"]:
+        api.cancel_task(task["id"])
+    done = api.wait_batch(made["batch_id"], timeout=5, poll_s=0.05)
+    assert done["finished"] is True and done["counts"] == {"canceled": 2}
+    with pytest.raises(NotFoundError):
+        api.get_batch(made["batch_id"] + 1000)

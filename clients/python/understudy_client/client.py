@@ -322,7 +322,8 @@ class Understudy:
         self, batch: dict[str, Any] | int, timeout: float = 600.0, *, poll_s: float = 2.0
     ) -> dict[str, Any]:
         """Poll until every task of the batch has ended; WaitTimeout after ``timeout`` s."""
-        batch_id = batch if isinstance(batch, int) else batch.get("batch_id", batch.get("id"))
+        # create_batch's answer names it batch_id; get_batch's, id
+        batch_id: int = batch if isinstance(batch, int) else batch.get("batch_id") or batch["id"]
         return self._poll(
             lambda: self.get_batch(batch_id), lambda b: b["finished"], timeout, poll_s
         )
