@@ -82,6 +82,8 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
     fixing a refused row in place, creates nothing that was already created."""
     from understudy_client import UnderstudyError
 
+    if args.size < 1:
+        raise SystemExit("error: --size must be at least 1")
     text = sys.stdin.read() if args.path == "-" else Path(args.path).read_text()
     rows = batch_rows(text, args.path, args.type)
     created: list[Any] = []

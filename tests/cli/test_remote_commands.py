@@ -101,6 +101,18 @@ def test_tasks_batch_sends_a_csv_once_and_names_bad_rows_by_line(remote, capsys,
     assert "line 3 patient:" in err and "line 4 claim_number or member_id:" in err
     assert len(_json(capsys, "tasks", "list")) == 3
 
+    # a file that holds no task, a row with no type, a call size of none
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    for argv, says in (
+        (["tasks", "batch", str(empty)], "holds no tasks"),
+        (["tasks", "batch", str(sheet.with_name("typeless.csv"))], "no task type on line 2"),
+        (["tasks", "batch", str(sheet), "--size", "0"], "--size must be at least 1"),
+    ):
+        sheet.with_name("typeless.csv").write_text("member_id\nW100000001\n")
+        with pytest.raises(SystemExit, match=says):
+            main(argv)
+
     # JSON lines from stdin, each naming its type
     lines = "\n".join(json.dumps({"type": t, "data": TASK_EXAMPLES[t]})
                       for t in ("check_claim_status", "submit_appeal"))  # fmt: skip
