@@ -124,6 +124,8 @@ TASKS_CURRENT = "understudy_tasks_current"
 OLDEST_QUEUED = "understudy_oldest_queued_task_age_seconds"
 BREAKERS_OPEN = "understudy_webhook_endpoints_breaker_open"
 WEBHOOKS_DUE = "understudy_webhook_messages_pending"
+PORTALS_DOWN = "understudy_portal_outages"
+OLDEST_OUTAGE = "understudy_portal_outage_oldest_seconds"
 SOURCE_UP = "understudy_metrics_source_up"
 
 SCRAPE_TIME = {
@@ -132,6 +134,8 @@ SCRAPE_TIME = {
     OLDEST_QUEUED: "Age of the oldest task that is waiting for a worker (0 if none).",
     BREAKERS_OPEN: "Webhook endpoints whose circuit breaker is open now.",
     WEBHOOKS_DUE: "Webhook messages not yet delivered nor given up.",
+    PORTALS_DOWN: "Accounts' portals found down, whose tasks wait for them (open outages).",
+    OLDEST_OUTAGE: "Seconds since the oldest open portal outage began (0 if none).",
     SOURCE_UP: "1 if the source (postgres, redis) answered this scrape in time, else 0.",
 }
 
@@ -262,6 +266,7 @@ class ScrapeTimeCollector(Collector):
         yield up
 
     def _postgres(self) -> list[Metric]:
+        from shared.outages import outage_state
         from shared.tasks import queue_state
         from shared.webhooks import delivery_state
 
@@ -270,6 +275,7 @@ class ScrapeTimeCollector(Collector):
             conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
             by_status, oldest_s = queue_state(conn)
             open_breakers, pending = delivery_state(conn)
+            portals_down, oldest_outage_s = outage_state(conn)
         current = GaugeMetricFamily(TASKS_CURRENT, SCRAPE_TIME[TASKS_CURRENT], labels=["status"])
         for status, count in sorted(by_status.items()):
             current.add_metric([status], count)
@@ -278,6 +284,8 @@ class ScrapeTimeCollector(Collector):
             GaugeMetricFamily(OLDEST_QUEUED, SCRAPE_TIME[OLDEST_QUEUED], value=oldest_s),
             GaugeMetricFamily(BREAKERS_OPEN, SCRAPE_TIME[BREAKERS_OPEN], value=open_breakers),
             GaugeMetricFamily(WEBHOOKS_DUE, SCRAPE_TIME[WEBHOOKS_DUE], value=pending),
+            GaugeMetricFamily(PORTALS_DOWN, SCRAPE_TIME[PORTALS_DOWN], value=portals_down),
+            GaugeMetricFamily(OLDEST_OUTAGE, SCRAPE_TIME[OLDEST_OUTAGE], value=oldest_outage_s),
         ]
 
     def _redis(self) -> list[Metric]:

@@ -218,6 +218,16 @@ def give_up_waiting(conn: Conn, wait_s: float, limit: int = 100) -> int:
     return len(rows)
 
 
+def outage_state(conn: Conn) -> tuple[int, float]:
+    """For /metrics: accounts' portals that are down now, and seconds since the oldest went."""
+    row = fetch_one(
+        conn,
+        "SELECT count(*) AS down, COALESCE(EXTRACT(EPOCH FROM now() - min(since)), 0) AS oldest_s"
+        " FROM portal_outages",
+    )
+    return int(row["down"]), float(row["oldest_s"])
+
+
 def _waiting_note(portal: str, since: datetime, error: str, next_probe_at: datetime) -> str:
     return (
         f"Waiting for portal '{portal}', failing since {iso(since)}: {error}. It runs when the"

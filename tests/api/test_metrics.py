@@ -76,6 +76,26 @@ def test_open_breakers_are_counted_from_postgres(client, make_account, runtime):
     assert value(_scrape(client), "understudy_webhook_endpoints_breaker_open") == 1
 
 
+def test_open_portal_outages_are_counted_with_the_oldests_age(client, make_account, runtime):
+    # given no outage / then none is counted
+    scraped = _scrape(client)
+    assert value(scraped, "understudy_portal_outages") == 0
+    assert value(scraped, "understudy_portal_outage_oldest_seconds") == 0
+    # given two accounts whose sandbox portal went down, one of them ten minutes ago
+    accounts = make_account("One"), make_account("Two")
+    with runtime.pool.connection() as conn:
+        for account, ago in zip(accounts, ("10 minutes", "1 minute"), strict=True):
+            conn.execute(
+                "INSERT INTO portal_outages (account_id, portal, since, error, next_probe_at)"
+                " VALUES (%s, 'sandbox', now() - %s::interval, 'HTTP 503', now())",
+                (account.id, ago),
+            )
+    # when scraped / then both are counted, and the oldest is ten minutes old
+    scraped = _scrape(client)
+    assert value(scraped, "understudy_portal_outages") == 2
+    assert 600 <= value(scraped, "understudy_portal_outage_oldest_seconds") < 660
+
+
 def test_a_source_that_does_not_answer_is_left_out_promptly(settings):
     # given an API whose Redis does not answer (nothing listens on its port)
     rt = build_runtime(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
