@@ -14,8 +14,8 @@ committed INSERT and one LPUSH per request). No worker runs, so messages stay qu
 (a2) POST /tasks and the floor at steady offered rates (--rates), on N accounts: an open loop
     that sends on a schedule whatever the answers, with each latency counted from the scheduled
     time; what a client sees when the API is not saturated.
-(a3) POST /tasks/batch with --batch tasks a call, at N clients on N accounts: tasks created a
-    second against the floor's requests a second (the floor creates one row a request).
+(a3) (run last) POST /tasks/batch with --batch tasks a call, at N clients on N accounts: tasks
+    created a second against the floor's requests a second (the floor creates one row a request).
 (b) the same after --tasks tasks exist in the one account (inserted with SQL), three rounds in a
     row: creation should cost the same as the tables grow.
 (c) GET /tasks/{id} and GET /tasks?status=... at N clients with those tasks in the account, and
@@ -443,7 +443,6 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
                            show_cpu=True)  # fmt: skip
     steady_rates(api, floor, many, first[f"{len(many)} accounts"][1].rate, args)
-    batches(api, floor, many, args)
     started = time.monotonic()
     bulk_load(database_url, account, args.tasks)
     print()
@@ -479,6 +478,8 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     for statuses in (["failed"], ["completed"], ["pending", "dispatching"]):
         print(f"    plan of GET /tasks?status={','.join(statuses)} with {args.tasks:,} tasks")
         print(explain(database_url, account, statuses))
+    # Last: its tens of thousands of new tasks would be part of (b) and (c)'s tables otherwise.
+    batches(api, floor, many, args)
 
 
 def steady_rates(api: str, floor: str, many: list[dict], saturated: float, args) -> None:
