@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.db import Conn, fetch_one
+from shared.db import Conn
 from shared.tasks import BATCH_FINISHED, iso
 
 
@@ -47,14 +47,13 @@ def task_ended(conn: Conn, task_id: int) -> None:
                finished_at = CASE WHEN b.unfinished = 1 THEN now() END
           FROM batch_tasks m
          WHERE m.task_id = %s AND b.id = m.batch_id AND b.unfinished > 0
-        RETURNING b.id, b.account_id, b.unfinished
+        RETURNING b.*
         """,
         (task_id,),
     ).fetchone()
     if row is None or row["unfinished"] > 0:
         return
-    batch = batch_json(conn, fetch_one(conn, "SELECT * FROM task_batches WHERE id = %s",
-                                       (row["id"],)))  # fmt: skip
+    batch = batch_json(conn, row)
     enqueue_task_event(
         conn, account_id=row["account_id"], task_id=None, event=BATCH_FINISHED, payload=batch
     )
