@@ -142,7 +142,7 @@ def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
             {"idempotency_key": key},
         )
     describe_call(**_created_ids(row["response_body"]), replayed=True)
-    return jsonify(row["response_body"]), row["response_status"]
+    return row["response_body"], row["response_status"]
 
 
 def _created_ids(answer: dict[str, Any]) -> dict[str, Any]:
@@ -290,6 +290,7 @@ def _store(
     *,
     began: bool,
     batch: bool = False,
+    entry: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The durable part of a creation, in one round trip (two with an Idempotency-Key); the
     answer: the created task, or for a ``batch`` ``{"batch_id": ..., "data": [the tasks]}``.
@@ -310,8 +311,11 @@ def _store(
 
     An error in the tasks' transaction (an INSERT's own checks failing included,
     :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
+
+    The audit entry is the API call's own, or ``entry`` (the console's "New tasks" page, whose
+    requests are no API calls, passes one naming the person).
     """
-    entry = api_call_entry(200)
+    entry = entry or api_call_entry(200)
     if not batch and key is None and not began and entry is not None:
         answer = task_json(task_queries.create_task(conn, news[0], entry))
     else:
@@ -438,7 +442,8 @@ def create_task():
         new = _validated(_usable(checks[body["type"]]), body, files)
         return _store(conn, [new], key, digests[0], began=True)
 
-    return _create(create, [body["type"]], key, digests)
+    answer, status = _create(create, [body["type"]], key, digests)
+    return jsonify(answer), status
 
 
 class TaskBatchSchema(Schema):
@@ -463,15 +468,20 @@ def create_tasks():
     entry naming them all, and their messages go out in one LPUSH. One round trip to the
     database reads what every type is validated against, one stores them all.
     """
-    body = json_body()
-    limit = runtime().settings.max_batch_tasks
-    if isinstance(body.get("tasks"), list) and len(body["tasks"]) > limit:
-        raise LimitExceeded(
-            413, "MAX_BATCH_TASKS", limit,
-            f"At most {limit} tasks may be created in one batch (MAX_BATCH_TASKS).",
-        )  # fmt: skip
-    items = validated(_BATCH_SCHEMA, body, "batch of tasks")["tasks"]
-    key = _idempotency_key()
+    answer, status = create_batch(batch_items(json_body()), _idempotency_key())
+    return jsonify(answer), status
+
+
+def create_batch(
+    items: list[dict[str, Any]], key: str | None, entry: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Create the caller's batch of tasks (:func:`batch_items`), all or none: the answer and
+    its status, or the refusal raised.
+
+    ``POST /tasks/batch`` and the console's "New tasks" page both create batches here; the
+    console passes its own audit ``entry`` (the arguments of :func:`shared.audit.record`),
+    which commits with the tasks as an API call's does.
+    """
     digests = _request_digests({"tasks": items}, [])
     types = list(dict.fromkeys(item["type"] for item in items))
 
@@ -493,9 +503,22 @@ def create_tasks():
             raise ValidationFailed(
                 f"{bad} of the {len(items)} tasks are not valid; none was created.", problems
             )
-        return _store(conn, news, key, digests[0], began=True, batch=True)
+        return _store(conn, news, key, digests[0], began=True, batch=True, entry=entry)
 
     return _create(create, types, key, digests)
+
+
+def batch_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of a batch ``{"tasks": [{"type", "data"}, ...]}``: 413 for more than
+    ``MAX_BATCH_TASKS`` (before any is read), 422 listing every malformed one
+    (``tasks.3.type``)."""
+    limit = runtime().settings.max_batch_tasks
+    if isinstance(body.get("tasks"), list) and len(body["tasks"]) > limit:
+        raise LimitExceeded(
+            413, "MAX_BATCH_TASKS", limit,
+            f"At most {limit} tasks may be created in one batch (MAX_BATCH_TASKS).",
+        )  # fmt: skip
+    return validated(_BATCH_SCHEMA, body, "batch of tasks")["tasks"]
 
 
 def _in_batch(index: int, code: str, problem: dict[str, Any]) -> dict[str, Any]:
@@ -529,9 +552,9 @@ def _usable(checked: Checked | ApiError) -> Checked:
 
 def _create(
     create: Callable[[Conn, int], Any], types: list[str], key: str | None, digests: list[str]
-):
-    """Run ``create`` (given a connection and the attempt's number), answer what it stored and
-    send the messages.
+) -> tuple[dict[str, Any], int]:
+    """Run ``create`` (given a connection and the attempt's number), send the messages of what
+    it stored, and give the answer and its status.
 
     The connection runs outside psycopg's transaction handling (autocommit): the reads are one
     pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements. A request with the
@@ -546,7 +569,7 @@ def _create(
                     return answer  # the answer stored with the Idempotency-Key
                 ids = _task_ids(answer)
                 after_commit(ids, functools.partial(enqueue, conn, ids))
-            return jsonify(answer), 200
+            return answer, 200
         except psycopg.errors.UniqueViolation:
             if not key:
                 raise

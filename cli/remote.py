@@ -6,9 +6,7 @@ The server and key come from ``--url`` and ``--api-key``, or ``UNDERSTUDY_URL`` 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import os
 import sys
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.output import show
+from shared.task_files import TaskFileError, name_lines, read_task_file
 
 if TYPE_CHECKING:  # imported when a remote command runs: local commands work without the client
     from understudy_client import Understudy
@@ -46,34 +45,15 @@ def tasks_create(api: Understudy, args: argparse.Namespace) -> Any:
 
 
 def batch_rows(text: str, path: str, task_type: str | None) -> list[tuple[int, dict[str, Any]]]:
-    """The tasks of a batch file, each with its line number in the file: a CSV file (by its
-    ``.csv`` name) has a header row, a ``type`` column unless ``task_type`` is given, and its
-    other non-empty cells as the task's data; any other file holds JSON lines, each
-    ``{"type": ..., "data": ...}`` (``type`` may come from ``task_type``)."""
-    rows = []
-    if path.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            cells = {k.strip(): v.strip() for k, v in row.items() if k and v and v.strip()}
-            kind = cells.pop("type", None) or task_type
-            rows.append((reader.line_num, {"type": kind, "data": cells}))
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    item = json.loads(line)
-                except ValueError as err:
-                    raise SystemExit(f"error: line {number} is not JSON: {err}") from err
-                if not isinstance(item, dict):
-                    raise SystemExit(f"error: line {number} is not a JSON object")
-                rows.append((number, {"type": item.get("type") or task_type,
-                                      "data": item.get("data")}))  # fmt: skip
-    if not rows:
-        raise SystemExit("error: the file holds no tasks")
-    missing = [str(number) for number, task in rows if not task["type"]]
-    if missing:
-        raise SystemExit(f"error: no task type on line {', '.join(missing)}: add it or pass --type")
-    return rows
+    """The tasks of a batch file (:mod:`shared.task_files`): CSV by its ``.csv`` name, else
+    JSON lines; ``--type`` for the rows that name none."""
+    try:
+        return read_task_file(
+            text, is_csv=path.lower().endswith(".csv"), task_type=task_type,
+            choose_type="pass --type",
+        )  # fmt: skip
+    except TaskFileError as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
@@ -99,10 +79,8 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
                 print(f"created {len(created)} tasks (lines {done[0][0]} to {done[-1][0]});"
                       " sending the file again will not create them twice",
                       file=sys.stderr)  # fmt: skip
-            for detail in err.details if isinstance(err.details, list) else []:
-                if isinstance(detail.get("task"), int):  # tasks.3.member_id -> line 5 member_id
-                    field = (detail.get("field") or "").split(".", 2)[2:]
-                    detail["field"] = " ".join([f"line {chunk[detail['task']][0]}", *field])
+            if isinstance(err.details, list):  # tasks.3.member_id -> line 5 member_id
+                err.details = name_lines(err.details, [number for number, _task in chunk])
             raise
         created += batch["data"]
         print(f"batch {batch['batch_id']}: lines {chunk[0][0]} to {chunk[-1][0]}"
