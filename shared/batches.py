@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.db import Conn
-from shared.tasks import BATCH_FINISHED, iso
+from shared.tasks import BATCH_FINISHED, SELECT_TASKS, iso
 
 
 def send_new_batch(conn: Conn, account_id: int, size: int) -> Callable[[], dict[str, Any]]:
@@ -89,3 +89,31 @@ def batch_json(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
         "task_ids": [member["task_id"] for member in members],
         "links": {"self": f"/batches/{row['id']}"},
     }
+
+
+def batch_tasks(conn: Conn, batch_id: int) -> list[dict[str, Any]]:
+    """The batch's tasks in their order, as :func:`shared.tasks.task_json` takes them."""
+    return conn.execute(
+        f"{SELECT_TASKS} JOIN batch_tasks m ON m.task_id = t.id"
+        " WHERE m.batch_id = %s ORDER BY m.position",
+        (batch_id,),
+    ).fetchall()
+
+
+def list_batches(
+    conn: Conn, account_id: int, *, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """The account's batch rows, newest first (``before_id``: the page after that one)."""
+    return conn.execute(
+        "SELECT * FROM task_batches WHERE account_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
+        (account_id, before_id if before_id is not None else 2**63 - 1, limit),
+    ).fetchall()
+
+
+def batch_of(conn: Conn, task_id: int) -> dict[str, Any] | None:
+    """The batch a task belongs to (``batch_id``, ``position`` from 1, ``size``), or None."""
+    return conn.execute(
+        "SELECT m.batch_id, m.position, b.size FROM batch_tasks m"
+        " JOIN task_batches b ON b.id = m.batch_id WHERE m.task_id = %s",
+        (task_id,),
+    ).fetchone()

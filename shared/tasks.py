@@ -96,7 +96,8 @@ _TASK_COLUMNS = """
 """
 
 
-_SELECT_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN sops s ON s.id = t.sop_id"
+# Tasks as task_json takes them (``t`` the task, ``s`` its SOP): add the WHERE of your own.
+SELECT_TASKS = f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN sops s ON s.id = t.sop_id"
 
 
 def task_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +323,7 @@ def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str,
 
 def get_task(conn: Conn, task_id: int, account_id: int | None = None) -> dict | None:
     """One task; with ``account_id``, only if it belongs to that account."""
-    sql = f"{_SELECT_TASKS} WHERE t.id = %s"
+    sql = f"{SELECT_TASKS} WHERE t.id = %s"
     params: list[Any] = [task_id]
     if account_id is not None:
         sql += " AND t.account_id = %s"
@@ -372,7 +373,7 @@ def list_tasks_query(
     conditions = " AND ".join(where)
     column, values = ("status", statuses) if statuses else ("type", types)
     if not values:
-        sql = f"{_SELECT_TASKS} WHERE t.{conditions.replace(' AND ', ' AND t.')}"
+        sql = f"{SELECT_TASKS} WHERE t.{conditions.replace(' AND ', ' AND t.')}"
         return f"{sql} ORDER BY t.id DESC LIMIT %s", [*params, limit]
     ranges, range_params = [], []
     for value in dict.fromkeys(values):
@@ -382,7 +383,7 @@ def list_tasks_query(
         )
         range_params += [*params, value, value, limit]
     ids = f"SELECT id FROM ({' UNION ALL '.join(ranges)}) AS r ORDER BY id DESC LIMIT %s"
-    return f"{_SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
+    return f"{SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
 
 
 def list_tasks(
@@ -648,7 +649,7 @@ def enqueue_event(conn: Conn, task_id: int, account_id: int, event: str) -> None
     ``filter_types`` name it receive it), carrying the task as it is now."""
     from shared.webhooks import enqueue_task_event
 
-    payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
+    payload = task_json(fetch_one(conn, f"{SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_event(conn, account_id=account_id, task_id=task_id, event=event, payload=payload)
 
 
@@ -837,7 +838,7 @@ def finish_task(
     ).fetchone()
     if row is None:
         return False
-    payload = task_json(fetch_one(conn, f"{_SELECT_TASKS} WHERE t.id = %s", (task_id,)))
+    payload = task_json(fetch_one(conn, f"{SELECT_TASKS} WHERE t.id = %s", (task_id,)))
     enqueue_task_finished(conn, account_id=row["account_id"], task_id=task_id, payload=payload)
     task_ended(conn, task_id)
     # Counted here, where every final status is set (worker, scheduler, API), once per task in

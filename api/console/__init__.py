@@ -66,7 +66,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def init_app(app: Flask) -> None:
     """Register the console's pages (importing each module adds its routes to the blueprint)."""
-    from api.console import audit_log, sessions, sops, tasks, users, webhooks  # noqa: F401
+    from api.console import audit_log, batches, sessions, sops, tasks, users, webhooks  # noqa: F401
 
     app.register_blueprint(bp)
 
@@ -179,6 +179,7 @@ NOTICES = {
     "saved": "Saved as a new version.",
     "unchanged": "Same text as the active version: nothing was stored.",
     "portal_saved": "Portal saved.",
+    "batch_created": "Tasks created: they start as workers take them, and this page follows them.",
 }
 
 

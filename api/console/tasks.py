@@ -13,6 +13,7 @@ from api.console import bp, current, record, requires
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
 from api.tasks import InputSchema
+from shared import batches
 from shared import tasks as task_queries
 from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
@@ -97,7 +98,10 @@ def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
 
 @bp.get("/tasks/<int:task_id>")
 def task(task_id: int):
-    return render_template("console/task.html", **_live_context(task_id))
+    context = _live_context(task_id)
+    with runtime().pool.connection() as conn:
+        batch = batches.batch_of(conn, task_id)
+    return render_template("console/task.html", batch=batch, **context)
 
 
 @bp.get("/tasks/<int:task_id>/live")

@@ -1,5 +1,6 @@
-// Keeps the live part of a task's page current while the task runs: fetches the fragment every
-// 1.5 s and swaps it in when it changed, unless someone is typing in it. Stops once final.
+// Keeps the live part of a task's or a batch's page current while it runs: fetches the fragment
+// every 1.5 s and swaps it in when it changed, unless someone is typing in it. Stops once final
+// (its data-final="true").
 (function () {
   "use strict";
   var POLL_MS = 1500;
@@ -15,7 +16,7 @@
         box.innerHTML = html;
         last = html;
       }
-      var state = box.querySelector("#task-state");
+      var state = box.querySelector("[data-final]");
       return !(state && state.getAttribute("data-final") === "true");
     }
 
