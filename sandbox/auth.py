@@ -33,6 +33,10 @@ MSG_ENDED_ELSEWHERE = (
     "You were signed out because your user name signed in from another browser. Only one"
     " session at a time is allowed."
 )
+MSG_SIGNED_IN_ELSEWHERE = (
+    "This user name is already signed in from another browser. Sign out there first, or wait"
+    " for that session to end."
+)
 MSG_BAD_LOGIN = "Invalid username or password."
 MSG_BAD_CODE = "Invalid code."
 MSG_CHOOSE_PAYER = "Choose a payer first."
@@ -138,8 +142,14 @@ def payer_required(view: F) -> F:
     return cast(F, wrapped)
 
 
-def _finish_sign_in(portal: PortalSession) -> Response:
+def _finish_sign_in(portal: PortalSession) -> Response | str:
     store = get_store()
+    if store.faults()["single_session"] == "refuse" and store.signed_in_elsewhere(
+        portal.username, but=portal.sid
+    ):  # another browser finished signing in meanwhile
+        store.drop_session(portal.sid)
+        session.pop("sid", None)
+        return _refused(portal.next_url)
     mode = store.faults()["modal"]
     show = mode == "always" or (mode == "random" and store.chance(0.5))
     store.update_session(portal.sid, mfa_ok=True, show_modal=show)
@@ -169,10 +179,19 @@ def login() -> Any:
     resume = session.pop("resume", None) or {}
     payer = resume.get("payer") if resume.get("username") == username else None
     portal = store.create_session(username, mfa_ok=False, next_url=next_url, payer=payer)
+    if portal is None:
+        return _refused(next_url)
     session["sid"] = portal.sid
     if user.totp_secret:
         return redirect(url_for("auth.mfa"))
     return _finish_sign_in(portal)
+
+
+def _refused(next_url: str) -> str:
+    """The sign-in page refusing a user who is signed in from another browser."""
+    return render_template(
+        "login.html", fields=forms.LOGIN, next_url=next_url, error=MSG_SIGNED_IN_ELSEWHERE
+    )
 
 
 @bp.route("/mfa", methods=["GET", "POST"])

@@ -42,9 +42,12 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key not in DEFAULTS:
             raise FaultError(f"unknown fault switch {key!r}")
-        if key in ("down", "single_session"):
+        if key == "down":
             if not isinstance(value, bool):
                 raise FaultError(f"{key} must be true or false")
+        elif key == "single_session":
+            if not isinstance(value, bool) and value != "refuse":
+                raise FaultError('single_session must be true, false or "refuse"')
         elif key in _SECONDS:
             # bool is an int subclass; refuse it so `true` is not read as 1 second.
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -106,10 +106,15 @@ class Store:
 
     def create_session(
         self, username: str, *, mfa_ok: bool, next_url: str, payer: str | None = None
-    ) -> PortalSession:
-        """A new session; with ``single_session`` on, the user's other sessions end with it."""
+    ) -> PortalSession | None:
+        """A new session; with ``single_session`` on, the user's other sessions end with it.
+        With ``single_session: "refuse"``, None while the user holds another one
+        (:meth:`signed_in_elsewhere`): the sign-in is refused."""
         with self._lock:
-            if self._faults["single_session"]:
+            policy = self._faults["single_session"]
+            if policy == "refuse" and self.signed_in_elsewhere(username):
+                return None
+            if policy is True:
                 for other in self._sessions.values():
                     if other.username == username:
                         other.ended_elsewhere = True
@@ -145,6 +150,17 @@ class Store:
             if count and s.mfa_ok:
                 s.requests_since_arm += 1
             return s, None
+
+    def signed_in_elsewhere(self, username: str, but: str | None = None) -> bool:
+        """Whether the user holds a signed-in session (its code entered, not idle past
+        ``session_ttl_s``) other than ``but``: what ``single_session: "refuse"`` refuses on."""
+        with self._lock:
+            now = self._clock()
+            return any(
+                s.username == username and s.sid != but and s.mfa_ok and not s.ended_elsewhere
+                and now - s.last_seen <= self._faults["session_ttl_s"]
+                for s in self._sessions.values()
+            )  # fmt: skip
 
     def update_session(self, sid: str, **changes: Any) -> None:
         """Change fields of a session under the lock (no-op if it is gone)."""

@@ -157,6 +157,29 @@ def test_single_session_a_sign_in_elsewhere_ends_the_users_other_session(app: Fl
     assert read(colleague.get("/dashboard")).path == "/dashboard"
 
 
+def test_single_session_refuse_turns_a_second_sign_in_away_until_the_first_signs_out(
+    app: Flask,
+) -> None:
+    # given a portal that refuses a user's second session, and a person signed in (with MFA)
+    first, elsewhere, colleague = app.test_client(), app.test_client(), app.test_client()
+    first.post("/__sandbox/faults", json={"single_session": "refuse"})
+    sign_in(first, MFA_USER)
+    sign_in(colleague)
+    # when the same user signs in from another browser
+    page = sign_in(elsewhere, MFA_USER, payer=None)
+    # then the sign-in page refuses, saying why, and the first session goes on
+    assert page.path == "/login"
+    assert page.alerts == [
+        "This user name is already signed in from another browser. Sign out there first, or"
+        " wait for that session to end."
+    ]
+    assert read(first.get("/eligibility")).heading == "Eligibility & Benefits"
+    assert read(colleague.get("/dashboard")).path == "/dashboard"
+    # and once the first browser signs out, the other may sign in
+    first.get("/logout")
+    assert sign_in(elsewhere, MFA_USER, payer=None).path == "/dashboard"
+
+
 def test_without_single_session_a_user_may_sign_in_twice(app: Flask) -> None:
     first, elsewhere = app.test_client(), app.test_client()
     sign_in(first)

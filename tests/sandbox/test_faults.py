@@ -67,6 +67,7 @@ def test_slow_s_delays_every_page(client: FlaskClient) -> None:
         {"nope": 1},
         {"down": "yes"},
         {"single_session": 1},
+        {"single_session": "sometimes"},
         {"slow_s": -1},
         {"slow_s": True},
         {"modal": "sometimes"},
