@@ -26,6 +26,13 @@ class PortalUnavailable(AgentError):
     at_entry = False
 
 
+class SessionInUse(PortalUnavailable):
+    """The portal refused the sign-in because the user is signed in elsewhere (a person, or a
+    browser that did not sign out), as a sign of the profile's ``sign_in.in_use`` shows. Not
+    the credentials' fault: retried, then waited out like a portal that is down, until the
+    user's other session ends."""
+
+
 class CredentialsRejected(AgentError):
     """The portal refused the username/password or the one-time code."""
 

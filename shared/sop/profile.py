@@ -45,6 +45,7 @@ _TOP_KEYS = (
     "base_url",
     "allowed_origins",
     "sign_in",
+    "sign_out",
     "max_sessions",
     "session_expired",
     "errors",
@@ -52,7 +53,9 @@ _TOP_KEYS = (
     "inputs",
     "prelude",
 )
-_SIGN_IN_KEYS = ("url", "page", "username", "password", "button", "mfa", "success", "timeout_s")
+_SIGN_IN_KEYS = (
+    "url", "page", "username", "password", "button", "mfa", "success", "in_use", "timeout_s",
+)  # fmt: skip
 _EXPIRY_KINDS = ("visible", "url_contains", "text")
 
 
@@ -85,7 +88,26 @@ class SignIn:
     code_button: Locator | None = None
     code_page: PageRule | None = None
     success: dict[str, Any] | None = None
+    # Signs that a refused sign-in means "this user is signed in elsewhere", not bad credentials.
+    in_use: tuple[dict[str, Any], ...] = ()
     timeout_s: float = DEFAULT_SIGN_IN_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class SignOut:
+    """How to end the portal session a task holds: open ``url``, or click ``click``."""
+
+    url: str | None = None
+    click: Locator | None = None
+
+    def describe(self) -> str:
+        return (
+            f"open {self.url}"
+            if self.url
+            else f"click {self.click.describe()}"
+            if self.click
+            else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,7 @@ class Profile:
     base_url: str | None
     allowed_origins: tuple[str, ...]
     sign_in: SignIn | None
+    sign_out: SignOut | None
     # How many sessions one user may hold at once (None: no limit). The worker runs at most this
     # many of one account's tasks on the portal at once; the others wait (shared.tasks).
     max_sessions: int | None
@@ -124,6 +147,11 @@ class Profile:
                 f"Sign in at {self.sign_in.url}"
                 + (" (with a one-time code if asked)" if self.sign_in.code else "")
                 + f"; the sign-in page is the one where {self.sign_in.page.describe()}."
+            )
+        if self.sign_out:
+            lines.append(
+                f"After each task, sign out ({self.sign_out.describe()}): no session is kept"
+                " between tasks."
             )
         if self.max_sessions:
             sessions = f"{self.max_sessions} session" + ("s" if self.max_sessions > 1 else "")
@@ -216,8 +244,9 @@ class _ProfileValidator(Validator):
             base_url=self.base_url(data.get("base_url")),
             allowed_origins=self.allowed_origins(data.get("allowed_origins", [])),
             sign_in=self.sign_in(data["sign_in"], "sign_in") if "sign_in" in data else None,
+            sign_out=self.sign_out(data["sign_out"], "sign_out") if "sign_out" in data else None,
             max_sessions=self.max_sessions(data.get("max_sessions")),
-            session_expired=self.session_expired(data.get("session_expired", [])),
+            session_expired=self.signs(data.get("session_expired", []), "session_expired"),
             errors=self.portal_errors(data.get("errors", []), "errors"),
             dismiss=tuple(d for d in dismiss if d) + tuple(self.dismiss),
             inputs=inputs,
@@ -296,12 +325,24 @@ class _ProfileValidator(Validator):
             code_button=code_button,
             code_page=code_page,
             success=self.condition(m["success"], f"{path}.success") if "success" in m else None,
+            in_use=self.signs(m.get("in_use", []), f"{path}.in_use"),
             timeout_s=(
                 self.number(timeout, f"{path}.timeout_s")
                 if timeout is not None
                 else DEFAULT_SIGN_IN_TIMEOUT_S
             ),
         )
+
+    def sign_out(self, value: Any, path: str) -> SignOut | None:
+        m = self.mapping(value, path, ("url", "click"))
+        if len([key for key in ("url", "click") if key in m]) != 1:
+            self.err(path, "give exactly one of url (a page that signs out) or click (a locator)")
+            return None
+        if "url" in m:
+            url = self.string(m["url"], f"{path}.url", template=True)
+            self.page_url(url, f"{path}.url")
+            return SignOut(url=url)
+        return SignOut(click=self.locator(m["click"], f"{path}.click"))
 
     def max_sessions(self, value: Any) -> int | None:
         if value is None:
@@ -314,10 +355,12 @@ class _ProfileValidator(Validator):
             return None
         return value
 
-    def session_expired(self, value: Any) -> tuple[dict[str, Any], ...]:
+    def signs(self, value: Any, where: str) -> tuple[dict[str, Any], ...]:
+        """A list of signs on a page (``session_expired``, ``sign_in.in_use``): conditions of
+        one of ``visible``, ``url_contains`` or ``text`` each."""
         out = []
-        for i, item in enumerate(self.sequence(value, "session_expired")):
-            path = f"session_expired[{i}]"
+        for i, item in enumerate(self.sequence(value, where)):
+            path = f"{where}[{i}]"
             m = self.mapping(item, path, _EXPIRY_KINDS)
             if len([k for k in _EXPIRY_KINDS if k in m]) != 1:
                 self.err(path, f"give exactly one of {', '.join(_EXPIRY_KINDS)}")

@@ -64,6 +64,9 @@ sign_in:
         ("base_url: ftp://acme.test\n", 8, "base_url", "http:// or https://"),
         ("session_expired:\n  - {gone: {text: x}}\n", 9, "session_expired[0]", "exactly one"),
         ("colour: blue\n", 8, "colour", "unknown key 'colour'"),
+        ("sign_out: {}\n", 8, "sign_out", "exactly one of url"),
+        ("sign_out: {url: /out, click: {button: Out}}\n", 8, "sign_out", "exactly one of url"),
+        ("sign_out: {url: ftp://x}\n", 8, "sign_out.url", "only the portal's http(s) pages"),
     ],
 )
 def test_a_profiles_own_rules_name_the_line(extra: str, line: int, path: str, message: str):
@@ -77,3 +80,31 @@ def test_a_portal_name_must_be_a_name() -> None:
     with pytest.raises(SopInvalid) as raised:
         load_profile(BASE.replace("portal: acme", "portal: Acme Health"))
     assert raised.value.errors[0]["path"] == "portal" and raised.value.errors[0]["line"] == 1
+
+
+def test_sign_out_and_in_use_are_read_and_summarised() -> None:
+    profile = load_profile(
+        BASE.replace(
+            "  button: {button: Continue}\n",
+            "  button: {button: Continue}\n  in_use:\n    - {text: already signed in}\n",
+        )
+        + "max_sessions: 1\nsign_out: {click: {link: Sign out}}\n"
+    )
+    assert profile.sign_in is not None
+    assert [sign["text"] for sign in profile.sign_in.in_use] == ["already signed in"]
+    assert profile.sign_out is not None and profile.sign_out.click is not None
+    assert "After each task, sign out (click" in profile.summary()
+    by_url = load_profile(BASE + "sign_out: {url: /logout}\n").sign_out
+    assert by_url is not None and by_url.url == "/logout"
+
+
+def test_an_in_use_sign_is_one_condition() -> None:
+    with pytest.raises(SopInvalid) as raised:
+        load_profile(
+            BASE.replace(
+                "  button: {button: Continue}\n",
+                "  button: {button: Continue}\n  in_use: [{gone: {text: x}}]\n",
+            )
+        )
+    [error] = [e for e in raised.value.errors if e["path"] == "sign_in.in_use[0]"]
+    assert "exactly one" in error["message"] and error["line"] == 8

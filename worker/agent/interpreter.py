@@ -48,7 +48,7 @@ from shared.sop.model import (
     WhileStep,
     input_value,
 )
-from shared.sop.profile import Profile, builtin_profile
+from shared.sop.profile import DEFAULT_SIGN_IN_TIMEOUT_S, Profile, builtin_profile
 
 # Importing the handler modules registers their step kinds.
 from worker.agent import actions, extraction, locators, login, review  # noqa: F401
@@ -238,6 +238,12 @@ def run_sop(
         if not run.failure_recorded and not isinstance(exc, TaskCanceled):
             run.record_failure(exc)
         raise
+    finally:
+        # A portal that holds a user to few sessions gets this one back before the task ends,
+        # so no session of ours outlives it (docs/portals.md, sign_out).
+        if run.holds_session and profile is not None and profile.sign_out is not None:
+            timeout = run.sign_in.timeout_s if run.sign_in else DEFAULT_SIGN_IN_TIMEOUT_S
+            login.sign_out(run, profile.sign_out, timeout)
 
 
 def _profile_inputs(sop: Sop, profile: Profile, values: dict[str, Any]) -> list[dict[str, str]]:
@@ -342,6 +348,9 @@ class Run:
         self.passed_irreversible = False
         self.verifying = False
         self.failure_recorded = False
+        # Whether the browser may hold a portal session this run opened or found: what the
+        # profile's sign_out ends when the run is over.
+        self.holds_session = False
         own_login = sop.login()
         # An SOP with its own login step signs in itself (docs/portals.md, precedence): the
         # profile's sign-in and prelude are then not run for it.

@@ -8,20 +8,23 @@ password, and only into a password field.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import TYPE_CHECKING
 
 from shared import totp
 from shared.sop.model import DEFAULT_LOGIN, Locator, LoginStep
-from shared.sop.profile import PageRule, Profile, SignIn
+from shared.sop.profile import PageRule, Profile, SignIn, SignOut
 from worker.agent import locators
 from worker.agent.handlers import At, handles
 from worker.agent.page import clear_quietly, code_page_rule, on_page, sign_in_page_locators
-from worker.errors import AgentError, CredentialsRejected, SecretRefused
+from worker.errors import AgentError, CredentialsRejected, SecretRefused, SessionInUse
 
 if TYPE_CHECKING:
     from worker.agent.interpreter import Run
+
+log = logging.getLogger(__name__)
 
 
 @handles(LoginStep)
@@ -65,6 +68,7 @@ def sign_in(run: Run, how: SignIn, timeout: float) -> str:
         if url:
             run.page.goto(url)
         state = _first_state(run, how, timeout)
+        run.holds_session = True  # signed in already, or about to be
         if state == "in":
             return ALREADY_SIGNED_IN
         if state == "form":
@@ -76,6 +80,24 @@ def sign_in(run: Run, how: SignIn, timeout: float) -> str:
         if how.success:
             run.page.wait_condition(how.success, timeout)
         return "signed in" + with_code
+    finally:
+        run.page.in_login = False
+
+
+def sign_out(run: Run, how: SignOut, timeout: float) -> None:
+    """End the session the run signed in with, as the profile's ``sign_out`` says, so that the
+    browser keeps none between tasks. Best effort: the task's outcome is decided already, and
+    a portal that fails here ends the session by itself when it expires (logged)."""
+    run.page.in_login = True  # the sign-in page, where signing out leads, is no expiry here
+    try:
+        if how.url:
+            run.page.goto(run.render(how.url))
+        elif how.click:
+            run.page.click(run.page.locator(how.click), timeout)
+        run.holds_session = False
+    except Exception:  # any failure: never the task's, which has ended
+        log.warning("could not sign out (%s); the session ends when it expires", how.describe(),
+                    exc_info=True)  # fmt: skip
     finally:
         run.page.in_login = False
 
@@ -121,9 +143,7 @@ def _submit_password(run: Run, how: SignIn, timeout: float) -> None:
         # A sign-in without a password (an email, then a one-time code): send the username.
         page.submit_and_wait(page.locator(how.button), timeout)
         if _state(run, how) == "form":
-            alert = locators.find_first(page.driver, Locator("role", "alert"))
-            said = f": {alert.text.strip()}" if alert is not None else ""
-            raise CredentialsRejected(f"the portal rejected the username{said}")
+            raise _refusal(run, how, "the username")
         return
     label, button = page.locator(how.password), page.locator(how.button)
     password = locators.find_first(page.driver, label)
@@ -143,9 +163,20 @@ def _submit_password(run: Run, how: SignIn, timeout: float) -> None:
         clear_quietly(password)  # a sign-in left half-done leaves no password behind
         raise
     if _state(run, how) == "form":
-        alert = locators.find_first(page.driver, Locator("role", "alert"))
-        said = f": {alert.text.strip()}" if alert is not None else ""
-        raise CredentialsRejected(f"the portal rejected the username or password{said}")
+        raise _refusal(run, how, "the username or password")
+
+
+def _refusal(run: Run, how: SignIn, what: str) -> AgentError:
+    """Why the sign-in page came back after the credentials: the user is signed in elsewhere
+    (one of the profile's ``in_use`` signs shows; the portal's to lift, waited out like a portal
+    that is down), else the portal rejected ``what``."""
+    alert = locators.find_first(run.page.driver, Locator("role", "alert"))
+    said = f": {alert.text.strip()}" if alert is not None else ""
+    if any(run.page.condition_met(sign) for sign in how.in_use):
+        return SessionInUse(
+            f"the portal refused the sign-in while the user is signed in elsewhere{said}"
+        )
+    return CredentialsRejected(f"the portal rejected {what}{said}")
 
 
 def _enter_code(run: Run, how: SignIn, timeout: float) -> str:
