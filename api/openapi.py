@@ -290,7 +290,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "tasks.list_tasks": _op(
         "List tasks, newest first", "tasks", {200: _ok("TaskPage")}, (400, 422),
         params=[_csv_param("status", [s.value for s in TaskStatus]),
-                _csv_param("type", list(TASK_TYPES)), *_LIST_PARAMS],
+                _csv_param("type", list(TASK_TYPES)),
+                {"in": "query", "name": "batch", "description": "one batch's tasks",
+                 "schema": {"type": "integer", "minimum": 0}}, *_LIST_PARAMS],
     ),
     "tasks.cancel_task": _op(
         "Cancel a task: a queued one ends at once, a running one at its next step", "tasks",

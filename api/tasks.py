@@ -630,8 +630,22 @@ def list_tasks():
             types=_filter(
                 "type", [*TASK_TYPES, *sop_store.custom_types(conn, account_id(), removed=True)]
             ),
+            batch_id=_batch_filter(),
         )
     return jsonify(page([task_json(r) for r in rows], rows, limit))
+
+
+def _batch_filter() -> int | None:
+    """``?batch=7``: one batch's tasks (another account's batch lists none)."""
+    raw = request.args.get("batch")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValidationFailed(
+            "Unknown batch filter value.",
+            [{"field": "batch", "message": f"{raw!r} is not a batch id (a whole number)"}],
+        )
+    return int(raw)
 
 
 @bp.post("/tasks/<int:task_id>/cancel")

@@ -92,7 +92,7 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
 
 def tasks_list(api: Understudy, args: argparse.Namespace) -> Any:
     found = []
-    for task in api.list_tasks(status=args.status or (), type=args.type or ()):
+    for task in api.list_tasks(status=args.status or (), type=args.type or (), batch=args.batch):
         found.append(task)
         if len(found) >= args.limit:
             break
@@ -256,6 +256,7 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
         elif command == "list":
             parser.add_argument("--status", action="append", help="repeatable")
             parser.add_argument("--type", action="append", help="repeatable")
+            parser.add_argument("--batch", type=int, help="only this batch's tasks")
             parser.add_argument("--limit", type=int, default=50, help="at most this many")
         else:
             parser.add_argument("id", type=int)

@@ -340,6 +340,7 @@ def list_tasks_query(
     types: list[str],
     created_since: datetime | None = None,
     created_before: datetime | None = None,
+    batch_id: int | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of :func:`list_tasks` (``bench/api.py`` shows their plans).
 
@@ -356,6 +357,11 @@ def list_tasks_query(
     it expects to be few for a common status; but the newest tasks are the ones still running,
     so listing ``completed`` behind a batch of 2,000 newer tasks read and dropped all 2,000.
     """
+    if batch_id is not None:
+        return _batch_list_query(
+            account_id, batch_id, before_id=before_id, limit=limit, statuses=statuses,
+            types=types, created_since=created_since, created_before=created_before,
+        )  # fmt: skip
     where = ["account_id = %s"]
     params: list[Any] = [account_id]
     if before_id is not None:
@@ -386,6 +392,34 @@ def list_tasks_query(
     return f"{SELECT_TASKS} WHERE t.id IN ({ids}) ORDER BY t.id DESC", [*range_params, limit]
 
 
+def _batch_list_query(
+    account_id: int,
+    batch_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    statuses: list[str],
+    types: list[str],
+    created_since: datetime | None,
+    created_before: datetime | None,
+) -> tuple[str, list[Any]]:
+    """:func:`list_tasks_query` within one batch: its members are read by the batch's index
+    and filtered, at most ``MAX_BATCH_TASKS`` rows whatever the account's history."""
+    where, params = ["m.batch_id = %s", "t.account_id = %s"], [batch_id, account_id]
+    for condition, value in (
+        ("t.id < %s", before_id),
+        ("t.status = ANY(%s)", statuses or None),
+        ("t.type = ANY(%s)", types or None),
+        ("t.created_at >= %s", created_since),
+        ("t.created_at < %s", created_before),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    sql = f"{SELECT_TASKS} JOIN batch_tasks m ON m.task_id = t.id WHERE {' AND '.join(where)}"
+    return f"{sql} ORDER BY t.id DESC LIMIT %s", [*params, limit]
+
+
 def list_tasks(
     conn: Conn,
     account_id: int,
@@ -396,8 +430,9 @@ def list_tasks(
     types: list[str],
     created_since: datetime | None = None,
     created_before: datetime | None = None,
+    batch_id: int | None = None,
 ) -> list[dict]:
-    """Newest first, keyset-paginated on id."""
+    """Newest first, keyset-paginated on id; with ``batch_id``, that batch's tasks only."""
     sql, params = list_tasks_query(
         account_id,
         before_id=before_id,
@@ -406,6 +441,7 @@ def list_tasks(
         types=types,
         created_since=created_since,
         created_before=created_before,
+        batch_id=batch_id,
     )
     return conn.execute(sql, params).fetchall()
 

@@ -130,3 +130,56 @@ def test_a_type_list_reads_one_page_however_rare_the_type(client, account, runti
     # more, whatever lies newer
     assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
     assert rows_read(on_tasks) <= 51 * (len(types) + 1)
+
+
+def test_a_batch_filter_lists_that_batchs_tasks_with_the_other_filters(
+    client, make_account, runtime
+):
+    # given a batch of five checks, two of which failed, beside a lone task of the same account
+    account, other = make_account("Lister"), make_account("Other")
+    made = client.post("/tasks/batch", json={"tasks": [BODY] * 5}, headers=account.headers)
+    batch = made.get_json()
+    ids = [t["id"] for t in batch["data"]]
+    lone = client.post("/tasks", json=BODY, headers=account.headers).get_json()["id"]
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'failed' WHERE id = ANY(%s)", ([ids[1], ids[3], lone],)
+        )
+    # when the batch's failed tasks are listed, and all its tasks two at a time
+    failed = client.get(f"/tasks?batch={batch['batch_id']}&status=failed", headers=account.headers)
+    seen, cursor = [], None
+    while True:
+        query = f"/tasks?batch={batch['batch_id']}&limit=2" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        page = client.get(query, headers=account.headers).get_json()
+        seen += [t["id"] for t in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    # then they are the batch's own, newest first, never the lone task
+    assert [t["id"] for t in failed.get_json()["data"]] == [ids[3], ids[1]]
+    assert seen == ids[::-1]
+    # and another account's batch lists nothing, and a batch id must be a number
+    theirs = client.get(f"/tasks?batch={batch['batch_id']}", headers=other.headers).get_json()
+    assert theirs["data"] == []
+    bad = client.get("/tasks?batch=seven", headers=account.headers)
+    assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["field"] == "batch"
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+def test_a_batch_list_reads_the_batch_not_the_accounts_history(client, account, runtime, mode):
+    # given a batch of three, and 20,000 completed tasks of the account made after it
+    made = client.post("/tasks/batch", json={"tasks": [BODY] * 3}, headers=account.headers)
+    batch_id = made.get_json()["batch_id"]
+    _load(runtime, account, 20_000, "'completed'", first=4)
+    from shared.tasks import list_tasks_query
+
+    sql, params = list_tasks_query(
+        account.id, before_id=None, limit=51, statuses=["completed"], types=[], batch_id=batch_id
+    )
+    # when its first page is planned and run, then tasks is read only for the batch's members
+    with runtime.pool.connection() as conn:
+        on_tasks = nodes_on(conn, "tasks", sql, params, mode)
+    assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
+    assert rows_read(on_tasks) <= 3 * 2

@@ -87,6 +87,9 @@ def test_tasks_batch_sends_a_csv_once_and_names_bad_rows_by_line(remote, capsys,
     # and sending the same file again creates nothing twice
     assert _json(capsys, *base) == created
     assert len(_json(capsys, "tasks", "list")) == 3
+    # and each batch's tasks are listed by its id
+    first = _json(capsys, "tasks", "list", "--batch", "1")
+    assert [t["id"] for t in first] == [created[1]["id"], created[0]["id"]]
 
     # a file with a bad row: refused whole, the row named by its line in the file
     sheet.write_text(

@@ -278,5 +278,8 @@ def test_a_batch_is_read_and_waited_for(api, account):
         api.cancel_task(task["id"])
     done = api.wait_batch(made["batch_id"], timeout=5, poll_s=0.05)
     assert done["finished"] is True and done["counts"] == {"canceled": 2}
+    api.create_task("check_claim_status", TASK_EXAMPLES["check_claim_status"])  # no batch's
+    listed = api.list_tasks(batch=made["batch_id"], status=["canceled"], page_size=1)
+    assert [t["id"] for t in listed] == [t["id"] for t in reversed(made["data"])]
     with pytest.raises(NotFoundError):
         api.get_batch(made["batch_id"] + 1000)

@@ -255,10 +255,12 @@ class Understudy:
         type: Sequence[str] = (),  # noqa: A002 - the API's name
         limit: int | None = None,
         cursor: str | None = None,
+        batch: int | None = None,
     ) -> Page:
         params = {
             "status": ",".join(status) or None,
             "type": ",".join(type) or None,
+            "batch": batch,
             "limit": limit,
             "cursor": cursor,
         }
@@ -270,11 +272,15 @@ class Understudy:
         status: Sequence[str] = (),
         type: Sequence[str] = (),  # noqa: A002
         page_size: int | None = None,
+        batch: int | None = None,
     ) -> Iterator[Task]:
-        """Every matching task, newest first, fetching page after page as you iterate."""
+        """Every matching task, newest first (``batch``: of that batch only), fetching page
+        after page as you iterate."""
         cursor = None
         while True:
-            page = self.list_tasks_page(status=status, type=type, limit=page_size, cursor=cursor)
+            page = self.list_tasks_page(
+                status=status, type=type, limit=page_size, cursor=cursor, batch=batch
+            )
             yield from page["data"]
             if not page["has_more"]:
                 return
