@@ -405,14 +405,16 @@ def _batch_list_query(
 ) -> tuple[str, list[Any]]:
     """:func:`list_tasks_query` within one batch: its members are read by the batch's index
     and filtered, at most ``MAX_BATCH_TASKS`` rows whatever the account's history."""
-    where, params = ["m.batch_id = %s", "t.account_id = %s"], [batch_id, account_id]
-    for condition, value in (
+    where: list[str] = ["m.batch_id = %s", "t.account_id = %s"]
+    params: list[Any] = [batch_id, account_id]
+    conditions: tuple[tuple[str, Any], ...] = (
         ("t.id < %s", before_id),
         ("t.status = ANY(%s)", statuses or None),
         ("t.type = ANY(%s)", types or None),
         ("t.created_at >= %s", created_since),
         ("t.created_at < %s", created_before),
-    ):
+    )
+    for condition, value in conditions:
         if value is not None:
             where.append(condition)
             params.append(value)
