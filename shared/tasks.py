@@ -936,23 +936,35 @@ def stranded_sessions(conn: Conn, limit: int = 100) -> list[int]:
     scheduler ended the last one). The oldest of each such account and portal goes back in
     line; when it ends, it wakes as many more as the portal allows
     (:func:`wake_session_waiters`)."""
+    # The oldest waiter of each account and portal, one index probe each (a skip scan of
+    # tasks_session_waiters), however many wait: DISTINCT ON read every waiter each tick.
     rows = conn.execute(
         """
-        WITH oldest AS (
-            SELECT DISTINCT ON (account_id, profile_portal) id, account_id, profile_portal
-              FROM tasks WHERE status = 'waiting_for_session'
-             ORDER BY account_id, profile_portal, id
+        WITH RECURSIVE oldest AS (
+            (SELECT id, account_id, profile_portal FROM tasks
+              WHERE status = 'waiting_for_session'
+              ORDER BY account_id, profile_portal, id LIMIT 1)
+            UNION ALL
+            SELECT n.id, n.account_id, n.profile_portal FROM oldest o
+             CROSS JOIN LATERAL (
+                   SELECT id, account_id, profile_portal FROM tasks
+                    WHERE status = 'waiting_for_session'
+                      AND (account_id, profile_portal) > (o.account_id, o.profile_portal)
+                    ORDER BY account_id, profile_portal, id LIMIT 1) n
         ), stranded AS (
+            -- None of the account's tasks on the portal runs, nor was woken and still queued:
+            -- subqueries of their own per group (not joins, which the planner may hash over
+            -- every queued task), read from the account's status ranges, the running first.
             SELECT o.id FROM oldest o
-             WHERE NOT EXISTS (
+             WHERE NOT (SELECT EXISTS (
                    SELECT FROM tasks r
-                    WHERE r.status IN ('running', 'waiting_for_input')
-                      AND r.account_id = o.account_id AND r.profile_portal = o.profile_portal)
-               -- nor one woken already and still queued
-               AND NOT EXISTS (
+                    WHERE r.account_id = o.account_id
+                      AND r.status IN ('running', 'waiting_for_input')
+                      AND r.profile_portal = o.profile_portal))
+               AND NOT (SELECT EXISTS (
                    SELECT FROM tasks q
-                    WHERE q.status IN ('pending', 'dispatching')
-                      AND q.account_id = o.account_id AND q.profile_portal = o.profile_portal)
+                    WHERE q.account_id = o.account_id AND q.status IN ('pending', 'dispatching')
+                      AND q.profile_portal = o.profile_portal))
              ORDER BY o.id LIMIT %s
         )
         UPDATE tasks t SET status = 'pending', notes = NULL, updated_at = now()
