@@ -101,13 +101,9 @@ class SignOut:
     click: Locator | None = None
 
     def describe(self) -> str:
-        return (
-            f"open {self.url}"
-            if self.url
-            else f"click {self.click.describe()}"
-            if self.click
-            else ""
-        )
+        if self.url:
+            return f"open {self.url}"
+        return f"click {self.click.describe()}" if self.click else ""
 
 
 @dataclass(frozen=True)
@@ -147,6 +143,12 @@ class Profile:
                 f"Sign in at {self.sign_in.url}"
                 + (" (with a one-time code if asked)" if self.sign_in.code else "")
                 + f"; the sign-in page is the one where {self.sign_in.page.describe()}."
+            )
+        if self.sign_in and self.sign_in.in_use:
+            signs = " or ".join(describe_condition(cond) for cond in self.sign_in.in_use)
+            lines.append(
+                f"A sign-in refused showing {signs} means the user is signed in elsewhere:"
+                " tasks wait for that session to end."
             )
         if self.sign_out:
             lines.append(

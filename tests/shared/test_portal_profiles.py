@@ -94,6 +94,7 @@ def test_sign_out_and_in_use_are_read_and_summarised() -> None:
     assert [sign["text"] for sign in profile.sign_in.in_use] == ["already signed in"]
     assert profile.sign_out is not None and profile.sign_out.click is not None
     assert "After each task, sign out (click" in profile.summary()
+    assert "means the user is signed in elsewhere" in profile.summary()
     by_url = load_profile(BASE + "sign_out: {url: /logout}\n").sign_out
     assert by_url is not None and by_url.url == "/logout"
 
