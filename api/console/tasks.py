@@ -48,9 +48,12 @@ def tasks():
     account = current().user.account_id
     status = request.args.get("status", "")
     task_type = request.args.get("type", "")
+    batch = request.args.get("batch", "").strip()
     since, until = _day("since"), _day("until")
     if status and status not in {s.value for s in TaskStatus}:
         abort(400, f"Unknown status {status!r}.")
+    if batch and not (batch.isdigit() and len(batch) <= 18):
+        abort(400, "batch must be a batch's number.")
     with runtime().pool.connection() as conn:
         types = [*TASK_TYPES, *sop_store.custom_types(conn, account, removed=True)]
         if task_type and task_type not in types:
@@ -65,10 +68,12 @@ def tasks():
             created_since=_start_of(since),
             # "until" is the last day shown, so the bound is the start of the day after it.
             created_before=_start_of(until + timedelta(days=1)) if until else None,
+            batch_id=int(batch) if batch else None,
         )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    filters = {"status": status, "type": task_type, "since": since or "", "until": until or ""}
+    filters = {"status": status, "type": task_type, "since": since or "", "until": until or "",
+               "batch": batch}  # fmt: skip
     older = None
     if more:
         older = url_for("console.tasks", **{k: v for k, v in filters.items() if v},

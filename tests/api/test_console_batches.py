@@ -84,6 +84,15 @@ def test_a_csv_becomes_one_batch_whose_page_follows_its_tasks(runtime, operator,
             finish_task(conn, task["id"], TaskStatus.COMPLETED, "Done.")
     page = operator.get(location).text
     assert "3 of 3 ended, finished" in page and "data-poll" not in page
+    # and each status's count links to the batch's tasks in that status, and only those
+    lone = client.post("/tasks", json={"type": "check_claim_status", "data": "claim_number: X1"},
+                       headers=account.headers).get_json()["id"]  # fmt: skip
+    link = f"/console/tasks?batch={batch_id}&amp;status=completed"
+    assert link in page
+    listed = operator.get(link.replace("&amp;", "&")).text
+    assert all(f'data-task-id="{t["id"]}"' in listed for t in stored)
+    assert f'data-task-id="{lone}"' not in listed and f"batch {batch_id}" in listed
+    assert operator.get("/console/tasks?batch=x").status_code == 400
     listing = operator.get("/console/batches").text
     assert f'data-batch-id="{batch_id}"' in listing
 
