@@ -80,13 +80,16 @@ def actor() -> str:
     return current().user.email
 
 
+def audit_entry(action: str, target: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The signed-in user's action as an audit entry (the arguments of ``audit.record``)."""
+    user = current().user
+    return {"account_id": user.account_id, "actor": user.email, "action": action,
+            "target": target, "detail": detail}  # fmt: skip
+
+
 def record(conn: Conn, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
     """Write the signed-in user's action to the audit log, in the caller's transaction."""
-    user = current().user
-    audit.record(
-        conn, account_id=user.account_id, actor=user.email, action=action, target=target,
-        detail=detail,
-    )  # fmt: skip
+    audit.record(conn, **audit_entry(action, target, detail))
 
 
 def requires(role: Role) -> Callable[[F], F]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
 
-from api.console import bp, current, requires
+from api.console import audit_entry, bp, current, requires
 from api.errors import ApiError, ValidationFailed, field_errors
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
@@ -94,10 +94,7 @@ def batch_create():
     except TaskFileError as err:
         return _form(422, error=f"The file cannot be read: {err}.", **shown)
     lines = [number for number, _task in rows]
-    entry = {
-        "account_id": current().user.account_id, "actor": current().user.email,
-        "action": "batch.create", "target": "batches", "detail": {"file": upload.filename},
-    }  # fmt: skip
+    entry = audit_entry("batch.create", "batches", {"file": upload.filename})
     try:
         items = batch_items({"tasks": [task for _number, task in rows]})
         answer, _status = create_batch(items, f"console-{submission}", entry)
