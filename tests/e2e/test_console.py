@@ -75,6 +75,15 @@ class Console:
             ignored_exceptions=[StaleElementReferenceException],
         ).until(lambda _d: condition())  # fmt: skip
 
+    def let_polls_pass(self, count: int) -> None:
+        """Wait until the live part's poll has fetched and shown its fragment `count` times from
+        now: the next poll starts only after the last one's fragment was compared and swapped in."""
+        self.driver.execute_script(
+            "window.__polls = 0; const original = window.fetch;"
+            "window.fetch = (...args) => { window.__polls += 1; return original(...args); };"
+        )
+        self.wait(lambda: self.driver.execute_script("return window.__polls") > count, 30)
+
     def sign_in(self, email: str, password: str = PASSWORD, *, refused: bool = False) -> None:
         self.driver.delete_all_cookies()
         self.open("/login")
@@ -366,9 +375,12 @@ def test_a_reviewed_claim_reaches_the_payer_once_when_approved_and_never_when_re
     assert claims() == []
     # when they approve the second
     console.open(f"/tasks/{approved}")
-    console.wait(lambda: console.all("#review-form"))
+    [form] = console.wait(lambda: console.all("#review-form"))
     assert console.find("#task-status").text == "pending_review"
     console.shot("review")
+    # and the form under their pointer is not redrawn by the page's polls while nothing changes
+    console.let_polls_pass(2)
+    assert console.find("#review-form") == form
     console.find('#review-form button[value="approve"]').click()
     assert "Decision recorded" in console.wait(lambda: console.all("#notice"))[0].text
     # then the agent submits it, exactly once

@@ -5,16 +5,26 @@
   "use strict";
   var POLL_MS = 1500;
 
+  // The fragment as the browser would write it back: the page's copy is compared in that form,
+  // so a fragment equal to what is shown is not swapped in (which would replace the very button
+  // an operator is pressing) just because the server's spacing or quoting differs.
+  function written(html) {
+    var t = document.createElement("template");
+    t.innerHTML = html;
+    return t.innerHTML.trim();
+  }
+
   function poll(box) {
     var url = box.getAttribute("data-poll");
-    var last = box.innerHTML;
+    var last = written(box.innerHTML);
 
     function show(html) {
       var typing = box.contains(document.activeElement) &&
         /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
-      if (html !== last && !typing) {
+      var now = written(html);
+      if (now !== last && !typing) {
         box.innerHTML = html;
-        last = html;
+        last = now;
       }
       var state = box.querySelector("[data-final]");
       return !(state && state.getAttribute("data-final") === "true");
