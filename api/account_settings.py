@@ -1,8 +1,10 @@
-"""/settings: the account's own settings. Today one: the task types that require review.
+"""/settings: the account's own settings. ``PUT`` sets those it names; the others stay.
 
-A task of a type listed in ``review_required_types`` pauses in ``pending_review`` before its
-SOP's first irreversible step (or at its ``review`` step, if it has one) until a person approves
-it. A type whose SOP has neither has nothing to hold back, and is refused (422).
+- ``review_required_types``: a task of a type listed pauses in ``pending_review`` before its
+  SOP's first irreversible step (or at its ``review`` step, if it has one) until a person
+  approves it. A type whose SOP has neither has nothing to hold back, and is refused (422).
+- ``retention_days``: how long the account's tasks are kept after they end, with their data,
+  files, screenshots and webhook messages (:mod:`shared.retention` deletes them after).
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ValidationFailed
 from api.runtime import runtime
 from shared import review
-from shared.accounts import review_required_types, set_review_required_types
+from shared.accounts import account_settings, update_account_settings
 from shared.db import Conn
+from shared.retention import MAX_RETENTION_DAYS
 from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
 
@@ -32,13 +35,25 @@ class SettingsSchema(Schema):
     # Unknown fields are refused: a misspelt setting must not be silently dropped.
     review_required_types = fields.List(
         fields.String(validate=validate.Length(min=1, max=64)),
-        required=True,
         validate=validate.Length(max=MAX_REVIEW_TYPES),
     )
+    retention_days = fields.Integer(
+        strict=True,
+        validate=validate.Range(
+            min=1, max=MAX_RETENTION_DAYS, error="must be a number of days from {min} to {max}"
+        ),
+        metadata={
+            "description": "days an ended task is kept, with its data, files, screenshots"
+            " and webhook messages; deleted after (90 unless set)"
+        },
+    )
 
-
-def _settings_json(types: list[str]) -> dict[str, Any]:
-    return {"review_required_types": types}
+    @validates_schema
+    def _names_one(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError(
+                "name at least one setting: review_required_types, retention_days"
+            )
 
 
 def _check_types(conn: Conn, task_types: list[str]) -> None:
@@ -67,14 +82,15 @@ def _check_types(conn: Conn, task_types: list[str]) -> None:
 @bp.get("/settings")
 def get_settings():
     with runtime().pool.connection() as conn:
-        return jsonify(_settings_json(review_required_types(conn, account_id())))
+        return jsonify(account_settings(conn, account_id()))
 
 
 @bp.put("/settings")
 def put_settings():
-    """Replace the settings (today: the task types whose tasks need a person's approval)."""
+    """Set the settings the body names (the task types whose tasks need a person's approval,
+    how long ended tasks are kept); the others stay as they were."""
     body = validated(SettingsSchema(), json_body(), "settings")
     with runtime().pool.connection() as conn:
-        _check_types(conn, body["review_required_types"])
-        stored = set_review_required_types(conn, account_id(), body["review_required_types"])
-    return jsonify(_settings_json(stored))
+        if "review_required_types" in body:
+            _check_types(conn, body["review_required_types"])
+        return jsonify(update_account_settings(conn, account_id(), body))

@@ -449,6 +449,13 @@ class AccountSettingsSchema(Schema):
         required=True,
         metadata={"description": "task types whose tasks a person approves before submitting"},
     )
+    retention_days = fields.Integer(
+        required=True,
+        metadata={
+            "description": "days an ended task is kept, with its data, files, screenshots"
+            " and webhook messages, before it is deleted"
+        },
+    )
 
 
 class RecoveredSchema(Schema):

@@ -313,10 +313,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "account_settings.get_settings": _op("The account's settings", "settings",
                                          {200: _ok("AccountSettings")}),
     "account_settings.put_settings": _op(
-        "Replace the account's settings: the task types that require review", "settings",
+        "Set the settings the body names (the task types that require review, how many days"
+        " ended tasks are kept); the others stay", "settings",
         {200: _ok("AccountSettings")}, _BODY_ERRORS,
         body=_json_body("AccountSettingsIn",
-                        claims={"review_required_types": ["submit_claim"]}),
+                        claims={"review_required_types": ["submit_claim"]},
+                        retention={"retention_days": 30}),
     ),
     "trajectories.read_trajectory": _op(
         "Every step the agent took, per attempt", "tasks", {200: _ok("Trajectory")}, (404,)

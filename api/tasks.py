@@ -37,6 +37,7 @@ from shared.crypto import encrypt_json, keyed_digest
 from shared.db import Conn, outside_transaction, relax_commit
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import send_credential_portals
+from shared.retention import IDEMPOTENCY_TTL
 from shared.sop import store as sop_store
 from shared.sop.expressions import fill_instructions
 from shared.sop.task_types import TASK_TYPES
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("tasks", __name__)
 bp.before_request(require_account)
-
-IDEMPOTENCY_TTL = "24 hours"
 
 
 class TaskCreateSchema(Schema):

@@ -92,6 +92,7 @@ def _remote(sub: argparse._SubParsersAction) -> None:
         "portals": "the portals the agent signs in to",
         "credentials": "portal logins (write-only secrets)",
         "webhooks": "the webhook endpoint and its message log",
+        "settings": "the account's settings: review, retention",
     }
     for (group, command), (help_text, _func, _columns) in remote.COMMANDS.items():
         if group not in groups:

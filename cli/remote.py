@@ -222,6 +222,16 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         lambda api, a: {"count": api.recover_webhook_messages(a.since, a.until)}, None,
     ),
     ("webhooks", "test"): ("queue a ping", lambda api, a: api.test_webhook_endpoint(), None),
+    ("settings", "get"): (
+        "the account's settings: review_required_types, retention_days",
+        lambda api, a: api.get_settings(), None,
+    ),
+    ("settings", "set"): (
+        "set the settings given (the others stay)",
+        lambda api, a: api.update_settings(
+            review_required_types=a.review_types, retention_days=a.retention_days
+        ), None,
+    ),
     ("webhooks", "rotate-secret"): (
         "a new signing secret (shown once)", lambda api, a: api.rotate_webhook_secret(), None
     ),
@@ -304,6 +314,15 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
         if command == "recover":
             parser.add_argument("--since", required=True, help="ISO 8601 with a time zone")
             parser.add_argument("--until")
+    elif group == "settings" and command == "set":
+        parser.add_argument(
+            "--retention-days", type=int, help="days an ended task is kept (1 to 3650)"
+        )
+        parser.add_argument(
+            "--review-types",
+            type=lambda text: [t for t in text.split(",") if t.strip()],
+            help="comma-separated task types a person approves ('' for none)",
+        )
 
 
 # Commands whose answer is a document: printed as its YAML text unless --json is given.

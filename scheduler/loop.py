@@ -1,6 +1,7 @@
 """Every second or so: send due webhooks, re-send lost task messages, recover expired leases,
 send tasks waiting for a portal session that nobody is left to wake, probe failing portals,
-and fail the tasks that waited too long for one.
+and fail the tasks that waited too long for one. Every ``RETENTION_INTERVAL_S``: delete the
+tasks accounts no longer keep (:mod:`shared.retention`).
 
 Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
 turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 import kombu.exceptions
 import psycopg
 import redis
 
-from shared import metrics, outages, webhooks
+from shared import metrics, outages, retention, webhooks
 from shared import tasks as task_queries
 from shared.celery import queue_lengths, send_run_task
 from shared.logs import configure_logging
@@ -118,12 +120,16 @@ def run_forever(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     rt = build_runtime(settings, pool_size=2)
     log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
+    purge_at = time.monotonic()
     try:
         while not stop.is_set():
             try:
                 report = tick(rt)
                 if report != TickReport():
                     log.info("tick: %s", report)
+                if time.monotonic() >= purge_at:
+                    retention.purge(rt)
+                    purge_at = time.monotonic() + settings.retention_interval_s
             except TRANSIENT_ERRORS as exc:
                 # One line per tick: an outage of minutes must not bury the log in tracebacks.
                 log.warning(

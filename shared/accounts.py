@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.fernet import MultiFernet
 
@@ -216,19 +217,31 @@ def list_api_keys(conn: Conn, account_id: int | None = None) -> list[dict]:
     ).fetchall()
 
 
-def review_required_types(conn: Conn, account_id: int) -> list[str]:
-    """The task types whose tasks a person must approve before their irreversible step."""
-    row = conn.execute(
-        "SELECT review_required_types FROM accounts WHERE id = %s", (account_id,)
-    ).fetchone()
-    return list(row["review_required_types"]) if row else []
+# The columns of ``accounts`` that PUT /settings sets.
+SETTINGS = ("review_required_types", "retention_days")
 
 
-def set_review_required_types(conn: Conn, account_id: int, task_types: list[str]) -> list[str]:
-    """Replace the account's list of task types that require review; the list as stored."""
-    row = conn.execute(
-        "UPDATE accounts SET review_required_types = %s WHERE id = %s"
-        " RETURNING review_required_types",
-        (list(dict.fromkeys(task_types)), account_id),
-    ).fetchone()
-    return list(row["review_required_types"]) if row else []
+def account_settings(conn: Conn, account_id: int) -> dict[str, Any]:
+    """The account's settings: the task types whose tasks a person must approve before their
+    irreversible step, and how many days its ended tasks are kept (shared.retention)."""
+    return fetch_one(
+        conn,
+        f"SELECT {', '.join(SETTINGS)} FROM accounts WHERE id = %s",
+        (account_id,),
+    )
+
+
+def update_account_settings(conn: Conn, account_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """Set the settings named in ``changes`` (the others stay); the settings as stored."""
+    if unknown := set(changes) - set(SETTINGS):
+        raise ValueError(f"not settings: {sorted(unknown)}")
+    if "review_required_types" in changes:
+        types = list(dict.fromkeys(changes["review_required_types"]))
+        changes = {**changes, "review_required_types": types}
+    assignments = ", ".join(f"{name} = %({name})s" for name in changes)
+    return fetch_one(
+        conn,
+        f"UPDATE accounts SET {assignments} WHERE id = %(account_id)s"
+        f" RETURNING {', '.join(SETTINGS)}",
+        {**changes, "account_id": account_id},
+    )

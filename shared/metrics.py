@@ -87,6 +87,10 @@ STEP_DURATION = Histogram(
     ["kind", "status"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
+TASKS_PURGED = Counter(
+    "understudy_tasks_purged_total",
+    "Ended tasks deleted with everything they held, past their account's retention_days.",
+)
 WEBHOOK_ATTEMPTS = Counter(
     "understudy_webhook_attempts_total",
     "Webhook delivery attempts, by outcome (delivered, http_status, redirect, timeout, ...).",
@@ -145,7 +149,7 @@ QUEUES = ("agent", "webhooks")
 def names() -> set[str]:
     """Every metric name /metrics can show (histograms and counters with their suffixes)."""
     found = set(SCRAPE_TIME)
-    for counter in (TASKS_CREATED, TASKS_FINISHED, WEBHOOK_ATTEMPTS, TASK_BROWSERS):
+    for counter in (TASKS_CREATED, TASKS_FINISHED, TASKS_PURGED, WEBHOOK_ATTEMPTS, TASK_BROWSERS):
         found.add(counter._name + "_total")
     for histogram in (TASK_DURATION, TASK_WAIT, STEP_DURATION, WEBHOOK_LATENCY):
         found |= {histogram._name + suffix for suffix in ("_bucket", "_sum", "_count")}

@@ -166,6 +166,8 @@ class Settings:
     # Scheduler.
     scheduler_interval_s: float = 1.0
     pending_requeue_after_s: float = 30.0
+    # How often the scheduler deletes what accounts no longer keep (shared.retention).
+    retention_interval_s: float = 600.0
 
     # Webhooks.
     webhook_schedule_s: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE_S
@@ -272,6 +274,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "EGRESS_PROXY_HOST": ("egress_proxy_host", _str),
     "SCHEDULER_INTERVAL_S": ("scheduler_interval_s", _float),
     "PENDING_REQUEUE_AFTER_S": ("pending_requeue_after_s", _float),
+    "RETENTION_INTERVAL_S": ("retention_interval_s", _float),
     "WEBHOOK_SCHEDULE_S": ("webhook_schedule_s", _floats),
     "WEBHOOK_JITTER": ("webhook_jitter", _float),
     "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _float),
@@ -335,6 +338,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("TRUSTED_PROXIES must be a number of proxies from 0 to 10")
     if not settings.portal_outage_wait_s >= 0:
         raise SettingsError("PORTAL_OUTAGE_WAIT_S must be seconds >= 0 (0: never wait)")
+    if not settings.retention_interval_s > 0:
+        raise SettingsError("RETENTION_INTERVAL_S must be seconds > 0")
     if not settings.portal_probe_after_s > 0:
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:

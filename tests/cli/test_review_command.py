@@ -1,4 +1,5 @@
-"""`understudy tasks review` (through the Python client) against the real API on a loopback port."""
+"""`understudy tasks review` and `understudy settings` (through the Python client) against the
+real API on a loopback port."""
 
 from __future__ import annotations
 
@@ -21,3 +22,18 @@ def test_review_reject_and_a_409_for_a_decided_task(remote, runtime, client, acc
     # and deciding again prints the 409's code and exits 1
     assert main(["tasks", "review", task_id, "approve"]) == 1
     assert "not_pending_review" in capsys.readouterr().err
+
+
+def test_settings_set_changes_only_what_it_names(remote, capsys):  # noqa: F811
+    # given a new account's settings
+    assert _json(capsys, "settings", "get") == {"retention_days": 90, "review_required_types": []}
+
+    # when the retention is set, then the review types
+    assert _json(capsys, "settings", "set", "--retention-days", "30")["retention_days"] == 30
+    settings = _json(capsys, "settings", "set", "--review-types", "submit_claim")
+
+    # then each call changed its own setting only
+    assert settings == {"retention_days": 30, "review_required_types": ["submit_claim"]}
+    # and a retention out of range names its field and exits 1
+    assert main(["settings", "set", "--retention-days", "0"]) == 1
+    assert "retention_days: must be a number of days from 1 to 3650" in capsys.readouterr().err

@@ -166,6 +166,7 @@ def stack(
         "TASK_MAX_ATTEMPTS": "2",
         "PENDING_REQUEUE_AFTER_S": "5",
         "SCHEDULER_INTERVAL_S": "0.3",
+        "RETENTION_INTERVAL_S": "1",  # test_retention.py; only tasks ended 90 days ago go
         "LOG_LEVEL": "INFO",
         "CONSOLE_LOGIN_RATE_LIMIT": "200/minute",  # tests/e2e/test_console.py signs in often
         # test_contract_stack.py's walk through every operation sends about a hundred requests

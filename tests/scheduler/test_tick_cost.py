@@ -33,18 +33,21 @@ def _wait(runtime, account, count: int, status: str, *, portals: int = 3) -> Non
         conn.execute("ANALYZE tasks")
 
 
+_READ = """
+    SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
+              FROM pg_index WHERE indrelid = 'tasks'::regclass)
+         + pg_stat_get_xact_tuples_returned('tasks'::regclass) AS n
+"""
+
+
 def _rows_read(runtime, call) -> int:
     """The rows of tasks that ``call`` read, from the table and its indexes, in a transaction
-    rolled back after (what the statistics of the transaction count)."""
+    rolled back after. Counted as a difference: the counters also hold what this connection's
+    earlier transactions read, until the server collects them (at most once a second)."""
     with runtime.pool.connection() as conn, conn.transaction():
+        before = conn.execute(_READ).fetchone()["n"]
         call(conn)
-        read = conn.execute(
-            """
-            SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
-                      FROM pg_index WHERE indrelid = 'tasks'::regclass)
-                 + pg_stat_get_xact_tuples_returned('tasks'::regclass) AS n
-            """
-        ).fetchone()["n"]
+        read = conn.execute(_READ).fetchone()["n"] - before
         raise psycopg.Rollback()
     return int(read)
 

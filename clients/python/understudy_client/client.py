@@ -310,12 +310,23 @@ class Understudy:
         return self.request("review_task", path_params={"task_id": task_id}, json=body)
 
     def get_settings(self) -> dict[str, Any]:
-        """The account's settings: ``review_required_types``."""
+        """The account's settings: ``review_required_types`` and ``retention_days``."""
         return self.request("get_settings")
 
-    def update_settings(self, *, review_required_types: list[str]) -> dict[str, Any]:
-        """Replace the task types whose tasks a person must approve before submitting."""
-        return self.request("put_settings", json={"review_required_types": review_required_types})
+    def update_settings(
+        self,
+        *,
+        review_required_types: list[str] | None = None,
+        retention_days: int | None = None,
+    ) -> dict[str, Any]:
+        """Set the settings given, the others stay: the task types whose tasks a person must
+        approve before submitting, and how many days ended tasks are kept."""
+        body: dict[str, Any] = {}
+        if review_required_types is not None:
+            body["review_required_types"] = review_required_types
+        if retention_days is not None:
+            body["retention_days"] = retention_days
+        return self.request("put_settings", json=body)
 
     def wait(self, task: Task | int, timeout: float = 300.0, *, poll_s: float = 1.0) -> Task:
         """Poll until the task reaches a final status; WaitTimeout after ``timeout`` seconds."""

@@ -1,0 +1,151 @@
+"""Data retention: a task that ended more than its account's ``retention_days`` ago is deleted,
+with everything it holds.
+
+A task holds a patient's data (its ``data``, inputs, result and notes), the files sent with it,
+the screenshots of the payer's pages the agent saw, and the webhook messages that carried it.
+None of it is kept longer than the account chose (``PUT /settings``, 90 days unless set). The
+scheduler calls :func:`purge` every ``RETENTION_INTERVAL_S``; each call deletes in transactions
+of at most ``PURGE_BATCH`` tasks, so no lock is held long and a backlog (a lowered setting, a
+scheduler that was down) drains over a few calls.
+
+Deleted with a task: its row, files, trajectory steps and screenshots, webhook messages and
+their delivery attempts, and its place in a batch. Deleted besides, per account: batches that
+finished before the cutoff, webhook messages of no task (pings, ``batch.finished``) delivered
+or given up before it; and for every account, idempotency keys past their 24 hours (their
+stored answer is a task's JSON) and expired console sessions.
+
+Kept: the account, its SOP versions, portals, credentials, users and webhook endpoint, and the
+audit log: who did what, naming a task by its id (a reviewer's note stays with the decision).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from shared import metrics
+from shared.db import Conn
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_RETENTION_DAYS = 3650
+PURGE_BATCH = 500
+# Per call, so one call stays short; the rest waits for the next call.
+MAX_BATCHES_PER_CALL = 40
+# How long an Idempotency-Key is remembered (api.tasks replays within it).
+IDEMPOTENCY_TTL = "24 hours"
+
+# The tasks of an account that ended before its cutoff: one range of the ``tasks_ended`` index
+# per account, so a call costs the accounts plus what it deletes, however many tasks are kept.
+# (Ordered by the index's own key, or the planner may choose a scan of the whole table.)
+_DUE_TASKS = """
+    SELECT t.id FROM accounts a
+    CROSS JOIN LATERAL (
+        SELECT id FROM tasks
+         WHERE account_id = a.id
+           AND status IN ('completed', 'completed_with_issues', 'failed', 'canceled')
+           AND COALESCE(completed_at, failed_at, canceled_at)
+               < now() - make_interval(days => a.retention_days)
+         ORDER BY COALESCE(completed_at, failed_at, canceled_at)
+         LIMIT %(limit)s
+         FOR UPDATE SKIP LOCKED
+    ) t
+    LIMIT %(limit)s
+"""
+
+# What refers to a task, deleted before the task itself (a batch's row cascades).
+_TASK_PARTS = (
+    "DELETE FROM webhook_attempts WHERE message_id IN"
+    " (SELECT id FROM webhook_messages WHERE task_id = ANY(%(ids)s))",
+    "DELETE FROM webhook_messages WHERE task_id = ANY(%(ids)s)",
+    "DELETE FROM trajectory_steps WHERE task_id = ANY(%(ids)s)",
+    "DELETE FROM artifacts WHERE task_id = ANY(%(ids)s)",
+    "DELETE FROM task_files WHERE task_id = ANY(%(ids)s)",
+    "DELETE FROM tasks WHERE id = ANY(%(ids)s)",
+)
+
+# An account's oldest rows first, by id (which grows with time): the window stops the look at
+# the first rows still kept, instead of reading every row the account keeps.
+_DUE_BATCHES = """
+    DELETE FROM task_batches WHERE id IN (
+        SELECT w.id FROM accounts a
+        CROSS JOIN LATERAL (
+            SELECT id, finished_at FROM task_batches WHERE account_id = a.id
+             ORDER BY id LIMIT %(limit)s
+        ) w
+         WHERE w.finished_at < now() - make_interval(days => a.retention_days))
+"""
+_DUE_MESSAGES = """
+    SELECT w.id FROM accounts a
+    CROSS JOIN LATERAL (
+        SELECT id, task_id, status, created_at FROM webhook_messages WHERE account_id = a.id
+         ORDER BY id LIMIT %(limit)s
+    ) w
+     WHERE w.task_id IS NULL AND w.status IN ('delivered', 'failed')
+       AND w.created_at < now() - make_interval(days => a.retention_days)
+"""
+
+
+@dataclass
+class PurgeReport:
+    tasks: int = 0
+    messages: int = 0
+    batches: int = 0
+    idempotency_keys: int = 0
+    sessions: int = 0
+
+
+def purge(rt: Runtime) -> PurgeReport:
+    """Delete what the accounts no longer keep (see the module's text). Safe beside another
+    scheduler: a task another call holds is skipped, and deleting twice deletes nothing."""
+    report = PurgeReport()
+    for _ in range(MAX_BATCHES_PER_CALL):
+        with rt.pool.connection() as conn:
+            deleted = _purge_tasks(conn)
+        report.tasks += deleted
+        if deleted < PURGE_BATCH:  # (a batch with a task kept back ends the call's loop too)
+            break
+    with rt.pool.connection() as conn:
+        report.batches = conn.execute(_DUE_BATCHES, {"limit": PURGE_BATCH}).rowcount
+        report.messages = _purge_messages(conn)
+        report.idempotency_keys = conn.execute(
+            f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL}'"
+        ).rowcount
+        report.sessions = conn.execute(
+            "DELETE FROM user_sessions WHERE expires_at < now()"
+        ).rowcount
+    metrics.TASKS_PURGED.inc(report.tasks)
+    if report != PurgeReport():
+        log.info("retention: deleted %s", report)
+    return report
+
+
+def _purge_tasks(conn: Conn) -> int:
+    """Delete one batch of due tasks; how many it deleted."""
+    due = [row["id"] for row in conn.execute(_DUE_TASKS, {"limit": PURGE_BATCH}).fetchall()]
+    if not due:
+        return 0
+    # A message a dispatcher is sending now keeps its task until the attempt is written (it
+    # refers to the message). Locking the messages first means none is claimed meanwhile.
+    busy = {
+        row["task_id"]
+        for row in conn.execute(
+            "SELECT task_id, locked_until > now() AS sending FROM webhook_messages"
+            " WHERE task_id = ANY(%s) FOR UPDATE",
+            (due,),
+        ).fetchall()
+        if row["sending"]
+    }
+    ids = [task_id for task_id in due if task_id not in busy]
+    for statement in _TASK_PARTS:
+        conn.execute(statement, {"ids": ids})
+    return len(ids)
+
+
+def _purge_messages(conn: Conn) -> int:
+    ids = [row["id"] for row in conn.execute(_DUE_MESSAGES, {"limit": PURGE_BATCH}).fetchall()]
+    if not ids:
+        return 0
+    conn.execute("DELETE FROM webhook_attempts WHERE message_id = ANY(%s)", (ids,))
+    return conn.execute("DELETE FROM webhook_messages WHERE id = ANY(%s)", (ids,)).rowcount

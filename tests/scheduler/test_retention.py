@@ -1,0 +1,248 @@
+"""Data retention (shared.retention, run by the scheduler): a task that ended more than its
+account's ``retention_days`` ago is gone for its clients, with its files, screenshots, steps,
+webhook messages and batch; what is still kept, or still running, is untouched.
+
+Tasks are made through the API and ended with the workers' own query; their end is then moved
+into the past, as the days would.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from shared import metrics, retention, users
+from shared import tasks as task_queries
+from shared.tasks import TaskStatus
+from shared.trajectories import record_step
+
+from .test_tick_cost import ELIGIBILITY, _rows_read
+
+PNG = b"\x89PNG\r\n\x1a\n-a payer page"
+
+
+def _task(client, account, **extra) -> int:
+    response = client.post("/tasks", json={**ELIGIBILITY, **extra}, headers=account.headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["id"]
+
+
+def _with_file(client, account) -> int:
+    response = client.post(
+        "/tasks",
+        data={"type": "submit_appeal", "files": (io.BytesIO(b"%PDF letter"), "letter.pdf"),
+              "data": "claim_number: CLM-1\nmember_id: W1\nreason: necessary"},
+        headers=account.headers,
+        content_type="multipart/form-data",
+    )  # fmt: skip
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["id"]
+
+
+def _end(runtime, account, task_id: int, days_ago: float, status=TaskStatus.COMPLETED) -> None:
+    """End the task with a screenshot in its trajectory, as if ``days_ago`` days ago."""
+    with runtime.pool.connection() as conn:
+        record_step(
+            conn, task_id=task_id, account_id=account.id, attempt=1, seq=1, name="login",
+            status="ok", message="", started_at=datetime.now(UTC), duration_ms=5, screenshot=PNG,
+        )  # fmt: skip
+        assert task_queries.finish_task(conn, task_id, status, "done")
+        conn.execute(
+            "UPDATE tasks SET completed_at = completed_at - make_interval(days => %(d)s),"
+            " failed_at = failed_at - make_interval(days => %(d)s),"
+            " canceled_at = canceled_at - make_interval(days => %(d)s) WHERE id = %(id)s",
+            {"d": days_ago, "id": task_id},
+        )
+
+
+def _count(runtime, sql: str, params=()) -> int:
+    with runtime.pool.connection() as conn:
+        return conn.execute(f"SELECT count(*) AS n FROM {sql}", params).fetchone()["n"]
+
+
+def _gone(client, account, task_id: int) -> bool:
+    return client.get(f"/tasks/{task_id}", headers=account.headers).status_code == 404
+
+
+def test_a_task_past_its_accounts_retention_is_deleted_with_all_it_holds(
+    client, runtime, make_account
+):
+    # given an account that keeps ended tasks 30 days, and one that keeps the default 90
+    clinic, other = make_account(), make_account()
+    put = client.put("/settings", json={"retention_days": 30}, headers=clinic.headers)
+    assert put.status_code == 200
+    # and, in the clinic: a task with a file and a screenshot that ended 40 days ago, one that
+    # failed 31 days ago, one that ended 10 days ago, and one still waiting for a worker
+    old, failed, recent, running = (
+        _with_file(client, clinic), _task(client, clinic), _task(client, clinic),
+        _task(client, clinic),
+    )  # fmt: skip
+    _end(runtime, clinic, old, 40)
+    _end(runtime, clinic, failed, 31, TaskStatus.FAILED)
+    _end(runtime, clinic, recent, 10)
+    with runtime.pool.connection() as conn:  # (the waiting one was sent a year ago)
+        conn.execute("UPDATE tasks SET created_at = now() - interval '1 year' WHERE id = %s",
+                     (running,))  # fmt: skip
+    # and, in the other account, a task that ended 40 days ago
+    theirs = _task(client, other)
+    _end(runtime, other, theirs, 40)
+    trajectory = client.get(f"/tasks/{old}/trajectory", headers=clinic.headers).get_json()
+    [shot] = [step["screenshot"]["url"] for step in trajectory["steps"]]
+    assert client.get(shot, headers=clinic.headers).status_code == 200
+    purged_before = metrics.TASKS_PURGED._value.get()
+
+    # when the scheduler applies the retention
+    report = retention.purge(runtime)
+
+    # then the two past the clinic's 30 days are gone for the clinic, screenshot included
+    assert report.tasks == 2
+    assert _gone(client, clinic, old) and _gone(client, clinic, failed)
+    assert client.get(f"/tasks/{old}/trajectory", headers=clinic.headers).status_code == 404
+    assert client.get(shot, headers=clinic.headers).status_code == 404
+    listed = client.get("/tasks", headers=clinic.headers).get_json()["data"]
+    assert sorted(t["id"] for t in listed) == sorted([recent, running])
+    # and nothing of theirs is left in any table
+    doomed = [old, failed]
+    for table in ("task_files", "artifacts", "trajectory_steps", "webhook_messages"):
+        assert _count(runtime, f"{table} WHERE task_id = ANY(%s)", (doomed,)) == 0, table
+    assert _count(runtime, "webhook_attempts") == 0
+    # and the recent, the running and the other account's task (kept 90 days) are all there
+    for account, task_id in ((clinic, recent), (clinic, running), (other, theirs)):
+        assert not _gone(client, account, task_id)
+    assert _count(runtime, "webhook_messages WHERE task_id = %s", (recent,)) == 1
+    assert metrics.TASKS_PURGED._value.get() - purged_before == 2
+
+    # and a second pass finds nothing more to do
+    assert retention.purge(runtime) == retention.PurgeReport()
+
+
+def test_a_batch_its_messages_stale_keys_and_sessions_go_too(client, runtime, account):
+    # given a batch of two tasks that ended 100 days ago
+    response = client.post(
+        "/tasks/batch", json={"tasks": [ELIGIBILITY, ELIGIBILITY]}, headers=account.headers
+    )
+    assert response.status_code == 200, response.get_json()
+    batch = response.get_json()
+    for task in batch["data"]:
+        _end(runtime, account, task["id"], 100)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE task_batches SET finished_at = finished_at - interval '100 days' WHERE id = %s",
+            (batch["batch_id"],),
+        )
+        # and a test message of no task, delivered 100 days ago
+        conn.execute(
+            "INSERT INTO webhook_messages (msg_id, account_id, event, payload, status,"
+            " created_at) VALUES ('msg_ping', %s, 'ping', '{}', 'delivered',"
+            " now() - interval '100 days')",
+            (account.id,),
+        )
+        # and an idempotency key two days old, one from now, and a console session that expired
+        conn.execute(
+            "INSERT INTO idempotency_keys (account_id, key, request_digest, response_status,"
+            " response_body, created_at) VALUES (%(a)s, 'old', 'd', 201, '{}', now() - interval"
+            " '2 days'), (%(a)s, 'new', 'd', 201, '{}', now())",
+            {"a": account.id},
+        )
+        token = users.invite_user(conn, account_id=account.id, email="op@clinic.test",
+                                  role="operator", ttl_s=3600)  # fmt: skip
+        user = users.accept_invite(conn, token, "correct horse battery")
+        users.start_session(conn, user.id, ttl_s=-1)
+    assert _count(runtime, "webhook_messages WHERE task_id IS NULL") >= 1
+
+    # when the scheduler applies the retention
+    report = retention.purge(runtime)
+
+    # then the batch is gone with its tasks, and the message; the fresh key stays
+    assert (report.tasks, report.batches) == (2, 1)
+    response = client.get(f"/batches/{batch['batch_id']}", headers=account.headers)
+    assert response.status_code == 404
+    assert _count(runtime, "webhook_messages") == 0
+    with runtime.pool.connection() as conn:
+        keys = conn.execute("SELECT key FROM idempotency_keys").fetchall()
+    assert [k["key"] for k in keys] == ["new"]
+    assert _count(runtime, "user_sessions") == 0
+    # and the audit log still says who created the batch
+    assert _count(runtime, "audit_log WHERE account_id = %s", (account.id,)) >= 1
+
+
+def test_a_purge_with_nothing_due_reads_the_accounts_not_the_tasks_they_keep(
+    client, runtime, account
+):
+    # given 20,000 tasks that ended yesterday (kept 90 days)
+    _task(client, account)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            """
+            INSERT INTO tasks (account_id, task_number, type, status, title, instructions, sop_id,
+                               data, completed_at)
+            SELECT %s, 1000 + g, 'check_eligibility', 'completed', 't', 'i',
+                   (SELECT min(id) FROM sops), 'x', now() - interval '1 day'
+              FROM generate_series(1, 20000) AS g
+            """,
+            (account.id,),
+        )
+        conn.execute("ANALYZE tasks")
+
+    # when the retention looks for tasks past their account's days
+    found: list[int] = []
+    read = _rows_read(runtime, lambda conn: found.extend(
+        row["id"] for row in conn.execute(retention._DUE_TASKS, {"limit": 500})
+    ))  # fmt: skip
+
+    # then there is none, and finding that out read none of the 20,000 (a scan of the table
+    # reads 20,001; the bound leaves room for index entries the tests before left dead)
+    assert found == []
+    assert read <= 300, read
+
+
+def test_a_lowered_retention_drains_over_transactions_of_a_bounded_size(client, runtime, account):
+    # given 1,200 tasks that ended 10 days ago, and the account lowering its retention to 7 days
+    _task(client, account)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            """
+            INSERT INTO tasks (account_id, task_number, type, status, title, instructions, sop_id,
+                               data, completed_at)
+            SELECT %s, 1000 + g, 'check_eligibility', 'completed', 't', 'i',
+                   (SELECT min(id) FROM sops), 'x', now() - interval '10 days'
+              FROM generate_series(1, 1200) AS g
+            """,
+            (account.id,),
+        )
+    put = client.put("/settings", json={"retention_days": 7}, headers=account.headers)
+    assert put.status_code == 200
+
+    # when the scheduler applies the retention while another transaction holds one of them
+    with runtime.pool.connection() as held:
+        held.execute("SELECT id FROM tasks WHERE task_number = 1001 FOR UPDATE")
+        report = retention.purge(runtime)
+        held.rollback()
+
+    # then every other one is deleted, in three transactions, and the held one waits for the next
+    assert report.tasks == 1199
+    assert _count(runtime, "tasks WHERE account_id = %s", (account.id,)) == 2
+    assert retention.purge(runtime).tasks == 1
+    assert _count(runtime, "tasks WHERE status = 'completed'") == 0
+
+
+def test_a_task_whose_webhook_is_being_delivered_waits_for_the_attempt(client, runtime, account):
+    # given a task that ended 100 days ago whose task_finished message a dispatcher is sending
+    task_id = _task(client, account)
+    _end(runtime, account, task_id, 100)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_messages SET locked_until = now() + interval '1 minute'"
+            " WHERE task_id = %s",
+            (task_id,),
+        )
+
+    # when the retention runs, the task stays until the attempt is over, then it goes
+    assert retention.purge(runtime).tasks == 0
+    assert not _gone(client, account, task_id)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_messages SET locked_until = NULL WHERE task_id = %s", (task_id,)
+        )
+    assert retention.purge(runtime).tasks == 1
+    assert _gone(client, account, task_id)
