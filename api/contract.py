@@ -443,6 +443,12 @@ class AuditPageSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
+class RetriedTaskSchema(TaskSchema):
+    retry_of = fields.Integer(
+        required=True, metadata={"description": "the task this one sends again"}
+    )
+
+
 class AccountSettingsSchema(Schema):
     review_required_types = fields.List(
         fields.String(),

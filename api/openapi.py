@@ -71,6 +71,7 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "FieldError": contract.FieldErrorSchema,
     "Error": contract.ErrorSchema,
     "Task": contract.TaskSchema,
+    "RetriedTask": contract.RetriedTaskSchema,
     "TaskPage": contract.TaskPageSchema,
     "TaskBatch": contract.TaskBatchSchema,
     "Batch": contract.BatchSchema,
@@ -297,6 +298,15 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "tasks.cancel_task": _op(
         "Cancel a task: a queued one ends at once, a running one at its next step", "tasks",
         {200: _ok("Task", "Canceled"), 202: _ok("Task", "Cancellation requested")}, (404, 409),
+    ),
+    "tasks.retry_task": _op(
+        "Send an ended task (failed, canceled or completed_with_issues) again as a new task:"
+        " its type, data and files, under today's SOP; never one whose run reached a submit"
+        " step (409 may_have_submitted); honours Idempotency-Key", "tasks",
+        {200: _ok("RetriedTask", "The new task (or the replayed answer of its Idempotency-Key)")},
+        (404, 409, 422),
+        params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
+                 "description": "for 24 hours, the same key replays the first answer"}],
     ),
     "tasks.give_input": _op(
         "Give a waiting task the one-time code it asked for", "tasks",

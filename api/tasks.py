@@ -30,7 +30,7 @@ from api.errors import ApiError, NotFound, ValidationFailed, field_errors
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import audit, batches, logs, metrics, review
+from shared import audit, batches, logs, metrics, retries, review
 from shared import tasks as task_queries
 from shared.celery import send_run_tasks
 from shared.crypto import encrypt_json, keyed_digest
@@ -290,6 +290,7 @@ def _store(
     began: bool,
     batch: bool = False,
     entry: dict[str, Any] | None = None,
+    retry_of: int | None = None,
 ) -> dict[str, Any]:
     """The durable part of a creation, in one round trip (two with an Idempotency-Key); the
     answer: the created task, or for a ``batch`` ``{"batch_id": ..., "data": [the tasks]}``.
@@ -301,9 +302,10 @@ def _store(
     durably: PostgreSQL flushes the WAL in order, so that commit makes the task durable too, and
     the client's 200 follows a durable commit of both.
 
-    A batch, a creation with an Idempotency-Key, or one for which :func:`_read_checks` began a
-    transaction (``began``) runs the same INSERTs in a pipeline of our own: the idempotency
-    record (the answer) commits with the tasks, then the audit entry commits durably. (A call
+    A batch, a retry (``retry_of``, linked in the same transaction), a creation with an
+    Idempotency-Key, or one for which :func:`_read_checks` began a transaction (``began``) runs
+    the same INSERTs in a pipeline of our own: the idempotency record (the answer) commits with
+    the tasks, then the audit entry commits durably. (A call
     the audit log does not record goes this way too; its tasks' commit is the durable one.)
     Either way the audit entry's detail names what was created (``task_id``, or ``batch_id``
     and ``task_ids``).
@@ -315,10 +317,12 @@ def _store(
     requests are no API calls, passes one naming the person).
     """
     entry = entry or api_call_entry(200)
-    if not batch and key is None and not began and entry is not None:
+    if not batch and key is None and not began and entry is not None and retry_of is None:
         answer = task_json(task_queries.create_task(conn, news[0], entry))
     else:
-        answer = _store_in_pipeline(conn, news, key, digest, began=began, entry=entry, batch=batch)
+        answer = _store_in_pipeline(
+            conn, news, key, digest, began=began, entry=entry, batch=batch, retry_of=retry_of
+        )
     if entry is not None:
         recorded_by_handler()
     for new in news:
@@ -337,9 +341,10 @@ def _store_in_pipeline(
     began: bool,
     entry: dict | None,
     batch: bool,
+    retry_of: int | None,
 ) -> dict[str, Any]:
-    """:func:`_store` for a batch, with an Idempotency-Key or inside the transaction the reads
-    began.
+    """:func:`_store` for a batch, a retry, with an Idempotency-Key or inside the transaction
+    the reads began.
 
     Two transactions sent on a connection outside psycopg's transaction handling: the tasks with
     their files, a batch's row and members (:mod:`shared.batches`) and the idempotency record
@@ -357,12 +362,16 @@ def _store_in_pipeline(
             relax_commit(conn)
         group = batches.send_new_batch(conn, news[0].account_id, len(news)) if batch else None
         rows = task_queries.insert_tasks(conn, news)
-        # The created tasks, read here (a round trip) when the batch's members, the key's stored
-        # answer or the audit entry need them.
-        answer = _answer(rows, group) if key or entry is not None or group else None
+        # The created tasks, read here (a round trip) when the batch's members, the retry's
+        # link, the key's stored answer or the audit entry need them.
+        needed = key or entry is not None or group or retry_of is not None
+        answer = _answer(rows, group) if needed else None
         if group is not None:
             assert answer is not None
             batches.send_members(conn, answer["batch_id"], _task_ids(answer))
+        if retry_of is not None:
+            assert answer is not None
+            retries.send_link(conn, answer["id"], retry_of)
         if key:
             conn.execute(
                 "INSERT INTO idempotency_keys"
@@ -536,6 +545,41 @@ def read_batch(batch_id: int):
     if found is None:
         raise NotFound("batch")
     return jsonify(found)
+
+
+@bp.post("/tasks/<int:task_id>/retry")
+def retry_task(task_id: int):
+    """Send an ended task again as a new task; the new task, with ``retry_of``."""
+    answer, status = retry(task_id, _idempotency_key())
+    return jsonify(answer), status
+
+
+def retry(
+    task_id: int, key: str | None, entry: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Create the task that sends the account's task ``task_id`` again (:mod:`shared.retries`):
+    an ordinary creation, validated against today's SOP, linked to the task it retries. For the
+    API's handler and the console's "Send again", which passes its own audit ``entry``."""
+    with runtime().pool.connection() as conn:
+        try:
+            again = retries.retry_request(conn, runtime().fernet, task_id, account_id())
+        except LookupError:
+            raise NotFound("task") from None
+        except retries.NotRetryable as err:
+            raise ApiError(409, err.code, err.message) from err
+    body = {"type": again.task_type, "data": again.data}
+    digests = _request_digests({**body, "retry_of": task_id}, again.files)
+    describe_call(retry_of=task_id)
+
+    def create(conn: Conn, _attempt: int):
+        checks = _read_checks(conn, [again.task_type], key, digests)
+        if not isinstance(checks, dict):
+            return checks  # the answer stored with the Idempotency-Key
+        new = _validated(_usable(checks[again.task_type]), body, again.files)
+        return _store(conn, [new], key, digests[0], began=True, entry=entry, retry_of=task_id)
+
+    answer, status = _create(create, [again.task_type], key, digests)
+    return {**answer, "retry_of": task_id}, status
 
 
 def _idempotency_key() -> str | None:

@@ -139,6 +139,10 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         "approve or reject a task that is pending_review",
         lambda api, a: api.review_task(a.id, a.decision, note=a.note, reviewer=a.reviewer), None,
     ),
+    ("tasks", "retry"): (
+        "send a failed, canceled or completed_with_issues task again as a new task",
+        lambda api, a: api.retry_task(a.id), None,
+    ),
     ("tasks", "wait"): (
         "wait until a task is final", lambda api, a: api.wait(a.id, timeout=a.timeout), None
     ),

@@ -183,6 +183,7 @@ NOTICES = {
     "unchanged": "Same text as the active version: nothing was stored.",
     "portal_saved": "Portal saved.",
     "batch_created": "Tasks created: they start as workers take them, and this page follows them.",
+    "retried": "Sent again as this new task: it starts as a worker takes it.",
 }
 
 

@@ -1,5 +1,5 @@
-"""Tasks: the list with filters, a task's page with its live trajectory, the MFA code form and
-the human review form."""
+"""Tasks: the list with filters, a task's page with its live trajectory, the MFA code form,
+the human review form and "Send again"."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 from flask import Response, abort, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
-from api.console import bp, current, record, requires
+from api.console import audit_entry, bp, current, record, requires
+from api.errors import ApiError
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
-from api.tasks import InputSchema
-from shared import batches
+from api.tasks import InputSchema, retry
+from shared import batches, retries
 from shared import tasks as task_queries
 from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
@@ -95,18 +96,35 @@ def _task_or_404(task_id: int) -> tuple[dict[str, Any], list[dict]]:
 
 def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
     task, steps = _task_or_404(task_id)
+    final = task["status"] in FINAL_STATUSES
+    not_again = None
+    if final:  # (a page stops polling once final: this is read once per page)
+        with runtime().pool.connection() as conn:
+            not_again = retries.refusal(conn, task_id, current().user.account_id)
     return {
-        "task": task, "steps": steps, "final": task["status"] in FINAL_STATUSES,
-        "input_error": None, "review_error": None, "cancel_error": None, **extra,
+        "task": task, "steps": steps, "final": final,
+        "input_error": None, "review_error": None, "cancel_error": None, "retry_error": None,
+        # "Send again": offered for a task that can be; a submitted one says why it is not.
+        "retryable": final and not_again is None,
+        "submitted": not_again.message if not_again and not_again.code == "may_have_submitted"
+        else None,
+        **extra,
     }  # fmt: skip
+
+
+def _page(task_id: int, status: int = 200, **extra: Any):
+    """The task's whole page: the live part, its batch and the tasks it retries or that
+    retry it."""
+    context = _live_context(task_id, **extra)
+    with runtime().pool.connection() as conn:
+        batch = batches.batch_of(conn, task_id)
+        links = retries.links(conn, task_id)
+    return render_template("console/task.html", batch=batch, links=links, **context), status
 
 
 @bp.get("/tasks/<int:task_id>")
 def task(task_id: int):
-    context = _live_context(task_id)
-    with runtime().pool.connection() as conn:
-        batch = batches.batch_of(conn, task_id)
-    return render_template("console/task.html", batch=batch, **context)
+    return _page(task_id)
 
 
 @bp.get("/tasks/<int:task_id>/live")
@@ -127,8 +145,7 @@ def artifact(artifact_id: int):
 
 
 def _again(task_id: int, status: int, **errors: str):
-    page = render_template("console/task.html", **_live_context(task_id, **errors))
-    return page, status
+    return _page(task_id, status, **errors)
 
 
 @bp.post("/tasks/<int:task_id>/input")
@@ -197,3 +214,23 @@ def task_review(task_id: int):
     if decision == "approve":  # committed: send it to the workers now, not at the next tick
         task_queries.send_now(runtime(), task_id)
     return redirect(url_for("console.task", task_id=task_id, notice="reviewed"), 303)
+
+
+@bp.post("/tasks/<int:task_id>/retry")
+@requires(Role.OPERATOR)
+def task_retry(task_id: int):
+    """Send the task again, through the same function as ``POST /tasks/{id}/retry``. The
+    Idempotency-Key is the task's and the number of times the page saw it sent again: pressed
+    twice, or on two such pages, it sends once and shows the task it created; pressed on the
+    page after that task failed too, it sends once more."""
+    seen = request.form.get("retries", "0")
+    if not (seen.isdigit() and len(seen) <= 6):
+        abort(400, "retries must be a number.")
+    entry = audit_entry("task.retry", f"task:{task_id}")
+    try:
+        answer, _status = retry(task_id, f"console-retry-{task_id}-{seen}", entry)
+    except ApiError as err:
+        if err.status == 404:
+            abort(404, "No such task.")
+        return _again(task_id, err.status, retry_error=err.message)
+    return redirect(url_for("console.task", task_id=answer["id"], notice="retried"), 303)

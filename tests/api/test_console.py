@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from api import create_app
+from api.openapi import TASK_EXAMPLES
 from shared import portals, users
+from shared import tasks as task_queries
 from shared.sop.library import builtin_sop_text
 from shared.sop.profile import builtin_profile_text
+from shared.tasks import TaskStatus
 
 PASSWORD = "correct horse battery"
 CLI = str(Path(sys.executable).parent / "understudy")
@@ -535,6 +538,66 @@ def test_an_operator_cancels_a_queued_task_once(runtime, app, client, account):
     again = operator.post(path, data={"csrf_token": page_token(operator)})
     assert again.status_code == 409 and "already ended as canceled" in again.text
     assert ("task.cancel", f"task:{task_id}") in {
+        (r["action"], r["target"]) for r in audit_rows(runtime)
+    }
+
+
+def test_an_operator_sends_a_failed_task_again_once_and_the_pages_link_both(
+    runtime, app, client, account
+):
+    # given a check that failed, and a claim whose run reached its submit step
+    make_user(runtime, account.id, "o@c.test", "operator")
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    failed, submitted = (
+        client.post("/tasks", headers=account.headers,
+                    json={"type": task_type, "data": TASK_EXAMPLES[task_type]}).json["id"]
+        for task_type in ("check_eligibility", "submit_claim")
+    )  # fmt: skip
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET irreversible_step = 'Submit claim', irreversible_at = now()"
+            " WHERE id = %s",
+            (submitted,),
+        )
+        for task_id in (failed, submitted):
+            task_queries.finish_task(conn, task_id, TaskStatus.FAILED, "Portal error: timed out")
+    viewer, operator = app.test_client(), app.test_client()
+    sign_in(viewer, "v@c.test")
+    sign_in(operator, "o@c.test")
+    # then the operator is offered "Send again" for the check only, and a viewer for neither
+    assert "retry-form" in operator.get(f"/console/tasks/{failed}").text
+    page = operator.get(f"/console/tasks/{submitted}").text
+    assert "retry-form" not in page and "ran its submit step" in page
+    assert "retry-form" not in viewer.get(f"/console/tasks/{failed}").text
+    path = f"/console/tasks/{failed}/retry"
+    assert viewer.post(path, data={"csrf_token": page_token(viewer)}).status_code == 403
+
+    # when the operator sends it again, twice from the same page
+    form = {"csrf_token": page_token(operator), "retries": "0"}
+    sent = [operator.post(path, data=form) for _ in range(2)]
+
+    # then both land on the one new task, whose page says so and links back
+    assert {r.status_code for r in sent} == {303}
+    assert sent[0].headers["Location"] == sent[1].headers["Location"]
+    new_page = operator.get(sent[0].headers["Location"])
+    assert "Sent again as this new task" in new_page.text
+    new_id = int(re.search(r"/console/tasks/(\d+)", sent[0].headers["Location"]).group(1))
+    assert f'id="task-retry-of">Task {failed}<' in new_page.text
+    old_page = operator.get(f"/console/tasks/{failed}").text
+    assert f"/console/tasks/{new_id}" in old_page
+    # and once that one failed too, the old page (which now counts one) sends it once more
+    assert 'name="retries" value="1"' in old_page
+    with runtime.pool.connection() as conn:
+        task_queries.finish_task(conn, new_id, TaskStatus.FAILED, "Portal error: timed out")
+    third = operator.post(path, data={"csrf_token": form_token(old_page), "retries": "1"})
+    assert third.status_code == 303 and third.headers["Location"] != sent[0].headers["Location"]
+    listed = client.get("/tasks", headers=account.headers).json["data"]
+    assert len(listed) == 4  # the two, and the two sent again
+    # and the submitted claim is refused with the reason, and the action is audited
+    refused = operator.post(f"/console/tasks/{submitted}/retry",
+                            data={"csrf_token": page_token(operator)})  # fmt: skip
+    assert refused.status_code == 409 and "payer may have it" in refused.text
+    assert ("task.retry", f"task:{failed}") in {
         (r["action"], r["target"]) for r in audit_rows(runtime)
     }
 

@@ -182,6 +182,8 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     check("/tasks/{task_id}/input", "post", response, 422)
     response = client.post(f"{task}/review", json={"decision": "approve"}, headers=account.headers)
     check("/tasks/{task_id}/review", "post", response, 409)
+    check("/tasks/{task_id}/retry", "post",
+          client.post(f"{task}/retry", headers=account.headers), 409)  # fmt: skip
     assert client.post(f"{task}/cancel", headers=account.headers).status_code == 200
     check("/tasks/{task_id}/cancel", "post",
           client.post(f"{task}/cancel", headers=account.headers), 409)  # fmt: skip
@@ -219,6 +221,11 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         check(path, "delete", response, 422)
     check("/portals/{name}", "delete", client.delete("/portals/sandbox", headers=account.headers),
           422)  # fmt: skip
+
+    # the canceled task sent again once its portal's login is gone
+    assert client.delete("/credentials/sandbox", headers=account.headers).status_code == 204
+    check("/tasks/{task_id}/retry", "post",
+          client.post(f"{task}/retry", headers=account.headers), 422)  # fmt: skip
 
     # Every 4xx that a generic probe can reach was reached; the rest are listed here on purpose.
     declared = {

@@ -1,9 +1,11 @@
-"""`understudy tasks review` and `understudy settings` (through the Python client) against the
-real API on a loopback port."""
+"""`understudy tasks review`, `tasks retry` and `understudy settings` (through the Python
+client) against the real API on a loopback port."""
 
 from __future__ import annotations
 
 from cli.main import main
+from shared import tasks as task_queries
+from shared.tasks import TaskStatus
 from tests.api.test_review_api import _paused_task
 from tests.cli.test_remote_commands import _json, remote  # noqa: F401 - a fixture
 
@@ -37,3 +39,19 @@ def test_settings_set_changes_only_what_it_names(remote, capsys):  # noqa: F811
     # and a retention out of range names its field and exits 1
     assert main(["settings", "set", "--retention-days", "0"]) == 1
     assert "retention_days: must be a number of days from 1 to 3650" in capsys.readouterr().err
+
+
+def test_tasks_retry_sends_a_failed_task_again(remote, runtime, capsys):  # noqa: F811
+    # given a check that failed
+    created = _json(capsys, "tasks", "create", "check_eligibility", "--data",
+                    "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15")  # fmt: skip
+    with runtime.pool.connection() as conn:
+        assert task_queries.finish_task(conn, created["id"], TaskStatus.FAILED, "timed out")
+
+    # when it is sent again from the command line
+    again = _json(capsys, "tasks", "retry", str(created["id"]))
+
+    # then a new task with the same data names the old one; sending the new one again is refused
+    assert again["retry_of"] == created["id"] and again["data"] == created["data"]
+    assert main(["tasks", "retry", str(again["id"])]) == 1
+    assert "not_retryable" in capsys.readouterr().err

@@ -29,6 +29,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_tasks": ("GET", "/tasks"),
     "read_task": ("GET", "/tasks/{task_id}"),
     "cancel_task": ("POST", "/tasks/{task_id}/cancel"),
+    "retry_task": ("POST", "/tasks/{task_id}/retry"),
     "give_input": ("POST", "/tasks/{task_id}/input"),
     "review_task": ("POST", "/tasks/{task_id}/review"),
     "get_settings": ("GET", "/settings"),
@@ -288,6 +289,12 @@ class Understudy:
 
     def cancel_task(self, task_id: int) -> Task:
         return self.request("cancel_task", path_params={"task_id": task_id})
+
+    def retry_task(self, task_id: int, *, idempotency_key: str | None = None) -> Task:
+        """Send a task that ended failed, canceled or completed_with_issues again, as a new
+        task (its ``retry_of`` names this one). An Idempotency-Key is made unless given."""
+        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        return self.request("retry_task", path_params={"task_id": task_id}, headers=headers)
 
     def give_input(self, task_id: int, code: str) -> Task:
         """The one-time code a task ``waiting_for_input`` asked for."""
