@@ -55,6 +55,24 @@ def _end(runtime, account, task_id: int, days_ago: float, status=TaskStatus.COMP
         )
 
 
+def _ended_long_ago(client, runtime, account, count: int, *, days: int) -> None:
+    """One task made through the API (its SOP row), and ``count`` more that ended ``days`` ago,
+    numbered from 1001."""
+    _task(client, account)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            """
+            INSERT INTO tasks (account_id, task_number, type, status, title, instructions, sop_id,
+                               data, completed_at)
+            SELECT %(account)s, 1000 + g, 'check_eligibility', 'completed', 't', 'i',
+                   (SELECT min(id) FROM sops), 'x', now() - make_interval(days => %(days)s)
+              FROM generate_series(1, %(count)s) AS g
+            """,
+            {"account": account.id, "count": count, "days": days},
+        )
+        conn.execute("ANALYZE tasks")
+
+
 def _count(runtime, sql: str, params=()) -> int:
     with runtime.pool.connection() as conn:
         return conn.execute(f"SELECT count(*) AS n FROM {sql}", params).fetchone()["n"]
@@ -170,19 +188,7 @@ def test_a_purge_with_nothing_due_reads_the_accounts_not_the_tasks_they_keep(
     client, runtime, account
 ):
     # given 20,000 tasks that ended yesterday (kept 90 days)
-    _task(client, account)
-    with runtime.pool.connection() as conn:
-        conn.execute(
-            """
-            INSERT INTO tasks (account_id, task_number, type, status, title, instructions, sop_id,
-                               data, completed_at)
-            SELECT %s, 1000 + g, 'check_eligibility', 'completed', 't', 'i',
-                   (SELECT min(id) FROM sops), 'x', now() - interval '1 day'
-              FROM generate_series(1, 20000) AS g
-            """,
-            (account.id,),
-        )
-        conn.execute("ANALYZE tasks")
+    _ended_long_ago(client, runtime, account, 20_000, days=1)
 
     # when the retention looks for tasks past their account's days
     found: list[int] = []
@@ -198,18 +204,7 @@ def test_a_purge_with_nothing_due_reads_the_accounts_not_the_tasks_they_keep(
 
 def test_a_lowered_retention_drains_over_transactions_of_a_bounded_size(client, runtime, account):
     # given 1,200 tasks that ended 10 days ago, and the account lowering its retention to 7 days
-    _task(client, account)
-    with runtime.pool.connection() as conn:
-        conn.execute(
-            """
-            INSERT INTO tasks (account_id, task_number, type, status, title, instructions, sop_id,
-                               data, completed_at)
-            SELECT %s, 1000 + g, 'check_eligibility', 'completed', 't', 'i',
-                   (SELECT min(id) FROM sops), 'x', now() - interval '10 days'
-              FROM generate_series(1, 1200) AS g
-            """,
-            (account.id,),
-        )
+    _ended_long_ago(client, runtime, account, 1_200, days=10)
     put = client.put("/settings", json={"retention_days": 7}, headers=account.headers)
     assert put.status_code == 200
 
