@@ -28,13 +28,25 @@ __all__ = [
 
 
 def _dev_key(run_dir: Path) -> str:
-    """A key kept in run_dir, made on first use, for the embedded stack only."""
+    """A key kept in run_dir, made on first use, for the embedded stack only.
+
+    The processes of a first `make run` all start at once on a new run dir: each writes a key
+    of its own aside, then links it into place, which only the first link does. Every process
+    then reads that one key, and none reads a key half written.
+    """
     path = run_dir / "encryption.key"
     if not path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        aside = run_dir / f".encryption.key.{os.getpid()}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(Fernet.generate_key().decode())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process's key landed first: it is the one
+        finally:
+            aside.unlink()
     return path.read_text().strip()
 
 
