@@ -113,13 +113,14 @@ def test_a_task_signs_in_then_runs_the_prelude_then_its_steps(driver, portal, re
     outcome = _run(driver, ADD_STAFF, STAFF, base_url, recorder=recorder)
     assert outcome.status == "completed"
     names = [step.name for step in recorder.steps]
-    assert names[:7] == [
+    assert names[:8] == [
         "Sign in to Sandbox Payer Portal",
         "p1. Go to /dashboard",
         "p2. See which payer the session has",
         "p3. Choose the payer unless it is chosen already",
         "p3.1. Choose the payer",
         'p3.2. Click button "Continue"',
+        "p3.3. See the payer chosen",
         "1. Go to /staff/new",
     ]
     # the announcement modal the profile names was closed right after signing in
@@ -271,7 +272,7 @@ def test_an_accounts_own_profile_is_used_by_its_next_task(
 ):
     # given an account whose sandbox profile chooses another payer in its prelude
     text = builtin_profile_text("sandbox").replace(
-        "option: \"{{ payer or 'Sandbox Health' }}\"", "option: Acme Mutual"
+        "payer or 'Sandbox Health'", "payer or 'Acme Mutual'"
     )
     stored = client.put(
         "/portals/sandbox/profile",
