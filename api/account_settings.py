@@ -89,8 +89,15 @@ def get_settings():
 def put_settings():
     """Set the settings the body names (the task types whose tasks need a person's approval,
     how long ended tasks are kept); the others stay as they were."""
-    body = validated(SettingsSchema(), json_body(), "settings")
     with runtime().pool.connection() as conn:
-        if "review_required_types" in body:
-            _check_types(conn, body["review_required_types"])
-        return jsonify(update_account_settings(conn, account_id(), body))
+        return jsonify(apply_settings(conn, json_body()))
+
+
+def apply_settings(conn: Conn, body: dict[str, Any]) -> dict[str, Any]:
+    """Check ``body`` and set the settings it names, in the caller's transaction; the settings
+    as stored. 422 (:class:`ValidationFailed`) naming each problem. For ``PUT /settings`` and
+    the console's settings page."""
+    changes = validated(SettingsSchema(), body, "settings")
+    if "review_required_types" in changes:
+        _check_types(conn, changes["review_required_types"])
+    return update_account_settings(conn, account_id(), changes)

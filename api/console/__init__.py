@@ -66,7 +66,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def init_app(app: Flask) -> None:
     """Register the console's pages (importing each module adds its routes to the blueprint)."""
-    from api.console import audit_log, batches, sessions, sops, tasks, users, webhooks  # noqa: F401
+    from api.console import (  # noqa: F401
+        audit_log,
+        batches,
+        sessions,
+        settings,
+        sops,
+        tasks,
+        users,
+        webhooks,
+    )
 
     app.register_blueprint(bp)
 
@@ -184,6 +193,7 @@ NOTICES = {
     "portal_saved": "Portal saved.",
     "batch_created": "Tasks created: they start as workers take them, and this page follows them.",
     "retried": "Sent again as this new task: it starts as a worker takes it.",
+    "settings_saved": "Settings saved.",
 }
 
 

@@ -664,3 +664,39 @@ def test_a_portal_profile_is_edited_with_line_numbers_then_saved_diffed_and_audi
     assert browser.get("/console/portals/nowhere/profile").status_code == 404
     audited = [(r["action"], r["target"]) for r in audit_rows(runtime)]
     assert audited.count(("portal.profile.save", "portal:sandbox")) == 1
+
+
+def test_an_admin_sets_retention_and_review_from_the_settings_page(runtime, app, client, account):
+    make_user(runtime, account.id, "a@c.test", "admin")
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    admin, viewer = app.test_client(), app.test_client()
+    sign_in(admin, "a@c.test")
+    sign_in(viewer, "v@c.test")
+    # given the page: the default retention, and only the types with a point to pause offered
+    page = admin.get("/console/settings").text
+    assert 'name="retention_days" min="1" max="3650" required\n           value="90"' in page
+    assert 'value="submit_claim"' in page and 'value="check_eligibility"' not in page
+
+    # when the admin keeps tasks 30 days and requires review for claims
+    form = {"csrf_token": form_token(page), "retention_days": "30",
+            "review_required_types": ["submit_claim"]}  # fmt: skip
+    saved = admin.post("/console/settings", data=form)
+
+    # then the API sees both, and the change is audited
+    assert saved.status_code == 303
+    assert "Settings saved." in admin.get(saved.headers["Location"]).text
+    assert client.get("/settings", headers=account.headers).json == {
+        "retention_days": 30, "review_required_types": ["submit_claim"],
+    }  # fmt: skip
+    assert ("settings.save", "settings") in {
+        (r["action"], r["target"]) for r in audit_rows(runtime)
+    }
+    # and a retention out of range is refused, saying why, with nothing saved
+    refused = admin.post("/console/settings", data={**form, "retention_days": "0"})
+    assert refused.status_code == 422
+    assert "retention_days: must be a number of days from 1 to 3650" in refused.text
+    assert client.get("/settings", headers=account.headers).json["retention_days"] == 30
+    # and a viewer reads the page but cannot save it
+    assert "disabled" in viewer.get("/console/settings").text
+    denied = viewer.post("/console/settings", data={**form, "csrf_token": page_token(viewer)})
+    assert denied.status_code == 403

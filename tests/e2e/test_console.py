@@ -399,6 +399,9 @@ def test_the_portal_profile_editor_names_the_line_of_an_error_then_saves(
     account = make_account()
     make_user(runtime, account.id, "ada@clinic.test", "admin")
     console.sign_in("ada@clinic.test")
+    console.open("/settings")  # (the settings page, for docs/console.md)
+    assert console.find("input[name=retention_days]").get_attribute("value") == "90"
+    console.shot("settings")
     console.open("/portals")
     console.find('#portal-list a[href$="/portals/sandbox/profile"]').click()
     console.find("#edit-profile").click()

@@ -1,0 +1,60 @@
+"""The account's settings (admins change them, everyone reads them): the task types a person
+approves before the agent submits, and how many days ended tasks are kept. The same checks as
+``PUT /settings`` (:func:`api.account_settings.apply_settings`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request, url_for
+
+from api.account_settings import apply_settings
+from api.console import bp, current, record, requires
+from api.errors import ValidationFailed, field_errors
+from api.runtime import runtime
+from shared import review
+from shared.accounts import account_settings
+from shared.retention import MAX_RETENTION_DAYS
+from shared.sop import store as sop_store
+from shared.sop.task_types import TASK_TYPES
+from shared.users import Role
+
+
+def _reviewable_types(conn: Any, account: int) -> list[str]:
+    """The types the account can require review for: those whose SOP has a point to pause."""
+    types = [*TASK_TYPES, *sop_store.custom_types(conn, account)]
+    return [t for t in types if review.review_point(sop_store.active_sop(conn, account, t).sop)]
+
+
+def _page(status: int = 200, *, shown: dict[str, Any] | None = None, problems=None):
+    account = current().user.account_id
+    with runtime().pool.connection() as conn:
+        stored = account_settings(conn, account)
+        reviewable = _reviewable_types(conn, account)
+    page = render_template(
+        "console/settings.html", settings=shown or stored, reviewable=reviewable,
+        max_days=MAX_RETENTION_DAYS, problems=problems or [],
+    )  # fmt: skip
+    return page, status
+
+
+@bp.get("/settings")
+def settings_page():
+    return _page()
+
+
+@bp.post("/settings")
+@requires(Role.ADMIN)
+def settings_save():
+    days = request.form.get("retention_days", "").strip()
+    body: dict[str, Any] = {
+        "review_required_types": request.form.getlist("review_required_types"),
+        "retention_days": int(days) if days.isdigit() and len(days) <= 6 else days,
+    }
+    try:
+        with runtime().pool.connection() as conn:
+            stored = apply_settings(conn, body)
+            record(conn, "settings.save", "settings", stored)
+    except ValidationFailed as err:
+        return _page(422, shown=body, problems=field_errors(err.details))
+    return redirect(url_for("console.settings_page", notice="settings_saved"), 303)
