@@ -226,6 +226,9 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         lambda api, a: {"count": api.recover_webhook_messages(a.since, a.until)}, None,
     ),
     ("webhooks", "test"): ("queue a ping", lambda api, a: api.test_webhook_endpoint(), None),
+    ("webhooks", "rotate-secret"): (
+        "a new signing secret (shown once)", lambda api, a: api.rotate_webhook_secret(), None
+    ),
     ("settings", "get"): (
         "the account's settings: review_required_types, retention_days",
         lambda api, a: api.get_settings(), None,
@@ -235,9 +238,6 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         lambda api, a: api.update_settings(
             review_required_types=a.review_types, retention_days=a.retention_days
         ), None,
-    ),
-    ("webhooks", "rotate-secret"): (
-        "a new signing secret (shown once)", lambda api, a: api.rotate_webhook_secret(), None
     ),
 }  # fmt: skip
 
@@ -324,7 +324,7 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
         )
         parser.add_argument(
             "--review-types",
-            type=lambda text: [t for t in text.split(",") if t.strip()],
+            type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
             help="comma-separated task types a person approves ('' for none)",
         )
 

@@ -32,7 +32,7 @@ def test_settings_set_changes_only_what_it_names(remote, capsys):  # noqa: F811
 
     # when the retention is set, then the review types
     assert _json(capsys, "settings", "set", "--retention-days", "30")["retention_days"] == 30
-    settings = _json(capsys, "settings", "set", "--review-types", "submit_claim")
+    settings = _json(capsys, "settings", "set", "--review-types", "submit_claim, ")
 
     # then each call changed its own setting only
     assert settings == {"retention_days": 30, "review_required_types": ["submit_claim"]}
