@@ -56,6 +56,17 @@ class SettingsSchema(Schema):
             )
 
 
+def _pauses(conn: Conn, task_type: str) -> bool:
+    """Whether the account's SOP of the type has a point a review would pause at."""
+    return review.review_point(sop_store.active_sop(conn, account_id(), task_type).sop) is not None
+
+
+def reviewable_types(conn: Conn) -> list[str]:
+    """The types the account can require review for (the console offers these)."""
+    types = [*TASK_TYPES, *sop_store.custom_types(conn, account_id())]
+    return [task_type for task_type in types if _pauses(conn, task_type)]
+
+
 def _check_types(conn: Conn, task_types: list[str]) -> None:
     """422 for a type the account cannot use, or one whose SOP has nothing to review."""
     problems = []
@@ -66,8 +77,7 @@ def _check_types(conn: Conn, task_types: list[str]) -> None:
         ):
             problems.append({"field": field, "message": f"unknown task type {task_type!r}"})
             continue
-        stored = sop_store.active_sop(conn, account_id(), task_type)
-        if review.review_point(stored.sop) is None:
+        if not _pauses(conn, task_type):
             problems.append(
                 {
                     "field": field,

@@ -8,29 +8,20 @@ from typing import Any
 
 from flask import redirect, render_template, request, url_for
 
-from api.account_settings import apply_settings
+from api.account_settings import apply_settings, reviewable_types
 from api.console import bp, current, record, requires
 from api.errors import ValidationFailed, field_errors
 from api.runtime import runtime
-from shared import review
 from shared.accounts import account_settings
 from shared.retention import MAX_RETENTION_DAYS
-from shared.sop import store as sop_store
-from shared.sop.task_types import TASK_TYPES
 from shared.users import Role
-
-
-def _reviewable_types(conn: Any, account: int) -> list[str]:
-    """The types the account can require review for: those whose SOP has a point to pause."""
-    types = [*TASK_TYPES, *sop_store.custom_types(conn, account)]
-    return [t for t in types if review.review_point(sop_store.active_sop(conn, account, t).sop)]
 
 
 def _page(status: int = 200, *, shown: dict[str, Any] | None = None, problems=None):
     account = current().user.account_id
     with runtime().pool.connection() as conn:
         stored = account_settings(conn, account)
-        reviewable = _reviewable_types(conn, account)
+        reviewable = reviewable_types(conn)
     page = render_template(
         "console/settings.html", settings=shown or stored, reviewable=reviewable,
         max_days=MAX_RETENTION_DAYS, problems=problems or [],

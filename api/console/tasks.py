@@ -85,22 +85,22 @@ def tasks():
     )  # fmt: skip
 
 
-def _task_or_404(task_id: int) -> tuple[dict[str, Any], list[dict]]:
+def _task_or_404(task_id: int) -> tuple[dict[str, Any], list[dict], retries.NotRetryable | None]:
+    """The task, its steps, and once it has ended, why it cannot be sent again (None: it can)."""
     with runtime().pool.connection() as conn:
         row = task_queries.get_task(conn, task_id, current().user.account_id)
         if row is None:
             abort(404, "No such task.")
         steps = trajectory_steps(conn, task_id)
-    return task_json(row), steps
+        not_again = None
+        if row["status"] in FINAL_STATUSES:  # (a page stops polling once final: read once)
+            not_again = retries.refusal(conn, task_id, current().user.account_id)
+    return task_json(row), steps, not_again
 
 
 def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
-    task, steps = _task_or_404(task_id)
+    task, steps, not_again = _task_or_404(task_id)
     final = task["status"] in FINAL_STATUSES
-    not_again = None
-    if final:  # (a page stops polling once final: this is read once per page)
-        with runtime().pool.connection() as conn:
-            not_again = retries.refusal(conn, task_id, current().user.account_id)
     return {
         "task": task, "steps": steps, "final": final,
         "input_error": None, "review_error": None, "cancel_error": None, "retry_error": None,
