@@ -159,6 +159,16 @@ class TaskSchema(Schema):
         allow_none=True,
         metadata={"description": "the review point and the decision; null if never paused"},
     )
+    retry_of = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the task this one sends again (POST /tasks/{id}/retry)"},
+    )
+    retried_as = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={"description": "the tasks that send this one again, oldest first"},
+    )
 
 
 class TaskPageSchema(Schema):
@@ -441,12 +451,6 @@ class AuditPageSchema(Schema):
     data = fields.List(fields.Nested(AuditEntrySchema), required=True)
     has_more = fields.Boolean(required=True)
     next_cursor = fields.String(required=True, allow_none=True)
-
-
-class RetriedTaskSchema(TaskSchema):
-    retry_of = fields.Integer(
-        required=True, metadata={"description": "the task this one sends again"}
-    )
 
 
 class AccountSettingsSchema(Schema):

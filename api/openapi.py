@@ -71,7 +71,6 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "FieldError": contract.FieldErrorSchema,
     "Error": contract.ErrorSchema,
     "Task": contract.TaskSchema,
-    "RetriedTask": contract.RetriedTaskSchema,
     "TaskPage": contract.TaskPageSchema,
     "TaskBatch": contract.TaskBatchSchema,
     "Batch": contract.BatchSchema,
@@ -303,7 +302,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "Send an ended task (failed, canceled or completed_with_issues) again as a new task:"
         " its type, data and files, under today's SOP; never one whose run reached a submit"
         " step (409 may_have_submitted); honours Idempotency-Key", "tasks",
-        {200: _ok("RetriedTask", "The new task (or the replayed answer of its Idempotency-Key)")},
+        {200: _ok("Task", "The new task, its retry_of naming this one (or the replayed answer"
+                       " of its Idempotency-Key)")},
         (404, 409, 422),
         params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
                  "description": "for 24 hours, the same key replays the first answer"}],

@@ -372,6 +372,7 @@ def _store_in_pipeline(
         if retry_of is not None:
             assert answer is not None
             retries.send_link(conn, answer["id"], retry_of)
+            answer["retry_of"] = retry_of
         if key:
             conn.execute(
                 "INSERT INTO idempotency_keys"
@@ -549,7 +550,7 @@ def read_batch(batch_id: int):
 
 @bp.post("/tasks/<int:task_id>/retry")
 def retry_task(task_id: int):
-    """Send an ended task again as a new task; the new task, with ``retry_of``."""
+    """Send an ended task again as a new task; the new task (its ``retry_of`` names this one)."""
     answer, status = retry(task_id, _idempotency_key())
     return jsonify(answer), status
 
@@ -578,8 +579,7 @@ def retry(
         new = _validated(_usable(checks[again.task_type]), body, again.files)
         return _store(conn, [new], key, digests[0], began=True, entry=entry, retry_of=task_id)
 
-    answer, status = _create(create, [again.task_type], key, digests)
-    return {**answer, "retry_of": task_id}, status
+    return _create(create, [again.task_type], key, digests)
 
 
 def _idempotency_key() -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.fernet import MultiFernet
 
 from shared.crypto import decrypt_json
-from shared.db import Conn, fetch_one
+from shared.db import Conn
 from shared.inputs import parse_task_data
 from shared.tasks import TaskStatus, iso
 
@@ -98,16 +98,3 @@ def send_link(conn: Conn, task_id: int, retry_of: int) -> None:
     conn.execute(
         "INSERT INTO task_retries (task_id, retry_of) VALUES (%s, %s)", (task_id, retry_of)
     )
-
-
-def links(conn: Conn, task_id: int) -> dict[str, Any]:
-    """``retry_of``: the task this one sends again (or None); ``retried_as``: the tasks that
-    send this one again, oldest first."""
-    row = fetch_one(
-        conn,
-        "SELECT (SELECT retry_of FROM task_retries WHERE task_id = %(id)s) AS retry_of,"
-        " ARRAY(SELECT task_id FROM task_retries WHERE retry_of = %(id)s ORDER BY task_id)"
-        " AS retried_as",
-        {"id": task_id},
-    )
-    return {"retry_of": row["retry_of"], "retried_as": list(row["retried_as"])}

@@ -90,6 +90,9 @@ _TASK_COLUMNS = """
     t.completed_at, t.failed_at, t.canceled_at, t.input_requested_at, t.input_expires_at,
     t.review_step, t.review_requested_at, t.review_decision, t.reviewed_by, t.reviewed_at,
     t.review_note, t.profile_portal, t.profile_version,
+    (SELECT r.retry_of FROM task_retries r WHERE r.task_id = t.id) AS retry_of,
+    ARRAY(SELECT r.task_id FROM task_retries r WHERE r.retry_of = t.id ORDER BY r.task_id)
+      AS retried_as,
     COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
                 'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
               FROM task_files f WHERE f.task_id = t.id), '[]'::json) AS files
@@ -136,6 +139,10 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
         },
         "input_request": _input_request_json(row),
         "review": _review_json(row),
+        # Sending again (shared.retries): the task this one sends again, and the tasks that
+        # send this one again, oldest first.
+        "retry_of": row["retry_of"],
+        "retried_as": list(row["retried_as"]),
     }
 
 
@@ -256,6 +263,9 @@ def _created_row(inserted: dict[str, Any] | None, new: NewTask) -> dict[str, Any
         "sop_id": new.sop_id,
         "sop_version": new.sop_version,
         "sop_builtin": new.sop_builtin,
+        # A new task sends nothing again yet (a retry's link is written after its INSERT).
+        "retry_of": None,
+        "retried_as": [],
     }
 
 

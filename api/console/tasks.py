@@ -113,13 +113,12 @@ def _live_context(task_id: int, **extra: Any) -> dict[str, Any]:
 
 
 def _page(task_id: int, status: int = 200, **extra: Any):
-    """The task's whole page: the live part, its batch and the tasks it retries or that
-    retry it."""
+    """The task's whole page: the live part and its batch (the task names the tasks it
+    retries or that retry it)."""
     context = _live_context(task_id, **extra)
     with runtime().pool.connection() as conn:
         batch = batches.batch_of(conn, task_id)
-        links = retries.links(conn, task_id)
-    return render_template("console/task.html", batch=batch, links=links, **context), status
+    return render_template("console/task.html", batch=batch, **context), status
 
 
 @bp.get("/tasks/<int:task_id>")

@@ -124,3 +124,44 @@ def test_a_sensitive_input_goes_to_the_new_task_encrypted_and_never_shown(client
             "SELECT secret_inputs FROM tasks WHERE id = %s", (response.get_json()["id"],)
         ).fetchone()
     assert decrypt_json(runtime.fernet, row["secret_inputs"]) == {"new_user_password": "pw-Zx81!q"}
+
+
+def test_the_two_tasks_name_each_other_when_read_listed_and_sent_by_webhook(
+    client, account, runtime
+):
+    # given a failed appeal sent again twice (the first retry failed too)
+    old = _appeal_with_file(client, account)
+    _end(runtime, old["id"], TaskStatus.FAILED)
+    first = _retry(client, account, old["id"]).get_json()
+    _end(runtime, first["id"], TaskStatus.FAILED)
+    second = _retry(client, account, old["id"]).get_json()
+
+    # when the tasks are read one by one and in a list
+    read = {
+        t: client.get(f"/tasks/{t}", headers=account.headers).get_json()
+        for t in (old["id"], first["id"], second["id"])
+    }
+    listed = {
+        t["id"]: t
+        for t in client.get("/tasks?limit=10", headers=account.headers).get_json()["data"]
+    }
+
+    # then the old task names both retries, oldest first, and each retry names the old task
+    links = {t: (task["retry_of"], task["retried_as"]) for t, task in read.items()}
+    assert links == {
+        old["id"]: (None, [first["id"], second["id"]]),
+        first["id"]: (old["id"], []),
+        second["id"]: (old["id"], []),
+    }
+    assert {t: (listed[t]["retry_of"], listed[t]["retried_as"]) for t in links} == links
+    # and so did the answers: POST /tasks's (none yet), and the retry's
+    assert (old["retry_of"], old["retried_as"]) == (None, [])
+    assert (second["retry_of"], second["retried_as"]) == (old["id"], [])
+    # and when the second retry ends, its task_finished tells the receiver which task it retries
+    _end(runtime, second["id"], TaskStatus.COMPLETED_WITH_ISSUES)
+    with runtime.pool.connection() as conn:
+        message = conn.execute(
+            "SELECT payload FROM webhook_messages WHERE task_id = %s AND event = 'task_finished'",
+            (second["id"],),
+        ).fetchone()
+    assert message["payload"]["retry_of"] == old["id"]

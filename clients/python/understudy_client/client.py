@@ -95,6 +95,8 @@ class Task(TypedDict, total=False):
     links: dict[str, str]
     input_request: dict[str, Any] | None
     review: dict[str, Any] | None
+    retry_of: int | None
+    retried_as: list[int]
 
 
 class Page(TypedDict):
