@@ -241,3 +241,45 @@ def test_a_task_whose_webhook_is_being_delivered_waits_for_the_attempt(client, r
         )
     assert retention.purge(runtime).tasks == 1
     assert _gone(client, account, task_id)
+
+
+def _screenshots(conn, account_id: int, *, steps: int) -> None:
+    """Give each of the account's tasks a screenshot, shown by ``steps`` trajectory steps."""
+    conn.execute(
+        "INSERT INTO artifacts (account_id, task_id, content_type, content)"
+        " SELECT account_id, id, 'image/png', %s FROM tasks WHERE account_id = %s",
+        (PNG, account_id),
+    )
+    conn.execute(
+        """
+        INSERT INTO trajectory_steps (task_id, attempt, seq, name, status, started_at,
+                                      duration_ms, artifact_id)
+        SELECT a.task_id, 1, g, 'step', 'ok', now(), 5, a.id
+          FROM artifacts a CROSS JOIN generate_series(1, %s) AS g WHERE a.account_id = %s
+        """,
+        (steps, account_id),
+    )
+
+
+def test_deleting_tasks_reads_their_own_steps_not_the_whole_table(client, runtime, account):
+    # given 500 tasks that ended 200 days ago and 500 that ended today, each with a screenshot
+    # that 8 trajectory steps show
+    _ended_long_ago(client, runtime, account, 1_000, days=200)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET completed_at = now() WHERE account_id = %s AND task_number > 1500",
+            (account.id,),
+        )
+        _screenshots(conn, account.id, steps=8)
+
+    # when one transaction of the purge deletes the 500 due
+    deleted: list[int] = []
+    read = _rows_read(
+        runtime, lambda conn: deleted.append(retention._purge_tasks(conn)), "trajectory_steps"
+    )
+
+    # then it read the 4,000 steps it deleted a few times each (the DELETE, and by index the
+    # checks of the screenshots' and the tasks' foreign keys: 12,004), not the table's steps
+    # once per screenshot (that check without an index: 500 scans, 2,012,000 rows)
+    assert deleted == [500]
+    assert read <= 5 * 4_000, read

@@ -35,19 +35,20 @@ def _wait(runtime, account, count: int, status: str, *, portals: int = 3) -> Non
 
 _READ = """
     SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
-              FROM pg_index WHERE indrelid = 'tasks'::regclass)
-         + pg_stat_get_xact_tuples_returned('tasks'::regclass) AS n
+              FROM pg_index WHERE indrelid = %(table)s::regclass)
+         + pg_stat_get_xact_tuples_returned(%(table)s::regclass) AS n
 """
 
 
-def _rows_read(runtime, call) -> int:
-    """The rows of tasks that ``call`` read, from the table and its indexes, in a transaction
-    rolled back after. Counted as a difference: the counters also hold what this connection's
-    earlier transactions read, until the server collects them (at most once a second)."""
+def _rows_read(runtime, call, table: str = "tasks") -> int:
+    """The rows of ``table`` that ``call`` read, from the table and its indexes, in a
+    transaction rolled back after. Counted as a difference: the counters also hold what this
+    connection's earlier transactions read, until the server collects them (at most once a
+    second)."""
     with runtime.pool.connection() as conn, conn.transaction():
-        before = conn.execute(_READ).fetchone()["n"]
+        before = conn.execute(_READ, {"table": table}).fetchone()["n"]
         call(conn)
-        read = conn.execute(_READ).fetchone()["n"] - before
+        read = conn.execute(_READ, {"table": table}).fetchone()["n"] - before
         raise psycopg.Rollback()
     return int(read)
 
