@@ -3,6 +3,8 @@
 - ``review_required_types``: a task of a type listed pauses in ``pending_review`` before its
   SOP's first irreversible step (or at its ``review`` step, if it has one) until a person
   approves it. A type whose SOP has neither has nothing to hold back, and is refused (422).
+- ``review_timeout_hours``: how long a paused task waits for that decision; undecided, it ends
+  ``completed_with_issues`` (:func:`shared.review.expire_due`).
 - ``retention_days``: how long the account's tasks are kept after they end, with their data,
   files, screenshots and webhook messages (:mod:`shared.retention` deletes them after).
 """
@@ -19,9 +21,10 @@ from api.bodies import json_body, validated
 from api.errors import ValidationFailed
 from api.runtime import runtime
 from shared import review
-from shared.accounts import account_settings, update_account_settings
+from shared.accounts import SETTINGS, account_settings, update_account_settings
 from shared.db import Conn
 from shared.retention import MAX_RETENTION_DAYS
+from shared.review import MAX_REVIEW_TIMEOUT_HOURS
 from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
 
@@ -37,6 +40,18 @@ class SettingsSchema(Schema):
         fields.String(validate=validate.Length(min=1, max=64)),
         validate=validate.Length(max=MAX_REVIEW_TYPES),
     )
+    review_timeout_hours = fields.Integer(
+        strict=True,
+        validate=validate.Range(
+            min=1,
+            max=MAX_REVIEW_TIMEOUT_HOURS,
+            error="must be a number of hours from {min} to {max}",
+        ),
+        metadata={
+            "description": "hours a task paused for review waits for a decision; undecided, it"
+            " ends completed_with_issues with nothing submitted (168 unless set)"
+        },
+    )
     retention_days = fields.Integer(
         strict=True,
         validate=validate.Range(
@@ -51,9 +66,7 @@ class SettingsSchema(Schema):
     @validates_schema
     def _names_one(self, data: dict[str, Any], **_kwargs: Any) -> None:
         if not data:
-            raise ValidationError(
-                "name at least one setting: review_required_types, retention_days"
-            )
+            raise ValidationError("name at least one setting: " + ", ".join(SETTINGS))
 
 
 def _pauses(conn: Conn, task_type: str) -> bool:
@@ -98,7 +111,8 @@ def get_settings():
 @bp.put("/settings")
 def put_settings():
     """Set the settings the body names (the task types whose tasks need a person's approval,
-    how long ended tasks are kept); the others stay as they were."""
+    how long such a task waits for it, how long ended tasks are kept); the others stay as they
+    were."""
     with runtime().pool.connection() as conn:
         return jsonify(apply_settings(conn, json_body()))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from shared.sop.task_types import TASK_TYPES
-from shared.tasks import TaskStatus
+from shared.tasks import ReviewDecision, TaskStatus
 from shared.webhooks import EVENTS, FILTER_TYPES, MessageStatus
 
 _TIME = {"format": "date-time", "description": "ISO 8601 UTC with milliseconds and Z"}
@@ -99,8 +99,12 @@ class TaskInputRequestSchema(Schema):
 class TaskReviewSchema(Schema):
     step = fields.String(required=True, allow_none=True, metadata={"description": "paused before"})
     requested_at = _time()
+    expires_at = _time("undecided by then, the task ends completed_with_issues")
     decision = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(["approved", "rejected"])
+        required=True,
+        allow_none=True,
+        validate=validate.OneOf([str(d) for d in ReviewDecision]),
+        metadata={"description": "expired: nobody decided before expires_at"},
     )
     reviewer = fields.String(required=True, allow_none=True)
     decided_at = _time()
@@ -458,6 +462,13 @@ class AccountSettingsSchema(Schema):
         fields.String(),
         required=True,
         metadata={"description": "task types whose tasks a person approves before submitting"},
+    )
+    review_timeout_hours = fields.Integer(
+        required=True,
+        metadata={
+            "description": "hours a task paused for review waits for a decision before it"
+            " ends completed_with_issues"
+        },
     )
     retention_days = fields.Integer(
         required=True,

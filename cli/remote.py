@@ -230,13 +230,14 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         "a new signing secret (shown once)", lambda api, a: api.rotate_webhook_secret(), None
     ),
     ("settings", "get"): (
-        "the account's settings: review_required_types, retention_days",
+        "the account's settings: review_required_types, review_timeout_hours, retention_days",
         lambda api, a: api.get_settings(), None,
     ),
     ("settings", "set"): (
         "set the settings given (the others stay)",
         lambda api, a: api.update_settings(
-            review_required_types=a.review_types, retention_days=a.retention_days
+            review_required_types=a.review_types, review_timeout_hours=a.review_timeout_hours,
+            retention_days=a.retention_days,
         ), None,
     ),
 }  # fmt: skip
@@ -326,6 +327,11 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             "--review-types",
             type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
             help="comma-separated task types a person approves ('' for none)",
+        )
+        parser.add_argument(
+            "--review-timeout-hours",
+            type=int,
+            help="hours a task paused for review waits for a decision (1 to 2160)",
         )
 
 

@@ -1,7 +1,7 @@
 """Every second or so: send due webhooks, re-send lost task messages, recover expired leases,
 send tasks waiting for a portal session that nobody is left to wake, probe failing portals,
-and fail the tasks that waited too long for one. Every ``RETENTION_INTERVAL_S``: delete the
-tasks accounts no longer keep (:mod:`shared.retention`).
+fail the tasks that waited too long for one, and end the reviews past their deadline. Every
+``RETENTION_INTERVAL_S``: delete the tasks accounts no longer keep (:mod:`shared.retention`).
 
 Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
 turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
@@ -20,7 +20,7 @@ import kombu.exceptions
 import psycopg
 import redis
 
-from shared import metrics, outages, retention, webhooks
+from shared import metrics, outages, retention, review, webhooks
 from shared import tasks as task_queries
 from shared.celery import queue_lengths, send_run_task
 from shared.logs import configure_logging
@@ -40,6 +40,7 @@ class TickReport:
     tasks_requeued: int = 0
     leases_recovered: int = 0
     tasks_failed: int = 0
+    reviews_expired: int = 0
 
 
 def _lease_expired_note(attempts: int, irreversible: bool) -> tuple[TaskStatus, str]:
@@ -100,6 +101,7 @@ def tick(rt: Runtime) -> TickReport:
         stranded = task_queries.stranded_sessions(conn)
         probes = outages.due_probes(conn)
         report.tasks_failed += outages.give_up_waiting(conn, rt.settings.portal_outage_wait_s)
+        report.reviews_expired += review.expire_due(conn)
     _send_tasks(rt, stranded + probes)
     report.tasks_requeued += len(stranded) + len(probes)
     # A task still waiting while messages wait too is queued behind busy workers, not lost:

@@ -218,7 +218,7 @@ def list_api_keys(conn: Conn, account_id: int | None = None) -> list[dict]:
 
 
 # The columns of ``accounts`` that PUT /settings sets.
-SETTINGS = ("review_required_types", "retention_days")
+SETTINGS = ("review_required_types", "review_timeout_hours", "retention_days")
 
 
 def account_settings(conn: Conn, account_id: int) -> dict[str, Any]:

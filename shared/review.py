@@ -11,6 +11,11 @@ submitted), passes the review point without stopping, and goes on to submit. Rej
 The API (``POST /tasks/{id}/review``) and the operator console both call :func:`decide`; after
 their transaction commits, :func:`shared.tasks.send_now` sends an approved task to the workers
 at once (without it, the scheduler's next tick does).
+
+A task waits until its deadline, ``review.expires_at``: the account's ``review_timeout_hours``
+(7 days unless set) after it paused. Undecided by then, the scheduler ends it as a rejection
+does, ``completed_with_issues`` with nothing submitted (:func:`expire_due`), so a claim nobody
+looked at reaches the client's webhook instead of waiting out of sight.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ if TYPE_CHECKING:
 
 MAX_NOTE_CHARS = 2000
 MAX_REVIEWER_CHARS = 200
+MAX_REVIEW_TIMEOUT_HOURS = 2160  # 90 days
+EXPIRED_PER_CALL = 100
+
+# The reviews past their deadline, by the partial index on it: the due ones and only those.
+_DUE = """
+    SELECT id, account_id, review_step, review_requested_at, review_expires_at FROM tasks
+     WHERE status = 'pending_review' AND review_expires_at <= now()
+     ORDER BY review_expires_at
+     LIMIT %s
+     FOR UPDATE SKIP LOCKED
+"""
 
 
 class ReviewError(Exception):
@@ -93,3 +109,29 @@ def decide(
     row = task_queries.get_task(conn, task_id, account_id)
     assert row is not None  # locked above
     return row
+
+
+def expire_due(conn: Conn, limit: int = EXPIRED_PER_CALL) -> int:
+    """End the tasks whose review nobody decided before its deadline: ``completed_with_issues``
+    with ``task_finished``, their review's decision ``expired``; how many. In the caller's
+    transaction; a task another transaction holds (a decision being made) is left to it."""
+    due = conn.execute(_DUE, (limit,)).fetchall()
+    for row in due:
+        task_queries.record_review(
+            conn, row["id"], row["account_id"], ReviewDecision.EXPIRED, reviewer=None, note=None
+        )
+        task_queries.finish_task(
+            conn, row["id"], TaskStatus.COMPLETED_WITH_ISSUES, expiry_note(row)
+        )
+    return len(due)
+
+
+def expiry_note(row: dict[str, Any]) -> str:
+    """The notes of a task whose review expired: since when it waited, and what to do now."""
+    hours = round((row["review_expires_at"] - row["review_requested_at"]).total_seconds() / 3600)
+    return (
+        f"Not reviewed within {hours} hours (the account's review_timeout_hours): nothing was"
+        f" submitted. It paused before {row['review_step']!r} at"
+        f" {task_queries.iso(row['review_requested_at'])}. To have it filled and reviewed again,"
+        f" send it again: POST /tasks/{row['id']}/retry."
+    )

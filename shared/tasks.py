@@ -74,6 +74,7 @@ BATCH_FINISHED = "batch.finished"
 class ReviewDecision(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody decided before the deadline (shared.review.expire_due)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -88,8 +89,8 @@ _TASK_COLUMNS = """
     t.data, t.notes, t.result, t.trajectory_id, t.attempts, t.sop_id, s.version AS sop_version,
     s.account_id IS NULL AS sop_builtin, t.created_at, t.updated_at, t.started_at,
     t.completed_at, t.failed_at, t.canceled_at, t.input_requested_at, t.input_expires_at,
-    t.review_step, t.review_requested_at, t.review_decision, t.reviewed_by, t.reviewed_at,
-    t.review_note, t.profile_portal, t.profile_version,
+    t.review_step, t.review_requested_at, t.review_expires_at, t.review_decision, t.reviewed_by,
+    t.reviewed_at, t.review_note, t.profile_portal, t.profile_version,
     (SELECT r.retry_of FROM task_retries r WHERE r.task_id = t.id) AS retry_of,
     ARRAY(SELECT r.task_id FROM task_retries r WHERE r.retry_of = t.id ORDER BY r.task_id)
       AS retried_as,
@@ -174,6 +175,7 @@ def _review_json(row: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "step": row.get("review_step"),
         "requested_at": iso(row.get("review_requested_at")),
+        "expires_at": iso(row.get("review_expires_at")),
         "decision": row.get("review_decision"),
         "reviewer": row.get("reviewed_by"),
         "decided_at": iso(row.get("reviewed_at")),
@@ -635,20 +637,24 @@ def input_received(conn: Conn, task_id: int, worker: str) -> None:
 
 
 def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str) -> bool:
-    """Pause the task at a review point: ``pending_review``, its claim and lease released.
+    """Pause the task at a review point: ``pending_review``, its claim and lease released,
+    until a deadline the account's ``review_timeout_hours`` away.
 
     No worker holds it while it waits, so no lease expires and no browser stays open; the
-    person's decision (:func:`record_review`) puts it back in line or ends it. Writes the
-    opt-in ``task.pending_review`` event. False when this worker no longer holds the task.
+    person's decision (:func:`record_review`) puts it back in line or ends it, and the
+    scheduler ends it at the deadline (:func:`shared.review.expire_due`). Writes the opt-in
+    ``task.pending_review`` event. False when this worker no longer holds the task.
     """
     row = conn.execute(
         """
-        UPDATE tasks
+        UPDATE tasks t
            SET status = 'pending_review', claimed_by = NULL, lease_expires_at = NULL,
                enqueued_at = NULL, review_step = %s, review_requested_at = now(),
+               review_expires_at = now() + make_interval(hours => a.review_timeout_hours),
                notes = %s, updated_at = now()
-         WHERE id = %s AND claimed_by = %s AND status = 'running'
-        RETURNING account_id
+          FROM accounts a
+         WHERE t.id = %s AND t.claimed_by = %s AND t.status = 'running' AND a.id = t.account_id
+        RETURNING t.account_id
         """,
         (step, note, task_id, worker),
     ).fetchone()
@@ -664,12 +670,13 @@ def record_review(
     account_id: int,
     decision: ReviewDecision,
     *,
-    reviewer: str,
+    reviewer: str | None,
     note: str | None,
 ) -> bool:
-    """Record a person's decision on a ``pending_review`` task. Approved, the task is put back
-    to ``pending`` (sent again by the caller after commit, or by the scheduler's next tick); the
-    caller finishes a rejected one. False when the task is not pending review.
+    """Record a person's decision on a ``pending_review`` task (or, with no ``reviewer``, that
+    its deadline passed). Approved, the task is put back to ``pending`` (sent again by the
+    caller after commit, or by the scheduler's next tick); the caller finishes a rejected or
+    expired one. False when the task is not pending review.
     """
     row = conn.execute(
         """

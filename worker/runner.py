@@ -633,11 +633,12 @@ def _leaves(value: object) -> list[str]:
 
 def _pause_for_review(rt: Runtime, task_id: int, worker: str, step_name: str) -> None:
     """Release the task (and, by returning, its browser and this worker's slot) until a person
-    approves or rejects it with POST /tasks/{id}/review."""
+    approves or rejects it with POST /tasks/{id}/review, or its deadline passes."""
     note = (
         f"Waiting for review before {step_name!r}: approve or reject it with POST "
         f"/tasks/{task_id}/review. Approved, the agent signs in again, fills the form again and "
-        "goes on; rejected, the task ends completed_with_issues with the reviewer's note."
+        "goes on; rejected, or undecided at review.expires_at, the task ends"
+        " completed_with_issues and nothing is submitted."
     )
     paused = _db(
         rt,

@@ -1,5 +1,6 @@
 """The account's settings (admins change them, everyone reads them): the task types a person
-approves before the agent submits, and how many days ended tasks are kept. The same checks as
+approves before the agent submits, how long such a task waits for it, and how many days ended
+tasks are kept. The same checks as
 ``PUT /settings`` (:func:`api.account_settings.apply_settings`)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from api.errors import ValidationFailed, field_errors
 from api.runtime import runtime
 from shared.accounts import account_settings
 from shared.retention import MAX_RETENTION_DAYS
+from shared.review import MAX_REVIEW_TIMEOUT_HOURS
 from shared.users import Role
 
 
@@ -24,7 +26,8 @@ def _page(status: int = 200, *, shown: dict[str, Any] | None = None, problems=No
         reviewable = reviewable_types(conn)
     page = render_template(
         "console/settings.html", settings=shown or stored, reviewable=reviewable,
-        max_days=MAX_RETENTION_DAYS, problems=problems or [],
+        max_days=MAX_RETENTION_DAYS, max_hours=MAX_REVIEW_TIMEOUT_HOURS,
+        problems=problems or [],
     )  # fmt: skip
     return page, status
 
@@ -37,10 +40,10 @@ def settings_page():
 @bp.post("/settings")
 @requires(Role.ADMIN)
 def settings_save():
-    days = request.form.get("retention_days", "").strip()
     body: dict[str, Any] = {
         "review_required_types": request.form.getlist("review_required_types"),
-        "retention_days": int(days) if days.isdigit() and len(days) <= 6 else days,
+        "review_timeout_hours": _number("review_timeout_hours"),
+        "retention_days": _number("retention_days"),
     }
     try:
         with runtime().pool.connection() as conn:
@@ -49,3 +52,9 @@ def settings_save():
     except ValidationFailed as err:
         return _page(422, shown=body, problems=field_errors(err.details))
     return redirect(url_for("console.settings_page", notice="settings_saved"), 303)
+
+
+def _number(name: str) -> int | str:
+    """A number field of the form, as a number when it is one (else as typed, for the 422)."""
+    typed = request.form.get(name, "").strip()
+    return int(typed) if typed.isdigit() and len(typed) <= 6 else typed

@@ -20,6 +20,7 @@ from shared import tasks as task_queries
 from shared.sop.library import builtin_sop_text
 from shared.sop.profile import builtin_profile_text
 from shared.tasks import TaskStatus
+from tests.api.test_review_api import _paused_task
 
 PASSWORD = "correct horse battery"
 CLI = str(Path(sys.executable).parent / "understudy")
@@ -675,18 +676,20 @@ def test_an_admin_sets_retention_and_review_from_the_settings_page(runtime, app,
     # given the page: the default retention, and only the types with a point to pause offered
     page = admin.get("/console/settings").text
     assert 'name="retention_days" min="1" max="3650" required\n           value="90"' in page
+    assert 'name="review_timeout_hours" min="1" max="2160"\n           required value="168"' in page
     assert 'value="submit_claim"' in page and 'value="check_eligibility"' not in page
 
-    # when the admin keeps tasks 30 days and requires review for claims
+    # when the admin keeps tasks 30 days, requires review for claims and gives it 48 hours
     form = {"csrf_token": form_token(page), "retention_days": "30",
-            "review_required_types": ["submit_claim"]}  # fmt: skip
+            "review_required_types": ["submit_claim"], "review_timeout_hours": "48"}  # fmt: skip
     saved = admin.post("/console/settings", data=form)
 
-    # then the API sees both, and the change is audited
+    # then the API sees all three, and the change is audited
     assert saved.status_code == 303
     assert "Settings saved." in admin.get(saved.headers["Location"]).text
     assert client.get("/settings", headers=account.headers).json == {
         "retention_days": 30, "review_required_types": ["submit_claim"],
+        "review_timeout_hours": 48,
     }  # fmt: skip
     assert ("settings.save", "settings") in {
         (r["action"], r["target"]) for r in audit_rows(runtime)
@@ -700,3 +703,22 @@ def test_an_admin_sets_retention_and_review_from_the_settings_page(runtime, app,
     assert "disabled" in viewer.get("/console/settings").text
     denied = viewer.post("/console/settings", data={**form, "csrf_token": page_token(viewer)})
     assert denied.status_code == 403
+
+
+def test_a_paused_tasks_page_says_by_when_to_decide(runtime, app, client, account):
+    # given a claim paused for review, on an account that gives a review 48 hours
+    client.put("/settings", json={"review_timeout_hours": 48}, headers=account.headers)
+    task_id = _paused_task(runtime, client, account)
+    make_user(runtime, account.id, "o@c.test", "operator")
+    browser = app.test_client()
+    sign_in(browser, "o@c.test")
+
+    # when an operator opens its page
+    page = browser.get(f"/console/tasks/{task_id}").text
+
+    # then the review form says until when it waits, and what happens after
+    deadline = client.get(f"/tasks/{task_id}", headers=account.headers).json["review"]
+    shown = re.search(r'id="review-deadline">Decide by\s+(.+?):', page)
+    assert shown is not None, page
+    assert shown.group(1).startswith(deadline["expires_at"][:10])
+    assert 'id="review-form"' in page

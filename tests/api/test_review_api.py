@@ -215,9 +215,11 @@ def test_an_unknown_or_empty_event_filter_is_a_422(client, account, filter_types
 
 
 def test_settings_require_review_for_chosen_types(client, account):
-    # given a new account: nothing requires review, and ended tasks are kept 90 days
+    # given a new account: nothing requires review (a paused task would wait 7 days), and
+    # ended tasks are kept 90 days
     assert client.get("/settings", headers=account.headers).get_json() == {
         "review_required_types": [],
+        "review_timeout_hours": 168,
         "retention_days": 90,
     }
 
@@ -228,16 +230,21 @@ def test_settings_require_review_for_chosen_types(client, account):
 
     # then the setting is stored
     assert response.status_code == 200
-    assert response.get_json() == {"review_required_types": ["submit_claim"], "retention_days": 90}
+    assert response.get_json() == {
+        "review_required_types": ["submit_claim"], "review_timeout_hours": 168, "retention_days": 90
+    }  # fmt: skip
     assert client.get("/settings", headers=account.headers).get_json() == {
         "review_required_types": ["submit_claim"],
+        "review_timeout_hours": 168,
         "retention_days": 90,
     }
 
     # and setting the retention alone leaves the review types as they were
     response = client.put("/settings", json={"retention_days": 30}, headers=account.headers)
     assert response.status_code == 200
-    assert response.get_json() == {"review_required_types": ["submit_claim"], "retention_days": 30}
+    assert response.get_json() == {
+        "review_required_types": ["submit_claim"], "review_timeout_hours": 168, "retention_days": 30
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -249,14 +256,18 @@ def test_settings_require_review_for_chosen_types(client, account):
         ({"retention_days": "30"}, "retention_days", "Not a valid integer"),
         ({"retention_days": None}, "retention_days", "Field may not be null"),
         ({"retention_day": 30}, "retention_day", "Unknown field"),
+        ({"review_timeout_hours": 0}, "review_timeout_hours", "hours from 1 to 2160"),
+        ({"review_timeout_hours": 2161}, "review_timeout_hours", "hours from 1 to 2160"),
+        ({"review_timeout_hours": True}, "review_timeout_hours", "Not a valid integer"),
     ],
 )
-def test_settings_refuse_a_retention_out_of_range(client, account, body, field, message):
+def test_settings_refuse_a_number_out_of_range(client, account, body, field, message):
     response = client.put("/settings", json=body, headers=account.headers)
     assert response.status_code == 422
     [detail] = response.get_json()["error"]["details"]
     assert detail["field"] == field and message in detail["message"], detail
-    assert client.get("/settings", headers=account.headers).get_json()["retention_days"] == 90
+    stored = client.get("/settings", headers=account.headers).get_json()
+    assert (stored["retention_days"], stored["review_timeout_hours"]) == (90, 168)
 
 
 @pytest.mark.parametrize(
@@ -273,7 +284,6 @@ def test_settings_refuse_a_type_with_nothing_to_review(client, account, types, m
     assert response.status_code == 422
     [detail] = response.get_json()["error"]["details"]
     assert detail["field"] == "review_required_types.0" and message in detail["message"]
-    assert client.get("/settings", headers=account.headers).get_json() == {
-        "review_required_types": [],
-        "retention_days": 90,
-    }
+    assert (
+        client.get("/settings", headers=account.headers).get_json()["review_required_types"] == []
+    )

@@ -28,14 +28,19 @@ def test_review_reject_and_a_409_for_a_decided_task(remote, runtime, client, acc
 
 def test_settings_set_changes_only_what_it_names(remote, capsys):  # noqa: F811
     # given a new account's settings
-    assert _json(capsys, "settings", "get") == {"retention_days": 90, "review_required_types": []}
+    assert _json(capsys, "settings", "get") == {
+        "retention_days": 90, "review_required_types": [], "review_timeout_hours": 168
+    }  # fmt: skip
 
-    # when the retention is set, then the review types
+    # when the retention is set, then the review types and their hours
     assert _json(capsys, "settings", "set", "--retention-days", "30")["retention_days"] == 30
-    settings = _json(capsys, "settings", "set", "--review-types", "submit_claim, ")
+    settings = _json(capsys, "settings", "set", "--review-types", "submit_claim, ",
+                     "--review-timeout-hours", "24")  # fmt: skip
 
-    # then each call changed its own setting only
-    assert settings == {"retention_days": 30, "review_required_types": ["submit_claim"]}
+    # then each call changed its own settings only
+    assert settings == {
+        "retention_days": 30, "review_required_types": ["submit_claim"], "review_timeout_hours": 24
+    }  # fmt: skip
     # and a retention out of range names its field and exits 1
     assert main(["settings", "set", "--retention-days", "0"]) == 1
     assert "retention_days: must be a number of days from 1 to 3650" in capsys.readouterr().err

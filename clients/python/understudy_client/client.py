@@ -319,20 +319,25 @@ class Understudy:
         return self.request("review_task", path_params={"task_id": task_id}, json=body)
 
     def get_settings(self) -> dict[str, Any]:
-        """The account's settings: ``review_required_types`` and ``retention_days``."""
+        """The account's settings: ``review_required_types``, ``review_timeout_hours`` and
+        ``retention_days``."""
         return self.request("get_settings")
 
     def update_settings(
         self,
         *,
         review_required_types: list[str] | None = None,
+        review_timeout_hours: int | None = None,
         retention_days: int | None = None,
     ) -> dict[str, Any]:
         """Set the settings given, the others stay: the task types whose tasks a person must
-        approve before submitting, and how many days ended tasks are kept."""
+        approve before submitting, how many hours such a task waits for it, and how many days
+        ended tasks are kept."""
         body: dict[str, Any] = {}
         if review_required_types is not None:
             body["review_required_types"] = review_required_types
+        if review_timeout_hours is not None:
+            body["review_timeout_hours"] = review_timeout_hours
         if retention_days is not None:
             body["retention_days"] = retention_days
         return self.request("put_settings", json=body)
