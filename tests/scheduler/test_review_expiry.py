@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from scheduler.loop import tick
 from shared import review
-from tests.api.test_review_api import _paused_task
+from tests.api.test_review_api import _messages, _paused_task
 
 from .test_tick_cost import _rows_read
 
@@ -24,11 +24,7 @@ def _move_back(runtime, task_id: int, hours: float) -> None:
 
 
 def _finished_messages(runtime, task_id: int) -> list[dict]:
-    with runtime.pool.connection() as conn:
-        return conn.execute(
-            "SELECT payload FROM webhook_messages WHERE task_id = %s AND event = 'task_finished'",
-            (task_id,),
-        ).fetchall()
+    return [m for m in _messages(runtime, task_id) if m["event"] == "task_finished"]
 
 
 def test_a_review_nobody_decides_ends_at_its_deadline_with_nothing_submitted(
