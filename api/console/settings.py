@@ -1,7 +1,7 @@
 """The account's settings (admins change them, everyone reads them): the task types a person
 approves before the agent submits, how long such a task waits for it, and how many days ended
-tasks are kept. The same checks as
-``PUT /settings`` (:func:`api.account_settings.apply_settings`)."""
+tasks are kept. The same checks as ``PUT /settings``
+(:func:`api.account_settings.apply_settings`)."""
 
 from __future__ import annotations
 
