@@ -138,8 +138,10 @@ SCRAPE_TIME = {
     OLDEST_QUEUED: "Age of the oldest task that is waiting for a worker (0 if none).",
     BREAKERS_OPEN: "Webhook endpoints whose circuit breaker is open now.",
     WEBHOOKS_DUE: "Webhook messages not yet delivered nor given up.",
-    PORTALS_DOWN: "Accounts' portals found down, whose tasks wait for them (open outages).",
-    OLDEST_OUTAGE: "Seconds since the oldest open portal outage began (0 if none).",
+    PORTALS_DOWN: "Accounts' portals whose tasks wait for them (open outages), by cause: down,"
+    " or signed_in_elsewhere (the portal refuses the sign-in while the user is signed in"
+    " elsewhere).",
+    OLDEST_OUTAGE: "Seconds since the oldest open portal outage of the cause began (0 if none).",
     SOURCE_UP: "1 if the source (postgres, redis) answered this scrape in time, else 0.",
 }
 
@@ -279,17 +281,22 @@ class ScrapeTimeCollector(Collector):
             conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
             by_status, oldest_s = queue_state(conn)
             open_breakers, pending = delivery_state(conn)
-            portals_down, oldest_outage_s = outage_state(conn)
+            outages = outage_state(conn)
         current = GaugeMetricFamily(TASKS_CURRENT, SCRAPE_TIME[TASKS_CURRENT], labels=["status"])
         for status, count in sorted(by_status.items()):
             current.add_metric([status], count)
+        down = GaugeMetricFamily(PORTALS_DOWN, SCRAPE_TIME[PORTALS_DOWN], labels=["cause"])
+        oldest = GaugeMetricFamily(OLDEST_OUTAGE, SCRAPE_TIME[OLDEST_OUTAGE], labels=["cause"])
+        for cause, (count, age_s) in outages.items():
+            down.add_metric([str(cause)], count)
+            oldest.add_metric([str(cause)], age_s)
         return [
             current,
             GaugeMetricFamily(OLDEST_QUEUED, SCRAPE_TIME[OLDEST_QUEUED], value=oldest_s),
             GaugeMetricFamily(BREAKERS_OPEN, SCRAPE_TIME[BREAKERS_OPEN], value=open_breakers),
             GaugeMetricFamily(WEBHOOKS_DUE, SCRAPE_TIME[WEBHOOKS_DUE], value=pending),
-            GaugeMetricFamily(PORTALS_DOWN, SCRAPE_TIME[PORTALS_DOWN], value=portals_down),
-            GaugeMetricFamily(OLDEST_OUTAGE, SCRAPE_TIME[OLDEST_OUTAGE], value=oldest_outage_s),
+            down,
+            oldest,
         ]
 
     def _redis(self) -> list[Metric]:

@@ -18,6 +18,7 @@ another tenant's tasks. Every change is made under the lock of the account's por
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from shared.db import Conn, fetch_one
 from shared.tasks import (
@@ -32,6 +33,15 @@ from shared.tasks import (
 )
 
 MAX_PROBE_INTERVAL_S = 600.0
+
+
+class OutageCause(StrEnum):
+    """Why the portal is waited on: what operators need to tell apart (``/metrics``)."""
+
+    DOWN = "down"  # unreachable, a 5xx answer or an error page: the payer's side
+    # It refuses the sign-in while the user is signed in elsewhere (the profile's
+    # ``sign_in.in_use``): a person of the clinic, or a browser that did not sign out.
+    SIGNED_IN_ELSEWHERE = "signed_in_elsewhere"
 
 
 def hold_for_outage(conn: Conn, claimed: dict, portal: str, *, worker: str) -> str | None:
@@ -70,9 +80,11 @@ def portal_failed(
     worker: str,
     wait_s: float,
     probe_after_s: float,
+    cause: OutageCause = OutageCause.DOWN,
 ) -> str | None:
     """A run ended because the portal failed before the task's own steps: open the account's
-    outage on the portal (or put its next probe further off), and make the task wait for it.
+    outage on the portal (or put its next probe further off, with this latest ``cause``), and
+    make the task wait for it.
 
     Returns the task's note, or None when it may wait no longer (``wait_s`` since it first
     waited for the portal): the caller then fails it as a portal error.
@@ -81,12 +93,13 @@ def portal_failed(
     outage = fetch_one(
         conn,
         """
-        INSERT INTO portal_outages AS o (account_id, portal, error, next_probe_at)
-        VALUES (%(account)s, %(portal)s, %(error)s, now() + make_interval(secs => %(first)s))
+        INSERT INTO portal_outages AS o (account_id, portal, error, cause, next_probe_at)
+        VALUES (%(account)s, %(portal)s, %(error)s, %(cause)s,
+                now() + make_interval(secs => %(first)s))
         -- Only the probe's failure puts the next probe further off: tasks that were already
         -- running when the portal went down fail into the same outage as they come.
         ON CONFLICT (account_id, portal) DO UPDATE
-           SET error = excluded.error,
+           SET error = excluded.error, cause = excluded.cause,
                probes = o.probes + (o.probe_task_id IS NOT DISTINCT FROM %(task)s)::int,
                next_probe_at = CASE WHEN o.probe_task_id IS NOT DISTINCT FROM %(task)s
                    THEN now() + make_interval(
@@ -101,6 +114,7 @@ def portal_failed(
             "account": account_id,
             "portal": portal,
             "error": error,
+            "cause": str(cause),
             "first": probe_after_s,
             "max": max(MAX_PROBE_INTERVAL_S, probe_after_s),
         },
@@ -218,14 +232,15 @@ def give_up_waiting(conn: Conn, wait_s: float, limit: int = 100) -> int:
     return len(rows)
 
 
-def outage_state(conn: Conn) -> tuple[int, float]:
-    """For /metrics: accounts' portals that are down now, and seconds since the oldest went."""
-    row = fetch_one(
-        conn,
-        "SELECT count(*) AS down, COALESCE(EXTRACT(EPOCH FROM now() - min(since)), 0) AS oldest_s"
-        " FROM portal_outages",
-    )
-    return int(row["down"]), float(row["oldest_s"])
+def outage_state(conn: Conn) -> dict[OutageCause, tuple[int, float]]:
+    """For /metrics, by cause (every cause, 0 if none): the accounts' portals waited on now,
+    and seconds since the oldest of them began."""
+    rows = conn.execute(
+        "SELECT cause, count(*) AS open, EXTRACT(EPOCH FROM now() - min(since)) AS oldest_s"
+        " FROM portal_outages GROUP BY cause"
+    ).fetchall()
+    found = {row["cause"]: (int(row["open"]), float(row["oldest_s"])) for row in rows}
+    return {cause: found.get(str(cause), (0, 0.0)) for cause in OutageCause}
 
 
 def _waiting_note(portal: str, since: datetime, error: str, next_probe_at: datetime) -> str:

@@ -56,6 +56,7 @@ from worker.errors import (
     PortalUnavailable,
     ReviewRequested,
     SecretRefused,
+    SessionInUse,
     StepFailed,
     TaskCanceled,
 )
@@ -537,7 +538,7 @@ def _claim_and_run(
             _release_portal(rt, claimed["account_id"], profile, answered=True)
             return None
     if ending.portal_down is not None and _wait_for_portal(
-        rt, claimed, stored.sop.portal, redactor.text(str(ending.portal_down)), worker
+        rt, claimed, stored.sop.portal, ending.portal_down, redactor, worker
     ):
         _release_portal(rt, claimed["account_id"], profile, answered=False)
         return None
@@ -561,13 +562,26 @@ def _claim_and_run(
     return status
 
 
-def _wait_for_portal(rt: Runtime, claimed: dict, portal: str, error: str, worker: str) -> bool:
-    """The portal failed before the task's own steps, after our retries: the task waits for
-    it to come back (shared.outages), unless it has waited ``PORTAL_OUTAGE_WAIT_S`` already
-    (False: it fails as a portal error)."""
+def _wait_for_portal(
+    rt: Runtime,
+    claimed: dict,
+    portal: str,
+    down: PortalUnavailable,
+    redactor: Redactor,
+    worker: str,
+) -> bool:
+    """The portal failed before the task's own steps, after our retries (``down``, or it
+    refused the user signed in elsewhere): the task waits for it to come back (shared.outages),
+    unless it has waited ``PORTAL_OUTAGE_WAIT_S`` already (False: it fails as a portal error)."""
     wait_s = rt.settings.portal_outage_wait_s
     if wait_s <= 0:
         return False
+    error = redactor.text(str(down))
+    cause = (
+        outages.OutageCause.SIGNED_IN_ELSEWHERE
+        if isinstance(down, SessionInUse)
+        else outages.OutageCause.DOWN
+    )
     note = _db(
         rt,
         lambda conn: outages.portal_failed(
@@ -579,6 +593,7 @@ def _wait_for_portal(rt: Runtime, claimed: dict, portal: str, error: str, worker
             worker=worker,
             wait_s=wait_s,
             probe_after_s=rt.settings.portal_probe_after_s,
+            cause=cause,
         ),
     )
     if note is not None:

@@ -76,24 +76,37 @@ def test_open_breakers_are_counted_from_postgres(client, make_account, runtime):
     assert value(_scrape(client), "understudy_webhook_endpoints_breaker_open") == 1
 
 
-def test_open_portal_outages_are_counted_with_the_oldests_age(client, make_account, runtime):
-    # given no outage / then none is counted
+def test_open_portal_outages_are_counted_by_cause_with_the_oldests_age(
+    client, make_account, runtime
+):
+    # given no outage / then none is counted, of either cause
     scraped = _scrape(client)
-    assert value(scraped, "understudy_portal_outages") == 0
-    assert value(scraped, "understudy_portal_outage_oldest_seconds") == 0
-    # given two accounts whose sandbox portal went down, one of them ten minutes ago
-    accounts = make_account("One"), make_account("Two")
+    for cause in ("down", "signed_in_elsewhere"):
+        assert value(scraped, "understudy_portal_outages", cause=cause) == 0
+        assert value(scraped, "understudy_portal_outage_oldest_seconds", cause=cause) == 0
+    # given two accounts whose sandbox portal went down, one of them ten minutes ago, and a
+    # third whose user has been refused for five minutes, signed in elsewhere
+    accounts = make_account("One"), make_account("Two"), make_account("Three")
+    causes = ("down", "down", "signed_in_elsewhere")
     with runtime.pool.connection() as conn:
-        for account, ago in zip(accounts, ("10 minutes", "1 minute"), strict=True):
+        for account, ago, cause in zip(
+            accounts, ("10 minutes", "1 minute", "5 minutes"), causes, strict=True
+        ):
             conn.execute(
-                "INSERT INTO portal_outages (account_id, portal, since, error, next_probe_at)"
-                " VALUES (%s, 'sandbox', now() - %s::interval, 'HTTP 503', now())",
-                (account.id, ago),
+                "INSERT INTO portal_outages (account_id, portal, since, error, cause,"
+                " next_probe_at) VALUES (%s, 'sandbox', now() - %s::interval, 'HTTP 503', %s,"
+                " now())",
+                (account.id, ago, cause),
             )
-    # when scraped / then both are counted, and the oldest is ten minutes old
+    # when scraped / then each cause counts its own, with its own oldest
     scraped = _scrape(client)
-    assert value(scraped, "understudy_portal_outages") == 2
-    assert 600 <= value(scraped, "understudy_portal_outage_oldest_seconds") < 660
+    assert value(scraped, "understudy_portal_outages", cause="down") == 2
+    assert 600 <= value(scraped, "understudy_portal_outage_oldest_seconds", cause="down") < 660
+    assert value(scraped, "understudy_portal_outages", cause="signed_in_elsewhere") == 1
+    elsewhere = value(
+        scraped, "understudy_portal_outage_oldest_seconds", cause="signed_in_elsewhere"
+    )
+    assert 300 <= elsewhere < 360
 
 
 def test_a_source_that_does_not_answer_is_left_out_promptly(settings):

@@ -85,6 +85,12 @@ def test_a_sign_in_refused_while_a_person_holds_the_session_waits_for_them(e2e, 
     )
     assert waiting["status"] == "waiting_for_portal", waiting["notes"]
     assert "signed in elsewhere" in waiting["notes"]
+    # and operators see it as the clinic's session, not as the payer's outage
+    with runtime.pool.connection() as conn:
+        outage = conn.execute(
+            "SELECT cause FROM portal_outages WHERE account_id = %s", (account.id,)
+        ).fetchone()
+    assert outage["cause"] == "signed_in_elsewhere"
     # and once the person signs out, the next try signs in and the check completes
     person.session.get(f"{e2e.sandbox_url}/logout", timeout=10)
     done = e2e.wait_for_task(account, task_id, {"completed", "failed"}, 120)

@@ -115,6 +115,7 @@ def test_when_the_portal_is_back_one_probe_runs_then_every_waiting_task(
     assert _get(client, account, first)["status"] == "dispatching"
     assert _get(client, account, second)["status"] == "waiting_for_portal"
     assert _outage(rt, account)["probe_task_id"] == first
+    assert _outage(rt, account)["cause"] == "down"
     # and once the probe got past the sign-in, the outage ends and the other task is sent
     assert str(runner.run_task(rt, first, browsers=browsers)) == "completed"
     assert _outage(rt, account) is None
