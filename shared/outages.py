@@ -100,6 +100,8 @@ def portal_failed(
         -- running when the portal went down fail into the same outage as they come.
         ON CONFLICT (account_id, portal) DO UPDATE
            SET error = excluded.error, cause = excluded.cause,
+               -- A new cause is a new wait for operators (the alerts time each cause apart).
+               since = CASE WHEN o.cause = excluded.cause THEN o.since ELSE now() END,
                probes = o.probes + (o.probe_task_id IS NOT DISTINCT FROM %(task)s)::int,
                next_probe_at = CASE WHEN o.probe_task_id IS NOT DISTINCT FROM %(task)s
                    THEN now() + make_interval(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import timedelta
 
 import pytest
 import requests
@@ -262,3 +263,32 @@ def test_the_outage_settings_are_checked_at_start():
     for name, value in (("PORTAL_OUTAGE_WAIT_S", "-1"), ("PORTAL_PROBE_AFTER_S", "0")):
         with pytest.raises(SettingsError, match=name):
             load_settings({name: value})
+
+
+def test_an_outage_whose_cause_changes_is_timed_from_the_change(rt, client, account):
+    # given an account's portal down for an hour
+    first, second = _task(client, account), _task(client, account)
+    with rt.pool.connection() as conn:
+        for task_id, worker in ((first, "worker-a"), (second, "worker-b")):
+            task_queries.claim_task(conn, task_id, worker, 30)
+        outages.portal_failed(
+            conn, first, account.id, "sandbox", "HTTP 503", worker="worker-a", wait_s=7200,
+            probe_after_s=30,
+        )  # fmt: skip
+        conn.execute(
+            "UPDATE portal_outages SET since = since - interval '1 hour' WHERE account_id = %s",
+            (account.id,),
+        )
+    down_since = _outage(rt, account)["since"]
+
+    # when a sign-in then finds it up, but refusing the user signed in elsewhere
+    with rt.pool.connection() as conn:
+        outages.portal_failed(
+            conn, second, account.id, "sandbox", "signed in elsewhere", worker="worker-b",
+            wait_s=7200, probe_after_s=30, cause=outages.OutageCause.SIGNED_IN_ELSEWHERE,
+        )  # fmt: skip
+
+    # then the outage says so, timed from now: the alerts time each cause on its own
+    changed = _outage(rt, account)
+    assert changed["cause"] == "signed_in_elsewhere"
+    assert changed["since"] > down_since + timedelta(minutes=59)
