@@ -223,7 +223,8 @@ SETTINGS = ("review_required_types", "review_timeout_hours", "retention_days")
 
 def account_settings(conn: Conn, account_id: int) -> dict[str, Any]:
     """The account's settings: the task types whose tasks a person must approve before their
-    irreversible step, and how many days its ended tasks are kept (shared.retention)."""
+    irreversible step, how many hours such a task waits for it (shared.review), and how many
+    days its ended tasks are kept (shared.retention)."""
     return fetch_one(
         conn,
         f"SELECT {', '.join(SETTINGS)} FROM accounts WHERE id = %s",

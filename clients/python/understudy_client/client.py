@@ -108,6 +108,11 @@ class Page(TypedDict):
 FileArg = str | Path | tuple[str, bytes | BinaryIO, str]
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """A body of the fields given (not None): what a partial update sends."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 class Understudy:
     """A client for one account. Thread-safe as far as ``requests.Session`` is."""
 
@@ -311,11 +316,7 @@ class Understudy:
         reviewer: str | None = None,
     ) -> Task:
         """Approve (``"approve"``) or reject (``"reject"``) a task that is ``pending_review``."""
-        body: dict[str, Any] = {"decision": decision}
-        if note is not None:
-            body["note"] = note
-        if reviewer is not None:
-            body["reviewer"] = reviewer
+        body = _given(decision=decision, note=note, reviewer=reviewer)
         return self.request("review_task", path_params={"task_id": task_id}, json=body)
 
     def get_settings(self) -> dict[str, Any]:
@@ -333,13 +334,11 @@ class Understudy:
         """Set the settings given, the others stay: the task types whose tasks a person must
         approve before submitting, how many hours such a task waits for it, and how many days
         ended tasks are kept."""
-        body: dict[str, Any] = {}
-        if review_required_types is not None:
-            body["review_required_types"] = review_required_types
-        if review_timeout_hours is not None:
-            body["review_timeout_hours"] = review_timeout_hours
-        if retention_days is not None:
-            body["retention_days"] = retention_days
+        body = _given(
+            review_required_types=review_required_types,
+            review_timeout_hours=review_timeout_hours,
+            retention_days=retention_days,
+        )
         return self.request("put_settings", json=body)
 
     def wait(self, task: Task | int, timeout: float = 300.0, *, poll_s: float = 1.0) -> Task:
@@ -466,13 +465,7 @@ class Understudy:
         enabled: bool | None = None,
         filter_types: list[str] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if url is not None:
-            body["url"] = url
-        if enabled is not None:
-            body["enabled"] = enabled
-        if filter_types is not None:
-            body["filter_types"] = filter_types
+        body = _given(url=url, enabled=enabled, filter_types=filter_types)
         return self.request("put_endpoint", json=body)
 
     def test_webhook_endpoint(self) -> dict[str, Any]:
