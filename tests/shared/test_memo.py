@@ -81,10 +81,12 @@ def test_none_is_never_remembered(memo):
 def test_while_the_listener_is_cut_off_nothing_is_remembered(memo, runtime):
     lookup = Lookups()
     _remembering(memo, lookup)
-    # when the listener's connection is killed (as a restart or a network cut would)
+    # when the listener's connection is killed (as a restart or a network cut would); the
+    # kill waits until the backend has exited, so the change below comes after it is down
     with psycopg.connect(runtime.database_url, autocommit=True) as conn:
         killed = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = %s",
             (f"understudy listen {CHANNEL}",),
         ).fetchall()
     assert killed, "no listener found"
