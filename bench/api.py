@@ -2,7 +2,7 @@
 figures and ratios; it does not pass or fail.
 
     python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000] [--rates 50,100,200]
-                        [--batch 100] [--only batch|reads]
+                        [--batch 100] [--only batch|reads|profile] [--profile-out FILE]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
@@ -20,6 +20,10 @@ committed INSERT and one LPUSH per request). No worker runs, so messages stay qu
     row: creation should cost the same as the tables grow.
 (c) GET /tasks/{id} and GET /tasks?status=... at N clients with those tasks in the account, and
     the query plans of the list queries.
+(p) (--only profile) where POST /tasks' CPU goes: py-spy samples the API's workers under the
+    load of (a) on N accounts, counting only threads that hold the GIL, and prints the functions
+    with the largest shares of the samples, with their callees (inclusive) and alone (self).
+    --profile-out keeps the raw samples (py-spy's collapsed stacks, for a flame graph).
 """
 
 from __future__ import annotations
@@ -381,7 +385,9 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,200",
                         help="steady offered rates for (a2), requests a second")  # fmt: skip
     parser.add_argument("--batch", type=int, default=100, help="tasks per call in (a3)")
-    parser.add_argument("--only", choices=["batch", "reads"], help="run (a3), or (c), alone")
+    parser.add_argument("--only", choices=["batch", "reads", "profile"],
+                        help="run (a3), (c) or (p) alone")  # fmt: skip
+    parser.add_argument("--profile-out", type=Path, help="(p): keep the raw samples here")
     args = parser.parse_args()
     args.rates = [float(rate) for rate in args.rates.split(",")]
     # A TERM (a timeout, a CI job cancelled) unwinds too, so the servers started are stopped.
@@ -422,7 +428,10 @@ def main() -> None:
             requests.post(api + "/tasks", json=BODY, headers=small_headers, timeout=10)
             bulk_load(database_url, small_account, SMALL_TASKS, floor_rows=False)
             small = (small_headers, newest(database_url, small_account))
-            run(api, floor, one, many, small, made[0][0], database_url, args)
+            if args.only == "profile":
+                profile(api_process, api, many, tmp, args)
+            else:
+                run(api, floor, one, many, small, made[0][0], database_url, args)
         finally:
             for process in servers:
                 stop(process)
@@ -532,6 +541,67 @@ def batches(api: str, floor: str, many: list[dict], args) -> None:
     one = merged([load(api, "POST", ["/tasks/batch"], many[:1], alone, batch)
                   for _ in range(args.slices)])  # fmt: skip
     print(f"    {'':<12} one client  {one.line()}   ({one.rate * args.batch:.1f} tasks a second)")
+
+
+def profile(server: subprocess.Popen, api: str, many: list[dict], tmp: Path, args) -> None:
+    """(p) py-spy on the API's gunicorn workers while N clients on N accounts send POST /tasks
+    for the case's whole measured time (``--slices`` x ``--seconds``)."""
+    seconds = args.slices * args.seconds
+    raw = args.profile_out or tmp / "profile.txt"
+    load(api, "POST", ["/tasks"], many, args, BODY)  # warm: the SOPs read, connections made
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
+         "--subprocesses", "--gil", "--function", "--format", "raw", "--rate", "250",
+         "--duration", str(int(seconds + args.warmup_s + 1)), "--output", str(raw)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(1)  # py-spy attaches to the master and finds its workers
+    result = load(api, "POST", ["/tasks"], many, argparse.Namespace(**{**vars(args),
+                  "seconds": seconds}), BODY)  # fmt: skip
+    if spy.wait() != 0 or not raw.exists():
+        raise SystemExit("py-spy recorded nothing (it needs the right to trace the API's workers)")
+    print()
+    print(f"(p) POST /tasks on {len(many)} accounts under py-spy: {result.line()}")
+    inclusive, alone, total = profile_shares(raw.read_text().splitlines())
+    print(f"    {total:,} samples holding the GIL in the API's workers; share of them:")
+    print(f"    {'with callees':>12}  {'alone':>6}  function")
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])
+    shown = [(name, n) for name, n in ranked if _ours(name)][:PROFILE_ROWS]
+    for name, n in shown:
+        print(f"    {n / total:12.1%}  {alone.get(name, 0) / total:6.1%}  {name}")
+    print("    most time alone (anywhere, our code or a library's):")
+    for name, n in sorted(alone.items(), key=lambda item: -item[1])[:PROFILE_ROWS]:
+        print(f"    {inclusive[name] / total:12.1%}  {n / total:6.1%}  {name}")
+    if args.profile_out:
+        print(f"    raw samples (collapsed stacks) in {raw}")
+
+
+PROFILE_ROWS = 25
+
+
+def profile_shares(lines: list[str]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Samples by function from py-spy's raw output (``frame;frame;... count``, the leaf
+    last): (with callees, alone, total). A function on a stack twice counts once."""
+    inclusive: dict[str, int] = {}
+    alone: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + n
+        alone[frames[-1]] = alone.get(frames[-1], 0) + n
+    return inclusive, alone, total
+
+
+def _ours(frame: str) -> bool:
+    """A frame of Understudy's own code (py-spy names the file from its package down)."""
+    where = frame.rpartition("(")[2]
+    return where.startswith(("api/", "shared/"))
 
 
 # Enough that a page of failed tasks (4 %) is as full on the small account as on the big one:
