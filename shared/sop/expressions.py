@@ -23,6 +23,7 @@ import jinja2.meta
 from shared import inputs as inputs_mod
 from shared.inputs import PersonName
 from shared.settings import load_settings
+from shared.sop import patterns
 from shared.template_sandbox import BoundedSandbox
 
 # Whether an unknown name is an error right now (rendering a step's template) or empty.
@@ -117,7 +118,10 @@ def template_env() -> BoundedSandbox:
         digits=lambda v: re.sub(r"\D", "", str(v)) if v is not None else None,
         squash=lambda v: re.sub(r"\s+", " ", str(v)).strip() if v is not None else None,
     )
-    env.tests["matching"] = lambda value, pattern: bool(re.search(pattern, str(value or "")))
+    # In time linear in the text, whatever the pattern (an SOP's, or one a template builds).
+    env.tests["matching"] = lambda value, pattern: (
+        patterns.search(str(pattern), str(value or "")) is not None
+    )
     env.globals["today"] = lambda: date.today().isoformat()
     return env
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared import inputs as inputs_mod
 from shared.redaction import Redactor
+from shared.sop import patterns
 from shared.sop.expressions import strip_braces
 
 if TYPE_CHECKING:
@@ -411,10 +412,8 @@ class ExtractStep(Step):
             fields["locator"] = v.locator(m[what], f"{path}.{what}")
         if "pattern" in m:
             fields["pattern"] = v.string(m["pattern"], f"{path}.pattern")
-            try:
-                re.compile(fields["pattern"])
-            except re.error as exc:
-                v.err(f"{path}.pattern", f"bad regular expression: {exc}")
+            if why := patterns.problem(fields["pattern"]):
+                v.err(f"{path}.pattern", why)
         if "default" in m:
             fields["has_default"], fields["default"] = True, m["default"]
         if "wait_s" in m:
@@ -737,7 +736,7 @@ class PortalErrorPattern:
     pattern: str  # case-insensitive regular expression
 
     def matches(self, text: str) -> bool:
-        return re.search(self.pattern, text, re.I) is not None
+        return patterns.search(self.pattern, text, ignore_case=True) is not None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
+from shared.sop import patterns
 from shared.sop.errors import SopLimitExceeded
 from shared.sop.loader import SopLimits, load_document
 from shared.sop.model import (
@@ -283,11 +284,8 @@ class _ProfileValidator(Validator):
         if isinstance(value, dict) and not ({"url", "shows"} & value.keys()):
             self.err(path, "give url (a regular expression of the address), shows, or both")
         url = self.string(m["url"], f"{path}.url") if "url" in m else None
-        if url is not None:
-            try:
-                re.compile(url)
-            except re.error as exc:
-                self.err(f"{path}.url", f"bad regular expression: {exc}")
+        if url is not None and (why := patterns.problem(url)):
+            self.err(f"{path}.url", why)
         shows = self.locator(m["shows"], f"{path}.shows") if "shows" in m else None
         return PageRule(url=url, shows=shows)
 

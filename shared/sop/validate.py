@@ -12,7 +12,7 @@ import jinja2
 import jinja2.meta
 
 from shared import inputs as inputs_mod
-from shared.sop import expressions
+from shared.sop import expressions, patterns
 from shared.sop.model import (
     LETTER_CASES,
     LOCATOR_KINDS,
@@ -124,7 +124,7 @@ class Validator:
         except RecursionError:
             self.err(path, "template error: nested too deeply")
             return
-        self.no_sensitive(tree, path)
+        self.checked(tree, path)
 
     def expression(self, value: Any, path: str) -> str:
         text = self.string(value, path)
@@ -136,8 +136,18 @@ class Validator:
             except RecursionError:
                 self.err(path, "condition error: nested too deeply")
             else:
-                self.no_sensitive(tree, path)
+                self.checked(tree, path)
         return text
+
+    def checked(self, tree: jinja2.nodes.Template, path: str) -> None:
+        """What a parsed template or condition may not do: read a sensitive input, or test
+        with a pattern RE2 cannot compile (one it builds as it runs is checked then)."""
+        self.no_sensitive(tree, path)
+        for test in tree.find_all(jinja2.nodes.Test):
+            pattern = test.args[0] if test.name == "matching" and test.args else None
+            literal = pattern.value if isinstance(pattern, jinja2.nodes.Const) else None
+            if isinstance(literal, str) and (why := patterns.problem(literal)):
+                self.err(path, f"matching: {why}")
 
     def no_sensitive(self, tree: jinja2.nodes.Template, path: str) -> None:
         """A sensitive input is only ever typed: no template or condition may read it."""
@@ -314,10 +324,8 @@ class Validator:
                 pattern = self.string(m[where], f"{p}.{where}")
                 if not m.get("regex", False):
                     pattern = re.escape(pattern)
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                self.err(p, f"bad regular expression: {exc}")
+            if why := patterns.problem(pattern):
+                self.err(p, why)
                 continue
             out.append(PortalErrorPattern(where=where, pattern=pattern))
         return tuple(out)

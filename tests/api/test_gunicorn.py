@@ -151,6 +151,36 @@ def test_alias_bombs_in_parallel_leave_healthz_answering(api_server, account):
     assert not any(ch.isdigit() for ch in health.headers.get("Server", ""))
 
 
+def test_a_pattern_that_backtracks_for_hours_leaves_the_api_answering(api_server, account):
+    # given a type whose instructions test a text input against a pattern that, in a
+    # backtracking engine, takes time doubling with each character of the input
+    sop = (
+        "task_type: read_note\ntitle: Read a note\n"
+        "description: \"Plain? {{ note is matching('^(a+)+$') }}\"\n"
+        "portal: {name: sandbox}\ninputs: [{name: note, format: text, required: true}]\n"
+        "steps: [{login: {url: /dashboard}}]\noutcomes: [{status: completed, notes: ok}]\n"
+    )
+    put = requests.put(f"{api_server.url}/sops/read_note", json={"sop": sop},
+                       headers=account.headers, timeout=30)  # fmt: skip
+    assert put.status_code == 201, put.json()
+
+    # when a client sends 64 a's and a '!' (2**64 ways to fail: centuries, in one C call that
+    # holds the process's GIL), while /healthz is asked too
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(
+            requests.post, f"{api_server.url}/tasks",
+            json={"type": "read_note", "data": {"note": "a" * 64 + "!"}},
+            headers=account.headers, timeout=30,
+        )  # fmt: skip
+        health = requests.get(f"{api_server.url}/healthz", timeout=30)
+        created = sent.result()
+
+    # then the task is created with its instructions filled, and the API kept answering
+    assert created.status_code == 200, created.text
+    assert "Plain? False" in created.json()["instructions"]
+    assert health.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status", "code"),
     [

@@ -208,3 +208,15 @@ def test_bad_condition_fails_the_step_but_not_the_outcome(driver, page_url) -> N
         "  - {status: completed, notes: 'x={{ x }}'}",
     )
     assert (outcome.status, outcome.notes) == ("completed", "x=1")
+
+
+def test_a_pattern_built_as_it_runs_that_does_not_compile_fails_the_step_saying_why(
+    driver, page_url
+) -> None:
+    # given a condition whose pattern is made of what the run read (an unclosed group)
+    steps = (
+        "  - set: {found: \"'(unclosed'\"}\n  - set: {x: 1}\n    when: \"'x' is matching(found)\"\n"
+    )
+    # then the step fails and names the pattern's fault (an uncaught re.error before)
+    with pytest.raises(StepFailed, match="could not evaluate.*bad regular expression.*RE2"):
+        run(driver, page_url, steps)

@@ -6,10 +6,10 @@ a secret was typed into, is never read.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from shared.inputs import snake_key
+from shared.sop import patterns
 from shared.sop.model import ExtractStep
 from worker.agent import locators
 from worker.agent.handlers import At, handles
@@ -40,7 +40,7 @@ def extract(run: Run, step: ExtractStep, at: At) -> str:
     # template, where a filter could take it apart.
     value = run.redactor.value(_read(run, step, run.timeout(step)))
     if isinstance(value, str) and step.pattern:
-        m = re.search(step.pattern, value)
+        m = patterns.search(step.pattern, value)
         if m is None and not step.has_default:
             raise StepFailed(f"{short(value)} does not match {step.pattern!r}")
         value = (m.group(1) if m.groups() else m.group(0)) if m else step.default

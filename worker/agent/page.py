@@ -8,7 +8,6 @@ that the browser is still on the portal's origins.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +26,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from shared.sop import patterns
 from shared.sop.model import (
     VALUE_TEST_REFUSED,
     Locator,
@@ -139,7 +139,7 @@ def on_page(rule: PageRule, url: str, found: Sequence[bool], *, signing_in: bool
     username or the password field showing, as before profiles."""
     if rule.url is None and rule.shows is None:
         return any(found[:2]) if signing_in else bool(found) and all(found)
-    if rule.url is not None and re.search(rule.url, url) is None:
+    if rule.url is not None and patterns.search(rule.url, url) is None:
         return False
     return all(found)
 
