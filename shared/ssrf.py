@@ -136,7 +136,10 @@ def url_origin(url: str) -> str:
 def origin_of(url: str) -> str:
     """The origin that ``url`` is, or :class:`UrlRefused` if it is more than an origin (a path,
     a query, a fragment)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 host
+        raise UrlRefused(f"the URL is malformed: {exc}") from exc
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise UrlRefused("an origin is scheme://host[:port], with no path, query or fragment")
     return url_origin(url)

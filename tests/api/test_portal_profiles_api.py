@@ -319,3 +319,14 @@ def test_max_sessions_is_a_whole_number_from_1_to_100(client, account, runtime):
         error = _error(refused, 422, "validation_failed")
         assert [(d["path"], d["line"]) for d in error["details"]] == [("max_sessions", 17)], bad
     assert _profile_rows(runtime) == 1
+
+
+def test_an_allowed_origin_with_an_unclosed_ipv6_host_is_422_and_stores_nothing(
+    client, account, runtime
+):
+    text = ACME.replace("[https://sso.acme.test]", '["https://[::1"]')
+    for response in (_validate(client, account, text), _put(client, account, text)):
+        details = _error(response, 422, "validation_failed")["details"]
+        assert [d["path"] for d in details] == ["allowed_origins[0]"], details
+        assert details[0]["line"] == 4
+    assert _profile_rows(runtime) == 0
