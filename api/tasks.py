@@ -683,7 +683,7 @@ def _batch_filter() -> int | None:
     raw = request.args.get("batch")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # not "²", which int() refuses
         raise ValidationFailed(
             "Unknown batch filter value.",
             [{"field": "batch", "message": f"{raw!r} is not a batch id (a whole number)"}],

@@ -57,4 +57,4 @@ def settings_save():
 def _number(name: str) -> int | str:
     """A number field of the form, as a number when it is one (else as typed, for the 422)."""
     typed = request.form.get(name, "").strip()
-    return int(typed) if typed.isdigit() and len(typed) <= 6 else typed
+    return int(typed) if typed.isascii() and typed.isdigit() and len(typed) <= 6 else typed

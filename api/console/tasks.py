@@ -53,7 +53,7 @@ def tasks():
     since, until = _day("since"), _day("until")
     if status and status not in {s.value for s in TaskStatus}:
         abort(400, f"Unknown status {status!r}.")
-    if batch and not (batch.isdigit() and len(batch) <= 18):
+    if batch and not (batch.isascii() and batch.isdigit() and len(batch) <= 18):
         abort(400, "batch must be a batch's number.")
     with runtime().pool.connection() as conn:
         types = [*TASK_TYPES, *sop_store.custom_types(conn, account, removed=True)]

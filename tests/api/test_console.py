@@ -699,6 +699,10 @@ def test_an_admin_sets_retention_and_review_from_the_settings_page(runtime, app,
     assert refused.status_code == 422
     assert "retention_days: must be a number of days from 1 to 3650" in refused.text
     assert client.get("/settings", headers=account.headers).json["retention_days"] == 30
+    # and so is a number of digits int() cannot read ("²"), not a 500
+    superscript = admin.post("/console/settings", data={**form, "retention_days": "\u00b2"})
+    assert superscript.status_code == 422
+    assert "retention_days: Not a valid integer." in superscript.text
     # and a viewer reads the page but cannot save it
     assert "disabled" in viewer.get("/console/settings").text
     denied = viewer.post("/console/settings", data={**form, "csrf_token": page_token(viewer)})

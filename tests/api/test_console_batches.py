@@ -93,6 +93,7 @@ def test_a_csv_becomes_one_batch_whose_page_follows_its_tasks(runtime, operator,
     assert all(f'data-task-id="{t["id"]}"' in listed for t in stored)
     assert f'data-task-id="{lone}"' not in listed and f"batch {batch_id}" in listed
     assert operator.get("/console/tasks?batch=x").status_code == 400
+    assert operator.get("/console/tasks?batch=%C2%B2").status_code == 400  # "²": no int()
     listing = operator.get("/console/batches").text
     assert f'data-batch-id="{batch_id}"' in listing
 

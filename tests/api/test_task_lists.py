@@ -183,3 +183,11 @@ def test_a_batch_list_reads_the_batch_not_the_accounts_history(client, account, 
         on_tasks = nodes_on(conn, "tasks", sql, params, mode)
     assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
     assert rows_read(on_tasks) <= 3 * 2
+
+
+@pytest.mark.parametrize("batch", ["%C2%B2", "%D9%A3", "1%C2%B2"])
+def test_a_batch_filter_of_digits_that_are_not_ascii_is_a_422(client, account, batch):
+    # "²" is a digit to str.isdigit() that int() refuses; "٣" one that int() reads as 3
+    response = client.get(f"/tasks?batch={batch}", headers=account.headers)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["error"]["details"][0]["field"] == "batch"
