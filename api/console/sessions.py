@@ -55,7 +55,10 @@ def _allowed(email: str) -> bool:
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a console path only, never another site."""
     if target:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # "http://[::1": not a place to go at all
+            return url_for("console.tasks")
         if not parts.scheme and not parts.netloc and parts.path.startswith("/console/"):
             return target
     return url_for("console.tasks")
