@@ -20,8 +20,12 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind != "id":
+        # An id this API gave out: a bigint's ASCII digits. A bigger or negative number would be
+        # compared as numeric, which no index serves: a walk through the whole table.
+        if kind != "id" or not (value.isascii() and value.isdigit()) or len(value) > 19:
             raise ValueError(kind)
+        if int(value) > 2**63 - 1:
+            raise ValueError(value)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_cursor", "The cursor is not one this API gave out.") from exc

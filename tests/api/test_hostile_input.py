@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.pagination import encode_cursor
 from shared.sop.library import builtin_sop_text
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
@@ -208,6 +209,15 @@ def test_body_that_is_not_utf8_is_refused(client, account):
 def test_an_id_that_is_not_ascii_digits_is_a_404(client, account, path):
     method = client.post if path.endswith("cancel") else client.get
     assert _error(method(path, headers=account.headers), 404)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("last_id", [2**63, 10**30, -1, -(10**30)])
+@pytest.mark.parametrize("path", ["/tasks", "/audit-log", "/webhooks/messages"])
+def test_a_cursor_past_a_bigint_or_below_zero_is_refused(client, account, path, last_id):
+    # a tampered cursor: past a bigint it was compared as numeric, which no index serves, and
+    # the page walked every row of the table (-10**30 matched none, so it read them all)
+    response = client.get(f"{path}?cursor={encode_cursor(last_id)}", headers=account.headers)
+    assert _error(response, 400)["code"] == "bad_cursor"
 
 
 def test_long_idempotency_key_is_refused(client, account):
