@@ -67,8 +67,11 @@ def tasks():
             statuses=[status] if status else [],
             types=[task_type] if task_type else [],
             created_since=_start_of(since),
-            # "until" is the last day shown, so the bound is the start of the day after it.
-            created_before=_start_of(until + timedelta(days=1)) if until else None,
+            # "until" is the last day shown, so the bound is the start of the day after it
+            # (after the last day a date can be, there is none).
+            created_before=_start_of(until + timedelta(days=1))
+            if until and until < date.max
+            else None,
             batch_id=int(batch) if batch else None,
         )
     more = len(rows) > PAGE_SIZE
