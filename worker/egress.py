@@ -289,7 +289,11 @@ class _Handler(socketserver.BaseRequestHandler):
     def _forward(
         self, proxy: EgressProxy, method: str, target: str, version: str, header_lines: list[str]
     ) -> None:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # "http://[::1": no address at all
+            self._answer(400, "bad URL")
+            return
         names = {h.split(":", 1)[0].strip().lower() for h in header_lines}
         page = bool(names & _PAGE_HEADERS)
         if parts.scheme != "http" or not parts.hostname:

@@ -319,3 +319,22 @@ def test_tunnels_go_only_to_an_allowed_host_and_port(canary):
     assert other_port.startswith(b"HTTP/1.1 403") and other_host.startswith(b"HTTP/1.1 403")
     assert canary.hits == ["/tunnelled"]
     assert [r.page for r in refusals] == [False, False]  # a tunnel says nothing of its page
+
+
+def test_a_request_for_an_address_that_cannot_be_split_is_a_400(canary):
+    # given the proxy a browser's plain http goes through
+    proxy = EgressProxy(resolver=lambda host, port: ["127.0.0.1"])
+    proxy.allow([Origin.of(f"http://portal.test:{canary.port}", allow_private=True)])
+    try:
+        # when a request names an unclosed IPv6 host, then one the portal's origin
+        answers = []
+        for target in ("http://[::1/x", f"http://portal.test:{canary.port}/after"):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+                sock.sendall(f"GET {target} HTTP/1.1\r\nHost: portal.test\r\n\r\n".encode())
+                answers.append(b"".join(iter(lambda s=sock: s.recv(4096), b"")))
+    finally:
+        proxy.close()
+    # then the first is answered 400 (the connection was dropped unanswered), and the proxy
+    # goes on serving
+    assert answers[0].startswith(b"HTTP/1.1 400"), answers[0]
+    assert answers[1].split(b" ")[1] == b"200" and b"canary secret" in answers[1]
