@@ -36,6 +36,7 @@ from shared.portals import active_profile, portal_address, portal_allowed_origin
 from shared.redaction import Redactor
 from shared.runtime import Runtime
 from shared.sop.model import Sop
+from shared.sop.patterns import PatternError
 from shared.sop.profile import Profile
 from shared.sop.store import StoredSop, sop_by_id
 from shared.ssrf import UrlRefused, check_portal_url
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
 # What a portal, an SOP or a person can make happen: an outcome with a note, logged at INFO with
 # its reason (see _claim_and_run), never a traceback.
-EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded)
+EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded, PatternError)
 
 
 def _db(rt: Runtime, work: Callable[[Conn], T]) -> T:
@@ -381,6 +382,13 @@ def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
         return TaskStatus.FAILED, f"The SOP could not proceed at {where}: {exc}.{looking}"
     if isinstance(exc, PortalUnavailable):
         return TaskStatus.FAILED, f"Portal error, still failing after retries: {exc}"
+    if isinstance(exc, PatternError):
+        # Only a version stored before patterns ran on RE2 gets here: new ones are checked.
+        return TaskStatus.FAILED, (
+            f"The SOP or the portal's profile has a pattern that cannot run: {exc}. Store a "
+            f"version without it (PUT /sops/{sop.task_type}, or the portal's profile) and send "
+            "the task again."
+        )
     if isinstance(exc, InputTimeout):
         return TaskStatus.FAILED, str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):

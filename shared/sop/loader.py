@@ -29,11 +29,15 @@ class SopLimits:
     nodes: int = 20_000  # MAX_SOP_NODES, counted after alias expansion
     depth: int = 32  # MAX_SOP_DEPTH
     steps: int = 500  # MAX_SOP_STEPS
+    # Whether each regular expression must compile in RE2 (shared.sop.patterns).
+    patterns: bool = True
 
 
 # For documents already stored: they passed the limits in force when they were stored, and a
-# task must not fail because an operator lowered a limit since. Still finite (aliases).
-STORED_SOP_LIMITS = SopLimits(nodes=2_000_000, depth=100, steps=100_000)
+# task must not fail because an operator lowered a limit since. Still finite (aliases). A
+# pattern stored before patterns ran on RE2 that RE2 cannot compile is refused where it runs
+# (its step fails and says so), so the version stays readable and replaceable.
+STORED_SOP_LIMITS = SopLimits(nodes=2_000_000, depth=100, steps=100_000, patterns=False)
 
 
 def load_document(
@@ -42,7 +46,7 @@ def load_document(
     """A document (an SOP, a portal profile) read from bounded YAML by ``read(v, data, text)``,
     ``v`` a ``validator`` on the text's line map; SopInvalid lists every problem."""
     data, lines = _load_yaml(text, limits)
-    v = validator(lines)
+    v = validator(lines, check_patterns=limits.patterns)
     try:
         document = read(v, data, text)
     except RecursionError:  # a template nested past what jinja2 can walk

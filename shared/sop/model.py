@@ -412,8 +412,7 @@ class ExtractStep(Step):
             fields["locator"] = v.locator(m[what], f"{path}.{what}")
         if "pattern" in m:
             fields["pattern"] = v.string(m["pattern"], f"{path}.pattern")
-            if why := patterns.problem(fields["pattern"]):
-                v.err(f"{path}.pattern", why)
+            v.pattern(fields["pattern"], f"{path}.pattern")
         if "default" in m:
             fields["has_default"], fields["default"] = True, m["default"]
         if "wait_s" in m:

@@ -16,7 +16,6 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from shared.sop import patterns
 from shared.sop.errors import SopLimitExceeded
 from shared.sop.loader import SopLimits, load_document
 from shared.sop.model import (
@@ -284,8 +283,8 @@ class _ProfileValidator(Validator):
         if isinstance(value, dict) and not ({"url", "shows"} & value.keys()):
             self.err(path, "give url (a regular expression of the address), shows, or both")
         url = self.string(m["url"], f"{path}.url") if "url" in m else None
-        if url is not None and (why := patterns.problem(url)):
-            self.err(f"{path}.url", why)
+        if url is not None:
+            self.pattern(url, f"{path}.url")
         shows = self.locator(m["shows"], f"{path}.shows") if "shows" in m else None
         return PageRule(url=url, shows=shows)
 

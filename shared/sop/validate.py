@@ -91,8 +91,9 @@ def _parent(path: str) -> str:
 class Validator:
     """Walks the loaded document, collecting every error, and builds the model."""
 
-    def __init__(self, lines: dict[str, int]) -> None:
+    def __init__(self, lines: dict[str, int], *, check_patterns: bool = True) -> None:
         self.lines = lines
+        self.check_patterns = check_patterns
         self.errors: list[dict[str, Any]] = []
         self.dismiss: list[Locator] = []
         # Sensitive inputs' names and aliases: no template or condition may name them.
@@ -146,8 +147,15 @@ class Validator:
         for test in tree.find_all(jinja2.nodes.Test):
             pattern = test.args[0] if test.name == "matching" and test.args else None
             literal = pattern.value if isinstance(pattern, jinja2.nodes.Const) else None
-            if isinstance(literal, str) and (why := patterns.problem(literal)):
-                self.err(path, f"matching: {why}")
+            if isinstance(literal, str):
+                self.pattern(literal, path, "matching: ")
+
+    def pattern(self, pattern: str, path: str, what: str = "") -> bool:
+        """Whether ``pattern`` can run (RE2 compiles it); if not, the error says why."""
+        why = patterns.problem(pattern) if self.check_patterns else None
+        if why:
+            self.err(path, f"{what}{why}")
+        return why is None
 
     def no_sensitive(self, tree: jinja2.nodes.Template, path: str) -> None:
         """A sensitive input is only ever typed: no template or condition may read it."""
@@ -324,8 +332,7 @@ class Validator:
                 pattern = self.string(m[where], f"{p}.{where}")
                 if not m.get("regex", False):
                     pattern = re.escape(pattern)
-            if why := patterns.problem(pattern):
-                self.err(p, why)
+            if not self.pattern(pattern, p):
                 continue
             out.append(PortalErrorPattern(where=where, pattern=pattern))
         return tuple(out)

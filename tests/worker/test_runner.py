@@ -345,3 +345,39 @@ def test_every_step_gets_a_screenshot_when_the_operator_asks(rt, client, account
     assert steps and all(step["artifact_id"] for step in steps)
     png = client.get(f"/artifacts/{steps[0]['artifact_id']}", headers=account.headers)
     assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
+
+
+def test_a_version_stored_before_re2_with_a_lookahead_stays_readable_and_fails_saying_why(
+    rt, client, account, browsers
+):
+    # given the account's SOP, then its stored text as a release before RE2 accepted it: a
+    # lookahead in a pattern (a new digest, as a new version's)
+    text = CHECK_MEMBER_PLAN.replace(
+        "  - click: {button: Search}\n",
+        "  - click: {button: Search}\n  - extract: {into: at, url: true, pattern: 'http(.*)'}\n",
+    )
+    assert client.put("/sops/check_member_plan", json={"sop": text},
+                      headers=account.headers).status_code == 201  # fmt: skip
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "UPDATE sops SET body = replace(body, 'http(.*)', '(?=http)(.*)'),"
+            " digest = 'before-re2-' || digest WHERE account_id = %s",
+            (account.id,),
+        )
+
+    # when it is read, a task is created with it and the task runs
+    read = client.get("/sops/check_member_plan", headers=account.headers)
+    created = client.post(
+        "/tasks", json={"type": "check_member_plan", "data": JANE}, headers=account.headers
+    )
+    assert created.status_code == 200, created.get_json()  # a 500 before
+    runner.run_task(rt, created.get_json()["id"], browsers=browsers)
+    task = client.get(f"/tasks/{created.get_json()['id']}", headers=account.headers).get_json()
+
+    # then the version reads as stored, and the task fails once, saying what to change
+    assert read.status_code == 200 and "(?=http)(.*)" in read.get_json()["body"]
+    assert task["status"] == "failed"
+    assert "a pattern that cannot run" in task["notes"]
+    assert "invalid perl operator: (?=" in task["notes"]
+    assert "PUT /sops/check_member_plan" in task["notes"]
+    assert task["attempts"] == 1
