@@ -147,6 +147,10 @@ def _screen(settings: Settings) -> None:
         )
     if request.mimetype == "multipart/form-data":
         _screen_multipart(settings)
+    elif request.mimetype == "application/x-www-form-urlencoded":  # the console's forms
+        for name, value in request.form.items(multi=True):
+            check_text(name, "A form field name")
+            check_text(value, f"The form field {name!r}")
 
 
 def _check_utf8_url() -> None:

@@ -522,6 +522,40 @@ def test_after_sign_in_only_console_pages_are_followed(runtime, app, account, ta
     assert response.headers["Location"].endswith("/console/tasks")
 
 
+def test_a_nul_in_a_console_form_is_refused_with_400_and_nothing_is_stored(
+    runtime, app, client, account
+):
+    # given an admin, and a task paused for review
+    make_user(runtime, account.id, "a@c.test", "admin")
+    task_id = _paused_task(runtime, client, account)
+    anonymous = app.test_client()
+    login_form = form_token(anonymous.get("/console/login").text)
+    # when anyone signs in with a NUL in the email (a form PostgreSQL cannot store)
+    answer = anonymous.post(
+        "/console/login",
+        data={"email": "a\x00@c.test", "password": PASSWORD, "csrf_token": login_form},
+    )
+    # then it is a 400 saying why, not a 500
+    assert answer.status_code == 400 and "NUL" in answer.text
+    # and so is each signed-in form that writes what it was sent
+    browser = app.test_client()
+    assert sign_in(browser, "a@c.test").status_code == 303
+    token = page_token(browser)
+    for path, data in [
+        (f"/console/tasks/{task_id}/review", {"decision": "reject", "note": "Wrong\x00payer"}),
+        ("/console/users/invite", {"email": "x\x00@c.test", "role": "viewer"}),
+        ("/console/portals/edit", {"name": "payer", "base_url": "https://payer.test/\x00"}),
+    ]:
+        answer = browser.post(path, data={**data, "csrf_token": token})
+        assert answer.status_code == 400 and "NUL" in answer.text, path
+    # and nothing was decided, invited or registered
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).json
+    assert task["status"] == "pending_review"
+    with runtime.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM users").fetchone()["n"] == 1
+        assert conn.execute("SELECT count(*) AS n FROM portals").fetchone()["n"] == 0
+
+
 def test_an_operator_cancels_a_queued_task_once(runtime, app, client, account):
     make_user(runtime, account.id, "o@c.test", "operator")
     make_user(runtime, account.id, "v@c.test", "viewer")
