@@ -59,7 +59,13 @@ def _safe_next(target: str | None) -> str:
             parts = urlsplit(target)
         except ValueError:  # "http://[::1": not a place to go at all
             return url_for("console.tasks")
-        if not parts.scheme and not parts.netloc and parts.path.startswith("/console/"):
+        # (a control character, "\r\n" say, cannot be in a Location header)
+        if (
+            not parts.scheme
+            and not parts.netloc
+            and parts.path.startswith("/console/")
+            and target.isprintable()
+        ):
             return target
     return url_for("console.tasks")
 

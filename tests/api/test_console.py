@@ -508,8 +508,12 @@ def test_the_audit_log_records_api_calls_and_console_actions_and_pages(
 
 
 @pytest.mark.parametrize(
-    "target", ["https://elsewhere.test/x", "//elsewhere.test/x", "/tasks", "http://[::1"]
-)
+    "target",
+    [
+        "https://elsewhere.test/x", "//elsewhere.test/x", "/tasks", "http://[::1",
+        "/console/tasks\r\nSet-Cookie: x=1",
+    ],
+)  # fmt: skip
 def test_after_sign_in_only_console_pages_are_followed(runtime, app, account, target):
     make_user(runtime, account.id, "v@c.test", "viewer")
     browser = app.test_client()
