@@ -43,6 +43,8 @@ def read_task_file(
             if line.strip():
                 try:
                     item = json.loads(line)
+                except RecursionError as err:
+                    raise TaskFileError(f"line {number} is nested too deep") from err
                 except ValueError as err:
                     raise TaskFileError(f"line {number} is not JSON: {err}") from err
                 if not isinstance(item, dict):

@@ -16,6 +16,7 @@ from flask import abort, redirect, render_template, request, url_for
 
 from api.console import audit_entry, bp, current, requires
 from api.errors import ApiError, ValidationFailed, field_errors
+from api.limits import check_json
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
 from api.tasks import batch_items, create_batch
@@ -93,6 +94,11 @@ def batch_create():
         return _form(422, error="The file is not UTF-8 text: save it as CSV (UTF-8).", **shown)
     except TaskFileError as err:
         return _form(422, error=f"The file cannot be read: {err}.", **shown)
+    for number, task in rows:  # what POST /tasks/batch refuses in its JSON body
+        try:
+            check_json(task, runtime().settings.max_json_depth)
+        except ApiError as err:
+            return _form(err.status, error=f"{err.message} (line {number})", **shown)
     lines = [number for number, _task in rows]
     entry = audit_entry("batch.create", "batches", {"file": upload.filename})
     try:

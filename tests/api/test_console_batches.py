@@ -158,6 +158,30 @@ def test_a_file_that_cannot_be_read_is_refused_with_why(runtime, operator, conte
     assert _tasks(runtime) == []
 
 
+@pytest.mark.parametrize(
+    ("content", "name", "said"),
+    [
+        ("member_id,patient,dob\nW100000001,Jane\x00 Doe,1990-01-15\n", "nul.csv", "NUL"),
+        ('{"type": "check_eligibility", "data": "member_id: W100000001\\npatient: Jane\\u0000'
+         ' Doe\\ndob: 1990-01-15"}\n', "nul.jsonl", "NUL"),
+        ('{"type": "check_eligibility", "data": {"member_id": "W100000001",'
+         ' "patient": "Jane Doe\\ud800", "dob": "1990-01-15"}}\n', "surrogate.jsonl",
+         "lone surrogate"),
+        ('{"type": "check_eligibility", "data": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+         "deep.jsonl", "line 1 is nested too deep"),
+    ],
+)  # fmt: skip
+def test_a_file_with_text_no_task_can_hold_is_refused_by_its_line(
+    runtime, operator, content, name, said
+):
+    # given a row whose data holds what PostgreSQL cannot store, or is nested past any limit
+    sent = _send(operator, content, name=name, type="check_eligibility")
+    # then the page says why and names the line (it was a 500), and nothing is created
+    assert sent.status_code in (400, 422) and said in sent.text, sent.text
+    assert "line 1" in sent.text or "line 2" in sent.text
+    assert _tasks(runtime) == []
+
+
 def test_json_lines_and_a_spreadsheets_byte_order_mark_are_read(runtime, operator):
     lines = '{"type": "check_claim_status", "data": "claim_number: CLM-PAID-0001"}\n'
     assert _send(operator, lines, name="claims.jsonl").status_code == 303
