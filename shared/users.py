@@ -188,7 +188,10 @@ def session_for(conn: Conn, token: str) -> Session | None:
 
 
 def csrf_matches(session: Session, presented: str | None) -> bool:
-    return presented is not None and hmac.compare_digest(session.csrf_token, presented)
+    # (compared as bytes: compare_digest refuses a str that is not ASCII with a TypeError)
+    return presented is not None and hmac.compare_digest(
+        session.csrf_token.encode(), presented.encode()
+    )
 
 
 def end_session(conn: Conn, token: str) -> None:

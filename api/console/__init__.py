@@ -151,7 +151,11 @@ def _presented_csrf() -> str | None:
 def _check_presession_csrf() -> None:
     cookie = request.cookies.get(PRESESSION_COOKIE)
     presented = _presented_csrf()
-    if not cookie or not presented or not secrets.compare_digest(cookie, presented):
+    if (
+        not cookie
+        or not presented
+        or not secrets.compare_digest(cookie.encode(), presented.encode())
+    ):
         abort(400, "The form's CSRF token is missing or wrong: reload the page and try again.")
 
 

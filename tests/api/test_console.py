@@ -270,6 +270,13 @@ def test_every_post_without_its_csrf_token_is_refused_with_400(runtime, client, 
         "/console/login", data={"email": "admin@clinic.test", "password": PASSWORD}
     )
     assert no_token.status_code == 400 and "CSRF" in no_token.text
+    # (a token that is not ASCII, in the form or the header, is wrong too, not a 500)
+    client.get("/console/login")
+    not_ascii = client.post(
+        "/console/login",
+        data={"email": "admin@clinic.test", "password": PASSWORD, "csrf_token": "jeton-é"},
+    )
+    assert not_ascii.status_code == 400 and "CSRF" in not_ascii.text
     assert sign_in(client, "admin@clinic.test").status_code == 303
     for path, data in [
         ("/console/users/invite", {"email": "x@clinic.test", "role": "viewer"}),
@@ -279,8 +286,10 @@ def test_every_post_without_its_csrf_token_is_refused_with_400(runtime, client, 
     ]:
         missing = client.post(path, data=data)
         wrong = client.post(path, data={**data, "csrf_token": "not-the-token"})
+        not_ascii = client.post(path, data=data, headers={"X-CSRF-Token": "jeton-é"})
         assert missing.status_code == 400, path
         assert wrong.status_code == 400, path
+        assert not_ascii.status_code == 400, path
         assert "CSRF token is missing or wrong" in missing.text
     # nothing happened: no invite, no SOP version, still signed in
     with runtime.pool.connection() as conn:
