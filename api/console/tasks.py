@@ -201,6 +201,10 @@ def task_review(task_id: int):
     if decision not in ("approve", "reject"):
         return _again(task_id, 422, review_error="Choose approve or reject.")
     note = request.form.get("note", "").strip() or None
+    if note and len(note) > review.MAX_NOTE_CHARS:  # as POST /tasks/{id}/review refuses it
+        return _again(
+            task_id, 422, review_error=f"A note is at most {review.MAX_NOTE_CHARS} characters."
+        )
     with runtime().pool.connection() as conn:
         try:
             review.decide(

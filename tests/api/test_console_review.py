@@ -46,3 +46,26 @@ def test_an_operator_approves_one_task_and_rejects_another(runtime, app, client,
         data={"decision": "approve", "csrf_token": page_token(operator)},
     )
     assert missing.status_code == 404
+
+
+def test_a_note_longer_than_the_api_takes_is_refused_and_nothing_is_decided(
+    runtime, app, client, account
+):
+    # given a task paused for review, and an operator signed in to the console
+    make_user(runtime, account.id, "o@c.test", "operator")
+    operator = app.test_client()
+    sign_in(operator, "o@c.test")
+    task_id = _paused_task(runtime, client, account)
+
+    # when the operator rejects it with a note over the 2,000 characters the API takes
+    answer = operator.post(
+        f"/console/tasks/{task_id}/review",
+        data={"decision": "reject", "note": "x" * 2001, "csrf_token": page_token(operator)},
+    )
+
+    # then the page says so (the decision was recorded with the note cut, and the audit log
+    # held the whole of it), and the task still waits for a decision
+    assert answer.status_code == 422 and "2000 characters" in answer.text
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).json
+    assert task["status"] == "pending_review"
+    assert "task.review.reject" not in {r["action"] for r in audit_rows(runtime)}
