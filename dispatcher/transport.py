@@ -95,7 +95,7 @@ class Transport:
             prefix = _read_prefix(raw)
         except (HTTPError, OSError) as exc:
             raise _classify(exc) from exc
-        return Response(raw.status, dict(raw.headers), prefix.decode("utf-8", errors="replace"))
+        return Response(raw.status, dict(raw.headers), _storable_text(prefix))
 
     def _target(self, url: str, allow_private: bool) -> tuple[str, urllib3.HTTPConnectionPool, str]:
         try:
@@ -165,6 +165,12 @@ def _read_prefix(raw: urllib3.BaseHTTPResponse) -> bytes:
         drained += len(chunk)
     raw.close()
     return kept
+
+
+def _storable_text(data: bytes) -> str:
+    """The receiver's bytes as text PostgreSQL stores: invalid UTF-8 and NUL, which a text
+    column refuses, become U+FFFD."""
+    return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _classify(exc: HTTPError | OSError) -> DeliveryError:

@@ -94,3 +94,22 @@ def test_account_without_url_holds_messages_until_one_is_set(runtime, make_accou
         update_endpoint(conn, acct.id, url=receiver.url)
     drive(runtime, lambda: len(receiver.received) == 1)
     assert message(runtime, task_id=task_id)["status"] == "delivered"
+
+
+def test_response_body_postgres_cannot_store_is_logged_and_does_not_block(
+    runtime, account, receiver
+):
+    # given a receiver whose answer holds a NUL byte, which PostgreSQL text refuses,
+    # and a second message queued behind the first
+    receiver.default = lambda: (200, {}, "ok\x00done")
+    tasks = [finish_task(runtime, account.id)[0] for _ in range(2)]
+
+    # when deliveries run
+    drive(runtime, lambda: all(message(runtime, task_id=t)["status"] == "delivered" for t in tasks))
+
+    # then each message was sent once and its attempt logged with the body made storable
+    assert len(receiver.received) == 2
+    for task_id in tasks:
+        [attempt] = attempts(runtime, message(runtime, task_id=task_id)["id"])
+        assert attempt["status_code"] == 200
+        assert attempt["response_body"] == "ok\ufffddone"
