@@ -5,19 +5,28 @@ for the check could resolve to 127.0.0.1 for the connection (DNS rebinding). We 
 check every address, and open the connection to the address we checked, while the Host header,
 TLS SNI and certificate check still use the hostname. Connection pools are keyed by that address,
 so keep-alive never carries a request to an address that was not checked for it.
+
+The timeout bounds the whole attempt, not each read: a receiver that trickles its headers or body
+a byte at a time, each read well within the timeout, is cut off at the deadline by a watchdog
+thread that shuts the attempt's socket down. (A TLS handshake is one read with its own deadline.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import socket
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import certifi
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     HTTPError,
     MaxRetryError,
@@ -77,6 +86,8 @@ class Transport:
     ) -> Response:
         """POST once. Any status is a Response; no response at all is a DeliveryError."""
         path, pool, host_header = self._target(url, allow_private)
+        watch = _watchdog.watch(timeout_s)
+        _current.watch = watch
         try:
             raw = pool.urlopen(
                 "POST",
@@ -89,12 +100,14 @@ class Transport:
                 preload_content=False,
                 assert_same_host=False,
             )
+            prefix = _read_prefix(raw, watch)
         except (HTTPError, OSError) as exc:
-            raise _classify(exc) from exc
-        try:
-            prefix = _read_prefix(raw)
-        except (HTTPError, OSError) as exc:
-            raise _classify(exc) from exc
+            raise _timed_out(timeout_s) if watch.expired else _classify(exc) from exc
+        finally:
+            _current.watch = None
+            watch.finish()
+        if watch.expired:  # a body read to the end of a connection we shut down
+            raise _timed_out(timeout_s)
         return Response(raw.status, dict(raw.headers), _storable_text(prefix))
 
     def _target(self, url: str, allow_private: bool) -> tuple[str, urllib3.HTTPConnectionPool, str]:
@@ -130,10 +143,8 @@ class Transport:
         self, scheme: str, address: str, port: int, host: str
     ) -> urllib3.HTTPConnectionPool:
         if scheme == "http":
-            return urllib3.HTTPConnectionPool(
-                address, port, maxsize=self._pool_size, block=False, retries=False
-            )
-        return urllib3.HTTPSConnectionPool(
+            return _HTTPPool(address, port, maxsize=self._pool_size, block=False, retries=False)
+        return _HTTPSPool(
             address,
             port,
             maxsize=self._pool_size,
@@ -152,19 +163,140 @@ class Transport:
             self._pools.clear()
 
 
-def _read_prefix(raw: urllib3.BaseHTTPResponse) -> bytes:
+def _read_prefix(raw: urllib3.BaseHTTPResponse, watch: _Watch) -> bytes:
     """The first bytes of the body, kept; the rest read up to a bound so the connection can be
-    reused, or the connection closed if the body is longer."""
+    reused, or the connection closed if the body is longer (or was cut off at the deadline)."""
     kept = raw.read(RESPONSE_PREFIX_BYTES)
     drained = len(kept)
     while drained < _DRAIN_BYTES:
         chunk = raw.read(16 * 1024)
         if not chunk:
-            raw.release_conn()
+            if watch.expired:
+                raw.close()
+            else:
+                raw.release_conn()
             return kept
         drained += len(chunk)
     raw.close()
     return kept
+
+
+def _timed_out(timeout_s: float) -> DeliveryTimeout:
+    return DeliveryTimeout(f"no complete response within the timeout ({timeout_s:g} s)")
+
+
+# --- The deadline of an attempt ----------------------------------------------------------------
+
+
+class _Watch:
+    """One attempt's deadline and the sockets it is using."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if self._done:
+                return
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def expire(self) -> None:
+        """The deadline passed: shut down the attempt's sockets, unless it finished in time."""
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def finish(self) -> None:
+        """The attempt is over: its sockets, kept alive in the pool, are not ours to touch."""
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Wake any thread blocked reading ``sock``; the connection is dead from here on. The plain
+    socket's shutdown, which leaves a TLS socket's state to the thread using it."""
+    # OSError: closed already, or detached by the TLS wrapper (then the TLS socket is watched)
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread for the process that expires each attempt at its deadline."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, timeout_s: float) -> _Watch:
+        watch = _Watch(time.monotonic() + timeout_s)
+        with self._changed:
+            heapq.heappush(self._due, (watch.deadline, next(self._order), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="webhook-deadlines", daemon=True
+                )
+                self._thread.start()
+            if self._due[0][2] is watch:  # it is due first: the thread sleeps until then
+                self._changed.notify()
+        return watch
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _deadline, _order, watch = heapq.heappop(self._due)
+            watch.expire()
+
+
+_watchdog = _Watchdog()
+# The attempt this thread is making, for the connections it opens or reuses to join.
+_current = threading.local()
+
+
+def _watched(sock: socket.socket | None) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.add(sock)
+
+
+class _Watched(HTTPConnection):
+    """A connection whose sockets join the attempt of the thread using it."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watched(sock)
+        return sock
+
+    def request(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        _watched(self.sock)  # a kept-alive connection's
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Watched
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 def _storable_text(data: bytes) -> str:

@@ -3,9 +3,14 @@ exhaustion. The schedule is compressed to (0, 0.2, 0.4, 0.6) s with no jitter in
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 
+import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from shared.webhooks import update_endpoint
@@ -175,6 +180,68 @@ def test_slow_receiver_times_out(runtime, account, receiver):
     assert attempt["error_class"] == "timeout"
     assert attempt["status_code"] is None
     assert 400 <= attempt["latency_ms"] < 5000
+    assert row["status"] == "pending"
+
+
+@contextmanager
+def dripping_receiver(head: bytes, drip: bytes) -> Iterator[str]:
+    """A raw HTTP receiver on loopback that reads the request, sends ``head``, then sends
+    ``drip`` every 0.2 s until the client hangs up or 10 s have passed; its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            try:
+                conn.sendall(head)
+                for _ in range(50):
+                    if stop.wait(0.2):
+                        break
+                    conn.sendall(drip)
+            except OSError:
+                pass  # the client hung up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x"),
+        (b"HTTP/1.1 200 OK\r\n", b"X-Drip: x\r\n"),
+    ],
+    ids=["body", "headers"],
+)
+def test_receiver_dripping_bytes_times_out_within_the_timeout(runtime, make_account, head, drip):
+    # given a 1 s timeout and a receiver that sends a byte or a header line every 0.2 s,
+    # so no single read ever waits long
+    quick = with_settings(runtime, webhook_timeout_s=1.0)
+    with dripping_receiver(head, drip) as url:
+        acct = make_account(url)
+        task_id, _ = finish_task(runtime, acct.id)
+
+        # when one attempt is made
+        started = time.monotonic()
+        tick(quick)
+        elapsed = time.monotonic() - started
+
+    # then the attempt as a whole was cut off at the timeout, and logged as a timeout
+    assert elapsed < 4
+    row = message(runtime, task_id=task_id)
+    [attempt] = attempts(runtime, row["id"])
+    assert attempt["error_class"] == "timeout"
+    assert attempt["status_code"] is None
     assert row["status"] == "pending"
 
 
