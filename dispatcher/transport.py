@@ -116,6 +116,7 @@ class Transport:
             address = resolve_checked(
                 host, port, allow_private=allow_private, resolver=self._resolver
             )
+            host = _ascii_name(host)
         except UrlRefused as exc:
             raise AddressRefused(str(exc)) from exc
         parts = urllib3.util.parse_url(url)
@@ -161,6 +162,15 @@ class Transport:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
+
+
+def _ascii_name(host: str) -> str:
+    """The host as DNS, the Host header, TLS SNI and the certificate know it: an internationalized
+    name in its IDNA form (``xn--``), as the resolver looked it up. A header is Latin-1 at best."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise UrlRefused(f"the host {host!r} is not a valid name") from exc
 
 
 def _read_prefix(raw: urllib3.BaseHTTPResponse, watch: _Watch) -> bytes:

@@ -72,6 +72,22 @@ def test_connection_goes_to_the_checked_address_with_the_hostname_as_host(
     assert got.headers["Host"] == f"hooks.customer.test:{port}"
 
 
+def test_an_internationalized_hostname_is_sent_as_its_ascii_form(runtime, make_account, receiver):
+    # given an endpoint on an internationalized domain name, which our resolver maps to loopback
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    acct = make_account(f"http://例え.test:{port}/hooks")
+    task_id, _ = finish_task(runtime, acct.id)
+
+    # when the message is delivered
+    transport = Transport(resolver=lambda host, _port: ["127.0.0.1"])
+    deliver_message(runtime, claim_one(runtime), transport=transport)
+
+    # then the request carried the name's IDNA form as its Host, and the message is delivered
+    [got] = receiver.received
+    assert got.headers["Host"] == f"xn--r8jz45g.test:{port}"
+    assert message(runtime, task_id=task_id)["status"] == "delivered"
+
+
 def test_rebinding_to_a_private_address_is_refused_before_connecting(receiver):
     # given a URL the API accepted while its name resolved to a public address
     port = int(receiver.url.split(":")[2].split("/")[0])
@@ -154,3 +170,24 @@ def test_ipv6_literal_hosts_are_checked(receiver):
     with pytest.raises(AddressRefused):
         transport.post("http://[::1]:9/hooks", b"{}", {}, timeout_s=1, allow_private=False)
     assert ipaddress.ip_address("::1").is_loopback
+
+
+def test_tls_to_an_internationalized_hostname_checks_its_ascii_form(tmp_path):
+    # given an HTTPS receiver whose certificate names bücher.test, as certificates do: xn--
+    cert, key = _certificate(tmp_path, "xn--bcher-kva.test")
+    recv = Receiver()
+    server = make_server("127.0.0.1", 0, recv, threaded=True, ssl_context=(str(cert), str(key)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # when we post to the name as the account wrote it
+        transport = Transport(ca_certs=str(cert), resolver=lambda host, _port: ["127.0.0.1"])
+        url = f"https://bücher.test:{server.server_port}/hooks"
+        ok = transport.post(url, b"{}", {}, timeout_s=3, allow_private=True)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+    # then the certificate check passed, and the Host named the same ASCII form
+    assert ok.status == 200
+    assert recv.received[0].headers["Host"] == f"xn--bcher-kva.test:{server.server_port}"
