@@ -13,6 +13,8 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from urllib3.util import parse_url
+
 
 class UrlRefused(ValueError):
     """A URL that the SSRF rules do not allow; the message says why."""
@@ -75,7 +77,9 @@ def split_url(url: str) -> tuple[str, str, int]:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
+        # The dispatcher's HTTP client must read it too: urlsplit lets "http://[::1]x/" through.
+        parse_url(url)
+    except ValueError as exc:  # LocationParseError is one
         raise UrlRefused(f"the URL is malformed: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise UrlRefused("the URL must start with http:// or https://")

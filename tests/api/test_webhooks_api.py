@@ -118,6 +118,7 @@ def strict_client(runtime):
         ("http://[::ffff:127.0.0.1]/hooks", "loopback"),
         ("http://localhost:8000/hooks", "loopback"),
         ("ftp://example.com/hooks", "http:// or https://"),
+        ("http://[2606:4700::1111]x/hooks", "malformed"),
     ],
 )
 def test_put_refuses_urls_the_ssrf_rules_forbid(strict_client, runtime, caller, url, reason):

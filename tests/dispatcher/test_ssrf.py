@@ -88,6 +88,22 @@ def test_an_internationalized_hostname_is_sent_as_its_ascii_form(runtime, make_a
     assert message(runtime, task_id=task_id)["status"] == "delivered"
 
 
+def test_a_stored_url_the_http_client_cannot_parse_is_a_logged_failure(runtime, make_account):
+    # given an endpoint URL with junk after its IPv6 literal, which urlsplit let through
+    acct = make_account("http://[::1]x/hooks")  # stored before the API refused such URLs
+    task_id, _ = finish_task(runtime, acct.id)
+
+    # when the message is delivered
+    deliver_message(runtime, claim_one(runtime))
+
+    # then the attempt is logged as refused, and the message waits for a usable URL
+    row = message(runtime, task_id=task_id)
+    [attempt] = attempts(runtime, row["id"])
+    assert attempt["error_class"] == "ssrf_refused"
+    assert "malformed" in attempt["error_detail"]
+    assert row["status"] == "pending" and row["attempts"] == 1
+
+
 def test_rebinding_to_a_private_address_is_refused_before_connecting(receiver):
     # given a URL the API accepted while its name resolved to a public address
     port = int(receiver.url.split(":")[2].split("/")[0])
