@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
 import itertools
 import socket
 import ssl
@@ -284,8 +285,23 @@ def _watched(sock: socket.socket | None) -> None:
         watch.add(sock)
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """Reads past every interim (1xx) response to the final one, as RFC 9110 asks of a client;
+    http.client reads past 100 Continue only. 101 is final: the connection is no longer HTTP.
+    The attempt's deadline bounds a receiver that sends interim responses without end."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:
+            return version, 100, reason  # http.client skips its headers and reads on
+        return version, status, reason
+
+
 class _Watched(HTTPConnection):
-    """A connection whose sockets join the attempt of the thread using it."""
+    """A connection whose sockets join the attempt of the thread using it, and which reads
+    past interim responses."""
+
+    response_class = _FinalResponse
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()

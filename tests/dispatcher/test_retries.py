@@ -184,7 +184,7 @@ def test_slow_receiver_times_out(runtime, account, receiver):
 
 
 @contextmanager
-def dripping_receiver(head: bytes, drip: bytes) -> Iterator[str]:
+def raw_receiver(head: bytes, drip: bytes = b"") -> Iterator[str]:
     """A raw HTTP receiver on loopback that reads the request, sends ``head``, then sends
     ``drip`` every 0.2 s until the client hangs up or 10 s have passed; its URL."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -227,7 +227,7 @@ def test_receiver_dripping_bytes_times_out_within_the_timeout(runtime, make_acco
     # given a 1 s timeout and a receiver that sends a byte or a header line every 0.2 s,
     # so no single read ever waits long
     quick = with_settings(runtime, webhook_timeout_s=1.0)
-    with dripping_receiver(head, drip) as url:
+    with raw_receiver(head, drip) as url:
         acct = make_account(url)
         task_id, _ = finish_task(runtime, acct.id)
 
@@ -243,6 +243,27 @@ def test_receiver_dripping_bytes_times_out_within_the_timeout(runtime, make_acco
     assert attempt["error_class"] == "timeout"
     assert attempt["status_code"] is None
     assert row["status"] == "pending"
+
+
+def test_interim_responses_are_read_past_to_the_final_one(runtime, make_account):
+    # given a receiver that sends 102 Processing and 103 Early Hints before its 200
+    head = (
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    with raw_receiver(head) as url:
+        acct = make_account(url)
+        task_id, _ = finish_task(runtime, acct.id)
+
+        # when one attempt is made
+        tick(runtime)
+
+    # then the final answer counts: the message is delivered
+    row = message(runtime, task_id=task_id)
+    [attempt] = attempts(runtime, row["id"])
+    assert (attempt["status_code"], attempt["response_body"]) == (200, "ok")
+    assert row["status"] == "delivered"
 
 
 def test_abort_message_header_stops_retries(runtime, account, receiver):
