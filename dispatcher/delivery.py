@@ -369,21 +369,23 @@ def _health_change(outcome: Outcome) -> str | None:
     return None if outcome.aborted else "failing"
 
 
-# How an attempt changes its endpoint's health (a CTE of the recording statement).
+# How an attempt changes its endpoint's health (a CTE of the recording statement). Only while
+# the endpoint still has the URL attempted: an answer from a URL the account has just replaced
+# says nothing of the new one (a 410 from the old receiver must not disable the new one).
 _HEALTH = {
     # Skip the write when nothing changes, so busy healthy endpoints do not contend on it.
     "healthy": """
         UPDATE webhook_endpoints
         SET consecutive_failures = 0, failing_since = NULL, circuit_open_until = NULL,
             last_success_at = now()
-        WHERE account_id = %(account)s AND (consecutive_failures > 0
+        WHERE account_id = %(account)s AND url = %(url)s AND (consecutive_failures > 0
             OR failing_since IS NOT NULL OR last_success_at IS NULL
             OR last_success_at < now() - interval '1 second')
     """,
     "gone": """
         UPDATE webhook_endpoints SET enabled = false, updated_at = now(),
             disabled_reason = 'the endpoint answered 410 Gone'
-        WHERE account_id = %(account)s
+        WHERE account_id = %(account)s AND url = %(url)s
     """,
     "failing": """
         UPDATE webhook_endpoints
@@ -399,6 +401,6 @@ _HEALTH = {
                 THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC',
                     'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' with no successful delivery'
                 ELSE disabled_reason END
-        WHERE account_id = %(account)s
+        WHERE account_id = %(account)s AND url = %(url)s
     """,
 }

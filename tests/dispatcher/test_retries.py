@@ -21,6 +21,7 @@ from tests.dispatcher.support import (
     endpoint,
     finish_task,
     message,
+    served_receiver,
     tick,
     with_settings,
 )
@@ -144,6 +145,36 @@ def test_410_disables_the_endpoint_and_holds_messages(runtime, account, receiver
     drive(runtime, lambda: len(receiver.received) == 3)
     assert message(runtime, task_id=first)["status"] == "delivered"
     assert message(runtime, task_id=second)["status"] == "delivered"
+
+
+def test_410_from_a_url_replaced_mid_attempt_does_not_disable_the_new_one(
+    runtime, account, receiver
+):
+    # given an old receiver that answers 410 Gone, slowly, and the account moving to a new one
+    # while that attempt is in flight
+    receiver.replies = [lambda: (time.sleep(0.5), (410, {}, "gone"))[1]]
+    first, _ = finish_task(runtime, account.id)
+    with served_receiver() as new:
+
+        def move() -> None:
+            time.sleep(0.2)
+            with runtime.pool.connection() as conn:
+                update_endpoint(conn, account.id, url=new.url)
+
+        mover = threading.Thread(target=move)
+        mover.start()
+        tick(runtime)
+        mover.join()
+
+        # then the old URL's answer is logged, but the new URL's endpoint stays enabled
+        [attempt] = attempts(runtime, message(runtime, task_id=first)["id"])
+        assert (attempt["status_code"], attempt["url"]) == (410, receiver.url)
+        ep = endpoint(runtime, account.id)
+        assert ep["enabled"] is True and ep["url"] == new.url
+
+        # and the message goes to the new URL
+        drive(runtime, lambda: message(runtime, task_id=first)["status"] == "delivered")
+        assert len(new.received) == 1
 
 
 def test_redirect_is_a_failure_and_not_followed(runtime, account, receiver):
