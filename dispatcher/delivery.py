@@ -20,7 +20,7 @@ from cryptography.fernet import MultiFernet
 
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
-from dispatcher.transport import Transport
+from dispatcher.transport import RESPONSE_PREFIX_BYTES, Transport
 from shared import logs, metrics
 from shared.db import Conn, fetch_one, outside_transaction
 from shared.runtime import Runtime
@@ -231,8 +231,11 @@ def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
             allow_private=settings.webhook_allow_private,
         )
     except DeliveryError as exc:
+        # The text may quote the receiver (a malformed status line of up to 64 KiB): keep as much
+        # of it as of a response body.
+        detail = str(exc)[:RESPONSE_PREFIX_BYTES]
         return Outcome(
-            started_at, _ms_since(started), error_class=exc.error_class, error_detail=str(exc)
+            started_at, _ms_since(started), error_class=exc.error_class, error_detail=detail
         )
     status = response.status
     failed_class = None

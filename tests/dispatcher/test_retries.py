@@ -297,6 +297,22 @@ def test_interim_responses_are_read_past_to_the_final_one(runtime, make_account)
     assert row["status"] == "delivered"
 
 
+def test_a_receivers_text_in_the_error_detail_is_bounded(runtime, make_account):
+    # given a receiver whose status line is 60 KB of its own text
+    with raw_receiver(b"HTTP/1.1 2" + b"x" * 60_000 + b"\r\n\r\n") as url:
+        acct = make_account(url)
+        task_id, _ = finish_task(runtime, acct.id)
+
+        # when one attempt is made
+        tick(runtime)
+
+    # then the attempt is a connection failure whose detail is cut to the response's bound
+    [attempt] = attempts(runtime, message(runtime, task_id=task_id)["id"])
+    assert attempt["error_class"] == "connection"
+    assert "BadStatusLine" in attempt["error_detail"]
+    assert len(attempt["error_detail"]) <= 2048
+
+
 def test_abort_message_header_stops_retries(runtime, account, receiver):
     # given a receiver that refuses this message for good
     receiver.replies = [(400, {"webhook-delivery": "abort-message"}, "unknown task")]
