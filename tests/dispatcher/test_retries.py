@@ -222,7 +222,10 @@ def raw_receiver(head: bytes, drip: bytes = b"") -> Iterator[str]:
     stop = threading.Event()
 
     def serve() -> None:
-        conn, _ = server.accept()
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return  # closed with no request made
         with conn:
             data = b""
             while b"\r\n\r\n" not in data:
