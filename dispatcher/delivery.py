@@ -237,6 +237,15 @@ def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
         return Outcome(
             started_at, _ms_since(started), error_class=exc.error_class, error_detail=detail
         )
+    except Exception as exc:  # unforeseen: still an attempt, counted and retried on schedule
+        # Raised out of here, it would leave the message claimed and uncounted, to be sent
+        # again at every lease's end without ever failing or tripping the breaker.
+        log.exception("webhook message %s: the attempt failed unexpectedly", job["id"])
+        detail = f"{type(exc).__name__}: {exc}"[:RESPONSE_PREFIX_BYTES]
+        return Outcome(
+            started_at, _ms_since(started), error_class=DeliveryError.error_class,
+            error_detail=detail,
+        )  # fmt: skip
     status = response.status
     failed_class = None
     if status >= 300:

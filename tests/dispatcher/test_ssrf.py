@@ -207,3 +207,26 @@ def test_tls_to_an_internationalized_hostname_checks_its_ascii_form(tmp_path):
     # then the certificate check passed, and the Host named the same ASCII form
     assert ok.status == 200
     assert recv.received[0].headers["Host"] == f"xn--bcher-kva.test:{server.server_port}"
+
+
+def test_an_unforeseen_failure_of_an_attempt_is_a_counted_attempt(runtime, make_account, receiver):
+    # given a message whose attempt fails in a way no error class foresees (here the name's
+    # lookup breaks with an error of its own)
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    acct = make_account(f"http://hooks.customer.test:{port}/hooks")
+    task_id, _ = finish_task(runtime, acct.id)
+
+    def broken(host: str, _port: int) -> list[str]:
+        raise RuntimeError("the resolver broke")
+
+    # when it is delivered
+    deliver_message(runtime, claim_one(runtime), transport=Transport(resolver=broken))
+
+    # then the attempt is logged and counted, and the message waits for its next try (it was
+    # left claimed and uncounted, to be sent again without end)
+    row = message(runtime, task_id=task_id)
+    [attempt] = attempts(runtime, row["id"])
+    assert attempt["error_class"] == "error"
+    assert attempt["error_detail"] == "RuntimeError: the resolver broke"
+    assert row["status"] == "pending" and row["attempts"] == 1
+    assert row["next_attempt_at"] > attempt["attempted_at"]
