@@ -18,7 +18,7 @@ from shared.settings import Settings
 from shared.sop.library import builtin_sop
 from worker.agent.interpreter import Outcome, run_sop
 from worker.agent.page import Page, SessionSigns
-from worker.browser import BrowserPool, new_driver
+from worker.browser import BrowserPool, egress_of, new_driver
 from worker.egress import Boundary, Origin
 
 MFA_USER = Credentials("provider@sandbox", "sandbox-pass-1", "JBSWY3DPEHPK3PXP")
@@ -126,10 +126,16 @@ def page_on_html(driver, html: str, render: Callable[[str], str] = str) -> Page:
     """A bare :class:`Page` (no profile, no error patterns) on ``html``, opened as a data: URL;
     ``render`` fills in the locators' templates."""
     driver.get("data:text/html;base64," + base64.b64encode(html.encode()).decode())
+    return bare_page(driver, "http://portal.test", render)
+
+
+def bare_page(driver, base_url: str, render: Callable[[str], str] = str) -> Page:
+    """A :class:`Page` with no profile and no error patterns whose portal is ``base_url``; the
+    browser's egress proxy (if it has one) lets it out to that origin."""
     return Page(
         driver=driver,
-        boundary=Boundary([Origin.of("http://portal.test", allow_private=True)], None),
-        base_url="http://portal.test",
+        boundary=Boundary([Origin.of(base_url, allow_private=True)], egress_of(driver)),
+        base_url=base_url,
         portal_errors=(),
         dismiss=(),
         session=SessionSigns(None),

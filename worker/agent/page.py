@@ -47,6 +47,33 @@ _GOTO_TRIES = 3
 
 _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
 
+# Chromium sends a form a moment after the click that submits it, and WebDriver's click can
+# return before: the next step would then act on the page being left (a link clicked there
+# cancels the form). Before clicking a control that submits its form into this frame, a
+# listener notes the `submit` event; after the click, a form sent and not taken over by the
+# page's script means the next page is on its way, and the click waits for it (up to this long:
+# a form answered by a download or a 204 leaves the page where it is).
+_SUBMIT_SETTLE_S = 2.0
+_WATCH_SUBMIT_JS = r"""
+const el = arguments[0];
+const form = el.form;
+const submits = form && ((el.tagName === 'BUTTON' && el.type === 'submit')
+  || (el.tagName === 'INPUT' && (el.type === 'submit' || el.type === 'image')));
+if (!submits || el.disabled) return null;
+const target = (el.getAttribute('formtarget') ?? form.getAttribute('target') ?? '').trim();
+if (target !== '' && target.toLowerCase() !== '_self') return null;
+window.__understudySubmit = null;
+window.addEventListener('submit', e => { window.__understudySubmit = e; },
+  {capture: true, once: true});
+return document.documentElement;
+"""
+# After the click: whether a form was sent that the page's script did not stop.
+_SUBMIT_SENT_JS = r"""
+const e = window.__understudySubmit;
+delete window.__understudySubmit;
+return Boolean(e && !e.defaultPrevented);
+"""
+
 # Whether a field holds text to clear before typing (anything it cannot tell: yes).
 _HOLDS_TEXT_FN_JS = """
 const holdsText = e => (e.isContentEditable ? e.textContent !== ''
@@ -428,8 +455,8 @@ class Page:
             if retried:  # WebDriver scrolls by itself; after an overlay, centre it to be sure
                 self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
             try:
+                leaving = self.driver.execute_script(_WATCH_SUBMIT_JS, el)
                 el.click()
-                return
             except _INTERCEPTED:
                 if retried:
                     raise StepFailed(
@@ -442,7 +469,30 @@ class Page:
                 if not is_stale(exc):
                     raise
                 # re-rendered or replaced under us: find it again
+            else:
+                if leaving is not None:
+                    self._await_submission(leaving, min(timeout, _SUBMIT_SETTLE_S))
+                return
         raise StepFailed(f"could not click {locator.describe()}", looking_for=locator.describe())
+
+    def _await_submission(self, page: WebElement, timeout: float) -> None:
+        """Wait for ``page`` (the document a submit button was clicked on) to be replaced, if
+        the click sent its form; not there by ``timeout``: the form left the page as it was."""
+        try:
+            if not self.driver.execute_script(_SUBMIT_SENT_JS):
+                return
+        except WebDriverException:  # the next page's document: it has already arrived
+            return
+
+        def replaced(_driver: WebDriver) -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException:  # stale: replaced (anything else is the next step's)
+                return True
+            return False
+
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(self.driver, timeout, poll_frequency=POLL_S).until(replaced)
 
     def dismiss_overlays(self) -> list[str]:
         """Click whatever `dismiss` locator is showing (announcement modals); what it closed."""
