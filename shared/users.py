@@ -80,13 +80,19 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
 
     Inviting an email already in this account issues a new token and sets the role; its
     password (if any) stays valid until the new invite is used, and a disabled user stays
-    disabled until then. An email in another account is refused.
+    disabled until then. An email in another account is refused, and so is a lower role for the
+    account's last admin who can sign in (the account would have nobody to invite an admin).
     """
     address = normalize_email(email)
     try:
         role = Role(role)
     except ValueError as err:
         raise UserError(f"The role must be one of: {', '.join(Role)}.") from err
+    if role != Role.ADMIN and _is_last_admin(conn, account_id, email=address):
+        raise UserError(
+            f"{address} is the account's only admin: invite another admin first, or keep the"
+            " role admin."
+        )
     token = secrets.token_urlsafe(32)
     row = conn.execute(
         """
@@ -105,6 +111,27 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
     if row is None:
         raise UserError("That email belongs to a user of another account.")
     return token
+
+
+def _is_last_admin(
+    conn: Conn, account_id: int, *, email: str | None = None, user_id: int | None = None
+) -> bool:
+    """Whether the user (by ``email`` or ``user_id``) is the account's only enabled admin with a
+    password, who alone could invite an admin. Holds a lock on the account's users until the
+    transaction ends, so two admins who lower each other's role at once are taken in turn (the
+    second is refused)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('users:' || %s, 0))", (account_id,))
+    row = conn.execute(
+        """
+        SELECT count(*) AS admins,
+               count(*) FILTER (WHERE lower(email) = %(email)s OR id = %(id)s) AS named
+          FROM users
+         WHERE account_id = %(account)s AND role = 'admin' AND disabled_at IS NULL
+           AND password_hash IS NOT NULL
+        """,
+        {"account": account_id, "email": email, "id": user_id},
+    ).fetchone()
+    return row is not None and row["admins"] == 1 and row["named"] == 1
 
 
 def invited_user(conn: Conn, token: str) -> User | None:
@@ -216,7 +243,9 @@ def get_user(conn: Conn, account_id: int, user_id: int) -> dict | None:
 
 def disable_user(conn: Conn, account_id: int, user_id: int) -> bool:
     """Disable a user, end their sessions and void their invite. False if there is no such
-    user."""
+    user; refused for the account's last admin (see :func:`invite_user`)."""
+    if _is_last_admin(conn, account_id, user_id=user_id):
+        raise UserError("That is the account's only admin: invite another admin first.")
     row = conn.execute(
         "UPDATE users SET disabled_at = now(), invite_digest = NULL, invite_expires_at = NULL,"
         " updated_at = now()"

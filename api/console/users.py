@@ -51,7 +51,11 @@ def users_disable(user_id: int):
     if user_id == current().user.id:
         abort(409, "You cannot disable yourself.")
     with runtime().pool.connection() as conn:
-        if not users.disable_user(conn, current().user.account_id, user_id):
+        try:
+            disabled = users.disable_user(conn, current().user.account_id, user_id)
+        except UserError as err:
+            abort(409, str(err))
+        if not disabled:
             abort(404, "No such user.")
         record(conn, "user.disable", f"user:{user_id}")
     return redirect(url_for("console.users_page"), 303)

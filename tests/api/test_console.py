@@ -160,6 +160,42 @@ def test_a_disabled_user_is_signed_out_and_stays_out_until_invited_again(runtime
         .status_code == 400  # fmt: skip
 
 
+def test_the_last_admin_cannot_be_lowered_or_disabled_and_the_account_keeps_an_admin(
+    runtime, app, account
+):
+    make_user(runtime, account.id, "admin@c.test", "admin")
+    admin = app.test_client()
+    sign_in(admin, "admin@c.test")
+    # when the only admin re-invites their own email as a viewer
+    lowered = admin.post("/console/users/invite", data={
+        "email": "Admin@c.test", "role": "viewer", "csrf_token": page_token(admin)})  # fmt: skip
+    # then it is refused, saying why, and they are still the admin
+    assert lowered.status_code == 422
+    assert "the account&#39;s only admin" in lowered.text
+    assert admin.get("/console/users").status_code == 200
+    with runtime.pool.connection() as conn:
+        me = conn.execute("SELECT id FROM users WHERE email = 'admin@c.test'").fetchone()["id"]
+        # nor can they be disabled while they are the only one (two admins at once, taken in
+        # turn, leave one of them)
+        with pytest.raises(users.UserError, match="only admin"):
+            users.disable_user(conn, account.id, me)
+    # once another admin has accepted an invite, either may step down
+    make_user(runtime, account.id, "second@c.test", "admin")
+    stepped_down = admin.post("/console/users/invite", data={
+        "email": "admin@c.test", "role": "viewer", "csrf_token": page_token(admin)})  # fmt: skip
+    assert stepped_down.status_code == 200
+    assert admin.get("/console/users").status_code == 403
+    # and an invited admin who has not chosen a password yet does not count as one
+    second = app.test_client()
+    sign_in(second, "second@c.test")
+    pending = second.post("/console/users/invite", data={
+        "email": "third@c.test", "role": "admin", "csrf_token": page_token(second)})  # fmt: skip
+    assert pending.status_code == 200
+    alone = second.post("/console/users/invite", data={
+        "email": "second@c.test", "role": "viewer", "csrf_token": page_token(second)})  # fmt: skip
+    assert alone.status_code == 422
+
+
 def test_a_wrong_password_or_unknown_email_is_refused_alike(runtime, client, account):
     make_user(runtime, account.id, "op@clinic.test", "operator")
     wrong = sign_in(client, "op@clinic.test", "not the password!")
