@@ -52,8 +52,5 @@ def read_artifact(artifact_id: int):
         row = account_artifact(conn, artifact_id, account_id())
     if row is None:
         raise NotFound("artifact")
-    response = Response(bytes(row["content"]), mimetype=row["content_type"])
-    # Artifacts never change once written, but they show patient data: private caches only.
-    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    # Patient data: no-store and nosniff, as on every answer (api.limits).
+    return Response(bytes(row["content"]), mimetype=row["content_type"])

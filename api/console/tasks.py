@@ -141,9 +141,8 @@ def artifact(artifact_id: int):
         row = account_artifact(conn, artifact_id, current().user.account_id)
     if row is None:
         abort(404, "No such screenshot.")
-    response = Response(bytes(row["content"]), mimetype=row["content_type"])
-    response.headers["Cache-Control"] = "private, max-age=86400, immutable"
-    return response
+    # Patient data: no-store and nosniff, as on every answer (api.limits).
+    return Response(bytes(row["content"]), mimetype=row["content_type"])
 
 
 def _again(task_id: int, status: int, **errors: str):

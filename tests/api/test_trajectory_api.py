@@ -62,6 +62,8 @@ def test_trajectory_lists_every_step_of_every_attempt_in_order(client, account, 
     artifact = client.get(failed["screenshot"]["url"], headers=account.headers)
     assert artifact.status_code == 200
     assert artifact.mimetype == "image/png" and artifact.data == PNG
+    # a screenshot shows patient data: no cache keeps it, as no cache keeps any answer
+    assert artifact.headers["Cache-Control"] == "no-store"
     assert task["links"]["trajectory"] == f"/tasks/{task['id']}/trajectory"
 
 
