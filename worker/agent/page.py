@@ -481,7 +481,7 @@ class Page:
         try:
             if not self.driver.execute_script(_SUBMIT_SENT_JS):
                 return
-        except WebDriverException:  # the next page's document: it has already arrived
+        except WebDriverException:  # the document is going away: the next page is on its way
             return
 
         def replaced(_driver: WebDriver) -> bool:
