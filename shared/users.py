@@ -215,10 +215,15 @@ def session_for(conn: Conn, token: str) -> Session | None:
 
 
 def csrf_matches(session: Session, presented: str | None) -> bool:
-    # (compared as bytes: compare_digest refuses a str that is not ASCII with a TypeError)
-    return presented is not None and hmac.compare_digest(
-        session.csrf_token.encode(), presented.encode()
-    )
+    return tokens_match(session.csrf_token, presented)
+
+
+def tokens_match(expected: str | None, presented: str | None) -> bool:
+    """Whether a CSRF token presented is the one expected, in constant time; an empty one never
+    is. (Compared as bytes: compare_digest refuses a str that is not ASCII with a TypeError.)"""
+    if not expected or not presented:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
 
 
 def end_session(conn: Conn, token: str) -> None:

@@ -36,7 +36,7 @@ from api.errors import ApiError
 from api.runtime import runtime
 from shared import audit
 from shared.db import Conn
-from shared.users import Role, Session, csrf_matches, role_allows, session_for
+from shared.users import Role, Session, csrf_matches, role_allows, session_for, tokens_match
 
 SESSION_COOKIE = "understudy_console"
 # Before sign-in there is no session to hold a CSRF token: the login and invite forms use a
@@ -151,11 +151,7 @@ def _presented_csrf() -> str | None:
 def _check_presession_csrf() -> None:
     cookie = request.cookies.get(PRESESSION_COOKIE)
     presented = _presented_csrf()
-    if (
-        not cookie
-        or not presented
-        or not secrets.compare_digest(cookie.encode(), presented.encode())
-    ):
+    if not tokens_match(cookie, presented):
         abort(400, "The form's CSRF token is missing or wrong: reload the page and try again.")
 
 

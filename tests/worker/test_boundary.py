@@ -7,14 +7,12 @@ portal. A canary server on another loopback port counts the requests that reach 
 from __future__ import annotations
 
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from selenium.common.exceptions import WebDriverException
 
-from tests.worker.support import browser_pool, sandbox_runtime
+from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
 from worker import runner
 from worker.browser import egress_of, new_driver, quit_quietly
 from worker.egress import EgressProxy, Origin
@@ -45,37 +43,23 @@ LEFT = "tried to leave its portal"
 class Canary:
     """A server on another loopback port that only counts what reaches it."""
 
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        hits = self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                hits.append(self.path)
-                body = b"canary secret"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def __init__(self, url: str, hits: list[str]) -> None:
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        self.hits = hits
 
 
 @pytest.fixture(scope="module")
 def canary():
-    server = Canary()
-    yield server
-    server.close()
+    hits: list[str] = []
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            hits.append(self.path)
+            self.reply(200, b"canary secret")
+
+    with loopback_server(Handler) as url:
+        yield Canary(url, hits)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ import tempfile
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from cli.local import SANDBOX_USERNAME
-from tests.worker.support import browser_pool, sandbox_runtime
+from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
 from worker import runner, workspace
 from worker.browser import egress_of, new_driver, quit_quietly, set_downloads
 from worker.egress import Origin
@@ -247,42 +246,32 @@ def test_a_starting_worker_kills_browsers_whose_owner_and_watchdog_died(settings
 
 def test_downloads_land_in_the_folder_the_task_gives(settings, tmp_path):
     # A page (on the allowed origin) that offers a file
-    class Page(BaseHTTPRequestHandler):
+    class Page(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            body = b"<a id=get href='/report'>report</a>"
-            self.send_response(200)
             if self.path == "/report":
-                body = b"remittance advice"
-                self.send_header("Content-Disposition", "attachment; filename=report.txt")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                attachment = {"Content-Disposition": "attachment; filename=report.txt"}
+                self.reply(200, b"remittance advice", attachment)
+            else:
+                self.reply(200, b"<a id=get href='/report'>report</a>")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     downloads = tmp_path / "task" / "downloads"
     downloads.mkdir(parents=True)
-    driver = new_driver(
-        chromium_path=settings.chromium_path,
-        chromedriver_path=settings.chromedriver_path,
-        workspace_dir=tmp_path / "work",
-    )
-    try:
-        egress_of(driver).allow([Origin.of(url, allow_private=True)])
-        set_downloads(driver, downloads)
-        driver.get(url)
-        driver.find_element("id", "get").click()
-        deadline = time.monotonic() + 10
-        while not (downloads / "report.txt").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        quit_quietly(driver)
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Page) as url:
+        driver = new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            workspace_dir=tmp_path / "work",
+        )
+        try:
+            egress_of(driver).allow([Origin.of(url, allow_private=True)])
+            set_downloads(driver, downloads)
+            driver.get(url)
+            driver.find_element("id", "get").click()
+            deadline = time.monotonic() + 10
+            while not (downloads / "report.txt").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            quit_quietly(driver)
     assert (downloads / "report.txt").read_bytes() == b"remittance advice"
 
 

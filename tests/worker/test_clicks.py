@@ -3,14 +3,12 @@ page being left (Chromium sends the form a moment after the click)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from shared.sop.model import Locator
-from tests.worker.support import bare_page
+from tests.worker.support import QuietHandler, bare_page, loopback_server
 
 pytestmark = pytest.mark.browser
 
@@ -29,46 +27,29 @@ class Portal:
 
     def __init__(self) -> None:
         self.saves = 0
-        portal = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/other":
-                    self._page("<!doctype html><html><body><h1>Other</h1></body></html>")
-                else:
-                    heading = "Saved" if self.path == "/?saved" else "Notes"
-                    self._page(FORM.format(heading=heading))
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                portal.saves += 1
-                self.send_response(303)
-                self.send_header("Location", "/?saved")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def _page(self, html: str) -> None:
-                body = html.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = ""
 
 
 @pytest.fixture
 def notes() -> Iterator[Portal]:
     portal = Portal()
-    threading.Thread(target=portal.server.serve_forever, daemon=True).start()
-    yield portal
-    portal.server.shutdown()
-    portal.server.server_close()
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/other":
+                html = "<!doctype html><html><body><h1>Other</h1></body></html>"
+            else:
+                html = FORM.format(heading="Saved" if self.path == "/?saved" else "Notes")
+            self.reply(200, html.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            portal.saves += 1
+            self.reply(303, headers={"Location": "/?saved"})
+
+    with loopback_server(Handler) as url:
+        portal.url = url
+        yield portal
 
 
 def heading(driver) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 
 import pytest
 
 from shared.sop.loader import load_sop
-from tests.worker.support import PLAIN_USER
+from tests.worker.support import PLAIN_USER, loopback_server
 from worker.agent.interpreter import run_sop
 from worker.errors import StepFailed
 
@@ -40,11 +39,8 @@ def page_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("playground")
     (folder / "playground.html").write_text(PAGE)
     handler = functools.partial(Quiet, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/playground.html"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(handler) as url:
+        yield f"{url}/playground.html"
 
 
 class Quiet(SimpleHTTPRequestHandler):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -14,6 +12,7 @@ from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared.accounts import Credentials
 from shared.sop.library import builtin_sop
 from tests.conftest import free_port
+from tests.worker.support import QuietHandler, loopback_server
 from worker.agent.interpreter import run_sop
 from worker.browser import egress_of, new_driver, quit_quietly
 from worker.egress import Origin
@@ -73,36 +72,28 @@ def test_a_remote_browser_is_fenced_in_by_the_workers_egress_proxy(
     # A page on another loopback port, which the remote browser could otherwise reach
     hits: list[str] = []
 
-    class Canary(BaseHTTPRequestHandler):
+    class Canary(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             hits.append(self.path)
-            self.send_response(204)
-            self.end_headers()
+            self.reply(204)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    canary = ThreadingHTTPServer(("127.0.0.1", 0), Canary)
-    threading.Thread(target=canary.serve_forever, daemon=True).start()
-    canary_url = f"http://127.0.0.1:{canary.server_address[1]}"
-    driver = new_driver(
-        chromium_path=settings.chromium_path,
-        chromedriver_path=settings.chromedriver_path,
-        remote_url=webdriver_server,
-        page_load_timeout_s=10,
-    )
-    try:
-        egress = egress_of(driver)
-        egress.allow([Origin.of(sandbox_url, allow_private=True)])
-        driver.get(f"{sandbox_url}/login")
-        on_portal = driver.find_element("tag name", "h1").text
-        driver.get(f"{sandbox_url}/__sandbox/hostile/frame?url={canary_url}/framed")
-        driver.get(f"{canary_url}/navigated")
-        refused = {r.url for r in egress.refusals()}
-    finally:
-        quit_quietly(driver)
-        canary.shutdown()
-        canary.server_close()
+    with loopback_server(Canary) as canary_url:
+        driver = new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            remote_url=webdriver_server,
+            page_load_timeout_s=10,
+        )
+        try:
+            egress = egress_of(driver)
+            egress.allow([Origin.of(sandbox_url, allow_private=True)])
+            driver.get(f"{sandbox_url}/login")
+            on_portal = driver.find_element("tag name", "h1").text
+            driver.get(f"{sandbox_url}/__sandbox/hostile/frame?url={canary_url}/framed")
+            driver.get(f"{canary_url}/navigated")
+            refused = {r.url for r in egress.refusals()}
+        finally:
+            quit_quietly(driver)
     assert on_portal == "Sign in to Sandbox Payer Portal"
     assert egress.requests > 0  # the portal itself was reached through the proxy
     assert hits == []

@@ -179,6 +179,17 @@ def is_stale(exc: WebDriverException) -> bool:
     return "does not belong to the document" in text or "stale element" in text
 
 
+def replaced(page: WebElement) -> bool:
+    """Whether ``page`` (a document's ``html`` element) has been replaced by the next page."""
+    try:
+        page.is_enabled()
+    except WebDriverException as exc:
+        if is_stale(exc):
+            return True
+        raise
+    return False
+
+
 class Page:
     """The browser's current page, as the steps see it."""
 
@@ -484,15 +495,11 @@ class Page:
         except WebDriverException:  # the document is going away: the next page is on its way
             return
 
-        def replaced(_driver: WebDriver) -> bool:
-            try:
-                page.is_enabled()
-            except WebDriverException:  # stale: replaced (anything else is the next step's)
-                return True
-            return False
-
-        with contextlib.suppress(TimeoutException):
-            WebDriverWait(self.driver, timeout, poll_frequency=POLL_S).until(replaced)
+        # (any other error while waiting is the next step's to meet)
+        with contextlib.suppress(TimeoutException, WebDriverException):
+            WebDriverWait(self.driver, timeout, poll_frequency=POLL_S).until(
+                lambda _driver: replaced(page)
+            )
 
     def dismiss_overlays(self) -> list[str]:
         """Click whatever `dismiss` locator is showing (announcement modals); what it closed."""
@@ -518,12 +525,8 @@ class Page:
         self.click(button, timeout)
 
         def moved() -> bool:
-            try:
-                page.is_enabled()
-            except WebDriverException as exc:
-                if is_stale(exc):
-                    return True
-                raise
+            if replaced(page):
+                return True
             # A single-page app changes its address without a new document.
             if self.driver.current_url != address:
                 return True
