@@ -8,6 +8,7 @@ import binascii
 from flask import request
 
 from api.errors import ApiError
+from shared.db import whole_number
 
 
 def encode_cursor(last_id: int) -> str:
@@ -22,11 +23,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         kind, _, value = raw.partition(":")
         # An id this API gave out: a bigint's ASCII digits. A bigger or negative number would be
         # compared as numeric, which no index serves: a walk through the whole table.
-        if kind != "id" or not (value.isascii() and value.isdigit()) or len(value) > 19:
+        number = whole_number(value, 19) if kind == "id" else None
+        if number is None or number > 2**63 - 1:
             raise ValueError(kind)
-        if int(value) > 2**63 - 1:
-            raise ValueError(value)
-        return int(value)
+        return number
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_cursor", "The cursor is not one this API gave out.") from exc
 

@@ -34,7 +34,7 @@ from shared import audit, batches, logs, metrics, retries, review
 from shared import tasks as task_queries
 from shared.celery import send_run_tasks
 from shared.crypto import encrypt_json, keyed_digest
-from shared.db import Conn, outside_transaction, relax_commit
+from shared.db import Conn, outside_transaction, relax_commit, whole_number
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import send_credential_portals
 from shared.retention import IDEMPOTENCY_TTL
@@ -683,12 +683,13 @@ def _batch_filter() -> int | None:
     raw = request.args.get("batch")
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # not "²", which int() refuses
+    batch = whole_number(raw)
+    if batch is None:
         raise ValidationFailed(
             "Unknown batch filter value.",
             [{"field": "batch", "message": f"{raw!r} is not a batch id (a whole number)"}],
         )
-    return int(raw)
+    return batch
 
 
 @bp.post("/tasks/<int:task_id>/cancel")

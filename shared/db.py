@@ -25,6 +25,14 @@ from tenacity import (
 
 log = logging.getLogger(__name__)
 
+
+def whole_number(text: str, digits: int = 18) -> int | None:
+    """``text`` as a whole number when it is ASCII digits, at most ``digits`` of them, else None.
+    Not "²", which ``str.isdigit`` accepts and ``int`` refuses, nor "٣", which ``int`` reads as
+    3; 18 digits always fit a bigint id."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= digits else None
+
+
 T = TypeVar("T")
 
 # A pooled connection. Its rows are dicts (the pool's row factory); typed Any so that a row

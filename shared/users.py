@@ -20,6 +20,8 @@ from shared.db import Conn
 MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 256
 MAX_EMAIL_CHARS = 254
+# The accounts one sign-in looks at for an email: each costs a password check (scrypt).
+MAX_ACCOUNTS_PER_EMAIL = 20
 # Compared against when the email is unknown, so a wrong email costs as much time as a wrong
 # password and the answer's timing does not tell which emails exist.
 _DUMMY_HASH = generate_password_hash("not a password of anyone", method="scrypt")
@@ -80,8 +82,9 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
 
     Inviting an email already in this account issues a new token and sets the role; its
     password (if any) stays valid until the new invite is used, and a disabled user stays
-    disabled until then. An email in another account is refused, and so is a lower role for the
-    account's last admin who can sign in (the account would have nobody to invite an admin).
+    disabled until then. A lower role for the account's last admin who can sign in is refused
+    (the account would have nobody to invite an admin). An email may be a user of several
+    accounts, each with its own role and password: inviting it tells nothing of the others.
     """
     address = normalize_email(email)
     try:
@@ -94,22 +97,18 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
             " role admin."
         )
     token = secrets.token_urlsafe(32)
-    row = conn.execute(
+    conn.execute(
         """
         INSERT INTO users (account_id, email, role, invite_digest, invite_expires_at)
         VALUES (%(account)s, %(email)s, %(role)s, %(digest)s,
                 now() + make_interval(secs => %(ttl)s))
-        ON CONFLICT (lower(email)) DO UPDATE
+        ON CONFLICT (account_id, lower(email)) DO UPDATE
            SET role = EXCLUDED.role, invite_digest = EXCLUDED.invite_digest,
                invite_expires_at = EXCLUDED.invite_expires_at, updated_at = now()
-         WHERE users.account_id = EXCLUDED.account_id
-        RETURNING id
         """,
         {"account": account_id, "email": address, "role": role, "digest": _digest(token),
          "ttl": ttl_s},
-    ).fetchone()  # fmt: skip
-    if row is None:
-        raise UserError("That email belongs to a user of another account.")
+    )  # fmt: skip
     return token
 
 
@@ -164,26 +163,50 @@ def accept_invite(conn: Conn, token: str, password: str) -> User:
     return User(**row)
 
 
-def authenticate(conn: Conn, email: str, password: str) -> User | None:
-    """The user these credentials sign in, or None; as slow for an unknown email as a known."""
-    row = conn.execute(
-        "SELECT id, account_id, email, role, password_hash FROM users"
-        " WHERE lower(email) = lower(%s) AND disabled_at IS NULL",
-        (email.strip(),),
-    ).fetchone()
-    stored = row["password_hash"] if row and row["password_hash"] else _DUMMY_HASH
-    matches = check_password_hash(stored, password[:MAX_PASSWORD_CHARS])
-    if row is None or not row["password_hash"] or not matches:
-        return None
-    return User(row["id"], row["account_id"], row["email"], row["role"])
+def authenticate(
+    conn: Conn, email: str, password: str, account_id: int | None = None
+) -> list[User]:
+    """The users these credentials sign in: one for each account where the email is an enabled
+    user with this password (the first ``MAX_ACCOUNTS_PER_EMAIL`` accounts), or only in
+    ``account_id`` when given; none when they are wrong. As slow for an unknown email as for a
+    known one."""
+    rows = conn.execute(
+        """
+        SELECT id, account_id, email, role, password_hash FROM users
+         WHERE lower(email) = lower(%(email)s) AND disabled_at IS NULL
+           AND password_hash IS NOT NULL
+           AND (%(account)s::bigint IS NULL OR account_id = %(account)s)
+         ORDER BY account_id LIMIT %(limit)s
+        """,
+        {"email": email.strip(), "account": account_id, "limit": MAX_ACCOUNTS_PER_EMAIL},
+    ).fetchall()
+    given = password[:MAX_PASSWORD_CHARS]
+    if not rows:
+        check_password_hash(_DUMMY_HASH, given)
+    return [
+        User(row["id"], row["account_id"], row["email"], row["role"])
+        for row in rows
+        if check_password_hash(row["password_hash"], given)
+    ]
 
 
-def account_of_email(conn: Conn, email: str) -> int | None:
-    """The account an email belongs to (for recording a failed sign-in in its audit log)."""
-    row = conn.execute(
-        "SELECT account_id FROM users WHERE lower(email) = lower(%s)", (email.strip(),)
-    ).fetchone()
-    return int(row["account_id"]) if row else None
+def accounts_of_email(conn: Conn, email: str) -> list[int]:
+    """The accounts an email is a user of (for recording a failed sign-in in their audit
+    logs), the first ``MAX_ACCOUNTS_PER_EMAIL``."""
+    rows = conn.execute(
+        "SELECT account_id FROM users WHERE lower(email) = lower(%s) ORDER BY account_id LIMIT %s",
+        (email.strip(), MAX_ACCOUNTS_PER_EMAIL),
+    ).fetchall()
+    return [int(row["account_id"]) for row in rows]
+
+
+def account_names(conn: Conn, signed_in: list[User]) -> list[dict]:
+    """``{"id", "name"}`` of the accounts these users are of, by name: what a person whose
+    credentials open several accounts chooses from."""
+    return conn.execute(
+        "SELECT id, name FROM accounts WHERE id = ANY(%s) ORDER BY name, id",
+        ([user.account_id for user in signed_in],),
+    ).fetchall()
 
 
 def start_session(conn: Conn, user_id: int, ttl_s: float) -> str:

@@ -24,7 +24,7 @@ from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
 from shared.celery import DELIVER_WEBHOOK, send_message
-from shared.db import Conn
+from shared.db import Conn, whole_number
 from shared.settings import Settings
 from shared.tasks import (
     BATCH_FINISHED,
@@ -449,9 +449,8 @@ def list_messages(conn: Conn, account_id: int, **query: Any) -> list[dict]:
 
 def find_message(conn: Conn, account_id: int, ref: str) -> dict | None:
     """A message of the account by its numeric id or its ``msg_`` id."""
-    # ASCII digits that fit a bigint ('²'.isdigit() is true, and int() refuses it).
-    is_id = ref.isascii() and ref.isdigit() and len(ref) <= 18
-    sql, value = ("id = %s", int(ref)) if is_id else ("msg_id = %s", ref)
+    number = whole_number(ref)
+    sql, value = ("msg_id = %s", ref) if number is None else ("id = %s", number)
     return conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE {sql} AND account_id = %s",
         (value, account_id),

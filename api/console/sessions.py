@@ -20,6 +20,7 @@ from api.console import (
 from api.rate_limits import throttle_storage
 from api.runtime import runtime
 from shared import audit, users
+from shared.db import whole_number
 from shared.users import UserError
 
 log = logging.getLogger(__name__)
@@ -88,26 +89,35 @@ def _signed_in(user: users.User, target: str) -> Response:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    error = None
-    email = ""
+    """Sign in with an email and a password. When they open several accounts (one person, a user
+    of several clinics' accounts), the page asks which, and the password is typed again."""
+    error, email, choices = None, "", []
     if request.method == "POST":
         email = request.form.get("email", "")[: users.MAX_EMAIL_CHARS]
         password = request.form.get("password", "")
+        chosen = whole_number(request.form.get("account", ""))
         if not _allowed(email):
             abort(429, "Too many sign-in attempts: wait a minute and try again.")
         with runtime().pool.connection() as conn:
-            user = users.authenticate(conn, email, password)
-            if user is None and (account_id := users.account_of_email(conn, email)):
-                audit.record(
-                    conn, account_id=account_id, actor=email.strip().lower(),
-                    action="user.sign_in_failed", target=f"email:{email.strip().lower()}",
-                )  # fmt: skip
-        if user is not None:
-            return _signed_in(user, _safe_next(request.args.get("next")))
-        error = "The email or the password is wrong."
+            found = users.authenticate(conn, email, password, chosen)
+            if len(found) > 1:
+                choices = users.account_names(conn, found)
+            elif not found:
+                for account_id in users.accounts_of_email(conn, email):
+                    if chosen not in (None, account_id):
+                        continue
+                    audit.record(
+                        conn, account_id=account_id, actor=email.strip().lower(),
+                        action="user.sign_in_failed", target=f"email:{email.strip().lower()}",
+                    )  # fmt: skip
+        if len(found) == 1:
+            return _signed_in(found[0], _safe_next(request.args.get("next")))
+        if not found:
+            error = "The email or the password is wrong."
     page = render_template(
-        "console/login.html", error=error, email=email, form_token=presession_token()
-    )
+        "console/login.html", error=error, email=email, choices=choices,
+        form_token=presession_token(),
+    )  # fmt: skip
     return page, 401 if error else 200
 
 

@@ -14,6 +14,7 @@ from api.console import bp, current, record, requires
 from api.errors import ValidationFailed, field_errors
 from api.runtime import runtime
 from shared.accounts import account_settings
+from shared.db import whole_number
 from shared.retention import MAX_RETENTION_DAYS
 from shared.review import MAX_REVIEW_TIMEOUT_HOURS
 from shared.users import Role
@@ -57,4 +58,5 @@ def settings_save():
 def _number(name: str) -> int | str:
     """A number field of the form, as a number when it is one (else as typed, for the 422)."""
     typed = request.form.get(name, "").strip()
-    return int(typed) if typed.isascii() and typed.isdigit() and len(typed) <= 6 else typed
+    number = whole_number(typed, 6)
+    return typed if number is None else number

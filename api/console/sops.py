@@ -21,7 +21,7 @@ from api.runtime import runtime
 from api.sops import store_sop
 from shared import portals as portal_queries
 from shared import tasks as task_queries
-from shared.db import Conn
+from shared.db import Conn, whole_number
 from shared.portals import SANDBOX_PORTAL
 from shared.sop import store as sop_store
 from shared.sop.library import builtin_sop_text
@@ -114,9 +114,10 @@ def _version_text(
     """The text of one version of a document (an SOP, a profile), or its built-in text."""
     if version == BUILTIN and builtin is not None:
         return builtin()
-    if not (version.isascii() and version.isdigit() and len(version) <= 9):
+    number = whole_number(version, 9)
+    if number is None:
         abort(400, "A version is a number or 'builtin'.")
-    text = stored(int(version))
+    text = stored(number)
     if text is None:
         abort(404, f"No version {version} of {what}.")
     return text

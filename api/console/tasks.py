@@ -16,6 +16,7 @@ from api.runtime import runtime
 from api.tasks import InputSchema, retry
 from shared import batches, retries
 from shared import tasks as task_queries
+from shared.db import whole_number
 from shared.sop import store as sop_store
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, TaskStatus, task_json
@@ -53,7 +54,7 @@ def tasks():
     since, until = _day("since"), _day("until")
     if status and status not in {s.value for s in TaskStatus}:
         abort(400, f"Unknown status {status!r}.")
-    if batch and not (batch.isascii() and batch.isdigit() and len(batch) <= 18):
+    if batch and whole_number(batch) is None:
         abort(400, "batch must be a batch's number.")
     with runtime().pool.connection() as conn:
         types = [*TASK_TYPES, *sop_store.custom_types(conn, account, removed=True)]

@@ -160,6 +160,53 @@ def test_a_disabled_user_is_signed_out_and_stays_out_until_invited_again(runtime
         .status_code == 400  # fmt: skip
 
 
+def test_one_person_is_a_user_of_two_accounts_and_an_invite_tells_nothing_of_the_other(
+    runtime, app, make_account, client
+):
+    clinic, billing = make_account("Clinic"), make_account("Billing service")
+    make_user(runtime, clinic.id, "ada@ops.test", "operator")
+    make_user(runtime, billing.id, "boss@ops.test", "admin")
+    boss = app.test_client()
+    sign_in(boss, "boss@ops.test")
+    # when the billing service's admin invites a person who is already a user of the clinic
+    invited = boss.post("/console/users/invite", data={
+        "email": "Ada@ops.test", "role": "admin", "csrf_token": page_token(boss)})  # fmt: skip
+    # then it is an ordinary invite, which tells nothing of the other account
+    assert invited.status_code == 200, invited.text
+    link = re.search(r'id="invite-link">[^<]*(/console/invite/[^<]+)<', invited.text).group(1)
+    ada = app.test_client()
+    page = ada.get(link)
+    ada.post(link, data={"password": PASSWORD, "confirm": PASSWORD,
+                         "csrf_token": form_token(page.text)})  # fmt: skip
+    assert "ada@ops.test (admin)" in ada.get("/console/tasks").text
+    # when she signs in with the password both of her accounts have
+    again = app.test_client()
+    chooser = sign_in(again, "ada@ops.test")
+    # then she chooses the account, and is not signed in to either before
+    assert chooser.status_code == 200 and 'id="login-choose"' in chooser.text
+    assert re.findall(r'<option value="(\d+)">([^<]+)<', chooser.text) == [
+        (str(billing.id), "Billing service"), (str(clinic.id), "Clinic")]  # fmt: skip
+    assert again.get("/console/tasks").status_code == 303
+    chosen = again.post("/console/login", data={
+        "email": "ada@ops.test", "password": PASSWORD, "account": str(clinic.id),
+        "csrf_token": form_token(chooser.text)})  # fmt: skip
+    assert chosen.status_code == 303
+    # and she is the clinic's operator there, who sees none of the billing service's tasks
+    created = client.post("/tasks", headers=billing.headers, json={
+        "type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]})  # fmt: skip
+    assert created.status_code == 200
+    assert "ada@ops.test (operator)" in again.get("/console/tasks").text
+    assert again.get(f"/console/tasks/{created.json['id']}").status_code == 404
+    # a wrong password for a chosen account is refused and recorded in that account alone
+    stranger = app.test_client()
+    wrong = stranger.post("/console/login", data={
+        "email": "ada@ops.test", "password": "not the password!", "account": str(billing.id),
+        "csrf_token": page_token(stranger, "/console/login")})  # fmt: skip
+    assert wrong.status_code == 401
+    failed = [r for r in audit_rows(runtime) if r["action"] == "user.sign_in_failed"]
+    assert [r["account_id"] for r in failed] == [billing.id]
+
+
 def test_the_last_admin_cannot_be_lowered_or_disabled_and_the_account_keeps_an_admin(
     runtime, app, account
 ):
