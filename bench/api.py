@@ -2,7 +2,8 @@
 figures and ratios; it does not pass or fail.
 
     python bench/api.py [--seconds 4] [--clients 16] [--tasks 100000] [--rates 50,100,200]
-                        [--batch 100] [--only batch|reads|profile] [--profile-out FILE]
+                        [--batch 100] [--only create|batch|reads|profile]
+                        [--profile-out FILE]
 
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. Two gunicorn servers run on loopback with the API's own gunicorn settings
@@ -385,8 +386,8 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,200",
                         help="steady offered rates for (a2), requests a second")  # fmt: skip
     parser.add_argument("--batch", type=int, default=100, help="tasks per call in (a3)")
-    parser.add_argument("--only", choices=["batch", "reads", "profile"],
-                        help="run (a3), (c) or (p) alone")  # fmt: skip
+    parser.add_argument("--only", choices=["create", "batch", "reads", "profile"],
+                        help="run (a), (a3), (c) or (p) alone")  # fmt: skip
     parser.add_argument("--profile-out", type=Path, help="(p): keep the raw samples here")
     args = parser.parse_args()
     args.rates = [float(rate) for rate in args.rates.split(",")]
@@ -455,6 +456,8 @@ def run(api, floor, one, many, small, account, database_url, args) -> None:
     print()
     first = creation_round(api, floor, one, many, args, "(a) POST /tasks, near-empty tables",
                            show_cpu=True)  # fmt: skip
+    if args.only == "create":
+        return
     steady_rates(api, floor, many, first[f"{len(many)} accounts"][1].rate, args)
     started = time.monotonic()
     bulk_load(database_url, account, args.tasks)
