@@ -57,6 +57,7 @@ class User:
 class Session:
     user: User
     csrf_token: str
+    account_name: str  # shown beside the user: one person may be a user of several accounts
 
 
 def _digest(token: str) -> str:
@@ -225,8 +226,9 @@ def session_for(conn: Conn, token: str) -> Session | None:
     """The live session of a cookie's token, with its user as of now (role, disabled)."""
     row = conn.execute(
         """
-        SELECT u.id, u.account_id, u.email, u.role, s.csrf_token
+        SELECT u.id, u.account_id, u.email, u.role, s.csrf_token, a.name AS account_name
           FROM user_sessions s JOIN users u ON u.id = s.user_id
+               JOIN accounts a ON a.id = u.account_id
          WHERE s.token_digest = %s AND s.expires_at > now() AND u.disabled_at IS NULL
         """,
         (_digest(token),),
@@ -234,7 +236,7 @@ def session_for(conn: Conn, token: str) -> Session | None:
     if row is None:
         return None
     user = User(row["id"], row["account_id"], row["email"], row["role"])
-    return Session(user, row["csrf_token"])
+    return Session(user, row["csrf_token"], row["account_name"])
 
 
 def csrf_matches(session: Session, presented: str | None) -> bool:

@@ -209,6 +209,7 @@ def _template_globals() -> dict[str, Any]:
     return {
         "notice": notice(),
         "console_user": session.user if session else None,
+        "console_account": session.account_name if session else None,
         "csrf_token": session.csrf_token if session else None,
         "can": can,
     }

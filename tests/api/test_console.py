@@ -195,7 +195,9 @@ def test_one_person_is_a_user_of_two_accounts_and_an_invite_tells_nothing_of_the
     created = client.post("/tasks", headers=billing.headers, json={
         "type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]})  # fmt: skip
     assert created.status_code == 200
-    assert "ada@ops.test (operator)" in again.get("/console/tasks").text
+    tasks_page = again.get("/console/tasks").text
+    assert "ada@ops.test (operator)" in tasks_page
+    assert re.search(r'id="signed-in-account"[^>]*>Clinic<', tasks_page)
     assert again.get(f"/console/tasks/{created.json['id']}").status_code == 404
     # a wrong password for a chosen account is refused and recorded in that account alone
     stranger = app.test_client()
