@@ -15,6 +15,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
+from api.limits import within_quota
 from api.runtime import runtime
 from shared import portals as portal_queries
 from shared import totp
@@ -124,6 +125,8 @@ def put_portal_credentials(portal: str):
     )
     rt = runtime()
     with rt.pool.connection() as conn:
+        with within_quota():
+            portal_queries.make_room(conn, account_id(), portal, rt.settings.max_portals)
         put_credentials(conn, rt.fernet, account_id(), portal, creds)
         (row,) = credentials_overview(conn, rt.fernet, account_id(), portal)
     return jsonify(_credentials_json(row))
@@ -171,6 +174,8 @@ def put_portal(name: str):
     body = validated(PortalSchema(), json_body(), "portal")
     with runtime().pool.connection() as conn:
         origins = sorted({origin_of(url) for url in body["allowed_origins"]})
+        with within_quota():
+            portal_queries.make_room(conn, account_id(), name, runtime().settings.max_portals)
         row = portal_queries.put_portal(conn, account_id(), name, body["base_url"], origins)
         setup = portal_queries.portal_setup(conn, account_id(), name)
         profiled = name in portal_queries.profiled_portals(conn, account_id())

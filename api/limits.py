@@ -1,7 +1,8 @@
 """Limits on what a client sends, and the answers that go with them.
 
 Every limit has a name (its setting), a default and a documented error: a 413 for a size or a
-count, a 422 for a shape (depth, length), each ``limit_exceeded`` with the setting in
+count, a 422 for a shape (depth, length), a 409 for one more of what an account keeps (its own
+task types, portals: :mod:`shared.quotas`), each ``limit_exceeded`` with the setting in
 ``details.limit``. Text that PostgreSQL cannot store (a NUL, a lone surrogate) is a 400
 ``invalid_text``. Ids in URLs are ASCII digits or a 404. Every answer is ``no-store`` and
 ``nosniff``. Per-account rate limits are in :mod:`api.rate_limits`.
@@ -10,6 +11,8 @@ count, a 422 for a shape (depth, length), each ``limit_exceeded`` with the setti
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -19,6 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from api.errors import ApiError, error_response
+from shared.quotas import QuotaExceeded
 from shared.settings import Settings
 
 # Characters PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (JSON's "\ud800" decodes to
@@ -29,13 +33,23 @@ _UNSTORABLE = {0, *range(0xD800, 0xE000)}
 class LimitExceeded(ApiError):
     """A request over one of the documented limits; details name the setting and its value.
 
-    A size or a count is a 413 ``payload_too_large``; a shape (depth, length) a 422
-    ``limit_exceeded``.
+    A size or a count in the request is a 413 ``payload_too_large``; a shape (depth, length) a
+    422, and one more of what the account keeps a 409, ``limit_exceeded``.
     """
 
     def __init__(self, status: int, setting: str, maximum: int, message: str, **more: Any) -> None:
         code = "payload_too_large" if status == 413 else "limit_exceeded"
         super().__init__(status, code, message, {"limit": setting, "max": maximum, **more})
+
+
+@contextmanager
+def within_quota() -> Iterator[None]:
+    """Answer a creation over one of the account's quotas (:mod:`shared.quotas`) with a 409
+    ``limit_exceeded`` naming the setting, as the API's and the console's pages both show."""
+    try:
+        yield
+    except QuotaExceeded as err:
+        raise LimitExceeded(409, err.setting, err.max, str(err)) from err
 
 
 class InvalidText(ApiError):

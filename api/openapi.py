@@ -114,7 +114,8 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
         "idempotency_conflict", "task_finished", "not_waiting", "no_webhook_url",
-        "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile"]),
+        "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
+        "limit_exceeded"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
@@ -251,6 +252,8 @@ def _op(
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
+# Creations that may find the account at one of its quotas (MAX_CUSTOM_TYPES, MAX_PORTALS).
+_QUOTA_ERRORS = (*_BODY_ERRORS, 409)
 
 # Flask endpoint -> the OpenAPI operation (without the path parameters, which come from the rule).
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -352,7 +355,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "sops.put_sop": _op(
         "Store a new SOP version (201), or nothing if the text is the active one (200);"
         " a new snake_case name defines a task type of the account's own", "sops",
-        {200: _ok("Sop", "Unchanged"), 201: _ok("Sop", "Stored")}, _BODY_ERRORS,
+        {200: _ok("Sop", "Unchanged"), 201: _ok("Sop", "Stored")}, _QUOTA_ERRORS,
         body=_SOP_BODY,
     ),
     "sops.revert_sop": _op(
@@ -371,7 +374,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     ),
     "credentials.put_portal_credentials": _op(
         "Store the portal login (encrypted; never returned)", "credentials",
-        {200: _ok("Credentials")}, _BODY_ERRORS,
+        {200: _ok("Credentials")}, _QUOTA_ERRORS,
         body=_json_body("CredentialsIn", login={"username": "provider@sandbox",
                                                 "password": "sandbox-pass-1",
                                                 "totp_secret": "JBSWY3DPEHPK3PXP"}),
@@ -384,7 +387,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "Delete a portal's login", "credentials", {204: {"description": "Deleted"}}, (404, 422)
     ),
     "credentials.put_portal": _op(
-        "Register a portal's base URL", "portals", {200: _ok("Portal")}, _BODY_ERRORS,
+        "Register a portal's base URL", "portals", {200: _ok("Portal")}, _QUOTA_ERRORS,
         body=_json_body("PortalIn", portal={"base_url": "https://portal.example.com"}),
     ),
     "credentials.list_portals": _op("The portals (the sandbox first)", "portals",
@@ -403,7 +406,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "Store a new profile version (201), or nothing if the text is the active one (200);"
         " a base_url in it sets the portal's address", "portals",
         {200: _ok("PortalProfile", "Unchanged"), 201: _ok("PortalProfile", "Stored")},
-        _BODY_ERRORS, body=_PROFILE_BODY,
+        _QUOTA_ERRORS, body=_PROFILE_BODY,
     ),
     "profiles.revert_profile": _op(
         "Go back to a built-in portal's built-in profile", "portals",

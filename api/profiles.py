@@ -17,7 +17,7 @@ from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.credentials import portal_name
 from api.errors import ApiError, NotFound, ValidationFailed
-from api.limits import LimitExceeded
+from api.limits import LimitExceeded, within_quota
 from api.runtime import runtime
 from shared import portals as portal_queries
 from shared.db import Conn
@@ -220,6 +220,8 @@ def store_profile(name: str, text: str) -> tuple[dict[str, Any], bool]:
         raise _invalid(text, [("portal", f"must be {name}, not {profile.portal!r}")])
     with runtime().pool.connection() as conn:
         _refuse_offsite_urls(conn, name, profile)
+        with within_quota():
+            portal_queries.make_room(conn, account_id(), name, runtime().settings.max_portals)
         _version, created = portal_queries.put_profile_version(conn, account_id(), name, text)
         if profile.base_url:
             portal_queries.put_portal(

@@ -17,7 +17,7 @@ from marshmallow import Schema, fields
 from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
-from api.limits import LimitExceeded
+from api.limits import LimitExceeded, within_quota
 from api.runtime import runtime
 from shared import tasks as task_queries
 from shared.db import Conn
@@ -233,7 +233,10 @@ def store_sop(task_type: str, text: str) -> tuple[dict[str, Any], bool]:
     with runtime().pool.connection() as conn:
         _refuse_offsite_urls(conn, sop)
         if task_type not in TASK_TYPES:
-            sop_store.add_custom_type(conn, account_id(), task_type)
+            with within_quota():
+                sop_store.add_custom_type(
+                    conn, account_id(), task_type, runtime().settings.max_custom_types
+                )
         _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
         out = _active(conn, task_type)
         out["warnings"] = _warnings(conn, sop)

@@ -141,7 +141,7 @@ def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
         with _database(settings, account=args.account) as (_, conn):
             token = invite_user(
                 conn, account_id=args.account, email=args.email, role=args.role,
-                ttl_s=settings.console_invite_ttl_s,
+                ttl_s=settings.console_invite_ttl_s, limit=settings.max_users,
             )  # fmt: skip
             audit.record(
                 conn, account_id=args.account, actor="cli", action="user.invite",

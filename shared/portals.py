@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared import quotas
 from shared.db import MAX_INTEGER, Conn, fetch_one
 from shared.sop.loader import STORED_SOP_LIMITS
 from shared.sop.profile import (
@@ -25,6 +26,30 @@ from shared.sop.profile import (
     load_profile,
 )
 from shared.ssrf import UrlRefused, url_origin
+
+
+def make_room(conn: Conn, account_id: int, name: str, limit: int) -> None:
+    """Refuse (:class:`shared.quotas.QuotaExceeded`) a portal new to the account when it already
+    has ``limit`` others. A portal counts once it has an address, a login or a profile; the
+    built-in ones never count. Run it in the transaction that stores the portal's row: the count
+    holds the account's lock on its portals until the transaction ends."""
+    if name in BUILTIN_PORTALS:
+        return
+    counts = """
+        SELECT count(*) FILTER (WHERE name <> %(name)s) AS others,
+               count(*) FILTER (WHERE name = %(name)s) AS known
+          FROM (SELECT name FROM portals WHERE account_id = %(a)s
+                UNION SELECT portal FROM portal_profiles WHERE account_id = %(a)s
+                UNION SELECT portal FROM portal_credentials WHERE account_id = %(a)s) AS p(name)
+         WHERE name <> ALL(%(builtin)s)
+    """
+    params = {"a": account_id, "name": name, "builtin": list(BUILTIN_PORTALS)}
+    if not quotas.has_room(conn, account_id, "portals", limit, counts, params):
+        raise quotas.QuotaExceeded(
+            "MAX_PORTALS", limit,
+            f"The account has {limit} portals (MAX_PORTALS), counting each with an address, a"
+            " login or a profile: delete one's address and login before adding another.",
+        )  # fmt: skip
 
 
 def put_portal(

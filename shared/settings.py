@@ -120,6 +120,10 @@ class Settings:
     max_sop_depth: int = 32
     max_sop_steps: int = 500
     max_template_output_bytes: int = 64 * 1024
+    # What one account may keep (shared.quotas): task types of its own, portals, console users.
+    max_custom_types: int = 100
+    max_portals: int = 100
+    max_users: int = 1000
     template_timeout_s: float = 2.0
     # Per account, across every endpoint; the syntax of the `limits` library, ';' between limits.
     rate_limit: str = "100/second;3000/minute"
@@ -246,6 +250,9 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_SOP_DEPTH": ("max_sop_depth", _int),
     "MAX_SOP_STEPS": ("max_sop_steps", _int),
     "MAX_TEMPLATE_OUTPUT_BYTES": ("max_template_output_bytes", _int),
+    "MAX_CUSTOM_TYPES": ("max_custom_types", _int),
+    "MAX_PORTALS": ("max_portals", _int),
+    "MAX_USERS": ("max_users", _int),
     "TEMPLATE_TIMEOUT_S": ("template_timeout_s", _float),
     "RATE_LIMIT": ("rate_limit", _str),
     "SANDBOX_HOST": ("sandbox_host", _str),
@@ -344,6 +351,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:
         raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
+    for name in ("MAX_CUSTOM_TYPES", "MAX_PORTALS", "MAX_USERS"):
+        if not getattr(settings, name.lower()) >= 1:
+            raise SettingsError(f"{name} must be a number >= 1")
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings

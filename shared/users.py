@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from shared import quotas
 from shared.db import Conn
 
 MIN_PASSWORD_CHARS = 12
@@ -78,14 +79,18 @@ def check_password(password: str) -> None:
         raise UserError(f"A password must be at most {MAX_PASSWORD_CHARS} characters.")
 
 
-def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: float) -> str:
+def invite_user(
+    conn: Conn, *, account_id: int, email: str, role: str, ttl_s: float, limit: int
+) -> str:
     """Invite a person to the account with a role; the one-time invite token, shown once.
 
     Inviting an email already in this account issues a new token and sets the role; its
     password (if any) stays valid until the new invite is used, and a disabled user stays
     disabled until then. A lower role for the account's last admin who can sign in is refused
-    (the account would have nobody to invite an admin). An email may be a user of several
-    accounts, each with its own role and password: inviting it tells nothing of the others.
+    (the account would have nobody to invite an admin), and so is a new email when the account
+    has ``limit`` users (``MAX_USERS``; disabled ones count, as their rows stay). An email may be
+    a user of several accounts, each with its own role and password: inviting it tells nothing
+    of the others.
     """
     address = normalize_email(email)
     try:
@@ -97,6 +102,15 @@ def invite_user(conn: Conn, *, account_id: int, email: str, role: str, ttl_s: fl
             f"{address} is the account's only admin: invite another admin first, or keep the"
             " role admin."
         )
+    counts = (
+        "SELECT count(*) FILTER (WHERE lower(email) <> %(email)s) AS others,"
+        " count(*) FILTER (WHERE lower(email) = %(email)s) AS known"
+        " FROM users WHERE account_id = %(account)s"
+    )
+    if not quotas.has_room(
+        conn, account_id, "users", limit, counts, {"email": address, "account": account_id}
+    ):
+        raise UserError(f"The account has {limit} users (MAX_USERS), disabled ones included.")
     token = secrets.token_urlsafe(32)
     conn.execute(
         """
@@ -120,7 +134,7 @@ def _is_last_admin(
     password, who alone could invite an admin. Holds a lock on the account's users until the
     transaction ends, so two admins who lower each other's role at once are taken in turn (the
     second is refused)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('users:' || %s, 0))", (account_id,))
+    quotas.lock(conn, account_id, "users")
     row = conn.execute(
         """
         SELECT count(*) AS admins,

@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 from api.console import bp, current, record, requires
 from api.credentials import PORTAL_NAME, PORTAL_NAME_RULE, PortalSchema
 from api.errors import ApiError, field_errors
+from api.limits import within_quota
 from api.profiles import store_profile
 from api.runtime import runtime
 from api.sops import store_sop
@@ -284,12 +285,18 @@ def portal_edit():
         except ValidationError as err:
             errors += [f"{e['field']}: {e['message']}" for e in field_errors(err.messages)]
         if not errors:
-            with runtime().pool.connection() as conn:
-                portal_queries.put_portal(
-                    conn, account, form["name"], body["base_url"], body["allowed_origins"]
-                )
-                record(conn, "portal.save", f"portal:{form['name']}", body)
-            return redirect(url_for("console.portals", notice="portal_saved"), 303)
+            try:
+                with runtime().pool.connection() as conn, within_quota():
+                    limit = runtime().settings.max_portals
+                    portal_queries.make_room(conn, account, form["name"], limit)
+                    portal_queries.put_portal(
+                        conn, account, form["name"], body["base_url"], body["allowed_origins"]
+                    )
+                    record(conn, "portal.save", f"portal:{form['name']}", body)
+            except ApiError as err:
+                errors.append(err.message)
+            else:
+                return redirect(url_for("console.portals", notice="portal_saved"), 303)
     page = render_template("console/portal_edit.html", form=form, errors=errors)
     return page, 422 if errors else 200
 

@@ -27,7 +27,7 @@ def users_invite():
         with runtime().pool.connection() as conn:
             token = users.invite_user(
                 conn, account_id=current().user.account_id, email=email, role=role,
-                ttl_s=runtime().settings.console_invite_ttl_s,
+                ttl_s=runtime().settings.console_invite_ttl_s, limit=runtime().settings.max_users,
             )  # fmt: skip
             record(conn, "user.invite", f"email:{users.normalize_email(email)}", {"role": role})
             rows = users.list_users(conn, current().user.account_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
+from shared import quotas
 from shared.db import MAX_INTEGER, Conn, fetch_one
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
@@ -269,8 +270,22 @@ def send_is_custom_type(conn: Conn, account_id: int, task_type: str) -> Callable
     return lambda: cursor.fetchone() is not None
 
 
-def add_custom_type(conn: Conn, account_id: int, task_type: str) -> None:
-    """Define (or define again, after a removal) one of the account's own task types."""
+def add_custom_type(conn: Conn, account_id: int, task_type: str, limit: int) -> None:
+    """Define (or define again, after a removal) one of the account's own task types; refused
+    (:class:`QuotaExceeded`) when the account already has ``limit`` others. Run it in a
+    transaction: the count holds the account's lock on its types until the transaction ends."""
+    counts = (
+        "SELECT count(*) FILTER (WHERE task_type <> %(type)s) AS others,"
+        " count(*) FILTER (WHERE task_type = %(type)s) AS known FROM custom_task_types"
+        " WHERE account_id = %(account)s AND removed_at IS NULL"
+    )
+    params = {"account": account_id, "type": task_type}
+    if not quotas.has_room(conn, account_id, "custom_types", limit, counts, params):
+        raise quotas.QuotaExceeded(
+            "MAX_CUSTOM_TYPES", limit,
+            f"The account has {limit} task types of its own (MAX_CUSTOM_TYPES): remove one"
+            " (DELETE /sops/{type}) before defining another.",
+        )  # fmt: skip
     conn.execute(
         """
         INSERT INTO custom_task_types (account_id, task_type) VALUES (%s, %s)

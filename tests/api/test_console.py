@@ -28,7 +28,9 @@ CLI = str(Path(sys.executable).parent / "understudy")
 
 def make_user(runtime, account_id: int, email: str, role: str) -> None:
     with runtime.pool.connection() as conn:
-        token = users.invite_user(conn, account_id=account_id, email=email, role=role, ttl_s=3600)
+        token = users.invite_user(
+            conn, account_id=account_id, email=email, role=role, ttl_s=3600, limit=100
+        )
         users.accept_invite(conn, token, PASSWORD)
 
 

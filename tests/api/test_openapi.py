@@ -9,8 +9,10 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
+from api import create_app
 from api.openapi import TASK_EXAMPLES, undocumented_routes
 from shared.accounts import create_account, create_api_key
+from shared.sop.library import builtin_sop_text
 from shared.sop.task_types import TASK_TYPES
 
 METHODS = ("get", "put", "post", "delete")
@@ -221,6 +223,30 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         check(path, "delete", response, 422)
     check("/portals/{name}", "delete", client.delete("/portals/sandbox", headers=account.headers),
           422)  # fmt: skip
+
+    # one more portal, or task type of the account's own, than the account may keep
+    saved = runtime.settings
+    runtime.settings = saved.replace(max_custom_types=1, max_portals=1)
+    try:
+        limited = create_app(runtime=runtime).test_client()
+        eligibility = builtin_sop_text("check_eligibility")
+        for name, status in (("own_a", 201), ("own_b", 409)):
+            own = eligibility.replace("task_type: check_eligibility", f"task_type: {name}")
+            response = limited.put(f"/sops/{name}", json={"sop": own}, headers=account.headers)
+            assert response.status_code == status, response.get_json()
+        check("/sops/{task_type}", "put", response, 409)
+        portal = {"base_url": "https://a.example"}
+        assert limited.put("/portals/payer_a", json=portal, headers=account.headers)\
+            .status_code == 200  # fmt: skip
+        for path, body in (
+            ("/portals/{name}", portal),
+            ("/credentials/{portal}", {"username": "u", "password": "p"}),
+            ("/portals/{name}/profile", {"profile": "portal: payer_b\ntitle: B\n"}),
+        ):
+            response = limited.put(_fill(path, "payer_b"), json=body, headers=account.headers)
+            check(path, "put", response, 409)
+    finally:
+        runtime.settings = saved
 
     # the canceled task sent again once its portal's login is gone
     assert client.delete("/credentials/sandbox", headers=account.headers).status_code == 204

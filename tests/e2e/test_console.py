@@ -102,7 +102,9 @@ class Console:
 
 def make_user(runtime, account_id: int, email: str, role: str) -> None:
     with runtime.pool.connection() as conn:
-        token = users.invite_user(conn, account_id=account_id, email=email, role=role, ttl_s=60)
+        token = users.invite_user(
+            conn, account_id=account_id, email=email, role=role, ttl_s=60, limit=100
+        )
         users.accept_invite(conn, token, PASSWORD)
 
 

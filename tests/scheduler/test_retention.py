@@ -163,7 +163,7 @@ def test_a_batch_its_messages_stale_keys_and_sessions_go_too(client, runtime, ac
             {"a": account.id},
         )
         token = users.invite_user(conn, account_id=account.id, email="op@clinic.test",
-                                  role="operator", ttl_s=3600)  # fmt: skip
+                                  role="operator", ttl_s=3600, limit=100)  # fmt: skip
         user = users.accept_invite(conn, token, "correct horse battery")
         users.start_session(conn, user.id, ttl_s=-1)
     assert _count(runtime, "webhook_messages WHERE task_id IS NULL") >= 1
