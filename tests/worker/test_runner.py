@@ -17,6 +17,7 @@ from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import logs, totp
 from shared.accounts import Credentials, put_credentials
 from shared.sop.library import builtin_sop_text
+from shared.sop.profile import builtin_profile_text
 from tests.scrape import delta, parse
 from tests.worker.support import sandbox_runtime
 from worker import runner
@@ -381,3 +382,67 @@ def test_a_version_stored_before_re2_with_a_lookahead_stays_readable_and_fails_s
     assert "invalid perl operator: (?=" in task["notes"]
     assert "PUT /sops/check_member_plan" in task["notes"]
     assert task["attempts"] == 1
+
+
+def test_a_stored_sop_version_the_current_rules_refuse_fails_its_task_once_saying_why(
+    rt, client, account, browsers
+):
+    # given a task created on the account's SOP, then that version as an earlier release stored
+    # it: with a step of a kind this release does not know (a new digest, as a new version's)
+    assert client.put("/sops/check_member_plan", json={"sop": CHECK_MEMBER_PLAN},
+                      headers=account.headers).status_code == 201  # fmt: skip
+    created = client.post(
+        "/tasks", json={"type": "check_member_plan", "data": JANE}, headers=account.headers
+    )
+    assert created.status_code == 200, created.get_json()
+    task_id = created.get_json()["id"]
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "UPDATE sops SET body = replace(body, '  - click: {button: Search}',"
+            " '  - hover: {button: Search}'), digest = 'earlier-' || digest"
+            " WHERE account_id = %s",
+            (account.id,),
+        )
+
+    # when the worker runs it, and its message comes again
+    status = runner.run_task(rt, task_id, browsers=browsers)
+    runner.run_task(rt, task_id, browsers=browsers)
+
+    # then the task failed once, naming the version and the problem, and saying what to do
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert status == "failed" and task["status"] == "failed", task["notes"]
+    assert task["attempts"] == 1
+    for text in ("check_member_plan", "version 1", "a step needs exactly one action",
+                 "PUT /sops/check_member_plan"):  # fmt: skip
+        assert text in task["notes"], task["notes"]
+    assert _step_names(rt, task_id) == []  # it never signed in
+    assert [m["event"] for m in _messages(rt, task_id)] == ["task_finished"]
+
+
+def test_a_stored_profile_version_the_current_rules_refuse_fails_its_task_once_saying_why(
+    rt, client, account, browsers
+):
+    # given a task on the sandbox, then the account's sandbox profile as an earlier release
+    # stored it: a value of a type this release refuses
+    task_id = _task(client, account)
+    text = builtin_profile_text("sandbox").replace(
+        "portal: sandbox\n", "portal: sandbox\nmax_sessions: many\n", 1
+    )
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO portal_profiles (account_id, portal, version, body, digest)"
+            " VALUES (%s, 'sandbox', 1, %s, 'earlier-profile')",
+            (account.id, text),
+        )
+
+    # when the worker runs it, and its message comes again
+    status = runner.run_task(rt, task_id, browsers=browsers)
+    runner.run_task(rt, task_id, browsers=browsers)
+
+    # then the task failed once, naming the profile's version and the problem
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert status == "failed" and task["status"] == "failed", task["notes"]
+    assert task["attempts"] == 1
+    for text in ("sandbox", "version 1", "max_sessions", "PUT /portals/sandbox/profile"):
+        assert text in task["notes"], task["notes"]
+    assert _step_names(rt, task_id) == []
