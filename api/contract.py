@@ -37,6 +37,11 @@ class FieldErrorSchema(Schema):
     code = fields.String(
         metadata={"description": "in a batch, the error code the task alone would get"}
     )
+    version = fields.Integer(metadata={"description": "sop_refused: the SOP version refused"})
+    problems = fields.List(
+        fields.Nested(lambda: ProblemSchema()),
+        metadata={"description": "sop_refused: what this release refuses in it"},
+    )
 
 
 class ErrorBodySchema(Schema):
@@ -237,14 +242,36 @@ class SopHistoryEntrySchema(Schema):
     created_at = _time()
 
 
+class ProblemSchema(Schema):
+    message = fields.String(required=True)
+    line = fields.Integer(required=True, allow_none=True)
+    path = fields.String(required=True)
+
+
+_REFUSED = "null for a version this release refuses (see problems)"
+
+
+def _problems() -> fields.List:
+    return fields.List(
+        fields.Nested(ProblemSchema),
+        required=True,
+        metadata={
+            "description": "what this release of Understudy refuses in a version stored under"
+            " earlier rules, each with its line: such a version is shown, but no task can use"
+            " it until a new version is stored (empty: it runs)"
+        },
+    )
+
+
 class SopEntrySchema(Schema):
     task_type = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
     version = fields.Integer(required=True)
     builtin = fields.Boolean(required=True)
-    portal = fields.String(required=True)
-    title = fields.String(required=True)
-    summary = fields.String(required=True)
+    portal = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
+    title = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
+    summary = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
     created_at = _time()
+    problems = _problems()
 
 
 class SopListSchema(Schema):
@@ -275,10 +302,11 @@ class TaskTypeInputSchema(Schema):
 class TaskTypeSchema(Schema):
     name = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
     builtin = fields.Boolean(required=True, metadata={"description": "false: the account's own"})
-    title = fields.String(required=True)
-    portal = fields.String(required=True)
+    title = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
+    portal = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
     inputs = fields.List(fields.Nested(TaskTypeInputSchema), required=True)
     require_one_of = fields.List(fields.List(fields.String()), required=True)
+    problems = _problems()
 
 
 class TaskTypeListSchema(Schema):
@@ -323,10 +351,11 @@ class ProfileVersionSchema(Schema):
     portal = fields.String(required=True)
     version = fields.Integer(required=True)
     builtin = fields.Boolean(required=True)
-    title = fields.String(required=True)
-    summary = fields.String(required=True)
+    title = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
+    summary = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
     body = fields.String(required=True, metadata={"description": "the YAML document"})
     created_at = _time()
+    problems = _problems()
 
 
 class ProfileSchema(Schema):
@@ -335,14 +364,15 @@ class ProfileSchema(Schema):
         required=True, allow_none=True, metadata={"description": "null for a built-in profile"}
     )
     builtin = fields.Boolean(required=True)
-    title = fields.String(required=True)
+    title = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
     base_url = fields.String(
         required=True, allow_none=True, metadata={"description": "the address in force"}
     )
     allowed_origins = fields.List(fields.String(), required=True)
-    summary = fields.String(required=True)
+    summary = fields.String(required=True, allow_none=True, metadata={"description": _REFUSED})
     body = fields.String(required=True, metadata={"description": "the YAML document"})
     created_at = _time()
+    problems = _problems()
     history = fields.List(fields.Nested(ProfileHistoryEntrySchema), required=True)
     warnings = fields.List(
         fields.String(), metadata={"description": "PUT only: what would stop a task on it"}

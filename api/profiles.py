@@ -21,7 +21,8 @@ from api.limits import LimitExceeded, within_quota
 from api.runtime import runtime
 from shared import portals as portal_queries
 from shared.db import Conn
-from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.portals import StoredProfile
+from shared.sop.errors import SopInvalid, SopLimitExceeded, StoredProfileRefused
 from shared.sop.loader import SopLimits
 from shared.sop.profile import (
     BUILTIN_PORTALS,
@@ -143,29 +144,45 @@ def _warnings(conn: Conn, name: str, profile: Profile) -> list[str]:
     return [f"{problem}." for problem in problems]
 
 
+def _version_json(stored: StoredProfile | StoredProfileRefused) -> dict[str, Any]:
+    """What a stored version says of itself; ``problems`` lists what this release refuses in a
+    version stored under earlier rules (its title and summary are then null)."""
+    if isinstance(stored, StoredProfileRefused):
+        return {"version": stored.version, "builtin": False, "title": None, "summary": None,
+                "body": stored.text, "created_at": iso(stored.created_at),
+                "problems": stored.errors}  # fmt: skip
+    profile = stored.profile
+    return {"version": stored.version, "builtin": stored.builtin, "title": profile.title,
+            "summary": profile.summary(), "body": profile.source,
+            "created_at": iso(stored.created_at), "problems": []}  # fmt: skip
+
+
+def _active_profile(conn: Conn, name: str) -> StoredProfile | StoredProfileRefused | None:
+    try:
+        return portal_queries.active_profile(conn, account_id(), name)
+    except StoredProfileRefused as refused:
+        return refused
+
+
 def _profile_json(conn: Conn, name: str) -> dict[str, Any]:
-    stored = portal_queries.active_profile(conn, account_id(), name)
+    stored = _active_profile(conn, name)
     if stored is None:
         raise NotFound("portal profile")
-    profile = stored.profile
+    # A refused version has no parsed address: the registration's is the one in force then.
+    profile = None if isinstance(stored, StoredProfileRefused) else stored.profile
     if name in BUILTIN_PORTALS:
         base_url, origins = runtime().settings.sandbox_url, []
     else:  # the registration, which a profile with a base_url or PUT /portals/{name} sets
         base_url = portal_queries.portal_base_url(conn, account_id(), name)
         origins = portal_queries.portal_allowed_origins(conn, account_id(), name)
-        if base_url is None:
+        if base_url is None and profile is not None:
             base_url, origins = profile.base_url, list(profile.allowed_origins)
     history = portal_queries.profile_history(conn, account_id(), name)
     return {
         "portal": name,
-        "version": stored.version,
-        "builtin": stored.builtin,
-        "title": profile.title,
+        **_version_json(stored),
         "base_url": base_url,
         "allowed_origins": origins,
-        "summary": profile.summary(),
-        "body": profile.source,
-        "created_at": iso(stored.created_at),
         "history": [
             {"version": r["version"], "digest": r["digest"], "created_at": iso(r["created_at"])}
             for r in history
@@ -186,20 +203,13 @@ def read_profile_version(name: str, version: int):
     ``profile`` names the version its run signed in with)."""
     portal_name(name)
     with runtime().pool.connection() as conn:
-        stored = portal_queries.profile_version(conn, account_id(), name, version)
+        try:
+            stored = portal_queries.profile_version(conn, account_id(), name, version)
+        except StoredProfileRefused as refused:
+            stored = refused
     if stored is None:
         raise NotFound("profile version")
-    return jsonify(
-        {
-            "portal": name,
-            "version": stored.version,
-            "builtin": False,
-            "title": stored.profile.title,
-            "summary": stored.profile.summary(),
-            "body": stored.profile.source,
-            "created_at": iso(stored.created_at),
-        }
-    )
+    return jsonify({"portal": name, **_version_json(stored)})
 
 
 @bp.put("/portals/<name>/profile")

@@ -8,8 +8,9 @@ document is always a new version and nothing is ever deleted.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, jsonify
 from marshmallow import Schema, fields
@@ -29,7 +30,7 @@ from shared.portals import (
     portal_problems,
 )
 from shared.sop import store as sop_store
-from shared.sop.errors import SopInvalid, SopLimitExceeded
+from shared.sop.errors import SopInvalid, SopLimitExceeded, StoredSopRefused
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import SopLimits, load_sop
 from shared.sop.model import InputSpec, Sop
@@ -133,20 +134,34 @@ def _warnings(conn: Conn, sop: Sop) -> list[str]:
     return [f"{problem}." for problem in problems]
 
 
-def _entry(
-    stored: sop_store.StoredSop, created_at: datetime, *, body: bool = False
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "task_type": stored.sop.task_type,
-        "version": stored.version,
-        "builtin": stored.builtin,
-        "portal": stored.sop.portal,
-        "title": stored.sop.title,
-        "summary": stored.sop.summary(),
-        "created_at": iso(created_at),
-    }
+# A stored version as the API reads it: parsed, or refused by this release's rules (its text
+# and problems are still shown; it cannot run until a new version replaces it).
+Read = sop_store.StoredSop | StoredSopRefused
+R = TypeVar("R")
+
+
+def _or_refused(read: Callable[..., R], *args: Any) -> R | StoredSopRefused:
+    """What ``read(*args)`` gives, or the refusal it raised for a version this release
+    refuses."""
+    try:
+        return read(*args)
+    except StoredSopRefused as refused:
+        return refused
+
+
+def _entry(stored: Read, created_at: datetime, *, body: bool = False) -> dict[str, Any]:
+    """A version's entry; ``problems`` lists what this release refuses in it (none: it runs)."""
+    if isinstance(stored, StoredSopRefused):
+        sop = None
+        out: dict[str, Any] = {"task_type": stored.task_type, "portal": None, "title": None,
+                               "summary": None, "problems": stored.errors}  # fmt: skip
+    else:
+        sop = stored.sop
+        out = {"task_type": sop.task_type, "portal": sop.portal, "title": sop.title,
+               "summary": stored.instructions, "problems": []}  # fmt: skip
+    out.update(version=stored.version, builtin=stored.builtin, created_at=iso(created_at))
     if body:
-        out["body"] = stored.sop.source
+        out["body"] = stored.text if sop is None else sop.source
     return out
 
 
@@ -159,7 +174,7 @@ def _history_entry(row: dict) -> dict[str, Any]:
 
 
 def _active(conn: Conn, task_type: str) -> dict[str, Any]:
-    stored = sop_store.active_sop(conn, account_id(), task_type)
+    stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
     out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
     out["history"] = [
         _history_entry(r) for r in sop_store.sop_history(conn, account_id(), task_type)
@@ -172,7 +187,7 @@ def list_sops():
     with runtime().pool.connection() as conn:
         entries = []
         for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
-            stored = sop_store.active_sop(conn, account_id(), task_type)
+            stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
             entries.append(_entry(stored, sop_store.sop_created_at(conn, stored.id)))
     return jsonify({"data": entries})
 
@@ -190,7 +205,7 @@ def read_sop_version(task_type: str, version: int):
     with runtime().pool.connection() as conn:
         stored = None
         if task_type in TASK_TYPES or not sop_store.custom_type_problem(task_type):
-            stored = sop_store.sop_version(conn, account_id(), task_type, version)
+            stored = _or_refused(sop_store.sop_version, conn, account_id(), task_type, version)
         if stored is None:
             raise NotFound("SOP version")
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
@@ -204,7 +219,7 @@ def read_task_sop(task_id: int):
         task = task_queries.get_task(conn, task_id, account_id())
         if task is None:
             raise NotFound("task")
-        stored = sop_store.sop_by_id(conn, task["sop_id"])
+        stored = _or_refused(sop_store.sop_by_id, conn, task["sop_id"])
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
 
 
@@ -291,21 +306,28 @@ def _input_entry(spec: InputSpec) -> dict[str, Any]:
     }
 
 
+def _type_entry(stored: Read) -> dict[str, Any]:
+    """What a task of the type takes; nothing, with the problems, for a refused version."""
+    if isinstance(stored, StoredSopRefused):
+        return {"title": None, "portal": None, "inputs": [], "require_one_of": [],
+                "problems": stored.errors}  # fmt: skip
+    sop = stored.sop
+    return {
+        "title": sop.title,
+        "portal": sop.portal,
+        "inputs": [_input_entry(spec) for spec in sop.inputs],
+        "require_one_of": [list(group) for group in sop.require_one_of],
+        "problems": [],
+    }
+
+
 @bp.get("/task-types")
 def list_task_types():
     """The task types the account can use, built-in then its own, with the inputs each takes."""
     with runtime().pool.connection() as conn:
         entries = []
         for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
-            sop = sop_store.active_sop(conn, account_id(), task_type).sop
-            entries.append(
-                {
-                    "name": task_type,
-                    "builtin": task_type in TASK_TYPES,
-                    "title": sop.title,
-                    "portal": sop.portal,
-                    "inputs": [_input_entry(spec) for spec in sop.inputs],
-                    "require_one_of": [list(group) for group in sop.require_one_of],
-                }
-            )
+            stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
+            entries.append({"name": task_type, "builtin": task_type in TASK_TYPES,
+                            **_type_entry(stored)})  # fmt: skip
     return jsonify({"data": entries})

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from shared import quotas
 from shared.db import MAX_INTEGER, Conn, fetch_one
+from shared.sop.errors import SopInvalid, StoredProfileRefused
 from shared.sop.loader import STORED_SOP_LIMITS
 from shared.sop.profile import (
     BUILTIN_PORTALS,
@@ -215,7 +216,7 @@ def _parsed(digest: str, body: Callable[[], str]) -> Profile:
 def active_profile(conn: Conn, account_id: int, portal: str) -> StoredProfile | None:
     """The account's newest profile version for ``portal``, else the built-in one, else None."""
     row = conn.execute(
-        "SELECT id, version, digest, created_at FROM portal_profiles"
+        "SELECT id, portal, version, digest, created_at FROM portal_profiles"
         " WHERE account_id = %s AND portal = %s ORDER BY version DESC LIMIT 1",
         (account_id, portal),
     ).fetchone()
@@ -231,7 +232,7 @@ def profile_version(conn: Conn, account_id: int, portal: str, version: int) -> S
     if version > MAX_INTEGER:
         return None
     row = conn.execute(
-        "SELECT id, version, digest, created_at FROM portal_profiles"
+        "SELECT id, portal, version, digest, created_at FROM portal_profiles"
         " WHERE account_id = %s AND portal = %s AND version = %s",
         (account_id, portal, version),
     ).fetchone()
@@ -239,11 +240,23 @@ def profile_version(conn: Conn, account_id: int, portal: str, version: int) -> S
 
 
 def _stored_profile(conn: Conn, row: dict) -> StoredProfile:
+    """The stored version, parsed; :class:`StoredProfileRefused` if this release's rules
+    refuse it."""
+    read: list[str] = []
+
     def body() -> str:
         sql = "SELECT body FROM portal_profiles WHERE id = %s"
-        return str(fetch_one(conn, sql, (row["id"],))["body"])
+        read.append(str(fetch_one(conn, sql, (row["id"],))["body"]))
+        return read[0]
 
-    return StoredProfile(_parsed(row["digest"], body), row["version"], False, row["created_at"])
+    try:
+        profile = _parsed(row["digest"], body)
+    except SopInvalid as err:
+        raise StoredProfileRefused(
+            err, portal=row["portal"], version=row["version"], text=read[0] if read else "",
+            created_at=row["created_at"],
+        ) from None  # fmt: skip
+    return StoredProfile(profile, row["version"], False, row["created_at"])
 
 
 def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> tuple[int, bool]:
