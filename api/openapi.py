@@ -124,7 +124,7 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
           " Idempotency-Key)", ["service_unavailable", "request_timeout"]),
     422: ("ValidationFailed", "Content that fails validation; details lists every problem",
           ["validation_failed", "builtin_portal", "not_builtin", "credentials_missing",
-           "limit_exceeded"]),
+           "sop_refused", "limit_exceeded"]),
 }  # fmt: skip
 
 _JSON = "application/json"

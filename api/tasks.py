@@ -39,6 +39,7 @@ from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import send_credential_portals
 from shared.retention import IDEMPOTENCY_TTL
 from shared.sop import store as sop_store
+from shared.sop.errors import StoredSopRefused
 from shared.sop.expressions import fill_instructions
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import FINAL_STATUSES, NewTask, TaskStatus, task_json
@@ -208,7 +209,11 @@ def _read_checks(conn: Conn, task_types: Collection[str], key: str | None, diges
         if custom is not None and not custom():
             checks[task_type] = _unknown_type(conn)
             continue
-        stored = active_sop()
+        try:
+            stored = active_sop()
+        except StoredSopRefused as refused:
+            checks[task_type] = _sop_refused(refused)
+            continue
         if stored.sop.portal not in portals:
             checks[task_type] = _credentials_missing(stored.sop.portal)
             continue
@@ -279,6 +284,20 @@ def _credentials_missing(portal: str) -> ApiError:
         f"No credentials are stored for portal '{portal}': {how}.",
         [{"field": "type", "message": f"portal '{portal}' has no credentials: {how}"}],
     )
+
+
+def _sop_refused(refused: StoredSopRefused) -> ApiError:
+    """A task that could not run: the type's active SOP is a version stored under earlier
+    rules that this release refuses. Not a conflict a retry resolves: a 422, as for a portal
+    without a login, naming the version and its problem."""
+    message = f"{refused.message}; then send the task again."
+    return ApiError(
+        422,
+        "sop_refused",
+        message,
+        [{"field": "type", "message": message, "version": refused.version,
+          "problems": refused.errors}],
+    )  # fmt: skip
 
 
 def _store(
