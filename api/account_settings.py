@@ -26,6 +26,7 @@ from shared.db import Conn
 from shared.retention import MAX_RETENTION_DAYS
 from shared.review import MAX_REVIEW_TIMEOUT_HOURS
 from shared.sop import store as sop_store
+from shared.sop.errors import StoredSopRefused
 from shared.sop.task_types import TASK_TYPES
 
 bp = Blueprint("account_settings", __name__)
@@ -70,8 +71,13 @@ class SettingsSchema(Schema):
 
 
 def _pauses(conn: Conn, task_type: str) -> bool:
-    """Whether the account's SOP of the type has a point a review would pause at."""
-    return review.review_point(sop_store.active_sop(conn, account_id(), task_type).sop) is not None
+    """Whether the account's SOP of the type has a point a review would pause at (not when
+    this release refuses its active version: no task of the type runs until it is replaced)."""
+    try:
+        sop = sop_store.active_sop(conn, account_id(), task_type).sop
+    except StoredSopRefused:
+        return False
+    return review.review_point(sop) is not None
 
 
 def reviewable_types(conn: Conn) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
@@ -25,6 +26,7 @@ from shared import tasks as task_queries
 from shared.db import Conn, whole_number
 from shared.portals import SANDBOX_PORTAL
 from shared.sop import store as sop_store
+from shared.sop.errors import StoredProfileRefused, StoredSopRefused
 from shared.sop.library import builtin_sop_text
 from shared.sop.profile import BUILTIN_PORTALS, builtin_profile_text
 from shared.sop.task_types import TASK_TYPES
@@ -43,16 +45,51 @@ def _known(conn: Conn, task_type: str) -> str:
     return task_type
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A stored version as a page shows it: also one that this release's rules refuse, whose
+    text is shown with its ``problems`` (no task can use it until a new version is stored)."""
+
+    version: int | None
+    builtin: bool
+    title: str | None
+    portal: str | None
+    source: str
+    problems: list[dict[str, Any]]
+
+
+def _sop_shown(read: Callable[..., sop_store.StoredSop], *args: Any) -> Shown:
+    """The SOP version ``read(*args)`` gives, as a page shows it."""
+    try:
+        stored = read(*args)
+    except StoredSopRefused as refused:
+        return Shown(refused.version, refused.builtin, None, None, refused.text, refused.errors)
+    sop = stored.sop
+    return Shown(stored.version, stored.builtin, sop.title, sop.portal, sop.source, [])
+
+
+def _profile_shown(conn: Conn, account: int, name: str) -> Shown | None:
+    """The portal's active profile as a page shows it, or None (no profile)."""
+    try:
+        stored = portal_queries.active_profile(conn, account, name)
+    except StoredProfileRefused as refused:
+        return Shown(refused.version, False, None, name, refused.text, refused.errors)
+    if stored is None:
+        return None
+    profile = stored.profile
+    return Shown(stored.version, stored.builtin, profile.title, name, profile.source, [])
+
+
 @bp.get("/sops")
 def sops():
     account = current().user.account_id
     with runtime().pool.connection() as conn:
         entries = []
         for task_type in _types(conn):
-            stored = sop_store.active_sop(conn, account, task_type)
+            stored = _sop_shown(sop_store.active_sop, conn, account, task_type)
             entries.append({"task_type": task_type, "version": stored.version,
-                            "builtin": stored.builtin, "title": stored.sop.title,
-                            "portal": stored.sop.portal})  # fmt: skip
+                            "builtin": stored.builtin, "title": stored.title,
+                            "portal": stored.portal, "problems": stored.problems})  # fmt: skip
     return render_template("console/sops.html", sops=entries)
 
 
@@ -61,7 +98,7 @@ def sop(task_type: str):
     account = current().user.account_id
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
-        stored = sop_store.active_sop(conn, account, task_type)
+        stored = _sop_shown(sop_store.active_sop, conn, account, task_type)
         history = sop_store.sop_history(conn, account, task_type)
     return render_template(
         "console/sop.html", task_type=task_type, stored=stored, history=history,
@@ -74,7 +111,7 @@ def _version_url(task_type: str, version: int | str) -> str:
     return url_for("console.sop_version", task_type=task_type, version=version)
 
 
-def _version_ref(stored: sop_store.StoredSop) -> str:
+def _version_ref(stored: Shown) -> str:
     """How a version page and the diff name a stored SOP: its version, or ``builtin``."""
     return BUILTIN if stored.builtin else str(stored.version)
 
@@ -85,7 +122,8 @@ def sop_version(task_type: str, version: str):
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
         text = _text_of(conn, task_type, version)
-        active = _version_ref(sop_store.active_sop(conn, current().user.account_id, task_type))
+        account = current().user.account_id
+        active = _version_ref(_sop_shown(sop_store.active_sop, conn, account, task_type))
     return _sop_text_page(task_type, version, text, active)
 
 
@@ -143,12 +181,12 @@ def task_sop(task_id: int):
         row = task_queries.get_task(conn, task_id, account)
         if row is None:
             abort(404, "No such task.")
-        ran = sop_store.sop_by_id(conn, row["sop_id"])
+        ran = _sop_shown(sop_store.sop_by_id, conn, row["sop_id"])
         active = None
         if not ran.builtin and row["type"] in _types(conn):
-            active = _version_ref(sop_store.active_sop(conn, account, row["type"]))
+            active = _version_ref(_sop_shown(sop_store.active_sop, conn, account, row["type"]))
     return _sop_text_page(
-        row["type"], _version_ref(ran), ran.sop.source, active, ran_by=task_id,
+        row["type"], _version_ref(ran), ran.source, active, ran_by=task_id,
         back=url_for("console.task", task_id=task_id),
     )  # fmt: skip
 
@@ -207,8 +245,10 @@ def _excerpt(text: str, bad: set[int], context: int = 3) -> list[tuple[int, str,
 def sop_edit(task_type: str):
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
-        text = sop_store.active_sop(conn, current().user.account_id, task_type).sop.source
-    return _editor(task_type, text, [])
+        account = current().user.account_id
+        stored = _sop_shown(sop_store.active_sop, conn, account, task_type)
+    # A version this release refuses opens with its problems, as a save of it would show them.
+    return _editor(task_type, stored.source, stored.problems)
 
 
 @bp.get("/sops/new")
@@ -325,7 +365,7 @@ def portal_profile(name: str):
     account = current().user.account_id
     with runtime().pool.connection() as conn:
         _known_portal(conn, name)
-        stored = portal_queries.active_profile(conn, account, name)
+        stored = _profile_shown(conn, account, name)
         history = portal_queries.profile_history(conn, account, name)
     return render_template(
         "console/portal_profile.html", name=name, stored=stored, history=history,
@@ -359,9 +399,10 @@ def _profile_editor(name: str, text: str, errors: list[dict[str, Any]], status: 
 def portal_profile_edit(name: str):
     with runtime().pool.connection() as conn:
         _known_portal(conn, name)
-        stored = portal_queries.active_profile(conn, current().user.account_id, name)
-    text = stored.profile.source if stored else f"portal: {name}\n"
-    return _profile_editor(name, text, [])
+        stored = _profile_shown(conn, current().user.account_id, name)
+    if stored is None:
+        return _profile_editor(name, f"portal: {name}\n", [])
+    return _profile_editor(name, stored.source, stored.problems)
 
 
 @bp.post("/portals/<name>/profile/edit")

@@ -164,6 +164,7 @@ def test_the_console_shows_refused_versions_with_their_problems(runtime, app, ac
             "/console/sops/check_eligibility/edit",
             "/console/portals/sandbox/profile",
             "/console/portals/sandbox/profile/edit",
+            "/console/settings",
         )
     }
 
