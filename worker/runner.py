@@ -35,6 +35,7 @@ from shared.db import Conn, T, in_transaction
 from shared.portals import active_profile, portal_address, portal_allowed_origins, portal_problems
 from shared.redaction import Redactor
 from shared.runtime import Runtime
+from shared.sop.errors import StoredVersionRefused
 from shared.sop.model import Sop
 from shared.sop.patterns import PatternError
 from shared.sop.profile import Profile
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
 # What a portal, an SOP or a person can make happen: an outcome with a note, logged at INFO with
 # its reason (see _claim_and_run), never a traceback.
-EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded, PatternError)
+EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded, PatternError, StoredVersionRefused)
 
 
 def _db(rt: Runtime, work: Callable[[Conn], T]) -> T:
@@ -363,7 +364,31 @@ def _take_input(conn: Conn, task_id: int, worker: str) -> bytes | None:
     return token
 
 
-def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
+def _refusal(exc: BaseException, stored: StoredSop | None) -> StoredVersionRefused | None:
+    """The stored document this release's rules refuse that ``exc`` shows, or None: one
+    refused when it was read, or a pattern RE2 cannot run met while running (only a version
+    stored before patterns ran on RE2 has one; which document it is in is not known here)."""
+    if isinstance(exc, StoredVersionRefused):
+        return exc
+    if isinstance(exc, PatternError) and stored is not None:
+        sop = stored.sop
+        return StoredVersionRefused(
+            f"the SOP for {sop.task_type} (version {stored.version}) or the profile of portal"
+            f" {sop.portal}",
+            f"PUT /sops/{sop.task_type} or PUT /portals/{sop.portal}/profile",
+            [{"line": None, "path": "", "message": f"a pattern that cannot run: {exc}"}],
+        )
+    return None
+
+
+def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskStatus, str]:
+    """The final status and the notes of a run that ``exc`` ended (``stored``: its SOP, when
+    it could be read)."""
+    if (refused := _refusal(exc, stored)) is not None:
+        # Not retried: the same version would be refused again on every attempt.
+        return TaskStatus.FAILED, f"{refused.message}, then send the task again."
+    assert stored is not None  # only a refusal comes before the SOP was read
+    sop = stored.sop
     if isinstance(exc, TaskCanceled):
         return TaskStatus.CANCELED, "Canceled at the client's request."
     if isinstance(exc, LeftPortal):
@@ -382,13 +407,6 @@ def _failure_note(exc: BaseException, sop: Sop) -> tuple[TaskStatus, str]:
         return TaskStatus.FAILED, f"The SOP could not proceed at {where}: {exc}.{looking}"
     if isinstance(exc, PortalUnavailable):
         return TaskStatus.FAILED, f"Portal error, still failing after retries: {exc}"
-    if isinstance(exc, PatternError):
-        # Only a version stored before patterns ran on RE2 gets here: new ones are checked.
-        return TaskStatus.FAILED, (
-            f"The SOP or the portal's profile has a pattern that cannot run: {exc}. Store a "
-            f"version without it (PUT /sops/{sop.task_type}, or the portal's profile) and send "
-            "the task again."
-        )
     if isinstance(exc, InputTimeout):
         return TaskStatus.FAILED, str(exc)
     if isinstance(exc, SoftTimeLimitExceeded):
@@ -507,8 +525,14 @@ def _claim_and_run(
         logs.bind(task_id=task_id)  # undone with the named task's id (run_task)
     started = time.monotonic()
     logs.bind(account_id=claimed["account_id"])  # undone with the task_id (run_task)
-    stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
-    profile, waiting = _admit(rt, claimed, stored.sop.portal, worker)
+    try:
+        stored, credentials = _db(rt, lambda conn: _load_sop_and_credentials(rt, conn, claimed))
+        profile, waiting = _admit(rt, claimed, stored.sop.portal, worker)
+    except StoredVersionRefused as refused:
+        # Its SOP or its portal's profile is a version this release refuses: the task fails
+        # now, once, saying which and what to do (a retry would meet the same version).
+        status, notes = _failure_note(refused, None)
+        return _finish(rt, claimed, worker, status, notes, None, started)
     if waiting is not None:
         log.info("task %s does not start: %s", task_id, waiting)
         return None
@@ -533,7 +557,7 @@ def _claim_and_run(
                 rt,
                 browsers,
                 claimed,
-                stored.sop,
+                stored,
                 credentials,
                 base_url,
                 recorder,
@@ -555,18 +579,33 @@ def _claim_and_run(
         redactor.text(ending.notes),
         redactor.value(ending.result),
     )
+    if _finish(rt, claimed, worker, status, notes, result, started) is None:
+        return None
+    _release_portal(rt, claimed["account_id"], profile, answered=ending.portal_answered)
+    return status
+
+
+def _finish(
+    rt: Runtime,
+    claimed: dict,
+    worker: str,
+    status: TaskStatus,
+    notes: str,
+    result: dict | None,
+    started: float,
+) -> TaskStatus | None:
+    """Give the task its final status; the status, or None if another worker took it over."""
     # The status and its webhook message, in one transaction, retried as one.
     finished = _db(
         rt,
         lambda conn: task_queries.finish_task(
-            conn, task_id, status, notes, result=result, worker=worker
+            conn, claimed["id"], status, notes, result=result, worker=worker
         ),
     )
     if not finished:
-        log.warning("task %s was taken over before it finished here", task_id)
+        log.warning("task %s was taken over before it finished here", claimed["id"])
         return None
     _report_finish(claimed, status, notes, time.monotonic() - started)
-    _release_portal(rt, claimed["account_id"], profile, answered=ending.portal_answered)
     return status
 
 
@@ -707,7 +746,7 @@ def _run_claimed(
     rt: Runtime,
     browsers: BrowserPool,
     claimed: dict,
-    sop: Sop,
+    stored: StoredSop,
     credentials: Credentials | None,
     base_url: str | None,
     recorder: DbRecorder,
@@ -715,6 +754,7 @@ def _run_claimed(
     worker: str,
     profile: Profile | None,
 ) -> Ending:
+    sop = stored.sop
     problems = portal_problems(
         sop.portal, address=base_url, has_credentials=credentials is not None
     )
@@ -735,7 +775,7 @@ def _run_claimed(
         # pauses for review (see _claim_and_run).
         raise
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
-        status, notes = _failure_note(exc, sop)
+        status, notes = _failure_note(exc, stored)
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])
