@@ -124,15 +124,20 @@ def sop_version(task_type: str, version: str):
         text = _text_of(conn, task_type, version)
         account = current().user.account_id
         active = _version_ref(_sop_shown(sop_store.active_sop, conn, account, task_type))
-    return _sop_text_page(task_type, version, text, active)
+        number = whole_number(version, 9)
+        problems = []
+        if number is not None:  # the built-in SOP of this release has none
+            problems = _sop_shown(sop_store.sop_version, conn, account, task_type, number).problems
+    return _sop_text_page(task_type, version, text, active, problems=problems)
 
 
 def _sop_text_page(
     task_type: str, version: str, text: str, active: str | None, *, ran_by: int | None = None,
-    back: str | None = None,
+    back: str | None = None, problems: list[dict[str, Any]] | None = None,
 ) -> str:  # fmt: skip
     """The page of one SOP text (``version``: a number, or ``builtin``); with ``active`` (when
-    it differs), a link to the diff between them; with ``ran_by``, as that task ran it."""
+    it differs), a link to the diff between them; with ``ran_by``, as that task ran it; with
+    ``problems``, what this release refuses in it."""
     label = "the built-in SOP" if version == BUILTIN else f"version {version}"
     if ran_by is not None:
         label += f", as task {ran_by} ran it"
@@ -143,7 +148,8 @@ def _sop_text_page(
         )
     return render_template(
         "console/sop_version.html", task_type=task_type, label=label, text=text,
-        compare=compare, back=back or url_for("console.sop", task_type=task_type),
+        compare=compare, problems=problems or [],
+        back=back or url_for("console.sop", task_type=task_type),
     )  # fmt: skip
 
 
@@ -187,7 +193,7 @@ def task_sop(task_id: int):
             active = _version_ref(_sop_shown(sop_store.active_sop, conn, account, row["type"]))
     return _sop_text_page(
         row["type"], _version_ref(ran), ran.source, active, ran_by=task_id,
-        back=url_for("console.task", task_id=task_id),
+        back=url_for("console.task", task_id=task_id), problems=ran.problems,
     )  # fmt: skip
 
 

@@ -171,6 +171,8 @@ def test_the_console_shows_refused_versions_with_their_problems(runtime, app, ac
     # then each is shown, the active versions with what this release refuses in them
     assert {p: a.status_code for p, a in pages.items()} == dict.fromkeys(pages, 200)
     assert "hover" in pages["/console/sops/check_eligibility/edit"].text
-    assert "a step needs exactly one action" in pages["/console/sops/check_eligibility"].text
+    for path in ("/console/sops/check_eligibility", "/console/sops/check_eligibility/versions/1",
+                 "/console/sops/check_eligibility/edit"):  # fmt: skip
+        assert "a step needs exactly one action" in pages[path].text, path
     assert "max_sessions" in pages["/console/portals/sandbox/profile"].text
     assert "max_sessions: many" in pages["/console/portals/sandbox/profile/edit"].text
