@@ -102,7 +102,9 @@ def test_a_task_on_a_refused_sop_version_is_a_422_that_says_to_store_a_new_versi
     store_as_an_earlier_release(runtime, account.id, "sops", "check_eligibility", REFUSED_SOP)
     tasks = _count(runtime, "tasks")
 
-    # when a task of the type is created, alone and in a batch
+    # when a task of the type is created, alone, in a batch and as a retry of a canceled one
+    canceled = client.post(f"/tasks/{first.get_json()['id']}/cancel", headers=account.headers)
+    assert canceled.status_code == 200, canceled.get_json()
     alone = client.post(
         "/tasks", json={"type": "check_eligibility", "data": DATA}, headers=account.headers
     )
@@ -112,6 +114,7 @@ def test_a_task_on_a_refused_sop_version_is_a_422_that_says_to_store_a_new_versi
                         {"type": "check_eligibility", "data": DATA}]},
         headers=account.headers,
     )  # fmt: skip
+    retry = client.post(f"/tasks/{first.get_json()['id']}/retry", headers=account.headers)
 
     # then each is a 422 naming the type, the version and the problem, and nothing is stored
     assert alone.status_code == 422, alone.get_json()
@@ -126,6 +129,8 @@ def test_a_task_on_a_refused_sop_version_is_a_422_that_says_to_store_a_new_versi
     refused = [p for p in batch.get_json()["error"]["details"] if p["task"] == 1]
     assert [p["code"] for p in refused] == ["sop_refused"]
     assert "version 1" in refused[0]["message"]
+    assert retry.status_code == 422, retry.get_json()
+    assert retry.get_json()["error"]["code"] == "sop_refused"
     assert _count(runtime, "tasks") == tasks
 
 
