@@ -10,7 +10,10 @@ Every browser is fenced in:
   it quits (:mod:`worker.workspace`);
 - chromedriver and Chromium run in a process group of their own, watched by a tiny watchdog
   process that holds one end of a pipe to the worker process: when the worker process dies, by
-  any signal, the kernel closes the pipe and the watchdog kills the whole group.
+  any signal, the kernel closes the pipe and the watchdog kills the whole group;
+- every WebDriver command has a time limit: a browser that does not answer in time (a page's
+  script that never yields holds chromedriver too) is killed at once, and the command raises
+  :class:`~worker.errors.BrowserHung`.
 """
 
 from __future__ import annotations
@@ -28,17 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chromium.remote_connection import ChromiumRemoteConnection
+from selenium.webdriver.remote.client_config import ClientConfig
+from selenium.webdriver.remote.command import Command
 from selenium.webdriver.remote.file_detector import LocalFileDetector
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from shared import metrics
 from worker import workspace
 from worker.egress import EgressProxy
-from worker.errors import AgentError, LeftPortal, TaskCanceled
+from worker.errors import AgentError, BrowserHung, LeftPortal, TaskCanceled
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,14 @@ HEADLESS_FLAGS = (
     # WebRTC could send UDP around the proxy; only proxied traffic is allowed.
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
+
+# How much longer than the page load timeout a WebDriver command may take before the browser
+# counts as hung. A command's own waits (a page load, a click's navigation, a script) are bounded
+# by the session's timeouts, which chromedriver enforces only while its page answers.
+COMMAND_SLACK_S = 30.0
+# chromedriver's answer to a command (other than a page load) when the page's renderer is busy
+# for good: it would answer every later command so, after as long a wait.
+_RENDERER_STUCK = "Timed out receiving message from renderer"
 
 # Room for Chromium's ".org.chromium.Chromium.XXXXXX/SingletonSocket" within a socket path.
 _MAX_SCRATCH_PATH = 60
@@ -99,6 +114,13 @@ class _Fence:
     folder: Path
     watchdog: subprocess.Popen | None = None
     watchdog_pipe: int | None = None
+
+    def kill(self) -> None:
+        """Kill the browser's processes now (the watchdog does it on EOF), keeping the proxy
+        and the folder for :func:`_release`."""
+        if self.watchdog_pipe is not None:
+            os.close(self.watchdog_pipe)
+            self.watchdog_pipe = None
 
 
 def chrome_options(*, chromium_path: str | None, headless: bool = True) -> Options:
@@ -210,6 +232,7 @@ def new_driver(
         raise
     driver._understudy_fence = fence  # type: ignore[attr-defined]
     try:
+        _watch(driver, remote_url, page_load_timeout_s + COMMAND_SLACK_S, fence.kill)
         driver.set_page_load_timeout(page_load_timeout_s)
         _block_local_files(driver)
         # A fresh profile may open on the browser's own new-tab page; start where tasks expect.
@@ -258,6 +281,69 @@ def _start(
         popen_kw={"start_new_session": True},
     )
     return webdriver.Chrome(service=service, options=options)
+
+
+class _WatchedConnection(ChromiumRemoteConnection):
+    """The connection to chromedriver (or a Grid), with a time limit on every command.
+
+    chromedriver serves one command at a time: once one gets no answer (its page's script never
+    yields), none after it will either, so the browser is killed (``on_hang``) and this and
+    every later command raise BrowserHung at once."""
+
+    def __init__(self, address: str, timeout_s: float, on_hang: Callable[[], None]) -> None:
+        config = ClientConfig(
+            remote_server_addr=address,
+            keep_alive=True,
+            timeout=timeout_s,  # type: ignore[arg-type]
+            # A command that timed out is not sent again: it would wait as long again.
+            init_args_for_pool_manager={
+                "init_args_for_pool_manager": {"retries": urllib3.Retry(3, read=False)}
+            },
+        )
+        super().__init__(address, "goog", "chrome", client_config=config)
+        self._on_hang = on_hang
+        self.hung = False
+
+    def execute(self, command: str, params: dict) -> dict:
+        if self.hung and command != Command.QUIT:
+            raise BrowserHung(self._why())
+        try:
+            response = super().execute(command, params)
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.MaxRetryError) as exc:
+            timed_out = getattr(exc, "reason", exc)
+            if command == Command.QUIT or not isinstance(
+                timed_out, urllib3.exceptions.ReadTimeoutError
+            ):
+                raise
+            self._hang()
+            raise BrowserHung(self._why()) from None
+        # (an error's answer is the raw JSON text; a page's own text comes back as a success)
+        failed = isinstance(response, dict) and int(response.get("status") or 0) >= 400
+        if (
+            failed
+            and command not in (Command.GET, Command.QUIT)
+            and _RENDERER_STUCK in str(response.get("value"))
+        ):
+            self._hang()
+            raise BrowserHung(self._why())
+        return response
+
+    def _hang(self) -> None:
+        self.hung = True
+        log.warning("the browser stopped answering; stopping it")
+        self._on_hang()
+
+    @staticmethod
+    def _why() -> str:
+        return "the page stopped answering (a script on it may never end); the browser was stopped"
+
+
+def _watch(
+    driver: WebDriver, remote_url: str | None, timeout_s: float, on_hang: Callable[[], None]
+) -> None:
+    """Put a time limit on each of the driver's commands (see :class:`_WatchedConnection`)."""
+    address = remote_url or driver.service.service_url  # type: ignore[attr-defined]
+    driver.command_executor = _WatchedConnection(address, timeout_s, on_hang)
 
 
 class _FencedService(Service):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import kombu.exceptions
 import redis
+from selenium.common.exceptions import WebDriverException
 
 from shared.db import DB_UNAVAILABLE
 
@@ -77,6 +78,12 @@ class InputTimeout(AgentError):
 
 class TaskCanceled(AgentError):
     """The task was canceled while the agent was running it."""
+
+
+class BrowserHung(WebDriverException):
+    """The browser stopped answering (a script on the portal's page that never yields holds
+    the page, and chromedriver with it): it was stopped, and the task is retried in a fresh
+    one like after any browser failure."""
 
 
 # Retried with a bound by the caller; everything else fails the task at once.
