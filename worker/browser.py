@@ -19,6 +19,7 @@ Every browser is fenced in:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -75,6 +76,9 @@ COMMAND_SLACK_S = 30.0
 # chromedriver's answer to a command (other than a page load) when the page's renderer is busy
 # for good: it would answer every later command so, after as long a wait.
 _RENDERER_STUCK = "Timed out receiving message from renderer"
+# How many of a page's dialogs one command answers before it gives up (a page that shows one
+# after another forever): the command then fails with the dialog's text.
+_DIALOGS_PER_COMMAND = 10
 
 # Room for Chromium's ".org.chromium.Chromium.XXXXXX/SingletonSocket" within a socket path.
 _MAX_SCRATCH_PATH = 60
@@ -128,6 +132,10 @@ def chrome_options(*, chromium_path: str | None, headless: bool = True) -> Optio
     options = Options()
     if chromium_path:
         options.binary_location = chromium_path
+    # A dialog (alert, confirm, prompt, "leave this page?") is answered OK, as a person
+    # following the SOP would, and the command it got in the way of is sent again
+    # (:class:`_WatchedConnection`), which notes its text for the trajectory.
+    options.unhandled_prompt_behavior = "accept and notify"
     for flag in HEADLESS_FLAGS:
         if flag.startswith("--headless") and not headless:
             continue
@@ -303,8 +311,19 @@ class _WatchedConnection(ChromiumRemoteConnection):
         super().__init__(address, "goog", "chrome", client_config=config)
         self._on_hang = on_hang
         self.hung = False
+        self.dialogs: list[str] = []  # what the dialogs answered so far said
 
     def execute(self, command: str, params: dict) -> dict:
+        for _ in range(_DIALOGS_PER_COMMAND):
+            response = self._execute(command, dict(params))  # (it takes the session id out)
+            text = _dialog_text(response)
+            if text is None:
+                break
+            # Answered already ("accept and notify"), and the command was not carried out.
+            self.dialogs.append(text)
+        return response
+
+    def _execute(self, command: str, params: dict) -> dict:
         if self.hung and command != Command.QUIT:
             raise BrowserHung(self._why())
         try:
@@ -336,6 +355,29 @@ class _WatchedConnection(ChromiumRemoteConnection):
     @staticmethod
     def _why() -> str:
         return "the page stopped answering (a script on it may never end); the browser was stopped"
+
+
+def _dialog_text(response: dict) -> str | None:
+    """The text of the dialog a command's error answer says was open, or None."""
+    if not isinstance(response, dict) or int(response.get("status") or 0) < 400:
+        return None
+    try:
+        error = json.loads(response.get("value") or "")["value"]
+    except (TypeError, ValueError, KeyError):
+        return None
+    if not isinstance(error, dict) or error.get("error") != "unexpected alert open":
+        return None
+    data = error.get("data")
+    return str(data.get("text", "")) if isinstance(data, dict) else ""
+
+
+def take_dialogs(driver: WebDriver) -> list[str]:
+    """What the dialogs the browser answered since the last call said, in order."""
+    executor = driver.command_executor
+    if not isinstance(executor, _WatchedConnection):
+        return []
+    dialogs, executor.dialogs = executor.dialogs, []
+    return dialogs
 
 
 def _watch(

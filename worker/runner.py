@@ -412,7 +412,9 @@ def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskSta
     if isinstance(exc, SoftTimeLimitExceeded):
         return TaskStatus.FAILED, "The task ran past its time limit and was stopped."
     if isinstance(exc, WebDriverException):
-        return TaskStatus.FAILED, f"The browser failed repeatedly: {exc.msg or type(exc).__name__}"
+        # (chromedriver adds its version and a stack trace on lines of their own)
+        detail = (exc.msg or type(exc).__name__).splitlines()[0]
+        return TaskStatus.FAILED, f"The browser failed repeatedly: {detail}"
     return TaskStatus.FAILED, f"The agent hit an internal error ({type(exc).__name__})."
 
 

@@ -18,11 +18,22 @@ pytestmark = pytest.mark.faults
 
 # Pages by name; "/done" is the well-behaved page the next task opens.
 DONE = b"<title>Done</title><h1>All done</h1>"
-GO = "<button id=go onclick='{}'>Go</button>"
+GO = '<button id=go onclick="{}">Go</button>'
+SHOW_DONE = "document.body.innerHTML='<h1>All done</h1>'"
 PAGES: dict[str, bytes] = {
     "/done": DONE,
     "/loop-on-load": b"<h1>All done</h1><script>while(true){}</script>",
     "/loop-on-click": GO.format("while(true){}").encode(),
+    "/alert-on-load": b"<h1>All done</h1><script>alert('Welcome back')</script>",
+    "/alerts-forever": b"<h1>All done</h1><script>setInterval(() => alert('Again'), 10)</script>",
+    "/alert-on-click": GO.format(f"alert('Saved'); {SHOW_DONE}").encode(),
+    "/confirm-on-click": GO.format(f"if (confirm('Sure?')) {SHOW_DONE}").encode(),
+    "/prompt-on-click": GO.format(f"if (prompt('Why?') !== null) {SHOW_DONE}").encode(),
+    "/beforeunload": (
+        b"<h1>All done</h1><a id=go href='/done'>Leave</a><script>"
+        b"addEventListener('beforeunload', e => {e.preventDefault(); e.returnValue = '';})"
+        b"</script>"
+    ),
 }
 
 SOP = """
@@ -153,3 +164,36 @@ def test_a_script_that_never_ends(rt, client, acme, browsers, target, click):
     task = _run(rt, client, acme, browsers, target, click=click)
     assert task["status"] == "failed", (task["notes"], task["trajectory"])
     _next_task_works(rt, client, acme, browsers)
+
+
+@pytest.mark.parametrize(
+    ("target", "click", "said"),
+    [
+        ("/alert-on-load", False, "Welcome back"),
+        ("/alert-on-click", True, "Saved"),
+        ("/confirm-on-click", True, "Sure?"),
+        ("/prompt-on-click", True, "Why?"),
+    ],
+    ids=["alert-on-load", "alert-after-click", "confirm-after-click", "prompt-after-click"],
+)
+def test_a_dialog_is_answered_as_a_person_would_and_shown_in_the_trajectory(
+    rt, client, acme, browsers, target, click, said
+):
+    # Given a page that shows a dialog (on load, or for a click), when a task runs on it
+    task = _run(rt, client, acme, browsers, target, click=click)
+
+    # Then the dialog is accepted, the page goes on, and the trajectory says what it said
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert f"dialog: {said!r}" in task["trajectory"], task["trajectory"]
+
+
+def test_a_page_that_shows_dialogs_forever_fails_with_a_clear_note(rt, client, acme, browsers):
+    task = _run(rt, client, acme, browsers, "/alerts-forever")
+    assert task["status"] == "failed", (task["notes"], task["trajectory"])
+    assert "Again" in task["notes"] and "Session info" not in task["notes"], task["notes"]
+    _next_task_works(rt, client, acme, browsers)
+
+
+def test_a_page_that_asks_before_it_is_left_is_left(rt, client, acme, browsers):
+    task = _run(rt, client, acme, browsers, "/beforeunload", click=True)
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])

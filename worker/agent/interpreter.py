@@ -56,7 +56,7 @@ from worker.agent.handlers import HANDLERS, At, handles
 from worker.agent.page import Page, SessionExpired, SessionSigns, is_stale
 from worker.agent.review import Review
 from worker.agent.values import jsonable, short
-from worker.browser import egress_of
+from worker.browser import egress_of, take_dialogs
 from worker.egress import Boundary, Origin
 from worker.errors import (
     AgentError,
@@ -586,6 +586,9 @@ class Run:
     ) -> None:
         if screenshot is None and self.screenshot_every_step and status == StepStatus.OK:
             screenshot = self.page.png()
+        dialogs = take_dialogs(self.page.driver)
+        if dialogs:  # the browser answered them OK: what the portal said belongs to the step
+            message += "; the page showed " + ", ".join(f"a dialog: {d!r}" for d in dialogs)
         self.recorder.step(
             self._redact(at.name),
             started_at=at.started,
