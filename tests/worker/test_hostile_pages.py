@@ -34,6 +34,14 @@ PAGES: dict[str, bytes] = {
         b"addEventListener('beforeunload', e => {e.preventDefault(); e.returnValue = '';})"
         b"</script>"
     ),
+    "/popup-on-load": b"<h1>All done</h1><script>window.open('/done')</script>",
+    "/blank-link": b"<a id=go target=_blank href='/done'>New window</a><h1>All done</h1>",
+    "/close-self": b"<h1>All done</h1><script>window.close()</script>",
+    "/meta-loop": b"<meta http-equiv=refresh content='0'><h1>Loading</h1>",
+    "/js-loop": b"<h1>Loading</h1><script>location.replace('/js-loop?' + Math.random())</script>",
+    "/huge": (
+        b"<h1>All done</h1><p>" + b"lorem ipsum " * 3_500_000 + b"</p>" + b"<i>x</i>" * 1_000_000
+    ),
 }
 
 SOP = """
@@ -65,6 +73,9 @@ HANG_S = 300
 class Portal(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = urlsplit(self.path).path
+        if path == "/http-loop":
+            self.reply(302, b"", {"Location": "/http-loop"})
+            return
         body = PAGES.get(path)
         if body is None:
             self.reply(404, b"<h1>Not found</h1>")
@@ -197,3 +208,15 @@ def test_a_page_that_shows_dialogs_forever_fails_with_a_clear_note(rt, client, a
 def test_a_page_that_asks_before_it_is_left_is_left(rt, client, acme, browsers):
     task = _run(rt, client, acme, browsers, "/beforeunload", click=True)
     assert task["status"] == "completed", (task["notes"], task["trajectory"])
+
+
+@pytest.mark.parametrize("target", ["/meta-loop", "/js-loop", "/http-loop"])
+def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, browsers, target):
+    # Given a page that reloads itself, by a meta refresh, by script or by HTTP, forever
+    task = _run(rt, client, acme, browsers, target)
+
+    # Then the task fails, saying where (the page never settled, or never showed what the SOP
+    # waits for), not with a bare "timeout"; and the next task works
+    assert task["status"] == "failed", (task["notes"], task["trajectory"])
+    assert "Go to" in task["trajectory"] and "browser error" not in task["trajectory"], task
+    _next_task_works(rt, client, acme, browsers)

@@ -179,6 +179,15 @@ def is_stale(exc: WebDriverException) -> bool:
     return "does not belong to the document" in text or "stale element" in text
 
 
+def between_documents(exc: WebDriverException) -> bool:
+    """Whether a script failed because its document was being replaced (a page that reloads
+    itself, a navigation under way): the next look finds the next document."""
+    if isinstance(exc, JavascriptException):
+        return True
+    # chromedriver's answer when a navigation began while it ran the script
+    return "aborted by navigation" in (exc.msg or "")
+
+
 def replaced(page: WebElement) -> bool:
     """Whether ``page`` (a document's ``html`` element) has been replaced by the next page."""
     try:
@@ -280,7 +289,9 @@ class Page:
             info = locators.probe_page(
                 self.driver, with_text=self.need_text, markers=[m for _kind, m in markers]
             )
-        except JavascriptException:
+        except WebDriverException as exc:
+            if not between_documents(exc):
+                raise
             return None, markers
         return info, markers
 
@@ -352,10 +363,10 @@ class Page:
         def condition(_driver: WebDriver) -> Any:
             try:
                 found = probe()
-            except JavascriptException:  # document replaced mid-script; look again
-                return False
             except WebDriverException as exc:
-                if is_stale(exc):  # an element of the previous page; look again
+                # The document was replaced mid-script, or the element belonged to the previous
+                # page: look again.
+                if between_documents(exc) or is_stale(exc):
                     return False
                 raise
             # Checked even on success: an alert on the sign-in page is not the answer awaited.
