@@ -6,13 +6,16 @@ working."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
-from worker import runner
+from worker import runner, workspace
 
 pytestmark = pytest.mark.faults
 
@@ -70,9 +73,25 @@ outcomes:
 HANG_S = 300
 
 
+def _kill_renderers(root: Path) -> None:
+    """What the kernel does to a tab that runs out of memory: SIGKILL its renderer."""
+    for pid in workspace.processes_mentioning(str(root)):
+        try:
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 class Portal(QuietHandler):
+    crash_root: Path | None = None  # the workspace whose renderers "/crash" kills
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = urlsplit(self.path).path
+        if path == "/crash" and self.crash_root is not None:
+            self.reply(200, b"<h1>Loading</h1>", {"Content-Type": "text/html"})
+            threading.Timer(0.5, _kill_renderers, (self.crash_root,)).start()
+            return
         if path == "/http-loop":
             self.reply(302, b"", {"Location": "/http-loop"})
             return
@@ -84,7 +103,8 @@ class Portal(QuietHandler):
 
 
 @pytest.fixture(scope="module")
-def portal_url():
+def portal_url(workspace_dir):
+    Portal.crash_root = workspace_dir
     with loopback_server(Portal) as url:
         yield url
 
@@ -219,4 +239,15 @@ def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, browsers
     # waits for), not with a bare "timeout"; and the next task works
     assert task["status"] == "failed", (task["notes"], task["trajectory"])
     assert "Go to" in task["trajectory"] and "browser error" not in task["trajectory"], task
+    _next_task_works(rt, client, acme, browsers)
+
+
+def test_a_tab_that_crashes_fails_the_task_and_the_next_task_works(rt, client, acme, browsers):
+    # Given a page whose renderer dies (killed, as for running out of memory) while a step waits
+    task = _run(rt, client, acme, browsers, "/crash")
+
+    # Then the task is retried in a fresh browser, then fails saying so; the next task works
+    assert task["status"] == "failed", (task["notes"], task["trajectory"])
+    assert "crashed" in task["notes"], task["notes"]
+    assert browsers.started >= 2
     _next_task_works(rt, client, acme, browsers)
