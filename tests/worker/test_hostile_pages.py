@@ -42,6 +42,12 @@ PAGES: dict[str, bytes] = {
     "/close-self": b"<h1>All done</h1><script>window.close()</script>",
     "/meta-loop": b"<meta http-equiv=refresh content='0'><h1>Loading</h1>",
     "/js-loop": b"<h1>Loading</h1><script>location.replace('/js-loop?' + Math.random())</script>",
+    "/odd-facts": (
+        b"<h1>All done</h1><script>"
+        b"performance.getEntriesByType = () => [{responseStatus: 'OK'}];"
+        b"Object.defineProperty(document, 'title', {get: () => 42});"
+        b"</script>"
+    ),
     "/huge": (
         b"<h1>All done</h1><p>" + b"lorem ipsum " * 3_500_000 + b"</p>" + b"<i>x</i>" * 1_000_000
     ),
@@ -251,3 +257,12 @@ def test_a_tab_that_crashes_fails_the_task_and_the_next_task_works(rt, client, a
     assert "crashed" in task["notes"], task["notes"]
     assert browsers.started >= 2
     _next_task_works(rt, client, acme, browsers)
+
+
+def test_a_page_that_replaces_what_the_checks_read_is_still_checked(rt, client, acme, browsers):
+    # Given a page whose script replaces the navigation timing and the title with odd values
+    task = _run(rt, client, acme, browsers, "/odd-facts")
+
+    # Then the page checks read past them, and the task goes on (it used to fail as an internal
+    # error of ours: ValueError)
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])

@@ -301,7 +301,7 @@ def find_all_and_probe(
     to_top_page(driver)
     specs = [spec_of(marker) for marker in markers]
     found, info = driver.execute_script(_FIND_AND_PROBE_JS, spec, with_text, specs) or ([], None)
-    return _into_frames(driver, spec, found), info
+    return _into_frames(driver, spec, found), _facts(info) if info is not None else None
 
 
 def to_top_page(driver: WebDriver) -> None:
@@ -330,4 +330,19 @@ def probe_page(
     status of its document (``status``, 0 if unknown), and for each of ``markers`` whether it
     matches anything (``markers``, e.g. the sign-in page's heading), in one round trip."""
     specs = [spec_of(marker) for marker in markers]
-    return driver.execute_script(_PROBE_JS, with_text, specs) or {}
+    return _facts(driver.execute_script(_PROBE_JS, with_text, specs))
+
+
+def _facts(info: Any) -> dict[str, Any]:
+    """The probe's answer in the types its readers expect. The probe reads what a page's own
+    script can replace (``performance``, ``document.title``) with values of any type."""
+    if not isinstance(info, dict):
+        return {}
+    out: dict[str, Any] = {
+        key: str(info.get(key) or "") for key in ("url", "referrer", "title", "headings", "text")
+    }
+    markers = info.get("markers")
+    out["markers"] = [bool(m) for m in markers] if isinstance(markers, list) else []
+    status = info.get("status")
+    out["status"] = status if isinstance(status, int) and 0 <= status < 1000 else 0
+    return out
