@@ -76,6 +76,8 @@ COMMAND_SLACK_S = 30.0
 # chromedriver's answer to a command (other than a page load) when the page's renderer is busy
 # for good: it would answer every later command so, after as long a wait.
 _RENDERER_STUCK = "Timed out receiving message from renderer"
+# The commands that wait for a page to load: chromedriver says the same of a slow page.
+_MAY_LOAD = (Command.GET, Command.CLICK_ELEMENT, Command.QUIT)
 # How many of a page's dialogs one command answers before it gives up (a page that shows one
 # after another forever): the command then fails with the dialog's text.
 _DIALOGS_PER_COMMAND = 10
@@ -338,11 +340,7 @@ class _WatchedConnection(ChromiumRemoteConnection):
             raise BrowserHung(self._why()) from None
         # (an error's answer is the raw JSON text; a page's own text comes back as a success)
         failed = isinstance(response, dict) and int(response.get("status") or 0) >= 400
-        if (
-            failed
-            and command not in (Command.GET, Command.QUIT)
-            and _RENDERER_STUCK in str(response.get("value"))
-        ):
+        if failed and command not in _MAY_LOAD and _RENDERER_STUCK in str(response.get("value")):
             self._hang()
             raise BrowserHung(self._why())
         return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +38,8 @@ PAGES: dict[str, bytes] = {
         b"addEventListener('beforeunload', e => {e.preventDefault(); e.returnValue = '';})"
         b"</script>"
     ),
+    "/to-slow-page": b"<a id=go href='/slow'>Next</a>",
+    "/slow": DONE,
     "/popup-on-load": b"<h1>All done</h1><script>window.open('/done')</script>",
     "/blank-link": b"<a id=go target=_blank href='/done'>New window</a><h1>All done</h1>",
     "/close-self": b"<h1>All done</h1><script>window.close()</script>",
@@ -75,6 +78,8 @@ outcomes:
     notes: "done"
 """
 
+# Longer than the pool's page load timeout (10 s)
+SLOW_S = 13
 # A hang guard only: far beyond what any case needs on a busy machine.
 HANG_S = 300
 
@@ -98,6 +103,8 @@ class Portal(QuietHandler):
             self.reply(200, b"<h1>Loading</h1>", {"Content-Type": "text/html"})
             threading.Timer(0.5, _kill_renderers, (self.crash_root,)).start()
             return
+        if path == "/slow":
+            time.sleep(SLOW_S)
         if path == "/http-loop":
             self.reply(302, b"", {"Location": "/http-loop"})
             return
@@ -266,3 +273,14 @@ def test_a_page_that_replaces_what_the_checks_read_is_still_checked(rt, client, 
     # Then the page checks read past them, and the task goes on (it used to fail as an internal
     # error of ours: ValueError)
     assert task["status"] == "completed", (task["notes"], task["trajectory"])
+
+
+def test_a_click_that_opens_a_page_too_slow_to_load_is_a_portal_error(rt, client, acme, browsers):
+    # Given a link to a page that takes longer than the page load timeout
+    task = _run(rt, client, acme, browsers, "/to-slow-page", click=True)
+
+    # Then the task fails as a portal error (retried), not as a broken browser
+    assert task["status"] == "failed", (task["notes"], task["trajectory"])
+    assert task["notes"].startswith("Portal error"), task["notes"]
+    assert "did not load in time" in task["notes"], task["notes"]
+    assert browsers.started == 1  # the browser was fine: kept

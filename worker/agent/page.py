@@ -487,6 +487,13 @@ class Page:
                     ) from None
                 self.dismiss_overlays()
                 retried = True
+            except TimeoutException:
+                # The page the click opened did not load within the page load timeout (the
+                # browser stops loading it, and answers as before).
+                self.check_boundary()
+                raise PortalUnavailable(
+                    f"the page that clicking {locator.describe()} opened did not load in time"
+                ) from None
             except WebDriverException as exc:
                 if not is_stale(exc):
                     raise
