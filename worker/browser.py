@@ -76,8 +76,9 @@ COMMAND_SLACK_S = 30.0
 # chromedriver's answer to a command (other than a page load) when the page's renderer is busy
 # for good: it would answer every later command so, after as long a wait.
 _RENDERER_STUCK = "Timed out receiving message from renderer"
-# The commands that wait for a page to load: chromedriver says the same of a slow page.
-_MAY_LOAD = (Command.GET, Command.CLICK_ELEMENT, Command.QUIT)
+# The commands that may wait for a page to load (typing Enter sends a form): chromedriver says
+# the same of a slow page, which the browser stops loading, and answers as before.
+_MAY_LOAD = (Command.GET, Command.CLICK_ELEMENT, Command.SEND_KEYS_TO_ELEMENT, Command.QUIT)
 # How many of a page's dialogs one command answers before it gives up (a page that shows one
 # after another forever): the command then fails with the dialog's text.
 _DIALOGS_PER_COMMAND = 10
