@@ -588,7 +588,7 @@ class Run:
             screenshot = self.page.png()
         dialogs = take_dialogs(self.page.driver)
         if dialogs:  # the browser answered them OK: what the portal said belongs to the step
-            message += "; the page showed " + ", ".join(f"a dialog: {d!r}" for d in dialogs)
+            message += "; the page showed " + _dialogs(dialogs)
         self.recorder.step(
             self._redact(at.name),
             started_at=at.started,
@@ -629,6 +629,12 @@ class Run:
     def holds(self, condition: str) -> bool:
         """Whether a condition holds; a variable never set counts as empty (false)."""
         return _condition(condition, self.ctx.as_dict())
+
+
+def _dialogs(texts: list[str], shown: int = 3) -> str:
+    """The dialogs a page showed, in words: the first few, and how many in all."""
+    said = ", ".join(f"a dialog: {short(repr(text))}" for text in texts[:shown])
+    return said if len(texts) <= shown else f"{said} and {len(texts) - shown} more dialog(s)"
 
 
 # --- control flow ----------------------------------------------------------------------------
