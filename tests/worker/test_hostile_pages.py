@@ -249,9 +249,11 @@ def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, browsers
     task = _run(rt, client, acme, browsers, target)
 
     # Then the task fails, saying where (the page never settled, or never showed what the SOP
-    # waits for), not with a bare "timeout"; and the next task works
+    # waits for), not with a bare "timeout"; and the next task works. (On a loaded machine a
+    # first attempt's page load may time out as a browser error: retried in a fresh browser, the
+    # last attempt's step failure is what the notes say.)
     assert task["status"] == "failed", (task["notes"], task["trajectory"])
-    assert "Go to" in task["trajectory"] and "browser error" not in task["trajectory"], task
+    assert "Go to" in task["trajectory"] and "browser error" not in task["notes"], task
     _next_task_works(rt, client, acme, browsers)
 
 
