@@ -22,7 +22,13 @@ from api.runtime import runtime
 from shared import portals as portal_queries
 from shared.db import Conn
 from shared.portals import StoredProfile
-from shared.sop.errors import SopInvalid, SopLimitExceeded, StoredProfileRefused
+from shared.sop.errors import (
+    SopInvalid,
+    SopLimitExceeded,
+    StoredProfileRefused,
+    StoredVersionRefused,
+    or_refused,
+)
 from shared.sop.loader import SopLimits
 from shared.sop.profile import (
     BUILTIN_PORTALS,
@@ -144,7 +150,7 @@ def _warnings(conn: Conn, name: str, profile: Profile) -> list[str]:
     return [f"{problem}." for problem in problems]
 
 
-def _version_json(stored: StoredProfile | StoredProfileRefused) -> dict[str, Any]:
+def _version_json(stored: StoredProfile | StoredVersionRefused) -> dict[str, Any]:
     """What a stored version says of itself; ``problems`` lists what this release refuses in a
     version stored under earlier rules (its title and summary are then null)."""
     if isinstance(stored, StoredProfileRefused):
@@ -157,15 +163,8 @@ def _version_json(stored: StoredProfile | StoredProfileRefused) -> dict[str, Any
             "created_at": iso(stored.created_at), "problems": []}  # fmt: skip
 
 
-def _active_profile(conn: Conn, name: str) -> StoredProfile | StoredProfileRefused | None:
-    try:
-        return portal_queries.active_profile(conn, account_id(), name)
-    except StoredProfileRefused as refused:
-        return refused
-
-
 def _profile_json(conn: Conn, name: str) -> dict[str, Any]:
-    stored = _active_profile(conn, name)
+    stored = or_refused(portal_queries.active_profile, conn, account_id(), name)
     if stored is None:
         raise NotFound("portal profile")
     # A refused version has no parsed address: the registration's is the one in force then.
@@ -203,10 +202,7 @@ def read_profile_version(name: str, version: int):
     ``profile`` names the version its run signed in with)."""
     portal_name(name)
     with runtime().pool.connection() as conn:
-        try:
-            stored = portal_queries.profile_version(conn, account_id(), name, version)
-        except StoredProfileRefused as refused:
-            stored = refused
+        stored = or_refused(portal_queries.profile_version, conn, account_id(), name, version)
     if stored is None:
         raise NotFound("profile version")
     return jsonify({"portal": name, **_version_json(stored)})

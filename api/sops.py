@@ -8,9 +8,8 @@ document is always a new version and nothing is ever deleted.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, jsonify
 from marshmallow import Schema, fields
@@ -30,7 +29,7 @@ from shared.portals import (
     portal_problems,
 )
 from shared.sop import store as sop_store
-from shared.sop.errors import SopInvalid, SopLimitExceeded, StoredSopRefused
+from shared.sop.errors import SopInvalid, SopLimitExceeded, StoredSopRefused, or_refused
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import SopLimits, load_sop
 from shared.sop.model import InputSpec, Sop
@@ -137,16 +136,6 @@ def _warnings(conn: Conn, sop: Sop) -> list[str]:
 # A stored version as the API reads it: parsed, or refused by this release's rules (its text
 # and problems are still shown; it cannot run until a new version replaces it).
 Read = sop_store.StoredSop | StoredSopRefused
-R = TypeVar("R")
-
-
-def _or_refused(read: Callable[..., R], *args: Any) -> R | StoredSopRefused:
-    """What ``read(*args)`` gives, or the refusal it raised for a version this release
-    refuses."""
-    try:
-        return read(*args)
-    except StoredSopRefused as refused:
-        return refused
 
 
 def _entry(stored: Read, created_at: datetime, *, body: bool = False) -> dict[str, Any]:
@@ -174,7 +163,7 @@ def _history_entry(row: dict) -> dict[str, Any]:
 
 
 def _active(conn: Conn, task_type: str) -> dict[str, Any]:
-    stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
+    stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
     out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
     out["history"] = [
         _history_entry(r) for r in sop_store.sop_history(conn, account_id(), task_type)
@@ -187,7 +176,7 @@ def list_sops():
     with runtime().pool.connection() as conn:
         entries = []
         for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
-            stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
+            stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
             entries.append(_entry(stored, sop_store.sop_created_at(conn, stored.id)))
     return jsonify({"data": entries})
 
@@ -205,7 +194,7 @@ def read_sop_version(task_type: str, version: int):
     with runtime().pool.connection() as conn:
         stored = None
         if task_type in TASK_TYPES or not sop_store.custom_type_problem(task_type):
-            stored = _or_refused(sop_store.sop_version, conn, account_id(), task_type, version)
+            stored = or_refused(sop_store.sop_version, conn, account_id(), task_type, version)
         if stored is None:
             raise NotFound("SOP version")
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
@@ -219,7 +208,7 @@ def read_task_sop(task_id: int):
         task = task_queries.get_task(conn, task_id, account_id())
         if task is None:
             raise NotFound("task")
-        stored = _or_refused(sop_store.sop_by_id, conn, task["sop_id"])
+        stored = or_refused(sop_store.sop_by_id, conn, task["sop_id"])
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
 
 
@@ -327,7 +316,7 @@ def list_task_types():
     with runtime().pool.connection() as conn:
         entries = []
         for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
-            stored = _or_refused(sop_store.active_sop, conn, account_id(), task_type)
+            stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
             entries.append({"name": task_type, "builtin": task_type in TASK_TYPES,
                             **_type_entry(stored)})  # fmt: skip
     return jsonify({"data": entries})

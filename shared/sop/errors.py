@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 class SopInvalid(ValueError):
@@ -99,3 +102,12 @@ class StoredProfileRefused(StoredVersionRefused):
             f"the profile of portal {portal} (version {version})",
             f"PUT /portals/{portal}/profile", err.errors, version=version, text=text,
         )  # fmt: skip
+
+
+def or_refused(read: Callable[..., R], *args: Any) -> R | StoredVersionRefused:
+    """What ``read(*args)`` gives, or the refusal it raised for a stored version this release's
+    rules refuse (shown with its text and problems; nothing runs it)."""
+    try:
+        return read(*args)
+    except StoredVersionRefused as refused:
+        return refused
