@@ -224,6 +224,8 @@ function probe(withText, markers) {
     .filter(Boolean);
   // The HTTP status the page's document was answered with (0 when the browser does not say).
   const nav = performance.getEntriesByType('navigation')[0];
+  // On the browser's own error page, the network error it names (ERR_TOO_MANY_REDIRECTS).
+  const failed = top.location.protocol === 'chrome-error:' && top.querySelector('.error-code');
   return {
     url: top.location.href,
     referrer: top.referrer || '',
@@ -232,6 +234,7 @@ function probe(withText, markers) {
     text: withText && top.body ? flat(top.body) : '',
     markers: markers.map(spec => search(spec, top).length > 0),
     status: nav && nav.responseStatus ? nav.responseStatus : 0,
+    error: failed ? failed.textContent.trim() : '',
   };
 }
 """
@@ -327,8 +330,10 @@ def probe_page(
     driver: WebDriver, *, with_text: bool = False, markers: Sequence[Locator] = ()
 ) -> dict[str, Any]:
     """The page's url, referrer, title, headings and alerts, its whole text if asked, the HTTP
-    status of its document (``status``, 0 if unknown), and for each of ``markers`` whether it
-    matches anything (``markers``, e.g. the sign-in page's heading), in one round trip."""
+    status of its document (``status``, 0 if unknown), the network error that the browser's
+    error page names (``error``: ``ERR_CONNECTION_REFUSED``), and for each of ``markers``
+    whether it matches anything (``markers``, e.g. the sign-in page's heading), in one round
+    trip."""
     specs = [spec_of(marker) for marker in markers]
     return _facts(driver.execute_script(_PROBE_JS, with_text, specs))
 
@@ -339,7 +344,8 @@ def _facts(info: Any) -> dict[str, Any]:
     if not isinstance(info, dict):
         return {}
     out: dict[str, Any] = {
-        key: str(info.get(key) or "") for key in ("url", "referrer", "title", "headings", "text")
+        key: str(info.get(key) or "")
+        for key in ("url", "referrer", "title", "headings", "text", "error")
     }
     markers = info.get("markers")
     out["markers"] = [bool(m) for m in markers] if isinstance(markers, list) else []

@@ -8,9 +8,11 @@ that the browser is still on the portal's origins.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from selenium.common.exceptions import (
@@ -44,6 +46,11 @@ from worker.errors import PortalUnavailable, SecretRefused, StepFailed
 POLL_S = 0.05
 # How many times a goto opens its page when a navigation the page started comes first.
 _GOTO_TRIES = 3
+
+# The network error Chromium names when it could not load a page (net::ERR_CONNECTION_REFUSED):
+# quoted in the note, so that whoever reads it knows a refused connection from a bad certificate.
+_NET_ERROR = re.compile(r"net::(ERR_[A-Z_]+)")
+
 
 _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableException)
 
@@ -264,9 +271,10 @@ class Page:
             raise PortalUnavailable(f"the page {url} did not load in time") from None
         except WebDriverException as exc:
             self.check_boundary()
-            if "net::ERR" in (exc.msg or ""):
-                raise PortalUnavailable(f"the portal could not be reached ({url})") from None
-            raise
+            code = _NET_ERROR.search(exc.msg or "")
+            if code is None:
+                raise
+            raise _unreachable(code[1], url) from None
 
     def check_boundary(self) -> None:
         try:
@@ -300,7 +308,8 @@ class Page:
             return  # page is between documents; the next poll looks again
         url = info.get("url", "")
         if url.startswith("chrome-error://"):
-            raise PortalUnavailable("the portal could not be reached")
+            # The address the browser failed to load, without its query (it may hold data)
+            raise _unreachable(info.get("error", ""), urlsplit(self._address()).path or "/")
         shown = info.get("headings", "").split("\n")[0] or info.get("title", "")
         status = int(info.get("status") or 0)
         if status >= 500:  # whatever the page says: the portal is failing, not the task
@@ -644,3 +653,11 @@ def clear_quietly(el: WebElement) -> None:
     """Empty a field, if it is still there."""
     with contextlib.suppress(WebDriverException):  # the page moved on; the field went with it
         el.clear()
+
+
+def _unreachable(code: str, url: str) -> PortalUnavailable:
+    """The portal error for a page the browser could not load, naming the network error."""
+    if code == "ERR_TOO_MANY_REDIRECTS":
+        return PortalUnavailable(f"the page {url} redirects in a loop")
+    named = f": {code}" if _NET_ERROR.fullmatch(f"net::{code}") else ""
+    return PortalUnavailable(f"the portal could not be reached ({url}{named})")
