@@ -51,7 +51,10 @@ def default_transport(settings: Settings) -> Transport:
     global _transport
     with _transport_lock:
         if _transport is None:
-            _transport = Transport(pool_size=max(1, settings.webhook_endpoint_concurrency))
+            _transport = Transport(
+                pool_size=max(1, settings.webhook_endpoint_concurrency),
+                lookup_threads=settings.webhook_lookup_threads,
+            )
         return _transport
 
 

@@ -31,6 +31,11 @@ class ConnectionFailed(DeliveryError):
     error_class = "connection"
 
 
+class LookupTimedOut(ConnectionFailed):
+    """The receiver's name did not resolve within the attempt's deadline (or no lookup thread
+    was free); nothing was sent."""
+
+
 class TlsFailed(DeliveryError):
     """The TLS handshake or certificate check failed."""
 

@@ -6,7 +6,8 @@ check every address, and open the connection to the address we checked, while th
 TLS SNI and certificate check still use the hostname. Connection pools are keyed by that address,
 so keep-alive never carries a request to an address that was not checked for it.
 
-The timeout bounds the whole attempt, not each read: a receiver that trickles its headers or body
+The timeout bounds the whole attempt, from the lookup of the host's name (dispatcher.lookup) to
+the end of the response, not each read: a receiver that trickles its headers or body
 a byte at a time, each read well within the timeout, is cut off at the deadline by a watchdog
 thread that shuts the attempt's socket down. (A TLS handshake is one read with its own deadline.)
 """
@@ -44,6 +45,8 @@ from dispatcher.errors import (
     DeliveryTimeout,
     TlsFailed,
 )
+from dispatcher.lookup import Lookups
+from shared.settings import Settings
 from shared.ssrf import Resolver, UrlRefused, resolve_checked, split_url, system_resolver
 
 RESPONSE_PREFIX_BYTES = 2048
@@ -68,13 +71,14 @@ class Transport:
         pool_size: int = 8,
         ca_certs: str | None = None,
         resolver: Resolver = system_resolver,
+        lookup_threads: int = Settings.webhook_lookup_threads,
     ) -> None:
         self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
         self._lock = threading.Lock()
         self._max_pools = max_pools
         self._pool_size = pool_size
         self._ca_certs = ca_certs or certifi.where()
-        self._resolver = resolver
+        self._lookups = Lookups(resolver, max_threads=lookup_threads)
 
     def post(
         self,
@@ -86,8 +90,9 @@ class Transport:
         allow_private: bool,
     ) -> Response:
         """POST once. Any status is a Response; no response at all is a DeliveryError."""
-        path, pool, host_header = self._target(url, allow_private)
-        watch = _watchdog.watch(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        path, pool, host_header = self._target(url, allow_private, deadline)
+        watch = _watchdog.watch(deadline)
         _current.watch = watch
         try:
             raw = pool.urlopen(
@@ -97,7 +102,7 @@ class Transport:
                 headers={**headers, "Host": host_header},
                 redirect=False,
                 retries=False,
-                timeout=urllib3.Timeout(total=timeout_s),
+                timeout=urllib3.Timeout(total=max(deadline - time.monotonic(), 0.001)),
                 preload_content=False,
                 assert_same_host=False,
             )
@@ -111,11 +116,13 @@ class Transport:
             raise _timed_out(timeout_s)
         return Response(raw.status, dict(raw.headers), _storable_text(prefix))
 
-    def _target(self, url: str, allow_private: bool) -> tuple[str, urllib3.HTTPConnectionPool, str]:
+    def _target(
+        self, url: str, allow_private: bool, deadline: float
+    ) -> tuple[str, urllib3.HTTPConnectionPool, str]:
         try:
             scheme, host, port = split_url(url)
             address = resolve_checked(
-                host, port, allow_private=allow_private, resolver=self._resolver
+                host, port, allow_private=allow_private, resolver=self._lookups.until(deadline)
             )
             host = _ascii_name(host)
         except UrlRefused as exc:
@@ -255,8 +262,8 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, timeout_s: float) -> _Watch:
-        watch = _Watch(time.monotonic() + timeout_s)
+    def watch(self, deadline: float) -> _Watch:
+        watch = _Watch(deadline)
         with self._changed:
             heapq.heappush(self._due, (watch.deadline, next(self._order), watch))
             if self._thread is None:

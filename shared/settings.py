@@ -185,6 +185,9 @@ class Settings:
     webhook_breaker_failures: int = 5
     webhook_breaker_cooldown_s: float = 60.0
     dispatcher_concurrency: int = 16
+    # Threads looking up receivers' names (dispatcher.lookup), per dispatcher process: a lookup
+    # that outlives its attempt keeps its thread until the system resolver gives up.
+    webhook_lookup_threads: int = 64
 
     # Operator console (/console).
     console_session_ttl_s: float = 12 * 3600.0  # a sign-in lasts this long
@@ -293,6 +296,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEBHOOK_BREAKER_FAILURES": ("webhook_breaker_failures", _int),
     "WEBHOOK_BREAKER_COOLDOWN_S": ("webhook_breaker_cooldown_s", _float),
     "DISPATCHER_CONCURRENCY": ("dispatcher_concurrency", _int),
+    "WEBHOOK_LOOKUP_THREADS": ("webhook_lookup_threads", _int),
     "CONSOLE_SESSION_TTL_S": ("console_session_ttl_s", _float),
     "CONSOLE_INVITE_TTL_S": ("console_invite_ttl_s", _float),
     "CONSOLE_SECURE_COOKIE": ("console_secure_cookie", _bool),
@@ -351,7 +355,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:
         raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
-    for name in ("MAX_CUSTOM_TYPES", "MAX_PORTALS", "MAX_USERS"):
+    for name in ("MAX_CUSTOM_TYPES", "MAX_PORTALS", "MAX_USERS", "WEBHOOK_LOOKUP_THREADS"):
         if not getattr(settings, name.lower()) >= 1:
             raise SettingsError(f"{name} must be a number >= 1")
     _check_rate_limit(settings.rate_limit)

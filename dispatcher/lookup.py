@@ -1,0 +1,85 @@
+"""Looking up a receiver's name within its attempt's deadline.
+
+``socket.getaddrinfo`` blocks and takes no timeout: a receiver whose DNS hangs (a slow or
+black-holed authoritative server) would hold a dispatcher thread for as long as the system
+resolver keeps trying, outside the deadline that bounds connect, send and read. So each lookup
+runs in a daemon thread of its own, and the attempt waits for it only until its deadline; a
+lookup still running then is left to end on its own, and its answer is dropped.
+
+Those threads are capped, so names that never answer cannot pile them up. A lookup that finds
+every thread taken is not started, and counts as not resolved in time: the attempt is over at
+once, rather than waiting behind lookups that are stuck. Daemon threads, so a stuck lookup never
+holds up the process's exit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dispatcher.errors import LookupTimedOut
+from shared.ssrf import Resolver
+
+
+class Lookups:
+    """Thread-safe; one per transport. Runs ``resolver`` with a deadline."""
+
+    def __init__(self, resolver: Resolver, *, max_threads: int) -> None:
+        self._resolver = resolver
+        self._max_threads = max_threads
+        self._free = threading.BoundedSemaphore(max_threads)
+
+    def until(self, deadline: float) -> Resolver:
+        """A resolver that gives up at ``deadline`` (a ``time.monotonic()`` time)."""
+        return lambda host, port: self.resolve(host, port, deadline=deadline)
+
+    def resolve(self, host: str, port: int, *, deadline: float) -> list[str]:
+        """The resolver's answer, or its exception; :class:`LookupTimedOut` if there is none by
+        ``deadline`` or no thread is free to ask."""
+        if not self._free.acquire(blocking=False):
+            raise LookupTimedOut(
+                f"the host's name {host!r} did not resolve in time: all {self._max_threads}"
+                " lookup threads are waiting on names that have not answered"
+            )
+        lookup = _Lookup(self._resolver, host, port)
+        try:
+            threading.Thread(
+                target=self._run, args=(lookup,), name="webhook-lookup", daemon=True
+            ).start()
+        except BaseException:
+            self._free.release()
+            raise
+        if not lookup.done.wait(max(0.0, deadline - time.monotonic())):
+            raise LookupTimedOut(f"the host's name {host!r} did not resolve in time")
+        return lookup.answer()
+
+    def _run(self, lookup: _Lookup) -> None:
+        try:
+            lookup.run()
+        finally:
+            self._free.release()
+
+
+class _Lookup:
+    """One lookup: what the resolver answered or raised, once ``done`` is set."""
+
+    def __init__(self, resolver: Resolver, host: str, port: int) -> None:
+        self._resolver = resolver
+        self._host = host
+        self._port = port
+        self._addresses: list[str] = []
+        self._error: Exception | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._addresses = self._resolver(self._host, self._port)
+        except Exception as exc:  # handed to the attempt, which classifies it
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def answer(self) -> list[str]:
+        if self._error is not None:
+            raise self._error
+        return self._addresses
