@@ -10,9 +10,10 @@ scheduler that was down) drains over a few calls.
 
 Deleted with a task: its row, files, trajectory steps and screenshots, webhook messages and
 their delivery attempts, and its place in a batch. Deleted besides, per account: batches that
-finished before the cutoff, webhook messages of no task (pings, ``batch.finished``) delivered
-or given up before it; and for every account, idempotency keys past their 24 hours (their
-stored answer is a task's JSON) and expired console sessions.
+finished before the cutoff, webhook messages of no task (pings, ``batch.finished``) delivered,
+given up or aborted by their receiver before it (never one still pending); and for every
+account, idempotency keys past their 24 hours (their stored answer is a task's JSON) and
+expired console sessions.
 
 Kept: the account, its SOP versions, portals, credentials, users and webhook endpoint, and the
 audit log: who did what, naming a task by its id (a reviewer's note stays with the decision).
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from shared import metrics
 from shared.db import Conn
 from shared.runtime import Runtime
+from shared.webhooks import FINAL_MESSAGE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +78,25 @@ _DUE_BATCHES = """
         ) w
          WHERE w.finished_at < now() - make_interval(days => a.retention_days))
 """
-_DUE_MESSAGES = """
+# An account's messages of no task that ended (delivered, given up, or aborted by the receiver)
+# before its cutoff: one range of the ``webhook_messages_ended`` index per account, as for tasks,
+# so the messages it keeps (pending, or recent) are never read and never stand in the way. The
+# end falls back to the creation for a row without one, so that none is kept for ever. (The
+# statuses are the index's, in its order.)
+_ENDED = ", ".join(f"'{status}'" for status in sorted(FINAL_MESSAGE_STATUSES))
+_DUE_MESSAGES = f"""
     SELECT w.id FROM accounts a
     CROSS JOIN LATERAL (
-        SELECT id, task_id, status, created_at FROM webhook_messages WHERE account_id = a.id
-         ORDER BY id LIMIT %(limit)s
+        SELECT id FROM webhook_messages
+         WHERE account_id = a.id AND task_id IS NULL
+           AND status IN ({_ENDED})
+           AND COALESCE(delivered_at, failed_at, created_at)
+               < now() - make_interval(days => a.retention_days)
+         ORDER BY COALESCE(delivered_at, failed_at, created_at)
+         LIMIT %(limit)s
+         FOR UPDATE SKIP LOCKED
     ) w
-     WHERE w.task_id IS NULL AND w.status IN ('delivered', 'failed')
-       AND w.created_at < now() - make_interval(days => a.retention_days)
+    LIMIT %(limit)s
 """
 
 
