@@ -7,9 +7,9 @@ TLS SNI and certificate check still use the hostname. Connection pools are keyed
 so keep-alive never carries a request to an address that was not checked for it.
 
 The timeout bounds the whole attempt, from the lookup of the host's name (dispatcher.lookup) to
-the end of the response, not each read: a receiver that trickles its headers or body
-a byte at a time, each read well within the timeout, is cut off at the deadline by a watchdog
-thread that shuts the attempt's socket down. (A TLS handshake is one read with its own deadline.)
+the end of the response, not each read: a receiver that trickles its headers or body a byte at a
+time, each read well within the timeout, is cut off at the deadline by a watchdog thread that
+shuts the attempt's socket down. (A TLS handshake is one read with its own deadline.)
 """
 
 from __future__ import annotations
