@@ -366,3 +366,25 @@ def test_finding_no_message_due_reads_none_of_the_messages_kept(runtime, account
     # for index entries the tests before left dead)
     assert found == []
     assert read <= 300, read
+
+
+def test_the_batch_purge_gets_past_old_batches_it_must_keep(runtime, account):
+    # given 600 batches made 100 days ago and never finished (a task of each still waits for a
+    # person), then 50 that finished 100 days ago
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO task_batches (account_id, size, unfinished, created_at, finished_at)"
+            " SELECT %(a)s, 1, 1, now() - interval '100 days', NULL FROM generate_series(1, 600)"
+            " UNION ALL SELECT %(a)s, 1, 0, now() - interval '100 days',"
+            " now() - interval '100 days' FROM generate_series(1, 50)",
+            {"a": account.id},
+        )
+
+    # when the scheduler applies the retention
+    report = retention.purge(runtime)
+
+    # then the finished ones go, and the unfinished ones stay (the purge used to look at the
+    # account's 500 oldest batches only, all unfinished, and delete nothing, ever)
+    assert report.batches == 50
+    kept = _count(runtime, "SELECT count(*) FROM task_batches WHERE account_id = %s", (account.id,))
+    assert kept == 600
