@@ -67,16 +67,20 @@ _TASK_PARTS = (
     "DELETE FROM tasks WHERE id = ANY(%(ids)s)",
 )
 
-# An account's oldest rows first, by id (which grows with time): the window stops the look at
-# the first rows still kept, instead of reading every row the account keeps.
+# An account's batches that finished before its cutoff: one range of the
+# ``task_batches_finished`` index per account, as for tasks, so the batches it keeps (unfinished,
+# or recent) are never read and never stand in the way.
 _DUE_BATCHES = """
     DELETE FROM task_batches WHERE id IN (
         SELECT w.id FROM accounts a
         CROSS JOIN LATERAL (
-            SELECT id, finished_at FROM task_batches WHERE account_id = a.id
-             ORDER BY id LIMIT %(limit)s
+            SELECT id FROM task_batches
+             WHERE account_id = a.id AND finished_at IS NOT NULL
+               AND finished_at < now() - make_interval(days => a.retention_days)
+             ORDER BY finished_at
+             LIMIT %(limit)s
         ) w
-         WHERE w.finished_at < now() - make_interval(days => a.retention_days))
+        LIMIT %(limit)s)
 """
 # An account's messages of no task that ended (delivered, given up, or aborted by the receiver)
 # before its cutoff: one range of the ``webhook_messages_ended`` index per account, as for tasks,
