@@ -20,6 +20,7 @@ from cryptography.fernet import MultiFernet
 
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
+from dispatcher.lookup import LookupsBusy
 from dispatcher.transport import RESPONSE_PREFIX_BYTES, Transport
 from shared import logs, metrics
 from shared.db import Conn, fetch_one, outside_transaction
@@ -41,6 +42,9 @@ CHAIN_MAX_S = 10.0
 # How long past the HTTP timeout a thread's lease lasts before the scheduler may hand the
 # message to another thread (the first one is presumed dead).
 LEASE_MARGIN_S = 30.0
+# How long a message waits when no lookup thread was free for its receiver's name (no attempt
+# is counted): stuck lookups end when the system resolver gives up on them.
+LOOKUPS_BUSY_WAIT_S = 5.0
 
 _transport: Transport | None = None
 _transport_lock = threading.Lock()
@@ -95,6 +99,10 @@ def deliver_message(
     while job is not None:
         with logs.bound(message_id=job["id"], account_id=job["account_id"]):
             outcome = _attempt(job, transport, runtime)
+            if outcome is None:
+                with runtime.pool.connection() as conn:
+                    _put_back(conn, job, token, LOOKUPS_BUSY_WAIT_S)
+                return
             _observe(outcome)
             sent += 1
             # Only claim a next message this thread will certainly send: a claimed message
@@ -166,6 +174,17 @@ def _claim_delivery(conn: Conn, message_id: int, token: str, hold_s: float) -> d
     return _usable(conn, job, token)
 
 
+def _put_back(conn: Conn, job: dict, token: str, wait_s: float) -> None:
+    """Release the lease without an attempt, the message due again in ``wait_s``: its retry
+    budget and its endpoint's health are untouched."""
+    conn.execute(
+        "UPDATE webhook_messages SET locked_until = NULL, lease_token = NULL,"
+        " next_attempt_at = now() + make_interval(secs => %s), updated_at = now()"
+        " WHERE id = %s AND lease_token = %s",
+        (wait_s, job["id"], token),
+    )
+
+
 def _usable(conn: Conn, job: dict | None, token: str) -> dict | None:
     """The leased job if its endpoint can take it now. If not (disabled, no URL, circuit open),
     the claim is released without an attempt: the message waits with its retry budget intact."""
@@ -221,7 +240,9 @@ def build_request(job: dict, fernet: MultiFernet, timestamp: int) -> tuple[bytes
     return body, headers
 
 
-def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
+def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome | None:
+    """What one POST of the message came to; None if it could not be tried for a shortage of
+    ours (no lookup thread free), which is no attempt of the receiver's."""
     settings = runtime.settings
     body, headers = build_request(job, runtime.fernet, int(time.time()))
     started_at, started = datetime.now(UTC), time.monotonic()
@@ -233,6 +254,9 @@ def _attempt(job: dict, transport: Transport, runtime: Runtime) -> Outcome:
             timeout_s=settings.webhook_timeout_s,
             allow_private=settings.webhook_allow_private,
         )
+    except LookupsBusy as exc:
+        log.warning("webhook message %s waits: %s", job["id"], exc)
+        return None
     except DeliveryError as exc:
         # The text may quote the receiver (a malformed status line of up to 64 KiB): keep as much
         # of it as of a response body.

@@ -32,8 +32,7 @@ class ConnectionFailed(DeliveryError):
 
 
 class LookupTimedOut(ConnectionFailed):
-    """The receiver's name did not resolve within the attempt's deadline (or no lookup thread
-    was free); nothing was sent."""
+    """The receiver's name did not resolve within the attempt's deadline; nothing was sent."""
 
 
 class TlsFailed(DeliveryError):

@@ -7,9 +7,10 @@ runs in a daemon thread of its own, and the attempt waits for it only until its 
 lookup still running then is left to end on its own, and its answer is dropped.
 
 Those threads are capped, so names that never answer cannot pile them up. A lookup that finds
-every thread taken is not started, and counts as not resolved in time: the attempt is over at
-once, rather than waiting behind lookups that are stuck. Daemon threads, so a stuck lookup never
-holds up the process's exit.
+every thread taken is not started (:class:`LookupsBusy`): that shortage is ours, and may be
+another tenant's doing, so the delivery puts the message back to wait a moment, with no attempt
+counted and nothing held against its endpoint. Daemon threads, so a stuck lookup never holds up
+the process's exit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import time
 
 from dispatcher.errors import LookupTimedOut
 from shared.ssrf import Resolver
+
+
+class LookupsBusy(Exception):
+    """Every lookup thread waits on a name that has not answered; none was started."""
 
 
 class Lookups:
@@ -35,11 +40,10 @@ class Lookups:
 
     def resolve(self, host: str, port: int, *, deadline: float) -> list[str]:
         """The resolver's answer, or its exception; :class:`LookupTimedOut` if there is none by
-        ``deadline`` or no thread is free to ask."""
+        ``deadline``, :class:`LookupsBusy` if no thread is free to ask."""
         if not self._free.acquire(blocking=False):
-            raise LookupTimedOut(
-                f"the host's name {host!r} did not resolve in time: all {self._max_threads}"
-                " lookup threads are waiting on names that have not answered"
+            raise LookupsBusy(
+                f"all {self._max_threads} lookup threads wait on names that have not answered"
             )
         lookup = _Lookup(self._resolver, host, port)
         try:
