@@ -314,9 +314,9 @@ def _type_entry(stored: Read) -> dict[str, Any]:
 def list_task_types():
     """The task types the account can use, built-in then its own, with the inputs each takes."""
     with runtime().pool.connection() as conn:
-        entries = []
-        for task_type in (*TASK_TYPES, *sop_store.custom_types(conn, account_id())):
-            stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
-            entries.append({"name": task_type, "builtin": task_type in TASK_TYPES,
-                            **_type_entry(stored)})  # fmt: skip
+        active = sop_store.active_sops(conn, account_id())
+    entries = [
+        {"name": task_type, "builtin": task_type in TASK_TYPES, **_type_entry(stored)}
+        for task_type, stored in active.items()
+    ]
     return jsonify({"data": entries})

@@ -11,14 +11,14 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
 from shared import quotas
 from shared.db import MAX_INTEGER, Conn, fetch_one
-from shared.sop.errors import SopInvalid, StoredSopRefused
+from shared.sop.errors import SopInvalid, StoredSopRefused, StoredVersionRefused, or_refused
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
 from shared.sop.model import Sop
@@ -39,40 +39,74 @@ class StoredSop:
     instructions: str  # sop.summary(), the task's `instructions`, computed once per version
 
 
+@dataclass(frozen=True)
+class Refused:
+    """This release's refusal of a stored text, kept like a parse: the text cannot change."""
+
+    err: SopInvalid
+    text: str
+
+
+Parsed = tuple[Sop, str] | Refused  # the SOP and its summary, or why it is refused
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ParsedSops:
-    """Parsed SOP documents by the digest of their text: each version is parsed once.
+    """Parsed SOP versions (or their refusals) by owner and digest: each is parsed once.
 
-    Keyed by digest rather than by row id, so that a database whose ids restart (restored,
-    truncated) can never be answered with another document's parse, and identical texts share
-    one entry. Thread-safe; least recently used entries go first.
+    Keyed by the digest of the text rather than by row id, so that a database whose ids restart
+    (restored, truncated) can never be answered with another document's parse. The owner is the
+    account (None for the built-in SOPs), so that a full cache gives up an entry of the owner
+    that holds the most, its least recently used: an account listing its MAX_CUSTOM_TYPES types
+    again and again pushes out its own parses, and those of others as big, never a smaller
+    account's (nor the built-in ones, which every account uses). Thread-safe.
     """
 
     def __init__(self, max_entries: int = PARSED_SOPS_MAX) -> None:
         self._max = max_entries
-        self._items: OrderedDict[str, tuple[Sop, str]] = OrderedDict()
+        self._owners: dict[int | None, OrderedDict[str, Parsed]] = {}
+        self._count = 0
         self._lock = threading.Lock()
 
-    def get(self, digest: str, body: Callable[[], str]) -> tuple[Sop, str]:
-        """The parsed SOP and its summary; ``body()`` is read and parsed only on a miss."""
+    def get(self, owner: int | None, digest: str, body: Callable[[], str]) -> Parsed:
+        """The parsed SOP and its summary, or its refusal; ``body()`` is read and parsed only
+        on a miss."""
         with self._lock:
-            hit = self._items.get(digest)
+            hit = self._owners.get(owner, {}).get(digest)
             if hit is not None:
-                self._items.move_to_end(digest)
+                self._owners[owner].move_to_end(digest)
                 return hit
-        sop = load_sop(body(), STORED_SOP_LIMITS)
-        entry = (sop, sop.summary())
-        with self._lock:
-            self._items[digest] = entry
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+        text = body()
+        try:
+            sop = load_sop(text, STORED_SOP_LIMITS)
+        except SopInvalid as err:
+            entry: Parsed = Refused(err, text)
+        else:
+            entry = (sop, sop.summary())
+        self._keep(owner, digest, entry)
         return entry
 
+    def has(self, owner: int | None, digest: str) -> bool:
+        with self._lock:
+            return digest in self._owners.get(owner, {})
+
+    def _keep(self, owner: int | None, digest: str, entry: Parsed) -> None:
+        with self._lock:
+            entries = self._owners.setdefault(owner, OrderedDict())
+            self._count += digest not in entries
+            entries[digest] = entry
+            while self._count > self._max:
+                biggest = max(self._owners, key=lambda o: len(self._owners[o]))
+                self._owners[biggest].popitem(last=False)
+                self._count -= 1
+                if not self._owners[biggest]:
+                    del self._owners[biggest]
+
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
 
 PARSED = ParsedSops()
@@ -85,27 +119,34 @@ def _builtin(task_type: str) -> tuple[str, str]:
     return text, _digest(text)
 
 
-def _stored(row: dict, conn: Conn) -> StoredSop:
-    """The stored version, parsed; :class:`StoredSopRefused` if this release's rules refuse it."""
-    read: list[str] = []
+def _is_current_builtin(row: dict) -> bool:
+    """Whether the row is the built-in SOP's current text, which the package has already."""
+    return row["builtin"] and row["digest"] == _builtin(row["task_type"])[1]
+
+
+def _body(conn: Conn, row: dict, read: Mapping[int, str] | None = None) -> Callable[[], str]:
+    """What reads the row's text when it has to be parsed: from the package for a current
+    built-in one, else from ``read`` (bodies read together beforehand), else from the table."""
 
     def body() -> str:
-        if row["builtin"] and row["digest"] == _builtin(row["task_type"])[1]:
-            text = _builtin(row["task_type"])[0]  # the current built-in text: no need to read it
-        else:
-            sql = "SELECT body FROM sops WHERE id = %s"
-            text = str(fetch_one(conn, sql, (row["id"],))["body"])
-        read.append(text)
-        return text
+        if _is_current_builtin(row):
+            return _builtin(row["task_type"])[0]
+        if read and row["id"] in read:
+            return read[row["id"]]
+        return str(fetch_one(conn, "SELECT body FROM sops WHERE id = %s", (row["id"],))["body"])
 
-    try:
-        sop, instructions = PARSED.get(row["digest"], body)
-    except SopInvalid as err:
-        # Not kept in PARSED: a refused version is rare, and soon replaced by a new one.
+    return body
+
+
+def _stored(row: dict, body: Callable[[], str]) -> StoredSop:
+    """The stored version, parsed; :class:`StoredSopRefused` if this release's rules refuse it."""
+    parsed = PARSED.get(row["account_id"], row["digest"], body)
+    if isinstance(parsed, Refused):
         raise StoredSopRefused(
-            err, sop_id=row["id"], task_type=row["task_type"], version=row["version"],
-            builtin=row["builtin"], text=read[0] if read else "",
-        ) from None  # fmt: skip
+            parsed.err, sop_id=row["id"], task_type=row["task_type"], version=row["version"],
+            builtin=row["builtin"], text=parsed.text,
+        )  # fmt: skip
+    sop, instructions = parsed
     return StoredSop(row["id"], row["version"], row["builtin"], row["digest"], sop, instructions)
 
 
@@ -124,10 +165,52 @@ def _store_builtin(conn: Conn, task_type: str) -> dict:
     )
     return fetch_one(
         conn,
-        "SELECT id, version, digest, task_type, true AS builtin FROM sops"
+        "SELECT id, version, digest, task_type, true AS builtin, account_id FROM sops"
         " WHERE account_id IS NULL AND task_type = %s AND digest = %s",
         (task_type, digest),
     )
+
+
+# The active version of each type named (and, with `custom`, of each of the account's own types):
+# the account's newest version sorts before the built-in one, whose current text is matched by its
+# digest. A type with neither has a row of NULLs: its built-in SOP is not stored yet.
+_ACTIVE_SOPS = """
+    WITH types AS (
+        SELECT name, builtin_digest, ord
+          FROM unnest(%(names)s::text[], %(digests)s::text[]) WITH ORDINALITY
+               AS named (name, builtin_digest, ord)
+        UNION ALL
+        SELECT task_type, NULL, NULL FROM custom_task_types
+         WHERE %(custom)s AND account_id = %(account)s AND removed_at IS NULL
+    )
+    SELECT types.name AS task_type, active.id, active.version, active.digest, active.builtin,
+           active.account_id
+      FROM types LEFT JOIN LATERAL (
+        SELECT * FROM (
+            (SELECT id, version, digest, false AS builtin, account_id FROM sops
+              WHERE account_id = %(account)s AND task_type = types.name
+              ORDER BY version DESC LIMIT 1)
+            UNION ALL
+            (SELECT id, version, digest, true, account_id FROM sops
+              WHERE account_id IS NULL AND task_type = types.name
+                AND digest = types.builtin_digest)
+        ) AS candidates ORDER BY builtin LIMIT 1
+      ) AS active ON true
+     ORDER BY types.ord NULLS LAST, types.name
+"""
+
+
+def _send_active_sops(conn: Conn, account_id: int, names: list[str], *, custom: bool):
+    """Send :data:`_ACTIVE_SOPS`; the cursor its rows arrive on."""
+    # An account's own task type has no built-in candidate.
+    digests = [_builtin(name)[1] if name in TASK_TYPES else None for name in names]
+    params = {"account": account_id, "names": names, "digests": digests, "custom": custom}
+    return conn.execute(_ACTIVE_SOPS, params)
+
+
+def _row_stored(conn: Conn, row: dict) -> dict:
+    """The row of the active version, the built-in one stored first if it is not yet."""
+    return row if row["id"] is not None else _store_builtin(conn, row["task_type"])
 
 
 def active_sop(conn: Conn, account_id: int, task_type: str) -> StoredSop:
@@ -142,37 +225,51 @@ def send_active_sop(conn: Conn, account_id: int, task_type: str) -> Callable[[],
     unless this process has not parsed that version yet. In a pipeline, the answer arrives with
     the other queries sent before the next sync, in one round trip.
     """
-    # An account's own task type has no built-in candidate.
-    builtin_digest = _builtin(task_type)[1] if task_type in TASK_TYPES else None
-    cursor = conn.execute(
-        """
-        SELECT * FROM (
-            (SELECT id, version, digest, task_type, false AS builtin FROM sops
-              WHERE account_id = %(account)s AND task_type = %(type)s
-              ORDER BY version DESC LIMIT 1)
-            UNION ALL
-            (SELECT id, version, digest, task_type, true FROM sops
-              WHERE account_id IS NULL AND task_type = %(type)s AND digest = %(digest)s)
-        ) AS candidates ORDER BY builtin LIMIT 1
-        """,
-        {"account": account_id, "type": task_type, "digest": builtin_digest},
-    )
+    cursor = _send_active_sops(conn, account_id, [task_type], custom=False)
 
     def read() -> StoredSop:
-        row = cursor.fetchone()
-        return _stored(row if row is not None else _store_builtin(conn, task_type), conn)
+        row = _row_stored(conn, cursor.fetchone())
+        return _stored(row, _body(conn, row))
 
     return read
+
+
+def active_sops(conn: Conn, account_id: int) -> dict[str, StoredSop | StoredVersionRefused]:
+    """Every task type the account can use, built-in then its own by name, with its active SOP
+    (or this release's refusal of it), in one query whatever the number of types.
+
+    The texts of versions this process has not parsed yet are read together, in one more, and
+    parsed after the others are taken from the cache: parsing them may evict those.
+    """
+    rows = _send_active_sops(conn, account_id, list(TASK_TYPES), custom=True).fetchall()
+    rows = [_row_stored(conn, row) for row in rows]
+    known = [
+        row
+        for row in rows
+        if _is_current_builtin(row) or PARSED.has(row["account_id"], row["digest"])
+    ]
+    out = {row["task_type"]: or_refused(_stored, row, _body(conn, row)) for row in known}
+    unknown = [row for row in rows if row["task_type"] not in out]
+    read = _bodies(conn, [row["id"] for row in unknown])
+    out |= {row["task_type"]: or_refused(_stored, row, _body(conn, row, read)) for row in unknown}
+    return {row["task_type"]: out[row["task_type"]] for row in rows}
+
+
+def _bodies(conn: Conn, sop_ids: list[int]) -> dict[int, str]:
+    if not sop_ids:
+        return {}
+    rows = conn.execute("SELECT id, body FROM sops WHERE id = ANY(%s)", (sop_ids,)).fetchall()
+    return {row["id"]: str(row["body"]) for row in rows}
 
 
 def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
     row = fetch_one(
         conn,
-        "SELECT id, version, digest, task_type, account_id IS NULL AS builtin FROM sops"
-        " WHERE id = %s",
+        "SELECT id, version, digest, task_type, account_id IS NULL AS builtin, account_id"
+        " FROM sops WHERE id = %s",
         (sop_id,),
     )
-    return _stored(row, conn)
+    return _stored(row, _body(conn, row))
 
 
 def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> tuple[int, bool]:
@@ -220,11 +317,11 @@ def sop_version(conn: Conn, account_id: int, task_type: str, version: int) -> St
     if version > MAX_INTEGER:
         return None
     row = conn.execute(
-        "SELECT id, version, digest, task_type, false AS builtin FROM sops"
+        "SELECT id, version, digest, task_type, false AS builtin, account_id FROM sops"
         " WHERE account_id = %s AND task_type = %s AND version = %s",
         (account_id, task_type, version),
     ).fetchone()
-    return None if row is None else _stored(row, conn)
+    return None if row is None else _stored(row, _body(conn, row))
 
 
 def sop_version_body(conn: Conn, account_id: int, task_type: str, version: int) -> str | None:
