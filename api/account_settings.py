@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
-from api.errors import ValidationFailed
+from api.errors import SopRefused, ValidationFailed
 from api.runtime import runtime
 from shared import review
 from shared.accounts import SETTINGS, account_settings, update_account_settings
@@ -26,8 +26,7 @@ from shared.db import Conn
 from shared.retention import MAX_RETENTION_DAYS
 from shared.review import MAX_REVIEW_TIMEOUT_HOURS
 from shared.sop import store as sop_store
-from shared.sop.errors import StoredSopRefused
-from shared.sop.task_types import TASK_TYPES
+from shared.sop.errors import StoredSopRefused, StoredVersionRefused
 
 bp = Blueprint("account_settings", __name__)
 bp.before_request(require_account)
@@ -70,33 +69,31 @@ class SettingsSchema(Schema):
             raise ValidationError("name at least one setting: " + ", ".join(SETTINGS))
 
 
-def _pauses(conn: Conn, task_type: str) -> bool:
-    """Whether the account's SOP of the type has a point a review would pause at (not when
-    this release refuses its active version: no task of the type runs until it is replaced)."""
-    try:
-        sop = sop_store.active_sop(conn, account_id(), task_type).sop
-    except StoredSopRefused:
-        return False
-    return review.review_point(sop) is not None
+def _pauses(stored: sop_store.StoredSop | StoredVersionRefused) -> bool:
+    """Whether the SOP has a point a review would pause at (not when this release refuses the
+    type's active version: no task of the type runs until it is replaced)."""
+    return isinstance(stored, sop_store.StoredSop) and review.review_point(stored.sop) is not None
 
 
 def reviewable_types(conn: Conn) -> list[str]:
     """The types the account can require review for (the console offers these)."""
-    types = [*TASK_TYPES, *sop_store.custom_types(conn, account_id())]
-    return [task_type for task_type in types if _pauses(conn, task_type)]
+    active = sop_store.active_sops(conn, account_id())
+    return [task_type for task_type, stored in active.items() if _pauses(stored)]
 
 
 def _check_types(conn: Conn, task_types: list[str]) -> None:
-    """422 for a type the account cannot use, or one whose SOP has nothing to review."""
-    problems = []
+    """422 for a type the account cannot use, or one whose SOP has nothing to review; then 422
+    ``sop_refused`` (as a task of it gets) for one whose active SOP this release refuses."""
+    active = sop_store.active_sops(conn, account_id())
+    problems, refused = [], []
     for n, task_type in enumerate(task_types):
         field = f"review_required_types.{n}"
-        if task_type not in TASK_TYPES and not sop_store.is_custom_type(
-            conn, account_id(), task_type
-        ):
+        stored = active.get(task_type)
+        if stored is None:
             problems.append({"field": field, "message": f"unknown task type {task_type!r}"})
-            continue
-        if not _pauses(conn, task_type):
+        elif isinstance(stored, StoredSopRefused):
+            refused.append(SopRefused(stored, field, "set review_required_types again"))
+        elif not _pauses(stored):
             problems.append(
                 {
                     "field": field,
@@ -106,6 +103,8 @@ def _check_types(conn: Conn, task_types: list[str]) -> None:
             )
     if problems:
         raise ValidationFailed("The settings are not valid.", problems)
+    if refused:
+        raise refused[0]
 
 
 @bp.get("/settings")

@@ -14,6 +14,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from shared.db import DB_UNAVAILABLE
+from shared.sop.errors import StoredSopRefused
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ class ValidationFailed(ApiError):
 
     def __init__(self, message: str, details: Any) -> None:
         super().__init__(422, "validation_failed", message, field_errors(details))
+
+
+class SopRefused(ApiError):
+    """The type's active SOP is a version stored under earlier rules that this release refuses.
+
+    Not a conflict a retry resolves: a 422, as for a portal without a login, naming the version
+    and its problems, for each request that needs the SOP (a task, a setting that reads it).
+    """
+
+    def __init__(self, refused: StoredSopRefused, field: str, then: str) -> None:
+        message = f"{refused.message}; then {then}."
+        super().__init__(
+            422, "sop_refused", message,
+            [{"field": field, "message": message, "version": refused.version,
+              "problems": refused.errors}],
+        )  # fmt: skip
 
 
 def field_errors(details: Any, prefix: str | None = None) -> list[dict[str, Any]]:

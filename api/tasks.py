@@ -26,7 +26,7 @@ from werkzeug.utils import secure_filename
 from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
-from api.errors import ApiError, NotFound, ValidationFailed, field_errors
+from api.errors import ApiError, NotFound, SopRefused, ValidationFailed, field_errors
 from api.limits import LimitExceeded
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
@@ -212,7 +212,7 @@ def _read_checks(conn: Conn, task_types: Collection[str], key: str | None, diges
         try:
             stored = active_sop()
         except StoredSopRefused as refused:
-            checks[task_type] = _sop_refused(refused)
+            checks[task_type] = SopRefused(refused, "type", "send the task again")
             continue
         if stored.sop.portal not in portals:
             checks[task_type] = _credentials_missing(stored.sop.portal)
@@ -284,20 +284,6 @@ def _credentials_missing(portal: str) -> ApiError:
         f"No credentials are stored for portal '{portal}': {how}.",
         [{"field": "type", "message": f"portal '{portal}' has no credentials: {how}"}],
     )
-
-
-def _sop_refused(refused: StoredSopRefused) -> ApiError:
-    """A task that could not run: the type's active SOP is a version stored under earlier
-    rules that this release refuses. Not a conflict a retry resolves: a 422, as for a portal
-    without a login, naming the version and its problem."""
-    message = f"{refused.message}; then send the task again."
-    return ApiError(
-        422,
-        "sop_refused",
-        message,
-        [{"field": "type", "message": message, "version": refused.version,
-          "problems": refused.errors}],
-    )  # fmt: skip
 
 
 def _store(

@@ -11,7 +11,7 @@ from flask import redirect, render_template, request, url_for
 
 from api.account_settings import apply_settings, reviewable_types
 from api.console import bp, current, record, requires
-from api.errors import ValidationFailed, field_errors
+from api.errors import SopRefused, ValidationFailed, field_errors
 from api.runtime import runtime
 from shared.accounts import account_settings
 from shared.db import whole_number
@@ -50,7 +50,7 @@ def settings_save():
         with runtime().pool.connection() as conn:
             stored = apply_settings(conn, body)
             record(conn, "settings.save", "settings", stored)
-    except ValidationFailed as err:
+    except (ValidationFailed, SopRefused) as err:  # the same problems, shown on the page
         return _page(422, shown=body, problems=field_errors(err.details))
     return redirect(url_for("console.settings_page", notice="settings_saved"), 303)
 

@@ -26,6 +26,7 @@ steps:
   - click: {{link: Eligibility & Benefits}}
 outcomes: [{{status: completed, notes: "ok"}}]
 """
+CLAIM = builtin_sop_text("submit_claim")
 
 
 @pytest.fixture
@@ -128,26 +129,21 @@ def test_a_refused_version_is_parsed_once(runtime, client, account, parses):
 
 
 def test_review_for_a_type_whose_sop_is_refused_is_refused_as_such(runtime, client, account):
-    # given the account's active SOP of a type, stored under rules this release refuses
-    store_as_an_earlier_release(runtime, account.id, "sops", "check_eligibility", REFUSED_SOP)
+    # given the account's active SOP of a type that submits (one a review could hold back),
+    # stored under rules this release refuses
+    refused = CLAIM.replace("steps:\n", "steps:\n  - hover: {button: Search}\n", 1)
+    store_as_an_earlier_release(runtime, account.id, "sops", "submit_claim", refused)
     # when the account asks for review of that type's tasks
-    response = client.put(
-        "/settings", json={"review_required_types": ["check_eligibility"]},
-        headers=account.headers,
-    )  # fmt: skip
+    review_claims = {"review_required_types": ["submit_claim"]}
+    response = client.put("/settings", json=review_claims, headers=account.headers)
     # then the answer says the SOP is refused, and why, as a task's creation would
     error = response.get_json()["error"]
     assert response.status_code == 422 and error["code"] == "sop_refused", error
-    assert "version 1" in error["message"] and "PUT /sops/check_eligibility" in error["message"]
+    assert "version 1" in error["message"] and "PUT /sops/submit_claim" in error["message"]
     detail = error["details"][0]
     assert detail["field"] == "review_required_types.0" and detail["version"] == 1
-    assert detail["problems"] and "has no review step" not in error["message"]
+    assert detail["problems"][0]["path"] == "steps[0]"
     # and a valid version again makes the setting possible
-    assert client.put(
-        "/sops/check_eligibility", json={"sop": builtin_sop_text("check_eligibility")},
-        headers=account.headers,
-    ).status_code == 201  # fmt: skip
-    assert client.put(
-        "/settings", json={"review_required_types": ["check_eligibility"]},
-        headers=account.headers,
-    ).status_code == 200  # fmt: skip
+    put = client.put("/sops/submit_claim", json={"sop": CLAIM}, headers=account.headers)
+    assert put.status_code == 201
+    assert client.put("/settings", json=review_claims, headers=account.headers).status_code == 200
