@@ -42,6 +42,7 @@ test-fast: install browsers ## the quick tier for iterating: no e2e, faults or f
 bench: install browsers ## run the benchmarks (not part of the tests)
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/task_types.py
 	$(BIN)/python bench/agent.py
 
 clean: ## remove the virtualenv and the embedded servers' data

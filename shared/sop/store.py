@@ -75,9 +75,9 @@ class ParsedSops:
         """The parsed SOP and its summary, or its refusal; ``body()`` is read and parsed only
         on a miss."""
         with self._lock:
-            hit = self._owners.get(owner, {}).get(digest)
-            if hit is not None:
-                self._owners[owner].move_to_end(digest)
+            entries = self._owners.get(owner)
+            if entries is not None and (hit := entries.get(digest)) is not None:
+                entries.move_to_end(digest)
                 return hit
         text = body()
         try:
@@ -91,7 +91,7 @@ class ParsedSops:
 
     def has(self, owner: int | None, digest: str) -> bool:
         with self._lock:
-            return digest in self._owners.get(owner, {})
+            return digest in self._owners.get(owner, ())
 
     def _keep(self, owner: int | None, digest: str, entry: Parsed) -> None:
         with self._lock:
