@@ -334,8 +334,13 @@ def sop_version_body(conn: Conn, account_id: int, task_type: str, version: int) 
 
 
 def sop_created_at(conn: Conn, sop_id: int) -> datetime:
-    row = fetch_one(conn, "SELECT created_at FROM sops WHERE id = %s", (sop_id,))
-    return row["created_at"]
+    return sops_created_at(conn, [sop_id])[sop_id]
+
+
+def sops_created_at(conn: Conn, sop_ids: list[int]) -> dict[int, datetime]:
+    """When each of the versions was stored, in one query."""
+    rows = conn.execute("SELECT id, created_at FROM sops WHERE id = ANY(%s)", (sop_ids,))
+    return {row["id"]: row["created_at"] for row in rows.fetchall()}
 
 
 # A custom task type's name: snake_case, bounded so it fits in a URL, a filter and a log line.

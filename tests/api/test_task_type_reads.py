@@ -94,6 +94,26 @@ def test_listing_task_types_is_one_query_whatever_the_number_of_types(
     assert for_many == for_few
 
 
+def test_listing_sops_is_two_queries_whatever_the_number_of_types(
+    client, make_account, statements
+):
+    # given an account with no type of its own, and one with twenty, each listed once
+    few, many = make_account("Few"), make_account("Many")
+    _define(client, many, [f"plan_{n}" for n in range(20)])
+    for account in (few, many):
+        assert client.get("/sops", headers=account.headers).status_code == 200
+    # when each lists its SOPs again
+    counts = []
+    for account in (few, many):
+        del statements[:]
+        response = client.get("/sops", headers=account.headers)
+        assert response.status_code == 200, response.get_json()
+        counts.append((len(response.get_json()["data"]), len(_sop_queries(statements))))
+    # then each call read the active versions, then when they were stored: two queries (it
+    # used to be two per type)
+    assert counts == [(5, 2), (25, 2)]
+
+
 def test_a_big_account_cannot_evict_a_small_accounts_parsed_sops(
     client, make_account, parses, monkeypatch
 ):
