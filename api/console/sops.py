@@ -26,7 +26,12 @@ from shared import tasks as task_queries
 from shared.db import Conn, whole_number
 from shared.portals import SANDBOX_PORTAL
 from shared.sop import store as sop_store
-from shared.sop.errors import StoredProfileRefused, StoredSopRefused
+from shared.sop.errors import (
+    StoredProfileRefused,
+    StoredSopRefused,
+    StoredVersionRefused,
+    or_refused,
+)
 from shared.sop.library import builtin_sop_text
 from shared.sop.profile import BUILTIN_PORTALS, builtin_profile_text
 from shared.sop.task_types import TASK_TYPES
@@ -60,10 +65,14 @@ class Shown:
 
 def _sop_shown(read: Callable[..., sop_store.StoredSop], *args: Any) -> Shown:
     """The SOP version ``read(*args)`` gives, as a page shows it."""
-    try:
-        stored = read(*args)
-    except StoredSopRefused as refused:
-        return Shown(refused.version, refused.builtin, None, None, refused.text, refused.errors)
+    return _shown(or_refused(read, *args))
+
+
+def _shown(stored: sop_store.StoredSop | StoredVersionRefused) -> Shown:
+    """A stored SOP version, or this release's refusal of it, as a page shows it."""
+    if isinstance(stored, StoredSopRefused):
+        return Shown(stored.version, stored.builtin, None, None, stored.text, stored.errors)
+    assert isinstance(stored, sop_store.StoredSop)
     sop = stored.sop
     return Shown(stored.version, stored.builtin, sop.title, sop.portal, sop.source, [])
 
@@ -84,12 +93,13 @@ def _profile_shown(conn: Conn, account: int, name: str) -> Shown | None:
 def sops():
     account = current().user.account_id
     with runtime().pool.connection() as conn:
-        entries = []
-        for task_type in _types(conn):
-            stored = _sop_shown(sop_store.active_sop, conn, account, task_type)
-            entries.append({"task_type": task_type, "version": stored.version,
-                            "builtin": stored.builtin, "title": stored.title,
-                            "portal": stored.portal, "problems": stored.problems})  # fmt: skip
+        active = sop_store.active_sops(conn, account)  # one query, whatever the number of types
+    entries = []
+    for task_type, read in active.items():
+        stored = _shown(read)
+        entries.append({"task_type": task_type, "version": stored.version,
+                        "builtin": stored.builtin, "title": stored.title,
+                        "portal": stored.portal, "problems": stored.problems})  # fmt: skip
     return render_template("console/sops.html", sops=entries)
 
 
