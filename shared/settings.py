@@ -120,6 +120,12 @@ class Settings:
     max_sop_depth: int = 32
     max_sop_steps: int = 500
     max_template_output_bytes: int = 64 * 1024
+    # What a task keeps of its portal's pages (README "Limits"): the rows and the characters of
+    # one extracted value, and its whole result as JSON. Over them, the task keeps the first
+    # rows or characters (the result: its smaller values) and ends completed_with_issues.
+    max_extract_rows: int = 1000
+    max_extract_chars: int = 200_000
+    max_result_bytes: int = 1024 * 1024
     # What one account may keep (shared.quotas): task types of its own, portals, console users.
     max_custom_types: int = 100
     max_portals: int = 100
@@ -253,6 +259,9 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_SOP_DEPTH": ("max_sop_depth", _int),
     "MAX_SOP_STEPS": ("max_sop_steps", _int),
     "MAX_TEMPLATE_OUTPUT_BYTES": ("max_template_output_bytes", _int),
+    "MAX_EXTRACT_ROWS": ("max_extract_rows", _int),
+    "MAX_EXTRACT_CHARS": ("max_extract_chars", _int),
+    "MAX_RESULT_BYTES": ("max_result_bytes", _int),
     "MAX_CUSTOM_TYPES": ("max_custom_types", _int),
     "MAX_PORTALS": ("max_portals", _int),
     "MAX_USERS": ("max_users", _int),
@@ -355,7 +364,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:
         raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
-    for name in ("MAX_CUSTOM_TYPES", "MAX_PORTALS", "MAX_USERS", "WEBHOOK_LOOKUP_THREADS"):
+    for name in (
+        "MAX_CUSTOM_TYPES",
+        "MAX_PORTALS",
+        "MAX_USERS",
+        "MAX_EXTRACT_ROWS",
+        "MAX_EXTRACT_CHARS",
+        "MAX_RESULT_BYTES",
+        "WEBHOOK_LOOKUP_THREADS",
+    ):
         if not getattr(settings, name.lower()) >= 1:
             raise SettingsError(f"{name} must be a number >= 1")
     _check_rate_limit(settings.rate_limit)

@@ -44,6 +44,7 @@ from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
 from worker.agent.interpreter import Outcome, run_sop
+from worker.agent.limits import ReadLimits
 from worker.agent.review import Review
 from worker.browser import BrowserPool, set_downloads
 from worker.egress import Origin
@@ -465,6 +466,7 @@ def _drive(
                     allowed_origins=origins,
                     review=_review(claimed),
                     profile=profile,
+                    limits=ReadLimits.of(rt.settings),
                 )
 
         return retrying(attempt)

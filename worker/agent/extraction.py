@@ -6,52 +6,141 @@ a secret was typed into, is never read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from shared.inputs import snake_key
 from shared.sop import patterns
 from shared.sop.model import ExtractStep
 from worker.agent import locators
 from worker.agent.handlers import At, handles
+from worker.agent.limits import SLACK_CHARS, Cut, ReadLimits, cut_cells, cut_text
 from worker.agent.values import jsonable, short
 from worker.errors import StepFailed
 
 if TYPE_CHECKING:
     from worker.agent.interpreter import Run
 
+# Reads a table's (or a <dl>'s) rows as [[is_header, text], ...]: at most arguments[1] rows
+# and about arguments[2] characters of cell text (each cut SLACK_CHARS past what is left; the
+# caller cuts exactly once the text is scrubbed), so what a huge table has beyond never crosses
+# WebDriver. Also how many rows it has, and whether cell text was left out.
 _TABLE_JS = r"""
-const el = arguments[0];
+const [el, maxRows, maxChars, slack] = arguments;
 const norm = s => (s || '').replace(/\s+/g, ' ').trim();
+let left = maxChars, cut = false;
+const read = node => {
+  const t = norm(node ? node.innerText : '');
+  left -= t.length;
+  if (left < 0) cut = true;
+  return t.slice(0, Math.max(0, left + t.length) + slack);
+};
+function rowsOf(items, cellsOf) {
+  const rows = [];
+  for (let i = 0; i < items.length && i < maxRows; i++) {
+    const row = [];
+    for (const [head, node] of cellsOf(items[i])) {
+      if (left <= 0) { cut = true; break; }
+      row.push([head, read(node)]);
+    }
+    rows.push(row);
+    if (left <= 0) { cut = cut || i + 1 < items.length; break; }
+  }
+  return {rows, total: items.length, cut};
+}
 const table = el.tagName === 'TABLE' ? el : el.querySelector('table');
-if (table) return Array.from(table.rows).map(tr => Array.from(tr.cells).map(c =>
-  [c.tagName === 'TH', norm(c.innerText)]));
+if (table) return rowsOf(table.rows, tr => Array.from(tr.cells, c => [c.tagName === 'TH', c]));
 const dl = el.tagName === 'DL' ? el : el.querySelector('dl');
 if (!dl) return null;
-return Array.from(dl.querySelectorAll('dt')).map(dt => {
-  const dd = dt.nextElementSibling;
-  return [[true, norm(dt.innerText)], [false, norm(dd ? dd.innerText : '')]];
-});
+return rowsOf(dl.querySelectorAll('dt'), dt => [[true, dt], [false, dt.nextElementSibling]]);
+"""
+# A text over arguments[1] characters (a field's value, else the element's visible text):
+# [its length, its first characters, SLACK_CHARS more]; null when it is within the limit, read
+# then as WebDriver reads text.
+_LONG_TEXT_JS = r"""
+const [el, max, slack] = arguments;
+const field = /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName);
+const t = (field ? el.value : el.innerText) || '';
+return t.length <= max ? null : [t.length, t.slice(0, max + slack)];
 """
 
 
 @handles(ExtractStep, redo_when_stale=True)
 def extract(run: Run, step: ExtractStep, at: At) -> str:
     # Scrubbed as it leaves the page: a secret the portal shows back never reaches a
-    # template, where a filter could take it apart.
-    value = run.redactor.value(_read(run, step, run.timeout(step)))
+    # template, where a filter could take it apart. Then cut to the limits, exactly.
+    read = _read(run, step, run.timeout(step))
+    value, reasons = _keep(step, run.redactor.value(read.value), read, run.limits)
     if isinstance(value, str) and step.pattern:
         m = patterns.search(step.pattern, value)
         if m is None and not step.has_default:
             raise StepFailed(f"{short(value)} does not match {step.pattern!r}")
         value = (m.group(1) if m.groups() else m.group(0)) if m else step.default
     run.ctx.extracted[step.into] = value
-    return f"{step.into} = {short(repr(jsonable(value)), 200)}"
+    said = f"{step.into} = {short(repr(jsonable(value)), 200)}"
+    if not reasons:
+        return said
+    run.cuts[step.into] = Cut(f"step {at.index} ({run.title(step)})", step.into, reasons)
+    return f"{said}; cut: {'; '.join(reasons)}"
 
 
-def _read(run: Run, step: ExtractStep, timeout: float) -> Any:
+@dataclass(frozen=True)
+class _Read:
+    """What an extract read, before it is scrubbed and cut, and how much the page had: rows
+    (a table's, or a <dl>'s terms), characters (a text), or more cell text than was sent."""
+
+    value: Any
+    rows: int | None = None
+    chars: int | None = None
+    more_cells: bool = False
+
+
+def _keep(
+    step: ExtractStep, value: Any, read: _Read, limits: ReadLimits
+) -> tuple[Any, tuple[str, ...]]:
+    """The scrubbed value within the limits, and what was left out, in words."""
+    into = f"`{step.into}`"
+    if read.rows is not None:
+        rows, cells_cut = cut_cells(value, limits.chars)
+        out = _rows_value(step.what, rows, limits.rows)
+        reasons = []
+        had = read.rows or 0
+        if step.what == "table" and _header_at(value) is not None:
+            had -= 1  # the header row is not one of the table's rows
+        if had > limits.rows:
+            reasons.append(
+                f"the table has {had:,} rows, and {into} holds the first {limits.rows:,}"
+                " (MAX_EXTRACT_ROWS)"
+            )
+        if cells_cut or read.more_cells:
+            reasons.append(
+                f"its cells have more than {limits.chars:,} characters, and {into} holds the"
+                " first of them (MAX_EXTRACT_CHARS)"
+            )
+        return out, tuple(reasons)
+    if isinstance(value, str) and (len(value) > limits.chars or read.chars is not None):
+        had = max(read.chars or 0, len(value))
+        kept = cut_text(value, limits.chars)
+        return kept, (
+            f"the text has {had:,} characters, and {into} holds the first {len(kept):,}"
+            " (MAX_EXTRACT_CHARS)",
+        )
+    return value, ()
+
+
+def _rows_value(what: str, rows: list[list[list[Any]]], limit: int) -> Any:
+    if what == "pairs":
+        return pairs(rows[:limit])
+    return table(rows)[:limit]
+
+
+def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
     page, what = run.page, step.what
     if what == "url" or step.locator is None:
-        return page.driver.current_url
+        return _Read(page.driver.current_url)
     loc = page.locator(step.locator)
     if what in ("exists", "count"):
         found = locators.find_all(page.driver, loc)
@@ -62,24 +151,34 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> Any:
             except StepFailed:
                 found = []
         page.refuse_secret_probe(found, loc)
-        return bool(found) if what == "exists" else len(found)
+        return _Read(bool(found) if what == "exists" else len(found))
     if step.has_default:
         el = locators.find_first(page.driver, loc)
         if el is None:
-            return step.default
+            return _Read(step.default)
     else:
         el = page.element(step.locator, timeout, enabled=False)
     page.refuse_secret_read(el, loc)
     if what == "attribute":
-        return el.get_attribute(step.attribute or "")
+        return _Read(el.get_attribute(step.attribute or ""))
+    limits = run.limits
     if what == "text":
-        tag = el.tag_name.lower()
-        is_control = tag in ("input", "textarea", "select")
-        return ((el.get_attribute("value") if is_control else el.text) or "").strip()
-    rows = page.driver.execute_script(_TABLE_JS, el)
-    if rows is None:
+        return _text(page.driver, el, limits.chars)
+    # A row more than the limit: a header row is not one of the rows kept.
+    got = page.driver.execute_script(_TABLE_JS, el, limits.rows + 1, limits.chars, SLACK_CHARS)
+    if got is None:
         raise StepFailed(f"{loc.describe()} is not a table", looking_for=loc.describe())
-    return pairs(rows) if what == "pairs" else table(rows)
+    return _Read(got["rows"], rows=int(got["total"]), more_cells=bool(got["cut"]))
+
+
+def _text(driver: WebDriver, el: WebElement, limit: int) -> _Read:
+    """An element's text (a field's value); only its first characters if it is over ``limit``."""
+    long = driver.execute_script(_LONG_TEXT_JS, el, limit, SLACK_CHARS)
+    if long is not None:
+        return _Read(str(long[1]).strip(), chars=int(long[0]))
+    tag = el.tag_name.lower()
+    is_control = tag in ("input", "textarea", "select")
+    return _Read(((el.get_attribute("value") if is_control else el.text) or "").strip())
 
 
 def pairs(rows: list[list[list[Any]]]) -> dict[str, str]:
@@ -87,9 +186,14 @@ def pairs(rows: list[list[list[Any]]]) -> dict[str, str]:
     return {snake_key(r[0][1]): r[1][1] for r in rows if len(r) >= 2 and r[0][1]}
 
 
+def _header_at(rows: list[list[list[Any]]]) -> int | None:
+    """The index of the table's header row (its cells all <th>), if it has one."""
+    return next((i for i, r in enumerate(rows) if r and all(c[0] for c in r)), None)
+
+
 def table(rows: list[list[list[Any]]]) -> list[dict[str, str]]:
     """A table with a header row -> one dict per body row, keyed by snake_case header."""
-    header_at = next((i for i, r in enumerate(rows) if r and all(c[0] for c in r)), None)
+    header_at = _header_at(rows)
     if header_at is None:
         width = max((len(r) for r in rows), default=0)
         keys, body = [f"col_{i}" for i in range(1, width + 1)], rows

@@ -53,6 +53,7 @@ from shared.sop.profile import DEFAULT_SIGN_IN_TIMEOUT_S, Profile, builtin_profi
 # Importing the handler modules registers their step kinds.
 from worker.agent import actions, extraction, locators, login, review  # noqa: F401
 from worker.agent.handlers import HANDLERS, At, handles
+from worker.agent.limits import Cut, ReadLimits, bounded
 from worker.agent.page import Page, SessionExpired, SessionSigns, is_stale
 from worker.agent.review import Review
 from worker.agent.values import jsonable, short
@@ -175,6 +176,7 @@ def run_sop(
     allowed_origins: Sequence[Origin] | None = None,
     review: Review | None = None,
     profile: Profile | None | _Builtin = BUILTIN_PROFILE,
+    limits: ReadLimits | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
@@ -192,7 +194,8 @@ def run_sop(
     are kept apart from the template context. `redactor` receives every secret of the run
     (passwords, codes, sensitive inputs), so the caller can scrub what it writes with it.
     `review` is the task's review state: a run that reaches a review point unapproved raises
-    ReviewRequested (see ``worker.agent.review``).
+    ReviewRequested (see ``worker.agent.review``). `limits` bound what the run keeps of the
+    portal's pages (default: the settings' defaults; see ``worker.agent.limits``).
     """
     if isinstance(profile, _Builtin):
         try:
@@ -230,9 +233,11 @@ def run_sop(
         boundary=Boundary(origins, egress_of(driver)),
         review=review or Review(),
         profile=profile,
+        limits=limits or ReadLimits(),
     )
     try:
-        return run.execute(verify_only=verify_only)
+        outcome = run.execute(verify_only=verify_only)
+        return bounded(outcome, list(run.cuts.values()), run.limits.result_bytes)
     except AgentError as exc:
         # Every failure shows in the trajectory as a failed step with the page it left.
         if not run.failure_recorded and not isinstance(exc, TaskCanceled):
@@ -328,8 +333,12 @@ class Run:
         boundary: Boundary,
         review: Review,
         profile: Profile | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.sop = sop
+        self.limits = limits or ReadLimits()
+        # The extracts that kept less than the page had, by variable: the outcome says so.
+        self.cuts: dict[str, Cut] = {}
         self.profile = profile
         self.review = review
         self.review_passed = False  # an approved task passed a review point in this run
@@ -476,6 +485,7 @@ class Run:
         resume = "verifying the submission" if self.verifying else "restarting"
         self.record(at, StepStatus.OK, f"{message}; {resume} from the top")
         self.ctx.extracted.clear()
+        self.cuts.clear()
         return self.sop.verify if self.verifying else self.sop.steps
 
     def _outcome(self) -> Outcome:

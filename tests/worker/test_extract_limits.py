@@ -1,0 +1,314 @@
+"""How much of a portal's page a task keeps: an `extract` reads at most MAX_EXTRACT_ROWS rows and
+MAX_EXTRACT_CHARS characters, and a task's whole result is at most MAX_RESULT_BYTES. A page with a
+huge table or text (hostile or broken) ends the task `completed_with_issues` with a note naming
+the step, how much the page had and the setting, never with its whole page in Postgres, in
+GET /tasks/{id} or in the webhook body. Each runs as a real task through worker.runner.run_task.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
+from worker import runner
+
+pytestmark = pytest.mark.browser
+
+# A hang guard only: far beyond what any case needs on a busy machine.
+HANG_S = 300
+# Rows of the portal's hostile table, and characters of its hostile text.
+HUGE_ROWS = 200_000
+HUGE_CHARS = 5_000_000
+PASSWORD = "p-4242"
+
+
+def _table(rows: int, cell: str = "") -> bytes:
+    body = "".join(f"<tr><td>M{i}</td><td>Jane {i}</td><td>{cell or 'active'}</td></tr>"
+                   for i in range(rows))  # fmt: skip
+    return (
+        "<h1>Members</h1><table id=t><tr><th>Member</th><th>Name</th><th>Status</th></tr>"
+        f"{body}</table>"
+    ).encode()
+
+
+def _page(path: str, query: dict[str, list[str]]) -> bytes | None:
+    if path == "/table":
+        return _table(int(query["rows"][0]))
+    if path == "/wide":  # few rows, each with a huge cell
+        return _table(3, cell="x" * 1_000_000)
+    if path == "/secret":  # the portal shows the password back across where a cut falls
+        return b"<div id=t>" + b"a" * 997 + PASSWORD.encode() + b"b" * 2000 + b"</div>"
+    if path == "/text":
+        return b"<h1>Letter</h1><div id=t>" + b"lorem ipsum " * (HUGE_CHARS // 12) + b"</div>"
+    return None
+
+
+class Portal(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        url = urlsplit(self.path)
+        body = _page(url.path, parse_qs(url.query))
+        if body is None:
+            self.reply(404, b"<h1>Not found</h1>")
+        else:
+            self.reply(200, body, {"Content-Type": "text/html"})
+
+
+SOP = """
+task_type: check_eligibility
+title: Read a page
+portal: acme
+inputs:
+  - name: target
+    format: text
+    required: true
+  - name: what
+    format: text
+    required: true
+settings:
+  step_timeout_s: 20
+steps:
+  - goto: "{{ target }}"
+  - when: what == 'table'
+    extract: {into: rows, table: {css: "#t"}}
+  - when: what == 'pairs'
+    extract: {into: pairs, pairs: {css: "#t"}}
+  - when: what == 'text'
+    extract: {into: letter, text: {css: "#t"}}
+  - when: what == 'two'
+    extract: {into: first, text: {css: "#t"}}
+  - when: what == 'two'
+    extract: {into: second, text: {css: "#t"}}
+  - set: {flag: "'read'"}
+outcomes:
+  - status: completed
+    notes: "read"
+"""
+
+
+@pytest.fixture(scope="module")
+def portal_url():
+    with loopback_server(Portal) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def workspace_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture
+def browsers(settings, workspace_dir):
+    pool = browser_pool(settings, workspace_dir=workspace_dir, page_load_timeout_s=60)
+    yield pool
+    pool.close()
+
+
+def _rt(runtime, sandbox_url, workspace_dir, **limits):
+    return sandbox_runtime(
+        runtime,
+        sandbox_url,
+        workspace_dir=workspace_dir,
+        portal_retry_attempts=1,
+        portal_allow_private=True,
+        portal_outage_wait_s=0,
+        **limits,
+    )
+
+
+@pytest.fixture
+def acme(client, account, portal_url):
+    headers = account.headers
+    response = client.put("/portals/acme", json={"base_url": portal_url}, headers=headers)
+    assert response.status_code in (200, 201), response.get_json()
+    response = client.put(
+        "/credentials/acme", json={"username": "u", "password": PASSWORD}, headers=headers
+    )
+    assert response.status_code == 200, response.get_json()
+    response = client.put(
+        "/sops/check_eligibility", data=SOP, headers={**headers, "Content-Type": "application/yaml"}
+    )
+    assert response.status_code in (200, 201), response.get_json()
+    return account
+
+
+def _run(rt, client, account, browsers, target: str, what: str) -> dict:
+    """Run one task on ``target`` and return what its client sees: GET /tasks/{id}, the size of
+    its stored result and of its webhook body, and its trajectory."""
+    data = {"target": target, "what": what}
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
+    )
+    assert response.status_code == 200, response.get_json()
+    task_id = response.get_json()["id"]
+    done: list[object] = []
+
+    def work() -> None:
+        try:
+            done.append(runner.run_task(rt, task_id, browsers=browsers))
+        except BaseException as exc:  # shown by the assertion below
+            done.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(HANG_S)
+    assert not worker.is_alive(), f"the worker hung on {target}"
+    assert not isinstance(done[0], BaseException), repr(done[0])
+    with rt.pool.connection() as conn:
+        stored = conn.execute(
+            "SELECT octet_length(result::text) AS n FROM tasks WHERE id = %s", (task_id,)
+        ).fetchone()
+        webhook = conn.execute(
+            "SELECT octet_length(payload::text) AS n FROM webhook_messages WHERE task_id = %s",
+            (task_id,),
+        ).fetchone()
+        steps = conn.execute(
+            "SELECT name, status, message FROM trajectory_steps WHERE task_id = %s ORDER BY id",
+            (task_id,),
+        ).fetchall()
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    return {
+        **task,
+        "stored_bytes": stored["n"] or 0,
+        "webhook_bytes": webhook["n"] if webhook else 0,
+        "trajectory": "\n".join(f"{s['status']} {s['name']}: {s['message']}" for s in steps),
+    }
+
+
+def test_a_huge_table_keeps_its_first_rows_and_says_so(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a portal page with a 200,000-row table, and the default limits
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+    limit = rt.settings.max_extract_rows
+
+    # When a task extracts the table
+    task = _run(rt, client, acme, browsers, f"/table?rows={HUGE_ROWS}", "table")
+
+    # Then it keeps the first MAX_EXTRACT_ROWS rows, in order, and ends with issues saying so
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    rows = task["result"]["rows"]
+    assert len(rows) == limit
+    assert rows[0] == {"member": "M0", "name": "Jane 0", "status": "active"}
+    assert rows[-1]["member"] == f"M{limit - 1}"
+    assert task["result"]["flag"] == "read"
+    notes = task["notes"]
+    assert notes.startswith("read"), notes
+    assert "step 2" in notes and "`rows`" in notes, notes
+    assert f"{HUGE_ROWS:,} rows" in notes and "MAX_EXTRACT_ROWS" in notes, notes
+    # And neither Postgres nor the webhook holds the page
+    assert task["stored_bytes"] <= rt.settings.max_result_bytes
+    assert task["webhook_bytes"] <= rt.settings.max_result_bytes + 64 * 1024
+
+
+def test_a_table_within_the_limit_is_read_whole(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    rt = _rt(runtime, sandbox_url, workspace_dir, max_extract_rows=50)
+
+    task = _run(rt, client, acme, browsers, "/table?rows=50", "table")
+
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert task["notes"] == "read"
+    assert [r["member"] for r in task["result"]["rows"]] == [f"M{i}" for i in range(50)]
+
+
+def test_label_value_rows_are_bounded_too(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    rt = _rt(runtime, sandbox_url, workspace_dir, max_extract_rows=10)
+
+    task = _run(rt, client, acme, browsers, "/table?rows=5000", "pairs")
+
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    assert len(task["result"]["pairs"]) == 10
+    assert "5,001 rows" in task["notes"] and "MAX_EXTRACT_ROWS" in task["notes"]
+
+
+def test_a_huge_text_keeps_its_first_characters_and_says_so(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a portal page with 5 million characters of text
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+    limit = rt.settings.max_extract_chars
+
+    # When a task extracts it
+    task = _run(rt, client, acme, browsers, "/text", "text")
+
+    # Then it keeps the first MAX_EXTRACT_CHARS characters, and ends with issues saying so
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    letter = task["result"]["letter"]
+    assert len(letter) == limit and letter.startswith("lorem ipsum lorem"), len(letter)
+    assert "`letter`" in task["notes"] and "MAX_EXTRACT_CHARS" in task["notes"], task["notes"]
+    assert "characters" in task["notes"], task["notes"]
+    assert task["stored_bytes"] <= rt.settings.max_result_bytes
+
+
+def test_huge_cells_are_bounded_by_the_characters_of_one_value(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a table of three rows whose cells hold a million characters each
+    rt = _rt(runtime, sandbox_url, workspace_dir, max_extract_chars=1000)
+
+    task = _run(rt, client, acme, browsers, "/wide", "table")
+
+    # Then the whole table value holds at most MAX_EXTRACT_CHARS characters of page text
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    rows = task["result"]["rows"]
+    assert sum(len(v) for r in rows for v in r.values()) <= 1000
+    assert rows[0]["member"] == "M0"
+    assert "MAX_EXTRACT_CHARS" in task["notes"], task["notes"]
+
+
+def test_a_result_over_its_limit_never_reaches_postgres_or_the_webhook(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given values that each fit MAX_EXTRACT_CHARS but together pass MAX_RESULT_BYTES
+    rt = _rt(
+        runtime,
+        sandbox_url,
+        workspace_dir,
+        max_extract_chars=60_000,
+        max_result_bytes=100_000,
+    )
+
+    task = _run(rt, client, acme, browsers, "/text", "two")
+
+    # Then the task ends with issues, the result keeps what fits (the small values stay) and
+    # names what it left out, and Postgres and the webhook hold less than the limit
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    result = task["result"]
+    assert result["flag"] == "read"
+    assert len(json.dumps(result)) <= 100_000
+    assert [result["first"], result["second"]].count(None) == 1, result.keys()
+    assert "MAX_RESULT_BYTES" in task["notes"], task["notes"]
+    assert task["stored_bytes"] <= 100_000
+    assert task["webhook_bytes"] <= 100_000 + 64 * 1024
+
+
+def test_a_secret_the_page_shows_across_the_cut_leaves_no_fragment(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a page that shows the portal password back where a 1,000-character cut falls
+    rt = _rt(runtime, sandbox_url, workspace_dir, max_extract_chars=1000)
+
+    task = _run(rt, client, acme, browsers, "/secret", "text")
+
+    # Then the value is cut after the password was masked: no piece of it is kept
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    letter = task["result"]["letter"]
+    assert len(letter) == 1000 and letter.startswith("a" * 997), letter[990:]
+    assert "p-4" not in letter and "p-" not in letter[990:], letter[990:]
+
+
+def test_the_limits_are_settings_checked_at_start():
+    settings = load_settings({"MAX_EXTRACT_ROWS": "20", "MAX_RESULT_BYTES": "4096"})
+    assert (settings.max_extract_rows, settings.max_result_bytes) == (20, 4096)
+    assert load_settings({}).max_extract_chars == 200_000
+    for name in ("MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES"):
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: "0"})
