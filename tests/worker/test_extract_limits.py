@@ -43,9 +43,35 @@ def _page(path: str, query: dict[str, list[str]]) -> bytes | None:
         return _table(3, cell="x" * 1_000_000)
     if path == "/secret":  # the portal shows the password back across where a cut falls
         return b"<div id=t>" + b"a" * 997 + PASSWORD.encode() + b"b" * 2000 + b"</div>"
+    if path == "/counted":
+        return COUNTED
+    if path == "/late-error":
+        return LATE_ERROR
     if path == "/text":
         return b"<h1>Letter</h1><div id=t>" + b"lorem ipsum " * (HUGE_CHARS // 12) + b"</div>"
     return None
+
+
+# A page that counts how often its whole text is read (each read of it takes its visible text
+# twice), shows its #ready a moment later, and shows the count for a click.
+COUNTED = (
+    b"""<h1>Waiting</h1><p>"""
+    + b"lorem ipsum " * 100
+    + b"""</p>
+<button id=show onclick="document.getElementById('reads').textContent = String(reads)">Show</button>
+<span id=reads></span>
+<script>
+let reads = 0;
+const own = Object.getOwnPropertyDescriptor(HTMLElement.prototype, 'innerText').get;
+Object.defineProperty(document.body, 'innerText', {get() { reads++; return own.call(this); }});
+setTimeout(() => document.body.insertAdjacentHTML('beforeend', '<p id=ready>Ready</p>'), 3000);
+</script>"""
+)
+# A huge page that turns into an error page a moment after it loaded.
+LATE_ERROR = (
+    b"<h1>Loading</h1><div>" + b"lorem ipsum " * 400_000 + b"</div><script>setTimeout(() =>"
+    b" document.body.insertAdjacentHTML('afterbegin', '<p>error code 503</p>'), 1000)</script>"
+)
 
 
 class Portal(QuietHandler):
@@ -83,7 +109,15 @@ steps:
     extract: {into: first, text: {css: "#t"}}
   - when: what == 'two'
     extract: {into: second, text: {css: "#t"}}
+  - when: what == 'wait'
+    wait_for: {visible: {css: "#ready"}}
+  - when: what == 'wait'
+    click: {css: "#show"}
+  - when: what == 'wait'
+    extract: {into: reads, text: {css: "#reads"}}
   - set: {flag: "'read'"}
+portal_errors:
+  - {text: "error code [0-9]+", regex: true}
 outcomes:
   - status: completed
     notes: "read"
@@ -312,3 +346,31 @@ def test_the_limits_are_settings_checked_at_start():
     for name in ("MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES"):
         with pytest.raises(SettingsError, match=name):
             load_settings({name: "0"})
+
+
+def test_an_error_pattern_on_the_page_text_reads_it_again_only_when_it_changed(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given an SOP with an error pattern on the page's text, on a page that waits 3 s before it
+    # shows what the SOP waits for (a wait looks at the page every 50 ms)
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+
+    task = _run(rt, client, acme, browsers, "/counted", "wait")
+
+    # Then the page's text was read when it loaded and when it changed, not at every look
+    # (it was read some 60 times, twice a look: once per 50 ms poll)
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert int(task["result"]["reads"]) <= 10, task["result"]["reads"]
+
+
+def test_an_error_that_shows_later_on_a_huge_page_is_still_seen(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a 5-million-character page that shows an error code a second after it loaded
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+
+    task = _run(rt, client, acme, browsers, "/late-error", "wait")
+
+    # Then the wait sees the page change to an error page: a portal error, not a missing element
+    assert task["status"] == "failed", (task["notes"], task["trajectory"])
+    assert task["notes"].startswith("Portal error"), task["notes"]

@@ -373,6 +373,7 @@ class Run:
             dismiss=(*(profile.dismiss if profile else ()), *sop.settings.dismiss),
             session=SessionSigns(self.sign_in, profile.session_expired if profile else ()),
             render=self.render,
+            text_chars=self.limits.chars,
         )
 
     # -- top level --

@@ -218,12 +218,13 @@ _FIRST_SHOWN_JS = (
 
 # Reads what a person glances at to tell an error page or the sign-in page.
 _PROBE_FN_JS = r"""
-function probe(withText, markers) {
+function probe(text, markers) {
   const flat = el => txt(el).replace(/\s+/g, ' ').trim();
   const heads = deepAll(top, 'h1, h2, h3, [role=alert], [role=heading]').map(flat)
     .filter(Boolean);
   // The HTTP status the page's document was answered with (0 when the browser does not say).
   const nav = performance.getEntriesByType('navigation')[0];
+  const [textId, textRead] = text ? pageText(text[0], text[1]) : ['', null];
   // On the browser's own error page, the network error it names (ERR_TOO_MANY_REDIRECTS).
   const failed = top.location.protocol === 'chrome-error:' && top.querySelector('.error-code');
   return {
@@ -231,11 +232,31 @@ function probe(withText, markers) {
     referrer: top.referrer || '',
     title: top.title || '',
     headings: heads.join('\n'),
-    text: withText && top.body ? flat(top.body) : '',
+    text: textRead,
+    text_id: textId,
     markers: markers.map(spec => search(spec, top).length > 0),
     status: nav && nav.responseStatus ? nav.responseStatus : 0,
     error: failed ? failed.textContent.trim() : '',
   };
+}
+// The page's text (its first `max` characters): [the id of this read, the text], or [id, null]
+// when the read the caller holds (`known`) still stands: one read lays out all of a page's
+// text, so it is done again only when the document changed since (a MutationObserver tells),
+// and then at most every 500 ms.
+function pageText(known, max) {
+  // Kept on the document: the next document (even in the same window) starts afresh.
+  let seen = top.__understudyText;
+  if (!seen) {
+    seen = {id: '', dirty: true, at: 0};
+    try { Object.defineProperty(top, '__understudyText', {value: seen}); } catch (e) { /**/ }
+    if (top.__understudyText === seen)
+      new MutationObserver(() => { seen.dirty = true; }).observe(top,
+        {subtree: true, childList: true, characterData: true, attributes: true});
+  }
+  const now = Date.now();
+  if (known && known === seen.id && (!seen.dirty || now - seen.at < 500)) return [seen.id, null];
+  Object.assign(seen, {id: `${now}-${Math.random()}`, dirty: false, at: now});
+  return [seen.id, top.body ? squash(txt(top.body).slice(0, max)) : ''];
 }
 """
 _PROBE_JS = _LIB_JS + _TOP_JS + _PROBE_FN_JS + "return probe(arguments[0], arguments[1]);"
@@ -246,6 +267,11 @@ _FIND_AND_PROBE_JS = (
     + _PROBE_FN_JS
     + "return [searchFrames(arguments[0]), probe(arguments[1], arguments[2])];"
 )
+
+# What a probe asks of the page's text: (the id of the read the caller holds, or "", the most
+# characters to read). The probe answers ``text_id`` and ``text``: a new read, or None when the
+# caller's read still holds (the document did not change since).
+PageText = tuple[str, int]
 
 # A look-up that finds its element in a frame leaves the driver in that frame (its elements
 # can be used only from there); the next look-up starts from the top page again.
@@ -296,14 +322,14 @@ def find_all_and_probe(
     locator: Locator,
     *,
     enabled: bool = False,
-    with_text: bool = False,
+    text: PageText | None = None,
     markers: Sequence[Locator] = (),
 ) -> tuple[list[WebElement], dict[str, Any] | None]:
     """:func:`find_all` and :func:`probe_page` in one round trip (one more per frame entered)."""
     spec = spec_of(locator, enabled=enabled)
     to_top_page(driver)
     specs = [spec_of(marker) for marker in markers]
-    found, info = driver.execute_script(_FIND_AND_PROBE_JS, spec, with_text, specs) or ([], None)
+    found, info = driver.execute_script(_FIND_AND_PROBE_JS, spec, text, specs) or ([], None)
     return _into_frames(driver, spec, found), _facts(info) if info is not None else None
 
 
@@ -327,15 +353,15 @@ def first_shown(driver: WebDriver, candidates: list[Locator]) -> int | None:
 
 
 def probe_page(
-    driver: WebDriver, *, with_text: bool = False, markers: Sequence[Locator] = ()
+    driver: WebDriver, *, text: PageText | None = None, markers: Sequence[Locator] = ()
 ) -> dict[str, Any]:
-    """The page's url, referrer, title, headings and alerts, its whole text if asked, the HTTP
-    status of its document (``status``, 0 if unknown), the network error that the browser's
-    error page names (``error``: ``ERR_CONNECTION_REFUSED``), and for each of ``markers``
-    whether it matches anything (``markers``, e.g. the sign-in page's heading), in one round
-    trip."""
+    """The page's url, referrer, title, headings and alerts, its text if asked (``text``, and
+    ``text_id``: see :data:`PageText`), the HTTP status of its document (``status``, 0 if
+    unknown), the network error that the browser's error page names (``error``:
+    ``ERR_CONNECTION_REFUSED``), and for each of ``markers`` whether it matches anything
+    (``markers``, e.g. the sign-in page's heading), in one round trip."""
     specs = [spec_of(marker) for marker in markers]
-    return _facts(driver.execute_script(_PROBE_JS, with_text, specs))
+    return _facts(driver.execute_script(_PROBE_JS, text, specs))
 
 
 def _facts(info: Any) -> dict[str, Any]:
@@ -345,8 +371,10 @@ def _facts(info: Any) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {
         key: str(info.get(key) or "")
-        for key in ("url", "referrer", "title", "headings", "text", "error")
+        for key in ("url", "referrer", "title", "headings", "text_id", "error")
     }
+    text = info.get("text")
+    out["text"] = None if text is None else str(text)
     markers = info.get("markers")
     out["markers"] = [bool(m) for m in markers] if isinstance(markers, list) else []
     status = info.get("status")

@@ -38,6 +38,7 @@ from shared.sop.model import (
 )
 from shared.sop.profile import PageRule, SignIn
 from worker.agent import locators
+from worker.agent.limits import ReadLimits
 from worker.egress import Boundary
 from worker.errors import PortalUnavailable, SecretRefused, StepFailed
 
@@ -219,6 +220,7 @@ class Page:
         dismiss: Sequence[Locator],
         session: SessionSigns,
         render: Callable[[str], str],
+        text_chars: int = ReadLimits.chars,
     ) -> None:
         self.driver = driver
         self.boundary = boundary
@@ -228,6 +230,10 @@ class Page:
         # Seen in the middle of the steps, these mean the session ended.
         self.session = session
         self.need_text = any(p.where == "text" for p in self.portal_errors)
+        # What error patterns `where: text` read of a page (MAX_EXTRACT_CHARS), and the last
+        # read: (its id, its text), kept while the page does not change.
+        self.text_chars = text_chars
+        self._text = ("", "")
         # Fills in the templates of a locator or a message with the run's variables.
         self.render = render
         self.in_login = False
@@ -295,7 +301,7 @@ class Page:
         markers = self._markers()
         try:
             info = locators.probe_page(
-                self.driver, with_text=self.need_text, markers=[m for _kind, m in markers]
+                self.driver, text=self._text_wanted(), markers=[m for _kind, m in markers]
             )
         except WebDriverException as exc:
             if not between_documents(exc):
@@ -316,14 +322,25 @@ class Page:
             raise PortalUnavailable(
                 f"the portal answered HTTP {status}" + (f": {shown}" if shown else "")
             )
+        text = self._page_text(info) if self.need_text else ""
         for pattern in self.portal_errors:
-            where = {"title": info.get("title", ""), "text": info.get("text", "")}.get(
+            where = {"title": info.get("title", ""), "text": text}.get(
                 pattern.where, f"{info.get('title', '')}\n{info.get('headings', '')}"
             )
             if pattern.matches(where):
                 raise PortalUnavailable(f"the portal shows an error page: {shown}")
         if markers and self._session_ended(url, markers, info.get("markers") or []):
             raise SessionExpired()
+
+    def _text_wanted(self) -> locators.PageText | None:
+        """What a probe asks of the page's text: nothing, unless an error pattern reads it."""
+        return (self._text[0], self.text_chars) if self.need_text else None
+
+    def _page_text(self, info: dict[str, Any]) -> str:
+        """The page's text a probe read, or the earlier read it said still stands."""
+        if info.get("text") is not None:
+            self._text = (info.get("text_id", ""), info["text"])
+        return self._text[1] if info.get("text_id") == self._text[0] else ""
 
     def _markers(self) -> list[tuple[str, Locator]]:
         """The session markers a page check looks for (none while signing in)."""
@@ -420,7 +437,7 @@ class Page:
                 self.driver,
                 loc,
                 enabled=enabled,
-                with_text=self.need_text,
+                text=self._text_wanted(),
                 markers=[m for _kind, m in markers],
             )
             self._judge(info, markers)
