@@ -102,39 +102,39 @@ def _keep(
     step: ExtractStep, value: Any, read: _Read, limits: ReadLimits
 ) -> tuple[Any, tuple[str, ...]]:
     """The scrubbed value within the limits, and what was left out, in words."""
-    into = f"`{step.into}`"
     if read.rows is not None:
-        rows, cells_cut = cut_cells(value, limits.chars)
-        out = _rows_value(step.what, rows, limits.rows)
-        reasons = []
-        had = read.rows or 0
-        if step.what == "table" and _header_at(value) is not None:
-            had -= 1  # the header row is not one of the table's rows
-        if had > limits.rows:
-            reasons.append(
-                f"the table has {had:,} rows, and {into} holds the first {limits.rows:,}"
-                " (MAX_EXTRACT_ROWS)"
-            )
-        if cells_cut or read.more_cells:
-            reasons.append(
-                f"its cells have more than {limits.chars:,} characters, and {into} holds the"
-                " first of them (MAX_EXTRACT_CHARS)"
-            )
-        return out, tuple(reasons)
+        return _keep_rows(step, value, read, limits)
     if isinstance(value, str) and (len(value) > limits.chars or read.chars is not None):
         had = max(read.chars or 0, len(value))
         kept = cut_text(value, limits.chars)
         return kept, (
-            f"the text has {had:,} characters, and {into} holds the first {len(kept):,}"
-            " (MAX_EXTRACT_CHARS)",
+            f"the text has {had:,} characters, and `{step.into}` holds the first"
+            f" {len(kept):,} (MAX_EXTRACT_CHARS)",
         )
     return value, ()
 
 
-def _rows_value(what: str, rows: list[list[list[Any]]], limit: int) -> Any:
-    if what == "pairs":
-        return pairs(rows[:limit])
-    return table(rows)[:limit]
+def _keep_rows(
+    step: ExtractStep, rows: list[list[list[Any]]], read: _Read, limits: ReadLimits
+) -> tuple[Any, tuple[str, ...]]:
+    """A table's or a <dl>'s rows (read by _TABLE_JS) within the limits, as the step's value."""
+    into, reasons = f"`{step.into}`", []
+    kept, cells_cut = cut_cells(rows, limits.chars)
+    had = read.rows or 0
+    if step.what == "table" and _header_at(rows) is not None:
+        had -= 1  # the header row is not one of the table's rows
+    if had > limits.rows:
+        reasons.append(
+            f"the table has {had:,} rows, and {into} holds the first {limits.rows:,}"
+            " (MAX_EXTRACT_ROWS)"
+        )
+    if cells_cut or read.more_cells:
+        reasons.append(
+            f"its cells have more than {limits.chars:,} characters, and {into} holds the"
+            " first of them (MAX_EXTRACT_CHARS)"
+        )
+    value = pairs(kept[: limits.rows]) if step.what == "pairs" else table(kept)[: limits.rows]
+    return value, tuple(reasons)
 
 
 def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
