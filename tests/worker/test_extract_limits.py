@@ -16,6 +16,8 @@ import pytest
 from shared.settings import SettingsError, load_settings
 from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
 from worker import runner
+from worker.agent.interpreter import Outcome
+from worker.agent.limits import Cut, bounded, cut_cells
 
 pytestmark = pytest.mark.browser
 
@@ -374,3 +376,31 @@ def test_an_error_that_shows_later_on_a_huge_page_is_still_seen(
     # Then the wait sees the page change to an error page: a portal error, not a missing element
     assert task["status"] == "failed", (task["notes"], task["trajectory"])
     assert task["notes"].startswith("Portal error"), task["notes"]
+
+
+def test_cells_are_cut_in_order_to_the_characters_of_one_value():
+    rows = [[[True, "Member"], [True, "Name"]], [[False, "M1"], [False, "Jane Doe"]]]
+    assert cut_cells(rows, 100) == (rows, False)
+    assert cut_cells(rows, 14) == ([rows[0], [[False, "M1"], [False, "Ja"]]], True)
+    assert cut_cells(rows, 12) == ([rows[0], [[False, "M1"]]], True)
+    assert cut_cells(rows, 10) == ([rows[0]], True)
+
+
+def test_a_cut_makes_a_completed_outcome_completed_with_issues_and_leaves_failed_alone():
+    cut = Cut("step 2 (Read the rows of css `#t` into `rows`)", "rows", ("the table has 5 rows",))
+    done = bounded(Outcome("completed", "Read", {"rows": []}), [cut], 1000)
+    assert done.status == "completed_with_issues"
+    assert done.notes == (
+        "Read. At step 2 (Read the rows of css `#t` into `rows`), the page had more than a task"
+        " keeps: the table has 5 rows."
+    )
+    assert bounded(Outcome("failed", "No.", {}), [cut], 1000).status == "failed"
+    assert bounded(Outcome("completed", "Read", {"a": 1}), [], 1000).notes == "Read"
+
+
+def test_a_result_over_its_bytes_loses_its_largest_values_first():
+    result = {"big": "x" * 500, "bigger": "y" * 900, "flag": True}
+    done = bounded(Outcome("completed", "", result), [], 600)
+    assert done.result == {"big": "x" * 500, "bigger": None, "flag": True}
+    assert done.status == "completed_with_issues"
+    assert "`bigger` (902 bytes)" in done.notes and "MAX_RESULT_BYTES" in done.notes
