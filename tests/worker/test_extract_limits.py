@@ -7,6 +7,7 @@ GET /tasks/{id} or in the webhook body. Each runs as a real task through worker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from urllib.parse import parse_qs, urlsplit
@@ -395,6 +396,9 @@ def test_a_cut_makes_a_completed_outcome_completed_with_issues_and_leaves_failed
         " keeps: the table has 5 rows."
     )
     assert bounded(Outcome("failed", "No.", {}), [cut], 1000).status == "failed"
+    many = [dataclasses.replace(cut, into=f"v{i}") for i in range(5)]
+    notes = bounded(Outcome("completed", "", {}), many, 1000).notes
+    assert notes.count("At step") == 3 and "2 more extract(s)" in notes and "`v4`" in notes
     assert bounded(Outcome("completed", "Read", {"a": 1}), [], 1000).notes == "Read"
 
 

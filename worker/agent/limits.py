@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # it, so the redactor masks it before the exact cut (which would leave a fragment it can't
 # tell). Longer than any secret in any of the forms the redactor knows.
 SLACK_CHARS = 4096
+# The cuts the notes tell in full; the others are named (their steps' messages say the rest).
+_CUTS_TOLD = 3
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,13 @@ def bounded(outcome: Outcome, cuts: list[Cut], max_bytes: int) -> Outcome:
     """``outcome`` with its result within ``max_bytes`` and its extracts' cuts told: then a
     ``completed`` run is ``completed_with_issues``, and the notes say what was left out."""
     result, dropped = _within(outcome.result, max_bytes)
-    said = [cut.note() for cut in cuts]
+    said = [cut.note() for cut in cuts[:_CUTS_TOLD]]
+    if len(cuts) > _CUTS_TOLD:
+        said.append(
+            f"{len(cuts) - _CUTS_TOLD} more extract(s) kept less than the page had: "
+            + ", ".join(f"`{cut.into}`" for cut in cuts[_CUTS_TOLD:])
+            + " (the trajectory says where)."
+        )
     if dropped:
         left_out = ", ".join(f"`{key}` ({size:,} bytes)" for key, size in dropped)
         said.append(
