@@ -94,9 +94,7 @@ def test_listing_task_types_is_one_query_whatever_the_number_of_types(
     assert for_many == for_few
 
 
-def test_listing_sops_is_two_queries_whatever_the_number_of_types(
-    client, make_account, statements
-):
+def test_listing_sops_is_two_queries_whatever_the_number_of_types(client, make_account, statements):
     # given an account with no type of its own, and one with twenty, each listed once
     few, many = make_account("Few"), make_account("Many")
     _define(client, many, [f"plan_{n}" for n in range(20)])
