@@ -6,8 +6,10 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.errors import register_error_handlers
+from shared.lookup import Lookups
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, load_settings
+from shared.ssrf import system_resolver
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
@@ -17,6 +19,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # the task object keeps the reference API's field order
     app.extensions["understudy"] = runtime or build_runtime(settings)
+    # The lookups of names clients send (api.runtime.request_resolver), capped per process.
+    app.extensions["understudy.lookups"] = Lookups(
+        system_resolver, max_threads=settings.lookup_threads
+    )
     # Logging is set up by the process (api.gunicorn_conf), not by the app: tests and other
     # hosts keep their own.
 

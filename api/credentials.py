@@ -16,7 +16,7 @@ from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import within_quota
-from api.runtime import runtime
+from api.runtime import request_resolver, runtime
 from shared import portals as portal_queries
 from shared import totp
 from shared.accounts import (
@@ -52,7 +52,11 @@ class CredentialsSchema(Schema):
 
 def _valid_base_url(value: str) -> None:
     try:
-        check_portal_url(value, allow_private=runtime().settings.portal_allow_private)
+        check_portal_url(
+            value,
+            allow_private=runtime().settings.portal_allow_private,
+            resolver=request_resolver(),
+        )
     except UrlRefused as err:
         raise ValidationError(f"base_url is refused: {err}.") from err
 
@@ -78,7 +82,11 @@ class PortalSchema(Schema):
         for index, url in enumerate(value):
             try:
                 origin_of(url)
-                check_portal_url(url, allow_private=runtime().settings.portal_allow_private)
+                check_portal_url(
+                    url,
+                    allow_private=runtime().settings.portal_allow_private,
+                    resolver=request_resolver(),
+                )
             except UrlRefused as err:
                 errors[index] = [f"{url!r} is refused: {err}."]
         if errors:

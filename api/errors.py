@@ -14,6 +14,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from shared.db import DB_UNAVAILABLE
+from shared.lookup import LookupsBusy
 from shared.sop.errors import StoredSopRefused
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,20 @@ def register_error_handlers(app: Flask) -> None:
 
     for unavailable in DB_UNAVAILABLE:
         app.register_error_handler(unavailable, _unavailable)
+
+    @app.errorhandler(LookupsBusy)
+    def _lookups_busy(err: LookupsBusy):
+        # Names that hang (anyone's) hold every lookup thread: our shortage, not the client's
+        # name's fault. The stuck lookups end when the system resolver gives up on them.
+        log.warning("name lookups busy: %s", err)
+        response, status = error_response(
+            503,
+            "service_unavailable",
+            "Too many host name lookups are waiting on DNS servers; retry after the delay in"
+            " Retry-After.",
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

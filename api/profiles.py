@@ -18,7 +18,7 @@ from api.bodies import yaml_document
 from api.credentials import portal_name
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
-from api.runtime import runtime
+from api.runtime import request_resolver, runtime
 from shared import portals as portal_queries
 from shared.db import Conn
 from shared.portals import StoredProfile
@@ -91,7 +91,7 @@ def _parse(text: str) -> Profile:
         if url is None:
             continue
         try:
-            check_portal_url(url, allow_private=allow_private)
+            check_portal_url(url, allow_private=allow_private, resolver=request_resolver())
         except UrlRefused as err:
             problems.append((path, f"{url} is refused: {err}"))
     if profile.portal in BUILTIN_PORTALS:

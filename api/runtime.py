@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from flask import current_app
+import time
 
+from flask import current_app, g
+
+from shared.lookup import Lookups
 from shared.runtime import Runtime
+from shared.ssrf import Resolver
 
 
 def runtime() -> Runtime:
     return current_app.extensions["understudy"]
+
+
+def request_resolver() -> Resolver:
+    """What looks up the names this request checks (a webhook URL, a portal's address and its
+    origins): all of them within one ``LOOKUP_TIMEOUT_S`` from the first, so a client's names
+    whose DNS hangs cannot hold an API thread for longer."""
+    if "resolver" not in g:
+        lookups: Lookups = current_app.extensions["understudy.lookups"]
+        g.resolver = lookups.until(time.monotonic() + runtime().settings.lookup_timeout_s)
+    return g.resolver

@@ -15,7 +15,7 @@ from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.pagination import decode_cursor, page, page_limit
-from api.runtime import runtime
+from api.runtime import request_resolver, runtime
 from shared import webhooks as hooks
 from shared.db import Conn
 from shared.ssrf import UrlRefused, check_url
@@ -63,7 +63,7 @@ def _checked_url(url: str | None) -> str | None:
     if url is None:
         return None
     try:
-        check_url(url, runtime().settings.webhook_allow_private)
+        check_url(url, runtime().settings.webhook_allow_private, resolver=request_resolver())
     except UrlRefused as err:
         raise ValidationFailed(
             f"The webhook URL is not allowed: {err}", {"url": [str(err)]}

@@ -20,10 +20,10 @@ from cryptography.fernet import MultiFernet
 
 from dispatcher.backoff import compute_backoff, parse_retry_after
 from dispatcher.errors import DeliveryError
-from dispatcher.lookup import LookupsBusy
 from dispatcher.transport import RESPONSE_PREFIX_BYTES, Transport
 from shared import logs, metrics
 from shared.db import Conn, fetch_one, outside_transaction
+from shared.lookup import LookupsBusy
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.tasks import iso
@@ -57,7 +57,7 @@ def default_transport(settings: Settings) -> Transport:
         if _transport is None:
             _transport = Transport(
                 pool_size=max(1, settings.webhook_endpoint_concurrency),
-                lookup_threads=settings.webhook_lookup_threads,
+                lookup_threads=settings.lookup_threads,
             )
         return _transport
 

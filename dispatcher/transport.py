@@ -6,7 +6,7 @@ check every address, and open the connection to the address we checked, while th
 TLS SNI and certificate check still use the hostname. Connection pools are keyed by that address,
 so keep-alive never carries a request to an address that was not checked for it.
 
-The timeout bounds the whole attempt, from the lookup of the host's name (dispatcher.lookup) to
+The timeout bounds the whole attempt, from the lookup of the host's name (shared.lookup) to
 the end of the response, not each read: a receiver that trickles its headers or body a byte at a
 time, each read well within the timeout, is cut off at the deadline by a watchdog thread that
 shuts the attempt's socket down. (A TLS handshake is one read with its own deadline.)
@@ -43,9 +43,10 @@ from dispatcher.errors import (
     ConnectionFailed,
     DeliveryError,
     DeliveryTimeout,
+    LookupTimedOut,
     TlsFailed,
 )
-from dispatcher.lookup import Lookups
+from shared.lookup import Lookups, NameTimedOut
 from shared.settings import Settings
 from shared.ssrf import Resolver, UrlRefused, resolve_checked, split_url, system_resolver
 
@@ -71,7 +72,7 @@ class Transport:
         pool_size: int = 8,
         ca_certs: str | None = None,
         resolver: Resolver = system_resolver,
-        lookup_threads: int = Settings.webhook_lookup_threads,
+        lookup_threads: int = Settings.lookup_threads,
     ) -> None:
         self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
         self._lock = threading.Lock()
@@ -125,6 +126,8 @@ class Transport:
                 host, port, allow_private=allow_private, resolver=self._lookups.until(deadline)
             )
             host = _ascii_name(host)
+        except NameTimedOut as exc:  # the receiver's DNS, not our rules: retried as any failure
+            raise LookupTimedOut(str(exc)) from exc
         except UrlRefused as exc:
             raise AddressRefused(str(exc)) from exc
         parts = urllib3.util.parse_url(url)

@@ -120,6 +120,12 @@ class Settings:
     max_sop_depth: int = 32
     max_sop_steps: int = 500
     max_template_output_bytes: int = 64 * 1024
+    # Name lookups (shared.lookup) of the hosts clients name: webhook receivers, portals. How
+    # long the API waits for one request's, and how many may be in flight per process (the
+    # dispatcher's and the API's): a lookup that outlives its wait keeps its thread until the
+    # system resolver gives up.
+    lookup_timeout_s: float = 5.0
+    lookup_threads: int = 64
     # What a task keeps of its portal's pages (README "Limits"): the rows and the characters of
     # one extracted value, and its whole result as JSON. Over them, the task keeps the first
     # rows or characters (the result: its smaller values) and ends completed_with_issues.
@@ -191,9 +197,6 @@ class Settings:
     webhook_breaker_failures: int = 5
     webhook_breaker_cooldown_s: float = 60.0
     dispatcher_concurrency: int = 16
-    # Threads looking up receivers' names (dispatcher.lookup), per dispatcher process: a lookup
-    # that outlives its attempt keeps its thread until the system resolver gives up.
-    webhook_lookup_threads: int = 64
 
     # Operator console (/console).
     console_session_ttl_s: float = 12 * 3600.0  # a sign-in lasts this long
@@ -259,6 +262,8 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_SOP_DEPTH": ("max_sop_depth", _int),
     "MAX_SOP_STEPS": ("max_sop_steps", _int),
     "MAX_TEMPLATE_OUTPUT_BYTES": ("max_template_output_bytes", _int),
+    "LOOKUP_TIMEOUT_S": ("lookup_timeout_s", _float),
+    "LOOKUP_THREADS": ("lookup_threads", _int),
     "MAX_EXTRACT_ROWS": ("max_extract_rows", _int),
     "MAX_EXTRACT_CHARS": ("max_extract_chars", _int),
     "MAX_RESULT_BYTES": ("max_result_bytes", _int),
@@ -305,7 +310,6 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "WEBHOOK_BREAKER_FAILURES": ("webhook_breaker_failures", _int),
     "WEBHOOK_BREAKER_COOLDOWN_S": ("webhook_breaker_cooldown_s", _float),
     "DISPATCHER_CONCURRENCY": ("dispatcher_concurrency", _int),
-    "WEBHOOK_LOOKUP_THREADS": ("webhook_lookup_threads", _int),
     "CONSOLE_SESSION_TTL_S": ("console_session_ttl_s", _float),
     "CONSOLE_INVITE_TTL_S": ("console_invite_ttl_s", _float),
     "CONSOLE_SECURE_COOKIE": ("console_secure_cookie", _bool),
@@ -362,6 +366,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("RETENTION_INTERVAL_S must be seconds > 0")
     if not settings.portal_probe_after_s > 0:
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
+    if not settings.lookup_timeout_s > 0:
+        raise SettingsError("LOOKUP_TIMEOUT_S must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:
         raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
     for name in (
@@ -371,7 +377,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         "MAX_EXTRACT_ROWS",
         "MAX_EXTRACT_CHARS",
         "MAX_RESULT_BYTES",
-        "WEBHOOK_LOOKUP_THREADS",
+        "LOOKUP_THREADS",
     ):
         if not getattr(settings, name.lower()) >= 1:
             raise SettingsError(f"{name} must be a number >= 1")

@@ -111,7 +111,9 @@ def resolve_checked(
     return addresses[0]
 
 
-def check_portal_url(url: str, allow_private: bool) -> None:
+def check_portal_url(
+    url: str, allow_private: bool, *, resolver: Resolver = system_resolver
+) -> None:
     """Raise :class:`UrlRefused` unless the agent may browse ``url``.
 
     With private addresses allowed, the host is not resolved: a portal may live on a network
@@ -119,7 +121,7 @@ def check_portal_url(url: str, allow_private: bool) -> None:
     if allow_private:
         split_url(url)
     else:
-        check_url(url, allow_private=False)
+        check_url(url, allow_private=False, resolver=resolver)
 
 
 def check_url(url: str, allow_private: bool, *, resolver: Resolver = system_resolver) -> None:

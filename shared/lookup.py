@@ -1,16 +1,21 @@
-"""Looking up a receiver's name within its attempt's deadline.
+"""Looking up a host's name within a deadline, in threads that are capped.
 
-``socket.getaddrinfo`` blocks and takes no timeout: a receiver whose DNS hangs (a slow or
-black-holed authoritative server) would hold a dispatcher thread for as long as the system
-resolver keeps trying, outside the deadline that bounds connect, send and read. So each lookup
-runs in a daemon thread of its own, and the attempt waits for it only until its deadline; a
-lookup still running then is left to end on its own, and its answer is dropped.
+``socket.getaddrinfo`` blocks and takes no timeout: a name whose DNS hangs (a slow or
+black-holed authoritative server) would hold the calling thread for as long as the system
+resolver keeps trying. A client chooses the names: a webhook receiver, a portal's address and
+origins. So each lookup runs in a daemon thread of its own, and the caller waits for it only
+until its deadline; a lookup still running then is left to end on its own, and its answer is
+dropped (:class:`NameTimedOut`).
 
-Those threads are capped, so names that never answer cannot pile them up. A lookup that finds
-every thread taken is not started (:class:`LookupsBusy`): that shortage is ours, and may be
-another tenant's doing, so the delivery puts the message back to wait a moment, with no attempt
-counted and nothing held against its endpoint. Daemon threads, so a stuck lookup never holds up
-the process's exit.
+Those threads are capped per process (``LOOKUP_THREADS``), so names that never answer cannot
+pile them up. A lookup that finds every thread taken is not started (:class:`LookupsBusy`):
+that shortage is ours, and may be another tenant's doing, so it is never told as the name's
+fault (the dispatcher puts the message back to wait a moment, the API answers 503). Daemon
+threads, so a stuck lookup never holds up the process's exit.
+
+The dispatcher's transport gives each attempt's lookup the attempt's own deadline; the API (one
+:class:`Lookups` per app) gives one request's lookups, however many names it checks, one
+deadline of ``LOOKUP_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from __future__ import annotations
 import threading
 import time
 
-from dispatcher.errors import LookupTimedOut
-from shared.ssrf import Resolver
+from shared.ssrf import Resolver, UrlRefused
+
+
+class NameTimedOut(UrlRefused):
+    """The name did not resolve by the deadline; whatever it resolves to is not known."""
 
 
 class LookupsBusy(Exception):
@@ -27,7 +35,7 @@ class LookupsBusy(Exception):
 
 
 class Lookups:
-    """Thread-safe; one per transport. Runs ``resolver`` with a deadline."""
+    """Thread-safe; one per process and use. Runs ``resolver`` with a deadline."""
 
     def __init__(self, resolver: Resolver, *, max_threads: int) -> None:
         self._resolver = resolver
@@ -39,7 +47,7 @@ class Lookups:
         return lambda host, port: self.resolve(host, port, deadline=deadline)
 
     def resolve(self, host: str, port: int, *, deadline: float) -> list[str]:
-        """The resolver's answer, or its exception; :class:`LookupTimedOut` if there is none by
+        """The resolver's answer, or its exception; :class:`NameTimedOut` if there is none by
         ``deadline``, :class:`LookupsBusy` if no thread is free to ask."""
         if not self._free.acquire(blocking=False):
             raise LookupsBusy(
@@ -54,7 +62,7 @@ class Lookups:
             self._free.release()
             raise
         if not lookup.done.wait(max(0.0, deadline - time.monotonic())):
-            raise LookupTimedOut(f"the host's name {host!r} did not resolve in time")
+            raise NameTimedOut(f"the host's name {host!r} did not resolve in time")
         return lookup.answer()
 
     def _run(self, lookup: _Lookup) -> None:
