@@ -1,0 +1,139 @@
+"""Version history in pages: GET /sops/{type} and GET /portals/{name}/profile show the newest
+100 versions, and /versions pages through all of them, newest first."""
+
+from __future__ import annotations
+
+from shared.sop.library import builtin_sop_text
+
+YAML = {"Content-Type": "application/yaml"}
+CUSTOM = builtin_sop_text("check_eligibility").replace(
+    "task_type: check_eligibility", "task_type: check_coverage"
+)
+ACME = """\
+portal: acme
+title: Acme Health provider portal
+base_url: https://portal.acme.test
+sign_in:
+  url: /signin
+  page: {url: /signin, shows: {role: heading, name: Provider sign-in}}
+  username: {label: Email}
+  password: {label: Password}
+  button: {button: Continue}
+"""
+
+
+def _copy_newest(runtime, table: str, key: str, name: str, up_to: int) -> None:
+    """Store versions 2..up_to as copies of version 1 (a PUT per version would be slow)."""
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            f"INSERT INTO {table} (account_id, {key}, version, body, digest)"
+            f" SELECT account_id, {key}, n, body, digest FROM {table}, generate_series(2, %s) n"
+            f" WHERE {key} = %s AND version = 1 AND account_id IS NOT NULL",
+            (up_to, name),
+        )
+
+
+def _pages(client, account, url: str, limit: int) -> list[dict]:
+    """Every page of a versions list, following next_cursor."""
+    pages, cursor = [], None
+    while True:
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        response = client.get(url + query, headers=account.headers)
+        assert response.status_code == 200, response.get_json()
+        pages.append(response.get_json())
+        cursor = pages[-1]["next_cursor"]
+        if not pages[-1]["has_more"]:
+            assert cursor is None
+            return pages
+
+
+def _error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_a_custom_type_with_250_versions_shows_100_and_pages_through_all(client, account, runtime):
+    # given a custom type with 250 stored versions
+    put = client.put(
+        "/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML}
+    )
+    assert put.status_code == 201
+    _copy_newest(runtime, "sops", "task_type", "check_coverage", 250)
+    # when the type is read, then its history is the newest 100, and says there are more
+    sop = client.get("/sops/check_coverage", headers=account.headers).get_json()
+    assert sop["version"] == 250
+    assert [h["version"] for h in sop["history"]] == list(range(250, 150, -1))
+    assert sop["history_has_more"] is True
+    assert set(sop["history"][0]) == {"version", "digest", "created_at"}
+    # and /versions pages through all 250, newest first, 100 at a time
+    pages = _pages(client, account, "/sops/check_coverage/versions", 100)
+    assert [len(p["data"]) for p in pages] == [100, 100, 50]
+    versions = [entry["version"] for p in pages for entry in p["data"]]
+    assert versions == list(range(250, 0, -1))
+    assert pages[0]["data"] == sop["history"]
+
+
+def test_sop_versions_default_page_is_the_history(client, account):
+    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
+    listed = client.get("/sops/check_coverage/versions", headers=account.headers).get_json()
+    read = client.get("/sops/check_coverage", headers=account.headers).get_json()
+    assert listed == {"data": read["history"], "has_more": False, "next_cursor": None}
+    assert read["history_has_more"] is False
+    # a built-in type the account never changed has no versions of its own
+    builtin = client.get("/sops/check_eligibility/versions", headers=account.headers)
+    assert builtin.status_code == 200 and builtin.get_json()["data"] == []
+
+
+def test_sop_versions_refuse_bad_cursors_limits_and_unknown_types(client, account):
+    url = "/sops/check_eligibility/versions"
+    _error(client.get(f"{url}?cursor=nonsense", headers=account.headers), 400, "bad_cursor")
+    for limit in ("0", "1001", "ten"):
+        _error(client.get(f"{url}?limit={limit}", headers=account.headers), 400, "bad_limit")
+    assert client.get(f"{url}?limit=1000", headers=account.headers).status_code == 200
+    _error(client.get("/sops/check_horoscope/versions", headers=account.headers), 404, "not_found")
+
+
+def test_a_removed_custom_types_versions_stay_listed(client, account):
+    # given a custom type, then removed (its tasks still name its versions)
+    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
+    assert client.delete("/sops/check_coverage", headers=account.headers).status_code == 200
+    # then GET /sops/{type} is 404, but its versions are listed, like each version is readable
+    _error(client.get("/sops/check_coverage", headers=account.headers), 404, "not_found")
+    listed = client.get("/sops/check_coverage/versions", headers=account.headers)
+    assert [v["version"] for v in listed.get_json()["data"]] == [1]
+
+
+def test_a_portal_profiles_versions_are_capped_and_paged(client, account, runtime):
+    # given a portal profile with 5 stored versions
+    put = client.put(
+        "/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML}
+    )
+    assert put.status_code == 201
+    _copy_newest(runtime, "portal_profiles", "portal", "acme", 5)
+    # then the profile shows all 5 (under the cap) and no more
+    profile = client.get("/portals/acme/profile", headers=account.headers).get_json()
+    assert [h["version"] for h in profile["history"]] == [5, 4, 3, 2, 1]
+    assert profile["history_has_more"] is False
+    # and /versions pages through them two at a time, newest first
+    pages = _pages(client, account, "/portals/acme/profile/versions", 2)
+    assert [[v["version"] for v in p["data"]] for p in pages] == [[5, 4], [3, 2], [1]]
+    assert [v for p in pages for v in p["data"]] == profile["history"]
+
+
+def test_a_portal_profile_with_more_than_100_versions_says_so(client, account, runtime):
+    client.put("/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML})
+    _copy_newest(runtime, "portal_profiles", "portal", "acme", 101)
+    profile = client.get("/portals/acme/profile", headers=account.headers).get_json()
+    assert len(profile["history"]) == 100 and profile["history"][-1]["version"] == 2
+    assert profile["history_has_more"] is True
+
+
+def test_profile_versions_refuse_bad_cursors_limits_and_unknown_portals(client, account):
+    url = "/portals/sandbox/profile/versions"
+    sandbox = client.get(url, headers=account.headers)
+    assert sandbox.status_code == 200 and sandbox.get_json()["data"] == []
+    _error(client.get(f"{url}?cursor=nonsense", headers=account.headers), 400, "bad_cursor")
+    _error(client.get(f"{url}?limit=1001", headers=account.headers), 400, "bad_limit")
+    _error(
+        client.get("/portals/nowhere/profile/versions", headers=account.headers), 404, "not_found"
+    )
