@@ -44,8 +44,12 @@ def page_limit(default: int, maximum: int) -> int:
     return limit
 
 
-def page(items: list[dict], rows: list[dict], limit: int) -> dict:
-    """The list envelope: ``data`` plus the cursor of the next page, if there is one."""
+def page(items: list[dict], rows: list[dict], limit: int, *, key: str = "id") -> dict:
+    """The list envelope: ``data`` plus the cursor of the next page, if there is one.
+
+    ``rows`` are the ``limit + 1`` read, ordered by ``key`` (an id, or a version number) with
+    the newest first: the cursor is the ``key`` of the last row shown.
+    """
     has_more = len(rows) > limit
-    next_cursor = encode_cursor(rows[limit - 1]["id"]) if has_more else None
+    next_cursor = encode_cursor(rows[limit - 1][key]) if has_more else None
     return {"data": items[:limit], "has_more": has_more, "next_cursor": next_cursor}

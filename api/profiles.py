@@ -7,6 +7,7 @@ that ``PUT /portals/{name}`` writes), which the agent's egress boundary reads.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from api.credentials import portal_name
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
 from api.runtime import request_resolver, runtime
+from api.versions import history_json, versions_page
 from shared import portals as portal_queries
 from shared.db import Conn
 from shared.portals import StoredProfile
@@ -176,16 +178,13 @@ def _profile_json(conn: Conn, name: str) -> dict[str, Any]:
         origins = portal_queries.portal_allowed_origins(conn, account_id(), name)
         if base_url is None and profile is not None:
             base_url, origins = profile.base_url, list(profile.allowed_origins)
-    history = portal_queries.profile_history(conn, account_id(), name)
+    history = portal_queries.profile_versions(conn, account_id(), name)
     return {
         "portal": name,
         **_version_json(stored),
         "base_url": base_url,
         "allowed_origins": origins,
-        "history": [
-            {"version": r["version"], "digest": r["digest"], "created_at": iso(r["created_at"])}
-            for r in history
-        ],
+        **history_json(history),
     }
 
 
@@ -194,6 +193,24 @@ def read_profile(name: str):
     portal_name(name)
     with runtime().pool.connection() as conn:
         return jsonify(_profile_json(conn, name))
+
+
+@bp.get("/portals/<name>/profile/versions")
+def list_profile_versions(name: str):
+    """The account's versions of the portal's profile, newest first, a page at a time; 404
+    for a portal with neither a built-in profile nor a version, as its profile is."""
+    portal_name(name)
+    with runtime().pool.connection() as conn:
+        listed = versions_page(functools.partial(_versions, conn, name))
+        # An empty page is also the end of a portal's versions: only then is it worth asking.
+        unknown = not listed["data"] and name not in BUILTIN_PORTALS
+        if unknown and not portal_queries.has_profile_versions(conn, account_id(), name):
+            raise NotFound("portal profile")
+    return jsonify(listed)
+
+
+def _versions(conn: Conn, name: str, before: int | None, limit: int) -> list[dict]:
+    return portal_queries.profile_versions(conn, account_id(), name, before=before, limit=limit)
 
 
 @bp.get("/portals/<name>/profile/versions/<int:version>")
@@ -252,7 +269,7 @@ def revert_profile(name: str):
             [{"field": "portal", "message": "has no built-in profile"}],
         )
     with runtime().pool.connection() as conn:
-        if portal_queries.profile_history(conn, account_id(), name):
+        if portal_queries.has_profile_versions(conn, account_id(), name):
             portal_queries.put_profile_version(conn, account_id(), name, builtin_profile_text(name))
         return jsonify(_profile_json(conn, name))
 

@@ -7,6 +7,7 @@ document is always a new version and nothing is ever deleted.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
 from api.runtime import runtime
+from api.versions import history_json, versions_page
 from shared import tasks as task_queries
 from shared.db import Conn
 from shared.portals import (
@@ -154,21 +156,10 @@ def _entry(stored: Read, created_at: datetime, *, body: bool = False) -> dict[st
     return out
 
 
-def _history_entry(row: dict) -> dict[str, Any]:
-    return {
-        "version": row["version"],
-        "digest": row["digest"],
-        "created_at": iso(row["created_at"]),
-    }
-
-
 def _active(conn: Conn, task_type: str) -> dict[str, Any]:
     stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
     out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
-    out["history"] = [
-        _history_entry(r) for r in sop_store.sop_history(conn, account_id(), task_type)
-    ]
-    return out
+    return out | history_json(sop_store.sop_versions(conn, account_id(), task_type))
 
 
 @bp.get("/sops")
@@ -198,6 +189,23 @@ def read_sop_version(task_type: str, version: int):
         if stored is None:
             raise NotFound("SOP version")
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
+
+
+@bp.get("/sops/<task_type>/versions")
+def list_sop_versions(task_type: str):
+    """The account's versions of a type's SOP, newest first, a page at a time. A removed
+    type's are listed too, as each stays readable."""
+    with runtime().pool.connection() as conn:
+        known = task_type in TASK_TYPES or sop_store.is_custom_type(
+            conn, account_id(), task_type, removed=True
+        )
+        if not known:
+            raise NotFound("task type")
+        return jsonify(versions_page(functools.partial(_versions, conn, task_type)))
+
+
+def _versions(conn: Conn, task_type: str, before: int | None, limit: int) -> list[dict]:
+    return sop_store.sop_versions(conn, account_id(), task_type, before=before, limit=limit)
 
 
 @bp.get("/tasks/<int:task_id>/sop")
@@ -261,7 +269,7 @@ def revert_sop(task_type: str):
         if task_type not in TASK_TYPES:
             sop_store.remove_custom_type(conn, account_id(), task_type)
             return jsonify({"task_type": task_type, "removed": True})
-        if sop_store.sop_history(conn, account_id(), task_type):
+        if sop_store.has_sop_versions(conn, account_id(), task_type):
             sop_store.put_sop_version(conn, account_id(), task_type, builtin_sop_text(task_type))
         return jsonify(_active(conn, task_type))
 

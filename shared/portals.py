@@ -27,6 +27,7 @@ from shared.sop.profile import (
     load_profile,
 )
 from shared.ssrf import UrlRefused, url_origin
+from shared.versions import HISTORY_SHOWN, has_versions, versions_before
 
 
 def make_room(conn: Conn, account_id: int, name: str, limit: int) -> None:
@@ -298,13 +299,22 @@ def profile_version_body(conn: Conn, account_id: int, portal: str, version: int)
     return None if row is None else str(row["body"])
 
 
-def profile_history(conn: Conn, account_id: int, portal: str) -> list[dict]:
-    """The account's versions of one portal's profile, newest first, without their bodies."""
-    return conn.execute(
-        "SELECT version, digest, created_at FROM portal_profiles"
-        " WHERE account_id = %s AND portal = %s ORDER BY version DESC",
-        (account_id, portal),
-    ).fetchall()
+def profile_versions(
+    conn: Conn,
+    account_id: int,
+    portal: str,
+    *,
+    before: int | None = None,
+    limit: int = HISTORY_SHOWN,
+) -> list[dict]:
+    """The account's versions of one portal's profile older than ``before``, newest first,
+    without their bodies: at most ``limit + 1``, the extra one saying that there are more."""
+    return versions_before(conn, "portal_profiles", account_id, portal, before=before, limit=limit)
+
+
+def has_profile_versions(conn: Conn, account_id: int, portal: str) -> bool:
+    """Whether the account stored a version of the portal's profile."""
+    return has_versions(conn, "portal_profiles", account_id, portal)
 
 
 def profiled_portals(conn: Conn, account_id: int) -> set[str]:

@@ -36,6 +36,7 @@ from shared.sop.library import builtin_sop_text
 from shared.sop.profile import BUILTIN_PORTALS, builtin_profile_text
 from shared.sop.task_types import TASK_TYPES
 from shared.users import Role
+from shared.versions import HISTORY_SHOWN
 
 BUILTIN = "builtin"
 
@@ -109,12 +110,31 @@ def sop(task_type: str):
     with runtime().pool.connection() as conn:
         _known(conn, task_type)
         stored = _sop_shown(sop_store.active_sop, conn, account, task_type)
-        history = sop_store.sop_history(conn, account, task_type)
+        rows = sop_store.sop_versions(conn, account, task_type, before=_before())
     return render_template(
-        "console/sop.html", task_type=task_type, stored=stored, history=history,
+        "console/sop.html", task_type=task_type, stored=stored, **_history(rows),
         has_builtin=task_type in TASK_TYPES,
         version_url=functools.partial(_version_url, task_type),
     )  # fmt: skip
+
+
+def _before() -> int | None:
+    """The ``?before=<version>`` of a history page: its versions are older than that one."""
+    raw = request.args.get("before")
+    if raw is None:
+        return None
+    before = whole_number(raw, 9)
+    if before is None:
+        abort(400, "before must be a version number.")
+    return before
+
+
+def _history(rows: list[dict]) -> dict[str, Any]:
+    """The newest HISTORY_SHOWN of ``rows`` (read one more), and the ``?before=`` of the page
+    of older ones when there are more: an account may store any number of versions."""
+    history = rows[:HISTORY_SHOWN]
+    older = history[-1]["version"] if len(rows) > HISTORY_SHOWN else None
+    return {"history": history, "older_than": older}
 
 
 def _version_url(task_type: str, version: int | str) -> str:
@@ -382,9 +402,9 @@ def portal_profile(name: str):
     with runtime().pool.connection() as conn:
         _known_portal(conn, name)
         stored = _profile_shown(conn, account, name)
-        history = portal_queries.profile_history(conn, account, name)
+        rows = portal_queries.profile_versions(conn, account, name, before=_before())
     return render_template(
-        "console/portal_profile.html", name=name, stored=stored, history=history,
+        "console/portal_profile.html", name=name, stored=stored, **_history(rows),
         has_builtin=name in BUILTIN_PORTALS,
     )  # fmt: skip
 

@@ -23,6 +23,7 @@ from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
 from shared.sop.model import Sop
 from shared.sop.task_types import TASK_TYPES
+from shared.versions import HISTORY_SHOWN, has_versions, versions_before
 
 # Parsed versions kept per process. A version never changes once stored, so a parse is good for
 # the life of the process; the bound only caps memory when accounts have many versions.
@@ -303,13 +304,22 @@ def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> t
     raise RuntimeError(f"could not number a new {task_type} SOP version for account {account_id}")
 
 
-def sop_history(conn: Conn, account_id: int, task_type: str) -> list[dict]:
-    """The account's own versions of one SOP, newest first, without their bodies."""
-    return conn.execute(
-        "SELECT id, version, digest, created_at FROM sops"
-        " WHERE account_id = %s AND task_type = %s ORDER BY version DESC",
-        (account_id, task_type),
-    ).fetchall()
+def sop_versions(
+    conn: Conn,
+    account_id: int,
+    task_type: str,
+    *,
+    before: int | None = None,
+    limit: int = HISTORY_SHOWN,
+) -> list[dict]:
+    """The account's own versions of one SOP older than ``before``, newest first, without
+    their bodies: at most ``limit + 1``, the extra one saying that there are more."""
+    return versions_before(conn, "sops", account_id, task_type, before=before, limit=limit)
+
+
+def has_sop_versions(conn: Conn, account_id: int, task_type: str) -> bool:
+    """Whether the account stored a version of its own of this type's SOP."""
+    return has_versions(conn, "sops", account_id, task_type)
 
 
 def sop_version(conn: Conn, account_id: int, task_type: str, version: int) -> StoredSop | None:
@@ -370,19 +380,22 @@ def custom_types(conn: Conn, account_id: int, *, removed: bool = False) -> list[
     return [row["task_type"] for row in rows]
 
 
-def is_custom_type(conn: Conn, account_id: int, task_type: str) -> bool:
-    """Whether the account has this task type of its own (defined and not removed)."""
-    return send_is_custom_type(conn, account_id, task_type)()
+def is_custom_type(conn: Conn, account_id: int, task_type: str, *, removed: bool = False) -> bool:
+    """Whether the account has this task type of its own (defined and not removed; with
+    ``removed``, also one it removed, whose versions its tasks still name)."""
+    return send_is_custom_type(conn, account_id, task_type, removed=removed)()
 
 
-def send_is_custom_type(conn: Conn, account_id: int, task_type: str) -> Callable[[], bool]:
+def send_is_custom_type(
+    conn: Conn, account_id: int, task_type: str, *, removed: bool = False
+) -> Callable[[], bool]:
     """:func:`is_custom_type`, sent now and read by the returned callable (for a pipeline)."""
     if custom_type_problem(task_type):
         return lambda: False  # also keeps what no column can hold (a NUL) away from the database
     cursor = conn.execute(
         "SELECT 1 FROM custom_task_types"
-        " WHERE account_id = %s AND task_type = %s AND removed_at IS NULL",
-        (account_id, task_type),
+        " WHERE account_id = %s AND task_type = %s AND (%s OR removed_at IS NULL)",
+        (account_id, task_type, removed),
     )
     return lambda: cursor.fetchone() is not None
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from shared.sop.library import builtin_sop_text
 
 YAML = {"Content-Type": "application/yaml"}
@@ -137,3 +139,45 @@ def test_profile_versions_refuse_bad_cursors_limits_and_unknown_portals(client, 
     _error(
         client.get("/portals/nowhere/profile/versions", headers=account.headers), 404, "not_found"
     )
+
+
+def test_the_consoles_sop_page_shows_100_versions_and_links_the_older_ones(
+    runtime, app, client, account
+):
+    from tests.api.test_console import make_user, sign_in
+
+    # given a custom type with 250 versions, and a viewer signed in to the console
+    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
+    _copy_newest(runtime, "sops", "task_type", "check_coverage", 250)
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+    # when the viewer opens the type's page, then it lists versions 250..151 and links older ones
+    page = browser.get("/console/sops/check_coverage").text
+    assert _listed(page) == list(range(250, 150, -1))
+    assert 'href="?before=151" id="older-versions">Older versions' in page
+    # and following the links pages through the rest, the last page with no link further
+    older = browser.get("/console/sops/check_coverage?before=151").text
+    assert _listed(older) == list(range(150, 50, -1)) and "?before=51" in older
+    oldest = browser.get("/console/sops/check_coverage?before=51").text
+    assert _listed(oldest) == list(range(50, 0, -1)) and "older-versions" not in oldest
+    assert browser.get("/console/sops/check_coverage?before=x").status_code == 400
+
+
+def test_the_consoles_profile_page_pages_its_versions_too(runtime, app, client, account):
+    from tests.api.test_console import make_user, sign_in
+
+    client.put("/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML})
+    _copy_newest(runtime, "portal_profiles", "portal", "acme", 101)
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+    page = browser.get("/console/portals/acme/profile").text
+    assert _listed(page) == list(range(101, 1, -1)) and "?before=2" in page
+    assert _listed(browser.get("/console/portals/acme/profile?before=2").text) == [1]
+
+
+def _listed(html: str) -> list[int]:
+    """The version numbers of a console page's history table, in order."""
+    table = html.split('-history">', 1)[1].split("</table>", 1)[0]
+    return [int(v) for v in re.findall(r"<tr><td>(?:<a [^>]*>)?(\d+)", table)]
