@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import ReviewDecision, TaskStatus
+from shared.versions import HISTORY_SHOWN
 from shared.webhooks import EVENTS, FILTER_TYPES, MessageStatus
 
 _TIME = {"format": "date-time", "description": "ISO 8601 UTC with milliseconds and Z"}
@@ -242,6 +243,30 @@ class SopHistoryEntrySchema(Schema):
     created_at = _time()
 
 
+def _history(entry: type[Schema]) -> fields.List:
+    return fields.List(
+        fields.Nested(entry),
+        required=True,
+        metadata={
+            "description": f"the account's newest {HISTORY_SHOWN} versions, newest first; every"
+            " version is in the /versions list"
+        },
+    )
+
+
+def _history_has_more() -> fields.Boolean:
+    return fields.Boolean(
+        required=True,
+        metadata={"description": "whether older versions than the history's are stored"},
+    )
+
+
+class SopVersionPageSchema(Schema):
+    data = fields.List(fields.Nested(SopHistoryEntrySchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 class ProblemSchema(Schema):
     message = fields.String(required=True)
     line = fields.Integer(required=True, allow_none=True)
@@ -280,7 +305,8 @@ class SopListSchema(Schema):
 
 class SopSchema(SopEntrySchema):
     body = fields.String(required=True, metadata={"description": "the YAML document"})
-    history = fields.List(fields.Nested(SopHistoryEntrySchema), required=True)
+    history = _history(SopHistoryEntrySchema)
+    history_has_more = _history_has_more()
     warnings = fields.List(
         fields.String(), metadata={"description": "PUT only: what would stop it at run time"}
     )
@@ -347,6 +373,12 @@ class ProfileHistoryEntrySchema(Schema):
     created_at = _time()
 
 
+class ProfileVersionPageSchema(Schema):
+    data = fields.List(fields.Nested(ProfileHistoryEntrySchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
 class ProfileVersionSchema(Schema):
     portal = fields.String(required=True)
     version = fields.Integer(required=True)
@@ -373,7 +405,8 @@ class ProfileSchema(Schema):
     body = fields.String(required=True, metadata={"description": "the YAML document"})
     created_at = _time()
     problems = _problems()
-    history = fields.List(fields.Nested(ProfileHistoryEntrySchema), required=True)
+    history = _history(ProfileHistoryEntrySchema)
+    history_has_more = _history_has_more()
     warnings = fields.List(
         fields.String(), metadata={"description": "PUT only: what would stop a task on it"}
     )

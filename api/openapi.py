@@ -30,6 +30,7 @@ from api.tasks import InputSchema, ReviewSchema, TaskBatchSchema, TaskCreateSche
 from api.webhooks import EndpointSchema, MessageFilterSchema, RecoverSchema
 from shared.sop.task_types import TASK_TYPES
 from shared.tasks import TaskStatus
+from shared.versions import HISTORY_SHOWN, VERSIONS_PAGE_MAX
 
 # Routes that are not part of the API itself.
 # Not operations of the API: the document itself, its page, and /metrics (Prometheus text for a
@@ -78,12 +79,14 @@ RESPONSE_SCHEMAS: dict[str, type[Schema]] = {
     "SopList": contract.SopListSchema,
     "Sop": contract.SopSchema,
     "SopVersion": contract.SopVersionSchema,
+    "SopVersionPage": contract.SopVersionPageSchema,
     "SopValidation": contract.SopValidationSchema,
     "TaskTypeList": contract.TaskTypeListSchema,
     "TaskTypeRemoved": contract.TaskTypeRemovedSchema,
     "Portal": contract.PortalOutSchema,
     "PortalProfile": contract.ProfileSchema,
     "PortalProfileVersion": contract.ProfileVersionSchema,
+    "PortalProfileVersionPage": contract.ProfileVersionPageSchema,
     "PortalProfileValidation": contract.ProfileValidationSchema,
     "PortalList": contract.PortalListSchema,
     "Credentials": contract.CredentialsOutSchema,
@@ -166,6 +169,14 @@ _LIST_PARAMS = [
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1}},
     {"in": "query", "name": "cursor", "schema": {"type": "string"}},
 ]
+
+# A page of versions is longer than other lists' (the history shows HISTORY_SHOWN): its own
+# maximum, which the document keeps.
+_VERSION_PARAMS = [
+    {"in": "query", "name": "limit", "description": f"default {HISTORY_SHOWN}",
+     "schema": {"type": "integer", "minimum": 1, "maximum": VERSIONS_PAGE_MAX}},
+    {"in": "query", "name": "cursor", "schema": {"type": "string"}},
+]  # fmt: skip
 
 
 def _csv_param(name: str, values: list[str]) -> dict[str, Any]:
@@ -344,8 +355,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         (404,),
     ),
     "sops.list_sops": _op("The active SOP of each task type", "sops", {200: _ok("SopList")}),
-    "sops.read_sop": _op("The active SOP of a type and its history", "sops", {200: _ok("Sop")},
-                         (404,)),
+    "sops.read_sop": _op(f"The active SOP of a type and its newest {HISTORY_SHOWN} versions",
+                         "sops", {200: _ok("Sop")}, (404,)),
+    "sops.list_sop_versions": _op(
+        "The account's versions of a type's SOP, newest first (a removed type's too)", "sops",
+        {200: _ok("SopVersionPage")}, (400, 404), params=_VERSION_PARAMS,
+    ),
     "sops.read_sop_version": _op("One stored version of a type's SOP, with its text", "sops",
                                  {200: _ok("SopVersion")}, (404,)),
     "sops.read_task_sop": _op(
@@ -397,6 +412,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "profiles.read_profile": _op(
         "The portal's profile in force (yours or the built-in one) and your versions", "portals",
         {200: _ok("PortalProfile")}, (404, 422),
+    ),
+    "profiles.list_profile_versions": _op(
+        "The account's versions of the portal's profile, newest first", "portals",
+        {200: _ok("PortalProfileVersionPage")}, (400, 404, 422), params=_VERSION_PARAMS,
     ),
     "profiles.read_profile_version": _op(
         "One stored version of the portal's profile, with its text", "portals",
@@ -564,7 +583,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for path, operations in paths.items():
         for op in operations.values():
             for param in op.get("parameters", []):
-                if param.get("name") == "limit" and runtime is not None:
+                limit = param.get("name") == "limit" and "maximum" not in param["schema"]
+                if limit and runtime is not None:
                     param["schema"] = {
                         "type": "integer", "minimum": 1,
                         "maximum": runtime.settings.page_size_max,

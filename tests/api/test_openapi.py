@@ -210,6 +210,14 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     check("/webhook-endpoint", "get", client.get("/webhook-endpoint", headers=bare), 404)
     response = client.post("/webhook-endpoint/rotate-secret", headers=bare)
     check("/webhook-endpoint/rotate-secret", "post", response, 404)
+    # the version lists' bad limit and portal name (asked by another account: this one is near
+    # its rate limit)
+    response = client.get("/portals/Not%20a%20name/profile/versions", headers=bare)
+    check("/portals/{name}/profile/versions", "get", response, 422)
+    for path, value in (("/sops/{task_type}/versions", "check_eligibility"),
+                        ("/portals/{name}/profile/versions", "sandbox")):  # fmt: skip
+        response = client.get(f"{_fill(path, value)}?limit=0", headers=bare)
+        check(path, "get", response, 400)
     # a message still waiting for its delivery cannot be redelivered
     client.put(
         "/webhook-endpoint", json={"url": "http://127.0.0.1:9/hook"}, headers=account.headers
