@@ -283,3 +283,23 @@ def test_a_batch_is_read_and_waited_for(api, account):
     assert [t["id"] for t in listed] == [t["id"] for t in reversed(made["data"])]
     with pytest.raises(NotFoundError):
         api.get_batch(made["batch_id"] + 1000)
+
+
+def test_list_sop_versions_pages_through_every_version_newest_first(api):
+    body = api.get_sop("check_eligibility")["body"]
+    for n in range(3):
+        api.put_sop("check_eligibility", body.replace("title:", f"title: Ours {n} -", 1))
+    versions = list(api.list_sop_versions("check_eligibility", page_size=2))
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert versions == api.get_sop("check_eligibility")["history"]
+    with pytest.raises(NotFoundError):
+        list(api.list_sop_versions("check_horoscope"))
+
+
+def test_list_profile_versions_pages_through_every_version_newest_first(api):
+    body = api.get_profile("sandbox")["body"]
+    for n in range(3):
+        api.put_profile("sandbox", body.replace("title:", f"title: Ours {n} -", 1))
+    versions = list(api.list_profile_versions("sandbox", page_size=1))
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert versions == api.get_profile("sandbox")["history"]

@@ -39,6 +39,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_sops": ("GET", "/sops"),
     "list_task_types": ("GET", "/task-types"),
     "read_sop": ("GET", "/sops/{task_type}"),
+    "list_sop_versions": ("GET", "/sops/{task_type}/versions"),
     "read_sop_version": ("GET", "/sops/{task_type}/versions/{version}"),
     "read_task_sop": ("GET", "/tasks/{task_id}/sop"),
     "put_sop": ("PUT", "/sops/{task_type}"),
@@ -48,6 +49,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "put_portal": ("PUT", "/portals/{name}"),
     "delete_portal": ("DELETE", "/portals/{name}"),
     "read_profile": ("GET", "/portals/{name}/profile"),
+    "list_profile_versions": ("GET", "/portals/{name}/profile/versions"),
     "read_profile_version": ("GET", "/portals/{name}/profile/versions/{version}"),
     "put_profile": ("PUT", "/portals/{name}/profile"),
     "revert_profile": ("DELETE", "/portals/{name}/profile"),
@@ -192,6 +194,21 @@ class Understudy:
         if response.status_code == 204:
             return None
         return response.json() if expect_json else response.content
+
+    def _each(
+        self,
+        operation: str,
+        params: dict[str, Any],
+        path_params: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every entry of a paged list, fetching page after page as you iterate."""
+        params = dict(params)
+        while True:
+            page = self.request(operation, path_params=path_params, params=params)
+            yield from page["data"]
+            if not page["has_more"]:
+                return
+            params["cursor"] = page["next_cursor"]
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -398,6 +415,14 @@ class Understudy:
         params = {"task_type": task_type, "version": version}
         return self.request("read_sop_version", path_params=params)
 
+    def list_sop_versions(
+        self, task_type: str, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every stored version of the type's SOP (version, digest, created_at), newest first:
+        ``get_sop`` shows only the newest 100."""
+        path_params = {"task_type": task_type}
+        return self._each("list_sop_versions", {"limit": page_size}, path_params)
+
     def get_task_sop(self, task_id: int) -> dict[str, Any]:
         """The SOP version a task runs or ran, the built-in one included, with its text."""
         return self.request("read_task_sop", path_params={"task_id": task_id})
@@ -430,6 +455,13 @@ class Understudy:
             return self.request("read_profile", path_params={"name": name})
         params = {"name": name, "version": version}
         return self.request("read_profile_version", path_params=params)
+
+    def list_profile_versions(
+        self, portal: str, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every stored version of the portal's profile, newest first: ``get_profile`` shows
+        only the newest 100."""
+        return self._each("list_profile_versions", {"limit": page_size}, {"name": portal})
 
     def put_profile(self, name: str, text: str) -> dict[str, Any]:
         """Store a new profile version (a 422 ValidationError lists each problem with its line)."""
@@ -492,12 +524,7 @@ class Understudy:
             "until": until.isoformat() if isinstance(until, datetime) else until,
             "limit": page_size,
         }
-        while True:
-            page = self.request("list_messages", params=params)
-            yield from page["data"]
-            if not page["has_more"]:
-                return
-            params["cursor"] = page["next_cursor"]
+        return self._each("list_messages", params)
 
     def get_webhook_message(self, ref: str | int) -> dict[str, Any]:
         return self.request("get_message", path_params={"ref": ref})
@@ -519,13 +546,7 @@ class Understudy:
 
     def audit_log(self, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Who did what and when, newest first, fetching page after page as you iterate."""
-        params: dict[str, Any] = {"limit": page_size}
-        while True:
-            page = self.request("list_audit_log", params=params)
-            yield from page["data"]
-            if not page["has_more"]:
-                return
-            params["cursor"] = page["next_cursor"]
+        return self._each("list_audit_log", {"limit": page_size})
 
     # --- health ------------------------------------------------------------------------------
 
