@@ -178,8 +178,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         lambda api, a: api.put_sop(a.type, _sop_text(a.path)), None,
     ),
     ("sops", "history"): (
-        "the account's versions of a type's SOP",
-        lambda api, a: api.get_sop(a.type)["history"], ["version", "digest", "created_at"],
+        "the account's versions of a type's SOP, newest first: every one, page after page",
+        lambda api, a: list(api.list_sop_versions(a.type)), ["version", "digest", "created_at"],
     ),
     ("sops", "revert"): ("go back to the built-in SOP", lambda api, a: api.revert_sop(a.type),
                          None),
