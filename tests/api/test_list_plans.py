@@ -1,4 +1,5 @@
-"""The webhook message list and the audit log read one page, whatever the account has behind it.
+"""The webhook message list, the audit log and the version lists read one page, whatever the
+account has behind it.
 
 Each list is planned and run (``EXPLAIN ANALYZE``) under a custom plan and under the generic
 plan a prepared statement may switch to; the rows its table scans read, kept or dropped, must
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from shared.audit import list_entries_query
+from shared.versions import versions_query
 from shared.webhooks import list_messages_query
 from tests.api.test_task_lists import BODY
 from tests.plans import PLAN_MODES, nodes_on, rows_read
@@ -97,3 +99,23 @@ def test_a_deep_page_of_the_audit_log_reads_one_page(account, runtime, mode):
         on_audit = nodes_on(conn, "audit_log", sql, params, mode)
     # then it reads the page from the cursor on, not the 10,000 newer entries before it
     assert on_audit and rows_read(on_audit) <= PAGE
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+@pytest.mark.parametrize("table", ["sops", "portal_profiles"])
+def test_a_deep_page_of_versions_reads_one_page(client, account, runtime, table, mode):
+    # given a document with 20,000 stored versions
+    name = {"sops": "check_eligibility", "portal_profiles": "sandbox"}[table]
+    column = {"sops": "task_type", "portal_profiles": "portal"}[table]
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            f"INSERT INTO {table} (account_id, {column}, version, body, digest)"
+            " SELECT %s, %s, g, 'text', 'digest' || g FROM generate_series(1, 20000) AS g",
+            (account.id, name),
+        )
+    # when a page halfway back (before version 10,000) is planned and run
+    sql, params = versions_query(table, account.id, name, before=10_000, limit=100)
+    with runtime.pool.connection() as conn:
+        on_versions = nodes_on(conn, table, sql, params, mode)
+    # then it reads that page and the row that says there is more, not the 10,000 newer ones
+    assert on_versions and rows_read(on_versions) <= 101
