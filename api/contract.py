@@ -261,10 +261,19 @@ def _history_has_more() -> fields.Boolean:
     )
 
 
-class SopVersionPageSchema(Schema):
-    data = fields.List(fields.Nested(SopHistoryEntrySchema), required=True)
-    has_more = fields.Boolean(required=True)
-    next_cursor = fields.String(required=True, allow_none=True)
+def _version_page(entry: type[Schema], name: str) -> type[Schema]:
+    """A page of a /versions list (SOP or profile): the list envelope of ``entry``s."""
+    return Schema.from_dict(
+        {
+            "data": fields.List(fields.Nested(entry), required=True),
+            "has_more": fields.Boolean(required=True),
+            "next_cursor": fields.String(required=True, allow_none=True),
+        },
+        name=name,
+    )
+
+
+SopVersionPageSchema = _version_page(SopHistoryEntrySchema, "SopVersionPageSchema")
 
 
 class ProblemSchema(Schema):
@@ -373,10 +382,7 @@ class ProfileHistoryEntrySchema(Schema):
     created_at = _time()
 
 
-class ProfileVersionPageSchema(Schema):
-    data = fields.List(fields.Nested(ProfileHistoryEntrySchema), required=True)
-    has_more = fields.Boolean(required=True)
-    next_cursor = fields.String(required=True, allow_none=True)
+ProfileVersionPageSchema = _version_page(ProfileHistoryEntrySchema, "ProfileVersionPageSchema")
 
 
 class ProfileVersionSchema(Schema):

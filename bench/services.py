@@ -7,11 +7,14 @@ temporary directory, stopped by the returned cleanup callables.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shared import embedded
 from shared.db import migrate
+from shared.runtime import Runtime, build_runtime
 from shared.settings import load_settings
 
 
@@ -36,3 +39,20 @@ def services(tmp: Path) -> tuple[str, str, list[Callable[[], object]]]:
         redis_url = redis_server.url
         cleanup.append(redis_server.stop)
     return database_url, redis_url, cleanup
+
+
+@contextmanager
+def bench_runtime(**overrides: object) -> Iterator[Runtime]:
+    """A runtime on :func:`services` in a temporary directory, with these settings overridden;
+    closed, and the services stopped, on leaving."""
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url, redis_url, cleanup = services(Path(tmp))
+        settings = load_settings({}, database_url=database_url, redis_url=redis_url,
+                                 run_dir=Path(tmp), **overrides)  # fmt: skip
+        runtime = build_runtime(settings, pool_size=4)
+        try:
+            yield runtime
+        finally:
+            runtime.close()
+            for stop in reversed(cleanup):
+                stop()

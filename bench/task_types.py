@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.services import services  # noqa: E402
+from bench.services import bench_runtime  # noqa: E402
 from shared.accounts import provision_account  # noqa: E402
-from shared.runtime import build_runtime  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
 from shared.sop import store as sop_store  # noqa: E402
 
 SOP = """
@@ -115,17 +112,8 @@ def main() -> None:
     parser.add_argument("--types", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        database_url, redis_url, cleanup = services(Path(tmp))
-        settings = load_settings({}, database_url=database_url, redis_url=redis_url,
-                                 run_dir=Path(tmp), max_custom_types=args.types)  # fmt: skip
-        runtime = build_runtime(settings, pool_size=4)
-        try:
-            _run(runtime, args)
-        finally:
-            runtime.close()
-            for stop in reversed(cleanup):
-                stop()
+    with bench_runtime(max_custom_types=args.types) as runtime:
+        _run(runtime, args)
 
 
 def _run(runtime, args) -> None:

@@ -6,7 +6,7 @@ Prints figures; it does not pass or fail.
 Uses DATABASE_URL / REDIS_URL when set, else starts an embedded PostgreSQL and Redis in a
 temporary directory. The API runs in this process (Flask's test client).
 
-An account stores --versions versions of a custom task type's SOP and of a portal's profile
+An account stores --versions versions of a task type's SOP and of the sandbox's profile
 (inserted directly: a PUT per version would take minutes). Then, each --calls times: the SOP
 (GET /sops/{type}), the profile (GET /portals/{name}/profile), the first and a middle page of
 each one's versions (GET .../versions?limit=1000), with the bytes of each answer and the median
@@ -18,39 +18,26 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.services import services  # noqa: E402
+from bench.services import bench_runtime  # noqa: E402
 from shared.accounts import provision_account  # noqa: E402
-from shared.runtime import build_runtime  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
 from shared.sop.library import builtin_sop_text  # noqa: E402
+from shared.sop.profile import builtin_profile_text  # noqa: E402
 
-SOP = builtin_sop_text("check_eligibility").replace(
-    "task_type: check_eligibility", "task_type: check_coverage"
-)
-PROFILE = """\
-portal: acme
-title: Acme Health provider portal
-base_url: https://portal.acme.test
-sign_in:
-  url: /signin
-  page: {url: /signin, shows: {role: heading, name: Provider sign-in}}
-  username: {label: Email}
-  password: {label: Password}
-  button: {button: Continue}
-"""
+# The built-in documents with another title: the account's own version 1 of each.
+SOP = builtin_sop_text("check_eligibility").replace("title: ", "title: Ours - ", 1)
+PROFILE = builtin_profile_text("sandbox").replace("title: ", "title: Ours - ", 1)
 YAML = {"Content-Type": "application/yaml"}
 
 
 def _store(runtime, client, headers: dict[str, str], account_id: int, versions: int) -> None:
     """Version 1 of each document through the API, the rest as copies of it."""
-    for url, text in (("/sops/check_coverage", SOP), ("/portals/acme/profile", PROFILE)):
+    for url, text in (("/sops/check_eligibility", SOP), ("/portals/sandbox/profile", PROFILE)):
         response = client.put(url, data=text, headers={**headers, **YAML})
         assert response.status_code == 201, response.get_json()
     with runtime.pool.connection() as conn:
@@ -79,7 +66,7 @@ def _plan(runtime, account_id: int, before: int) -> None:
     with runtime.pool.connection() as conn:
         rows = conn.execute(
             "EXPLAIN ANALYZE SELECT id, version, digest, created_at FROM sops"
-            " WHERE account_id = %s AND task_type = 'check_coverage' AND version < %s"
+            " WHERE account_id = %s AND task_type = 'check_eligibility' AND version < %s"
             " ORDER BY version DESC LIMIT 1001",
             (account_id, before),
         ).fetchall()
@@ -91,17 +78,8 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        database_url, redis_url, cleanup = services(Path(tmp))
-        settings = load_settings({}, database_url=database_url, redis_url=redis_url,
-                                 run_dir=Path(tmp), rate_limit="100000/second")  # fmt: skip
-        runtime = build_runtime(settings, pool_size=4)
-        try:
-            _run(runtime, args)
-        finally:
-            runtime.close()
-            for stop in reversed(cleanup):
-                stop()
+    with bench_runtime(rate_limit="100000/second") as runtime:
+        _run(runtime, args)
 
 
 def _run(runtime, args) -> None:
@@ -115,10 +93,10 @@ def _run(runtime, args) -> None:
     _store(runtime, client, headers, made.account_id, args.versions)
     middle = encode_cursor(args.versions // 2)
     print(f"{args.versions:,} versions of an SOP and of a portal profile")
-    for url in ("/sops/check_coverage", "/sops/check_coverage/versions?limit=1000",
-                f"/sops/check_coverage/versions?limit=1000&cursor={middle}",
-                "/portals/acme/profile", "/portals/acme/profile/versions?limit=1000",
-                f"/portals/acme/profile/versions?limit=1000&cursor={middle}"):  # fmt: skip
+    for url in ("/sops/check_eligibility", "/sops/check_eligibility/versions?limit=1000",
+                f"/sops/check_eligibility/versions?limit=1000&cursor={middle}",
+                "/portals/sandbox/profile", "/portals/sandbox/profile/versions?limit=1000",
+                f"/portals/sandbox/profile/versions?limit=1000&cursor={middle}"):  # fmt: skip
         _time(client, headers, url, args.calls)
     _plan(runtime, made.account_id, args.versions // 2)
 

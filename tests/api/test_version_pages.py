@@ -4,35 +4,56 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from shared.sop.library import builtin_sop_text
+from tests.api.test_console import make_user, sign_in
+from tests.api.test_portal_profiles_api import ACME
 
 YAML = {"Content-Type": "application/yaml"}
-CUSTOM = builtin_sop_text("check_eligibility").replace(
-    "task_type: check_eligibility", "task_type: check_coverage"
-)
-ACME = """\
-portal: acme
-title: Acme Health provider portal
-base_url: https://portal.acme.test
-sign_in:
-  url: /signin
-  page: {url: /signin, shows: {role: heading, name: Provider sign-in}}
-  username: {label: Email}
-  password: {label: Password}
-  button: {button: Continue}
-"""
 
 
-def _copy_newest(runtime, table: str, key: str, name: str, up_to: int) -> None:
-    """Store versions 2..up_to as copies of version 1 (a PUT per version would be slow)."""
+@dataclass(frozen=True)
+class Document:
+    """A versioned document a test stores: where the API has it, and where its rows are."""
+
+    url: str
+    text: str
+    table: str
+    column: str
+    name: str
+
+
+SOP = Document(
+    "/sops/check_coverage",
+    builtin_sop_text("check_eligibility").replace(
+        "task_type: check_eligibility", "task_type: check_coverage"
+    ),
+    "sops", "task_type", "check_coverage",
+)  # fmt: skip
+PROFILE = Document("/portals/acme/profile", ACME, "portal_profiles", "portal", "acme")
+
+
+def _stored(client, account, runtime, document: Document, versions: int = 1) -> None:
+    """Store version 1 with a PUT, and 2..``versions`` as copies of it (a PUT each is slow)."""
+    put = client.put(document.url, data=document.text, headers={**account.headers, **YAML})
+    assert put.status_code == 201, put.get_json()
+    table, column = document.table, document.column
     with runtime.pool.connection() as conn:
         conn.execute(
-            f"INSERT INTO {table} (account_id, {key}, version, body, digest)"
-            f" SELECT account_id, {key}, n, body, digest FROM {table}, generate_series(2, %s) n"
-            f" WHERE {key} = %s AND version = 1 AND account_id IS NOT NULL",
-            (up_to, name),
+            f"INSERT INTO {table} (account_id, {column}, version, body, digest)"
+            f" SELECT account_id, {column}, n, body, digest FROM {table},"
+            " generate_series(2, %s) n WHERE account_id = %s AND version = 1",
+            (versions, account.id),
         )
+
+
+def _viewer(runtime, app, account):
+    """A console client signed in as a viewer of the account."""
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+    return browser
 
 
 def _pages(client, account, url: str, limit: int) -> list[dict]:
@@ -56,11 +77,7 @@ def _error(response, status: int, code: str) -> None:
 
 def test_a_custom_type_with_250_versions_shows_100_and_pages_through_all(client, account, runtime):
     # given a custom type with 250 stored versions
-    put = client.put(
-        "/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML}
-    )
-    assert put.status_code == 201
-    _copy_newest(runtime, "sops", "task_type", "check_coverage", 250)
+    _stored(client, account, runtime, SOP, 250)
     # when the type is read, then its history is the newest 100, and says there are more
     sop = client.get("/sops/check_coverage", headers=account.headers).get_json()
     assert sop["version"] == 250
@@ -75,8 +92,8 @@ def test_a_custom_type_with_250_versions_shows_100_and_pages_through_all(client,
     assert pages[0]["data"] == sop["history"]
 
 
-def test_sop_versions_default_page_is_the_history(client, account):
-    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
+def test_sop_versions_default_page_is_the_history(client, account, runtime):
+    _stored(client, account, runtime, SOP)
     listed = client.get("/sops/check_coverage/versions", headers=account.headers).get_json()
     read = client.get("/sops/check_coverage", headers=account.headers).get_json()
     assert listed == {"data": read["history"], "has_more": False, "next_cursor": None}
@@ -95,9 +112,9 @@ def test_sop_versions_refuse_bad_cursors_limits_and_unknown_types(client, accoun
     _error(client.get("/sops/check_horoscope/versions", headers=account.headers), 404, "not_found")
 
 
-def test_a_removed_custom_types_versions_stay_listed(client, account):
+def test_a_removed_custom_types_versions_stay_listed(client, account, runtime):
     # given a custom type, then removed (its tasks still name its versions)
-    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
+    _stored(client, account, runtime, SOP)
     assert client.delete("/sops/check_coverage", headers=account.headers).status_code == 200
     # then GET /sops/{type} is 404, but its versions are listed, like each version is readable
     _error(client.get("/sops/check_coverage", headers=account.headers), 404, "not_found")
@@ -107,11 +124,7 @@ def test_a_removed_custom_types_versions_stay_listed(client, account):
 
 def test_a_portal_profiles_versions_are_capped_and_paged(client, account, runtime):
     # given a portal profile with 5 stored versions
-    put = client.put(
-        "/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML}
-    )
-    assert put.status_code == 201
-    _copy_newest(runtime, "portal_profiles", "portal", "acme", 5)
+    _stored(client, account, runtime, PROFILE, 5)
     # then the profile shows all 5 (under the cap) and no more
     profile = client.get("/portals/acme/profile", headers=account.headers).get_json()
     assert [h["version"] for h in profile["history"]] == [5, 4, 3, 2, 1]
@@ -123,8 +136,7 @@ def test_a_portal_profiles_versions_are_capped_and_paged(client, account, runtim
 
 
 def test_a_portal_profile_with_more_than_100_versions_says_so(client, account, runtime):
-    client.put("/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML})
-    _copy_newest(runtime, "portal_profiles", "portal", "acme", 101)
+    _stored(client, account, runtime, PROFILE, 101)
     profile = client.get("/portals/acme/profile", headers=account.headers).get_json()
     assert len(profile["history"]) == 100 and profile["history"][-1]["version"] == 2
     assert profile["history_has_more"] is True
@@ -144,14 +156,9 @@ def test_profile_versions_refuse_bad_cursors_limits_and_unknown_portals(client, 
 def test_the_consoles_sop_page_shows_100_versions_and_links_the_older_ones(
     runtime, app, client, account
 ):
-    from tests.api.test_console import make_user, sign_in
-
     # given a custom type with 250 versions, and a viewer signed in to the console
-    client.put("/sops/check_coverage", data=CUSTOM.encode(), headers={**account.headers, **YAML})
-    _copy_newest(runtime, "sops", "task_type", "check_coverage", 250)
-    make_user(runtime, account.id, "v@c.test", "viewer")
-    browser = app.test_client()
-    sign_in(browser, "v@c.test")
+    _stored(client, account, runtime, SOP, 250)
+    browser = _viewer(runtime, app, account)
     # when the viewer opens the type's page, then it lists versions 250..151 and links older ones
     page = browser.get("/console/sops/check_coverage").text
     assert _listed(page) == list(range(250, 150, -1))
@@ -165,13 +172,8 @@ def test_the_consoles_sop_page_shows_100_versions_and_links_the_older_ones(
 
 
 def test_the_consoles_profile_page_pages_its_versions_too(runtime, app, client, account):
-    from tests.api.test_console import make_user, sign_in
-
-    client.put("/portals/acme/profile", data=ACME.encode(), headers={**account.headers, **YAML})
-    _copy_newest(runtime, "portal_profiles", "portal", "acme", 101)
-    make_user(runtime, account.id, "v@c.test", "viewer")
-    browser = app.test_client()
-    sign_in(browser, "v@c.test")
+    _stored(client, account, runtime, PROFILE, 101)
+    browser = _viewer(runtime, app, account)
     page = browser.get("/console/portals/acme/profile").text
     assert _listed(page) == list(range(101, 1, -1)) and "?before=2" in page
     assert _listed(browser.get("/console/portals/acme/profile?before=2").text) == [1]

@@ -285,21 +285,23 @@ def test_a_batch_is_read_and_waited_for(api, account):
         api.get_batch(made["batch_id"] + 1000)
 
 
-def test_list_sop_versions_pages_through_every_version_newest_first(api):
-    body = api.get_sop("check_eligibility")["body"]
+@pytest.mark.parametrize(
+    ("read", "store", "listed", "name"),
+    [(Understudy.get_sop, Understudy.put_sop, Understudy.list_sop_versions, "check_eligibility"),
+     (Understudy.get_profile, Understudy.put_profile, Understudy.list_profile_versions,
+      "sandbox")],
+)  # fmt: skip
+def test_version_lists_page_through_every_version_newest_first(api, read, store, listed, name):
+    # given three versions of the account's own
+    body = read(api, name)["body"]
     for n in range(3):
-        api.put_sop("check_eligibility", body.replace("title:", f"title: Ours {n} -", 1))
-    versions = list(api.list_sop_versions("check_eligibility", page_size=2))
+        store(api, name, body.replace("title:", f"title: Ours {n} -", 1))
+    # when listed a page of one at a time, then every one comes, newest first
+    versions = list(listed(api, name, page_size=1))
     assert [v["version"] for v in versions] == [3, 2, 1]
-    assert versions == api.get_sop("check_eligibility")["history"]
+    assert versions == read(api, name)["history"]
+
+
+def test_an_unknown_types_versions_are_not_found(api):
     with pytest.raises(NotFoundError):
         list(api.list_sop_versions("check_horoscope"))
-
-
-def test_list_profile_versions_pages_through_every_version_newest_first(api):
-    body = api.get_profile("sandbox")["body"]
-    for n in range(3):
-        api.put_profile("sandbox", body.replace("title:", f"title: Ours {n} -", 1))
-    versions = list(api.list_profile_versions("sandbox", page_size=1))
-    assert [v["version"] for v in versions] == [3, 2, 1]
-    assert versions == api.get_profile("sandbox")["history"]
