@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 
+from shared import metrics
 from shared.ssrf import Resolver, UrlRefused
 
 
@@ -50,6 +51,7 @@ class Lookups:
         """The resolver's answer, or its exception; :class:`NameTimedOut` if there is none by
         ``deadline``, :class:`LookupsBusy` if no thread is free to ask."""
         if not self._free.acquire(blocking=False):
+            metrics.NAME_LOOKUPS_REFUSED.inc()
             raise LookupsBusy(
                 f"all {self._max_threads} lookup threads wait on names that have not answered"
             )
@@ -66,9 +68,11 @@ class Lookups:
         return lookup.answer()
 
     def _run(self, lookup: _Lookup) -> None:
+        metrics.NAME_LOOKUPS.inc()
         try:
             lookup.run()
         finally:
+            metrics.NAME_LOOKUPS.dec()
             self._free.release()
 
 

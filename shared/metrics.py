@@ -114,6 +114,16 @@ TASK_BROWSERS = Counter(
     " fresh one started ahead) or started (a fresh one it waited for).",
     ["browser"],
 )
+NAME_LOOKUPS = Gauge(
+    "understudy_name_lookups",
+    "Name lookups running in the dispatcher's and the API's threads (shared.lookup), those"
+    " their caller gave up on included.",
+    multiprocess_mode="livesum",
+)
+NAME_LOOKUPS_REFUSED = Counter(
+    "understudy_name_lookups_refused_total",
+    "Name lookups not started: every lookup thread of the process was taken (LOOKUP_THREADS).",
+)
 WORKER_PROCESSES = Gauge(
     "understudy_worker_processes",
     "Celery processes ready to take work, by queue.",

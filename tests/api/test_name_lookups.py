@@ -13,9 +13,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from api import create_app
 from tests.dispatcher.support import with_settings
+from tests.scrape import delta, parse, value
 
 HANG_S = 3.0
 
@@ -87,6 +89,7 @@ def test_a_portal_with_many_names_that_hang_waits_once_not_once_per_name(runtime
 
 def test_when_every_lookup_thread_is_stuck_the_api_says_it_is_busy(runtime, account, dns):
     # given an API with 2 lookup threads, both held by names that hang
+    before = parse(generate_latest(REGISTRY).decode())
     client = _client(runtime, lookup_threads=2)
     for name in ("a", "b"):
         client.put(
@@ -104,12 +107,17 @@ def test_when_every_lookup_thread_is_stuck_the_api_says_it_is_busy(runtime, acco
     assert response.get_json()["error"]["code"] == "service_unavailable"
     assert int(response.headers["Retry-After"]) > 0
     assert dns.started == 2
+    # and operators see it: two lookups running, one refused
+    during = parse(generate_latest(REGISTRY).decode())
+    assert delta(before, during, "understudy_name_lookups") == 2
+    assert delta(before, during, "understudy_name_lookups_refused_total") == 1
 
     # and once the stuck lookups end, the threads serve again (the name is refused here for
     # what it resolves to, or for not resolving: no network; either way, not busy)
     dns.released.set()
     for _ in range(100):
-        if dns.ended == 2:
+        now = parse(generate_latest(REGISTRY).decode())
+        if value(now, "understudy_name_lookups") <= value(before, "understudy_name_lookups"):
             break
         threading.Event().wait(0.05)
     response = client.put(
