@@ -161,11 +161,15 @@ QUEUES = ("agent", "webhooks")
 def names() -> set[str]:
     """Every metric name /metrics can show (histograms and counters with their suffixes)."""
     found = set(SCRAPE_TIME)
-    for counter in (TASKS_CREATED, TASKS_FINISHED, TASKS_PURGED, WEBHOOK_ATTEMPTS, TASK_BROWSERS):
+    counters = (
+        TASKS_CREATED, TASKS_FINISHED, TASKS_PURGED, WEBHOOK_ATTEMPTS, TASK_BROWSERS,
+        NAME_LOOKUPS_REFUSED,
+    )  # fmt: skip
+    for counter in counters:
         found.add(counter._name + "_total")
     for histogram in (TASK_DURATION, TASK_WAIT, STEP_DURATION, WEBHOOK_LATENCY):
         found |= {histogram._name + suffix for suffix in ("_bucket", "_sum", "_count")}
-    found |= {BROWSERS._name, WORKER_PROCESSES._name}
+    found |= {BROWSERS._name, WORKER_PROCESSES._name, NAME_LOOKUPS._name}
     return found
 
 
