@@ -122,9 +122,10 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
-    503: ("ServiceUnavailable", "The database is down or failing over, or the request ran too"
-          " long; nothing was changed: retry after Retry-After seconds (with the same"
-          " Idempotency-Key)", ["service_unavailable", "request_timeout"]),
+    503: ("ServiceUnavailable", "The database is down or failing over, the request ran too"
+          " long, or every host name lookup waits on a DNS server; nothing was changed: retry"
+          " after Retry-After seconds (with the same Idempotency-Key)",
+          ["service_unavailable", "request_timeout"]),
     422: ("ValidationFailed", "Content that fails validation; details lists every problem",
           ["validation_failed", "builtin_portal", "not_builtin", "credentials_missing",
            "sop_refused", "limit_exceeded"]),
