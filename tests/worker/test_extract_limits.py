@@ -118,6 +118,8 @@ steps:
     click: {css: "#show"}
   - when: what == 'wait'
     extract: {into: reads, text: {css: "#reads"}}
+  - when: what == 'end'
+    end_if: {visible: {css: "#t"}, status: completed, notes: "ended"}
   - set: {flag: "'read'"}
 portal_errors:
   - {text: "error code [0-9]+", regex: true}
@@ -283,6 +285,27 @@ def test_a_huge_text_keeps_its_first_characters_and_says_so(
     assert "`letter`" in task["notes"] and "MAX_EXTRACT_CHARS" in task["notes"], task["notes"]
     assert "characters" in task["notes"], task["notes"]
     assert task["stored_bytes"] <= rt.settings.max_result_bytes
+
+
+def test_an_end_if_on_a_huge_text_keeps_its_first_characters_and_says_so(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers
+):
+    # Given a portal page whose 5 million characters show in what an `end_if` waits for
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+    limit = rt.settings.max_extract_chars
+
+    # When the `end_if` sees it and ends the task
+    task = _run(rt, client, acme, browsers, "/text", "end")
+
+    # Then `seen` holds the first MAX_EXTRACT_CHARS characters (cut in the browser, as an
+    # extract's text is), and the task ends with issues saying so, in its notes and its step
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    seen = task["result"]["seen"]
+    assert len(seen) == limit and seen.startswith("lorem ipsum lorem"), len(seen or "")
+    notes = task["notes"]
+    assert notes.startswith("ended") and "`seen`" in notes, notes
+    assert "the text has 4,999,99" in notes and "MAX_EXTRACT_CHARS" in notes, notes
+    assert "cut: the text has" in task["trajectory"], task["trajectory"]
 
 
 def test_huge_cells_are_bounded_by_the_characters_of_one_value(
