@@ -57,12 +57,12 @@ const dl = el.tagName === 'DL' ? el : el.querySelector('dl');
 if (!dl) return null;
 return rowsOf(dl.querySelectorAll('dt'), dt => [[true, dt], [false, dt.nextElementSibling]]);
 """
-# A text over arguments[1] characters (a field's value, else the element's visible text):
-# [its length, its first characters, SLACK_CHARS more]; null when it is within the limit, read
-# then as WebDriver reads text.
+# A text over arguments[1] characters (a field's value when arguments[3], else the element's
+# visible text): [its length, its first characters, SLACK_CHARS more]; null when it is within
+# the limit, read then as WebDriver reads text.
 _LONG_TEXT_JS = r"""
-const [el, max, slack] = arguments;
-const field = /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName);
+const [el, max, slack, values] = arguments;
+const field = values && /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName);
 const t = (field ? el.value : el.innerText) || '';
 return t.length <= max ? null : [t.length, t.slice(0, max + slack)];
 """
@@ -104,14 +104,21 @@ def _keep(
     """The scrubbed value within the limits, and what was left out, in words."""
     if read.rows is not None:
         return _keep_rows(step, value, read, limits)
-    if isinstance(value, str) and (len(value) > limits.chars or read.chars is not None):
-        had = max(read.chars or 0, len(value))
-        kept = cut_text(value, limits.chars)
-        return kept, (
-            f"the text has {had:,} characters, and `{step.into}` holds the first"
-            f" {len(kept):,} (MAX_EXTRACT_CHARS)",
-        )
+    if isinstance(value, str):
+        return keep_text(step.into, value, read.chars, limits.chars)
     return value, ()
+
+
+def keep_text(into: str, text: str, had: int | None, limit: int) -> tuple[str, tuple[str, ...]]:
+    """A scrubbed text (``had`` characters on the page, if it was cut there) within ``limit``
+    characters, and what was left out, in words (none if nothing was)."""
+    if len(text) <= limit and had is None:
+        return text, ()
+    kept = cut_text(text, limit)
+    return kept, (
+        f"the text has {max(had or 0, len(text)):,} characters, and `{into}` holds the first"
+        f" {len(kept):,} (MAX_EXTRACT_CHARS)",
+    )
 
 
 def _keep_rows(
@@ -163,7 +170,8 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
         return _Read(el.get_attribute(step.attribute or ""))
     limits = run.limits
     if what == "text":
-        return _text(page.driver, el, limits.chars)
+        text, had = read_text(page.driver, el, limits.chars, values=True)
+        return _Read(text, chars=had)
     # A row more than the limit: a header row is not one of the rows kept.
     got = page.driver.execute_script(_TABLE_JS, el, limits.rows + 1, limits.chars, SLACK_CHARS)
     if got is None:
@@ -171,14 +179,17 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
     return _Read(got["rows"], rows=int(got["total"]), more_cells=bool(got["cut"]))
 
 
-def _text(driver: WebDriver, el: WebElement, limit: int) -> _Read:
-    """An element's text (a field's value); only its first characters if it is over ``limit``."""
-    long = driver.execute_script(_LONG_TEXT_JS, el, limit, SLACK_CHARS)
+def read_text(
+    driver: WebDriver, el: WebElement, limit: int, *, values: bool
+) -> tuple[str, int | None]:
+    """An element's visible text (a field's value, with ``values``), and, if it is over
+    ``limit`` characters, only its first ones (and SLACK_CHARS more, for the caller to cut once
+    it is scrubbed) with how many it has: the rest never crosses WebDriver."""
+    long = driver.execute_script(_LONG_TEXT_JS, el, limit, SLACK_CHARS, values)
     if long is not None:
-        return _Read(str(long[1]).strip(), chars=int(long[0]))
-    tag = el.tag_name.lower()
-    is_control = tag in ("input", "textarea", "select")
-    return _Read(((el.get_attribute("value") if is_control else el.text) or "").strip())
+        return str(long[1]).strip(), int(long[0])
+    is_control = values and el.tag_name.lower() in ("input", "textarea", "select")
+    return ((el.get_attribute("value") if is_control else el.text) or "").strip(), None
 
 
 def pairs(rows: list[list[list[Any]]]) -> dict[str, str]:

@@ -28,6 +28,7 @@ from typing import Any, NoReturn, Protocol
 import jinja2
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from shared.accounts import Credentials
 from shared.redaction import Redactor
@@ -735,18 +736,29 @@ def _end_if(run: Run, step: EndIfStep, at: At) -> str | None:
         return "not shown; going on"
     locator = cond.get("visible") or Locator("text", cond["text"], case=cond.get("case"))
     el = locators.find_first(page.driver, page.locator(locator))
-    # What showed, for the notes: the element's text (scrubbed, as everything read is).
-    seen = run.redactor.text((el.text if el is not None else "").strip())
+    seen, reasons = _seen(run, el)
     run.ctx.extracted["seen"] = seen
+    if reasons:
+        run.cuts["seen"] = Cut(f"step {at.index} ({run.title(step)})", "seen", reasons)
     context = run.ctx.as_dict()
     try:
         notes = expressions.render_leniently(step.notes, context).strip()
     except jinja2.TemplateError as exc:
         notes = f"(the SOP's notes could not be written: {exc})"
-    run.record(at, StepStatus.OK, f"shown: {short(seen)}; ending the task {step.status}")
+    cut = f"; cut: {'; '.join(reasons)}" if reasons else ""
+    run.record(at, StepStatus.OK, f"shown: {short(seen)}{cut}; ending the task {step.status}")
     outcome = Outcome(
         status=str(step.status),
         notes=run.redactor.text(notes),
         result=run.redactor.value(jsonable(run.ctx.extracted)),
     )
     raise _End(outcome)
+
+
+def _seen(run: Run, el: WebElement | None) -> tuple[str, tuple[str, ...]]:
+    """What an `end_if` saw, for its notes: the element's visible text, scrubbed as everything
+    read is, and cut to MAX_EXTRACT_CHARS as an extract's text is; what the cut left out."""
+    if el is None:
+        return "", ()
+    text, had = extraction.read_text(run.page.driver, el, run.limits.chars, values=False)
+    return extraction.keep_text("seen", run.redactor.text(text), had, run.limits.chars)
