@@ -6,6 +6,7 @@ working."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -28,6 +29,8 @@ PAGES: dict[str, bytes] = {
     "/done": DONE,
     "/loop-on-load": b"<h1>All done</h1><script>while(true){}</script>",
     "/loop-on-click": GO.format("while(true){}").encode(),
+    # Ends no task: its loop starts once the task that opened it is over.
+    "/loop-later": b"<h1>All done</h1><script>setTimeout(() => { while (true) {} }, 1500)</script>",
     "/alert-on-load": b"<h1>All done</h1><script>alert('Welcome back')</script>",
     "/alerts-forever": b"<h1>All done</h1><script>setInterval(() => alert('Again'), 10)</script>",
     "/alert-on-click": GO.format(f"alert('Saved'); {SHOW_DONE}").encode(),
@@ -78,6 +81,9 @@ outcomes:
     notes: "done"
 """
 
+# A page load timeout whose command limit (LONG_LOAD_S + COMMAND_SLACK_S) a test can tell from
+# the liveness check's by far.
+LONG_LOAD_S = 120
 # Longer than the pool's page load timeout (10 s)
 SLOW_S = 13
 # A hang guard only: far beyond what any case needs on a busy machine.
@@ -288,3 +294,28 @@ def test_a_click_that_opens_a_page_too_slow_to_load_is_a_portal_error(rt, client
     assert task["notes"].startswith("Portal error"), task["notes"]
     assert "did not load in time" in task["notes"], task["notes"]
     assert browsers.started == 1  # the browser was fine: kept
+
+
+def test_a_script_that_never_ends_after_a_task_costs_the_next_task_no_command_timeout(
+    settings, workspace_dir, rt, client, acme, caplog
+):
+    # Given a browser with a long page load timeout (a hung command is given up after 150 s),
+    # whose task ended on a page that starts a loop that never ends once the task is over
+    browsers = browser_pool(settings, workspace_dir=workspace_dir, page_load_timeout_s=LONG_LOAD_S)
+    try:
+        task = _run(rt, client, acme, browsers, "/loop-later")
+        assert task["status"] == "completed", (task["notes"], task["trajectory"])
+        time.sleep(2)  # the loop has started
+        caplog.set_level(logging.WARNING, logger="worker.browser")
+
+        # When the account's next task takes the browser
+        started = time.monotonic()
+        _next_task_works(rt, client, acme, browsers)
+
+        # Then the pool saw at once that the browser did not answer, and the task ran in a fresh
+        # one, long before a command's time limit would have passed
+        assert time.monotonic() - started < LONG_LOAD_S, time.monotonic() - started
+        assert browsers.started == 2
+        assert "did not answer" in caplog.text, caplog.text
+    finally:
+        browsers.close()
