@@ -73,6 +73,11 @@ HEADLESS_FLAGS = (
 # counts as hung. A command's own waits (a page load, a click's navigation, a script) are bounded
 # by the session's timeouts, which chromedriver enforces only while its page answers.
 COMMAND_SLACK_S = 30.0
+# How long a browser kept for the next task may take to answer the pool's liveness check. A
+# browser that answers at all answers "return 1" in milliseconds; one whose page started a
+# script that never ends after its task was over would otherwise cost the next task a whole
+# command limit (page load timeout + COMMAND_SLACK_S) before it is replaced.
+ALIVE_CHECK_S = 5.0
 # chromedriver's answer to a command (other than a page load) when the page's renderer is busy
 # for good: it would answer every later command so, after as long a wait.
 _RENDERER_STUCK = "Timed out receiving message from renderer"
@@ -316,6 +321,19 @@ class _WatchedConnection(ChromiumRemoteConnection):
         self.hung = False
         self.dialogs: list[str] = []  # what the dialogs answered so far said
 
+    @contextmanager
+    def time_limit(self, timeout_s: float) -> Iterator[None]:
+        """Give the block's commands at most ``timeout_s`` (never more than the usual limit).
+        The limit is read per request from this connection's own config; only the thread
+        running the driver's task sends commands on it, so no other command sees the change."""
+        config = self._client_config
+        usual = config.timeout
+        config.timeout = min(usual, timeout_s)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            config.timeout = usual
+
     def execute(self, command: str, params: dict) -> dict:
         for _ in range(_DIALOGS_PER_COMMAND):
             response = self._execute(command, dict(params))  # (it takes the session id out)
@@ -416,11 +434,22 @@ def _release(fence: _Fence) -> None:
 
 
 def is_alive(driver: WebDriver) -> bool:
-    """Whether the browser still answers (a crashed renderer or driver does not)."""
+    """Whether the browser still answers, within ALIVE_CHECK_S (a crashed renderer or driver
+    does not, nor a page whose script never ends: that browser is stopped)."""
+    executor = driver.command_executor
+    limit = (
+        executor.time_limit(ALIVE_CHECK_S)
+        if isinstance(executor, _WatchedConnection)
+        else contextlib.nullcontext()
+    )
     try:
-        driver.execute_script("return 1")
+        with limit:
+            driver.execute_script("return 1")
         return True
-    except Exception:  # any failure to answer means "do not reuse"
+    except Exception as exc:  # any failure to answer means "do not reuse"
+        log.warning(
+            "the browser did not answer (%s); it is not used again", getattr(exc, "msg", exc)
+        )
         return False
 
 
