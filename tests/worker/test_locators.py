@@ -76,3 +76,40 @@ def ids(driver, locator: Locator) -> list[str]:
 )
 def test_locators(page, locator: Locator, expected: list[str]) -> None:
     assert ids(page, locator) == expected
+
+
+TEXTS = """<!doctype html><html><body>
+<div id="shadow-first"></div>
+<table><tr id="row"><td>Jane Doe</td><td>active</td></tr></table>
+<p id="br">Line one<br>Line two</p>
+<div id="outer"><span id="inner">Paid</span></div>
+<p id="x1">Status: paid</p><p id="x2">Paid in full</p>
+<p id="gone" style="display:none">Invisible words</p>
+<p id="twice">Said twice</p>
+<script>var s = "Scripted words";</script>
+<script>
+  document.getElementById('shadow-first').attachShadow({mode: 'open'}).innerHTML =
+    '<p id="shadowed">Shadow words</p><p id="twice-too">Said twice</p>';
+</script>
+</body></html>"""
+
+
+@pytest.mark.parametrize(
+    ("locator", "expected"),
+    [
+        (Locator("text", "Jane Doe active"), ["row"]),  # across cells: the row
+        (Locator("text", "line one line two"), ["br"]),  # across a line break
+        (Locator("text", "Paid", match="exact"), ["inner"]),  # the innermost of equal texts
+        (Locator("text", "paid"), ["inner", "x1", "x2"]),  # in document order
+        (Locator("text", "paid", case="sensitive"), ["x1"]),
+        (Locator("text", "Invisible words"), []),  # not shown
+        (Locator("text", "Scripted words"), []),  # a script is not text a person reads
+        (Locator("text", "Shadow words"), ["shadowed"]),  # in an open shadow root
+        (Locator("text", "Said twice"), ["twice", "twice-too"]),  # the page, then its shadows
+        (Locator("text", "Said twice", nth=2), ["twice-too"]),
+        (Locator("text", "No such words"), []),
+    ],
+)
+def test_text_locators(driver, locator: Locator, expected: list[str]) -> None:
+    driver.get("data:text/html;base64," + base64.b64encode(TEXTS.encode()).decode())
+    assert ids(driver, locator) == expected

@@ -35,8 +35,17 @@ const txt = el => (el.innerText !== undefined ? el.innerText : el.textContent) |
 // Every match of a selector under root, open shadow roots included (light DOM first).
 function deepAll(root, sel) {
   const out = Array.from(root.querySelectorAll(sel));
-  const hosts = Array.from(root.querySelectorAll('*')).filter(el => el.shadowRoot);
-  for (const host of hosts) out.push(...deepAll(host.shadowRoot, sel));
+  for (const host of shadowHosts(root)) out.push(...deepAll(host.shadowRoot, sel));
+  return out;
+}
+// The elements under root (in its own tree) that have an open shadow root, in order.
+function shadowHosts(root) {
+  return Array.from(root.querySelectorAll('*')).filter(el => el.shadowRoot);
+}
+// The open shadow roots under root, nested ones included, in the order deepAll searches them.
+function shadowRoots(root) {
+  const out = [];
+  for (const host of shadowHosts(root)) out.push(host.shadowRoot, ...shadowRoots(host.shadowRoot));
   return out;
 }
 // Whether el is root or under it, crossing shadow boundaries.
@@ -132,14 +141,47 @@ function byLabel(root, eq) {
     if (eq(el.getAttribute('title'))) out.push(el);
   return within(root, out);
 }
-function byText(root, eq) {
+// The innermost elements under root whose text matches (a page's <body> also "contains" it),
+// in deepAll's order: root's own tree first, then each open shadow root's.
+function byText(root, want, mode, cased) {
   const base = isDoc(root) ? root.body : root;
   if (!base) return [];
-  const hits = deepAll(base, '*').filter(el =>
-    !/^(SCRIPT|STYLE|NOSCRIPT|TEMPLATE)$/.test(el.tagName) && eq(txt(el)));
-  // Keep the innermost elements: a page's <body> also "contains" the text.
-  const innermost = hits.filter(el => !hits.some(o => o !== el && inside(el, o)));
-  return innermost;
+  const eq = matcher(want, mode, cased), key = letters(clean(want)), hits = [];
+  for (const tree of [base, ...shadowRoots(base)]) textHits(tree, eq, key, hits);
+  const above = new Set();  // what a hit is in, across shadow boundaries: not innermost
+  for (const el of hits) {
+    for (let n = el.parentNode || el.host; n && !above.has(n); n = n.parentNode || n.host)
+      above.add(n);
+  }
+  return hits.filter(el => !above.has(el));
+}
+// Elements whose text is not what a person reads.
+const NOT_TEXT = /^(SCRIPT|STYLE|NOSCRIPT|TEMPLATE)$/;
+// A text's letters: what its raw form (textContent) and its laid-out form (innerText) share.
+const letters = s => (s || '').toLowerCase().replace(/\s+/g, '');
+// Pushes on `out`, in document order, the innermost elements under root in its own tree whose
+// text matches (`eq`). Reading an element's text lays it out, and took seconds a look on a page
+// of 100,000s of elements when every element's was read: the walk goes down only into elements
+// whose raw text has the wanted letters (`key`: no layout, and an element's text holds its
+// children's), and reads an element's text only when nothing under it matched (an element
+// with a match under it is not innermost). So an element whose text has the wanted text only
+// as laid out (a hidden part in the middle of it) is not found. Post-order, on a stack of its
+// own: no depth of nesting overflows the script's.
+function textHits(root, eq, key, out) {
+  const stack = [{el: root, kids: null, i: 0, below: false}];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    top.kids = top.kids || Array.from(top.el.children).filter(c =>
+      !NOT_TEXT.test(c.tagName) && letters(c.textContent).includes(key));
+    if (top.i < top.kids.length) {
+      stack.push({el: top.kids[top.i++], kids: null, i: 0, below: false});
+      continue;
+    }
+    stack.pop();
+    const hit = !top.below && top.el !== root && eq(txt(top.el));
+    if (hit) out.push(top.el);
+    if ((hit || top.below) && stack.length) stack[stack.length - 1].below = true;
+  }
 }
 function search(spec, root) {
   if (spec.within) {
@@ -180,7 +222,7 @@ function search(spec, root) {
         return r === spec.value.toLowerCase() && (!spec.name || eq(accName(el, r)));
       });
       break;
-    case 'text': found = byText(root, eq); break;
+    case 'text': found = byText(root, spec.value, mode, spec.case === 'sensitive'); break;
     default: found = [];
   }
   found = Array.from(new Set(found));
