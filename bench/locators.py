@@ -74,6 +74,7 @@ def main() -> None:
             "text, last row": lambda: locators.find_all(driver, Locator("text", "The end")),
             "text, absent": lambda: locators.find_all(driver, Locator("text", "No such text")),
             "css #end": lambda: locators.find_all(driver, Locator("css", "#end")),
+            "label, absent": lambda: locators.find_all(driver, Locator("label", "Member ID")),
             "page probe": lambda: locators.probe_page(driver),
         }
         print(f"one look on a page of {args.rows:,} rows (median of {args.runs}):")

@@ -89,7 +89,10 @@ TEXTS = """<!doctype html><html><body>
 <script>var s = "Scripted words";</script>
 <script>
   document.getElementById('shadow-first').attachShadow({mode: 'open'}).innerHTML =
-    '<p id="shadowed">Shadow words</p><p id="twice-too">Said twice</p>';
+    '<p id="shadowed">Shadow words</p><p id="twice-too">Said twice</p>' +
+    '<div id="inner-host"></div>';
+  document.getElementById('shadow-first').shadowRoot.getElementById('inner-host')
+    .attachShadow({mode: 'open'}).innerHTML = '<input id="field" aria-label="Shadow field">';
 </script>
 </body></html>"""
 
@@ -108,8 +111,10 @@ TEXTS = """<!doctype html><html><body>
         (Locator("text", "Said twice"), ["twice", "twice-too"]),  # the page, then its shadows
         (Locator("text", "Said twice", nth=2), ["twice-too"]),
         (Locator("text", "No such words"), []),
+        (Locator("css", "p[id^=twice]"), ["twice", "twice-too"]),  # the page, then its shadows
+        (Locator("label", "Shadow field"), ["field"]),
     ],
 )
-def test_text_locators(driver, locator: Locator, expected: list[str]) -> None:
+def test_text_and_shadow_locators(driver, locator: Locator, expected: list[str]) -> None:
     driver.get("data:text/html;base64," + base64.b64encode(TEXTS.encode()).decode())
     assert ids(driver, locator) == expected
