@@ -268,44 +268,31 @@ def test_label_value_rows_are_bounded_too(
     assert "5,001 rows" in task["notes"] and "MAX_EXTRACT_ROWS" in task["notes"]
 
 
+@pytest.mark.parametrize(
+    ("what", "into", "notes"),
+    [("text", "letter", "read"), ("end", "seen", "ended")],
+    ids=["extract", "end_if"],
+)
 def test_a_huge_text_keeps_its_first_characters_and_says_so(
-    runtime, sandbox_url, workspace_dir, client, acme, browsers
+    runtime, sandbox_url, workspace_dir, client, acme, browsers, what, into, notes
 ):
     # Given a portal page with 5 million characters of text
     rt = _rt(runtime, sandbox_url, workspace_dir)
     limit = rt.settings.max_extract_chars
 
-    # When a task extracts it
-    task = _run(rt, client, acme, browsers, "/text", "text")
+    # When a task extracts it, or an `end_if` sees it show and ends the task
+    task = _run(rt, client, acme, browsers, "/text", what)
 
-    # Then it keeps the first MAX_EXTRACT_CHARS characters, and ends with issues saying so
+    # Then the value (an end_if's `seen`) keeps the first MAX_EXTRACT_CHARS characters, cut in
+    # the browser, and the task ends with issues saying so, in its notes and in the step
     assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
-    letter = task["result"]["letter"]
-    assert len(letter) == limit and letter.startswith("lorem ipsum lorem"), len(letter)
-    assert "`letter`" in task["notes"] and "MAX_EXTRACT_CHARS" in task["notes"], task["notes"]
-    assert "characters" in task["notes"], task["notes"]
-    assert task["stored_bytes"] <= rt.settings.max_result_bytes
-
-
-def test_an_end_if_on_a_huge_text_keeps_its_first_characters_and_says_so(
-    runtime, sandbox_url, workspace_dir, client, acme, browsers
-):
-    # Given a portal page whose 5 million characters show in what an `end_if` waits for
-    rt = _rt(runtime, sandbox_url, workspace_dir)
-    limit = rt.settings.max_extract_chars
-
-    # When the `end_if` sees it and ends the task
-    task = _run(rt, client, acme, browsers, "/text", "end")
-
-    # Then `seen` holds the first MAX_EXTRACT_CHARS characters (cut in the browser, as an
-    # extract's text is), and the task ends with issues saying so, in its notes and its step
-    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
-    seen = task["result"]["seen"]
-    assert len(seen) == limit and seen.startswith("lorem ipsum lorem"), len(seen or "")
-    notes = task["notes"]
-    assert notes.startswith("ended") and "`seen`" in notes, notes
-    assert "the text has 4,999,99" in notes and "MAX_EXTRACT_CHARS" in notes, notes
+    value = task["result"][into]
+    assert len(value) == limit and value.startswith("lorem ipsum lorem"), len(value or "")
+    said = task["notes"]
+    assert said.startswith(notes) and f"`{into}`" in said, said
+    assert "the text has 4,999,99" in said and "MAX_EXTRACT_CHARS" in said, said
     assert "cut: the text has" in task["trajectory"], task["trajectory"]
+    assert task["stored_bytes"] <= rt.settings.max_result_bytes
 
 
 def test_huge_cells_are_bounded_by_the_characters_of_one_value(
