@@ -73,6 +73,7 @@ def main() -> None:
             "text, first row": lambda: locators.find_all(driver, Locator("text", "M0")),
             "text, last row": lambda: locators.find_all(driver, Locator("text", "The end")),
             "text, absent": lambda: locators.find_all(driver, Locator("text", "No such text")),
+            "text, every row": lambda: locators.find_all(driver, Locator("text", "active")),
             "css #end": lambda: locators.find_all(driver, Locator("css", "#end")),
             "label, absent": lambda: locators.find_all(driver, Locator("label", "Member ID")),
             "page probe": lambda: locators.probe_page(driver),
