@@ -19,6 +19,7 @@ from shared.inputs import parse_task_data
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.sop.library import builtin_sop
+from worker import runner
 from worker.agent.interpreter import Outcome, run_sop
 from worker.agent.page import Page, SessionSigns
 from worker.browser import BrowserPool, egress_of, new_driver
@@ -171,3 +172,21 @@ def loopback_server(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_within(rt: Runtime, task_id: int, browsers: BrowserPool, limit_s: float, what: str) -> None:
+    """Run the task as an agent worker does, on a thread of its own: it must end within
+    ``limit_s`` (else the worker hung on ``what``) and raise nothing."""
+    done: list[object] = []
+
+    def work() -> None:
+        try:
+            done.append(runner.run_task(rt, task_id, browsers=browsers))
+        except BaseException as exc:  # shown by the assertion below
+            done.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    assert not worker.is_alive(), f"the worker hung on {what}"
+    assert not isinstance(done[0], BaseException), repr(done[0])

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from shared.settings import SettingsError, load_settings
-from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
-from worker import runner
+from tests.worker.support import (
+    QuietHandler,
+    browser_pool,
+    loopback_server,
+    run_within,
+    sandbox_runtime,
+)
 from worker.agent.interpreter import Outcome
 from worker.agent.limits import Cut, bounded, cut_cells
 
@@ -184,19 +188,7 @@ def _run(rt, client, account, browsers, target: str, what: str) -> dict:
     )
     assert response.status_code == 200, response.get_json()
     task_id = response.get_json()["id"]
-    done: list[object] = []
-
-    def work() -> None:
-        try:
-            done.append(runner.run_task(rt, task_id, browsers=browsers))
-        except BaseException as exc:  # shown by the assertion below
-            done.append(exc)
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(HANG_S)
-    assert not worker.is_alive(), f"the worker hung on {target}"
-    assert not isinstance(done[0], BaseException), repr(done[0])
+    run_within(rt, task_id, browsers, HANG_S, target)
     with rt.pool.connection() as conn:
         stored = conn.execute(
             "SELECT octet_length(result::text) AS n FROM tasks WHERE id = %s", (task_id,)

@@ -16,8 +16,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.worker.support import QuietHandler, browser_pool, loopback_server, sandbox_runtime
-from worker import runner, workspace
+from tests.worker.support import (
+    QuietHandler,
+    browser_pool,
+    loopback_server,
+    run_within,
+    sandbox_runtime,
+)
+from worker import workspace
 
 pytestmark = pytest.mark.faults
 
@@ -177,19 +183,7 @@ def _run(rt, client, account, browsers, target: str, *, click: bool = False) -> 
     )
     assert response.status_code == 200, response.get_json()
     task_id = response.get_json()["id"]
-    done: list[object] = []
-
-    def work() -> None:
-        try:
-            done.append(runner.run_task(rt, task_id, browsers=browsers))
-        except BaseException as exc:  # shown by the assertion below
-            done.append(exc)
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(HANG_S)
-    assert not worker.is_alive(), f"the worker hung on {target}"
-    assert not isinstance(done[0], BaseException), repr(done[0])
+    run_within(rt, task_id, browsers, HANG_S, target)
     with rt.pool.connection() as conn:
         task = conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
         steps = conn.execute(
