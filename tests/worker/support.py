@@ -190,3 +190,20 @@ def run_within(rt: Runtime, task_id: int, browsers: BrowserPool, limit_s: float,
     worker.join(limit_s)
     assert not worker.is_alive(), f"the worker hung on {what}"
     assert not isinstance(done[0], BaseException), repr(done[0])
+
+
+def on_local_portal(client: Any, account: Any, portal_url: str, *, password: str, sop: str) -> Any:
+    """``account`` with its portal ``acme`` at ``portal_url`` (a test's own pages), a login for
+    it, and ``sop`` as its check_eligibility SOP, all set through the API."""
+    headers = account.headers
+    response = client.put("/portals/acme", json={"base_url": portal_url}, headers=headers)
+    assert response.status_code in (200, 201), response.get_json()
+    response = client.put(
+        "/credentials/acme", json={"username": "u", "password": password}, headers=headers
+    )
+    assert response.status_code == 200, response.get_json()
+    response = client.put(
+        "/sops/check_eligibility", data=sop, headers={**headers, "Content-Type": "application/yaml"}
+    )
+    assert response.status_code in (200, 201), response.get_json()
+    return account

@@ -18,6 +18,7 @@ from tests.worker.support import (
     QuietHandler,
     browser_pool,
     loopback_server,
+    on_local_portal,
     run_within,
     sandbox_runtime,
 )
@@ -165,18 +166,7 @@ def _rt(runtime, sandbox_url, workspace_dir, **limits):
 
 @pytest.fixture
 def acme(client, account, portal_url):
-    headers = account.headers
-    response = client.put("/portals/acme", json={"base_url": portal_url}, headers=headers)
-    assert response.status_code in (200, 201), response.get_json()
-    response = client.put(
-        "/credentials/acme", json={"username": "u", "password": PASSWORD}, headers=headers
-    )
-    assert response.status_code == 200, response.get_json()
-    response = client.put(
-        "/sops/check_eligibility", data=SOP, headers={**headers, "Content-Type": "application/yaml"}
-    )
-    assert response.status_code in (200, 201), response.get_json()
-    return account
+    return on_local_portal(client, account, portal_url, password=PASSWORD, sop=SOP)
 
 
 def _run(rt, client, account, browsers, target: str, what: str) -> dict:

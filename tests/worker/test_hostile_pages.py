@@ -20,6 +20,7 @@ from tests.worker.support import (
     QuietHandler,
     browser_pool,
     loopback_server,
+    on_local_portal,
     run_within,
     sandbox_runtime,
 )
@@ -160,20 +161,7 @@ def rt(runtime, sandbox_url, workspace_dir):
 
 @pytest.fixture
 def acme(client, account, portal_url):
-    headers = account.headers
-    response = client.put("/portals/acme", json={"base_url": portal_url}, headers=headers)
-    assert response.status_code in (200, 201), response.get_json()
-    response = client.put(
-        "/credentials/acme", json={"username": "u", "password": "p-4242"}, headers=headers
-    )
-    assert response.status_code == 200, response.get_json()
-    response = client.put(
-        "/sops/check_eligibility",
-        data=SOP,
-        headers={**headers, "Content-Type": "application/yaml"},
-    )
-    assert response.status_code in (200, 201), response.get_json()
-    return account
+    return on_local_portal(client, account, portal_url, password="p-4242", sop=SOP)
 
 
 def _run(rt, client, account, browsers, target: str, *, click: bool = False) -> dict:
