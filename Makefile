@@ -44,6 +44,7 @@ bench: install browsers ## run the benchmarks (not part of the tests)
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/task_types.py
 	$(BIN)/python bench/versions.py
+	$(BIN)/python bench/locators.py
 	$(BIN)/python bench/agent.py
 
 clean: ## remove the virtualenv and the embedded servers' data

@@ -1,6 +1,8 @@
 """Benchmark one look of the locators and of the page probe on a huge page: a table of
-200,000 rows. Prints the milliseconds of each look (the median of --runs); it does not pass or
-fail. Run apart from the tests: ``python bench/locators.py [--rows 200000] [--runs 5]``.
+200,000 rows, side by side with the same look on a page of --baseline rows (100) in the same
+browser, and the ratio. Prints the milliseconds of each look (the median of --runs); it does not
+pass or fail. Run apart from the tests:
+``python bench/locators.py [--rows 200000] [--baseline 100] [--runs 5]``.
 
 A wait looks every 50 ms, so a look that takes seconds holds a step (and the worker) that long
 at each poll.
@@ -15,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from shared.sop.model import Locator
 from worker.agent import locators
@@ -53,9 +57,28 @@ def _ms(look: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
+def _timings(driver: WebDriver, url: str, runs: int) -> dict[str, float]:
+    """Each look's median milliseconds on the page at ``url``."""
+    proxy = egress_of(driver)
+    if proxy is not None:
+        proxy.allow([Origin.of(url, allow_private=True)])
+    driver.get(url)
+    looks: dict[str, Callable[[], object]] = {
+        "text, first row": lambda: locators.find_all(driver, Locator("text", "M0")),
+        "text, last row": lambda: locators.find_all(driver, Locator("text", "The end")),
+        "text, absent": lambda: locators.find_all(driver, Locator("text", "No such text")),
+        "text, every row": lambda: locators.find_all(driver, Locator("text", "active")),
+        "css #end": lambda: locators.find_all(driver, Locator("css", "#end")),
+        "label, absent": lambda: locators.find_all(driver, Locator("label", "Member ID")),
+        "page probe": lambda: locators.probe_page(driver),
+    }
+    return {name: _ms(look, runs) for name, look in looks.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--baseline", type=int, default=100, help="rows of the baseline page")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     driver = new_driver(
@@ -64,23 +87,13 @@ def main() -> None:
         page_load_timeout_s=120,
     )
     try:
-        url = _serve(_page(args.rows))
-        proxy = egress_of(driver)
-        if proxy is not None:
-            proxy.allow([Origin.of(url, allow_private=True)])
-        driver.get(url)
-        looks: dict[str, Callable[[], object]] = {
-            "text, first row": lambda: locators.find_all(driver, Locator("text", "M0")),
-            "text, last row": lambda: locators.find_all(driver, Locator("text", "The end")),
-            "text, absent": lambda: locators.find_all(driver, Locator("text", "No such text")),
-            "text, every row": lambda: locators.find_all(driver, Locator("text", "active")),
-            "css #end": lambda: locators.find_all(driver, Locator("css", "#end")),
-            "label, absent": lambda: locators.find_all(driver, Locator("label", "Member ID")),
-            "page probe": lambda: locators.probe_page(driver),
-        }
-        print(f"one look on a page of {args.rows:,} rows (median of {args.runs}):")
-        for name, look in looks.items():
-            print(f"  {name:<18} {_ms(look, args.runs):>9.0f} ms")
+        small = _timings(driver, _serve(_page(args.baseline)), args.runs)
+        huge = _timings(driver, _serve(_page(args.rows)), args.runs)
+        print(f"one look, median of {args.runs} (ms)")
+        print(f"  {'':<18} {f'{args.baseline:,} rows':>12} {f'{args.rows:,} rows':>14}  ratio")
+        for name, base in small.items():
+            ratio = huge[name] / max(base, 0.1)
+            print(f"  {name:<18} {base:>12.0f} {huge[name]:>14.0f}  {ratio:>5.0f}x")
     finally:
         quit_quietly(driver)
 
