@@ -18,8 +18,10 @@ def runtime() -> Runtime:
 def request_resolver() -> Resolver:
     """What looks up the names this request checks (a webhook URL, a portal's address and its
     origins): all of them within one ``LOOKUP_TIMEOUT_S`` from the first, so a client's names
-    whose DNS hangs cannot hold an API thread for longer."""
+    whose DNS hangs cannot hold an API thread for longer, as the caller's account's (its
+    lookups still waiting hold at most their share of the threads)."""
     if "resolver" not in g:
         lookups: Lookups = current_app.extensions["understudy.lookups"]
-        g.resolver = lookups.until(time.monotonic() + runtime().settings.lookup_timeout_s)
+        deadline = time.monotonic() + runtime().settings.lookup_timeout_s
+        g.resolver = lookups.until(deadline, owner=g.get("account_id"))
     return g.resolver

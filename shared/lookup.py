@@ -8,10 +8,11 @@ until its deadline; a lookup still running then is left to end on its own, and i
 dropped (:class:`NameTimedOut`).
 
 Those threads are capped per process (``LOOKUP_THREADS``), so names that never answer cannot
-pile them up. A lookup that finds every thread taken is not started (:class:`LookupsBusy`):
-that shortage is ours, and may be another tenant's doing, so it is never told as the name's
-fault (the dispatcher puts the message back to wait a moment, the API answers 503). Daemon
-threads, so a stuck lookup never holds up the process's exit.
+pile them up, and one owner (an account, in the API) holds at most a quarter of them. A lookup
+that finds every thread taken is not started (:class:`LookupsBusy`): that shortage is ours, and
+may be another tenant's doing, so it is never told as the name's fault (the dispatcher puts the
+message back to wait a moment, the API answers 503). Daemon threads, so a stuck lookup never
+holds up the process's exit.
 
 The dispatcher's transport gives each attempt's lookup the attempt's own deadline; the API (one
 :class:`Lookups` per app) gives one request's lookups, however many names it checks, one
@@ -36,44 +37,74 @@ class LookupsBusy(Exception):
 
 
 class Lookups:
-    """Thread-safe; one per process and use. Runs ``resolver`` with a deadline."""
+    """Thread-safe; one per process and use. Runs ``resolver`` with a deadline.
+
+    A lookup may name its ``owner`` (the API names the account): one owner's lookups hold at
+    most a quarter of the threads, so one account's names that hang leave the rest to others;
+    past its share, its next name is not looked up (:class:`NameTimedOut`, its own doing). A
+    lookup whose deadline has passed starts no thread either: the request's later names then
+    cost nothing."""
 
     def __init__(self, resolver: Resolver, *, max_threads: int) -> None:
         self._resolver = resolver
         self._max_threads = max_threads
+        self._per_owner = max(1, max_threads // 4)
         self._free = threading.BoundedSemaphore(max_threads)
+        self._lock = threading.Lock()
+        self._held: dict[object, int] = {}  # running lookups by owner
 
-    def until(self, deadline: float) -> Resolver:
+    def until(self, deadline: float, owner: object = None) -> Resolver:
         """A resolver that gives up at ``deadline`` (a ``time.monotonic()`` time)."""
-        return lambda host, port: self.resolve(host, port, deadline=deadline)
+        return lambda host, port: self.resolve(host, port, deadline=deadline, owner=owner)
 
-    def resolve(self, host: str, port: int, *, deadline: float) -> list[str]:
+    def resolve(self, host: str, port: int, *, deadline: float, owner: object = None) -> list[str]:
         """The resolver's answer, or its exception; :class:`NameTimedOut` if there is none by
-        ``deadline``, :class:`LookupsBusy` if no thread is free to ask."""
-        if not self._free.acquire(blocking=False):
-            metrics.NAME_LOOKUPS_REFUSED.inc()
-            raise LookupsBusy(
-                f"all {self._max_threads} lookup threads wait on names that have not answered"
-            )
+        ``deadline`` (or the owner holds its share), :class:`LookupsBusy` if no thread is free
+        to ask."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NameTimedOut(f"the host's name {host!r} did not resolve in time")
+        self._take(host, owner)
         lookup = _Lookup(self._resolver, host, port)
         try:
             threading.Thread(
-                target=self._run, args=(lookup,), name="webhook-lookup", daemon=True
+                target=self._run, args=(lookup, owner), name="name-lookup", daemon=True
             ).start()
         except BaseException:
-            self._free.release()
+            self._give_back(owner)
             raise
-        if not lookup.done.wait(max(0.0, deadline - time.monotonic())):
+        if not lookup.done.wait(left):
             raise NameTimedOut(f"the host's name {host!r} did not resolve in time")
         return lookup.answer()
 
-    def _run(self, lookup: _Lookup) -> None:
+    def _take(self, host: str, owner: object) -> None:
+        with self._lock:
+            if owner is not None and self._held.get(owner, 0) >= self._per_owner:
+                raise NameTimedOut(
+                    f"the host's name {host!r} was not looked up: {self._per_owner} earlier"
+                    " lookups of this account still wait on their DNS servers"
+                )
+            if not self._free.acquire(blocking=False):
+                metrics.NAME_LOOKUPS_REFUSED.inc()
+                raise LookupsBusy(
+                    f"all {self._max_threads} lookup threads wait on names that have not answered"
+                )
+            self._held[owner] = self._held.get(owner, 0) + 1
+
+    def _give_back(self, owner: object) -> None:
+        with self._lock:
+            self._held[owner] -= 1
+            if not self._held[owner]:
+                del self._held[owner]
+            self._free.release()
+
+    def _run(self, lookup: _Lookup, owner: object) -> None:
         metrics.NAME_LOOKUPS.inc()
         try:
             lookup.run()
         finally:
             metrics.NAME_LOOKUPS.dec()
-            self._free.release()
+            self._give_back(owner)
 
 
 class _Lookup:

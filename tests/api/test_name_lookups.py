@@ -80,24 +80,56 @@ def test_a_portal_with_many_names_that_hang_waits_once_not_once_per_name(runtime
         headers=account.headers,
     )
 
-    # then one deadline covered them all: none of the lookups had ended, and the 422 names each
+    # then one deadline covered them all: none of the lookups had ended, and the 422 names each;
+    # the names after the deadline were not even asked (a thread each, held as long as the DNS)
     assert dns.ended == 0, "the request waited for lookups to give up"
     assert response.status_code == 422, response.get_json()
     text = str(response.get_json()["error"]["details"])
     assert text.count("did not resolve in time") == 21, text
+    assert dns.started == 1
 
 
-def test_when_every_lookup_thread_is_stuck_the_api_says_it_is_busy(runtime, account, dns):
-    # given an API with 2 lookup threads, both held by names that hang
-    before = parse(generate_latest(REGISTRY).decode())
-    client = _client(runtime, lookup_threads=2)
-    for name in ("a", "b"):
-        client.put(
-            "/webhook-endpoint", json={"url": f"https://{name}.hangs.test/"},
+def test_one_accounts_names_that_hang_leave_the_lookup_threads_to_others(
+    runtime, account, make_account, dns
+):
+    # given an API with 8 lookup threads, and an account that set webhook URLs whose names
+    # hang, again and again
+    client = _client(runtime, lookup_threads=8)
+    for n in range(6):
+        response = client.put(
+            "/webhook-endpoint", json={"url": f"https://h{n}.hangs.test/"},
             headers=account.headers,
         )  # fmt: skip
+        assert response.status_code == 422, response.get_json()
 
-    # when a client sets a webhook URL with a name that would answer
+    # then its lookups held a quarter of the threads at most: past that its names are not
+    # looked up, and it is told why
+    assert dns.started == 2
+    assert "earlier lookups of this account" in str(response.get_json()["error"]["details"])
+
+    # and another account's name is looked up as ever (refused here for not resolving: no
+    # network, but not for want of a thread)
+    other = make_account("Other Clinic")
+    response = client.put(
+        "/webhook-endpoint", json={"url": "https://ok.hangs.test/"}, headers=other.headers
+    )
+    assert response.status_code == 422, response.get_json()
+    assert dns.started == 3
+
+
+def test_when_every_lookup_thread_is_stuck_the_api_says_it_is_busy(
+    runtime, account, make_account, dns
+):
+    # given an API with 4 lookup threads, all held by four accounts' names that hang
+    before = parse(generate_latest(REGISTRY).decode())
+    client = _client(runtime, lookup_threads=4)
+    for n in range(4):
+        client.put(
+            "/webhook-endpoint", json={"url": f"https://h{n}.hangs.test/"},
+            headers=make_account(f"Clinic {n}").headers,
+        )  # fmt: skip
+
+    # when another client sets a webhook URL with a name that would answer
     response = client.put(
         "/webhook-endpoint", json={"url": "https://example.com/hooks"}, headers=account.headers
     )
@@ -106,10 +138,10 @@ def test_when_every_lookup_thread_is_stuck_the_api_says_it_is_busy(runtime, acco
     assert response.status_code == 503, response.get_json()
     assert response.get_json()["error"]["code"] == "service_unavailable"
     assert int(response.headers["Retry-After"]) > 0
-    assert dns.started == 2
-    # and operators see it: two lookups running, one refused
+    assert dns.started == 4
+    # and operators see it: four lookups running, one refused
     during = parse(generate_latest(REGISTRY).decode())
-    assert delta(before, during, "understudy_name_lookups") == 2
+    assert delta(before, during, "understudy_name_lookups") == 4
     assert delta(before, during, "understudy_name_lookups_refused_total") == 1
 
     # and once the stuck lookups end, the threads serve again (the name is refused here for
