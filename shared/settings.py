@@ -156,6 +156,10 @@ class Settings:
     selenium_remote_url: str | None = None
     headless: bool = True
     browser_max_tasks: int = 50
+    # How long a page may take to load, and how much longer than that one WebDriver command may
+    # take before the browser counts as hung and is stopped (worker.browser.new_driver).
+    browser_page_load_timeout_s: float = 30.0
+    browser_command_slack_s: float = 30.0
     # Keep a fresh browser started ahead for the next account's task (worker.browser.BrowserPool);
     # unset: on, except on a Selenium Grid, where a spare would hold a node's slot.
     browser_spare: bool = True
@@ -282,6 +286,8 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "HEADLESS": ("headless", _bool),
     "BROWSER_MAX_TASKS": ("browser_max_tasks", _int),
     "BROWSER_SPARE": ("browser_spare", _bool),
+    "BROWSER_PAGE_LOAD_TIMEOUT_S": ("browser_page_load_timeout_s", _float),
+    "BROWSER_COMMAND_SLACK_S": ("browser_command_slack_s", _float),
     "SCREENSHOTS": ("screenshots", _str),
     "TASK_LEASE_S": ("task_lease_s", _float),
     "TASK_HEARTBEAT_S": ("task_heartbeat_s", _float),
@@ -368,6 +374,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not settings.lookup_timeout_s > 0:
         raise SettingsError("LOOKUP_TIMEOUT_S must be seconds > 0")
+    for name in ("BROWSER_PAGE_LOAD_TIMEOUT_S", "BROWSER_COMMAND_SLACK_S"):
+        if not getattr(settings, name.lower()) > 0:
+            raise SettingsError(f"{name} must be seconds > 0")
     if not 1 <= settings.max_batch_tasks <= 1000:
         raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
     for name in (

@@ -70,8 +70,9 @@ HEADLESS_FLAGS = (
 )
 
 # How much longer than the page load timeout a WebDriver command may take before the browser
-# counts as hung. A command's own waits (a page load, a click's navigation, a script) are bounded
-# by the session's timeouts, which chromedriver enforces only while its page answers.
+# counts as hung, unless the worker says otherwise (BROWSER_COMMAND_SLACK_S). A command's own
+# waits (a page load, a click's navigation, a script) are bounded by the session's timeouts,
+# which chromedriver enforces only while its page answers.
 COMMAND_SLACK_S = 30.0
 # How long a browser kept for the next task may take to answer the pool's liveness check. A
 # browser that answers at all answers "return 1" in milliseconds; one whose page started a
@@ -228,11 +229,15 @@ def new_driver(
     remote_url: str | None = None,
     headless: bool = True,
     page_load_timeout_s: float = 30.0,
+    command_slack_s: float = COMMAND_SLACK_S,
     workspace_dir: Path | None = None,
     egress_bind_host: str = "127.0.0.1",
     egress_host: str | None = None,
 ) -> WebDriver:
     """A fresh browser with a fresh profile: local Chromium, or a W3C Remote on a Grid.
+
+    Every WebDriver command may take ``page_load_timeout_s + command_slack_s``; one that takes
+    longer stops the browser (BrowserHung).
 
     The browser reaches nothing until a task names its origins (``egress_of(driver).allow``).
     ``egress_host`` is the proxy's address as the browser sees it: a Grid node must be able to
@@ -248,7 +253,7 @@ def new_driver(
         raise
     driver._understudy_fence = fence  # type: ignore[attr-defined]
     try:
-        _watch(driver, remote_url, page_load_timeout_s + COMMAND_SLACK_S, fence.kill)
+        _watch(driver, remote_url, page_load_timeout_s + command_slack_s, fence.kill)
         driver.set_page_load_timeout(page_load_timeout_s)
         _block_local_files(driver)
         # A fresh profile may open on the browser's own new-tab page; start where tasks expect.

@@ -17,7 +17,7 @@ from celery.signals import (
 from shared import metrics
 from shared.celery import RUN_TASK
 from shared.runtime import process_runtime
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.tasks import TaskStatus
 from worker import runner, workspace
 from worker.browser import BrowserPool, new_driver
@@ -32,21 +32,27 @@ def browser_pool() -> BrowserPool:
     """This process's browser, kept between tasks of one account."""
     global _browsers
     if _browsers is None:
-        settings = process_runtime().settings
-        _browsers = BrowserPool(
-            lambda: new_driver(
-                chromium_path=settings.chromium_path,
-                chromedriver_path=settings.chromedriver_path,
-                remote_url=settings.selenium_remote_url,
-                headless=settings.headless,
-                workspace_dir=settings.workspace_dir,
-                egress_bind_host=settings.egress_proxy_bind_host,
-                egress_host=settings.egress_proxy_host,
-            ),
-            max_tasks=settings.browser_max_tasks,
-            spare=settings.browser_spare,
-        )
+        _browsers = new_pool(process_runtime().settings)
     return _browsers
+
+
+def new_pool(settings: Settings) -> BrowserPool:
+    """A browser pool whose browsers are started as ``settings`` say."""
+    return BrowserPool(
+        lambda: new_driver(
+            chromium_path=settings.chromium_path,
+            chromedriver_path=settings.chromedriver_path,
+            remote_url=settings.selenium_remote_url,
+            headless=settings.headless,
+            page_load_timeout_s=settings.browser_page_load_timeout_s,
+            command_slack_s=settings.browser_command_slack_s,
+            workspace_dir=settings.workspace_dir,
+            egress_bind_host=settings.egress_proxy_bind_host,
+            egress_host=settings.egress_proxy_host,
+        ),
+        max_tasks=settings.browser_max_tasks,
+        spare=settings.browser_spare,
+    )
 
 
 # `throws`: a task that ended `failed` is a FAILURE in Celery, logged at INFO without a

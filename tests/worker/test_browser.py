@@ -10,12 +10,13 @@ from prometheus_client import REGISTRY, generate_latest
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 
-from shared.settings import load_settings
+from shared.settings import SettingsError, load_settings
 from tests.scrape import delta, parse
 from tests.worker.conftest import CHROMEDRIVER, CHROMIUM, _require_browser
 from tests.worker.support import JANE, PLAIN_USER, run_builtin
 from worker.browser import BrowserPool, is_alive, new_driver
 from worker.errors import StepFailed
+from worker.tasks import new_pool
 
 
 @pytest.fixture
@@ -184,6 +185,36 @@ def test_a_spare_is_kept_by_default_but_not_on_a_selenium_grid() -> None:
     both = {"SELENIUM_REMOTE_URL": "http://grid:4444", "BROWSER_SPARE": "true"}
     assert load_settings(both).browser_spare is True
     assert load_settings({"BROWSER_SPARE": "false"}).browser_spare is False
+
+
+def test_the_workers_browsers_wait_as_long_as_the_settings_say(tmp_path) -> None:
+    # Given a worker configured for a slow portal's pages
+    _require_browser()
+    settings = load_settings(
+        {
+            "CHROMIUM_PATH": CHROMIUM,
+            "CHROMEDRIVER_PATH": CHROMEDRIVER,
+            "WORKSPACE_DIR": str(tmp_path),
+            "BROWSER_SPARE": "false",
+            "BROWSER_PAGE_LOAD_TIMEOUT_S": "45",
+            "BROWSER_COMMAND_SLACK_S": "20",
+        }
+    )
+    pool = new_pool(settings)
+    try:
+        # When it starts a browser for a task
+        with pool.session("acct-1") as driver:
+            # Then pages may take 45 s to load, and a command 65 s before the browser is stopped
+            assert driver.timeouts.page_load == 45
+            assert driver.command_executor._client_config.timeout == 65
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("name", ["BROWSER_PAGE_LOAD_TIMEOUT_S", "BROWSER_COMMAND_SLACK_S"])
+def test_a_browser_wait_of_zero_is_refused_at_start(name) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: "0"})
 
 
 def test_restart_after_max_tasks(pool) -> None:

@@ -142,7 +142,11 @@ def workspace_dir(tmp_path_factory):
 
 @pytest.fixture
 def browsers(settings, workspace_dir):
-    pool = browser_pool(settings, workspace_dir=workspace_dir, page_load_timeout_s=10)
+    # A page that never answers costs each attempt its command limit: 18 s here, not the
+    # default 40 s (10 s + COMMAND_SLACK_S).
+    pool = browser_pool(
+        settings, workspace_dir=workspace_dir, page_load_timeout_s=10, command_slack_s=8
+    )
     yield pool
     pool.close()
 
