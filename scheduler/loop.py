@@ -121,24 +121,30 @@ def run_forever(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     rt = build_runtime(settings, pool_size=2)
-    log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
-    purge_at = time.monotonic()
     try:
-        while not stop.is_set():
-            try:
-                report = tick(rt)
-                if report != TickReport():
-                    log.info("tick: %s", report)
-                if time.monotonic() >= purge_at:
-                    retention.purge(rt)
-                    purge_at = time.monotonic() + settings.retention_interval_s
-            except TRANSIENT_ERRORS as exc:
-                # One line per tick: an outage of minutes must not bury the log in tracebacks.
-                log.warning(
-                    "scheduler tick failed (%s: %s); retrying next tick",
-                    type(exc).__name__,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-                )
-            stop.wait(settings.scheduler_interval_s)
+        run(rt, stop)
     finally:
         rt.close()
+
+
+def run(rt: Runtime, stop: threading.Event) -> None:
+    """Tick every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set."""
+    settings = rt.settings
+    log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
+    purge_at = time.monotonic()
+    while not stop.is_set():
+        try:
+            report = tick(rt)
+            if report != TickReport():
+                log.info("tick: %s", report)
+            if time.monotonic() >= purge_at:
+                retention.purge(rt)
+                purge_at = time.monotonic() + settings.retention_interval_s
+        except TRANSIENT_ERRORS as exc:
+            # One line per tick: an outage of minutes must not bury the log in tracebacks.
+            log.warning(
+                "scheduler tick failed (%s: %s); retrying next tick",
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            )
+        stop.wait(settings.scheduler_interval_s)
