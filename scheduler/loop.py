@@ -1,7 +1,8 @@
 """Every second or so: send due webhooks, re-send lost task messages, recover expired leases,
 send tasks waiting for a portal session that nobody is left to wake, probe failing portals,
 fail the tasks that waited too long for one, and end the reviews past their deadline. Every
-``RETENTION_INTERVAL_S``: delete the tasks accounts no longer keep (:mod:`shared.retention`).
+``RETENTION_INTERVAL_S``, in a thread of its own: delete the tasks accounts no longer keep
+(:mod:`shared.retention`), so a slow purge (a backlog, a row lock it waits on) delays no tick.
 
 Every "later" in Understudy is a timestamp in Postgres, so this loop is the only thing that
 turns time into work. Its queries claim rows with ``FOR UPDATE SKIP LOCKED``, so a second
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from dataclasses import dataclass
 
 import kombu.exceptions
@@ -120,7 +120,9 @@ def run_forever(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    rt = build_runtime(settings, pool_size=2)
+    # One connection for the ticks (each holds one at a time), one for the purge's thread, and
+    # one to spare so that neither waits for the other's.
+    rt = build_runtime(settings, pool_size=3)
     try:
         run(rt, stop)
     finally:
@@ -128,23 +130,51 @@ def run_forever(settings: Settings) -> None:
 
 
 def run(rt: Runtime, stop: threading.Event) -> None:
-    """Tick every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set."""
+    """Tick every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set, with the retention purge in a
+    thread beside the ticks; it stops with them."""
     settings = rt.settings
     log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
-    purge_at = time.monotonic()
+    purger = threading.Thread(target=_purge_every, args=(rt, stop), name="retention", daemon=True)
+    purger.start()
+    try:
+        while not stop.is_set():
+            try:
+                report = tick(rt)
+                if report != TickReport():
+                    log.info("tick: %s", report)
+            except TRANSIENT_ERRORS as exc:
+                # One line per tick: an outage of minutes must not bury the log in tracebacks.
+                log.warning(
+                    "scheduler tick failed (%s: %s); retrying next tick",
+                    type(exc).__name__,
+                    _first_line(exc),
+                )
+            stop.wait(settings.scheduler_interval_s)
+    finally:
+        stop.set()
+        purger.join()
+
+
+def _purge_every(rt: Runtime, stop: threading.Event) -> None:
+    """Purge now, then every ``RETENTION_INTERVAL_S`` until ``stop`` is set. A purge's error is
+    logged and the next interval tries again: it never ends this thread or the scheduler."""
     while not stop.is_set():
         try:
-            report = tick(rt)
-            if report != TickReport():
-                log.info("tick: %s", report)
-            if time.monotonic() >= purge_at:
-                retention.purge(rt)
-                purge_at = time.monotonic() + settings.retention_interval_s
-        except TRANSIENT_ERRORS as exc:
-            # One line per tick: an outage of minutes must not bury the log in tracebacks.
+            retention.purge(rt, stop)
+        except TRANSIENT_ERRORS as exc:  # (a lock waited on too long is one)
             log.warning(
-                "scheduler tick failed (%s: %s); retrying next tick",
+                "retention purge failed (%s: %s); retrying in %.0fs",
                 type(exc).__name__,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                _first_line(exc),
+                rt.settings.retention_interval_s,
             )
-        stop.wait(settings.scheduler_interval_s)
+        except Exception:
+            log.exception(
+                "retention purge failed; retrying in %.0fs", rt.settings.retention_interval_s
+            )
+        stop.wait(rt.settings.retention_interval_s)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -4,9 +4,12 @@ with everything it holds.
 A task holds a patient's data (its ``data``, inputs, result and notes), the files sent with it,
 the screenshots of the payer's pages the agent saw, and the webhook messages that carried it.
 None of it is kept longer than the account chose (``PUT /settings``, 90 days unless set). The
-scheduler calls :func:`purge` every ``RETENTION_INTERVAL_S``; each call deletes in transactions
-of at most ``PURGE_BATCH`` tasks, so no lock is held long and a backlog (a lowered setting, a
-scheduler that was down) drains over a few calls.
+scheduler calls :func:`purge` every ``RETENTION_INTERVAL_S``, in a thread of its own beside its
+ticks; each call deletes in transactions of at most ``PURGE_BATCH`` tasks, so no lock is held
+long and a backlog (a lowered setting, a scheduler that was down) drains over a few calls. A
+statement waits at most ``RETENTION_LOCK_TIMEOUT_S`` for a row lock that live work holds (a
+dispatcher writing an attempt, a batch's count of unfinished tasks); past it the call ends with
+``LockNotAvailable`` and the next call tries again.
 
 Deleted with a task: its row, files, trajectory steps and screenshots, webhook messages and
 their delivery attempts, and its place in a batch. Deleted besides, per account: batches that
@@ -22,6 +25,9 @@ audit log: who did what, naming a task by its id (a reviewer's note stays with t
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared import metrics
@@ -113,17 +119,33 @@ class PurgeReport:
     sessions: int = 0
 
 
-def purge(rt: Runtime) -> PurgeReport:
+@contextmanager
+def _transaction(rt: Runtime) -> Iterator[Conn]:
+    """A pooled connection's transaction whose waits for a lock are bounded."""
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true)",
+            (f"{max(1, round(rt.settings.retention_lock_timeout_s * 1000))}ms",),
+        )
+        yield conn
+
+
+def purge(rt: Runtime, stop: threading.Event | None = None) -> PurgeReport:
     """Delete what the accounts no longer keep (see the module's text). Safe beside another
-    scheduler: a task another call holds is skipped, and deleting twice deletes nothing."""
+    scheduler: a task another call holds is skipped, and deleting twice deletes nothing. Once
+    ``stop`` is set, the call ends after its current transaction."""
     report = PurgeReport()
     for _ in range(MAX_BATCHES_PER_CALL):
-        with rt.pool.connection() as conn:
+        with _transaction(rt) as conn:
             deleted = _purge_tasks(conn)
         report.tasks += deleted
         if deleted < PURGE_BATCH:  # (a batch with a task kept back ends the call's loop too)
             break
-    with rt.pool.connection() as conn:
+        if stop is not None and stop.is_set():
+            break
+    if stop is not None and stop.is_set():
+        return report
+    with _transaction(rt) as conn:
         report.batches = conn.execute(_DUE_BATCHES, {"limit": PURGE_BATCH}).rowcount
         report.messages = _purge_messages(conn)
         report.idempotency_keys = conn.execute(

@@ -188,6 +188,9 @@ class Settings:
     pending_requeue_after_s: float = 30.0
     # How often the scheduler deletes what accounts no longer keep (shared.retention).
     retention_interval_s: float = 600.0
+    # How long a purge statement waits for a row lock that live work holds before giving up
+    # (the pass ends, logged, and the next one tries again).
+    retention_lock_timeout_s: float = 5.0
 
     # Webhooks.
     webhook_schedule_s: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE_S
@@ -305,6 +308,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "SCHEDULER_INTERVAL_S": ("scheduler_interval_s", _float),
     "PENDING_REQUEUE_AFTER_S": ("pending_requeue_after_s", _float),
     "RETENTION_INTERVAL_S": ("retention_interval_s", _float),
+    "RETENTION_LOCK_TIMEOUT_S": ("retention_lock_timeout_s", _float),
     "WEBHOOK_SCHEDULE_S": ("webhook_schedule_s", _floats),
     "WEBHOOK_JITTER": ("webhook_jitter", _float),
     "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _float),
@@ -370,6 +374,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("PORTAL_OUTAGE_WAIT_S must be seconds >= 0 (0: never wait)")
     if not settings.retention_interval_s > 0:
         raise SettingsError("RETENTION_INTERVAL_S must be seconds > 0")
+    if not settings.retention_lock_timeout_s > 0:
+        raise SettingsError("RETENTION_LOCK_TIMEOUT_S must be seconds > 0")
     if not settings.portal_probe_after_s > 0:
         raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
     if not settings.lookup_timeout_s > 0:
