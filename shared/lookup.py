@@ -16,7 +16,8 @@ holds up the process's exit.
 
 The dispatcher's transport gives each attempt's lookup the attempt's own deadline; the API (one
 :class:`Lookups` per app) gives one request's lookups, however many names it checks, one
-deadline of ``LOOKUP_TIMEOUT_S``.
+deadline of ``LOOKUP_TIMEOUT_S``; an agent worker (one :class:`Lookups` per process) gives a
+task's check of its portal's address ``LOOKUP_TIMEOUT_S``, the task's account as owner.
 """
 
 from __future__ import annotations

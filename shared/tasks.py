@@ -1006,6 +1006,23 @@ def expired_leases(conn: Conn, limit: int = 100) -> list[dict]:
     ).fetchall()
 
 
+def give_back(conn: Conn, task_id: int, worker: str) -> bool:
+    """A task this worker claimed but could not start for a shortage of its own (every name
+    lookup thread taken): back in line, its attempt not counted, sent again by the scheduler
+    after ``PENDING_REQUEUE_AFTER_S``. False if the worker no longer holds it."""
+    return (
+        conn.execute(
+            "UPDATE tasks SET status = 'pending', claimed_by = NULL, lease_expires_at = NULL,"
+            " attempts = attempts - 1,"
+            " started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,"
+            " enqueued_at = now(), updated_at = now()"
+            " WHERE id = %s AND claimed_by = %s AND status = 'running'",
+            (task_id, worker),
+        ).rowcount
+        == 1
+    )
+
+
 def release_for_retry(conn: Conn, task_id: int) -> None:
     """Put a task whose lease expired back in line; the next claim counts a new attempt."""
     conn.execute(

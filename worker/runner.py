@@ -32,6 +32,7 @@ from shared import tasks as task_queries
 from shared.accounts import Credentials, credentials_version, load_credentials
 from shared.crypto import decrypt_json
 from shared.db import Conn, T, in_transaction
+from shared.lookup import Lookups, LookupsBusy, NameTimedOut
 from shared.portals import active_profile, portal_address, portal_allowed_origins, portal_problems
 from shared.redaction import Redactor
 from shared.runtime import Runtime
@@ -40,7 +41,7 @@ from shared.sop.model import Sop
 from shared.sop.patterns import PatternError
 from shared.sop.profile import Profile
 from shared.sop.store import StoredSop, sop_by_id
-from shared.ssrf import UrlRefused, check_portal_url
+from shared.ssrf import UrlRefused, check_portal_url, system_resolver
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
 from worker.agent.interpreter import Outcome, run_sop
@@ -66,6 +67,19 @@ from worker.errors import (
 from worker.workspace import task_workspace
 
 log = logging.getLogger(__name__)
+
+_lookups: tuple[int, Lookups] | None = None
+
+
+def process_lookups(rt: Runtime) -> Lookups:
+    """This process's lookups of portal names (shared.lookup), built on first use, like its
+    runtime: threads capped by ``LOOKUP_THREADS``, a quarter of them at most for one account."""
+    global _lookups
+    if _lookups is None or _lookups[0] != os.getpid():
+        built = Lookups(system_resolver, max_threads=rt.settings.lookup_threads)
+        _lookups = (os.getpid(), built)
+    return _lookups[1]
+
 
 # What is retried inside one attempt: a portal that is down or slow, and a crashed browser
 # (the pool starts a fresh one). Everything else ends the task at once with a note.
@@ -482,9 +496,11 @@ def _review(claimed: dict) -> Review:
     )
 
 
-def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus | None:
+def run_task(
+    rt: Runtime, task_id: int, *, browsers: BrowserPool, lookups: Lookups | None = None
+) -> TaskStatus | None:
     """Claim the task and see it to a final status, which it returns. A no-op (None) if it is
-    not claimable.
+    not claimable. ``lookups``: the process's (:func:`process_lookups`) unless given.
 
     When the database stays unavailable past ``DB_RETRY_S`` (or the claim was lost meanwhile),
     this gives the task up without a status (None): the lease expires and the scheduler
@@ -493,7 +509,7 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus 
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     with logs.bound(task_id=task_id):
         try:
-            return _claim_and_run(rt, task_id, worker, browsers)
+            return _claim_and_run(rt, task_id, worker, browsers, lookups or process_lookups(rt))
         except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
             log.warning(
                 "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
@@ -506,7 +522,7 @@ def run_task(rt: Runtime, task_id: int, *, browsers: BrowserPool) -> TaskStatus 
 
 
 def _claim_and_run(
-    rt: Runtime, task_id: int, worker: str, browsers: BrowserPool
+    rt: Runtime, task_id: int, worker: str, browsers: BrowserPool, lookups: Lookups
 ) -> TaskStatus | None:
     lease_s = rt.settings.task_lease_s
     # A claim is safe to retry: if a lost answer hid its commit, the retry finds the task
@@ -568,10 +584,18 @@ def _claim_and_run(
                 lease,
                 worker,
                 profile,
+                lookups,
             )
         except ReviewRequested as pause:
             _pause_for_review(rt, task_id, worker, redactor.text(pause.step_name))
             _release_portal(rt, claimed["account_id"], profile, answered=True)
+            return None
+        except LookupsBusy as busy:
+            # Ours, not the portal's: the task goes back in line, its attempt not counted, and
+            # the scheduler sends it again after PENDING_REQUEUE_AFTER_S.
+            log.warning("task %s goes back in line: %s", task_id, busy)
+            _db(rt, lambda conn: task_queries.give_back(conn, task_id, worker))
+            _release_portal(rt, claimed["account_id"], profile, answered=False)
             return None
     if ending.portal_down is not None and _wait_for_portal(
         rt, claimed, stored.sop.portal, ending.portal_down, redactor, worker
@@ -757,6 +781,7 @@ def _run_claimed(
     lease: Lease,
     worker: str,
     profile: Profile | None,
+    lookups: Lookups,
 ) -> Ending:
     sop = stored.sop
     problems = portal_problems(
@@ -766,8 +791,22 @@ def _run_claimed(
         return Ending(TaskStatus.FAILED, f"{problems[0][0].upper()}{problems[0][1:]}.")
     assert base_url is not None and credentials is not None  # no problems: both are there
     if base_url != rt.settings.sandbox_url:
+        # Within LOOKUP_TIMEOUT_S: a portal whose DNS hangs must not hold the worker. A name
+        # that has not answered by then is the portal unreachable (the customer's side, as when
+        # the browser cannot reach it); every lookup thread taken is ours (LookupsBusy, raised).
+        deadline = time.monotonic() + rt.settings.lookup_timeout_s
         try:
-            check_portal_url(base_url, allow_private=rt.settings.portal_allow_private)
+            check_portal_url(
+                base_url,
+                allow_private=rt.settings.portal_allow_private,
+                resolver=lookups.until(deadline, owner=claimed["account_id"]),
+            )
+        except NameTimedOut as exc:
+            unreachable = PortalUnavailable(f"the portal could not be reached ({base_url}: {exc})")
+            unreachable.at_entry = True
+            return Ending(
+                TaskStatus.FAILED, f"Portal error: {unreachable}.", portal_down=unreachable
+            )
         except UrlRefused as exc:
             return Ending(TaskStatus.FAILED, f"The portal address {base_url} is refused: {exc}.")
     try:
