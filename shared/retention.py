@@ -5,8 +5,9 @@ A task holds a patient's data (its ``data``, inputs, result and notes), the file
 the screenshots of the payer's pages the agent saw, and the webhook messages that carried it.
 None of it is kept longer than the account chose (``PUT /settings``, 90 days unless set). The
 scheduler calls :func:`purge` every ``RETENTION_INTERVAL_S``, in a thread of its own beside its
-ticks; each call deletes in transactions of at most ``PURGE_BATCH`` tasks, so no lock is held
-long and a backlog (a lowered setting, a scheduler that was down) drains over a few calls. A
+ticks; each call deletes in transactions of at most ``PURGE_BATCH`` tasks (or batches, or
+messages of no task), up to ``MAX_BATCHES_PER_CALL`` of each kind, so no lock is held long and a
+backlog (a lowered setting, a scheduler that was down) drains over a few calls. A
 statement waits at most ``RETENTION_LOCK_TIMEOUT_S`` for a row lock that live work holds (a
 dispatcher writing an attempt, a batch's count of unfinished tasks); past it the call ends with
 ``LockNotAvailable`` and the next call tries again.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_RETENTION_DAYS = 3650
 PURGE_BATCH = 500
-# Per call, so one call stays short; the rest waits for the next call.
+# Transactions of each kind (tasks, batches, account messages) per call, so one call stays
+# short; the rest waits for the next call.
 MAX_BATCHES_PER_CALL = 40
 # How long an Idempotency-Key is remembered (api.tasks replays within it).
 IDEMPOTENCY_TTL = "24 hours"
@@ -135,29 +137,47 @@ def purge(rt: Runtime, stop: threading.Event | None = None) -> PurgeReport:
     scheduler: a task another call holds is skipped, and deleting twice deletes nothing. Once
     ``stop`` is set, the call ends after its current transaction."""
     report = PurgeReport()
-    for _ in range(MAX_BATCHES_PER_CALL):
-        with _transaction(rt) as conn:
-            deleted = _purge_tasks(conn)
-        report.tasks += deleted
-        if deleted < PURGE_BATCH:  # (a batch with a task kept back ends the call's loop too)
-            break
-        if stop is not None and stop.is_set():
-            break
+    # (a batch with a task kept back ends the call's loop of tasks too)
+    report.tasks = _repeat(rt, stop, _purge_tasks)
+    report.batches = _repeat(rt, stop, _purge_batches)
+    report.messages = _repeat(rt, stop, _purge_messages)
     if stop is not None and stop.is_set():
-        return report
+        return _reported(report)
     with _transaction(rt) as conn:
-        report.batches = conn.execute(_DUE_BATCHES, {"limit": PURGE_BATCH}).rowcount
-        report.messages = _purge_messages(conn)
         report.idempotency_keys = conn.execute(
             f"DELETE FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL}'"
         ).rowcount
         report.sessions = conn.execute(
             "DELETE FROM user_sessions WHERE expires_at < now()"
         ).rowcount
+    return _reported(report)
+
+
+def _reported(report: PurgeReport) -> PurgeReport:
     metrics.TASKS_PURGED.inc(report.tasks)
     if report != PurgeReport():
         log.info("retention: deleted %s", report)
     return report
+
+
+def _repeat(rt: Runtime, stop: threading.Event | None, purge_one: Callable[[Conn], int]) -> int:
+    """``purge_one`` in transactions of their own until one deletes less than a whole
+    ``PURGE_BATCH`` (nothing more is due), ``MAX_BATCHES_PER_CALL`` of them ran (the rest waits
+    for the next call), or ``stop`` is set; how many rows it deleted in all."""
+    deleted = 0
+    for _ in range(MAX_BATCHES_PER_CALL):
+        if stop is not None and stop.is_set():
+            break
+        with _transaction(rt) as conn:
+            count = purge_one(conn)
+        deleted += count
+        if count < PURGE_BATCH:
+            break
+    return deleted
+
+
+def _purge_batches(conn: Conn) -> int:
+    return conn.execute(_DUE_BATCHES, {"limit": PURGE_BATCH}).rowcount
 
 
 def _purge_tasks(conn: Conn) -> int:

@@ -343,8 +343,9 @@ def test_the_message_purge_gets_past_old_messages_it_must_keep_in_bounded_batche
     # when the scheduler applies the retention, twice
     first, second = retention.purge(runtime), retention.purge(runtime)
 
-    # then the aborted ones go, a batch at a time, and the pending ones stay
-    assert (first.messages, second.messages) == (retention.PURGE_BATCH, 200)
+    # then the aborted ones go in the first pass, a transaction of 500 at a time, and the
+    # pending ones stay
+    assert (first.messages, second.messages) == (700, 0)
     assert _statuses(runtime, account) == [("pending", 100)] * 600
 
 
@@ -401,3 +402,47 @@ def test_the_batch_purge_gets_past_old_batches_it_must_keep(runtime, account):
     assert report.batches == 50
     kept = _count(runtime, "task_batches WHERE account_id = %s", (account.id,))
     assert kept == 600
+
+
+def _finished_batches(runtime, account, count: int, *, days: int) -> None:
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO task_batches (account_id, size, unfinished, created_at, finished_at)"
+            " SELECT %(a)s, 1, 0, now() - make_interval(days => %(d)s),"
+            " now() - make_interval(days => %(d)s) FROM generate_series(1, %(n)s)",
+            {"a": account.id, "d": days, "n": count},
+        )
+
+
+def test_a_backlog_of_batches_and_account_messages_drains_in_one_pass(runtime, account):
+    # given 1,100 batches that finished and 1,100 messages of no task that were delivered, all
+    # 100 days ago (more than two transactions' worth of each)
+    _finished_batches(runtime, account, 1_100, days=100)
+    _account_messages(runtime, account, 1_100, status="delivered", days=100)
+
+    # when the scheduler applies the retention once
+    report = retention.purge(runtime)
+
+    # then all of them go in that pass, as tasks do, not 500 of each (the rest an interval
+    # later, ten minutes each)
+    assert (report.batches, report.messages) == (1_100, 1_100)
+    assert _count(runtime, "task_batches WHERE account_id = %s", (account.id,)) == 0
+    assert _statuses(runtime, account) == []
+
+
+def test_a_pass_deletes_batches_and_account_messages_within_its_budget(
+    runtime, account, monkeypatch
+):
+    # given 1,100 finished batches and 1,100 delivered messages of no task, 100 days old, and a
+    # pass allowed two transactions of each kind
+    _finished_batches(runtime, account, 1_100, days=100)
+    _account_messages(runtime, account, 1_100, status="delivered", days=100)
+    monkeypatch.setattr(retention, "MAX_BATCHES_PER_CALL", 2)
+
+    # when the scheduler applies the retention, twice
+    first, second = retention.purge(runtime), retention.purge(runtime)
+
+    # then the first pass stops at its budget of each, and the next one deletes the rest
+    assert (first.batches, first.messages) == (1_000, 1_000)
+    assert (second.batches, second.messages) == (100, 100)
+    assert _count(runtime, "task_batches WHERE account_id = %s", (account.id,)) == 0
