@@ -88,6 +88,13 @@ _MAY_LOAD = (Command.GET, Command.CLICK_ELEMENT, Command.SEND_KEYS_TO_ELEMENT, C
 # How many of a page's dialogs one command answers before it gives up (a page that shows one
 # after another forever): the command then fails with the dialog's text.
 _DIALOGS_PER_COMMAND = 10
+# How a dialog is answered, by the SOP's word for it (shared.sop.model.DIALOG_ANSWERS): the
+# command that does it, and the button a person would have pressed. An alert has only OK,
+# which either command presses.
+_ANSWERS = {
+    "accept": (Command.W3C_ACCEPT_ALERT, "OK"),
+    "dismiss": (Command.W3C_DISMISS_ALERT, "Cancel"),
+}
 
 # Room for Chromium's ".org.chromium.Chromium.XXXXXX/SingletonSocket" within a socket path.
 _MAX_SCRATCH_PATH = 60
@@ -141,10 +148,11 @@ def chrome_options(*, chromium_path: str | None, headless: bool = True) -> Optio
     options = Options()
     if chromium_path:
         options.binary_location = chromium_path
-    # A dialog (alert, confirm, prompt, "leave this page?") is answered OK, as a person
-    # following the SOP would, and the command it got in the way of is sent again
-    # (:class:`_WatchedConnection`), which notes its text for the trajectory.
-    options.unhandled_prompt_behavior = "accept and notify"
+    # A dialog (alert, confirm, prompt, "leave this page?") is left open for the command it
+    # gets in the way of to fail, and :class:`_WatchedConnection` answers it the way the step
+    # running says (OK unless it says Cancel), sends the command again and notes its text for
+    # the trajectory.
+    options.unhandled_prompt_behavior = "ignore"
     for flag in HEADLESS_FLAGS:
         if flag.startswith("--headless") and not headless:
             continue
@@ -324,7 +332,9 @@ class _WatchedConnection(ChromiumRemoteConnection):
         super().__init__(address, "goog", "chrome", client_config=config)
         self._on_hang = on_hang
         self.hung = False
-        self.dialogs: list[str] = []  # what the dialogs answered so far said
+        # What the dialogs answered so far said, each with the button pressed ("OK", "Cancel").
+        self.dialogs: list[tuple[str, str]] = []
+        self.answer = "accept"  # how the next dialog is answered (see :func:`answering_dialogs`)
 
     @contextmanager
     def time_limit(self, timeout_s: float) -> Iterator[None]:
@@ -345,8 +355,10 @@ class _WatchedConnection(ChromiumRemoteConnection):
             text = _dialog_text(response)
             if text is None:
                 break
-            # Answered already ("accept and notify"), and the command was not carried out.
-            self.dialogs.append(text)
+            # The command was not carried out: answer the dialog, then send it again.
+            answer, button = _ANSWERS[self.answer]
+            self._execute(answer, {"sessionId": params.get("sessionId")})
+            self.dialogs.append((text, button))
         return response
 
     def _execute(self, command: str, params: dict) -> dict:
@@ -393,13 +405,31 @@ def _dialog_text(response: dict) -> str | None:
     return str(data.get("text", "")) if isinstance(data, dict) else ""
 
 
-def take_dialogs(driver: WebDriver) -> list[str]:
-    """What the dialogs the browser answered since the last call said, in order."""
+def take_dialogs(driver: WebDriver) -> list[tuple[str, str]]:
+    """What the dialogs the browser answered since the last call said, in order, each with
+    the button it was answered with ("OK" or "Cancel")."""
     executor = driver.command_executor
     if not isinstance(executor, _WatchedConnection):
         return []
     dialogs, executor.dialogs = executor.dialogs, []
     return dialogs
+
+
+@contextmanager
+def answering_dialogs(driver: WebDriver, answer: str) -> Iterator[None]:
+    """Answer the dialogs the page shows during the block ``answer`` ("accept": OK, "dismiss":
+    Cancel; a confirm() then returns false and a prompt() null), then as before."""
+    executor = driver.command_executor
+    if not isinstance(executor, _WatchedConnection):
+        yield
+        return
+    if answer not in _ANSWERS:
+        raise ValueError(f"no such answer to a dialog: {answer!r}")
+    usual, executor.answer = executor.answer, answer
+    try:
+        yield
+    finally:
+        executor.answer = usual
 
 
 def _watch(

@@ -39,6 +39,12 @@ class Screenshots(StrEnum):
     FAILURES = "failures"
 
 
+# How a step answers the page's dialogs: "accept" presses OK (an alert's only button),
+# "dismiss" presses Cancel (a confirm() returns false, a prompt() null, a "leave this page?"
+# stays on the page).
+DIALOG_ANSWERS = ("accept", "dismiss")
+
+
 # --- locators ------------------------------------------------------------------------------
 
 LOCATOR_KINDS = ("css", "xpath", "label", "button", "link", "role", "text")
@@ -150,6 +156,7 @@ class Step:
     irreversible: bool = False
     optional: bool = False
     when: str | None = None
+    dialogs: str | None = None  # one of DIALOG_ANSWERS; None: as the step around it, or the SOP
     steps: tuple[Step, ...] = ()  # `then` of if, `do` of loops
     else_steps: tuple[Step, ...] = ()
 
@@ -746,6 +753,7 @@ class SopSettings:
     screenshots: Screenshots = Screenshots.FAILURES
     max_relogins: int = 2
     dismiss: tuple[Locator, ...] = ()  # tried when a click is intercepted by an overlay
+    dialogs: str = "accept"  # how steps answer the page's dialogs (DIALOG_ANSWERS)
 
 
 @dataclass(frozen=True)
@@ -879,6 +887,7 @@ def summarise_steps(
         number = f"{prefix}{n}" if not prefix or prefix[-1] in "V" else f"{prefix}.{n}"
         guard = f" (only if {strip_braces(step.when).strip()})" if step.when else ""
         flag = " [irreversible]" if step.irreversible else ""
+        flag += " [dialogs answered Cancel]" if step.dialogs == "dismiss" else ""
         lines.append(f"{'   ' * depth}{number}. {step.title()}{guard}{flag}")
         lines += summarise_steps(step.steps, number, depth + 1)
         if step.else_steps:

@@ -14,6 +14,7 @@ import jinja2.meta
 from shared import inputs as inputs_mod
 from shared.sop import expressions, patterns
 from shared.sop.model import (
+    DIALOG_ANSWERS,
     LETTER_CASES,
     LOCATOR_KINDS,
     LOCATOR_OPTIONS,
@@ -39,7 +40,7 @@ from shared.sop.model import (
 )
 from shared.ssrf import UrlRefused, url_origin
 
-_COMMON_STEP_KEYS = ("name", "timeout_s", "irreversible", "optional", "when")
+_COMMON_STEP_KEYS = ("name", "timeout_s", "irreversible", "optional", "when", "dialogs")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOP_KEYS = {
     "task_type",
@@ -295,7 +296,7 @@ class Validator:
         return tuple(groups)
 
     def settings(self, value: Any, path: str) -> SopSettings:
-        allowed = ("step_timeout_s", "screenshots", "max_relogins", "dismiss")
+        allowed = ("step_timeout_s", "screenshots", "max_relogins", "dismiss", "dialogs")
         m = self.mapping(value if value is not None else {}, path, allowed)
         screenshots = self.string(m.get("screenshots", "failures"), f"{path}.screenshots")
         if screenshots not in set(Screenshots):
@@ -314,7 +315,15 @@ class Validator:
             screenshots=Screenshots(screenshots),
             max_relogins=relogins,
             dismiss=tuple(d for d in dismiss if d) + tuple(self.dismiss),
+            dialogs=self.dialogs(m.get("dialogs", "accept"), f"{path}.dialogs"),
         )
+
+    def dialogs(self, value: Any, path: str) -> str:
+        """How steps answer the page's dialogs: one of DIALOG_ANSWERS."""
+        if value not in DIALOG_ANSWERS:
+            self.err(path, "must be accept (a dialog is answered OK) or dismiss (Cancel)")
+            return "accept"
+        return str(value)
 
     def portal_errors(self, value: Any, path: str) -> tuple[PortalErrorPattern, ...]:
         out = []
@@ -427,6 +436,7 @@ class Validator:
             irreversible=self.boolean(item.get("irreversible", False), f"{path}.irreversible"),
             optional=self.boolean(item.get("optional", False), f"{path}.optional"),
             when=self.expression(item["when"], f"{path}.when") if "when" in item else None,
+            dialogs=self.dialogs(item["dialogs"], f"{path}.dialogs") if "dialogs" in item else None,
             **fields,
         )
 

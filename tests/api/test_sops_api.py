@@ -125,6 +125,30 @@ def test_unknown_step_kind_is_422_naming_the_line_and_step(client, account, runt
     assert client.get("/sops/check_eligibility", headers=account.headers).get_json()["builtin"]
 
 
+def test_an_unknown_answer_to_dialogs_is_422_naming_the_line(client, account, runtime):
+    # given a step that says to answer its dialogs "cancel", and settings that say "maybe"
+    text = BUILTIN.replace(
+        "  - click: {button: Search}\n", "  - click: {button: Search}\n    dialogs: cancel\n"
+    ).replace("  screenshots: failures\n", "  screenshots: failures\n  dialogs: maybe\n")
+    lines = text.splitlines()
+
+    # when it is stored / then 422, naming both lines and the two answers there are
+    details = _error(_put(client, account, text), 422, "validation_failed")["details"]
+    found = {d["line"]: d["message"] for d in details}
+    assert set(found) == {
+        lines.index("    dialogs: cancel") + 1,
+        lines.index("  dialogs: maybe") + 1,
+    }
+    assert all("must be accept" in m and "or dismiss" in m for m in found.values()), details
+    assert _sop_rows(runtime) == 0
+
+    # while the answers there are are stored
+    good = text.replace("dialogs: cancel", "dialogs: dismiss").replace("maybe", "accept")
+    response = _put(client, account, good)
+    assert response.status_code == 201, response.get_json()
+    assert 'Click button "Search" [dialogs answered Cancel]' in response.get_json()["summary"]
+
+
 def test_sop_for_another_type_than_the_url_is_422(client, account):
     error = _error(
         _put(client, account, BUILTIN, task_type="submit_claim"), 422, "validation_failed"

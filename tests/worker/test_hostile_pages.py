@@ -48,6 +48,15 @@ PAGES: dict[str, bytes] = {
         b"addEventListener('beforeunload', e => {e.preventDefault(); e.returnValue = '';})"
         b"</script>"
     ),
+    # A claim the page discards only if its confirm (or prompt) is answered OK.
+    "/discard": (
+        b'<h1 id=state>Claim open</h1><button id=go onclick="state.textContent = '
+        b"confirm('Discard this claim?') ? 'Claim discarded' : 'Claim kept'\">Discard</button>"
+    ),
+    "/discard-why": (
+        b'<h1 id=state>Claim open</h1><button id=go onclick="state.textContent = '
+        b"prompt('Why discard it?') === null ? 'Claim kept' : 'Claim discarded'\">Discard</button>"
+    ),
     "/to-slow-page": b"<a id=go href='/slow'>Next</a>",
     "/slow": DONE,
     "/popup-on-load": b"<h1>All done</h1><script>window.open('/done')</script>",
@@ -87,6 +96,42 @@ outcomes:
   - status: completed
     notes: "done"
 """
+
+# Presses the page's button (its dialogs answered as DIALOGS_HERE says), then presses it again
+# (as the SOP's settings say, SETTINGS_HERE) when `again` is given, and says what the page shows.
+ANSWERING_SOP = """
+task_type: check_eligibility
+title: Answer a dialog
+portal: acme
+inputs:
+  - {name: target, format: text, required: true}
+  - {name: click, format: text}
+  - {name: again, format: text}
+settings:
+  step_timeout_s: 5
+SETTINGS_HERE
+steps:
+  - goto: "{{ target }}"
+  - name: Press Discard
+    click: {button: Discard}
+DIALOGS_HERE
+  - wait_for: {gone: {text: Claim open}}
+  - extract: {into: first, text: {css: "#state"}}
+  - when: again == 'yes'
+    name: Press Discard again
+    click: {button: Discard}
+  - extract: {into: last, text: {css: "#state"}}
+outcomes:
+  - status: completed
+    notes: "{{ first }} / {{ last }}"
+"""
+
+
+def _answering(client, account, portal_url, *, step: str = "", settings: str = ""):
+    sop = ANSWERING_SOP.replace("SETTINGS_HERE", f"  dialogs: {settings}" if settings else "")
+    sop = sop.replace("DIALOGS_HERE", f"    dialogs: {step}" if step else "")
+    return on_local_portal(client, account, portal_url, password="p-4242", sop=sop)
+
 
 # A page load timeout whose command limit (LONG_LOAD_S + COMMAND_SLACK_S) a test can tell from
 # the liveness check's by far.
@@ -168,8 +213,10 @@ def acme(client, account, portal_url):
     return on_local_portal(client, account, portal_url, password="p-4242", sop=SOP)
 
 
-def _run(rt, client, account, browsers, target: str, *, click: bool = False) -> dict:
-    data = {"target": target, "click": "yes" if click else "no"}
+def _run(
+    rt, client, account, browsers, target: str, *, click: bool = False, again: bool = False
+) -> dict:
+    data = {"target": target, "click": "yes" if click else "no", "again": "yes" if again else ""}
     response = client.post(
         "/tasks", json={"type": "check_eligibility", "data": data}, headers=account.headers
     )
@@ -221,6 +268,51 @@ def test_a_dialog_is_answered_as_a_person_would_and_shown_in_the_trajectory(
     # Then the dialog is accepted, the page goes on, and the trajectory says what it said
     assert task["status"] == "completed", (task["notes"], task["trajectory"])
     assert f"dialog: {said!r}" in task["trajectory"], task["trajectory"]
+
+
+@pytest.mark.parametrize(
+    ("on_step", "by_default", "shows"),
+    [
+        ("accept", "", "Claim discarded"),
+        ("dismiss", "", "Claim kept"),
+        ("", "dismiss", "Claim kept"),
+        ("accept", "dismiss", "Claim discarded"),
+    ],
+    ids=["step-accept", "step-dismiss", "sop-dismiss", "step-accept-over-sop-dismiss"],
+)
+@pytest.mark.parametrize("target", ["/discard", "/discard-why"], ids=["confirm", "prompt"])
+def test_a_step_answers_a_confirm_or_prompt_as_the_sop_says(
+    rt, client, account, portal_url, browsers, target, on_step, by_default, shows
+):
+    # Given a claim page whose Discard button asks "Discard this claim?" (or why, by prompt), and
+    # an SOP that says how its Discard step answers dialogs (or how all its steps do)
+    sop_account = _answering(client, account, portal_url, step=on_step, settings=by_default)
+
+    # When a task presses Discard
+    task = _run(rt, client, sop_account, browsers, target)
+
+    # Then the page's script got the answer the SOP gave: OK discards, Cancel keeps the claim
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert task["notes"] == f"{shows} / {shows}", task["trajectory"]
+    # and the step's message names the dialog, and says when it was answered Cancel
+    said = "Discard this claim?" if target == "/discard" else "Why discard it?"
+    pressed = next(line for line in task["trajectory"].splitlines() if "Press Discard" in line)
+    cancel = " (answered Cancel)" if shows == "Claim kept" else ""
+    assert pressed.endswith(f"the page showed a dialog: {said!r}{cancel}"), task["trajectory"]
+
+
+def test_a_steps_answer_to_dialogs_is_for_that_step_only(rt, client, account, portal_url, browsers):
+    # Given an SOP whose first Discard step answers Cancel, and a second one that says nothing
+    sop_account = _answering(client, account, portal_url, step="dismiss")
+
+    # When a task presses Discard twice
+    task = _run(rt, client, sop_account, browsers, "/discard", again=True)
+
+    # Then the first confirm was refused and the second accepted, as the SOP's default says
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert task["notes"] == "Claim kept / Claim discarded", task["trajectory"]
+    again = next(line for line in task["trajectory"].splitlines() if "again" in line)
+    assert again.endswith("the page showed a dialog: 'Discard this claim?'"), task["trajectory"]
 
 
 def test_a_page_that_shows_dialogs_forever_fails_with_a_clear_note(rt, client, acme, browsers):

@@ -58,7 +58,7 @@ from worker.agent.limits import Cut, ReadLimits, bounded
 from worker.agent.page import Page, SessionExpired, SessionSigns, is_stale
 from worker.agent.review import Review
 from worker.agent.values import jsonable, short
-from worker.browser import egress_of, take_dialogs
+from worker.browser import answering_dialogs, egress_of, take_dialogs
 from worker.egress import Boundary, Origin
 from worker.errors import (
     AgentError,
@@ -357,6 +357,8 @@ class Run:
             self.redactor.add(secret)
         self.passed_irreversible = False
         self.verifying = False
+        # How the step running answers the page's dialogs ("accept", "dismiss").
+        self.dialogs = sop.settings.dialogs
         self.failure_recorded = False
         # Whether the browser may hold a portal session this run opened or found: what the
         # profile's sign_out ends when the run is over.
@@ -517,6 +519,16 @@ class Run:
             self._run_step(step, f"{prefix}{n}")
 
     def _run_step(self, step: Step, index: str) -> None:
+        """Run one step, its page's dialogs answered as it says (or as the step around it)."""
+        around = self.dialogs
+        self.dialogs = step.dialogs or around
+        try:
+            with answering_dialogs(self.page.driver, self.dialogs):
+                self._step(step, index)
+        finally:
+            self.dialogs = around
+
+    def _step(self, step: Step, index: str) -> None:
         at = At(
             index,
             f"{index}. {self._title(step)}",
@@ -599,7 +611,7 @@ class Run:
         if screenshot is None and self.screenshot_every_step and status == StepStatus.OK:
             screenshot = self.page.png()
         dialogs = take_dialogs(self.page.driver)
-        if dialogs:  # the browser answered them OK: what the portal said belongs to the step
+        if dialogs:  # the browser answered them: what the portal said belongs to the step
             message += "; the page showed " + _dialogs(dialogs)
         self.recorder.step(
             self._redact(at.name),
@@ -643,10 +655,15 @@ class Run:
         return _condition(condition, self.ctx.as_dict())
 
 
-def _dialogs(texts: list[str], shown: int = 3) -> str:
-    """The dialogs a page showed, in words: the first few, and how many in all."""
-    said = ", ".join(f"a dialog: {short(repr(text))}" for text in texts[:shown])
-    return said if len(texts) <= shown else f"{said} and {len(texts) - shown} more dialog(s)"
+def _dialogs(dialogs: list[tuple[str, str]], shown: int = 3) -> str:
+    """The dialogs a page showed, in words: the first few (with the answer, when it was
+    Cancel), and how many in all."""
+    said = ", ".join(
+        f"a dialog: {short(repr(text))}" + (f" (answered {button})" if button != "OK" else "")
+        for text, button in dialogs[:shown]
+    )
+    more = len(dialogs) - shown
+    return said if more <= 0 else f"{said} and {more} more dialog(s)"
 
 
 # --- control flow ----------------------------------------------------------------------------
