@@ -453,12 +453,15 @@ class Run:
             prelude, start = prelude[1:], 2
         # What the prelude reads is the portal's business: it is not the task's result, and the
         # SOP's steps see the values as they were before it.
-        kept = dict(self.ctx.extracted)
+        # Its dialogs are answered OK unless a prelude step says otherwise: the SOP's default
+        # (settings.dialogs) is for the SOP's own steps.
+        kept, sop_dialogs, self.dialogs = dict(self.ctx.extracted), self.dialogs, "accept"
         try:
             self.run_steps(prelude, prefix="p", start=start)
         finally:
             self.ctx.extracted.clear()
             self.ctx.extracted.update(kept)
+            self.dialogs = sop_dialogs
 
     def _opens(self, step: Step | None, url: str) -> bool:
         """Whether ``step`` is an unconditional goto of ``url``."""
