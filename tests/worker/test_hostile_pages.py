@@ -127,6 +127,27 @@ outcomes:
 """
 
 
+# Reads the claim the prelude left, then presses Discard itself, Cancel being its default.
+AFTER_PRELUDE_SOP = """
+task_type: check_eligibility
+title: Answer after the prelude
+portal: acme
+inputs:
+  - {name: target, format: text, required: true}
+settings:
+  step_timeout_s: 5
+  dialogs: dismiss
+steps:
+  - wait_for: {gone: {text: Claim open}}
+  - extract: {into: first, text: {css: "#state"}}
+  - click: {button: Discard}
+  - extract: {into: last, text: {css: "#state"}}
+outcomes:
+  - status: completed
+    notes: "{{ first }} / {{ last }}"
+"""
+
+
 def _answering(client, account, portal_url, *, step: str = "", settings: str = ""):
     sop = ANSWERING_SOP.replace("SETTINGS_HERE", f"  dialogs: {settings}" if settings else "")
     sop = sop.replace("DIALOGS_HERE", f"    dialogs: {step}" if step else "")
@@ -313,6 +334,28 @@ def test_a_steps_answer_to_dialogs_is_for_that_step_only(rt, client, account, po
     assert task["notes"] == "Claim kept / Claim discarded", task["trajectory"]
     again = next(line for line in task["trajectory"].splitlines() if "again" in line)
     assert again.endswith("the page showed a dialog: 'Discard this claim?'"), task["trajectory"]
+
+
+def test_the_sops_default_answer_is_not_the_portal_preludes(
+    rt, client, account, portal_url, browsers
+):
+    # Given a portal whose profile's prelude presses Discard (saying nothing of dialogs), and an
+    # SOP whose settings answer Cancel, which reads the claim and presses Discard itself
+    on_local_portal(client, account, portal_url, password="p-4242", sop=AFTER_PRELUDE_SOP)
+    profile = "portal: acme\ntitle: Acme\nprelude: [{goto: /discard}, {click: {button: Discard}}]\n"
+    response = client.put(
+        "/portals/acme/profile",
+        data=profile.encode(),
+        headers={**account.headers, "Content-Type": "application/yaml"},
+    )
+    assert response.status_code == 201, response.get_json()
+
+    # When a task runs
+    task = _run(rt, client, account, browsers, "/discard")
+
+    # Then the prelude's confirm was answered OK, and the SOP's own step's Cancel
+    assert task["status"] == "completed", (task["notes"], task["trajectory"])
+    assert task["notes"] == "Claim discarded / Claim kept", task["trajectory"]
 
 
 def test_a_page_that_shows_dialogs_forever_fails_with_a_clear_note(rt, client, acme, browsers):
