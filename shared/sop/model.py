@@ -40,8 +40,7 @@ class Screenshots(StrEnum):
 
 
 # How a step answers the page's dialogs: "accept" presses OK (an alert's only button),
-# "dismiss" presses Cancel (a confirm() returns false, a prompt() null, a "leave this page?"
-# stays on the page).
+# "dismiss" presses Cancel (a confirm() returns false, a prompt() null).
 DIALOG_ANSWERS = ("accept", "dismiss")
 
 
