@@ -68,6 +68,8 @@ def _timings(driver: WebDriver, url: str, runs: int) -> dict[str, float]:
         "text, last row": lambda: locators.find_all(driver, Locator("text", "The end")),
         "text, absent": lambda: locators.find_all(driver, Locator("text", "No such text")),
         "text, every row": lambda: locators.find_all(driver, Locator("text", "active")),
+        # What a wait, a click or a check asks: the first match only.
+        "first, every row": lambda: locators.find_first(driver, Locator("text", "active")),
         "css #end": lambda: locators.find_all(driver, Locator("css", "#end")),
         "label, absent": lambda: locators.find_all(driver, Locator("label", "Member ID")),
         "page probe": lambda: locators.probe_page(driver),

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from shared.sop.model import Locator
-from worker.agent.locators import find_all
+from worker.agent.locators import find_all, find_first
 
 PAGE = """<!doctype html><html><head><title>Locators</title></head><body>
 <h1>Claim Form</h1>
@@ -118,3 +118,83 @@ TEXTS = """<!doctype html><html><body>
 def test_text_and_shadow_locators(driver, locator: Locator, expected: list[str]) -> None:
     driver.get("data:text/html;base64," + base64.b64encode(TEXTS.encode()).decode())
     assert ids(driver, locator) == expected
+
+
+FIRSTS = """<!doctype html><html><body>
+<div id="host"></div>
+<p id="hidden-paid" style="display:none">Paid</p>
+<p id="paid-1">Paid</p><p id="paid-2">Paid</p><p id="paid-3">Paid</p>
+<button id="off" disabled>Go</button><button id="on">Go</button>
+<label for="up">Upload</label><input id="up" type="file" style="display:none">
+<label for="up-2">Upload</label><input id="up-2" type="file" style="display:none">
+<section aria-label="Results"><p id="in-results">Paid</p></section>
+<script>
+  document.getElementById('host').attachShadow({mode: 'open'}).innerHTML =
+    '<p id="shadow-hidden" style="display:none">Deep</p><p id="shadow-shown">Deep</p>';
+</script>
+<p id="light-deep">Deep</p>
+</body></html>"""
+
+
+def load(driver, html: str) -> None:
+    driver.get("data:text/html;base64," + base64.b64encode(html.encode()).decode())
+
+
+@pytest.mark.parametrize(
+    ("locator", "enabled", "expected"),
+    [
+        (Locator("text", "Paid", match="exact"), False, "paid-1"),  # a hidden match comes first
+        (Locator("text", "Paid", match="exact", nth=2), False, "paid-2"),
+        (Locator("text", "Deep"), False, "light-deep"),  # the page before its shadow roots
+        (Locator("css", "p[id^=shadow]"), False, "shadow-shown"),  # the hidden one in the shadow
+        (Locator("button", "Go"), False, "off"),
+        (Locator("button", "Go"), True, "on"),  # a disabled one comes first
+        (Locator("label", "Upload"), False, "up"),  # hidden file inputs: the first
+        (
+            Locator("text", "Paid", within=Locator("role", "region", name="Results")),
+            False,
+            "in-results",
+        ),
+    ],
+)
+def test_the_first_is_find_alls_first(driver, locator: Locator, enabled: bool, expected: str):
+    load(driver, FIRSTS)
+    every = find_all(driver, locator, enabled=enabled)
+    assert every[0].get_attribute("id") == expected
+    assert find_all(driver, locator, enabled=enabled, limit=1) == every[:1]
+    if not enabled:
+        assert find_first(driver, locator) == every[0]
+
+
+def test_nothing_to_find_first(driver) -> None:
+    load(driver, FIRSTS)
+    assert find_first(driver, Locator("text", "No such words")) is None
+    assert find_first(driver, Locator("text", "Paid", match="exact", nth=9)) is None
+
+
+def test_the_first_in_a_frame(driver) -> None:
+    inner = '<p id="f-hidden" style="display:none">Framed</p><p id="f-1">Framed</p><p>Framed</p>'
+    load(driver, f"<p>Top</p><iframe srcdoc='{inner}'></iframe>")
+    every = find_all(driver, Locator("text", "Framed"))
+    assert [el.get_attribute("id") for el in every] == ["f-1", ""]
+    first = find_first(driver, Locator("text", "Framed"))
+    assert first == every[0]  # and the driver is in the frame, where the element can be used
+    assert first.text == "Framed"
+
+
+def test_the_first_only_crosses_webdriver(driver, monkeypatch) -> None:
+    """A look for the first match gets one element from the page, not every match (on a page
+    whose every row matches, sending them all took seconds a look)."""
+    load(driver, "<table>" + "<tr><td>active</td></tr>" * 50 + "</table>")
+    sent: list[int] = []
+    execute = driver.execute_script
+
+    def counting(script: str, *args: object) -> object:
+        answer = execute(script, *args)
+        sent.append(len(answer) if isinstance(answer, list) else -1)
+        return answer
+
+    monkeypatch.setattr(driver, "execute_script", counting)
+    assert len(find_all(driver, Locator("text", "active"))) == 50
+    assert find_first(driver, Locator("text", "active")) is not None
+    assert sent == [50, 1]

@@ -191,9 +191,11 @@ function textHits(root, eq, key, out) {
     if ((hit || top.below) && stack.length) stack[stack.length - 1].below = true;
   }
 }
-function search(spec, root) {
+// The matches of spec under root, in document order: the first `limit` of them (all when it
+// is not given), or with spec.nth the nth.
+function search(spec, root, limit) {
   if (spec.within) {
-    const outer = search(spec.within, root);
+    const outer = search(spec.within, root, 1);
     if (!outer.length) return [];
     root = outer[0];
   }
@@ -233,37 +235,50 @@ function search(spec, root) {
     case 'text': found = byText(root, spec.value, mode, spec.case === 'sensitive'); break;
     default: found = [];
   }
-  found = Array.from(new Set(found));
-  let shown = found.filter(visible);
-  if (!shown.length && spec.kind === 'label')
-    shown = found.filter(el => el.tagName === 'INPUT' && el.type === 'file');
-  if (spec.enabled) shown = shown.filter(el => !el.disabled &&
-    el.getAttribute('aria-disabled') !== 'true');
-  if (spec.nth) shown = shown.slice(spec.nth - 1, spec.nth);
-  return shown;
+  const shown = usable(Array.from(new Set(found)), spec, spec.nth || limit || Infinity);
+  return spec.nth ? shown.slice(spec.nth - 1, spec.nth) : shown;
 }
-// The matches in this document, or else {frame} naming the first same-origin frame that has
-// some (the caller switches into it and asks again), or none.
-function searchFrames(spec) {
-  const hits = search(spec, document);
+// The first `limit` of `found` that are visible (and, if asked, enabled), in order; a labelled
+// file input counts hidden when none of `found` is visible. It stops at the limit: a text that
+// every row of a page of 200,000 rows has matches each row, and checking (and returning) each
+// took seconds a look when the caller wanted only the first.
+function usable(found, spec, limit) {
+  const enabled = el => !spec.enabled ||
+    (!el.disabled && el.getAttribute('aria-disabled') !== 'true');
+  const out = [];
+  let seen = false;
+  for (const el of found) {
+    if (out.length >= limit) break;
+    if (!visible(el)) continue;
+    seen = true;
+    if (enabled(el)) out.push(el);
+  }
+  if (seen || spec.kind !== 'label') return out;
+  return found.filter(el => el.tagName === 'INPUT' && el.type === 'file' && enabled(el))
+    .slice(0, limit);
+}
+// The matches in this document (the first `limit`), or else {frame} naming the first
+// same-origin frame that has some (the caller switches into it and asks again), or none.
+function searchFrames(spec, limit) {
+  const hits = search(spec, document, limit);
   if (hits.length) return hits;
   for (const frame of deepAll(document, 'iframe, frame')) {
     let doc = null;
     try { doc = frame.contentDocument; } catch (e) { /* another origin: not ours to read */ }
-    if (doc && doc.body && visible(frame) && search(spec, doc).length) return {frame};
+    if (doc && doc.body && visible(frame) && search(spec, doc, 1).length) return {frame};
   }
   return [];
 }
 """
 
-_FIND_JS = _LIB_JS + "return searchFrames(arguments[0]);"
+_FIND_JS = _LIB_JS + "return searchFrames(arguments[0], arguments[1]);"
 # The top page, even when the last look-up left the driver inside one of its frames.
 _TOP_JS = (
     "const top = (() => { try { return window.top.document; } "
     "catch (e) { return document; } })();\n"
 )
 _FIRST_SHOWN_JS = (
-    _LIB_JS + _TOP_JS + "return arguments[0].findIndex(spec => search(spec, top).length > 0);"
+    _LIB_JS + _TOP_JS + "return arguments[0].findIndex(spec => search(spec, top, 1).length > 0);"
 )
 
 # Reads what a person glances at to tell an error page or the sign-in page.
@@ -284,7 +299,7 @@ function probe(text, markers) {
     headings: heads.join('\n'),
     text: textRead,
     text_id: textId,
-    markers: markers.map(spec => search(spec, top).length > 0),
+    markers: markers.map(spec => search(spec, top, 1).length > 0),
     status: nav && nav.responseStatus ? nav.responseStatus : 0,
     error: failed ? failed.textContent.trim() : '',
   };
@@ -315,7 +330,7 @@ _FIND_AND_PROBE_JS = (
     _LIB_JS
     + _TOP_JS
     + _PROBE_FN_JS
-    + "return [searchFrames(arguments[0]), probe(arguments[1], arguments[2])];"
+    + "return [searchFrames(arguments[0], arguments[3]), probe(arguments[1], arguments[2])];"
 )
 
 # What a probe asks of the page's text: (the id of the read the caller holds, or "", the most
@@ -344,18 +359,23 @@ def spec_of(locator: Locator, *, enabled: bool = False) -> dict[str, Any]:
     }
 
 
-def find_all(driver: WebDriver, locator: Locator, *, enabled: bool = False) -> list[WebElement]:
-    """Every visible (and, if asked, enabled) element the rendered locator matches, in order.
+def find_all(
+    driver: WebDriver, locator: Locator, *, enabled: bool = False, limit: int | None = None
+) -> list[WebElement]:
+    """Every visible (and, if asked, enabled) element the rendered locator matches, in order,
+    or only the first ``limit`` of them: the page stops looking there, and sends only those.
 
     Open shadow roots are searched as part of the page. When the page itself has no match, the
     first same-origin frame that has one is searched, and the driver is left in that frame.
     """
     spec = spec_of(locator, enabled=enabled)
     to_top_page(driver)
-    return _into_frames(driver, spec, driver.execute_script(_FIND_JS, spec))
+    return _into_frames(driver, spec, limit, driver.execute_script(_FIND_JS, spec, limit))
 
 
-def _into_frames(driver: WebDriver, spec: dict[str, Any], found: Any) -> list[WebElement]:
+def _into_frames(
+    driver: WebDriver, spec: dict[str, Any], limit: int | None, found: Any
+) -> list[WebElement]:
     """The matches a look-up returned, or, when it named a frame that has some, the matches
     in that frame (the driver is left in it)."""
     for _ in range(_MAX_FRAME_DEPTH):
@@ -363,7 +383,7 @@ def _into_frames(driver: WebDriver, spec: dict[str, Any], found: Any) -> list[We
             break
         driver.switch_to.frame(found["frame"])
         _IN_FRAME.add(driver)
-        found = driver.execute_script(_FIND_JS, spec)
+        found = driver.execute_script(_FIND_JS, spec, limit)
     return found if isinstance(found, list) else []
 
 
@@ -372,6 +392,7 @@ def find_all_and_probe(
     locator: Locator,
     *,
     enabled: bool = False,
+    limit: int | None = None,
     text: PageText | None = None,
     markers: Sequence[Locator] = (),
 ) -> tuple[list[WebElement], dict[str, Any] | None]:
@@ -379,8 +400,9 @@ def find_all_and_probe(
     spec = spec_of(locator, enabled=enabled)
     to_top_page(driver)
     specs = [spec_of(marker) for marker in markers]
-    found, info = driver.execute_script(_FIND_AND_PROBE_JS, spec, text, specs) or ([], None)
-    return _into_frames(driver, spec, found), _facts(info) if info is not None else None
+    answer = driver.execute_script(_FIND_AND_PROBE_JS, spec, text, specs, limit)
+    found, info = answer or ([], None)
+    return _into_frames(driver, spec, limit, found), _facts(info) if info is not None else None
 
 
 def to_top_page(driver: WebDriver) -> None:
@@ -391,8 +413,8 @@ def to_top_page(driver: WebDriver) -> None:
 
 
 def find_first(driver: WebDriver, locator: Locator) -> WebElement | None:
-    """The first match, or None."""
-    found = find_all(driver, locator)
+    """The first match (:func:`find_all`'s first), or None; the page sends only that one."""
+    found = find_all(driver, locator, limit=1)
     return found[0] if found else None
 
 

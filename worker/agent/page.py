@@ -437,6 +437,7 @@ class Page:
                 self.driver,
                 loc,
                 enabled=enabled,
+                limit=1,
                 text=self._text_wanted(),
                 markers=[m for _kind, m in markers],
             )
