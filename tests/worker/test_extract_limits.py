@@ -55,6 +55,12 @@ def _page(path: str, query: dict[str, list[str]]) -> bytes | None:
         return COUNTED
     if path == "/late-error":
         return LATE_ERROR
+    if path == "/attribute":
+        return b"<div id=t data-x='" + b"x" * HUGE_CHARS + b"'>Tagged</div>"
+    if path == "/address":  # an address of a million characters (Chromium takes up to 2 MB)
+        return (
+            b"<h1>Far</h1><script>history.replaceState(null, '', '?q=' + 'x'.repeat(1e6))</script>"
+        )
     if path == "/text":
         return b"<h1>Letter</h1><div id=t>" + b"lorem ipsum " * (HUGE_CHARS // 12) + b"</div>"
     return None
@@ -113,6 +119,10 @@ steps:
     extract: {into: pairs, pairs: {css: "#t"}}
   - when: what == 'text'
     extract: {into: letter, text: {css: "#t"}}
+  - when: what == 'attribute'
+    extract: {into: tag, attribute: data-x, from: {css: "#t"}}
+  - when: what == 'url'
+    extract: {into: address, url: true}
   - when: what == 'two'
     extract: {into: first, text: {css: "#t"}}
   - when: what == 'two'
@@ -275,6 +285,32 @@ def test_a_huge_text_keeps_its_first_characters_and_says_so(
     assert "the text has 4,999,99" in said and "MAX_EXTRACT_CHARS" in said, said
     assert "cut: the text has" in task["trajectory"], task["trajectory"]
     assert task["stored_bytes"] <= rt.settings.max_result_bytes
+
+
+@pytest.mark.parametrize(
+    ("target", "what", "into", "had"),
+    [("/attribute", "attribute", "tag", "5,000,000"), ("/address", "url", "address", "1,000,")],
+    ids=["attribute", "url"],
+)
+def test_a_huge_attribute_or_address_keeps_its_first_characters_and_says_so(
+    runtime, sandbox_url, workspace_dir, client, acme, browsers, target, what, into, had
+):
+    # Given a page with an attribute of 5 million characters, or an address of a million
+    rt = _rt(runtime, sandbox_url, workspace_dir)
+    limit = rt.settings.max_extract_chars
+
+    # When a task extracts it
+    task = _run(rt, client, acme, browsers, target, what)
+
+    # Then the value keeps the first MAX_EXTRACT_CHARS characters (cut in the browser, as a
+    # text is), and the task ends with issues saying how many the page had
+    assert task["status"] == "completed_with_issues", (task["notes"], task["trajectory"])
+    value = task["result"][into]
+    assert len(value) == limit, len(value or "")
+    assert value.endswith("xxxx") and (what == "attribute" or value.startswith("http")), value[:80]
+    said = task["notes"]
+    assert f"the text has {had}" in said and f"`{into}`" in said, said
+    assert "MAX_EXTRACT_CHARS" in said, said
 
 
 def test_huge_cells_are_bounded_by_the_characters_of_one_value(

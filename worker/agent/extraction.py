@@ -66,6 +66,22 @@ const field = values && /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName);
 const t = (field ? el.value : el.innerText) || '';
 return t.length <= max ? null : [t.length, t.slice(0, max + slack)];
 """
+# The same for an attribute (arguments[3]) as WebDriver reads it (the property of that name when
+# it is a text, else the attribute): a page can make one megabytes long.
+_LONG_ATTRIBUTE_JS = r"""
+const [el, max, slack, name] = arguments;
+const prop = el[name];
+const t = (typeof prop === 'string' ? prop : el.getAttribute(name)) || '';
+return t.length <= max ? null : [t.length, t.slice(0, max + slack)];
+"""
+# The same for the top page's address (a script can make it megabytes long); null too when the
+# top page is not this script's to read.
+_LONG_URL_JS = r"""
+const [max, slack] = arguments;
+let t = '';
+try { t = window.top.location.href; } catch (e) { /* another origin's page */ }
+return t.length <= max ? null : [t.length, t.slice(0, max + slack)];
+"""
 
 
 @handles(ExtractStep, redo_when_stale=True)
@@ -145,9 +161,10 @@ def _keep_rows(
 
 
 def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
-    page, what = run.page, step.what
+    page, what, limits = run.page, step.what, run.limits
     if what == "url" or step.locator is None:
-        return _Read(page.driver.current_url)
+        long = page.driver.execute_script(_LONG_URL_JS, limits.chars, SLACK_CHARS)
+        return _long_read(long) or _Read(page.driver.current_url)
     loc = page.locator(step.locator)
     if what in ("exists", "count"):
         found = locators.find_all(page.driver, loc)
@@ -167,8 +184,9 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
         el = page.element(step.locator, timeout, enabled=False)
     page.refuse_secret_read(el, loc)
     if what == "attribute":
-        return _Read(el.get_attribute(step.attribute or ""))
-    limits = run.limits
+        name = step.attribute or ""
+        long = page.driver.execute_script(_LONG_ATTRIBUTE_JS, el, limits.chars, SLACK_CHARS, name)
+        return _long_read(long) or _Read(el.get_attribute(name))
     if what == "text":
         text, had = read_text(page.driver, el, limits.chars, values=True)
         return _Read(text, chars=had)
@@ -177,6 +195,12 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
     if got is None:
         raise StepFailed(f"{loc.describe()} is not a table", looking_for=loc.describe())
     return _Read(got["rows"], rows=int(got["total"]), more_cells=bool(got["cut"]))
+
+
+def _long_read(long: Any) -> _Read | None:
+    """What a _LONG_*_JS script sent of a text over the limit, with how many characters the
+    page had (the caller cuts it once it is scrubbed); None when the text was within it."""
+    return None if long is None else _Read(str(long[1]), chars=int(long[0]))
 
 
 def read_text(
