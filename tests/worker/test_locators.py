@@ -133,6 +133,11 @@ FIRSTS = """<!doctype html><html><body>
     '<p id="shadow-hidden" style="display:none">Deep</p><p id="shadow-shown">Deep</p>';
 </script>
 <p id="light-deep">Deep</p>
+<div id="wrap">Both <span id="both-host"></span></div>
+<script>
+  document.getElementById('both-host').attachShadow({mode: 'open'}).innerHTML =
+    '<b id="both-inner">Both</b>';
+</script>
 </body></html>"""
 
 
@@ -146,6 +151,8 @@ def load(driver, html: str) -> None:
         (Locator("text", "Paid", match="exact"), False, "paid-1"),  # a hidden match comes first
         (Locator("text", "Paid", match="exact", nth=2), False, "paid-2"),
         (Locator("text", "Deep"), False, "light-deep"),  # the page before its shadow roots
+        # The page's match has a shadow root's match in it: that one is the innermost
+        (Locator("text", "Both"), False, "both-inner"),
         (Locator("css", "p[id^=shadow]"), False, "shadow-shown"),  # the hidden one in the shadow
         (Locator("button", "Go"), False, "off"),
         (Locator("button", "Go"), True, "on"),  # a disabled one comes first

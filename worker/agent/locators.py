@@ -150,24 +150,25 @@ function byLabel(root, eq) {
   return within(root, out);
 }
 // The innermost elements under root whose text matches (a page's <body> also "contains" it),
-// in deepAll's order: root's own tree first, then each open shadow root's.
-function byText(root, want, mode, cased) {
+// in deepAll's order: root's own tree first, then each open shadow root's. Yielded one by one,
+// so a look that wants only the first stops walking there. A hit is innermost in its own tree
+// (textHits); it is not when a shadow root under it (its host is the hit or in it) has one.
+function* byText(root, want, mode, cased) {
   const base = isDoc(root) ? root.body : root;
-  if (!base) return [];
-  const eq = matcher(want, mode, cased), key = letters(clean(want)), hits = [];
-  for (const tree of [base, ...shadowRoots(base)]) textHits(tree, eq, key, hits);
-  const above = new Set();  // what a hit is in, across shadow boundaries: not innermost
-  for (const el of hits) {
-    for (let n = el.parentNode || el.host; n && !above.has(n); n = n.parentNode || n.host)
-      above.add(n);
+  if (!base) return;
+  const eq = matcher(want, mode, cased), key = letters(clean(want));
+  const trees = [base, ...shadowRoots(base)];
+  const shadows = trees.slice(1).filter(tree => !textHits(tree, eq, key).next().done);
+  for (const tree of trees) {
+    for (const el of textHits(tree, eq, key))
+      if (!shadows.some(other => other !== tree && inside(el, other.host))) yield el;
   }
-  return hits.filter(el => !above.has(el));
 }
 // Elements whose text is not what a person reads.
 const NOT_TEXT = /^(SCRIPT|STYLE|NOSCRIPT|TEMPLATE)$/;
 // A text's letters: what its raw form (textContent) and its laid-out form (innerText) share.
 const letters = s => (s || '').toLowerCase().replace(/\s+/g, '');
-// Pushes on `out`, in document order, the innermost elements under root in its own tree whose
+// Yields, in document order, the innermost elements under root in its own tree whose
 // text matches (`eq`). Reading an element's text lays it out, and took seconds a look on a page
 // of 100,000s of elements when every element's was read: the walk goes down only into elements
 // whose raw text has the wanted letters (`key`: no layout, and an element's text holds its
@@ -175,7 +176,7 @@ const letters = s => (s || '').toLowerCase().replace(/\s+/g, '');
 // with a match under it is not innermost). So an element whose text has the wanted text only
 // as laid out (a hidden part in the middle of it) is not found. Post-order, on a stack of its
 // own: no depth of nesting overflows the script's.
-function textHits(root, eq, key, out) {
+function* textHits(root, eq, key) {
   const stack = [{el: root, kids: null, i: 0, below: false}];
   while (stack.length) {
     const top = stack[stack.length - 1];
@@ -187,7 +188,7 @@ function textHits(root, eq, key, out) {
     }
     stack.pop();
     const hit = !top.below && top.el !== root && eq(txt(top.el));
-    if (hit) out.push(top.el);
+    if (hit) yield top.el;
     if ((hit || top.below) && stack.length) stack[stack.length - 1].below = true;
   }
 }
@@ -235,27 +236,30 @@ function search(spec, root, limit) {
     case 'text': found = byText(root, spec.value, mode, spec.case === 'sensitive'); break;
     default: found = [];
   }
-  const shown = usable(Array.from(new Set(found)), spec, spec.nth || limit || Infinity);
+  const shown = usable(found, spec, spec.nth || limit || Infinity);
   return spec.nth ? shown.slice(spec.nth - 1, spec.nth) : shown;
 }
-// The first `limit` of `found` that are visible (and, if asked, enabled), in order; a labelled
-// file input counts hidden when none of `found` is visible. It stops at the limit: a text that
-// every row of a page of 200,000 rows has matches each row, and checking (and returning) each
-// took seconds a look when the caller wanted only the first.
+// The first `limit` of `found` (a list, or a text look's hits as they are found) that are
+// visible (and, if asked, enabled), each once, in order; a labelled file input counts hidden
+// when none of `found` is visible. It stops at the limit: a text that every row of a page of
+// 200,000 rows has matches each row, and reading, checking and sending each took seconds a
+// look when the caller wanted only the first.
 function usable(found, spec, limit) {
   const enabled = el => !spec.enabled ||
     (!el.disabled && el.getAttribute('aria-disabled') !== 'true');
-  const out = [];
+  const out = [], met = new Set();
   let seen = false;
   for (const el of found) {
     if (out.length >= limit) break;
+    if (met.has(el)) continue;
+    met.add(el);
     if (!visible(el)) continue;
     seen = true;
     if (enabled(el)) out.push(el);
   }
-  if (seen || spec.kind !== 'label') return out;
-  return found.filter(el => el.tagName === 'INPUT' && el.type === 'file' && enabled(el))
-    .slice(0, limit);
+  if (seen || spec.kind !== 'label') return out;  // else `met` holds every match
+  return Array.from(met).filter(el => el.tagName === 'INPUT' && el.type === 'file' &&
+    enabled(el)).slice(0, limit);
 }
 // The matches in this document (the first `limit`), or else {frame} naming the first
 // same-origin frame that has some (the caller switches into it and asks again), or none.
