@@ -177,13 +177,16 @@ const letters = s => (s || '').toLowerCase().replace(/\s+/g, '');
 // as laid out (a hidden part in the middle of it) is not found. Post-order, on a stack of its
 // own: no depth of nesting overflows the script's.
 function* textHits(root, eq, key) {
-  const stack = [{el: root, kids: null, i: 0, below: false}];
+  const stack = [{el: root, i: 0, below: false}];
   while (stack.length) {
-    const top = stack[stack.length - 1];
-    top.kids = top.kids || Array.from(top.el.children).filter(c =>
-      !NOT_TEXT.test(c.tagName) && letters(c.textContent).includes(key));
-    if (top.i < top.kids.length) {
-      stack.push({el: top.kids[top.i++], kids: null, i: 0, below: false});
+    const top = stack[stack.length - 1], kids = top.el.children;
+    let next = null;  // the next child worth going into: one at a time, so a first hit ends it
+    while (!next && top.i < kids.length) {
+      const c = kids[top.i++];
+      if (!NOT_TEXT.test(c.tagName) && letters(c.textContent).includes(key)) next = c;
+    }
+    if (next) {
+      stack.push({el: next, i: 0, below: false});
       continue;
     }
     stack.pop();
