@@ -39,7 +39,11 @@ PAGES: dict[str, bytes] = {
     # Ends no task: its loop starts once the task that opened it is over.
     "/loop-later": b"<h1>All done</h1><script>setTimeout(() => { while (true) {} }, 1500)</script>",
     "/alert-on-load": b"<h1>All done</h1><script>alert('Welcome back')</script>",
-    "/alerts-forever": b"<h1>All done</h1><script>setInterval(() => alert('Again'), 10)</script>",
+    # Each answer is followed at once by the next dialog: no command gets between two of them
+    # (with a timer between dialogs, a command could, and the task's outcome was a race).
+    "/alerts-forever": (
+        b"<h1>All done</h1><script>onload = () => { for (;;) alert('Again') }</script>"
+    ),
     "/alert-on-click": GO.format(f"alert('Saved'); {SHOW_DONE}").encode(),
     "/confirm-on-click": GO.format(f"if (confirm('Sure?')) {SHOW_DONE}").encode(),
     "/prompt-on-click": GO.format(f"if (prompt('Why?') !== null) {SHOW_DONE}").encode(),
