@@ -87,6 +87,10 @@ RETRIED = (*TRANSIENT_ERRORS, WebDriverException)
 # What a portal, an SOP or a person can make happen: an outcome with a note, logged at INFO with
 # its reason (see _claim_and_run), never a traceback.
 EXPECTED = (*RETRIED, AgentError, SoftTimeLimitExceeded, PatternError, StoredVersionRefused)
+# What gives the claim up without a status: our infrastructure failing, or the claim lost.
+GIVEN_UP: tuple[type[Exception], ...] = (*INFRASTRUCTURE_ERRORS, ClaimLost)
+# Not the task's outcome: the claim given up, or the task paused for review.
+NOT_AN_OUTCOME: tuple[type[Exception], ...] = (*GIVEN_UP, ReviewRequested)
 
 
 def _db(rt: Runtime, work: Callable[[Conn], T]) -> T:
@@ -510,7 +514,7 @@ def run_task(
     with logs.bound(task_id=task_id):
         try:
             return _claim_and_run(rt, task_id, worker, browsers, lookups or process_lookups(rt))
-        except (*INFRASTRUCTURE_ERRORS, ClaimLost) as exc:
+        except GIVEN_UP as exc:
             log.warning(
                 "task %s: giving the claim up (%s: %s); the scheduler retries it when the lease"
                 " expires",
@@ -813,7 +817,7 @@ def _run_claimed(
         outcome = _drive(
             rt, browsers, claimed, sop, credentials, base_url, recorder, lease, worker, profile
         )
-    except (*INFRASTRUCTURE_ERRORS, ClaimLost, ReviewRequested):
+    except NOT_AN_OUTCOME:
         # Ours, not the task's: no status; the claim is given up (see run_task), or the task
         # pauses for review (see _claim_and_run).
         raise
@@ -822,14 +826,14 @@ def _run_claimed(
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])
-        down = isinstance(exc, PortalUnavailable) and exc.at_entry
+        down = exc if isinstance(exc, PortalUnavailable) and exc.at_entry else None
         return Ending(
             status,
             notes,
             # Past the sign-in: whatever the portal or the SOP did then, the portal answered.
             portal_answered=isinstance(exc, AgentError)
             and not isinstance(exc, TaskCanceled)
-            and not down,
-            portal_down=exc if down else None,
+            and down is None,
+            portal_down=down,
         )
     return Ending(TaskStatus(outcome.status), outcome.notes, outcome.result, portal_answered=True)

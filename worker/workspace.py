@@ -142,7 +142,7 @@ def _stale_unowned(folder: Path) -> bool:
 
 
 def _sweep_chromium_temp(temp_dir: Path) -> list[Path]:
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(temp_dir.iterdir())
     except OSError:

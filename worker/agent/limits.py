@@ -66,7 +66,7 @@ def cut_cells(rows: list[list[list[Any]]], limit: int) -> tuple[list[list[list[A
     out: list[list[list[Any]]] = []
     left = limit
     for row in rows:
-        kept = []
+        kept: list[list[Any]] = []
         for is_header, text in row:
             if left <= 0 and text:
                 return out + ([kept] if kept else []), True

@@ -105,14 +105,15 @@ def sign_out(run: Run, how: SignOut, timeout: float) -> None:
 def _first_state(run: Run, how: SignIn, timeout: float) -> str:
     """Where the sign-in starts. With a `success` sign, "in" means that sign shows: a page that
     draws itself by script (a single-page app) shows neither a form nor the sign at first."""
-    if not how.success:
+    success = how.success
+    if not success:
         return _state(run, how)
 
     def settled() -> str | None:
         state = _state(run, how)
         if state != "in":
             return state
-        return "in" if run.page.condition_met(how.success) else None
+        return "in" if run.page.condition_met(success) else None
 
     return str(run.page.wait(settled, timeout, "the sign-in form or the signed-in page"))
 
