@@ -28,7 +28,6 @@ from shared.sop.errors import (
     SopInvalid,
     SopLimitExceeded,
     StoredProfileRefused,
-    StoredVersionRefused,
     or_refused,
 )
 from shared.sop.loader import SopLimits
@@ -152,7 +151,7 @@ def _warnings(conn: Conn, name: str, profile: Profile) -> list[str]:
     return [f"{problem}." for problem in problems]
 
 
-def _version_json(stored: StoredProfile | StoredVersionRefused) -> dict[str, Any]:
+def _version_json(stored: StoredProfile | StoredProfileRefused) -> dict[str, Any]:
     """What a stored version says of itself; ``problems`` lists what this release refuses in a
     version stored under earlier rules (its title and summary are then null)."""
     if isinstance(stored, StoredProfileRefused):
@@ -166,11 +165,14 @@ def _version_json(stored: StoredProfile | StoredVersionRefused) -> dict[str, Any
 
 
 def _profile_json(conn: Conn, name: str) -> dict[str, Any]:
-    stored = or_refused(portal_queries.active_profile, conn, account_id(), name)
+    stored = or_refused(
+        StoredProfileRefused, portal_queries.active_profile, conn, account_id(), name
+    )
     if stored is None:
         raise NotFound("portal profile")
     # A refused version has no parsed address: the registration's is the one in force then.
     profile = None if isinstance(stored, StoredProfileRefused) else stored.profile
+    base_url: str | None
     if name in BUILTIN_PORTALS:
         base_url, origins = runtime().settings.sandbox_url, []
     else:  # the registration, which a profile with a base_url or PUT /portals/{name} sets
@@ -219,7 +221,9 @@ def read_profile_version(name: str, version: int):
     ``profile`` names the version its run signed in with)."""
     portal_name(name)
     with runtime().pool.connection() as conn:
-        stored = or_refused(portal_queries.profile_version, conn, account_id(), name, version)
+        stored = or_refused(
+            StoredProfileRefused, portal_queries.profile_version, conn, account_id(), name, version
+        )
     if stored is None:
         raise NotFound("profile version")
     return jsonify({"portal": name, **_version_json(stored)})

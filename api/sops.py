@@ -143,21 +143,22 @@ Read = sop_store.StoredSop | StoredSopRefused
 def _entry(stored: Read, created_at: datetime, *, body: bool = False) -> dict[str, Any]:
     """A version's entry; ``problems`` lists what this release refuses in it (none: it runs)."""
     if isinstance(stored, StoredSopRefused):
-        sop = None
+        text = stored.text
         out: dict[str, Any] = {"task_type": stored.task_type, "portal": None, "title": None,
                                "summary": None, "problems": stored.errors}  # fmt: skip
     else:
         sop = stored.sop
+        text = sop.source
         out = {"task_type": sop.task_type, "portal": sop.portal, "title": sop.title,
                "summary": stored.instructions, "problems": []}  # fmt: skip
     out.update(version=stored.version, builtin=stored.builtin, created_at=iso(created_at))
     if body:
-        out["body"] = stored.text if sop is None else sop.source
+        out["body"] = text
     return out
 
 
 def _active(conn: Conn, task_type: str) -> dict[str, Any]:
-    stored = or_refused(sop_store.active_sop, conn, account_id(), task_type)
+    stored = or_refused(StoredSopRefused, sop_store.active_sop, conn, account_id(), task_type)
     out = _entry(stored, sop_store.sop_created_at(conn, stored.id), body=True)
     return out | history_json(sop_store.sop_versions(conn, account_id(), task_type))
 
@@ -185,7 +186,9 @@ def read_sop_version(task_type: str, version: int):
     with runtime().pool.connection() as conn:
         stored = None
         if task_type in TASK_TYPES or not sop_store.custom_type_problem(task_type):
-            stored = or_refused(sop_store.sop_version, conn, account_id(), task_type, version)
+            stored = or_refused(
+                StoredSopRefused, sop_store.sop_version, conn, account_id(), task_type, version
+            )
         if stored is None:
             raise NotFound("SOP version")
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
@@ -216,7 +219,7 @@ def read_task_sop(task_id: int):
         task = task_queries.get_task(conn, task_id, account_id())
         if task is None:
             raise NotFound("task")
-        stored = or_refused(sop_store.sop_by_id, conn, task["sop_id"])
+        stored = or_refused(StoredSopRefused, sop_store.sop_by_id, conn, task["sop_id"])
         return jsonify(_entry(stored, sop_store.sop_created_at(conn, stored.id), body=True))
 
 

@@ -64,9 +64,12 @@ class Shown:
     problems: list[dict[str, Any]]
 
 
-def _sop_shown(read: Callable[..., sop_store.StoredSop], *args: Any) -> Shown:
-    """The SOP version ``read(*args)`` gives, as a page shows it."""
-    return _shown(or_refused(read, *args))
+def _sop_shown(read: Callable[..., sop_store.StoredSop | None], *args: Any) -> Shown:
+    """The SOP version ``read(*args)`` gives, as a page shows it (404 if there is none)."""
+    stored = or_refused(StoredSopRefused, read, *args)
+    if stored is None:
+        abort(404, "No such SOP version.")
+    return _shown(stored)
 
 
 def _shown(stored: sop_store.StoredSop | StoredVersionRefused) -> Shown:
@@ -173,9 +176,8 @@ def _sop_text_page(
         label += f", as task {ran_by} ran it"
     compare = None
     if active is not None and version != active:
-        compare = url_for(
-            "console.sop_diff", task_type=task_type, **{"from": version, "to": active}
-        )
+        between: dict[str, Any] = {"from": version, "to": active}  # "from": a keyword
+        compare = url_for("console.sop_diff", task_type=task_type, **between)
     return render_template(
         "console/sop_version.html", task_type=task_type, label=label, text=text,
         compare=compare, problems=problems or [],

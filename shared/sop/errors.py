@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 R = TypeVar("R")
+E = TypeVar("E", bound="StoredVersionRefused")
 
 
 class SopInvalid(ValueError):
@@ -104,10 +105,11 @@ class StoredProfileRefused(StoredVersionRefused):
         )  # fmt: skip
 
 
-def or_refused(read: Callable[..., R], *args: Any) -> R | StoredVersionRefused:
-    """What ``read(*args)`` gives, or the refusal it raised for a stored version this release's
-    rules refuse (shown with its text and problems; nothing runs it)."""
+def or_refused(refused: type[E], read: Callable[..., R], *args: Any) -> R | E:
+    """What ``read(*args)`` gives, or the refusal (of type ``refused``: what ``read`` raises)
+    it raised for a stored version this release's rules refuse (shown with its text and
+    problems; nothing runs it)."""
     try:
         return read(*args)
-    except StoredVersionRefused as refused:
-        return refused
+    except refused as err:
+        return err

@@ -18,7 +18,7 @@ from functools import cache
 
 from shared import quotas
 from shared.db import MAX_INTEGER, Conn, fetch_one
-from shared.sop.errors import SopInvalid, StoredSopRefused, StoredVersionRefused, or_refused
+from shared.sop.errors import SopInvalid, StoredSopRefused, or_refused
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
 from shared.sop.model import Sop
@@ -235,7 +235,7 @@ def send_active_sop(conn: Conn, account_id: int, task_type: str) -> Callable[[],
     return read
 
 
-def active_sops(conn: Conn, account_id: int) -> dict[str, StoredSop | StoredVersionRefused]:
+def active_sops(conn: Conn, account_id: int) -> dict[str, StoredSop | StoredSopRefused]:
     """Every task type the account can use, built-in then its own by name, with its active SOP
     (or this release's refusal of it), in one query whatever the number of types.
 
@@ -249,10 +249,16 @@ def active_sops(conn: Conn, account_id: int) -> dict[str, StoredSop | StoredVers
         for row in rows
         if _is_current_builtin(row) or PARSED.has(row["account_id"], row["digest"])
     ]
-    out = {row["task_type"]: or_refused(_stored, row, _body(conn, row)) for row in known}
+    out = {
+        row["task_type"]: or_refused(StoredSopRefused, _stored, row, _body(conn, row))
+        for row in known
+    }
     unknown = [row for row in rows if row["task_type"] not in out]
     read = _bodies(conn, [row["id"] for row in unknown])
-    out |= {row["task_type"]: or_refused(_stored, row, _body(conn, row, read)) for row in unknown}
+    out |= {
+        row["task_type"]: or_refused(StoredSopRefused, _stored, row, _body(conn, row, read))
+        for row in unknown
+    }
     return {row["task_type"]: out[row["task_type"]] for row in rows}
 
 
