@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.errors import register_error_handlers
@@ -12,12 +13,16 @@ from shared.settings import Settings, load_settings
 from shared.ssrf import system_resolver
 
 
+class _InOrder(DefaultJSONProvider):
+    sort_keys = False  # the task object keeps the reference API's field order
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
     """The app factory. Tests pass settings (or a ready runtime); production reads the env."""
     settings = settings or (runtime.settings if runtime else load_settings())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False  # the task object keeps the reference API's field order
+    app.json = _InOrder(app)
     app.extensions["understudy"] = runtime or build_runtime(settings)
     # The lookups of names clients send (api.runtime.request_resolver), capped per process.
     app.extensions["understudy.lookups"] = Lookups(
@@ -30,7 +35,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # The client's address and scheme as the nearest proxies saw them; what a client writes
         # in those headers itself lies beyond them and is never read.
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+        # Flask's documented way to add WSGI middleware; its stubs declare a method.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops
+        )
 
     register_error_handlers(app)
     from api import (

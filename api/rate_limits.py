@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -159,14 +160,22 @@ def throttle_storage(settings: Settings) -> Storage:
     """The ``limits`` storage of the console's sign-in throttle, on the API's Redis."""
     timeouts = {"socket_timeout": 2, "socket_connect_timeout": 2}
     if not is_sentinel(embedded.redis_url(settings)):
-        return storage_from_string(storage_uri(settings), **timeouts)
+        return _sync_storage(storage_uri(settings), **timeouts)
     # limits would send the servers' login to the sentinels too: theirs is their own.
     to_sentinels = {
         **timeouts,
         "username": None,
         **sentinel_options(settings.redis_sentinel_password),
     }
-    return storage_from_string(storage_uri(settings), sentinel_kwargs=to_sentinels, **timeouts)
+    return _sync_storage(storage_uri(settings), sentinel_kwargs=to_sentinels, **timeouts)
+
+
+def _sync_storage(uri: str, **options: Any) -> Storage:
+    """``limits``' storage for ``uri`` (a synchronous scheme), with ``options`` passed on to
+    it; its stubs type an option as a scalar, where ``sentinel_kwargs`` is a dict."""
+    storage = storage_from_string(uri, **options)
+    assert isinstance(storage, Storage)  # redis:// and redis+sentinel:// are synchronous
+    return storage
 
 
 def _who() -> str:

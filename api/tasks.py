@@ -707,7 +707,7 @@ def cancel_task(task_id: int):
             raise ApiError(409, "task_finished", str(err), {"status": err.status}) from err
         if not found:
             raise NotFound("task")
-        task = task_json(task_queries.get_task(conn, task_id))
+        task = _task_now(conn, task_id)
     return jsonify(task), 202 if task["status"] not in FINAL_STATUSES else 200
 
 
@@ -733,8 +733,16 @@ def give_input(task_id: int):
             raise ApiError(409, "not_waiting", str(err), {"status": err.status}) from err
         if not found:
             raise NotFound("task")
-        task = task_json(task_queries.get_task(conn, task_id))
+        task = _task_now(conn, task_id)
     return jsonify(task), 202
+
+
+def _task_now(conn: Conn, task_id: int) -> dict[str, Any]:
+    """The task object as this request just left it (NotFound if it is gone since)."""
+    row = task_queries.get_task(conn, task_id)
+    if row is None:
+        raise NotFound("task")
+    return task_json(row)
 
 
 class ReviewSchema(Schema):

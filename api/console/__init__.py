@@ -31,6 +31,7 @@ from flask import (
     url_for,
 )
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from api.errors import ApiError
 from api.runtime import runtime
@@ -123,7 +124,7 @@ def can(role: str) -> bool:
 
 
 @bp.before_request
-def _authenticate() -> Response | None:
+def _authenticate() -> BaseResponse | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         g.console_session = None
         if request.method == "POST":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import Response, abort, current_app, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from limits import parse_many
 from limits.strategies import SlidingWindowCounterRateLimiter
+from werkzeug.wrappers import Response
 
 from api.console import (
     SESSION_COOKIE,
