@@ -330,7 +330,8 @@ def _record_statement(
     this thread still held the message (``moved``: its lease had not run out) and holds the
     next job's columns (all NULL when there is none)."""
     status, delay_s = _next_step(job["attempts"] + 1, outcome, settings)
-    health = _HEALTH.get(_health_change(outcome))
+    change = _health_change(outcome)
+    health = None if change is None else _HEALTH.get(change)
     sql = f"""
         WITH relaxed AS (
             -- This statement is its own transaction: its commit does not wait for the disk.
