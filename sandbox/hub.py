@@ -105,8 +105,10 @@ def _passcode_ok(email: str, code: str) -> bool:
     if get_store().spa_take_passcode(email, code):
         return True
     secret = HUB_USERS.get(email)
+    if not secret:
+        return False
     # The first portal's TOTP rules: 80-bit secrets, one 30 s step of clock skew.
-    return bool(secret) and code.isdigit() and TOTP(secret).verify(code, valid_window=1)
+    return code.isdigit() and TOTP(secret).verify(code, valid_window=1)
 
 
 @bp.post("/api/session")
