@@ -30,7 +30,7 @@ run: install browsers ## start the whole stack in the foreground (Ctrl-C stops i
 lint: install ## ruff, mypy, and the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared clients/python/understudy_client
+	$(BIN)/mypy shared worker api dispatcher scheduler cli clients/python/understudy_client
 	$(BIN)/lint-imports
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
