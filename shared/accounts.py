@@ -200,12 +200,30 @@ def delete_credentials(conn: Conn, account_id: int, portal: str) -> bool:
 
 
 def list_accounts(conn: Conn) -> list[dict]:
-    """Every account with its count of live API keys, oldest first."""
+    """Every account with its fair-share weight and count of live API keys, oldest first."""
     return conn.execute(
-        "SELECT a.id, a.name, a.created_at,"
+        "SELECT a.id, a.name, a.share, a.created_at,"
         " (SELECT count(*) FROM api_keys k WHERE k.account_id = a.id AND k.revoked_at IS NULL)"
         " AS live_keys FROM accounts a ORDER BY a.id"
     ).fetchall()
+
+
+# The bounds of an account's fair-share weight (migration 0032 says why; the table checks it).
+SHARE_MIN, SHARE_MAX = 1, 100
+
+
+def set_share(conn: Conn, account_id: int, share: int) -> bool:
+    """Give an account its weight in fair share (shared.tasks.claim_task): with both waiting,
+    an account of share N runs N tasks for each one an account of share 1 runs. The operator's
+    to set, not the clinic's. ValueError outside SHARE_MIN..SHARE_MAX; False when there is no
+    such account.
+    """
+    if not SHARE_MIN <= share <= SHARE_MAX:
+        raise ValueError(f"share must be from {SHARE_MIN} to {SHARE_MAX}, not {share}")
+    row = conn.execute(
+        "UPDATE accounts SET share = %s WHERE id = %s RETURNING id", (share, account_id)
+    ).fetchone()
+    return row is not None
 
 
 def list_api_keys(conn: Conn, account_id: int | None = None) -> list[dict]:

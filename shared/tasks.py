@@ -503,13 +503,17 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
     A second delivery of the same Celery message finds the task running (or final) and gets
     None: that is what makes a duplicate message a no-op.
 
-    Fair share: when the task's account has more tasks running than another account that has
-    one waiting, the message is spent on that account's oldest waiting task instead (the one
-    with the fewest running first), and the named task goes back to ``pending`` with no message
+    Fair share: when the task's account is busier than another account that has one waiting,
+    the message is spent on that account's oldest waiting task instead (the least busy
+    account's first), and the named task goes back to ``pending`` with no message
     (``yielded``: the caller sends it again, to the back of the queue). So a clinic that sends
     hundreds of checks takes the workers only while nobody else waits, and another clinic's
     task starts at the next free worker instead of after the whole batch. The returned row's
     ``id`` is the task claimed; ``yielded`` is the named task's id when it gave its turn away.
+
+    How busy an account is: its tasks running over its ``share`` (1 unless the operator gave it
+    more), so with both waiting an account of share 2 runs two tasks for each one an account of
+    share 1 runs. With every share 1 that is the count of tasks running.
     """
     return conn.execute(
         """
@@ -522,11 +526,13 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
             SELECT account_id, count(*) AS n FROM tasks WHERE status = 'running'
              GROUP BY account_id
         ), mine AS (
-            SELECT coalesce((SELECT r.n FROM running r JOIN named USING (account_id)), 0) AS n
+            SELECT coalesce((SELECT r.n FROM running r JOIN named USING (account_id)), 0) AS n,
+                   coalesce((SELECT a.share FROM accounts a JOIN named ON a.id = named.account_id),
+                            1) AS share
         ), waiting (account_id) AS (
             -- The accounts with a task waiting, one probe of tasks_waiting each however long
             -- their backlogs (a skip scan); none looked for unless the named task's account
-            -- has a task running, since no account can have fewer.
+            -- has a task running, since no account can be less busy than none running.
             (SELECT account_id FROM tasks
               WHERE status IN ('pending', 'dispatching') AND (SELECT n FROM mine) > 0
               ORDER BY account_id LIMIT 1)
@@ -539,21 +545,25 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
             -- Each less busy account's oldest waiting task. Written so that only
             -- tasks_waiting can serve it (shared.tasks.list_tasks_query says why): with
             -- `account_id = ...` the planner walked the primary key through the other accounts'
-            -- tasks, a second for 20,000 of them.
-            SELECT coalesce(r.n, 0) AS running,
+            -- tasks, a second for 20,000 of them. Less busy: fewer running for its share,
+            -- compared as running * the other's share, in integers and so exactly.
+            SELECT coalesce(r.n, 0)::float8 / a.share AS busy,
                    (SELECT t.id FROM tasks t
                      WHERE t.account_id >= w.account_id AND t.account_id <= w.account_id
                        AND t.status IN ('pending', 'dispatching')
                        AND t.cancel_requested_at IS NULL
                      ORDER BY t.account_id, t.id LIMIT 1) AS id
-              FROM waiting w LEFT JOIN running r ON r.account_id = w.account_id
-             WHERE w.account_id IS NOT NULL AND coalesce(r.n, 0) < (SELECT n FROM mine)
+              FROM waiting w JOIN accounts a ON a.id = w.account_id
+              LEFT JOIN running r ON r.account_id = w.account_id
+             WHERE coalesce(r.n, 0) * (SELECT share FROM mine) < (SELECT n FROM mine) * a.share
         ), other AS (
-            -- The least busy account's, the oldest first; if another worker is claiming it
-            -- right now, the named task is claimed after all.
+            -- The least busy account's, the oldest first (a division of small integers in
+            -- float8 is rounded alike for equal fractions, so equally busy accounts tie and the
+            -- older task goes first); if another worker is claiming it right now, the named
+            -- task is claimed after all.
             SELECT t.id FROM tasks t
              WHERE t.id = (SELECT id FROM candidates WHERE id IS NOT NULL
-                            ORDER BY running, id LIMIT 1)
+                            ORDER BY busy, id LIMIT 1)
                AND t.status IN ('pending', 'dispatching') AND t.cancel_requested_at IS NULL
              FOR UPDATE SKIP LOCKED
         ), yielded AS (

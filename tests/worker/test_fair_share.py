@@ -3,6 +3,7 @@ another clinic's task waits (real Postgres; the whole path with workers is in te
 
 from __future__ import annotations
 
+from shared import accounts
 from shared import tasks as task_queries
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
@@ -83,3 +84,95 @@ def test_a_canceled_or_running_task_yields_nothing(client, make_account, runtime
     assert _claim(runtime, second, "worker-b") is None
     assert _claim(runtime, first, "worker-b") is None
     assert _state(runtime, waiting) == ("dispatching", True)
+
+
+# Weights: an account's share (set by the operator) divides its running count.
+
+
+def _share(runtime, account, share: int) -> None:
+    with runtime.pool.connection() as conn:
+        assert accounts.set_share(conn, account.id, share)
+
+
+def _running(client, runtime, account, n: int) -> None:
+    """``n`` of the account's tasks running, each claimed by its own message while no other
+    account has a task waiting (so none of them gives its turn away)."""
+    for _ in range(n):
+        task_id = _post(client, account)
+        claimed = _claim(runtime, task_id, f"worker-{account.id}-{task_id}")
+        assert (claimed["id"], claimed["yielded"]) == (task_id, None)
+
+
+def test_an_account_of_share_2_keeps_its_message_with_twice_as_many_running(
+    client, make_account, runtime
+):
+    # given a clinic of share 2 with two running and a clinic of share 1 with one, both waiting
+    big, small = make_account("Big"), make_account("Small")
+    _share(runtime, big, 2)
+    _running(client, runtime, big, 2)
+    _running(client, runtime, small, 1)
+    big_next, small_next = _post(client, big), _post(client, small)
+    # when a worker takes the big clinic's next message, then it runs that task: 2/2 is not
+    # busier than 1/1 (unweighted, 2 running against 1 gave the turn away)
+    claimed = _claim(runtime, big_next, "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (big_next, None)
+    assert _state(runtime, small_next) == ("dispatching", True)
+
+
+def test_an_account_of_share_1_gives_its_turn_to_one_of_share_2_running_alike(
+    client, make_account, runtime
+):
+    # given a clinic of share 2 and one of share 1, one task running each, both waiting
+    big, small = make_account("Big"), make_account("Small")
+    _share(runtime, big, 2)
+    _running(client, runtime, big, 1)
+    _running(client, runtime, small, 1)
+    big_next, small_next = _post(client, big), _post(client, small)
+    # when a worker takes the small clinic's next message, then it runs the big clinic's task:
+    # 1/1 is busier than 1/2 (unweighted, one running each, it claimed its own)
+    claimed = _claim(runtime, small_next, "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (big_next, small_next)
+    assert _state(runtime, small_next) == ("pending", False)
+    # and the big clinic's next one, with 2/2 against 1/1, keeps its own message again
+    again = _post(client, big)
+    assert _claim(runtime, again, "worker-y")["id"] == again
+
+
+def test_the_turn_goes_to_the_account_least_busy_for_its_share(client, make_account, runtime):
+    # given a busy clinic (4 running), one of share 2 with 3 running, one of share 1 with 2,
+    # each waiting, the share-2 clinic's task the newest
+    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
+    _share(runtime, big, 2)
+    _running(client, runtime, busy, 4)
+    _running(client, runtime, small, 2)
+    _running(client, runtime, big, 3)
+    busy_next, small_next, big_next = (
+        _post(client, busy),
+        _post(client, small),
+        _post(client, big),
+    )
+    # when a worker takes the busy clinic's message, then it runs the share-2 clinic's task:
+    # 3/2 is less busy than 2/1 (unweighted, 2 running is fewer than 3)
+    claimed = _claim(runtime, busy_next, "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (big_next, busy_next)
+    assert _state(runtime, small_next) == ("dispatching", True)
+
+
+def test_equally_busy_for_their_shares_the_older_task_goes_first(client, make_account, runtime):
+    # given a busy clinic (3 running), one of share 2 with 2 running and one of share 1 with 1,
+    # the share-2 clinic's task the older
+    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
+    _share(runtime, big, 2)
+    _running(client, runtime, busy, 3)
+    _running(client, runtime, big, 2)
+    _running(client, runtime, small, 1)
+    busy_next, big_next, small_next = (
+        _post(client, busy),
+        _post(client, big),
+        _post(client, small),
+    )
+    # when a worker takes the busy clinic's message, then 2/2 and 1/1 tie and the older task
+    # runs, the share-2 clinic's (unweighted, 1 running is fewer than 2)
+    claimed = _claim(runtime, busy_next, "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (big_next, busy_next)
+    assert _state(runtime, small_next) == ("dispatching", True)
