@@ -103,7 +103,23 @@ def cmd_accounts_list(args: argparse.Namespace, settings: Settings) -> int:
 
     with _database(settings) as (_, conn):
         rows = list_accounts(conn)
-    show(rows, ["id", "name", "live_keys", "created_at"], as_json=args.json)
+    show(rows, ["id", "name", "share", "live_keys", "created_at"], as_json=args.json)
+    return 0
+
+
+def cmd_accounts_share(args: argparse.Namespace, settings: Settings) -> int:
+    """Set an account's weight in fair share (operators only: the API has no way to)."""
+    from shared.accounts import SHARE_MAX, SHARE_MIN, set_share
+
+    if not SHARE_MIN <= args.share <= SHARE_MAX:
+        print(f"error: share must be from {SHARE_MIN} to {SHARE_MAX}", file=sys.stderr)
+        return 2
+    try:
+        with _database(settings, account=args.account) as (_, conn):
+            set_share(conn, args.account, args.share)
+    except _NoAccount:
+        return _no_account(args.account)
+    print(f"account {args.account}: share {args.share}")
     return 0
 
 

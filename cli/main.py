@@ -39,6 +39,15 @@ def _local(sub: argparse._SubParsersAction) -> None:
     listing = accounts.add_parser("list", help="every account")
     _json_flag(listing)
     listing.set_defaults(func=local.cmd_accounts_list)
+    share = accounts.add_parser(
+        "share",
+        help="set an account's weight in fair share (1 to 100; default 1)",
+        description="With both waiting, an account of share N runs N tasks for each one an"
+        " account of share 1 runs.",
+    )
+    share.add_argument("account", type=int)
+    share.add_argument("share", type=int)
+    share.set_defaults(func=local.cmd_accounts_share)
 
     keys = sub.add_parser("keys", help="manage API keys (local)").add_subparsers(
         dest="action", required=True

@@ -25,12 +25,16 @@ def _run(
 
 
 def _env(settings) -> dict[str, str]:
-    return {
+    env = {
         "PATH": os.environ["PATH"],
         "DATABASE_URL": settings.database_url,
         "UNDERSTUDY_RUN_DIR": str(settings.run_dir),
         "WEBHOOK_ALLOW_PRIVATE": "true",
     }
+    # the command runs the code under test, where the tests were pointed at it
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def test_accounts_create_prints_a_working_key_and_stores_secrets_encrypted(
@@ -117,12 +121,42 @@ def test_accounts_list_and_keys_list_show_prefixes_never_keys(runtime, settings,
     listed = _run(["accounts", "list", "--json"], _env(settings))
     assert listed.returncode == 0, listed.stderr
     [row] = json.loads(listed.stdout)
-    assert (row["id"], row["name"], row["live_keys"]) == (account.id, "Acme Health", 1)
+    assert (row["id"], row["name"], row["share"], row["live_keys"]) == (
+        account.id,
+        "Acme Health",
+        1,
+        1,
+    )
     table = _run(["accounts", "list"], _env(settings)).stdout.splitlines()
-    assert table[0].split() == ["ID", "NAME", "LIVE_KEYS", "CREATED_AT"]
+    assert table[0].split() == ["ID", "NAME", "SHARE", "LIVE_KEYS", "CREATED_AT"]
     assert table[1].split()[:3] == [str(account.id), "Acme", "Health"]
 
     keys = _run(["keys", "list", "--account", str(account.id), "--json"], _env(settings))
     [key] = json.loads(keys.stdout)
     assert account.api_key.startswith(key["prefix"]) and key["prefix"] != account.api_key
     assert account.api_key not in _run(["keys", "list"], _env(settings)).stdout
+
+
+def test_accounts_share_sets_the_weight_the_listing_shows(runtime, settings, account):
+    env = _env(settings)
+    result = _run(["accounts", "share", str(account.id), "3"], env)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(_run(["accounts", "list", "--json"], env).stdout)
+    assert (row["id"], row["share"]) == (account.id, 3)
+
+
+def test_accounts_share_refuses_a_weight_out_of_range_or_no_account(runtime, settings, account):
+    env = _env(settings)
+    for share in ("0", "101", "-1"):
+        refused = _run(["accounts", "share", str(account.id), share], env)
+        assert refused.returncode == 2
+        assert "share must be from 1 to 100" in refused.stderr
+    missing = _run(["accounts", "share", str(account.id + 1000), "2"], env)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        f"error: no account {account.id + 1000}",
+    )
+    # and the weight is as it was
+    with runtime.pool.connection() as conn:
+        row = conn.execute("SELECT share FROM accounts WHERE id = %s", (account.id,)).fetchone()
+    assert row["share"] == 1
