@@ -515,11 +515,16 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
     more), so with both waiting an account of share 2 runs two tasks for each one an account of
     share 1 runs. With every share 1 that is the count of tasks running.
     """
-    return conn.execute(
-        """
+    sql, params = claim_task_query(task_id, worker, lease_s)
+    return conn.execute(sql, params).fetchone()
+
+
+def claim_task_query(task_id: int, worker: str, lease_s: float) -> tuple[str, list[Any]]:
+    """The SQL and parameters of :func:`claim_task` (a test reads their plan)."""
+    sql = """
         WITH RECURSIVE named AS (
             SELECT id, account_id FROM tasks
-             WHERE id = %(id)s AND status IN ('pending', 'dispatching')
+             WHERE id = %s AND status IN ('pending', 'dispatching')
                AND cancel_requested_at IS NULL
              FOR UPDATE
         ), running AS (
@@ -572,8 +577,8 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
             RETURNING id
         )
         UPDATE tasks
-           SET status = 'running', attempts = attempts + 1, claimed_by = %(worker)s,
-               lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+           SET status = 'running', attempts = attempts + 1, claimed_by = %s,
+               lease_expires_at = now() + make_interval(secs => %s),
                started_at = COALESCE(started_at, now()), updated_at = now()
          WHERE id = coalesce((SELECT id FROM other), (SELECT id FROM named))
         RETURNING id, account_id, type, sop_id, inputs, secret_inputs, attempts,
@@ -583,9 +588,8 @@ def claim_task(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | 
                      FROM accounts a WHERE a.id = tasks.account_id) AS review_required,
                   EXTRACT(EPOCH FROM now() - created_at)::float AS waited_s,
                   (SELECT id FROM yielded) AS yielded
-        """,
-        {"id": task_id, "worker": worker, "lease_s": lease_s},
-    ).fetchone()
+        """
+    return sql, [task_id, worker, lease_s]
 
 
 def extend_lease(conn: Conn, task_id: int, worker: str, lease_s: float) -> dict | None:

@@ -3,8 +3,11 @@ another clinic's task waits (real Postgres; the whole path with workers is in te
 
 from __future__ import annotations
 
+import pytest
+
 from shared import accounts
 from shared import tasks as task_queries
+from tests.plans import PLAN_MODES, nodes_on, rows_read
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
@@ -175,4 +178,48 @@ def test_equally_busy_for_their_shares_the_older_task_goes_first(client, make_ac
     # runs, the share-2 clinic's (unweighted, 1 running is fewer than 2)
     claimed = _claim(runtime, busy_next, "worker-x")
     assert (claimed["id"], claimed["yielded"]) == (big_next, busy_next)
+    assert _state(runtime, small_next) == ("dispatching", True)
+
+
+def _backlog(runtime, task_id: int, count: int) -> None:
+    """``count`` more waiting tasks like ``task_id``, of its account, written at once."""
+    with runtime.pool.connection() as conn:
+        columns = [
+            row["column_name"]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'tasks' AND column_name NOT IN ('id', 'task_number')"
+            ).fetchall()
+        ]
+        listed = ", ".join(columns)
+        conn.execute(
+            f"INSERT INTO tasks ({listed}, task_number)"  # noqa: S608 - the table's own columns
+            f" SELECT {listed}, 1000000 + g FROM tasks, generate_series(1, %s) AS g"
+            " WHERE id = %s",
+            (count, task_id),
+        )
+
+
+@pytest.mark.parametrize("mode", PLAN_MODES)
+def test_the_weighted_choice_reads_one_probe_per_waiting_account_not_their_backlogs(
+    client, make_account, runtime, mode
+):
+    # given a clinic of share 2 with one running and 20,000 waiting, a busy clinic with two
+    # running and one of share 1 with one running, each with a task waiting
+    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
+    _share(runtime, big, 2)
+    _running(client, runtime, busy, 2)
+    _running(client, runtime, big, 1)
+    busy_next, big_next = _post(client, busy), _post(client, big)
+    _backlog(runtime, big_next, 20_000)
+    _running(client, runtime, small, 1)
+    small_next = _post(client, small)
+    # when the busy clinic's message is claimed, planned for these values or for any
+    sql, params = task_queries.claim_task_query(busy_next, "worker-x", 30)
+    with runtime.pool.connection() as conn:
+        on_tasks = nodes_on(conn, "tasks", sql, params, mode)
+    # then it read a few rows of tasks, not the big clinic's backlog, and ran the oldest task
+    # of the clinic least busy for its share (1/2 against 1/1)
+    assert on_tasks and rows_read(on_tasks) < 50
+    assert _state(runtime, big_next)[0] == "running"
     assert _state(runtime, small_next) == ("dispatching", True)
