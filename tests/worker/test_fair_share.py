@@ -106,15 +106,24 @@ def _running(client, runtime, account, n: int) -> None:
         assert (claimed["id"], claimed["yielded"]) == (task_id, None)
 
 
+def _clinics(client, make_account, runtime, running: dict[str, int], order: tuple[str, ...]):
+    """Clinics by name, ``big`` of share 2 and the others of share 1, with ``running[name]``
+    tasks running each, then one task each waiting, posted in ``order``: the clinics, and each
+    one's waiting task."""
+    clinics = {name: make_account(name.title()) for name in running}
+    if "big" in clinics:
+        _share(runtime, clinics["big"], 2)
+    for name, n in running.items():
+        _running(client, runtime, clinics[name], n)
+    return clinics, {name: _post(client, clinics[name]) for name in order}
+
+
 def test_an_account_of_share_2_keeps_its_message_with_twice_as_many_running(
     client, make_account, runtime
 ):
     # given a clinic of share 2 with two running and a clinic of share 1 with one, both waiting
-    big, small = make_account("Big"), make_account("Small")
-    _share(runtime, big, 2)
-    _running(client, runtime, big, 2)
-    _running(client, runtime, small, 1)
-    big_next, small_next = _post(client, big), _post(client, small)
+    _, waiting = _clinics(client, make_account, runtime, {"big": 2, "small": 1}, ("big", "small"))
+    big_next, small_next = waiting["big"], waiting["small"]
     # when a worker takes the big clinic's next message, then it runs that task: 2/2 is not
     # busier than 1/1 (unweighted, 2 running against 1 gave the turn away)
     claimed = _claim(runtime, big_next, "worker-x")
@@ -126,59 +135,44 @@ def test_an_account_of_share_1_gives_its_turn_to_one_of_share_2_running_alike(
     client, make_account, runtime
 ):
     # given a clinic of share 2 and one of share 1, one task running each, both waiting
-    big, small = make_account("Big"), make_account("Small")
-    _share(runtime, big, 2)
-    _running(client, runtime, big, 1)
-    _running(client, runtime, small, 1)
-    big_next, small_next = _post(client, big), _post(client, small)
+    clinics, waiting = _clinics(
+        client, make_account, runtime, {"big": 1, "small": 1}, ("big", "small")
+    )
+    big_next, small_next = waiting["big"], waiting["small"]
     # when a worker takes the small clinic's next message, then it runs the big clinic's task:
     # 1/1 is busier than 1/2 (unweighted, one running each, it claimed its own)
     claimed = _claim(runtime, small_next, "worker-x")
     assert (claimed["id"], claimed["yielded"]) == (big_next, small_next)
     assert _state(runtime, small_next) == ("pending", False)
     # and the big clinic's next one, with 2/2 against 1/1, keeps its own message again
-    again = _post(client, big)
+    again = _post(client, clinics["big"])
     assert _claim(runtime, again, "worker-y")["id"] == again
 
 
 def test_the_turn_goes_to_the_account_least_busy_for_its_share(client, make_account, runtime):
     # given a busy clinic (4 running), one of share 2 with 3 running, one of share 1 with 2,
     # each waiting, the share-2 clinic's task the newest
-    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
-    _share(runtime, big, 2)
-    _running(client, runtime, busy, 4)
-    _running(client, runtime, small, 2)
-    _running(client, runtime, big, 3)
-    busy_next, small_next, big_next = (
-        _post(client, busy),
-        _post(client, small),
-        _post(client, big),
+    _, waiting = _clinics(
+        client, make_account, runtime, {"busy": 4, "big": 3, "small": 2}, ("busy", "small", "big")
     )
     # when a worker takes the busy clinic's message, then it runs the share-2 clinic's task:
     # 3/2 is less busy than 2/1 (unweighted, 2 running is fewer than 3)
-    claimed = _claim(runtime, busy_next, "worker-x")
-    assert (claimed["id"], claimed["yielded"]) == (big_next, busy_next)
-    assert _state(runtime, small_next) == ("dispatching", True)
+    claimed = _claim(runtime, waiting["busy"], "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (waiting["big"], waiting["busy"])
+    assert _state(runtime, waiting["small"]) == ("dispatching", True)
 
 
 def test_equally_busy_for_their_shares_the_older_task_goes_first(client, make_account, runtime):
     # given a busy clinic (3 running), one of share 2 with 2 running and one of share 1 with 1,
     # the share-2 clinic's task the older
-    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
-    _share(runtime, big, 2)
-    _running(client, runtime, busy, 3)
-    _running(client, runtime, big, 2)
-    _running(client, runtime, small, 1)
-    busy_next, big_next, small_next = (
-        _post(client, busy),
-        _post(client, big),
-        _post(client, small),
+    _, waiting = _clinics(
+        client, make_account, runtime, {"busy": 3, "big": 2, "small": 1}, ("busy", "big", "small")
     )
     # when a worker takes the busy clinic's message, then 2/2 and 1/1 tie and the older task
     # runs, the share-2 clinic's (unweighted, 1 running is fewer than 2)
-    claimed = _claim(runtime, busy_next, "worker-x")
-    assert (claimed["id"], claimed["yielded"]) == (big_next, busy_next)
-    assert _state(runtime, small_next) == ("dispatching", True)
+    claimed = _claim(runtime, waiting["busy"], "worker-x")
+    assert (claimed["id"], claimed["yielded"]) == (waiting["big"], waiting["busy"])
+    assert _state(runtime, waiting["small"]) == ("dispatching", True)
 
 
 def _backlog(runtime, task_id: int, count: int) -> None:
@@ -206,20 +200,16 @@ def test_the_weighted_choice_reads_one_probe_per_waiting_account_not_their_backl
 ):
     # given a clinic of share 2 with one running and 20,000 waiting, a busy clinic with two
     # running and one of share 1 with one running, each with a task waiting
-    busy, big, small = make_account("Busy"), make_account("Big"), make_account("Small")
-    _share(runtime, big, 2)
-    _running(client, runtime, busy, 2)
-    _running(client, runtime, big, 1)
-    busy_next, big_next = _post(client, busy), _post(client, big)
-    _backlog(runtime, big_next, 20_000)
-    _running(client, runtime, small, 1)
-    small_next = _post(client, small)
+    _, waiting = _clinics(
+        client, make_account, runtime, {"busy": 2, "big": 1, "small": 1}, ("busy", "big", "small")
+    )
+    _backlog(runtime, waiting["big"], 20_000)
     # when the busy clinic's message is claimed, planned for these values or for any
-    sql, params = task_queries.claim_task_query(busy_next, "worker-x", 30)
+    sql, params = task_queries.claim_task_query(waiting["busy"], "worker-x", 30)
     with runtime.pool.connection() as conn:
         on_tasks = nodes_on(conn, "tasks", sql, params, mode)
     # then it read a few rows of tasks, not the big clinic's backlog, and ran the oldest task
     # of the clinic least busy for its share (1/2 against 1/1)
     assert on_tasks and rows_read(on_tasks) < 50
-    assert _state(runtime, big_next)[0] == "running"
-    assert _state(runtime, small_next) == ("dispatching", True)
+    assert _state(runtime, waiting["big"])[0] == "running"
+    assert _state(runtime, waiting["small"]) == ("dispatching", True)
