@@ -684,8 +684,8 @@ def _yielded(rt: Runtime, claimed: dict, named: int) -> None:
     """The named task gave its turn to another account's (fair share, :func:`claim_task`):
     send its message again, to the back of the queue."""
     log.info(
-        "task %s yields to task %s of account %s, which had fewer tasks running; it is queued"
-        " again",
+        "task %s yields to task %s of account %s, which had fewer tasks running for its share;"
+        " it is queued again",
         named,
         claimed["id"],
         claimed["account_id"],
