@@ -109,16 +109,16 @@ def cmd_accounts_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_accounts_share(args: argparse.Namespace, settings: Settings) -> int:
     """Set an account's weight in fair share (operators only: the API has no way to)."""
-    from shared.accounts import SHARE_MAX, SHARE_MIN, set_share
+    from shared.accounts import set_share
 
-    if not SHARE_MIN <= args.share <= SHARE_MAX:
-        print(f"error: share must be from {SHARE_MIN} to {SHARE_MAX}", file=sys.stderr)
-        return 2
     try:
         with _database(settings, account=args.account) as (_, conn):
             set_share(conn, args.account, args.share)
     except _NoAccount:
         return _no_account(args.account)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"account {args.account}: share {args.share}")
     return 0
 
