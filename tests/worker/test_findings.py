@@ -17,6 +17,7 @@ import requests
 from shared.sop.errors import SopInvalid
 from shared.sop.loader import load_sop
 from tests.worker.support import PLAIN_USER, ListRecorder, set_faults
+from worker.agent import locators
 from worker.agent.interpreter import run_sop
 from worker.errors import PortalUnavailable
 
@@ -85,6 +86,36 @@ def test_exists_and_count_wait_when_asked(driver, sandbox_url) -> None:
     r = outcome.result
     # Without a wait they look once, as documented; with one they wait for the list.
     assert (r["at_once"], r["waited"], r["rows"], r["never"]) == (False, True, 3, False)
+
+
+def test_exists_takes_one_match_from_the_page_where_count_takes_every_one(
+    driver, sandbox_url, monkeypatch
+) -> None:
+    # Given a record of how many of the claims' rows each look sends back
+    sent: list[int] = []
+    execute = driver.execute_script
+
+    def recording(script: str, *args: object) -> object:
+        answer = execute(script, *args)
+        if script == locators._FIND_JS and args[0]["value"] == "listitem":
+            sent.append(len(answer))
+        return answer
+
+    monkeypatch.setattr(driver, "execute_script", recording)
+    # When an SOP counts the three rows, then asks whether there are any
+    outcome = run(
+        driver,
+        sandbox_url,
+        "delayed?delay_s=1",
+        """
+  - extract: {into: rows, count: {role: listitem}, wait_s: 8}
+  - extract: {into: any, exists: {role: listitem}}
+""",
+    )
+    # Then the count got all three and the exists one: on a page whose every row matched, all
+    # of them took seconds a look
+    assert (outcome.result["rows"], outcome.result["any"]) == (3, True)
+    assert sent[-2:] == [3, 1]
 
 
 def test_fields_named_by_image_alt_aria_placeholder_and_title(driver, sandbox_url) -> None:

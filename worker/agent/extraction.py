@@ -18,6 +18,7 @@ from shared.sop.model import ExtractStep
 from worker.agent import locators
 from worker.agent.handlers import At, handles
 from worker.agent.limits import SLACK_CHARS, Cut, ReadLimits, cut_cells, cut_text
+from worker.agent.page import uses_selectors
 from worker.agent.values import jsonable, short
 from worker.errors import StepFailed
 
@@ -167,11 +168,16 @@ def _read(run: Run, step: ExtractStep, timeout: float) -> _Read:
         return _long_read(long) or _Read(page.driver.current_url)
     loc = page.locator(step.locator)
     if what in ("exists", "count"):
-        found = locators.find_all(page.driver, loc)
+        # An exists needs one match, unless its locator could test a field's secret: then every
+        # match is checked (refuse_secret_probe). A count needs them all.
+        limit = 1 if what == "exists" and not uses_selectors(loc) else None
+        found = locators.find_all(page.driver, loc, limit=limit)
         if not found and step.wait_s:
             # Asked to wait: for a first match, up to wait_s; none by then is an answer too.
             try:
-                found = page.wait(lambda: locators.find_all(page.driver, loc), step.wait_s, "")
+                found = page.wait(
+                    lambda: locators.find_all(page.driver, loc, limit=limit), step.wait_s, ""
+                )
             except StepFailed:
                 found = []
         page.refuse_secret_probe(found, loc)

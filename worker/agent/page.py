@@ -651,7 +651,7 @@ class Page:
     def refuse_secret_probe(self, found: Sequence[WebElement], loc: Locator) -> None:
         """A css or xpath locator can test what a field holds (`[value^=a]`), so as not to be an
         oracle it may not match a field holding a secret. Label, role and text locators can't."""
-        if not found or not _uses_selectors(loc):
+        if not found or not uses_selectors(loc):
             return
         kinds = [k for k in self.secret_kinds(found, filled_only=True) if k]
         if kinds:
@@ -663,8 +663,10 @@ class Page:
             )
 
 
-def _uses_selectors(loc: Locator) -> bool:
-    return loc.kind in ("css", "xpath") or (loc.within is not None and _uses_selectors(loc.within))
+def uses_selectors(loc: Locator) -> bool:
+    """Whether a locator (or one it looks within) is css or xpath: one that can test what a
+    field holds."""
+    return loc.kind in ("css", "xpath") or (loc.within is not None and uses_selectors(loc.within))
 
 
 def clear_quietly(el: WebElement) -> None:
