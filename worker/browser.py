@@ -416,11 +416,12 @@ def take_dialogs(driver: WebDriver) -> list[tuple[str, str]]:
 
 
 @contextmanager
-def answering_dialogs(driver: WebDriver, answer: str) -> Iterator[None]:
+def answering_dialogs(driver: WebDriver, answer: str | None) -> Iterator[None]:
     """Answer the dialogs the page shows during the block ``answer`` ("accept": OK, "dismiss":
-    Cancel; a confirm() then returns false and a prompt() null), then as before."""
+    Cancel; a confirm() then returns false and a prompt() null; None: as outside it), then as
+    before. Blocks nest: a step inside another answers as the outer one unless it says."""
     executor = driver.command_executor
-    if not isinstance(executor, _WatchedConnection):
+    if answer is None or not isinstance(executor, _WatchedConnection):
         yield
         return
     if answer not in _ANSWERS:

@@ -357,8 +357,6 @@ class Run:
             self.redactor.add(secret)
         self.passed_irreversible = False
         self.verifying = False
-        # How the step running answers the page's dialogs ("accept", "dismiss").
-        self.dialogs = sop.settings.dialogs
         self.failure_recorded = False
         # Whether the browser may hold a portal session this run opened or found: what the
         # profile's sign_out ends when the run is over.
@@ -394,7 +392,10 @@ class Run:
             try:
                 if prepare:
                     self._enter(sign_in=not signed_in)
-                self.run_steps(steps, prefix="")
+                # The SOP's own steps answer dialogs as its settings say; the profile's sign-in
+                # and prelude, outside, answer OK unless a step of theirs says otherwise.
+                with answering_dialogs(self.page.driver, self.sop.settings.dialogs):
+                    self.run_steps(steps, prefix="")
                 break
             except _Finish:
                 break
@@ -453,15 +454,12 @@ class Run:
             prelude, start = prelude[1:], 2
         # What the prelude reads is the portal's business: it is not the task's result, and the
         # SOP's steps see the values as they were before it.
-        # Its dialogs are answered OK unless a prelude step says otherwise: the SOP's default
-        # (settings.dialogs) is for the SOP's own steps.
-        kept, sop_dialogs, self.dialogs = dict(self.ctx.extracted), self.dialogs, "accept"
+        kept = dict(self.ctx.extracted)
         try:
             self.run_steps(prelude, prefix="p", start=start)
         finally:
             self.ctx.extracted.clear()
             self.ctx.extracted.update(kept)
-            self.dialogs = sop_dialogs
 
     def _opens(self, step: Step | None, url: str) -> bool:
         """Whether ``step`` is an unconditional goto of ``url``."""
@@ -523,13 +521,8 @@ class Run:
 
     def _run_step(self, step: Step, index: str) -> None:
         """Run one step, its page's dialogs answered as it says (or as the step around it)."""
-        around = self.dialogs
-        self.dialogs = step.dialogs or around
-        try:
-            with answering_dialogs(self.page.driver, self.dialogs):
-                self._step(step, index)
-        finally:
-            self.dialogs = around
+        with answering_dialogs(self.page.driver, step.dialogs):
+            self._step(step, index)
 
     def _step(self, step: Step, index: str) -> None:
         at = At(
