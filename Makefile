@@ -7,7 +7,7 @@ TEST_WORKERS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browsers run test test-fast lint bench clean
+.PHONY: help install browsers run test test-fast lint bench screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test: lint browsers ## lint, then the test suite against real Postgres, Redis an
 
 test-fast: install browsers ## the quick tier for iterating: no e2e, faults or fuzz tests
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not faults and not fuzz"
+
+screenshots: install browsers ## retake the docs' screenshots (docs/api-docs.png, docs/console/)
+	UNDERSTUDY_DOC_SHOTS=1 $(BIN)/pytest -n $(TEST_WORKERS) tests/api/test_docs_browser.py tests/e2e/test_console.py
 
 bench: install browsers ## run the benchmarks (not part of the tests)
 	$(BIN)/python bench/api.py

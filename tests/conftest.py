@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, load_settings
 
 _handed_out: set[int] = set()
+
+# The screenshots the docs show (docs/api-docs.png, docs/console/*.png) are taken by the browser
+# tests that visit those pages. They are written into docs/ only when this is set (`make
+# screenshots`); any other run writes them to its temporary folder, so a test run leaves the
+# checkout as it found it.
+DOC_SHOTS = "UNDERSTUDY_DOC_SHOTS"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def free_port() -> int:
@@ -50,6 +58,13 @@ class ServedApp:
     def close(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def doc_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests save the docs' screenshots: docs/ with UNDERSTUDY_DOC_SHOTS=1,
+    else a temporary folder shaped like it."""
+    return DOCS if os.environ.get(DOC_SHOTS) == "1" else tmp_path_factory.mktemp("docs")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -13,8 +12,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import ServedApp
-
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "api-docs.png"
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +53,7 @@ def _requested_urls(driver: webdriver.Chrome) -> list[str]:
 
 
 def test_docs_list_every_operation_with_nothing_loaded_from_elsewhere(
-    client, served, offline_browser
+    client, served, offline_browser, doc_shots
 ):
     document = client.get("/openapi.json").get_json()
     expected = {
@@ -80,8 +77,7 @@ def test_docs_list_every_operation_with_nothing_loaded_from_elsewhere(
     }
     assert shown == expected
     assert "Understudy API" in offline_browser.find_element(By.CSS_SELECTOR, ".title").text
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    offline_browser.save_screenshot(str(SCREENSHOT))
+    assert offline_browser.save_screenshot(str(doc_shots / "api-docs.png"))
 
     urls = _requested_urls(offline_browser)
     assert any(u.endswith("/openapi.json") for u in urls)

@@ -1,7 +1,8 @@
 """The operator console in real headless Chromium, against the whole stack (`understudy run`):
 sign in, the live trajectory of a running task, a clinic's CSV sent as a batch, an MFA code, a
 webhook redelivered, the SOP editor's line numbers, a claim approved or rejected on review, the
-portal profile editor, CSRF and roles. Each page is saved to docs/console/ for docs/console.md.
+portal profile editor, CSRF and roles. Each page is saved for docs/console.md (into docs/console/
+with `make screenshots`).
 
 One browser for the module; each test signs in afresh (the tables are emptied between tests).
 """
@@ -28,7 +29,6 @@ from shared.sop.library import builtin_sop_text
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 PASSWORD = "correct horse battery"
 
 
@@ -45,16 +45,17 @@ def browser(settings) -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def console(e2e, browser) -> Iterator[Console]:
+def console(e2e, browser, doc_shots) -> Iterator[Console]:
     # Quick hurdles (short spinners, no random modal): the tests watch the console, not them.
     e2e.sandbox_faults(spinner_s=0.2, slow_page_s=0.2, modal="never")
     browser.delete_all_cookies()
-    yield Console(e2e.api_url, browser)
+    yield Console(e2e.api_url, browser, doc_shots / "console")
 
 
 class Console:
-    def __init__(self, api_url: str, driver: webdriver.Chrome) -> None:
+    def __init__(self, api_url: str, driver: webdriver.Chrome, shots: Path) -> None:
         self.url = f"{api_url}/console"
+        self.shots = shots
         self.api_url = api_url
         self.driver = driver
 
@@ -93,10 +94,10 @@ class Console:
         self.wait(lambda: self.all("#login-error" if refused else "#signed-in-as"), 30)
 
     def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.shots.mkdir(parents=True, exist_ok=True)
         height = self.driver.execute_script("return document.body.scrollHeight")
         self.driver.set_window_size(1280, max(600, min(int(height) + 40, 2400)))
-        self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        assert self.driver.save_screenshot(str(self.shots / f"{name}.png"))
         self.driver.set_window_size(1280, 900)
 
 
