@@ -129,9 +129,16 @@ def run_forever(settings: Settings) -> None:
         rt.close()
 
 
+# How long a stopping scheduler waits for the purge's thread. A purge stops between its
+# transactions; one still inside a transaction after this (a slow DELETE, a lock waited on) is
+# left behind: the process ends without it, the server rolls that transaction back when its
+# connection closes, and the next start deletes the same rows.
+PURGE_STOP_WAIT_S = 5.0
+
+
 def run(rt: Runtime, stop: threading.Event) -> None:
     """Tick every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set, with the retention purge in a
-    thread beside the ticks; it stops with them."""
+    thread beside the ticks; it stops with them, waited for at most ``PURGE_STOP_WAIT_S``."""
     settings = rt.settings
     log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
     purger = threading.Thread(target=_purge_every, args=(rt, stop), name="retention", daemon=True)
@@ -152,7 +159,12 @@ def run(rt: Runtime, stop: threading.Event) -> None:
             stop.wait(settings.scheduler_interval_s)
     finally:
         stop.set()
-        purger.join()
+        purger.join(PURGE_STOP_WAIT_S)
+        if purger.is_alive():
+            log.warning(
+                "scheduler stopped with the retention purge still in a transaction: the"
+                " database rolls it back, and the next start deletes those rows"
+            )
 
 
 def _purge_every(rt: Runtime, stop: threading.Event) -> None:

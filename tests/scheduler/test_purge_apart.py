@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import psycopg
 import redis
 
+from scheduler import loop
 from scheduler.loop import run
 from shared import retention
 
@@ -167,3 +168,30 @@ def test_a_failed_purge_is_logged_and_retried_with_the_scheduler_still_running(
         assert scheduler.is_alive()
     scheduler.join(PATIENCE_S)
     assert not scheduler.is_alive()
+
+
+def test_a_stopping_scheduler_waits_a_bounded_time_for_a_purge_inside_a_transaction(
+    client, runtime, account, caplog, monkeypatch
+):
+    # given a scheduler whose purge would wait a minute for a lock, and that waits at most
+    # 0.5 s for the purge when it stops
+    monkeypatch.setattr(loop, "PURGE_STOP_WAIT_S", 0.5)
+    rt = dataclasses.replace(
+        runtime,
+        settings=runtime.settings.replace(retention_interval_s=3600, retention_lock_timeout_s=60),
+    )
+    due = _due_task(client, rt, account)
+    caplog.set_level(logging.WARNING, logger="scheduler.loop")
+    with _holding_messages_of(rt, due) as holder:
+        with _scheduler(rt) as scheduler:
+            _until("the purge waits for the held lock", lambda: _waiting_on(rt, holder) == 1)
+        # when it is told to stop, the purge still waiting for the lock
+        # then it stops while the lock is still held, and says what it left behind
+        _until("the scheduler stops", lambda: not scheduler.is_alive())
+        assert _waiting_on(rt, holder) == 1
+        assert "retention purge still in a transaction" in caplog.text
+        assert not _gone(client, account, due)
+    # and the purge left behind ends its pass once the lock is let go
+    [purger] = [t for t in threading.enumerate() if t.name == "retention"]
+    purger.join(PATIENCE_S)
+    assert not purger.is_alive()
