@@ -10,13 +10,15 @@ fields passed with ``extra=`` here, since those are added after the factory ran.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import logging.config
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
 from typing import IO, Any
 
-from pythonjsonlogger.json import JsonFormatter
+import orjson
 
 from shared import redaction
 from shared.settings import Settings
@@ -65,11 +67,13 @@ def current() -> dict[str, Any]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the bound fields and the process name to a record, and scrubs its extra fields."""
+    """Adds the bound fields and the process name to a record, and scrubs its extra fields; for
+    the text format, renders them as ``context``."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, text: bool = True) -> None:
         super().__init__()
         self.service = service
+        self.text = text
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():
@@ -88,6 +92,8 @@ class ContextFilter(logging.Filter):
             record.exc_info = None
         extras = [key for key in record.__dict__ if key not in _STANDARD]
         redaction.scrub_fields(record, [*extras, "exc_text"])
+        if not self.text:
+            return True
         shown = " ".join(
             f"{key}={record.__dict__[key]}"
             for key in extras
@@ -97,10 +103,44 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class _Json(JsonFormatter):
-    def add_fields(self, log_data: dict, record: logging.LogRecord, message: dict) -> None:
-        super().add_fields(log_data, record, message)
-        log_data.pop("context", None)  # the text format's rendering of the same fields
+class JsonLines(logging.Formatter):
+    """A record as one JSON object, without spaces: ``level``, ``logger``, ``message``,
+    ``traceback`` for an error, the fields passed with ``extra=`` and bound to the context,
+    ``service`` and ``timestamp`` (UTC, ISO 8601). Values JSON has no type for are written as
+    text; the line is ASCII, other characters escaped (``\\u00e9``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["traceback"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key != "context":
+                line[key] = value
+        line["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat()
+        try:
+            text = orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # an int past 64 bits, say: the standard library writes any value
+            return _ascii(line)
+        return text if text.isascii() else _ascii(line)
+
+
+def _ascii(line: dict[str, Any]) -> str:
+    return json.dumps(line, default=_as_text, separators=(",", ":"))
+
+
+def _as_text(value: Any) -> str:
+    """A value JSON has no type for: a date or time in ISO 8601, anything else as ``str``."""
+    if isinstance(value, date | time):
+        return value.isoformat()
+    return str(value)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(service)s %(name)s: %(message)s%(context)s"
@@ -109,15 +149,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(service)s %(name)s: %(message)s%(cont
 def handler(service: str, fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
     """A handler that writes each record as one line, in ``fmt``, to stderr or ``stream``."""
     out = logging.StreamHandler(stream)
-    out.addFilter(ContextFilter(service))
+    out.addFilter(ContextFilter(service, text=fmt != "json"))
     if fmt == "json":
-        out.setFormatter(
-            _Json(
-                "%(levelname)s %(name)s %(message)s",
-                rename_fields={"levelname": "level", "name": "logger", "exc_info": "traceback"},
-                timestamp=True,
-            )
-        )
+        out.setFormatter(JsonLines())
     else:
         out.setFormatter(logging.Formatter(TEXT_FORMAT))
     return out

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -89,3 +90,30 @@ def test_log_format_is_json_or_text():
     assert load_settings({"LOG_FORMAT": "text"}).log_format == "text"
     with pytest.raises(SettingsError, match="LOG_FORMAT"):
         load_settings({"LOG_FORMAT": "xml"})
+
+
+def test_any_value_is_written_and_each_line_is_ascii(captured):
+    out, logger = captured
+    # when a line carries text that is not ASCII, a date, an int past 64 bits and an object
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    logger.info("patient %s", "José", extra={"when": when, "big": 2**70, "thing": _Thing(), "n": 5})
+    logger.info("plain", extra={"when": when})
+    # then each is one ASCII line, with every value as JSON or as text
+    raw = out.getvalue().splitlines()
+    assert all(line.isascii() for line in raw)
+    first, second = _lines(out)
+    assert first["message"] == "patient José"
+    assert (first["when"], first["big"], first["thing"], first["n"]) == (
+        "2026-01-02T03:04:05+00:00",
+        2**70,
+        "a thing",
+        5,
+    )
+    assert second["when"] == "2026-01-02T03:04:05+00:00"
+    assert list(first)[:3] == ["level", "logger", "message"]
+    assert list(first)[-2:] == ["service", "timestamp"]
+
+
+class _Thing:
+    def __str__(self) -> str:
+        return "a thing"
