@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from flask import Flask, Response
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -12,9 +15,41 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, load_settings
 from shared.ssrf import system_resolver
 
+if TYPE_CHECKING:
+    from werkzeug.sansio.response import Response as AnyResponse
+
 
 class _InOrder(DefaultJSONProvider):
-    sort_keys = False  # the task object keeps the reference API's field order
+    """Flask's JSON, with the keys in the order given (the task object keeps the reference
+    API's field order), and answers written by orjson: the text Flask writes (but for a float's
+    exponent, ``1e-7`` for ``1e-07``, and DEL, not escaped), at a twentieth of the cost. What
+    orjson writes otherwise (text that is not ASCII, which Flask escapes, and an int past 64
+    bits) is left to Flask."""
+
+    sort_keys = False
+
+    def response(self, *args: Any, **kwargs: Any) -> AnyResponse:
+        if self._app.debug or self.compact is False:
+            return super().response(*args, **kwargs)  # indented, for a person to read
+        try:
+            body = orjson.dumps(
+                self._prepare_response_obj(args, kwargs), default=self.default, option=_FLASK_LIKE
+            )
+        except TypeError:
+            return super().response(*args, **kwargs)
+        if not body.isascii():
+            return super().response(*args, **kwargs)
+        return Response(body, mimetype=self.mimetype)
+
+
+# Dates, dataclasses and keys that are not text as Flask writes them (dates through its
+# `default`, as HTTP dates), and the same closing newline.
+_FLASK_LIKE = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_APPEND_NEWLINE
+)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
