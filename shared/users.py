@@ -1,6 +1,8 @@
 """Console users: members of an account, their roles, invites, passwords and sessions.
 
-Passwords are hashed with scrypt (werkzeug.security). An invite is a one-time token whose
+Passwords are hashed with scrypt, in werkzeug.security's format. Every password hash of one
+email shares one salt, so a sign-in derives one key whatever the number of accounts the email is
+a user of, and its timing tells nothing about them. An invite is a one-time token whose
 digest alone is stored; the person who opens it chooses the password. A session is a random
 token in an HttpOnly cookie; only its digest is stored, with the session's CSRF token.
 """
@@ -13,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash, gen_salt
 
 from shared import quotas
 from shared.db import Conn
@@ -21,11 +23,83 @@ from shared.db import Conn
 MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 256
 MAX_EMAIL_CHARS = 254
-# The accounts one sign-in looks at for an email: each costs a password check (scrypt).
+# The accounts one sign-in looks at for an email (their password hashes share a salt, so they
+# cost one scrypt derivation together).
 MAX_ACCOUNTS_PER_EMAIL = 20
+# werkzeug's scrypt parameters and salt length, which every new password hash takes unless the
+# email's other hashes have their own.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+_SALT_CHARS = 16
+
+
+@dataclass(frozen=True)
+class _Scrypt:
+    """A stored scrypt password hash, ``scrypt:N:r:p$salt$hex`` (werkzeug's format), in parts."""
+
+    n: int
+    r: int
+    p: int
+    salt: str
+    digest: str
+
+    @property
+    def method(self) -> str:
+        return f"scrypt:{self.n}:{self.r}:{self.p}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What the derivation depends on besides the password: hashes with the same key are
+        checked with one derivation."""
+        return self.method, self.salt
+
+    def derive(self, password: str) -> str:
+        """The hex digest of ``password`` with this salt and these parameters: one scrypt
+        derivation, with the memory bound werkzeug gives it."""
+        n, r, p = self.n, self.r, self.p
+        return hashlib.scrypt(
+            password.encode(), salt=self.salt.encode(), n=n, r=r, p=p, maxmem=132 * n * r * p
+        ).hex()
+
+    def text(self) -> str:
+        return f"{self.method}${self.salt}${self.digest}"
+
+
+def _parse_scrypt(pwhash: str | None) -> _Scrypt | None:
+    """The parts of a stored scrypt hash, or None for any other (or malformed) hash."""
+    method, _, rest = (pwhash or "").partition("$")
+    salt, _, digest = rest.partition("$")
+    name, *args = method.split(":")
+    if name != "scrypt" or len(args) != 3 or not salt or not digest:
+        return None
+    try:
+        n, r, p = map(int, args)
+    except ValueError:
+        return None
+    return _Scrypt(n, r, p, salt, digest)
+
+
+def scrypt_hash(password: str, like: str | None = None) -> str:
+    """A scrypt hash of ``password`` in werkzeug's format (``check_password_hash`` reads it),
+    with the salt and parameters of ``like`` when that is a scrypt hash, else with a fresh
+    random salt and werkzeug's parameters. Passing the hash of the email's password in another
+    account keeps one salt per email, so that signing in costs one derivation."""
+    shape = _parse_scrypt(like) or _Scrypt(
+        _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, gen_salt(_SALT_CHARS), ""
+    )
+    return _Scrypt(shape.n, shape.r, shape.p, shape.salt, shape.derive(password)).text()
+
+
 # Compared against when the email is unknown, so a wrong email costs as much time as a wrong
-# password and the answer's timing does not tell which emails exist.
-_DUMMY_HASH = generate_password_hash("not a password of anyone", method="scrypt")
+# password (one derivation) and the answer's timing does not tell which emails exist.
+_DUMMY_HASH = scrypt_hash("not a password of anyone")
+# The hash whose salt and parameters the email's password hashes share: the scrypt one of its
+# lowest account (deterministic; a password set anew takes it from the other accounts).
+_SHARED_HASH_SQL = """
+    SELECT password_hash FROM users
+     WHERE lower(email) = lower(%(email)s) AND password_hash LIKE 'scrypt:%%'
+       AND (%(except)s::bigint IS NULL OR id <> %(except)s)
+     ORDER BY account_id LIMIT 1
+"""
 
 
 class Role(StrEnum):
@@ -158,18 +232,35 @@ def invited_user(conn: Conn, token: str) -> User | None:
     return User(**row) if row else None
 
 
+def _shared_hash(conn: Conn, email: str, except_id: int | None = None) -> str | None:
+    """The stored hash whose salt and parameters the email's password hashes share (not the
+    user ``except_id``'s own), or None when the email has no scrypt hash yet."""
+    row = conn.execute(_SHARED_HASH_SQL, {"email": email, "except": except_id}).fetchone()
+    return row["password_hash"] if row else None
+
+
 def accept_invite(conn: Conn, token: str, password: str) -> User:
     """Set the password of the invited user (enabled again if it was disabled); the token is
-    used up."""
+    used up. The hash takes the salt of the email's password hashes in other accounts, so
+    signing in stays one derivation however many accounts the email is a user of."""
     check_password(password)
+    invited = invited_user(conn, token)
+    if invited is None:
+        raise UserError("This invite is not valid any more: ask an admin for a new one.")
+    # Two first passwords of one email, set at once, are taken in turn and so share a salt.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('password:' || lower(%s), 0))",
+        (invited.email,),
+    )
+    pwhash = scrypt_hash(password, _shared_hash(conn, invited.email, invited.id))
     row = conn.execute(
         """
         UPDATE users SET password_hash = %s, invite_digest = NULL, invite_expires_at = NULL,
                          disabled_at = NULL, updated_at = now()
-         WHERE invite_digest = %s AND invite_expires_at > now()
+         WHERE id = %s AND invite_digest = %s AND invite_expires_at > now()
         RETURNING id, account_id, email, role
         """,
-        (generate_password_hash(password, method="scrypt"), _digest(token)),
+        (pwhash, invited.id, _digest(token)),
     ).fetchone()
     if row is None:
         raise UserError("This invite is not valid any more: ask an admin for a new one.")
@@ -183,8 +274,13 @@ def authenticate(
 ) -> list[User]:
     """The users these credentials sign in: one for each account where the email is an enabled
     user with this password (the first ``MAX_ACCOUNTS_PER_EMAIL`` accounts), or only in
-    ``account_id`` when given; none when they are wrong. As slow for an unknown email as for a
-    known one."""
+    ``account_id`` when given; none when they are wrong.
+
+    One scrypt derivation for each distinct salt among the email's hashes, which share one (see
+    :func:`scrypt_hash`): one, whatever the number of accounts, and one for an unknown email
+    too, so the timing tells neither whether the email exists nor how many accounts it is a user
+    of. A hash stored with a salt of its own costs one more until its password is used: then it
+    is hashed again with the shared salt."""
     rows = conn.execute(
         """
         SELECT id, account_id, email, role, password_hash FROM users
@@ -197,12 +293,53 @@ def authenticate(
     ).fetchall()
     given = password[:MAX_PASSWORD_CHARS]
     if not rows:
-        check_password_hash(_DUMMY_HASH, given)
-    return [
-        User(row["id"], row["account_id"], row["email"], row["role"])
-        for row in rows
-        if check_password_hash(row["password_hash"], given)
-    ]
+        _matches([_DUMMY_HASH], given)
+        return []
+    checks = _matches([row["password_hash"] for row in rows], given)
+    matched = [row for row, ok in zip(rows, checks, strict=True) if ok]
+    if matched:
+        _converge(conn, email.strip(), matched, given)
+    return [User(row["id"], row["account_id"], row["email"], row["role"]) for row in matched]
+
+
+def _matches(hashes: list[str], password: str) -> list[bool]:
+    """Whether ``password`` is the one of each stored hash, with one scrypt derivation per
+    distinct salt and parameters; a hash of another kind is checked on its own by werkzeug."""
+    derived: dict[tuple[str, str], str] = {}
+    result = []
+    for pwhash in hashes:
+        parts = _parse_scrypt(pwhash)
+        if parts is None:
+            result.append(check_password_hash(pwhash, password))
+            continue
+        if parts.key not in derived:
+            derived[parts.key] = parts.derive(password)
+        result.append(hmac.compare_digest(derived[parts.key].encode(), parts.digest.encode()))
+    return result
+
+
+def _converge(conn: Conn, email: str, matched: list[dict], password: str) -> None:
+    """Hash again, with the email's shared salt, the password of each matched user whose hash
+    has a salt of its own (stored before hashes shared one): its next sign-in costs nothing
+    more. Known only now, as the password was right. A hash changed meanwhile is left alone."""
+    shared = _parse_scrypt(_shared_hash(conn, email))
+    if shared is None:
+        return
+    stale = [row for row in matched if _key_of(row["password_hash"]) != shared.key]
+    if not stale:
+        return
+    pwhash = scrypt_hash(password, shared.text())
+    for row in stale:
+        conn.execute(
+            "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+            (pwhash, row["id"], row["password_hash"]),
+        )
+
+
+def _key_of(pwhash: str) -> tuple[str, str] | None:
+    """The salt and parameters of a scrypt hash (see :attr:`_Scrypt.key`), None for another."""
+    parts = _parse_scrypt(pwhash)
+    return parts.key if parts else None
 
 
 def accounts_of_email(conn: Conn, email: str) -> list[int]:
