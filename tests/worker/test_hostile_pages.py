@@ -227,7 +227,8 @@ def quick_browsers(settings, workspace_dir):
     # command the page load timeout before it answers: the navigation that never loads takes
     # it, then the next command takes it again and the browser is stopped. Each attempt costs
     # about twice the page load timeout (a click that starts the loop, the command limit):
-    # 5 s and 10 s here, not 10 s and 18 s as in `browsers`. /done still loads in 5 s.
+    # 5 s and 10 s here, not 10 s and 18 s as in `browsers`. A page that reloads itself forever
+    # holds the failed step's screenshot until the command limit. /done still loads in 5 s.
     pool = browser_pool(
         settings, workspace_dir=workspace_dir, page_load_timeout_s=5, command_slack_s=5
     )
@@ -389,9 +390,9 @@ def test_a_page_that_asks_before_it_is_left_is_left(rt, client, acme, browsers):
 
 
 @pytest.mark.parametrize("target", ["/meta-loop", "/js-loop", "/http-loop"])
-def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, browsers, target):
+def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, quick_browsers, target):
     # Given a page that reloads itself, by a meta refresh, by script or by HTTP, forever
-    task = _run(rt, client, acme, browsers, target)
+    task = _run(rt, client, acme, quick_browsers, target)
 
     # Then the task fails, saying where (the page never settled, or never showed what the SOP
     # waits for), not with a bare "timeout"; and the next task works. (On a loaded machine a
@@ -401,7 +402,7 @@ def test_a_page_that_redirects_forever_fails_its_step(rt, client, acme, browsers
     assert "Go to" in task["trajectory"] and "browser error" not in task["notes"], task
     if target == "/http-loop":  # the browser names it; the note says so, not "not reached"
         assert f"the page {target} redirects in a loop" in task["notes"], task["notes"]
-    _next_task_works(rt, client, acme, browsers)
+    _next_task_works(rt, client, acme, quick_browsers)
 
 
 def test_a_tab_that_crashes_fails_the_task_and_the_next_task_works(rt, client, acme, browsers):
