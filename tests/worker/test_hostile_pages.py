@@ -161,7 +161,7 @@ def _answering(client, account, portal_url, *, step: str = "", settings: str = "
 # A page load timeout whose command limit (LONG_LOAD_S + COMMAND_SLACK_S) a test can tell from
 # the liveness check's by far.
 LONG_LOAD_S = 120
-# Longer than the pool's page load timeout (10 s)
+# Longer than the pools' page load timeouts (10 s and 5 s)
 SLOW_S = 13
 # A hang guard only: far beyond what any case needs on a busy machine.
 HANG_S = 300
@@ -425,15 +425,17 @@ def test_a_page_that_replaces_what_the_checks_read_is_still_checked(rt, client, 
     assert task["status"] == "completed", (task["notes"], task["trajectory"])
 
 
-def test_a_click_that_opens_a_page_too_slow_to_load_is_a_portal_error(rt, client, acme, browsers):
+def test_a_click_that_opens_a_page_too_slow_to_load_is_a_portal_error(
+    rt, client, acme, quick_browsers
+):
     # Given a link to a page that takes longer than the page load timeout
-    task = _run(rt, client, acme, browsers, "/to-slow-page", click=True)
+    task = _run(rt, client, acme, quick_browsers, "/to-slow-page", click=True)
 
     # Then the task fails as a portal error (retried), not as a broken browser
     assert task["status"] == "failed", (task["notes"], task["trajectory"])
     assert task["notes"].startswith("Portal error"), task["notes"]
     assert "did not load in time" in task["notes"], task["notes"]
-    assert browsers.started == 1  # the browser was fine: kept
+    assert quick_browsers.started == 1  # the browser was fine: kept
 
 
 def test_a_script_that_never_ends_after_a_task_costs_the_next_task_no_command_timeout(
