@@ -70,7 +70,7 @@ class ContextFilter(logging.Filter):
     """Adds the bound fields and the process name to a record, and scrubs its extra fields; for
     the text format, renders them as ``context``."""
 
-    def __init__(self, service: str, *, text: bool = True) -> None:
+    def __init__(self, service: str, *, text: bool) -> None:
         super().__init__()
         self.service = service
         self.text = text
@@ -103,7 +103,7 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonLines(logging.Formatter):
+class _JsonLines(logging.Formatter):
     """A record as one JSON object, without spaces: ``level``, ``logger``, ``message``,
     ``traceback`` for an error, the fields passed with ``extra=`` and bound to the context,
     ``service`` and ``timestamp`` (UTC, ISO 8601). Values JSON has no type for are written as
@@ -151,7 +151,7 @@ def handler(service: str, fmt: str = "json", stream: IO[str] | None = None) -> l
     out = logging.StreamHandler(stream)
     out.addFilter(ContextFilter(service, text=fmt != "json"))
     if fmt == "json":
-        out.setFormatter(JsonLines())
+        out.setFormatter(_JsonLines())
     else:
         out.setFormatter(logging.Formatter(TEXT_FORMAT))
     return out
