@@ -212,8 +212,9 @@ def workspace_dir(tmp_path_factory):
 
 @pytest.fixture
 def browsers(settings, workspace_dir):
-    # A page that never answers costs each attempt its command limit: 18 s here, not the
-    # default 40 s (10 s + COMMAND_SLACK_S).
+    # The pool of the cases whose pages load: a command's limit is 18 s here (10 s page load
+    # timeout + 8 s slack), not the default 60 s. The cases whose pages never settle use
+    # `quick_browsers`.
     pool = browser_pool(
         settings, workspace_dir=workspace_dir, page_load_timeout_s=10, command_slack_s=8
     )

@@ -205,9 +205,12 @@ def test_cancel_takes_effect_at_the_next_step_not_the_next_heartbeat(rt, client,
     assert _row(rt, task_id)["status"] == "canceled"
     [message] = _messages(rt, task_id)
     assert message["payload"]["status"] == "canceled"
+    # The cancel usually lands while the wait runs, which then ends as written; on a busy
+    # machine it can land before the wait begins, which then never runs. Either way, no step
+    # begins after the cancel was seen.
     names = _step_names(rt, task_id)
-    assert any("Wait for text" in name for name in names)
-    assert not any("after the cancel" in name for name in names), names
+    assert names[0].startswith("1. Sign in"), names
+    assert names[1:] in ([], ["2. Wait for text that never shows"]), names
 
 
 def _step_names(rt, task_id: int) -> list[str]:
