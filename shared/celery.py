@@ -8,7 +8,6 @@ costs a delay, never a task: the scheduler re-enqueues what nobody claimed.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import uuid
@@ -16,6 +15,7 @@ import weakref
 from typing import Any
 
 import kombu.exceptions
+import orjson
 import redis
 from celery import Celery
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
@@ -198,7 +198,7 @@ _NO_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 def task_message(task_name: str, record_id: int, queue: str) -> bytes:
     """The Redis list entry of one task message, as kombu's Redis transport stores it."""
     message_id = str(uuid.uuid4())
-    body = json.dumps([[record_id], {}, _NO_EMBED]).encode()
+    body = orjson.dumps([[record_id], {}, _NO_EMBED])
     headers: dict[str, Any] = {
         "lang": "py", "task": task_name, "id": message_id, "shadow": None, "eta": None,
         "expires": None, "group": None, "group_index": None, "retries": 0,
@@ -221,4 +221,4 @@ def task_message(task_name: str, record_id: int, queue: str) -> bytes:
         "headers": headers,
         "properties": properties,
     }
-    return json.dumps(envelope).encode()
+    return orjson.dumps(envelope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -9,11 +10,13 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import Connection
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool
 from tenacity import (
     Retrying,
@@ -125,11 +128,27 @@ def create_pool(
         # libpq counts whole seconds and treats anything under 2 as 2.
         kwargs={"row_factory": dict_row, "connect_timeout": max(2, round(connect_timeout_s))},
         check=check_idle_connection,
+        configure=_configure,
         timeout=timeout_s,
         reconnect_timeout=timeout_s,
         name=name,
         open=True,
     )
+
+
+def _configure(conn: Conn) -> None:
+    set_json_dumps(jsonb_text, conn)
+
+
+def jsonb_text(value: Any) -> bytes | str:
+    """The text of a ``json``/``jsonb`` parameter (``Jsonb(...)``), written by orjson: the same
+    value as the standard library's, at a fraction of the cost (the database keeps the parsed
+    value, so spacing and escapes do not matter). An int past 64 bits, which orjson refuses,
+    is written by the standard library."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value)
 
 
 def in_transaction(pool: ConnectionPool, work: Callable[[Conn], T], *, retry_s: float) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from shared.db import create_pool
 
@@ -31,5 +32,27 @@ def test_a_quiet_connection_is_kept(services):
     pool = create_pool(services["database_url"], max_size=1)
     try:
         assert _backend_pid(pool) == _backend_pid(pool)
+    finally:
+        pool.close()
+
+
+def test_json_parameters_keep_every_value(services):
+    # Written by orjson, or by the standard library for what orjson refuses (an int past 64
+    # bits): the database reads back the value sent.
+    pool = create_pool(services["database_url"], max_size=1)
+    values = [
+        {"name": "José", "nested": [1, 2.5, None, True], "quote": 'a "b" \\ \n'},
+        {"big": 2**70, "small": -(2**63)},
+        {1: "a key that is not text"},
+        [],
+    ]
+    try:
+        with pool.connection() as conn:
+            for value in values:
+                row = conn.execute("SELECT %s::jsonb AS v", (Jsonb(value),)).fetchone()
+                expected = (
+                    {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+                )
+                assert row["v"] == expected
     finally:
         pool.close()
