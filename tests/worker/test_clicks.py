@@ -1,5 +1,6 @@
-"""A click that sends a form: the next step acts on the page the form brought, never on the
-page being left (Chromium sends the form a moment after the click)."""
+"""A click that sends a form (a submit button's, or the page's script's while the click runs):
+the next step acts on the page the form brought, never on the page being left (Chromium sends
+the form a moment after the click)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ ROUNDS = 20
 FORM = """<!doctype html><html><head><title>Notes</title></head><body><h1>{heading}</h1>
 <form method="post" action="/save"><label for="n">Note</label><input id="n" name="note" value="x">
 <button type="submit">Save</button></form>
+<button type="button" onclick="document.forms[0].submit()">Save by script</button>
+<form method="post" action="/save" id="checked"><button type="submit">Save if valid</button></form>
+<script>document.getElementById('checked').addEventListener('submit', e => {{
+  e.preventDefault(); e.target.submit(); }});</script>
 <form method="post" action="/save" id="scripted"><button type="submit">Save here</button></form>
 <script>document.getElementById('scripted').addEventListener('submit', e => {{
   e.preventDefault(); document.querySelector('h1').textContent = 'Saved in place'; }});</script>
@@ -56,21 +61,32 @@ def heading(driver) -> str:
     return driver.find_element("tag name", "h1").text
 
 
-def test_the_step_after_a_submit_click_sees_the_page_the_form_brought(driver, notes) -> None:
+# A submit button; a button whose script sends the form (no submit event); a submit button whose
+# form's script stops the event, checks, then sends the form itself.
+SENDS_THE_FORM = ["Save", "Save by script", "Save if valid"]
+
+
+@pytest.mark.parametrize("button", SENDS_THE_FORM)
+def test_the_step_after_a_submit_click_sees_the_page_the_form_brought(
+    driver, notes, button
+) -> None:
     page = bare_page(driver, notes.url)
     seen = []
     for _ in range(ROUNDS):
         driver.get(notes.url)
-        page.click(Locator("button", "Save"), 10)
+        page.click(Locator("button", button), 10)
         seen.append(heading(driver))
     assert seen == ["Saved"] * ROUNDS
 
 
-def test_a_link_clicked_right_after_a_submit_click_never_cancels_the_form(driver, notes) -> None:
+@pytest.mark.parametrize("button", SENDS_THE_FORM)
+def test_a_link_clicked_right_after_a_submit_click_never_cancels_the_form(
+    driver, notes, button
+) -> None:
     page = bare_page(driver, notes.url)
     for _ in range(ROUNDS):
         driver.get(notes.url)
-        page.click(Locator("button", "Save"), 10)
+        page.click(Locator("button", button), 10)
         page.click(Locator("link", "Other page"), 10)
     assert notes.saves == ROUNDS
     assert heading(driver) == "Other"

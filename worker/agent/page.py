@@ -57,22 +57,40 @@ _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableExceptio
 
 # Chromium sends a form a moment after the click that submits it, and WebDriver's click can
 # return before: the next step would then act on the page being left (a link clicked there
-# cancels the form). Before clicking a control that submits its form into this frame, a
-# listener notes the `submit` event; after the click, a form sent and not taken over by the
-# page's script means the next page is on its way, and the click waits for it (up to this long:
-# a form answered by a download or a 204 leaves the page where it is).
+# cancels the form). Before a click, listeners note a form sent into this frame: by a submit
+# control (the `submit` event), or by the page's own script while the click runs (`form.submit()`,
+# which sends no event). After the click, a form sent and not taken over by the page's script
+# means the next page is on its way, and the click waits for it (up to this long: a form
+# answered by a download or a 204 leaves the page where it is). A form a script sends later (a
+# timer) is not waited for.
 _SUBMIT_SETTLE_S = 2.0
 _WATCH_SUBMIT_JS = r"""
 const el = arguments[0];
-const form = el.form;
-const submits = form && ((el.tagName === 'BUTTON' && el.type === 'submit')
+const here = (form, submitter) => {
+  const target = ((submitter && submitter.getAttribute('formtarget'))
+    ?? form.getAttribute('target') ?? '').trim().toLowerCase();
+  return target === '' || target === '_self';
+};
+const submits = el.form && !el.disabled && ((el.tagName === 'BUTTON' && el.type === 'submit')
   || (el.tagName === 'INPUT' && (el.type === 'submit' || el.type === 'image')));
-if (!submits || el.disabled) return null;
-const target = (el.getAttribute('formtarget') ?? form.getAttribute('target') ?? '').trim();
-if (target !== '' && target.toLowerCase() !== '_self') return null;
 window.__understudySubmit = null;
-window.addEventListener('submit', e => { window.__understudySubmit = e; },
-  {capture: true, once: true});
+if (submits && here(el.form, el)) {
+  window.addEventListener('submit', e => { window.__understudySubmit = e; },
+    {capture: true, once: true});
+}
+const proto = HTMLFormElement.prototype;
+if (!Object.hasOwn(proto, '__understudySubmit')) {
+  const send = proto.submit;
+  Object.defineProperty(proto, '__understudySubmit', {value: true});
+  // Watched from here to the check after the click (the page's script may have stopped the
+  // submit event and then sent the form itself).
+  proto.submit = function () {
+    if (window.__understudySubmit !== undefined && here(this, null)) {
+      window.__understudySubmit = {defaultPrevented: false};
+    }
+    return send.call(this);
+  };
+}
 return document.documentElement;
 """
 # After the click: whether a form was sent that the page's script did not stop.
@@ -526,14 +544,13 @@ class Page:
                     raise
                 # re-rendered or replaced under us: find it again
             else:
-                if leaving is not None:
-                    self._await_submission(leaving, min(timeout, _SUBMIT_SETTLE_S))
+                self._await_submission(leaving, min(timeout, _SUBMIT_SETTLE_S))
                 return
         raise StepFailed(f"could not click {locator.describe()}", looking_for=locator.describe())
 
     def _await_submission(self, page: WebElement, timeout: float) -> None:
-        """Wait for ``page`` (the document a submit button was clicked on) to be replaced, if
-        the click sent its form; not there by ``timeout``: the form left the page as it was."""
+        """Wait for ``page`` (the document clicked on) to be replaced, if the click sent a form
+        (see ``_WATCH_SUBMIT_JS``); not there by ``timeout``: the form left the page as it was."""
         try:
             if not self.driver.execute_script(_SUBMIT_SENT_JS):
                 return
