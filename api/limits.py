@@ -87,13 +87,14 @@ def check_json(value: Any, max_depth: int, setting: str = "MAX_JSON_DEPTH") -> N
 
 
 def parse_json(raw: bytes, max_depth: int) -> Any:
-    """Decode a JSON body strictly: UTF-8, bounded depth, numbers Python can read."""
+    """Decode a JSON body strictly: UTF-8, bounded depth, numbers Python can read, and none of
+    the NaN, Infinity and -Infinity that JSON does not have (Python's reader takes them)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidText("The request body", "is not valid UTF-8") from err
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except RecursionError as err:
         raise LimitExceeded(
             422, "MAX_JSON_DEPTH", max_depth, f"JSON is nested more than {max_depth} deep."
@@ -106,6 +107,10 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
         ) from err
     check_json(value, max_depth)
     return value
+
+
+def _not_json(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
 class DigitsConverter(BaseConverter):

@@ -137,10 +137,10 @@ def create_pool(
 
 
 def _configure(conn: Conn) -> None:
-    set_json_dumps(jsonb_text, conn)
+    set_json_dumps(_jsonb_text, conn)
 
 
-def jsonb_text(value: Any) -> bytes | str:
+def _jsonb_text(value: Any) -> bytes | str:
     """The text of a ``json``/``jsonb`` parameter (``Jsonb(...)``), written by orjson: the same
     value as the standard library's, at a fraction of the cost (the database keeps the parsed
     value, so spacing and escapes do not matter). An int past 64 bits, which orjson refuses,

@@ -181,6 +181,17 @@ def test_lone_surrogate_in_json_is_refused(client, account):
     assert error["code"] == "invalid_text" and "Unicode" in error["message"]
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_does_not_have_is_refused(client, account, constant):
+    # Python's JSON reader takes them; JSON has no such numbers, and no client should store one
+    body = f'{{"type": "check_eligibility", "data": {{"member_id": "W1", "copay": {constant}}}}}'
+    response = client.post(
+        "/tasks", data=body, content_type="application/json", headers=account.headers
+    )
+    error = _error(response, 400)
+    assert error["code"] == "malformed_json", error
+
+
 def test_body_that_is_not_utf8_is_refused(client, account):
     response = client.put(
         "/credentials/sandbox",
