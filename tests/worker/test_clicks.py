@@ -18,6 +18,7 @@ FORM = """<!doctype html><html><head><title>Notes</title></head><body><h1>{headi
 <form method="post" action="/save"><label for="n">Note</label><input id="n" name="note" value="x">
 <button type="submit">Save</button></form>
 <button type="button" onclick="document.forms[0].submit()">Save by script</button>
+<button type="button" onclick="document.forms[0].requestSubmit()">Save by request</button>
 <form method="post" action="/save" id="checked"><button type="submit">Save if valid</button></form>
 <script>document.getElementById('checked').addEventListener('submit', e => {{
   e.preventDefault(); e.target.submit(); }});</script>
@@ -61,9 +62,10 @@ def heading(driver) -> str:
     return driver.find_element("tag name", "h1").text
 
 
-# A submit button; a button whose script sends the form (no submit event); a submit button whose
-# form's script stops the event, checks, then sends the form itself.
-SENDS_THE_FORM = ["Save", "Save by script", "Save if valid"]
+# A submit button; buttons whose script sends the form (submit(): no submit event;
+# requestSubmit(): one); a submit button whose form's script stops the event, checks, then
+# sends the form itself.
+SENDS_THE_FORM = ["Save", "Save by script", "Save by request", "Save if valid"]
 
 
 @pytest.mark.parametrize("button", SENDS_THE_FORM)

@@ -57,37 +57,34 @@ _INTERCEPTED = (ElementClickInterceptedException, ElementNotInteractableExceptio
 
 # Chromium sends a form a moment after the click that submits it, and WebDriver's click can
 # return before: the next step would then act on the page being left (a link clicked there
-# cancels the form). Before a click, listeners note a form sent into this frame: by a submit
-# control (the `submit` event), or by the page's own script while the click runs (`form.submit()`,
-# which sends no event). After the click, a form sent and not taken over by the page's script
+# cancels the form). From before a click to just after it, listeners note a form sent into
+# this frame: by a submit control or the page's own script while the click runs (`submit()`,
+# `requestSubmit()`). After the click, a form sent and not taken over by the page's script
 # means the next page is on its way, and the click waits for it (up to this long: a form
 # answered by a download or a 204 leaves the page where it is). A form a script sends later (a
 # timer) is not waited for.
 _SUBMIT_SETTLE_S = 2.0
 _WATCH_SUBMIT_JS = r"""
-const el = arguments[0];
-const here = (form, submitter) => {
-  const target = ((submitter && submitter.getAttribute('formtarget'))
-    ?? form.getAttribute('target') ?? '').trim().toLowerCase();
-  return target === '' || target === '_self';
-};
-const submits = el.form && !el.disabled && ((el.tagName === 'BUTTON' && el.type === 'submit')
-  || (el.tagName === 'INPUT' && (el.type === 'submit' || el.type === 'image')));
-window.__understudySubmit = null;
-if (submits && here(el.form, el)) {
-  window.addEventListener('submit', e => { window.__understudySubmit = e; },
-    {capture: true, once: true});
-}
-const proto = HTMLFormElement.prototype;
-if (!Object.hasOwn(proto, '__understudySubmit')) {
+window.__understudySubmit = null;  // watched until the check after the click deletes it
+if (!Object.hasOwn(window, '__understudyWatch')) {  // once a document
+  Object.defineProperty(window, '__understudyWatch', {value: true});
+  const watched = (form, submitter) => {
+    if (window.__understudySubmit === undefined) return false;
+    const target = ((submitter && submitter.getAttribute('formtarget'))
+      ?? form.getAttribute('target') ?? '').trim().toLowerCase();
+    return target === '' || target === '_self';  // into this frame
+  };
+  // A submit control, or the page's script through requestSubmit(): the event, which the
+  // page's own script may stop.
+  window.addEventListener('submit', e => {
+    if (watched(e.target, e.submitter)) window.__understudySubmit = e;
+  }, true);
+  // The page's script through submit(), which sends no event (also after it stopped the
+  // event to check the form first).
+  const proto = HTMLFormElement.prototype;
   const send = proto.submit;
-  Object.defineProperty(proto, '__understudySubmit', {value: true});
-  // Watched from here to the check after the click (the page's script may have stopped the
-  // submit event and then sent the form itself).
   proto.submit = function () {
-    if (window.__understudySubmit !== undefined && here(this, null)) {
-      window.__understudySubmit = {defaultPrevented: false};
-    }
+    if (watched(this, null)) window.__understudySubmit = {defaultPrevented: false};
     return send.call(this);
   };
 }
