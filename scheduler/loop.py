@@ -99,8 +99,9 @@ def tick(rt: Runtime) -> TickReport:
     _send_tasks(rt, _recover_leases(rt, report))
     with rt.pool.connection() as conn:
         stranded = task_queries.stranded_sessions(conn)
-        probes = outages.due_probes(conn)
+        # Giving up comes first: a task whose wait has run out fails, and is not sent as a probe.
         report.tasks_failed += outages.give_up_waiting(conn, rt.settings.portal_outage_wait_s)
+        probes = outages.due_probes(conn)
         report.reviews_expired += review.expire_due(conn)
     _send_tasks(rt, stranded + probes)
     report.tasks_requeued += len(stranded) + len(probes)

@@ -173,11 +173,17 @@ def test_a_task_that_waited_too_long_fails_with_its_webhook(
     _down(sandbox_url, True)
     task_id = _task(client, account)
     runner.run_task(rt, task_id, browsers=browsers)
-    # when it has waited longer than PORTAL_OUTAGE_WAIT_S (4 hours by default)
+    # when it has waited longer than PORTAL_OUTAGE_WAIT_S (4 hours by default), and the
+    # outage's next probe is due as well
     with rt.pool.connection() as conn:
         conn.execute(
             "UPDATE tasks SET portal_down_since = now() - interval '5 hours' WHERE id = %s",
             (task_id,),
+        )
+        conn.execute(
+            "UPDATE portal_outages SET next_probe_at = now() - interval '1 second'"
+            " WHERE account_id = %s",
+            (account.id,),
         )
     report = tick(rt)
     # then the scheduler fails it, saying so, and the client's webhook is written
