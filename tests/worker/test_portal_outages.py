@@ -69,6 +69,14 @@ def _tick_after_probe_due(rt, account) -> None:
     tick(rt)
 
 
+def _parked_at(rt, task_id: int):
+    """When the task last went back to waiting: the same transaction timed its next probe."""
+    with rt.pool.connection() as conn:
+        return conn.execute(
+            "SELECT updated_at FROM tasks WHERE id = %s", (task_id,)
+        ).fetchone()["updated_at"]
+
+
 def _now(rt):
     with rt.pool.connection() as conn:
         return conn.execute("SELECT now() AS t").fetchone()["t"]
@@ -159,7 +167,7 @@ def test_a_probe_that_finds_the_portal_still_down_puts_the_next_one_further_off(
     assert waiting["status"] == "waiting_for_portal"
     assert (again["since"], again["probes"], again["probe_task_id"]) == (opened["since"], 1, None)
     first_gap = opened["next_probe_at"] - opened["since"]
-    assert again["next_probe_at"] - _now(rt) > first_gap
+    assert again["next_probe_at"] - _parked_at(rt, task_id) > first_gap
     # and the notes of every task waiting for it say when that is
     assert waiting["notes"].endswith(f"the next try is at {iso(again['next_probe_at'])}.")
     assert _get(client, account, sibling)["notes"] == waiting["notes"]
