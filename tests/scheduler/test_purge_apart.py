@@ -182,6 +182,7 @@ def test_a_stopping_scheduler_waits_a_bounded_time_for_a_purge_inside_a_transact
     )
     due = _due_task(client, rt, account)
     caplog.set_level(logging.WARNING, logger="scheduler.loop")
+    earlier = set(threading.enumerate())
     with _holding_messages_of(rt, due) as holder:
         with _scheduler(rt) as scheduler:
             _until("the purge waits for the held lock", lambda: _waiting_on(rt, holder) == 1)
@@ -191,7 +192,10 @@ def test_a_stopping_scheduler_waits_a_bounded_time_for_a_purge_inside_a_transact
         assert _waiting_on(rt, holder) == 1
         assert "retention purge still in a transaction" in caplog.text
         assert not _gone(client, account, due)
+        # (found while it still waits: once the lock is let go it may end at any moment)
+        [purger] = [
+            t for t in threading.enumerate() if t.name == "retention" and t not in earlier
+        ]
     # and the purge left behind ends its pass once the lock is let go
-    [purger] = [t for t in threading.enumerate() if t.name == "retention"]
     purger.join(PATIENCE_S)
     assert not purger.is_alive()
