@@ -193,9 +193,7 @@ def test_a_stopping_scheduler_waits_a_bounded_time_for_a_purge_inside_a_transact
         assert "retention purge still in a transaction" in caplog.text
         assert not _gone(client, account, due)
         # (found while it still waits: once the lock is let go it may end at any moment)
-        [purger] = [
-            t for t in threading.enumerate() if t.name == "retention" and t not in earlier
-        ]
+        [purger] = [t for t in threading.enumerate() if t.name == "retention" and t not in earlier]
     # and the purge left behind ends its pass once the lock is let go
     purger.join(PATIENCE_S)
     assert not purger.is_alive()
