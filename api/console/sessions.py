@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+import psycopg
 from flask import abort, current_app, redirect, render_template, request, url_for
 from limits import parse_many
 from limits.strategies import SlidingWindowCounterRateLimiter
@@ -21,10 +22,15 @@ from api.console import (
 from api.rate_limits import throttle_storage
 from api.runtime import runtime
 from shared import audit, users
-from shared.db import whole_number
+from shared.db import Conn, in_transaction, whole_number
+from shared.runtime import Runtime
 from shared.users import UserError
 
 log = logging.getLogger(__name__)
+
+# How long a refused sign-in's audit entries are retried while the database is unavailable
+# (after the answer was sent, in the thread that served it).
+REFUSAL_RECORD_RETRY_S = 10.0
 
 
 def _throttle() -> SlidingWindowCounterRateLimiter:
@@ -92,7 +98,7 @@ def _signed_in(user: users.User, target: str) -> Response:
 def login():
     """Sign in with an email and a password. When they open several accounts (one person, a user
     of several clinics' accounts), the page asks which, and the password is typed again."""
-    error, email, choices = None, "", []
+    error, email, choices, chosen = None, "", [], None
     if request.method == "POST":
         email = request.form.get("email", "")[: users.MAX_EMAIL_CHARS]
         password = request.form.get("password", "")
@@ -103,14 +109,6 @@ def login():
             found = users.authenticate(conn, email, password, chosen)
             if len(found) > 1:
                 choices = users.account_names(conn, found)
-            elif not found:
-                for account_id in users.accounts_of_email(conn, email):
-                    if chosen not in (None, account_id):
-                        continue
-                    audit.record(
-                        conn, account_id=account_id, actor=email.strip().lower(),
-                        action="user.sign_in_failed", target=f"email:{email.strip().lower()}",
-                    )  # fmt: skip
         if len(found) == 1:
             return _signed_in(found[0], _safe_next(request.args.get("next")))
         if not found:
@@ -119,7 +117,32 @@ def login():
         "console/login.html", error=error, email=email, choices=choices,
         form_token=presession_token(),
     )  # fmt: skip
-    return page, 401 if error else 200
+    response = current_app.make_response((page, 401 if error else 200))
+    if error:
+        rt = runtime()
+        response.call_on_close(lambda: _record_refusal(rt, email, chosen))
+    return response
+
+
+def _record_refusal(rt: Runtime, email: str, chosen: int | None) -> None:
+    """Record a refused sign-in in the audit log of each account the email is a user of (of the
+    chosen one alone, if one was chosen). Called once the answer is sent: a wrong password for a
+    known email and any password for an unknown one then take the same time to answer, where
+    the entries' commit would have told them apart."""
+    address = email.strip().lower()
+
+    def write(conn: Conn) -> None:
+        for account_id in users.accounts_of_email(conn, email):
+            if chosen in (None, account_id):
+                audit.record(
+                    conn, account_id=account_id, actor=address,
+                    action="user.sign_in_failed", target=f"email:{address}",
+                )  # fmt: skip
+
+    try:
+        in_transaction(rt.pool, write, retry_s=REFUSAL_RECORD_RETRY_S)
+    except psycopg.Error:
+        log.warning("a refused sign-in was not written to the audit log", exc_info=True)
 
 
 @bp.post("/logout")

@@ -207,6 +207,7 @@ def test_one_person_is_a_user_of_two_accounts_and_an_invite_tells_nothing_of_the
         "email": "ada@ops.test", "password": "not the password!", "account": str(billing.id),
         "csrf_token": page_token(stranger, "/console/login")})  # fmt: skip
     assert wrong.status_code == 401
+    wrong.close()  # (the entry is written once the answer is sent, as a server closes it)
     failed = [r for r in audit_rows(runtime) if r["action"] == "user.sign_in_failed"]
     assert [r["account_id"] for r in failed] == [billing.id]
 
@@ -255,8 +256,10 @@ def test_a_wrong_password_or_unknown_email_is_refused_alike(runtime, client, acc
         assert response.status_code == 401
         assert "The email or the password is wrong." in response.text
         assert "understudy_console=" not in response.headers.get("Set-Cookie", "")
+        response.close()  # as a server does once the answer is sent
     assert client.get("/console/tasks").status_code == 303  # still signed out
-    # the failure against a known email is in that account's audit log
+    # the failure against a known email is in that account's audit log, written once the answer
+    # was sent
     assert [(r["action"], r["target"]) for r in audit_rows(runtime)] == [
         ("user.sign_in_failed", "email:op@clinic.test")
     ]

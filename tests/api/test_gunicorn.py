@@ -18,9 +18,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
+from tests.api.test_console import form_token
+from tests.api.test_sign_in_cost import make_user
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +256,51 @@ def test_a_worker_aborted_by_its_timeout_answers_json():
         assert response.json()["error"]["code"] == "request_timeout"
     finally:
         server.stop(grace_s=1)  # the aborted worker's spinning thread never ends by itself
+
+
+def test_a_refused_sign_in_is_answered_before_its_audit_entry_is_written(
+    api_server, runtime, account
+):
+    # given a console user of the account, and its audit log locked by another transaction
+    make_user(runtime, account.id, "the password!", "late@clinic.test")
+    browser = requests.Session()
+    login = f"{api_server.url}/console/login"
+    token = form_token(browser.get(login, timeout=20).text)
+    with psycopg.connect(runtime.database_url) as holder:
+        holder.execute("LOCK TABLE audit_log IN SHARE MODE")
+        # when a wrong password is sent for that known email
+        refused = browser.post(
+            login,
+            data={"email": "late@clinic.test", "password": "wrong!", "csrf_token": token},
+            timeout=20,
+        )
+        # then the refusal is answered while its audit entry still waits for the lock, so the
+        # answer takes no longer than an unknown email's, which has no entry to write
+        assert refused.status_code == 401
+        assert "The email or the password is wrong." in refused.text
+        deadline = time.monotonic() + 30
+        while not _blocked_by(runtime, holder):
+            assert time.monotonic() < deadline, "the audit entry was never written"
+            time.sleep(0.05)
+        holder.rollback()
+    # and once the lock is let go, the entry is written
+    deadline = time.monotonic() + 30
+    while ("user.sign_in_failed", account.id) not in _audit_actions(runtime):
+        assert time.monotonic() < deadline, _audit_actions(runtime)
+        time.sleep(0.05)
+
+
+def _blocked_by(runtime, holder: psycopg.Connection) -> bool:
+    with runtime.pool.connection() as conn:
+        return bool(
+            conn.execute(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()["n"]
+        )
+
+
+def _audit_actions(runtime) -> list[tuple[str, int]]:
+    with runtime.pool.connection() as conn:
+        rows = conn.execute("SELECT action, account_id FROM audit_log ORDER BY id").fetchall()
+    return [(row["action"], row["account_id"]) for row in rows]
