@@ -72,9 +72,8 @@ def _tick_after_probe_due(rt, account) -> None:
 def _parked_at(rt, task_id: int):
     """When the task last went back to waiting: the same transaction timed its next probe."""
     with rt.pool.connection() as conn:
-        return conn.execute("SELECT updated_at FROM tasks WHERE id = %s", (task_id,)).fetchone()[
-            "updated_at"
-        ]
+        row = conn.execute("SELECT updated_at FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    return row["updated_at"]
 
 
 def _now(rt):
