@@ -15,6 +15,7 @@ already handle template errors need nothing new.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sys
 import time
@@ -23,6 +24,8 @@ from types import FrameType
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -37,10 +40,49 @@ class TemplateLimitExceeded(SecurityError):
     """A template went past one of the bounds of :class:`BoundedSandbox`."""
 
 
+class _ConstantsWritten(CodeGenerator):
+    """Jinja2's code generator, writing a constant that holds NaN or an infinity as Python can
+    read it back. Jinja2 computes `'NaN' | float` (or `1e999`) when it compiles, and wrote the
+    result as `nan` or `inf`: names that do not exist, so the template raised NameError."""
+
+    def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
+        value = node.as_const(frame.eval_ctx)
+        if _has_non_finite(value):
+            self.write(_source(value))
+        else:
+            super().visit_Const(node, frame)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(k) or _has_non_finite(v) for k, v in value.items())
+    return False
+
+
+def _source(value: Any) -> str:
+    """Python source for a constant of Jinja2's (see ``jinja2.compiler.has_safe_repr``)."""
+    if isinstance(value, float):
+        return f"float({str(value)!r})" if not math.isfinite(value) else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_source, value)) + "]"
+    if isinstance(value, tuple):
+        return "(" + "".join(f"{_source(v)}, " for v in value) + ")"
+    if isinstance(value, set | frozenset):
+        return f"{type(value).__name__}([" + ", ".join(map(_source, value)) + "])"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_source(k)}: {_source(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 class BoundedSandbox(SandboxedEnvironment):
     """A ``SandboxedEnvironment`` whose renders have bounded output, time and value sizes."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
+    code_generator_class = _ConstantsWritten
 
     def __init__(
         self, *, max_output_chars: int = 64 * 1024, timeout_s: float = 2.0, **options: Any

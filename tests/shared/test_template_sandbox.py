@@ -132,3 +132,22 @@ def test_instructions_fill_in_the_task_inputs_as_the_sandbox_renders_them():
     )
     assert fill_instructions(source, dated) == render(source, dated)
     assert fill_instructions("{{ dob | us_date }}", dated) == "01/15/1990"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("'NaN' | float", "nan"),
+        ("'-Infinity' | float", "-inf"),
+        ("1e999", "inf"),
+        ("['nan' | float, 1.5]", "[nan, 1.5]"),
+        ("('inf' | float,)", "(inf,)"),
+        ("{'ratio': 'nan' | float}", "{'ratio': nan}"),
+        ("'1.5' | float", "1.5"),
+    ],
+)
+def test_a_constant_json_has_no_number_for_is_a_value_not_an_error(source, expected):
+    # Jinja2 computes such a constant when it compiles the template, and wrote it as a name
+    # Python does not know (NameError, which no caller expects of a template)
+    assert repr(evaluate(source, {})) == expected
+    assert render(f"{{{{ {source} }}}}", {}) == expected.strip("'")

@@ -116,6 +116,23 @@ def test_form_controls_waits_and_extracts(driver, page_url, recorder, task_files
     assert all(s.screenshot for s in recorder.steps if s.status == "ok")
 
 
+def test_a_number_json_has_none_for_is_null_in_the_result(driver, page_url, recorder) -> None:
+    # a page's "NaN" or "Infinity" made a float: JSON has no such number, so the result (and
+    # with it GET /tasks/{id} and the webhook) says null, and the step's message says the same
+    outcome = run(
+        driver,
+        page_url,
+        """  - set: {ratio: "'NaN' | float", huge: "'-Infinity' | float", fine: "'1.5' | float"}""",
+        recorder=recorder,
+    )
+    assert (outcome.result["ratio"], outcome.result["huge"], outcome.result["fine"]) == (
+        None,
+        None,
+        1.5,
+    )
+    assert recorder.named("Set")[0].message == "ratio = None, huge = None, fine = 1.5"
+
+
 def test_loops_branches_and_finish(driver, page_url, recorder) -> None:
     outcome = run(
         driver,
