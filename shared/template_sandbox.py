@@ -6,7 +6,9 @@ attribute tricks and ranges over 100,000 items; on top of it a render here is st
 - its output passes ``max_output_chars`` (MAX_TEMPLATE_OUTPUT_BYTES),
 - it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included, or
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
-  a width of a million in ``%`` or ``format``, ``center(10**9)``).
+  a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
+  time they appear, and a filter whose result can outgrow what it was given (``join``,
+  ``replace``, ``indent``, a ``batch`` or ``slice`` filler, ``lipsum``) checked before it runs.
 
 Each of these raises :class:`TemplateLimitExceeded`, a jinja2 ``SecurityError``, so callers that
 already handle template errors need nothing new.
@@ -15,6 +17,8 @@ already handle template errors need nothing new.
 from __future__ import annotations
 
 import functools
+import inspect
+import itertools
 import math
 import re
 import sys
@@ -27,13 +31,17 @@ import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.filters import make_attrgetter
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 # Python errors a hostile template can provoke, turned into template errors so that a render
 # only ever raises jinja2.TemplateError.
 _RENDER_ERRORS = (ArithmeticError, RecursionError, MemoryError, ValueError, TypeError)
 _PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
 _FORMAT_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
+# Filters whose result can be far longer than what they are given (see _check_growth).
+_GROWING_FILTERS = frozenset({"do_join", "do_replace", "do_indent", "do_batch", "do_slice"})
 
 
 class TemplateLimitExceeded(SecurityError):
@@ -92,6 +100,7 @@ class BoundedSandbox(SandboxedEnvironment):
         self.timeout_s = timeout_s
         self.filters = {name: self._bounded(fn) for name, fn in self.filters.items()}
         self.globals["range"] = self._range
+        self.globals["lipsum"] = self._lipsum
 
     # -- output and time ----------------------------------------------------------------------
 
@@ -149,6 +158,14 @@ class BoundedSandbox(SandboxedEnvironment):
             raise self._too_big("a value")
         return value
 
+    def _lipsum(self, n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+        # Up to `max` words of up to 12 letters, and a space, in each of `n` paragraphs.
+        if not all(isinstance(v, int) for v in (n, min, max)) or n * max * 13 > (
+            self.max_output_chars
+        ):
+            raise self._too_big("lipsum")
+        return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
+
     def _range(self, *args: int) -> range:
         rng = range(*args)
         if len(rng) > min(self.max_output_chars, 100_000):
@@ -158,19 +175,93 @@ class BoundedSandbox(SandboxedEnvironment):
     def _bounded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """A filter that refuses a number argument past the output bound (`center(10**9)`)."""
 
+        signature = _signature(fn) if fn.__name__ in _GROWING_FILTERS else None
+
         @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
         def bounded(*args: Any, **kwargs: Any) -> Any:
             self._check_numbers((*args[1:], *kwargs.values()))
             if fn.__name__ == "do_format" and args and isinstance(args[0], str):
                 self._check_widths(_PERCENT_SPEC, args[0])  # `"%9999999d" | format(1)`
+            if signature is not None:
+                call = signature.bind(*args, **kwargs)
+                self._check_growth(fn.__name__, call.arguments)
+                args, kwargs = call.args, call.kwargs
             return fn(*args, **kwargs)
 
         return bounded
 
+    def _check_growth(self, name: str, arguments: dict[str, Any]) -> None:
+        """Refuse, before it runs, a filter whose result would be longer than what it was given
+        by more than the bound: a separator between every item, a replacement for every match,
+        an indent on every line, a filler in every missing place. (A long text extracted from a
+        page may be given; only what a filter adds to it counts.) Items to join are read here,
+        once, and passed on as a list."""
+        limit = self.max_output_chars
+        if name == "do_join":
+            # What the items of a list already hold was given; what a generator makes as it
+            # goes (`map('center', ...)`), and a second sight of one item, is new.
+            separator = len(str(arguments.get("d", "")))
+            given = isinstance(arguments["value"], str | list | tuple)
+            items: Iterable[Any] = arguments["value"]
+            if arguments.get("attribute") is not None:
+                getter = make_attrgetter(self, arguments.pop("attribute"))
+                items = map(getter, items)
+            kept: list[Any] = []
+            seen: set[int] = set()
+            grown = 0
+            for item in items:
+                again = id(item) in seen
+                grown += separator + (self._chars(item) if again or not given else 0)
+                if grown > limit:
+                    raise self._too_big("a joined text")
+                seen.add(id(item))
+                kept.append(item)
+            arguments["value"] = kept
+        elif name == "do_replace":
+            text, old = str(arguments["s"]), str(arguments["old"])
+            matches = text.count(old) if old else len(text) + 1
+            count = arguments.get("count")
+            if isinstance(count, int) and count >= 0:
+                matches = min(matches, count)
+            if matches * (len(str(arguments["new"])) - len(old)) > limit:
+                raise self._too_big("a replaced text")
+        elif name == "do_indent":
+            text, width = str(arguments["s"]), arguments.get("width", 4)
+            width = len(width) if isinstance(width, str) else width
+            if isinstance(width, int) and (text.count("\n") + 1) * width > limit:
+                raise self._too_big("an indented text")
+        else:  # do_batch, do_slice: the filler, once in each missing place
+            places = arguments.get("linecount", arguments.get("slices"))
+            filler = arguments.get("fill_with")
+            filled = places * self._chars(filler) if isinstance(places, int) else 0
+            if filler is not None and filled > limit:
+                raise self._too_big("a filled list")
+
     def _check_repeat(self, seq: Any, times: Any) -> None:
-        repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
-        if repeated and len(seq) * times > self.max_output_chars:
+        # A list's items count as often as they appear: `['x' * 60000] * 60000` is one list of
+        # 60,000 items, and 3.6 billion characters once joined or shown.
+        if isinstance(seq, str) and isinstance(times, int):
+            grown = len(seq) * times
+        elif isinstance(seq, list | tuple) and isinstance(times, int):
+            grown = self._chars(seq) * (times - 1)  # (the list itself was given)
+        else:
+            return
+        if grown > self.max_output_chars:
             raise self._too_big("a repeated value")
+
+    def _chars(self, value: Any) -> int:
+        """About how many characters ``value`` takes as text: a text's length, and for a list,
+        tuple, set or dict the sum of its items' (each counted where it appears), at least one
+        per item. Counting stops past the bound, so it costs at most that many steps."""
+        total, pending = 0, [value]
+        while pending and total <= self.max_output_chars:
+            item = pending.pop()
+            total += len(item) if isinstance(item, str) else 1
+            if isinstance(item, dict):
+                pending.extend(itertools.islice(itertools.chain(*item.items()), 2 * len(item)))
+            elif isinstance(item, list | tuple | set | frozenset):
+                pending.extend(itertools.islice(item, self.max_output_chars + 1))
+        return total
 
     def _check_numbers(self, values: Iterable[Any]) -> None:
         for value in values:
@@ -187,6 +278,18 @@ class BoundedSandbox(SandboxedEnvironment):
         return TemplateLimitExceeded(
             f"{what} would pass {self.max_output_chars} characters (MAX_TEMPLATE_OUTPUT_BYTES)"
         )
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """How a filter is called: its own parameters, after the evaluation context that Jinja2
+    passes first to a filter with both a sync and an async form (which drops it again)."""
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    passed = getattr(fn, "jinja_pass_arg", None) is not None
+    if passed and params[0].name not in ("eval_ctx", "context", "environment"):
+        first = inspect.Parameter("eval_ctx", inspect.Parameter.POSITIONAL_ONLY)
+        signature = signature.replace(parameters=[first, *params])
+    return signature
 
 
 def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:

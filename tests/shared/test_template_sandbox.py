@@ -151,3 +151,65 @@ def test_a_constant_json_has_no_number_for_is_a_value_not_an_error(source, expec
     # Python does not know (NameError, which no caller expects of a template)
     assert repr(evaluate(source, {})) == expected
     assert render(f"{{{{ {source} }}}}", {}) == expected.strip("'")
+
+
+# Each builds 144 million characters from parts within the bound; none may run.
+GROWING = "'x' * 12000"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"range(12000) | join({GROWING})",
+        "range(12000) | map('string') | map('center', 12000) | join",
+        f"[{GROWING}] * 12000",
+        f"({GROWING}) | replace('x', {GROWING})",
+        "('\\n' * 12000) | indent(12000)",
+        f"range(3) | batch(12000, {GROWING}) | list",
+        f"range(3) | slice(12000, {GROWING}) | list",
+        "lipsum(12000, min=100, max=120)",
+    ],
+    ids=[
+        "join-separator",
+        "join-items",
+        "repeat-list",
+        "replace",
+        "indent",
+        "batch",
+        "slice",
+        "lipsum",
+    ],
+)
+def test_a_filter_whose_result_outgrows_what_it_was_given_is_refused_before_it_runs(source):
+    with pytest.raises(TemplateLimitExceeded, match="MAX_TEMPLATE_OUTPUT_BYTES"):
+        evaluate(source, {})
+    with pytest.raises(TemplateLimitExceeded, match="MAX_TEMPLATE_OUTPUT_BYTES"):
+        render(f"{{{{ {source} }}}}", {})
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("rows | join(', ', attribute='member')", "M1, M2"),
+        ("rows | map(attribute='member') | join('-')", "M1-M2"),
+        ("'a-b-c' | replace('-', '+', 1)", "a+b-c"),
+        ("'a\\nb' | indent(2, first=true)", "  a\n  b"),
+        ("range(5) | batch(2, 0) | list", [[0, 1], [2, 3], [4, 0]]),
+        ("range(5) | slice(2, fill_with=0) | list", [[0, 1, 2], [3, 4, 0]]),
+        ("['ab'] * 3", ["ab", "ab", "ab"]),
+        ("('x' * 60000) | length", 60000),
+    ],
+)
+def test_those_filters_within_the_bound_work_as_before(source, expected):
+    assert evaluate(source, {"rows": [{"member": "M1"}, {"member": "M2"}]}) == expected
+
+
+def test_a_long_text_given_to_those_filters_is_not_refused_for_its_own_length():
+    # a page's text read into a variable may be longer than the bound: what counts is what a
+    # filter adds to it
+    page = "line\n" * 40_000
+    context = {"page": page, "lines": page.split("\n")}
+    assert evaluate("page | replace('\\n', ' ') | length", context) == len(page)
+    assert evaluate("page | indent(1) | length", context) == len(page) + 40_000 - 1
+    assert evaluate("lines | join(' ') | length", context) == len(page)
+    assert evaluate("([page] * 1) | length", context) == 1
