@@ -258,9 +258,10 @@ class BoundedSandbox(SandboxedEnvironment):
             item = pending.pop()
             total += len(item) if isinstance(item, str) else 1
             if isinstance(item, dict):
-                pending.extend(itertools.islice(itertools.chain(*item.items()), 2 * len(item)))
-            elif isinstance(item, list | tuple | set | frozenset):
-                pending.extend(itertools.islice(item, self.max_output_chars + 1))
+                item = itertools.chain.from_iterable(item.items())
+            elif not isinstance(item, list | tuple | set | frozenset):
+                continue
+            pending.extend(itertools.islice(item, self.max_output_chars + 1))
         return total
 
     def _check_numbers(self, values: Iterable[Any]) -> None:
