@@ -167,6 +167,7 @@ GROWING = "'x' * 12000"
         "('\\n' * 12000) | indent(12000)",
         f"range(3) | batch(12000, {GROWING}) | list",
         f"range(3) | slice(12000, {GROWING}) | list",
+        "range(12000) | map('string') | map('center', 12000) | list",
         "lipsum(12000, min=100, max=120)",
     ],
     ids=[
@@ -177,6 +178,7 @@ GROWING = "'x' * 12000"
         "indent",
         "batch",
         "slice",
+        "map",
         "lipsum",
     ],
 )
@@ -192,6 +194,7 @@ def test_a_filter_whose_result_outgrows_what_it_was_given_is_refused_before_it_r
     [
         ("rows | join(', ', attribute='member')", "M1, M2"),
         ("rows | map(attribute='member') | join('-')", "M1-M2"),
+        ("rows | map(attribute='member') | map('lower') | list", ["m1", "m2"]),
         ("'a-b-c' | replace('-', '+', 1)", "a+b-c"),
         ("'a\\nb' | indent(2, first=true)", "  a\n  b"),
         ("range(5) | batch(2, 0) | list", [[0, 1], [2, 3], [4, 0]]),
@@ -213,3 +216,4 @@ def test_a_long_text_given_to_those_filters_is_not_refused_for_its_own_length():
     assert evaluate("page | indent(1) | length", context) == len(page) + 40_000 - 1
     assert evaluate("lines | join(' ') | length", context) == len(page)
     assert evaluate("([page] * 1) | length", context) == 1
+    assert evaluate("lines | map('upper') | map('trim') | list | length", context) == 40_001
