@@ -9,7 +9,7 @@ attribute tricks and ranges over 100,000 items; on top of it a render here is st
   a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
   time they appear, and a filter whose result can outgrow what it was given (``join``,
   ``replace``, ``indent``, a ``batch`` or ``slice`` filler, ``lipsum``) checked before it runs
-  (``map``, as it goes).
+  (``map``, as it goes), and ``+`` adding more than the bound to a text or a list.
 
 Each of these raises :class:`TemplateLimitExceeded`, a jinja2 ``SecurityError``, so callers that
 already handle template errors need nothing new.
@@ -90,7 +90,7 @@ def _source(value: Any) -> str:
 class BoundedSandbox(SandboxedEnvironment):
     """A ``SandboxedEnvironment`` whose renders have bounded output, time and value sizes."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
     code_generator_class = _ConstantsWritten
 
     def __init__(
@@ -134,6 +134,12 @@ class BoundedSandbox(SandboxedEnvironment):
             bits = left.bit_length() * right if abs(left) > 1 else 0
             if bits > 8 * self.max_output_chars:
                 raise self._too_big("a power")
+        elif operator == "+" and _same_kind(left, right, (str, list, tuple)):
+            # What is added to the larger side: a line added to a long text read from a page
+            # is fine, a value added to itself again and again is not.
+            bound = self.max_output_chars  # (the right side is usually the short one)
+            if self._chars(right) > bound and self._chars(left) > bound:
+                raise self._too_big("a sum")
         elif operator == "%" and isinstance(left, str):
             self._check_widths(_PERCENT_SPEC, left)
             values = right if isinstance(right, tuple) else (right,)
@@ -273,19 +279,7 @@ class BoundedSandbox(SandboxedEnvironment):
             raise self._too_big("a repeated value")
 
     def _chars(self, value: Any) -> int:
-        """About how many characters ``value`` takes as text: a text's length, and for a list,
-        tuple, set or dict the sum of its items' (each counted where it appears), at least one
-        per item. Counting stops past the bound, so it costs at most that many steps."""
-        total, pending = 0, [value]
-        while pending and total <= self.max_output_chars:
-            item = pending.pop()
-            total += len(item) if isinstance(item, str) else 1
-            if isinstance(item, dict):
-                item = itertools.chain.from_iterable(item.items())
-            elif not isinstance(item, list | tuple | set | frozenset):
-                continue
-            pending.extend(itertools.islice(item, self.max_output_chars + 1))
-        return total
+        return text_size(value, self.max_output_chars)
 
     def _check_numbers(self, values: Iterable[Any]) -> None:
         for value in values:
@@ -302,6 +296,27 @@ class BoundedSandbox(SandboxedEnvironment):
         return TemplateLimitExceeded(
             f"{what} would pass {self.max_output_chars} characters (MAX_TEMPLATE_OUTPUT_BYTES)"
         )
+
+
+def _same_kind(left: Any, right: Any, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(left, kind) and isinstance(right, kind) for kind in kinds)
+
+
+def text_size(value: Any, bound: int) -> int:
+    """About how many characters ``value`` takes as text: a text's length, and for a list,
+    tuple, set or dict the sum of its items' (each counted where it appears: a list that holds
+    one long text 60,000 times counts it 60,000 times), at least one per item. Counting stops
+    once past ``bound``, so it costs at most that many steps."""
+    total, pending = 0, [value]
+    while pending and total <= bound:
+        item = pending.pop()
+        total += len(item) if isinstance(item, str) else 1
+        if isinstance(item, dict):
+            item = itertools.chain.from_iterable(item.items())
+        elif not isinstance(item, list | tuple | set | frozenset):
+            continue
+        pending.extend(itertools.islice(item, bound + 1))
+    return total
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature:

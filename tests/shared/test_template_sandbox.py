@@ -216,4 +216,15 @@ def test_a_long_text_given_to_those_filters_is_not_refused_for_its_own_length():
     assert evaluate("page | indent(1) | length", context) == len(page) + 40_000 - 1
     assert evaluate("lines | join(' ') | length", context) == len(page)
     assert evaluate("([page] * 1) | length", context) == 1
+    assert evaluate("(page + '\\n') | length", context) == len(page) + 1
+    assert evaluate("(lines + ['end']) | length", context) == 40_002
     assert evaluate("lines | map('upper') | map('trim') | list | length", context) == 40_001
+
+
+@pytest.mark.parametrize("source", ["page + page", "lines + lines", "(lines + lines) | join"])
+def test_adding_more_than_the_bound_to_a_text_or_a_list_is_refused(source):
+    # (the step after would double it again: `+` in a loop)
+    page = "line\n" * 40_000
+    context = {"page": page, "lines": page.split("\n")}
+    with pytest.raises(TemplateLimitExceeded, match="a sum would pass"):
+        evaluate(source, context)

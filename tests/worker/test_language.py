@@ -174,6 +174,20 @@ def test_loops_branches_and_finish(driver, page_url, recorder) -> None:
     assert statuses['Click button "Not There"'] == "skipped"
 
 
+def test_a_value_doubled_in_a_loop_fails_its_step_before_it_fills_the_memory(driver, page_url):
+    # `~` joins texts as the template runs, and each round of the `while` doubles the text:
+    # 4 million characters after 12 rounds, 4 thousand billion after 32 (its `max` has no
+    # upper limit), were nothing to stop it
+    steps = """  - set: {s: "'x' * 1000"}
+  - while: "true"
+    max: 12
+    do:
+      - set: {s: "s ~ s"}
+"""
+    with pytest.raises(StepFailed, match="`s` would hold more than a task's result may"):
+        run(driver, page_url, steps)
+
+
 def test_while_that_never_ends_fails(driver, page_url) -> None:
     with pytest.raises(StepFailed, match="still going after 3 rounds"):
         run(driver, page_url, "  - while: 'true'\n    max: 3\n    do:\n      - set: {x: 1}\n")

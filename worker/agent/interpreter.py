@@ -50,6 +50,7 @@ from shared.sop.model import (
     input_value,
 )
 from shared.sop.profile import DEFAULT_SIGN_IN_TIMEOUT_S, Profile, builtin_profile
+from shared.template_sandbox import text_size
 
 # Importing the handler modules registers their step kinds.
 from worker.agent import actions, extraction, locators, login, review  # noqa: F401
@@ -715,8 +716,17 @@ def _while(run: Run, step: WhileStep, at: At) -> None:
 
 @handles(SetStep)
 def _set(run: Run, step: SetStep, at: At) -> str:
+    limit = run.limits.result_bytes
     for key, expr in step.values.items():
-        run.ctx.extracted[key] = run.evaluate(expr)
+        value = run.evaluate(expr)
+        # A value doubled at each round of a `while` (`s ~ s`) would fill the worker's memory
+        # long before the task's result, which keeps no more than this, could hold it.
+        if text_size(value, limit) > limit:
+            raise StepFailed(
+                f"`{key}` would hold more than a task's result may ({limit} characters,"
+                " MAX_RESULT_BYTES)"
+            )
+        run.ctx.extracted[key] = value
     return ", ".join(f"{k} = {short(repr(jsonable(run.ctx.extracted[k])))}" for k in step.values)
 
 
