@@ -22,9 +22,10 @@ import psycopg
 import pytest
 import requests
 
-from tests.api.test_console import form_token
+from tests.api.test_console import audit_rows, form_token
 from tests.api.test_sign_in_cost import make_user
 from tests.conftest import free_port
+from tests.scheduler.test_purge_apart import _waiting_on
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,28 +280,16 @@ def test_a_refused_sign_in_is_answered_before_its_audit_entry_is_written(
         assert refused.status_code == 401
         assert "The email or the password is wrong." in refused.text
         deadline = time.monotonic() + 30
-        while not _blocked_by(runtime, holder):
-            assert time.monotonic() < deadline, "the audit entry was never written"
+        while _waiting_on(runtime, holder) != 1:
+            assert time.monotonic() < deadline, "the audit entry was never written (nor waited for the lock)"
             time.sleep(0.05)
         holder.rollback()
     # and once the lock is let go, the entry is written
     deadline = time.monotonic() + 30
     while ("user.sign_in_failed", account.id) not in _audit_actions(runtime):
-        assert time.monotonic() < deadline, _audit_actions(runtime)
+        assert time.monotonic() < deadline, audit_rows(runtime)
         time.sleep(0.05)
 
 
-def _blocked_by(runtime, holder: psycopg.Connection) -> bool:
-    with runtime.pool.connection() as conn:
-        return bool(
-            conn.execute(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                (holder.info.backend_pid,),
-            ).fetchone()["n"]
-        )
-
-
 def _audit_actions(runtime) -> list[tuple[str, int]]:
-    with runtime.pool.connection() as conn:
-        rows = conn.execute("SELECT action, account_id FROM audit_log ORDER BY id").fetchall()
-    return [(row["action"], row["account_id"]) for row in rows]
+    return [(row["action"], row["account_id"]) for row in audit_rows(runtime)]
