@@ -281,7 +281,9 @@ def test_a_refused_sign_in_is_answered_before_its_audit_entry_is_written(
         assert "The email or the password is wrong." in refused.text
         deadline = time.monotonic() + 30
         while _waiting_on(runtime, holder) != 1:
-            assert time.monotonic() < deadline, "the audit entry was never written (nor waited for the lock)"
+            assert time.monotonic() < deadline, (
+                "the audit entry was never written (nor waited for the lock)"
+            )
             time.sleep(0.05)
         holder.rollback()
     # and once the lock is let go, the entry is written
