@@ -7,9 +7,18 @@ attribute tricks and ranges over 100,000 items; on top of it a render here is st
 - it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included, or
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
   a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
-  time they appear, and a filter whose result can outgrow what it was given (``join``,
-  ``replace``, ``indent``, a ``batch`` or ``slice`` filler, ``lipsum``) checked before it runs
-  (``map``, as it goes), and ``+`` adding more than the bound to a text or a list.
+  time they appear, and a filter or a text's method whose result can outgrow what it was given
+  (``join``, ``replace``, ``indent``, ``expandtabs``, ``translate``, a ``batch`` or ``slice``
+  filler, ``lipsum``) checked before it runs (``map``, as it goes), and ``+`` adding more than
+  the bound to a text or a list,
+- a list, a dict or a namespace would be written as text (shown, joined with ``~``, given to a
+  filter or a test that writes it, formatted) past the bound: a list of 60,000 references to one
+  long text is small, but its text is billions of characters.
+
+Lists, dicts and sets cannot be changed in place (``append``, ``extend``, ``update``: Jinja2's
+immutable sandbox), so a list grows only through the operations above (``ns.l + [x]``), each of
+them bounded; ``l.extend(l)`` thirty times would otherwise fill gigabytes without a character of
+output.
 
 Each of these raises :class:`TemplateLimitExceeded`, a jinja2 ``SecurityError``, so callers that
 already handle template errors need nothing new.
@@ -20,20 +29,24 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import json
 import math
 import re
+import string
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import FrameType
-from typing import Any
+from types import BuiltinMethodType, FrameType
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.filters import make_attrgetter
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.runtime import Namespace
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.tests import TESTS
 from jinja2.utils import generate_lorem_ipsum
 
 # Python errors a hostile template can provoke, turned into template errors so that a render
@@ -41,18 +54,42 @@ from jinja2.utils import generate_lorem_ipsum
 _RENDER_ERRORS = (ArithmeticError, RecursionError, MemoryError, ValueError, TypeError)
 _PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
 _FORMAT_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
+# A `%` conversion: its mapping key, if any, and its type (`%%` takes no value).
+_PERCENT_FIELD = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d*))?[hlL]?(.)", re.S)
 # Filters whose result can be far longer than what they are given (see _check_growth).
-_GROWING_FILTERS = frozenset({"do_join", "do_replace", "do_indent", "do_batch", "do_slice"})
+_GROWING_FILTERS = frozenset(
+    {"do_join", "do_replace", "do_indent", "do_batch", "do_slice", "do_wordwrap", "do_urlize"}
+)
+# Values whose text can be far longer than what they hold: each item may be one more reference
+# to the same long text.
+_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
+# Filters that take a list or a dict as it is (they pass it on, pick from it, count it or sort
+# it) and never write the whole of it as text; `join` counts what it writes (_check_growth).
+# Any other filter given a list or a dict writes it as text, and is checked first.
+_CONTAINER_FILTERS = frozenset(
+    {
+        "attr", "batch", "count", "d", "default", "dictsort", "first", "groupby", "items",
+        "join", "last", "length", "list", "map", "max", "min", "random", "reject", "rejectattr",
+        "reverse", "select", "selectattr", "slice", "sort", "sum", "unique",
+    }
+)  # fmt: skip
+# Jinja2's tests that write their value as text (a test added later is taken to do so too).
+_CONTAINER_TESTS = frozenset(TESTS) - {"lower", "upper"}
 
 
 class TemplateLimitExceeded(SecurityError):
     """A template went past one of the bounds of :class:`BoundedSandbox`."""
 
 
-class _ConstantsWritten(CodeGenerator):
-    """Jinja2's code generator, writing a constant that holds NaN or an infinity as Python can
-    read it back. Jinja2 computes `'NaN' | float` (or `1e999`) when it compiles, and wrote the
-    result as `nan` or `inf`: names that do not exist, so the template raised NameError."""
+class _BoundedCode(CodeGenerator):
+    """Jinja2's code generator, with two changes.
+
+    - A constant that holds NaN or an infinity is written as Python can read it back. Jinja2
+      computes `'NaN' | float` (or `1e999`) when it compiles, and wrote the result as `nan` or
+      `inf`: names that do not exist, so the template raised NameError.
+    - The sides of `~` go through :meth:`BoundedSandbox.joined_parts` before they are made
+      text, as the value of a `{{ }}` goes through the environment's ``finalize``.
+    """
 
     def visit_Const(self, node: nodes.Const, frame: Frame) -> None:
         value = node.as_const(frame.eval_ctx)
@@ -60,6 +97,18 @@ class _ConstantsWritten(CodeGenerator):
             self.write(_source(value))
         else:
             super().visit_Const(node, frame)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"{join}(environment.joined_parts((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -87,21 +136,34 @@ def _source(value: Any) -> str:
     return repr(value)
 
 
-class BoundedSandbox(SandboxedEnvironment):
-    """A ``SandboxedEnvironment`` whose renders have bounded output, time and value sizes."""
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """An ``ImmutableSandboxedEnvironment`` whose renders have bounded output, time and value
+    sizes. Add filters and tests with :meth:`add_filters` and :meth:`add_tests`, which bound
+    them as Jinja2's own are."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
-    code_generator_class = _ConstantsWritten
+    code_generator_class = _BoundedCode
 
     def __init__(
         self, *, max_output_chars: int = 64 * 1024, timeout_s: float = 2.0, **options: Any
     ) -> None:
-        super().__init__(**options)
+        super().__init__(finalize=self.written, **options)
         self.max_output_chars = max_output_chars
         self.timeout_s = timeout_s
-        self.filters = {name: self._bounded(fn) for name, fn in self.filters.items()}
+        filters, tests = dict(self.filters), cast(dict[str, Callable[..., Any]], dict(self.tests))
+        self.filters.clear()
+        self.tests.clear()
+        self.add_filters(**filters)
+        self.add_tests(**tests)
         self.globals["range"] = self._range
         self.globals["lipsum"] = self._lipsum
+        self.policies["json.dumps_function"] = self._json_text
+
+    def add_filters(self, **filters: Callable[..., Any]) -> None:
+        self.filters.update({name: self._bounded(name, fn) for name, fn in filters.items()})
+
+    def add_tests(self, **tests: Callable[..., Any]) -> None:
+        self.tests.update({name: self._checked_test(name, fn) for name, fn in tests.items()})
 
     # -- output and time ----------------------------------------------------------------------
 
@@ -126,6 +188,28 @@ class BoundedSandbox(SandboxedEnvironment):
 
     # -- values -------------------------------------------------------------------------------
 
+    def written(self, value: Any) -> Any:
+        """``value``, about to be written as text (`{{ value }}`, a side of `~`); a list, dict
+        or namespace whose text would pass the bound is refused first."""
+        if isinstance(value, _CONTAINERS):
+            self._check_texts((value,))
+        return value
+
+    def joined_parts(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The sides of `a ~ b ~ ...`, about to be written as text and joined: each is checked
+        as :meth:`written` does, and together as `+` checks two (`s ~ s ~ s ~ ...` is one
+        operation)."""
+        if not all(type(part) is str for part in parts):
+            self._check_texts(parts)
+        self._check_added(parts, "a joined text")
+        return parts
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, str) and isinstance(obj, BuiltinMethodType):
+            args = self._check_text_method(owner, obj.__name__, args, kwargs)
+        return super().call(context, obj, *args, **kwargs)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             self._check_repeat(left, right)
@@ -144,13 +228,30 @@ class BoundedSandbox(SandboxedEnvironment):
             self._check_widths(_PERCENT_SPEC, left)
             values = right if isinstance(right, tuple) else (right,)
             self._check_numbers(values)
+            self._check_texts(values)
+            self._check_percent_fields(left, right)
         return super().call_binop(context, operator, left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # `"{:>999999999}".format(1)`: the sandbox hands out str.format through here.
-        if isinstance(getattr(value, "__self__", None), str):
-            self._check_widths(_FORMAT_SPEC, value.__self__)
-        return super().wrap_str_format(value)
+        text = getattr(value, "__self__", None)
+        if isinstance(text, str):
+            self._check_widths(_FORMAT_SPEC, text)
+        formatter = super().wrap_str_format(value)
+        if formatter is None or not isinstance(text, str):
+            return formatter
+        by_name = value.__name__ == "format_map"
+
+        @functools.wraps(formatter)
+        def checked(*args: Any, **kwargs: Any) -> str:
+            self._check_texts((*args, *kwargs.values()))  # `'{}'.format(ns.l)`
+            if by_name:
+                self._check_format_fields(text, (), args[0] if len(args) == 1 else {})
+            else:
+                self._check_format_fields(text, args, kwargs)
+            return formatter(*args, **kwargs)
+
+        return checked
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A value grown past the bound, by doubling a namespace attribute in a loop, is refused
@@ -179,16 +280,22 @@ class BoundedSandbox(SandboxedEnvironment):
             raise self._too_big("a range")
         return rng
 
-    def _bounded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """A filter that refuses a number argument past the output bound (`center(10**9)`)."""
+    def _bounded(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A filter that refuses a number argument past the output bound (`center(10**9)`), a
+        result that outgrows what it was given, and a list or dict it would write as text past
+        the bound (`ns.l | string`)."""
 
         signature = _signature(fn) if fn.__name__ in _GROWING_FILTERS else None
+        writes_text = name not in _CONTAINER_FILTERS
 
         @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
         def bounded(*args: Any, **kwargs: Any) -> Any:
             self._check_numbers((*args[1:], *kwargs.values()))
+            if writes_text:
+                self._check_texts((*args, *kwargs.values()))
             if fn.__name__ == "do_format" and args and isinstance(args[0], str):
                 self._check_widths(_PERCENT_SPEC, args[0])  # `"%9999999d" | format(1)`
+                self._check_percent_fields(args[0], kwargs or args[1:])
             if signature is not None:
                 call = signature.bind(*args, **kwargs)
                 self._check_growth(fn.__name__, call.arguments)
@@ -198,6 +305,42 @@ class BoundedSandbox(SandboxedEnvironment):
             return fn(*args, **kwargs)
 
         return bounded
+
+    def _checked_test(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A test that refuses a list or dict it would write as text past the bound."""
+        if name in _CONTAINER_TESTS:
+            return fn
+
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            self._check_texts((*args, *kwargs.values()))
+            return fn(*args, **kwargs)
+
+        return checked
+
+    def _check_text_method(
+        self, text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """A text's own method, checked as the filter of the same work is (the arguments to
+        call it with: `join`'s items are read here, once)."""
+        limit = self.max_output_chars
+        if name in ("center", "ljust", "rjust", "zfill"):
+            self._check_numbers(args)
+        elif name == "expandtabs":
+            size = args[0] if args else kwargs.get("tabsize", 8)
+            if isinstance(size, int) and text.count("\t") * size > limit:
+                raise self._too_big("an expanded text")
+        elif name == "replace" and len(args) >= 2 and _same_kind(args[0], args[1], (str,)):
+            count = args[2] if len(args) > 2 else kwargs.get("count", -1)
+            self._check_replace(text, args[0], args[1], count)
+        elif name == "join" and args:
+            given = isinstance(args[0], str | list | tuple)
+            return (self._joined(args[0], len(text), given=given),)
+        elif name == "translate" and args and isinstance(args[0], dict):
+            longest = max((self._chars(v) for v in args[0].values()), default=0)
+            if len(text) * (longest - 1) > limit:
+                raise self._too_big("a translated text")
+        return args
 
     def _mapped(
         self, fn: Callable[..., Any], context: Any, items: Any, rest: Any, kwargs: Any
@@ -227,33 +370,31 @@ class BoundedSandbox(SandboxedEnvironment):
         once, and passed on as a list."""
         limit = self.max_output_chars
         if name == "do_join":
-            # What the items of a list already hold was given; what a generator makes as it
-            # goes (`map('center', ...)`), and a second sight of one item, is new.
-            separator = len(str(arguments.get("d", "")))
+            separator = arguments.get("d", "")
+            self._check_texts((separator,))
             given = isinstance(arguments["value"], str | list | tuple)
             items: Iterable[Any] = arguments["value"]
             if arguments.get("attribute") is not None:
                 getter = make_attrgetter(self, arguments.pop("attribute"))
                 items = map(getter, items)
-            kept: list[Any] = []
-            seen: set[int] = set()
-            grown = 0
-            for item in items:
-                again = id(item) in seen
-                grown += separator + (self._chars(item) if again or not given else 0)
-                if grown > limit:
-                    raise self._too_big("a joined text")
-                seen.add(id(item))
-                kept.append(item)
-            arguments["value"] = kept
+            arguments["value"] = self._joined(items, len(str(separator)), given=given)
         elif name == "do_replace":
-            text, old = str(arguments["s"]), str(arguments["old"])
-            matches = text.count(old) if old else len(text) + 1
-            count = arguments.get("count")
-            if isinstance(count, int) and count >= 0:
-                matches = min(matches, count)
-            if matches * (len(str(arguments["new"])) - len(old)) > limit:
-                raise self._too_big("a replaced text")
+            self._check_replace(
+                str(arguments["s"]), arguments["old"], arguments["new"], arguments.get("count")
+            )
+        elif name == "do_wordwrap":
+            # The wrap string, at each break: at most one a `width` of text.
+            text, width = str(arguments["s"]), arguments.get("width", 79)
+            wrap = arguments.get("wrapstring")
+            breaks = len(text) // max(width, 1) + 1 if isinstance(width, int) else 0
+            if wrap is not None and breaks * len(str(wrap)) > limit:
+                raise self._too_big("a wrapped text")
+        elif name == "do_urlize":
+            # `target` and `rel`, in each link: at most one a word.
+            words = len(str(arguments["value"]).split())
+            added = sum(len(str(arguments.get(k) or "")) for k in ("target", "rel"))
+            if words * added > limit:
+                raise self._too_big("a text with links")
         elif name == "do_indent":
             text, width = str(arguments["s"]), arguments.get("width", 4)
             width = len(width) if isinstance(width, str) else width
@@ -265,6 +406,90 @@ class BoundedSandbox(SandboxedEnvironment):
             filled = places * self._chars(filler) if isinstance(places, int) else 0
             if filler is not None and filled > limit:
                 raise self._too_big("a filled list")
+
+    def _joined(self, items: Iterable[Any], separator: int, *, given: bool) -> list[Any]:
+        """The items to join, read once, refused when the text joined would outgrow them by more
+        than the bound. What the texts of a list already hold was given; a separator, what a
+        generator makes as it goes (`map('center', ...)`), a second sight of one item, and a
+        list or dict among the items (written as text here) are new."""
+        kept: list[Any] = []
+        seen: set[int] = set()
+        grown = 0
+        for item in items:
+            new = id(item) in seen or not given or isinstance(item, _CONTAINERS)
+            grown += separator + (self._chars(item) if new else 0)
+            if grown > self.max_output_chars:
+                raise self._too_big("a joined text")
+            seen.add(id(item))
+            kept.append(item)
+        return kept
+
+    def _check_replace(self, text: str, old: Any, new: Any, count: Any) -> None:
+        old, new = str(old), str(new)
+        matches = text.count(old) if old else len(text) + 1
+        if isinstance(count, int) and count >= 0:
+            matches = min(matches, count)
+        if matches * (len(new) - len(old)) > self.max_output_chars:
+            raise self._too_big("a replaced text")
+
+    def _check_added(self, values: Iterable[Any], what: str) -> None:
+        """Refuse values about to be written into one text when what they add to the longest
+        of them passes the bound: `+`'s rule, for any number of sides (`s ~ s ~ s ~ ...`, a
+        format that names one value 5,000 times)."""
+        sizes = [len(v) if type(v) is str else self._chars(v) for v in values]
+        if sizes and sum(sizes) - max(sizes) > self.max_output_chars:
+            raise self._too_big(what)
+
+    def _check_format_fields(self, text: str, args: Any, kwargs: Any) -> None:
+        """`str.format`'s fields, checked as :meth:`_check_added` does (`('{0}' * 5000)
+        .format(s)`); a width given by an argument (`'{0:{1}}'`) is checked as a number."""
+        fields: list[Any] = []
+        auto = itertools.count()
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError:
+            return  # format raises the same
+        for _, name, spec, _ in parsed:
+            if name is None:
+                continue
+            nested = [f for _, f, _, _ in string.Formatter().parse(spec or "") if f is not None]
+            for place, ref in enumerate((name, *nested)):
+                first = re.match(r"[^.\[]*", ref)[0]  # type: ignore[index]
+                key = next(auto) if first == "" else int(first) if first.isdigit() else first
+                value = _argument(args, kwargs, key)
+                if place > 0:  # a width or precision
+                    self._check_numbers((value,))
+                fields.append(value)
+        self._check_added(fields, "a formatted text")
+
+    def _check_percent_fields(self, text: str, values: Any) -> None:
+        """`%` formatting's conversions, checked as :meth:`_check_added` does
+        (`('%(a)s' * 5000) % {'a': s}`)."""
+        positional = values if isinstance(values, tuple) else (values,)
+        place = itertools.count()
+        fields = []
+        for match in _PERCENT_FIELD.finditer(text):
+            key, kind = match.groups()
+            if kind != "%":
+                fields.append(_argument(positional, values, next(place) if key is None else key))
+        self._check_added(fields, "a formatted text")
+
+    def _json_text(self, value: Any, **options: Any) -> str:
+        """`tojson`'s writer: JSON written piece by piece and stopped at the bound (an
+        `indent` of 60,000 would put that many spaces on every line)."""
+        out: list[str] = []
+        size = 0
+        for chunk in json.JSONEncoder(**options).iterencode(value):
+            size += len(chunk)
+            if size > self.max_output_chars:
+                raise self._too_big("a JSON text")
+            out.append(chunk)
+        return "".join(out)
+
+    def _check_texts(self, values: Iterable[Any]) -> None:
+        for value in values:
+            if isinstance(value, _CONTAINERS) and self._chars(value) > self.max_output_chars:
+                raise self._too_big("a list or dict written as text")
 
     def _check_repeat(self, seq: Any, times: Any) -> None:
         # A list's items count as often as they appear: `['x' * 60000] * 60000` is one list of
@@ -298,6 +523,16 @@ class BoundedSandbox(SandboxedEnvironment):
         )
 
 
+def _argument(args: Any, kwargs: Any, key: int | str) -> Any:
+    """What a format field names (None when it names nothing: the format raises then)."""
+    try:
+        if isinstance(key, int):
+            return args[key] if isinstance(args, tuple) else None
+        return kwargs.get(key) if isinstance(kwargs, dict) else None
+    except IndexError:
+        return None
+
+
 def _same_kind(left: Any, right: Any, kinds: tuple[type, ...]) -> bool:
     return any(isinstance(left, kind) and isinstance(right, kind) for kind in kinds)
 
@@ -311,6 +546,8 @@ def text_size(value: Any, bound: int) -> int:
     while pending and total <= bound:
         item = pending.pop()
         total += len(item) if isinstance(item, str) else 1
+        if isinstance(item, Namespace):
+            item = object.__getattribute__(item, "_Namespace__attrs")
         if isinstance(item, dict):
             item = itertools.chain.from_iterable(item.items())
         elif not isinstance(item, list | tuple | set | frozenset):

@@ -111,7 +111,7 @@ def template_env() -> BoundedSandbox:
         max_output_chars=settings.max_template_output_bytes,
         timeout_s=settings.template_timeout_s,
     )
-    env.filters.update(
+    env.add_filters(
         us_date=_safe_filter(inputs_mod.us_date),
         iso_date=_safe_filter(inputs_mod.norm_date),
         money=_safe_filter(inputs_mod.norm_money),
@@ -119,8 +119,8 @@ def template_env() -> BoundedSandbox:
         squash=lambda v: re.sub(r"\s+", " ", str(v)).strip() if v is not None else None,
     )
     # In time linear in the text, whatever the pattern (an SOP's, or one a template builds).
-    env.tests["matching"] = lambda value, pattern: (
-        patterns.search(str(pattern), str(value or "")) is not None
+    env.add_tests(
+        matching=lambda value, pattern: patterns.search(str(pattern), str(value or "")) is not None
     )
     env.globals["today"] = lambda: date.today().isoformat()
     return env

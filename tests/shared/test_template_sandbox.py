@@ -228,3 +228,149 @@ def test_adding_more_than_the_bound_to_a_text_or_a_list_is_refused(source):
     context = {"page": page, "lines": page.split("\n")}
     with pytest.raises(TemplateLimitExceeded, match="a sum would pass"):
         evaluate(source, context)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% set l = ['x'] %}{{ l.extend(l) }}",
+        "{% set l = [] %}{{ l.append(1) }}",
+        "{% set d = {} %}{{ d.update(a=1) }}",
+        "{% set d = {'a': 1} %}{{ d.pop('a') }}",
+    ],
+    ids=["extend", "append", "update", "pop"],
+)
+def test_a_list_or_dict_cannot_be_changed_in_place(source):
+    # `l.extend(l)` thirty times is a list of a billion items (8 GB) without a character of
+    # output: a list grows only through the operations that are bounded (`l + [x]`)
+    with pytest.raises(SecurityError, match="is unsafe"):
+        render(source, {})
+
+
+# A namespace's list that holds 100 references to one text of 12,000 characters: 12 KB to
+# keep, 1.2 million characters to write.
+SHARED = (
+    "{% set s = 'x' * 12000 %}{% set ns = namespace(l=[]) %}"
+    "{% for i in range(100) %}{% set ns.l = ns.l + [s] %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "{{ ns.l }}",
+        "{{ ns.l ~ '' }}",
+        "{{ ns }}",
+        "{{ ns.l | string | length }}",
+        "{{ ns.l | tojson | length }}",
+        "{{ ns.l | digits | length }}",
+        "{{ ns.l is matching('y') }}",
+        "{{ ns.l is lower }}",
+        "{{ ('%s' % ns.l) | length }}",
+        "{{ '{}'.format(ns.l) | length }}",
+        "{{ ns.l | xmlattr | length }}",
+    ],
+    ids=[
+        "shown",
+        "concat",
+        "namespace",
+        "string",
+        "tojson",
+        "own-filter",
+        "own-test",
+        "test",
+        "percent",
+        "format",
+        "xmlattr",
+    ],
+)
+def test_a_list_written_as_text_past_the_bound_is_refused_before_it_is_written(shown):
+    with pytest.raises(TemplateLimitExceeded, match="a list or dict written as text would pass"):
+        render(SHARED + shown, {})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "('{0}' * 3000).format(s)",
+        "'{:>{}}'.format('x', 10**8)",
+        "('%(a)s' * 3000) % {'a': s}",
+        "('%(a)s' * 3000) | format(a=s)",
+        "('%s' * 8) % (s, s, s, s, s, s, s, s)",
+        "s ~ s ~ s ~ s ~ s ~ s ~ s ~ s",
+        "s.replace('x', s)",
+        "'x'.center(10**8)",
+        "('\\t' * 3000).expandtabs(12000)",
+        "s.translate({120: s})",
+        "'-'.join([s, s, s, s, s, s, s, s])",
+        "[[s] * 5, [s] * 5] | join",
+        "('x ' * 3000) | wordwrap(1, wrapstring=s)",
+        "('a.co ' * 3000) | urlize(rel=s)",
+        "([1] * 3000) | tojson(indent=12000)",
+    ],
+    ids=[
+        "format-same-field",
+        "format-nested-width",
+        "percent-same-key",
+        "format-filter-same-key",
+        "percent-many-values",
+        "concat-many-sides",
+        "replace-method",
+        "center-method",
+        "expandtabs",
+        "translate",
+        "join-method",
+        "join-of-lists",
+        "wordwrap",
+        "urlize",
+        "tojson-indent",
+    ],
+)
+def test_an_operation_that_writes_one_value_many_times_is_refused_before_it_runs(source):
+    # each is one operation (a format string's fields, a text's method, `~` of many sides)
+    # that writes a text of 12,000 characters again and again: up to 36 million characters
+    t0 = time.monotonic()
+    with pytest.raises(TemplateLimitExceeded, match="MAX_TEMPLATE_OUTPUT_BYTES"):
+        render(f"{{{{ ({source}) | length }}}}", {"s": "x" * 12_000})
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ '{} and {}'.format('a', 'b') }} {{ '{0}-{0}'.format('ab') }}", "a and b ab-ab"),
+        ("{{ '{:>{}}'.format('x', 3) }}|{{ '%(a)s/%(a)s' % {'a': 'q'} }}", "  x|q/q"),
+        ("{{ '%s-%s' % ('a', 'b') }} {{ '%d%%' % 5 }} {{ '%s' | format('z') }}", "a-b 5% z"),
+        ("{{ {'a': [1, 'x']} | tojson }} {{ [1] | tojson(indent=1) }}", '{"a": [1, "x"]} [\n 1\n]'),
+        ("{{ [1, 'a'] }} {{ {'a': 1} }} {{ 'x' ~ [1] ~ none }}", "[1, 'a'] {'a': 1} x[1]None"),
+        ("{% set ns = namespace(a=1) %}{{ ns }}", "<Namespace {'a': 1}>"),
+        (
+            "{{ '-'.join('xyz') }} {{ 'a\\tb'.expandtabs(2) }} {{ 'ab'.translate({97: 'zz'}) }}",
+            "x-y-z a b zzb",
+        ),  # fmt: skip
+        (
+            "{{ 'hello world' | wordwrap(5, wrapstring='|') }} {{ 'a' | urlize(rel='r') }}",
+            "hello|world a",
+        ),  # fmt: skip
+        ("{{ 'abc' is lower }} {{ ['x', 'Y'] | select('upper') | list }}", "True ['Y']"),
+        ("{{ 'ab'.center(6, '.') }} {{ 'a,b'.replace(',', '; ') }}", "..ab.. a; b"),
+    ],
+)
+def test_those_operations_within_the_bound_work_as_before(source, expected):
+    assert render(source, {}) == expected
+
+
+def test_a_long_list_read_from_a_page_is_not_refused_where_it_is_not_written_as_text():
+    # 1,000 rows of 200 characters: past the bound as text, and a list the filters that pick
+    # from a list, count it or sort it take as it is
+    rows = [{"member": f"M{i}", "note": "n" * 200} for i in range(1000)]
+    context = {"rows": rows}
+    assert evaluate("rows | length", context) == 1000
+    assert evaluate("rows | selectattr('member', 'equalto', 'M7') | list", context) == [rows[7]]
+    assert evaluate("rows | map(attribute='member') | first", context) == "M0"
+    assert evaluate("(rows | sort(attribute='member', reverse=true))[0].member", context) == "M999"
+    assert evaluate("rows | rejectattr('note') | list | length", context) == 0
+    assert evaluate("(rows + [{'member': 'new'}]) | last", context) == {"member": "new"}
+    assert render("{% for r in rows if r.member == 'M3' %}{{ r.member }}{% endfor %}", context) == (
+        "M3"
+    )

@@ -174,17 +174,30 @@ def test_loops_branches_and_finish(driver, page_url, recorder) -> None:
     assert statuses['Click button "Not There"'] == "skipped"
 
 
-def test_a_value_doubled_in_a_loop_fails_its_step_before_it_fills_the_memory(driver, page_url):
-    # `~` joins texts as the template runs, and each round of the `while` doubles the text:
-    # 4 million characters after 12 rounds, 4 thousand billion after 32 (its `max` has no
-    # upper limit), were nothing to stop it
-    steps = """  - set: {s: "'x' * 1000"}
+@pytest.mark.parametrize(
+    ("grow", "refusal"),
+    [
+        # `~` writes both sides at once: the second sight of `s` counts against the bound
+        ("s ~ s", "a joined text would pass 65536 characters"),
+        # `+` adds one reference a round, each within the bound: the `set` step stops it
+        ("s + [s[0]]", "`s` would hold more than a task's result may"),
+    ],
+    ids=["doubled", "grown"],
+)
+def test_a_value_grown_in_a_loop_fails_its_step_before_it_fills_the_memory(
+    driver, page_url, grow, refusal
+):
+    # each round of the `while` doubles the text, or adds 60,000 characters to the list: 4
+    # million characters after 12 rounds, 4 thousand billion after 32 (its `max` has no upper
+    # limit), were nothing to stop it
+    first = "'x' * 1000" if grow == "s ~ s" else "['x' * 60000]"
+    steps = f"""  - set: {{s: "{first}"}}
   - while: "true"
-    max: 12
+    max: 40
     do:
-      - set: {s: "s ~ s"}
+      - set: {{s: "{grow}"}}
 """
-    with pytest.raises(StepFailed, match="`s` would hold more than a task's result may"):
+    with pytest.raises(StepFailed, match=refusal):
         run(driver, page_url, steps)
 
 
