@@ -60,6 +60,15 @@ _PERCENT_FIELD = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d*
 _GROWING_FILTERS = frozenset(
     {"do_join", "do_replace", "do_indent", "do_batch", "do_slice", "do_wordwrap", "do_urlize"}
 )
+# The methods that change a list, a dict or a set in place, which the immutable sandbox refuses
+# (an SOP that calls one is refused when stored: shared.sop.validate).
+CHANGING_METHODS = frozenset(
+    {
+        "add", "append", "clear", "difference_update", "discard", "extend", "insert",
+        "intersection_update", "pop", "popitem", "remove", "reverse", "setdefault", "sort",
+        "symmetric_difference_update", "update",
+    }
+)  # fmt: skip
 # Values whose text can be far longer than what they hold: each item may be one more reference
 # to the same long text.
 _CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)

@@ -233,3 +233,26 @@ def test_templates_are_sandboxed() -> None:
     assert evaluate("x | money == '1200.50'", {"x": "$1,200.5"}) is True
     with pytest.raises(Exception, match="unsafe|not safely"):
         render("{{ ''.__class__.__mro__ }}", {})
+
+
+def test_a_template_that_changes_a_list_in_place_is_refused_with_its_line() -> None:
+    # the sandbox refuses `append` as the task runs; the SOP is refused when it is stored
+    errors = errors_of(
+        """\
+        task_type: check_eligibility
+        title: Appends
+        portal: sandbox
+        steps:
+          - set: {seen: "[]"}
+          - set: {added: "seen.append(1)"}
+          - fill: {label: Note, value: "{{ seen.extend(seen) or '' }}"}
+          - fill: {label: Note, value: "{{ (seen + [1]) | length }}"}
+        outcomes:
+          - status: completed
+            notes: done
+        """
+    )
+    where = {(e["path"], e["line"]): e["message"] for e in errors}
+    assert set(where) == {("steps[1].set.added", 6), ("steps[2].fill.value", 7)}
+    assert ".append() would change a list, dict or set in place" in where[("steps[1].set.added", 6)]
+    assert "build a new value instead" in where[("steps[2].fill.value", 7)]
