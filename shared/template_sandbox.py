@@ -154,11 +154,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _BoundedCode
 
     def __init__(
-        self, *, max_output_chars: int = 64 * 1024, timeout_s: float = 2.0, **options: Any
+        self,
+        *,
+        max_output_chars: int = 64 * 1024,
+        timeout_s: float = 2.0,
+        max_kept_chars: int = 1024 * 1024,
+        **options: Any,
     ) -> None:
         super().__init__(finalize=self.written, **options)
         self.max_output_chars = max_output_chars
         self.timeout_s = timeout_s
+        self.max_kept_chars = max_kept_chars
         filters, tests = dict(self.filters), cast(dict[str, Callable[..., Any]], dict(self.tests))
         self.filters.clear()
         self.tests.clear()
@@ -166,6 +172,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.add_tests(**tests)
         self.globals["range"] = self._range
         self.globals["lipsum"] = self._lipsum
+        self.globals["namespace"] = _kept_namespace(self.kept)
+        self.globals["dict"] = self._dict
         self.policies["json.dumps_function"] = self._json_text
 
     def add_filters(self, **filters: Callable[..., Any]) -> None:
@@ -213,6 +221,21 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self._check_added(parts, "a joined text")
         return parts
 
+    def kept(self, value: Any) -> None:
+        """Check a value about to be kept in a namespace: the one place a template keeps a
+        value from one round of a loop to the next, so the one place values pile up (a round
+        that adds `s ~ i` to a list, 65,536 times, is gigabytes). Each holds at most
+        ``max_kept_chars`` characters as text."""
+        if isinstance(value, _SizedList | _SizedDict):
+            size = value.chars
+        else:
+            size = text_size(value, self.max_kept_chars)
+        if size > self.max_kept_chars:
+            raise TemplateLimitExceeded(
+                f"a namespace's value would hold more than {self.max_kept_chars} characters"
+                " (MAX_RESULT_BYTES)"
+            )
+
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str) and isinstance(obj, BuiltinMethodType):
@@ -233,6 +256,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             bound = self.max_output_chars  # (the right side is usually the short one)
             if self._chars(right) > bound and self._chars(left) > bound:
                 raise self._too_big("a sum")
+            if isinstance(left, list):
+                return _SizedList.sum(left, right, self.max_kept_chars)
         elif operator == "%" and isinstance(left, str):
             self._check_widths(_PERCENT_SPEC, left)
             values = right if isinstance(right, tuple) else (right,)
@@ -274,6 +299,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if isinstance(value, str | list | tuple | dict) and len(value) > self.max_output_chars:
             raise self._too_big("a value")
         return value
+
+    def _dict(self, *args: Any, **kwargs: Any) -> _SizedDict:
+        return _SizedDict.made(self.max_kept_chars, *args, **kwargs)
 
     def _lipsum(self, n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
         # Up to `max` words of up to 12 letters, and a space, in each of `n` paragraphs.
@@ -530,6 +558,61 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return TemplateLimitExceeded(
             f"{what} would pass {self.max_output_chars} characters (MAX_TEMPLATE_OUTPUT_BYTES)"
         )
+
+
+class _SizedList(list[Any]):
+    """A list made by a template's `+`, which knows about how many characters its text takes
+    (:func:`text_size`), so that `ns.l = ns.l + [row]` a thousand times costs no walk through
+    the list at each round."""
+
+    chars: int
+
+    @classmethod
+    def sum(cls, left: list[Any], right: list[Any], bound: int) -> _SizedList:
+        """``left + right``, its size counted up to ``bound``."""
+        made = cls(left)
+        made.extend(right)
+        made.chars = sum(
+            side.chars if isinstance(side, _SizedList) else text_size(side, bound)
+            for side in (left, right)
+        )
+        return made
+
+
+class _SizedDict(dict[Any, Any]):
+    """A dict made by a template's `dict(...)`, which knows about how many characters its
+    text takes, as :class:`_SizedList` does (`ns.d = dict(ns.d, **{key: value})`)."""
+
+    chars: int
+
+    @classmethod
+    def made(cls, bound: int, *args: Any, **kwargs: Any) -> _SizedDict:
+        """``dict(*args, **kwargs)``, its size counted up to ``bound``."""
+        made = cls(*args, **kwargs)
+        given = args[0] if len(args) == 1 and isinstance(args[0], _SizedDict) else None
+        if given is None:
+            made.chars = text_size(made, bound)
+            return made
+        made.chars = given.chars + text_size(kwargs, bound)
+        for key in kwargs.keys() & given.keys():  # a value replaced
+            made.chars -= text_size(key, bound) + text_size(given[key], bound)
+        return made
+
+
+def _kept_namespace(kept: Callable[[Any], None]) -> type[Namespace]:
+    """``namespace``, its every value checked by ``kept`` as it is set."""
+
+    class KeptNamespace(Namespace):
+        def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 (as Namespace's)
+            Namespace.__init__(*args, **kwargs)
+            for value in object.__getattribute__(args[0], "_Namespace__attrs").values():
+                kept(value)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            kept(value)
+            super().__setitem__(name, value)
+
+    return KeptNamespace
 
 
 def _argument(args: Any, kwargs: Any, key: int | str) -> Any:

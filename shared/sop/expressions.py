@@ -109,6 +109,7 @@ def template_env() -> BoundedSandbox:
         undefined=SopUndefined,
         autoescape=False,
         max_output_chars=settings.max_template_output_bytes,
+        max_kept_chars=settings.max_result_bytes,
         timeout_s=settings.template_timeout_s,
     )
     env.add_filters(

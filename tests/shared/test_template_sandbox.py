@@ -247,11 +247,11 @@ def test_a_list_or_dict_cannot_be_changed_in_place(source):
         render(source, {})
 
 
-# A namespace's list that holds 100 references to one text of 12,000 characters: 12 KB to
-# keep, 1.2 million characters to write.
+# A namespace's list that holds 50 references to one text of 12,000 characters: 12 KB to
+# hold in memory, 600,000 characters to write.
 SHARED = (
     "{% set s = 'x' * 12000 %}{% set ns = namespace(l=[]) %}"
-    "{% for i in range(100) %}{% set ns.l = ns.l + [s] %}{% endfor %}"
+    "{% for i in range(50) %}{% set ns.l = ns.l + [s] %}{% endfor %}"
 )
 
 
@@ -374,3 +374,43 @@ def test_a_long_list_read_from_a_page_is_not_refused_where_it_is_not_written_as_
     assert render("{% for r in rows if r.member == 'M3' %}{{ r.member }}{% endfor %}", context) == (
         "M3"
     )
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "{% set ns.l = ns.l + [s ~ i] %}",
+        "{% set ns.l = [ns.l, s ~ i] %}",
+        "{% set ns.d = dict(ns.d, **{i | string: s ~ i}) %}",
+        "{% set ns.t = ns.t + (s ~ i,) %}",
+    ],
+    ids=["list", "nested", "dict", "tuple"],
+)
+def test_values_piling_up_in_a_namespace_are_refused_past_the_bound_of_what_it_keeps(kept):
+    # a namespace is what a template keeps from one round of a loop to the next: each round
+    # adds a new text of 12,000 characters (65,536 rounds of 60,000 were gigabytes)
+    source = (
+        "{% set ns = namespace(l=[], d={}, t=()) %}{% for i in range(200) %}"
+        + kept
+        + "{% endfor %}{{ 'kept' }}"
+    )
+    with pytest.raises(TemplateLimitExceeded, match="namespace's value would hold more than"):
+        render(source, {"s": "x" * 12_000})
+
+
+def test_a_namespace_is_refused_a_value_past_the_bound_from_the_start():
+    with pytest.raises(TemplateLimitExceeded, match="namespace's value would hold more than"):
+        render("{% set ns = namespace(l=pages) %}{{ 'kept' }}", {"pages": ["x" * 600_000] * 2})
+
+
+def test_a_loop_that_keeps_a_thousand_rows_works_as_before():
+    # what an SOP keeps as it goes through a table: each round's size is carried, not counted
+    # again through the whole list
+    rows = [{"member": f"M{i}", "status": "active", "plan": "Gold PPO"} for i in range(1000)]
+    source = (
+        "{% set ns = namespace(l=[], d={}, last={}) %}{% for r in rows %}"
+        "{% set ns.l = ns.l + [r] %}{% set ns.d = dict(ns.d, **{r.member: r.status}) %}"
+        "{% set ns.last = dict(ns.last, row=r.member ~ (' ' * 2000)) %}"
+        "{% endfor %}{{ ns.l | length }} {{ ns.d | length }} {{ ns.d.M999 }} {{ ns.last | length }}"
+    )
+    assert render(source, {"rows": rows}) == "1000 1000 active 1"
