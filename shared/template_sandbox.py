@@ -246,6 +246,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             self._check_repeat(left, right)
             self._check_repeat(right, left)
+            if _same_kind(left, right, (int,)) and (
+                left.bit_length() + right.bit_length() > 8 * self.max_output_chars
+            ):
+                # `ns.n = ns.n * ns.n` squares a number each round: one multiplication of
+                # numbers of 50 million bits runs in C for seconds, out of the clock's reach
+                raise self._too_big("a product")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
             bits = left.bit_length() * right if abs(left) > 1 else 0
             if bits > 8 * self.max_output_chars:
@@ -286,6 +292,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return formatter(*args, **kwargs)
 
         return checked
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # A text made bytes would escape every check here (`'x'.encode() * 10**9` is a
+        # gigabyte); nothing an SOP does needs bytes.
+        if isinstance(obj, str) and attr == "encode":
+            return False
+        return super().is_safe_attribute(obj, attr, value)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # A value grown past the bound, by doubling a namespace attribute in a loop, is refused

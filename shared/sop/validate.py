@@ -156,6 +156,9 @@ class Validator:
                     " which a template may not do; build a new value instead"
                     " (`{% set ns.l = ns.l + [x] %}`, `dict(d, key=value)`)",
                 )
+            elif method == "encode":
+                self.err(path, "template error: .encode() would make bytes, which a template"
+                         " may not use")  # fmt: skip
         for test in tree.find_all(jinja2.nodes.Test):
             pattern = test.args[0] if test.name == "matching" and test.args else None
             literal = pattern.value if isinstance(pattern, jinja2.nodes.Const) else None

@@ -235,7 +235,7 @@ def test_templates_are_sandboxed() -> None:
         render("{{ ''.__class__.__mro__ }}", {})
 
 
-def test_a_template_that_changes_a_list_in_place_is_refused_with_its_line() -> None:
+def test_a_template_that_changes_a_list_in_place_or_makes_bytes_is_refused_with_its_line() -> None:
     # the sandbox refuses `append` as the task runs; the SOP is refused when it is stored
     errors = errors_of(
         """\
@@ -247,12 +247,18 @@ def test_a_template_that_changes_a_list_in_place_is_refused_with_its_line() -> N
           - set: {added: "seen.append(1)"}
           - fill: {label: Note, value: "{{ seen.extend(seen) or '' }}"}
           - fill: {label: Note, value: "{{ (seen + [1]) | length }}"}
+          - fill: {label: Note, value: "{{ 'x'.encode() }}"}
         outcomes:
           - status: completed
             notes: done
         """
     )
     where = {(e["path"], e["line"]): e["message"] for e in errors}
-    assert set(where) == {("steps[1].set.added", 6), ("steps[2].fill.value", 7)}
+    assert set(where) == {
+        ("steps[1].set.added", 6),
+        ("steps[2].fill.value", 7),
+        ("steps[4].fill.value", 9),
+    }
+    assert ".encode() would make bytes" in where[("steps[4].fill.value", 9)]
     assert ".append() would change a list, dict or set in place" in where[("steps[1].set.added", 6)]
     assert "build a new value instead" in where[("steps[2].fill.value", 7)]

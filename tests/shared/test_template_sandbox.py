@@ -237,12 +237,14 @@ def test_adding_more_than_the_bound_to_a_text_or_a_list_is_refused(source):
         "{% set l = [] %}{{ l.append(1) }}",
         "{% set d = {} %}{{ d.update(a=1) }}",
         "{% set d = {'a': 1} %}{{ d.pop('a') }}",
+        "{{ ('x'.encode() * 10**9) | length }}",
     ],
-    ids=["extend", "append", "update", "pop"],
+    ids=["extend", "append", "update", "pop", "bytes"],
 )
-def test_a_list_or_dict_cannot_be_changed_in_place(source):
+def test_a_list_or_dict_cannot_be_changed_in_place_nor_a_text_made_bytes(source):
     # `l.extend(l)` thirty times is a list of a billion items (8 GB) without a character of
-    # output: a list grows only through the operations that are bounded (`l + [x]`)
+    # output: a list grows only through the operations that are bounded (`l + [x]`); bytes
+    # would escape every bound on texts (`'x'.encode() * 10**9` is a gigabyte)
     with pytest.raises(SecurityError, match="is unsafe"):
         render(source, {})
 
@@ -307,6 +309,7 @@ def test_a_list_written_as_text_past_the_bound_is_refused_before_it_is_written(s
         "('x ' * 3000) | wordwrap(1, wrapstring=s)",
         "('a.co ' * 3000) | urlize(rel=s)",
         "([1] * 3000) | tojson(indent=12000)",
+        "((10**100000) * (10**100000)) | string",
     ],
     ids=[
         "format-same-field",
@@ -324,6 +327,7 @@ def test_a_list_written_as_text_past_the_bound_is_refused_before_it_is_written(s
         "wordwrap",
         "urlize",
         "tojson-indent",
+        "product",
     ],
 )
 def test_an_operation_that_writes_one_value_many_times_is_refused_before_it_runs(source):
