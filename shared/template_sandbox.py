@@ -4,21 +4,23 @@ An account writes its own SOPs, so a template is hostile input. Jinja2's sandbox
 attribute tricks and ranges over 100,000 items; on top of it a render here is stopped when
 
 - its output passes ``max_output_chars`` (MAX_TEMPLATE_OUTPUT_BYTES),
-- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included, or
+- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included,
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
   a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
   time they appear, and a filter or a text's method whose result can outgrow what it was given
   (``join``, ``replace``, ``indent``, ``expandtabs``, ``translate``, a ``batch`` or ``slice``
-  filler, ``lipsum``) checked before it runs (``map``, as it goes), and ``+`` adding more than
-  the bound to a text or a list,
+  filler, ``lipsum``) checked before it runs (``map``, as it goes), and ``+``, ``~`` or a
+  format adding more than the bound to the longest of their values,
 - a list, a dict or a namespace would be written as text (shown, joined with ``~``, given to a
   filter or a test that writes it, formatted) past the bound: a list of 60,000 references to one
-  long text is small, but its text is billions of characters.
+  long text is small, but its text is billions of characters, or
+- a namespace, the one place a template keeps values from one round of a loop to the next,
+  would keep a value of more than ``max_kept_chars`` (MAX_RESULT_BYTES) as text.
 
 Lists, dicts and sets cannot be changed in place (``append``, ``extend``, ``update``: Jinja2's
 immutable sandbox), so a list grows only through the operations above (``ns.l + [x]``), each of
 them bounded; ``l.extend(l)`` thirty times would otherwise fill gigabytes without a character of
-output.
+output. A text cannot be made bytes (``encode``), which would pass every check on texts.
 
 Each of these raises :class:`TemplateLimitExceeded`, a jinja2 ``SecurityError``, so callers that
 already handle template errors need nothing new.
