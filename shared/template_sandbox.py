@@ -4,7 +4,8 @@ An account writes its own SOPs, so a template is hostile input. Jinja2's sandbox
 attribute tricks and ranges over 100,000 items; on top of it a render here is stopped when
 
 - its output passes ``max_output_chars`` (MAX_TEMPLATE_OUTPUT_BYTES),
-- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included,
+- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops and the filters' own work
+  included (a condition or a value computed with ``compile_expression`` too),
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
   a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
   time they appear, and a filter or a text's method whose result can outgrow what it was given
@@ -28,6 +29,7 @@ already handle template errors need nothing new.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -188,22 +190,38 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
         """Template.render's join, counting characters and watching the clock as parts come."""
-        deadline = time.monotonic() + self.timeout_s
         out: list[str] = []
         size = 0
-        previous = sys.gettrace()
-        sys.settrace(_deadline_tracer(deadline, self.timeout_s))
-        try:
+        with self._clock():
             for part in parts:
                 size += len(part)
                 if size > self.max_output_chars:
                     raise self._too_big("the rendered text")
                 out.append(part)
+        return "".join(out)
+
+    def compile_expression(self, source: str, undefined_to_none: bool = True) -> Any:
+        """A condition or a value, computed under the same clock as a render."""
+        expression = super().compile_expression(source, undefined_to_none)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self._clock():
+                return expression(*args, **kwargs)
+
+        return timed
+
+    @contextlib.contextmanager
+    def _clock(self) -> Iterator[None]:
+        """Run a render or an expression for at most ``timeout_s``, its Python errors made
+        template errors (so a render only ever raises jinja2.TemplateError)."""
+        previous = sys.gettrace()
+        sys.settrace(_deadline_tracer(time.monotonic() + self.timeout_s, self.timeout_s))
+        try:
+            yield
         except _RENDER_ERRORS as exc:
             raise jinja2.TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from None
         finally:
             sys.settrace(previous)
-        return "".join(out)
 
     # -- values -------------------------------------------------------------------------------
 
@@ -675,11 +693,20 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
     return signature
 
 
-def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:
-    """A trace function that stops compiled template code once ``deadline`` has passed.
+# Files whose code the deadline does not trace (see _deadline_tracer).
+_UNTRACED = frozenset(
+    {__file__, jinja2.runtime.__file__, jinja2.sandbox.__file__, jinja2.environment.__file__}
+)
 
-    Only frames of template code are traced line by line (their file name is "<template>"),
-    so the cost falls on templates alone; a loop's every turn is a line event.
+
+def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:
+    """A trace function that stops a render once ``deadline`` has passed.
+
+    Every frame the render runs is traced line by line: the template's own code (a loop's every
+    turn is a line event), and the filters' (`wordwrap` over a long page text runs for a second
+    in a loop of its own, and an expression may chain a hundred of them). Jinja2's machinery
+    between them and this module's checks are not: each of their calls is bounded by what it is
+    given, and tracing them made an expression five times slower.
     """
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -690,6 +717,6 @@ def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename == "<template>" else None
+        return None if frame.f_code.co_filename in _UNTRACED else local(frame, event, arg)
 
     return calls

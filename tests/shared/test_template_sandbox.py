@@ -418,3 +418,16 @@ def test_a_loop_that_keeps_a_thousand_rows_works_as_before():
         "{% endfor %}{{ ns.l | length }} {{ ns.d | length }} {{ ns.d.M999 }} {{ ns.last | length }}"
     )
     assert render(source, {"rows": rows}) == "1000 1000 active 1"
+
+
+def test_a_condition_or_value_runs_under_the_same_clock_as_a_template():
+    # each `wordwrap(1)` of a page's text runs for about a second inside the filter's own
+    # loop; an expression can chain a hundred of them
+    chain = " | ".join(["page"] + ["wordwrap(1)"] * 100)
+    with pytest.raises(TemplateLimitExceeded, match="TEMPLATE_TIMEOUT_S"):
+        evaluate(chain, {"page": "word " * 40_000})
+
+
+def test_python_errors_in_a_condition_or_value_become_template_errors():
+    with pytest.raises(jinja2.TemplateError, match="ZeroDivisionError"):
+        evaluate("1 / 0", {})
