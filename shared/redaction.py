@@ -9,7 +9,9 @@ go through it too while the task runs.
 
 A secret is found in the forms a template filter or an encoder can give it: reversed, in any
 letter case, with separators between its characters (``-``, spaces, ``', '`` of a list), URL-,
-HTML- or JSON-escaped, in hex, or in base64 at any byte alignment.
+HTML- or JSON-escaped, in hex, or in base64 at any byte alignment. A short one (a one-time code,
+a PIN) is found only as written, reversed or encoded, and only as a whole word: its characters
+with separators between them, or inside a longer word, are ordinary text too often.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
-# Below this length a secret is only matched as written (in any case): a pattern with
-# separators between three characters would match ordinary text.
-_FUZZY_MIN = 4
+# Below this length a secret (a one-time code, a PIN, a short password) is only matched as
+# written (in any case) or encoded, and only where no letter or digit stands next to it. With
+# separators allowed between its characters, a one-time code of 202503 matched the date
+# 2025-03-20 in a task's result, and 250012 the "25.00, 12" of "$25.00, 12 visits"; as a piece of
+# a longer word, `pw1` masked the start of `pw12`.
+_FUZZY_MIN = 8
+# Not a letter or a digit before or after a short secret's form (where the form itself begins
+# or ends with one).
+_NOT_AFTER_WORD = r"(?<![^\W_])"
+_NOT_BEFORE_WORD = r"(?![^\W_])"
 # What may stand between the letters and digits of a secret: punctuation and spaces, also
 # escaped (`\u0026`, `&amp;`, `%26`), a few of them.
 _SEPARATOR = r"(?:[\W_]|\\u[0-9a-f]{4}|&#?[a-z0-9]{1,6};|%[0-9a-f]{2}){0,10}"
@@ -85,19 +94,27 @@ def _base64_forms(data: bytes) -> set[str]:
 def _patterns(secret: str) -> list[str]:
     """Regular expressions (case-insensitive) for one secret in all its forms."""
     literal = sorted(encoded_forms(secret), key=len, reverse=True)
+    if len(secret) < _FUZZY_MIN:
+        return [_whole_word(form) for form in literal]
     patterns = [re.escape(f) for f in literal]
-    if len(secret) >= _FUZZY_MIN:
-        for n, text in enumerate((secret, secret[::-1])):
-            chars = [re.escape(c) for c in text]
-            # Its letters and digits with any punctuation or spaces around them, whatever
-            # punctuation it had: `|list|join(' ')`, `|list`, `|replace('-', '_')`...
-            alnum = [re.escape(c) for c in text if c.isalnum()]
-            if len(alnum) >= _FUZZY_MIN:
-                patterns.append(_SEPARATOR.join(alnum))
-            # The same separator, whatever it is, between every two characters: `join('x')`.
-            sep = f"sep{n}"
-            patterns.append(chars[0] + f"(?P<{sep}>.{{1,8}}?)" + f"(?P={sep})".join(chars[1:]))
+    for n, text in enumerate((secret, secret[::-1])):
+        chars = [re.escape(c) for c in text]
+        # Its letters and digits with any punctuation or spaces around them, whatever
+        # punctuation it had: `|list|join(' ')`, `|list`, `|replace('-', '_')`...
+        alnum = [re.escape(c) for c in text if c.isalnum()]
+        if len(alnum) >= _FUZZY_MIN:
+            patterns.append(_SEPARATOR.join(alnum))
+        # The same separator, whatever it is, between every two characters: `join('x')`.
+        sep = f"sep{n}"
+        patterns.append(chars[0] + f"(?P<{sep}>.{{1,8}}?)" + f"(?P={sep})".join(chars[1:]))
     return patterns
+
+
+def _whole_word(form: str) -> str:
+    """A pattern for ``form`` where it is not part of a longer word."""
+    before = _NOT_AFTER_WORD if form[0].isalnum() else ""
+    after = _NOT_BEFORE_WORD if form[-1].isalnum() else ""
+    return before + re.escape(form) + after
 
 
 class Redactor:
