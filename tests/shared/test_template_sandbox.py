@@ -431,3 +431,10 @@ def test_a_condition_or_value_runs_under_the_same_clock_as_a_template():
 def test_python_errors_in_a_condition_or_value_become_template_errors():
     with pytest.raises(jinja2.TemplateError, match="ZeroDivisionError"):
         evaluate("1 / 0", {})
+
+
+def test_a_long_value_read_from_a_page_is_read_through_an_attribute_or_an_item():
+    # a table's cell may hold up to MAX_EXTRACT_CHARS; reading it is not building it
+    rows = [{"note": "n" * 70_000}]
+    assert evaluate("rows[0].note | length", {"rows": rows}) == 70_000
+    assert render("{{ rows[0]['note'][:3] }}", {"rows": rows}) == "nnn"
