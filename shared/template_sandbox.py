@@ -73,6 +73,9 @@ CHANGING_METHODS = frozenset(
         "symmetric_difference_update", "update",
     }
 )  # fmt: skip
+# A text's methods that make bytes, which would escape every check on texts here (an SOP that
+# calls one is refused when stored too).
+BYTES_METHODS = frozenset({"encode"})
 # Values whose text can be far longer than what they hold: each item may be one more reference
 # to the same long text.
 _CONTAINERS = (list, tuple, dict, set, frozenset, Namespace)
@@ -316,7 +319,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         # A text made bytes would escape every check here (`'x'.encode() * 10**9` is a
         # gigabyte); nothing an SOP does needs bytes.
-        if isinstance(obj, str) and attr == "encode":
+        if isinstance(obj, str) and attr in BYTES_METHODS:
             return False
         return super().is_safe_attribute(obj, attr, value)
 

@@ -39,7 +39,7 @@ from shared.sop.model import (
     selector_tests_value,
 )
 from shared.ssrf import UrlRefused, url_origin
-from shared.template_sandbox import CHANGING_METHODS
+from shared.template_sandbox import BYTES_METHODS, CHANGING_METHODS
 
 _COMMON_STEP_KEYS = ("name", "timeout_s", "irreversible", "optional", "when", "dialogs")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -144,8 +144,8 @@ class Validator:
 
     def checked(self, tree: jinja2.nodes.Template, path: str) -> None:
         """What a parsed template or condition may not do: read a sensitive input, change a
-        list or dict in place (the sandbox would refuse it as it runs), or test with a pattern
-        RE2 cannot compile (one it builds as it runs is checked then)."""
+        list or dict in place or make bytes (the sandbox would refuse either as it runs), or
+        test with a pattern RE2 cannot compile (one it builds as it runs is checked then)."""
         self.no_sensitive(tree, path)
         for call in tree.find_all(jinja2.nodes.Call):
             method = call.node.attr if isinstance(call.node, jinja2.nodes.Getattr) else None
@@ -156,9 +156,11 @@ class Validator:
                     " which a template may not do; build a new value instead"
                     " (`{% set ns.l = ns.l + [x] %}`, `dict(d, key=value)`)",
                 )
-            elif method == "encode":
-                self.err(path, "template error: .encode() would make bytes, which a template"
-                         " may not use")  # fmt: skip
+            elif method in BYTES_METHODS:
+                self.err(
+                    path,
+                    f"template error: .{method}() would make bytes, which a template may not use",
+                )
         for test in tree.find_all(jinja2.nodes.Test):
             pattern = test.args[0] if test.name == "matching" and test.args else None
             literal = pattern.value if isinstance(pattern, jinja2.nodes.Const) else None
