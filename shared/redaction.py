@@ -9,9 +9,9 @@ go through it too while the task runs.
 
 A secret is found in the forms a template filter or an encoder can give it: reversed, in any
 letter case, with separators between its characters (``-``, spaces, ``', '`` of a list), URL-,
-HTML- or JSON-escaped, in hex, or in base64 at any byte alignment. A short one (a one-time code,
-a PIN) is found only as written, reversed or encoded, and only as a whole word: its characters
-with separators between them, or inside a longer word, are ordinary text too often.
+HTML- or JSON-escaped, in hex, or in base64 at any byte alignment. A one-time code is found
+only as written, reversed or encoded, and only as a whole word: six random digits with
+separators between them, or inside a longer number, are a date or an amount too often.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
-# Below this length a secret (a one-time code, a PIN, a short password) is only matched as
-# written (in any case) or encoded, and only where no letter or digit stands next to it. With
-# separators allowed between its characters, a one-time code of 202503 matched the date
-# 2025-03-20 in a task's result, and 250012 the "25.00, 12" of "$25.00, 12 visits"; as a piece of
-# a longer word, `pw1` masked the start of `pw12`.
-_FUZZY_MIN = 8
-# Not a letter or a digit before or after a short secret's form (where the form itself begins
-# or ends with one).
+# Below this length a secret is only matched as written (in any case): a pattern with
+# separators between three characters would match ordinary text.
+_FUZZY_MIN = 4
+# Not a letter or a digit before or after a form of a secret matched as a whole word (where
+# the form itself begins or ends with one).
 _NOT_AFTER_WORD = r"(?<![^\W_])"
 _NOT_BEFORE_WORD = r"(?![^\W_])"
 # What may stand between the letters and digits of a secret: punctuation and spaces, also
@@ -91,12 +88,15 @@ def _base64_forms(data: bytes) -> set[str]:
     return out
 
 
-def _patterns(secret: str) -> list[str]:
-    """Regular expressions (case-insensitive) for one secret in all its forms."""
+def _patterns(secret: str, *, whole_word: bool) -> list[str]:
+    """Regular expressions (case-insensitive) for one secret in all its forms; with
+    ``whole_word``, only as written or encoded, where no letter or digit stands next to it."""
     literal = sorted(encoded_forms(secret), key=len, reverse=True)
-    if len(secret) < _FUZZY_MIN:
+    if whole_word:
         return [_whole_word(form) for form in literal]
     patterns = [re.escape(f) for f in literal]
+    if len(secret) < _FUZZY_MIN:
+        return patterns
     for n, text in enumerate((secret, secret[::-1])):
         chars = [re.escape(c) for c in text]
         # Its letters and digits with any punctuation or spaces around them, whatever
@@ -127,12 +127,20 @@ class Redactor:
         for secret in secrets:
             self.add(secret)
 
-    def add(self, secret: str | None) -> None:
-        """Scrub `secret` from now on (empty and None are ignored)."""
+    def add(self, secret: str | None, *, whole_word: bool = False) -> None:
+        """Scrub `secret` from now on (empty and None are ignored).
+
+        ``whole_word`` is for a one-time code: six random digits, worthless once used. Matched
+        in all the forms of a stored secret, with separators between its digits and inside
+        longer numbers, a code of 202503 masked the date 2025-03-20 in a task's result and
+        250012 the "25.00, 12" of "$25.00, 12 visits". A password stays masked wherever it
+        shows, even glued to other text.
+        """
         if not secret or secret in self._secrets:
             return
         # One regex per secret: its `sep` group name must not clash with another secret's.
-        regex = re.compile("|".join(f"(?:{p})" for p in _patterns(secret)), re.I | re.S)
+        patterns = _patterns(secret, whole_word=whole_word)
+        regex = re.compile("|".join(f"(?:{p})" for p in patterns), re.I | re.S)
         with self._lock:
             self._secrets.add(secret)
             # A new list, swapped in whole: other threads (log records) may be reading the old.

@@ -184,7 +184,7 @@ def _enter_code(run: Run, how: SignIn, timeout: float) -> str:
     assert how.code is not None and how.code_button is not None  # only then is the state "code"
     for attempt in range(2):
         code, said = _one_time_code(run, attempt)
-        run.redactor.add(code)
+        run.redactor.add(code, whole_word=True)
         field_el = run.page.element(how.code, timeout)
         run.page.type(field_el, code)
         run.page.submit_and_wait(run.page.locator(how.code_button), timeout)
