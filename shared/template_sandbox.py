@@ -4,8 +4,9 @@ An account writes its own SOPs, so a template is hostile input. Jinja2's sandbox
 attribute tricks and ranges over 100,000 items; on top of it a render here is stopped when
 
 - its output passes ``max_output_chars`` (MAX_TEMPLATE_OUTPUT_BYTES),
-- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops and the filters' own work
-  included (a condition or a value computed with ``compile_expression`` too),
+- it runs longer than ``timeout_s`` (TEMPLATE_TIMEOUT_S), loops included, the clock looked at
+  before every filter and method too (a condition or a value computed with
+  ``compile_expression`` as well),
 - one operation would build a value past the output bound (``'x' * 10**9``, ``10 ** 10**9``,
   a width of a million in ``%`` or ``format``, ``center(10**9)``), a list's items counted each
   time they appear, and a filter or a text's method whose result can outgrow what it was given
@@ -38,6 +39,7 @@ import math
 import re
 import string
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import BuiltinMethodType, FrameType
@@ -53,6 +55,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.tests import TESTS
 from jinja2.utils import generate_lorem_ipsum
 
+# The deadline of the render or expression this thread is running, if any (BoundedSandbox._clock).
+_clock_of_thread = threading.local()
 # Python errors a hostile template can provoke, turned into template errors so that a render
 # only ever raises jinja2.TemplateError.
 _RENDER_ERRORS = (ArithmeticError, RecursionError, MemoryError, ValueError, TypeError)
@@ -204,27 +208,45 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return "".join(out)
 
     def compile_expression(self, source: str, undefined_to_none: bool = True) -> Any:
-        """A condition or a value, computed under the same clock as a render."""
+        """A condition or a value, computed under the same clock as a render. An expression
+        has no loop of its own, so its time goes to filters and methods, which look at the
+        clock (:meth:`_on_time`); no trace function is needed."""
         expression = super().compile_expression(source, undefined_to_none)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            with self._clock():
+            with self._clock(trace=False):
                 return expression(*args, **kwargs)
 
         return timed
 
     @contextlib.contextmanager
-    def _clock(self) -> Iterator[None]:
-        """Run a render or an expression for at most ``timeout_s``, its Python errors made
-        template errors (so a render only ever raises jinja2.TemplateError)."""
+    def _clock(self, *, trace: bool = True) -> Iterator[None]:
+        """Run a render or an expression for at most ``timeout_s`` (a render inside another,
+        a macro's, within the outer one's), its Python errors made template errors (so a
+        render only ever raises jinja2.TemplateError)."""
+        outer = getattr(_clock_of_thread, "deadline", None)
+        deadline = time.monotonic() + self.timeout_s
+        deadline = deadline if outer is None else min(deadline, outer)
+        _clock_of_thread.deadline = deadline
         previous = sys.gettrace()
-        sys.settrace(_deadline_tracer(time.monotonic() + self.timeout_s, self.timeout_s))
+        if trace:
+            sys.settrace(_deadline_tracer(deadline, self.timeout_s))
         try:
             yield
         except _RENDER_ERRORS as exc:
             raise jinja2.TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from None
         finally:
-            sys.settrace(previous)
+            if trace:
+                sys.settrace(previous)
+            _clock_of_thread.deadline = outer
+
+    def _on_time(self) -> None:
+        """Refuse to start a filter or a method once the render's time is up: a filter such as
+        `wordwrap(1)` over a long page text runs for a second inside its own loop, and an
+        expression may chain a hundred of them."""
+        deadline = getattr(_clock_of_thread, "deadline", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _overran(self.timeout_s)
 
     # -- values -------------------------------------------------------------------------------
 
@@ -260,6 +282,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             )
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self._on_time()
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str) and isinstance(obj, BuiltinMethodType):
             args = self._check_text_method(owner, obj.__name__, args, kwargs)
@@ -350,6 +373,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
         @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment marks
         def bounded(*args: Any, **kwargs: Any) -> Any:
+            self._on_time()
             self._check_numbers((*args[1:], *kwargs.values()))
             if writes_text:
                 self._check_texts((*args, *kwargs.values()))
@@ -683,30 +707,27 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
     return signature
 
 
-# Files whose code the deadline does not trace (see _deadline_tracer).
-_UNTRACED = frozenset(
-    {__file__, jinja2.runtime.__file__, jinja2.sandbox.__file__, jinja2.environment.__file__}
-)
-
-
 def _deadline_tracer(deadline: float, timeout_s: float) -> Callable[..., Any]:
-    """A trace function that stops a render once ``deadline`` has passed.
+    """A trace function that stops compiled template code once ``deadline`` has passed.
 
-    Every frame the render runs is traced line by line: the template's own code (a loop's every
-    turn is a line event), and the filters' (`wordwrap` over a long page text runs for a second
-    in a loop of its own, and an expression may chain a hundred of them). Jinja2's machinery
-    between them and this module's checks are not: each of their calls is bounded by what it is
-    given, and tracing them made an expression five times slower.
+    Only frames of template code are traced line by line (their file name is "<template>"),
+    so the cost falls on templates alone; a loop's every turn is a line event. Code outside
+    them is watched where it enters a filter or a method (:meth:`BoundedSandbox._on_time`):
+    tracing its calls too made an expression three times slower.
     """
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
         if time.monotonic() > deadline:
-            raise TemplateLimitExceeded(
-                f"the template ran longer than {timeout_s:g} s (TEMPLATE_TIMEOUT_S)"
-            )
+            raise _overran(timeout_s)
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return None if frame.f_code.co_filename in _UNTRACED else local(frame, event, arg)
+        return local if frame.f_code.co_filename == "<template>" else None
 
     return calls
+
+
+def _overran(timeout_s: float) -> TemplateLimitExceeded:
+    return TemplateLimitExceeded(
+        f"the template ran longer than {timeout_s:g} s (TEMPLATE_TIMEOUT_S)"
+    )
