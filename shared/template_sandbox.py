@@ -271,11 +271,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         value from one round of a loop to the next, so the one place values pile up (a round
         that adds `s ~ i` to a list, 65,536 times, is gigabytes). Each holds at most
         ``max_kept_chars`` characters as text."""
-        if isinstance(value, _SizedList | _SizedDict):
-            size = value.chars
-        else:
-            size = text_size(value, self.max_kept_chars)
-        if size > self.max_kept_chars:
+        if text_size(value, self.max_kept_chars) > self.max_kept_chars:
             raise TemplateLimitExceeded(
                 f"a namespace's value would hold more than {self.max_kept_chars} characters"
                 " (MAX_RESULT_BYTES)"
@@ -608,9 +604,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
 
 class _SizedList(list[Any]):
-    """A list made by a template's `+`, which knows about how many characters its text takes
-    (:func:`text_size`), so that `ns.l = ns.l + [row]` a thousand times costs no walk through
-    the list at each round."""
+    """A list made by a template's `+`, which carries its :func:`text_size`, so that
+    `ns.l = ns.l + [row]` a thousand times (or a `set` step's `l + [row]` in a `while`) costs
+    no walk through the list at each round."""
 
     chars: int
 
@@ -619,28 +615,27 @@ class _SizedList(list[Any]):
         """``left + right``, its size counted up to ``bound``."""
         made = cls(left)
         made.extend(right)
-        made.chars = sum(
-            side.chars if isinstance(side, _SizedList) else text_size(side, bound)
-            for side in (left, right)
-        )
+        made.chars = text_size(left, bound) + text_size(right, bound) - 1  # (one list, not two)
         return made
 
 
 class _SizedDict(dict[Any, Any]):
-    """A dict made by a template's `dict(...)`, which knows about how many characters its
-    text takes, as :class:`_SizedList` does (`ns.d = dict(ns.d, **{key: value})`)."""
+    """A dict made by a template's `dict(...)`, which carries its :func:`text_size`, as
+    :class:`_SizedList` does (`ns.d = dict(ns.d, **{key: value})`)."""
 
     chars: int
 
     @classmethod
     def made(cls, bound: int, *args: Any, **kwargs: Any) -> _SizedDict:
         """``dict(*args, **kwargs)``, its size counted up to ``bound``."""
-        made = cls(*args, **kwargs)
         given = args[0] if len(args) == 1 and isinstance(args[0], _SizedDict) else None
         if given is None:
-            made.chars = text_size(made, bound)
+            plain = dict(*args, **kwargs)
+            made = cls(plain)
+            made.chars = text_size(plain, bound)
             return made
-        made.chars = given.chars + text_size(kwargs, bound)
+        made = cls(*args, **kwargs)
+        made.chars = given.chars + text_size(kwargs, bound) - 1  # (one dict, not two)
         for key in kwargs.keys() & given.keys():  # a value replaced
             made.chars -= text_size(key, bound) + text_size(given[key], bound)
         return made
@@ -680,10 +675,14 @@ def text_size(value: Any, bound: int) -> int:
     """About how many characters ``value`` takes as text: a text's length, and for a list,
     tuple, set or dict the sum of its items' (each counted where it appears: a list that holds
     one long text 60,000 times counts it 60,000 times), at least one per item. Counting stops
-    once past ``bound``, so it costs at most that many steps."""
+    once past ``bound``, so it costs at most that many steps; a list or dict a template made
+    with `+` or `dict(...)` carries its count, and costs one."""
     total, pending = 0, [value]
     while pending and total <= bound:
         item = pending.pop()
+        if isinstance(item, _SizedList | _SizedDict):
+            total += item.chars
+            continue
         total += len(item) if isinstance(item, str) else 1
         if isinstance(item, Namespace):
             item = object.__getattribute__(item, "_Namespace__attrs")
