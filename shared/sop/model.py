@@ -498,6 +498,10 @@ class ForEachStep(Step):
         return f"For each {self.var} in {self.items}:"
 
 
+# The most rounds a `while` may be given: more is a typing slip, refused when the SOP is stored.
+MAX_ROUNDS = 10_000
+
+
 @dataclass(frozen=True, kw_only=True)
 class WhileStep(Step):
     """Run `do` steps while a condition holds, at most `max` times."""
@@ -511,11 +515,11 @@ class WhileStep(Step):
     @classmethod
     def parse(cls, v: Validator, value: Any, path: str, item: dict) -> dict[str, Any]:
         step_path = path.rsplit(".", 1)[0]
-        max_n = item.get("max", 20)
-        if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
-            v.err(f"{step_path}.max", "must be a whole number, 1 or more")
-            max_n = 20
-        fields: dict[str, Any] = {"condition": v.expression(value, path), "max_rounds": max_n}
+        max_n = v.whole(item.get("max", 20), f"{step_path}.max", 1, MAX_ROUNDS, "rounds")
+        fields: dict[str, Any] = {
+            "condition": v.expression(value, path),
+            "max_rounds": 20 if max_n is None else max_n,
+        }
         if "do" not in item:
             v.err(step_path, "'while' needs 'do' steps")
         fields["steps"] = v.steps(item.get("do", []), f"{step_path}.do")

@@ -57,6 +57,12 @@ _TOP_KEYS = {
     "outcomes",
 }
 
+# The longest a step, a wait or a sign-in may wait, in seconds (the task's own time limit,
+# TASK_TIME_LIMIT_S, comes first), and the most sign-ins a task may make again: each larger
+# value is a typing slip, refused when the SOP is stored.
+MAX_WAIT_S = 3600
+MAX_RELOGINS = 10
+
 # A URL's scheme ("file:", "javascript:"...); "{{ x }}" templates are checked when they run.
 _URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):(?!\d)")
 
@@ -185,11 +191,25 @@ class Validator:
                 f"type it with fill: {{label: ..., secret: {spec}}}",
             )
 
-    def number(self, value: Any, path: str, *, minimum: float = 0) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
-            self.err(path, f"must be a number greater than {minimum:g}")
+    def number(self, value: Any, path: str, *, maximum: float = MAX_WAIT_S) -> float:
+        """A number of seconds, more than 0 and at most ``maximum`` (``.nan`` and ``.inf``,
+        which YAML reads as numbers, are neither)."""
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (0 < value <= maximum)  # also false for NaN
+        ):
+            self.err(path, f"must be a number greater than 0 and at most {maximum:g}")
             return 1.0
         return float(value)
+
+    def whole(self, value: Any, path: str, minimum: int, maximum: int, what: str) -> int | None:
+        """A whole number from ``minimum`` to ``maximum``, else None and an error that says
+        ``what`` it counts."""
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.err(path, f"must be a whole number from {minimum} to {maximum} ({what})")
+            return None
+        return value
 
     def boolean(self, value: Any, path: str) -> bool:
         if not isinstance(value, bool):
@@ -318,10 +338,9 @@ class Validator:
         if screenshots not in set(Screenshots):
             self.err(f"{path}.screenshots", "must be every_step or failures")
             screenshots = "failures"
-        relogins = m.get("max_relogins", 2)
-        if isinstance(relogins, bool) or not isinstance(relogins, int) or relogins < 0:
-            self.err(f"{path}.max_relogins", "must be a whole number, 0 or more")
-            relogins = 2
+        relogins = self.whole(
+            m.get("max_relogins", 2), f"{path}.max_relogins", 0, MAX_RELOGINS, "sign-ins again"
+        )
         dismiss = [
             self.locator(item, f"{path}.dismiss[{i}]")
             for i, item in enumerate(self.sequence(m.get("dismiss", []), f"{path}.dismiss"))
@@ -329,7 +348,7 @@ class Validator:
         return SopSettings(
             step_timeout_s=self.number(m.get("step_timeout_s", 10.0), f"{path}.step_timeout_s"),
             screenshots=Screenshots(screenshots),
-            max_relogins=relogins,
+            max_relogins=2 if relogins is None else relogins,
             dismiss=tuple(d for d in dismiss if d) + tuple(self.dismiss),
             dialogs=self.dialogs(m.get("dialogs", "accept"), f"{path}.dialogs"),
         )

@@ -120,6 +120,63 @@ def test_every_problem_is_reported_with_line_and_path() -> None:
     assert any(e["path"] == "outcomes[0].status" and e["line"] == 15 for e in errors)
 
 
+WITH_NUMBERS = """\
+task_type: check_eligibility
+title: Numbers
+portal: sandbox
+inputs:
+  - {{name: member_id, format: member_id, required: true}}
+settings:
+  step_timeout_s: {settings}
+  max_relogins: {relogins}
+steps:
+  - login: {{}}
+  - wait_for: {{text: Member}}
+    timeout_s: {step}
+  - while: "false"
+    max: {rounds}
+    do:
+      - goto: /eligibility
+outcomes:
+  - status: completed
+    notes: done
+"""
+NUMBERS_OK = {"settings": 10, "relogins": 2, "step": 5, "rounds": 20}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path", "line"),
+    [
+        ("settings", ".nan", "settings.step_timeout_s", 7),
+        ("settings", ".inf", "settings.step_timeout_s", 7),
+        ("settings", "3601", "settings.step_timeout_s", 7),
+        ("step", ".NaN", "steps[1].timeout_s", 12),
+        ("step", "-.inf", "steps[1].timeout_s", 12),
+        ("step", "86400.0", "steps[1].timeout_s", 12),
+        ("relogins", "11", "settings.max_relogins", 8),
+        ("relogins", "1000000000", "settings.max_relogins", 8),
+        ("rounds", "10001", "steps[2].max", 14),
+        ("rounds", "0", "steps[2].max", 14),
+    ],
+)
+def test_a_wait_or_a_count_that_is_not_finite_or_past_its_limit_is_refused_with_its_line(
+    field: str, value: str, path: str, line: int
+) -> None:
+    # given an SOP with one number YAML reads as not a number, as endless, or past its limit
+    errors = errors_of(WITH_NUMBERS.format(**{**NUMBERS_OK, field: value}))
+    # then storing it names the place and the limit
+    assert [(e["path"], e["line"]) for e in errors] == [(path, line)]
+    assert "at most" in errors[0]["message"] or " to " in errors[0]["message"]
+
+
+def test_a_wait_or_a_count_at_its_limit_is_stored() -> None:
+    sop = load_sop(WITH_NUMBERS.format(settings=3600, relogins=10, step=0.5, rounds=10000))
+    assert sop.settings.step_timeout_s == 3600.0
+    assert sop.settings.max_relogins == 10
+    assert sop.steps[1].timeout_s == 0.5
+    assert sop.steps[2].max_rounds == 10000
+
+
 def test_default_outcome_must_be_last() -> None:
     errors = errors_of(MINIMAL + "  - when: x\n    status: failed\n    notes: y\n")
     messages = " ".join(e["message"] for e in errors)
