@@ -69,3 +69,39 @@ def test_a_note_longer_than_the_api_takes_is_refused_and_nothing_is_decided(
     task = client.get(f"/tasks/{task_id}", headers=account.headers).json
     assert task["status"] == "pending_review"
     assert "task.review.reject" not in {r["action"] for r in audit_rows(runtime)}
+
+
+def test_a_decision_or_a_code_sent_from_a_page_overtaken_meanwhile_says_why_it_was_refused(
+    runtime, app, client, account
+):
+    # given a task paused for review, and two operators with its page open
+    task_id = _paused_task(runtime, client, account)
+    first, second = app.test_client(), app.test_client()
+    for browser, email in ((first, "a@c.test"), (second, "b@c.test")):
+        make_user(runtime, account.id, email, "operator")
+        sign_in(browser, email)
+    token = page_token(second, f"/console/tasks/{task_id}")
+
+    # when the first approves it, then the second rejects it from the page opened before
+    approved = first.post(
+        f"/console/tasks/{task_id}/review",
+        data={"decision": "approve", "csrf_token": page_token(first)},
+    )
+    assert approved.status_code == 303
+    late = second.post(
+        f"/console/tasks/{task_id}/review", data={"decision": "reject", "csrf_token": token}
+    )
+
+    # then the second's page says the task is no longer pending review, and it stays approved
+    assert late.status_code == 409
+    assert 'id="review-error"' in late.text and "not pending review" in late.text, late.text
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).json
+    assert task["review"]["decision"] == "approved"
+
+    # and a one-time code sent for it, once no longer asked for, is refused with its reason too
+    for code, status, says in (("123456", 409, "not waiting for input"), ("", 422, "Enter the")):
+        answer = second.post(
+            f"/console/tasks/{task_id}/input", data={"code": code, "csrf_token": token}
+        )
+        assert answer.status_code == status
+        assert 'id="input-error"' in answer.text and says in answer.text, answer.text
