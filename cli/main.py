@@ -130,9 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "remote", False):
-        return remote.run(args)
-    return int(args.func(args, load_settings()))
+    try:
+        if getattr(args, "remote", False):
+            return remote.run(args)
+        return int(args.func(args, load_settings()))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        # A file or folder the command was given (an SOP, a batch, an attachment, a download
+        # folder, a Procfile): its name and why, not a traceback.
+        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,9 +31,20 @@ def client(args: argparse.Namespace) -> Understudy:
     return Understudy(args.url, args.api_key)
 
 
+def read_text(path: str) -> str:
+    """A file the command was given, or standard input for ``-``; one that is not text is an
+    error that names it (one that cannot be opened is :func:`cli.main.main`'s)."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: {path}: not UTF-8 text") from None
+
+
 def _data(args: argparse.Namespace) -> str | None:
     if args.data_file:
-        return Path(args.data_file).read_text()
+        return read_text(args.data_file)
     return args.data
 
 
@@ -64,7 +75,7 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
 
     if args.size < 1:
         raise SystemExit("error: --size must be at least 1")
-    text = sys.stdin.read() if args.path == "-" else Path(args.path).read_text()
+    text = read_text(args.path)
     rows = batch_rows(text, args.path, args.type)
     created: list[Any] = []
     for start in range(0, len(rows), args.size):
@@ -109,10 +120,6 @@ def tasks_trajectory(api: Understudy, args: argparse.Namespace) -> Any:
                 name = folder / f"step-{step['attempt']}-{step['seq']}.png"
                 api.download_artifact(step["screenshot"]["id"], to=name)
     return trajectory["steps"] if not args.json else trajectory
-
-
-def _sop_text(path: str) -> str:
-    return sys.stdin.read() if path == "-" else Path(path).read_text()
 
 
 def credentials_set(api: Understudy, args: argparse.Namespace) -> Any:
@@ -171,11 +178,11 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
     ),
     ("sops", "validate"): (
         "check an SOP file (- for stdin) without storing it",
-        lambda api, a: api.validate_sop(_sop_text(a.path)), None,
+        lambda api, a: api.validate_sop(read_text(a.path)), None,
     ),
     ("sops", "push"): (
         "store an SOP file as the type's new version",
-        lambda api, a: api.put_sop(a.type, _sop_text(a.path)), None,
+        lambda api, a: api.put_sop(a.type, read_text(a.path)), None,
     ),
     ("sops", "history"): (
         "the account's versions of a type's SOP, newest first: every one, page after page",

@@ -180,6 +180,35 @@ def test_help_is_plain_text_and_a_key_comes_from_the_environment(remote, account
     assert refused.returncode == 1 and "unauthorized" in refused.stderr
 
 
+def test_a_file_that_cannot_be_read_is_named_with_why_and_nothing_is_sent(remote, tmp_path):
+    # given a folder, a binary file and a name that is no file
+    binary = tmp_path / "sop.yaml"
+    binary.write_bytes(b"\xff\xfe task_type")
+    missing = str(tmp_path / "missing.csv")
+    env = {"PATH": os.environ["PATH"], "UNDERSTUDY_URL": remote,
+           "UNDERSTUDY_API_KEY": os.environ["UNDERSTUDY_API_KEY"]}  # fmt: skip
+    for argv, says in [
+        (["sops", "push", "check_eligibility", missing], f"{missing}: No such file or directory"),
+        (["sops", "validate", str(tmp_path)], f"{tmp_path}: Is a directory"),
+        (["sops", "validate", str(binary)], f"{binary}: not UTF-8 text"),
+        (["tasks", "batch", missing, "--type", "check_eligibility"], f"{missing}: No such file"),
+        (["tasks", "create", "check_eligibility", "--data-file", missing], f"{missing}: No such"),
+        (["tasks", "create", "check_eligibility", "--data", "member_id: W100000001",
+          "--file", missing], f"{missing}: No such file"),
+    ]:  # fmt: skip
+        # when a command is given it
+        done = subprocess.run([CLI, *argv], capture_output=True, text=True, env=env, check=False)
+        # then it says which file and why, in one line, and exits 1
+        assert done.returncode == 1, (argv, done.stderr)
+        assert done.stderr.strip() == f"error: {says}" or done.stderr.startswith(f"error: {says}")
+        assert "Traceback" not in done.stderr, done.stderr
+    # and no task was created
+    listed = subprocess.run(
+        [CLI, "tasks", "list", "--json"], capture_output=True, text=True, env=env, check=True
+    )
+    assert json.loads(listed.stdout) == []
+
+
 def test_shared_imports_no_process_package_and_no_cli():
     forbidden = {"api", "worker", "dispatcher", "scheduler", "sandbox", "cli"}
     found = []
