@@ -424,7 +424,7 @@ class ExtractStep(Step):
         if "wait_s" in m:
             if what not in ("exists", "count"):
                 v.err(f"{path}.wait_s", "goes with exists or count (the others always wait)")
-            fields["wait_s"] = v.number(m["wait_s"], f"{path}.wait_s")
+            fields["wait_s"] = v.seconds(m["wait_s"], f"{path}.wait_s")
         return fields
 
     def describe(self) -> str:
@@ -661,7 +661,7 @@ class EndIfStep(Step):
         fields: dict[str, Any] = {"condition": condition, "status": OutcomeStatus(status)}
         fields["notes"] = v.string(m.get("notes", ""), f"{path}.notes", template=True)
         if "wait_s" in m:
-            fields["wait_s"] = v.number(m["wait_s"], f"{path}.wait_s")
+            fields["wait_s"] = v.seconds(m["wait_s"], f"{path}.wait_s")
         return fields
 
     def describe(self) -> str:

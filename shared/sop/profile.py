@@ -326,7 +326,7 @@ class _ProfileValidator(Validator):
             success=self.condition(m["success"], f"{path}.success") if "success" in m else None,
             in_use=self.signs(m.get("in_use", []), f"{path}.in_use"),
             timeout_s=(
-                self.number(timeout, f"{path}.timeout_s")
+                self.seconds(timeout, f"{path}.timeout_s")
                 if timeout is not None
                 else DEFAULT_SIGN_IN_TIMEOUT_S
             ),

@@ -191,15 +191,15 @@ class Validator:
                 f"type it with fill: {{label: ..., secret: {spec}}}",
             )
 
-    def number(self, value: Any, path: str, *, maximum: float = MAX_WAIT_S) -> float:
-        """A number of seconds, more than 0 and at most ``maximum`` (``.nan`` and ``.inf``,
-        which YAML reads as numbers, are neither)."""
+    def seconds(self, value: Any, path: str) -> float:
+        """A wait: a number of seconds more than 0 and at most MAX_WAIT_S (``.nan`` and
+        ``.inf``, which YAML reads as numbers, are neither)."""
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not (0 < value <= maximum)  # also false for NaN
+            or not (0 < value <= MAX_WAIT_S)  # also false for NaN
         ):
-            self.err(path, f"must be a number greater than 0 and at most {maximum:g}")
+            self.err(path, f"must be a number of seconds greater than 0 and at most {MAX_WAIT_S}")
             return 1.0
         return float(value)
 
@@ -346,7 +346,7 @@ class Validator:
             for i, item in enumerate(self.sequence(m.get("dismiss", []), f"{path}.dismiss"))
         ]
         return SopSettings(
-            step_timeout_s=self.number(m.get("step_timeout_s", 10.0), f"{path}.step_timeout_s"),
+            step_timeout_s=self.seconds(m.get("step_timeout_s", 10.0), f"{path}.step_timeout_s"),
             screenshots=Screenshots(screenshots),
             max_relogins=2 if relogins is None else relogins,
             dismiss=tuple(d for d in dismiss if d) + tuple(self.dismiss),
@@ -467,7 +467,7 @@ class Validator:
             name=(
                 self.string(item["name"], f"{path}.name", template=True) if "name" in item else None
             ),
-            timeout_s=self.number(timeout, f"{path}.timeout_s") if timeout is not None else None,
+            timeout_s=self.seconds(timeout, f"{path}.timeout_s") if timeout is not None else None,
             irreversible=self.boolean(item.get("irreversible", False), f"{path}.irreversible"),
             optional=self.boolean(item.get("optional", False), f"{path}.optional"),
             when=self.expression(item["when"], f"{path}.when") if "when" in item else None,
