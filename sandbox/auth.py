@@ -166,7 +166,7 @@ def login() -> Any:
     store = get_store()
     store.count_login(username)
     user = USERS.get(username)
-    if user is None or not hmac.compare_digest(given["password"], user.password):
+    if user is None or not hmac.compare_digest(given["password"].encode(), user.password.encode()):
         return render_template(
             "login.html",
             fields=forms.LOGIN,

@@ -193,7 +193,7 @@ def result_frame(token: str) -> Any:
     if email is None:
         body = '<p role="alert">Your session has expired. Please sign in again.</p>'
         return _FRAME.format(body=body), 401, {"Content-Type": "text/html; charset=utf-8"}
-    if result is None or not hmac.compare_digest(result["email"], email):
+    if result is None or not hmac.compare_digest(result["email"].encode(), email.encode()):
         abort(404)
     if result["error"]:
         body = f'<p role="alert">{escape(result["error"])}</p>'

@@ -236,6 +236,35 @@ def test_verify_webhook_accepts_the_servers_signature_and_refuses_tampering():
     assert json.loads(body)["data"]["accountId"] == 1
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"webhook-signature": "v1,\u00e9t\u00e9"},  # a header read as Latin-1, say
+        {"webhook-signature": "v1,\u2603 v2,x"},
+        {"webhook-signature": ""},
+        {"webhook-timestamp": "\u0661\u0667\u0666\u0664"},  # digits, but not ASCII ones
+        {"webhook-timestamp": " 1_764 "},
+        {"webhook-timestamp": "1e9"},
+    ],
+    ids=["non-ascii-signature", "snowman", "no-signature", "arabic-digits", "underscores", "exp"],
+)
+def test_verify_webhook_refuses_hostile_headers_with_its_own_error_only(sent):
+    # given a delivery whose headers a sender made up
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    now = int(time.time())
+    body = envelope_body(secret, event="ping", created_at="2026-11-29T12:00:00.000Z", data={})
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": header_signature([secret], "msg_1", now, body),
+        **sent,
+    }
+    # then verifying it raises WebhookVerificationError, which a receiver answers with a 4xx,
+    # and nothing a receiver would not catch (a TypeError from comparing non-ASCII text)
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(body, headers, secret, now=now)
+
+
 def test_wait_returns_once_the_task_is_final(api):
     task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
     threading.Timer(0.5, api.cancel_task, args=[task["id"]]).start()

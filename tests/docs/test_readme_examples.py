@@ -7,12 +7,14 @@ these are the quick checks of the code a reader copies, with no stack.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
 import shlex
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from shared.webhooks import envelope_body, header_signature
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 SANDBOX_DOC = (ROOT / "docs" / "sandbox.md").read_text()
+WEBHOOKS_DOC = (ROOT / "docs" / "webhooks.md").read_text()
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -34,6 +37,35 @@ def _module(source: str, name: str) -> types.ModuleType:
     module = types.ModuleType(name)
     exec(compile(source, name, "exec"), module.__dict__)  # noqa: S102 - our own docs
     return module
+
+
+@functools.cache
+def documented_body_check() -> Callable[[str, bytes], bool]:
+    """``body_signature_ok``, the check of the body's own signature that docs/webhooks.md
+    gives receivers (the dispatcher's tests verify deliveries with it)."""
+    [source] = [b for b in _blocks(WEBHOOKS_DOC, "python") if "def body_signature_ok" in b]
+    return _module(source, "body_check").body_signature_ok
+
+
+def test_the_documented_body_check_refuses_a_hostile_body_without_raising():
+    # given a delivery's body as the dispatcher signs it
+    check = documented_body_check()
+    body = envelope_body(SECRET, event="ping", created_at="2026-11-29T12:00:00.000Z", data={})
+    assert check(SECRET, body)
+    # when a sender makes up the body instead
+    envelope = json.loads(body)
+    for made_up in [
+        {**envelope, "signature": "\u00e9t\u00e9"},  # text that is not ASCII
+        {**envelope, "signature": 12},
+        {**envelope, "signature": None},
+        {k: v for k, v in envelope.items() if k != "signature"},
+        {k: v for k, v in envelope.items() if k != "data"},
+        [envelope],
+    ]:
+        # then the check says no, and raises nothing a receiver would have to catch
+        assert check(SECRET, json.dumps(made_up).encode()) is False, made_up
+    assert check(SECRET, b"\xff not json") is False
+    assert check(SECRET, body.replace(b"ping", b"pong")) is False
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_ids_are_generated_on_every_load(client: FlaskClient) -> None:
 
 def test_wrong_password_is_rejected_and_counted(client: FlaskClient) -> None:
     page = read(client.get("/login"))
-    for password in ("nope", "sandbox-pass-2"):
+    for password in ("nope", "sandbox-pass-2", "m\u00f6t-de-passe"):
         page = submit(
             client, page, "/login", {"Username": "provider@sandbox", "Password": password}
         )
@@ -37,7 +37,7 @@ def test_wrong_password_is_rejected_and_counted(client: FlaskClient) -> None:
         assert page.alerts == ["Invalid username or password."]
     submit(client, page, "/login", {"Username": "ghost@sandbox", "Password": "x"})
     stats = client.get("/__sandbox/stats").get_json()
-    assert stats["login_attempts"] == {"provider@sandbox": 2, "ghost@sandbox": 1}
+    assert stats["login_attempts"] == {"provider@sandbox": 3, "ghost@sandbox": 1}
 
 
 def test_user_without_mfa_lands_on_dashboard(client: FlaskClient) -> None:
