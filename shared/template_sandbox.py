@@ -59,7 +59,11 @@ from jinja2.utils import generate_lorem_ipsum
 _clock_of_thread = threading.local()
 # Python errors a hostile template can provoke, turned into template errors so that a render
 # only ever raises jinja2.TemplateError.
-_RENDER_ERRORS = (ArithmeticError, RecursionError, MemoryError, ValueError, TypeError)
+# Python errors a template can raise, each made a template error: LookupError for a format's name
+# or place its values lack (`'{member}'.format()`, `'%(a)s' % {}`).
+_RENDER_ERRORS = (
+    ArithmeticError, LookupError, RecursionError, MemoryError, ValueError, TypeError
+)  # fmt: skip
 _PERCENT_SPEC = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
 _FORMAT_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
 # A `%` conversion: its mapping key, if any, and its type (`%%` takes no value).

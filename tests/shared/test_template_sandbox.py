@@ -428,9 +428,21 @@ def test_a_condition_or_value_runs_under_the_same_clock_as_a_template():
         evaluate(chain, {"page": "word " * 40_000})
 
 
-def test_python_errors_in_a_condition_or_value_become_template_errors():
-    with pytest.raises(jinja2.TemplateError, match="ZeroDivisionError"):
-        evaluate("1 / 0", {})
+@pytest.mark.parametrize(
+    ("expression", "error"),
+    [
+        ("1 / 0", "ZeroDivisionError"),
+        ("'{member}'.format()", "KeyError"),
+        ("'{0}'.format()", "IndexError"),
+        ("'%(member)s' % {}", "KeyError"),
+        ("'%(member)s' | format(other=1)", "KeyError"),
+    ],
+)
+def test_python_errors_in_a_condition_or_value_become_template_errors(expression, error):
+    with pytest.raises(jinja2.TemplateError, match=error):
+        evaluate(expression, {})
+    with pytest.raises(jinja2.TemplateError, match=error):
+        render(f"{{{{ {expression} }}}}", {})
 
 
 def test_a_long_value_read_from_a_page_is_read_through_an_attribute_or_an_item():

@@ -188,8 +188,8 @@ def test_a_value_grown_in_a_loop_fails_its_step_before_it_fills_the_memory(
     driver, page_url, grow, refusal
 ):
     # each round of the `while` doubles the text, or adds 60,000 characters to the list: 4
-    # million characters after 12 rounds, 4 thousand billion after 32 (its `max` has no upper
-    # limit), were nothing to stop it
+    # million characters after 12 rounds, 4 thousand billion after 32 (a `max` may be up to
+    # 10,000), were nothing to stop it
     first = "'x' * 1000" if grow == "s ~ s" else "['x' * 60000]"
     steps = f"""  - set: {{s: "{first}"}}
   - while: "true"
@@ -248,6 +248,28 @@ def test_bad_condition_fails_the_step_but_not_the_outcome(driver, page_url) -> N
         "  - {status: completed, notes: 'x={{ x }}'}",
     )
     assert (outcome.status, outcome.notes) == ("completed", "x=1")
+
+
+@pytest.mark.parametrize("lookup", ["'{member}'.format()", "'{0}'.format()", "'%(member)s' % {}"])
+def test_a_name_a_format_does_not_find_is_the_sops_error_and_never_undoes_the_outcome(
+    driver, page_url, lookup
+) -> None:
+    # given a template that formats a name (or a place) its values do not have: in a value,
+    # the step fails as a template error, not as the agent's internal error
+    with pytest.raises(StepFailed, match="template error: (KeyError|IndexError)"):
+        run(driver, page_url, f'  - fill: {{label: Note, value: "{{{{ {lookup} }}}}"}}\n')
+    # in a condition, it could not be evaluated
+    with pytest.raises(StepFailed, match="could not evaluate"):
+        run(driver, page_url, f'  - set: {{x: 1}}\n    when: "{lookup} == 1"\n')
+    # and in the notes, written once the work is done, the outcome stands and says so
+    outcome = run(
+        driver,
+        page_url,
+        "  - set: {x: 1}\n",
+        outcomes=f'  - {{status: completed, notes: "x={{{{ x }}}} {{{{ {lookup} }}}}"}}',
+    )
+    assert outcome.status == "completed"
+    assert outcome.notes.startswith("(the SOP's notes could not be written:"), outcome.notes
 
 
 def test_a_pattern_built_as_it_runs_that_does_not_compile_fails_the_step_saying_why(
