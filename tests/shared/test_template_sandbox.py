@@ -62,11 +62,6 @@ def test_the_limit_error_is_a_template_error():
     assert issubclass(TemplateLimitExceeded, jinja2.TemplateError)
 
 
-def test_python_errors_in_a_template_become_template_errors():
-    with pytest.raises(jinja2.TemplateError):
-        render("{{ 1 // 0 }}", {})
-
-
 def test_ordinary_templates_render_as_before():
     out = render(
         "{{ name }} {{ '%05d' % 3 }} {{ 'a' | center(5) }} {{ '{:>4}'.format(1) }} {{ [1] * 2 }}",
@@ -436,13 +431,17 @@ def test_a_condition_or_value_runs_under_the_same_clock_as_a_template():
         ("'{0}'.format()", "IndexError"),
         ("'%(member)s' % {}", "KeyError"),
         ("'%(member)s' | format(other=1)", "KeyError"),
+        ("rows | dictsort", "AttributeError"),
+        ("3 | wordwrap", "AttributeError"),
+        ("'Jane Doe' | truncate(2)", "AssertionError"),
     ],
 )
-def test_python_errors_in_a_condition_or_value_become_template_errors(expression, error):
+def test_python_errors_in_a_template_condition_or_value_become_template_errors(expression, error):
+    # (the agent fails the step, as the SOP's fault; in an outcome's notes, the status stands)
     with pytest.raises(jinja2.TemplateError, match=error):
-        evaluate(expression, {})
+        evaluate(expression, {"rows": [1, 2]})
     with pytest.raises(jinja2.TemplateError, match=error):
-        render(f"{{{{ {expression} }}}}", {})
+        render(f"{{{{ {expression} }}}}", {"rows": [1, 2]})
 
 
 def test_a_long_value_read_from_a_page_is_read_through_an_attribute_or_an_item():
