@@ -17,7 +17,9 @@ attribute tricks and ranges over 100,000 items; on top of it a render here is st
   filter or a test that writes it, formatted) past the bound: a list of 60,000 references to one
   long text is small, but its text is billions of characters, or
 - a namespace, the one place a template keeps values from one round of a loop to the next,
-  would keep a value of more than ``max_kept_chars`` (MAX_RESULT_BYTES) as text.
+  would keep a value of more than ``max_kept_chars`` (MAX_RESULT_BYTES) as text, or
+- an operation or a filter would make a whole number of more digits than Python writes as text
+  (4,300): such a number could be neither shown nor kept in a task's result.
 
 Lists, dicts and sets cannot be changed in place (``append``, ``extend``, ``update``: Jinja2's
 immutable sandbox), so a list grows only through the operations above (``ns.l + [x]``), each of
@@ -163,12 +165,20 @@ def _source(value: Any) -> str:
     return repr(value)
 
 
+# The most digits of a whole number a template may make: Python writes no more as text
+# (``sys.get_int_max_str_digits()``), and a longer one raises ValueError wherever it is shown or
+# stored. The first number too long, and its bits, for the quick checks before the exact one.
+_MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+_FIRST_TOO_LONG = 10**_MAX_INT_DIGITS
+_MAX_INT_BITS = _FIRST_TOO_LONG.bit_length()
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """An ``ImmutableSandboxedEnvironment`` whose renders have bounded output, time and value
     sizes. Add filters and tests with :meth:`add_filters` and :meth:`add_tests`, which bound
     them as Jinja2's own are."""
 
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    intercepted_binops = frozenset({"*", "**", "%", "+", "-"})
     code_generator_class = _BoundedCode
 
     def __init__(
@@ -296,15 +306,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self._check_repeat(left, right)
             self._check_repeat(right, left)
             if _same_kind(left, right, (int,)) and (
-                left.bit_length() + right.bit_length() > 8 * self.max_output_chars
+                left.bit_length() + right.bit_length() - 1 > _MAX_INT_BITS  # its least bits
             ):
                 # `ns.n = ns.n * ns.n` squares a number each round: one multiplication of
                 # numbers of 50 million bits runs in C for seconds, out of the clock's reach
-                raise self._too_big("a product")
+                raise _too_many_digits("a product")
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-            bits = left.bit_length() * right if abs(left) > 1 else 0
-            if bits > 8 * self.max_output_chars:
-                raise self._too_big("a power")
+            if abs(left) > 1 and right * math.log2(abs(left)) > _MAX_INT_BITS + 1:
+                raise _too_many_digits("a power")
         elif operator == "+" and _same_kind(left, right, (str, list, tuple)):
             # What is added to the larger side: a line added to a long text read from a page
             # is fine, a value added to itself again and again is not.
@@ -319,7 +328,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self._check_numbers(values)
             self._check_texts(values)
             self._check_percent_fields(left, right)
-        return super().call_binop(context, operator, left, right)
+        return _whole_number_checked(super().call_binop(context, operator, left, right))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # `"{:>999999999}".format(1)`: the sandbox hands out str.format through here.
@@ -389,7 +398,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 args, kwargs = call.args, call.kwargs
             if fn.__name__ == "do_map" and len(args) > 1:  # (context, items, filter, ...)
                 return self._mapped(fn, args[0], args[1], args[2:], kwargs)
-            return fn(*args, **kwargs)
+            return _whole_number_checked(fn(*args, **kwargs))  # `[n, n] | sum` doubles `n`
 
         return bounded
 
@@ -608,6 +617,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return TemplateLimitExceeded(
             f"{what} would pass {self.max_output_chars} characters (MAX_TEMPLATE_OUTPUT_BYTES)"
         )
+
+
+def _whole_number_checked(value: Any) -> Any:
+    """``value``, unless it is a whole number of more digits than can be written as text (a
+    sum or a difference each round of a loop adds a digit now and then)."""
+    if type(value) is int and value.bit_length() >= _MAX_INT_BITS and abs(value) >= _FIRST_TOO_LONG:
+        raise _too_many_digits("a whole number")
+    return value
+
+
+def _too_many_digits(what: str) -> TemplateLimitExceeded:
+    return TemplateLimitExceeded(f"{what} would have more than {_MAX_INT_DIGITS} digits")
 
 
 class _SizedList(list[Any]):

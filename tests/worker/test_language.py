@@ -272,6 +272,13 @@ def test_a_name_a_format_does_not_find_is_the_sops_error_and_never_undoes_the_ou
     assert outcome.notes.startswith("(the SOP's notes could not be written:"), outcome.notes
 
 
+def test_a_number_too_long_to_write_fails_its_step_not_the_agent(driver, page_url) -> None:
+    # a `set` step's value is shown in the trajectory and kept in the result, both as text:
+    # a number of 5,001 digits ended the task as the agent's internal error (ValueError)
+    with pytest.raises(StepFailed, match="could not evaluate.*a power would have more than 4300"):
+        run(driver, page_url, '  - set: {x: "10 ** 5000"}\n')
+
+
 def test_a_pattern_built_as_it_runs_that_does_not_compile_fails_the_step_saying_why(
     driver, page_url
 ) -> None:
