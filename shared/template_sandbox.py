@@ -60,11 +60,10 @@ from jinja2.utils import generate_lorem_ipsum
 # The deadline of the render or expression this thread is running, if any (BoundedSandbox._clock).
 _clock_of_thread = threading.local()
 # Python errors a hostile template can provoke, turned into template errors so that a render
-# only ever raises jinja2.TemplateError.
-# Python errors a template can raise, each made a template error: LookupError for a format's name
-# or place its values lack (`'{member}'.format()`, `'%(a)s' % {}`), AttributeError for a filter
-# given a value of another kind (`rows | dictsort` of a list, `wordwrap` of a number),
-# AssertionError for a filter's own check of its arguments (`truncate(2)`).
+# only ever raises jinja2.TemplateError: LookupError for a format's name or place its values
+# lack (`'{member}'.format()`, `'%(a)s' % {}`), AttributeError for a filter given a value of
+# another kind (`rows | dictsort` of a list, `wordwrap` of a number), AssertionError for a
+# filter's own check of its arguments (`truncate(2)`).
 _RENDER_ERRORS = (
     ArithmeticError, AssertionError, AttributeError, LookupError, RecursionError, MemoryError,
     ValueError, TypeError,
