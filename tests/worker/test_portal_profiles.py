@@ -23,7 +23,7 @@ from tests.worker.support import (
 )
 from worker import runner
 from worker.agent.interpreter import run_sop
-from worker.errors import TRANSIENT_ERRORS, PortalUnavailable
+from worker.errors import TRANSIENT_ERRORS, PortalUnavailable, StepFailed
 
 pytestmark = pytest.mark.browser
 
@@ -300,3 +300,24 @@ def test_an_accounts_own_profile_is_used_by_its_next_task(
     assert appeal["payer"] == "acme-mutual"
     names = [s["name"] for s in _steps(rt, task_id)]
     assert names[0] == "Sign in to Sandbox Payer Portal" and "p3.1. Choose the payer" in names
+
+
+@pytest.mark.parametrize(
+    ("line", "failed_step"),
+    [
+        ("  url: /dashboard\n", "Sign in to Sandbox Payer Portal"),
+        ("  - goto: /dashboard\n", "p1. Go to /dashboard{{ '%(next)s' % {} }}"),
+    ],
+    ids=["sign-in-address", "prelude-first-step"],
+)
+def test_a_profile_template_that_fails_fails_its_step_as_the_profiles_fault(
+    driver, portal, recorder, line, failed_step
+):
+    # given an account's profile with an address that is a template that cannot be written
+    broken = line.replace("/dashboard", "\"/dashboard{{ '%(next)s' % {} }}\"")
+    profile = load_profile(builtin_profile_text("sandbox").replace(line, broken, 1))
+    # when a task signs in with it, then its step fails as a template error (it escaped the
+    # run before, to end as the agent's internal error)
+    with pytest.raises(StepFailed, match="template error: KeyError: 'next'"):
+        _run(driver, ADD_STAFF, STAFF, portal(), recorder=recorder, profile=profile)
+    assert [s.name for s in recorder.steps if s.status == "failed"] == [failed_step]

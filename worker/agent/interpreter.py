@@ -444,6 +444,8 @@ class Run:
                 opened = self.page.driver.current_url
             except AgentError as exc:
                 self._fail(at, exc)
+            except jinja2.TemplateError as exc:  # the profile's, as a step's own would be
+                self._fail(at, StepFailed(f"template error: {exc}"))
             self.record(at, StepStatus.OK, message)
         prelude, start = profile.prelude, 1
         if opened is not None and self._opens(prelude[0] if prelude else None, opened):
@@ -468,7 +470,7 @@ class Run:
             return False
         try:
             return self.page.boundary.target(self.render(step.url), self.page.base_url) == url
-        except AgentError:
+        except (AgentError, jinja2.TemplateError):
             return False  # the step itself will say what is wrong with it
 
     def _close_popups(self) -> str:
