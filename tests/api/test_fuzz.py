@@ -10,7 +10,6 @@ changing request parsing.
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,26 +17,18 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.sop.library import builtin_sop_text
 from shared.sop.task_types import TASK_TYPES
 from tests.api.test_console import make_user, page_token, sign_in
 from tests.api.test_review_api import _paused_task
+from tests.fuzzing import fuzz_settings
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = 1000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 150
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    # CI replays one fixed set of examples, so a landing never depends on luck; runs elsewhere
-    # draw new ones each time and are where new findings come from.
-    derandomize=os.environ.get("CI") == "true",
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(150, 1000)
 
 # Values that broke something once, or could: NUL, lone surrogates, huge numbers, deep nesting.
 NASTY_TEXT = [

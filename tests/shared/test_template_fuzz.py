@@ -9,26 +9,18 @@ SOP can reach, over values of every kind, so a filter given the wrong kind of va
 
 from __future__ import annotations
 
-import os
-
 import jinja2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.sop.expressions import evaluate, render_leniently, template_env
+from tests.fuzzing import fuzz_settings
 
 # (Python warns of a constant subscripted, `1[0]`, as it compiles such a template.)
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore::SyntaxWarning")]
 
-EXAMPLES = 30000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 5000
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=os.environ.get("CI") == "true",  # as tests/api/test_fuzz.py
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(5000, 30000)
 
 # What a run's context holds: extracted rows, a text, a number.
 CONTEXT = {

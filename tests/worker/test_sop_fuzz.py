@@ -10,26 +10,19 @@ small page of test_language.py.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.sop.errors import SopInvalid
+from tests.fuzzing import fuzz_settings
 from tests.worker.test_language import page_url, run  # noqa: F401 - page_url is a fixture
 from worker.errors import AgentError
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.browser]
 
-EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 30
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=os.environ.get("CI") == "true",  # as tests/api/test_fuzz.py
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(30, 300)
 
 VALUES = st.sampled_from([
     "{{ who }}", "x", "", " ", "Red", "silver", "Bronze", "A1", "\u202e", "{{ none }}",
