@@ -347,14 +347,7 @@ def _code_requester(
             f"/tasks/{task_id}/input before {task_queries.iso(expires_at)} (INPUT_TIMEOUT_S), "
             "or the task fails."
         )
-        held = _db(
-            rt,
-            lambda conn: task_queries.await_input(
-                conn, task_id, worker, expires_at=expires_at, note=note
-            ),
-        )
-        if not held:
-            raise ClaimLost(f"task {task_id}: the claim was lost before asking for input")
+        # The step first: whoever sees the task waiting_for_input finds the step that says so.
         recorder.step(
             "Waiting for a one-time code",
             started_at=started,
@@ -363,6 +356,14 @@ def _code_requester(
             message=note,
             screenshot=None,
         )
+        held = _db(
+            rt,
+            lambda conn: task_queries.await_input(
+                conn, task_id, worker, expires_at=expires_at, note=note
+            ),
+        )
+        if not held:
+            raise ClaimLost(f"task {task_id}: the claim was lost before asking for input")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if lease.should_stop():
