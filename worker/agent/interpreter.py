@@ -307,7 +307,7 @@ def _rule_matches(expression: str, context: Mapping[str, Any]) -> bool:
 def _expression_value(expression: str, context: Mapping[str, Any]) -> Any:
     try:
         return expressions.evaluate(expression, context)
-    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+    except jinja2.TemplateError as exc:  # (the sandbox makes every Python error one)
         raise StepFailed(f"could not evaluate {expression.strip()!r}: {exc}") from None
 
 
@@ -444,8 +444,6 @@ class Run:
                 opened = self.page.driver.current_url
             except AgentError as exc:
                 self._fail(at, exc)
-            except jinja2.TemplateError as exc:  # the profile's, as a step's own would be
-                self._fail(at, StepFailed(f"template error: {exc}"))
             self.record(at, StepStatus.OK, message)
         prelude, start = profile.prelude, 1
         if opened is not None and self._opens(prelude[0] if prelude else None, opened):
@@ -470,7 +468,7 @@ class Run:
             return False
         try:
             return self.page.boundary.target(self.render(step.url), self.page.base_url) == url
-        except (AgentError, jinja2.TemplateError):
+        except AgentError:
             return False  # the step itself will say what is wrong with it
 
     def _close_popups(self) -> str:
@@ -547,10 +545,7 @@ class Run:
             self.recorder.checkpoint(self._redact(self._title(step)))
             self.passed_irreversible = True
         try:
-            try:
-                message = self._call(step, at)
-            except jinja2.TemplateError as exc:
-                raise StepFailed(f"template error: {exc}") from None
+            message = self._call(step, at)
         except (SessionExpired, _Finish, _End, TaskCanceled):
             raise
         except StepFailed as exc:
@@ -642,8 +637,13 @@ class Run:
         return self.sop.settings.step_timeout_s
 
     def render(self, template: str) -> str:
-        """A template filled in with the run's variables; an unknown name is an error."""
-        return expressions.render(template, self.ctx.as_dict())
+        """A template filled in with the run's variables; StepFailed if it cannot be written
+        (an unknown name, a format's missing name...), as :meth:`evaluate` says of a value.
+        The SOP's steps and the profile's sign-in alike render through here."""
+        try:
+            return expressions.render(template, self.ctx.as_dict())
+        except jinja2.TemplateError as exc:
+            raise StepFailed(f"template error: {exc}") from None
 
     def evaluate(self, expression: str) -> Any:
         """An expression's value with the run's variables; StepFailed if it cannot be had."""

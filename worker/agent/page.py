@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import jinja2
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
     ElementNotInteractableException,
@@ -500,7 +499,7 @@ class Page:
         """A wait condition in words, its templates filled in where they can be."""
         try:
             return self.render(describe_condition(cond))
-        except jinja2.TemplateError:
+        except StepFailed:  # a template that cannot be written (the wait itself says so)
             return describe_condition(cond)
 
     def wait_gone(self, loc: Locator, timeout: float) -> None:
