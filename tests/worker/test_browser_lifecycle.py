@@ -3,6 +3,7 @@ deleted, swept after a crash, and never outliving the process that owns it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -91,11 +92,15 @@ def test_a_task_works_in_a_private_folder_that_is_deleted_when_it_ends(
 
     def look() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "task" not in seen:
+        # (until its subfolders are seen too: the folder is made a moment before them)
+        while time.monotonic() < deadline and not {"files", "downloads"} <= set(
+            seen.get("task_parts", ())  # type: ignore[call-overload]
+        ):
             for folder in workspace_dir.glob(f"task-{task_id}-*"):
-                seen["task"] = folder
-                seen["task_mode"] = folder.stat().st_mode & 0o777
-                seen["task_parts"] = sorted(p.name for p in folder.iterdir())
+                with contextlib.suppress(FileNotFoundError):  # the task ended meanwhile
+                    seen["task_mode"] = folder.stat().st_mode & 0o777
+                    seen["task_parts"] = sorted(p.name for p in folder.iterdir())
+                    seen["task"] = folder
             time.sleep(0.05)
 
     looker = threading.Thread(target=look)
