@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from standardwebhooks.webhooks import Webhook
 from understudy_client import (
     OPERATIONS,
@@ -19,6 +19,7 @@ from understudy_client import (
     NotFoundError,
     ServiceUnavailableError,
     Understudy,
+    UnderstudyError,
     ValidationError,
     WaitTimeout,
     WebhookVerificationError,
@@ -210,6 +211,119 @@ def test_connection_errors_are_retried_then_raised():
     with pytest.raises(ApiConnectionError):
         api.get_task(1)
     assert len(calls) == 3
+
+
+class _AnswersHeldBack:
+    """The real API behind a link that holds back the answers of the next ``held`` requests
+    for ``hold_s``, after the API has carried them out: the client has given up on them by the
+    time they come, as when a load balancer times out or a network drops on the way back."""
+
+    def __init__(self, app, hold_s: float) -> None:
+        self.app, self.hold_s, self.held = app, hold_s, 0
+
+    def __call__(self, environ, start_response):
+        answer = b"".join(self.app(environ, start_response))
+        if self.held:
+            self.held -= 1
+            time.sleep(self.hold_s)
+        return [answer]
+
+
+def test_an_answer_lost_on_the_way_back_is_asked_again_only_where_repeating_is_safe(
+    app, account, api
+):
+    # Given a link to the real API that loses the next answer (the client waits 1 s for it)
+    link = _AnswersHeldBack(app, hold_s=3.0)
+    server = ServedApp(link)
+    try:
+        lossy = Understudy(server.url, account.api_key, timeout_s=1.0, backoff_s=0.01)
+        api.update_webhook_endpoint(url="http://127.0.0.1:9/hook")
+
+        # When a secret's rotation loses its answer, it is not sent again: a second rotation
+        # would end the secret the receivers verify with at once, where the first keeps it
+        # valid for the overlap. The error says the rotation may have happened.
+        link.held = 1
+        with pytest.raises(ApiConnectionError) as lost:
+            lossy.rotate_webhook_secret()
+        assert lost.value.maybe_applied and "may have been carried out" in lost.value.message
+        rotations = [e for e in api.audit_log() if e["action"].endswith("/rotate-secret")]
+        assert len(rotations) == 1, rotations
+
+        # A cancel likewise: it says the cancel may have happened, never "task finished"
+        task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+        link.held = 1
+        with pytest.raises(ApiConnectionError) as lost:
+            lossy.cancel_task(task["id"])
+        assert lost.value.maybe_applied
+        assert api.get_task(task["id"])["status"] == "canceled"
+
+        # Then a creation is sent again under its Idempotency-Key, and a read again: each
+        # answers as if nothing was lost, and one task was created
+        link.held = 1
+        created = lossy.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+        assert [t["id"] for t in api.list_tasks()] == [created["id"], task["id"]]
+        link.held = 1
+        assert lossy.get_task(created["id"])["id"] == created["id"]
+    finally:
+        server.close()
+
+
+class _Gateway:
+    """A loopback server answering as a gateway in front of the API would: each request gets
+    the next of ``answers`` (502, 504, or a Retry-After of no meaning on a 503), then 200."""
+
+    def __init__(self, answers: list[tuple[int, str]]) -> None:
+        self.answers = answers
+        self.hits: list[str] = []
+        app = Flask("gateway")
+
+        @app.route("/tasks/<int:task_id>", methods=["GET"])
+        @app.route("/tasks/<int:task_id>/cancel", methods=["POST"])
+        def task(task_id: int):
+            self.hits.append(request.method)
+            if self.answers:
+                status, retry_after = self.answers.pop(0)
+                return "<h1>Bad gateway</h1>", status, {"Retry-After": retry_after}
+            return jsonify({"id": task_id, "status": "canceled"})
+
+        self.server = ServedApp(app)
+
+
+@pytest.mark.parametrize("retry_after", ["soon", "nan", "inf", "Mon, 99 Foo 2026", "-3", ""])
+def test_a_retry_after_of_no_meaning_waits_the_clients_own_backoff(retry_after):
+    gateway = _Gateway([(503, retry_after), (429, retry_after)])
+    try:
+        api = Understudy(gateway.server.url, "k", backoff_s=0.01, max_retry_wait_s=0.5)
+        assert api.get_task(7)["id"] == 7
+        assert gateway.hits == ["GET"] * 3
+    finally:
+        gateway.server.close()
+
+
+def test_a_gateways_502_or_504_is_retried_only_where_repeating_is_safe():
+    gateway = _Gateway([(502, "0"), (504, "0")])
+    try:
+        api = Understudy(gateway.server.url, "k", backoff_s=0.01)
+        assert api.get_task(7)["id"] == 7  # a read: asked again until answered
+        assert gateway.hits == ["GET"] * 3
+
+        gateway.hits.clear()
+        gateway.answers[:] = [(502, "0")]
+        with pytest.raises(UnderstudyError) as bad:  # a cancel the gateway may have passed on
+            api.cancel_task(7)
+        assert (bad.value.status, bad.value.code) == (502, "http_error")
+        assert gateway.hits == ["POST"]
+    finally:
+        gateway.server.close()
+
+
+def test_an_answer_that_is_not_json_is_the_clients_error_naming_the_address(served, account):
+    # Given the console's address where the API's belongs (a page, not the API)
+    api = Understudy(f"{served}/console", account.api_key)
+    with pytest.raises(UnderstudyError) as wrong:
+        api.list_tasks_page()
+    assert wrong.value.code == "invalid_response"
+    assert "not JSON: is this the API's address?" in wrong.value.message
 
 
 def test_verify_webhook_accepts_the_servers_signature_and_refuses_tampering():

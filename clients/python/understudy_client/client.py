@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import random
 import time
@@ -13,11 +14,19 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from understudy_client.errors import ApiConnectionError, UnderstudyError, WaitTimeout, error_for
 
 FINAL_STATUSES = frozenset({"completed", "completed_with_issues", "failed", "canceled"})
+# Answers after which any request is sent again: the server says it changed nothing.
 RETRY_STATUSES = frozenset({429, 503})
+# A gateway's answers (a proxy in front of the server): the request may have been carried out,
+# so only a request that is safe to repeat is sent again.
+GATEWAY_STATUSES = frozenset({502, 504})
+# The POSTs that change nothing. With GET, PUT and any request with an Idempotency-Key, they
+# are safe to repeat when their answer is lost.
+CHECKS = frozenset({"validate_sop", "validate_profile"})
 
 # operationId -> (method, path) as in the OpenAPI document; a test fails when the two drift.
 OPERATIONS: dict[str, tuple[str, str]] = {
@@ -115,6 +124,29 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _safe_to_repeat(operation: str, method: str, headers: Mapping[str, str] | None) -> bool:
+    """Whether sending a request twice does what sending it once does: a read, a PUT (the same
+    state again), a check, or a request the server answers once for its Idempotency-Key."""
+    return method in ("GET", "PUT") or operation in CHECKS or "Idempotency-Key" in (headers or {})
+
+
+def _never_sent(err: requests.RequestException) -> bool:
+    """Whether the request surely never reached the server: no connection was made."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)  # refused, or no such host
+
+
+def _http_date_in(header: str) -> float:
+    """The seconds until the HTTP date of a Retry-After header; NaN if it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return math.nan
+    return when.timestamp() - time.time()
+
+
 class Understudy:
     """A client for one account. Thread-safe as far as ``requests.Session`` is."""
 
@@ -151,10 +183,11 @@ class Understudy:
         wait = self.backoff_s * 2**attempt * (0.5 + random.random() / 2)
         if header:
             try:
-                wait = float(header)
+                given = float(header)
             except ValueError:
-                parsed = email.utils.parsedate_to_datetime(header)
-                wait = parsed.timestamp() - time.time() if parsed else wait
+                given = _http_date_in(header)
+            if math.isfinite(given):  # else a header of no meaning: the backoff's wait
+                wait = given
         return min(max(wait, 0.0), self.max_retry_wait_s)
 
     def request(
@@ -165,10 +198,15 @@ class Understudy:
         expect_json: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Call one operation of the document; retry 429, 503 and connection errors."""
+        """Call one operation of the document. A request the server never got (no connection,
+        or a 429 or 503, after which the server changed nothing) is sent again. One whose answer
+        was lost on the way back (a timeout, a dropped connection, a gateway's 502 or 504) is
+        sent again only if it is safe to repeat (:func:`_safe_to_repeat`); otherwise
+        ApiConnectionError says it may have been carried out."""
         method, template = OPERATIONS[operation]
         url = self.base_url + template.format(**(path_params or {}))
         kwargs.setdefault("timeout", self.timeout_s)
+        repeatable = _safe_to_repeat(operation, method, kwargs.get("headers"))
         files = kwargs.get("files")
         for attempt in range(self.max_retries + 1):
             for _, (_name, handle, _type) in files or []:
@@ -177,11 +215,25 @@ class Understudy:
             try:
                 response = self.session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as err:
+                unsent = _never_sent(err)
+                if not (unsent or repeatable):
+                    raise ApiConnectionError(
+                        f"{method} {url}: {err}. The request was sent but its answer was lost,"
+                        " so it may have been carried out; it was not sent again, since"
+                        " repeating it is not safe: look at what it changes before you repeat"
+                        " it",
+                        maybe_applied=True,
+                    ) from err
                 if attempt == self.max_retries:
-                    raise ApiConnectionError(f"{method} {url}: {err}") from err
+                    raise ApiConnectionError(
+                        f"{method} {url}: {err}", maybe_applied=not unsent
+                    ) from err
                 time.sleep(self._retry_wait(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+            again = response.status_code in RETRY_STATUSES or (
+                repeatable and response.status_code in GATEWAY_STATUSES
+            )
+            if again and attempt < self.max_retries:
                 time.sleep(self._retry_wait(attempt, response))
                 continue
             break
@@ -193,7 +245,17 @@ class Understudy:
             raise error_for(response.status_code, body)
         if response.status_code == 204:
             return None
-        return response.json() if expect_json else response.content
+        if not expect_json:
+            return response.content
+        try:
+            return response.json()
+        except ValueError:  # not the API: a wrong UNDERSTUDY_URL, a proxy's own page
+            raise UnderstudyError(
+                response.status_code,
+                "invalid_response",
+                f"{method} {url} answered {response.headers.get('Content-Type') or 'a body'}"
+                " that is not JSON: is this the API's address?",
+            ) from None
 
     def _each(
         self,

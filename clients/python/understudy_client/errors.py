@@ -49,10 +49,15 @@ class ServiceUnavailableError(UnderstudyError):
 
 
 class ApiConnectionError(UnderstudyError):
-    """The server could not be reached (after the client's retries)."""
+    """The server could not be reached, or its answer was lost (after the client's retries).
 
-    def __init__(self, message: str) -> None:
+    ``maybe_applied`` is True when the request was sent, so the server may have carried it out:
+    a request that is not safe to repeat (a cancel, a one-time code, a secret's rotation) is
+    then not sent again, and this error says so."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
         super().__init__(0, "connection_error", message)
+        self.maybe_applied = maybe_applied
 
 
 class WaitTimeout(UnderstudyError):
