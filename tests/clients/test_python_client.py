@@ -270,7 +270,8 @@ def test_an_answer_lost_on_the_way_back_is_asked_again_only_where_repeating_is_s
 
 class _Gateway:
     """A loopback server answering as a gateway in front of the API would: each request gets
-    the next of ``answers`` (502, 504, or a Retry-After of no meaning on a 503), then 200."""
+    the next of ``answers`` (502, 504, a Retry-After of no meaning on a 503, or 200 for a task
+    still running), then 200 for a canceled task."""
 
     def __init__(self, answers: list[tuple[int, str]]) -> None:
         self.answers = answers
@@ -281,10 +282,10 @@ class _Gateway:
         @app.route("/tasks/<int:task_id>/cancel", methods=["POST"])
         def task(task_id: int):
             self.hits.append(request.method)
-            if self.answers:
-                status, retry_after = self.answers.pop(0)
+            status, retry_after = self.answers.pop(0) if self.answers else (200, "")
+            if status != 200:
                 return "<h1>Bad gateway</h1>", status, {"Retry-After": retry_after}
-            return jsonify({"id": task_id, "status": "canceled"})
+            return jsonify({"id": task_id, "status": "running" if self.answers else "canceled"})
 
         self.server = ServedApp(app)
 
@@ -313,6 +314,29 @@ def test_a_gateways_502_or_504_is_retried_only_where_repeating_is_safe():
             api.cancel_task(7)
         assert (bad.value.status, bad.value.code) == (502, "http_error")
         assert gateway.hits == ["POST"]
+    finally:
+        gateway.server.close()
+
+
+def test_a_wait_rides_out_a_server_that_cannot_answer_for_a_while():
+    # Given a task read once, then a server that answers 503 for longer than a call's retries
+    gateway = _Gateway([(200, ""), *[(503, "0")] * 6, (200, "")])
+    try:
+        api = Understudy(gateway.server.url, "k", backoff_s=0.01, max_retries=1)
+        # Then the wait goes on until the task ends, as if the server had not been away
+        assert api.wait(7, timeout=30, poll_s=0.01)["status"] == "canceled"
+        assert len(gateway.hits) == 8  # a read, six 503s, the canceled task
+
+        # But a server that never answered is an error at once (a wrong address, a bad key)
+        gateway.answers[:] = [(503, "0")] * 3
+        with pytest.raises(ServiceUnavailableError):
+            api.wait(7, timeout=30, poll_s=0.01)
+        # and one that does not come back is its error once the wait's time is up
+        gateway.answers[:] = [(200, ""), *[(503, "0")] * 10_000]
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailableError):
+            api.wait(7, timeout=0.5, poll_s=0.01)
+        assert time.monotonic() - started >= 0.5
     finally:
         gateway.server.close()
 

@@ -16,7 +16,14 @@ from typing import Any, BinaryIO, TypedDict
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from understudy_client.errors import ApiConnectionError, UnderstudyError, WaitTimeout, error_for
+from understudy_client.errors import (
+    ApiConnectionError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    UnderstudyError,
+    WaitTimeout,
+    error_for,
+)
 
 FINAL_STATUSES = frozenset({"completed", "completed_with_issues", "failed", "canceled"})
 # Answers after which any request is sent again: the server says it changed nothing.
@@ -439,15 +446,23 @@ class Understudy:
 
     @staticmethod
     def _poll(read: Any, done: Any, timeout: float, poll_s: float) -> Any:
-        """``read()`` every ``poll_s`` until ``done`` of it; WaitTimeout after ``timeout``."""
+        """``read()`` every ``poll_s`` until ``done`` of it; WaitTimeout after ``timeout``.
+
+        Once a read has answered (so the address and the key are right), a server that cannot
+        answer for a while (restarting, failing over, over its rate limit) does not end the
+        wait: the read is tried again until the timeout, and its last error is raised then."""
         deadline = time.monotonic() + timeout
-        while True:
-            current = read()
-            if done(current):
-                return current
+        current = read()
+        while not done(current):
             if time.monotonic() >= deadline:
                 raise WaitTimeout(dict(current), timeout)
             time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+            try:
+                current = read()
+            except (ApiConnectionError, RateLimitedError, ServiceUnavailableError):
+                if time.monotonic() >= deadline:
+                    raise
+        return current
 
     def get_trajectory(self, task_id: int) -> dict[str, Any]:
         return self.request("read_trajectory", path_params={"task_id": task_id})
