@@ -209,6 +209,19 @@ def test_a_file_that_cannot_be_read_is_named_with_why_and_nothing_is_sent(remote
     assert json.loads(listed.stdout) == []
 
 
+def test_an_address_that_is_not_the_apis_is_an_error_saying_so(remote, capsys, monkeypatch):
+    for url, says in [
+        (remote.removeprefix("http://"), "connection_error: GET 127.0.0.1:"),  # no scheme
+        (f"{remote}/console", "invalid_response: GET "),  # a page, not the API
+        (f"{remote}/console", "redirected: POST "),  # the console sends its sign-in page
+    ]:
+        monkeypatch.setenv("UNDERSTUDY_URL", url)
+        argv = ["tasks", "list"] if "GET" in says else ["tasks", "cancel", "1"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {says}"), err
+
+
 def test_shared_imports_no_process_package_and_no_cli():
     forbidden = {"api", "worker", "dispatcher", "scheduler", "sandbox", "cli"}
     found = []

@@ -25,6 +25,7 @@ from understudy_client import (
     WebhookVerificationError,
     verify_webhook,
 )
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from api.openapi import TASK_EXAMPLES
 from shared.trajectories import record_step
@@ -339,6 +340,29 @@ def test_a_wait_rides_out_a_server_that_cannot_answer_for_a_while():
         assert time.monotonic() - started >= 0.5
     finally:
         gateway.server.close()
+
+
+def test_a_write_redirected_elsewhere_is_refused_not_turned_into_a_read(app, account, api):
+    # Given a gateway that serves the API under /v2 and redirects every other path there
+    def moved(environ, start_response):
+        start_response("301 Moved", [("Location", "/v2" + environ["PATH_INFO"])])
+        return [b""]
+
+    server = ServedApp(DispatcherMiddleware(moved, {"/v2": app}))
+    try:
+        moved_api = Understudy(server.url, account.api_key)
+        # When a task is created at the old address: a 301 would make the POST a GET, and
+        # answer the list of tasks as if it were the new task. The client says where it was
+        # sent instead, and creates nothing.
+        with pytest.raises(UnderstudyError) as redirected:
+            moved_api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+        assert redirected.value.status == 301 and redirected.value.code == "redirected"
+        assert f"was redirected to {server.url}/v2/tasks" in redirected.value.message
+        assert list(api.list_tasks()) == []
+        # A read follows the redirect
+        assert moved_api.list_tasks_page()["data"] == []
+    finally:
+        server.close()
 
 
 def test_an_answer_that_is_not_json_is_the_clients_error_naming_the_address(served, account):

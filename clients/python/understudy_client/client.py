@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
+from urllib.parse import urljoin
 
 import requests
 from urllib3.exceptions import NewConnectionError
@@ -213,6 +214,9 @@ class Understudy:
         method, template = OPERATIONS[operation]
         url = self.base_url + template.format(**(path_params or {}))
         kwargs.setdefault("timeout", self.timeout_s)
+        # A redirected write is not followed: a 301 or 302 would turn it into a GET (a
+        # creation into a list of tasks), and a write goes only to the address it was given.
+        kwargs.setdefault("allow_redirects", method == "GET")
         repeatable = _safe_to_repeat(operation, method, kwargs.get("headers"))
         files = kwargs.get("files")
         for attempt in range(self.max_retries + 1):
@@ -237,6 +241,8 @@ class Understudy:
                     ) from err
                 time.sleep(self._retry_wait(attempt, None))
                 continue
+            except requests.RequestException as err:  # no address to call, redirects in a loop
+                raise ApiConnectionError(f"{method} {url}: {err}") from err
             again = response.status_code in RETRY_STATUSES or (
                 repeatable and response.status_code in GATEWAY_STATUSES
             )
@@ -244,6 +250,13 @@ class Understudy:
                 time.sleep(self._retry_wait(attempt, response))
                 continue
             break
+        if response.is_redirect:
+            raise UnderstudyError(
+                response.status_code,
+                "redirected",
+                f"{method} {url} was redirected to {urljoin(url, response.headers['Location'])};"
+                " it was not followed: give the client the API's own address",
+            )
         if response.status_code >= 400:
             try:
                 body = response.json()
