@@ -48,6 +48,21 @@ def _database(settings: Settings, *, account: int | None = None) -> Iterator[tup
         rt.close()
 
 
+def database_unusable(err: Exception, settings: Settings) -> str:
+    """Why the command's database (DATABASE_URL) could not be used, in libpq's words: they name
+    the host and port and the refusal, never the password. A pool that timed out says only
+    that it did, so the server is asked once more, directly, for the reason."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(err, PoolTimeout) and settings.database_url:
+        try:
+            psycopg.connect(settings.database_url, connect_timeout=5).close()
+        except psycopg.Error as direct:
+            err = direct
+    return str(err).strip()
+
+
 def _no_account(account: int) -> int:
     print(f"error: no account {account}", file=sys.stderr)
     return 2
@@ -190,10 +205,14 @@ def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
     from shared import embedded
     from shared.db import migrate
 
-    migrate(embedded.database_url(settings))
+    url = embedded.database_url(settings)
+    psycopg.connect(url, connect_timeout=10).close()  # unreachable: libpq's reason, not Alembic's
+    migrate(url)
     print("database is at the newest schema revision")
     return 0
 

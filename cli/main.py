@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+import psycopg
+
 from cli import local, remote
 from shared.settings import load_settings
 
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         # A file or folder the command was given (an SOP, a batch, an attachment, a download
         # folder, a Procfile): its name and why, not a traceback.
         print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as err:
+        # This host's database (a local command), down or refusing: why, not a traceback.
+        why = local.database_unusable(err, load_settings())
+        print(f"error: the database (DATABASE_URL) cannot be used: {why}", file=sys.stderr)
         return 1
 
 

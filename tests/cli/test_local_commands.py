@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 
 from shared import embedded
+from tests.conftest import free_port
 
 CLI = str(Path(sys.executable).parent / "understudy")
 
@@ -160,3 +161,22 @@ def test_accounts_share_refuses_a_weight_out_of_range_or_no_account(runtime, set
     with runtime.pool.connection() as conn:
         row = conn.execute("SELECT share FROM accounts WHERE id = %s", (account.id,)).fetchone()
     assert row["share"] == 1
+
+
+def test_a_database_that_cannot_be_reached_is_an_error_saying_why(settings, tmp_path):
+    # Given a DATABASE_URL where nothing listens (a password in it, which is never shown)
+    env = {
+        **_env(settings),
+        "DATABASE_URL": f"postgresql://ops:hunter2-secret@127.0.0.1:{free_port()}/understudy",
+        "DB_POOL_TIMEOUT_S": "1",
+        "UNDERSTUDY_RUN_DIR": str(tmp_path),
+    }
+    for argv in (["migrate"], ["accounts", "list"], ["keys", "create", "--account", "1"]):
+        # When a local command runs
+        done = _run(argv, env)
+        # Then it says the database cannot be used and why, in libpq's words, and exits 1
+        assert done.returncode == 1, (argv, done.stderr)
+        last = done.stderr.strip().split("error: ", 1)[-1]
+        assert last.startswith("the database (DATABASE_URL) cannot be used: "), done.stderr
+        assert "Connection refused" in last, done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr, done.stderr
