@@ -342,6 +342,27 @@ def test_a_wait_rides_out_a_server_that_cannot_answer_for_a_while():
         gateway.server.close()
 
 
+def test_a_name_with_a_character_of_a_url_names_no_other_resource(api):
+    # Given a portal acme
+    api.put_portal("acme", "https://portal.acme.test/")
+    # When names that carry a URL's own characters are used
+    for name, code in [
+        ("acme#2", "validation_failed"),  # the server's refusal of the name
+        ("acme?x=1", "validation_failed"),
+        ("acme%23", "validation_failed"),
+        ("acme/profile", "invalid_argument"),  # another path: the client's own refusal
+        ("..", "invalid_argument"),
+    ]:
+        # Then each is refused as a name, and never reaches acme ("acme#2" was acme)
+        for call in (api.delete_portal, lambda n: api.put_portal(n, "https://other.test/")):
+            with pytest.raises(UnderstudyError) as refused:
+                call(name)
+            assert refused.value.code == code, (name, refused.value)
+    assert [p["base_url"] for p in api.list_portals() if p["name"] == "acme"] == [
+        "https://portal.acme.test/"
+    ]
+
+
 def test_a_write_redirected_elsewhere_is_refused_not_turned_into_a_read(app, account, api):
     # Given a gateway that serves the API under /v2 and redirects every other path there
     def moved(environ, start_response):

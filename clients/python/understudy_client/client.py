@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 from urllib3.exceptions import NewConnectionError
@@ -138,6 +138,18 @@ def _safe_to_repeat(operation: str, method: str, headers: Mapping[str, str] | No
     return method in ("GET", "PUT") or operation in CHECKS or "Idempotency-Key" in (headers or {})
 
 
+def _segments(path_params: Mapping[str, Any]) -> dict[str, str]:
+    """Each value as one segment of the path, so that "acme#2" names that portal, never
+    "acme". A value the server would read as another path ("a/b", "..") names nothing."""
+    segments = {}
+    for name, value in path_params.items():
+        text = str(value)
+        if "/" in text or text in ("", ".", ".."):
+            raise UnderstudyError(0, "invalid_argument", f"{name} {text!r} names nothing")
+        segments[name] = quote(text, safe="")
+    return segments
+
+
 def _never_sent(err: requests.RequestException) -> bool:
     """Whether the request surely never reached the server: no connection was made."""
     if isinstance(err, requests.ConnectTimeout):
@@ -212,7 +224,7 @@ class Understudy:
         sent again only if it is safe to repeat (:func:`_safe_to_repeat`); otherwise
         ApiConnectionError says it may have been carried out."""
         method, template = OPERATIONS[operation]
-        url = self.base_url + template.format(**(path_params or {}))
+        url = self.base_url + template.format(**_segments(path_params or {}))
         kwargs.setdefault("timeout", self.timeout_s)
         # A redirected write is not followed: a 301 or 302 would turn it into a GET (a
         # creation into a list of tasks), and a write goes only to the address it was given.
