@@ -241,10 +241,9 @@ class Understudy:
                 unsent = _never_sent(err)
                 if not (unsent or repeatable):
                     raise ApiConnectionError(
-                        f"{method} {url}: {err}. The request was sent but its answer was lost,"
-                        " so it may have been carried out; it was not sent again, since"
-                        " repeating it is not safe: look at what it changes before you repeat"
-                        " it",
+                        f"{method} {url}: {err}. The request was sent and its answer lost: it"
+                        " may have been carried out, and it was not sent again since repeating"
+                        " it is not safe. Read what it changes before you repeat it",
                         maybe_applied=True,
                     ) from err
                 if attempt == self.max_retries:
