@@ -35,11 +35,19 @@ class _NoAccount(Exception):
 def _database(settings: Settings, *, account: int | None = None) -> Iterator[tuple[Runtime, Conn]]:
     """The runtime and one transaction on its database, for one command; with ``account``,
     _NoAccount unless that account exists. The runtime is closed after."""
+    from psycopg_pool import PoolTimeout
+
+    from shared import embedded
     from shared.accounts import account_exists
     from shared.runtime import build_runtime
 
     rt = build_runtime(settings, pool_size=2)
     try:
+        try:
+            rt.pool.wait(timeout=settings.db_pool_timeout_s)  # its first connection
+        except PoolTimeout:
+            _check_database(embedded.database_url(settings))
+            raise
         with rt.pool.connection() as conn:
             if account is not None and not account_exists(conn, account):
                 raise _NoAccount(account)
@@ -48,19 +56,22 @@ def _database(settings: Settings, *, account: int | None = None) -> Iterator[tup
         rt.close()
 
 
-def database_unusable(err: Exception, settings: Settings) -> str:
-    """Why the command's database (DATABASE_URL) could not be used, in libpq's words: they name
-    the host and port and the refusal, never the password. A pool that timed out says only
-    that it did, so the server is asked once more, directly, for the reason."""
-    import psycopg
-    from psycopg_pool import PoolTimeout
+class DatabaseUnusable(Exception):
+    """The command's database (DATABASE_URL) cannot be used: why, in libpq's words (the host,
+    the port, the refusal), with the URL's password taken out."""
 
-    if isinstance(err, PoolTimeout) and settings.database_url:
-        try:
-            psycopg.connect(settings.database_url, connect_timeout=5).close()
-        except psycopg.Error as direct:
-            err = direct
-    return str(err).strip()
+
+def _check_database(url: str) -> None:
+    """Connect once, directly: DatabaseUnusable if the server cannot be used. (A pool that
+    timed out says only that it did.)"""
+    import psycopg
+
+    from shared.db import without_password
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as err:  # a malformed URL is a ProgrammingError, quoting it whole
+        raise DatabaseUnusable(without_password(str(err).strip(), url)) from None
 
 
 def _no_account(account: int) -> int:
@@ -205,13 +216,11 @@ def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
-
     from shared import embedded
     from shared.db import migrate
 
     url = embedded.database_url(settings)
-    psycopg.connect(url, connect_timeout=10).close()  # unreachable: libpq's reason, not Alembic's
+    _check_database(url)  # libpq's reason, not Alembic's traceback
     migrate(url)
     print("database is at the newest schema revision")
     return 0

@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 
-import psycopg
-
 from cli import local, remote
 from shared.settings import load_settings
 
@@ -141,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         # folder, a Procfile): its name and why, not a traceback.
         print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 1
-    except psycopg.OperationalError as err:
+    except local.DatabaseUnusable as err:
         # This host's database (a local command), down or refusing: why, not a traceback.
-        why = local.database_unusable(err, load_settings())
-        print(f"error: the database (DATABASE_URL) cannot be used: {why}", file=sys.stderr)
+        print(f"error: the database (DATABASE_URL) cannot be used: {err}", file=sys.stderr)
         return 1
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import orjson
 import psycopg
@@ -25,6 +27,8 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+
+from shared.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,39 @@ def check_idle_connection(conn: Conn) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def without_password(text: str, url: str) -> str:
+    """``text`` with the password of the database ``url`` (either form of it, in any of the
+    encodings shared.redaction finds) replaced by ***."""
+    found = _URL_PASSWORD.search(url) or _KEYWORD_PASSWORD.search(url)
+    return Redactor([unquote(found.group(1))]).text(text) if found else text
+
+
+_URL_PASSWORD = re.compile(r"://[^/@\s]*?:([^@/\s]+)@")
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*'?([^'\s]+)")
+
+
+class _PoolLogWithoutPasswords(logging.Filter):
+    """Takes the pools' database passwords out of the pool's log records: libpq quotes a
+    malformed URL whole in its error, and the pool logs each failed attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = message
+        for url in list(self.urls):
+            hidden = without_password(hidden, url)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+_POOL_LOG = _PoolLogWithoutPasswords()
+logging.getLogger("psycopg.pool").addFilter(_POOL_LOG)
+
+
 def create_pool(
     url: str,
     *,
@@ -121,6 +158,7 @@ def create_pool(
     background reconnection gives up quickly, so the next request starts a fresh attempt
     instead of waiting out an exponential backoff grown long during the outage.
     """
+    _POOL_LOG.urls.add(url)
     return ConnectionPool(
         url,
         min_size=1,
