@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         # folder, a Procfile): its name and why, not a traceback.
         print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (a wait, a slow call): stop quietly, as a shell does
+        print("interrupted", file=sys.stderr)
+        return 130
     except local.DatabaseUnusable as err:
         # This host's database (a local command), down or refusing: why, not a traceback.
         print(f"error: the database (DATABASE_URL) cannot be used: {err}", file=sys.stderr)

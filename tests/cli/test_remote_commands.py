@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,6 +222,24 @@ def test_an_address_that_is_not_the_apis_is_an_error_saying_so(remote, capsys, m
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"error: {says}"), err
+
+
+def test_ctrl_c_stops_a_wait_quietly(remote, capsys):
+    # Given a task no worker runs, and the CLI waiting for it
+    created = _json(capsys, "tasks", "create", "check_eligibility",
+                    "--data", TASK_EXAMPLES["check_eligibility"])  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "UNDERSTUDY_URL": remote,
+           "UNDERSTUDY_API_KEY": os.environ["UNDERSTUDY_API_KEY"]}  # fmt: skip
+    waiting = subprocess.Popen(
+        [CLI, "tasks", "wait", str(created["id"]), "--timeout", "60"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(2)  # it polls
+    # When Ctrl-C is pressed
+    waiting.send_signal(signal.SIGINT)
+    _, err = waiting.communicate(timeout=30)
+    # Then it stops with the shell's status for it and one word, not a traceback
+    assert waiting.returncode == 130 and err.strip() == "interrupted", err
 
 
 def test_shared_imports_no_process_package_and_no_cli():
