@@ -224,20 +224,35 @@ def test_an_address_that_is_not_the_apis_is_an_error_saying_so(remote, capsys, m
         assert err.startswith(f"error: {says}"), err
 
 
-def test_ctrl_c_stops_a_wait_quietly(remote, capsys):
-    # Given a task no worker runs, and the CLI waiting for it
-    created = _json(capsys, "tasks", "create", "check_eligibility",
-                    "--data", TASK_EXAMPLES["check_eligibility"])  # fmt: skip
-    env = {"PATH": os.environ["PATH"], "UNDERSTUDY_URL": remote,
-           "UNDERSTUDY_API_KEY": os.environ["UNDERSTUDY_API_KEY"]}  # fmt: skip
-    waiting = subprocess.Popen(
-        [CLI, "tasks", "wait", str(created["id"]), "--timeout", "60"],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(2)  # it polls
-    # When Ctrl-C is pressed
-    waiting.send_signal(signal.SIGINT)
-    _, err = waiting.communicate(timeout=30)
+def test_ctrl_c_stops_a_wait_quietly(app, account, monkeypatch, capsys):
+    # Given a task no worker runs, and the CLI waiting for it (seen reading it: Ctrl-C comes
+    # while it waits, not while Python starts)
+    reads: list[str] = []
+
+    def counted(environ, start_response):
+        reads.append(environ["REQUEST_METHOD"])
+        return app(environ, start_response)
+
+    server = ServedApp(counted)
+    monkeypatch.setenv("UNDERSTUDY_URL", server.url)
+    monkeypatch.setenv("UNDERSTUDY_API_KEY", account.api_key)
+    try:
+        created = _json(capsys, "tasks", "create", "check_eligibility",
+                        "--data", TASK_EXAMPLES["check_eligibility"])  # fmt: skip
+        reads.clear()
+        waiting = subprocess.Popen(
+            [CLI, "tasks", "wait", str(created["id"]), "--timeout", "120"],
+            env={**os.environ}, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while reads.count("GET") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reads.count("GET") >= 2, reads
+        # When Ctrl-C is pressed
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=30)
+    finally:
+        server.close()
     # Then it stops with the shell's status for it and one word, not a traceback
     assert waiting.returncode == 130 and err.strip() == "interrupted", err
 
