@@ -4,8 +4,6 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 # Test processes (pytest-xdist): each starts its own Postgres, Redis, sandbox and browsers.
 TEST_WORKERS ?= 2
-# An idle process takes tests queued for the other, so a long test near the end holds no one up.
-TEST_DIST := --dist worksteal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -36,10 +34,10 @@ lint: install ## ruff, mypy, and the import layers (lint-imports)
 	$(BIN)/lint-imports
 
 test: lint browsers ## lint, then the test suite against real Postgres, Redis and Chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) $(TEST_DIST)
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: install browsers ## the quick tier for iterating: no e2e, faults or fuzz tests
-	$(BIN)/pytest -n $(TEST_WORKERS) $(TEST_DIST) -m "not e2e and not faults and not fuzz"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not e2e and not faults and not fuzz"
 
 screenshots: install browsers ## retake the docs' screenshots (docs/api-docs.png, docs/console/)
 	UNDERSTUDY_DOC_SHOTS=1 $(BIN)/pytest -n $(TEST_WORKERS) tests/api/test_docs_browser.py tests/e2e/test_console.py
