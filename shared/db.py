@@ -111,8 +111,13 @@ def check_idle_connection(conn: Conn) -> None:
 def without_password(text: str, url: str) -> str:
     """``text`` with the password of the database ``url`` (either form of it, in any of the
     encodings shared.redaction finds) replaced by ***."""
+    password = _password_of(url)
+    return Redactor([password]).text(text) if password else text
+
+
+def _password_of(url: str) -> str | None:
     found = _URL_PASSWORD.search(url) or _KEYWORD_PASSWORD.search(url)
-    return Redactor([unquote(found.group(1))]).text(text) if found else text
+    return unquote(found.group(1)) if found else None
 
 
 _URL_PASSWORD = re.compile(r"://[^/@\s]*?:([^@/\s]+)@")
@@ -125,13 +130,20 @@ class _PoolLogWithoutPasswords(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.urls: set[str] = set()
+        self._redactors: dict[str, Redactor] = {}  # by password, each made once
+
+    def add(self, url: str) -> None:
+        password = _password_of(url)
+        if password and password not in self._redactors:
+            self._redactors[password] = Redactor([password])
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self._redactors:
+            return True
         message = record.getMessage()
         hidden = message
-        for url in list(self.urls):
-            hidden = without_password(hidden, url)
+        for redactor in list(self._redactors.values()):
+            hidden = redactor.text(hidden)
         if hidden != message:
             record.msg, record.args = hidden, ()
         return True
@@ -158,7 +170,7 @@ def create_pool(
     background reconnection gives up quickly, so the next request starts a fresh attempt
     instead of waiting out an exponential backoff grown long during the outage.
     """
-    _POOL_LOG.urls.add(url)
+    _POOL_LOG.add(url)
     return ConnectionPool(
         url,
         min_size=1,
