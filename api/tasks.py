@@ -73,6 +73,11 @@ def _read_body() -> tuple[dict[str, Any], list[FileStorage]]:
     if mimetype == "application/json":
         return json_object(), []
     if mimetype == "multipart/form-data":
+        if "files" in request.form:  # sent as text: it would be dropped, and the task made bare
+            raise ValidationFailed(
+                "files must be file parts of the multipart body, not text.",
+                [{"field": "files", "message": "send each file as a part with a filename"}],
+            )
         form = {key: request.form[key] for key in request.form}
         return form, [f for f in request.files.getlist("files") if f.filename]
     raise unsupported_media(

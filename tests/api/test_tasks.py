@@ -101,6 +101,20 @@ def test_multipart_with_files(client, account):
     ]
 
 
+def test_files_sent_as_text_are_refused_not_dropped(client, account, runtime):
+    # a multipart body whose files field is text, not file parts (a client's mistake)
+    response = client.post(
+        "/tasks",
+        data={"type": "check_eligibility", "data": ELIGIBILITY, "files": "card.pdf"},
+        headers=account.headers,
+        content_type="multipart/form-data",
+    )
+    # is refused, naming the field, where the task was made without its file
+    error = _error(response, 422, "validation_failed")
+    assert [p["field"] for p in error["details"]] == ["files"]
+    assert _count(runtime, "tasks") == 0
+
+
 def test_read_own_task_and_404_for_another_accounts(client, make_account):
     owner, stranger = make_account("Owner"), make_account("Stranger")
     task = _create(client, owner).get_json()
