@@ -35,23 +35,35 @@ class _NoAccount(Exception):
 def _database(settings: Settings, *, account: int | None = None) -> Iterator[tuple[Runtime, Conn]]:
     """The runtime and one transaction on its database, for one command; with ``account``,
     _NoAccount unless that account exists. The runtime is closed after."""
+    import psycopg
     from psycopg_pool import PoolTimeout
 
     from shared import embedded
     from shared.accounts import account_exists
     from shared.runtime import build_runtime
 
+    url = embedded.database_url(settings)
     rt = build_runtime(settings, pool_size=2)
     try:
         try:
             rt.pool.wait(timeout=settings.db_pool_timeout_s)  # its first connection
         except PoolTimeout:
-            _check_database(embedded.database_url(settings))
+            _check_database(url)
             raise
-        with rt.pool.connection() as conn:
-            if account is not None and not account_exists(conn, account):
-                raise _NoAccount(account)
-            yield rt, conn
+        try:
+            with rt.pool.connection() as conn:
+                if account is not None and not account_exists(conn, account):
+                    raise _NoAccount(account)
+                try:
+                    yield rt, conn
+                except psycopg.OperationalError as err:  # lost while the command ran
+                    stopped = f"{_first_line(err, url)} (the command stopped; nothing changed)"
+                    raise DatabaseUnusable(stopped) from None
+        except psycopg.OperationalError as err:  # lost while its change was committed
+            raise DatabaseUnusable(
+                f"{_first_line(err, url)} (lost as the command's change was committed: check"
+                " whether it was stored before running it again)"
+            ) from None
     finally:
         rt.close()
 
@@ -59,6 +71,13 @@ def _database(settings: Settings, *, account: int | None = None) -> Iterator[tup
 class DatabaseUnusable(Exception):
     """The command's database (DATABASE_URL) cannot be used: why, in libpq's words (the host,
     the port, the refusal), with the URL's password taken out."""
+
+
+def _first_line(err: Exception, url: str) -> str:
+    """The server's reason, without the statement it quotes or the URL's password."""
+    from shared.db import without_password
+
+    return without_password((str(err).strip().splitlines() or [""])[0], url)
 
 
 def _check_database(url: str) -> None:

@@ -191,3 +191,43 @@ def test_a_database_that_cannot_be_used_is_an_error_saying_why_without_its_passw
         assert last.startswith("the database (DATABASE_URL) cannot be used: "), done.stderr
         assert says in last, done.stderr
         assert "Traceback" not in done.stderr and "hunter2" not in done.stderr, done.stderr
+
+
+def test_a_database_lost_during_a_command_is_an_error_saying_nothing_changed(
+    runtime, settings, account
+):
+    # Given a key's creation held up by a lock on the keys' table
+    env = {**_env(settings), "PGAPPNAME": "cli-under-test"}
+    with psycopg.connect(settings.database_url) as holder:
+        holder.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        command = subprocess.Popen(
+            [CLI, "keys", "create", "--account", str(account.id)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # When its connection is ended while it waits (a failover, a restart)
+            with psycopg.connect(settings.database_url, autocommit=True) as admin:
+                deadline = time.monotonic() + 60
+                ended = None
+                while ended is None and time.monotonic() < deadline:
+                    ended = admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND application_name = 'cli-under-test'"
+                    ).fetchone()
+                    time.sleep(0.1)
+                assert ended is not None, "the command never waited for the lock"
+            out, err = command.communicate(timeout=60)
+        finally:
+            command.kill()
+        holder.rollback()
+
+    # Then it says why in one line, that nothing changed, and exits 1, printing no key
+    assert command.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the database (DATABASE_URL) cannot be used: "), err
+    assert last.endswith("(the command stopped; nothing changed)") and "Traceback" not in err, err
+    assert out == ""
+    with runtime.pool.connection() as conn:
+        keys = conn.execute("SELECT count(*) AS n FROM api_keys WHERE account_id = %s",
+                            (account.id,)).fetchone()  # fmt: skip
+    assert keys["n"] == 1  # the account's first key only
