@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         console,
         credentials,
         health,
+        idempotency,
         limits,
         metrics,
         profiles,
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(trajectories.bp)
     app.register_blueprint(account_settings.bp)
     audit.init_app(app)
+    idempotency.init_app(app)
     console.init_app(app)
 
     from api import openapi

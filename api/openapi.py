@@ -264,6 +264,13 @@ def _op(
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
+# The header of every call that changes something (api.idempotency).
+_IDEMPOTENCY_KEY = {
+    "in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
+    "description": "for 24 hours, the same key and request replay the first answer (with the"
+    " header Idempotent-Replayed: true) and change nothing more; another request under the"
+    " key is a 409 idempotency_conflict",
+}  # fmt: skip
 # Creations that may find the account at one of its quotas (MAX_CUSTOM_TYPES, MAX_PORTALS).
 _QUOTA_ERRORS = (*_BODY_ERRORS, 409)
 
@@ -279,8 +286,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: {**_ok("Task", "The created task (or the replayed answer of its Idempotency-Key)"),
                "links": _task_links()}},
         (400, 409, 413, 415, 422), body=_task_create_body(),
-        params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-                 "description": "for 24 hours, the same key and body replay the first answer"}],
+        params=[_IDEMPOTENCY_KEY],
     ),
     "tasks.create_tasks": _op(
         "Create up to MAX_BATCH_TASKS tasks (JSON) in one call, all or none: a 422 lists every"
@@ -294,8 +300,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "member_id": "W200000002", "patient": "John Roe", "dob": "1985-06-30"}},
             {"type": "check_claim_status", "data": TASK_EXAMPLES["check_claim_status"]},
         ]}),
-        params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-                 "description": "for 24 hours, the same key and body replay the first answer"}],
+        params=[_IDEMPOTENCY_KEY],
     ),
     "tasks.read_task": _op("Read a task", "tasks", {200: _ok("Task")}, (404,)),
     "tasks.read_batch": _op(
@@ -312,6 +317,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "tasks.cancel_task": _op(
         "Cancel a task: a queued one ends at once, a running one at its next step", "tasks",
         {200: _ok("Task", "Canceled"), 202: _ok("Task", "Cancellation requested")}, (404, 409),
+        params=[_IDEMPOTENCY_KEY],
     ),
     "tasks.retry_task": _op(
         "Send an ended task (failed, canceled or completed_with_issues) again as a new task:"
@@ -320,13 +326,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: _ok("Task", "The new task, its retry_of naming this one (or the replayed answer"
                        " of its Idempotency-Key)")},
         (404, 409, 422),
-        params=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
-                 "description": "for 24 hours, the same key replays the first answer"}],
+        params=[_IDEMPOTENCY_KEY],
     ),
     "tasks.give_input": _op(
         "Give a waiting task the one-time code it asked for", "tasks",
         {202: _ok("Task", "The task resumes")}, (*_BODY_ERRORS, 404, 409),
-        body=_json_body("TaskInput", code={"code": "123456"}),
+        body=_json_body("TaskInput", code={"code": "123456"}), params=[_IDEMPOTENCY_KEY],
     ),
     "tasks.review_task": _op(
         "Approve or reject a task that is pending_review: approved, it resumes and submits;"
@@ -334,6 +339,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: _ok("Task", "The decision is recorded")}, (*_BODY_ERRORS, 404, 409),
         body=_json_body("ReviewDecision", approve={"decision": "approve"},
                         reject={"decision": "reject", "note": "Wrong CPT code on line 2"}),
+        params=[_IDEMPOTENCY_KEY],
     ),
     "account_settings.get_settings": _op("The account's settings", "settings",
                                          {200: _ok("AccountSettings")}),
@@ -448,10 +454,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                                                  "task.waiting_for_input"]}),
     ),
     "webhooks.test_endpoint": _op("Queue a ping message", "webhooks",
-                                  {202: _ok("WebhookMessage", "Queued")}, (409,)),
+                                  {202: _ok("WebhookMessage", "Queued")}, (409,),
+                                  params=[_IDEMPOTENCY_KEY]),
     "webhooks.rotate_secret": _op(
         "A new signing secret; the old one keeps signing for the overlap", "webhooks",
-        {200: _ok("RotatedSecret")}, (404,),
+        {200: _ok("RotatedSecret")}, (404, 409), params=[_IDEMPOTENCY_KEY],
     ),
     "audit.list_audit_log": _op(
         "The audit log, newest first: every console action and mutating API call", "audit",
@@ -467,11 +474,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     ),
     "webhooks.redeliver": _op(
         "Send a message again, same webhook-id, fresh retry budget", "webhooks",
-        {202: _ok("WebhookMessage", "Queued")}, (404, 409),
+        {202: _ok("WebhookMessage", "Queued")}, (404, 409), params=[_IDEMPOTENCY_KEY],
     ),
     "webhooks.recover": _op(
         "Queue again every failed message created since a time", "webhooks",
-        {202: _ok("Recovered", "Queued")}, _BODY_ERRORS,
+        {202: _ok("Recovered", "Queued")}, (*_BODY_ERRORS, 409), params=[_IDEMPOTENCY_KEY],
         body=_json_body("Recover", since={"since": "2026-11-29T00:00:00Z"},
                         window={"since": "2026-11-29T00:00:00Z",
                                 "until": "2026-11-30T00:00:00Z"}),

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from werkzeug.datastructures import FileStorage
 from werkzeug.utils import secure_filename
 
+from api import idempotency
 from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
@@ -33,11 +34,10 @@ from api.runtime import runtime
 from shared import audit, batches, logs, metrics, retries, review
 from shared import tasks as task_queries
 from shared.celery import send_run_tasks
-from shared.crypto import encrypt_json, keyed_digest
+from shared.crypto import encrypt_json
 from shared.db import Conn, outside_transaction, relax_commit, whole_number
 from shared.inputs import DataLimitExceeded, InputError, parse_task_data
 from shared.portals import send_credential_portals
-from shared.retention import IDEMPOTENCY_TTL
 from shared.sop import store as sop_store
 from shared.sop.errors import StoredSopRefused
 from shared.sop.expressions import fill_instructions
@@ -103,30 +103,17 @@ def _read_files(uploads: list[FileStorage]) -> list[tuple[str, str, bytes]]:
 
 
 def _request_digests(body: dict[str, Any], files: list[tuple[str, str, bytes]]) -> list[str]:
-    """The request's keyed digest under each key, newest first (the first is the one stored).
-
-    Keyed, because the body may hold a sensitive input: a plain hash of it in the database
-    could be checked against guesses.
-    """
+    """A creation's digests (:func:`api.idempotency.request_digests`): its body and files."""
     parts = [json.dumps(body, sort_keys=True, default=str).encode()]
     for name, content_type, content in files:
         parts += [name.encode(), content_type.encode(), hashlib.sha256(content).digest()]
-    return [keyed_digest(key, parts) for key in runtime().digest_keys]
-
-
-def _drop_expired_key(conn: Conn, key: str) -> None:
-    """Send the removal of this key's stored answer if it is past its TTL: the key is free."""
-    conn.execute(
-        "DELETE FROM idempotency_keys WHERE account_id = %s AND key = %s"
-        f" AND created_at < now() - interval '{IDEMPOTENCY_TTL}'",
-        (account_id(), key),
-    )
+    return idempotency.request_digests(parts)
 
 
 def _send_replay(conn: Conn, key: str) -> Callable[[], dict[str, Any] | None]:
     """Send the lookup of the answer stored for this key (once dropped past its TTL); the
     returned callable reads it."""
-    _drop_expired_key(conn, key)
+    idempotency.send_drop_expired(conn, key)
     cursor = conn.execute(
         "SELECT request_digest, response_status, response_body FROM idempotency_keys"
         " WHERE account_id = %s AND key = %s",
@@ -139,14 +126,9 @@ def _replay(row: dict[str, Any] | None, key: str, digests: list[str]):
     """The stored answer for this key, 409 if the key was used for another body, else None."""
     if row is None:
         return None
-    if row["request_digest"] not in digests:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            "This Idempotency-Key was already used with a different request body.",
-            {"idempotency_key": key},
-        )
-    describe_call(**_created_ids(row["response_body"]), replayed=True)
+    if row["request_digest"] not in digests or "sealed" in row["response_body"]:
+        raise idempotency.conflict(key)  # another body, or another call's key
+    idempotency.mark_replayed(**_created_ids(row["response_body"]))
     return row["response_body"], row["response_status"]
 
 
@@ -367,7 +349,7 @@ def _store_in_pipeline(
         if not began:
             conn.execute("BEGIN")
             if key:
-                _drop_expired_key(conn, key)  # a key past its TTL is free again
+                idempotency.send_drop_expired(conn, key)  # a key past its TTL is free again
         if entry is not None:
             relax_commit(conn)
         group = batches.send_new_batch(conn, news[0].account_id, len(news)) if batch else None
@@ -447,7 +429,7 @@ def create_task():
     body, uploads = _read_body()
     body = {**body, **validated(_TASK_SCHEMA, body, "task")}
     files = _read_files(uploads)
-    key = _idempotency_key()
+    key = idempotency.request_key()
     digests = _request_digests(body, files)
     last_checked = _from_last_checks(body, files)
 
@@ -487,7 +469,7 @@ def create_tasks():
     entry naming them all, and their messages go out in one LPUSH. One round trip to the
     database reads what every type is validated against, one stores them all.
     """
-    answer, status = create_batch(batch_items(json_body()), _idempotency_key())
+    answer, status = create_batch(batch_items(json_body()), idempotency.request_key())
     return jsonify(answer), status
 
 
@@ -561,7 +543,7 @@ def read_batch(batch_id: int):
 @bp.post("/tasks/<int:task_id>/retry")
 def retry_task(task_id: int):
     """Send an ended task again as a new task; the new task (its ``retry_of`` names this one)."""
-    answer, status = retry(task_id, _idempotency_key())
+    answer, status = retry(task_id, idempotency.request_key())
     return jsonify(answer), status
 
 
@@ -590,10 +572,6 @@ def retry(
         return _store(conn, [new], key, digests[0], began=True, entry=entry, retry_of=task_id)
 
     return _create(create, [again.task_type], key, digests)
-
-
-def _idempotency_key() -> str | None:
-    return request.headers.get("Idempotency-Key", "").strip() or None
 
 
 def _usable(checked: Checked | ApiError) -> Checked:
@@ -705,7 +683,8 @@ def _batch_filter() -> int | None:
 @bp.post("/tasks/<int:task_id>/cancel")
 def cancel_task(task_id: int):
     """Cancel a task. A queued one ends at once; a running one stops at its next step."""
-    with runtime().pool.connection() as conn:
+
+    def cancel(conn: Conn) -> tuple[dict[str, Any], int]:
         try:
             found = task_queries.cancel_task(conn, account_id=account_id(), task_id=task_id)
         except task_queries.AlreadyFinished as err:
@@ -713,7 +692,9 @@ def cancel_task(task_id: int):
         if not found:
             raise NotFound("task")
         task = _task_now(conn, task_id)
-    return jsonify(task), 202 if task["status"] not in FINAL_STATUSES else 200
+        return task, 202 if task["status"] not in FINAL_STATUSES else 200
+
+    return idempotency.respond_once(cancel)
 
 
 class InputSchema(Schema):
@@ -728,7 +709,8 @@ def give_input(task_id: int):
     """Supply what a waiting task asked for (a one-time code); the agent resumes with it."""
     body, _files = _read_body()
     value = validated(InputSchema(), body, "input")
-    with runtime().pool.connection() as conn:
+
+    def give(conn: Conn) -> tuple[dict[str, Any], int]:
         try:
             found = task_queries.give_input(
                 conn, runtime().fernet, account_id=account_id(), task_id=task_id,
@@ -738,8 +720,9 @@ def give_input(task_id: int):
             raise ApiError(409, "not_waiting", str(err), {"status": err.status}) from err
         if not found:
             raise NotFound("task")
-        task = _task_now(conn, task_id)
-    return jsonify(task), 202
+        return _task_now(conn, task_id), 202
+
+    return idempotency.respond_once(give)
 
 
 def _task_now(conn: Conn, task_id: int) -> dict[str, Any]:
@@ -775,7 +758,8 @@ def review_task(task_id: int):
     body = validated(ReviewSchema(), json_body(), "review")
     approved = body["decision"] == "approve"
     rt = runtime()
-    with rt.pool.connection() as conn:
+
+    def decide(conn: Conn) -> tuple[dict[str, Any], int]:
         try:
             row = review.decide(
                 conn,
@@ -794,7 +778,10 @@ def review_task(task_id: int):
                 f"The task is {err.status}, not pending review.",
                 {"status": err.status},
             ) from None
-        task = task_json(row)
-    if approved:
+        return task_json(row), 200
+
+    with rt.pool.connection() as conn:
+        answer = idempotency.answer_once(conn, decide)
+    if approved and not answer.replayed:
         after_commit([task_id], functools.partial(task_queries.send_now, rt, task_id))
-    return jsonify(task), 200
+    return jsonify(answer.body), answer.status

@@ -1,7 +1,8 @@
 """/webhook-endpoint and /webhooks/messages: the account's endpoint, its secret, the message log.
 
 The signing secret is shown only when it is made (account creation, the first PUT of an account
-without an endpoint, rotation); it is stored encrypted and never returned otherwise.
+without an endpoint, rotation, and a rotation sent again under its Idempotency-Key); it is
+stored encrypted and never returned otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from api import idempotency
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
@@ -103,7 +105,8 @@ def put_endpoint():
 @bp.post("/webhook-endpoint/test")
 def test_endpoint():
     """Queue a ``ping`` message to the endpoint."""
-    with runtime().pool.connection() as conn:
+
+    def ping(conn: Conn) -> tuple[dict[str, Any], int]:
         endpoint = hooks.get_endpoint(conn, account_id())
         if endpoint is None or endpoint["url"] is None:
             raise ApiError(409, "no_webhook_url", "Set a webhook URL first.")
@@ -112,27 +115,28 @@ def test_endpoint():
                 409, "endpoint_disabled", "The endpoint is disabled; enable it to send.",
                 {"disabled_reason": endpoint["disabled_reason"]},
             )  # fmt: skip
-        row = hooks.enqueue_ping(conn, account_id())
-    return jsonify(hooks.message_json(row)), 202
+        return hooks.message_json(hooks.enqueue_ping(conn, account_id())), 202
+
+    return idempotency.respond_once(ping)
 
 
 @bp.post("/webhook-endpoint/rotate-secret")
 def rotate_secret():
     """A new secret, shown once. The old one stays valid for the overlap, and both sign."""
     rt = runtime()
-    with rt.pool.connection() as conn:
+
+    def rotate(conn: Conn) -> tuple[dict[str, Any], int]:
         secret = hooks.rotate_secret(
             conn, rt.fernet, account_id(), rt.settings.webhook_secret_overlap_s
         )
         if secret is None:
             raise NotFound("webhook endpoint")
         row = hooks.get_endpoint(conn, account_id())
-    return jsonify(
-        {
-            "secret": secret,
-            "previous_secret_expires_at": hooks.endpoint_json(row)["previous_secret_expires_at"],
-        }
-    )
+        assert row is not None  # rotated in this transaction
+        expires_at = hooks.endpoint_json(row)["previous_secret_expires_at"]
+        return {"secret": secret, "previous_secret_expires_at": expires_at}, 200
+
+    return idempotency.respond_once(rotate)
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -176,23 +180,29 @@ def get_message(ref: str):
 @bp.post("/webhooks/messages/<ref>/redeliver")
 def redeliver(ref: str):
     """Send a message again, with the same webhook-id and a fresh retry budget."""
-    with runtime().pool.connection() as conn:
+
+    def send_again(conn: Conn) -> tuple[dict[str, Any], int]:
         row = _owned_message(conn, ref)
         queued = hooks.redeliver_message(conn, account_id(), row["id"])
-    if queued is None:
-        raise ApiError(
-            409, "message_pending", "The message is still being delivered.",
-            {"status": row["status"]},
-        )  # fmt: skip
-    return jsonify(hooks.message_json(queued)), 202
+        if queued is None:
+            raise ApiError(
+                409, "message_pending", "The message is still being delivered.",
+                {"status": row["status"]},
+            )  # fmt: skip
+        return hooks.message_json(queued), 202
+
+    return idempotency.respond_once(send_again)
 
 
 @bp.post("/webhooks/recover")
 def recover():
     """Queue again every failed message created since ``since`` (and before ``until``)."""
     body = validated(RecoverSchema(), json_body(), "recovery request")
-    with runtime().pool.connection() as conn:
+
+    def queue_again(conn: Conn) -> tuple[dict[str, Any], int]:
         count = hooks.recover_failed_messages(
             conn, account_id(), since=body["since"], until=body["until"]
         )
-    return jsonify({"count": count}), 202
+        return {"count": count}, 202
+
+    return idempotency.respond_once(queue_again)

@@ -16,8 +16,8 @@ Deleted with a task: its row, files, trajectory steps and screenshots, webhook m
 their delivery attempts, and its place in a batch. Deleted besides, per account: batches that
 finished before the cutoff, webhook messages of no task (pings, ``batch.finished``) delivered,
 given up or aborted by their receiver before it (never one still pending); and for every
-account, idempotency keys past their 24 hours (their stored answer is a task's JSON) and
-expired console sessions.
+account, idempotency keys past their 24 hours (their stored answer: a task's JSON, or another
+call's answer, encrypted) and expired console sessions.
 
 Kept: the account, its SOP versions, portals, credentials, users and webhook endpoint, and the
 audit log: who did what, naming a task by its id (a reviewer's note stays with the decision).

@@ -225,6 +225,15 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     ping = client.post("/webhook-endpoint/test", headers=account.headers).get_json()
     response = client.post(f"/webhooks/messages/{ping['id']}/redeliver", headers=account.headers)
     check("/webhooks/messages/{ref}/redeliver", "post", response, 409)
+    # an Idempotency-Key sent with another call than the one it was first used for
+    used = {**bare, "Idempotency-Key": "used-once"}
+    assert client.post("/webhooks/recover", json={"since": "2026-01-01T00:00:00Z"},
+                       headers=used).status_code == 202  # fmt: skip
+    response = client.post("/webhook-endpoint/rotate-secret", headers=used)
+    check("/webhook-endpoint/rotate-secret", "post", response, 409)
+    response = client.post("/webhooks/recover", json={"since": "2026-02-01T00:00:00Z"},
+                           headers=used)  # fmt: skip
+    check("/webhooks/recover", "post", response, 409)
     # a name that is not a portal name, and the built-in portal, which cannot be forgotten
     for path in ("/credentials/{portal}", "/portals/{name}"):
         response = client.delete(_fill(path, "Not A Name"), headers=account.headers)

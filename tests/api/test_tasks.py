@@ -263,6 +263,8 @@ def test_idempotency_key_replays_and_conflicts(client, account, runtime):
     )
     assert first.status_code == again.status_code == 200
     assert again.get_json() == first.get_json()
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
     other = client.post(
         "/tasks",
         json={"type": "check_eligibility", "data": ELIGIBILITY + "\nx: y"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -240,23 +241,28 @@ def test_an_answer_lost_on_the_way_back_is_asked_again_only_where_repeating_is_s
         lossy = Understudy(server.url, account.api_key, timeout_s=1.0, backoff_s=0.01)
         api.update_webhook_endpoint(url="http://127.0.0.1:9/hook")
 
-        # When a secret's rotation loses its answer, it is not sent again: a second rotation
-        # would end the secret the receivers verify with at once, where the first keeps it
-        # valid for the overlap. The error says the rotation may have happened.
+        # When a secret's rotation loses its answer, it is sent again under its key: the
+        # answer is the one rotation's secret, and the receivers' secret stays valid for the
+        # overlap (a second rotation would have ended it at once)
         link.held = 1
-        with pytest.raises(ApiConnectionError) as lost:
-            lossy.rotate_webhook_secret()
-        assert lost.value.maybe_applied and "may have been carried out" in lost.value.message
+        rotated = lossy.rotate_webhook_secret()
         rotations = [e for e in api.audit_log() if e["action"].endswith("/rotate-secret")]
-        assert len(rotations) == 1, rotations
+        assert [e["detail"].get("replayed", False) for e in rotations] == [True, False]
+        assert rotated["secret"].startswith("whsec_")
 
-        # A cancel likewise: it says the cancel may have happened, never "task finished"
+        # A cancel likewise: it answers the canceled task, never "task finished"
         task = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
         link.held = 1
+        assert lossy.cancel_task(task["id"])["status"] == "canceled"
+
+        # A deletion, which takes no key, is not sent again: the error says it may have
+        # happened, never "no such portal"
+        api.put_portal("acme", "https://portal.acme.test/")
+        link.held = 1
         with pytest.raises(ApiConnectionError) as lost:
-            lossy.cancel_task(task["id"])
-        assert lost.value.maybe_applied
-        assert api.get_task(task["id"])["status"] == "canceled"
+            lossy.delete_portal("acme")
+        assert lost.value.maybe_applied and "may have been carried out" in lost.value.message
+        assert [p["name"] for p in api.list_portals()] == ["sandbox"]
 
         # Then a creation is sent again under its Idempotency-Key, and a read again: each
         # answers as if nothing was lost, and one task was created
@@ -272,7 +278,7 @@ def test_an_answer_lost_on_the_way_back_is_asked_again_only_where_repeating_is_s
 class _Gateway:
     """A loopback server answering as a gateway in front of the API would: each request gets
     the next of ``answers`` (502, 504, a Retry-After of no meaning on a 503, or 200 for a task
-    still running), then 200 for a canceled task."""
+    still running), then 200 for a canceled task, or 204 for a deleted portal."""
 
     def __init__(self, answers: list[tuple[int, str]]) -> None:
         self.answers = answers
@@ -287,6 +293,12 @@ class _Gateway:
             if status != 200:
                 return "<h1>Bad gateway</h1>", status, {"Retry-After": retry_after}
             return jsonify({"id": task_id, "status": "running" if self.answers else "canceled"})
+
+        @app.route("/portals/<name>", methods=["DELETE"])
+        def portal(name: str):
+            self.hits.append(request.method)
+            status, _ = self.answers.pop(0) if self.answers else (204, "")
+            return ("<h1>Bad gateway</h1>" if status != 204 else ""), status
 
         self.server = ServedApp(app)
 
@@ -311,10 +323,32 @@ def test_a_gateways_502_or_504_is_retried_only_where_repeating_is_safe():
 
         gateway.hits.clear()
         gateway.answers[:] = [(502, "0")]
-        with pytest.raises(UnderstudyError) as bad:  # a cancel the gateway may have passed on
-            api.cancel_task(7)
+        assert api.cancel_task(7)["status"] == "canceled"  # a change under its key: likewise
+        assert gateway.hits == ["POST"] * 2
+
+        gateway.hits.clear()
+        gateway.answers[:] = [(502, "0")]
+        with pytest.raises(UnderstudyError) as bad:  # a deletion the gateway may have passed on
+            api.delete_portal("acme")
         assert (bad.value.status, bad.value.code) == (502, "http_error")
-        assert gateway.hits == ["POST"]
+        assert gateway.hits == ["DELETE"]
+    finally:
+        gateway.server.close()
+
+
+@pytest.mark.parametrize(
+    ("timeout", "poll_s"),
+    [(math.nan, 1.0), (-1.0, 1.0), (1.0, 0.0), (1.0, -1.0), (1.0, math.nan), (1.0, math.inf)],
+)
+def test_a_wait_of_no_meaningful_time_is_refused_before_any_read(timeout, poll_s):
+    gateway = _Gateway([])
+    try:
+        api = Understudy(gateway.server.url, "k")
+        for wait in (api.wait, api.wait_batch):
+            with pytest.raises(UnderstudyError) as bad:
+                wait(7, timeout, poll_s=poll_s)
+            assert bad.value.code == "invalid_argument" and "timeout" in bad.value.message
+        assert gateway.hits == []
     finally:
         gateway.server.close()
 

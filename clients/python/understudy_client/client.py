@@ -138,6 +138,12 @@ def _safe_to_repeat(operation: str, method: str, headers: Mapping[str, str] | No
     return method in ("GET", "PUT") or operation in CHECKS or "Idempotency-Key" in (headers or {})
 
 
+def _keyed(idempotency_key: str | None) -> dict[str, str]:
+    """The headers of a call the server carries out once per key: the key given, or a new one,
+    so that a retry after a lost answer gets the first answer and changes nothing more."""
+    return {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+
+
 def _segments(path_params: Mapping[str, Any]) -> dict[str, str]:
     """Each value as one segment of the path, so that "acme#2" names that portal, never
     "acme". A value the server would read as another path ("a/b", "..") names nothing."""
@@ -314,7 +320,7 @@ class Understudy:
         idempotency_key: str | None = None,
     ) -> Task:
         """Create a task. An Idempotency-Key is made unless given, so retries are safe."""
-        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        headers = _keyed(idempotency_key)
         if not files:
             body = {"type": task_type, "data": data}
             return self.request("create_task", json=body, headers=headers)
@@ -355,7 +361,7 @@ class Understudy:
     ) -> dict[str, Any]:
         """:meth:`create_tasks`, answering ``{"batch_id": ..., "data": [the tasks]}``: the
         batch can then be read (:meth:`get_batch`) or waited for (:meth:`wait_batch`)."""
-        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        headers = _keyed(idempotency_key)
         body = {"tasks": [{"type": t["type"], "data": t.get("data")} for t in tasks]}
         return self.request("create_tasks", json=body, headers=headers)
 
@@ -404,18 +410,24 @@ class Understudy:
                 return
             cursor = page["next_cursor"]
 
-    def cancel_task(self, task_id: int) -> Task:
-        return self.request("cancel_task", path_params={"task_id": task_id})
+    def cancel_task(self, task_id: int, *, idempotency_key: str | None = None) -> Task:
+        """Cancel a task (an Idempotency-Key is made unless given, as for every change)."""
+        return self.request(
+            "cancel_task", path_params={"task_id": task_id}, headers=_keyed(idempotency_key)
+        )
 
     def retry_task(self, task_id: int, *, idempotency_key: str | None = None) -> Task:
         """Send a task that ended failed, canceled or completed_with_issues again, as a new
         task (its ``retry_of`` names this one). An Idempotency-Key is made unless given."""
-        headers = {"Idempotency-Key": idempotency_key or f"uc-{uuid.uuid4()}"}
+        headers = _keyed(idempotency_key)
         return self.request("retry_task", path_params={"task_id": task_id}, headers=headers)
 
-    def give_input(self, task_id: int, code: str) -> Task:
+    def give_input(self, task_id: int, code: str, *, idempotency_key: str | None = None) -> Task:
         """The one-time code a task ``waiting_for_input`` asked for."""
-        return self.request("give_input", path_params={"task_id": task_id}, json={"code": code})
+        return self.request(
+            "give_input", path_params={"task_id": task_id}, json={"code": code},
+            headers=_keyed(idempotency_key),
+        )  # fmt: skip
 
     def review_task(
         self,
@@ -424,10 +436,14 @@ class Understudy:
         *,
         note: str | None = None,
         reviewer: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Task:
         """Approve (``"approve"``) or reject (``"reject"``) a task that is ``pending_review``."""
         body = _given(decision=decision, note=note, reviewer=reviewer)
-        return self.request("review_task", path_params={"task_id": task_id}, json=body)
+        return self.request(
+            "review_task", path_params={"task_id": task_id}, json=body,
+            headers=_keyed(idempotency_key),
+        )  # fmt: skip
 
     def get_settings(self) -> dict[str, Any]:
         """The account's settings: ``review_required_types``, ``review_timeout_hours`` and
@@ -474,7 +490,16 @@ class Understudy:
 
         Once a read has answered (so the address and the key are right), a server that cannot
         answer for a while (restarting, failing over, over its rate limit) does not end the
-        wait: the read is tried again until the timeout, and its last error is raised then."""
+        wait: the read is tried again until the timeout, and its last error is raised then.
+        A timeout that is no number of seconds (NaN, below 0), or a ``poll_s`` that is not a
+        finite number above 0, is refused before anything is read."""
+        if not timeout >= 0 or not 0 < poll_s < math.inf:
+            raise UnderstudyError(
+                0,
+                "invalid_argument",
+                f"a wait needs a timeout of 0 s or more and a poll_s above 0 s (got {timeout!r}"
+                f" and {poll_s!r})",
+            )
         deadline = time.monotonic() + timeout
         current = read()
         while not done(current):
@@ -601,12 +626,14 @@ class Understudy:
         body = _given(url=url, enabled=enabled, filter_types=filter_types)
         return self.request("put_endpoint", json=body)
 
-    def test_webhook_endpoint(self) -> dict[str, Any]:
+    def test_webhook_endpoint(self, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Queue a ``ping`` message to the endpoint."""
-        return self.request("test_endpoint")
+        return self.request("test_endpoint", headers=_keyed(idempotency_key))
 
-    def rotate_webhook_secret(self) -> dict[str, Any]:
-        return self.request("rotate_secret")
+    def rotate_webhook_secret(self, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A new signing secret; the old one stays valid for the overlap. Sent again after a
+        lost answer, it answers the same secret under its key: one rotation."""
+        return self.request("rotate_secret", headers=_keyed(idempotency_key))
 
     def list_webhook_messages(
         self,
@@ -630,18 +657,24 @@ class Understudy:
     def get_webhook_message(self, ref: str | int) -> dict[str, Any]:
         return self.request("get_message", path_params={"ref": ref})
 
-    def redeliver_webhook_message(self, ref: str | int) -> dict[str, Any]:
-        return self.request("redeliver", path_params={"ref": ref})
+    def redeliver_webhook_message(
+        self, ref: str | int, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self.request("redeliver", path_params={"ref": ref}, headers=_keyed(idempotency_key))
 
     def recover_webhook_messages(
-        self, since: datetime | str, until: datetime | str | None = None
+        self,
+        since: datetime | str,
+        until: datetime | str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> int:
         """Queue again every failed message created in the window; how many were queued."""
         body = {
             "since": since.isoformat() if isinstance(since, datetime) else since,
             "until": until.isoformat() if isinstance(until, datetime) else until,
         }
-        return int(self.request("recover", json=body)["count"])
+        return int(self.request("recover", json=body, headers=_keyed(idempotency_key))["count"])
 
     # --- audit log ---------------------------------------------------------------------------
 
