@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from api import idempotency
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
@@ -25,6 +26,7 @@ from shared.accounts import (
     delete_credentials,
     put_credentials,
 )
+from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL
 from shared.sop.profile import PORTAL_NAME, PORTAL_NAME_RULE
 from shared.ssrf import UrlRefused, check_portal_url, origin_of
@@ -151,10 +153,13 @@ def list_portal_credentials():
 @bp.delete("/credentials/<portal>")
 def delete_portal_credentials(portal: str):
     portal_name(portal)
-    with runtime().pool.connection() as conn:
+
+    def forget(conn: Conn) -> idempotency.Carried:
         if not delete_credentials(conn, account_id(), portal):
             raise NotFound("credentials")
-    return "", 204
+        return None, 204
+
+    return idempotency.respond_once(forget)
 
 
 # --- portals -----------------------------------------------------------------------------------
@@ -212,7 +217,10 @@ def list_portals():
 def delete_portal(name: str):
     portal_name(name)
     _not_builtin(name)
-    with runtime().pool.connection() as conn:
+
+    def forget(conn: Conn) -> idempotency.Carried:
         if not portal_queries.delete_portal(conn, account_id(), name):
             raise NotFound("portal")
-    return "", 204
+        return None, 204
+
+    return idempotency.respond_once(forget)

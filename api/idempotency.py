@@ -1,10 +1,10 @@
 """The ``Idempotency-Key`` header: a request sent again under its key is carried out once.
 
-Every ``POST`` that changes something honours it, as with Stripe: for ``IDEMPOTENCY_TTL`` (24
-hours) the same key with the same request replays the first answer and changes nothing more;
-the same key with another request (another body, method or path) is 409
-``idempotency_conflict``. A replayed answer
-carries ``Idempotent-Replayed: true``, and its audit entry says ``"replayed": true``.
+Every ``POST`` that changes something, and every ``DELETE``, honours it, as with Stripe: for
+``IDEMPOTENCY_TTL`` (24 hours) the same key with the same request replays the first answer and
+changes nothing more; the same key with another request (another body, method or path) is 409
+``idempotency_conflict``. A replayed answer carries ``Idempotent-Replayed: true``, and its audit
+entry says ``"replayed": true``. (A ``PUT`` sets a state: sent twice, it sets the same one.)
 
 Creations store their answer in their own pipeline (:mod:`api.tasks`). Every other call goes
 through :func:`answer_once`, which claims the key in the handler's own transaction: the answer
@@ -36,7 +36,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class Answer(NamedTuple):
-    body: dict[str, Any]
+    body: dict[str, Any] | None  # None: no content (a DELETE's 204)
     status: int
     replayed: bool  # the stored answer of an earlier request: nothing was done now
 
@@ -79,7 +79,10 @@ def mark_replayed(**detail: Any) -> None:
     describe_call(**detail, replayed=True)
 
 
-def answer_once(conn: Conn, carry_out: Callable[[Conn], tuple[dict[str, Any], int]]) -> Answer:
+Carried = tuple[dict[str, Any] | None, int]  # what a call answers, and its status
+
+
+def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
     """``carry_out(conn)`` (the answer and its status) in ``conn``'s open transaction, once per
     ``Idempotency-Key``: a request sent again under its key gets the stored answer instead.
 
@@ -110,10 +113,12 @@ def answer_once(conn: Conn, carry_out: Callable[[Conn], tuple[dict[str, Any], in
     return Answer(body, status, replayed=False)
 
 
-def respond_once(carry_out: Callable[[Conn], tuple[dict[str, Any], int]]):
+def respond_once(carry_out: Callable[[Conn], Carried]):
     """The response of ``carry_out`` (:func:`answer_once`), in a transaction of its own."""
     with runtime().pool.connection() as conn:
         answer = answer_once(conn, carry_out)
+    if answer.body is None:
+        return "", answer.status
     return jsonify(answer.body), answer.status
 
 

@@ -384,7 +384,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "Go back to the built-in SOP; for a type of the account's own, remove the type", "sops",
         {200: {"description": "The built-in SOP, or the removed type",
                "content": {_JSON: {"schema": {"oneOf": [_ref("Sop"), _ref("TaskTypeRemoved")]}}}}},
-        (404,),
+        (404, 409), params=[_IDEMPOTENCY_KEY],
     ),
     "sops.list_task_types": _op(
         "The task types the account can use, built-in then its own, with their inputs", "sops",
@@ -406,7 +406,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         {200: _ok("CredentialsList")},
     ),
     "credentials.delete_portal_credentials": _op(
-        "Delete a portal's login", "credentials", {204: {"description": "Deleted"}}, (404, 422)
+        "Delete a portal's login", "credentials", {204: {"description": "Deleted"}},
+        (404, 409, 422), params=[_IDEMPOTENCY_KEY],
     ),
     "credentials.put_portal": _op(
         "Register a portal's base URL", "portals", {200: _ok("Portal")}, _QUOTA_ERRORS,
@@ -415,7 +416,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "credentials.list_portals": _op("The portals (the sandbox first)", "portals",
                                     {200: _ok("PortalList")}),
     "credentials.delete_portal": _op("Forget a portal", "portals",
-                                     {204: {"description": "Deleted"}}, (404, 422)),
+                                     {204: {"description": "Deleted"}}, (404, 409, 422),
+                                     params=[_IDEMPOTENCY_KEY]),
     "profiles.read_profile": _op(
         "The portal's profile in force (yours or the built-in one) and your versions", "portals",
         {200: _ok("PortalProfile")}, (404, 422),
@@ -436,7 +438,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     ),
     "profiles.revert_profile": _op(
         "Go back to a built-in portal's built-in profile", "portals",
-        {200: _ok("PortalProfile")}, (422,),
+        {200: _ok("PortalProfile")}, (409, 422), params=[_IDEMPOTENCY_KEY],
     ),
     "profiles.validate_profile": _op(
         "Check a portal profile without storing it", "portals",

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from marshmallow import Schema, fields
 
+from api import idempotency
 from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.credentials import portal_name
@@ -272,10 +273,13 @@ def revert_profile(name: str):
             f" PUT /portals/{name}/profile.",
             [{"field": "portal", "message": "has no built-in profile"}],
         )
-    with runtime().pool.connection() as conn:
+
+    def revert(conn: Conn) -> idempotency.Carried:
         if portal_queries.has_profile_versions(conn, account_id(), name):
             portal_queries.put_profile_version(conn, account_id(), name, builtin_profile_text(name))
-        return jsonify(_profile_json(conn, name))
+        return _profile_json(conn, name), 200
+
+    return idempotency.respond_once(revert)
 
 
 @bp.post("/portals/profiles/validate")

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from marshmallow import Schema, fields
 
+from api import idempotency
 from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
@@ -267,14 +268,17 @@ def revert_sop(task_type: str):
     A custom type is removed from the account's types: no new task can use it, while its
     versions stay for the tasks that ran them.
     """
-    with runtime().pool.connection() as conn:
+
+    def revert(conn: Conn) -> idempotency.Carried:
         _known_type(conn, task_type)
         if task_type not in TASK_TYPES:
             sop_store.remove_custom_type(conn, account_id(), task_type)
-            return jsonify({"task_type": task_type, "removed": True})
+            return {"task_type": task_type, "removed": True}, 200
         if sop_store.has_sop_versions(conn, account_id(), task_type):
             sop_store.put_sop_version(conn, account_id(), task_type, builtin_sop_text(task_type))
-        return jsonify(_active(conn, task_type))
+        return _active(conn, task_type), 200
+
+    return idempotency.respond_once(revert)
 
 
 @bp.post("/sops/validate")

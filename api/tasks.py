@@ -684,7 +684,7 @@ def _batch_filter() -> int | None:
 def cancel_task(task_id: int):
     """Cancel a task. A queued one ends at once; a running one stops at its next step."""
 
-    def cancel(conn: Conn) -> tuple[dict[str, Any], int]:
+    def cancel(conn: Conn) -> idempotency.Carried:
         try:
             found = task_queries.cancel_task(conn, account_id=account_id(), task_id=task_id)
         except task_queries.AlreadyFinished as err:
@@ -710,7 +710,7 @@ def give_input(task_id: int):
     body, _files = _read_body()
     value = validated(InputSchema(), body, "input")
 
-    def give(conn: Conn) -> tuple[dict[str, Any], int]:
+    def give(conn: Conn) -> idempotency.Carried:
         try:
             found = task_queries.give_input(
                 conn, runtime().fernet, account_id=account_id(), task_id=task_id,
@@ -759,7 +759,7 @@ def review_task(task_id: int):
     approved = body["decision"] == "approve"
     rt = runtime()
 
-    def decide(conn: Conn) -> tuple[dict[str, Any], int]:
+    def decide(conn: Conn) -> idempotency.Carried:
         try:
             row = review.decide(
                 conn,

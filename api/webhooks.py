@@ -106,7 +106,7 @@ def put_endpoint():
 def test_endpoint():
     """Queue a ``ping`` message to the endpoint."""
 
-    def ping(conn: Conn) -> tuple[dict[str, Any], int]:
+    def ping(conn: Conn) -> idempotency.Carried:
         endpoint = hooks.get_endpoint(conn, account_id())
         if endpoint is None or endpoint["url"] is None:
             raise ApiError(409, "no_webhook_url", "Set a webhook URL first.")
@@ -125,7 +125,7 @@ def rotate_secret():
     """A new secret, shown once. The old one stays valid for the overlap, and both sign."""
     rt = runtime()
 
-    def rotate(conn: Conn) -> tuple[dict[str, Any], int]:
+    def rotate(conn: Conn) -> idempotency.Carried:
         secret = hooks.rotate_secret(
             conn, rt.fernet, account_id(), rt.settings.webhook_secret_overlap_s
         )
@@ -181,7 +181,7 @@ def get_message(ref: str):
 def redeliver(ref: str):
     """Send a message again, with the same webhook-id and a fresh retry budget."""
 
-    def send_again(conn: Conn) -> tuple[dict[str, Any], int]:
+    def send_again(conn: Conn) -> idempotency.Carried:
         row = _owned_message(conn, ref)
         queued = hooks.redeliver_message(conn, account_id(), row["id"])
         if queued is None:
@@ -199,7 +199,7 @@ def recover():
     """Queue again every failed message created since ``since`` (and before ``until``)."""
     body = validated(RecoverSchema(), json_body(), "recovery request")
 
-    def queue_again(conn: Conn) -> tuple[dict[str, Any], int]:
+    def queue_again(conn: Conn) -> idempotency.Carried:
         count = hooks.recover_failed_messages(
             conn, account_id(), since=body["since"], until=body["until"]
         )

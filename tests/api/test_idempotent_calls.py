@@ -1,5 +1,6 @@
 """An ``Idempotency-Key`` on the calls that change something without creating a task: cancel,
-input, review, the webhook endpoint's test and secret rotation, redelivery and recovery.
+input, review, the webhook endpoint's test and secret rotation, redelivery, recovery and the
+DELETEs.
 
 A client whose answer was lost sends the call again under the same key; it is carried out
 once, and the first answer is given again. (Creations: tests/api/test_tasks.py.)
@@ -15,6 +16,7 @@ import standardwebhooks
 
 from shared import tasks as task_queries
 from shared.crypto import decrypt_json
+from shared.sop.library import builtin_sop_text
 from tests.api.test_review_api import _paused_task
 from tests.dispatcher.support import drive, finish_task, message, served_receiver
 
@@ -269,3 +271,25 @@ def test_a_call_without_a_key_stores_nothing(runtime, client, account):
     task_id = _new_task(client, account)
     assert client.post(f"/tasks/{task_id}/cancel", headers=account.headers).status_code == 200
     assert _stored_answers(runtime) == ""
+
+
+def test_a_deletion_sent_again_under_its_key_answers_as_the_first_did(client, account):
+    # given a portal and a task type of the account's own, each removed under a key
+    portal = {"base_url": "https://portal.acme.test"}
+    assert client.put("/portals/acme", json=portal, headers=account.headers).status_code == 200
+    own = builtin_sop_text("check_eligibility").replace(
+        "task_type: check_eligibility", "task_type: own_check"
+    )
+    made = client.put("/sops/own_check", json={"sop": own}, headers=account.headers)
+    assert made.status_code == 201, made.get_json()
+    for url in ("/portals/acme", "/sops/own_check"):
+        first = client.delete(url, headers=_keyed(account, f"rm {url}"))
+        assert first.status_code in (200, 204), first.get_json()
+
+        # when the deletion is sent again under its key
+        again = client.delete(url, headers=_keyed(account, f"rm {url}"))
+
+        # then it answers as the first did, where without the key it is not found
+        assert (again.status_code, again.get_data()) == (first.status_code, first.get_data())
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert client.delete(url, headers=account.headers).status_code == 404

@@ -234,6 +234,14 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     response = client.post("/webhooks/recover", json={"since": "2026-02-01T00:00:00Z"},
                            headers=used)  # fmt: skip
     check("/webhooks/recover", "post", response, 409)
+    for path, value in (
+        ("/sops/{task_type}", "check_eligibility"),
+        ("/portals/{name}", "acme"),
+        ("/credentials/{portal}", "acme"),
+        ("/portals/{name}/profile", "sandbox"),
+    ):
+        response = client.delete(_fill(path, value), headers=used)
+        check(path, "delete", response, 409)
     # a name that is not a portal name, and the built-in portal, which cannot be forgotten
     for path in ("/credentials/{portal}", "/portals/{name}"):
         response = client.delete(_fill(path, "Not A Name"), headers=account.headers)

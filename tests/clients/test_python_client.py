@@ -255,20 +255,26 @@ def test_an_answer_lost_on_the_way_back_is_asked_again_only_where_repeating_is_s
         link.held = 1
         assert lossy.cancel_task(task["id"])["status"] == "canceled"
 
-        # A deletion, which takes no key, is not sent again: the error says it may have
-        # happened, never "no such portal"
+        # A deletion likewise, never "no such portal"
         api.put_portal("acme", "https://portal.acme.test/")
         link.held = 1
-        with pytest.raises(ApiConnectionError) as lost:
-            lossy.delete_portal("acme")
-        assert lost.value.maybe_applied and "may have been carried out" in lost.value.message
+        lossy.delete_portal("acme")
         assert [p["name"] for p in api.list_portals()] == ["sandbox"]
+
+        # A call sent without a key through the client's own request() is not sent again:
+        # the error says it may have happened, never "task finished"
+        other = api.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
+        link.held = 1
+        with pytest.raises(ApiConnectionError) as lost:
+            lossy.request("cancel_task", path_params={"task_id": other["id"]})
+        assert lost.value.maybe_applied and "may have been carried out" in lost.value.message
+        assert api.get_task(other["id"])["status"] == "canceled"
 
         # Then a creation is sent again under its Idempotency-Key, and a read again: each
         # answers as if nothing was lost, and one task was created
         link.held = 1
         created = lossy.create_task("check_eligibility", TASK_EXAMPLES["check_eligibility"])
-        assert [t["id"] for t in api.list_tasks()] == [created["id"], task["id"]]
+        assert [t["id"] for t in api.list_tasks()] == [created["id"], other["id"], task["id"]]
         link.held = 1
         assert lossy.get_task(created["id"])["id"] == created["id"]
     finally:
@@ -328,8 +334,13 @@ def test_a_gateways_502_or_504_is_retried_only_where_repeating_is_safe():
 
         gateway.hits.clear()
         gateway.answers[:] = [(502, "0")]
-        with pytest.raises(UnderstudyError) as bad:  # a deletion the gateway may have passed on
-            api.delete_portal("acme")
+        api.delete_portal("acme")  # a deletion under its key: likewise
+        assert gateway.hits == ["DELETE"] * 2
+
+        gateway.hits.clear()
+        gateway.answers[:] = [(502, "0")]
+        with pytest.raises(UnderstudyError) as bad:  # one sent without a key: not repeated
+            api.request("delete_portal", path_params={"name": "acme"})
         assert (bad.value.status, bad.value.code) == (502, "http_error")
         assert gateway.hits == ["DELETE"]
     finally:

@@ -560,8 +560,10 @@ class Understudy:
     def validate_sop(self, text: str) -> dict[str, Any]:
         return self.request("validate_sop", json={"sop": text})
 
-    def revert_sop(self, task_type: str) -> dict[str, Any]:
-        return self.request("revert_sop", path_params={"task_type": task_type})
+    def revert_sop(self, task_type: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request(
+            "revert_sop", path_params={"task_type": task_type}, headers=_keyed(idempotency_key)
+        )
 
     # --- portals and credentials -------------------------------------------------------------
 
@@ -571,8 +573,8 @@ class Understudy:
     def put_portal(self, name: str, base_url: str) -> dict[str, Any]:
         return self.request("put_portal", path_params={"name": name}, json={"base_url": base_url})
 
-    def delete_portal(self, name: str) -> None:
-        self.request("delete_portal", path_params={"name": name})
+    def delete_portal(self, name: str, *, idempotency_key: str | None = None) -> None:
+        self.request("delete_portal", path_params={"name": name}, headers=_keyed(idempotency_key))
 
     def get_profile(self, name: str, version: int | None = None) -> dict[str, Any]:
         """The portal's profile in force (docs/portals.md) and your version history; with
@@ -596,8 +598,10 @@ class Understudy:
     def validate_profile(self, text: str) -> dict[str, Any]:
         return self.request("validate_profile", json={"profile": text})
 
-    def revert_profile(self, name: str) -> dict[str, Any]:
-        return self.request("revert_profile", path_params={"name": name})
+    def revert_profile(self, name: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.request(
+            "revert_profile", path_params={"name": name}, headers=_keyed(idempotency_key)
+        )
 
     def list_credentials(self) -> list[dict[str, Any]]:
         return self.request("list_portal_credentials")["data"]
@@ -608,8 +612,11 @@ class Understudy:
         body = {"username": username, "password": password, "totp_secret": totp_secret}
         return self.request("put_portal_credentials", path_params={"portal": portal}, json=body)
 
-    def delete_credentials(self, portal: str) -> None:
-        self.request("delete_portal_credentials", path_params={"portal": portal})
+    def delete_credentials(self, portal: str, *, idempotency_key: str | None = None) -> None:
+        self.request(
+            "delete_portal_credentials", path_params={"portal": portal},
+            headers=_keyed(idempotency_key),
+        )  # fmt: skip
 
     # --- webhooks ----------------------------------------------------------------------------
 
