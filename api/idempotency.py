@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from psycopg.types.json import Jsonb
 
 from api.audit import describe_call
@@ -64,13 +64,10 @@ def send_drop_expired(conn: Conn, key: str) -> None:
     )
 
 
-def conflict(key: str) -> ApiError:
-    return ApiError(
-        409,
-        "idempotency_conflict",
-        "This Idempotency-Key was already used with a different request.",
-        {"idempotency_key": key},
-    )
+def conflict(
+    key: str, message: str = "This Idempotency-Key was already used with a different request."
+) -> ApiError:
+    return ApiError(409, "idempotency_conflict", message, {"idempotency_key": key})
 
 
 def mark_replayed(**detail: Any) -> None:
@@ -104,7 +101,8 @@ def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
     if claimed is None:
         return _replay(conn, key, digests)
     body, status = carry_out(conn)
-    sealed = runtime().fernet.encrypt(json.dumps(body).encode()).decode()
+    # Written as the answer's own JSON is (dates as the API writes them), so a replay is the same
+    sealed = runtime().fernet.encrypt(current_app.json.dumps(body).encode()).decode()
     conn.execute(
         "UPDATE idempotency_keys SET response_status = %s, response_body = %s"
         " WHERE account_id = %s AND key = %s",
@@ -133,12 +131,10 @@ def _replay(conn: Conn, key: str, digests: list[str]) -> Answer:
     try:
         body = json.loads(runtime().fernet.decrypt(row["response_body"]["sealed"].encode()))
     except InvalidToken:  # sealed with a key since removed from ENCRYPTION_KEYS
-        raise ApiError(
-            409,
-            "idempotency_conflict",
+        raise conflict(
+            key,
             "This Idempotency-Key was used in the last 24 hours, and its answer can no longer"
             " be read: read what the call changes, and send it under a new key if needed.",
-            {"idempotency_key": key},
         ) from None
     mark_replayed()
     return Answer(body, row["response_status"], replayed=True)

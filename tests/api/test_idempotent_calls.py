@@ -274,7 +274,7 @@ def test_a_call_without_a_key_stores_nothing(runtime, client, account):
 
 
 def test_a_deletion_sent_again_under_its_key_answers_as_the_first_did(client, account):
-    # given a portal and a task type of the account's own, each removed under a key
+    # given a portal and a task type of the account's own, each to be removed under a key
     portal = {"base_url": "https://portal.acme.test"}
     assert client.put("/portals/acme", json=portal, headers=account.headers).status_code == 200
     own = builtin_sop_text("check_eligibility").replace(
@@ -282,7 +282,18 @@ def test_a_deletion_sent_again_under_its_key_answers_as_the_first_did(client, ac
     )
     made = client.put("/sops/own_check", json={"sop": own}, headers=account.headers)
     assert made.status_code == 201, made.get_json()
-    for url in ("/portals/acme", "/sops/own_check"):
+    # and a built-in SOP and profile, each with a version of the account's own, reverted
+    mine = builtin_sop_text("check_eligibility") + "\n# the clinic's own\n"
+    assert client.put(
+        "/sops/check_eligibility", json={"sop": mine}, headers=account.headers
+    ).status_code in (200, 201)
+    profile = client.get("/portals/sandbox/profile", headers=account.headers).get_json()
+    assert client.put(
+        "/portals/sandbox/profile", json={"profile": profile["body"] + "\n# ours\n"},
+        headers=account.headers,
+    ).status_code in (200, 201)  # fmt: skip
+    for url in ("/portals/acme", "/sops/own_check", "/sops/check_eligibility",
+                "/portals/sandbox/profile"):  # fmt: skip
         first = client.delete(url, headers=_keyed(account, f"rm {url}"))
         assert first.status_code in (200, 204), first.get_json()
 
@@ -292,4 +303,5 @@ def test_a_deletion_sent_again_under_its_key_answers_as_the_first_did(client, ac
         # then it answers as the first did, where without the key it is not found
         assert (again.status_code, again.get_data()) == (first.status_code, first.get_data())
         assert again.headers["Idempotent-Replayed"] == "true"
-        assert client.delete(url, headers=account.headers).status_code == 404
+        if url in ("/portals/acme", "/sops/own_check"):  # without the key: gone already
+            assert client.delete(url, headers=account.headers).status_code == 404
