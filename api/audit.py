@@ -59,10 +59,16 @@ def api_call_entry(status: int) -> dict[str, Any] | None:
     return {
         "account_id": account_id(),
         "actor": f"api_key:{prefix}",
-        "action": f"{request.method} {_route(request.url_rule.rule)}",
+        "action": call_name(),
         "target": request.path,
         "detail": {"status": status, **g.get("api_call_detail", {})},
     }
+
+
+def call_name() -> str:
+    """The request's method and route: ``POST /tasks/{task_id}/cancel``."""
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    return f"{request.method} {_route(rule)}"
 
 
 @functools.cache

@@ -24,10 +24,11 @@ from typing import Any, NamedTuple
 from flask import Flask, Response, current_app, g, jsonify, request
 from psycopg.types.json import Jsonb
 
-from api.audit import describe_call
+from api.audit import call_name, describe_call
 from api.auth import account_id
 from api.errors import ApiError
 from api.runtime import runtime
+from shared import logs, metrics
 from shared.crypto import InvalidToken, keyed_digest
 from shared.db import Conn
 from shared.retention import IDEMPOTENCY_TTL
@@ -74,6 +75,8 @@ def mark_replayed(**detail: Any) -> None:
     """This call answers with a stored answer: its header and its audit entry say so."""
     g.idempotent_replayed = True
     describe_call(**detail, replayed=True)
+    logs.bind(replayed=True)
+    metrics.IDEMPOTENT_REPLAYS.labels(call_name()).inc()
 
 
 Carried = tuple[dict[str, Any] | None, int]  # what a call answers, and its status

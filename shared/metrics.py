@@ -64,6 +64,12 @@ _prepare_folder()
 TASKS_CREATED = Counter(
     "understudy_tasks_created_total", "Tasks created through the API.", ["type"]
 )
+IDEMPOTENT_REPLAYS = Counter(
+    "understudy_idempotent_replays_total",
+    "API calls answered with the stored answer of their Idempotency-Key: sent again by a"
+    " client that lost the first answer.",
+    ["call"],
+)
 TASKS_FINISHED = Counter(
     "understudy_tasks_finished_total",
     "Tasks that reached a final status (by whichever process ended them).",

@@ -19,6 +19,7 @@ from shared.crypto import decrypt_json
 from shared.sop.library import builtin_sop_text
 from tests.api.test_review_api import _paused_task
 from tests.dispatcher.support import drive, finish_task, message, served_receiver
+from tests.scrape import delta, parse
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\ndob: 1990-01-15"
 
@@ -44,6 +45,7 @@ def _stored_answers(runtime) -> str:
 
 def test_a_cancel_sent_again_under_its_key_answers_as_the_first_did(client, account):
     # given a task canceled under a key
+    before = parse(client.get("/metrics").get_data(as_text=True))
     task_id = _new_task(client, account)
     first = client.post(f"/tasks/{task_id}/cancel", headers=_keyed(account, "cancel-1"))
     assert first.status_code == 200 and first.get_json()["status"] == "canceled"
@@ -61,6 +63,10 @@ def test_a_cancel_sent_again_under_its_key_answers_as_the_first_did(client, acco
     entries = client.get("/audit-log", headers=account.headers).get_json()["data"]
     cancels = [e["detail"] for e in entries if e["action"] == "POST /tasks/{task_id}/cancel"]
     assert cancels == [{"status": 200, "replayed": True}, {"status": 200}]
+    # and operators see one replay of a cancel
+    after = parse(client.get("/metrics").get_data(as_text=True))
+    replays = "understudy_idempotent_replays_total"
+    assert delta(before, after, replays, call="POST /tasks/{task_id}/cancel") == 1
 
 
 def test_a_key_answers_only_for_its_own_request(client, account):
