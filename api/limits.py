@@ -151,6 +151,10 @@ def _screen(settings: Settings) -> None:
     _check_utf8_url()
     check_text(request.path, "The URL path")
     for name, value in request.args.items(multi=True):
+        if not name:  # "?=x" or "?&=x": a value under no name, which no endpoint reads
+            raise ApiError(
+                400, "bad_request", "A query parameter has no name.", {"where": "the query"}
+            )
         check_text(name, "A query parameter name")
         check_text(value, f"The query parameter {name!r}")
     for name, value in request.headers.items():

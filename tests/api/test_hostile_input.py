@@ -169,6 +169,13 @@ def test_nul_byte_in_a_query_is_refused(client, account):
     assert _error(response, 400)["code"] == "invalid_text"
 
 
+@pytest.mark.parametrize("query", ["=null", "batch=3&=x", "&="])
+def test_a_query_parameter_without_a_name_is_refused(client, account, query):
+    response = client.get(f"/tasks?{query}", headers=account.headers)
+    error = _error(response, 400)
+    assert error["code"] == "bad_request" and "no name" in error["message"]
+
+
 def test_lone_surrogate_in_json_is_refused(client, account):
     body = '{"username": "a\\ud800b", "password": "pw"}'
     response = client.put(
