@@ -4,7 +4,8 @@ Every ``POST`` that changes something, and every ``DELETE``, honours it, as with
 ``IDEMPOTENCY_TTL`` (24 hours) the same key with the same request replays the first answer and
 changes nothing more; the same key with another request (another body, method or path) is 409
 ``idempotency_conflict``. A replayed answer carries ``Idempotent-Replayed: true``, and its audit
-entry says ``"replayed": true``. (A ``PUT`` sets a state: sent twice, it sets the same one.)
+entry says ``"replayed": true``. A ``PUT`` sets a state, so sent twice it sets the same one; the
+one that also makes something to show once (the webhook endpoint's secret) takes the key too.
 
 Creations store their answer in their own pipeline (:mod:`api.tasks`). Every other call goes
 through :func:`answer_once`, which claims the key in the handler's own transaction: the answer

@@ -449,7 +449,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "webhooks.put_endpoint": _op(
         "Set the URL and/or enable or disable the endpoint", "webhooks",
         {200: _ok("WebhookEndpoint"), 201: _ok("WebhookEndpoint", "Made, with its secret")},
-        _BODY_ERRORS,
+        (*_BODY_ERRORS, 409), params=[_IDEMPOTENCY_KEY],
         body=_json_body("WebhookEndpointIn", url={"url": "https://example.com/hook"},
                         enable={"enabled": True},
                         events={"filter_types": ["task_finished", "task.pending_review",

@@ -88,18 +88,25 @@ def get_endpoint():
 @bp.put("/webhook-endpoint")
 def put_endpoint():
     """Set the URL, enable or disable, choose the event types. Enabling delivers the messages
-    held meanwhile."""
+    held meanwhile.
+
+    The first PUT of an account without an endpoint makes it and shows its secret, once; a
+    second PUT would not show it, so this PUT takes an Idempotency-Key as the POSTs do."""
     body = validated(EndpointSchema(), json_body(), "webhook endpoint")
     url = _checked_url(body["url"]) if "url" in body else ...
     changes = {"enabled": body.get("enabled"), "filter_types": body.get("filter_types")}
     rt = runtime()
-    with rt.pool.connection() as conn:
-        if hooks.get_endpoint(conn, account_id()) is None:
-            secret = hooks.create_endpoint(conn, rt.fernet, account_id(), None)
-            row = hooks.update_endpoint(conn, account_id(), url=url, **changes)
-            return jsonify({**hooks.endpoint_json(row), "secret": secret}), 201
+
+    def put(conn: Conn) -> idempotency.Carried:
+        made = hooks.get_endpoint(conn, account_id()) is None
+        secret = hooks.create_endpoint(conn, rt.fernet, account_id(), None) if made else None
         row = hooks.update_endpoint(conn, account_id(), url=url, **changes)
-    return jsonify(hooks.endpoint_json(row))
+        assert row is not None  # it exists: made just now if it did not
+        if made:
+            return {**hooks.endpoint_json(row), "secret": secret}, 201
+        return hooks.endpoint_json(row), 200
+
+    return idempotency.respond_once(put)
 
 
 @bp.post("/webhook-endpoint/test")

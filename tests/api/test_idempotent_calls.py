@@ -1,6 +1,6 @@
 """An ``Idempotency-Key`` on the calls that change something without creating a task: cancel,
-input, review, the webhook endpoint's test and secret rotation, redelivery, recovery and the
-DELETEs.
+input, review, the webhook endpoint's test and secret rotation, redelivery, recovery, the
+DELETEs, and the endpoint's first PUT (which shows its secret once).
 
 A client whose answer was lost sends the call again under the same key; it is carried out
 once, and the first answer is given again. (Creations: tests/api/test_tasks.py.)
@@ -15,6 +15,7 @@ import pytest
 import standardwebhooks
 
 from shared import tasks as task_queries
+from shared.accounts import create_account, create_api_key
 from shared.crypto import decrypt_json
 from shared.sop.library import builtin_sop_text
 from tests.api.test_review_api import _paused_task
@@ -311,3 +312,20 @@ def test_a_deletion_sent_again_under_its_key_answers_as_the_first_did(client, ac
         assert again.headers["Idempotent-Replayed"] == "true"
         if url in ("/portals/acme", "/sops/own_check"):  # without the key: gone already
             assert client.delete(url, headers=account.headers).status_code == 404
+
+
+def test_an_endpoints_first_put_sent_again_shows_its_secret_again(runtime, client):
+    # given an account without a webhook endpoint
+    with runtime.pool.connection() as conn:
+        account_id = create_account(conn, "No Endpoint Yet")
+        headers = {"Authorization": f"Bearer {create_api_key(conn, account_id)}"}
+    body = {"url": "http://127.0.0.1:9/hook"}
+
+    # when its first PUT, which makes the endpoint, is sent again under its key
+    first = client.put("/webhook-endpoint", json=body, headers={**headers, "Idempotency-Key": "e"})
+    again = client.put("/webhook-endpoint", json=body, headers={**headers, "Idempotency-Key": "e"})
+
+    # then both answer 201 with the one secret made, where a PUT without the key shows none
+    assert first.status_code == again.status_code == 201
+    assert again.get_json() == first.get_json() and first.get_json()["secret"].startswith("whsec_")
+    assert "secret" not in client.put("/webhook-endpoint", json=body, headers=headers).get_json()

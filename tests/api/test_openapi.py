@@ -242,6 +242,8 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     ):
         response = client.delete(_fill(path, value), headers=used)
         check(path, "delete", response, 409)
+    response = client.put("/webhook-endpoint", json={"enabled": True}, headers=used)
+    check("/webhook-endpoint", "put", response, 409)
     # a name that is not a portal name, and the built-in portal, which cannot be forgotten
     for path in ("/credentials/{portal}", "/portals/{name}"):
         response = client.delete(_fill(path, "Not A Name"), headers=account.headers)

@@ -629,9 +629,12 @@ class Understudy:
         url: str | None = None,
         enabled: bool | None = None,
         filter_types: list[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """Set the endpoint. An account without one gets it made, and its ``secret`` in this
+        answer only: sent again after a lost answer, the call's Idempotency-Key shows it."""
         body = _given(url=url, enabled=enabled, filter_types=filter_types)
-        return self.request("put_endpoint", json=body)
+        return self.request("put_endpoint", json=body, headers=_keyed(idempotency_key))
 
     def test_webhook_endpoint(self, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Queue a ``ping`` message to the endpoint."""
