@@ -24,6 +24,7 @@ from marshmallow import Schema
 from api import contract
 from api.account_settings import SettingsSchema
 from api.credentials import PORTAL_NAME, CredentialsSchema, PortalSchema
+from api.idempotency import REPLAYED_HEADER
 from api.profiles import ProfileBodySchema
 from api.sops import SopBodySchema
 from api.tasks import InputSchema, ReviewSchema, TaskBatchSchema, TaskCreateSchema
@@ -252,6 +253,9 @@ def _op(
     public: bool = False,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": dict(ok)}
+    if _IDEMPOTENCY_KEY in (params or []):
+        for status, answer in ok.items():
+            op["responses"][status] = {**answer, "headers": {REPLAYED_HEADER: _REPLAYED}}
     for status in (*errors, *(() if public else (401, 429, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
@@ -264,7 +268,12 @@ def _op(
 
 
 _BODY_ERRORS = (400, 413, 415, 422)
-# The header of every call that changes something (api.idempotency).
+# The header of every call that changes something (api.idempotency), and of its replayed answer.
+_REPLAYED = {
+    "description": "true when this is the stored answer of an earlier call under the same"
+    " Idempotency-Key (nothing was done now)",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 _IDEMPOTENCY_KEY = {
     "in": "header", "name": "Idempotency-Key", "schema": {"type": "string"},
     "description": "for 24 hours, the same key and request replay the first answer (with the"

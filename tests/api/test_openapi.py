@@ -53,6 +53,29 @@ def test_the_document_is_valid_openapi_3_1_and_covers_every_route(app, document)
     }
 
 
+def test_every_call_that_changes_something_declares_its_idempotency_key(document):
+    # every POST and DELETE but the two checks, and the PUT that shows a secret once
+    checks = {"/sops/validate", "/portals/profiles/validate"}
+    changing = {
+        (path, method)
+        for path, method, _op in _operations(document)
+        if (method in ("post", "delete") and path not in checks)
+        or (path, method) == ("/webhook-endpoint", "put")
+    }
+    keyed = {
+        (path, method)
+        for path, method, op in _operations(document)
+        if any(p["name"] == "Idempotency-Key" for p in op.get("parameters", []))
+    }
+    assert changing - keyed == set() and len(changing) >= 15
+    # and each says how a replayed answer is marked
+    for path, method, op in _operations(document):
+        if (path, method) in keyed:
+            for status, answer in op["responses"].items():
+                if status.startswith("2"):
+                    assert "Idempotent-Replayed" in answer["headers"], (path, method, status)
+
+
 def test_every_task_type_has_an_example_that_the_api_accepts(client, account, document):
     examples = document["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"][
         "examples"
