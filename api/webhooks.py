@@ -98,11 +98,10 @@ def put_endpoint():
     rt = runtime()
 
     def put(conn: Conn) -> idempotency.Carried:
-        made = hooks.get_endpoint(conn, account_id()) is None
-        secret = hooks.create_endpoint(conn, rt.fernet, account_id(), None) if made else None
+        secret = hooks.make_endpoint(conn, rt.fernet, account_id(), None)
         row = hooks.update_endpoint(conn, account_id(), url=url, **changes)
         assert row is not None  # it exists: made just now if it did not
-        if made:
+        if secret is not None:
             return {**hooks.endpoint_json(row), "secret": secret}, 201
         return hooks.endpoint_json(row), 200
 

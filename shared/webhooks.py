@@ -121,15 +121,26 @@ def new_msg_id() -> str:
 
 
 def create_endpoint(conn: Conn, fernet: MultiFernet, account_id: int, url: str | None) -> str:
-    """Give the account its endpoint with a fresh secret; return the secret (shown once).
+    """Give a new account its endpoint with a fresh secret; return the secret (shown once).
 
     The caller checks ``url`` with :func:`check_url` first."""
-    secret = new_secret()
-    conn.execute(
-        "INSERT INTO webhook_endpoints (account_id, url, secret_token) VALUES (%s, %s, %s)",
-        (account_id, url, fernet.encrypt(secret.encode())),
-    )
+    secret = make_endpoint(conn, fernet, account_id, url)
+    if secret is None:
+        raise ValueError(f"account {account_id} has a webhook endpoint already")
     return secret
+
+
+def make_endpoint(conn: Conn, fernet: MultiFernet, account_id: int, url: str | None) -> str | None:
+    """Give the account its endpoint with a fresh secret unless it has one: the secret (shown
+    once), or None. Of two made at once, the second waits for the first to commit and finds
+    it made."""
+    secret = new_secret()
+    made = conn.execute(
+        "INSERT INTO webhook_endpoints (account_id, url, secret_token) VALUES (%s, %s, %s)"
+        " ON CONFLICT (account_id) DO NOTHING RETURNING account_id",
+        (account_id, url, fernet.encrypt(secret.encode())),
+    ).fetchone()
+    return secret if made is not None else None
 
 
 def get_endpoint(conn: Conn, account_id: int) -> dict | None:

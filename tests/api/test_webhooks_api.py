@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -360,3 +361,29 @@ def test_another_accounts_messages_are_404(client, runtime, caller, other, recei
     owned = client.get(f"/webhooks/messages/{row['id']}", headers=other.headers)
     assert owned.status_code == 200
     assert json.loads(owned.get_data())["task_id"] == task_id
+
+
+def test_two_first_puts_at_once_make_one_endpoint_and_no_error(app, make_caller):
+    # given an account without an endpoint, and two clients setting its URL at the same moment
+    caller = make_caller(None, endpoint=False)
+    start = threading.Barrier(2)
+    answers: list = []
+
+    def put(url: str) -> None:
+        start.wait()
+        response = app.test_client().put(
+            "/webhook-endpoint", json={"url": url}, headers=caller.headers
+        )
+        answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=put, args=(f"http://127.0.0.1:9/{n}",)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then one made the endpoint and shows its secret, and the other set it after
+    assert sorted(status for status, _ in answers) == [200, 201], answers
+    made = next(body for status, body in answers if status == 201)
+    assert made["secret"].startswith("whsec_")
+    assert all("secret" not in body for status, body in answers if status == 200)
