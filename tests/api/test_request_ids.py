@@ -47,6 +47,23 @@ def test_a_sane_request_id_is_echoed_and_on_every_line_of_the_request(client, ac
     assert (access["task_id"], access["task_type"]) == (task_id, "check_eligibility")
 
 
+def test_a_replayed_call_says_so_on_its_line(client, account, lines):
+    # given a task canceled under a key, and the cancel sent again under it
+    created = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": JANE}, headers=account.headers
+    ).get_json()
+    keyed = {**account.headers, "Idempotency-Key": "c-1"}
+    for rid in ("first", "again"):
+        client.post(f"/tasks/{created['id']}/cancel", headers={**keyed, "X-Request-Id": rid})
+    # then only the second call's line says it was replayed
+    replayed = {
+        line["request_id"]: line.get("replayed")
+        for line in lines()
+        if line["logger"] == "api.requests" and line.get("request_id") in ("first", "again")
+    }
+    assert replayed == {"first": None, "again": True}
+
+
 @pytest.mark.parametrize(
     "incoming",
     [None, "", "x" * 129, "has space", "-starts-with-dash", "ünïcode", "a;b", "a/b"],
