@@ -115,10 +115,13 @@ def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
     return Answer(body, status, replayed=False)
 
 
-def respond_once(carry_out: Callable[[Conn], Carried]):
-    """The response of ``carry_out`` (:func:`answer_once`), in a transaction of its own."""
+def respond_once(carry_out: Callable[[Conn], Carried], after: Callable[[], None] | None = None):
+    """The response of ``carry_out`` (:func:`answer_once`), in a transaction of its own; then
+    ``after()``, once that committed, unless the answer is a replay (the first call ran it)."""
     with runtime().pool.connection() as conn:
         answer = answer_once(conn, carry_out)
+    if after is not None and not answer.replayed:
+        after()
     if answer.body is None:
         return "", answer.status
     return jsonify(answer.body), answer.status

@@ -780,8 +780,8 @@ def review_task(task_id: int):
             ) from None
         return task_json(row), 200
 
-    with rt.pool.connection() as conn:
-        answer = idempotency.answer_once(conn, decide)
-    if approved and not answer.replayed:
-        after_commit([task_id], functools.partial(task_queries.send_now, rt, task_id))
-    return jsonify(answer.body), answer.status
+    # An approved task's message goes out after the commit (not again for a replay).
+    send = functools.partial(task_queries.send_now, rt, task_id)
+    return idempotency.respond_once(
+        decide, after=functools.partial(after_commit, [task_id], send) if approved else None
+    )
