@@ -8,7 +8,7 @@ entry says ``"replayed": true``. A ``PUT`` sets a state, so sent twice it sets t
 one that also makes something to show once (the webhook endpoint's secret) takes the key too.
 
 Creations store their answer in their own pipeline (:mod:`api.tasks`). Every other call goes
-through :func:`answer_once`, which claims the key in the handler's own transaction: the answer
+through :func:`_answer_once`, which claims the key in the handler's own transaction: the answer
 commits with the change, or neither does. Only a success is stored: a refusal (a 404, a 409)
 changed nothing, so sending it again is safe as it is, and answers what holds then. The stored
 answer is encrypted (it may be a webhook secret, shown once).
@@ -83,7 +83,7 @@ def mark_replayed(**detail: Any) -> None:
 Carried = tuple[dict[str, Any] | None, int]  # what a call answers, and its status
 
 
-def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
+def _answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
     """``carry_out(conn)`` (the answer and its status) in ``conn``'s open transaction, once per
     ``Idempotency-Key``: a request sent again under its key gets the stored answer instead.
 
@@ -116,10 +116,10 @@ def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
 
 
 def respond_once(carry_out: Callable[[Conn], Carried], after: Callable[[], None] | None = None):
-    """The response of ``carry_out`` (:func:`answer_once`), in a transaction of its own; then
+    """The response of ``carry_out`` (:func:`_answer_once`), in a transaction of its own; then
     ``after()``, once that committed, unless the answer is a replay (the first call ran it)."""
     with runtime().pool.connection() as conn:
-        answer = answer_once(conn, carry_out)
+        answer = _answer_once(conn, carry_out)
     if after is not None and not answer.replayed:
         after()
     if answer.body is None:
