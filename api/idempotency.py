@@ -8,7 +8,7 @@ entry says ``"replayed": true``. A ``PUT`` sets a state, so sent twice it sets t
 one that also makes something to show once (the webhook endpoint's secret) takes the key too.
 
 Creations store their answer in their own pipeline (:mod:`api.tasks`). Every other call goes
-through :func:`_answer_once`, which claims the key in the handler's own transaction: the answer
+through :func:`respond_once`, which claims the key in the handler's own transaction: the answer
 commits with the change, or neither does. Only a success is stored: a refusal (a 404, a 409)
 changed nothing, so sending it again is safe as it is, and answers what holds then. The stored
 answer is encrypted (it may be a webhook secret, shown once).
