@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from cli import local, remote
 from shared.settings import load_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-DESCRIPTION = """\
-Understudy's command line.
-
-Local commands work on this host's database: accounts, keys, users, migrate, scheduler,
-sandbox, run. Remote commands call a running API: tasks, batches, sops, portals, credentials,
-webhooks; they read the server from UNDERSTUDY_URL (default http://127.0.0.1:8000)
-and the key from UNDERSTUDY_API_KEY. Every listing prints a table, or JSON with --json.
-"""
+# The commands are named from what is registered, so a new one is never left out.
+DESCRIPTION = (
+    "Local commands work on this host's database: {local}. Remote commands call a running API:"
+    " {remote}; they read the server from UNDERSTUDY_URL (default {url}) and the key from"
+    " UNDERSTUDY_API_KEY. Every listing prints a table, or JSON with --json."
+)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -119,12 +118,17 @@ def _remote(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="understudy", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="understudy", formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     _local(sub)
+    local_commands = list(sub.choices)
     _remote(sub)
+    remote_commands = [name for name in sub.choices if name not in local_commands]
+    commands = DESCRIPTION.format(
+        local=", ".join(local_commands), remote=", ".join(remote_commands), url=DEFAULT_URL
+    )
+    parser.description = f"Understudy's command line.\n\n{textwrap.fill(commands, 92)}"
     return parser
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from api.openapi import TASK_EXAMPLES
-from cli.main import main
+from cli.main import build_parser, main
+from cli.remote import COMMANDS
 from tests.conftest import ServedApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +183,19 @@ def test_help_is_plain_text_and_a_key_comes_from_the_environment(remote, account
         env={**env, "UNDERSTUDY_API_KEY": "us_wrong"},
     )  # fmt: skip
     assert refused.returncode == 1 and "unauthorized" in refused.stderr
+
+
+def test_help_names_every_command_as_local_or_remote():
+    # given every command the parser has, and which of them call the API
+    parser = build_parser()
+    (commands,) = [a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    remote = {group for group, _ in COMMANDS}
+    # when the help is shown, then each command is named in the sentence of its kind
+    local_part, remote_part = " ".join(parser.format_help().split()).split("Remote commands")
+    for name in commands:
+        assert re.search(rf"[ :]{name}[,.;]", remote_part if name in remote else local_part), name
+    assert set(commands) - remote == {"accounts", "keys", "users", "migrate", "scheduler",
+                                      "sandbox", "run"}  # fmt: skip
 
 
 def test_a_file_that_cannot_be_read_is_named_with_why_and_nothing_is_sent(remote, tmp_path):
