@@ -451,9 +451,17 @@ class TaskBatchSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    tasks = fields.List(
-        fields.Nested(TaskCreateSchema), required=True, validate=validate.Length(min=1)
-    )
+    # Each task is loaded on its own (batch_items), so that one malformed task is listed with
+    # every other task's problems rather than hiding them.
+    tasks = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+class Malformed(NamedTuple):
+    """A batch's task that does not have a task's shape: what was sent, and its problems
+    (each naming the task, as a task's problems against its SOP do)."""
+
+    sent: Any
+    problems: list[dict[str, Any]]
 
 
 _BATCH_SCHEMA = TaskBatchSchema()
@@ -483,8 +491,9 @@ def create_batch(
     console passes its own audit ``entry`` (the arguments of :func:`shared.audit.record`),
     which commits with the tasks as an API call's does.
     """
-    digests = _request_digests({"tasks": items}, [])
-    types = list(dict.fromkeys(item["type"] for item in items))
+    sent = [item.sent if isinstance(item, Malformed) else item for item in items]
+    digests = _request_digests({"tasks": sent}, [])
+    types = list(dict.fromkeys(item["type"] for item in items if not isinstance(item, Malformed)))
 
     def create(conn: Conn, _attempt: int):
         checks = _read_checks(conn, types, key, digests)
@@ -492,6 +501,9 @@ def create_batch(
             return checks  # the answer stored with the Idempotency-Key
         news, problems = [], []
         for index, item in enumerate(items):
+            if isinstance(item, Malformed):
+                problems += item.problems
+                continue
             try:
                 news.append(_validated(_usable(checks[item["type"]]), item, []))
             except LimitExceeded as err:  # the status POST /tasks gives it, naming the task
@@ -509,17 +521,29 @@ def create_batch(
     return _create(create, types, key, digests)
 
 
-def batch_items(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tasks of a batch ``{"tasks": [{"type", "data"}, ...]}``: 413 for more than
-    ``MAX_BATCH_TASKS`` (before any is read), 422 listing every malformed one
-    (``tasks.3.type``)."""
+def batch_items(body: dict[str, Any]) -> list[dict[str, Any] | Malformed]:
+    """The tasks of a batch ``{"tasks": [{"type", "data"}, ...]}``, each loaded as ``POST
+    /tasks`` loads one: 413 for more than ``MAX_BATCH_TASKS`` (before any is read), 422 for
+    a body without a list of tasks. A task that does not load is kept as :class:`Malformed`,
+    so that :func:`create_batch` lists its problems (``tasks.3.data``) with every other task's.
+    """
     limit = runtime().settings.max_batch_tasks
     if isinstance(body.get("tasks"), list) and len(body["tasks"]) > limit:
         raise LimitExceeded(
             413, "MAX_BATCH_TASKS", limit,
             f"At most {limit} tasks may be created in one batch (MAX_BATCH_TASKS).",
         )  # fmt: skip
-    return validated(_BATCH_SCHEMA, body, "batch of tasks")["tasks"]
+    items: list[dict[str, Any] | Malformed] = []
+    for index, task in enumerate(validated(_BATCH_SCHEMA, body, "batch of tasks")["tasks"]):
+        try:
+            if not isinstance(task, dict):
+                raise ValidationError("must be a task: an object with its type and data")
+            items.append(_TASK_SCHEMA.load(task))
+        except ValidationError as err:
+            problems = [_in_batch(index, "validation_failed", problem)
+                        for problem in field_errors(err.messages)]  # fmt: skip
+            items.append(Malformed(task, problems))
+    return items
 
 
 def _in_batch(index: int, code: str, problem: dict[str, Any]) -> dict[str, Any]:

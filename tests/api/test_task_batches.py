@@ -90,6 +90,28 @@ def test_one_bad_task_stores_none_and_every_problem_is_listed(client, account, r
     assert client.get("/audit-log", headers=account.headers).get_json()["data"] == []
 
 
+def test_a_malformed_task_is_listed_with_every_other_tasks_problems(client, account, runtime):
+    # given a batch with a task missing its patient, then tasks that are not a task's shape
+    tasks = [
+        {"type": "check_eligibility", "data": JANE},
+        {"type": "check_eligibility", "data": "member_id: W100000001"},
+        {"type": "check_eligibility", "data": 5},
+        "check_eligibility",
+    ]
+    response = _batch(client, account, tasks)
+    # then one 422 lists them all, each problem naming its task and the code it would get alone
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["message"] == "3 of the 4 tasks are not valid; none was created."
+    fields = [(p["task"], p["field"], p["code"]) for p in error["details"]]
+    assert (1, "tasks.1.patient", "validation_failed") in fields
+    assert (2, "tasks.2.data", "validation_failed") in fields
+    assert (3, "tasks.3", "validation_failed") in fields
+    assert {task for task, _, _ in fields} == {1, 2, 3}
+    # and nothing was stored
+    assert _stored(runtime) == []
+
+
 def test_a_batch_is_refused_whole_for_its_shape_and_size(client, account, runtime, app):
     def error(response, status):
         assert response.status_code == status, response.get_json()
@@ -103,8 +125,9 @@ def test_a_batch_is_refused_whole_for_its_shape_and_size(client, account, runtim
         "field"
     ].startswith("tasks.0")
     assert error(_batch(client, account, [{"data": JANE}]), 422)["details"] == [
-        {"field": "tasks.0.type", "message": "Missing data for required field."}
-    ]
+        {"field": "tasks.0.type", "message": "Missing data for required field.", "task": 0,
+         "code": "validation_failed"}
+    ]  # fmt: skip
     # other media, and JSON that is not an object
     form = client.post("/tasks/batch", data={"tasks": "x"}, headers=account.headers)
     assert error(form, 415)["code"] == "unsupported_media_type"
