@@ -195,7 +195,9 @@ COMMANDS: dict[tuple[str, str], tuple[str, Any, list[str] | None]] = {
         ["name", "base_url", "builtin", "has_credentials"],
     ),
     ("portals", "set"): (
-        "register a portal's base URL", lambda api, a: api.put_portal(a.name, a.base_url), None
+        "register a portal's base URL (and the other origins its pages need)",
+        lambda api, a: api.put_portal(a.name, a.base_url, allowed_origins=a.allow_origin),
+        None,
     ),
     ("portals", "delete"): ("forget a portal", lambda api, a: api.delete_portal(a.name), None),
     ("credentials", "list"): (
@@ -307,6 +309,11 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
         parser.add_argument("name")
         if command == "set":
             parser.add_argument("base_url")
+            parser.add_argument(
+                "--allow-origin", action="append", default=[], metavar="ORIGIN",
+                help="another origin the portal's pages need (a sign-in host, a CDN); repeat"
+                " it for each; those not given are dropped",
+            )  # fmt: skip
     elif group == "credentials" and command in ("set", "delete"):
         parser.add_argument("portal")
         if command == "set":

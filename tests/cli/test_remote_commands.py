@@ -154,6 +154,10 @@ def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
     assert "validation_failed" in capsys.readouterr().err
 
     assert _json(capsys, "portals", "set", "acme", "https://portal.acme.test/")["name"] == "acme"
+    origins = _json(capsys, "portals", "set", "acme", "https://portal.acme.test/",
+                    "--allow-origin", "https://login.acme.test",
+                    "--allow-origin", "https://cdn.acme.test")["allowed_origins"]  # fmt: skip
+    assert origins == ["https://cdn.acme.test", "https://login.acme.test"]
     assert "acme" in [p["name"] for p in _json(capsys, "portals", "list")]
     made = _json(capsys, "credentials", "set", "acme", "--username", "me", "--password", "pw")
     assert made == {**made, "portal": "acme", "username": "me", "has_totp": False}

@@ -145,6 +145,10 @@ def test_sop_portal_credential_and_webhook_management(api, account):
 
     assert api.put_portal("acme", "https://portal.acme.test/")["name"] == "acme"
     assert "acme" in [p["name"] for p in api.list_portals()]
+    signing_in = api.put_portal("acme", "https://portal.acme.test/",
+                                allowed_origins=["https://login.acme.test"])  # fmt: skip
+    assert signing_in["allowed_origins"] == ["https://login.acme.test"]
+    assert api.put_portal("acme", "https://portal.acme.test/")["allowed_origins"] == []
     api.set_credentials("acme", "me", "secret-pass", totp_secret="JBSWY3DPEHPK3PXP")
     assert {c["portal"]: c["has_totp"] for c in api.list_credentials()}["acme"] is True
     api.delete_credentials("acme")
@@ -339,10 +343,37 @@ def test_a_gateways_502_or_504_is_retried_only_where_repeating_is_safe():
 
         gateway.hits.clear()
         gateway.answers[:] = [(502, "0")]
-        with pytest.raises(UnderstudyError) as bad:  # one sent without a key: not repeated
+        with pytest.raises(ApiConnectionError) as lost:  # one sent without a key: not repeated
             api.request("delete_portal", path_params={"name": "acme"})
-        assert (bad.value.status, bad.value.code) == (502, "http_error")
+        assert lost.value.maybe_applied and "not sent again" in lost.value.message
         assert gateway.hits == ["DELETE"]
+
+        gateway.hits.clear()
+        gateway.answers[:] = [(504, "0")] * 4
+        with pytest.raises(ApiConnectionError) as lost:  # one under its key, retries spent
+            api.cancel_task(7)
+        assert lost.value.maybe_applied and "after the client's retries" in lost.value.message
+        assert gateway.hits == ["POST"] * 4
+    finally:
+        gateway.server.close()
+
+
+def test_an_error_page_that_is_not_the_apis_is_an_invalid_response():
+    # given an address that is not the API's: its own HTML 404 and 405 pages
+    gateway = _Gateway([])
+    try:
+        api = Understudy(gateway.server.url, "k")
+        for call in (api.get_settings, lambda: api.get_batch(3), lambda: api.put_portal("a", "x")):
+            with pytest.raises(UnderstudyError) as bad:
+                call()
+            # then it says so, never that the resource does not exist
+            assert not isinstance(bad.value, NotFoundError)
+            assert bad.value.code == "invalid_response" and bad.value.status in (404, 405)
+            assert "is this the API's address?" in bad.value.message
+        # and a 503 page of its own still means "nothing changed, try later"
+        gateway.answers[:] = [(503, "0")] * 4
+        with pytest.raises(ServiceUnavailableError):
+            api.get_task(7)
     finally:
         gateway.server.close()
 

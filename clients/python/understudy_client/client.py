@@ -164,6 +164,40 @@ def _never_sent(err: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError)  # refused, or no such host
 
 
+def _refusal(
+    method: str, url: str, response: requests.Response, *, repeated: bool
+) -> UnderstudyError:
+    """The exception for an answer of 400 or more. The API's own error (``{"error": {...}}``)
+    is its typed exception; so is any 429 or 503 (nothing was changed). A gateway's own 502 or
+    504 means the answer was lost on the way: :class:`ApiConnectionError`, ``maybe_applied``.
+    Any other answer is not the API's: ``invalid_response`` (a wrong address's 404 is no
+    ``NotFoundError``)."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if (isinstance(error, dict) and "code" in error) or status in RETRY_STATUSES:
+        return error_for(status, body if body is not None else response.text)
+    if status in GATEWAY_STATUSES:
+        why = (
+            "after the client's retries" if repeated
+            else "and it was not sent again since repeating it is not safe"
+        )  # fmt: skip
+        return ApiConnectionError(
+            f"{method} {url}: a gateway answered {status}, {why}. The request may have been"
+            " carried out: read what it changes before you repeat it",
+            maybe_applied=True,
+        )
+    return UnderstudyError(
+        status,
+        "invalid_response",
+        f"{method} {url} answered {status} with {response.headers.get('Content-Type') or 'a body'}"
+        " that is not the API's error: is this the API's address?",
+    )
+
+
 def _http_date_in(header: str) -> float:
     """The seconds until the HTTP date of a Retry-After header; NaN if it is not one."""
     try:
@@ -275,11 +309,7 @@ class Understudy:
                 " it was not followed: give the client the API's own address",
             )
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise error_for(response.status_code, body)
+            raise _refusal(method, url, response, repeated=repeatable)
         if response.status_code == 204:
             return None
         if not expect_json:
@@ -570,8 +600,14 @@ class Understudy:
     def list_portals(self) -> list[dict[str, Any]]:
         return self.request("list_portals")["data"]
 
-    def put_portal(self, name: str, base_url: str) -> dict[str, Any]:
-        return self.request("put_portal", path_params={"name": name}, json={"base_url": base_url})
+    def put_portal(
+        self, name: str, base_url: str, *, allowed_origins: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Set a portal's address, and the other origins its pages need (a sign-in host, a
+        CDN): the agent's browser reaches those and nothing else. The call sets both, so
+        origins left out are dropped."""
+        body = {"base_url": base_url, "allowed_origins": list(allowed_origins)}
+        return self.request("put_portal", path_params={"name": name}, json=body)
 
     def delete_portal(self, name: str, *, idempotency_key: str | None = None) -> None:
         self.request("delete_portal", path_params={"name": name}, headers=_keyed(idempotency_key))
