@@ -53,8 +53,9 @@ class ErrorBodySchema(Schema):
     details = fields.Raw(
         required=True,
         metadata={
-            "description": "null; for 422 a list of {field, message}; otherwise an object"
-            " naming what the error is about (e.g. the task's status for a 409)",
+            "description": "null; for validation_failed, credentials_missing and sop_refused a"
+            " list of {field, message}; otherwise an object naming what the error is about"
+            " (limit and max for a limit, the task's status for a 409)",
             "oneOf": [
                 {"type": "null"},
                 {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
@@ -135,11 +136,12 @@ class TaskSchema(Schema):
     updatedAt = _time(nullable=False)  # noqa: N815
     # A built-in type, or one the account defined with its own SOP (GET /task-types lists them).
     type = fields.String(required=True, metadata={"examples": list(TASK_TYPES)})
-    data = fields.Raw(
+    data = fields.String(
         required=True,
+        allow_none=True,
         metadata={
-            "description": "as sent (text or object), sensitive inputs as ***",
-            "type": ["string", "object", "null"],
+            "description": "the data as text: as sent, or a JSON object sent as its JSON text;"
+            " sensitive inputs as ***"
         },
     )
     files = fields.List(fields.Nested(TaskFileSchema), required=True)

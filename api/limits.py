@@ -159,6 +159,8 @@ def _screen(settings: Settings) -> None:
         check_text(value, f"The query parameter {name!r}")
     for name, value in request.headers.items():
         check_text(value, f"The header {name!r}")
+        if not value.isascii():
+            _check_utf8_header(name, value)
     key = request.headers.get("Idempotency-Key")
     limit = settings.max_idempotency_key_chars
     if key is not None and len(key) > limit:
@@ -185,6 +187,16 @@ def _check_utf8_url() -> None:
             raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise InvalidText(where, "is not valid UTF-8") from err
+
+
+def _check_utf8_header(name: str, value: str) -> None:
+    """Refuse a header whose bytes are not UTF-8 (the server hands them over as latin-1)."""
+    try:
+        value.encode("latin-1").decode("utf-8")
+    except UnicodeEncodeError:
+        return  # not bytes read off the wire: text a caller in this process made
+    except UnicodeDecodeError as err:
+        raise InvalidText(f"The header {name!r}", "is not valid UTF-8") from err
 
 
 def _screen_multipart(settings: Settings) -> None:

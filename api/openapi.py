@@ -119,7 +119,7 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     409: ("Conflict", "The resource's state does not allow it", [
         "idempotency_conflict", "task_finished", "not_waiting", "no_webhook_url",
         "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
-        "limit_exceeded"]),
+        "limit_exceeded", "not_retryable", "may_have_submitted"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
@@ -211,7 +211,9 @@ def _task_create_body() -> dict[str, Any]:
                     "type": "object",
                     "required": ["type"],
                     "properties": {
-                        "type": {"type": "string", "enum": list(TASK_TYPES)},
+                        # a built-in type, or one the account defined (GET /task-types)
+                        "type": {"type": "string", "minLength": 1, "maxLength": 200,
+                                 "examples": list(TASK_TYPES)},
                         "data": {"type": "string"},
                         "files": {
                             "type": "array",
@@ -256,6 +258,8 @@ def _op(
     if _IDEMPOTENCY_KEY in (params or []):
         for status, answer in ok.items():
             op["responses"][status] = {**answer, "headers": {REPLAYED_HEADER: _REPLAYED}}
+        # the key reused with another request, or over MAX_IDEMPOTENCY_KEY_CHARS
+        errors = tuple(sorted({*errors, 409, 422}))
     for status in (*errors, *(() if public else (401, 429, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
@@ -280,6 +284,10 @@ _IDEMPOTENCY_KEY = {
     " header Idempotent-Replayed: true) and change nothing more; another request under the"
     " key is a 409 idempotency_conflict",
 }  # fmt: skip
+_RETRY_AFTER = {
+    "description": "the seconds to wait before sending the request again",
+    "schema": {"type": "integer", "minimum": 0},
+}
 # Creations that may find the account at one of its quotas (MAX_CUSTOM_TYPES, MAX_PORTALS).
 _QUOTA_ERRORS = (*_BODY_ERRORS, 409)
 
@@ -577,14 +585,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
     )
     for name, schema in {**REQUEST_SCHEMAS, **RESPONSE_SCHEMAS}.items():
         spec.components.schema(name, schema=schema)
-    for name, description, codes in ERRORS.values():
-        spec.components.response(
-            name,
-            {
-                "description": f"{description}. Codes: {', '.join(codes)}.",
-                "content": {_JSON: {"schema": _ref("Error")}},
-            },
-        )
+    for status, (name, description, codes) in ERRORS.items():
+        response = {
+            "description": f"{description}. Codes: {', '.join(codes)}.",
+            "content": {_JSON: {"schema": _ref("Error")}},
+        }
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": _RETRY_AFTER}
+        spec.components.response(name, response)
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint in UNDOCUMENTED or rule.endpoint.startswith(CONSOLE):
@@ -608,6 +616,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                         "type": "integer", "minimum": 1,
                         "maximum": runtime.settings.page_size_max,
                     }  # fmt: skip
+                if param.get("name") == "Idempotency-Key" and runtime is not None:
+                    longest = runtime.settings.max_idempotency_key_chars
+                    param["schema"] = {"type": "string", "maxLength": longest}
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     document["webhooks"] = {

@@ -583,7 +583,7 @@ def retry(
         except LookupError:
             raise NotFound("task") from None
         except retries.NotRetryable as err:
-            raise ApiError(409, err.code, err.message) from err
+            raise ApiError(409, err.code, err.message, err.details) from err
     body = {"type": again.task_type, "data": again.data}
     digests = _request_digests({**body, "retry_of": task_id}, again.files)
     describe_call(retry_of=task_id)

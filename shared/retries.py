@@ -23,12 +23,14 @@ RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.COMPLE
 
 
 class NotRetryable(Exception):
-    """Why the task cannot be sent again (``code`` for the API's 409)."""
+    """Why the task cannot be sent again (``code`` for the API's 409, ``details`` naming the
+    task's status, and the submit step it ran and when)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -77,18 +79,21 @@ def _task(conn: Conn, task_id: int, account_id: int) -> dict[str, Any] | None:
 
 
 def _refusal(task_id: int, row: dict[str, Any]) -> NotRetryable | None:
+    status = row["status"]
     if row["irreversible_at"] is not None:
+        step, at = row["irreversible_step"], iso(row["irreversible_at"])
         return NotRetryable(
             "may_have_submitted",
-            f"Task {task_id} ran its submit step '{row['irreversible_step']}' at"
-            f" {iso(row['irreversible_at'])}: the payer may have it already. Check the portal;"
-            " to submit again, create a new task.",
+            f"Task {task_id} ran its submit step '{step}' at {at}: the payer may have it"
+            " already. Check the portal; to submit again, create a new task.",
+            {"status": status, "step": step, "at": at},
         )
-    if row["status"] not in RETRYABLE:
+    if status not in RETRYABLE:
         return NotRetryable(
             "not_retryable",
-            f"Task {task_id} is {row['status']}: only a task that ended failed, canceled or"
+            f"Task {task_id} is {status}: only a task that ended failed, canceled or"
             " completed_with_issues can be sent again.",
+            {"status": status},
         )
     return None
 

@@ -176,6 +176,24 @@ def test_a_query_parameter_without_a_name_is_refused(client, account, query):
     assert error["code"] == "bad_request" and "no name" in error["message"]
 
 
+def test_a_header_that_is_not_utf8_is_refused_and_nothing_is_stored(client, account):
+    # given a creation whose Idempotency-Key holds bytes that are not UTF-8 (a header's bytes
+    # reach the app as latin-1 text)
+    body = {"type": "check_eligibility", "data": ELIGIBILITY}
+    bad = {**account.headers, "Idempotency-Key": b"key-\xff\xfe".decode("latin-1")}
+    error = _error(client.post("/tasks", json=body, headers=bad), 400)
+    # then it is refused as text that is not UTF-8, naming the header, and no task is made
+    assert error["code"] == "invalid_text" and "UTF-8" in error["message"]
+    assert error["details"] == {"where": "The header 'Idempotency-Key'"}
+    assert client.get("/tasks", headers=account.headers).get_json()["data"] == []
+    # while a key in UTF-8 beyond ASCII is a key like any other
+    good = {**account.headers, "Idempotency-Key": "clé-1".encode().decode("latin-1")}
+    first = client.post("/tasks", json=body, headers=good)
+    again = client.post("/tasks", json=body, headers=good)
+    assert first.status_code == again.status_code == 200
+    assert first.get_json()["id"] == again.get_json()["id"]
+
+
 def test_lone_surrogate_in_json_is_refused(client, account):
     body = '{"username": "a\\ud800b", "password": "pw"}'
     response = client.put(

@@ -120,7 +120,9 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         assert response.status_code == status, (method, path, response.get_data(as_text=True))
         body = response.get_json()
         shape.validate(body)
-        if status == 422:
+        if status == 422 and body["error"]["code"] == "limit_exceeded":
+            assert set(body["error"]["details"]) == {"limit", "max"}, body
+        elif status == 422:
             details = body["error"]["details"]
             assert isinstance(details, list) and details, body
             assert all(isinstance(d["message"], str) and "field" in d for d in details), body
@@ -131,6 +133,13 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
         real = _fill(path.replace("{task_type}", "check_eligibility"), "1")
         if "401" in declared:
             check(path, method, _send(client, method, real), 401)
+        keys = [p for p in op.get("parameters", []) if p["name"] == "Idempotency-Key"]
+        if keys:  # a key over its declared length, refused before anything is read
+            longest = keys[0]["schema"]["maxLength"]
+            over = {**account.headers, "Idempotency-Key": "k" * (longest + 1)}
+            response = _send(client, method, real, headers=over)
+            check(path, method, response, 422)
+            assert response.get_json()["error"]["details"]["limit"] == "MAX_IDEMPOTENCY_KEY_CHARS"
         if "404" in declared:
             missing = _fill(path, "999999") if "{task_type}" not in path else _fill(path, "nope")
             if "{name}" in path or "{portal}" in path:
@@ -315,6 +324,14 @@ def test_every_declared_error_is_answered_in_the_one_shape(client, account, docu
     assert {m for m in missed if m[2] not in ("413", "429")} == set(), sorted(missed)
 
 
+def test_a_task_of_the_accounts_own_type_fits_both_creation_bodies(document):
+    # a custom type (GET /task-types) is sent as JSON or as multipart with files alike
+    task = {"type": "claim_lookup", "data": "member_id: W100000001"}
+    for media in ("application/json", "multipart/form-data"):
+        schema = document["paths"]["/tasks"]["post"]["requestBody"]["content"][media]["schema"]
+        jsonschema.validate(task, {**schema, "components": document["components"]})
+
+
 def test_every_declared_413_and_429_is_answered_in_the_one_shape(runtime, account, document):
     """Every operation that declares a 413 gets one for a body over MAX_REQUEST_BYTES, and every
     one that declares a 429 gets one once the account is over RATE_LIMIT."""
@@ -336,7 +353,11 @@ def test_every_declared_413_and_429_is_answered_in_the_one_shape(runtime, accoun
             shape.validate(response.get_json())
             code = response.get_json()["error"]["code"]
             assert code == {"413": "payload_too_large", "429": "rate_limited"}[status]
+            if status == "429":  # the header the document declares, with the seconds to wait
+                assert int(response.headers["Retry-After"]) >= 0
             walked[status] += 1
+    for name in ("RateLimited", "ServiceUnavailable"):
+        assert "Retry-After" in document["components"]["responses"][name]["headers"]
     assert walked["413"] >= 8 and walked["429"] >= 27, walked
 
 

@@ -88,6 +88,9 @@ def test_a_task_that_reached_its_submit_step_is_never_sent_again(client, account
     assert response.status_code == 409
     error = response.get_json()["error"]
     assert error["code"] == "may_have_submitted" and "Submit appeal" in error["message"]
+    # and its details name the status, the step and when it ran, as other 409s name the status
+    assert error["details"]["status"] == "completed_with_issues"
+    assert error["details"]["step"] == "Submit appeal" and error["details"]["at"].endswith("Z")
     assert len(client.get("/tasks", headers=account.headers).get_json()["data"]) == 1
 
 
@@ -99,7 +102,10 @@ def test_only_an_ended_task_that_did_not_complete_is_sent_again(client, account,
     for task in (running, done):
         response = _retry(client, account, task["id"])
         assert response.status_code == 409, response.get_json()
-        assert response.get_json()["error"]["code"] == "not_retryable"
+        error = response.get_json()["error"]
+        # its details name the status the task shows, as other 409s do
+        shown = client.get(f"/tasks/{task['id']}", headers=account.headers).get_json()["status"]
+        assert (error["code"], error["details"]) == ("not_retryable", {"status": shown})
     # and another account's task, or none, is a 404
     assert _retry(client, make_account(), done["id"]).status_code == 404
     assert _retry(client, account, 999_999).status_code == 404

@@ -103,7 +103,7 @@ class Task(TypedDict, total=False):
     createdAt: str  # noqa: N815
     updatedAt: str  # noqa: N815
     type: str
-    data: str | dict[str, Any] | None
+    data: str | None  # a JSON object sent is its JSON text
     files: list[dict[str, Any]]
     result: dict[str, Any] | None
     trajectory_id: str
