@@ -305,15 +305,18 @@ class Validator:
                     f"{p}.format",
                     f"unknown format '{fmt}' (one of: {', '.join(inputs_mod.NORMALISERS)})",
                 )
-            aliases = self.sequence(m.get("aliases", []), f"{p}.aliases")
+            aliases = (
+                inputs_mod.normalise_key(self.string(a, f"{p}.aliases"))
+                for a in self.sequence(m.get("aliases", []), f"{p}.aliases")
+            )
             specs.append(
                 InputSpec(
                     name=name,
                     format=fmt,
                     required=self.boolean(m.get("required", False), f"{p}.required"),
-                    aliases=tuple(
-                        inputs_mod.normalise_key(self.string(a, f"{p}.aliases")) for a in aliases
-                    ),
+                    # each once, and never the name itself (a common synonym of it, such as
+                    # 'member' for member_id, is read as the name for every input already)
+                    aliases=tuple(a for a in dict.fromkeys(aliases) if a != name),
                     description=self.string(m.get("description", ""), f"{p}.description").strip(),
                     sensitive=self.boolean(m.get("sensitive", False), f"{p}.sensitive"),
                 )

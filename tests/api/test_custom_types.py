@@ -42,6 +42,11 @@ def test_task_types_lists_the_builtin_ones_with_their_inputs(client, account):
     assert eligibility["builtin"] is True and eligibility["portal"] == "sandbox"
     member_id = next(i for i in eligibility["inputs"] if i["name"] == "member_id")
     assert member_id["required"] is True and member_id["format"] == "member_id"
+    # each input's aliases are other keys, each named once
+    for task_type in types.values():
+        for spec in task_type["inputs"]:
+            aliases = spec["aliases"]
+            assert spec["name"] not in aliases and len(set(aliases)) == len(aliases), spec
 
 
 def test_an_sop_for_a_new_name_defines_a_type_of_the_account(client, account):
