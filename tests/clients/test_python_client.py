@@ -84,9 +84,10 @@ def test_create_get_list_cancel_and_typed_errors(api, account, runtime, tmp_path
         TASK_EXAMPLES["submit_appeal"],
         files=[letter, ("notes.txt", b"see attached", "text/plain")],
     )
-    assert [(f["filename"], f["size"]) for f in with_files["files"]] == [
-        ("letter.pdf", 15),
-        ("notes.txt", 12),
+    # a file given by its path goes with the type its name says, as curl would send it
+    assert [(f["filename"], f["size"], f["content_type"]) for f in with_files["files"]] == [
+        ("letter.pdf", 15, "application/pdf"),
+        ("notes.txt", 12, "text/plain"),
     ]
 
     assert api.get_task(created["id"])["id"] == created["id"]

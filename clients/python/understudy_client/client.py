@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import mimetypes
 import os
 import random
 import time
@@ -364,7 +365,9 @@ class Understudy:
             else:
                 handle = open(item, "rb")  # noqa: SIM115 - closed below, after the retries
                 opened.append(handle)
-                parts.append(("files", (Path(item).name, handle, "application/octet-stream")))
+                name = Path(item).name
+                content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                parts.append(("files", (name, handle, content_type)))
         form = {"type": task_type, **({"data": data} if data is not None else {})}
         try:
             return self.request("create_task", data=form, files=parts, headers=headers)
