@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from api.auth import account_id, key_prefix, require_account
+from api.limits import query_value
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import audit
@@ -36,7 +37,7 @@ def list_audit_log():
     limit = page_limit(settings.page_size_default, settings.page_size_max)
     with runtime().pool.connection() as conn:
         rows = audit.list_entries(
-            conn, account_id(), before_id=decode_cursor(request.args.get("cursor")),
+            conn, account_id(), before_id=decode_cursor(query_value("cursor")),
             limit=limit + 1,
         )  # fmt: skip
     return jsonify(page([audit.entry_json(r) for r in rows], rows, limit))

@@ -159,9 +159,11 @@ def _screen(settings: Settings) -> None:
         check_text(value, f"The query parameter {name!r}")
     for name, value in request.headers.items():
         check_text(value, f"The header {name!r}")
-        if not value.isascii():
-            _check_utf8_header(name, value)
     key = request.headers.get("Idempotency-Key")
+    if key is not None and not key.isascii():
+        # stored as text with the answer: its bytes must be UTF-8 (other headers' bytes beyond
+        # ASCII are read as HTTP reads them, as latin-1, and never stored)
+        _check_utf8_header("Idempotency-Key", key)
     limit = settings.max_idempotency_key_chars
     if key is not None and len(key) > limit:
         raise LimitExceeded(
@@ -187,6 +189,19 @@ def _check_utf8_url() -> None:
             raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise InvalidText(where, "is not valid UTF-8") from err
+
+
+def query_value(name: str) -> str | None:
+    """The query parameter ``name``, None when absent; a 400 when it is given more than once
+    (which of two limits, cursors or batches was meant cannot be told)."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise ApiError(
+            400, "bad_request",
+            f"The query parameter {name!r} is given {len(values)} times: give it once.",
+            {"where": "the query", "parameter": name},
+        )  # fmt: skip
+    return values[0] if values else None
 
 
 def _check_utf8_header(name: str, value: str) -> None:

@@ -212,8 +212,12 @@ def _task_create_body() -> dict[str, Any]:
                     "required": ["type"],
                     "properties": {
                         # a built-in type, or one the account defined (GET /task-types)
-                        "type": {"type": "string", "minLength": 1, "maxLength": 200,
-                                 "examples": list(TASK_TYPES)},
+                        "type": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 200,
+                            "examples": list(TASK_TYPES),
+                        },
                         "data": {"type": "string"},
                         "files": {
                             "type": "array",

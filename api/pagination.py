@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from flask import request
-
 from api.errors import ApiError
+from api.limits import query_value
 from shared.db import whole_number
 
 
@@ -32,7 +31,7 @@ def decode_cursor(cursor: str | None) -> int | None:
 
 
 def page_limit(default: int, maximum: int) -> int:
-    raw = request.args.get("limit")
+    raw = query_value("limit")
     if raw is None:
         return default
     try:

@@ -28,7 +28,7 @@ from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, SopRefused, ValidationFailed, field_errors
-from api.limits import LimitExceeded
+from api.limits import LimitExceeded, query_value
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
 from shared import audit, batches, logs, metrics, retries, review
@@ -678,7 +678,7 @@ def list_tasks():
         rows = task_queries.list_tasks(
             conn,
             account_id(),
-            before_id=decode_cursor(request.args.get("cursor")),
+            before_id=decode_cursor(query_value("cursor")),
             limit=limit + 1,
             statuses=_filter("status", [s.value for s in TaskStatus]),
             # Also the account's removed types: their tasks stay listed.
@@ -692,7 +692,7 @@ def list_tasks():
 
 def _batch_filter() -> int | None:
     """``?batch=7``: one batch's tasks (another account's batch lists none)."""
-    raw = request.args.get("batch")
+    raw = query_value("batch")
     if raw is None:
         return None
     batch = whole_number(raw)

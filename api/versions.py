@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
-
+from api.limits import query_value
 from api.pagination import decode_cursor, page, page_limit
 from shared.tasks import iso
 from shared.versions import HISTORY_SHOWN, VERSIONS_PAGE_MAX
@@ -40,4 +39,4 @@ def versions_page(read: ReadVersions) -> dict[str, Any]:
     """One page of versions, newest first, as the request's ``limit`` and ``cursor`` ask: the
     first page by default is the document's ``history``."""
     limit = page_limit(HISTORY_SHOWN, VERSIONS_PAGE_MAX)
-    return _page(read(decode_cursor(request.args.get("cursor")), limit), limit)
+    return _page(read(decode_cursor(query_value("cursor")), limit), limit)

@@ -16,6 +16,7 @@ from api import idempotency
 from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
+from api.limits import query_value
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import request_resolver, runtime
 from shared import webhooks as hooks
@@ -150,7 +151,9 @@ def rotate_secret():
 
 @bp.get("/webhooks/messages")
 def list_messages():
-    args = validated(MessageFilterSchema(), request.args.to_dict(), "message filter")
+    args = validated(
+        MessageFilterSchema(), {n: query_value(n) for n in request.args}, "message filter"
+    )
     settings = runtime().settings
     limit = page_limit(settings.page_size_default, settings.page_size_max)
     with runtime().pool.connection() as conn:

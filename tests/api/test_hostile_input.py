@@ -194,6 +194,25 @@ def test_a_header_that_is_not_utf8_is_refused_and_nothing_is_stored(client, acco
     assert first.get_json()["id"] == again.get_json()["id"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["/tasks?limit=1&limit=5", "/tasks?batch=1&batch=2", "/tasks?cursor=a&cursor=b",
+     "/webhooks/messages?status=failed&status=delivered", "/audit-log?limit=2&limit=2",
+     "/sops/check_eligibility/versions?cursor=x&cursor=y"],
+)  # fmt: skip
+def test_a_query_parameter_given_twice_is_refused_not_half_read(client, account, url):
+    error = _error(client.get(url, headers=account.headers), 400)
+    name = url.split("?")[1].split("=")[0]
+    assert error["code"] == "bad_request" and error["details"]["parameter"] == name
+    assert f"'{name}' is given 2 times" in error["message"]
+
+
+def test_the_task_filters_take_several_values_repeated_or_joined(client, account):
+    for query in ("status=pending&status=failed", "status=pending,failed", "type=check_eligibility"
+                  "&type=submit_claim"):  # fmt: skip
+        assert client.get(f"/tasks?{query}", headers=account.headers).status_code == 200
+
+
 def test_lone_surrogate_in_json_is_refused(client, account):
     body = '{"username": "a\\ud800b", "password": "pw"}'
     response = client.put(
