@@ -66,6 +66,11 @@ def test_the_documented_body_check_refuses_a_hostile_body_without_raising():
         assert check(SECRET, json.dumps(made_up).encode()) is False, made_up
     assert check(SECRET, b"\xff not json") is False
     assert check(SECRET, body.replace(b"ping", b"pong")) is False
+    # nor for JSON that Python reads but cannot write back as UTF-8, or nests past its limits
+    surrogate = body.replace(b'"data":{}', b'"data":"\\ud800"')
+    assert surrogate != body and check(SECRET, surrogate) is False
+    deep = body.replace(b'"data":{}', b'"data":' + b"[" * 100_000 + b"]" * 100_000)
+    assert check(SECRET, deep) is False
 
 
 @pytest.fixture

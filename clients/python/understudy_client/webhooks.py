@@ -13,6 +13,7 @@ from typing import Any
 from understudy_client.errors import WebhookVerificationError
 
 TOLERANCE_S = 300
+_MAX_DIGITS = 20  # seconds since 1970 have 10 for the next two hundred years
 
 
 def verify_webhook(
@@ -34,14 +35,18 @@ def verify_webhook(
         signatures = lowered["webhook-signature"]
     except KeyError as err:
         raise WebhookVerificationError(f"missing header {err.args[0]}") from err
-    if not (timestamp.isascii() and timestamp.isdigit()):  # int() would take " 1_7" and "١٧"
+    # int() would take " 1_7" and "١٧", and refuse 4,300 digits with a ValueError of its own
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _MAX_DIGITS):
         raise WebhookVerificationError("webhook-timestamp is not a number of seconds")
     sent_at = int(timestamp)
     if abs((time.time() if now is None else now) - sent_at) > tolerance_s:
         raise WebhookVerificationError("webhook-timestamp is too old or in the future")
-    raw = body.encode() if isinstance(body, str) else body
     key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{msg_id}.{timestamp}.".encode() + raw
+    try:
+        raw = body.encode() if isinstance(body, str) else body
+        signed = f"{msg_id}.{timestamp}.".encode() + raw
+    except UnicodeEncodeError as err:  # a lone surrogate, which no HTTP message can carry
+        raise WebhookVerificationError("the webhook-id or the body is not text") from err
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
     for candidate in signatures.split():
         version, _, signature = candidate.partition(",")
