@@ -508,8 +508,16 @@ def test_verify_webhook_accepts_the_servers_signature_and_refuses_tampering():
         {"webhook-timestamp": "9" * 5000},  # past what int() takes from text
         {"webhook-id": "msg_\ud800"},  # a lone surrogate, from a caller rather than a server
     ],
-    ids=["non-ascii-signature", "snowman", "no-signature", "arabic-digits", "underscores", "exp",
-         "5000-digits", "surrogate-id"],
+    ids=[
+        "non-ascii-signature",
+        "snowman",
+        "no-signature",
+        "arabic-digits",
+        "underscores",
+        "exp",
+        "5000-digits",
+        "surrogate-id",
+    ],
 )
 def test_verify_webhook_refuses_hostile_headers_with_its_own_error_only(sent):
     # given a delivery whose headers a sender made up
