@@ -181,6 +181,11 @@ class TaskSchema(Schema):
         required=True,
         metadata={"description": "the tasks that send this one again, oldest first"},
     )
+    batch_id = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the batch that created it (POST /tasks/batch); else null"},
+    )
 
 
 class TaskPageSchema(Schema):

@@ -386,7 +386,10 @@ def _answer(
 ) -> dict[str, Any]:
     """The created task, or for a batch ``{"batch_id": ..., "data": [the created tasks]}``."""
     tasks = [task_json(row) for row in rows()]
-    return tasks[0] if group is None else {"batch_id": group()["id"], "data": tasks}
+    if group is None:
+        return tasks[0]
+    batch_id = group()["id"]
+    return {"batch_id": batch_id, "data": [{**task, "batch_id": batch_id} for task in tasks]}
 
 
 def enqueue(conn: Conn, task_ids: list[int]) -> None:

@@ -94,6 +94,7 @@ _TASK_COLUMNS = """
     (SELECT r.retry_of FROM task_retries r WHERE r.task_id = t.id) AS retry_of,
     ARRAY(SELECT r.task_id FROM task_retries r WHERE r.retry_of = t.id ORDER BY r.task_id)
       AS retried_as,
+    (SELECT b.batch_id FROM batch_tasks b WHERE b.task_id = t.id) AS batch_id,
     COALESCE((SELECT json_agg(json_build_object('id', f.id, 'filename', f.filename,
                 'content_type', f.content_type, 'size', f.size_bytes) ORDER BY f.id)
               FROM task_files f WHERE f.task_id = t.id), '[]'::json) AS files
@@ -144,6 +145,8 @@ def task_json(row: dict[str, Any]) -> dict[str, Any]:
         # send this one again, oldest first.
         "retry_of": row["retry_of"],
         "retried_as": list(row["retried_as"]),
+        # The batch that created it (POST /tasks/batch), so that its webhook names the batch.
+        "batch_id": row["batch_id"],
     }
 
 
@@ -268,6 +271,7 @@ def _created_row(inserted: dict[str, Any] | None, new: NewTask) -> dict[str, Any
         # A new task sends nothing again yet (a retry's link is written after its INSERT).
         "retry_of": None,
         "retried_as": [],
+        "batch_id": None,  # a batch's tasks are given theirs once the batch's row is read
     }
 
 

@@ -243,8 +243,21 @@ def test_a_batch_is_followed_until_its_last_task_ends(client, make_account, runt
     assert batch["counts"] == {"canceled": 3}
     [event] = _events(runtime, "batch.finished")
     assert event["payload"] == batch
-    # beside each task's own task_finished
-    assert len(_events(runtime, "task_finished")) == 3
+    # beside each task's own task_finished, which names the batch as the task does everywhere
+    finished = _events(runtime, "task_finished")
+    assert [e["payload"]["batch_id"] for e in finished] == [answer["batch_id"]] * 3
+    assert {t["batch_id"] for t in answer["data"]} == {answer["batch_id"]}
+    read = client.get(f"/tasks/{ids[0]}", headers=account.headers).get_json()
+    listed = client.get(f"/tasks?batch={answer['batch_id']}", headers=account.headers).get_json()
+    assert read["batch_id"] == answer["batch_id"]
+    assert [t["batch_id"] for t in listed["data"]] == [answer["batch_id"]] * 3
+    # while a task made alone belongs to no batch
+    alone = client.post("/tasks", json={"type": "check_claim_status", "data": PAID},
+                        headers=account.headers).get_json()  # fmt: skip
+    assert alone["batch_id"] is None
+    assert (
+        client.get(f"/tasks/{alone['id']}", headers=account.headers).get_json()["batch_id"] is None
+    )
 
 
 def test_batch_finished_is_opt_in_and_a_batch_is_its_accounts_alone(client, make_account, runtime):

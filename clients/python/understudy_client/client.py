@@ -117,6 +117,7 @@ class Task(TypedDict, total=False):
     review: dict[str, Any] | None
     retry_of: int | None
     retried_as: list[int]
+    batch_id: int | None
 
 
 class Page(TypedDict):
