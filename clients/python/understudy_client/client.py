@@ -196,7 +196,7 @@ def _refusal(
         status,
         "invalid_response",
         f"{method} {url} answered {status} with {response.headers.get('Content-Type') or 'a body'}"
-        " that is not the API's error: is this the API's address?",
+        " that is not the API's error: a proxy's own page, or is this the API's address?",
     )
 
 
