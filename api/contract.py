@@ -496,8 +496,15 @@ class MessageSchema(Schema):
     event = fields.String(required=True, validate=validate.OneOf(EVENTS))
     task_id = fields.Integer(required=True, allow_none=True)
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in MessageStatus]))
+    held = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "pending, and held by the endpoint (disabled, or no URL): it is sent"
+            " once the endpoint is enabled again, and has no next_attempt_at until then"
+        },
+    )
     attempt_count = fields.Integer(required=True)
-    next_attempt_at = _time()
+    next_attempt_at = _time("null once delivered, failed or aborted, or while held")
     last_attempt_at = _time()
     delivered_at = _time()
     failed_at = _time()

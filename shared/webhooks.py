@@ -275,12 +275,12 @@ def _insert_message(
     # No conflict target: the one-finish-per-task index and msg_id's uniqueness both mean
     # "this message already exists", and either way the insert must be a no-op.
     return conn.execute(
-        """
+        f"""
         INSERT INTO webhook_messages (msg_id, account_id, task_id, event, payload, status,
                                       next_attempt_at)
         VALUES (%s, %s, %s, %s, %s, 'pending', now())
         ON CONFLICT DO NOTHING
-        RETURNING *
+        RETURNING {_MESSAGE_COLUMNS}
         """,
         (new_msg_id(), account_id, task_id, event, Jsonb(payload)),
     ).fetchone()
@@ -412,9 +412,13 @@ def _claim_for_endpoint(conn: Conn, account_id: int, slots: int, lock_s: float) 
     return [int(row["id"]) for row in rows]
 
 
+# A message's columns as message_json takes them: ``held``, whether the account's endpoint
+# holds its pending messages (disabled, or no URL), as claim_due_messages reads it.
 _MESSAGE_COLUMNS = """
     id, msg_id, account_id, task_id, event, payload, status, attempts, next_attempt_at,
-    last_attempt_at, delivered_at, failed_at, created_at, updated_at
+    last_attempt_at, delivered_at, failed_at, created_at, updated_at,
+    NOT EXISTS (SELECT FROM webhook_endpoints e WHERE e.account_id = webhook_messages.account_id
+                   AND e.enabled AND e.url IS NOT NULL) AS held
 """
 
 
@@ -508,14 +512,20 @@ def recover_failed_messages(
 
 
 def message_json(row: dict) -> dict[str, Any]:
+    """A message (its row as :data:`_MESSAGE_COLUMNS` reads it). A pending message that the
+    endpoint holds (disabled, or no URL) has no next attempt: it goes once the endpoint is
+    enabled again."""
+    held = row["status"] == "pending" and row["held"]
+    due = row["status"] == "pending" and not held
     return {
         "id": row["id"],
         "msg_id": row["msg_id"],
         "event": row["event"],
         "task_id": row["task_id"],
         "status": row["status"],
+        "held": held,
         "attempt_count": row["attempts"],
-        "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "next_attempt_at": iso(row["next_attempt_at"]) if due else None,
         "last_attempt_at": iso(row["last_attempt_at"]),
         "delivered_at": iso(row["delivered_at"]),
         "failed_at": iso(row["failed_at"]),

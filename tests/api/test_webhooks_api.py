@@ -213,14 +213,23 @@ def test_disable_holds_and_enable_delivers(client, runtime, caller, receiver):
     drive(runtime, lambda: True)
     assert receiver.received == []
     assert client.post("/webhook-endpoint/test", headers=caller.headers).status_code == 409
+    # and the message says it is held, with no next attempt that would look overdue
+    [held] = client.get("/webhooks/messages", headers=caller.headers).get_json()["data"]
+    assert (held["status"], held["held"], held["next_attempt_at"]) == ("pending", True, None)
+    shown = client.get(f"/webhooks/messages/{held['msg_id']}", headers=caller.headers)
+    assert shown.get_json()["held"] is True
 
     # when it enables the endpoint again
     response = client.put("/webhook-endpoint", json={"enabled": True}, headers=caller.headers)
 
-    # then the held message is delivered
+    # then the held message is due at once, and delivered
     assert response.get_json()["enabled"] is True
+    [due] = client.get("/webhooks/messages", headers=caller.headers).get_json()["data"]
+    assert due["held"] is False and (due["status"] != "pending" or due["next_attempt_at"])
     drive(runtime, lambda: message(runtime, task_id=task_id)["status"] == "delivered")
     assert len(receiver.received) == 1
+    delivered = client.get("/webhooks/messages", headers=caller.headers).get_json()["data"]
+    assert (delivered[0]["held"], delivered[0]["next_attempt_at"]) == (False, None)
 
 
 # --- messages ----------------------------------------------------------------------------------
