@@ -149,6 +149,20 @@ def test_an_unknown_answer_to_dialogs_is_422_naming_the_line(client, account, ru
     assert 'Click button "Search" [dialogs answered Cancel]' in response.get_json()["summary"]
 
 
+def test_a_mistyped_filter_is_422_naming_its_line_not_a_500(client, account, runtime):
+    # given a step whose value names a filter there is no such thing as
+    text = BUILTIN.replace("{{ dob | us_date }}", "{{ dob | us_dat }}")
+    line = text.splitlines().index('  - fill: {label: Date of Birth, value: "{{ dob | us_dat }}"}')
+    # when it is validated or stored, then it is refused, naming the line and the filter
+    for response in (
+        client.post("/sops/validate", json={"sop": text}, headers=account.headers),
+        _put(client, account, text),
+    ):
+        [problem] = _error(response, 422, "validation_failed")["details"]
+        assert problem["line"] == line + 1 and "No filter named 'us_dat'" in problem["message"]
+    assert _sop_rows(runtime) == 0
+
+
 def test_sop_for_another_type_than_the_url_is_422(client, account):
     error = _error(
         _put(client, account, BUILTIN, task_type="submit_claim"), 422, "validation_failed"
