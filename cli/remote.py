@@ -362,7 +362,9 @@ def run(args: argparse.Namespace) -> int:
     except UnderstudyError as err:
         print(f"error: {err.code}: {err.message}", file=sys.stderr)
         for detail in err.details if isinstance(err.details, list) else []:
-            print(f"  {detail.get('field') or '-'}: {detail.get('message')}", file=sys.stderr)
+            # an SOP's or a profile's problem names its line, as the API's answer does
+            line = f"line {detail['line']} " if detail.get("line") else ""
+            print(f"  {line}{detail.get('field') or '-'}: {detail.get('message')}", file=sys.stderr)
         return 1
     if (args.command, args.action) in _PRINTS_YAML and not args.json:
         print(result["body"], end="")

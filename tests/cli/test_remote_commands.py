@@ -152,6 +152,11 @@ def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
     sop.write_text("task_type: check_eligibility\n")
     assert main(["sops", "validate", str(sop)]) == 1
     assert "validation_failed" in capsys.readouterr().err
+    # each problem names its line, as the API's answer does
+    sop.write_text(body.replace("- click: {button: Search}", "- clik: {button: Search}"))
+    line = body.splitlines().index("  - click: {button: Search}") + 1
+    assert main(["sops", "validate", str(sop)]) == 1
+    assert f"  line {line} steps[" in capsys.readouterr().err
 
     assert _json(capsys, "portals", "set", "acme", "https://portal.acme.test/")["name"] == "acme"
     origins = _json(capsys, "portals", "set", "acme", "https://portal.acme.test/",
