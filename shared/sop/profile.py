@@ -23,6 +23,7 @@ from shared.sop.model import (
     Locator,
     LoginStep,
     PortalErrorPattern,
+    ReviewStep,
     Step,
     describe_condition,
     flatten,
@@ -373,3 +374,9 @@ class _ProfileValidator(Validator):
                 self.err(step.path, "a prelude step cannot be irreversible")
             if isinstance(step, LoginStep):
                 self.err(step.path, "the prelude runs after sign_in: it cannot sign in itself")
+            if isinstance(step, ReviewStep):
+                self.err(
+                    step.path,
+                    "the prelude runs before every task on the portal: a review would pause each"
+                    " of them; put it in the SOP, before the step it guards",
+                )

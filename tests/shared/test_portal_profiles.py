@@ -59,6 +59,7 @@ sign_in:
             "prelude[0].click",
             "cannot be irreversible",
         ),
+        ("prelude:\n  - review: Payer chosen\n", 9, "prelude[0].review", "pause each of them"),
         ("inputs:\n  - {name: pin, sensitive: true}\n", 8, "inputs", "cannot be sensitive"),
         ("allowed_origins: [https://a.test/path]\n", 8, "allowed_origins[0]", "not an origin"),
         ("base_url: ftp://acme.test\n", 8, "base_url", "http:// or https://"),
