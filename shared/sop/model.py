@@ -882,11 +882,9 @@ def _present(value: Any) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def summarise_steps(
-    steps: tuple[Step, ...], prefix: str, depth: int = 0, start: int = 0
-) -> list[str]:
+def summarise_steps(steps: tuple[Step, ...], prefix: str, depth: int = 0) -> list[str]:
     lines = []
-    for n, step in enumerate(steps, start=start + 1):
+    for n, step in enumerate(steps, start=1):
         number = f"{prefix}{n}" if not prefix or prefix[-1] in "V" else f"{prefix}.{n}"
         guard = f" (only if {strip_braces(step.when).strip()})" if step.when else ""
         flag = " [irreversible]" if step.irreversible else ""
@@ -894,6 +892,7 @@ def summarise_steps(
         lines.append(f"{'   ' * depth}{number}. {step.title()}{guard}{flag}")
         lines += summarise_steps(step.steps, number, depth + 1)
         if step.else_steps:
+            # numbered as the trajectory names them: 5.else.1 is the first step of 5's else
             lines.append(f"{'   ' * (depth + 1)}Otherwise:")
-            lines += summarise_steps(step.else_steps, number, depth + 1, len(step.steps))
+            lines += summarise_steps(step.else_steps, f"{number}.else", depth + 1)
     return lines
