@@ -535,6 +535,13 @@ class Validator:
         scheme = _URL_SCHEME.match(url.strip())
         if scheme and scheme.group(1).lower() not in ("http", "https"):
             self.err(path, f"goto may open only the portal's http(s) pages, not a {scheme[0]} URL")
+        elif url.strip().startswith(("//", "\\\\")):
+            # a browser reads "//host/x" as another host; the agent would open the portal's /x
+            self.err(
+                path,
+                "a URL starting with // names a host: give the portal's path (/x) or a full"
+                " https:// URL",
+            )
 
     def condition(self, value: Any, path: str) -> dict[str, Any]:
         allowed = ("visible", "gone", "text", "url_contains", "any_of", "as", "case")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -283,6 +284,25 @@ def test_summary_is_numbered_and_mentions_irreversible_and_verify() -> None:
     assert '14.2. Fill field "Service Date {{ loop.index }}"' in summary
     assert "[irreversible]" in summary and "V1." in summary
     assert "Outcome:" in summary and "- otherwise: completed_with_issues" in summary
+
+
+@pytest.mark.parametrize("url", ["//example.test/x", "\\\\example.test\\x", "  //x"])
+def test_a_goto_that_names_a_host_without_a_scheme_is_refused_with_its_line(url: str) -> None:
+    # a browser reads "//host/x" as another host, where the agent would open the portal's /x
+    text = MINIMAL.replace("goto: /eligibility", f"goto: {json.dumps(url)}")
+    [error] = errors_of(text)
+    assert (error["line"], error["path"]) == (8, "steps[1].goto")
+    assert "names a host" in error["message"]
+    assert load_sop(MINIMAL.replace("goto: /eligibility", 'goto: "/x//y"')).steps
+
+
+def test_an_else_branch_is_numbered_in_the_summary_as_in_the_trajectory() -> None:
+    text = MINIMAL.replace(
+        "  - goto: /eligibility\n",
+        "  - if: \"1 == 1\"\n    then: [{goto: /a}]\n    else: [{goto: /b}, {goto: /c}]\n",
+    )
+    summary = load_sop(text).summary()
+    assert "2.1. Go to /a" in summary and "2.else.2. Go to /c" in summary
 
 
 def test_templates_are_sandboxed() -> None:
