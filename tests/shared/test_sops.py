@@ -299,7 +299,7 @@ def test_a_goto_that_names_a_host_without_a_scheme_is_refused_with_its_line(url:
 def test_an_else_branch_is_numbered_in_the_summary_as_in_the_trajectory() -> None:
     text = MINIMAL.replace(
         "  - goto: /eligibility\n",
-        "  - if: \"1 == 1\"\n    then: [{goto: /a}]\n    else: [{goto: /b}, {goto: /c}]\n",
+        '  - if: "1 == 1"\n    then: [{goto: /a}]\n    else: [{goto: /b}, {goto: /c}]\n',
     )
     summary = load_sop(text).summary()
     assert "2.1. Go to /a" in summary and "2.else.2. Go to /c" in summary
