@@ -2,8 +2,11 @@
 
 ``/healthz`` reads nothing: it says the process answers. Under gunicorn it is answered before
 the request reaches a thread (see ``api.gunicorn_worker``), so busy threads never delay it.
-``/readyz`` checks Postgres and Redis, each within ``READY_TIMEOUT_S``, and answers 503 naming
-what is down, so a load balancer stops sending traffic that would only get 503s.
+``/readyz`` checks Postgres and Redis, each within ``READY_TIMEOUT_S``. Without Postgres every
+request would get a 503, so it answers 503 naming what is down and a load balancer stops sending
+traffic. Without Redis the API still takes tasks (they stay ``pending`` until the scheduler sends
+them), so it answers 200 ``degraded``, naming Redis: taking every pod out would turn a queue
+outage into an API outage.
 """
 
 from __future__ import annotations
@@ -69,12 +72,16 @@ def readiness(rt: Runtime) -> dict[str, str]:
     return states
 
 
+# What the API cannot answer without; the others only delay what it answered (see above).
+REQUIRED = ("postgres",)
+
+
 @bp.get("/readyz")
 def readyz():
     states = readiness(runtime())
     down = sorted(name for name, state in states.items() if state != "ok")
-    if not down:
-        return jsonify({"status": "ok", "checks": states})
+    if not any(name in REQUIRED for name in down):
+        return jsonify({"status": "degraded" if down else "ok", "checks": states})
     response, status = error_response(
         503, "service_unavailable", f"Not ready: {', '.join(down)} unavailable.", states
     )

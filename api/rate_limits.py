@@ -42,8 +42,9 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "understudy-rate"
-# Seconds to serve uncounted after Redis failed to answer, before asking it again.
-RETRY_REDIS_AFTER_S = 1.0
+# Seconds to serve uncounted after Redis failed to answer, before asking it again (a Redis that
+# hangs then costs one request its timeout every few seconds, not every request).
+RETRY_REDIS_AFTER_S = 5.0
 _UNCOUNTED_BLUEPRINTS = frozenset({"health", "metrics"})
 
 # KEYS: each limit's previous and current window counters, in pairs. ARGV: per limit, its
@@ -122,9 +123,12 @@ class RateLimiter:
                 full = self._redis.call("EVALSHA", self._script.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:  # a Redis that restarted: load it again
                 full = self._script(keys=keys, args=args)
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError) as err:
             self._redis_failed_at = time.monotonic()
-            log.warning("rate limits not counted: Redis does not answer", exc_info=True)
+            log.warning(
+                "rate limits not counted for %g s: Redis does not answer (%s: %s)",
+                RETRY_REDIS_AFTER_S, type(err).__name__, err,
+            )  # fmt: skip
             return
         if full:
             index, previous, current = (int(x) for x in full)

@@ -146,11 +146,18 @@ def send_messages(app: Celery, task_name: str, record_ids: list[int]) -> None:
     messages = [task_message(task_name, record_id, queue) for record_id in record_ids]
     try:
         _broker(app).call("LPUSH", queue, *messages)
+    except redis.TimeoutError:
+        raise  # no answer in time: a Redis that hangs would only make each try wait as long
     except _SEND_ERRORS:
         _lpush_again(app, queue, messages)
 
 
 _BROKERS: weakref.WeakKeyDictionary[Celery, ThreadConnection] = weakref.WeakKeyDictionary()
+# A send is one LPUSH, answered in microseconds: a broker silent for this long is not answering,
+# and the caller (a client waiting on POST /tasks) leaves the message to the scheduler. After
+# such a silence, this process does not wait on the broker again for SEND_QUIET_S.
+SEND_TIMEOUT_S = 2.0
+SEND_QUIET_S = 5.0
 
 
 def _broker(app: Celery) -> ThreadConnection:
@@ -162,10 +169,10 @@ def _broker(app: Celery) -> ThreadConnection:
             app.conf.broker_url,
             options.get("master_name", ""),
             sentinel_password=options.get("sentinel_kwargs", {}).get("password"),
-            timeout_s=options["socket_timeout"],
-            connect_timeout_s=options["socket_connect_timeout"],
+            timeout_s=min(options["socket_timeout"], SEND_TIMEOUT_S),
+            connect_timeout_s=min(options["socket_connect_timeout"], SEND_TIMEOUT_S),
         )
-        broker = _BROKERS.setdefault(app, ThreadConnection(client))
+        broker = _BROKERS.setdefault(app, ThreadConnection(client, quiet_s=SEND_QUIET_S))
     return broker
 
 

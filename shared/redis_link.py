@@ -11,8 +11,10 @@ reply, with nothing in between.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -103,16 +105,28 @@ class ThreadConnection:
     failover the next one asks the sentinels again.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, quiet_s: float = 0.0) -> None:
         self._client = client
         self._local = threading.local()
+        # After a command got no answer within the socket timeout (a Redis that hangs, a host
+        # that dropped off the network), every thread's calls fail at once for ``quiet_s``:
+        # a request then pays that timeout once per ``quiet_s``, not once per request.
+        self._quiet_s = quiet_s
+        self._quiet_until = -math.inf
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply as Redis gave it (no response callback)."""
+        if time.monotonic() < self._quiet_until:
+            raise redis.TimeoutError(
+                f"Redis did not answer in time; not asked again for {self._quiet_s:g} s"
+            )
         try:
             return self._call(args)
         except redis.ConnectionError:
             return self._call(args)  # once more, on a connection made again
+        except redis.TimeoutError:
+            self._quiet_until = time.monotonic() + self._quiet_s
+            raise
 
     def _call(self, args: tuple[Any, ...]) -> Any:
         conn = getattr(self._local, "conn", None)

@@ -26,7 +26,7 @@ def test_readyz_reports_postgres_and_redis_up(client):
     assert response.get_json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
 
 
-def test_readyz_names_what_is_down_within_its_bound(settings):
+def test_readyz_stays_ready_without_redis_and_says_so_within_its_bound(settings, account):
     # given an API whose Redis does not answer (nothing listens on its port)
     rt = build_runtime(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     try:
@@ -34,14 +34,31 @@ def test_readyz_names_what_is_down_within_its_bound(settings):
         # when readiness is asked
         t0 = time.monotonic()
         response = client.get("/readyz")
-        # then it is a JSON 503 naming Redis, promptly, with Postgres reported fine
+        # then it is ready, degraded, naming Redis, promptly: a pod out of the load balancer
+        # would refuse the tasks that it still takes (they wait for the scheduler to send them)
         assert time.monotonic() - t0 < 10
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["status"] == "degraded"
+        assert body["checks"]["postgres"] == "ok" and body["checks"]["redis"] != "ok"
+        task = {"type": "check_claim_status", "data": "claim_number: CLM-PAID-0001"}
+        created = client.post("/tasks", json=task, headers=account.headers)
+        assert created.status_code == 200 and created.get_json()["status"] == "pending"
+    finally:
+        rt.close()
+
+
+def test_readyz_is_a_503_naming_postgres_when_the_database_is_gone(settings):
+    # given an API whose database does not answer (nothing listens on its port)
+    gone = f"postgresql://understudy@127.0.0.1:{free_port()}/understudy"
+    rt = build_runtime(settings.replace(database_url=gone))
+    try:
+        response = create_app(runtime=rt).test_client().get("/readyz")
+        # then it is not ready: a JSON 503 naming Postgres, with Redis reported fine
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         error = response.get_json()["error"]
-        assert error["code"] == "service_unavailable"
-        assert "redis" in error["message"]
-        assert error["details"]["postgres"] == "ok"
-        assert error["details"]["redis"] != "ok"
+        assert error["code"] == "service_unavailable" and "postgres" in error["message"]
+        assert error["details"]["redis"] == "ok" and error["details"]["postgres"] != "ok"
     finally:
         rt.close()
