@@ -58,6 +58,16 @@ def test_one_image_runs_every_procfile_process() -> None:
         assert _command(services[name])[: len(expected)] == expected, name
 
 
+def test_worker_and_dispatcher_concurrency_are_their_settings() -> None:
+    services = _services()
+    for name, setting, default in (("worker", "WORKER_CONCURRENCY", "2"),
+                                   ("dispatcher", "DISPATCHER_CONCURRENCY", "16")):  # fmt: skip
+        command = _command(services[name])
+        # "$$" is compose's escape: the container's shell reads $NAME from its environment
+        assert command[command.index("--concurrency") + 1] == f"$${setting}", name
+        assert services[name]["environment"][setting] == default, name
+
+
 def test_only_web_keeps_the_images_http_healthcheck() -> None:
     services = _services()
     assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])

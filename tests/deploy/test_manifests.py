@@ -229,6 +229,18 @@ def test_migrations_are_a_separate_release_step() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
+def test_worker_and_dispatcher_concurrency_are_their_settings() -> None:
+    # the Procfile's ${WORKER_CONCURRENCY:-2} and ${DISPATCHER_CONCURRENCY:-16}, as Kubernetes
+    # expands $(NAME) from the container's env: the setting is read, never a number of its own
+    docs = _by_kind_name(_render("base"))
+    for name, setting, default in (("understudy-worker", "WORKER_CONCURRENCY", "2"),
+                                   ("understudy-dispatcher", "DISPATCHER_CONCURRENCY", "16")):  # fmt: skip
+        container = _container(docs[("Deployment", name)])
+        command = container["command"]
+        assert command[command.index("--concurrency") + 1] == f"$({setting})", name
+        assert {"name": setting, "value": default} in container["env"], name
+
+
 def test_every_process_runs_its_procfile_command_as_non_root() -> None:
     procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines())
     docs = _by_kind_name(_render("base") + _render("release"))
