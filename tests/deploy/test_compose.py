@@ -60,8 +60,11 @@ def test_one_image_runs_every_procfile_process() -> None:
 
 def test_worker_and_dispatcher_concurrency_are_their_settings() -> None:
     services = _services()
-    for name, setting, default in (("worker", "WORKER_CONCURRENCY", "2"),
-                                   ("dispatcher", "DISPATCHER_CONCURRENCY", "16")):  # fmt: skip
+    settings = (
+        ("worker", "WORKER_CONCURRENCY", "2"),
+        ("dispatcher", "DISPATCHER_CONCURRENCY", "16"),
+    )
+    for name, setting, default in settings:
         command = _command(services[name])
         # "$$" is compose's escape: the container's shell reads $NAME from its environment
         assert command[command.index("--concurrency") + 1] == f"$${setting}", name

@@ -233,8 +233,11 @@ def test_worker_and_dispatcher_concurrency_are_their_settings() -> None:
     # the Procfile's ${WORKER_CONCURRENCY:-2} and ${DISPATCHER_CONCURRENCY:-16}, as Kubernetes
     # expands $(NAME) from the container's env: the setting is read, never a number of its own
     docs = _by_kind_name(_render("base"))
-    for name, setting, default in (("understudy-worker", "WORKER_CONCURRENCY", "2"),
-                                   ("understudy-dispatcher", "DISPATCHER_CONCURRENCY", "16")):  # fmt: skip
+    settings = (
+        ("understudy-worker", "WORKER_CONCURRENCY", "2"),
+        ("understudy-dispatcher", "DISPATCHER_CONCURRENCY", "16"),
+    )
+    for name, setting, default in settings:
         container = _container(docs[("Deployment", name)])
         command = container["command"]
         assert command[command.index("--concurrency") + 1] == f"$({setting})", name
