@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import glob
 import hmac
+import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,8 +43,6 @@ from prometheus_client.registry import Collector
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -330,19 +331,40 @@ class ScrapeTimeCollector(Collector):
 
 def serve_metrics_port(settings: Settings) -> WSGIServer | None:
     """Serve this host's metric files on ``METRICS_PORT`` at ``API_HOST`` (from a Celery main
-    process or the scheduler: processes whose host has no API to serve them). The server runs
-    in a daemon thread; None when no port is set."""
+    process or the scheduler: processes whose host has no API to serve them), behind
+    ``METRICS_TOKEN`` as the API's /metrics is. The server runs in a daemon thread; None when
+    no port is set."""
     if settings.metrics_port is None:
         return None
-    from prometheus_client import start_http_server
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
 
-    server, _thread = start_http_server(
-        settings.metrics_port,
-        addr=settings.api_host,
-        registry=_LazyRegistry(settings),  # type: ignore[arg-type]
+    scrape = make_wsgi_app(_LazyRegistry(settings))  # type: ignore[arg-type]
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if authorized(settings, environ.get("HTTP_AUTHORIZATION")):
+            return scrape(environ, start_response)
+        message = "Send the METRICS_TOKEN as 'Authorization: Bearer'."
+        body = json.dumps({"error": {"code": "unauthorized", "message": message, "details": None}})
+        start_response(
+            "401 Unauthorized",
+            [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")],
+        )
+        return [body.encode()]
+
+    server = make_server(
+        settings.api_host, settings.metrics_port, guarded, ThreadingWSGIServer, _QuietHandler
     )
+    threading.Thread(target=server.serve_forever, name="metrics-port", daemon=True).start()
     log.info("serving metrics on port %s", settings.metrics_port)
     return server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Scrapes are not logged (one every few seconds would drown the process's own lines)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
 
 
 class _LazyRegistry:

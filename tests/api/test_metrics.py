@@ -155,3 +155,25 @@ def test_a_process_without_an_api_serves_its_hosts_metrics_on_metrics_port(setti
         server.shutdown()
         server.server_close()
     assert metrics.serve_metrics_port(settings) is None  # no port, no server
+
+
+def test_metrics_port_asks_for_the_metrics_token_as_the_api_does(settings):
+    # given METRICS_PORT with METRICS_TOKEN set
+    guarded = settings.replace(metrics_port=free_port(), metrics_token="s3cret-token")
+    server = metrics.serve_metrics_port(guarded)
+    assert server is not None
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        # when scraped without the token, or with another, then it is a 401 and no series
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            refused = requests.get(url, headers=headers, timeout=5)
+            assert refused.status_code == 401, headers
+            assert refused.json()["error"]["code"] == "unauthorized"
+            assert "understudy_" not in refused.text
+        # and with it, the series
+        allowed = requests.get(url, headers={"Authorization": "Bearer s3cret-token"}, timeout=5)
+        assert allowed.status_code == 200
+        assert ("understudy_browsers", frozenset()) in parse(allowed.text)
+    finally:
+        server.shutdown()
+        server.server_close()
