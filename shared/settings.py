@@ -6,6 +6,7 @@ No other module reads ``os.environ``. Tests pass overrides as a mapping.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -36,9 +37,12 @@ def _int(name: str, raw: str) -> int:
 
 def _float(name: str, raw: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from exc
+    if not math.isfinite(value):  # "nan" and "inf" read as numbers; no setting means them
+        raise SettingsError(f"{name} must be a finite number, not {raw!r}")
+    return value
 
 
 def _path(name: str, raw: str) -> Path:
@@ -396,9 +400,58 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     ):
         if not getattr(settings, name.lower()) >= 1:
             raise SettingsError(f"{name} must be a number >= 1")
+    for names, low, high, what in _RANGES:
+        for name in names:
+            value = getattr(settings, _ENV[name][0])
+            if value is not None and not low <= value <= high:
+                raise SettingsError(f"{name} must be {what}, not {value!r}")
+    if not settings.task_heartbeat_s < settings.task_lease_s:
+        raise SettingsError(
+            "TASK_HEARTBEAT_S must be shorter than TASK_LEASE_S: a lease renewed less often than"
+            " it lasts expires under a live worker"
+        )
+    if settings.log_level.upper() not in _LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+    from cryptography.fernet import Fernet
+
+    for key in settings.encryption_keys:
+        try:
+            Fernet(key)
+        except ValueError as exc:
+            raise SettingsError(
+                "ENCRYPTION_KEYS must list Fernet keys (32 url-safe base64-encoded bytes each,"
+                " deploy/README.md shows how to make one); one of them is not"
+            ) from exc
     _check_rate_limit(settings.rate_limit)
     _check_rate_limit(settings.console_login_rate_limit, "CONSOLE_LOGIN_RATE_LIMIT")
     return settings
+
+
+_SECONDS = 10**9  # a bound no duration reaches: "more than 0" is the check that matters
+# What each numeric setting may be, checked at start so that a typo fails there, naming it,
+# rather than busy-looping (an interval of 0) or failing on the first request.
+_RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
+    (("PORT", "SANDBOX_PORT", "EMBEDDED_REDIS_PORT", "METRICS_PORT"), 1, 65535,
+     "a port, 1 to 65535"),
+    (("API_WORKERS", "API_THREADS", "WORKER_CONCURRENCY", "DISPATCHER_CONCURRENCY",
+      "WEBHOOK_ENDPOINT_CONCURRENCY", "WEBHOOK_BREAKER_FAILURES", "TASK_MAX_ATTEMPTS",
+      "BROWSER_MAX_TASKS", "MAX_REQUEST_BYTES", "MAX_FILE_BYTES",
+      "MAX_JSON_DEPTH", "MAX_DATA_BYTES", "MAX_DATA_DEPTH", "MAX_IDEMPOTENCY_KEY_CHARS",
+      "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
+      "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES"), 1, 10**12,
+     "a whole number >= 1"),
+    (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),
+    (("DB_CONNECT_TIMEOUT_S", "DB_POOL_TIMEOUT_S", "READY_TIMEOUT_S", "API_REQUEST_TIMEOUT_S",
+      "TEMPLATE_TIMEOUT_S", "TASK_LEASE_S", "TASK_HEARTBEAT_S", "TASK_TIME_LIMIT_S",
+      "PORTAL_RETRY_BASE_S", "INPUT_TIMEOUT_S", "SCHEDULER_INTERVAL_S", "PENDING_REQUEUE_AFTER_S",
+      "WEBHOOK_TIMEOUT_S", "WEBHOOK_BREAKER_COOLDOWN_S", "WEBHOOK_DISABLE_AFTER_S",
+      "CONSOLE_SESSION_TTL_S", "CONSOLE_INVITE_TTL_S", "METRICS_SOURCE_TIMEOUT_S"), 1e-3, _SECONDS,
+     "seconds > 0"),
+    (("DB_RETRY_S", "WEBHOOK_RETRY_AFTER_CAP_S", "WEBHOOK_SECRET_OVERLAP_S"), 0, _SECONDS,
+     "seconds >= 0"),
+    (("WEBHOOK_JITTER",), 0, 1, "a fraction from 0 to 1"),
+)  # fmt: skip
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _check_rate_limit(value: str, name: str = "RATE_LIMIT") -> None:
