@@ -112,6 +112,7 @@ def tick(rt: Runtime) -> TickReport:
             lost = task_queries.due_for_requeue(conn, rt.settings.pending_requeue_after_s)
         _send_tasks(rt, lost)
         report.tasks_requeued += len(lost)
+    metrics.SCHEDULER_LAST_TICK.set_to_current_time()
     return report
 
 

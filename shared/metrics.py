@@ -137,6 +137,13 @@ WORKER_PROCESSES = Gauge(
     ["queue"],
     multiprocess_mode="livesum",
 )
+# "max": a dead scheduler's last value stays, so its age grows and the alert on it fires.
+SCHEDULER_LAST_TICK = Gauge(
+    "understudy_scheduler_last_tick_seconds",
+    "When the scheduler last finished a tick (Unix time): nothing else sends webhook retries,"
+    " recovers leases or re-sends lost task messages.",
+    multiprocess_mode="max",
+)
 
 # --- Read at scrape time (names here, values from shared.tasks, shared.webhooks, Redis) --------
 
@@ -170,13 +177,13 @@ def names() -> set[str]:
     found = set(SCRAPE_TIME)
     counters = (
         TASKS_CREATED, TASKS_FINISHED, TASKS_PURGED, WEBHOOK_ATTEMPTS, TASK_BROWSERS,
-        NAME_LOOKUPS_REFUSED,
+        NAME_LOOKUPS_REFUSED, IDEMPOTENT_REPLAYS,
     )  # fmt: skip
     for counter in counters:
         found.add(counter._name + "_total")
     for histogram in (TASK_DURATION, TASK_WAIT, STEP_DURATION, WEBHOOK_LATENCY):
         found |= {histogram._name + suffix for suffix in ("_bucket", "_sum", "_count")}
-    found |= {BROWSERS._name, WORKER_PROCESSES._name, NAME_LOOKUPS._name}
+    found |= {BROWSERS._name, WORKER_PROCESSES._name, NAME_LOOKUPS._name, SCHEDULER_LAST_TICK._name}
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import redis
@@ -10,6 +11,7 @@ import redis
 from scheduler.loop import tick
 from shared import tasks as task_queries
 from tests.conftest import analyzed_while_empty
+from tests.scrape import parse, value
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
@@ -37,6 +39,16 @@ def _status(rt, task_id: int) -> dict:
         return conn.execute(
             "SELECT status, notes, attempts FROM tasks WHERE id = %s", (task_id,)
         ).fetchone()
+
+
+def test_each_tick_says_when_it_finished_on_metrics(rt, client):
+    # given the time before a tick
+    before = time.time()
+    # when the scheduler ticks, then /metrics shows it finished a tick since
+    tick(rt)
+    shown = value(parse(client.get("/metrics").get_data(as_text=True)),
+                  "understudy_scheduler_last_tick_seconds")  # fmt: skip
+    assert before <= shown <= time.time()
 
 
 def test_a_task_whose_message_redis_lost_is_sent_again(rt, client, account):
