@@ -372,34 +372,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("SCREENSHOTS must be 'failures' or 'every_step'")
     if settings.log_format not in {"json", "text"}:
         raise SettingsError("LOG_FORMAT must be 'json' or 'text'")
-    if not 0 <= settings.trusted_proxies <= 10:
-        raise SettingsError("TRUSTED_PROXIES must be a number of proxies from 0 to 10")
-    if not settings.portal_outage_wait_s >= 0:
-        raise SettingsError("PORTAL_OUTAGE_WAIT_S must be seconds >= 0 (0: never wait)")
-    if not settings.retention_interval_s > 0:
-        raise SettingsError("RETENTION_INTERVAL_S must be seconds > 0")
-    if not settings.retention_lock_timeout_s > 0:
-        raise SettingsError("RETENTION_LOCK_TIMEOUT_S must be seconds > 0")
-    if not settings.portal_probe_after_s > 0:
-        raise SettingsError("PORTAL_PROBE_AFTER_S must be seconds > 0")
-    if not settings.lookup_timeout_s > 0:
-        raise SettingsError("LOOKUP_TIMEOUT_S must be seconds > 0")
-    for name in ("BROWSER_PAGE_LOAD_TIMEOUT_S", "BROWSER_COMMAND_SLACK_S"):
-        if not getattr(settings, name.lower()) > 0:
-            raise SettingsError(f"{name} must be seconds > 0")
-    if not 1 <= settings.max_batch_tasks <= 1000:
-        raise SettingsError("MAX_BATCH_TASKS must be a number of tasks from 1 to 1000")
-    for name in (
-        "MAX_CUSTOM_TYPES",
-        "MAX_PORTALS",
-        "MAX_USERS",
-        "MAX_EXTRACT_ROWS",
-        "MAX_EXTRACT_CHARS",
-        "MAX_RESULT_BYTES",
-        "LOOKUP_THREADS",
-    ):
-        if not getattr(settings, name.lower()) >= 1:
-            raise SettingsError(f"{name} must be a number >= 1")
     for names, low, high, what in _RANGES:
         for name in names:
             value = getattr(settings, _ENV[name][0])
@@ -435,20 +407,26 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
      "a port, 1 to 65535"),
     (("API_WORKERS", "API_THREADS", "WORKER_CONCURRENCY", "DISPATCHER_CONCURRENCY",
       "WEBHOOK_ENDPOINT_CONCURRENCY", "WEBHOOK_BREAKER_FAILURES", "TASK_MAX_ATTEMPTS",
-      "BROWSER_MAX_TASKS", "MAX_REQUEST_BYTES", "MAX_FILE_BYTES",
+      "BROWSER_MAX_TASKS", "LOOKUP_THREADS", "MAX_REQUEST_BYTES", "MAX_FILE_BYTES",
       "MAX_JSON_DEPTH", "MAX_DATA_BYTES", "MAX_DATA_DEPTH", "MAX_IDEMPOTENCY_KEY_CHARS",
       "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
-      "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES"), 1, 10**12,
-     "a whole number >= 1"),
+      "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES", "MAX_CUSTOM_TYPES",
+      "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES"),
+     1, 10**12, "a whole number >= 1"),
+    (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
     (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),
+    (("TRUSTED_PROXIES",), 0, 10, "a number of proxies from 0 to 10"),
     (("DB_CONNECT_TIMEOUT_S", "DB_POOL_TIMEOUT_S", "READY_TIMEOUT_S", "API_REQUEST_TIMEOUT_S",
-      "TEMPLATE_TIMEOUT_S", "TASK_LEASE_S", "TASK_HEARTBEAT_S", "TASK_TIME_LIMIT_S",
-      "PORTAL_RETRY_BASE_S", "INPUT_TIMEOUT_S", "SCHEDULER_INTERVAL_S", "PENDING_REQUEUE_AFTER_S",
+      "TEMPLATE_TIMEOUT_S", "LOOKUP_TIMEOUT_S", "BROWSER_PAGE_LOAD_TIMEOUT_S",
+      "BROWSER_COMMAND_SLACK_S", "TASK_LEASE_S", "TASK_HEARTBEAT_S", "TASK_TIME_LIMIT_S",
+      "PORTAL_RETRY_BASE_S", "PORTAL_PROBE_AFTER_S", "INPUT_TIMEOUT_S", "SCHEDULER_INTERVAL_S",
+      "PENDING_REQUEUE_AFTER_S", "RETENTION_INTERVAL_S", "RETENTION_LOCK_TIMEOUT_S",
       "WEBHOOK_TIMEOUT_S", "WEBHOOK_BREAKER_COOLDOWN_S", "WEBHOOK_DISABLE_AFTER_S",
       "CONSOLE_SESSION_TTL_S", "CONSOLE_INVITE_TTL_S", "METRICS_SOURCE_TIMEOUT_S"), 1e-3, _SECONDS,
      "seconds > 0"),
     (("DB_RETRY_S", "WEBHOOK_RETRY_AFTER_CAP_S", "WEBHOOK_SECRET_OVERLAP_S"), 0, _SECONDS,
      "seconds >= 0"),
+    (("PORTAL_OUTAGE_WAIT_S",), 0, _SECONDS, "seconds >= 0 (0: never wait)"),
     (("WEBHOOK_JITTER",), 0, 1, "a fraction from 0 to 1"),
 )  # fmt: skip
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
