@@ -14,6 +14,8 @@ API_REQUEST_TIMEOUT_S.
 
 from __future__ import annotations
 
+import logging
+
 from shared import metrics
 from shared.logs import logging_config
 from shared.settings import load_settings
@@ -34,6 +36,9 @@ limit_request_fields = _settings.max_headers
 # Our logging setup, in the arbiter and its workers; each request is logged by the app with its
 # request id (api.request_log), so gunicorn's own access log is off.
 logconfig_dict = logging_config(_settings, "api")
+# Python's warnings become lines of the same handler, as shared.logs.configure_logging makes
+# them in the other processes (the workers inherit this from the arbiter).
+logging.captureWarnings(True)
 accesslog = None
 logger_class = "api.gunicorn_worker.ApiLogger"
 

@@ -185,5 +185,7 @@ def logging_config(settings: Settings, service: str) -> dict[str, Any]:
 
 
 def configure_logging(settings: Settings, service: str) -> None:
-    """Route every logger of this process through one handler, as ``LOG_FORMAT`` says."""
+    """Route every logger of this process through one handler, as ``LOG_FORMAT`` says, Python's
+    warnings included (a library's DeprecationWarning is a line like any other, not raw text)."""
     logging.config.dictConfig(logging_config(settings, service))
+    logging.captureWarnings(True)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from shared import logs, redaction
 from shared.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SECRET = "Hx7-quartz-Lantern"
 
@@ -117,3 +122,23 @@ def test_any_value_is_written_and_each_line_is_ascii(captured):
 class _Thing:
     def __str__(self) -> str:
         return "a thing"
+
+
+def test_a_python_warning_is_a_json_line_like_any_other(tmp_path):
+    # given a process that set up its logging, then hit a library's warning
+    script = (
+        "import warnings\n"
+        "from shared.logs import configure_logging\n"
+        "from shared.settings import load_settings\n"
+        "configure_logging(load_settings({}), 'worker')\n"
+        "warnings.warn('this call goes away next year', DeprecationWarning, stacklevel=1)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script], capture_output=True, text=True,
+        timeout=60, check=True, cwd=ROOT,
+    )  # fmt: skip
+    # then every line it wrote is a JSON event, the warning's among them
+    events = [json.loads(line) for line in ran.stderr.splitlines()]
+    [warning] = [e for e in events if e["logger"] == "py.warnings"]
+    assert "this call goes away next year" in warning["message"]
+    assert (warning["level"], warning["service"]) == ("WARNING", "worker")
