@@ -121,10 +121,11 @@ class ThreadConnection:
                 f"Redis did not answer in time; not asked again for {self._quiet_s:g} s"
             )
         try:
-            return self._call(args)
-        except redis.ConnectionError:
-            return self._call(args)  # once more, on a connection made again
-        except redis.TimeoutError:
+            try:
+                return self._call(args)
+            except redis.ConnectionError:
+                return self._call(args)  # once more, on a connection made again
+        except redis.TimeoutError:  # the first try's, or the second's
             self._quiet_until = time.monotonic() + self._quiet_s
             raise
 
