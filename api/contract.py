@@ -324,7 +324,11 @@ class SopSchema(SopEntrySchema):
     history = _history(SopHistoryEntrySchema)
     history_has_more = _history_has_more()
     warnings = fields.List(
-        fields.String(), metadata={"description": "PUT only: what would stop it at run time"}
+        fields.String(),
+        metadata={
+            "description": "PUT only: what would most likely go wrong at run time: a name its"
+            " templates read that no input or step gives (its line first), what its portal lacks"
+        },
     )
 
 
@@ -365,7 +369,14 @@ class SopValidationSchema(Schema):
     task_type = fields.String(required=True)
     title = fields.String(required=True)
     summary = fields.String(required=True)
-    warnings = fields.List(fields.String(), required=True)
+    warnings = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "valid, but most likely a slip: a name its templates read that no"
+            " input or step gives (its line first), what its portal lacks"
+        },
+    )
 
 
 class PortalOutSchema(Schema):

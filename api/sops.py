@@ -120,9 +120,14 @@ def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
 
 
 def _warnings(conn: Conn, sop: Sop) -> list[str]:
-    """What would stop this SOP at run time although the document itself is valid."""
+    """What would stop this SOP at run time although the document itself is valid: a name its
+    templates read that nothing gives (each with its line), and what its portal lacks."""
+    names = [
+        ("line {line} ({path}): {message}." if w["line"] else "({path}): {message}.").format(**w)
+        for w in sop.warnings
+    ]
     if sop.portal == SANDBOX_PORTAL:
-        return []
+        return names
     address = portal_address(
         conn,
         account_id(),
@@ -133,7 +138,7 @@ def _warnings(conn: Conn, sop: Sop) -> list[str]:
     problems = portal_problems(
         sop.portal, address=address, has_credentials=has_credentials(conn, account_id(), sop.portal)
     )
-    return [f"{problem}." for problem in problems]
+    return names + [f"{problem}." for problem in problems]
 
 
 # A stored version as the API reads it: parsed, or refused by this release's rules (its text

@@ -366,6 +366,10 @@ def run(args: argparse.Namespace) -> int:
             line = f"line {detail['line']} " if detail.get("line") else ""
             print(f"  {line}{detail.get('field') or '-'}: {detail.get('message')}", file=sys.stderr)
         return 1
+    if isinstance(result, dict) and result.get("warnings") and not args.json:
+        for warning in result["warnings"]:  # valid, but most likely a slip: said apart
+            print(f"warning: {warning}", file=sys.stderr)
+        result = {k: v for k, v in result.items() if k != "warnings"}
     if (args.command, args.action) in _PRINTS_YAML and not args.json:
         print(result["body"], end="")
     elif result is not None:

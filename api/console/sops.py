@@ -62,6 +62,8 @@ class Shown:
     portal: str | None
     source: str
     problems: list[dict[str, Any]]
+    # What would most likely go wrong though the version is valid (an SOP's unknown names).
+    warnings: tuple[dict[str, Any], ...] = ()
 
 
 def _sop_shown(read: Callable[..., sop_store.StoredSop | None], *args: Any) -> Shown:
@@ -78,7 +80,9 @@ def _shown(stored: sop_store.StoredSop | StoredVersionRefused) -> Shown:
         return Shown(stored.version, stored.builtin, None, None, stored.text, stored.errors)
     assert isinstance(stored, sop_store.StoredSop)
     sop = stored.sop
-    return Shown(stored.version, stored.builtin, sop.title, sop.portal, sop.source, [])
+    return Shown(
+        stored.version, stored.builtin, sop.title, sop.portal, sop.source, [], sop.warnings
+    )
 
 
 def _profile_shown(conn: Conn, account: int, name: str) -> Shown | None:

@@ -776,6 +776,8 @@ class Sop:
     verify: tuple[Step, ...]
     outcomes: tuple[OutcomeRule, ...]
     source: str = field(default="", repr=False)
+    # What would most likely go wrong though the document is valid ({line, path, message}).
+    warnings: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
 
     def validate_inputs(self, parsed: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict]]:
         """Normalise the declared inputs; return them and every missing/malformed field."""

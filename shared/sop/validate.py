@@ -4,6 +4,7 @@ validator's help: see :mod:`shared.sop.model`)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,10 @@ _TOP_KEYS = {
 MAX_WAIT_S = 3600
 MAX_RELOGINS = 10
 
+# The names the agent gives every template beside the inputs and the variables steps set: the
+# task's files, a for_each's `loop` (index, first, last...) and what an end_if's match `seen`.
+AGENT_NAMES = frozenset({"files", "loop", "seen"})
+
 # A URL's scheme ("file:", "javascript:"...); "{{ x }}" templates are checked when they run.
 _URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):(?!\d)")
 
@@ -106,12 +111,20 @@ class Validator:
         self.dismiss: list[Locator] = []
         # Sensitive inputs' names and aliases: no template or condition may name them.
         self.sensitive: dict[str, str] = {}
+        # The names templates and conditions read (each with where), and the variables steps
+        # set (extract's and wait_for's `into`, for_each's `as`, set's names): see unknown_names.
+        self.reads: list[tuple[str, str]] = []
+        self.defined: set[str] = set()
 
-    def err(self, path: str, message: str) -> None:
+    def line(self, path: str) -> int | None:
+        """The line of ``path``, or of the nearest enclosing path the document has."""
         probe = path
         while probe not in self.lines and probe:
             probe = _parent(probe)
-        self.errors.append({"line": self.lines.get(probe), "path": path, "message": message})
+        return self.lines.get(probe)
+
+    def err(self, path: str, message: str) -> None:
+        self.errors.append({"line": self.line(path), "path": path, "message": message})
 
     # -- scalars --
 
@@ -152,6 +165,7 @@ class Validator:
         list or dict in place or make bytes (the sandbox would refuse either as it runs), or
         test with a pattern RE2 cannot compile (one it builds as it runs is checked then)."""
         self.no_sensitive(tree, path)
+        self.reads += ((name, path) for name in sorted(jinja2.meta.find_undeclared_variables(tree)))
         for call in tree.find_all(jinja2.nodes.Call):
             method = call.node.attr if isinstance(call.node, jinja2.nodes.Getattr) else None
             if method in CHANGING_METHODS:
@@ -270,6 +284,7 @@ class Validator:
             verify=verify,
             outcomes=self.outcomes(data.get("outcomes", []), "outcomes"),
             source=text,
+            warnings=self.unknown_names(inputs),
         )
 
     def portal(self, value: Any, path: str) -> tuple[str, str | None]:
@@ -568,7 +583,40 @@ class Validator:
         return out
 
     def identifier(self, value: Any, path: str) -> str:
+        """A variable's name, as a step that sets it gives it."""
         text = self.string(value, path)
         if not _IDENT.fullmatch(text or "-"):
             self.err(path, "must be a variable name (letters, digits, underscores)")
+        self.defined.add(text)
         return text
+
+    def unknown_names(self, inputs: tuple[InputSpec, ...]) -> tuple[dict[str, Any], ...]:
+        """A warning ({line, path, message}) for each name a template or condition reads that
+        is no input, no variable a step sets and nothing the agent provides: most often a typo.
+
+        A warning, not an error: a task's data fields that the SOP does not declare reach its
+        templates too, so the name may be one the client always sends.
+        """
+        known = {key for spec in inputs for key in spec.keys}
+        known |= self.defined | AGENT_NAMES | set(expressions.template_env().globals)
+        candidates = sorted(known - set(expressions.template_env().globals))
+        warnings: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for name, path in self.reads:
+            if name in known or name in seen:
+                continue
+            seen.add(name)
+            close = difflib.get_close_matches(name, candidates, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            places = sum(1 for n, _ in self.reads if n == name)
+            more = f"; read in {places} places" if places > 1 else ""
+            warnings.append(
+                {
+                    "line": self.line(path),
+                    "path": path,
+                    "message": f"'{name}' is no input and no variable a step sets{hint}: unless "
+                    "each task's data has that field, a template that uses it fails its step "
+                    f"and a condition reads it as empty{more}",
+                }
+            )
+        return tuple(warnings)

@@ -493,12 +493,22 @@ def test_an_invalid_sop_is_shown_with_its_line_numbers_and_not_stored(runtime, a
         data={"sop": changed, "csrf_token": page_token(browser)},
     )
     assert saved.status_code == 303
+    assert "sop-warnings" not in browser.get(saved.headers["Location"]).text
     diff = browser.get("/console/sops/check_eligibility/diff?from=builtin&to=1")
     assert diff.status_code == 200
     assert '<span class="d-add">+' in diff.text and "Check eligibility today" in diff.text
     assert ("sop.save", "sop:check_eligibility") in {
         (r["action"], r["target"]) for r in audit_rows(runtime)
     }
+    # a valid version that reads a name nothing gives is stored, and its page says so
+    slipped = changed.replace("{{ dob | us_date }}", "{{ dbo | us_date }}")
+    saved = browser.post(
+        "/console/sops/check_eligibility/edit",
+        data={"sop": slipped, "csrf_token": page_token(browser)},
+    )
+    assert saved.status_code == 303
+    page = browser.get(saved.headers["Location"]).text
+    assert 'id="sop-warnings"' in page and "&#39;dbo&#39; is no input" in page
 
 
 def test_each_sop_version_and_the_sop_a_task_ran_with_have_pages(

@@ -163,6 +163,24 @@ def test_a_mistyped_filter_is_422_naming_its_line_not_a_500(client, account, run
     assert _sop_rows(runtime) == 0
 
 
+def test_a_name_nothing_gives_is_a_warning_naming_its_line_and_the_likely_name(
+    client, account, runtime
+):
+    # given a step that reads a misspelt input
+    text = BUILTIN.replace("{{ dob | us_date }}", "{{ dbo | us_date }}")
+    line = text.splitlines().index('  - fill: {label: Date of Birth, value: "{{ dbo | us_date }}"}')
+    # when it is validated or stored, then it is valid, and the warning says where and what
+    for response in (
+        client.post("/sops/validate", json={"sop": text}, headers=account.headers),
+        _put(client, account, text),
+    ):
+        assert response.status_code in (200, 201)
+        [warning] = response.get_json()["warnings"]
+        assert warning.startswith(f"line {line + 1} (steps[")
+        assert "'dbo' is no input" in warning and "did you mean 'dob'?" in warning
+    assert _sop_rows(runtime) == 1
+
+
 def test_sop_for_another_type_than_the_url_is_422(client, account):
     error = _error(
         _put(client, account, BUILTIN, task_type="submit_claim"), 422, "validation_failed"

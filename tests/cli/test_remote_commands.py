@@ -157,6 +157,12 @@ def test_sops_portals_credentials_and_webhooks(remote, capsys, tmp_path):
     line = body.splitlines().index("  - click: {button: Search}") + 1
     assert main(["sops", "validate", str(sop)]) == 1
     assert f"  line {line} steps[" in capsys.readouterr().err
+    # a valid document that reads a name nothing gives passes, and says so apart
+    sop.write_text(body.replace("{{ dob | us_date }}", "{{ dbo | us_date }}"))
+    assert main(["sops", "validate", str(sop)]) == 0
+    out, err = capsys.readouterr()
+    assert "valid" in out and "warnings" not in out
+    assert err.startswith("warning: line ") and "did you mean 'dob'?" in err
 
     assert _json(capsys, "portals", "set", "acme", "https://portal.acme.test/")["name"] == "acme"
     origins = _json(capsys, "portals", "set", "acme", "https://portal.acme.test/",

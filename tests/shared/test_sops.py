@@ -305,6 +305,47 @@ def test_an_else_branch_is_numbered_in_the_summary_as_in_the_trajectory() -> Non
     assert "2.1. Go to /a" in summary and "2.else.2. Go to /c" in summary
 
 
+def test_a_name_no_input_or_step_gives_is_a_warning_with_its_line_and_the_likely_name() -> None:
+    text = MINIMAL.replace(
+        "  - goto: /eligibility\n",
+        "  - goto: /eligibility\n"
+        "  - fill: {label: Member ID, value: '{{ memberid }}'}\n"
+        '  - if: "memberid and plan"\n    then: [{goto: /a}]\n',
+    )
+    sop = load_sop(text)  # valid: a task's undeclared data fields reach templates too
+    assert [(w["line"], w["path"]) for w in sop.warnings] == [
+        (9, "steps[2].fill.value"),
+        (10, "steps[3].if"),
+    ]
+    first, second = (w["message"] for w in sop.warnings)
+    assert first.startswith("'memberid' is no input") and "did you mean 'member_id'?" in first
+    assert "read in 2 places" in first
+    assert second.startswith("'plan' is no input") and "did you mean" not in second
+
+
+def test_names_steps_set_and_the_agent_gives_are_no_warning() -> None:
+    text = MINIMAL.replace(
+        "  - goto: /eligibility\n",
+        "  - goto: /eligibility\n"
+        "  - extract: {into: plan, text: {css: '#plan'}}\n"
+        "  - wait_for: {text: Done, into: shown}\n"
+        '  - set: {total: "plan ~ shown ~ today()"}\n'
+        '  - for_each: "files"\n'
+        "    as: file\n"
+        "    do: [{fill: {label: '{{ loop.index }}', value: '{{ file.name }} {{ total }}'}}]\n"
+        '  - for_each: "[1, 2]"\n'
+        '    do: [{fill: {label: X, value: "{% set n = item %}{{ n }} {{ member_id }}"}}]\n'
+        "  - end_if: {text: Denied, status: failed, notes: '{{ seen }}'}\n",
+    )
+    # 'item' is for_each's name for its item when no `as` is given
+    assert load_sop(text).warnings == ()
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_the_builtin_sops_read_no_unknown_name(task_type: str) -> None:
+    assert builtin_sop(task_type).warnings == ()
+
+
 def test_templates_are_sandboxed() -> None:
     assert render("{{ dob | us_date }}", {"dob": "1990-01-15"}) == "01/15/1990"
     assert evaluate("x | money == '1200.50'", {"x": "$1,200.5"}) is True
