@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 import kombu.exceptions
@@ -39,6 +40,7 @@ class TickReport:
     webhooks_sent: int = 0
     tasks_requeued: int = 0
     leases_recovered: int = 0
+    leases_forgiven: int = 0  # of leases_recovered: their attempt not counted (OutageWatch)
     tasks_failed: int = 0
     reviews_expired: int = 0
 
@@ -56,7 +58,35 @@ def _lease_expired_note(attempts: int, irreversible: bool) -> tuple[TaskStatus, 
     )
 
 
-def _recover_leases(rt: Runtime, report: TickReport) -> list[int]:
+# A statement the server cut short or refused: the database was there.
+_STATEMENT_REFUSED = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+
+
+class OutageWatch:
+    """Whether a lease that runs out now may have run out for a database outage of ours.
+
+    A worker cut off from Postgres for longer than ``DB_RETRY_S`` gives its claim up without a
+    status, and its lease runs out: the scheduler cannot tell that from a worker that died. The
+    outage is ours, so it must not cost the task an attempt, nor fail one on its last. The
+    scheduler sees the same outage (its ticks cannot reach Postgres); until ``TASK_LEASE_S``
+    after its last such tick, an expired lease is handed out again with its attempt given back.
+    Later, every lease a worker gave up has run out, and any that runs out is a worker's own.
+    """
+
+    def __init__(self, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self._until = 0.0
+
+    def saw(self, exc: BaseException) -> None:
+        """Note a tick's error: an unreachable database (not a statement of ours refused)."""
+        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, _STATEMENT_REFUSED):
+            self._until = time.monotonic() + self.lease_s
+
+    def forgiving(self) -> bool:
+        return time.monotonic() < self._until
+
+
+def _recover_leases(rt: Runtime, report: TickReport, forgive: bool) -> list[int]:
     retry: list[int] = []
     with rt.pool.connection() as conn:
         for row in task_queries.expired_leases(conn):
@@ -64,6 +94,16 @@ def _recover_leases(rt: Runtime, report: TickReport) -> list[int]:
                 task_queries.finish_task(
                     conn, row["id"], TaskStatus.CANCELED, "Canceled at the client's request."
                 )
+                continue
+            if forgive:
+                task_queries.release_for_retry(conn, row["id"], give_attempt_back=True)
+                log.info(
+                    "task %s: its lease ran out during a database outage; handed out again,"
+                    " the attempt not counted",
+                    row["id"],
+                )
+                retry.append(row["id"])
+                report.leases_forgiven += 1
                 continue
             if row["attempts"] < rt.settings.task_max_attempts:
                 task_queries.release_for_retry(conn, row["id"])
@@ -90,13 +130,15 @@ def _agent_queue_depth(rt: Runtime) -> int:
     return queue_lengths(rt.celery, ("agent",))["agent"]
 
 
-def tick(rt: Runtime) -> TickReport:
-    """One pass of every duty. Safe to run concurrently with another scheduler."""
+def tick(rt: Runtime, *, forgive: bool = False) -> TickReport:
+    """One pass of every duty. Safe to run concurrently with another scheduler. ``forgive``:
+    expired leases are handed out again with their attempt given back (:class:`OutageWatch`).
+    """
     report = TickReport()
     report.webhooks_sent += webhooks.dispatch_due_messages(
         rt, lock_s=rt.settings.webhook_timeout_s + 30
     )
-    _send_tasks(rt, _recover_leases(rt, report))
+    _send_tasks(rt, _recover_leases(rt, report, forgive))
     with rt.pool.connection() as conn:
         stranded = task_queries.stranded_sessions(conn)
         # Giving up comes first: a task whose wait has run out fails, and is not sent as a probe.
@@ -145,19 +187,10 @@ def run(rt: Runtime, stop: threading.Event) -> None:
     log.info("scheduler started, every %.1fs", settings.scheduler_interval_s)
     purger = threading.Thread(target=_purge_every, args=(rt, stop), name="retention", daemon=True)
     purger.start()
+    watch = OutageWatch(settings.task_lease_s)
     try:
         while not stop.is_set():
-            try:
-                report = tick(rt)
-                if report != TickReport():
-                    log.info("tick: %s", report)
-            except TRANSIENT_ERRORS as exc:
-                # One line per tick: an outage of minutes must not bury the log in tracebacks.
-                log.warning(
-                    "scheduler tick failed (%s: %s); retrying next tick",
-                    type(exc).__name__,
-                    _first_line(exc),
-                )
+            tick_once(rt, watch)
             stop.wait(settings.scheduler_interval_s)
     finally:
         stop.set()
@@ -167,6 +200,25 @@ def run(rt: Runtime, stop: threading.Event) -> None:
                 "scheduler stopped with the retention purge still in a transaction: the"
                 " database rolls it back, and the next start deletes those rows"
             )
+
+
+def tick_once(rt: Runtime, watch: OutageWatch) -> TickReport | None:
+    """A tick of :func:`run`: its report, or None when a service around it failed (logged, and
+    noted by ``watch``); the next tick tries again."""
+    try:
+        report = tick(rt, forgive=watch.forgiving())
+    except TRANSIENT_ERRORS as exc:
+        watch.saw(exc)
+        # One line per tick: an outage of minutes must not bury the log in tracebacks.
+        log.warning(
+            "scheduler tick failed (%s: %s); retrying next tick",
+            type(exc).__name__,
+            _first_line(exc),
+        )
+        return None
+    if report != TickReport():
+        log.info("tick: %s", report)
+    return report
 
 
 def _purge_every(rt: Runtime, stop: threading.Event) -> None:

@@ -1041,12 +1041,14 @@ def give_back(conn: Conn, task_id: int, worker: str) -> bool:
     )
 
 
-def release_for_retry(conn: Conn, task_id: int) -> None:
-    """Put a task whose lease expired back in line; the next claim counts a new attempt."""
+def release_for_retry(conn: Conn, task_id: int, *, give_attempt_back: bool = False) -> None:
+    """Put a task whose lease expired back in line; the next claim counts a new attempt.
+    ``give_attempt_back``: the lost one is not counted (it ran out for an outage of ours)."""
     conn.execute(
         "UPDATE tasks SET status = 'pending', claimed_by = NULL, lease_expires_at = NULL,"
+        " attempts = CASE WHEN %s THEN greatest(attempts - 1, 0) ELSE attempts END,"
         " enqueued_at = NULL, updated_at = now() WHERE id = %s",
-        (task_id,),
+        (give_attempt_back, task_id),
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import psycopg
 import pytest
 import redis
 
-from scheduler.loop import tick
+from scheduler.loop import OutageWatch, tick, tick_once
 from shared import tasks as task_queries
 from tests.conftest import analyzed_while_empty
 from tests.scrape import parse, value
@@ -109,6 +110,49 @@ def test_an_expired_lease_with_no_attempts_left_fails_with_a_note_and_a_webhook(
             "SELECT payload FROM webhook_messages WHERE task_id = %s", (task_id,)
         ).fetchone()["payload"]
     assert payload["status"] == "failed"
+
+
+def test_a_lease_that_ran_out_in_a_database_outage_costs_no_attempt_even_the_last(
+    rt, client, account
+):
+    # given a task on its last attempt whose worker gave its claim up when Postgres went away
+    task_id = _create(client, account)
+    _expire_lease(rt, task_id, attempts=2)
+    # and a scheduler whose own tick could not reach Postgres a moment ago
+    watch = OutageWatch(rt.settings.task_lease_s)
+    down = dataclasses.replace(rt, pool=_unreachable_pool())
+    try:
+        assert tick_once(down, watch) is None
+    finally:
+        down.pool.close()
+    # when it ticks with Postgres back
+    report = tick_once(rt, watch)
+    # then the task is handed out again with its attempt given back, not failed
+    assert report is not None and (report.leases_recovered, report.leases_forgiven) == (1, 1)
+    row = _status(rt, task_id)
+    assert (row["status"], row["attempts"], row["notes"]) == ("dispatching", 1, None)
+    assert any(f"[{task_id}]" in message for message in _queued_task_ids(rt))
+
+
+def test_a_statement_refused_is_no_outage_and_forgives_nothing(rt, client, account):
+    watch = OutageWatch(60)
+    watch.saw(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"))
+    watch.saw(redis.ConnectionError("Redis is down"))
+    assert not watch.forgiving()
+    watch.saw(psycopg.OperationalError("connection refused"))
+    assert watch.forgiving()
+    assert not OutageWatch(0).forgiving()
+
+
+def _unreachable_pool():
+    """A pool whose server is gone: a port nothing listens on, given up on at once."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(
+        "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1", min_size=0, max_size=1,
+        timeout=0.5,
+        open=True,
+    )  # fmt: skip
 
 
 def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client, account):
