@@ -8,9 +8,11 @@ is a 503 with ``Retry-After``, within the pool's bounded wait, never a hang.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from shared.db import DB_UNAVAILABLE
@@ -108,6 +110,16 @@ _HTTP_CODES = {
 }
 
 
+# Error pages of the parts of the site that are pages, not API: a URL prefix and what draws
+# its error. Routing errors (no such address, a form's address opened with GET) come before
+# any blueprint is chosen, so its own handlers never see them: this one passes them on.
+ErrorPage = Callable[[HTTPException], ResponseReturnValue]
+
+
+def error_pages(app: Flask) -> dict[str, ErrorPage]:
+    return app.extensions.setdefault("understudy_error_pages", {})
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
@@ -115,6 +127,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
+        for prefix, page in error_pages(app).items():
+            if request.path == prefix or request.path.startswith(f"{prefix}/"):
+                return page(err)
         status = err.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         return error_response(status, code, err.description or err.name)

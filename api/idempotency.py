@@ -83,15 +83,16 @@ def mark_replayed(**detail: Any) -> None:
 Carried = tuple[dict[str, Any] | None, int]  # what a call answers, and its status
 
 
-def _answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
+def answer_once(conn: Conn, carry_out: Callable[[Conn], Carried], key: str | None = None) -> Answer:
     """``carry_out(conn)`` (the answer and its status) in ``conn``'s open transaction, once per
-    ``Idempotency-Key``: a request sent again under its key gets the stored answer instead.
+    ``Idempotency-Key`` (or ``key``: a console form's own): a request sent again under its key
+    gets the stored answer instead.
 
     The key is claimed first: a second request under it, sent while the first runs, waits for
     the first to commit, then replays its answer. Whatever ``carry_out`` raises rolls the claim
     back with its change, when the caller's transaction ends.
     """
-    key = request_key()
+    key = key or request_key()
     if key is None:
         return Answer(*carry_out(conn), replayed=False)
     digests = request_digests(_request_parts())
@@ -116,10 +117,10 @@ def _answer_once(conn: Conn, carry_out: Callable[[Conn], Carried]) -> Answer:
 
 
 def respond_once(carry_out: Callable[[Conn], Carried], after: Callable[[], None] | None = None):
-    """The response of ``carry_out`` (:func:`_answer_once`), in a transaction of its own; then
+    """The response of ``carry_out`` (:func:`answer_once`), in a transaction of its own; then
     ``after()``, once that committed, unless the answer is a replay (the first call ran it)."""
     with runtime().pool.connection() as conn:
-        answer = _answer_once(conn, carry_out)
+        answer = answer_once(conn, carry_out)
     if after is not None and not answer.replayed:
         after()
     if answer.body is None:

@@ -13,17 +13,20 @@ timeline live are served from this package, and the Content-Security-Policy says
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import (
     Blueprint,
     Flask,
     Response,
     abort,
+    current_app,
     g,
     redirect,
     render_template,
@@ -33,7 +36,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from api.errors import ApiError
+from api.errors import ApiError, error_pages
 from api.runtime import runtime
 from shared import audit
 from shared.db import Conn
@@ -79,6 +82,29 @@ def init_app(app: Flask) -> None:
     )
 
     app.register_blueprint(bp)
+    error_pages(app)[bp.url_prefix or ""] = _routing_error
+
+
+def _routing_error(err: HTTPException) -> Response:
+    """A console address that is no page (or a form's, opened with GET): the console's error
+    page, with the console's headers, not the API's JSON."""
+    page, status = _http_error(err)
+    return _headers(current_app.make_response((page, status)))
+
+
+# A form's one-time token: what the form does is done once under it, however often the same
+# form is sent (a double click, a reload that sends it again).
+_SUBMISSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def new_submission() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def sent_submission() -> str:
+    """The sent form's one-time token; a fresh one if it has none of ours."""
+    sent = request.form.get("submission", "")
+    return sent if _SUBMISSION.fullmatch(sent) else new_submission()
 
 
 def current() -> Session:
@@ -100,6 +126,17 @@ def audit_entry(action: str, target: str, detail: dict[str, Any] | None = None) 
 def record(conn: Conn, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
     """Write the signed-in user's action to the audit log, in the caller's transaction."""
     audit.record(conn, **audit_entry(action, target, detail))
+
+
+def record_if_replayed(entry: dict[str, Any]) -> None:
+    """A form sent again (its one-time token's answer was stored) did nothing now: its audit
+    entry, which the first sending wrote, is written again saying ``"replayed": true``, as an
+    API call's replay is, naming what the first made."""
+    if not g.get("idempotent_replayed"):
+        return
+    detail = {**(entry.get("detail") or {}), **g.get("api_call_detail", {}), "replayed": True}
+    with runtime().pool.connection() as conn:
+        audit.record(conn, **{**entry, "detail": detail})
 
 
 def requires(role: Role) -> Callable[[F], F]:
@@ -136,13 +173,28 @@ def _authenticate() -> BaseResponse | None:
         with runtime().pool.connection() as conn:
             session = session_for(conn, token)
     if session is None:
-        return redirect(url_for("console.login", next=request.full_path.rstrip("?")), 303)
+        if request.method in ("GET", "HEAD"):
+            return redirect(url_for("console.login", next=request.full_path.rstrip("?")), 303)
+        # A form sent after its session ended does nothing: after signing in, the page it was
+        # sent from opens again, saying so (a form's own address answers no GET).
+        return redirect(url_for("console.login", next=_sent_from(), ended=1), 303)
     g.console_session = session
     # The API's helpers (SOP validation and storage, say) read the caller's account from here.
     g.account_id = session.user.account_id
     if request.method == "POST" and not csrf_matches(session, _presented_csrf()):
         abort(400, "The form's CSRF token is missing or wrong: reload the page and try again.")
     return None
+
+
+def _sent_from() -> str:
+    """The console page a form was sent from (its Referer on this host), else the tasks."""
+    try:
+        parts = urlsplit(request.referrer or "")
+    except ValueError:
+        parts = None
+    if parts and parts.netloc == request.host and parts.path.startswith(f"{bp.url_prefix}/"):
+        return urlunsplit(("", "", parts.path, parts.query, ""))
+    return url_for("console.tasks")
 
 
 def _presented_csrf() -> str | None:

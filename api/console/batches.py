@@ -8,13 +8,19 @@ batch's Idempotency-Key, so a form sent twice (a double click, a reload) creates
 
 from __future__ import annotations
 
-import re
-import secrets
 from typing import Any
 
 from flask import abort, redirect, render_template, request, url_for
 
-from api.console import audit_entry, bp, current, requires
+from api.console import (
+    audit_entry,
+    bp,
+    current,
+    new_submission,
+    record_if_replayed,
+    requires,
+    sent_submission,
+)
 from api.errors import ApiError, ValidationFailed, field_errors
 from api.limits import check_json
 from api.pagination import decode_cursor, encode_cursor
@@ -28,7 +34,6 @@ from shared.tasks import task_json
 from shared.users import Role
 
 PAGE_SIZE = 50
-_SUBMISSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 @bp.get("/batches")
@@ -56,7 +61,7 @@ def _form(status: int = 200, **shown: Any):
     one (sending it again after fixing the file is then the same submission)."""
     context = {
         "types": _types(), "chosen_type": "", "problems": [], "error": None,
-        "submission": secrets.token_urlsafe(18), "limit": runtime().settings.max_batch_tasks,
+        "submission": new_submission(), "limit": runtime().settings.max_batch_tasks,
         **shown,
     }  # fmt: skip
     return render_template("console/batch_new.html", **context), status
@@ -73,9 +78,7 @@ def batch_new():
 def batch_create():
     """Create the file's tasks as one batch, all or none, then show the batch."""
     chosen_type = request.form.get("type", "").strip()
-    submission = request.form.get("submission", "")
-    if not _SUBMISSION.fullmatch(submission):
-        submission = secrets.token_urlsafe(18)  # a form of our own always has one
+    submission = sent_submission()
     shown: dict[str, Any] = {"chosen_type": chosen_type, "submission": submission}
     upload = request.files.get("file")
     if upload is None or not upload.filename:
@@ -115,6 +118,7 @@ def batch_create():
         task = (err.details or {}).get("task") if isinstance(err.details, dict) else None
         where = f" (line {lines[task]})" if isinstance(task, int) and task < len(lines) else ""
         return _form(err.status, error=f"{err.message}{where}", **shown)
+    record_if_replayed(entry)
     return redirect(
         url_for("console.batch", batch_id=answer["batch_id"], notice="batch_created"), 303
     )

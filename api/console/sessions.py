@@ -115,7 +115,7 @@ def login():
             error = "The email or the password is wrong."
     page = render_template(
         "console/login.html", error=error, email=email, choices=choices,
-        form_token=presession_token(),
+        form_token=presession_token(), ended=request.args.get("ended") == "1",
     )  # fmt: skip
     response = current_app.make_response((page, 401 if error else 200))
     if error:

@@ -261,10 +261,12 @@ def _line_kind(line: str) -> str:
 
 
 def _editor(task_type: str, text: str, errors: list[dict[str, Any]], status: int = 200):
+    """The editor of ``task_type``'s SOP: "New task type" until the account has the type."""
+    with runtime().pool.connection() as conn:
+        is_new = task_type not in _types(conn)
     page = render_template(
         "console/sop_edit.html", task_type=task_type, text=text, errors=errors,
-        excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}),
-        is_new=task_type not in TASK_TYPES,
+        excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}), is_new=is_new,
     )  # fmt: skip
     return page, status
 
@@ -303,6 +305,13 @@ def sop_new():
     problem = sop_store.custom_type_problem(name) if name not in TASK_TYPES else None
     if problem:
         return render_template("console/sop_new.html", error=f"{name!r} {problem}", name=name)
+    with runtime().pool.connection() as conn:
+        exists = name in _types(conn)
+    if exists:  # a new type's template saved over it would replace the type's own SOP
+        return render_template(
+            "console/sop_new.html", name=name, existing=name,
+            error=f"{name!r} is already one of your task types: edit its SOP instead.",
+        ), 409  # fmt: skip
     template = builtin_sop_text("check_eligibility").replace(
         "task_type: check_eligibility", f"task_type: {name}", 1
     )

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, abort, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
-from api.console import audit_entry, bp, current, record, requires
+from api.console import audit_entry, bp, current, record, record_if_replayed, requires
 from api.errors import ApiError
 from api.pagination import decode_cursor, encode_cursor
 from api.runtime import runtime
@@ -146,7 +146,8 @@ def artifact(artifact_id: int):
     return Response(bytes(row["content"]), mimetype=row["content_type"])
 
 
-def _again(task_id: int, status: int, **errors: str):
+def _again(task_id: int, status: int, **errors: str | None):
+    """The task's page again, saying why the form was refused (and keeping what was typed)."""
     return _page(task_id, status, **errors)
 
 
@@ -198,13 +199,15 @@ def task_review(task_id: int):
     from shared import review  # the human review step's module
 
     decision = request.form.get("decision")
+    # A browser sends a textarea's line breaks as CRLF; its maxlength counted each as one.
+    note = request.form.get("note", "").replace("\r\n", "\n").strip() or None
     if decision not in ("approve", "reject"):
-        return _again(task_id, 422, review_error="Choose approve or reject.")
-    note = request.form.get("note", "").strip() or None
+        return _again(task_id, 422, review_error="Choose approve or reject.", review_note=note)
     if note and len(note) > review.MAX_NOTE_CHARS:  # as POST /tasks/{id}/review refuses it
         return _again(
-            task_id, 422, review_error=f"A note is at most {review.MAX_NOTE_CHARS} characters."
-        )
+            task_id, 422, review_error=f"A note is at most {review.MAX_NOTE_CHARS} characters.",
+            review_note=note,
+        )  # fmt: skip
     with runtime().pool.connection() as conn:
         try:
             review.decide(
@@ -215,7 +218,7 @@ def task_review(task_id: int):
             abort(404, "No such task.")
         except review.NotReviewable as err:
             conn.rollback()
-            return _again(task_id, 409, review_error=str(err))
+            return _again(task_id, 409, review_error=str(err), review_note=note)
         record(conn, f"task.review.{decision}", f"task:{task_id}", {"note": note})
     if decision == "approve":  # committed: send it to the workers now, not at the next tick
         task_queries.send_now(runtime(), task_id)
@@ -239,4 +242,5 @@ def task_retry(task_id: int):
         if err.status == 404:
             abort(404, "No such task.")
         return _again(task_id, err.status, retry_error=err.message)
+    record_if_replayed(entry)
     return redirect(url_for("console.task", task_id=answer["id"], notice="retried"), 303)

@@ -2,47 +2,74 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import abort, redirect, render_template, request, url_for
 
-from api.console import bp, current, record, requires
+from api.console import (
+    audit_entry,
+    bp,
+    current,
+    new_submission,
+    record,
+    record_if_replayed,
+    requires,
+    sent_submission,
+)
+from api.errors import ApiError
+from api.idempotency import Carried, answer_once
 from api.runtime import runtime
-from shared import users
+from shared import audit, users
+from shared.db import Conn
 from shared.users import Role, UserError
+
+
+def _page(status: int = 200, **shown: Any):
+    """The users, and the invite form with a fresh one-time token."""
+    with runtime().pool.connection() as conn:
+        rows = users.list_users(conn, current().user.account_id)
+    page = render_template(
+        "console/users.html", users=rows, roles=[r.value for r in Role],
+        submission=new_submission(), **shown,
+    )  # fmt: skip
+    return page, status
 
 
 @bp.get("/users")
 @requires(Role.ADMIN)
 def users_page():
-    with runtime().pool.connection() as conn:
-        rows = users.list_users(conn, current().user.account_id)
-    return render_template("console/users.html", users=rows, roles=[r.value for r in Role])
+    return _page()
 
 
 @bp.post("/users/invite")
 @requires(Role.ADMIN)
 def users_invite():
-    """Invite a person; the one-time link is shown on this page only."""
+    """Invite a person; the one-time link is shown on this page only. The form is carried out
+    once under its one-time token: sent again (a reload), it shows the same link, where a new
+    invite would end the link just shown, which may be in someone's inbox already."""
     email, role = request.form.get("email", ""), request.form.get("role", "")
+
+    entry = audit_entry("user.invite", f"email:{users.normalize_email(email)}", {"role": role})
+
+    def invite(conn: Conn) -> Carried:
+        token = users.invite_user(
+            conn, account_id=current().user.account_id, email=email, role=role,
+            ttl_s=runtime().settings.console_invite_ttl_s, limit=runtime().settings.max_users,
+        )  # fmt: skip
+        audit.record(conn, **entry)
+        return {"link": url_for("console.invite", token=token, _external=True)}, 200
+
     try:
         with runtime().pool.connection() as conn:
-            token = users.invite_user(
-                conn, account_id=current().user.account_id, email=email, role=role,
-                ttl_s=runtime().settings.console_invite_ttl_s, limit=runtime().settings.max_users,
-            )  # fmt: skip
-            record(conn, "user.invite", f"email:{users.normalize_email(email)}", {"role": role})
-            rows = users.list_users(conn, current().user.account_id)
+            answer = answer_once(conn, invite, key=f"console-invite-{sent_submission()}")
     except UserError as err:
-        with runtime().pool.connection() as conn:
-            rows = users.list_users(conn, current().user.account_id)
-        page = render_template(
-            "console/users.html", users=rows, roles=[r.value for r in Role], error=str(err)
-        )
-        return page, 422
-    link = url_for("console.invite", token=token, _external=True)
-    return render_template(
-        "console/users.html", users=rows, roles=[r.value for r in Role], invite_link=link,
-        invited=email,
-    )  # fmt: skip
+        return _page(422, error=str(err))
+    except ApiError as err:  # the same form, sent again with another email or role
+        return _page(err.status, error="This form was already sent with another person or role:"
+                     " the invite it made stands. Use this new form to invite again.")  # fmt: skip
+    record_if_replayed(entry)
+    assert answer.body is not None
+    return _page(invite_link=answer.body["link"], invited=email)
 
 
 @bp.post("/users/<int:user_id>/disable")

@@ -748,9 +748,20 @@ def test_an_operator_sends_a_failed_task_again_once_and_the_pages_link_both(
     refused = operator.post(f"/console/tasks/{submitted}/retry",
                             data={"csrf_token": page_token(operator)})  # fmt: skip
     assert refused.status_code == 409 and "payer may have it" in refused.text
-    assert ("task.retry", f"task:{failed}") in {
-        (r["action"], r["target"]) for r in audit_rows(runtime)
-    }
+    # each sending is audited, the second of the same page's saying it only replayed the first
+    retries = [(r["target"], r["detail"]) for r in audit_details(runtime, "task.retry")]
+    assert [target for target, _detail in retries] == [f"task:{failed}"] * 3
+    assert [bool((detail or {}).get("replayed")) for _target, detail in retries] == [
+        False, True, False
+    ]  # fmt: skip
+    assert retries[1][1]["task_id"] == new_id
+
+
+def audit_details(runtime, action: str) -> list[dict]:
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            "SELECT target, detail FROM audit_log WHERE action = %s ORDER BY id", (action,)
+        ).fetchall()
 
 
 def test_a_portal_profile_is_edited_with_line_numbers_then_saved_diffed_and_audited(
@@ -876,3 +887,132 @@ def test_a_paused_tasks_page_says_by_when_to_decide(runtime, app, client, accoun
     assert shown is not None, page
     assert shown.group(1).startswith(deadline["expires_at"][:10])
     assert 'id="review-form"' in page
+
+
+def test_a_form_sent_after_its_session_ended_does_nothing_and_its_page_opens_after_sign_in(
+    runtime, app, client, account
+):
+    # given an operator on a queued task's page, whose session then ends (signed out elsewhere)
+    make_user(runtime, account.id, "o@c.test", "operator")
+    task_id = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": TASK_EXAMPLES["check_eligibility"]},
+        headers=account.headers,
+    ).get_json()["id"]  # fmt: skip
+    browser = app.test_client()
+    cookie = sign_in(browser, "o@c.test").headers["Set-Cookie"]
+    token = page_token(browser, f"/console/tasks/{task_id}")
+    browser.post("/console/logout", data={"csrf_token": token})
+    browser.set_cookie("understudy_console", re.search(r"understudy_console=([^;]+)", cookie)[1],
+                       path="/console")  # fmt: skip
+    # when the page's Cancel button is pressed
+    page = f"http://localhost/console/tasks/{task_id}"
+    sent = browser.post(f"/console/tasks/{task_id}/cancel", data={"csrf_token": token},
+                        headers={"Referer": page})  # fmt: skip
+    # then nothing is done, and sign-in says so and leads back to the task's page, not to the
+    # form's own address (which answers no GET)
+    assert sent.status_code == 303
+    login = browser.get(sent.headers["Location"])
+    assert 'id="login-ended"' in login.text
+    signed_in = browser.post(
+        sent.headers["Location"],
+        data={"email": "o@c.test", "password": PASSWORD, "csrf_token": form_token(login.text)},
+    )
+    assert signed_in.headers["Location"].endswith(f"/console/tasks/{task_id}")
+    assert client.get(f"/tasks/{task_id}", headers=account.headers).get_json()["status"] != (
+        "canceled"
+    )
+    # a form sent from no console page of this host leads to the tasks
+    browser.post("/console/logout", data={"csrf_token": page_token(browser)})
+    elsewhere = browser.post(f"/console/tasks/{task_id}/cancel",
+                             headers={"Referer": "https://elsewhere.test/console/x"})  # fmt: skip
+    assert elsewhere.headers["Location"].endswith("/console/login?next=/console/tasks&ended=1")
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/console/nonexistent", 404), ("/console/tasks/abc", 404),
+     ("/console/tasks/99999999999999999999", 404), ("/console/users/invite", 405)],
+)  # fmt: skip
+def test_a_console_address_that_is_no_page_is_the_consoles_error_page(
+    runtime, app, account, path, status
+):
+    make_user(runtime, account.id, "v@c.test", "viewer")
+    browser = app.test_client()
+    sign_in(browser, "v@c.test")
+    response = browser.get(path)
+    assert response.status_code == status and response.mimetype == "text/html"
+    assert 'id="error-message"' in response.text
+    assert "default-src" in response.headers["Content-Security-Policy"]
+    # the API's addresses still answer their JSON
+    assert browser.get("/tasks/abc").mimetype == "application/json"
+
+
+def test_a_review_note_is_counted_as_typed_and_kept_when_refused(runtime, app, client, account):
+    # given an operator on a task paused for review
+    make_user(runtime, account.id, "o@c.test", "operator")
+    task_id = _paused_task(runtime, client, account)
+    browser = app.test_client()
+    sign_in(browser, "o@c.test")
+    token = page_token(browser, f"/console/tasks/{task_id}")
+    review = f"/console/tasks/{task_id}/review"
+    # a note of 2,000 characters with line breaks, which the browser sends as CRLF
+    note = "\r\n".join(["x" * 99] * 20)[:2019]
+    assert len(note.replace("\r\n", "\n")) == 2000 - 1
+    # when it is refused for another reason (no decision), the page keeps the note
+    refused = browser.post(review, data={"note": note, "csrf_token": token})
+    assert refused.status_code == 422 and ("x" * 99 + "\n" + "x" * 99) in refused.text
+    # and with a decision it is taken, not refused as over 2,000 characters
+    decided = browser.post(review, data={"note": note, "decision": "reject", "csrf_token": token})
+    assert decided.status_code == 303
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert task["status"] == "completed_with_issues" and "x" * 99 + "\n" in task["notes"]
+
+
+def test_a_new_task_type_cannot_take_the_name_of_one_the_account_has(runtime, app, account):
+    make_user(runtime, account.id, "a@c.test", "admin")
+    browser = app.test_client()
+    sign_in(browser, "a@c.test")
+    for name in ("submit_claim", "my_type"):
+        if name == "my_type":  # a custom type, stored from the new type's page
+            fresh = browser.get("/console/sops/new", query_string={"name": name})
+            assert "<h1>New task type my_type" in fresh.text
+            text = builtin_sop_text("check_eligibility").replace(
+                "task_type: check_eligibility", "task_type: my_type", 1
+            )
+            saved = browser.post(f"/console/sops/{name}/edit",
+                                 data={"sop": text, "csrf_token": page_token(browser)})  # fmt: skip
+            assert saved.status_code == 303
+        # when "New task type" is asked for with a name the account already has
+        page = browser.get("/console/sops/new", query_string={"name": name})
+        # then it is refused, pointing to the type's editor, which is headed Edit
+        assert page.status_code == 409 and 'id="edit-existing"' in page.text
+        assert f"<h1>Edit {name}" in browser.get(f"/console/sops/{name}/edit").text
+
+
+def test_an_invite_form_sent_again_shows_the_same_link_and_keeps_it_valid(runtime, app, account):
+    # given an admin who invites someone from the users page
+    make_user(runtime, account.id, "a@c.test", "admin")
+    admin = app.test_client()
+    sign_in(admin, "a@c.test")
+    page = admin.get("/console/users").text
+    form = {"email": "new@c.test", "role": "viewer", "csrf_token": form_token(page),
+            "submission": re.search(r'name="submission" value="([^"]+)"', page)[1]}  # fmt: skip
+    first = admin.post("/console/users/invite", data=form)
+    link = re.search(r'id="invite-link">([^<]+)<', first.text)[1]
+    # when the page is reloaded, which sends the same form again
+    again = admin.post("/console/users/invite", data=form)
+    # then it shows the same link, which still opens, and one invite was made
+    assert re.search(r'id="invite-link">([^<]+)<', again.text)[1] == link
+    assert app.test_client().get(link.replace("http://localhost", "")).status_code == 200
+    invites = audit_details(runtime, "user.invite")
+    assert [d["detail"] for d in invites] == [
+        {"role": "viewer"},
+        {"role": "viewer", "replayed": True},
+    ]
+    # the same form sent with another person is refused, the first invite standing
+    other = admin.post("/console/users/invite", data={**form, "email": "other@c.test"})
+    assert other.status_code == 409 and "already sent" in other.text
+    assert app.test_client().get(link.replace("http://localhost", "")).status_code == 200
+    # and each page's form has a token of its own: a new form invites again
+    fresh = re.search(r'name="submission" value="([^"]+)"', again.text)[1]
+    assert fresh != form["submission"]

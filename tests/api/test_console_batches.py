@@ -9,7 +9,7 @@ import re
 import pytest
 
 from shared.tasks import TaskStatus, finish_task
-from tests.api.test_console import audit_rows, form_token, make_user, sign_in
+from tests.api.test_console import audit_details, audit_rows, form_token, make_user, sign_in
 
 CSV = (
     "type,member_id,patient,dob\n"
@@ -136,6 +136,10 @@ def test_the_same_form_sent_twice_creates_its_tasks_once(runtime, operator):
     # then it shows the same batch, and no task was created twice
     assert second.status_code == 303 and second.headers["Location"] == first.headers["Location"]
     assert len(_tasks(runtime)) == 2
+    # and the second sending is audited as a replay of the first, naming its batch
+    first_entry, replay = (row["detail"] for row in audit_details(runtime, "batch.create"))
+    assert "replayed" not in first_entry and replay["replayed"] is True
+    assert replay["batch_id"] == first_entry["batch_id"]
     # and the same form with another file is refused: a new form sends it
     other = _send(operator, "type,member_id,patient,dob\ncheck_eligibility,W9,A B,1990-01-01\n",
                   form=form)  # fmt: skip
