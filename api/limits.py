@@ -22,6 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from api.errors import ApiError, error_response
+from shared.inputs import loads_json
 from shared.quotas import QuotaExceeded
 from shared.settings import Settings
 
@@ -88,13 +89,13 @@ def check_json(value: Any, max_depth: int, setting: str = "MAX_JSON_DEPTH") -> N
 
 def parse_json(raw: bytes, max_depth: int) -> Any:
     """Decode a JSON body strictly: UTF-8, bounded depth, numbers Python can read, and none of
-    the NaN, Infinity and -Infinity that JSON does not have (Python's reader takes them)."""
+    the NaN, Infinity and -Infinity that JSON does not have (:func:`shared.inputs.loads_json`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidText("The request body", "is not valid UTF-8") from err
     try:
-        value = json.loads(text, parse_constant=_not_json)
+        value = loads_json(text)
     except RecursionError as err:
         raise LimitExceeded(
             422, "MAX_JSON_DEPTH", max_depth, f"JSON is nested more than {max_depth} deep."
@@ -107,10 +108,6 @@ def parse_json(raw: bytes, max_depth: int) -> Any:
         ) from err
     check_json(value, max_depth)
     return value
-
-
-def _not_json(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
 class DigitsConverter(BaseConverter):

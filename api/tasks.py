@@ -79,10 +79,24 @@ def _read_body() -> tuple[dict[str, Any], list[FileStorage]]:
                 [{"field": "files", "message": "send each file as a part with a filename"}],
             )
         form = {key: request.form[key] for key in request.form}
-        return form, [f for f in request.files.getlist("files") if f.filename]
+        return form, [f for f in request.files.getlist("files") if _named_file(f)]
     raise unsupported_media(
         "Send application/json, or multipart/form-data with type, data and files."
     )
+
+
+def _named_file(part: FileStorage) -> bool:
+    """Whether a file part is a file to keep. One with neither name nor content is a form's
+    file input left empty (a browser sends it so); one with content but no name would be a
+    file lost without a word, and is refused."""
+    if part.filename:
+        return True
+    if part.stream.read(1):
+        raise ValidationFailed(
+            "A file part has content but no filename.",
+            [{"field": "files", "message": "name each file part (curl: -F files=@letter.pdf)"}],
+        )
+    return False
 
 
 def _read_files(uploads: list[FileStorage]) -> list[tuple[str, str, bytes]]:

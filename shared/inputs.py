@@ -9,6 +9,7 @@ person can act on. SOP input specs name a normaliser by its key in `NORMALISERS`
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
@@ -102,10 +103,28 @@ def parse_task_data(
     return _gather_service_lines(data)
 
 
+def loads_json(text: str) -> Any:
+    """JSON as JSON has it: Python's reader also takes NaN, Infinity and -Infinity, and reads a
+    number too large for a float (``1e999``) as infinite; each is a ``json.JSONDecodeError``
+    here. (An integer past Python's 4,300 digits is its ``ValueError``.)"""
+    return json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite)
+
+
+def _not_a_json_number(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise json.JSONDecodeError(f"{text[:20]} is too large a number", text, 0)
+    return value
+
+
 def _json_object(text: str, max_depth: int | None = None) -> Mapping[str, Any]:
     """The JSON object in ``text``; nested at most ``max_depth`` (None: already checked)."""
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except RecursionError:
         raise _too_deep(max_depth or DEFAULT_MAX_DATA_DEPTH) from None
     except json.JSONDecodeError as exc:
@@ -237,7 +256,7 @@ def _service_lines_text(value: str) -> Any:
     value = value.strip()
     if value.startswith("["):
         try:
-            return _stringify(json.loads(value))
+            return _stringify(loads_json(value))
         except json.JSONDecodeError as exc:
             raise InputError(f"service_lines is not valid JSON: {exc.msg}") from exc
     return [_split_line(part) for part in re.split(r"[\n;]+", value) if part.strip()]
@@ -364,6 +383,10 @@ def norm_icd10(value: str) -> str:
     return text if len(text) == 3 else f"{text[:3]}.{text[3:]}"
 
 
+# The largest amount of money an input takes, exclusive: a trillion dollars is no claim's charge.
+MAX_MONEY = Decimal(10**12)
+
+
 def norm_money(value: str) -> str:
     """'$1,200.5' -> '1200.50'."""
     text = re.sub(r"[\s$,]|USD", "", value.strip(), flags=re.I)
@@ -373,6 +396,8 @@ def norm_money(value: str) -> str:
         raise InputError(f"'{value}' is not an amount of money") from None
     if not amount.is_finite() or amount < 0:
         raise InputError(f"'{value}' is not an amount of money")
+    if amount >= MAX_MONEY:  # (past 26 digits, the cents could not even be counted)
+        raise InputError(f"'{value}' is more than any amount a task holds (under {MAX_MONEY:,})")
     return f"{amount.quantize(Decimal('0.01'))}"
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
+
+from shared.inputs import loads_json
 
 # The byte order mark a spreadsheet may write first; it is no part of the first column's name.
 _BOM = "\ufeff"
@@ -42,7 +43,7 @@ def read_task_file(
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    item = json.loads(line)
+                    item = loads_json(line)
                 except RecursionError as err:
                     raise TaskFileError(f"line {number} is nested too deep") from err
                 except ValueError as err:

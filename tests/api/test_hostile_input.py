@@ -450,3 +450,62 @@ def test_a_form_field_without_a_readable_name_is_a_400(client, account, disposit
     )
     error = _error(response, 400)
     assert error["code"] == "malformed_body" and "name" in error["message"]
+
+
+def _task_count(runtime) -> int:
+    with runtime.pool.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"]
+
+
+def test_a_file_part_with_content_but_no_name_is_refused_not_dropped(client, account, runtime):
+    import io
+
+    def send(content: bytes):
+        return client.post(
+            "/tasks",
+            data={"type": "check_eligibility", "data": ELIGIBILITY,
+                  "files": (io.BytesIO(content), "", "application/pdf")},
+            content_type="multipart/form-data", headers=account.headers,
+        )  # fmt: skip
+
+    # a file that would be lost is a 422 naming files, and no task is made without it
+    [problem] = _error(send(b"%PDF-1.4"), 422)["details"]
+    assert problem["field"] == "files" and "name each file part" in problem["message"]
+    assert _task_count(runtime) == 0
+    # a form's empty file input (no name, no content) is no file at all
+    created = send(b"")
+    assert created.status_code == 200 and created.get_json()["files"] == []
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_a_number_too_large_for_json_data_is_refused_not_stored_infinite(
+    client, account, runtime, number
+):
+    # Python's JSON reader makes it infinite: in the body, and in data sent as JSON text
+    body = f'{{"type": "check_eligibility", "data": {{"member_id": "W1", "copay": {number}}}}}'
+    response = client.post(
+        "/tasks", data=body, content_type="application/json", headers=account.headers
+    )
+    assert _error(response, 400)["code"] == "malformed_json"
+    text = (
+        f'{{"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15", "x": {number}}}'
+    )
+    response = client.post(
+        "/tasks", json={"type": "check_eligibility", "data": text}, headers=account.headers
+    )
+    assert "too large a number" in _error(response, 422)["details"][0]["message"]
+    assert _task_count(runtime) == 0
+
+
+@pytest.mark.parametrize("charge", [1e308, "1e999", "$9999999999999999999999999999999999"])
+def test_an_amount_of_money_too_large_is_a_422_naming_it_not_a_500(client, account, charge):
+    line = {"cpt": "99213", "icd10": "J06.9", "charge": charge, "service_date": "2025-03-20"}
+    data = {"member_id": "W100000001", "patient": "Jane Doe", "dob": "1990-01-15",
+            "provider_npi": "1234567893", "service_lines": [line]}  # fmt: skip
+    for path, body in (
+        ("/tasks", {"type": "submit_claim", "data": data}),
+        ("/tasks/batch", {"tasks": [{"type": "submit_claim", "data": data}]}),
+    ):
+        response = client.post(path, json=body, headers=account.headers)
+        messages = [d["message"] for d in _error(response, 422)["details"]]
+        assert any("more than any amount" in m for m in messages), messages
