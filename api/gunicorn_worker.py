@@ -26,6 +26,7 @@ import selectors
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -54,10 +55,6 @@ _CLIENT_ERRORS: list[tuple[type[BaseException], int, str, str]] = [
     (http_errors.ForbiddenProxyRequest, 403, "Forbidden", "forbidden"),
     (http_errors.ParseException, 400, "Bad Request", "bad_request"),
 ]
-_LIMIT_SETTINGS = {
-    "uri_too_long": "MAX_URL_BYTES",
-    "headers_too_large": "MAX_HEADER_BYTES and MAX_HEADERS",
-}
 
 
 class RequestTimeout(SystemExit):
@@ -69,7 +66,8 @@ class RequestTimeout(SystemExit):
 
 
 def json_error(status: int, reason: str, code: str, message: str, details: Any = None) -> bytes:
-    """A complete HTTP/1.1 answer carrying the API's JSON error shape."""
+    """A complete HTTP/1.1 answer carrying the API's JSON error shape, with a request id of its
+    own (the request's headers were not read, or not trusted)."""
     body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
@@ -78,9 +76,22 @@ def json_error(status: int, reason: str, code: str, message: str, details: Any =
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
         "X-Content-Type-Options: nosniff\r\n"
+        f"X-Request-Id: {uuid.uuid4().hex}\r\n"
         "\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def _limit(code: str, exc: BaseException) -> dict[str, Any] | None:
+    """The setting a refused request line or header section went past, and its value."""
+    settings = load_settings()
+    if code == "uri_too_long":
+        return {"limit": "MAX_URL_BYTES", "max": settings.max_url_bytes}
+    if code != "headers_too_large":
+        return None
+    if str(exc) == "limit request headers fields":  # gunicorn's words for too many
+        return {"limit": "MAX_HEADERS", "max": settings.max_headers}
+    return {"limit": "MAX_HEADER_BYTES", "max": settings.max_header_bytes}
 
 
 @dataclass
@@ -165,8 +176,7 @@ class ApiWorker(ProbeFirstWorker):
             ):
                 self.log.warning("Invalid request from %s: %s", (addr or ("",))[0], exc)
                 message = _client_message(code, exc)
-                details = {"limit": _LIMIT_SETTINGS[code]} if code in _LIMIT_SETTINGS else None
-                self._write(client, json_error(status, reason, code, message, details))
+                self._write(client, json_error(status, reason, code, message, _limit(code, exc)))
                 return
         self.log.exception("Error handling request")
         self._write(

@@ -121,7 +121,11 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
         "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
         "limit_exceeded", "not_retryable", "may_have_submitted"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
+    414: ("UriTooLong", "The request line is over MAX_URL_BYTES (the server refuses it before"
+          " the API reads it)", ["uri_too_long"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
+    431: ("HeadersTooLarge", "A header over MAX_HEADER_BYTES, or more than MAX_HEADERS (the"
+          " server refuses them before the API reads them)", ["headers_too_large"]),
     429: ("RateLimited", "Over the rate limit: wait the Retry-After seconds", ["rate_limited"]),
     503: ("ServiceUnavailable", "The database is down or failing over, the request ran too"
           " long, or every host name lookup waits on a DNS server; nothing was changed: retry"
@@ -264,7 +268,8 @@ def _op(
             op["responses"][status] = {**answer, "headers": {REPLAYED_HEADER: _REPLAYED}}
         # the key reused with another request, or over MAX_IDEMPOTENCY_KEY_CHARS
         errors = tuple(sorted({*errors, 409, 422}))
-    for status in (*errors, *(() if public else (401, 429, 503))):
+    # 414 and 431: any request the server cannot take in, before any operation is chosen
+    for status in (*errors, 414, 431, *(() if public else (401, 429, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
         op["requestBody"] = body

@@ -43,21 +43,36 @@ def _start() -> None:
     g.log_token = logs.bind(request_id=g.request_id)
 
 
+# Path parameters that are credentials (a console invite's one-time token): never logged.
+_SECRET_PATH_ARGS = ("token",)
+
+
+def _logged_path() -> str:
+    """The request's path, any credential in it masked."""
+    path = request.path
+    for name in _SECRET_PATH_ARGS:
+        value = (request.view_args or {}).get(name)
+        if value:
+            path = path.replace(str(value), "***")
+    return path
+
+
 def _finish(response: Response) -> Response:
     rid = g.get("request_id") or request_id(None)
     response.headers[HEADER] = rid
     started = g.get("request_started")
     # Probes and scrapes come every few seconds: their lines only at DEBUG.
     quiet = request.blueprint in ("health", "metrics")
+    path = _logged_path()
     log.log(
         logging.DEBUG if quiet else logging.INFO,
         "%s %s %s",
         request.method,
-        request.path,
+        path,
         response.status_code,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "status": response.status_code,
             "duration_ms": int((time.monotonic() - started) * 1000) if started else None,
         },

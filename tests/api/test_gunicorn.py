@@ -186,20 +186,25 @@ def test_a_pattern_that_backtracks_for_hours_leaves_the_api_answering(api_server
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status", "code"),
+    ("request_bytes", "status", "code", "limit"),
     [
-        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
-        (b"GET /tasks HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
-        (b"GET /" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GARBAGE\r\n\r\n", 400, "bad_request", None),
+        (b"GET /tasks HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request", None),
+        (b"GET /" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long",
+         {"limit": "MAX_URL_BYTES", "max": 4094}),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431,
-         "headers_too_large"),
+         "headers_too_large", {"limit": "MAX_HEADER_BYTES", "max": 8190}),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
-         + b"\r\n", 431, "headers_too_large"),
+         + b"\r\n", 431, "headers_too_large", {"limit": "MAX_HEADERS", "max": 100}),
     ],
     ids=["request-line", "http-version", "uri-too-long", "header-too-large", "too-many-headers"],
 )  # fmt: skip
-def test_requests_gunicorn_refuses_answer_json(api_server, request_bytes, status, code):
-    _assert_json_error(*api_server.raw(request_bytes), status, code)
+def test_requests_gunicorn_refuses_answer_json(api_server, request_bytes, status, code, limit):
+    status_got, headers, body = api_server.raw(request_bytes)
+    _assert_json_error(status_got, headers, body, status, code)
+    # a limit's answer names the setting and its value, as every other limit's does
+    assert body["error"]["details"] == limit
+    assert len(headers["X-Request-Id"]) == 32
 
 
 def test_malformed_chunked_body_is_a_400(api_server, account):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from shared import logs
+from shared import logs, users
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 
@@ -92,3 +92,17 @@ def test_the_context_does_not_leak_into_the_next_request(client, account, lines)
     [second] = [line for line in lines() if line.get("request_id") == "second"]
     assert "account_id" not in second
     assert logs.current() == {}
+
+
+def test_a_console_invites_token_is_never_in_the_log(runtime, app, account, lines):
+    # given an invite link, a one-time credential that sets a console user's password
+    with runtime.pool.connection() as conn:
+        token = users.invite_user(conn, account_id=account.id, email="n@c.test", role="admin",
+                                  ttl_s=3600, limit=10)  # fmt: skip
+    # when it is opened
+    assert app.test_client().get(f"/console/invite/{token}").status_code == 200
+    # then the request's line names the page, with the token masked
+    text = json.dumps(lines())
+    assert token not in text
+    [access] = [line for line in lines() if line["logger"] == "api.requests"]
+    assert access["path"] == "/console/invite/***"
