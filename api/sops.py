@@ -27,6 +27,7 @@ from shared.db import Conn
 from shared.portals import (
     SANDBOX_PORTAL,
     has_credentials,
+    pinned_elsewhere,
     portal_address,
     portal_origins,
     portal_problems,
@@ -105,8 +106,18 @@ def _known_type(conn: Conn, task_type: str) -> str:
 
 
 def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
-    """422 for each literal URL a goto opens outside the portal's origins (templates are
-    checked when they run; so is everything when the portal's address is not known yet)."""
+    """422 for a ``portal.base_url`` that would move the portal (:func:`pinned_elsewhere`),
+    and for each literal URL a goto opens outside the portal's origins (templates are checked
+    when they run; so is everything when the portal's address is not known yet)."""
+    moved = sop.base_url and pinned_elsewhere(conn, account_id(), sop.portal, sop.base_url)
+    if moved:
+        line = next((n for n, text in enumerate(sop.source.splitlines(), start=1)
+                     if re.match(r"\s*base_url\s*:", text)), None)  # fmt: skip
+        raise ValidationFailed(
+            "The SOP is not valid.",
+            [{"field": "portal.base_url", "line": line, "path": "portal.base_url",
+              "message": moved}],
+        )  # fmt: skip
     origins = portal_origins(
         conn,
         account_id(),

@@ -118,13 +118,41 @@ def portal_allowed_origins(conn: Conn, account_id: int, name: str) -> list[str]:
 def portal_address(
     conn: Conn, account_id: int, portal: str, *, sandbox_url: str, sop_base_url: str | None
 ) -> str | None:
-    """Where an SOP on ``portal`` runs: the SOP's own base URL, else the sandbox's (from
-    settings), else the one the account registered; None when it is not known yet."""
-    if sop_base_url:
-        return sop_base_url
+    """Where an SOP on ``portal`` runs, and where the portal's stored login is typed: the
+    sandbox's address (the operator's), or the one the account registered, or the SOP's own
+    ``portal.base_url`` when it is on the registered portal's origins (a path of it) or the
+    portal has no registered address; None when it is not known yet.
+
+    An SOP cannot move a registered portal: its login would be typed wherever the SOP said.
+    """
     if portal == SANDBOX_PORTAL:
         return sandbox_url
-    return portal_base_url(conn, account_id, portal)
+    registered = portal_base_url(conn, account_id, portal)
+    if not sop_base_url or pinned_elsewhere(conn, account_id, portal, sop_base_url):
+        return registered
+    return sop_base_url
+
+
+def pinned_elsewhere(conn: Conn, account_id: int, portal: str, sop_base_url: str) -> str | None:
+    """Why an SOP's ``portal.base_url`` is not where ``portal`` is (None if it may be used):
+    off the registered address's origins, or on the sandbox, whose address is the operator's."""
+    if portal == SANDBOX_PORTAL:
+        return f"the {SANDBOX_PORTAL} portal's address is the operator's: remove base_url"
+    registered = portal_base_url(conn, account_id, portal)
+    if registered is None:
+        return None
+    origins = set(portal_allowed_origins(conn, account_id, portal))
+    try:
+        origins.add(url_origin(registered))
+        pinned: str | None = url_origin(sop_base_url)
+    except UrlRefused:
+        pinned = None
+    if pinned in origins:
+        return None
+    return (
+        f"{sop_base_url} is not on portal '{portal}''s origins ({', '.join(sorted(origins))}):"
+        f" change the portal with PUT /portals/{portal}, or remove base_url"
+    )
 
 
 def portal_problems(portal: str, *, address: str | None, has_credentials: bool) -> list[str]:

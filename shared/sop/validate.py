@@ -299,6 +299,15 @@ class Validator:
             base_url = self.string(base_url, f"{path}.base_url")
             if not re.match(r"https?://", base_url):
                 self.err(f"{path}.base_url", "must start with http:// or https://")
+            elif "\\" in base_url:
+                self.err(
+                    f"{path}.base_url", "may not hold a backslash: write / (a browser reads it so)"
+                )
+            else:
+                try:
+                    url_origin(base_url)
+                except UrlRefused as exc:
+                    self.err(f"{path}.base_url", f"is not a usable address: {exc}")
         return name, base_url
 
     def inputs(self, value: Any, path: str) -> tuple[InputSpec, ...]:
@@ -547,10 +556,17 @@ class Validator:
     def page_url(self, url: str, path: str) -> None:
         """A page address the SOP gives literally may only be an http(s) one (the portal's
         origins are checked by :func:`offsite_urls`, which knows them)."""
-        scheme = _URL_SCHEME.match(url.strip())
+        text = url.strip()
+        scheme = _URL_SCHEME.match(text)
         if scheme and scheme.group(1).lower() not in ("http", "https"):
             self.err(path, f"goto may open only the portal's http(s) pages, not a {scheme[0]} URL")
-        elif url.strip().startswith(("//", "\\\\")):
+        elif "\\" in text:
+            # a browser reads a backslash as / ("/\\host/x" is another host)
+            self.err(path, "a URL may not hold a backslash: write / (a browser reads it so)")
+        elif scheme and not text[len(scheme[0]) :].startswith("//"):
+            # a browser reads "http:/host/x" and "http:host" as another host, or not at all
+            self.err(path, f"write a full URL as {scheme[1].lower()}://host/path")
+        elif text.startswith("//"):
             # a browser reads "//host/x" as another host; the agent would open the portal's /x
             self.err(
                 path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.portals import portal_address
 from shared.sop.library import builtin_sop_text
 from shared.sop.task_types import TASK_TYPES
 
@@ -397,3 +398,55 @@ def test_an_sop_with_a_control_character_is_422_not_500(client, account):
     )
     details = _error(response, 422, "validation_failed")["details"]
     assert "characters are not allowed" in details[0]["message"]
+
+
+def _pinned(url: str, portal: str = "sandbox") -> str:
+    return BUILTIN.replace(
+        "portal:\n  name: sandbox\n", f"portal:\n  name: {portal}\n  base_url: '{url}'\n", 1
+    )
+
+
+def test_an_sop_cannot_move_its_portal_where_the_login_would_be_typed(client, account, runtime):
+    # given the sandbox (the operator's address) and a portal the account registered
+    assert client.put("/portals/acme", json={"base_url": "https://portal.acme.test",
+                      "allowed_origins": ["https://login.acme.test"]},
+                      headers=account.headers).status_code == 200  # fmt: skip
+    line = BUILTIN.splitlines().index("  name: sandbox") + 2  # the base_url line after it
+    # when an SOP pins either somewhere else, then it is refused, naming the line
+    for text, said in (
+        (_pinned("https://evil.test"), "the sandbox portal's address is the operator's"),
+        (_pinned("https://evil.test/acme", "acme"), "is not on portal 'acme''s origins"),
+    ):
+        for response in (
+            client.post("/sops/validate", json={"sop": text}, headers=account.headers),
+            _put(client, account, text),
+        ):
+            [problem] = _error(response, 422, "validation_failed")["details"]
+            assert (problem["line"], problem["path"]) == (line, "portal.base_url")
+            assert said in problem["message"]
+    assert _sop_rows(runtime) == 0
+    # a pin on the registered portal's origins (a path of it, or another declared origin) and
+    # a pin of a portal with no registered address are its address
+    for url, portal in (
+        ("https://portal.acme.test/providers", "acme"),
+        ("https://login.acme.test", "acme"),
+        ("https://beta.test", "beta"),
+    ):
+        response = client.post("/sops/validate", json={"sop": _pinned(url, portal)},
+                               headers=account.headers)  # fmt: skip
+        assert response.status_code == 200, response.get_json()
+    with runtime.pool.connection() as conn:
+        where = {
+            (portal, url): portal_address(conn, account.id, portal, sandbox_url="http://sb.test",
+                                          sop_base_url=url)
+            for portal, url in (("sandbox", "https://evil.test"), ("acme", "https://evil.test"),
+                                ("acme", "https://portal.acme.test/p"), ("beta", "https://b.test"))
+        }  # fmt: skip
+    # and a stored SOP that pins elsewhere (stored before, or its portal moved since) runs
+    # where the portal is
+    assert where == {
+        ("sandbox", "https://evil.test"): "http://sb.test",
+        ("acme", "https://evil.test"): "https://portal.acme.test",
+        ("acme", "https://portal.acme.test/p"): "https://portal.acme.test/p",
+        ("beta", "https://b.test"): "https://b.test",
+    }

@@ -286,13 +286,27 @@ def test_summary_is_numbered_and_mentions_irreversible_and_verify() -> None:
     assert "Outcome:" in summary and "- otherwise: completed_with_issues" in summary
 
 
-@pytest.mark.parametrize("url", ["//example.test/x", "\\\\example.test\\x", "  //x"])
-def test_a_goto_that_names_a_host_without_a_scheme_is_refused_with_its_line(url: str) -> None:
-    # a browser reads "//host/x" as another host, where the agent would open the portal's /x
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("//example.test/x", "names a host"),
+        ("  //x", "names a host"),
+        ("\\\\example.test\\x", "backslash"),
+        ("/\\example.test/x", "backslash"),
+        ("http:/\\127.0.0.1:8210/healthz", "backslash"),
+        ("http:/example.test/x", "write a full URL as http://host/path"),
+        ("HTTPS:example.test", "write a full URL as https://host/path"),
+    ],
+)
+def test_a_goto_that_names_a_host_without_a_scheme_is_refused_with_its_line(
+    url: str, said: str
+) -> None:
+    # a browser reads each as another host ("/\\host" and "http:/host" as "//host"), where
+    # the agent would open the portal's own path
     text = MINIMAL.replace("goto: /eligibility", f"goto: {json.dumps(url)}")
     [error] = errors_of(text)
     assert (error["line"], error["path"]) == (8, "steps[1].goto")
-    assert "names a host" in error["message"]
+    assert said in error["message"]
     assert load_sop(MINIMAL.replace("goto: /eligibility", 'goto: "/x//y"')).steps
 
 
@@ -344,6 +358,25 @@ def test_names_steps_set_and_the_agent_gives_are_no_warning() -> None:
 @pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_the_builtin_sops_read_no_unknown_name(task_type: str) -> None:
     assert builtin_sop(task_type).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://a:99999", "Port out of range"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://a b", "invalid character"),
+        ("https://a.test\\@b.test", "backslash"),
+    ],
+)
+def test_a_pinned_address_that_is_no_usable_url_is_refused_with_its_line(
+    url: str, said: str
+) -> None:
+    text = MINIMAL.replace(
+        "portal: sandbox", f"portal: {{name: acme, base_url: {json.dumps(url)}}}"
+    )
+    [error] = errors_of(text)
+    assert (error["line"], error["path"]) == (3, "portal.base_url") and said in error["message"]
 
 
 def test_templates_are_sandboxed() -> None:
