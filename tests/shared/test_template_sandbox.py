@@ -481,3 +481,24 @@ def test_a_long_value_read_from_a_page_is_read_through_an_attribute_or_an_item()
     rows = [{"note": "n" * 70_000}]
     assert evaluate("rows[0].note | length", {"rows": rows}) == 70_000
     assert render("{{ rows[0]['note'][:3] }}", {"rows": rows}) == "nnn"
+
+
+def test_lists_summed_are_joined_in_one_pass_and_bounded_as_plus_is():
+    # Python's sum copies the whole list at each item: 65,536 items ran for a minute in one C
+    # call, which no clock can stop; joined in one pass, the same is an ordinary value
+    env = BoundedSandbox(max_output_chars=100_000, max_kept_chars=1_000_000, timeout_s=60.0)
+    joined = env.compile_expression("range(65536) | batch(1) | sum(start=[])")()
+    assert joined == list(range(65536))
+    # and a join past what a template may keep is refused, as `+` is
+    small = BoundedSandbox(max_output_chars=1_000, max_kept_chars=100, timeout_s=60.0)
+    with pytest.raises(TemplateLimitExceeded, match="a sum would hold more than 100"):
+        small.compile_expression("range(200) | batch(1) | sum(start=[])")()
+    # numbers, an attribute's lists, tuples, and a refused mix, as before
+    assert evaluate("[1, 2, 3] | sum", {}) == 6
+    assert evaluate("rows | sum(attribute='a', start=[])", {"rows": [{"a": [1]}, {"a": [2]}]}) == [
+        1,
+        2,
+    ]
+    assert evaluate("[(1,), (2,)] | sum(start=())", {}) == (1, 2)
+    with pytest.raises(jinja2.TemplateError, match="can only add a list to a list"):
+        evaluate("[[1], (2,)] | sum(start=[])", {})
