@@ -171,8 +171,11 @@ def cmd_accounts_share(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from shared.accounts import list_api_keys
 
-    with _database(settings) as (_, conn):
-        rows = list_api_keys(conn, args.account)
+    try:
+        with _database(settings, account=args.account) as (_, conn):
+            rows = list_api_keys(conn, args.account)
+    except _NoAccount:
+        return _no_account(args.account)
     show(rows, ["account_id", "prefix", "name", "created_at", "revoked_at"], as_json=args.json)
     return 0
 
@@ -228,8 +231,11 @@ def cmd_users_invite(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
     from shared.users import list_users
 
-    with _database(settings) as (_, conn):
-        rows = list_users(conn, args.account)
+    try:
+        with _database(settings, account=args.account) as (_, conn):
+            rows = list_users(conn, args.account)
+    except _NoAccount:
+        return _no_account(args.account)
     show(rows, ["id", "email", "role", "active", "created_at", "disabled_at"], as_json=args.json)
     return 0
 

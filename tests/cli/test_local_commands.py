@@ -164,6 +164,20 @@ def test_accounts_share_refuses_a_weight_out_of_range_or_no_account(runtime, set
     assert row["share"] == 1
 
 
+@pytest.mark.parametrize("command", [["keys", "list"], ["users", "list"]])
+def test_listing_an_account_that_does_not_exist_says_so_not_an_empty_list(
+    runtime, settings, account, command
+):
+    env = _env(settings)
+    missing = _run([*command, "--account", str(account.id + 1000)], env)
+    assert (missing.returncode, missing.stderr.strip(), missing.stdout) == (
+        2,
+        f"error: no account {account.id + 1000}",
+        "",
+    )
+    assert _run([*command, "--account", str(account.id)], env).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
