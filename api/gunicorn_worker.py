@@ -13,8 +13,9 @@ running after API_REQUEST_TIMEOUT_S is interrupted in its thread and answered 50
 aborts a stuck worker (its own timeout), the requests in flight get the same JSON answer.
 
 Interrupting a thread raises :class:`RequestTimeout` in it at its next Python instruction
-(CPython's ``PyThreadState_SetAsyncExc``); a thread blocked in C (a database call) sees it once
-that call returns, so database calls carry their own timeouts.
+(CPython's ``PyThreadState_SetAsyncExc``); a thread blocked in C sees it once that call returns.
+A database call waits for its answer in Python here (:func:`_wait_in_python`), so a database
+that stopped answering (hung, or its host frozen) holds a request no longer than the others.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ class ApiWorker(ProbeFirstWorker):
     """The probe-first gthread worker; gunicorn's errors in JSON; a deadline on each request."""
 
     def init_process(self) -> None:
+        _wait_in_python()
         self.request_timeout_s = load_settings().api_request_timeout_s
         self._running: dict[int, tuple[_Running, Any]] = {}
         self._running_lock = threading.Lock()
@@ -241,6 +243,20 @@ class ApiWorker(ProbeFirstWorker):
         for conn in waiting:
             self._write(conn.sock, _timeout_answer(self.request_timeout_s))
         super().handle_abort(sig, frame)
+
+
+def _wait_in_python() -> None:
+    """Have psycopg wait for the database in Python (epoll, looking up every 0.1 s), not in C.
+
+    Its C wait holds the thread in C until the server answers, where the request's deadline
+    cannot reach it: a frozen Postgres held requests for as long as it was frozen, past
+    API_REQUEST_TIMEOUT_S. Interrupted in Python, psycopg asks the server to cancel the query,
+    gives up on the connection after a few seconds more, and the request is answered 503. The
+    cost is about 10 µs of CPU per query.
+    """
+    import psycopg.waiting
+
+    psycopg.waiting.wait = getattr(psycopg.waiting, "wait_epoll", psycopg.waiting.wait_poll)
 
 
 def _client_message(code: str, exc: BaseException) -> str:

@@ -51,7 +51,37 @@ def broker_transport_options(settings: Settings, broker_url: str) -> dict[str, A
     return options
 
 
+def _closed_connection_is_a_connection_error() -> None:
+    """Make kombu's Redis channel, asked for a client once its connection was closed, raise the
+    connection error it is, where it raised ``AttributeError`` (kombu 5.7: ``_connparams``
+    reads ``connection.client``, which closing set to None).
+
+    That happens when Redis restarts under a task whose message is not yet acknowledged (this
+    app acknowledges late): the consumer closes its connection to reconnect, the channel's
+    close tries to put the message back on a connection that is gone, and the AttributeError
+    escaped as "Unrecoverable error", which stopped the worker, and with ``understudy run``
+    every process. As a connection error it is ignored there, as a failed acknowledgement is:
+    the message stays in Redis's unacknowledged set and is restored after its visibility
+    timeout, and the task's state is Postgres's anyway (its lease and the scheduler's re-send).
+    """
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    if getattr(channel._connparams, "understudy_checked", False):
+        return
+    connparams = channel._connparams
+
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection was closed")
+        return connparams(self, *args, **kwargs)
+
+    checked.understudy_checked = True  # type: ignore[attr-defined]
+    channel._connparams = checked  # type: ignore[method-assign]
+
+
 def create_celery(settings: Settings, broker_url: str) -> Celery:
+    _closed_connection_is_a_connection_error()
     app = Celery("understudy", broker=broker_url)
     app.conf.update(
         task_routes={name: {"queue": queue} for name, queue in QUEUES.items()},
