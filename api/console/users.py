@@ -49,8 +49,6 @@ def users_invite():
     invite would end the link just shown, which may be in someone's inbox already."""
     email, role = request.form.get("email", ""), request.form.get("role", "")
 
-    entry = audit_entry("user.invite", f"email:{users.normalize_email(email)}", {"role": role})
-
     def invite(conn: Conn) -> Carried:
         token = users.invite_user(
             conn, account_id=current().user.account_id, email=email, role=role,
@@ -60,6 +58,7 @@ def users_invite():
         return {"link": url_for("console.invite", token=token, _external=True)}, 200
 
     try:
+        entry = audit_entry("user.invite", f"email:{users.normalize_email(email)}", {"role": role})
         with runtime().pool.connection() as conn:
             answer = answer_once(conn, invite, key=f"console-invite-{sent_submission()}")
     except UserError as err:

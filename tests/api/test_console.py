@@ -1013,6 +1013,12 @@ def test_an_invite_form_sent_again_shows_the_same_link_and_keeps_it_valid(runtim
     other = admin.post("/console/users/invite", data={**form, "email": "other@c.test"})
     assert other.status_code == 409 and "already sent" in other.text
     assert app.test_client().get(link.replace("http://localhost", "")).status_code == 200
+    # a form whose email is no email is refused on the page, as before
+    fresh_form = re.search(r'name="submission" value="([^"]+)"', admin.get("/console/users").text)
+    refused = admin.post(
+        "/console/users/invite", data={**form, "email": "no-email", "submission": fresh_form[1]}
+    )
+    assert refused.status_code == 422 and "not an email address" in refused.text
     # and each page's form has a token of its own: a new form invites again
     fresh = re.search(r'name="submission" value="([^"]+)"', again.text)[1]
     assert fresh != form["submission"]

@@ -75,11 +75,12 @@ def test_a_worker_cut_off_from_postgres_gives_the_task_back_instead_of_failing_i
 
         # when Postgres stops for longer than the worker retries its writes
         pg_cluster.stop("fast")
-        # (the scheduler's tick meanwhile cannot reach it either)
-        watch = OutageWatch(rt.settings.task_lease_s)
-        assert tick_once(rt, watch) is None
         worker.join(timeout=60)
         assert not worker.is_alive(), "the worker hung instead of giving the task up"
+        # (the scheduler, ticking all along, cannot reach it either, up to its last tick before
+        # Postgres is back)
+        watch = OutageWatch(rt.settings.task_lease_s)
+        assert tick_once(rt, watch) is None
         pg_cluster.start()
 
         # then the task has no status of our making: still claimed, no note, no webhook
