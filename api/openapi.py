@@ -338,7 +338,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         params=[_csv_param("status", [s.value for s in TaskStatus]),
                 _csv_param("type", list(TASK_TYPES)),
                 {"in": "query", "name": "batch", "description": "one batch's tasks",
-                 "schema": {"type": "integer", "minimum": 0}}, *_LIST_PARAMS],
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"in": "query", "name": "created_since", "description": "tasks created at"
+                 " or after this time (ISO 8601 with its offset, or a date: its start in UTC)",
+                 "schema": {"type": "string", "format": "date-time"}},
+                {"in": "query", "name": "created_before", "description": "tasks created"
+                 " before this time (ISO 8601 with its offset, or a date: its start in UTC)",
+                 "schema": {"type": "string", "format": "date-time"}}, *_LIST_PARAMS],
     ),
     "tasks.cancel_task": _op(
         "Cancel a task: a queued one ends at once, a running one at its next step", "tasks",

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import kombu.exceptions
@@ -703,8 +704,31 @@ def list_tasks():
                 "type", [*TASK_TYPES, *sop_store.custom_types(conn, account_id(), removed=True)]
             ),
             batch_id=_batch_filter(),
+            created_since=_time_filter("created_since"),
+            created_before=_time_filter("created_before"),
         )
     return jsonify(page([task_json(r) for r in rows], rows, limit))
+
+
+def _time_filter(name: str) -> datetime | None:
+    """``?created_since=`` (from that time on) or ``?created_before=`` (before it): an ISO 8601
+    time with its offset (``2026-12-01T08:00:00Z``), or a date, read as its start in UTC."""
+    raw = query_value(name)
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.upper())  # RFC 3339 allows "t" and "z"
+    except ValueError:
+        when = None
+    if when is not None and len(raw) == 10:  # a date alone: its first instant, in UTC
+        when = when.replace(tzinfo=UTC)
+    if when is None or when.tzinfo is None:
+        raise ValidationFailed(
+            f"Unknown {name} filter value.",
+            [{"field": name, "message": f"{raw[:64]!r} is not a time with its offset"
+              " (2026-12-01T08:00:00Z) or a date (2026-12-01)"}],
+        )  # fmt: skip
+    return when
 
 
 def _batch_filter() -> int | None:

@@ -103,7 +103,10 @@ def tasks_batch(api: Understudy, args: argparse.Namespace) -> Any:
 
 def tasks_list(api: Understudy, args: argparse.Namespace) -> Any:
     found = []
-    for task in api.list_tasks(status=args.status or (), type=args.type or (), batch=args.batch):
+    for task in api.list_tasks(
+        status=args.status or (), type=args.type or (), batch=args.batch,
+        created_since=args.since, created_before=args.before,
+    ):  # fmt: skip
         found.append(task)
         if len(found) >= args.limit:
             break
@@ -281,6 +284,11 @@ def add_arguments(group: str, command: str, parser: argparse.ArgumentParser) -> 
             parser.add_argument("--status", action="append", help="repeatable")
             parser.add_argument("--type", action="append", help="repeatable")
             parser.add_argument("--batch", type=int, help="only this batch's tasks")
+            parser.add_argument(
+                "--since", metavar="TIME", help="created at or after (2026-12-01, or a time with"
+                " its offset: 2026-12-01T08:00:00Z)",
+            )  # fmt: skip
+            parser.add_argument("--before", metavar="TIME", help="created before (as --since)")
             parser.add_argument("--limit", type=int, default=50, help="at most this many")
         else:
             parser.add_argument("id", type=int)

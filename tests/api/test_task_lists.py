@@ -191,3 +191,46 @@ def test_a_batch_filter_of_digits_that_are_not_ascii_is_a_422(client, account, b
     response = client.get(f"/tasks?batch={batch}", headers=account.headers)
     assert response.status_code == 422, response.get_data(as_text=True)
     assert response.get_json()["error"]["details"][0]["field"] == "batch"
+
+
+def test_tasks_are_listed_by_when_they_were_created_with_the_other_filters(
+    client, account, runtime
+):
+    # given four tasks created on three days (the last two on the same day), one of them failed
+    ids = [client.post("/tasks", json=BODY, headers=account.headers).get_json()["id"]
+           for _ in range(4)]  # fmt: skip
+    with runtime.pool.connection() as conn:
+        times = ("2026-11-30T23:30:00Z", "2026-12-01T08:00:00Z", "2026-12-02T09:00:00Z",
+                 "2026-12-02T17:00:00Z")  # fmt: skip
+        for task_id, at in zip(ids, times, strict=True):
+            conn.execute("UPDATE tasks SET created_at = %s WHERE id = %s", (at, task_id))
+        conn.execute("UPDATE tasks SET status = 'failed' WHERE id = %s", (ids[2],))
+
+    def listed(query: str) -> list[int]:
+        response = client.get(f"/tasks?{query}", headers=account.headers)
+        assert response.status_code == 200, response.get_json()
+        return [t["id"] for t in response.get_json()["data"]]
+
+    # when they are listed by creation time (a date is its first instant in UTC; an offset is
+    # honoured; since is inclusive, before is not), with the other filters, page by page
+    assert listed("created_since=2026-12-01") == [ids[3], ids[2], ids[1]]
+    assert listed("created_since=2026-12-01&created_before=2026-12-02") == [ids[1]]
+    assert listed("created_before=2026-12-01T03:31:00%2B04:00") == [ids[0]]
+    assert listed("created_since=2026-12-02T09:00:00Z") == [ids[3], ids[2]]
+    assert listed("created_since=2026-12-02t09:00:00z&status=failed") == [ids[2]]
+    page = client.get("/tasks?created_since=2026-12-01&limit=2", headers=account.headers)
+    cursor = page.get_json()["next_cursor"]
+    assert listed(f"created_since=2026-12-01&limit=2&cursor={cursor}") == [ids[1]]
+
+
+@pytest.mark.parametrize(
+    "value", ["yesterday", "2026-12-01T08:00:00", "2026-13-01", "12/01/2026", "%00"]
+)
+def test_a_creation_time_filter_that_is_no_time_with_its_offset_is_a_422(client, account, value):
+    for name in ("created_since", "created_before"):
+        response = client.get(f"/tasks?{name}={value}", headers=account.headers)
+        if value == "%00":  # a NUL anywhere in the URL is refused before any filter is read
+            assert response.status_code == 400
+            continue
+        assert response.status_code == 422, response.get_data(as_text=True)
+        assert response.get_json()["error"]["details"][0]["field"] == name

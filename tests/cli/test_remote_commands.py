@@ -48,6 +48,8 @@ def test_tasks_create_get_list_cancel_wait_and_trajectory(remote, capsys):
     assert [t["id"] for t in _json(capsys, "tasks", "list", "--type", "check_eligibility")] == [
         created["id"]
     ]
+    assert _json(capsys, "tasks", "list", "--since", "2000-01-01", "--before", "2000-01-02") == []
+    assert len(_json(capsys, "tasks", "list", "--since", "2000-01-01")) == 1
     assert _json(capsys, "tasks", "cancel", task_id)["status"] == "canceled"
     assert _json(capsys, "tasks", "wait", task_id, "--timeout", "5")["status"] == "canceled"
     assert _json(capsys, "tasks", "trajectory", task_id)["steps"] == []

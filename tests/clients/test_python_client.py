@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask, jsonify, request
@@ -94,6 +94,12 @@ def test_create_get_list_cancel_and_typed_errors(api, account, runtime, tmp_path
     listed = [t["id"] for t in api.list_tasks(page_size=1)]  # one task per page: 3 pages
     assert listed == [with_files["id"], again["id"], created["id"]]
     assert [t["id"] for t in api.list_tasks(type=["submit_appeal"])] == [with_files["id"]]
+    # by creation time: an aware datetime or ISO text; a naive datetime is refused before sending
+    now = datetime.now(UTC)
+    assert len(list(api.list_tasks(created_since=now - timedelta(hours=1)))) == 3
+    assert list(api.list_tasks(created_before="2000-01-01")) == []
+    with pytest.raises(ValueError, match="aware datetime"):
+        api.list_tasks_page(created_since=datetime(2026, 12, 1))  # noqa: DTZ001 - the point
 
     assert api.cancel_task(created["id"])["status"] == "canceled"
     with pytest.raises(ConflictError) as conflict:

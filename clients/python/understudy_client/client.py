@@ -140,6 +140,15 @@ def _safe_to_repeat(operation: str, method: str, headers: Mapping[str, str] | No
     return method in ("GET", "PUT") or operation in CHECKS or "Idempotency-Key" in (headers or {})
 
 
+def _iso(when: datetime | str | None) -> str | None:
+    """A time as the API's filters take it: ISO 8601 text as given, or an aware datetime."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("give an aware datetime (with its timezone), such as UTC's")
+        return when.isoformat()
+    return when
+
+
 def _keyed(idempotency_key: str | None) -> dict[str, str]:
     """The headers of a call the server carries out once per key: the key given, or a new one,
     so that a retry after a lost answer gets the first answer and changes nothing more."""
@@ -414,11 +423,18 @@ class Understudy:
         limit: int | None = None,
         cursor: str | None = None,
         batch: int | None = None,
+        created_since: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> Page:
+        """One page of tasks, newest first; ``created_since`` (inclusive) and ``created_before``
+        bound when they were created (an aware datetime, or ISO 8601 text: a date is its start
+        in UTC)."""
         params = {
             "status": ",".join(status) or None,
             "type": ",".join(type) or None,
             "batch": batch,
+            "created_since": _iso(created_since),
+            "created_before": _iso(created_before),
             "limit": limit,
             "cursor": cursor,
         }
@@ -431,14 +447,18 @@ class Understudy:
         type: Sequence[str] = (),  # noqa: A002
         page_size: int | None = None,
         batch: int | None = None,
+        created_since: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> Iterator[Task]:
-        """Every matching task, newest first (``batch``: of that batch only), fetching page
-        after page as you iterate."""
+        """Every matching task, newest first (``batch``: of that batch only; the creation
+        bounds as :meth:`list_tasks_page` takes them), fetching page after page as you
+        iterate."""
         cursor = None
         while True:
             page = self.list_tasks_page(
-                status=status, type=type, limit=page_size, cursor=cursor, batch=batch
-            )
+                status=status, type=type, limit=page_size, cursor=cursor, batch=batch,
+                created_since=created_since, created_before=created_before,
+            )  # fmt: skip
             yield from page["data"]
             if not page["has_more"]:
                 return
