@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 
 from shared import embedded
 from shared.runtime import Runtime, build_runtime
@@ -110,3 +111,24 @@ def new_account(rt: Runtime, webhook_url: str | None = None):
             logins={"sandbox": sandbox_login()},
         )
     return Account(made.account_id, made.api_key, made.webhook_secret)
+
+
+JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
+FINAL = ("completed", "completed_with_issues", "failed", "canceled")
+
+
+def create_check(stack: Stack, account) -> int:
+    """An eligibility check created through the stack's API: its id."""
+    response = requests.post(
+        f"{stack.api_url}/tasks",
+        json={"type": "check_eligibility", "data": JANE},
+        headers=account.headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def task_rows(rt: Runtime) -> list[dict]:
+    with rt.pool.connection() as conn:
+        return conn.execute("SELECT id, status, attempts FROM tasks ORDER BY id").fetchall()

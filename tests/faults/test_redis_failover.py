@@ -8,13 +8,10 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import launch_stack, new_account
+from tests.faults.conftest import FINAL, create_check, launch_stack, new_account, task_rows
 from tests.faults.services import RedisSentinelSet
 
 pytestmark = pytest.mark.faults
-
-JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
-FINAL = ("completed", "completed_with_issues", "failed", "canceled")
 
 
 @pytest.fixture
@@ -22,22 +19,6 @@ def sentinels(tmp_path):
     group = RedisSentinelSet(tmp_path / "sentinel").start()
     yield group
     group.close()
-
-
-def _create(stack, account) -> int:
-    response = requests.post(
-        f"{stack.api_url}/tasks",
-        json={"type": "check_eligibility", "data": JANE},
-        headers=account.headers,
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["id"]
-
-
-def _tasks(rt) -> list[dict]:
-    with rt.pool.connection() as conn:
-        return conn.execute("SELECT id, status, attempts FROM tasks ORDER BY id").fetchall()
 
 
 def test_killing_the_redis_primary_loses_nothing_and_needs_no_restart(
@@ -50,28 +31,28 @@ def test_killing_the_redis_primary_loses_nothing_and_needs_no_restart(
         # given a batch of tasks on a slow portal, some running, some queued in Redis
         account = new_account(rt, receiver.url)
         stack.sandbox_faults(slow_s=0.3, modal="never")
-        ids = [_create(stack, account) for _ in range(3)]
+        ids = [create_check(stack, account) for _ in range(3)]
         deadline = time.monotonic() + 60
-        while not any(t["status"] == "running" for t in _tasks(rt)):
+        while not any(t["status"] == "running" for t in task_rows(rt)):
             assert time.monotonic() < deadline, "no task ever ran"
             time.sleep(0.2)
 
         # when the primary dies, tasks keep coming during the failover and after it
         sentinels.kill_primary()
         killed_at = time.monotonic()
-        ids += [_create(stack, account) for _ in range(2)]
+        ids += [create_check(stack, account) for _ in range(2)]
         failover_s = sentinels.wait_for_failover()
-        ids += [_create(stack, account) for _ in range(2)]
+        ids += [create_check(stack, account) for _ in range(2)]
         ready = requests.get(f"{stack.api_url}/readyz", timeout=10)
         stack.sandbox_faults(slow_s=0)
 
         # then every task completes once, on the same processes, and its webhook arrives once
         deadline = time.monotonic() + 150
-        rows = _tasks(rt)
+        rows = task_rows(rt)
         while not all(t["status"] in FINAL for t in rows):
             assert time.monotonic() < deadline, rows
             time.sleep(0.5)
-            rows = _tasks(rt)
+            rows = task_rows(rt)
         recovered_s = time.monotonic() - killed_at
         assert sorted(t["id"] for t in rows) == sorted(ids)
         assert {t["status"] for t in rows} == {"completed"}, rows

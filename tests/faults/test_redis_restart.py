@@ -6,30 +6,10 @@ import json
 import time
 
 import pytest
-import requests
 
-from tests.faults.conftest import launch_stack, new_account
+from tests.faults.conftest import FINAL, create_check, launch_stack, new_account, task_rows
 
 pytestmark = [pytest.mark.faults, pytest.mark.browser]
-
-JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
-FINAL = ("completed", "completed_with_issues", "failed", "canceled")
-
-
-def _create(stack, account) -> int:
-    response = requests.post(
-        f"{stack.api_url}/tasks",
-        json={"type": "check_eligibility", "data": JANE},
-        headers=account.headers,
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["id"]
-
-
-def _tasks(rt) -> list[dict]:
-    with rt.pool.connection() as conn:
-        return conn.execute("SELECT id, status, attempts FROM tasks ORDER BY id").fetchall()
 
 
 def test_a_redis_restart_under_a_running_task_stops_no_process_and_loses_nothing(
@@ -41,27 +21,27 @@ def test_a_redis_restart_under_a_running_task_stops_no_process_and_loses_nothing
         # given a task running on a slow portal: its message taken and not yet acknowledged
         account = new_account(rt, receiver.url)
         stack.sandbox_faults(slow_s=0.5, modal="never")
-        ids = [_create(stack, account)]
+        ids = [create_check(stack, account)]
         deadline = time.monotonic() + 60
-        while not any(t["status"] == "running" for t in _tasks(rt)):
+        while not any(t["status"] == "running" for t in task_rows(rt)):
             assert time.monotonic() < deadline, "the task never ran"
             time.sleep(0.2)
 
         # when Redis stops for a few seconds, and starts again with what it had written
         redis_server.stop()
-        ids.append(_create(stack, account))  # taken while Redis is away: left to the scheduler
+        ids.append(create_check(stack, account))  # taken while Redis is away: left to the scheduler
         time.sleep(5)
         redis_server.start()
         stack.sandbox_faults(slow_s=0)
-        ids.append(_create(stack, account))
+        ids.append(create_check(stack, account))
 
         # then every process still runs, every task completes once, and its webhook arrives once
         deadline = time.monotonic() + 150
-        rows = _tasks(rt)
+        rows = task_rows(rt)
         while not all(t["status"] in FINAL for t in rows):
             assert time.monotonic() < deadline, (rows, stack.process.poll())
             time.sleep(0.5)
-            rows = _tasks(rt)
+            rows = task_rows(rt)
         assert stack.process.poll() is None, "a process stopped, and the stack with it"
         assert {t["status"] for t in rows} == {"completed"}, rows
         receiver.wait_for(len(ids), timeout_s=60)
