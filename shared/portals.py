@@ -128,7 +128,7 @@ def portal_address(
     if portal == SANDBOX_PORTAL:
         return sandbox_url
     registered = portal_base_url(conn, account_id, portal)
-    if not sop_base_url or pinned_elsewhere(conn, account_id, portal, sop_base_url):
+    if not sop_base_url or _pinned_off(conn, account_id, portal, sop_base_url, registered):
         return registered
     return sop_base_url
 
@@ -139,6 +139,14 @@ def pinned_elsewhere(conn: Conn, account_id: int, portal: str, sop_base_url: str
     if portal == SANDBOX_PORTAL:
         return f"the {SANDBOX_PORTAL} portal's address is the operator's: remove base_url"
     registered = portal_base_url(conn, account_id, portal)
+    return _pinned_off(conn, account_id, portal, sop_base_url, registered)
+
+
+def _pinned_off(
+    conn: Conn, account_id: int, portal: str, sop_base_url: str, registered: str | None
+) -> str | None:
+    """:func:`pinned_elsewhere` for a portal other than the sandbox whose registered address
+    (None: none) was read already."""
     if registered is None:
         return None
     origins = set(portal_allowed_origins(conn, account_id, portal))
