@@ -20,7 +20,7 @@ from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
-from api.runtime import runtime
+from api.runtime import request_resolver, runtime
 from api.versions import history_json, versions_page
 from shared import tasks as task_queries
 from shared.db import Conn
@@ -39,6 +39,7 @@ from shared.sop.loader import SopLimits, load_sop
 from shared.sop.model import InputSpec, Sop
 from shared.sop.task_types import TASK_TYPES
 from shared.sop.validate import offsite_urls
+from shared.ssrf import UrlRefused, check_portal_url
 from shared.tasks import iso
 
 bp = Blueprint("sops", __name__)
@@ -106,10 +107,14 @@ def _known_type(conn: Conn, task_type: str) -> str:
 
 
 def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
-    """422 for a ``portal.base_url`` that would move the portal (:func:`pinned_elsewhere`),
-    and for each literal URL a goto opens outside the portal's origins (templates are checked
-    when they run; so is everything when the portal's address is not known yet)."""
-    moved = sop.base_url and pinned_elsewhere(conn, account_id(), sop.portal, sop.base_url)
+    """422 for a ``portal.base_url`` that would move the portal (:func:`pinned_elsewhere`) or
+    that the agent may not browse (a private address the operator does not allow, as
+    ``PUT /portals`` refuses it), and for each literal URL a goto opens outside the portal's
+    origins (templates are checked when they run; so is everything when the portal's address
+    is not known yet)."""
+    moved = sop.base_url and (
+        pinned_elsewhere(conn, account_id(), sop.portal, sop.base_url) or _unbrowsable(sop.base_url)
+    )
     if moved:
         line = next((n for n, text in enumerate(sop.source.splitlines(), start=1)
                      if re.match(r"\s*base_url\s*:", text)), None)  # fmt: skip
@@ -128,6 +133,17 @@ def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
     errors = offsite_urls(sop, origins) if origins else []
     if errors:
         raise ValidationFailed("The SOP is not valid.", errors)
+
+
+def _unbrowsable(url: str) -> str | None:
+    """Why the agent may not browse ``url`` (None if it may)."""
+    try:
+        check_portal_url(
+            url, allow_private=runtime().settings.portal_allow_private, resolver=request_resolver()
+        )
+    except UrlRefused as err:
+        return f"base_url is refused: {err}"
+    return None
 
 
 def _warnings(conn: Conn, sop: Sop) -> list[str]:

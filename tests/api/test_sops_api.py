@@ -7,6 +7,7 @@ import pytest
 from shared.portals import portal_address
 from shared.sop.library import builtin_sop_text
 from shared.sop.task_types import TASK_TYPES
+from tests.dispatcher.support import with_settings
 
 ELIGIBILITY = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
 BUILTIN = builtin_sop_text("check_eligibility")
@@ -450,3 +451,23 @@ def test_an_sop_cannot_move_its_portal_where_the_login_would_be_typed(client, ac
         ("acme", "https://portal.acme.test/p"): "https://portal.acme.test/p",
         ("beta", "https://b.test"): "https://b.test",
     }
+
+
+def test_an_sop_cannot_pin_an_address_the_agent_may_not_browse(runtime, account):
+    # given an operator who does not allow private portal addresses
+    from api import create_app
+
+    strict = create_app(runtime=with_settings(runtime, portal_allow_private=False)).test_client()
+    line = BUILTIN.splitlines().index("  name: sandbox") + 2
+    # when an SOP pins a portal the account never registered on the metadata address or on
+    # loopback, then it is refused as PUT /portals refuses that address, naming the line
+    for url, said in (("http://169.254.169.254/", "link-local"), ("http://127.0.0.1:8080", "")):
+        for response in (
+            strict.post("/sops/validate", json={"sop": _pinned(url, "beta")},
+                        headers=account.headers),
+            _put(strict, account, _pinned(url, "beta")),
+        ):  # fmt: skip
+            [problem] = _error(response, 422, "validation_failed")["details"]
+            assert (problem["line"], problem["path"]) == (line, "portal.base_url")
+            assert "base_url is refused" in problem["message"] and said in problem["message"]
+    assert _sop_rows(runtime) == 0
