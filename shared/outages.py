@@ -127,13 +127,16 @@ def portal_failed(
         UPDATE tasks
            SET status = 'waiting_for_portal', claimed_by = NULL, lease_expires_at = NULL,
                enqueued_at = NULL, portal_down_since = coalesce(portal_down_since, now()),
+               -- The outage's probes, notes and end find its waiters by this: a portal
+               -- registered without a profile has not set it yet.
+               profile_portal = coalesce(profile_portal, %s),
                notes = %s, updated_at = now()
          WHERE id = %s AND claimed_by = %s AND status IN ('running', 'waiting_for_input')
            AND cancel_requested_at IS NULL
            AND coalesce(portal_down_since, now()) > now() - make_interval(secs => %s)
         RETURNING portal_down_since = now() AS first
         """,
-        (note, task_id, worker, wait_s),
+        (portal, note, task_id, worker, wait_s),
     ).fetchone()
     if waiting and waiting["first"]:
         # The opt-in event, once per wait: not again when a probe finds the portal still down.

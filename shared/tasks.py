@@ -22,6 +22,7 @@ from shared.crypto import encrypt_json
 from shared.db import Conn, MissingRow, fetch_one
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
+from shared.sop.profile import BUILTIN_PORTALS
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -156,6 +157,9 @@ def _profile_json(row: dict[str, Any]) -> dict[str, Any] | None:
     if row.get("profile_portal") is None:
         return None
     version = row["profile_version"]
+    if version is None and row["profile_portal"] not in BUILTIN_PORTALS:
+        # A portal without a profile whose outage the task waited for (shared.outages).
+        return None
     return {"portal": row["profile_portal"], "version": version, "builtin": version is None}
 
 

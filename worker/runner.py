@@ -268,18 +268,21 @@ def _admit(
 
 
 def _release_portal(
-    rt: Runtime, account_id: int, profile: Profile | None, *, answered: bool
+    rt: Runtime, account_id: int, profile: Profile | None, *, answered: bool, portal: str
 ) -> None:
     """A task let its portal go (it ended, paused for review, or waits for the portal): end
     the account's outage on it if the run got past the sign-in (``answered``), and send the
     tasks that may run now. Best effort: if this fails, the scheduler sends them (a session's
     waiters once none of the account's tasks on the portal runs, an outage's at its next
     probe)."""
-    if profile is None:
+    if profile is None and not answered:
         return
 
     def release(conn: Conn) -> list[int]:
-        woken = outages.portal_answered(conn, account_id, profile.portal) if answered else []
+        # (a portal without a profile has an outage too, and no sessions to count)
+        woken = outages.portal_answered(conn, account_id, portal) if answered else []
+        if profile is None:
+            return woken
         return woken + task_queries.wake_session_waiters(
             conn, account_id, profile.portal, profile.max_sessions
         )
@@ -593,19 +596,25 @@ def _claim_and_run(
             )
         except ReviewRequested as pause:
             _pause_for_review(rt, task_id, worker, redactor.text(pause.step_name))
-            _release_portal(rt, claimed["account_id"], profile, answered=True)
+            _release_portal(
+                rt, claimed["account_id"], profile, answered=True, portal=stored.sop.portal
+            )
             return None
         except LookupsBusy as busy:
             # Ours, not the portal's: the task goes back in line, its attempt not counted, and
             # the scheduler sends it again after PENDING_REQUEUE_AFTER_S.
             log.warning("task %s goes back in line: %s", task_id, busy)
             _db(rt, lambda conn: task_queries.give_back(conn, task_id, worker))
-            _release_portal(rt, claimed["account_id"], profile, answered=False)
+            _release_portal(
+                rt, claimed["account_id"], profile, answered=False, portal=stored.sop.portal
+            )
             return None
     if ending.portal_down is not None and _wait_for_portal(
         rt, claimed, stored.sop.portal, ending.portal_down, redactor, worker
     ):
-        _release_portal(rt, claimed["account_id"], profile, answered=False)
+        _release_portal(
+            rt, claimed["account_id"], profile, answered=False, portal=stored.sop.portal
+        )
         return None
     status, notes, result = (
         ending.status,
@@ -614,7 +623,13 @@ def _claim_and_run(
     )
     if _finish(rt, claimed, worker, status, notes, result, started) is None:
         return None
-    _release_portal(rt, claimed["account_id"], profile, answered=ending.portal_answered)
+    _release_portal(
+        rt,
+        claimed["account_id"],
+        profile,
+        answered=ending.portal_answered,
+        portal=stored.sop.portal,
+    )
     return status
 
 

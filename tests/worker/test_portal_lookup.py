@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from shared import outages
 from shared.lookup import Lookups, NameTimedOut
 from shared.ssrf import system_resolver
 from tests.api import test_name_lookups
@@ -100,3 +101,29 @@ def test_with_every_lookup_thread_taken_the_task_goes_back_in_line(
     assert (dns.started, dns.ended) == (1, 0)
     task = _task(client, account, task_id)
     assert (task["status"], task["attempts"], task["startedAt"]) == ("pending", 0, None), task
+
+
+def test_a_task_waiting_for_a_portal_without_a_profile_is_sent_as_the_probe(
+    rt, client, account, browsers, dns: HangingDns
+):
+    # given a task on a portal registered without a profile (PUT /portals alone), whose DNS
+    # hung: it waits for the portal
+    task_id = _hanging_portal_task(client, account)
+    assert runner.run_task(rt, task_id, browsers=browsers) is None
+    assert _task(client, account, task_id)["status"] == "waiting_for_portal"
+
+    # when the outage's probe is due (the portal may be back)
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "UPDATE portal_outages SET next_probe_at = now() - interval '1 second'"
+            " WHERE account_id = %s",
+            (account.id,),
+        )
+        probes = outages.due_probes(conn)
+
+    # then the waiting task is the probe, sent again: not left waiting, with no outage to
+    # wake it, until PORTAL_OUTAGE_WAIT_S fails it as a portal error
+    assert probes == [task_id]
+    task = _task(client, account, task_id)
+    assert task["status"] == "pending"
+    assert task["profile"] is None, "the portal has no profile"
