@@ -290,7 +290,7 @@ def _release_portal(
     try:
         woken = _db(rt, release)
     except INFRASTRUCTURE_ERRORS:
-        log.warning("could not send the tasks waiting for portal %s", profile.portal)
+        log.warning("could not send the tasks waiting for portal %s", portal)
         return
     for task_id in woken:
         task_queries.send_now(rt, task_id)
