@@ -177,15 +177,21 @@ def update_endpoint(
     elif enabled is False:
         sets += ["enabled = false", "disabled_reason = 'disabled by the account'"]
     before = conn.execute(
-        "SELECT enabled FROM webhook_endpoints WHERE account_id = %s FOR UPDATE", (account_id,)
+        "SELECT enabled, url FROM webhook_endpoints WHERE account_id = %s FOR UPDATE",
+        (account_id,),
     ).fetchone()
     row = conn.execute(
         f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE account_id = %s RETURNING *",
         [*params, account_id],
     ).fetchone()
-    if before is not None and not before["enabled"] and enabled is True:
-        # Held messages go now; an endpoint that was enabled keeps its retries' timing.
-        release_held_messages(conn, account_id)
+    if before is not None and row is not None and row["enabled"] and row["url"] is not None:
+        enabled_again = not before["enabled"]
+        # A new receiver (a URL given again, or another one): the old one's failures set the
+        # retries' timing, and say nothing about it.
+        new_url = before["url"] != row["url"]
+        if enabled_again or new_url:
+            # Held messages go now; an endpoint that was enabled keeps its retries' timing.
+            release_held_messages(conn, account_id)
     return row
 
 

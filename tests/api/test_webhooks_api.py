@@ -396,3 +396,31 @@ def test_two_first_puts_at_once_make_one_endpoint_and_no_error(app, make_caller)
     made = next(body for status, body in answers if status == 201)
     assert made["secret"].startswith("whsec_")
     assert all("secret" not in body for status, body in answers if status == 200)
+
+
+def test_a_url_given_again_sends_the_messages_waiting_in_their_retry_schedule(
+    client, runtime, caller, receiver
+):
+    # given a message that waits hours for its next attempt (its receiver failed it), and an
+    # endpoint whose URL the client then removed
+    task_id, _ = finish_task(runtime, caller.account_id)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_messages SET attempts = 5, next_attempt_at = now() + interval '5 hours'"
+            " WHERE task_id = %s",
+            (task_id,),
+        )
+    response = client.put("/webhook-endpoint", json={"url": None}, headers=caller.headers)
+    assert response.status_code == 200
+    [held] = client.get("/webhooks/messages", headers=caller.headers).get_json()["data"]
+    assert held["held"] is True
+
+    # when it gives the endpoint a URL again
+    response = client.put("/webhook-endpoint", json={"url": receiver.url}, headers=caller.headers)
+    assert response.status_code == 200
+
+    # then the message goes at once (docs/webhooks.md: "goes as soon as the endpoint is enabled
+    # (or given a URL) again, which also sends at once every message waiting in its retry
+    # schedule"), not hours later
+    drive(runtime, lambda: message(runtime, task_id=task_id)["status"] == "delivered")
+    assert len(receiver.received) == 1
