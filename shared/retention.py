@@ -3,7 +3,8 @@ with everything it holds.
 
 A task holds a patient's data (its ``data``, inputs, result and notes), the files sent with it,
 the screenshots of the payer's pages the agent saw, and the webhook messages that carried it.
-None of it is kept longer than the account chose (``PUT /settings``, 90 days unless set). The
+None of it is kept longer than the account chose (``PUT /settings``, 90 days unless set), except
+while its webhook is still in its retry schedule (about 28 hours at most). The
 scheduler calls :func:`purge` every ``RETENTION_INTERVAL_S``, in a thread of its own beside its
 ticks; each call deletes in transactions of at most ``PURGE_BATCH`` tasks (or batches, or
 messages of no task), up to ``MAX_BATCHES_PER_CALL`` of each kind, so no lock is held long and a
@@ -49,14 +50,21 @@ IDEMPOTENCY_TTL = "24 hours"
 # The tasks of an account that ended before its cutoff: one range of the ``tasks_ended`` index
 # per account, so a call costs the accounts plus what it deletes, however many tasks are kept.
 # (Ordered by the index's own key, or the planner may choose a scan of the whole table.)
+# A task whose outcome is still in its retry schedule to an endpoint that takes messages waits
+# for it: a receiver down for hours loses nothing (the schedule ends within about 28 hours).
+# One held by the account's endpoint (disabled, or no URL) does not: the account stopped its
+# deliveries, and its retention is its choice too.
 _DUE_TASKS = """
     SELECT t.id FROM accounts a
+    LEFT JOIN webhook_endpoints e ON e.account_id = a.id AND e.enabled AND e.url IS NOT NULL
     CROSS JOIN LATERAL (
         SELECT id FROM tasks
          WHERE account_id = a.id
            AND status IN ('completed', 'completed_with_issues', 'failed', 'canceled')
            AND COALESCE(completed_at, failed_at, canceled_at)
                < now() - make_interval(days => a.retention_days)
+           AND (e.account_id IS NULL OR NOT EXISTS (
+                SELECT FROM webhook_messages m WHERE m.task_id = tasks.id AND m.status = 'pending'))
          ORDER BY COALESCE(completed_at, failed_at, canceled_at)
          LIMIT %(limit)s
          FOR UPDATE SKIP LOCKED

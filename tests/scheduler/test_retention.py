@@ -243,6 +243,56 @@ def test_a_task_whose_webhook_is_being_delivered_waits_for_the_attempt(client, r
     assert _gone(client, account, task_id)
 
 
+def _keeps_one_day_and_sends_to_a_receiver(client, account) -> None:
+    settings = client.put("/settings", json={"retention_days": 1}, headers=account.headers)
+    assert settings.status_code == 200, settings.get_json()
+    put = client.put("/webhook-endpoint", json={"url": "http://127.0.0.1:9/down"},
+                     headers=account.headers)  # fmt: skip
+    assert put.status_code in (200, 201), put.get_json()
+
+
+def test_a_task_whose_outcome_is_still_being_retried_waits_for_its_retries(
+    client, runtime, account
+):
+    # given an endpoint that takes messages, down for hours: a task's outcome is still in its
+    # retry schedule when the task passes the account's retention (1 day; the schedule runs
+    # about 28 hours)
+    _keeps_one_day_and_sends_to_a_receiver(client, account)
+    task_id = _task(client, account)
+    _end(runtime, account, task_id, 2)
+    message = "webhook_messages WHERE task_id = %s AND status = 'pending'"
+    assert _count(runtime, message, (task_id,)) == 1
+
+    # when the retention runs, then the task and its message stay for the retries to come
+    assert retention.purge(runtime).tasks == 0
+    assert not _gone(client, account, task_id)
+    [listed] = client.get("/webhooks/messages", headers=account.headers).get_json()["data"]
+    assert (listed["status"], listed["held"]) == ("pending", False)
+
+    # and once the schedule ended (given up) the task goes at the next pass
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_messages SET status = 'failed', failed_at = now() WHERE task_id = %s",
+            (task_id,),
+        )
+    assert retention.purge(runtime).tasks == 1
+    assert _gone(client, account, task_id)
+
+
+def test_a_task_whose_outcome_the_account_holds_goes_at_its_retention(client, runtime, account):
+    # given an endpoint the account disabled: its messages are held, not in a retry schedule
+    _keeps_one_day_and_sends_to_a_receiver(client, account)
+    assert client.put("/webhook-endpoint", json={"enabled": False},
+                      headers=account.headers).status_code == 200  # fmt: skip
+    task_id = _task(client, account)
+    _end(runtime, account, task_id, 2)
+
+    # when the retention runs (1 day), then the task goes with its held message
+    assert retention.purge(runtime).tasks == 1
+    assert _gone(client, account, task_id)
+    assert _count(runtime, "webhook_messages WHERE task_id = %s", (task_id,)) == 0
+
+
 def _screenshots(conn, account_id: int, *, steps: int) -> None:
     """Give each of the account's tasks a screenshot, shown by ``steps`` trajectory steps."""
     conn.execute(
