@@ -38,6 +38,11 @@ class CredentialsRejected(AgentError):
     """The portal refused the username/password or the one-time code."""
 
 
+class CredentialsRemoved(AgentError):
+    """The account deleted the portal's credentials while the task ran, and the run had to sign
+    in again (its session ended, or an attempt after a portal error)."""
+
+
 class StepFailed(AgentError):
     """An SOP step could not be carried out (element not found, explicit `fail`, ...)."""
 

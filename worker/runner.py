@@ -55,6 +55,7 @@ from worker.errors import (
     AgentError,
     ClaimLost,
     CredentialsRejected,
+    CredentialsRemoved,
     InputTimeout,
     LeftPortal,
     PortalUnavailable,
@@ -421,6 +422,12 @@ def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskSta
             f"The portal '{sop.portal}' rejected the stored credentials. Not retried, so the "
             f"account is not locked out; update them with PUT /credentials/{sop.portal}."
         )
+    if isinstance(exc, CredentialsRemoved):
+        return TaskStatus.FAILED, (
+            f"The credentials for portal '{sop.portal}' were deleted while the task ran, and it"
+            f" had to sign in again; store them with PUT /credentials/{sop.portal}, then send"
+            " the task again."
+        )
     if isinstance(exc, SecretRefused):
         where = f"step {exc.step_index} ({exc.step_name})" if exc.step_name else "a step"
         return TaskStatus.FAILED, f"Refused at {where}: {exc}."
@@ -467,8 +474,11 @@ def _drive(
             wait=wait_exponential(multiplier=rt.settings.portal_retry_base_s, max=60),
             reraise=True,
         )
+        renew = _stored_login(rt, claimed["account_id"], sop.portal)
+        first = [credentials]  # read with the claim; a later attempt reads what is stored then
 
         def attempt() -> Outcome:
+            login = first.pop() if first else renew()
             with browsers.session(key) as driver:
                 set_downloads(driver, folder / "downloads")
                 return run_sop(
@@ -476,7 +486,8 @@ def _drive(
                     sop,
                     claimed["inputs"],
                     base_url=base_url,
-                    credentials=credentials,
+                    credentials=login,
+                    renew_credentials=renew,
                     files=files,
                     recorder=recorder,
                     verify_only=recorder.irreversible_passed,
@@ -492,6 +503,20 @@ def _drive(
                 )
 
         return retrying(attempt)
+
+
+def _stored_login(rt: Runtime, account_id: int, portal: str) -> Callable[[], Credentials]:
+    """What reads the portal's login as stored now, for a sign-in after the first: the account
+    may have rotated it (the old password would be refused, and count towards a lockout) or
+    deleted it (CredentialsRemoved) since the task was claimed."""
+
+    def stored() -> Credentials:
+        login = _db(rt, lambda conn: load_credentials(conn, rt.fernet, account_id, portal))
+        if login is None:
+            raise CredentialsRemoved(f"the credentials for portal '{portal}' were deleted")
+        return login
+
+    return stored
 
 
 def _review(claimed: dict) -> Review:

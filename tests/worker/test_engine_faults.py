@@ -22,6 +22,7 @@ from worker.agent.interpreter import run_sop
 from worker.errors import (
     TRANSIENT_ERRORS,
     CredentialsRejected,
+    CredentialsRemoved,
     InputsInvalid,
     InputTimeout,
     PortalUnavailable,
@@ -144,9 +145,8 @@ def test_wrong_mfa_code_is_rejected_after_a_second_try(driver, portal) -> None:
     assert "000000" not in str(exc.value)
 
 
-def test_session_expiry_mid_flow_signs_in_again_and_finishes(driver, portal, recorder) -> None:
-    # given a portal that ends the session right after the search form is filled
-    base_url = portal()
+def _expire_once_mid_flow(base_url: str, recorder) -> None:
+    """End the portal's session right after the search form is filled, once."""
 
     def on_step(name: str) -> None:
         if "Date of Birth" in name and not recorder.named("Session expired"):
@@ -156,6 +156,12 @@ def test_session_expiry_mid_flow_signs_in_again_and_finishes(driver, portal, rec
 
     recorder.on_step = on_step
 
+
+def test_session_expiry_mid_flow_signs_in_again_and_finishes(driver, portal, recorder) -> None:
+    # given a portal that ends the session right after the search form is filled
+    base_url = portal()
+    _expire_once_mid_flow(base_url, recorder)
+
     # when eligibility is checked
     outcome = run_builtin(driver, "check_eligibility", JANE, base_url, recorder=recorder)
 
@@ -163,6 +169,38 @@ def test_session_expiry_mid_flow_signs_in_again_and_finishes(driver, portal, rec
     assert outcome.status == "completed" and "Sandbox Gold PPO" in outcome.notes
     assert len(recorder.named("Session expired")) == 1
     assert stats(base_url)["login_attempts"]["provider@sandbox"] == 2
+
+
+def test_a_sign_in_again_types_the_login_stored_now(driver, portal, recorder) -> None:
+    # given a run that began with one login, whose account stored another since (a rotated
+    # password), and a portal that ends the session mid-flow
+    base_url = portal()
+    _expire_once_mid_flow(base_url, recorder)
+
+    # when eligibility is checked
+    outcome = run_builtin(driver, "check_eligibility", JANE, base_url, recorder=recorder,
+                          renew_credentials=lambda: PLAIN_USER)  # fmt: skip
+
+    # then the sign-in again used the login stored now, not the one the run began with
+    assert outcome.status == "completed"
+    attempts = stats(base_url)["login_attempts"]
+    assert (attempts["provider@sandbox"], attempts["nomfa@sandbox"]) == (1, 1)
+
+
+def test_a_login_deleted_mid_run_is_never_typed_again(driver, portal, recorder) -> None:
+    # given a run whose account deleted the portal's login since it began
+    base_url = portal()
+    _expire_once_mid_flow(base_url, recorder)
+
+    def deleted() -> Credentials:
+        raise CredentialsRemoved("the credentials for portal 'sandbox' were deleted")
+
+    # when the portal ends the session, then the run stops there, signed in once only
+    with pytest.raises(CredentialsRemoved):
+        run_builtin(driver, "check_eligibility", JANE, base_url, recorder=recorder,
+                    renew_credentials=deleted)  # fmt: skip
+    assert stats(base_url)["login_attempts"]["provider@sandbox"] == 1
+    assert recorder.steps[-1].status == "failed"
 
 
 def test_session_that_keeps_expiring_is_transient(driver, portal) -> None:

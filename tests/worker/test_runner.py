@@ -146,6 +146,35 @@ def test_wrong_password_fails_at_once_with_one_login_attempt(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+def test_a_login_deleted_while_the_task_runs_is_not_typed_again(
+    rt, client, account, browsers, sandbox_url
+):
+    # given a task running on a slow portal that ends its session after a few pages
+    faults = f"{sandbox_url}/__sandbox/faults"
+    requests.post(faults, json={"slow_s": 0.5, "expire_after_requests": 4}, timeout=5)
+    signed_in = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
+    before = signed_in["login_attempts"].get(SANDBOX_USERNAME, 0)
+    task_id = _task(client, account)
+    worker = _run_in_background(rt, task_id, browsers, until="running")
+    deadline = time.monotonic() + 30
+    while not _step_names(rt, task_id):  # its login was read with the claim
+        assert time.monotonic() < deadline, "no step ran"
+        time.sleep(0.05)
+
+    # when the account deletes the portal's login, and the portal then ends the session
+    assert client.delete("/credentials/sandbox", headers=account.headers).status_code == 204
+    worker.join(timeout=90)
+    requests.post(faults, json={"slow_s": 0, "expire_after_requests": None}, timeout=5)
+
+    # then the task ends saying why, and the deleted login was typed only for the first sign-in
+    row = _row(rt, task_id)
+    assert row["status"] == "failed", row["notes"]
+    assert "were deleted while the task ran" in row["notes"]
+    assert "PUT /credentials/sandbox" in row["notes"]
+    stats = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
+    assert stats["login_attempts"][SANDBOX_USERNAME] - before == 1
+
+
 def test_cancel_stops_a_running_task_within_seconds(rt, client, account, browsers, sandbox_url):
     requests.post(f"{sandbox_url}/__sandbox/faults", json={"slow_s": 1.0}, timeout=5)
     task_id = _task(client, account)

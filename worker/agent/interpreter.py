@@ -179,6 +179,7 @@ def run_sop(
     review: Review | None = None,
     profile: Profile | None | _Builtin = BUILTIN_PROFILE,
     limits: ReadLimits | None = None,
+    renew_credentials: Callable[[], Credentials] | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
@@ -198,6 +199,9 @@ def run_sop(
     `review` is the task's review state: a run that reaches a review point unapproved raises
     ReviewRequested (see ``worker.agent.review``). `limits` bound what the run keeps of the
     portal's pages (default: the settings' defaults; see ``worker.agent.limits``).
+    `renew_credentials` gives the login stored now, read again before a sign-in in the middle of
+    the run (the portal ended the session): the account may have changed it, or deleted it
+    (CredentialsRemoved), since the run began.
     """
     if isinstance(profile, _Builtin):
         try:
@@ -236,6 +240,7 @@ def run_sop(
         review=review or Review(),
         profile=profile,
         limits=limits or ReadLimits(),
+        renew_credentials=renew_credentials,
     )
     try:
         outcome = run.execute(verify_only=verify_only)
@@ -336,6 +341,7 @@ class Run:
         review: Review,
         profile: Profile | None = None,
         limits: ReadLimits | None = None,
+        renew_credentials: Callable[[], Credentials] | None = None,
     ) -> None:
         self.sop = sop
         self.limits = limits or ReadLimits()
@@ -346,6 +352,7 @@ class Run:
         self.review_passed = False  # an approved task passed a review point in this run
         self.screenshot_every_step = screenshot_every_step
         self.credentials = credentials
+        self.renew_credentials = renew_credentials
         self.files = files
         self.recorder = recorder
         self.should_stop = should_stop
@@ -481,6 +488,7 @@ class Run:
         if self.sign_in is None:  # unreachable: without a sign-in, no sign-in page is known
             raise PortalUnavailable("the portal ended the session, and it has no sign-in")
         try:
+            self._renew_credentials()
             timeout = self.sign_in.timeout_s if self.profile else self.timeout(None)
             message = login.sign_in(self, self.sign_in, timeout) + self._close_popups()
         except AgentError as exc:
@@ -493,6 +501,15 @@ class Run:
         self.ctx.extracted.clear()
         self.cuts.clear()
         return self.sop.verify if self.verifying else self.sop.steps
+
+    def _renew_credentials(self) -> None:
+        """The login stored now, for a sign-in in the middle of the run: never one the account
+        changed or deleted since the run began."""
+        if self.renew_credentials is None:
+            return
+        self.credentials = self.renew_credentials()
+        for secret in (self.credentials.password, self.credentials.totp_secret):
+            self.redactor.add(secret)
 
     def _outcome(self) -> Outcome:
         context = self.ctx.as_dict()
