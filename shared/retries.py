@@ -44,8 +44,11 @@ class RetryRequest:
 
 def retry_request(conn: Conn, fernet: MultiFernet, task_id: int, account_id: int) -> RetryRequest:
     """What sending the account's task again creates. ``LookupError`` if it has no such task,
-    :class:`NotRetryable` if the task may not be sent again."""
-    row = _task(conn, task_id, account_id)
+    :class:`NotRetryable` if the task may not be sent again.
+
+    The task's row is read ``FOR SHARE``: the retention purge, which deletes a task's files
+    before the task, skips it until this transaction ends, so the files read are all it had."""
+    row = _task(conn, task_id, account_id, lock=True)
     if row is None:
         raise LookupError(task_id)
     if refused := _refusal(task_id, row):
@@ -70,10 +73,10 @@ def refusal(conn: Conn, task_id: int, account_id: int) -> NotRetryable | None:
     return _refusal(task_id, row) if row else None
 
 
-def _task(conn: Conn, task_id: int, account_id: int) -> dict[str, Any] | None:
+def _task(conn: Conn, task_id: int, account_id: int, lock: bool = False) -> dict[str, Any] | None:
     return conn.execute(
         "SELECT type, status, data, secret_inputs, irreversible_step, irreversible_at"
-        " FROM tasks WHERE id = %s AND account_id = %s",
+        " FROM tasks WHERE id = %s AND account_id = %s" + (" FOR SHARE" if lock else ""),
         (task_id, account_id),
     ).fetchone()
 

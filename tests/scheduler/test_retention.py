@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from shared import metrics, retention, users
+from shared import metrics, retention, retries, users
 from shared import tasks as task_queries
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
@@ -291,6 +291,24 @@ def test_a_task_whose_outcome_the_account_holds_goes_at_its_retention(client, ru
     assert retention.purge(runtime).tasks == 1
     assert _gone(client, account, task_id)
     assert _count(runtime, "webhook_messages WHERE task_id = %s", (task_id,)) == 0
+
+
+def test_a_task_being_sent_again_keeps_its_files_until_the_retry_has_read_them(
+    client, runtime, account
+):
+    # given a task with a file, past its retention, that a client sends again
+    task_id = _with_file(client, account)
+    _end(runtime, account, task_id, 100, TaskStatus.FAILED)
+    with runtime.pool.connection() as conn:
+        request = retries.retry_request(conn, runtime.fernet, task_id, account.id)
+
+        # when the retention runs while the retry is still reading it, then it waits
+        assert retention.purge(runtime).tasks == 0
+        files = conn.execute("SELECT count(*) AS n FROM task_files WHERE task_id = %s",
+                             (task_id,)).fetchone()["n"]  # fmt: skip
+    # and the retry has the task's file, which was still there when it read it
+    assert [name for name, _type, _content in request.files] == ["letter.pdf"] and files == 1
+    assert retention.purge(runtime).tasks == 1
 
 
 def _screenshots(conn, account_id: int, *, steps: int) -> None:
