@@ -18,8 +18,8 @@ from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import within_quota
 from api.runtime import request_resolver, runtime
+from shared import outages, totp
 from shared import portals as portal_queries
-from shared import totp
 from shared.accounts import (
     Credentials,
     credentials_overview,
@@ -138,6 +138,7 @@ def put_portal_credentials(portal: str):
         with within_quota():
             portal_queries.make_room(conn, account_id(), portal, rt.settings.max_portals)
         put_credentials(conn, rt.fernet, account_id(), portal, creds)
+        outages.probe_now(conn, account_id(), portal)
         (row,) = credentials_overview(conn, rt.fernet, account_id(), portal)
     return jsonify(_credentials_json(row))
 
@@ -190,6 +191,7 @@ def put_portal(name: str):
         with within_quota():
             portal_queries.make_room(conn, account_id(), name, runtime().settings.max_portals)
         row = portal_queries.put_portal(conn, account_id(), name, body["base_url"], origins)
+        outages.probe_now(conn, account_id(), name)
         setup = portal_queries.portal_setup(conn, account_id(), name)
         profiled = name in portal_queries.profiled_portals(conn, account_id())
     return jsonify(_portal_json(row, setup["has_credentials"], profiled))

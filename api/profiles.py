@@ -22,6 +22,7 @@ from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
 from api.runtime import request_resolver, runtime
 from api.versions import history_json, versions_page
+from shared import outages
 from shared import portals as portal_queries
 from shared.db import Conn
 from shared.portals import StoredProfile
@@ -255,6 +256,7 @@ def store_profile(name: str, text: str) -> tuple[dict[str, Any], bool]:
             portal_queries.put_portal(
                 conn, account_id(), name, profile.base_url, list(profile.allowed_origins)
             )
+        outages.probe_now(conn, account_id(), name)
         out = _profile_json(conn, name)
         out["warnings"] = _warnings(conn, name, profile)
     return out, created

@@ -168,6 +168,18 @@ def portal_answered(conn: Conn, account_id: int, portal: str) -> list[int]:
     return woken
 
 
+def probe_now(conn: Conn, account_id: int, portal: str) -> None:
+    """The account changed what its runs on ``portal`` use (its address, profile or login):
+    an outage's next probe is due now, not after its backoff of up to ten minutes, so a fixed
+    address or login is tried at the scheduler's next tick. (One row's time, and nothing it
+    waits on: the portal's lock is not needed.)"""
+    conn.execute(
+        "UPDATE portal_outages SET next_probe_at = now()"
+        " WHERE account_id = %s AND portal = %s AND next_probe_at > now()",
+        (account_id, portal),
+    )
+
+
 # An outage (``o``) whose next probe is due, and whose last probe is not on its way any more.
 _PROBE_DUE = """
     o.next_probe_at <= now()

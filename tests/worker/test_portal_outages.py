@@ -11,10 +11,12 @@ from datetime import timedelta
 import pytest
 import requests
 
+from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from scheduler.loop import tick
 from shared import outages
 from shared import tasks as task_queries
 from shared.settings import SettingsError, load_settings
+from shared.sop.profile import builtin_profile_text
 from shared.tasks import iso
 from tests.worker.support import sandbox_runtime
 from worker import runner
@@ -305,3 +307,35 @@ def test_an_outage_whose_cause_changes_is_timed_from_the_change(rt, client, acco
     changed = _outage(rt, account)
     assert changed["cause"] == "signed_in_elsewhere"
     assert changed["since"] > down_since + timedelta(minutes=59)
+
+
+@pytest.mark.parametrize("change", ["login", "profile"])
+def test_a_fixed_login_or_profile_is_probed_at_once_not_after_the_backoff(
+    rt, client, account, browsers, sandbox_url, change
+):
+    # given a task waiting for its portal, whose next probe is ten minutes off
+    slow = dataclasses.replace(rt, settings=rt.settings.replace(portal_probe_after_s=600))
+    _down(sandbox_url, True)
+    task_id = _task(client, account)
+    assert runner.run_task(slow, task_id, browsers=browsers) is None
+    _down(sandbox_url, False)
+    assert _outage(rt, account)["next_probe_at"] - _now(rt) > timedelta(minutes=9)
+    with rt.pool.connection() as conn:
+        assert outages.due_probes(conn) == []
+
+    # when the account stores its portal's login again, or a new version of its profile
+    if change == "login":
+        login = {"username": SANDBOX_USERNAME, "password": SANDBOX_PASSWORD,
+                 "totp_secret": SANDBOX_TOTP_SECRET}  # fmt: skip
+        response = client.put("/credentials/sandbox", json=login, headers=account.headers)
+    else:
+        profile = builtin_profile_text("sandbox").replace("title:", "title: Ours -", 1)
+        response = client.put("/portals/sandbox/profile", json={"profile": profile},
+                              headers=account.headers)  # fmt: skip
+    assert response.status_code in (200, 201), response.get_json()
+
+    # then the waiting task is the probe at the scheduler's next tick, and it completes
+    with rt.pool.connection() as conn:
+        assert outages.due_probes(conn) == [task_id]
+    assert runner.run_task(rt, task_id, browsers=browsers) == "completed"
+    assert _outage(rt, account) is None
