@@ -20,6 +20,7 @@ from flask import Blueprint, jsonify
 from api.errors import RETRY_AFTER_S, error_response
 from api.runtime import runtime
 from shared.celery import broker_ping
+from shared.db import without_password
 from shared.runtime import Runtime
 
 bp = Blueprint("health", __name__)
@@ -65,7 +66,10 @@ def readiness(rt: Runtime) -> dict[str, str]:
         if not future.done():
             states[name] = f"no answer within {rt.settings.ready_timeout_s:g} s"
         elif (exc := future.exception()) is not None:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            # libpq quotes a malformed DATABASE_URL (its password included) in its error, and
+            # /readyz needs no key: the password is masked before the line is cut.
+            text = without_password(str(exc), rt.database_url)
+            first_line = (text.strip().splitlines() or [""])[0][:200]
             states[name] = f"{type(exc).__name__}: {first_line}".rstrip(": ")
         else:
             states[name] = "ok"

@@ -20,6 +20,8 @@ from typing import Generic, TypeVar
 
 import psycopg
 
+from shared.db import without_password
+
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
@@ -100,7 +102,11 @@ class NotifiedMemo(Generic[V]):
                 )
             except psycopg.Error as exc:
                 if not cut_off:
-                    log.warning("cannot listen for %s changes yet: %s", self._channel, exc)
+                    log.warning(
+                        "cannot listen for %s changes yet: %s",
+                        self._channel,
+                        without_password(str(exc), self._url),
+                    )
                 cut_off = True
                 self._stopping.wait(RECONNECT_AFTER_S)
                 continue
@@ -116,7 +122,11 @@ class NotifiedMemo(Generic[V]):
                     conn.execute("SELECT 1")  # still answering
             except Exception as exc:
                 if not cut_off:
-                    log.warning("stopped hearing of %s changes: %s", self._channel, exc)
+                    log.warning(
+                        "stopped hearing of %s changes: %s",
+                        self._channel,
+                        without_password(str(exc), self._url),
+                    )
                 cut_off = True
             finally:
                 # Before the socket closes: its number may be reused by another connection.

@@ -62,3 +62,39 @@ def test_readyz_is_a_503_naming_postgres_when_the_database_is_gone(settings):
         assert error["details"]["redis"] == "ok" and error["details"]["postgres"] != "ok"
     finally:
         rt.close()
+
+
+def test_readyz_never_shows_the_database_password_libpq_quotes(settings, caplog):
+    # given a DATABASE_URL whose password has a '%' not percent-encoded: libpq refuses it and
+    # quotes the password in its error
+    malformed = f"postgresql://app:Pg%zzSecretPw@127.0.0.1:{free_port()}/understudy"
+    rt = build_runtime(settings.replace(database_url=malformed))
+    try:
+        # when anyone (readiness needs no key) asks /readyz
+        response = create_app(runtime=rt).test_client().get("/readyz")
+        # then it is a 503 naming Postgres, without the password
+        assert response.status_code == 503
+        assert "postgres" in response.get_json()["error"]["details"]
+        assert "SecretPw" not in response.get_data(as_text=True)
+    finally:
+        rt.close()
+
+
+def test_the_key_listener_never_logs_the_database_password(settings, caplog):
+    # given the API keys' listener on a DATABASE_URL libpq refuses, quoting the password
+    from shared.memo import NotifiedMemo
+
+    malformed = f"postgresql://app:Pg%zzSecretPw@127.0.0.1:{free_port()}/understudy"
+    memo: NotifiedMemo[int] = NotifiedMemo(malformed, "api_keys")
+    try:
+        # when it tries to listen and logs why it cannot
+        with caplog.at_level("WARNING"):
+            memo._start()
+            deadline = time.monotonic() + 10
+            while "cannot listen" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+        # then the line says why, without the password
+        assert "cannot listen for api_keys changes yet" in caplog.text
+        assert "SecretPw" not in caplog.text
+    finally:
+        memo.close()
