@@ -45,6 +45,9 @@ def _start() -> None:
 
 # Path parameters that are credentials (a console invite's one-time token): never logged.
 _SECRET_PATH_ARGS = ("token",)
+# The same token where no route matched (a 405 for another method, a 404 for a trailing slash):
+# Flask then has no view arguments, and the token, still good, would be logged whole.
+_INVITE_TOKEN = re.compile(r"^(/console/invite/)[^/]+")
 
 
 def _logged_path() -> str:
@@ -54,7 +57,7 @@ def _logged_path() -> str:
         value = (request.view_args or {}).get(name)
         if value:
             path = path.replace(str(value), "***")
-    return path
+    return _INVITE_TOKEN.sub(r"\1***", path)
 
 
 def _finish(response: Response) -> Response:

@@ -106,3 +106,23 @@ def test_a_console_invites_token_is_never_in_the_log(runtime, app, account, line
     assert token not in text
     [access] = [line for line in lines() if line["logger"] == "api.requests"]
     assert access["path"] == "/console/invite/***"
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("PUT", ""), ("DELETE", ""), ("GET", "/"), ("POST", "/accept")]
+)
+def test_an_invites_token_is_masked_on_a_request_no_route_answers(
+    runtime, app, account, lines, method, suffix
+):
+    # given an invite link, a one-time credential that sets a console user's password
+    with runtime.pool.connection() as conn:
+        token = users.invite_user(conn, account_id=account.id, email="m@c.test", role="admin",
+                                  ttl_s=3600, limit=10)  # fmt: skip
+    # when it is sent with a method its page does not take, or a slash or a segment after it
+    # (a 405 or a 404: no route matched, so Flask has no view arguments to mask)
+    response = app.test_client().open(f"/console/invite/{token}{suffix}", method=method)
+    assert response.status_code in (404, 405)
+    # then the request's line still masks the token, which is still good for the invite
+    assert token not in json.dumps(lines())
+    [access] = [line for line in lines() if line["logger"] == "api.requests"]
+    assert access["path"] == f"/console/invite/***{suffix}"
