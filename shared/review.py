@@ -44,6 +44,23 @@ _DUE = """
      FOR UPDATE SKIP LOCKED
 """
 
+# A task paused by a worker of the release before deadlines existed, still running during a
+# rolling upgrade after the migration, has none (the migration set only those paused before
+# it): it gets the account's, from when it paused, so it cannot wait out of sight for ever.
+# By the same partial index: a tick with no such task reads nothing.
+_MISSING_DEADLINES = """
+    UPDATE tasks t
+       SET review_expires_at = t.review_requested_at
+                               + make_interval(hours => a.review_timeout_hours)
+      FROM accounts a
+     WHERE a.id = t.account_id
+       AND t.id IN (SELECT id FROM tasks
+                     WHERE status = 'pending_review' AND review_expires_at IS NULL
+                       AND review_requested_at IS NOT NULL
+                     LIMIT 1000
+                     FOR UPDATE SKIP LOCKED)
+"""
+
 
 class ReviewError(Exception):
     """Base of the errors of a review decision."""
@@ -115,6 +132,7 @@ def expire_due(conn: Conn, limit: int = EXPIRED_PER_CALL) -> int:
     """End the tasks whose review nobody decided before its deadline: ``completed_with_issues``
     with ``task_finished``, their review's decision ``expired``; how many. In the caller's
     transaction; a task another transaction holds (a decision being made) is left to it."""
+    conn.execute(_MISSING_DEADLINES)
     due = conn.execute(_DUE, (limit,)).fetchall()
     for row in due:
         task_queries.record_review(

@@ -115,3 +115,32 @@ def test_finding_the_reviews_past_their_deadline_reads_only_those(runtime, clien
     # then it ended the one, and read a few rows for it, not the 3,000 waiting
     assert ended == [1]
     assert read <= 50, read
+
+
+def test_a_review_paused_by_a_worker_of_the_previous_release_gets_its_deadline(
+    runtime, client, account
+):
+    # given, during a rolling upgrade (the migrations ran, a worker of the previous release
+    # still runs), two claims that worker paused for review: it knows no deadline, so it
+    # wrote none. One paused 200 hours ago, one just now
+    late, recent = _paused_task(runtime, client, account), _paused_task(runtime, client, account)
+    _move_back(runtime, late, 200)
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET review_expires_at = NULL WHERE id = ANY(%s)", ([late, recent],)
+        )
+
+    # when the scheduler ticks
+    report = tick(runtime)
+
+    # then each has the account's deadline from when it paused (168 hours by default): the
+    # one past it ended as any undecided review does, the other waits and shows its deadline
+    assert report.reviews_expired == 1
+    ended = client.get(f"/tasks/{late}", headers=account.headers).get_json()
+    assert ended["status"] == "completed_with_issues"
+    assert ended["notes"].startswith("Not reviewed within 168 hours")
+    assert [m["payload"]["status"] for m in _finished_messages(runtime, late)] == [
+        "completed_with_issues"
+    ]
+    waiting = client.get(f"/tasks/{recent}", headers=account.headers).get_json()
+    assert waiting["status"] == "pending_review" and waiting["review"]["expires_at"]
