@@ -14,6 +14,7 @@ Label values are bounded: task types an account defines itself are counted as ``
 
 from __future__ import annotations
 
+import errno
 import glob
 import hmac
 import json
@@ -340,7 +341,9 @@ def serve_metrics_port(settings: Settings) -> WSGIServer | None:
     """Serve this host's metric files on ``METRICS_PORT`` at ``API_HOST`` (from a Celery main
     process or the scheduler: processes whose host has no API to serve them), behind
     ``METRICS_TOKEN`` as the API's /metrics is. The server runs in a daemon thread; None when
-    no port is set."""
+    no port is set, or when another process of the host serves it already (``understudy run``
+    with ``METRICS_PORT`` set: the first to start serves the host's files, which hold every
+    process's series)."""
     if settings.metrics_port is None:
         return None
     from prometheus_client import make_wsgi_app
@@ -359,9 +362,18 @@ def serve_metrics_port(settings: Settings) -> WSGIServer | None:
         )
         return [body.encode()]
 
-    server = make_server(
-        settings.api_host, settings.metrics_port, guarded, ThreadingWSGIServer, _QuietHandler
-    )
+    try:
+        server = make_server(
+            settings.api_host, settings.metrics_port, guarded, ThreadingWSGIServer, _QuietHandler
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        log.info(
+            "metrics port %s is served by another process of this host; not here",
+            settings.metrics_port,
+        )
+        return None
     threading.Thread(target=server.serve_forever, name="metrics-port", daemon=True).start()
     log.info("serving metrics on port %s", settings.metrics_port)
     return server

@@ -157,6 +157,25 @@ def test_a_process_without_an_api_serves_its_hosts_metrics_on_metrics_port(setti
     assert metrics.serve_metrics_port(settings) is None  # no port, no server
 
 
+def test_a_second_process_of_the_host_leaves_metrics_port_to_the_first(settings, caplog):
+    # given METRICS_PORT served by one process of the host (understudy run starts several)
+    first = metrics.serve_metrics_port(settings.replace(metrics_port=free_port()))
+    assert first is not None
+    try:
+        # when another process starts with the same setting, then it serves nothing, says so
+        # in one line (no error, no traceback), and the first still answers
+        caplog.set_level("INFO", logger="shared.metrics")
+        taken = settings.replace(metrics_port=first.server_port)
+        assert metrics.serve_metrics_port(taken) is None
+        [line] = [r for r in caplog.records if "served by another process" in r.getMessage()]
+        assert line.levelname == "INFO" and line.exc_info is None
+        response = requests.get(f"http://127.0.0.1:{first.server_port}/metrics", timeout=5)
+        assert response.status_code == 200
+    finally:
+        first.shutdown()
+        first.server_close()
+
+
 def test_metrics_port_asks_for_the_metrics_token_as_the_api_does(settings):
     # given METRICS_PORT with METRICS_TOKEN set
     guarded = settings.replace(metrics_port=free_port(), metrics_token="s3cret-token")
