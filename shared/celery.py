@@ -107,8 +107,12 @@ def create_celery(settings: Settings, broker_url: str) -> Celery:
 
 
 def broker_ping(app: Celery) -> None:
-    """Raise unless the broker answers (through the sentinels when REDIS_URL names them)."""
+    """Raise unless the broker answers (through the sentinels when REDIS_URL names them). A
+    refused connection is tried once more, 0.1 s later, and then raised as what it is: kombu's
+    default retries took 6 s, past readiness's bound, which then said "no answer" of a Redis
+    that is down, as of one that hangs."""
     with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0.1, interval_step=0.1)
         conn.default_channel.client.ping()
 
 
