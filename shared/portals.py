@@ -303,6 +303,13 @@ def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> 
     same number makes ``ON CONFLICT`` skip, and the next round sees its commit.
     """
     digest = _digest(body)
+    # Writers of one account's profile of one portal take turns until the transaction ends
+    # (a built-in portal's takes no quota lock): without it, N saves at once each lost the race
+    # for max + 1 to another, and past 5 rounds a 500.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('profile-version:' || %s || ':' || %s, 0))",
+        (account_id, portal),
+    )
     for _ in range(5):
         newest = conn.execute(
             "SELECT version, digest FROM portal_profiles WHERE account_id = %s AND portal = %s"

@@ -287,6 +287,12 @@ def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> t
     took the same number makes ``ON CONFLICT`` skip, and the next try sees its commit.
     """
     digest = _digest(body)
+    # Writers of one account's SOP of one type take turns until the transaction ends: without
+    # it, N saves at once each lost the race for max + 1 to another, and past 5 rounds a 500.
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('sop-version:' || %s || ':' || %s, 0))",
+        (account_id, task_type),
+    )
     for _ in range(5):
         newest = conn.execute(
             "SELECT version, digest FROM sops WHERE account_id = %s AND task_type = %s"
