@@ -665,7 +665,10 @@ def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str)
     No worker holds it while it waits, so no lease expires and no browser stays open; the
     person's decision (:func:`record_review`) puts it back in line or ends it, and the
     scheduler ends it at the deadline (:func:`shared.review.expire_due`). Writes the opt-in
-    ``task.pending_review`` event. False when this worker no longer holds the task.
+    ``task.pending_review`` event. False when this worker no longer holds the task, or when a
+    cancel was asked since its last step began: a task the client was told would end canceled
+    must not wait for a review (approved, it would be queued with its cancel still asked, and no
+    worker would ever take it); the caller ends it canceled instead.
     """
     row = conn.execute(
         """
@@ -676,6 +679,7 @@ def await_review(conn: Conn, task_id: int, worker: str, *, step: str, note: str)
                notes = %s, updated_at = now()
           FROM accounts a
          WHERE t.id = %s AND t.claimed_by = %s AND t.status = 'running' AND a.id = t.account_id
+           AND t.cancel_requested_at IS NULL
         RETURNING t.account_id
         """,
         (step, note, task_id, worker),

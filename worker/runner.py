@@ -779,7 +779,16 @@ def _pause_for_review(rt: Runtime, task_id: int, worker: str, step_name: str) ->
         rt,
         lambda conn: task_queries.await_review(conn, task_id, worker, step=step_name, note=note),
     )
-    if not paused:
+    if paused:
+        return
+    # Still ours, so a cancel came after the engine's last check: it ends as the 202 said.
+    canceled = _db(
+        rt,
+        lambda conn: task_queries.finish_task(
+            conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.", worker=worker
+        ),
+    )
+    if not canceled:
         log.warning("task %s was taken over before it paused for review here", task_id)
 
 

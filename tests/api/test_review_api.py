@@ -287,3 +287,32 @@ def test_settings_refuse_a_type_with_nothing_to_review(client, account, types, m
     assert (
         client.get("/settings", headers=account.headers).get_json()["review_required_types"] == []
     )
+
+
+def test_a_cancel_that_lands_just_before_the_review_pause_ends_the_task_canceled(
+    runtime, client, account
+):
+    """Found by a concurrency audit: a cancel sent after the engine's last check before a review
+    point, and before the worker released the task, answered 202, yet the task paused in
+    pending_review; approved, it was queued with its cancel still asked, so no worker ever took
+    it and it stayed ``dispatching`` with no webhook."""
+    from worker.runner import _pause_for_review as worker_pauses
+
+    # given a running task (the worker is recording its review point's screenshot)
+    task_id = _create(client, account)
+    with runtime.pool.connection() as conn:
+        assert task_queries.claim_task(conn, task_id, "test-worker", 30.0) is not None
+    # when the client cancels it then
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 202
+    # and the worker goes on to pause it for review
+    worker_pauses(runtime, task_id, "test-worker", "Submit the claim")
+    # then it did not pause: it ended canceled, as the 202 said, with its webhook
+    task = client.get(f"/tasks/{task_id}", headers=account.headers).get_json()
+    assert task["status"] == "canceled"
+    assert [m["event"] for m in _messages(runtime, task_id)] == ["task_finished"]
+    # and there is nothing left to approve
+    response = client.post(
+        f"/tasks/{task_id}/review", json={"decision": "approve"}, headers=account.headers
+    )
+    assert response.status_code == 409
