@@ -405,6 +405,12 @@ def _refusal(exc: BaseException, stored: StoredSop | None) -> StoredVersionRefus
     return None
 
 
+CANCELED_AFTER_SUBMIT = (
+    "Canceled at the client's request after the submit step had run: the payer may have the"
+    " submission already. Check the portal before submitting again."
+)
+
+
 def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskStatus, str]:
     """The final status and the notes of a run that ``exc`` ended (``stored``: its SOP, when
     it could be read)."""
@@ -873,6 +879,10 @@ def _run_claimed(
         raise
     except Exception as exc:  # every failure becomes a final status with a note, never a hang
         status, notes = _failure_note(exc, stored)
+        if isinstance(exc, TaskCanceled) and recorder.irreversible_passed:
+            # Too late to undo: the submit step ran (in this run or an earlier one), so the
+            # payer may have what it sent. "canceled" would tell the client nothing was done.
+            status, notes = TaskStatus.COMPLETED_WITH_ISSUES, CANCELED_AFTER_SUBMIT
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])

@@ -478,3 +478,57 @@ def test_a_stored_profile_version_the_current_rules_refuse_fails_its_task_once_s
     for text in ("sandbox", "version 1", "max_sessions", "PUT /portals/sandbox/profile"):
         assert text in task["notes"], task["notes"]
     assert _step_names(rt, task_id) == []
+
+
+# A submit (any irreversible step), then a step that takes a few seconds: the cancel lands
+# during it, after the payer has what was submitted.
+SUBMIT_THEN_WAIT = """
+task_type: check_eligibility
+title: Submit, then wait
+portal: {name: sandbox}
+inputs: [{name: member_id}]
+steps:
+  - login: {url: /dashboard}
+  - name: Submit it
+    click: {link: Claims}
+    irreversible: true
+  - name: Wait for text that never shows
+    wait_for: {text: This text is never on the page}
+    timeout_s: 5
+    optional: true
+  - name: The step after the cancel
+    goto: /dashboard
+verify:
+  - goto: /dashboard
+outcomes: [{status: completed, notes: ok}]
+"""
+
+
+def test_a_cancel_after_the_submit_step_does_not_say_nothing_was_done(
+    rt, client, account, browsers
+):
+    """Found by a concurrency audit: a claim canceled while its confirmation page loaded (the
+    payer had it, CLM-13118332 on the sandbox) ended ``canceled``, "Canceled at the client's
+    request.", and its webhook said so: a client would send the claim again."""
+    put = client.put(
+        "/sops/check_eligibility", json={"sop": SUBMIT_THEN_WAIT}, headers=account.headers
+    )
+    assert put.status_code == 201, put.get_json()
+    task_id = _task(client, account)
+    worker = threading.Thread(
+        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while "2. Submit it" not in _step_names(rt, task_id) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the submit ran: the wait after it is running now
+    response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+    assert response.status_code == 202
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    # then it ends saying the payer may have the submission, and its webhook says the same
+    row = _row(rt, task_id)
+    assert row["status"] == "completed_with_issues"
+    assert "payer may have" in row["notes"]
+    [message] = _messages(rt, task_id)
+    assert message["payload"]["status"] == "completed_with_issues"
