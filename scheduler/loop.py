@@ -91,6 +91,14 @@ def _recover_leases(rt: Runtime, report: TickReport, forgive: bool) -> list[int]
     with rt.pool.connection() as conn:
         for row in task_queries.expired_leases(conn):
             if row["cancel_requested_at"] is not None:
+                if row["irreversible_at"] is not None:
+                    # Its worker passed a submit step before it stopped: "canceled" would say
+                    # nothing was done, and the payer may have the submission.
+                    status, notes = _lease_expired_note(row["attempts"], irreversible=True)
+                    task_queries.finish_task(
+                        conn, row["id"], status, f"Canceled at the client's request. {notes}"
+                    )
+                    continue
                 task_queries.finish_task(
                     conn, row["id"], TaskStatus.CANCELED, "Canceled at the client's request."
                 )

@@ -172,6 +172,27 @@ def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client,
     assert "may have reached the payer" in row["notes"]
 
 
+def test_a_canceled_task_whose_worker_died_after_a_submit_does_not_say_canceled(
+    rt, client, account
+):
+    """Found by a concurrency audit: a cancel asked of a task whose worker then died after its
+    submit step ended it ``canceled``, saying nothing of what the payer may have."""
+    task_id = _create(client, account)
+    _expire_lease(rt, task_id, attempts=1)
+    with rt.pool.connection() as conn:
+        conn.execute(
+            "UPDATE tasks SET lease_expires_at = now() + interval '1 minute' WHERE id = %s",
+            (task_id,),
+        )
+        assert task_queries.record_irreversible(conn, task_id, "Submit claim", worker="dead-worker")
+        task_queries.request_cancel(conn, task_id)
+    _expire_lease(rt, task_id, attempts=1)
+    tick(rt)
+    row = _status(rt, task_id)
+    assert row["status"] == "completed_with_issues"
+    assert "may have reached the payer" in row["notes"]
+
+
 def test_two_ticks_at_once_send_one_webhook_each(rt, client, make_account):
     # given one finished task with its outbox message due to an endpoint with a URL
     account = make_account(webhook_url="http://127.0.0.1:9/hook")
