@@ -883,6 +883,15 @@ def _run_claimed(
             # Too late to undo: the submit step ran (in this run or an earlier one), so the
             # payer may have what it sent. "canceled" would tell the client nothing was done.
             status, notes = TaskStatus.COMPLETED_WITH_ISSUES, CANCELED_AFTER_SUBMIT
+        elif (
+            status is TaskStatus.FAILED
+            and not recorder.irreversible_passed
+            and lease.should_stop()
+            and not lease.lost.is_set()
+        ):
+            # The client canceled while the run was failing (its portal's retries, a step that
+            # failed then): it ends as the cancel's 202 said, not as a failure to send again.
+            return Ending(TaskStatus.CANCELED, "Canceled at the client's request.")
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])

@@ -5,6 +5,7 @@ browsers, the sandbox's ``down`` switch; the whole stack is in tests/e2e/test_po
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from datetime import timedelta
 
@@ -339,3 +340,32 @@ def test_a_fixed_login_or_profile_is_probed_at_once_not_after_the_backoff(
         assert outages.due_probes(conn) == [task_id]
     assert runner.run_task(rt, task_id, browsers=browsers) == "completed"
     assert _outage(rt, account) is None
+
+
+def test_a_task_canceled_while_it_retries_a_portal_that_is_down_ends_canceled(
+    runtime, sandbox_url, client, account, browsers
+):
+    """Found by a concurrency audit: canceled while its run retried a portal that was down
+    (202), a task ended ``failed`` ("Portal error, still failing after retries"): a client that
+    sends failed tasks again would send the one it canceled."""
+    rt = sandbox_runtime(runtime, sandbox_url, portal_retry_attempts=3, portal_retry_base_s=1)
+    _down(sandbox_url, True)
+    try:
+        task_id = _task(client, account)
+        worker = threading.Thread(
+            target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+        )
+        worker.start()
+        deadline = time.monotonic() + 30
+        while _get(client, account, task_id)["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # its first try found the portal down: it is retrying
+        response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
+        assert response.status_code == 202
+        worker.join(timeout=90)
+        assert not worker.is_alive()
+    finally:
+        _down(sandbox_url, False)
+    task = _get(client, account, task_id)
+    assert task["status"] == "canceled", task["notes"]
