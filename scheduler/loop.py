@@ -27,7 +27,7 @@ from shared.celery import queue_lengths, send_run_task
 from shared.logs import configure_logging
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
-from shared.tasks import TaskStatus
+from shared.tasks import CANCELED_NOTE, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,9 @@ def _recover_leases(rt: Runtime, report: TickReport, forgive: bool) -> list[int]
                     # Its worker passed a submit step before it stopped: "canceled" would say
                     # nothing was done, and the payer may have the submission.
                     status, notes = _lease_expired_note(row["attempts"], irreversible=True)
-                    task_queries.finish_task(
-                        conn, row["id"], status, f"Canceled at the client's request. {notes}"
-                    )
+                    task_queries.finish_task(conn, row["id"], status, f"{CANCELED_NOTE} {notes}")
                     continue
-                task_queries.finish_task(
-                    conn, row["id"], TaskStatus.CANCELED, "Canceled at the client's request."
-                )
+                task_queries.finish_task(conn, row["id"], TaskStatus.CANCELED, CANCELED_NOTE)
                 continue
             if forgive:
                 task_queries.release_for_retry(conn, row["id"], give_attempt_back=True)

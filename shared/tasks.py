@@ -44,6 +44,10 @@ class TaskStatus(StrEnum):
     CANCELED = "canceled"
 
 
+# The notes of a task that ended as its client's cancel asked.
+CANCELED_NOTE = "Canceled at the client's request."
+
+
 FINAL_STATUSES = frozenset(
     {
         TaskStatus.COMPLETED,
@@ -1035,14 +1039,17 @@ def expired_leases(conn: Conn, limit: int = 100) -> list[dict]:
 def give_back(conn: Conn, task_id: int, worker: str) -> bool:
     """A task this worker claimed but could not start for a shortage of its own (every name
     lookup thread taken): back in line, its attempt not counted, sent again by the scheduler
-    after ``PENDING_REQUEUE_AFTER_S``. False if the worker no longer holds it."""
+    after ``PENDING_REQUEUE_AFTER_S``. False if the worker no longer holds it, or if a cancel
+    was asked meanwhile: back in line with its cancel asked, no worker would take it nor the
+    scheduler send it again, and it would stay ``pending`` for good (the caller ends it)."""
     return (
         conn.execute(
             "UPDATE tasks SET status = 'pending', claimed_by = NULL, lease_expires_at = NULL,"
             " attempts = attempts - 1,"
             " started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,"
             " enqueued_at = now(), updated_at = now()"
-            " WHERE id = %s AND claimed_by = %s AND status = 'running'",
+            " WHERE id = %s AND claimed_by = %s AND status = 'running'"
+            " AND cancel_requested_at IS NULL",
             (task_id, worker),
         ).rowcount
         == 1
@@ -1104,7 +1111,7 @@ def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
         TaskStatus.WAITING_FOR_PORTAL,
         TaskStatus.PENDING_REVIEW,
     ):
-        finish_task(conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.")
+        finish_task(conn, task_id, TaskStatus.CANCELED, CANCELED_NOTE)
     return True
 
 

@@ -42,7 +42,7 @@ from shared.sop.patterns import PatternError
 from shared.sop.profile import Profile
 from shared.sop.store import StoredSop, sop_by_id
 from shared.ssrf import UrlRefused, check_portal_url, system_resolver
-from shared.tasks import TaskStatus
+from shared.tasks import CANCELED_NOTE, TaskStatus
 from shared.trajectories import record_step
 from worker.agent.interpreter import Outcome, run_sop
 from worker.agent.limits import ReadLimits
@@ -420,7 +420,7 @@ def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskSta
     assert stored is not None  # only a refusal comes before the SOP was read
     sop = stored.sop
     if isinstance(exc, TaskCanceled):
-        return TaskStatus.CANCELED, "Canceled at the client's request."
+        return TaskStatus.CANCELED, CANCELED_NOTE
     if isinstance(exc, LeftPortal):
         return TaskStatus.FAILED, f"The SOP tried to leave its portal and was stopped: {exc}."
     if isinstance(exc, CredentialsRejected):
@@ -635,7 +635,8 @@ def _claim_and_run(
             # Ours, not the portal's: the task goes back in line, its attempt not counted, and
             # the scheduler sends it again after PENDING_REQUEUE_AFTER_S.
             log.warning("task %s goes back in line: %s", task_id, busy)
-            _db(rt, lambda conn: task_queries.give_back(conn, task_id, worker))
+            if not _db(rt, lambda conn: task_queries.give_back(conn, task_id, worker)):
+                _end_canceled(rt, task_id, worker)  # canceled meanwhile (or no longer ours)
             _release_portal(
                 rt, claimed["account_id"], profile, answered=False, portal=stored.sop.portal
             )
@@ -788,14 +789,21 @@ def _pause_for_review(rt: Runtime, task_id: int, worker: str, step_name: str) ->
     if paused:
         return
     # Still ours, so a cancel came after the engine's last check: it ends as the 202 said.
-    canceled = _db(
-        rt,
-        lambda conn: task_queries.finish_task(
-            conn, task_id, TaskStatus.CANCELED, "Canceled at the client's request.", worker=worker
-        ),
-    )
-    if not canceled:
+    if not _end_canceled(rt, task_id, worker):
         log.warning("task %s was taken over before it paused for review here", task_id)
+
+
+def _end_canceled(rt: Runtime, task_id: int, worker: str) -> bool:
+    """End this worker's task ``canceled``, a cancel having been asked since its last step
+    began; False if the task is no longer this worker's (then nothing changes)."""
+    return bool(
+        _db(
+            rt,
+            lambda conn: task_queries.finish_task(
+                conn, task_id, TaskStatus.CANCELED, CANCELED_NOTE, worker=worker
+            ),
+        )
+    )
 
 
 def _load_sop_and_credentials(
@@ -891,7 +899,7 @@ def _run_claimed(
         ):
             # The client canceled while the run was failing (its portal's retries, a step that
             # failed then): it ends as the cancel's 202 said, not as a failure to send again.
-            return Ending(TaskStatus.CANCELED, "Canceled at the client's request.")
+            return Ending(TaskStatus.CANCELED, CANCELED_NOTE)
         if not isinstance(exc, EXPECTED):
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])

@@ -316,3 +316,19 @@ def test_a_cancel_that_lands_just_before_the_review_pause_ends_the_task_canceled
         f"/tasks/{task_id}/review", json={"decision": "approve"}, headers=account.headers
     )
     assert response.status_code == 409
+
+
+def test_a_task_given_back_for_a_shortage_after_a_cancel_is_not_left_pending(
+    runtime, client, account
+):
+    """Found by a concurrency audit (by reading): a worker short of name lookup threads gave its
+    task back to ``pending`` even when a cancel had been asked meanwhile; no worker takes such a
+    task and the scheduler never sends it again, so it would have stayed pending for good."""
+    task_id = _create(client, account)
+    with runtime.pool.connection() as conn:
+        assert task_queries.claim_task(conn, task_id, "test-worker", 30.0) is not None
+    assert client.post(f"/tasks/{task_id}/cancel", headers=account.headers).status_code == 202
+    with runtime.pool.connection() as conn:
+        assert not task_queries.give_back(conn, task_id, "test-worker")
+        status = conn.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    assert status["status"] == "running"  # still the worker's, to end as canceled
