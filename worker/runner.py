@@ -25,7 +25,14 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from selenium.common.exceptions import WebDriverException
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
 
 from shared import logs, metrics, outages, redaction
 from shared import tasks as task_queries
@@ -476,7 +483,8 @@ def _drive(
         files = _write_files(rt, claimed["id"], folder / "files")
         retrying = Retrying(
             retry=retry_if_exception_type(RETRIED),
-            stop=stop_after_attempt(max(1, rt.settings.portal_retry_attempts)),
+            # (a cancel or a lost claim ends the retries: no attempt after it)
+            stop=stop_after_attempt(max(1, rt.settings.portal_retry_attempts)) | _Stopped(lease),
             wait=wait_exponential(multiplier=rt.settings.portal_retry_base_s, max=60),
             reraise=True,
         )
@@ -509,6 +517,16 @@ def _drive(
                 )
 
         return retrying(attempt)
+
+
+class _Stopped(stop_base):
+    """Retry no more once the task is canceled or no longer this worker's."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.lease.should_stop()
 
 
 def _stored_login(rt: Runtime, account_id: int, portal: str) -> Callable[[], Credentials]:

@@ -348,7 +348,7 @@ def test_a_task_canceled_while_it_retries_a_portal_that_is_down_ends_canceled(
     """Found by a concurrency audit: canceled while its run retried a portal that was down
     (202), a task ended ``failed`` ("Portal error, still failing after retries"): a client that
     sends failed tasks again would send the one it canceled."""
-    rt = sandbox_runtime(runtime, sandbox_url, portal_retry_attempts=3, portal_retry_base_s=1)
+    rt = sandbox_runtime(runtime, sandbox_url, portal_retry_attempts=6, portal_retry_base_s=0.2)
     _down(sandbox_url, True)
     try:
         task_id = _task(client, account)
@@ -369,3 +369,10 @@ def test_a_task_canceled_while_it_retries_a_portal_that_is_down_ends_canceled(
         _down(sandbox_url, False)
     task = _get(client, account, task_id)
     assert task["status"] == "canceled", task["notes"]
+    # and no try came after the cancel: the retries stopped there, not at the sixth
+    with rt.pool.connection() as conn:
+        tries = conn.execute(
+            "SELECT count(*) AS n FROM trajectory_steps WHERE task_id = %s AND status = 'failed'",
+            (task_id,),
+        ).fetchone()["n"]
+    assert 1 <= tries < 6, tries
