@@ -31,6 +31,10 @@ from shared.settings import Settings
 _UNSTORABLE = {0, *range(0xD800, 0xE000)}
 
 
+# How much werkzeug's form parser reads at a time (FormDataParser's buffer_size).
+_MULTIPART_READ_BYTES = 64 * 1024
+
+
 class LimitExceeded(ApiError):
     """A request over one of the documented limits; details name the setting and its value.
 
@@ -135,7 +139,15 @@ def init_app(app: Flask, settings: Settings) -> None:
     # What werkzeug's multipart parser holds back: the parts (files are counted against
     # MAX_FILES below, with their own message) and the text fields (type, data) in memory.
     app.config["MAX_FORM_PARTS"] = settings.max_files + 100
-    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_data_bytes
+    # Werkzeug's multipart decoder checks MAX_FORM_MEMORY_SIZE against its read buffer as well
+    # as against each text field, file parts included: the buffer takes the parser's reads
+    # (_MULTIPART_READ_BYTES at a time) on top of what it kept from the last one, the tail of a
+    # file part after a CR or LF that might start the boundary. At exactly MAX_DATA_BYTES (64
+    # KiB, one read), any file whose read ended near a line break overflowed it: most files over
+    # 64 KiB were refused as "a form field over MAX_DATA_BYTES". One read of room beyond the
+    # fields' limit keeps files out of it (MAX_FILE_BYTES bounds them); task data keeps its own
+    # exact check against MAX_DATA_BYTES (api.tasks), with the same 413.
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_data_bytes + _MULTIPART_READ_BYTES + 4096
     app.before_request(lambda: _screen(settings))
     app.after_request(_secure_headers)
     app.register_error_handler(RequestEntityTooLarge, lambda err: _body_too_large(settings))
