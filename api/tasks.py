@@ -674,16 +674,29 @@ def read_task(task_id: int):
     return jsonify(task_json(row))
 
 
+# A refused filter names at most this many of its unknown values, and lists the values it takes
+# only when they are this few: the account's types, removed ones included, have no bound (a
+# removed type does not count against MAX_CUSTOM_TYPES), and a detail per unknown value that
+# listed every one of them made a 3 kB query answer tens of megabytes.
+_UNKNOWN_SHOWN = 20
+_ALLOWED_SHOWN = 50
+
+
 def _filter(name: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
     values = [v for raw in request.args.getlist(name) for v in raw.split(",") if v]
     unknown = sorted(set(values) - set(allowed))
     if unknown:
+        named = ", ".join(repr(v[:64]) for v in unknown[:_UNKNOWN_SHOWN])
+        more = len(unknown) - _UNKNOWN_SHOWN
+        if more > 0:
+            named += f" and {more} more"
+        if len(allowed) <= _ALLOWED_SHOWN:
+            use = f"use one of: {', '.join(allowed)}"
+        else:
+            use = "use one of the account's task types (GET /task-types) or a removed one's name"
         raise ValidationFailed(
             f"Unknown {name} filter value.",
-            [
-                {"field": name, "message": f"unknown value {v!r}; use one of: {', '.join(allowed)}"}
-                for v in unknown
-            ],
+            [{"field": name, "message": f"unknown value {named}; {use}"}],
         )
     return values
 
