@@ -24,12 +24,20 @@ class TaskFileError(ValueError):
 
 
 def read_task_file(
-    text: str, *, is_csv: bool, task_type: str | None = None, choose_type: str = "choose one"
+    text: str,
+    *,
+    is_csv: bool,
+    task_type: str | None = None,
+    choose_type: str = "choose one",
+    max_rows: int | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
     """The file's tasks, each with its line number in the file. ``task_type`` is the type of
-    every row that names none; ``choose_type`` says, in a refusal, how to choose it."""
+    every row that names none; ``choose_type`` says, in a refusal, how to choose it. With
+    ``max_rows``, reading stops at the row after it: the caller refuses a file that has more,
+    without reading (or checking) the rest of it."""
     text = text.removeprefix(_BOM)
-    rows = []
+    rows: list[tuple[int, dict[str, Any]]] = []
+    room = None if max_rows is None else max_rows + 1
     if is_csv:
         reader = csv.DictReader(io.StringIO(text))
         try:
@@ -37,10 +45,14 @@ def read_task_file(
                 cells = {k.strip(): v.strip() for k, v in row.items() if k and v and v.strip()}
                 kind = cells.pop("type", None) or task_type
                 rows.append((reader.line_num, {"type": kind, "data": cells}))
+                if len(rows) == room:
+                    break
         except csv.Error as err:
             raise TaskFileError(f"line {reader.line_num} is not CSV: {err}") from err
     else:
         for number, line in enumerate(text.splitlines(), start=1):
+            if len(rows) == room:
+                break
             if line.strip():
                 try:
                     item = loads_json(line)

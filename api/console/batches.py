@@ -92,6 +92,7 @@ def batch_create():
         rows = read_task_file(
             text, is_csv=upload.filename.lower().endswith(".csv"),
             task_type=chosen_type or None, choose_type="choose a type above",
+            max_rows=runtime().settings.max_batch_tasks,
         )  # fmt: skip
     except UnicodeDecodeError:
         return _form(422, error="The file is not UTF-8 text: save it as CSV (UTF-8).", **shown)

@@ -202,6 +202,13 @@ def test_more_rows_than_a_batch_takes_are_refused_whole(runtime, operator):
     sent = _send(operator, "member_id,patient,dob\n" + rows, type="check_eligibility")
     assert sent.status_code == 413 and "MAX_BATCH_TASKS" in sent.text
     assert _tasks(runtime) == []
+    # and a file longer than that is refused for its length, unread past the row after it
+    # (its 10,000th line is no JSON: reading it all would refuse the file for that instead)
+    lines = '{"type": "check_claim_status", "data": "claim_number: CLM-1"}\n' * (limit + 1)
+    lines += '{"type": "check_claim_status"}\n' * 9_000 + "not json\n"
+    sent = _send(operator, lines, name="claims.jsonl")
+    assert sent.status_code == 413 and "MAX_BATCH_TASKS" in sent.text
+    assert _tasks(runtime) == []
 
 
 def test_a_viewer_reads_batches_but_cannot_create_and_another_account_sees_none(
