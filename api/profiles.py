@@ -20,6 +20,7 @@ from api.bodies import yaml_document
 from api.credentials import portal_name
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
+from api.rate_limits import parsing
 from api.runtime import request_resolver, runtime
 from api.versions import history_json, versions_page
 from shared import outages
@@ -79,7 +80,8 @@ def _parse(text: str) -> Profile:
         nodes=settings.max_sop_nodes, depth=settings.max_sop_depth, steps=settings.max_sop_steps
     )
     try:
-        profile = load_profile(text, limits)
+        with parsing():
+            profile = load_profile(text, limits)
     except SopLimitExceeded as err:
         message = f"The portal profile is too big: {err.errors[0]['message']}."
         raise LimitExceeded(422, err.limit, err.max, message, errors=err.errors) from err

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -27,8 +30,9 @@ from flask import Flask, request
 from limits import parse_many
 from limits.storage import Storage, storage_from_string
 
-from api.auth import caller_account
+from api.auth import account_id, caller_account
 from api.errors import ApiError, error_response
+from api.runtime import runtime
 from shared import embedded
 from shared.redis_link import (
     SentinelUrl,
@@ -88,15 +92,72 @@ class Limit:
 
 
 class RateLimited(ApiError):
-    def __init__(self, limit: Limit, retry_after_s: int) -> None:
+    """A 429 ``rate_limited`` with ``Retry-After``: over ``setting`` (``RATE_LIMIT``, or a limit
+    on what one account has in progress at once)."""
+
+    def __init__(
+        self, message: str, retry_after_s: int, *, setting: str, maximum: int | str
+    ) -> None:
         super().__init__(
             429,
             "rate_limited",
-            f"Too many requests: the limit is {limit.text} (RATE_LIMIT). "
-            f"Retry after {retry_after_s} s.",
-            {"limit": "RATE_LIMIT", "max": limit.text, "retry_after_s": retry_after_s},
+            f"{message} Retry after {retry_after_s} s.",
+            {"limit": setting, "max": maximum, "retry_after_s": retry_after_s},
         )
         self.retry_after_s = retry_after_s
+
+    @classmethod
+    def over(cls, limit: Limit, retry_after_s: int) -> RateLimited:
+        message = f"Too many requests: the limit is {limit.text} (RATE_LIMIT)."
+        return cls(message, retry_after_s, setting="RATE_LIMIT", maximum=limit.text)
+
+
+class _InFlight:
+    """How many calls of a kind each account has in progress in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] = {}
+
+    @contextmanager
+    def one_more(
+        self, account: int, most: int, refusal: Callable[[], RateLimited]
+    ) -> Iterator[None]:
+        with self._lock:
+            held = self._counts.get(account, 0)
+            if held >= most:
+                raise refusal()
+            self._counts[account] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._counts[account] - 1
+                if left:
+                    self._counts[account] = left
+                else:
+                    del self._counts[account]
+
+
+_PARSES = _InFlight()
+
+
+def parsing() -> AbstractContextManager[None]:
+    """Hold one of the caller's ``MAX_PARSES_IN_FLIGHT`` in this process while an SOP or a
+    portal profile is parsed and validated (hundreds of milliseconds of CPU for a large one):
+    one account sending many at once, far below ``RATE_LIMIT``, would otherwise hold every API
+    thread, and every other account's calls would wait for one. Past it, a 429 with
+    ``Retry-After: 1``."""
+    most = runtime().settings.max_parses_in_flight
+
+    def refusal() -> RateLimited:
+        message = (
+            f"This account is already validating {most} SOPs or portal profiles at once"
+            " (MAX_PARSES_IN_FLIGHT)."
+        )
+        return RateLimited(message, 1, setting="MAX_PARSES_IN_FLIGHT", maximum=most)
+
+    return _PARSES.one_more(account_id(), most, refusal)
 
 
 class RateLimiter:
@@ -133,7 +194,9 @@ class RateLimiter:
         if full:
             index, previous, current = (int(x) for x in full)
             limit = self.limits[index - 1]
-            raise RateLimited(limit, limit.retry_after_s(args[3 * index - 1], previous, current))
+            raise RateLimited.over(
+                limit, limit.retry_after_s(args[3 * index - 1], previous, current)
+            )
 
 
 def parse_limits(text: str) -> list[Limit]:
@@ -192,6 +255,7 @@ def _who() -> str:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
+    app.register_error_handler(RateLimited, _too_many)
     limits = parse_limits(settings.rate_limit)
     if not limits:
         return
@@ -206,10 +270,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         if request.blueprint not in _UNCOUNTED_BLUEPRINTS:
             limiter.count(_who())
 
-    def too_many(err: RateLimited):
-        response, status = error_response(err.status, err.code, err.message, err.details)
-        response.headers["Retry-After"] = str(err.retry_after_s)
-        return response, status
-
     app.before_request(count_request)
-    app.register_error_handler(RateLimited, too_many)
+
+
+def _too_many(err: RateLimited):
+    response, status = error_response(err.status, err.code, err.message, err.details)
+    response.headers["Retry-After"] = str(err.retry_after_s)
+    return response, status

@@ -20,6 +20,7 @@ from api.auth import account_id, require_account
 from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
+from api.rate_limits import parsing
 from api.runtime import request_resolver, runtime
 from api.versions import history_json, versions_page
 from shared import tasks as task_queries
@@ -70,7 +71,8 @@ def _parse(text: str, task_type: str | None = None) -> Sop:
             413, "MAX_SOP_BYTES", limit, f"An SOP must be at most {limit} bytes (MAX_SOP_BYTES)."
         )
     try:
-        sop = load_sop(text, _sop_limits())
+        with parsing():
+            sop = load_sop(text, _sop_limits())
     except SopLimitExceeded as err:
         message = f"The SOP is too big: {err.errors[0]['message']}."
         raise LimitExceeded(422, err.limit, err.max, message, errors=err.errors) from err

@@ -123,6 +123,7 @@ class Settings:
     max_sop_nodes: int = 20_000
     max_sop_depth: int = 32
     max_sop_steps: int = 500
+    max_parses_in_flight: int = 2
     max_template_output_bytes: int = 64 * 1024
     # Name lookups (shared.lookup) of the hosts clients name: webhook receivers, portals. How
     # long the API waits for one request's, and how many may be in flight per process (the
@@ -269,6 +270,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_HEADER_BYTES": ("max_header_bytes", _int),
     "MAX_HEADERS": ("max_headers", _int),
     "MAX_SOP_BYTES": ("max_sop_bytes", _int),
+    "MAX_PARSES_IN_FLIGHT": ("max_parses_in_flight", _int),
     "MAX_SOP_NODES": ("max_sop_nodes", _int),
     "MAX_SOP_DEPTH": ("max_sop_depth", _int),
     "MAX_SOP_STEPS": ("max_sop_steps", _int),
@@ -411,7 +413,8 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
       "MAX_JSON_DEPTH", "MAX_DATA_BYTES", "MAX_DATA_DEPTH", "MAX_IDEMPOTENCY_KEY_CHARS",
       "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
       "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES", "MAX_CUSTOM_TYPES",
-      "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES"),
+      "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES",
+      "MAX_PARSES_IN_FLIGHT"),
      1, 10**12, "a whole number >= 1"),
     (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
     (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),

@@ -471,3 +471,38 @@ def test_an_sop_cannot_pin_an_address_the_agent_may_not_browse(runtime, account)
             assert (problem["line"], problem["path"]) == (line, "portal.base_url")
             assert "base_url is refused" in problem["message"] and said in problem["message"]
     assert _sop_rows(runtime) == 0
+
+
+def test_an_account_validating_its_most_at_once_is_told_to_wait_and_others_are_not(
+    app, client, runtime, make_account
+):
+    from contextlib import ExitStack
+
+    from flask import g
+
+    from api.rate_limits import parsing
+
+    # given an account with MAX_PARSES_IN_FLIGHT documents being parsed in this process
+    busy, other = make_account(), make_account()
+    most = runtime.settings.max_parses_in_flight
+    with ExitStack() as held:
+        with app.test_request_context():
+            g.account_id = busy.id
+            for _ in range(most):
+                held.enter_context(parsing())
+
+        # when it sends one more, then it is told to retry in a second, naming the setting
+        refused = client.post("/sops/validate", json={"sop": BUILTIN}, headers=busy.headers)
+        error = _error(refused, 429, "rate_limited")
+        assert refused.headers["Retry-After"] == "1"
+        assert error["details"] == {"limit": "MAX_PARSES_IN_FLIGHT", "max": most,
+                                    "retry_after_s": 1}  # fmt: skip
+        profile = client.post("/portals/profiles/validate", json={"profile": "x: 1"},
+                              headers=busy.headers)  # fmt: skip
+        assert profile.status_code == 429, profile.get_json()
+        # and another account's documents are parsed meanwhile
+        theirs = client.post("/sops/validate", json={"sop": BUILTIN}, headers=other.headers)
+        assert theirs.status_code == 200, theirs.get_json()
+    # and once those are done, the account's next one is parsed
+    again = client.post("/sops/validate", json={"sop": BUILTIN}, headers=busy.headers)
+    assert again.status_code == 200, again.get_json()
