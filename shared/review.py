@@ -47,7 +47,8 @@ _DUE = """
 # A task paused by a worker of the release before deadlines existed, still running during a
 # rolling upgrade after the migration, has none (the migration set only those paused before
 # it): it gets the account's, from when it paused, so it cannot wait out of sight for ever.
-# By the same partial index: a tick with no such task reads nothing.
+# By the same partial index, ordered by its key (or the planner may scan every paused task):
+# a tick with no such task reads nothing.
 _MISSING_DEADLINES = """
     UPDATE tasks t
        SET review_expires_at = t.review_requested_at
@@ -57,6 +58,7 @@ _MISSING_DEADLINES = """
        AND t.id IN (SELECT id FROM tasks
                      WHERE status = 'pending_review' AND review_expires_at IS NULL
                        AND review_requested_at IS NOT NULL
+                     ORDER BY review_expires_at
                      LIMIT 1000
                      FOR UPDATE SKIP LOCKED)
 """
