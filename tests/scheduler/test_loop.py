@@ -155,17 +155,25 @@ def _unreachable_pool():
     )  # fmt: skip
 
 
-def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client, account):
-    task_id = _create(client, account)
-    # the dead worker passed its submit checkpoint while its lease was live
-    _expire_lease(rt, task_id, attempts=2)
+def _died_after_submit(rt, task_id: int, *, attempts: int, canceled: bool = False) -> None:
+    """The task's worker passed its submit step while its lease was live (a cancel asked too,
+    if ``canceled``), then died: its lease is over."""
+    _expire_lease(rt, task_id, attempts=attempts)
     with rt.pool.connection() as conn:
         conn.execute(
             "UPDATE tasks SET lease_expires_at = now() + interval '1 minute' WHERE id = %s",
             (task_id,),
         )
         assert task_queries.record_irreversible(conn, task_id, "Submit claim", worker="dead-worker")
-    _expire_lease(rt, task_id, attempts=2)
+        if canceled:
+            task_queries.request_cancel(conn, task_id)
+    _expire_lease(rt, task_id, attempts=attempts)
+
+
+def test_a_lease_that_expired_after_a_submit_is_never_failed_blindly(rt, client, account):
+    task_id = _create(client, account)
+    # the dead worker passed its submit checkpoint while its lease was live
+    _died_after_submit(rt, task_id, attempts=2)
     tick(rt)
     row = _status(rt, task_id)
     assert row["status"] == "completed_with_issues"
@@ -178,15 +186,7 @@ def test_a_canceled_task_whose_worker_died_after_a_submit_does_not_say_canceled(
     """Found by a concurrency audit: a cancel asked of a task whose worker then died after its
     submit step ended it ``canceled``, saying nothing of what the payer may have."""
     task_id = _create(client, account)
-    _expire_lease(rt, task_id, attempts=1)
-    with rt.pool.connection() as conn:
-        conn.execute(
-            "UPDATE tasks SET lease_expires_at = now() + interval '1 minute' WHERE id = %s",
-            (task_id,),
-        )
-        assert task_queries.record_irreversible(conn, task_id, "Submit claim", worker="dead-worker")
-        task_queries.request_cancel(conn, task_id)
-    _expire_lease(rt, task_id, attempts=1)
+    _died_after_submit(rt, task_id, attempts=1, canceled=True)
     tick(rt)
     row = _status(rt, task_id)
     assert row["status"] == "completed_with_issues"

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -52,15 +53,19 @@ def _row(rt, task_id: int) -> dict:
         return conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
 
 
-def _run_in_background(rt, task_id: int, browsers, *, until: str) -> threading.Thread:
-    """Run the task as a worker would, in a thread; return once it reaches ``until``."""
+def _run_in_background(
+    rt, task_id: int, browsers, *, until: str | Callable[[], bool]
+) -> threading.Thread:
+    """Run the task as a worker would, in a thread; return once it reaches the status
+    ``until``, or once ``until()`` is true."""
+    reached = until if callable(until) else lambda: _row(rt, task_id)["status"] == until
     worker = threading.Thread(
         target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
     )
     worker.start()
     deadline = time.monotonic() + 60
-    while _row(rt, task_id)["status"] != until and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not reached() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return worker
 
 
@@ -155,11 +160,8 @@ def test_a_login_deleted_while_the_task_runs_is_not_typed_again(
     signed_in = requests.get(f"{sandbox_url}/__sandbox/stats", timeout=5).json()
     before = signed_in["login_attempts"].get(SANDBOX_USERNAME, 0)
     task_id = _task(client, account)
-    worker = _run_in_background(rt, task_id, browsers, until="running")
-    deadline = time.monotonic() + 30
-    while not _step_names(rt, task_id):  # its login was read with the claim
-        assert time.monotonic() < deadline, "no step ran"
-        time.sleep(0.05)
+    # until a step ran: its login was read with the claim
+    worker = _run_in_background(rt, task_id, browsers, until=lambda: bool(_step_names(rt, task_id)))
 
     # when the account deletes the portal's login, and the portal then ends the session
     assert client.delete("/credentials/sandbox", headers=account.headers).status_code == 204
@@ -217,13 +219,8 @@ def test_cancel_takes_effect_at_the_next_step_not_the_next_heartbeat(rt, client,
     )
     assert put.status_code == 201, put.get_json()
     task_id = _task(client, account)
-    worker = threading.Thread(
-        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
-    )
-    worker.start()
-    deadline = time.monotonic() + 60
-    while not _step_names(rt, task_id) and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the sign-in step is recorded: the wait is running now
+    # until the sign-in step is recorded: the wait is running now
+    worker = _run_in_background(rt, task_id, browsers, until=lambda: bool(_step_names(rt, task_id)))
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
     assert response.status_code == 202
     canceled_at = time.monotonic()
@@ -515,13 +512,10 @@ def test_a_cancel_after_the_submit_step_does_not_say_nothing_was_done(
     )
     assert put.status_code == 201, put.get_json()
     task_id = _task(client, account)
-    worker = threading.Thread(
-        target=runner.run_task, args=(rt, task_id), kwargs={"browsers": browsers}
+    # until the submit ran: the wait after it is running now
+    worker = _run_in_background(
+        rt, task_id, browsers, until=lambda: "2. Submit it" in _step_names(rt, task_id)
     )
-    worker.start()
-    deadline = time.monotonic() + 60
-    while "2. Submit it" not in _step_names(rt, task_id) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the submit ran: the wait after it is running now
     response = client.post(f"/tasks/{task_id}/cancel", headers=account.headers)
     assert response.status_code == 202
     worker.join(timeout=60)
