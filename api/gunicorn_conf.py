@@ -8,8 +8,9 @@ Workers are threaded (gthread): a request waiting on the database holds a thread
 process. The worker class (``api.gunicorn_worker.ApiWorker``) answers a liveness probe
 (``GET /healthz``) on its main loop from memory, before it would queue for a thread, so a
 database outage that keeps every thread busy never makes a healthy API look dead; it answers
-gunicorn's own errors in the API's JSON shape, and stops any request still running after
-API_REQUEST_TIMEOUT_S.
+gunicorn's own errors in the API's JSON shape, stops any request still running after
+API_REQUEST_TIMEOUT_S, and answers 408 a request that has not arrived (headers and body) within
+API_READ_TIMEOUT_S.
 """
 
 from __future__ import annotations

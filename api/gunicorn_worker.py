@@ -16,6 +16,19 @@ Interrupting a thread raises :class:`RequestTimeout` in it at its next Python in
 (CPython's ``PyThreadState_SetAsyncExc``); a thread blocked in C sees it once that call returns.
 A database call waits for its answer in Python here (:func:`_wait_in_python`), so a database
 that stopped answering (hung, or its host frozen) holds a request no longer than the others.
+
+gthread reads a request's headers and body in the thread that serves it, so a client sending
+them slowly holds that thread. Two bounds keep it short (:class:`_Conn`):
+
+- every read of a request's socket waits at most until API_READ_TIMEOUT_S after the thread took
+  the request (its first bytes had arrived); past it the request is answered 408
+  ``read_timeout`` and the connection closed, however the bytes trickle in;
+- an answer given before the body was read in full (a 401, 413 or 415) closes the connection
+  (``Connection: close``) rather than drain the rest of the body in the thread first.
+
+A connection is closed in its own thread, lingering at most :data:`_LINGER_S` for the client's
+unread bytes (so the answer is not lost to a reset), never on the main loop. A connection gets
+one answer at most: a deadline passed after the answer started only closes it.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import math
 import selectors
 import socket
 import threading
@@ -34,6 +48,8 @@ from typing import Any
 
 from gunicorn import glogging, util
 from gunicorn.http import errors as http_errors
+from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from shared.settings import load_settings
@@ -64,6 +80,18 @@ class RequestTimeout(SystemExit):
     A SystemExit, so that neither the app's ``except Exception`` nor gunicorn's error path
     swallows it on the way out; gunicorn's request loop treats it as an abort.
     """
+
+
+class ReadTimeout(SystemExit):
+    """Raised in a request's thread when the request has not arrived by API_READ_TIMEOUT_S.
+
+    A SystemExit for the same reason as :class:`RequestTimeout`.
+    """
+
+
+# How long closing a connection waits for the client to stop sending, so that the kernel does
+# not answer its unread bytes with a reset that destroys the answer in flight.
+_LINGER_S = 1.0
 
 
 def json_error(status: int, reason: str, code: str, message: str, details: Any = None) -> bytes:
@@ -97,13 +125,74 @@ def _limit(code: str, exc: BaseException) -> dict[str, Any] | None:
 
 @dataclass
 class _Running:
-    """One request being handled: its thread and its deadline."""
+    """One request being handled: its thread, its deadline and its answer once started."""
 
     thread_id: int
     deadline: float
     active: bool = True
     interrupted: bool = False
     finished: bool = False
+    response: Any = None
+
+    @property
+    def answered(self) -> bool:
+        return self.response is not None and bool(self.response.headers_sent)
+
+
+class _DeadlineUnreader(SocketUnreader):
+    """gunicorn's socket reader, each read bounded by its connection's read deadline."""
+
+    def __init__(self, sock: socket.socket, conn: _Conn) -> None:
+        super().__init__(sock)
+        self.conn = conn
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        # One deadline for all the reads of a request: a per-read timeout alone lets a client
+        # sending a byte a second go on for ever.
+        remaining = self.conn.read_deadline - time.monotonic()
+        if remaining <= 0:
+            raise ReadTimeout
+        self.sock.settimeout(remaining)
+        try:
+            return super().chunk(size_hint)
+        except TimeoutError:
+            raise ReadTimeout from None
+        finally:
+            self.sock.settimeout(None)  # writes stay blocking, as gunicorn expects
+
+
+class _Conn(TConn):
+    """gunicorn's connection, read under a deadline and closed by its thread."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read_deadline = math.inf
+        self.closed_in_thread = False
+
+    def init(self) -> None:
+        fresh = not self.initialized
+        super().init()
+        if fresh and type(self.parser.unreader) is SocketUnreader:
+            self.parser.unreader = _DeadlineUnreader(self.sock, self)
+
+    def close_in_thread(self) -> None:
+        self.closed_in_thread = True
+        util.close_graceful(self.sock, timeout=_LINGER_S)
+
+    def close(self, graceful: bool = False) -> None:
+        # The main loop's own graceful close lingers up to 2 s, blocking: never for a slow client.
+        if not self.closed_in_thread:
+            super().close(graceful)
+
+
+def _body_unread(body: Any) -> bool:
+    """Whether part of a request body is still on the socket (gunicorn's ``wsgi.input``)."""
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return reader.length > 0
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    return reader is not None and not getattr(reader, "finished", True)
 
 
 _PROBE = (b"GET /healthz ", b"GET /healthz?", b"HEAD /healthz ")
@@ -130,7 +219,7 @@ class ProbeFirstWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname())
         conn.timeout = time.monotonic() + self.cfg.keepalive  # closed by murder_pending
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._first_bytes, conn))
@@ -160,14 +249,37 @@ class ProbeFirstWorker(ThreadWorker):
 
 
 class ApiWorker(ProbeFirstWorker):
-    """The probe-first gthread worker; gunicorn's errors in JSON; a deadline on each request."""
+    """The probe-first gthread worker; gunicorn's errors in JSON; a deadline on each request and
+    on its arrival."""
 
     def init_process(self) -> None:
         _wait_in_python()
-        self.request_timeout_s = load_settings().api_request_timeout_s
+        settings = load_settings()
+        self.request_timeout_s = settings.api_request_timeout_s
+        self.read_timeout_s = settings.api_read_timeout_s
         self._running: dict[int, tuple[_Running, Any]] = {}
         self._running_lock = threading.Lock()
+        self._current = threading.local()  # the _Running of the request this thread serves
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = getattr(self, "wsgi")  # noqa: B009 - gunicorn sets it untyped
+
+        def closing_on_unread_body(environ: dict, start_response: Any) -> Any:
+            def start(status: str, headers: list, exc_info: Any = None) -> Any:
+                # gunicorn passes its Response's bound start_response.
+                response = start_response.__self__
+                self._current.running.response = response
+                if _body_unread(environ.get("wsgi.input")):
+                    # Answered before the body was read (401, 413, 415...): reading the rest
+                    # first would hold this thread for as long as the client cares to send it.
+                    response.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing_on_unread_body
 
     # -- errors gunicorn raises before the app runs --------------------------------------------
 
@@ -200,7 +312,10 @@ class ApiWorker(ProbeFirstWorker):
     # -- the deadline of each request ----------------------------------------------------------
 
     def handle(self, conn: Any) -> Any:
-        running = _Running(threading.get_ident(), time.monotonic() + self.request_timeout_s)
+        now = time.monotonic()
+        running = _Running(threading.get_ident(), now + self.request_timeout_s)
+        self._current.running = running
+        conn.read_deadline = now + self.read_timeout_s
         with self._running_lock:
             self._running[id(conn)] = (running, conn)
         try:
@@ -213,9 +328,20 @@ class ApiWorker(ProbeFirstWorker):
             self._stop(conn, running)  # again: the interruption may have cut the first one short
             if not running.finished:
                 self.log.warning("Request timed out after %.0f s", self.request_timeout_s)
-                self._write(conn.sock, _timeout_answer(self.request_timeout_s))
-            return False
+                self._refuse(conn, running, _timeout_answer(self.request_timeout_s))
+            result = False
+        except ReadTimeout:
+            self.log.warning("Request did not arrive within %g s", self.read_timeout_s)
+            self._refuse(conn, running, _read_timeout_answer(self.read_timeout_s))
+            result = False
+        if not result:
+            conn.close_in_thread()
         return result
+
+    def _refuse(self, conn: Any, running: _Running, answer: bytes) -> None:
+        # One answer per request: once the app's has started, a deadline can only close.
+        if not running.answered:
+            self._write(conn.sock, answer)
 
     def _stop(self, conn: Any, running: _Running) -> None:
         with self._running_lock:
@@ -274,6 +400,17 @@ def _timeout_answer(timeout_s: float) -> bytes:
         "request_timeout",
         f"The request took longer than {timeout_s:g} s (API_REQUEST_TIMEOUT_S) and was stopped.",
         {"limit": "API_REQUEST_TIMEOUT_S", "max": timeout_s},
+    )
+
+
+def _read_timeout_answer(timeout_s: float) -> bytes:
+    return json_error(
+        408,
+        "Request Timeout",
+        "read_timeout",
+        f"The request did not arrive within {timeout_s:g} s (API_READ_TIMEOUT_S); send it"
+        " again, faster.",
+        {"limit": "API_READ_TIMEOUT_S", "max": timeout_s},
     )
 
 

@@ -103,6 +103,9 @@ class Settings:
     api_workers: int = 2
     api_threads: int = 8
     api_request_timeout_s: float = 30.0  # the longest one request may hold a worker thread
+    # The longest a request may take to arrive (its headers and body) once its first bytes have:
+    # a client trickling its body is answered 408 then, not served a thread until the above.
+    api_read_timeout_s: float = 10.0
     # How many proxies (load balancers, ingresses) in front of the API append to X-Forwarded-For
     # and set X-Forwarded-Proto: the client's address (rate limits, the console's sign-in
     # throttle) and scheme are read from them. 0: the peer is the client, those headers ignored.
@@ -258,6 +261,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "API_THREADS": ("api_threads", _int),
     "TRUSTED_PROXIES": ("trusted_proxies", _int),
     "API_REQUEST_TIMEOUT_S": ("api_request_timeout_s", _float),
+    "API_READ_TIMEOUT_S": ("api_read_timeout_s", _float),
     "MAX_REQUEST_BYTES": ("max_request_bytes", _int),
     "MAX_FILE_BYTES": ("max_file_bytes", _int),
     "MAX_FILES": ("max_files", _int),
@@ -420,7 +424,7 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
     (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),
     (("TRUSTED_PROXIES",), 0, 10, "a number of proxies from 0 to 10"),
     (("DB_CONNECT_TIMEOUT_S", "DB_POOL_TIMEOUT_S", "READY_TIMEOUT_S", "API_REQUEST_TIMEOUT_S",
-      "TEMPLATE_TIMEOUT_S", "LOOKUP_TIMEOUT_S", "BROWSER_PAGE_LOAD_TIMEOUT_S",
+      "API_READ_TIMEOUT_S", "TEMPLATE_TIMEOUT_S", "LOOKUP_TIMEOUT_S", "BROWSER_PAGE_LOAD_TIMEOUT_S",
       "BROWSER_COMMAND_SLACK_S", "TASK_LEASE_S", "TASK_HEARTBEAT_S", "TASK_TIME_LIMIT_S",
       "PORTAL_RETRY_BASE_S", "PORTAL_PROBE_AFTER_S", "INPUT_TIMEOUT_S", "SCHEDULER_INTERVAL_S",
       "PENDING_REQUEUE_AFTER_S", "RETENTION_INTERVAL_S", "RETENTION_LOCK_TIMEOUT_S",
