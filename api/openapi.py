@@ -121,6 +121,8 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
         "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
         "limit_exceeded", "not_retryable", "may_have_submitted"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
+    408: ("RequestTimeout", "The request did not arrive within API_READ_TIMEOUT_S (its headers"
+          " or body sent too slowly); the connection is closed", ["read_timeout"]),
     414: ("UriTooLong", "The request line is over MAX_URL_BYTES (the server refuses it before"
           " the API reads it)", ["uri_too_long"]),
     415: ("UnsupportedMediaType", "Another media type", ["unsupported_media_type"]),
@@ -268,8 +270,8 @@ def _op(
             op["responses"][status] = {**answer, "headers": {REPLAYED_HEADER: _REPLAYED}}
         # the key reused with another request, or over MAX_IDEMPOTENCY_KEY_CHARS
         errors = tuple(sorted({*errors, 409, 422}))
-    # 414 and 431: any request the server cannot take in, before any operation is chosen
-    for status in (*errors, 414, 431, *(() if public else (401, 429, 503))):
+    # 408, 414 and 431: any request the server cannot take in, before any operation is chosen
+    for status in (*errors, 408, 414, 431, *(() if public else (401, 429, 503))):
         op["responses"][status] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     if body:
         op["requestBody"] = body
