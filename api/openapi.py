@@ -117,7 +117,7 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     401: ("Unauthorized", "No API key, an unknown one, or a revoked one", ["unauthorized"]),
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
-        "idempotency_conflict", "task_finished", "not_waiting", "no_webhook_url",
+        "idempotency_conflict", "task_finished", "not_waiting", "input_pending", "no_webhook_url",
         "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
         "limit_exceeded", "not_retryable", "may_have_submitted"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),

@@ -794,8 +794,8 @@ def give_input(task_id: int):
                 conn, runtime().fernet, account_id=account_id(), task_id=task_id,
                 code=value["code"],
             )  # fmt: skip
-        except task_queries.NotWaiting as err:
-            raise ApiError(409, "not_waiting", str(err), {"status": err.status}) from err
+        except task_queries.NotWaiting as err:  # or a code sent before, not read yet
+            raise ApiError(409, err.code, str(err), {"status": err.status}) from err
         if not found:
             raise NotFound("task")
         return _task_now(conn, task_id), 202

@@ -1068,9 +1068,11 @@ def release_for_retry(conn: Conn, task_id: int, *, give_attempt_back: bool = Fal
 
 
 def lock_task(conn: Conn, task_id: int, account_id: int) -> dict | None:
-    """The account's task (id, status), locked for the rest of the transaction."""
+    """The account's task (id, status, and whether a code sent to it is still unread),
+    locked for the rest of the transaction."""
     return conn.execute(
-        "SELECT id, status FROM tasks WHERE id = %s AND account_id = %s FOR UPDATE",
+        "SELECT id, status, input_token IS NOT NULL AS input_unread FROM tasks"
+        " WHERE id = %s AND account_id = %s FOR UPDATE",
         (task_id, account_id),
     ).fetchone()
 
@@ -1118,9 +1120,24 @@ def cancel_task(conn: Conn, *, account_id: int, task_id: int) -> bool:
 class NotWaiting(Exception):
     """The task is not waiting for input (``status`` says what it is)."""
 
-    def __init__(self, status: str) -> None:
-        super().__init__(f"The task is {status}, not waiting for input.")
+    code = "not_waiting"
+
+    def __init__(self, status: str, message: str | None = None) -> None:
+        super().__init__(message or f"The task is {status}, not waiting for input.")
         self.status = status
+
+
+class InputPending(NotWaiting):
+    """A code sent to the task is not read yet: a second one would replace it unseen."""
+
+    code = "input_pending"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            status,
+            "A code sent to this task has not been read yet; if the portal refuses it, the task"
+            " asks again.",
+        )
 
 
 def give_input(
@@ -1128,7 +1145,9 @@ def give_input(
 ) -> bool:
     """Hand a waiting task the one-time code it asked for; the agent resumes with it.
 
-    False if the account has no such task; :class:`NotWaiting` if it is not waiting. Used by
+    False if the account has no such task; :class:`NotWaiting` if it is not waiting, and
+    :class:`InputPending` if the code sent before is not read yet (two people sending one at
+    once: the second would replace the first unseen, and both be told it was taken). Used by
     ``POST /tasks/{id}/input`` and by the console.
     """
     row = lock_task(conn, task_id, account_id)
@@ -1136,6 +1155,8 @@ def give_input(
         return False
     if row["status"] != TaskStatus.WAITING_FOR_INPUT:
         raise NotWaiting(row["status"])
+    if row["input_unread"]:
+        raise InputPending(row["status"])
     post_input(conn, task_id, encrypt_json(fernet, {"code": code}))
     return True
 

@@ -16,7 +16,9 @@ from prometheus_client import REGISTRY, generate_latest
 
 from cli.local import SANDBOX_PASSWORD, SANDBOX_TOTP_SECRET, SANDBOX_USERNAME
 from shared import logs, totp
+from shared import tasks as task_queries
 from shared.accounts import Credentials, put_credentials
+from shared.crypto import decrypt_json
 from shared.sop.library import builtin_sop_text
 from shared.sop.profile import builtin_profile_text
 from tests.scrape import delta, parse
@@ -326,6 +328,30 @@ def test_input_for_a_task_that_is_not_waiting_is_409(client, account):
     assert response.status_code == 409
     missing = client.post(f"/tasks/{task_id}/input", json={}, headers=account.headers)
     assert missing.status_code == 422
+
+
+def test_a_second_code_before_the_first_is_read_is_refused_not_lost(rt, client, account):
+    # given a task waiting for a one-time code, and a code sent to it that the agent has not
+    # read yet
+    task_id = _task(client, account)
+    with rt.pool.connection() as conn:
+        conn.execute("UPDATE tasks SET status = 'waiting_for_input' WHERE id = %s", (task_id,))
+
+    def send(code: str):
+        return client.post(f"/tasks/{task_id}/input", json={"code": code},
+                           headers=account.headers)  # fmt: skip
+
+    assert send("123456").status_code == 202
+    # when someone else sends another, then it is refused, saying why
+    second = send("654321")
+    assert second.status_code == 409
+    assert second.get_json()["error"]["code"] == "input_pending"
+    # and the agent reads the first one, not the second
+    with rt.pool.connection() as conn:
+        taken = task_queries.take_input(conn, task_id)
+    assert taken is not None and decrypt_json(rt.fernet, taken) == {"code": "123456"}
+    # and once it was read (the portal refused it, say), a new code is taken
+    assert send("654321").status_code == 202
 
 
 def test_no_code_in_time_fails_with_a_note(rt, client, make_account, browsers):
