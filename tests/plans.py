@@ -1,4 +1,5 @@
-"""Reading a list query's plan in tests: what it read from a table, custom or generic.
+"""Reading what a query read in tests: a list query's plan, custom or generic, or the rows a call
+read, counted by the server.
 
 psycopg prepares a statement on the server after it has run a few times, and PostgreSQL may then
 plan it once for any parameters (a generic plan) instead of for the values at hand (a custom
@@ -51,3 +52,23 @@ def rows_read(nodes: list[dict]) -> int:
     return sum(
         (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"] for n in nodes
     )
+
+
+_READ = """
+    SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
+              FROM pg_index WHERE indrelid = %(table)s::regclass)
+         + pg_stat_get_xact_tuples_returned(%(table)s::regclass) AS n
+"""
+
+
+def rows_read_in(runtime, call, table: str = "tasks") -> int:
+    """The rows of ``table`` that ``call`` read, from the table and its indexes, in a
+    transaction rolled back after. Counted as a difference: the counters also hold what this
+    connection's earlier transactions read, until the server collects them (at most once a
+    second)."""
+    with runtime.pool.connection() as conn, conn.transaction():
+        before = conn.execute(_READ, {"table": table}).fetchone()["n"]
+        call(conn)
+        read = conn.execute(_READ, {"table": table}).fetchone()["n"] - before
+        raise psycopg.Rollback()
+    return int(read)

@@ -15,8 +15,9 @@ from shared import metrics, retention, retries, users
 from shared import tasks as task_queries
 from shared.tasks import TaskStatus
 from shared.trajectories import record_step
+from tests.plans import rows_read_in
 
-from .test_tick_cost import ELIGIBILITY, _rows_read
+from .test_tick_cost import ELIGIBILITY
 
 PNG = b"\x89PNG\r\n\x1a\n-a payer page"
 
@@ -192,7 +193,7 @@ def test_a_purge_with_nothing_due_reads_the_accounts_not_the_tasks_they_keep(
 
     # when the retention looks for tasks past their account's days
     found: list[int] = []
-    read = _rows_read(runtime, lambda conn: found.extend(
+    read = rows_read_in(runtime, lambda conn: found.extend(
         row["id"] for row in conn.execute(retention._DUE_TASKS, {"limit": 500})
     ))  # fmt: skip
 
@@ -342,7 +343,7 @@ def test_deleting_tasks_reads_their_own_steps_not_the_whole_table(client, runtim
 
     # when one transaction of the purge deletes the 500 due
     deleted: list[int] = []
-    read = _rows_read(
+    read = rows_read_in(
         runtime, lambda conn: deleted.append(retention._purge_tasks(conn)), "trajectory_steps"
     )
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 from scheduler.loop import tick
 from shared import review
 from tests.api.test_review_api import _messages, _paused_task
-
-from .test_tick_cost import _rows_read
+from tests.plans import rows_read_in
 
 
 def _move_back(runtime, task_id: int, hours: float) -> None:
@@ -110,7 +109,7 @@ def test_finding_the_reviews_past_their_deadline_reads_only_those(runtime, clien
 
     # when the scheduler ends the reviews past their deadline
     ended: list[int] = []
-    read = _rows_read(runtime, lambda conn: ended.append(review.expire_due(conn)))
+    read = rows_read_in(runtime, lambda conn: ended.append(review.expire_due(conn)))
 
     # then it ended the one, and read a few rows for it, not the 3,000 waiting
     assert ended == [1]

@@ -9,6 +9,7 @@ import psycopg
 from shared import outages
 from shared import tasks as task_queries
 from shared.webhooks import claim_due_messages
+from tests.plans import rows_read_in
 
 ELIGIBILITY = {
     "type": "check_eligibility",
@@ -35,26 +36,6 @@ def _wait(runtime, account, count: int, status: str, *, portals: int = 3) -> Non
         conn.execute("ANALYZE tasks")
 
 
-_READ = """
-    SELECT (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)
-              FROM pg_index WHERE indrelid = %(table)s::regclass)
-         + pg_stat_get_xact_tuples_returned(%(table)s::regclass) AS n
-"""
-
-
-def _rows_read(runtime, call, table: str = "tasks") -> int:
-    """The rows of ``table`` that ``call`` read, from the table and its indexes, in a
-    transaction rolled back after. Counted as a difference: the counters also hold what this
-    connection's earlier transactions read, until the server collects them (at most once a
-    second)."""
-    with runtime.pool.connection() as conn, conn.transaction():
-        before = conn.execute(_READ, {"table": table}).fetchone()["n"]
-        call(conn)
-        read = conn.execute(_READ, {"table": table}).fetchone()["n"] - before
-        raise psycopg.Rollback()
-    return int(read)
-
-
 def test_finding_stranded_session_waiters_reads_each_group_not_each_waiter(
     client, account, runtime
 ):
@@ -63,7 +44,7 @@ def test_finding_stranded_session_waiters_reads_each_group_not_each_waiter(
     _wait(runtime, account, 3_000, "waiting_for_session")
     # when the scheduler looks for stranded waiters
     found: list[int] = []
-    read = _rows_read(runtime, lambda conn: found.extend(task_queries.stranded_sessions(conn)))
+    read = rows_read_in(runtime, lambda conn: found.extend(task_queries.stranded_sessions(conn)))
     # then none is stranded, and the look read a few rows per portal, not the 3,000 waiters
     # (the bound leaves room for index entries the tests before left dead: 3,009 without)
     assert found == []
@@ -76,7 +57,8 @@ def test_giving_up_on_a_portal_reads_only_the_tasks_that_waited_too_long(client,
     _wait(runtime, account, 3_000, "waiting_for_portal")
     # when the scheduler looks for tasks that waited four hours
     given_up: list[int] = []
-    read = _rows_read(runtime, lambda conn: given_up.append(outages.give_up_waiting(conn, 14_400)))
+    give_up = outages.give_up_waiting
+    read = rows_read_in(runtime, lambda conn: given_up.append(give_up(conn, 14_400)))
     # then none is given up, and none of the 3,000 was read to find that out
     assert given_up == [0]
     assert read <= 300, read
@@ -116,7 +98,7 @@ def test_claiming_from_a_backlog_reads_the_messages_claimed_not_the_backlog(make
     _pending(runtime, account, 3_000)
     # when the scheduler claims what is due
     claimed: list[int] = []
-    read = _rows_read(runtime, _claim(runtime, claimed), "webhook_messages")
+    read = rows_read_in(runtime, _claim(runtime, claimed), "webhook_messages")
     # then it claims the endpoint's four slots, reading a few rows, not the 3,000
     # (3,000 to count the messages in flight and 3,000 more to pick the first four, before 0033)
     assert len(claimed) == runtime.settings.webhook_endpoint_concurrency
@@ -134,7 +116,7 @@ def test_one_accounts_backlog_costs_another_accounts_claim_nothing(make_account,
     _pending(runtime, quiet, 1)
     # when the scheduler claims what is due
     claimed: list[int] = []
-    read = _rows_read(runtime, _claim(runtime, claimed), "webhook_messages")
+    read = rows_read_in(runtime, _claim(runtime, claimed), "webhook_messages")
     # then it claims the third account's message alone, and read none of the 6,000 to do so
     with runtime.pool.connection() as conn:
         owners = conn.execute(
