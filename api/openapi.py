@@ -118,8 +118,8 @@ ERRORS: dict[int, tuple[str, str, list[str]]] = {
     404: ("NotFound", "No such resource for this account", ["not_found"]),
     409: ("Conflict", "The resource's state does not allow it", [
         "idempotency_conflict", "task_finished", "not_waiting", "input_pending", "no_webhook_url",
-        "endpoint_disabled", "message_pending", "not_pending_review", "changed_meanwhile",
-        "limit_exceeded", "not_retryable", "may_have_submitted"]),
+        "endpoint_disabled", "ping_pending", "message_pending", "not_pending_review",
+        "changed_meanwhile", "limit_exceeded", "not_retryable", "may_have_submitted"]),
     413: ("PayloadTooLarge", "A body or a file over the limit", ["payload_too_large"]),
     408: ("RequestTimeout", "The request did not arrive within API_READ_TIMEOUT_S (its headers"
           " or body sent too slowly); the connection is closed", ["read_timeout"]),

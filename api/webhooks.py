@@ -122,7 +122,14 @@ def test_endpoint():
                 409, "endpoint_disabled", "The endpoint is disabled; enable it to send.",
                 {"disabled_reason": endpoint["disabled_reason"]},
             )  # fmt: skip
-        return hooks.message_json(hooks.enqueue_ping(conn, account_id())), 202
+        try:
+            return hooks.message_json(hooks.enqueue_ping(conn, account_id())), 202
+        except hooks.PingPending as pending:
+            raise ApiError(
+                409, "ping_pending",
+                "A ping is still pending; wait until it is delivered, failed or aborted.",
+                {"message_id": pending.message["id"], "msg_id": pending.message["msg_id"]},
+            ) from None  # fmt: skip
 
     return idempotency.respond_once(ping)
 

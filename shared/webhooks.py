@@ -329,8 +329,28 @@ def enqueue_task_event(
     )
 
 
+class PingPending(Exception):
+    """The account has a ping still pending: a test pings once at a time."""
+
+    def __init__(self, message: dict) -> None:
+        super().__init__(f"ping {message['msg_id']} is still pending")
+        self.message = message
+
+
 def enqueue_ping(conn: Conn, account_id: int) -> dict:
-    """A ``ping`` test message for the account's endpoint."""
+    """A ``ping`` test message for the account's endpoint, in the caller's transaction.
+
+    Raises :class:`PingPending` while one is pending (held, or in its retry schedule): else
+    each test of a receiver that is down would add a message to retry for a day."""
+    # Two tests at once: the second waits for the first to commit, then finds its ping.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('ping:' || %s, 0))", (account_id,))
+    pending = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages"
+        " WHERE account_id = %s AND event = 'ping' AND status = 'pending' LIMIT 1",
+        (account_id,),
+    ).fetchone()
+    if pending is not None:
+        raise PingPending(pending)
     payload = {"message": "Test event from Understudy.", "accountId": account_id}
     row = _insert_message(conn, account_id=account_id, task_id=None, event=PING, payload=payload)
     assert row is not None  # a fresh random msg_id cannot conflict

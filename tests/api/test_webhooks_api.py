@@ -9,10 +9,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import standardwebhooks
 
 from api import create_app
+from shared import webhooks as hooks
 from shared.accounts import create_account, create_api_key
 from shared.webhooks import create_endpoint
 from tests.dispatcher.support import (
@@ -23,6 +25,7 @@ from tests.dispatcher.support import (
     served_receiver,
     with_settings,
 )
+from tests.plans import rows_read_in
 
 
 @pytest.fixture
@@ -180,6 +183,87 @@ def test_test_event_sends_a_verifiable_ping(client, runtime, caller, receiver):
     envelope = standardwebhooks.Webhook(caller.secret).verify(got.body, got.headers)
     assert envelope["event"] == "ping"
     assert got.headers["Webhook-Id"] == queued["msg_id"]
+
+
+def test_a_test_event_is_refused_while_a_ping_is_pending(client, runtime, make_caller):
+    # given a receiver that is down, and a ping queued for it
+    caller = make_caller("http://127.0.0.1:9/down")
+    first = client.post("/webhook-endpoint/test", headers=caller.headers)
+    assert first.status_code == 202
+
+    # when the client asks for more test events while it is pending
+    answers = [client.post("/webhook-endpoint/test", headers=caller.headers) for _ in range(5)]
+
+    # then each is refused with a 409 naming the pending ping, and no other message is queued
+    for answer in answers:
+        assert answer.status_code == 409
+        error = answer.get_json()["error"]
+        assert error["code"] == "ping_pending"
+        assert error["details"] == {"message_id": first.get_json()["id"],
+                                    "msg_id": first.get_json()["msg_id"]}  # fmt: skip
+    listed = client.get("/webhooks/messages", headers=caller.headers).get_json()["data"]
+    assert [m["id"] for m in listed] == [first.get_json()["id"]]
+
+    # and once that ping has failed (its retries spent), the next test is queued
+    with runtime.pool.connection() as conn:
+        conn.execute("UPDATE webhook_messages SET status = 'failed', failed_at = now()")
+    again = client.post("/webhook-endpoint/test", headers=caller.headers)
+    assert again.status_code == 202 and again.get_json()["id"] != first.get_json()["id"]
+
+
+def test_pings_sent_at_once_queue_one(client, runtime, make_caller):
+    # given a receiver that is down
+    caller = make_caller("http://127.0.0.1:9/down")
+
+    # when eight test events are asked for at the same moment
+    app = client.application
+    statuses: list[int] = []
+
+    def ping() -> None:
+        with app.test_client() as own:
+            statuses.append(own.post("/webhook-endpoint/test", headers=caller.headers).status_code)
+
+    threads = [threading.Thread(target=ping) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then one is queued and the seven others are refused
+    assert sorted(statuses) == [202] + [409] * 7
+    with runtime.pool.connection() as conn:
+        count = conn.execute("SELECT count(*) AS n FROM webhook_messages").fetchone()["n"]
+    assert count == 1
+
+
+def test_finding_a_pending_ping_reads_it_not_the_backlog(client, runtime, make_caller):
+    # given 3,000 pending task messages behind a receiver that is down, and one pending ping
+    caller = make_caller("http://127.0.0.1:9/down")
+    assert client.post("/webhook-endpoint/test", headers=caller.headers).status_code == 202
+    with runtime.pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO webhook_messages (msg_id, account_id, event, payload, status,"
+            " next_attempt_at) SELECT 'msg_backlog_' || g, %s, 'batch.finished', '{}',"
+            " 'pending', now() FROM generate_series(1, 3000) AS g",
+            (caller.account_id,),
+        )
+    with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE webhook_messages")
+
+    # when another test ping is asked for
+    refused: list[str] = []
+
+    def enqueue(conn) -> None:
+        try:
+            hooks.enqueue_ping(conn, caller.account_id)
+        except hooks.PingPending as pending:
+            refused.append(pending.message["msg_id"])
+
+    read = rows_read_in(runtime, enqueue, "webhook_messages")
+
+    # then it is refused having read the pending ping, not the 3,000 messages
+    assert len(refused) == 1
+    assert read <= 10, read
 
 
 def test_rotate_secret_returns_it_once_and_both_verify(client, runtime, caller, receiver):
