@@ -140,6 +140,11 @@ class Settings:
     max_extract_rows: int = 1000
     max_extract_chars: int = 200_000
     max_result_bytes: int = 1024 * 1024
+    # What one task stores of its trajectory, all its runs together (README "Limits"): its
+    # steps, and its screenshots. Past the steps the task stops and fails; past the screenshots
+    # it goes on, storing none, and ends completed_with_issues at best.
+    max_task_steps: int = 2000
+    max_task_screenshots: int = 200
     # What one account may keep (shared.quotas): task types of its own, portals, console users.
     max_custom_types: int = 100
     max_portals: int = 100
@@ -284,6 +289,8 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_EXTRACT_ROWS": ("max_extract_rows", _int),
     "MAX_EXTRACT_CHARS": ("max_extract_chars", _int),
     "MAX_RESULT_BYTES": ("max_result_bytes", _int),
+    "MAX_TASK_STEPS": ("max_task_steps", _int),
+    "MAX_TASK_SCREENSHOTS": ("max_task_screenshots", _int),
     "MAX_CUSTOM_TYPES": ("max_custom_types", _int),
     "MAX_PORTALS": ("max_portals", _int),
     "MAX_USERS": ("max_users", _int),
@@ -418,7 +425,7 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
       "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
       "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES", "MAX_CUSTOM_TYPES",
       "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES",
-      "MAX_PARSES_IN_FLIGHT"),
+      "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS"),
      1, 10**12, "a whole number >= 1"),
     (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
     (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),
