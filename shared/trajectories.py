@@ -40,6 +40,19 @@ def record_step(
     )
 
 
+def stored_counts(conn: Conn, task_id: int) -> tuple[int, int]:
+    """The steps and the screenshots the task's trajectory holds, every attempt together: where
+    a new run's count starts (MAX_TASK_STEPS and MAX_TASK_SCREENSHOTS bound the task, not one
+    run of it)."""
+    row = fetch_one(
+        conn,
+        "SELECT count(*) AS steps, count(artifact_id) AS screenshots"
+        " FROM trajectory_steps WHERE task_id = %s",
+        (task_id,),
+    )
+    return row["steps"], row["screenshots"]
+
+
 def task_trajectory_id(conn: Conn, task_id: int, account: int) -> str | None:
     row = conn.execute(
         "SELECT trajectory_id FROM tasks WHERE id = %s AND account_id = %s", (task_id, account)

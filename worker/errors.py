@@ -81,6 +81,11 @@ class InputTimeout(AgentError):
     """Nobody supplied the input the agent asked for (e.g. an MFA code) in time."""
 
 
+class TrajectoryFull(AgentError):
+    """The task recorded the most steps one task may (MAX_TASK_STEPS): it stops there, failed.
+    Never retried (the same SOP would loop again), never skipped by an optional step."""
+
+
 class TaskCanceled(AgentError):
     """The task was canceled while the agent was running it."""
 

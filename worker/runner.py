@@ -50,9 +50,9 @@ from shared.sop.profile import Profile
 from shared.sop.store import StoredSop, sop_by_id
 from shared.ssrf import UrlRefused, check_portal_url, system_resolver
 from shared.tasks import CANCELED_NOTE, TaskStatus
-from shared.trajectories import record_step
+from shared.trajectories import record_step, stored_counts
 from worker.agent.interpreter import Outcome, run_sop
-from worker.agent.limits import ReadLimits
+from worker.agent.limits import ReadLimits, Trajectory
 from worker.agent.review import Review
 from worker.browser import BrowserPool, set_downloads
 from worker.egress import Origin
@@ -71,6 +71,7 @@ from worker.errors import (
     SessionInUse,
     StepFailed,
     TaskCanceled,
+    TrajectoryFull,
 )
 from worker.workspace import task_workspace
 
@@ -127,6 +128,9 @@ class DbRecorder:
     seq: int = 0
     irreversible_passed: bool = False
     redactor: Redactor = field(default_factory=Redactor)
+    # What the task may still record (MAX_TASK_STEPS, MAX_TASK_SCREENSHOTS), shared by this
+    # claim's runs: the interpreter counts, and stops or leaves screenshots out, against it.
+    trajectory: Trajectory = field(default_factory=Trajectory)
 
     def step(
         self,
@@ -452,6 +456,8 @@ def _failure_note(exc: BaseException, stored: StoredSop | None) -> tuple[TaskSta
         return TaskStatus.FAILED, f"Portal error, still failing after retries: {exc}"
     if isinstance(exc, InputTimeout):
         return TaskStatus.FAILED, str(exc)
+    if isinstance(exc, TrajectoryFull):
+        return TaskStatus.FAILED, f"The SOP did not finish: it was {exc}."
     if isinstance(exc, SoftTimeLimitExceeded):
         return TaskStatus.FAILED, "The task ran past its time limit and was stopped."
     if isinstance(exc, WebDriverException):
@@ -514,6 +520,7 @@ def _drive(
                     review=_review(claimed),
                     profile=profile,
                     limits=ReadLimits.of(rt.settings),
+                    trajectory=recorder.trajectory,
                 )
 
         return retrying(attempt)
@@ -626,6 +633,7 @@ def _claim_and_run(
         worker,
         irreversible_passed=claimed["irreversible_at"] is not None,
         redactor=redactor,
+        trajectory=_trajectory(rt, task_id),
     )
     base_url = _base_url(rt, claimed["account_id"], stored.sop)
     with redaction.active(redactor), Lease(rt, task_id, worker) as lease:
@@ -681,6 +689,13 @@ def _claim_and_run(
         portal=stored.sop.portal,
     )
     return status
+
+
+def _trajectory(rt: Runtime, task_id: int) -> Trajectory:
+    """The task's trajectory bounds, counting what its earlier claims stored: a task run again
+    (after a review, a portal outage, a worker that died) does not start its count afresh."""
+    steps, screenshots = _db(rt, lambda conn: stored_counts(conn, task_id))
+    return Trajectory.of(rt.settings, steps=steps, screenshots=screenshots)
 
 
 def _finish(
@@ -922,6 +937,8 @@ def _run_claimed(
             # A fault of ours, not an outcome: the traceback is what a developer needs.
             log.exception("task %s: internal error", claimed["id"])
         down = exc if isinstance(exc, PortalUnavailable) and exc.at_entry else None
+        if status is TaskStatus.FAILED:
+            notes = recorder.trajectory.told(notes)  # the screenshots it did not store, if any
         return Ending(
             status,
             notes,

@@ -55,7 +55,7 @@ from shared.template_sandbox import text_size
 # Importing the handler modules registers their step kinds.
 from worker.agent import actions, extraction, locators, login, review  # noqa: F401
 from worker.agent.handlers import HANDLERS, At, handles
-from worker.agent.limits import Cut, ReadLimits, bounded
+from worker.agent.limits import Cut, ReadLimits, Trajectory, bounded
 from worker.agent.page import Page, SessionExpired, SessionSigns, is_stale
 from worker.agent.review import Review
 from worker.agent.values import jsonable, short
@@ -69,6 +69,7 @@ from worker.errors import (
     SecretRefused,
     StepFailed,
     TaskCanceled,
+    TrajectoryFull,
 )
 
 
@@ -180,6 +181,7 @@ def run_sop(
     profile: Profile | None | _Builtin = BUILTIN_PROFILE,
     limits: ReadLimits | None = None,
     renew_credentials: Callable[[], Credentials] | None = None,
+    trajectory: Trajectory | None = None,
 ) -> Outcome:
     """Run `sop` in `driver` and return its outcome; raise an AgentError when it cannot finish.
 
@@ -201,7 +203,10 @@ def run_sop(
     portal's pages (default: the settings' defaults; see ``worker.agent.limits``).
     `renew_credentials` gives the login stored now, read again before a sign-in in the middle of
     the run (the portal ended the session): the account may have changed it, or deleted it
-    (CredentialsRemoved), since the run began.
+    (CredentialsRemoved), since the run began. `trajectory` bounds the steps and screenshots
+    the task records, and counts them (default: the settings' defaults, nothing recorded yet;
+    give every run of a task the same one): past its steps the run raises TrajectoryFull, and
+    past its screenshots it records none and the outcome says so.
     """
     if isinstance(profile, _Builtin):
         try:
@@ -241,10 +246,11 @@ def run_sop(
         profile=profile,
         limits=limits or ReadLimits(),
         renew_credentials=renew_credentials,
+        trajectory=trajectory,
     )
     try:
         outcome = run.execute(verify_only=verify_only)
-        return bounded(outcome, list(run.cuts.values()), run.limits.result_bytes)
+        return bounded(outcome, list(run.cuts.values()), run.limits.result_bytes, run.trajectory)
     except AgentError as exc:
         # Every failure shows in the trajectory as a failed step with the page it left.
         if not run.failure_recorded and not isinstance(exc, TaskCanceled):
@@ -342,9 +348,12 @@ class Run:
         profile: Profile | None = None,
         limits: ReadLimits | None = None,
         renew_credentials: Callable[[], Credentials] | None = None,
+        trajectory: Trajectory | None = None,
     ) -> None:
         self.sop = sop
         self.limits = limits or ReadLimits()
+        # What the task recorded (every run of it): bounded, as a loop could record forever.
+        self.trajectory = trajectory if trajectory is not None else Trajectory()
         # The extracts that kept less than the page had, by variable: the outcome says so.
         self.cuts: dict[str, Cut] = {}
         self.profile = profile
@@ -535,6 +544,11 @@ class Run:
         for n, step in enumerate(steps, start=start):
             if self.should_stop():
                 raise TaskCanceled("the task was canceled")
+            if self.trajectory.full():
+                raise TrajectoryFull(
+                    f"stopped before step {prefix}{n}: the task recorded"
+                    f" {self.trajectory.max_steps:,} steps, the most one task may (MAX_TASK_STEPS)"
+                )
             self._run_step(step, f"{prefix}{n}")
 
     def _run_step(self, step: Step, index: str) -> None:
@@ -563,7 +577,8 @@ class Run:
             self.passed_irreversible = True
         try:
             message = self._call(step, at)
-        except (SessionExpired, _Finish, _End, TaskCanceled):
+        except (SessionExpired, _Finish, _End, TaskCanceled, TrajectoryFull):
+            # (a step limit is the task's, not this step's: recorded once, by run_sop)
             raise
         except StepFailed as exc:
             exc.step_index = exc.step_index or index
@@ -579,7 +594,7 @@ class Run:
             # The browser itself broke (crash, lost session): recorded, then left to the
             # caller, which may retry with a fresh browser.
             detail = (exc.msg or type(exc).__name__).splitlines()[0]
-            self.record(at, StepStatus.FAILED, f"browser error: {detail}", self.page.png())
+            self.record(at, StepStatus.FAILED, f"browser error: {detail}", shot=True)
             self.failure_recorded = True
             raise
         if message is not None:  # control-flow steps record themselves before their children
@@ -613,14 +628,15 @@ class Run:
         so the exception that propagates carries no secret either)."""
         exc.args = tuple(self._redact(str(a)) for a in exc.args) or (type(exc).__name__,)
         at = at or At("", "The task could not go on", datetime.now(UTC), time.monotonic())
-        self.record(at, StepStatus.FAILED, str(exc), self.page.png())
+        self.record(at, StepStatus.FAILED, str(exc), shot=True)
         self.failure_recorded = True
 
-    def record(
-        self, at: At, status: StepStatus, message: str, screenshot: bytes | None = None
-    ) -> None:
-        if screenshot is None and self.screenshot_every_step and status == StepStatus.OK:
-            screenshot = self.page.png()
+    def record(self, at: At, status: StepStatus, message: str, *, shot: bool = False) -> None:
+        """Record a step, with a screenshot of the page if ``shot`` (or every step's setting
+        asks for one) and the task may store one more (MAX_TASK_SCREENSHOTS)."""
+        self.trajectory.steps += 1
+        shot = shot or (self.screenshot_every_step and status == StepStatus.OK)
+        screenshot = self.page.png() if shot and self.trajectory.take_screenshot() else None
         dialogs = take_dialogs(self.page.driver)
         if dialogs:  # the browser answered them: what the portal said belongs to the step
             message += "; the page showed " + _dialogs(dialogs)
@@ -751,7 +767,7 @@ def _set(run: Run, step: SetStep, at: At) -> str:
 
 @handles(ScreenshotStep)
 def _screenshot(run: Run, step: ScreenshotStep, at: At) -> None:
-    run.record(at, StepStatus.OK, step.label or "", run.page.png())
+    run.record(at, StepStatus.OK, step.label or "", shot=True)
 
 
 @handles(FinishStep)

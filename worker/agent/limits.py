@@ -7,6 +7,10 @@ page text (cut in the browser, so the rest never crosses WebDriver), and the run
 most ``result_bytes`` bytes of JSON. Going over is not a failure (the portal, not the task, is
 at fault, and what was kept is often all the task needs): the run ends completed_with_issues
 with a note that names the step, what the page had and the setting.
+
+What one task stores of its trajectory is bounded too (:class:`Trajectory`): an SOP that loops
+(a `while` that takes a screenshot each round, nested `while`s of `set` steps) would otherwise
+store rows and screenshots for as long as TASK_TIME_LIMIT_S lets it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,51 @@ class ReadLimits:
     @classmethod
     def of(cls, settings: Settings) -> ReadLimits:
         return cls(settings.max_extract_rows, settings.max_extract_chars, settings.max_result_bytes)
+
+
+@dataclass
+class Trajectory:
+    """What one task may store of its trajectory, and what it stored: at most ``max_steps``
+    steps and ``max_screenshots`` screenshots, every run of the task together (one claim's runs
+    share one; the next claim starts from the count stored)."""
+
+    max_steps: int = Settings.max_task_steps
+    max_screenshots: int = Settings.max_task_screenshots
+    steps: int = 0
+    screenshots: int = 0
+    # Screenshots the task would have taken past ``max_screenshots``: the notes say how many.
+    left_out: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings, *, steps: int = 0, screenshots: int = 0) -> Trajectory:
+        return cls(settings.max_task_steps, settings.max_task_screenshots, steps, screenshots)
+
+    def full(self) -> bool:
+        """Whether the task has stored all the steps it may."""
+        return self.steps >= self.max_steps
+
+    def take_screenshot(self) -> bool:
+        """Whether a screenshot may be stored now (counted as one if so, as left out if not)."""
+        if self.screenshots < self.max_screenshots:
+            self.screenshots += 1
+            return True
+        self.left_out += 1
+        return False
+
+    def note(self) -> str | None:
+        """What the notes add when screenshots were left out; None if none were."""
+        if not self.left_out:
+            return None
+        return (
+            f"{self.left_out:,} screenshot(s) were not stored: a task stores at most"
+            f" {self.max_screenshots:,} (MAX_TASK_SCREENSHOTS); the steps are in the trajectory"
+            " without them."
+        )
+
+    def told(self, notes: str) -> str:
+        """``notes``, then what was left out, if anything was."""
+        said = self.note()
+        return joined(notes, [said]) if said else notes
 
 
 @dataclass(frozen=True)
@@ -76,9 +125,12 @@ def cut_cells(rows: list[list[list[Any]]], limit: int) -> tuple[list[list[list[A
     return out, left < 0
 
 
-def bounded(outcome: Outcome, cuts: list[Cut], max_bytes: int) -> Outcome:
-    """``outcome`` with its result within ``max_bytes`` and its extracts' cuts told: then a
-    ``completed`` run is ``completed_with_issues``, and the notes say what was left out."""
+def bounded(
+    outcome: Outcome, cuts: list[Cut], max_bytes: int, trajectory: Trajectory | None = None
+) -> Outcome:
+    """``outcome`` with its result within ``max_bytes``, its extracts' cuts and the screenshots
+    it did not store told: then a ``completed`` run is ``completed_with_issues``, and the notes
+    say what was left out."""
     result, dropped = _within(outcome.result, max_bytes)
     said = [cut.note() for cut in cuts[:_CUTS_TOLD]]
     if len(cuts) > _CUTS_TOLD:
@@ -93,15 +145,17 @@ def bounded(outcome: Outcome, cuts: list[Cut], max_bytes: int) -> Outcome:
             f"The result was over {max_bytes:,} bytes of JSON (MAX_RESULT_BYTES): {left_out}"
             " left out (null), the largest first."
         )
+    if trajectory is not None and (shots := trajectory.note()):
+        said.append(shots)
     if not said:
         return outcome
     status = "completed_with_issues" if outcome.status == "completed" else outcome.status
     return dataclasses.replace(
-        outcome, status=status, notes=_joined(outcome.notes, said), result=result
+        outcome, status=status, notes=joined(outcome.notes, said), result=result
     )
 
 
-def _joined(notes: str, said: list[str]) -> str:
+def joined(notes: str, said: list[str]) -> str:
     """The SOP's notes, then ours, as sentences."""
     if notes and not notes.rstrip().endswith((".", "!", "?")):
         notes = notes.rstrip() + "."

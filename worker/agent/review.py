@@ -63,5 +63,5 @@ def review_point(run: Run, at: At, *, title: str, message: str = "") -> None:
         run.record(at, StepStatus.OK, f"Approved by {who}{said}; going on")
         return
     what = f" ({message})" if message else ""
-    run.record(at, StepStatus.OK, f"Waiting for a person's review{what}", run.page.png())
+    run.record(at, StepStatus.OK, f"Waiting for a person's review{what}", shot=True)
     raise ReviewRequested(run.redactor.text(title))
