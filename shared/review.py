@@ -47,20 +47,22 @@ _DUE = """
 # A task paused by a worker of the release before deadlines existed, still running during a
 # rolling upgrade after the migration, has none (the migration set only those paused before
 # it): it gets the account's, from when it paused, so it cannot wait out of sight for ever.
-# By the same partial index, ordered by its key (or the planner may scan every paused task):
-# a tick with no such task reads nothing.
+# Found by the same partial index, ordered by its key, then updated by id: a tick with no such
+# task reads nothing. (As one UPDATE joined to its ids, the planner could scan every task.)
 _MISSING_DEADLINES = """
+    SELECT id FROM tasks
+     WHERE status = 'pending_review' AND review_expires_at IS NULL
+       AND review_requested_at IS NOT NULL
+     ORDER BY review_expires_at
+     LIMIT 1000
+     FOR UPDATE SKIP LOCKED
+"""
+_SET_DEADLINES = """
     UPDATE tasks t
        SET review_expires_at = t.review_requested_at
                                + make_interval(hours => a.review_timeout_hours)
       FROM accounts a
-     WHERE a.id = t.account_id
-       AND t.id IN (SELECT id FROM tasks
-                     WHERE status = 'pending_review' AND review_expires_at IS NULL
-                       AND review_requested_at IS NOT NULL
-                     ORDER BY review_expires_at
-                     LIMIT 1000
-                     FOR UPDATE SKIP LOCKED)
+     WHERE t.id = ANY(%s) AND a.id = t.account_id
 """
 
 
@@ -134,7 +136,9 @@ def expire_due(conn: Conn, limit: int = EXPIRED_PER_CALL) -> int:
     """End the tasks whose review nobody decided before its deadline: ``completed_with_issues``
     with ``task_finished``, their review's decision ``expired``; how many. In the caller's
     transaction; a task another transaction holds (a decision being made) is left to it."""
-    conn.execute(_MISSING_DEADLINES)
+    missing = [row["id"] for row in conn.execute(_MISSING_DEADLINES).fetchall()]
+    if missing:
+        conn.execute(_SET_DEADLINES, (missing,))
     due = conn.execute(_DUE, (limit,)).fetchall()
     for row in due:
         task_queries.record_review(
