@@ -25,6 +25,7 @@ from api.runtime import request_resolver, runtime
 from api.versions import history_json, versions_page
 from shared import outages
 from shared import portals as portal_queries
+from shared import tasks as task_queries
 from shared.db import Conn
 from shared.portals import StoredProfile
 from shared.sop.errors import (
@@ -37,6 +38,7 @@ from shared.sop.loader import SopLimits
 from shared.sop.profile import (
     BUILTIN_PORTALS,
     Profile,
+    builtin_profile,
     builtin_profile_text,
     load_profile,
 )
@@ -258,10 +260,26 @@ def store_profile(name: str, text: str) -> tuple[dict[str, Any], bool]:
             portal_queries.put_portal(
                 conn, account_id(), name, profile.base_url, list(profile.allowed_origins)
             )
-        outages.probe_now(conn, account_id(), name)
+        woken = _profile_changed(conn, name, profile)
         out = _profile_json(conn, name)
         out["warnings"] = _warnings(conn, name, profile)
+    _send(woken)
     return out, created
+
+
+def _profile_changed(conn: Conn, name: str, profile: Profile) -> list[int]:
+    """What a new version of the portal's profile changes for the tasks that wait on it: an
+    outage's next probe is due at once (the fix may be in it), and the tasks waiting for a
+    session go back in line up to its ``max_sessions`` (a raised or dropped limit has room
+    now; they went one at a time, each when a running task ended). The woken, to send once
+    the version is committed."""
+    outages.probe_now(conn, account_id(), name)
+    return task_queries.wake_session_waiters(conn, account_id(), name, profile.max_sessions)
+
+
+def _send(woken: list[int]) -> None:
+    for task_id in woken:
+        task_queries.send_now(runtime(), task_id)
 
 
 @bp.delete("/portals/<name>/profile")
@@ -278,12 +296,17 @@ def revert_profile(name: str):
             [{"field": "portal", "message": "has no built-in profile"}],
         )
 
+    woken: list[int] = []
+
     def revert(conn: Conn) -> idempotency.Carried:
         if portal_queries.has_profile_versions(conn, account_id(), name):
             portal_queries.put_profile_version(conn, account_id(), name, builtin_profile_text(name))
+            woken[:] = _profile_changed(conn, name, builtin_profile(name))
         return _profile_json(conn, name), 200
 
-    return idempotency.respond_once(revert)
+    answer = idempotency.respond_once(revert)
+    _send(woken)
+    return answer
 
 
 @bp.post("/portals/profiles/validate")

@@ -10,6 +10,7 @@ import pytest
 
 from scheduler.loop import tick
 from shared import tasks as task_queries
+from shared.sop.profile import builtin_profile_text
 from shared.tasks import TaskStatus
 
 JANE = "member_id: W100000001\npatient: Jane Doe\nDOB: 1990-01-15"
@@ -168,3 +169,24 @@ def test_the_scheduler_sends_a_waiting_task_nobody_is_left_to_wake(rt, client, a
     # and while that one is queued it sends no other
     tick(rt)
     assert _row(rt, waiting[1])["status"] == "waiting_for_session"
+
+
+def test_a_profile_with_more_sessions_sends_the_waiting_tasks_it_has_room_for(rt, client, account):
+    # given one running task on a portal of one session per user, and two waiting for it
+    running, *waiting = [_post(client, account) for _ in range(3)]
+    assert _start(rt, running, "worker-a") is None
+    assert all(_start(rt, t, "worker-b") for t in waiting)
+
+    # when the account stores a profile that allows two sessions
+    profile = builtin_profile_text("sandbox") + "max_sessions: 2\n"
+    stored = client.put("/portals/sandbox/profile", json={"profile": profile},
+                        headers=account.headers)  # fmt: skip
+    assert stored.status_code == 201, stored.get_json()
+
+    # then the oldest waiting task goes at once, not when the running one ends
+    assert [_row(rt, t)["status"] for t in waiting] == ["dispatching", "waiting_for_session"]
+
+    # and going back to the built-in profile (no limit) sends the other
+    reverted = client.delete("/portals/sandbox/profile", headers=account.headers)
+    assert reverted.status_code == 200, reverted.get_json()
+    assert _row(rt, waiting[1])["status"] == "dispatching"
