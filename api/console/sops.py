@@ -324,16 +324,15 @@ def sop_save(task_type: str):
     """Validate and store a new version, through the same function as ``PUT /sops/{type}``."""
     text = request.form.get("sop", "").replace("\r\n", "\n")
     try:
-        _out, created = store_sop(task_type, text)
+        out, created = store_sop(task_type, text)
     except ApiError as err:
         errors = field_errors(err.details) if isinstance(err.details, list) else []
         if not errors:
             errors = [{"line": None, "path": None, "message": err.message}]
         return _editor(task_type, text, errors, err.status)
-    with runtime().pool.connection() as conn:
-        active = sop_store.active_sop(conn, current().user.account_id, task_type)
-        if created:
-            record(conn, "sop.save", f"sop:{task_type}", {"version": active.version})
+    if created:  # the version this save stored (read after it, another admin's could be newer)
+        with runtime().pool.connection() as conn:
+            record(conn, "sop.save", f"sop:{task_type}", {"version": out["version"]})
     notice = "saved" if created else "unchanged"
     return redirect(url_for("console.sop", task_type=task_type, notice=notice), 303)
 
