@@ -260,15 +260,51 @@ def _line_kind(line: str) -> str:
     return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
 
 
-def _editor(task_type: str, text: str, errors: list[dict[str, Any]], status: int = 200):
-    """The editor of ``task_type``'s SOP: "New task type" until the account has the type."""
+def _editor(
+    task_type: str,
+    text: str,
+    errors: list[dict[str, Any]],
+    status: int = 200,
+    *,
+    opened_at: str | None = None,
+):
+    """The editor of ``task_type``'s SOP: "New task type" until the account has the type. Its
+    form carries ``opened_at``, the version the text was opened on (by default the active
+    one): a save checks that it is still the active one (:func:`_changed_since`)."""
     with runtime().pool.connection() as conn:
         is_new = task_type not in _types(conn)
+        opened_at = _active_ref(conn, task_type) if opened_at is None else opened_at
     page = render_template(
         "console/sop_edit.html", task_type=task_type, text=text, errors=errors,
         excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}), is_new=is_new,
+        opened_at=opened_at,
     )  # fmt: skip
     return page, status
+
+
+def _active_ref(conn: Conn, task_type: str) -> str:
+    """The active version of the account's ``task_type`` as the editor names it: its number,
+    ``builtin``, or "" for a type the account does not have."""
+    if task_type not in _types(conn):
+        return ""
+    account = current().user.account_id
+    return _version_ref(_sop_shown(sop_store.active_sop, conn, account, task_type))
+
+
+def _changed_since(task_type: str, opened_at: str) -> str | None:
+    """Why a save of the text opened on ``opened_at`` would replace a version it never saw
+    (another admin saved, or reverted, meanwhile); None if nothing changed since."""
+    with runtime().pool.connection() as conn:
+        now = _active_ref(conn, task_type)
+    if now == opened_at:
+        return None
+    active = {"": "the type was removed", BUILTIN: "the built-in SOP is active"}.get(
+        now, f"version {now} is active"
+    )
+    return (
+        f"This SOP changed since you opened it: {active} now. Your text is kept below; compare"
+        " it with the active version, then save again to replace it."
+    )
 
 
 def _excerpt(text: str, bad: set[int], context: int = 3) -> list[tuple[int, str, bool] | None]:
@@ -323,13 +359,17 @@ def sop_new():
 def sop_save(task_type: str):
     """Validate and store a new version, through the same function as ``PUT /sops/{type}``."""
     text = request.form.get("sop", "").replace("\r\n", "\n")
+    opened_at = request.form.get("opened_at")
+    changed = opened_at is not None and _changed_since(task_type, opened_at)
+    if changed:  # the form opened on it now: a second save replaces it knowingly
+        return _editor(task_type, text, [{"line": None, "path": None, "message": changed}], 409)
     try:
         out, created = store_sop(task_type, text)
     except ApiError as err:
         errors = field_errors(err.details) if isinstance(err.details, list) else []
         if not errors:
             errors = [{"line": None, "path": None, "message": err.message}]
-        return _editor(task_type, text, errors, err.status)
+        return _editor(task_type, text, errors, err.status, opened_at=opened_at)
     if created:  # the version this save stored (read after it, another admin's could be newer)
         with runtime().pool.connection() as conn:
             record(conn, "sop.save", f"sop:{task_type}", {"version": out["version"]})
