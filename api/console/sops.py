@@ -291,19 +291,18 @@ def _active_ref(conn: Conn, task_type: str) -> str:
     return _version_ref(_sop_shown(sop_store.active_sop, conn, account, task_type))
 
 
-def _changed_since(task_type: str, opened_at: str) -> str | None:
+def _changed_since(now: str, opened_at: str | None, kind: str) -> str | None:
     """Why a save of the text opened on ``opened_at`` would replace a version it never saw
-    (another admin saved, or reverted, meanwhile); None if nothing changed since."""
-    with runtime().pool.connection() as conn:
-        now = _active_ref(conn, task_type)
-    if now == opened_at:
+    (another admin saved, or reverted, meanwhile; ``now`` is the active one); None if nothing
+    changed since, or if the form does not say what it opened on."""
+    if opened_at is None or now == opened_at:
         return None
-    active = {"": "the type was removed", BUILTIN: "the built-in SOP is active"}.get(
+    active = {"": f"no {kind} is active", BUILTIN: f"the built-in {kind} is active"}.get(
         now, f"version {now} is active"
     )
     return (
-        f"This SOP changed since you opened it: {active} now. Your text is kept below; compare"
-        " it with the active version, then save again to replace it."
+        f"This {kind} changed since you opened it: {active} now. Your text is kept below;"
+        " compare it with the active version, then save again to replace it."
     )
 
 
@@ -360,7 +359,8 @@ def sop_save(task_type: str):
     """Validate and store a new version, through the same function as ``PUT /sops/{type}``."""
     text = request.form.get("sop", "").replace("\r\n", "\n")
     opened_at = request.form.get("opened_at")
-    changed = opened_at is not None and _changed_since(task_type, opened_at)
+    with runtime().pool.connection() as conn:
+        changed = _changed_since(_active_ref(conn, task_type), opened_at, "SOP")
     if changed:  # the form opened on it now: a second save replaces it knowingly
         return _editor(task_type, text, [{"line": None, "path": None, "message": changed}], 409)
     try:
@@ -476,12 +476,32 @@ def portal_profile_diff(name: str):
     )  # fmt: skip
 
 
-def _profile_editor(name: str, text: str, errors: list[dict[str, Any]], status: int = 200):
+def _profile_editor(
+    name: str,
+    text: str,
+    errors: list[dict[str, Any]],
+    status: int = 200,
+    *,
+    opened_at: str | None = None,
+):
+    """The editor of portal ``name``'s profile; its form carries the version it opened on, as
+    the SOP editor's does (:func:`_editor`)."""
+    if opened_at is None:
+        with runtime().pool.connection() as conn:
+            opened_at = _profile_ref(conn, name)
     page = render_template(
         "console/portal_profile_edit.html", name=name, text=text, errors=errors,
         excerpt=_excerpt(text, {e["line"] for e in errors if e.get("line")}),
+        opened_at=opened_at,
     )  # fmt: skip
     return page, status
+
+
+def _profile_ref(conn: Conn, name: str) -> str:
+    """The portal's active profile as the editor names it: its version, ``builtin``, or ""
+    (none)."""
+    stored = _profile_shown(conn, current().user.account_id, name)
+    return "" if stored is None else _version_ref(stored)
 
 
 @bp.get("/portals/<name>/profile/edit")
@@ -500,15 +520,19 @@ def portal_profile_edit(name: str):
 def portal_profile_save(name: str):
     """Validate and store a new version, through the same function as the API's PUT."""
     text = request.form.get("profile", "").replace("\r\n", "\n")
+    opened_at = request.form.get("opened_at")
     with runtime().pool.connection() as conn:
         _known_portal(conn, name)
+        changed = _changed_since(_profile_ref(conn, name), opened_at, "profile")
+    if changed:  # the form opened on it now: a second save replaces it knowingly
+        return _profile_editor(name, text, [{"line": None, "path": None, "message": changed}], 409)
     try:
         out, created = store_profile(name, text)
     except ApiError as err:
         errors = field_errors(err.details) if isinstance(err.details, list) else []
         if not errors:
             errors = [{"line": None, "path": None, "message": err.message}]
-        return _profile_editor(name, text, errors, err.status)
+        return _profile_editor(name, text, errors, err.status, opened_at=opened_at)
     if created:
         with runtime().pool.connection() as conn:
             record(conn, "portal.profile.save", f"portal:{name}", {"version": out["version"]})

@@ -511,38 +511,46 @@ def test_an_invalid_sop_is_shown_with_its_line_numbers_and_not_stored(runtime, a
     assert 'id="sop-warnings"' in page and "&#39;dbo&#39; is no input" in page
 
 
+@pytest.mark.parametrize(
+    ("editor", "api", "field", "text", "table"),
+    [
+        ("/console/sops/check_eligibility/edit", "/sops/check_eligibility", "sop",
+         builtin_sop_text("check_eligibility"), "sops"),
+        ("/console/portals/sandbox/profile/edit", "/portals/sandbox/profile", "profile",
+         builtin_profile_text("sandbox"), "portal_profiles"),
+    ],
+    ids=["sop", "profile"],
+)  # fmt: skip
 def test_a_save_over_a_version_the_editor_never_saw_is_refused_and_kept(
-    runtime, app, client, account
+    runtime, app, client, account, editor, api, field, text, table
 ):
-    # given an admin who opened the editor on the built-in SOP
+    # given an admin who opened the editor on the built-in version
     make_user(runtime, account.id, "ed@c.test", "admin")
     browser = app.test_client()
     sign_in(browser, "ed@c.test")
-    page = browser.get("/console/sops/check_eligibility/edit").text
+    page = browser.get(editor).text
     opened_at = re.search(r'name="opened_at" value="([^"]*)"', page).group(1)
     assert opened_at == "builtin"
-    text = builtin_sop_text("check_eligibility")
     # and another admin (here through the API) who saved a version meanwhile
-    theirs = text.replace("Check eligibility", "Check eligibility (theirs)", 1)
-    assert client.put("/sops/check_eligibility", json={"sop": theirs},
-                      headers=account.headers).status_code == 201  # fmt: skip
+    theirs = text + "# theirs\n"
+    assert client.put(api, json={field: theirs}, headers=account.headers).status_code == 201
 
     # when the first saves their own text
-    mine = text.replace("Check eligibility", "Check eligibility (mine)", 1)
-    form = {"sop": mine, "csrf_token": form_token(page), "opened_at": opened_at}
-    refused = browser.post("/console/sops/check_eligibility/edit", data=form)
+    mine = text + "# mine\n"
+    form = {field: mine, "csrf_token": form_token(page), "opened_at": opened_at}
+    refused = browser.post(editor, data=form)
 
     # then it is refused, saying what is active now, with their text kept; nothing is stored
     assert refused.status_code == 409
     assert "changed since you opened it: version 1 is active now" in refused.text
-    assert "Check eligibility (mine)" in refused.text
+    assert "# mine" in refused.text
+    count = f"SELECT count(*) AS n FROM {table} WHERE account_id = %s"
     with runtime.pool.connection() as conn:
-        count = "SELECT count(*) AS n FROM sops WHERE account_id = %s"
         assert conn.execute(count, (account.id,)).fetchone()["n"] == 1
     # and saved again from that page, having seen it, it is stored
     again = re.search(r'name="opened_at" value="([^"]*)"', refused.text).group(1)
-    form = {"sop": mine, "csrf_token": form_token(refused.text), "opened_at": again}
-    assert browser.post("/console/sops/check_eligibility/edit", data=form).status_code == 303
+    form = {field: mine, "csrf_token": form_token(refused.text), "opened_at": again}
+    assert browser.post(editor, data=form).status_code == 303
     with runtime.pool.connection() as conn:
         assert conn.execute(count, (account.id,)).fetchone()["n"] == 2
 
