@@ -54,6 +54,14 @@ class MissingRow(LookupError):
     """A statement that must return a row returned none."""
 
 
+def hold_lock(conn: Conn, *key: object) -> None:
+    """Hold the lock named by ``key``'s parts (joined with ``:``, as ``portal:7:acme``) until
+    the transaction ends: what two transactions must not decide at once waits its turn."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (":".join(map(str, key)),)
+    )
+
+
 def fetch_one(conn: Conn, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
     """The row a statement must return: an INSERT ... RETURNING, or a row known to exist."""
     row = conn.execute(sql, params).fetchone()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared import quotas
-from shared.db import MAX_INTEGER, Conn, fetch_one
+from shared.db import MAX_INTEGER, Conn, fetch_one, hold_lock
 from shared.sop.errors import SopInvalid, StoredProfileRefused
 from shared.sop.loader import STORED_SOP_LIMITS
 from shared.sop.profile import (
@@ -306,10 +306,7 @@ def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> 
     # Writers of one account's profile of one portal take turns until the transaction ends
     # (a built-in portal's takes no quota lock): without it, N saves at once each lost the race
     # for max + 1 to another, and past 5 rounds a 500.
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('profile-version:' || %s || ':' || %s, 0))",
-        (account_id, portal),
-    )
+    hold_lock(conn, "profile-version", account_id, portal)
     for _ in range(5):
         newest = conn.execute(
             "SELECT version, digest FROM portal_profiles WHERE account_id = %s AND portal = %s"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.db import Conn, fetch_one
+from shared.db import Conn, fetch_one, hold_lock
 
 
 class QuotaExceeded(Exception):
@@ -27,9 +27,7 @@ class QuotaExceeded(Exception):
 
 def lock(conn: Conn, account_id: int, kind: str) -> None:
     """Hold the account's lock for ``kind`` until the transaction ends."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(%s || ':' || %s, 0))", (kind, account_id)
-    )
+    hold_lock(conn, kind, account_id)
 
 
 def has_room(

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from shared import metrics
 from shared.celery import send_run_task
 from shared.crypto import encrypt_json
-from shared.db import Conn, MissingRow, fetch_one
+from shared.db import Conn, MissingRow, fetch_one, hold_lock
 from shared.inputs import mask_task_data
 from shared.redaction import Redactor
 from shared.sop.profile import BUILTIN_PORTALS
@@ -755,10 +755,7 @@ def record_profile(
 def lock_portal(conn: Conn, account_id: int, portal: str) -> None:
     """Serialize what decides whether an account's tasks may run on one portal (its sessions,
     its outage: shared.outages) until the transaction ends."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('portal:' || %s || ':' || %s, 0))",
-        (account_id, portal),
-    )
+    hold_lock(conn, "portal", account_id, portal)
 
 
 def hold_session(

@@ -24,7 +24,7 @@ from cryptography.fernet import MultiFernet
 from psycopg.types.json import Jsonb
 
 from shared.celery import DELIVER_WEBHOOK, send_message
-from shared.db import Conn, whole_number
+from shared.db import Conn, hold_lock, whole_number
 from shared.settings import Settings
 from shared.tasks import (
     BATCH_FINISHED,
@@ -343,7 +343,7 @@ def enqueue_ping(conn: Conn, account_id: int) -> dict:
     Raises :class:`PingPending` while one is pending (held, or in its retry schedule): else
     each test of a receiver that is down would add a message to retry for a day."""
     # Two tests at once: the second waits for the first to commit, then finds its ping.
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('ping:' || %s, 0))", (account_id,))
+    hold_lock(conn, "ping", account_id)
     pending = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages"
         " WHERE account_id = %s AND event = 'ping' AND status = 'pending' LIMIT 1",

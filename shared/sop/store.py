@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import cache
 
 from shared import quotas
-from shared.db import MAX_INTEGER, Conn, fetch_one
+from shared.db import MAX_INTEGER, Conn, fetch_one, hold_lock
 from shared.sop.errors import SopInvalid, StoredSopRefused, or_refused
 from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
@@ -289,10 +289,7 @@ def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> t
     digest = _digest(body)
     # Writers of one account's SOP of one type take turns until the transaction ends: without
     # it, N saves at once each lost the race for max + 1 to another, and past 5 rounds a 500.
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('sop-version:' || %s || ':' || %s, 0))",
-        (account_id, task_type),
-    )
+    hold_lock(conn, "sop-version", account_id, task_type)
     for _ in range(5):
         newest = conn.execute(
             "SELECT version, digest FROM sops WHERE account_id = %s AND task_type = %s"
