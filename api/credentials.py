@@ -17,7 +17,7 @@ from api.auth import account_id, require_account
 from api.bodies import json_body, validated
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import within_quota
-from api.runtime import request_resolver, runtime
+from api.runtime import check_portal_address, runtime
 from shared import outages, totp
 from shared import portals as portal_queries
 from shared.accounts import (
@@ -29,7 +29,7 @@ from shared.accounts import (
 from shared.db import Conn
 from shared.portals import SANDBOX_PORTAL
 from shared.sop.profile import PORTAL_NAME, PORTAL_NAME_RULE
-from shared.ssrf import UrlRefused, check_portal_url, origin_of
+from shared.ssrf import UrlRefused, origin_of
 from shared.tasks import iso
 
 bp = Blueprint("credentials", __name__)
@@ -54,11 +54,7 @@ class CredentialsSchema(Schema):
 
 def _valid_base_url(value: str) -> None:
     try:
-        check_portal_url(
-            value,
-            allow_private=runtime().settings.portal_allow_private,
-            resolver=request_resolver(),
-        )
+        check_portal_address(value)
     except UrlRefused as err:
         raise ValidationError(f"base_url is refused: {err}.") from err
 
@@ -84,11 +80,7 @@ class PortalSchema(Schema):
         for index, url in enumerate(value):
             try:
                 origin_of(url)
-                check_portal_url(
-                    url,
-                    allow_private=runtime().settings.portal_allow_private,
-                    resolver=request_resolver(),
-                )
+                check_portal_address(url)
             except UrlRefused as err:
                 errors[index] = [f"{url!r} is refused: {err}."]
         if errors:

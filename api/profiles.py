@@ -21,7 +21,7 @@ from api.credentials import portal_name
 from api.errors import ApiError, NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
 from api.rate_limits import parsing
-from api.runtime import request_resolver, runtime
+from api.runtime import check_portal_address, runtime
 from api.versions import history_json, versions_page
 from shared import outages
 from shared import portals as portal_queries
@@ -43,7 +43,7 @@ from shared.sop.profile import (
     load_profile,
 )
 from shared.sop.validate import offsite_urls
-from shared.ssrf import UrlRefused, check_portal_url, url_origin
+from shared.ssrf import UrlRefused, url_origin
 from shared.tasks import iso
 
 bp = Blueprint("profiles", __name__)
@@ -90,7 +90,6 @@ def _parse(text: str) -> Profile:
     except SopInvalid as err:
         raise ValidationFailed("The portal profile is not valid.", err.errors) from err
     problems = []
-    allow_private = settings.portal_allow_private
     for path, url in (
         ("base_url", profile.base_url),
         *((f"allowed_origins[{i}]", o) for i, o in enumerate(profile.allowed_origins)),
@@ -98,7 +97,7 @@ def _parse(text: str) -> Profile:
         if url is None:
             continue
         try:
-            check_portal_url(url, allow_private=allow_private, resolver=request_resolver())
+            check_portal_address(url)
         except UrlRefused as err:
             problems.append((path, f"{url} is refused: {err}"))
     if profile.portal in BUILTIN_PORTALS:

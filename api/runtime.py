@@ -8,7 +8,7 @@ from flask import current_app, g
 
 from shared.lookup import Lookups
 from shared.runtime import Runtime
-from shared.ssrf import Resolver
+from shared.ssrf import Resolver, check_portal_url
 
 
 def runtime() -> Runtime:
@@ -25,3 +25,11 @@ def request_resolver() -> Resolver:
         deadline = time.monotonic() + runtime().settings.lookup_timeout_s
         g.resolver = lookups.until(deadline, owner=g.get("account_id"))
     return g.resolver
+
+
+def check_portal_address(url: str) -> None:
+    """Raise :class:`shared.ssrf.UrlRefused` unless the agent may browse ``url``: the
+    operator's ``PORTAL_ALLOW_PRIVATE``, names looked up with :func:`request_resolver`."""
+    check_portal_url(
+        url, allow_private=runtime().settings.portal_allow_private, resolver=request_resolver()
+    )

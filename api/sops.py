@@ -21,7 +21,7 @@ from api.bodies import yaml_document
 from api.errors import NotFound, ValidationFailed
 from api.limits import LimitExceeded, within_quota
 from api.rate_limits import parsing
-from api.runtime import request_resolver, runtime
+from api.runtime import check_portal_address, runtime
 from api.versions import history_json, versions_page
 from shared import tasks as task_queries
 from shared.db import Conn
@@ -40,7 +40,7 @@ from shared.sop.loader import SopLimits, load_sop
 from shared.sop.model import InputSpec, Sop
 from shared.sop.task_types import TASK_TYPES
 from shared.sop.validate import offsite_urls
-from shared.ssrf import UrlRefused, check_portal_url
+from shared.ssrf import UrlRefused
 from shared.tasks import iso
 
 bp = Blueprint("sops", __name__)
@@ -140,9 +140,7 @@ def _refuse_offsite_urls(conn: Conn, sop: Sop) -> None:
 def _unbrowsable(url: str) -> str | None:
     """Why the agent may not browse ``url`` (None if it may)."""
     try:
-        check_portal_url(
-            url, allow_private=runtime().settings.portal_allow_private, resolver=request_resolver()
-        )
+        check_portal_address(url)
     except UrlRefused as err:
         return f"base_url is refused: {err}"
     return None
