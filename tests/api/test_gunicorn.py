@@ -102,6 +102,8 @@ def api_server(services) -> Iterator[Gunicorn]:
         "UNDERSTUDY_RUN_DIR": services["run_dir"],
         "API_WORKERS": "2",
         "API_THREADS": "4",
+        # the parallel validations below may all land in one process
+        "MAX_PARSES_IN_FLIGHT": "4",
     }
     server = Gunicorn("api:create_app()", env)
     yield server

@@ -67,7 +67,8 @@ def test_own_task_types_stop_at_the_limit_and_a_removal_makes_room(runtime, acco
 
 
 def test_two_new_types_at_once_at_the_last_place_store_only_one(runtime, account):
-    with limited(runtime, max_custom_types=1):
+    # (each parse at once: MAX_PARSES_IN_FLIGHT would answer some of them 429, to send again)
+    with limited(runtime, max_custom_types=1, max_parses_in_flight=4):
         app = create_app(runtime=runtime)
 
         def put(name: str) -> int:
