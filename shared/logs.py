@@ -84,6 +84,8 @@ class ContextFilter(logging.Filter):
             # Celery adds its message's parts as `data`, with a traceback even for a failure
             # it logs as expected: the message says it all, and a real error has exc_info.
             record.__dict__.pop("data", None)
+        if record.levelno == logging.CRITICAL and str(record.msg).startswith(_LOST_ACK):
+            _lost_ack(record)
         if record.exc_info:
             # Written from exc_text from here on, which the record factory scrubbed (the JSON
             # formatter would otherwise format the exception again, unscrubbed).
@@ -101,6 +103,24 @@ class ContextFilter(logging.Filter):
         )
         record.context = f" [{shown}]" if shown else ""
         return True
+
+
+# kombu's words for an acknowledgement (or a rejection) its broker connection lost.
+_LOST_ACK = ("Couldn't ack", "Couldn't reject")
+
+
+def _lost_ack(record: logging.LogRecord) -> None:
+    """A message a worker could not acknowledge because Redis went away under it: kombu logs
+    it CRITICAL with a traceback, but nothing is lost (Redis puts the message back after its
+    visibility timeout, and its second delivery finds the task's state in Postgres), so it is a
+    WARNING that says so, with the reason and no traceback."""
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
+    record.msg = (
+        f"{record.msg}; the broker connection was lost, so the message will be delivered again"
+        " after its visibility timeout and that delivery will find the task's state in Postgres"
+    )
+    record.exc_info = None
+    record.exc_text = None
 
 
 class _JsonLines(logging.Formatter):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kombu import Message
 
 from shared import logs, redaction
 from shared.settings import SettingsError, load_settings
@@ -73,6 +74,27 @@ def test_a_running_tasks_secrets_are_scrubbed_from_message_extras_and_traceback(
     info, error = _lines(out)
     assert info["message"] == "typed ***" and info["reason"] == "the portal said ***"
     assert "ValueError: boom ***" in error["traceback"]
+
+
+def test_an_ack_lost_with_the_broker_is_a_warning_not_a_critical_traceback(captured):
+    # given a message whose acknowledgement fails because Redis went away under the worker
+    out, logger = captured
+
+    class GoneChannel:
+        no_ack_consumers = None
+
+        def basic_ack(self, *args, **kwargs):
+            raise ConnectionError("Connection closed by server.")
+
+    message = Message(body=b"{}", channel=GoneChannel(), delivery_tag="7f3c")
+    # when kombu logs it, as the Celery worker has it do
+    message.ack_log_error(logger, (ConnectionError,))
+    # then the line is a warning that says nothing is lost, with the reason and no traceback
+    (line,) = _lines(out)
+    assert line["level"] == "WARNING"
+    assert line["message"].startswith("Couldn't ack '7f3c', reason:ConnectionError(")
+    assert "delivered again" in line["message"]
+    assert "traceback" not in line
 
 
 def test_text_format_is_one_line_with_the_context(captured):
