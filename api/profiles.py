@@ -1,8 +1,9 @@
 """/portals/{name}/profile: read, store and validate a portal's profile (docs/portals.md).
 
-Versions are append-only like SOP versions: the newest is active and the next task on the portal
-uses it. Storing a profile with a ``base_url`` also sets the portal's address (the registration
-that ``PUT /portals/{name}`` writes), which the agent's egress boundary reads.
+Versions are never changed, like SOP versions: the newest is active and the next task on the
+portal uses it; past ``MAX_SOP_VERSIONS``, storing one drops the oldest that no task names.
+Storing a profile with a ``base_url`` also sets the portal's address (the registration that
+``PUT /portals/{name}`` writes), which the agent's egress boundary reads.
 """
 
 from __future__ import annotations
@@ -254,7 +255,9 @@ def store_profile(name: str, text: str) -> tuple[dict[str, Any], bool]:
         _refuse_offsite_urls(conn, name, profile)
         with within_quota():
             portal_queries.make_room(conn, account_id(), name, runtime().settings.max_portals)
-        _version, created = portal_queries.put_profile_version(conn, account_id(), name, text)
+            _version, created = portal_queries.put_profile_version(
+                conn, account_id(), name, text, max_versions=runtime().settings.max_sop_versions
+            )
         if profile.base_url:
             portal_queries.put_portal(
                 conn, account_id(), name, profile.base_url, list(profile.allowed_origins)
@@ -284,7 +287,7 @@ def _send(woken: list[int]) -> None:
 @bp.delete("/portals/<name>/profile")
 def revert_profile(name: str):
     """A built-in portal: go back to its built-in profile, stored as the next version (the
-    history is append-only). Another portal's profile is changed by storing a new version."""
+    versions never change). Another portal's profile is changed by storing a new version."""
     portal_name(name)
     if name not in BUILTIN_PORTALS:
         raise ApiError(
@@ -299,7 +302,11 @@ def revert_profile(name: str):
 
     def revert(conn: Conn) -> idempotency.Carried:
         if portal_queries.has_profile_versions(conn, account_id(), name):
-            portal_queries.put_profile_version(conn, account_id(), name, builtin_profile_text(name))
+            with within_quota():
+                portal_queries.put_profile_version(
+                    conn, account_id(), name, builtin_profile_text(name),
+                    max_versions=runtime().settings.max_sop_versions,
+                )  # fmt: skip
             woken[:] = _profile_changed(conn, name, builtin_profile(name))
         return _profile_json(conn, name), 200
 

@@ -1,8 +1,9 @@
 """/sops and /task-types: read, replace, validate and revert the account's SOP for each task
 type, and define task types of the account's own by uploading an SOP for a new name.
 
-An account's SOP versions are append-only: a task points at the exact version it ran, so a new
-document is always a new version and nothing is ever deleted.
+An account's SOP versions are never changed: a task points at the exact version it ran, so a
+new document is always a new version. Past ``MAX_SOP_VERSIONS`` of a type, storing one drops the
+oldest that neither is active nor is named by a task (:func:`shared.versions.drop_oldest`).
 """
 
 from __future__ import annotations
@@ -285,7 +286,14 @@ def store_sop(task_type: str, text: str) -> tuple[dict[str, Any], bool]:
                 sop_store.add_custom_type(
                     conn, account_id(), task_type, runtime().settings.max_custom_types
                 )
-        _version, created = sop_store.put_sop_version(conn, account_id(), task_type, text)
+        with within_quota():
+            _version, created = sop_store.put_sop_version(
+                conn,
+                account_id(),
+                task_type,
+                text,
+                max_versions=runtime().settings.max_sop_versions,
+            )
         out = _active(conn, task_type)
         out["warnings"] = _warnings(conn, sop)
     return out, created
@@ -295,7 +303,7 @@ def store_sop(task_type: str, text: str) -> tuple[dict[str, Any], bool]:
 def revert_sop(task_type: str):
     """Go back to the built-in SOP by storing its current text as the account's next version.
 
-    History is append-only (tasks point at their version), so a revert is a new version too.
+    Versions never change (tasks point at their version), so a revert is a new version too.
     An account that never overrode the SOP is already on the built-in one: nothing changes.
     A custom type is removed from the account's types: no new task can use it, while its
     versions stay for the tasks that ran them.
@@ -307,7 +315,11 @@ def revert_sop(task_type: str):
             sop_store.remove_custom_type(conn, account_id(), task_type)
             return {"task_type": task_type, "removed": True}, 200
         if sop_store.has_sop_versions(conn, account_id(), task_type):
-            sop_store.put_sop_version(conn, account_id(), task_type, builtin_sop_text(task_type))
+            with within_quota():
+                sop_store.put_sop_version(
+                    conn, account_id(), task_type, builtin_sop_text(task_type),
+                    max_versions=runtime().settings.max_sop_versions,
+                )  # fmt: skip
         return _active(conn, task_type), 200
 
     return idempotency.respond_once(revert)

@@ -82,7 +82,9 @@ def _account(runtime, name: str, types: int) -> dict[str, str]:
         for n in range(types):
             task_type = f"{name}_type_{n}"
             sop_store.add_custom_type(conn, made.account_id, task_type, types)
-            sop_store.put_sop_version(conn, made.account_id, task_type, SOP.format(name=task_type))
+            sop_store.put_sop_version(
+                conn, made.account_id, task_type, SOP.format(name=task_type), max_versions=100
+            )
     return {"Authorization": f"Bearer {made.api_key}"}
 
 

@@ -27,7 +27,7 @@ from shared.sop.profile import (
     load_profile,
 )
 from shared.ssrf import UrlRefused, url_origin
-from shared.versions import HISTORY_SHOWN, has_versions, versions_before
+from shared.versions import HISTORY_SHOWN, drop_oldest, has_versions, versions_before
 
 
 def make_room(conn: Conn, account_id: int, name: str, limit: int) -> None:
@@ -296,11 +296,15 @@ def _stored_profile(conn: Conn, row: dict) -> StoredProfile:
     return StoredProfile(profile, row["version"], False, row["created_at"])
 
 
-def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> tuple[int, bool]:
+def put_profile_version(
+    conn: Conn, account_id: int, portal: str, body: str, *, max_versions: int
+) -> tuple[int, bool]:
     """Store ``body`` (already validated) as the account's next version: (version, created).
 
     A body identical to the newest version stores nothing. A concurrent writer that took the
-    same number makes ``ON CONFLICT`` skip, and the next round sees its commit.
+    same number makes ``ON CONFLICT`` skip, and the next round sees its commit. At
+    ``max_versions`` the oldest versions no task names are dropped first, or
+    :class:`QuotaExceeded` if none can be (:func:`shared.versions.drop_oldest`).
     """
     digest = _digest(body)
     # Writers of one account's profile of one portal take turns until the transaction ends
@@ -315,6 +319,10 @@ def put_profile_version(conn: Conn, account_id: int, portal: str, body: str) -> 
         ).fetchone()
         if newest is not None and newest["digest"] == digest:
             return newest["version"], False
+        if newest is not None:
+            drop_oldest(
+                conn, "portal_profiles", account_id, portal, newest["version"], max_versions
+            )
         version = (newest["version"] if newest else 0) + 1
         row = conn.execute(
             """

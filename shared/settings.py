@@ -145,10 +145,12 @@ class Settings:
     # it goes on, storing none, and ends completed_with_issues at best.
     max_task_steps: int = 2000
     max_task_screenshots: int = 200
-    # What one account may keep (shared.quotas): task types of its own, portals, console users.
+    # What one account may keep (shared.quotas): task types of its own, portals, console users,
+    # and the stored versions of each type's SOP and of each portal's profile (shared.versions).
     max_custom_types: int = 100
     max_portals: int = 100
     max_users: int = 1000
+    max_sop_versions: int = 100
     template_timeout_s: float = 2.0
     # Per account, across every endpoint; the syntax of the `limits` library, ';' between limits.
     rate_limit: str = "100/second;3000/minute"
@@ -294,6 +296,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_CUSTOM_TYPES": ("max_custom_types", _int),
     "MAX_PORTALS": ("max_portals", _int),
     "MAX_USERS": ("max_users", _int),
+    "MAX_SOP_VERSIONS": ("max_sop_versions", _int),
     "TEMPLATE_TIMEOUT_S": ("template_timeout_s", _float),
     "RATE_LIMIT": ("rate_limit", _str),
     "SANDBOX_HOST": ("sandbox_host", _str),
@@ -428,6 +431,8 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
       "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS"),
      1, 10**12, "a whole number >= 1"),
     (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
+    # A new version succeeds the active one, which is kept: one alone would refuse every save.
+    (("MAX_SOP_VERSIONS",), 2, 10**12, "a whole number >= 2"),
     (("MAX_FILES", "PORTAL_RETRY_ATTEMPTS"), 0, 10**6, "a whole number >= 0"),
     (("TRUSTED_PROXIES",), 0, 10, "a number of proxies from 0 to 10"),
     (("DB_CONNECT_TIMEOUT_S", "DB_POOL_TIMEOUT_S", "READY_TIMEOUT_S", "API_REQUEST_TIMEOUT_S",

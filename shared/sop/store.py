@@ -23,7 +23,7 @@ from shared.sop.library import builtin_sop_text
 from shared.sop.loader import STORED_SOP_LIMITS, load_sop
 from shared.sop.model import Sop
 from shared.sop.task_types import TASK_TYPES
-from shared.versions import HISTORY_SHOWN, has_versions, versions_before
+from shared.versions import HISTORY_SHOWN, drop_oldest, has_versions, versions_before
 
 # Parsed versions kept per process. A version never changes once stored, so a parse is good for
 # the life of the process; the bound only caps memory when accounts have many versions.
@@ -279,12 +279,16 @@ def sop_by_id(conn: Conn, sop_id: int) -> StoredSop:
     return _stored(row, _body(conn, row))
 
 
-def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> tuple[int, bool]:
+def put_sop_version(
+    conn: Conn, account_id: int, task_type: str, body: str, *, max_versions: int
+) -> tuple[int, bool]:
     """Store ``body`` as the account's next version; return (version, created).
 
     The body must already be validated. A body identical to the newest version stores nothing
     (PUT is idempotent). The number is max + 1 under the unique index: a concurrent writer who
-    took the same number makes ``ON CONFLICT`` skip, and the next try sees its commit.
+    took the same number makes ``ON CONFLICT`` skip, and the next try sees its commit. At
+    ``max_versions`` the oldest versions no task names are dropped first, or
+    :class:`QuotaExceeded` if none can be (:func:`shared.versions.drop_oldest`).
     """
     digest = _digest(body)
     # Writers of one account's SOP of one type take turns until the transaction ends: without
@@ -298,6 +302,8 @@ def put_sop_version(conn: Conn, account_id: int, task_type: str, body: str) -> t
         ).fetchone()
         if newest is not None and newest["digest"] == digest:
             return newest["version"], False
+        if newest is not None:
+            drop_oldest(conn, "sops", account_id, task_type, newest["version"], max_versions)
         version = (newest["version"] if newest else 0) + 1
         row = conn.execute(
             """

@@ -32,7 +32,9 @@ CARE = Credentials("care@sandbox", "", "GEZDGNBVGY3TQOJQ")
 def hub_profile(runtime, account) -> Profile:
     """Care Hub's profile as the runner gets it: the account's stored version, read back."""
     with runtime.pool.connection() as conn:
-        put_profile_version(conn, account.id, "care_hub", (EXAMPLES / "profile.yaml").read_text())
+        put_profile_version(
+            conn, account.id, "care_hub", (EXAMPLES / "profile.yaml").read_text(), max_versions=100
+        )
         stored = active_profile(conn, account.id, "care_hub")
     assert stored is not None and stored.version == 1
     return stored.profile
