@@ -299,7 +299,8 @@ _RETRY_AFTER = {
     "description": "the seconds to wait before sending the request again",
     "schema": {"type": "integer", "minimum": 0},
 }
-# Creations that may find the account at one of its quotas (MAX_CUSTOM_TYPES, MAX_PORTALS).
+# Creations that may find the account at one of its quotas (MAX_CUSTOM_TYPES, MAX_PORTALS,
+# MAX_SOP_VERSIONS).
 _QUOTA_ERRORS = (*_BODY_ERRORS, 409)
 
 # Flask endpoint -> the OpenAPI operation (without the path parameters, which come from the rule).

@@ -138,7 +138,8 @@ def _before() -> int | None:
 
 def _history(rows: list[dict]) -> dict[str, Any]:
     """The newest HISTORY_SHOWN of ``rows`` (read one more), and the ``?before=`` of the page
-    of older ones when there are more: an account may store any number of versions."""
+    of older ones when there are more: an account keeps up to MAX_SOP_VERSIONS, which may be
+    set above it."""
     history = rows[:HISTORY_SHOWN]
     older = history[-1]["version"] if len(rows) > HISTORY_SHOWN else None
     return {"history": history, "older_than": older}
