@@ -28,6 +28,7 @@ def test_the_defaults_pass_their_own_checks():
         ("TASK_MAX_ATTEMPTS", "0", ">= 1"),
         ("MAX_REQUEST_BYTES", "-1", ">= 1"),
         ("MAX_FILES", "-1", ">= 0"),
+        ("MAX_SOP_VERSIONS", "1", ">= 2"),
         ("WEBHOOK_JITTER", "5", "from 0 to 1"),
         ("PORT", "99999", "a port"),
         ("METRICS_PORT", "0", "a port"),
@@ -45,6 +46,8 @@ def test_a_value_that_cannot_work_fails_at_start_naming_its_variable(name, value
 
 def test_values_at_the_edges_are_taken():
     edges = {"MAX_FILES": "0", "PORTAL_RETRY_ATTEMPTS": "0", "DB_RETRY_S": "0",
-             "WEBHOOK_JITTER": "0", "PORT": "65535", "LOG_LEVEL": "debug"}  # fmt: skip
+             "WEBHOOK_JITTER": "0", "PORT": "65535", "LOG_LEVEL": "debug",
+             "MAX_SOP_VERSIONS": "2"}  # fmt: skip
     settings = load_settings(edges)
     assert (settings.max_files, settings.api_port, settings.db_retry_s) == (0, 65535, 0.0)
+    assert settings.max_sop_versions == 2
