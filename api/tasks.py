@@ -29,10 +29,10 @@ from api.audit import api_call_entry, describe_call, recorded_by_handler
 from api.auth import account_id, key_prefix, require_account
 from api.bodies import json_body, json_object, unsupported_media, validated
 from api.errors import ApiError, NotFound, SopRefused, ValidationFailed, field_errors
-from api.limits import LimitExceeded, query_value
+from api.limits import LimitExceeded, query_value, within_quota
 from api.pagination import decode_cursor, page, page_limit
 from api.runtime import runtime
-from shared import audit, batches, logs, metrics, retries, review
+from shared import audit, batches, logs, metrics, quotas, retries, review
 from shared import tasks as task_queries
 from shared.celery import send_run_tasks
 from shared.crypto import encrypt_json
@@ -309,10 +309,11 @@ def _store(
     durably: PostgreSQL flushes the WAL in order, so that commit makes the task durable too, and
     the client's 200 follows a durable commit of both.
 
-    A batch, a retry (``retry_of``, linked in the same transaction), a creation with an
-    Idempotency-Key, or one for which :func:`_read_checks` began a transaction (``began``) runs
-    the same INSERTs in a pipeline of our own: the idempotency record (the answer) commits with
-    the tasks, then the audit entry commits durably. (A call
+    A batch, a retry (``retry_of``, linked in the same transaction), a creation with files
+    (counted against the account's ``MAX_STORED_FILE_BYTES`` first), with an Idempotency-Key,
+    or one for which :func:`_read_checks` began a transaction (``began``) runs the same INSERTs
+    in a pipeline of our own: the idempotency record (the answer) commits with the tasks, then
+    the audit entry commits durably. (A call
     the audit log does not record goes this way too; its tasks' commit is the durable one.)
     Either way the audit entry's detail names what was created (``task_id``, or ``batch_id``
     and ``task_ids``).
@@ -324,7 +325,10 @@ def _store(
     requests are no API calls, passes one naming the person).
     """
     entry = entry or api_call_entry(200)
-    if not batch and key is None and not began and entry is not None and retry_of is None:
+    if (
+        not batch and key is None and not began and entry is not None and retry_of is None
+        and not news[0].files
+    ):  # fmt: skip
         answer = task_json(task_queries.create_task(conn, news[0], entry))
     else:
         answer = _store_in_pipeline(
@@ -359,12 +363,21 @@ def _store_in_pipeline(
     entry, naming the tasks, committed durably (when the call records none, the tasks' commit
     is the durable one). The server ignores the rest of a pipeline after an error, so a failed
     first transaction skips the second.
+
+    Tasks with files add their bytes to the account's stored files first, and hold that count's
+    row until the commit (one round trip more): over ``MAX_STORED_FILE_BYTES``, the 409
+    ``limit_exceeded`` is raised and nothing is stored.
     """
+    file_bytes = sum(len(content) for new in news for _, _, content in new.files)
     with conn.pipeline():
         if not began:
             conn.execute("BEGIN")
             if key:
                 idempotency.send_drop_expired(conn, key)  # a key past its TTL is free again
+        if file_bytes:
+            limit = runtime().settings.max_stored_file_bytes
+            with within_quota():
+                quotas.take_file_bytes(conn, news[0].account_id, file_bytes, limit)
         if entry is not None:
             relax_commit(conn)
         group = batches.send_new_batch(conn, news[0].account_id, len(news)) if batch else None

@@ -13,7 +13,8 @@ statement waits at most ``RETENTION_LOCK_TIMEOUT_S`` for a row lock that live wo
 dispatcher writing an attempt, a batch's count of unfinished tasks); past it the call ends with
 ``LockNotAvailable`` and the next call tries again.
 
-Deleted with a task: its row, files, trajectory steps and screenshots, webhook messages and
+Deleted with a task: its row, files (their bytes taken off the account's stored files, which
+``MAX_STORED_FILE_BYTES`` bounds), trajectory steps and screenshots, webhook messages and
 their delivery attempts, and its place in a batch. Deleted besides, per account: batches that
 finished before the cutoff, webhook messages of no task (pings, ``batch.finished``) delivered,
 given up or aborted by their receiver before it (never one still pending); and for every
@@ -79,7 +80,16 @@ _TASK_PARTS = (
     "DELETE FROM webhook_messages WHERE task_id = ANY(%(ids)s)",
     "DELETE FROM trajectory_steps WHERE task_id = ANY(%(ids)s)",
     "DELETE FROM artifacts WHERE task_id = ANY(%(ids)s)",
-    "DELETE FROM task_files WHERE task_id = ANY(%(ids)s)",
+    # The files, taken off their accounts' stored bytes (MAX_STORED_FILE_BYTES, shared.quotas).
+    """
+    WITH gone AS (
+        DELETE FROM task_files f USING tasks t
+         WHERE f.task_id = ANY(%(ids)s) AND t.id = f.task_id
+        RETURNING t.account_id, f.size_bytes)
+    UPDATE account_storage s SET file_bytes = s.file_bytes - g.bytes
+      FROM (SELECT account_id, sum(size_bytes) AS bytes FROM gone GROUP BY account_id) g
+     WHERE s.account_id = g.account_id
+    """,
     "DELETE FROM tasks WHERE id = ANY(%(ids)s)",
 )
 

@@ -146,11 +146,15 @@ class Settings:
     max_task_steps: int = 2000
     max_task_screenshots: int = 200
     # What one account may keep (shared.quotas): task types of its own, portals, console users,
-    # and the stored versions of each type's SOP and of each portal's profile (shared.versions).
+    # the stored versions of each type's SOP and of each portal's profile (shared.versions),
+    # and the bytes of the files its kept tasks hold (until retention deletes them with their
+    # tasks): a thousand files of MAX_FILE_BYTES, or 90 days of a clinic that sends 500 tasks a
+    # day, each with 200 kB of letters and scans (9 GB).
     max_custom_types: int = 100
     max_portals: int = 100
     max_users: int = 1000
     max_sop_versions: int = 100
+    max_stored_file_bytes: int = 10 * 1024**3
     template_timeout_s: float = 2.0
     # Per account, across every endpoint; the syntax of the `limits` library, ';' between limits.
     rate_limit: str = "100/second;3000/minute"
@@ -297,6 +301,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_PORTALS": ("max_portals", _int),
     "MAX_USERS": ("max_users", _int),
     "MAX_SOP_VERSIONS": ("max_sop_versions", _int),
+    "MAX_STORED_FILE_BYTES": ("max_stored_file_bytes", _int),
     "TEMPLATE_TIMEOUT_S": ("template_timeout_s", _float),
     "RATE_LIMIT": ("rate_limit", _str),
     "SANDBOX_HOST": ("sandbox_host", _str),
@@ -428,7 +433,7 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
       "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
       "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES", "MAX_CUSTOM_TYPES",
       "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES",
-      "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS"),
+      "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS", "MAX_STORED_FILE_BYTES"),
      1, 10**12, "a whole number >= 1"),
     (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
     # A new version succeeds the active one, which is kept: one alone would refuse every save.

@@ -1,16 +1,21 @@
-"""What one account may keep is bounded (MAX_CUSTOM_TYPES, MAX_PORTALS, MAX_USERS): one more is a
-409 ``limit_exceeded`` (the console's pages say the same) and nothing is stored; what exists may
-still change, and removing one makes room. Against the real database, through the API."""
+"""What one account may keep is bounded (MAX_CUSTOM_TYPES, MAX_PORTALS, MAX_USERS, and the bytes
+of its tasks' files, MAX_STORED_FILE_BYTES): one more is a 409 ``limit_exceeded`` (the console's
+pages say the same) and nothing is stored; what exists may still change, and removing one (the
+retention purge, for files) makes room. Against the real database, through the API."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from alembic import command
 
 from api import create_app
-from shared import users
+from shared import retention, users
+from shared import tasks as task_queries
+from shared.db import _alembic_config
 from shared.sop.library import builtin_sop_text
 from tests.api.test_console import PASSWORD, make_user, page_token, sign_in
 
@@ -33,6 +38,37 @@ def _own_type(name: str) -> str:
 def _count(runtime, sql: str, *params) -> int:
     with runtime.pool.connection() as conn:
         return conn.execute(f"SELECT count(*) AS n FROM {sql}", params).fetchone()["n"]
+
+
+APPEAL = "claim_number: CLM-DENY-0003\nmember_id: W100000001\nreason: Medically necessary"
+
+
+def _with_file(client, account, size: int, **headers):
+    """An appeal sent with a letter of ``size`` bytes."""
+    return client.post(
+        "/tasks",
+        data={"type": "submit_appeal", "data": APPEAL,
+              "files": (io.BytesIO(b"%" * size), "letter.pdf")},
+        headers={**account.headers, **headers}, content_type="multipart/form-data",
+    )  # fmt: skip
+
+
+def _stored(runtime, account_id: int) -> int | None:
+    """The account's stored bytes of files, as its counter holds them (None: no row)."""
+    with runtime.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT file_bytes FROM account_storage WHERE account_id = %s", (account_id,)
+        ).fetchone()
+    return None if row is None else row["file_bytes"]
+
+
+def _end_long_ago(runtime, task_id: int) -> None:
+    """Fail the task, as if 100 days ago: past the retention of 90 days."""
+    with runtime.pool.connection() as conn:
+        assert task_queries.finish_task(conn, task_id, task_queries.TaskStatus.FAILED, "error")
+        conn.execute(
+            "UPDATE tasks SET failed_at = now() - interval '100 days' WHERE id = %s", (task_id,)
+        )
 
 
 def test_own_task_types_stop_at_the_limit_and_a_removal_makes_room(runtime, account):
@@ -122,9 +158,78 @@ def test_portals_stop_at_the_limit_however_they_are_added(runtime, account, make
             .status_code == 200  # fmt: skip
 
 
-@pytest.mark.parametrize("page", ["portal", "users"])
+def test_files_stop_at_the_stored_bytes_limit_and_the_retention_makes_room(
+    runtime, account, make_account
+):
+    with limited(runtime, max_stored_file_bytes=100) as client:
+        # given an account whose tasks hold 60 of its 100 bytes of files
+        first = _with_file(client, account, 60)
+        assert first.status_code == 200, first.json
+        tasks, files = _count(runtime, "tasks"), _count(runtime, "task_files")
+        # when files that would put it over are sent, with an Idempotency-Key or without
+        for headers in ({}, {"Idempotency-Key": "over-1"}):
+            over = _with_file(client, account, 41, **headers)
+            # then it is a 409 naming the setting, saying what is stored, and nothing is stored
+            assert over.status_code == 409, over.json
+            assert over.json["error"]["code"] == "limit_exceeded"
+            assert over.json["error"]["details"] == {"limit": "MAX_STORED_FILE_BYTES", "max": 100}
+            message = over.json["error"]["message"]
+            assert "hold 60 bytes" in message and "retention_days" in message, message
+        assert (_count(runtime, "tasks"), _count(runtime, "task_files")) == (tasks, files)
+        assert _stored(runtime, account.id) == 60
+        # and files that fit, up to the limit, are taken
+        assert _with_file(client, account, 40).status_code == 200
+        # and a task without files goes through at the limit, as does another account's files
+        bare = client.post("/tasks", json={"type": "submit_appeal", "data": APPEAL},
+                           headers=account.headers)  # fmt: skip
+        assert bare.status_code == 200, bare.json
+        other = make_account("Other clinic")
+        assert _with_file(client, other, 100).status_code == 200
+        # when the retention purges the first task, then its 60 bytes are free again
+        _end_long_ago(runtime, first.json["id"])
+        assert retention.purge(runtime).tasks == 1
+        assert _stored(runtime, account.id) == 40
+        assert _with_file(client, account, 60).status_code == 200
+        assert _with_file(client, account, 1).status_code == 409
+
+
+def test_files_sent_at_once_at_the_last_room_store_only_what_fits(runtime, account):
+    with limited(runtime, max_stored_file_bytes=100):
+        app = create_app(runtime=runtime)
+
+        def send(_: int) -> int:
+            return _with_file(app.test_client(), account, 40).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(send, range(4)))
+    assert sorted(codes) == [200, 200, 409, 409]
+    assert _count(runtime, "task_files") == 2
+    assert _stored(runtime, account.id) == 80
+
+
+def test_the_migration_counts_the_files_stored_before_it(runtime, client, account, make_account):
+    # given files stored in two accounts, and an account with a task without files
+    other, bare = make_account("Other clinic"), make_account("Bare clinic")
+    for owner, size in ((account, 30), (account, 12), (other, 7)):
+        assert _with_file(client, owner, size).status_code == 200
+    body = {"type": "submit_appeal", "data": APPEAL}
+    assert client.post("/tasks", json=body, headers=bare.headers).status_code == 200
+    # when the schema is taken back to before the counter, then brought up to date
+    config = _alembic_config(runtime.database_url)
+    try:
+        command.downgrade(config, "0035")
+        assert _count(runtime, "pg_tables WHERE tablename = 'account_storage'") == 0
+    finally:
+        command.upgrade(config, "head")
+    # then each account's counter holds the bytes of its files
+    assert (_stored(runtime, account.id), _stored(runtime, other.id)) == (42, 7)
+    assert _stored(runtime, bare.id) is None
+
+
+@pytest.mark.parametrize("page", ["portal", "users", "send_again"])
 def test_the_console_says_the_limit_on_the_page(runtime, account, page):
-    with limited(runtime, max_portals=1, max_users=2) as browser:
+    limits = {"max_portals": 1, "max_users": 2, "max_stored_file_bytes": 20}
+    with limited(runtime, **limits) as browser:
         make_user(runtime, account.id, "admin@c.test", "admin")
         sign_in(browser, "admin@c.test", PASSWORD)
         if page == "portal":
@@ -136,6 +241,12 @@ def test_the_console_says_the_limit_on_the_page(runtime, account, page):
 
             assert add("payer_a").status_code == 303
             refused, setting = add("payer_b"), "MAX_PORTALS"
+        elif page == "send_again":
+            failed = _with_file(browser, account, 15).json["id"]
+            _end_long_ago(runtime, failed)
+            form = {"csrf_token": page_token(browser), "retries": "0"}
+            refused = browser.post(f"/console/tasks/{failed}/retry", data=form)
+            setting = "MAX_STORED_FILE_BYTES"
         else:
 
             def invite(email: str):

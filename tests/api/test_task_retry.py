@@ -9,6 +9,7 @@ from shared import tasks as task_queries
 from shared.crypto import decrypt_json
 from shared.tasks import TaskStatus
 
+from .test_quotas import limited
 from .test_sensitive_inputs_api import SOP as SENSITIVE_SOP
 from .test_sensitive_inputs_api import _put
 
@@ -65,6 +66,33 @@ def test_a_failed_task_is_sent_again_with_its_data_and_files(client, account, ru
         if e["action"].endswith("/retry")
     ]
     assert entry["detail"]["retry_of"] == old["id"] and entry["detail"]["task_id"] == new["id"]
+
+
+def test_a_retry_whose_files_would_go_over_the_stored_bytes_limit_is_refused(account, runtime):
+    with limited(runtime, max_stored_file_bytes=29) as client:
+        # given a failed appeal whose 15-byte letter leaves 14 bytes of room
+        old = _appeal_with_file(client, account)
+        _end(runtime, old["id"], TaskStatus.FAILED)
+        # when it is sent again
+        response = _retry(client, account, old["id"])
+        # then it is a 409 naming the setting, and nothing is created
+        assert response.status_code == 409, response.get_json()
+        error = response.get_json()["error"]
+        assert (error["code"], error["details"]) == (
+            "limit_exceeded", {"limit": "MAX_STORED_FILE_BYTES", "max": 29}
+        )  # fmt: skip
+        assert [t["id"] for t in client.get("/tasks", headers=account.headers).json["data"]] == [
+            old["id"]
+        ]
+        with runtime.pool.connection() as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM task_files) AS files,"
+                " (SELECT count(*) FROM task_retries) AS links"
+            ).fetchone()
+        assert (counts["files"], counts["links"]) == (1, 0)
+    # and with room for the letter, it is sent again
+    with limited(runtime, max_stored_file_bytes=30) as client:
+        assert _retry(client, account, old["id"]).status_code == 200
 
 
 def test_a_retry_with_the_same_idempotency_key_creates_once(client, account, runtime):

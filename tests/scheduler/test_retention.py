@@ -135,6 +135,27 @@ def test_a_task_past_its_accounts_retention_is_deleted_with_all_it_holds(
     assert retention.purge(runtime) == retention.PurgeReport()
 
 
+def test_the_purged_files_are_taken_off_their_accounts_stored_bytes(
+    client, runtime, account, make_account
+):
+    # given two tasks with an 11-byte letter each, one past its retention, and another
+    # account's task past its own
+    other = make_account("Other clinic")
+    _with_file(client, account)
+    purged, theirs = _with_file(client, account), _with_file(client, other)
+    _end(runtime, account, purged, 100)
+    _end(runtime, other, theirs, 100)
+    # when the retention runs, then each account's stored bytes are those of the files it keeps
+    assert retention.purge(runtime).tasks == 2
+    with runtime.pool.connection() as conn:
+        stored = conn.execute(
+            "SELECT account_id, file_bytes FROM account_storage ORDER BY account_id"
+        ).fetchall()
+    assert [(row["account_id"], row["file_bytes"]) for row in stored] == [
+        (account.id, 11), (other.id, 0)
+    ]  # fmt: skip
+
+
 def test_a_batch_its_messages_stale_keys_and_sessions_go_too(client, runtime, account):
     # given a batch of two tasks that ended 100 days ago
     response = client.post(
