@@ -1,9 +1,23 @@
-"""The API's gunicorn worker: gthread, with probes on the main loop, JSON errors and a bound on
-every request.
+"""The API's gunicorn worker: gthread, whose main loop reads each request before a thread takes
+it, with probes on the main loop, JSON errors and a bound on every request.
 
-A liveness probe (``GET /healthz``) is answered by the main loop from memory, before it would
-queue for a thread (:class:`ProbeFirstWorker`), so busy threads never make a healthy API look
-dead.
+gthread hands a connection to a thread as soon as its first bytes arrive, and the thread waits
+for the rest: a client sending a byte a second holds that thread, and clients opening such
+connections faster than the threads free up kept every other client waiting, with no API key.
+Here the main loop reads each request's bytes as they arrive, without blocking, and a thread
+takes the connection only once the request is all there (:class:`ProbeFirstWorker`):
+
+- its headers, and its body (Content-Length bytes, or a chunked body to its last chunk), or
+  1 MiB of it: a larger upload goes to a thread with that much, and the thread reads the rest;
+- a request not all there API_READ_TIMEOUT_S after its first bytes is answered 408
+  ``read_timeout`` by the main loop, which then reads and drops the client's further bytes for
+  :data:`_LINGER_S` at most (so the answer is not lost to a reset) and closes the connection;
+- the main loop holds 16 MiB at most per worker of requests no thread has taken yet; past that,
+  connections go to threads with what they sent so far, as gthread does;
+- a kept-alive connection waits on the main loop the same way for its next request.
+
+A liveness probe (``GET /healthz``) is answered by the main loop from memory once it is all
+there, before it would queue for a thread, so busy threads never make a healthy API look dead.
 
 gunicorn answers some requests before the app sees them (a bad request line, a URL or headers
 over the limits, a malformed chunk) with an HTML page of its own; this worker answers them in
@@ -17,26 +31,29 @@ Interrupting a thread raises :class:`RequestTimeout` in it at its next Python in
 A database call waits for its answer in Python here (:func:`_wait_in_python`), so a database
 that stopped answering (hung, or its host frozen) holds a request no longer than the others.
 
-gthread reads a request's headers and body in the thread that serves it, so a client sending
-them slowly holds that thread. Two bounds keep it short (:class:`_Conn`):
+A thread that still reads from the socket (an upload past 1 MiB, a header section past
+gunicorn's limits, or any request while the main loop holds its 16 MiB) is bounded as well
+(:class:`_Conn`):
 
 - every read of a request's socket waits at most until API_READ_TIMEOUT_S after the thread took
-  the request (its first bytes had arrived); past it the request is answered 408
-  ``read_timeout`` and the connection closed, however the bytes trickle in;
+  the request; past it the request is answered 408 ``read_timeout`` and the connection closed,
+  however the bytes trickle in;
 - an answer given before the body was read in full (a 401, 413 or 415) closes the connection
   (``Connection: close``) rather than drain the rest of the body in the thread first.
 
-A connection is closed in its own thread, lingering at most :data:`_LINGER_S` for the client's
-unread bytes (so the answer is not lost to a reset), never on the main loop. A connection gets
-one answer at most: a deadline passed after the answer started only closes it.
+A connection answered by its thread is closed in that thread, lingering at most
+:data:`_LINGER_S` for the client's unread bytes, never blocking the main loop. A connection
+gets one answer at most: a deadline passed after the answer started only closes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
 import math
+import re
 import selectors
 import socket
 import threading
@@ -50,7 +67,7 @@ from gunicorn import glogging, util
 from gunicorn.http import errors as http_errors
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from shared.settings import load_settings
 
@@ -168,12 +185,18 @@ class _Conn(TConn):
         super().__init__(*args)
         self.read_deadline = math.inf
         self.closed_in_thread = False
+        self.arriving: _Arriving | None = None  # the request the main loop is reading
+        self.read_ahead = b""  # what the main loop read of the request a thread now serves
+        self.continued = False  # the main loop sent "100 Continue" for that request
 
     def init(self) -> None:
         fresh = not self.initialized
         super().init()
         if fresh and type(self.parser.unreader) is SocketUnreader:
             self.parser.unreader = _DeadlineUnreader(self.sock, self)
+        if self.read_ahead:
+            self.parser.unreader.unread(self.read_ahead)
+            self.read_ahead = b""
 
     def close_in_thread(self) -> None:
         self.closed_in_thread = True
@@ -202,14 +225,83 @@ _PROBE_ANSWER = (
     b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_PROBE_BODY)
 )
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# What the main loop holds of requests still arriving: at most this much of one request (a
+# longer one goes to a thread with what it sent so far), and at most this much in all per
+# worker (past it, new bytes are left for threads to read).
+_BUFFER_BYTES = 1024 * 1024
+_BUFFERED_MAX_BYTES = 16 * 1024 * 1024
+_RECV_BYTES = 64 * 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class _Arriving:
+    """What the main loop knows of one request while its bytes arrive."""
+
+    __slots__ = ("body_at", "chunk_at", "chunked", "continued", "data", "due", "end", "scanned")
+
+    def __init__(self, data: bytes, due: float) -> None:
+        self.data = bytearray(data)
+        self.due = due  # answered 408 by the main loop if not all there by then
+        self.scanned = 0  # how far the search for the end of the headers went
+        self.body_at = -1  # where the body starts, once the headers are in
+        self.end = -1  # where the request ends, when its length is known
+        self.chunked = False
+        self.chunk_at = 0  # the next chunk's size line, in a chunked body
+        self.continued = False  # "100 Continue" sent by the main loop
+
+
+def _chunked_end(arriving: _Arriving) -> int | None:
+    """Where a chunked body ends (-1: not all there yet), scanning on from the last call; None
+    when its framing is wrong (the thread's parser refuses it)."""
+    data, at = arriving.data, arriving.chunk_at
+    while True:
+        eol = data.find(b"\r\n", at)
+        if eol < 0:
+            return -1 if len(data) - at <= 1024 else None
+        size = bytes(data[at:eol]).split(b";", 1)[0].strip(b" \t")
+        if not _CHUNK_SIZE.fullmatch(size):
+            return None
+        if size.strip(b"0") == b"":
+            trailers_end = data.find(b"\r\n\r\n", eol)
+            return -1 if trailers_end < 0 else trailers_end + 4
+        after = eol + 2 + int(size, 16) + 2
+        if len(data) < after:
+            return -1
+        if data[after - 2 : after] != b"\r\n":
+            return None
+        at = arriving.chunk_at = after
 
 
 class ProbeFirstWorker(ThreadWorker):
-    """gthread, with ``GET /healthz`` answered on the main loop instead of a thread.
+    """gthread, whose main loop reads each request before a thread takes it, and answers
+    ``GET /healthz`` itself.
 
-    A new connection waits on the main loop's poller (as a kept-alive one does) until its first
-    bytes arrive; a complete probe request is answered there, anything else goes to a thread.
+    gthread hands a connection to a thread as soon as its first bytes arrive, and the thread
+    then waits for the rest: a client sending a byte a second held a thread however short the
+    bound, so a few of them reconnecting kept every thread busy. Here the main loop reads a
+    connection's bytes as they arrive (non-blocking) and hands it to a thread only once its
+    request is all there (headers, and a body of Content-Length or chunked), or once it holds
+    :data:`_BUFFER_BYTES` of it (a large upload: its thread reads the rest under its own
+    bound). A request not all there API_READ_TIMEOUT_S after its first bytes is answered 408
+    ``read_timeout`` by the main loop, no thread involved. A complete probe request is answered
+    on the main loop too, so busy threads never make a healthy API look dead. A kept-alive
+    connection waits on the main loop the same way for its next request.
     """
+
+    def init_process(self) -> None:
+        self.read_timeout_s = load_settings().api_read_timeout_s
+        self._arriving: dict[_Conn, _Arriving] = {}  # in order of their 408 deadlines
+        self._lingering: dict[_Conn, float] = {}  # answered 408; closed at the time given
+        self._buffered = 0  # bytes held for requests no thread has taken yet
+        self._buffered_lock = threading.Lock()
+        # gunicorn's own bound on a request line and header section: a longer one goes to a
+        # thread, which answers 414 or 431.
+        cfg = self.cfg
+        fields = cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4
+        self._head_bytes = min(_BUFFER_BYTES, cfg.limit_request_line + 2 + fields)
+        super().init_process()
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -222,30 +314,242 @@ class ProbeFirstWorker(ThreadWorker):
         conn = _Conn(self.cfg, client_sock, client_addr, listener.getsockname())
         conn.timeout = time.monotonic() + self.cfg.keepalive  # closed by murder_pending
         self.pending_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._first_bytes, conn))
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
 
-    def _first_bytes(self, conn: TConn, client: socket.socket) -> None:
-        if not self._answer_probe(conn):
-            self.on_pending_socket_readable(conn, client)
+    def _readable(self, conn: _Conn, client: socket.socket) -> None:
+        if self.cfg.is_ssl:  # the bytes are TLS records: the thread reads them
+            self._hand_over(conn)
             return
-        self.poller.unregister(client)
-        self.pending_conns.remove(conn)
+        arriving = conn.arriving
+        held = len(arriving.data) if arriving else 0
+        # Threads only ever lower the total, so reading it without the lock errs on the safe side.
+        room = min(_RECV_BYTES, _BUFFER_BYTES - held, _BUFFERED_MAX_BYTES - self._buffered)
+        if room <= 0:
+            self._hand_over(conn)  # its thread reads on from the socket
+            return
+        try:
+            data = client.recv(room)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left (or reset) before its request was all there
+            self._forget(conn)
+            self._drop(conn)
+            return
+        if arriving is None:
+            self._forget(conn)  # no longer idle: it was waiting for a request
+            arriving = conn.arriving = _Arriving(b"", time.monotonic() + self.read_timeout_s)
+            self._arriving[conn] = arriving
+        arriving.data += data
+        with self._buffered_lock:
+            self._buffered += len(data)
+        self._on_bytes(conn, arriving)
+
+    def _on_bytes(self, conn: _Conn, arriving: _Arriving) -> None:
+        """Hand the connection over, or answer its probe, once the request is all there."""
+        if not self._arrived(conn, arriving):
+            return
+        if arriving.data.startswith(_PROBE) and self._answer_probe(conn, arriving):
+            self._forget(conn)
+            self._drop(conn)
+            return
+        self._hand_over(conn)
+
+    def _arrived(self, conn: _Conn, arriving: _Arriving) -> bool:
+        """Whether the request is all there, or as much of it as the main loop holds."""
+        data = arriving.data
+        if len(data) >= _BUFFER_BYTES:
+            return True
+        if arriving.body_at < 0:
+            end = data.find(b"\r\n\r\n", max(arriving.scanned - 3, 0))
+            if end < 0:
+                arriving.scanned = len(data)
+                return len(data) >= self._head_bytes
+            arriving.body_at = end + 4
+            framing = _framing(bytes(data[:end]))
+            if framing is None:
+                return True  # the thread's parser refuses it, or reads it as it can
+            chunked, length, expects = framing
+            arriving.chunked = chunked
+            arriving.chunk_at = arriving.body_at
+            if not chunked:
+                arriving.end = arriving.body_at + length
+            if expects and not self._continue(conn, arriving):
+                return True
+        if arriving.chunked and arriving.end < 0:
+            chunked_end = _chunked_end(arriving)
+            if chunked_end is None:
+                return True
+            arriving.end = chunked_end
+        return 0 <= arriving.end <= len(data)
+
+    @staticmethod
+    def _continue(conn: _Conn, arriving: _Arriving) -> bool:
+        """Tell a client waiting for it to send its body ("100 Continue"), if all there is not."""
+        if arriving.end >= 0 and arriving.end <= len(arriving.data):
+            return True
+        try:
+            sent = conn.sock.send(_CONTINUE)
+        except OSError:
+            sent = 0
+        # Not sent whole: its thread says it, and waits for the body under its own bound.
+        arriving.continued = sent == len(_CONTINUE)
+        return arriving.continued
+
+    def _hand_over(self, conn: _Conn) -> None:
+        self._forget(conn)
+        self.poller.unregister(conn.sock)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        """Take the connection off whichever list of the main loop's it waited on."""
+        if conn.arriving is not None:
+            self._arriving.pop(conn, None)
+        elif conn in self._lingering:
+            del self._lingering[conn]
+        elif conn.initialized:
+            self.keepalived_conns.remove(conn)
+        else:
+            self.pending_conns.remove(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        self._take(conn)
         self.nr_conns -= 1
         conn.close()
 
+    def _take(self, conn: _Conn) -> _Arriving | None:
+        """What was held for the connection's request, no longer counted as held."""
+        arriving, conn.arriving = conn.arriving, None
+        if arriving is not None:
+            self._release(len(arriving.data))
+        return arriving
+
+    def _release(self, size: int) -> None:
+        if size:
+            with self._buffered_lock:
+                self._buffered -= size
+
     @staticmethod
-    def _answer_probe(conn: TConn) -> bool:
+    def _answer_probe(conn: _Conn, arriving: _Arriving) -> bool:
         try:
-            head = conn.sock.recv(4096, socket.MSG_PEEK)
-            # Only a whole request is answered here: reading it all first means closing the
-            # socket sends a FIN, not a reset that could destroy the answer in flight.
-            if not head.startswith(_PROBE) or b"\r\n\r\n" not in head:
-                return False
-            conn.sock.recv(head.index(b"\r\n\r\n") + 4)
-            conn.sock.sendall(_PROBE_ANSWER + (b"" if head.startswith(b"HEAD") else _PROBE_BODY))
+            # The whole request was read: closing the socket sends a FIN, not a reset that
+            # could destroy the answer in flight.
+            head = arriving.data.startswith(b"HEAD")
+            conn.sock.sendall(_PROBE_ANSWER + (b"" if head else _PROBE_BODY))
         except OSError:
             return False  # let the thread path see, and report, whatever is wrong
         return True
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        # A request answered with the connection kept alive: the main loop waits for the next
+        # one, starting from whatever of it the thread already read.
+        try:
+            kept = not fs.cancelled() and fs.exception() is None and fs.result() is True
+        except Exception:  # noqa: BLE001 - gunicorn's own path closes it
+            kept = False
+        if not kept or self.cfg.is_ssl:
+            super().finish_request(conn, fs)
+            return
+        try:
+            read_ahead = conn.parser.unreader.take_buffered()
+            conn.sock.setblocking(False)
+            conn.set_timeout()
+            if not self.alive:
+                conn.timeout = min(conn.timeout, time.monotonic() + STOP_KEEPALIVE_LINGER)
+            arriving = None
+            if read_ahead:
+                arriving = _Arriving(read_ahead, time.monotonic() + self.read_timeout_s)
+                conn.arriving = self._arriving[conn] = arriving
+                with self._buffered_lock:
+                    self._buffered += len(read_ahead)
+            else:
+                self.keepalived_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
+            if arriving is not None:
+                self._on_bytes(conn, arriving)
+        except Exception:  # noqa: BLE001 - as gunicorn does: the connection is closed
+            self._forget_quietly(conn)
+            self._take(conn)
+            self.nr_conns -= 1
+            conn.close()
+
+    def _forget_quietly(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(KeyError, ValueError):
+            self._forget(conn)
+
+    def murder_pending(self) -> None:
+        # Called by the main loop about once a second.
+        super().murder_pending()
+        now = time.monotonic()
+        while self._arriving:
+            conn, arriving = next(iter(self._arriving.items()))
+            if arriving.due > now:
+                break
+            self._too_late(conn)
+        for conn, close_at in list(self._lingering.items()):
+            if close_at <= now:
+                del self._lingering[conn]
+                self._drop(conn)
+
+    def _too_late(self, conn: _Conn) -> None:
+        """Answer 408 a request not all there in time, without a thread: the answer is written
+        without waiting, then the client's further bytes are read and dropped for
+        :data:`_LINGER_S` at most (so the answer is not lost to a reset) before closing."""
+        del self._arriving[conn]
+        self._take(conn)
+        self.log.warning("Request did not arrive within %g s", self.read_timeout_s)
+        try:
+            conn.sock.send(_read_timeout_answer(self.read_timeout_s))
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(conn)
+            return
+        self._lingering[conn] = time.monotonic() + _LINGER_S
+        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._linger, conn))
+
+    def _linger(self, conn: _Conn, client: socket.socket) -> None:
+        try:
+            left = not client.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            left = True
+        if left:
+            del self._lingering[conn]
+            self._drop(conn)
+
+
+def _framing(head: bytes) -> tuple[bool, int, bool] | None:
+    """How a request's body is framed, from its header section: (chunked, Content-Length,
+    whether the client waits for "100 Continue"); None when the main loop cannot tell
+    (refused framing, repeated or malformed fields: the thread's parser deals with them)."""
+    lines = head.lower().split(b"\r\n")
+    length = chunked = expects = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        elif name == b"transfer-encoding":
+            if chunked is not None or value != b"chunked":
+                return None
+            chunked = True
+        elif name == b"expect":
+            expects = value == b"100-continue"
+    if chunked and length is not None:
+        return None
+    expects = bool(expects) and lines[0].endswith(b" http/1.1")
+    return bool(chunked), length or 0, expects
 
 
 class ApiWorker(ProbeFirstWorker):
@@ -254,9 +558,7 @@ class ApiWorker(ProbeFirstWorker):
 
     def init_process(self) -> None:
         _wait_in_python()
-        settings = load_settings()
-        self.request_timeout_s = settings.api_request_timeout_s
-        self.read_timeout_s = settings.api_read_timeout_s
+        self.request_timeout_s = load_settings().api_request_timeout_s
         self._running: dict[int, tuple[_Running, Any]] = {}
         self._running_lock = threading.Lock()
         self._current = threading.local()  # the _Running of the request this thread serves
@@ -312,6 +614,9 @@ class ApiWorker(ProbeFirstWorker):
     # -- the deadline of each request ----------------------------------------------------------
 
     def handle(self, conn: Any) -> Any:
+        arriving = self._take(conn)
+        if arriving is not None:
+            conn.read_ahead, conn.continued = bytes(arriving.data), arriving.continued
         now = time.monotonic()
         running = _Running(threading.get_ident(), now + self.request_timeout_s)
         self._current.running = running
@@ -337,6 +642,12 @@ class ApiWorker(ProbeFirstWorker):
         if not result:
             conn.close_in_thread()
         return result
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        if conn.continued:  # the main loop said it already, and read the body since
+            req._expected_100_continue = False
+            conn.continued = False
+        return super().handle_request(req, conn)
 
     def _refuse(self, conn: Any, running: _Running, answer: bytes) -> None:
         # One answer per request: once the app's has started, a deadline can only close.
