@@ -9,8 +9,9 @@ process. The worker class (``api.gunicorn_worker.ApiWorker``) answers a liveness
 (``GET /healthz``) on its main loop from memory, before it would queue for a thread, so a
 database outage that keeps every thread busy never makes a healthy API look dead; it answers
 gunicorn's own errors in the API's JSON shape, stops any request still running after
-API_REQUEST_TIMEOUT_S, and answers 408 a request that has not arrived (headers and body) within
-API_READ_TIMEOUT_S.
+API_REQUEST_TIMEOUT_S, and reads each request on its main loop before a thread takes it, so a
+slow client holds no thread: one that has not arrived (headers and body) within
+API_READ_TIMEOUT_S is answered 408 there.
 """
 
 from __future__ import annotations
