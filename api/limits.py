@@ -2,10 +2,10 @@
 
 Every limit has a name (its setting), a default and a documented error: a 413 for a size or a
 count, a 422 for a shape (depth, length), a 409 for one more of what an account keeps (its own
-task types, portals: :mod:`shared.quotas`), each ``limit_exceeded`` with the setting in
-``details.limit``. Text that PostgreSQL cannot store (a NUL, a lone surrogate) is a 400
-``invalid_text``. Ids in URLs are ASCII digits or a 404. Every answer is ``no-store`` and
-``nosniff``. Per-account rate limits are in :mod:`api.rate_limits`.
+task types, portals: :mod:`shared.quotas`; its unfinished tasks, ``MAX_QUEUED_TASKS``), each
+``limit_exceeded`` with the setting in ``details.limit``. Text that PostgreSQL cannot store (a
+NUL, a lone surrogate) is a 400 ``invalid_text``. Ids in URLs are ASCII digits or a 404. Every
+answer is ``no-store`` and ``nosniff``. Per-account rate limits are in :mod:`api.rate_limits`.
 """
 
 from __future__ import annotations

@@ -319,7 +319,8 @@ def _store(
     and ``task_ids``).
 
     An error in the tasks' transaction (an INSERT's own checks failing included,
-    :data:`shared.tasks.CHECKS_CHANGED`) stores nothing, the audit entry included.
+    :data:`shared.tasks.CHECKS_CHANGED`, or its count of the account's unfinished tasks,
+    :data:`shared.tasks.QUEUE_FULL`) stores nothing, the audit entry included.
 
     The audit entry is the API call's own, or ``entry`` (the console's "New tasks" page, whose
     requests are no API calls, passes one naming the person).
@@ -329,7 +330,9 @@ def _store(
         not batch and key is None and not began and entry is not None and retry_of is None
         and not news[0].files
     ):  # fmt: skip
-        answer = task_json(task_queries.create_task(conn, news[0], entry))
+        answer = task_json(
+            task_queries.create_task(conn, news[0], entry, runtime().settings.max_queued_tasks)
+        )
     else:
         answer = _store_in_pipeline(
             conn, news, key, digest, began=began, entry=entry, batch=batch, retry_of=retry_of
@@ -381,7 +384,7 @@ def _store_in_pipeline(
         if entry is not None:
             relax_commit(conn)
         group = batches.send_new_batch(conn, news[0].account_id, len(news)) if batch else None
-        rows = task_queries.insert_tasks(conn, news)
+        rows = task_queries.insert_tasks(conn, news, runtime().settings.max_queued_tasks)
         # The created tasks, read here (a round trip) when the batch's members, the retry's
         # link, the key's stored answer or the audit entry need them.
         needed = key or entry is not None or group or retry_of is not None
@@ -549,7 +552,7 @@ def create_batch(
             )
         return _store(conn, news, key, digests[0], began=True, batch=True, entry=entry)
 
-    return _create(create, types, key, digests)
+    return _create(create, types, key, digests, len(items))
 
 
 def batch_items(body: dict[str, Any]) -> list[dict[str, Any] | Malformed]:
@@ -637,15 +640,20 @@ def _usable(checked: Checked | ApiError) -> Checked:
 
 
 def _create(
-    create: Callable[[Conn, int], Any], types: list[str], key: str | None, digests: list[str]
+    create: Callable[[Conn, int], Any],
+    types: list[str],
+    key: str | None,
+    digests: list[str],
+    count: int = 1,
 ) -> tuple[dict[str, Any], int]:
     """Run ``create`` (given a connection and the attempt's number), send the messages of what
-    it stored, and give the answer and its status.
+    it stores (``count`` tasks), and give the answer and its status.
 
     The connection runs outside psycopg's transaction handling (autocommit): the reads are one
     pipeline, and :func:`_store` sends its own BEGIN and COMMIT statements. A request with the
     same Idempotency-Key that committed first is answered as it was; a change to what the tasks
-    were validated against, between the reads and the INSERT, sends them round again.
+    were validated against, between the reads and the INSERT, sends them round again. Tasks
+    that would put the account over ``MAX_QUEUED_TASKS`` are a 409 ``limit_exceeded``.
     """
     for attempt in range(_CREATE_ATTEMPTS):
         try:
@@ -663,6 +671,14 @@ def _create(
             with runtime().pool.connection() as conn:
                 return _replay(_send_replay(conn, key)(), key, digests)
         except psycopg.Error as err:
+            if task_queries.queue_full(err):
+                # A creation validated against what it read before stores without reading its
+                # key's answer first: a key used already is answered as it was, full or not.
+                if key:
+                    with runtime().pool.connection() as conn:
+                        if replay := _replay(_send_replay(conn, key)(), key, digests):
+                            return replay
+                raise _queue_full(count) from err
             if not task_queries.checks_changed(err):
                 raise
             # An SOP, a type or a portal's login changed since it was read: read again.
@@ -676,6 +692,17 @@ def _create(
 
 
 _CREATE_ATTEMPTS = 3  # a change between a creation's reads and its INSERT is already rare
+
+
+def _queue_full(count: int) -> LimitExceeded:
+    """The 409 of ``count`` tasks that would put the account over ``MAX_QUEUED_TASKS``."""
+    limit = runtime().settings.max_queued_tasks
+    these = "this task" if count == 1 else f"these {count} tasks"
+    return LimitExceeded(
+        409, "MAX_QUEUED_TASKS", limit,
+        f"The account may have {limit} unfinished tasks (MAX_QUEUED_TASKS) and {these} would"
+        " go over it; none was created: send again once some have ended.",
+    )  # fmt: skip
 
 
 @bp.get("/tasks/<int:task_id>")

@@ -155,6 +155,9 @@ class Settings:
     max_users: int = 1000
     max_sop_versions: int = 100
     max_stored_file_bytes: int = 10 * 1024**3
+    # Tasks of one account not ended yet, in any status (README "Limits"): one more is refused
+    # until some end, so that no client fills the queue for every other account.
+    max_queued_tasks: int = 10_000
     template_timeout_s: float = 2.0
     # Per account, across every endpoint; the syntax of the `limits` library, ';' between limits.
     rate_limit: str = "100/second;3000/minute"
@@ -302,6 +305,7 @@ _ENV: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "MAX_USERS": ("max_users", _int),
     "MAX_SOP_VERSIONS": ("max_sop_versions", _int),
     "MAX_STORED_FILE_BYTES": ("max_stored_file_bytes", _int),
+    "MAX_QUEUED_TASKS": ("max_queued_tasks", _int),
     "TEMPLATE_TIMEOUT_S": ("template_timeout_s", _float),
     "RATE_LIMIT": ("rate_limit", _str),
     "SANDBOX_HOST": ("sandbox_host", _str),
@@ -432,8 +436,9 @@ _RANGES: tuple[tuple[tuple[str, ...], float, float, str], ...] = (
       "MAX_JSON_DEPTH", "MAX_DATA_BYTES", "MAX_DATA_DEPTH", "MAX_IDEMPOTENCY_KEY_CHARS",
       "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADERS", "MAX_SOP_BYTES", "MAX_SOP_NODES",
       "MAX_SOP_DEPTH", "MAX_SOP_STEPS", "MAX_TEMPLATE_OUTPUT_BYTES", "MAX_CUSTOM_TYPES",
-      "MAX_PORTALS", "MAX_USERS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS", "MAX_RESULT_BYTES",
-      "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS", "MAX_STORED_FILE_BYTES"),
+      "MAX_PORTALS", "MAX_USERS", "MAX_QUEUED_TASKS", "MAX_EXTRACT_ROWS", "MAX_EXTRACT_CHARS",
+      "MAX_RESULT_BYTES", "MAX_PARSES_IN_FLIGHT", "MAX_TASK_STEPS", "MAX_TASK_SCREENSHOTS",
+      "MAX_STORED_FILE_BYTES"),
      1, 10**12, "a whole number >= 1"),
     (("MAX_BATCH_TASKS",), 1, 1000, "a number of tasks from 1 to 1000"),
     # A new version succeeds the active one, which is kept: one alone would refuse every save.

@@ -233,15 +233,26 @@ def checks_changed(err: psycopg.Error) -> bool:
     return err.sqlstate == CHECKS_CHANGED
 
 
+# The SQLSTATE of the INSERT's count (migration 0037): the account has ``MAX_QUEUED_TASKS``
+# unfinished tasks, or would have more with this one.
+QUEUE_FULL = "UQ002"
+
+
+def queue_full(err: psycopg.Error) -> bool:
+    """Whether a creation failed because the account has as many unfinished tasks as it may."""
+    return err.sqlstate == QUEUE_FULL
+
+
 _INSERT_PARAMETERS = (
     "%(account_id)s, %(type)s, %(title)s, %(instructions)s, %(sop_id)s, %(sop_digest)s,"
     " %(own_sop_id)s, %(custom_type)s, %(portal)s, %(data)s, %(inputs)s, %(secret_inputs)s,"
-    " %(names)s, %(types)s, %(contents)s"
+    " %(names)s, %(types)s, %(contents)s, %(max_unfinished)s"
 )
 
 
-def _insert_arguments(new: NewTask) -> dict[str, Any]:
-    """The arguments of the database's ``insert_task`` (migration 0015) for this task."""
+def _insert_arguments(new: NewTask, max_unfinished: int) -> dict[str, Any]:
+    """The arguments of the database's ``insert_task`` (migrations 0015, 0037) for this task,
+    refused if the account would have more than ``max_unfinished`` unfinished tasks."""
     return {
         "account_id": new.account_id,
         "type": new.task_type,
@@ -258,6 +269,7 @@ def _insert_arguments(new: NewTask) -> dict[str, Any]:
         "names": [name for name, _, _ in new.files],
         "types": [content_type for _, content_type, _ in new.files],
         "contents": [content for _, _, content in new.files],
+        "max_unfinished": max_unfinished,
     }
 
 
@@ -283,7 +295,9 @@ def _created_row(inserted: dict[str, Any] | None, new: NewTask) -> dict[str, Any
     }
 
 
-def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str, Any]]]:
+def insert_tasks(
+    conn: Conn, news: list[NewTask], max_unfinished: int
+) -> Callable[[], list[dict[str, Any]]]:
     """Send the INSERTs of tasks and their files, in order, as one ``executemany`` (the
     statement is prepared once, and each task only sends its arguments), each counting the
     account's next task number; the returned callable reads the rows :func:`task_json` takes.
@@ -303,11 +317,18 @@ def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str,
     account's active SOP for the type, the type is defined, the portal has a login) and fails
     with :data:`CHECKS_CHANGED` when any of it changed: the API may validate against what it
     read for an earlier task, and the database has the last word.
+
+    It counts the account's unfinished tasks too (migration 0037: the tasks it created less
+    those that ended, kept as the tasks change, never counted row by row) and fails with
+    :data:`QUEUE_FULL` if this one would make more than ``max_unfinished`` (``MAX_QUEUED_TASKS``):
+    the first task of ``news`` over it fails the caller's transaction, so a batch that does not
+    fit stores none. Concurrent creations take the account row in turn, each counting what the
+    one before left, so the last place is taken once.
     """
     cursor = conn.cursor()
     cursor.executemany(
         f"SELECT * FROM insert_task({_INSERT_PARAMETERS})",
-        [_insert_arguments(new) for new in news],
+        [_insert_arguments(new, max_unfinished) for new in news],
         returning=True,
     )
 
@@ -321,10 +342,13 @@ def insert_tasks(conn: Conn, news: list[NewTask]) -> Callable[[], list[dict[str,
     return rows
 
 
-def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str, Any]:
+def create_task(
+    conn: Conn, new: NewTask, audit: Mapping[str, Any], max_unfinished: int
+) -> dict[str, Any]:
     """Store a task as :func:`insert_tasks` does, then the call's audit entry (``audit``: the
     arguments of :func:`shared.audit.record`, in the task's account), in one statement
-    (``CALL create_task``, migration 0015): one round trip; the row :func:`task_json` takes.
+    (``CALL create_task_within``, migrations 0015 and 0037): one round trip; the row
+    :func:`task_json` takes.
 
     Run it outside a transaction (autocommit): the procedure commits the task without waiting
     for the disk, so the account row is never locked during a flush, then commits the audit
@@ -333,9 +357,10 @@ def create_task(conn: Conn, new: NewTask, audit: Mapping[str, Any]) -> dict[str,
     """
     detail = audit.get("detail")
     cursor = conn.execute(
-        f"CALL create_task({_INSERT_PARAMETERS}, %(actor)s, %(action)s, %(target)s, %(detail)s)",
+        f"CALL create_task_within({_INSERT_PARAMETERS}, %(actor)s, %(action)s, %(target)s,"
+        " %(detail)s)",
         {
-            **_insert_arguments(new),
+            **_insert_arguments(new, max_unfinished),
             "actor": audit["actor"],
             "action": audit["action"],
             "target": audit["target"],

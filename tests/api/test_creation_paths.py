@@ -2,8 +2,8 @@
 
 - The first creation of a type in a process reads what to validate against, then sends the
   INSERT in the same transaction, in a pipeline.
-- The next ones are one statement (``CALL create_task``): the task committed, then its audit
-  entry.
+- The next ones are one statement (``CALL create_task_within``): the task committed, then its
+  audit entry.
 - One with an Idempotency-Key stores its answer in the task's transaction, in a pipeline.
 """
 
