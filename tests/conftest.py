@@ -31,19 +31,36 @@ DOC_SHOTS = "UNDERSTUDY_DOC_SHOTS"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
+# Ports for the servers a test starts: below the kernel's ephemeral range (32768 and up), which
+# it gives to every client socket, so no connection of this or another process can take one
+# between its pick and its use; and a range of its own per pytest-xdist worker, so two workers
+# never pick the same one.
+_FIRST_PORT = 20_000
+_PORTS_PER_WORKER = 1_000
+_WORKER_RANGES = 12
+
+
 def free_port() -> int:
     """A loopback port nobody listens on, never one this test session handed out before.
 
     The kernel may give the same ephemeral port to two binds in a row once the first socket is
-    closed, and a stack started with both (say the API and its Redis) would collide.
+    closed, and a stack started with both (say the API and its Redis) would collide; and a port
+    from its ephemeral range may become a client socket's between the pick and the server's bind
+    (an embedded Redis once failed to start so). So the port comes from this worker's range.
     """
-    while True:
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    first = _FIRST_PORT + worker % _WORKER_RANGES * _PORTS_PER_WORKER
+    for port in range(first, first + _PORTS_PER_WORKER):
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # another program's
+        return port
+    raise RuntimeError(f"no free port from {first} to {first + _PORTS_PER_WORKER - 1}")
 
 
 class ServedApp:
