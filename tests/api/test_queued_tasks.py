@@ -130,3 +130,155 @@ def test_a_task_ending_does_not_hold_back_the_accounts_creations(runtime, accoun
             _refused(client.post("/tasks", json=TASK, headers=account.headers), 2)
         # and once committed, the end makes room
         assert client.post("/tasks", json=TASK, headers=account.headers).status_code == 200
+
+
+def _unfinished(runtime, account_id: int) -> tuple[int, int]:
+    """The account's unfinished tasks as the limit counts them (created less ended), and as
+    its rows are."""
+    with runtime.pool.connection() as conn:
+        kept = conn.execute(
+            "SELECT a.task_seq - COALESCE(e.ended, 0) AS n FROM accounts a"
+            " LEFT JOIN account_tasks_ended e ON e.account_id = a.id WHERE a.id = %s",
+            (account_id,),
+        ).fetchone()["n"]
+        rows = conn.execute(
+            "SELECT count(*) AS n FROM tasks WHERE account_id = %s"
+            " AND status NOT IN ('completed', 'completed_with_issues', 'failed', 'canceled')",
+            (account_id,),
+        ).fetchone()["n"]
+    return kept, rows
+
+
+def test_the_count_of_unfinished_tasks_follows_every_way_a_task_ends_or_starts_again(
+    runtime, account
+):
+    import dataclasses
+
+    from scheduler.loop import tick
+    from shared import outages, retention, review
+
+    rt = dataclasses.replace(
+        runtime, settings=runtime.settings.replace(pending_requeue_after_s=0, task_max_attempts=2)
+    )
+    with limited(runtime, max_queued_tasks=1000) as client:
+        headers = account.headers
+
+        def create() -> int:
+            answer = client.post("/tasks", json=TASK, headers=headers)
+            assert answer.status_code == 200, answer.json
+            return answer.json["id"]
+
+        def claim(task_id: int, worker: str = "worker-a") -> None:
+            with runtime.pool.connection() as conn:
+                claimed = task_queries.claim_task(conn, task_id, worker, 30.0)
+                assert claimed is not None and claimed["id"] == task_id
+
+        def finish(task_id: int, status: TaskStatus, worker: str = "worker-a") -> None:
+            with runtime.pool.connection() as conn:
+                assert task_queries.finish_task(conn, task_id, status, "Done", worker=worker)
+
+        def expire_lease(task_id: int) -> None:
+            with runtime.pool.connection() as conn:
+                conn.execute(
+                    "UPDATE tasks SET lease_expires_at = now() - interval '1 second'"
+                    " WHERE id = %s",
+                    (task_id,),
+                )
+
+        def pause(task_id: int) -> None:
+            claim(task_id)
+            with runtime.pool.connection() as conn:
+                assert task_queries.await_review(
+                    conn, task_id, "worker-a", step="Submit", note="Waiting for review."
+                )
+
+        def check() -> None:
+            kept, rows = _unfinished(runtime, account.id)
+            assert kept == rows
+
+        # a worker runs one to its end
+        done = create()
+        claim(done)
+        finish(done, TaskStatus.COMPLETED)
+        check()
+        # a queued one is canceled; a running one stops at its next step
+        queued, running = create(), create()
+        assert client.post(f"/tasks/{queued}/cancel", headers=headers).status_code == 200
+        claim(running)
+        assert client.post(f"/tasks/{running}/cancel", headers=headers).status_code in (200, 202)
+        finish(running, TaskStatus.CANCELED)
+        check()
+        # one fails and is sent again, and the retry runs
+        failed = create()
+        claim(failed)
+        finish(failed, TaskStatus.FAILED)
+        retried = client.post(f"/tasks/{failed}/retry", headers=headers)
+        assert retried.status_code == 200, retried.json
+        check()
+        # a batch, one of whose tasks ends
+        batch = client.post("/tasks/batch", json={"tasks": [TASK] * 3}, headers=headers)
+        assert batch.status_code == 200, batch.json
+        first_of_batch = batch.json["data"][0]["id"]
+        claim(first_of_batch)
+        finish(first_of_batch, TaskStatus.COMPLETED_WITH_ISSUES)
+        check()
+        # reviews: approved (and run again), rejected, expired
+        approved, rejected, expired = create(), create(), create()
+        for task_id in (approved, rejected, expired):
+            pause(task_id)
+        for task_id, decision in ((approved, "approve"), (rejected, "reject")):
+            answer = client.post(
+                f"/tasks/{task_id}/review", json={"decision": decision}, headers=headers
+            )
+            assert answer.status_code == 200, answer.json
+        claim(approved)
+        finish(approved, TaskStatus.COMPLETED)
+        with runtime.pool.connection() as conn:
+            conn.execute(
+                "UPDATE tasks SET review_expires_at = now() - interval '1 second' WHERE id = %s",
+                (expired,),
+            )
+            assert review.expire_due(conn) == 1
+        check()
+        # a portal outage: one task waits and is given up on, another waits and runs again
+        given_up, woken = create(), create()
+        for task_id in (given_up, woken):
+            claim(task_id)
+            with runtime.pool.connection() as conn:
+                assert outages.portal_failed(
+                    conn, task_id, account.id, "sandbox", "HTTP 503", worker="worker-a",
+                    wait_s=3600, probe_after_s=30,
+                )  # fmt: skip
+        with runtime.pool.connection() as conn:
+            conn.execute(
+                "UPDATE tasks SET portal_down_since = now() - interval '2 hours' WHERE id = %s",
+                (given_up,),
+            )
+            assert outages.give_up_waiting(conn, 3600) == 1
+            assert outages.portal_answered(conn, account.id, "sandbox") == [woken]
+        claim(woken)
+        finish(woken, TaskStatus.COMPLETED)
+        check()
+        # a worker killed: its lease runs out, the task is handed out again, then given up on
+        lost = create()
+        claim(lost, "dead-worker")
+        expire_lease(lost)
+        assert tick(rt).leases_recovered == 1
+        check()
+        claim(lost, "dead-worker")
+        expire_lease(lost)
+        tick(rt)
+        assert client.get(f"/tasks/{lost}", headers=headers).json["status"] == "failed"
+        check()
+        # the retention purge deletes the tasks that ended long ago
+        with runtime.pool.connection() as conn:
+            conn.execute(
+                "UPDATE tasks SET completed_at = completed_at - interval '100 days',"
+                " failed_at = failed_at - interval '100 days',"
+                " canceled_at = canceled_at - interval '100 days' WHERE account_id = %s",
+                (account.id,),
+            )
+        assert retention.purge(runtime).tasks > 0
+        check()
+        kept, _ = _unfinished(runtime, account.id)
+        assert kept == 3  # the retry and the batch's other two, and none else
