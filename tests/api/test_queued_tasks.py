@@ -180,8 +180,7 @@ def test_the_count_of_unfinished_tasks_follows_every_way_a_task_ends_or_starts_a
         def expire_lease(task_id: int) -> None:
             with runtime.pool.connection() as conn:
                 conn.execute(
-                    "UPDATE tasks SET lease_expires_at = now() - interval '1 second'"
-                    " WHERE id = %s",
+                    "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
                     (task_id,),
                 )
 

@@ -226,6 +226,51 @@ def test_the_migration_counts_the_files_stored_before_it(runtime, client, accoun
     assert _stored(runtime, bare.id) is None
 
 
+def _created_by_the_previous_release(runtime, account, like: int, size: int) -> int:
+    """A task with a file of ``size`` bytes stored as an API process of the release before
+    MAX_STORED_FILE_BYTES does during a rollout: by the 15 arguments' ``insert_task``
+    (migration 0015), with what the account's task ``like`` was validated against."""
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            """
+            SELECT i.id FROM tasks t JOIN sops s ON s.id = t.sop_id,
+                   LATERAL (SELECT portal FROM portal_credentials
+                             WHERE account_id = t.account_id LIMIT 1) p,
+                   insert_task(t.account_id, t.type, t.title, t.instructions, t.sop_id,
+                               s.digest, NULL::bigint, false, p.portal, t.data, t.inputs,
+                               t.secret_inputs, ARRAY['scan.pdf'], ARRAY['application/pdf'],
+                               ARRAY[%s::bytea]) i
+             WHERE t.id = %s AND t.account_id = %s
+            """,
+            (b"%" * size, like, account.id),
+        ).fetchone()["id"]
+
+
+def test_files_stored_by_the_previous_release_during_a_rollout_are_counted(
+    runtime, client, account
+):
+    # given a task with a 30-byte file, and one with 12 bytes stored by an API process of the
+    # release before the counter, still running while the new one starts
+    first = _with_file(client, account, 30)
+    assert first.status_code == 200, first.json
+    old = _created_by_the_previous_release(runtime, account, first.json["id"], 12)
+    # then its bytes are counted too
+    assert _stored(runtime, account.id) == 42
+    # and when the retention purge deletes it, the counter holds the bytes still stored
+    _end_long_ago(runtime, old)
+    assert retention.purge(runtime).tasks == 1
+    assert _stored(runtime, account.id) == 30 == _count_bytes(runtime, account.id)
+
+
+def _count_bytes(runtime, account_id: int) -> int:
+    with runtime.pool.connection() as conn:
+        return conn.execute(
+            "SELECT coalesce(sum(f.size_bytes), 0) AS n FROM task_files f"
+            " JOIN tasks t ON t.id = f.task_id WHERE t.account_id = %s",
+            (account_id,),
+        ).fetchone()["n"]
+
+
 @pytest.mark.parametrize("page", ["portal", "users", "send_again"])
 def test_the_console_says_the_limit_on_the_page(runtime, account, page):
     limits = {"max_portals": 1, "max_users": 2, "max_stored_file_bytes": 20}
