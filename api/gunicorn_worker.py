@@ -13,7 +13,8 @@ takes the connection only once the request is all there (:class:`ProbeFirstWorke
   ``read_timeout`` by the main loop, which then reads and drops the client's further bytes for
   :data:`_LINGER_S` at most (so the answer is not lost to a reset) and closes the connection;
 - the main loop holds 16 MiB at most per worker of requests no thread has taken yet; past that,
-  connections go to threads with what they sent so far, as gthread does;
+  connections go to threads with what they sent so far, as gthread does, but for a probe
+  request all there, which the main loop still answers, peeking at it rather than holding it;
 - a kept-alive connection waits on the main loop the same way for its next request.
 
 A liveness probe (``GET /healthz``) is answered by the main loop from memory once it is all
@@ -233,6 +234,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BUFFER_BYTES = 1024 * 1024
 _BUFFERED_MAX_BYTES = 16 * 1024 * 1024
 _RECV_BYTES = 64 * 1024
+# How much of a probe request is looked at while the worker holds its 16 MiB (not read).
+_PEEK_BYTES = 4096
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -325,6 +328,13 @@ class ProbeFirstWorker(ThreadWorker):
         # Threads only ever lower the total, so reading it without the lock errs on the safe side.
         room = min(_RECV_BYTES, _BUFFER_BYTES - held, _BUFFERED_MAX_BYTES - self._buffered)
         if room <= 0:
+            # A probe is still answered here, peeked at rather than held: with the worker's
+            # 16 MiB held by stalled uploads, it queued behind their threads for as long as
+            # they stalled, and a healthy API looked dead.
+            if arriving is None and self._answer_peeked_probe(conn):
+                self._forget(conn)
+                self._drop(conn)
+                return
             self._hand_over(conn)  # its thread reads on from the socket
             return
         try:
@@ -440,6 +450,20 @@ class ProbeFirstWorker(ThreadWorker):
             # could destroy the answer in flight.
             head = arriving.data.startswith(b"HEAD")
             conn.sock.sendall(_PROBE_ANSWER + (b"" if head else _PROBE_BODY))
+        except OSError:
+            return False  # let the thread path see, and report, whatever is wrong
+        return True
+
+    @staticmethod
+    def _answer_peeked_probe(conn: _Conn) -> bool:
+        """Answer a probe whose request is all on the socket, reading no more than that."""
+        try:
+            head = conn.sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+            end = head.find(b"\r\n\r\n")
+            if not head.startswith(_PROBE) or end < 0 or _framing(head[:end]) != (False, 0, False):
+                return False
+            conn.sock.recv(end + 4)
+            conn.sock.sendall(_PROBE_ANSWER + (b"" if head.startswith(b"HEAD") else _PROBE_BODY))
         except OSError:
             return False  # let the thread path see, and report, whatever is wrong
         return True
