@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -9,6 +10,7 @@ import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -240,6 +242,17 @@ def _alembic_config(url: str) -> Config:
     config.set_main_option("script_location", str(resources.files("shared") / "migrations"))
     config.set_main_option("sqlalchemy.url", _sqlalchemy_url(url))
     return config
+
+
+def earlier_migration(name: str) -> ModuleType:
+    """The migration ``name`` (its file name without ``.py``) as a module, for a later one that
+    reuses its SQL: alembic loads migrations by path, so they are no modules to import."""
+    path = resources.files("shared") / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"understudy_migration_{name[:4]}", str(path))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def migrate(url: str) -> None:

@@ -93,21 +93,25 @@ class Gunicorn:
         self.process.stderr.close()
 
 
-@pytest.fixture(scope="module")
-def api_server(services) -> Iterator[Gunicorn]:
-    # One server for the module: it only reads what each test's own account wrote.
+def serve_api(services: dict[str, str], **settings: str) -> Iterator[Gunicorn]:
+    """The API under gunicorn on the session's Postgres and Redis, with these settings (named
+    as in the environment), for a module's fixture to yield; stopped after."""
     env = {
         "DATABASE_URL": services["database_url"],
         "REDIS_URL": services["redis_url"],
         "UNDERSTUDY_RUN_DIR": services["run_dir"],
-        "API_WORKERS": "2",
-        "API_THREADS": "4",
-        # the parallel validations below may all land in one process
-        "MAX_PARSES_IN_FLIGHT": "4",
+        **settings,
     }
     server = Gunicorn("api:create_app()", env)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_server(services) -> Iterator[Gunicorn]:
+    # One server for the module: it only reads what each test's own account wrote. (The
+    # parallel validations below may all land in one process: room for four parses.)
+    yield from serve_api(services, API_WORKERS="2", API_THREADS="4", MAX_PARSES_IN_FLIGHT="4")
 
 
 def _assert_json_error(status: int, headers: dict, body: dict, expected: int, code: str) -> None:

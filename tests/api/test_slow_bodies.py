@@ -22,24 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.api.test_gunicorn import Gunicorn
+from tests.api.test_gunicorn import Gunicorn, serve_api
 
 
 @pytest.fixture(scope="module")
 def slow_server(services) -> Iterator[Gunicorn]:
     # One worker of two threads with a 2 s read bound: two trickling clients hold all its
     # threads, and the request bound (30 s) is far beyond the read bound.
-    env = {
-        "DATABASE_URL": services["database_url"],
-        "REDIS_URL": services["redis_url"],
-        "UNDERSTUDY_RUN_DIR": services["run_dir"],
-        "API_WORKERS": "1",
-        "API_THREADS": "2",
-        "API_READ_TIMEOUT_S": "2",
-    }
-    server = Gunicorn("api:create_app()", env)
-    yield server
-    server.stop()
+    yield from serve_api(services, API_WORKERS="1", API_THREADS="2", API_READ_TIMEOUT_S="2")
 
 
 def _trickle(port: int, auth: bytes = b"", give_up_s: float = 25, at_once: int = 0) -> bytes:

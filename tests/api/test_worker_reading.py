@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.api.test_gunicorn import Gunicorn
+from tests.api.test_gunicorn import Gunicorn, serve_api
 
 MIB = 1024 * 1024
 
@@ -24,17 +24,7 @@ MIB = 1024 * 1024
 def reading_server(services) -> Iterator[Gunicorn]:
     # One worker of two threads, with a read bound long enough for the stalled uploads below to
     # hold the main loop's 16 MiB and both threads for the whole test.
-    env = {
-        "DATABASE_URL": services["database_url"],
-        "REDIS_URL": services["redis_url"],
-        "UNDERSTUDY_RUN_DIR": services["run_dir"],
-        "API_WORKERS": "1",
-        "API_THREADS": "2",
-        "API_READ_TIMEOUT_S": "20",
-    }
-    server = Gunicorn("api:create_app()", env)
-    yield server
-    server.stop()
+    yield from serve_api(services, API_WORKERS="1", API_THREADS="2", API_READ_TIMEOUT_S="20")
 
 
 def _stalled_upload(port: int, auth: bytes, sent: int) -> socket.socket:

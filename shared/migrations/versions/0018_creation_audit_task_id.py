@@ -11,10 +11,9 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from shared.db import earlier_migration
 
 revision = "0018"
 down_revision = "0017"
@@ -22,17 +21,7 @@ branch_labels = None
 depends_on = None
 
 
-def _load_0015():
-    """Migration 0015, whose procedure text this one reuses (migrations load by path)."""
-    path = Path(__file__).with_name("0015_create_task_call.py")
-    spec = importlib.util.spec_from_file_location("understudy_migration_0015", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_CREATION = _load_0015()
+_CREATION = earlier_migration("0015_create_task_call")  # its procedure text, reused
 
 
 def upgrade() -> None:

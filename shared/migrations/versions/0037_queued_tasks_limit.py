@@ -30,10 +30,9 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from shared.db import earlier_migration
 
 revision = "0037"
 down_revision = "0036"
@@ -41,17 +40,7 @@ branch_labels = None
 depends_on = None
 
 
-def _load(name: str):
-    """An earlier migration, whose SQL this one reuses (migrations load by path)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"understudy_migration_{name[:4]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_CREATION = _load("0015_create_task_call")
+_CREATION = earlier_migration("0015_create_task_call")
 
 _ENDED = "('completed', 'completed_with_issues', 'failed', 'canceled')"
 _TASK_PARAMETERS = f"{_CREATION._TASK_PARAMETERS.rstrip()}, p_max_unfinished bigint"

@@ -20,10 +20,9 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from shared.db import earlier_migration
 
 revision = "0038"
 down_revision = "0037"
@@ -31,17 +30,7 @@ branch_labels = None
 depends_on = None
 
 
-def _load(name: str):
-    """An earlier migration, whose SQL this one reuses (migrations load by path)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"understudy_migration_{name[:4]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_CREATION = _load("0015_create_task_call")
+_CREATION = earlier_migration("0015_create_task_call")
 
 # The previous release's insert_task: its argument types, and its arguments passed on.
 _TYPES = ", ".join(parameter.split()[1] for parameter in _CREATION._TASK_PARAMETERS.split(","))
