@@ -360,7 +360,7 @@ class ProbeFirstWorker(ThreadWorker):
         """Hand the connection over, or answer its probe, once the request is all there."""
         if not self._arrived(conn, arriving):
             return
-        if arriving.data.startswith(_PROBE) and self._answer_probe(conn, arriving):
+        if arriving.data.startswith(_PROBE) and self._answer_probe(conn, arriving.data):
             self._forget(conn)
             self._drop(conn)
             return
@@ -444,18 +444,17 @@ class ProbeFirstWorker(ThreadWorker):
                 self._buffered -= size
 
     @staticmethod
-    def _answer_probe(conn: _Conn, arriving: _Arriving) -> bool:
+    def _answer_probe(conn: _Conn, request: bytes | bytearray) -> bool:
+        """Answer the probe ``request``, read whole from the socket: closing the socket then
+        sends a FIN, not a reset that could destroy the answer in flight."""
         try:
-            # The whole request was read: closing the socket sends a FIN, not a reset that
-            # could destroy the answer in flight.
-            head = arriving.data.startswith(b"HEAD")
+            head = request.startswith(b"HEAD")
             conn.sock.sendall(_PROBE_ANSWER + (b"" if head else _PROBE_BODY))
         except OSError:
             return False  # let the thread path see, and report, whatever is wrong
         return True
 
-    @staticmethod
-    def _answer_peeked_probe(conn: _Conn) -> bool:
+    def _answer_peeked_probe(self, conn: _Conn) -> bool:
         """Answer a probe whose request is all on the socket, reading no more than that."""
         try:
             head = conn.sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
@@ -463,10 +462,9 @@ class ProbeFirstWorker(ThreadWorker):
             if not head.startswith(_PROBE) or end < 0 or _framing(head[:end]) != (False, 0, False):
                 return False
             conn.sock.recv(end + 4)
-            conn.sock.sendall(_PROBE_ANSWER + (b"" if head.startswith(b"HEAD") else _PROBE_BODY))
         except OSError:
             return False  # let the thread path see, and report, whatever is wrong
-        return True
+        return self._answer_probe(conn, head)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         # A request answered with the connection kept alive: the main loop waits for the next

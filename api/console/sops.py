@@ -307,6 +307,17 @@ def _changed_since(now: str, opened_at: str | None, kind: str) -> str | None:
     )
 
 
+def _errors(err: ApiError) -> list[dict[str, Any]]:
+    """What an editor lists for a refused save: each field's error, or the refusal's message."""
+    errors = field_errors(err.details) if isinstance(err.details, list) else []
+    return errors or [_page_error(err.message)]
+
+
+def _page_error(message: str) -> dict[str, Any]:
+    """An error of the whole document, at no line."""
+    return {"line": None, "path": None, "message": message}
+
+
 def _excerpt(text: str, bad: set[int], context: int = 3) -> list[tuple[int, str, bool] | None]:
     """The numbered lines around each bad line (None marks a gap), for the error listing."""
     lines = text.splitlines()
@@ -363,14 +374,11 @@ def sop_save(task_type: str):
     with runtime().pool.connection() as conn:
         changed = _changed_since(_active_ref(conn, task_type), opened_at, "SOP")
     if changed:  # the form opened on it now: a second save replaces it knowingly
-        return _editor(task_type, text, [{"line": None, "path": None, "message": changed}], 409)
+        return _editor(task_type, text, [_page_error(changed)], 409)
     try:
         out, created = store_sop(task_type, text)
     except ApiError as err:
-        errors = field_errors(err.details) if isinstance(err.details, list) else []
-        if not errors:
-            errors = [{"line": None, "path": None, "message": err.message}]
-        return _editor(task_type, text, errors, err.status, opened_at=opened_at)
+        return _editor(task_type, text, _errors(err), err.status, opened_at=opened_at)
     if created:  # the version this save stored (read after it, another admin's could be newer)
         with runtime().pool.connection() as conn:
             record(conn, "sop.save", f"sop:{task_type}", {"version": out["version"]})
@@ -526,14 +534,11 @@ def portal_profile_save(name: str):
         _known_portal(conn, name)
         changed = _changed_since(_profile_ref(conn, name), opened_at, "profile")
     if changed:  # the form opened on it now: a second save replaces it knowingly
-        return _profile_editor(name, text, [{"line": None, "path": None, "message": changed}], 409)
+        return _profile_editor(name, text, [_page_error(changed)], 409)
     try:
         out, created = store_profile(name, text)
     except ApiError as err:
-        errors = field_errors(err.details) if isinstance(err.details, list) else []
-        if not errors:
-            errors = [{"line": None, "path": None, "message": err.message}]
-        return _profile_editor(name, text, errors, err.status, opened_at=opened_at)
+        return _profile_editor(name, text, _errors(err), err.status, opened_at=opened_at)
     if created:
         with runtime().pool.connection() as conn:
             record(conn, "portal.profile.save", f"portal:{name}", {"version": out["version"]})
